@@ -1,0 +1,72 @@
+//! The app spec: what an app is made of and how it runs.
+//!
+//! `berth.toml` is a superset of `fly.toml`: both parse into one [`AppSpec`].
+//! Parsing is two-stage: the text is read into lenient raw structs (numbers or
+//! strings where fly takes either, unknown keys collected as warnings), then
+//! validated into a typed model that cannot be invalid, reporting every problem
+//! at once with file, line and column. This crate never does IO: callers read
+//! files and hand over their text.
+
+mod duration;
+mod error;
+mod model;
+mod raw;
+
+pub use duration::parse_duration;
+pub use error::{Location, SpecError, SpecProblem};
+pub use model::{
+    AppSpec, BuildSpec, BuilderKind, DeploySpec, DeployStrategy, HealthCheck, HttpService,
+    DEFAULT_PROCESS,
+};
+
+/// Files that hold an app spec, in the order berth looks for them.
+pub const SPEC_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml"];
+
+/// A spec that parsed, with what berth ignores or assumes about it.
+#[derive(Debug, Clone)]
+pub struct ParsedSpec {
+    /// The validated spec.
+    pub spec: AppSpec,
+    /// Unknown keys and keys berth accepts but does not act on.
+    pub warnings: Vec<String>,
+}
+
+/// Parses a `berth.toml` or `fly.toml` text; `file_name` is used in messages.
+pub fn parse_spec(file_name: &str, text: &str) -> Result<ParsedSpec, SpecError> {
+    raw::parse(file_name, text)
+}
+
+/// What berth needs from a `Cargo.toml`: the package name and declared binaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CargoPackage {
+    /// `[package] name`.
+    pub name: String,
+    /// Names of `[[bin]]` targets declared in the manifest (the implicit
+    /// `src/main.rs` binary is named after the package and not listed here).
+    pub declared_bins: Vec<String>,
+}
+
+/// Reads the package name and binaries from a `Cargo.toml` text.
+pub fn parse_cargo_manifest(file_name: &str, text: &str) -> Result<CargoPackage, SpecError> {
+    raw::parse_cargo_manifest(file_name, text)
+}
+
+/// Turns a package name into a valid app name (`my_app` → `my-app`).
+pub fn app_name_from_package(package: &str) -> String {
+    let mut name: String = package
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    while name.ends_with('-') {
+        name.pop();
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        name.insert_str(0, "app-");
+    }
+    name.truncate(63);
+    name
+}
+
+#[cfg(test)]
+mod tests;

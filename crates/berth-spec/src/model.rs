@@ -1,0 +1,196 @@
+//! The validated app model every spec format turns into.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The process group an app gets when its spec names none.
+pub const DEFAULT_PROCESS: &str = "web";
+
+/// A validated app spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppSpec {
+    /// The app's name, when the spec gives one.
+    pub app: Option<String>,
+    /// How to build it.
+    pub build: BuildSpec,
+    /// How to roll it out.
+    pub deploy: DeploySpec,
+    /// Environment variables every process gets.
+    pub env: BTreeMap<String, String>,
+    /// Process groups and their commands. Empty means one `web` group running
+    /// the package's binary.
+    pub processes: BTreeMap<String, String>,
+    /// How HTTP reaches the app.
+    pub http: HttpService,
+    /// Time between SIGTERM and SIGKILL when an instance stops.
+    #[serde(with = "duration_ms")]
+    pub kill_timeout: Duration,
+}
+
+impl Default for AppSpec {
+    fn default() -> Self {
+        AppSpec {
+            app: None,
+            build: BuildSpec::default(),
+            deploy: DeploySpec::default(),
+            env: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            http: HttpService::default(),
+            kill_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AppSpec {
+    /// The process groups with commands, given the binary the build produced
+    /// for the default group.
+    pub fn process_commands(&self, default_binary: &str) -> BTreeMap<String, String> {
+        if self.processes.is_empty() {
+            BTreeMap::from([(DEFAULT_PROCESS.to_string(), default_binary.to_string())])
+        } else {
+            self.processes.clone()
+        }
+    }
+
+    /// Whether instances of `process` receive HTTP from the router.
+    pub fn serves_http(&self, process: &str) -> bool {
+        if self.processes.is_empty() {
+            return process == DEFAULT_PROCESS;
+        }
+        match &self.http.processes {
+            Some(groups) => groups.iter().any(|group| group == process),
+            None => {
+                process == DEFAULT_PROCESS
+                    || (process == "app" && !self.processes.contains_key(DEFAULT_PROCESS))
+            }
+        }
+    }
+}
+
+/// How an app is built.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuildSpec {
+    /// Which builder.
+    pub builder: BuilderKind,
+    /// Which binary is the default process, when the package has several.
+    pub bin: Option<String>,
+}
+
+/// The builders berth knows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum BuilderKind {
+    /// `cargo build --release` with a persistent target dir.
+    #[default]
+    Cargo,
+    /// A Dockerfile, built by the Docker driver.
+    Dockerfile {
+        /// Path of the Dockerfile in the source tree.
+        path: String,
+    },
+    /// A prebuilt image, run by the Docker driver.
+    Image {
+        /// The image reference.
+        image: String,
+    },
+}
+
+/// How a release is rolled out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    /// A command run once per deploy before instances switch (jobs issue).
+    pub release_command: Option<String>,
+    /// Rollout strategy.
+    pub strategy: DeployStrategy,
+    /// How long new instances get to pass their health check.
+    #[serde(with = "duration_ms")]
+    pub wait_timeout: Duration,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            release_command: None,
+            strategy: DeployStrategy::Rolling,
+            wait_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Rollout strategies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStrategy {
+    /// New instances start and pass health checks before old ones drain.
+    #[default]
+    Rolling,
+    /// All new instances start and pass before all old ones drain at once.
+    Bluegreen,
+    /// Old instances stop first, then new ones start (downtime).
+    Immediate,
+}
+
+/// How HTTP reaches the app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpService {
+    /// A fixed port the app listens on (fly's `internal_port`); berth sets
+    /// `PORT` to it. `None`: berth picks a free port per instance.
+    pub internal_port: Option<u16>,
+    /// Process groups that serve HTTP; `None` means `web` (or fly's `app`).
+    pub processes: Option<Vec<String>>,
+    /// Redirect plain HTTP to HTTPS (TLS issue).
+    pub force_https: bool,
+    /// How berth decides an instance is healthy.
+    pub check: HealthCheck,
+}
+
+impl Default for HttpService {
+    fn default() -> Self {
+        HttpService {
+            internal_port: None,
+            processes: None,
+            force_https: false,
+            check: HealthCheck::default(),
+        }
+    }
+}
+
+/// A health check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// `None`: a TCP connect to the port; `Some(path)`: an HTTP GET of `path`
+    /// that must answer 2xx or 3xx.
+    pub http_path: Option<String>,
+    /// Time between checks once the instance is up.
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    /// How long one check may take.
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            http_path: None,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(deserializer)?))
+    }
+}

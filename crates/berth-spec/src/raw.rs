@@ -1,0 +1,610 @@
+//! Stage one: the lenient raw form of berth.toml / fly.toml, and its
+//! validation into [`AppSpec`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::duration::parse_duration;
+use crate::error::{Location, SpecError, SpecProblem};
+use crate::model::{
+    AppSpec, BuildSpec, BuilderKind, DeploySpec, DeployStrategy, HealthCheck, HttpService,
+};
+use crate::{CargoPackage, ParsedSpec};
+
+/// A value fly accepts as a number or a string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// An env value: fly accepts strings, numbers and booleans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Scalar::Text(text) => text,
+            Scalar::Integer(number) => number.to_string(),
+            Scalar::Float(number) => number.to_string(),
+            Scalar::Bool(value) => value.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSpec {
+    app: Option<Spanned<String>>,
+    kill_timeout: Option<Spanned<NumberOrText>>,
+    kill_signal: Option<String>,
+    build: Option<RawBuild>,
+    deploy: Option<RawDeploy>,
+    env: BTreeMap<String, Scalar>,
+    processes: BTreeMap<String, Spanned<String>>,
+    http_service: Option<RawHttpService>,
+    services: Vec<RawService>,
+    checks: BTreeMap<String, RawCheck>,
+    // Accepted for fly.toml compatibility; berth does not act on these on one machine.
+    primary_region: Option<toml::Value>,
+    swap_size_mb: Option<toml::Value>,
+    console_command: Option<toml::Value>,
+    experimental: Option<toml::Value>,
+    metrics: Option<toml::Value>,
+    // Accepted now, enforced by later capabilities.
+    statics: Option<toml::Value>,
+    vm: Option<toml::Value>,
+    mounts: Option<toml::Value>,
+    jobs: Option<toml::Value>,
+    resources: Option<toml::Value>,
+    budget: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawBuild {
+    builder: Option<Spanned<String>>,
+    bin: Option<String>,
+    image: Option<String>,
+    dockerfile: Option<String>,
+    buildpacks: Option<toml::Value>,
+    args: Option<toml::Value>,
+    #[serde(rename = "build-target")]
+    build_target: Option<toml::Value>,
+    ignorefile: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDeploy {
+    release_command: Option<String>,
+    strategy: Option<Spanned<String>>,
+    wait_timeout: Option<Spanned<NumberOrText>>,
+    release_command_timeout: Option<toml::Value>,
+    max_unavailable: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawHttpService {
+    internal_port: Option<Spanned<NumberOrText>>,
+    force_https: Option<bool>,
+    processes: Option<Vec<Spanned<String>>>,
+    checks: Vec<RawHttpCheck>,
+    auto_stop_machines: Option<toml::Value>,
+    auto_start_machines: Option<toml::Value>,
+    min_machines_running: Option<toml::Value>,
+    max_machines_running: Option<toml::Value>,
+    concurrency: Option<toml::Value>,
+    http_options: Option<toml::Value>,
+    tls_options: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawService {
+    internal_port: Option<Spanned<NumberOrText>>,
+    protocol: Option<String>,
+    processes: Option<Vec<Spanned<String>>>,
+    http_checks: Vec<RawHttpCheck>,
+    tcp_checks: Vec<RawHttpCheck>,
+    ports: Option<toml::Value>,
+    concurrency: Option<toml::Value>,
+    auto_stop_machines: Option<toml::Value>,
+    auto_start_machines: Option<toml::Value>,
+    min_machines_running: Option<toml::Value>,
+    script_checks: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawHttpCheck {
+    path: Option<String>,
+    interval: Option<Spanned<NumberOrText>>,
+    timeout: Option<Spanned<NumberOrText>>,
+    grace_period: Option<Spanned<NumberOrText>>,
+    method: Option<String>,
+    protocol: Option<String>,
+    tls_skip_verify: Option<bool>,
+    headers: Option<toml::Value>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    port: Option<toml::Value>,
+    restart_limit: Option<toml::Value>,
+}
+
+type RawCheck = RawHttpCheck;
+
+/// Collects problems with their locations while validating.
+struct Problems<'a> {
+    text: &'a str,
+    found: Vec<SpecProblem>,
+}
+
+impl Problems<'_> {
+    fn at<T>(&mut self, spanned: &Spanned<T>, message: String) {
+        self.found.push(SpecProblem {
+            location: Some(Location::of_offset(self.text, spanned.span().start)),
+            message,
+        });
+    }
+}
+
+pub(crate) fn parse(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
+    let mut unknown_keys = Vec::new();
+    let deserializer = toml::Deserializer::parse(text).map_err(|err| toml_error(file, text, &err))?;
+    let raw: RawSpec = serde_ignored::deserialize(deserializer, |path| {
+        unknown_keys.push(path.to_string().replace(".?", "").replace("?.", ""))
+    })
+    .map_err(|err| toml_error(file, text, &err))?;
+
+    let mut warnings: Vec<String> = unknown_keys
+        .into_iter()
+        .map(|key| format!("{file}: unknown key `{key}` is ignored"))
+        .collect();
+    let mut problems = Problems {
+        text,
+        found: Vec::new(),
+    };
+    let spec = validate(file, raw, &mut problems, &mut warnings);
+    if problems.found.is_empty() {
+        Ok(ParsedSpec { spec, warnings })
+    } else {
+        problems.found.sort_by_key(|problem| {
+            problem
+                .location
+                .map(|location| (location.line, location.column))
+        });
+        Err(SpecError {
+            file: file.to_string(),
+            problems: problems.found,
+        })
+    }
+}
+
+fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> SpecError {
+    let location = err.span().map(|span| Location::of_offset(text, span.start));
+    SpecError::single(file, location, err.message().trim().to_string())
+}
+
+fn validate(
+    file: &str,
+    raw: RawSpec,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> AppSpec {
+    let mut spec = AppSpec::default();
+
+    if let Some(app) = &raw.app {
+        match berth_proto::validate_app_name(app.get_ref()) {
+            Ok(()) => spec.app = Some(app.get_ref().clone()),
+            Err(message) => problems.at(app, message),
+        }
+    }
+    if let Some(timeout) = &raw.kill_timeout {
+        if let Some(duration) = duration_value(timeout, Unit::Seconds, "kill_timeout", problems) {
+            spec.kill_timeout = duration;
+        }
+    }
+    if let Some(signal) = &raw.kill_signal {
+        if !signal.eq_ignore_ascii_case("SIGTERM") {
+            warnings.push(format!(
+                "{file}: kill_signal = \"{signal}\" is not supported yet; berth sends SIGTERM"
+            ));
+        }
+    }
+
+    let ignored_here = [
+        ("primary_region", raw.primary_region.is_some()),
+        ("swap_size_mb", raw.swap_size_mb.is_some()),
+        ("console_command", raw.console_command.is_some()),
+        ("experimental", raw.experimental.is_some()),
+        ("metrics", raw.metrics.is_some()),
+    ];
+    for (key, present) in ignored_here {
+        if present {
+            warnings.push(format!(
+                "{file}: `{key}` has no meaning on one machine and is ignored"
+            ));
+        }
+    }
+    let not_yet = [
+        ("[[statics]]", raw.statics.is_some()),
+        ("[[vm]]", raw.vm.is_some()),
+        ("[[mounts]]", raw.mounts.is_some()),
+        ("[[jobs]]", raw.jobs.is_some()),
+        ("[resources]", raw.resources.is_some()),
+        ("[budget]", raw.budget.is_some()),
+    ];
+    for (section, present) in not_yet {
+        if present {
+            warnings.push(format!(
+                "{file}: {section} is accepted but this berth does not act on it yet"
+            ));
+        }
+    }
+
+    if let Some(build) = raw.build {
+        spec.build = validate_build(file, build, problems, warnings);
+    }
+    if let Some(deploy) = raw.deploy {
+        spec.deploy = validate_deploy(file, deploy, problems, warnings);
+    }
+    spec.env = raw
+        .env
+        .into_iter()
+        .map(|(key, value)| (key, value.into_string()))
+        .collect();
+
+    for (name, command) in &raw.processes {
+        if !valid_process_name(name) {
+            problems.at(
+                command,
+                format!(
+                    "process group `{name}` must be lowercase letters, digits, `-` or `_`, starting with a letter"
+                ),
+            );
+        } else if command.get_ref().trim().is_empty() {
+            problems.at(command, format!("process group `{name}` has an empty command"));
+        } else {
+            spec.processes
+                .insert(name.clone(), command.get_ref().trim().to_string());
+        }
+    }
+
+    spec.http = validate_http(file, raw.http_service, raw.services, raw.checks, problems, warnings);
+    if let Some(groups) = &spec.http.processes {
+        if !spec.processes.is_empty() {
+            for group in groups {
+                if !spec.processes.contains_key(group) {
+                    problems.found.push(SpecProblem {
+                        location: None,
+                        message: format!(
+                            "http_service.processes names `{group}`, which is not in [processes]"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    spec
+}
+
+fn valid_process_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn validate_build(
+    file: &str,
+    build: RawBuild,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> BuildSpec {
+    let mut spec = BuildSpec {
+        bin: build.bin,
+        ..BuildSpec::default()
+    };
+    if let Some(image) = build.image {
+        spec.builder = BuilderKind::Image { image };
+    } else if let Some(path) = build.dockerfile {
+        spec.builder = BuilderKind::Dockerfile { path };
+    }
+    if let Some(builder) = &build.builder {
+        match builder.get_ref().as_str() {
+            "cargo" => spec.builder = BuilderKind::Cargo,
+            "dockerfile" => {
+                if !matches!(spec.builder, BuilderKind::Dockerfile { .. }) {
+                    spec.builder = BuilderKind::Dockerfile {
+                        path: "Dockerfile".into(),
+                    };
+                }
+            }
+            "image" => {
+                if !matches!(spec.builder, BuilderKind::Image { .. }) {
+                    problems.at(builder, "builder = \"image\" needs `image = \"…\"` in [build]".into());
+                }
+            }
+            other if other.contains('/') => warnings.push(format!(
+                "{file}: buildpack builder `{other}` is ignored; berth builds with cargo"
+            )),
+            other => problems.at(
+                builder,
+                format!("unknown builder `{other}` (use \"cargo\", \"dockerfile\" or \"image\")"),
+            ),
+        }
+    }
+    for (key, present) in [
+        ("buildpacks", build.buildpacks.is_some()),
+        ("args", build.args.is_some()),
+        ("build-target", build.build_target.is_some()),
+        ("ignorefile", build.ignorefile.is_some()),
+    ] {
+        if present {
+            warnings.push(format!("{file}: [build] {key} is ignored by the cargo builder"));
+        }
+    }
+    spec
+}
+
+fn validate_deploy(
+    file: &str,
+    deploy: RawDeploy,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> DeploySpec {
+    let mut spec = DeploySpec {
+        release_command: deploy.release_command.filter(|command| !command.trim().is_empty()),
+        ..DeploySpec::default()
+    };
+    if spec.release_command.is_some() {
+        warnings.push(format!(
+            "{file}: [deploy] release_command is accepted but this berth does not run it yet"
+        ));
+    }
+    if let Some(strategy) = &deploy.strategy {
+        spec.strategy = match strategy.get_ref().as_str() {
+            "rolling" => DeployStrategy::Rolling,
+            "bluegreen" => DeployStrategy::Bluegreen,
+            "immediate" => DeployStrategy::Immediate,
+            "canary" => {
+                warnings.push(format!(
+                    "{file}: strategy \"canary\" is deployed as \"rolling\" on one machine"
+                ));
+                DeployStrategy::Rolling
+            }
+            other => {
+                problems.at(
+                    strategy,
+                    format!(
+                        "unknown deploy strategy `{other}` (use \"rolling\", \"bluegreen\" or \"immediate\")"
+                    ),
+                );
+                DeployStrategy::Rolling
+            }
+        };
+    }
+    if let Some(timeout) = &deploy.wait_timeout {
+        if let Some(duration) = duration_value(timeout, Unit::Seconds, "wait_timeout", problems) {
+            spec.wait_timeout = duration;
+        }
+    }
+    for (key, present) in [
+        ("release_command_timeout", deploy.release_command_timeout.is_some()),
+        ("max_unavailable", deploy.max_unavailable.is_some()),
+    ] {
+        if present {
+            warnings.push(format!("{file}: [deploy] {key} is ignored"));
+        }
+    }
+    spec
+}
+
+fn validate_http(
+    file: &str,
+    http_service: Option<RawHttpService>,
+    services: Vec<RawService>,
+    checks: BTreeMap<String, RawCheck>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> HttpService {
+    let mut spec = HttpService::default();
+    let mut raw_checks: Vec<RawHttpCheck> = Vec::new();
+
+    if let Some(http) = http_service {
+        if let Some(port) = &http.internal_port {
+            spec.internal_port = port_value(port, problems);
+        }
+        spec.force_https = http.force_https.unwrap_or(false);
+        spec.processes = http
+            .processes
+            .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
+        raw_checks.extend(http.checks);
+        let autoscale = [
+            http.auto_stop_machines.is_some(),
+            http.auto_start_machines.is_some(),
+            http.min_machines_running.is_some(),
+            http.max_machines_running.is_some(),
+            http.concurrency.is_some(),
+        ];
+        if autoscale.iter().any(|present| *present) {
+            warnings.push(format!(
+                "{file}: autoscaling keys in [http_service] are accepted but not acted on yet; use `berth scale`"
+            ));
+        }
+        if http.http_options.is_some() || http.tls_options.is_some() {
+            warnings.push(format!("{file}: [http_service] http_options and tls_options are ignored"));
+        }
+    }
+
+    for (index, service) in services.into_iter().enumerate() {
+        let protocol = service.protocol.as_deref().unwrap_or("tcp");
+        if protocol != "tcp" {
+            warnings.push(format!(
+                "{file}: [[services]] #{} uses protocol `{protocol}`; berth routes only HTTP over tcp",
+                index + 1
+            ));
+            continue;
+        }
+        if spec.internal_port.is_none() {
+            if let Some(port) = &service.internal_port {
+                spec.internal_port = port_value(port, problems);
+            }
+        }
+        if spec.processes.is_none() {
+            spec.processes = service
+                .processes
+                .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
+        }
+        raw_checks.extend(service.http_checks);
+        raw_checks.extend(service.tcp_checks.into_iter().map(|mut check| {
+            check.kind = Some("tcp".into());
+            check
+        }));
+        if service.script_checks.is_some() {
+            warnings.push(format!("{file}: script_checks are ignored"));
+        }
+        let _ = (
+            service.ports,
+            service.concurrency,
+            service.auto_stop_machines,
+            service.auto_start_machines,
+            service.min_machines_running,
+        );
+    }
+    raw_checks.extend(checks.into_values());
+
+    if let Some(check) = raw_checks.into_iter().next() {
+        let mut health = HealthCheck::default();
+        let is_tcp = check.kind.as_deref() == Some("tcp");
+        if !is_tcp {
+            health.http_path = Some(check.path.clone().unwrap_or_else(|| "/".into()));
+        }
+        if let Some(interval) = &check.interval {
+            if let Some(value) = duration_value(interval, Unit::Millis, "interval", problems) {
+                health.interval = value.max(Duration::from_millis(100));
+            }
+        }
+        if let Some(timeout) = &check.timeout {
+            if let Some(value) = duration_value(timeout, Unit::Millis, "timeout", problems) {
+                health.timeout = value.max(Duration::from_millis(10));
+            }
+        }
+        if let Some(grace) = &check.grace_period {
+            // Startup is waited for by the deploy timeout; the grace period only
+            // needs to parse.
+            let _ = duration_value(grace, Unit::Millis, "grace_period", problems);
+        }
+        if let Some(method) = &check.method {
+            if !method.eq_ignore_ascii_case("GET") {
+                warnings.push(format!("{file}: health checks use GET; method `{method}` is ignored"));
+            }
+        }
+        let _ = (check.protocol, check.tls_skip_verify, check.headers, check.port, check.restart_limit);
+        spec.check = health;
+    }
+    spec
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Seconds,
+    Millis,
+}
+
+fn duration_value(
+    value: &Spanned<NumberOrText>,
+    bare_unit: Unit,
+    key: &str,
+    problems: &mut Problems<'_>,
+) -> Option<Duration> {
+    let from_number = |number: f64| -> Option<Duration> {
+        if number < 0.0 || !number.is_finite() {
+            return None;
+        }
+        Some(match bare_unit {
+            Unit::Seconds => Duration::from_secs_f64(number),
+            Unit::Millis => Duration::from_secs_f64(number / 1000.0),
+        })
+    };
+    let parsed = match value.get_ref() {
+        NumberOrText::Integer(number) => from_number(*number as f64)
+            .ok_or_else(|| format!("`{key}` must not be negative")),
+        NumberOrText::Float(number) => {
+            from_number(*number).ok_or_else(|| format!("`{key}` must not be negative"))
+        }
+        NumberOrText::Text(text) => match text.trim().parse::<f64>() {
+            Ok(number) => from_number(number).ok_or_else(|| format!("`{key}` must not be negative")),
+            Err(_) => parse_duration(text).map_err(|message| format!("`{key}`: {message}")),
+        },
+    };
+    match parsed {
+        Ok(duration) => Some(duration),
+        Err(message) => {
+            problems.at(value, message);
+            None
+        }
+    }
+}
+
+fn port_value(value: &Spanned<NumberOrText>, problems: &mut Problems<'_>) -> Option<u16> {
+    let number = match value.get_ref() {
+        NumberOrText::Integer(number) => Some(*number),
+        NumberOrText::Text(text) => text.trim().parse::<i64>().ok(),
+        NumberOrText::Float(_) => None,
+    };
+    match number {
+        Some(port @ 1..=65535) => Some(port as u16),
+        _ => {
+            problems.at(value, "internal_port must be a whole number from 1 to 65535".into());
+            None
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCargoManifest {
+    package: Option<RawCargoPackage>,
+    #[serde(default)]
+    bin: Vec<RawCargoBin>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCargoPackage {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCargoBin {
+    name: Option<String>,
+}
+
+pub(crate) fn parse_cargo_manifest(file: &str, text: &str) -> Result<CargoPackage, SpecError> {
+    let manifest: RawCargoManifest =
+        toml::from_str(text).map_err(|err| toml_error(file, text, &err))?;
+    let package = manifest.package.ok_or_else(|| {
+        SpecError::single(
+            file,
+            None,
+            "has no [package]; run berth in the folder of the package to deploy".into(),
+        )
+    })?;
+    Ok(CargoPackage {
+        name: package.name,
+        declared_bins: manifest.bin.into_iter().filter_map(|bin| bin.name).collect(),
+    })
+}

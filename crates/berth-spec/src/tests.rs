@@ -1,0 +1,165 @@
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn an_empty_spec_means_one_web_process_from_the_binary() {
+    let parsed = parse_spec("berth.toml", "").unwrap();
+    assert!(parsed.warnings.is_empty());
+    let commands = parsed.spec.process_commands("hello");
+    assert_eq!(commands.get("web").map(String::as_str), Some("hello"));
+    assert!(parsed.spec.serves_http("web"));
+    assert_eq!(parsed.spec.kill_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn berth_toml_sections_fill_the_model() {
+    let text = r#"
+app = "hello"
+kill_timeout = "10s"
+
+[build]
+bin = "hello"
+
+[deploy]
+strategy = "bluegreen"
+wait_timeout = "2m"
+
+[env]
+RUST_LOG = "info"
+WORKERS = 4
+
+[processes]
+web = "hello serve"
+worker = "hello work"
+
+[http_service]
+internal_port = 8080
+processes = ["web"]
+
+  [[http_service.checks]]
+  path = "/healthz"
+  interval = 5000
+  timeout = "1s"
+"#;
+    let parsed = parse_spec("berth.toml", text).unwrap();
+    let spec = parsed.spec;
+    assert_eq!(spec.app.as_deref(), Some("hello"));
+    assert_eq!(spec.kill_timeout, Duration::from_secs(10));
+    assert_eq!(spec.build.bin.as_deref(), Some("hello"));
+    assert_eq!(spec.deploy.strategy, DeployStrategy::Bluegreen);
+    assert_eq!(spec.deploy.wait_timeout, Duration::from_secs(120));
+    assert_eq!(spec.env["WORKERS"], "4");
+    assert_eq!(spec.processes.len(), 2);
+    assert!(spec.serves_http("web"));
+    assert!(!spec.serves_http("worker"));
+    assert_eq!(spec.http.internal_port, Some(8080));
+    assert_eq!(spec.http.check.http_path.as_deref(), Some("/healthz"));
+    // A bare integer interval is milliseconds, as in fly.toml.
+    assert_eq!(spec.http.check.interval, Duration::from_secs(5));
+    assert_eq!(spec.http.check.timeout, Duration::from_secs(1));
+}
+
+#[test]
+fn a_typical_fly_toml_is_a_valid_spec_with_the_same_meaning() {
+    let text = r#"
+app = "fly-hello"
+primary_region = "ams"
+kill_signal = "SIGINT"
+kill_timeout = 8
+
+[build]
+  builder = "paketobuildpacks/builder:base"
+
+[env]
+  PORT = "8080"
+
+[[services]]
+  internal_port = 8080
+  protocol = "tcp"
+  processes = ["app"]
+
+  [[services.ports]]
+    handlers = ["http"]
+    port = 80
+
+  [[services.tcp_checks]]
+    interval = "15s"
+    timeout = "2s"
+    grace_period = "1s"
+"#;
+    let parsed = parse_spec("fly.toml", text).unwrap();
+    assert_eq!(parsed.spec.app.as_deref(), Some("fly-hello"));
+    assert_eq!(parsed.spec.kill_timeout, Duration::from_secs(8));
+    assert_eq!(parsed.spec.http.internal_port, Some(8080));
+    assert_eq!(parsed.spec.http.check.http_path, None);
+    assert_eq!(parsed.spec.http.check.interval, Duration::from_secs(15));
+    let warnings = parsed.warnings.join("\n");
+    assert!(warnings.contains("primary_region"), "{warnings}");
+    assert!(warnings.contains("kill_signal"), "{warnings}");
+    assert!(warnings.contains("buildpack"), "{warnings}");
+}
+
+#[test]
+fn unknown_keys_are_warnings_not_errors() {
+    let parsed = parse_spec("berth.toml", "colour = \"blue\"\n[http_service]\nturbo = true\n").unwrap();
+    let warnings = parsed.warnings.join("\n");
+    assert!(warnings.contains("`colour`"), "{warnings}");
+    assert!(warnings.contains("`http_service.turbo`"), "{warnings}");
+}
+
+#[test]
+fn a_syntax_error_names_file_line_and_column() {
+    let err = parse_spec("berth.toml", "app = \"hello\"\n[env]\nRUST_LOG = info\n").unwrap_err();
+    let message = err.to_string();
+    assert!(message.starts_with("berth.toml:3:12:"), "{message}");
+}
+
+#[test]
+fn a_wrong_type_names_file_line_and_column() {
+    let err = parse_spec("berth.toml", "app = \"hello\"\n\n[processes]\nweb = 5\n").unwrap_err();
+    assert!(err.to_string().starts_with("berth.toml:4:7:"), "{err}");
+}
+
+#[test]
+fn every_validation_problem_is_reported_at_once_with_its_place() {
+    let text = "app = \"Bad Name\"\n[deploy]\nstrategy = \"yolo\"\n[http_service]\ninternal_port = 70000\n";
+    let err = parse_spec("fly.toml", text).unwrap_err();
+    let message = err.to_string();
+    assert_eq!(err.problems.len(), 3, "{message}");
+    assert!(message.contains("fly.toml:1:7: app name"), "{message}");
+    assert!(message.contains("fly.toml:3:12: unknown deploy strategy `yolo`"), "{message}");
+    assert!(message.contains("fly.toml:5:17: internal_port"), "{message}");
+}
+
+#[test]
+fn http_processes_must_exist() {
+    let text = "[processes]\nweb = \"a\"\n[http_service]\nprocesses = [\"api\"]\n";
+    let err = parse_spec("berth.toml", text).unwrap_err();
+    assert!(err.to_string().contains("`api`"), "{err}");
+}
+
+#[test]
+fn fly_default_process_named_app_serves_http() {
+    let parsed = parse_spec("fly.toml", "[processes]\napp = \"server\"\nworker = \"w\"\n").unwrap();
+    assert!(parsed.spec.serves_http("app"));
+    assert!(!parsed.spec.serves_http("worker"));
+}
+
+#[test]
+fn the_spec_round_trips_through_json_for_the_store() {
+    let parsed = parse_spec("berth.toml", "[processes]\nweb = \"a b\"\n[env]\nX = \"1\"\n").unwrap();
+    let json = serde_json::to_string(&parsed.spec).unwrap();
+    let back: AppSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, parsed.spec);
+}
+
+#[test]
+fn cargo_manifests_give_package_and_bins() {
+    let manifest = "[package]\nname = \"my_app\"\nversion = \"0.1.0\"\n\n[[bin]]\nname = \"server\"\npath = \"src/server.rs\"\n";
+    let package = parse_cargo_manifest("Cargo.toml", manifest).unwrap();
+    assert_eq!(package.name, "my_app");
+    assert_eq!(package.declared_bins, vec!["server".to_string()]);
+    assert_eq!(app_name_from_package(&package.name), "my-app");
+    assert!(parse_cargo_manifest("Cargo.toml", "[workspace]\nmembers = []\n").is_err());
+}
