@@ -1,1 +1,382 @@
-//! placeholder
+//! The log store: every line an instance writes, captured, parsed and kept.
+//!
+//! Lines arrive through [`LogStore::append`] with app, process, instance and
+//! release. JSON lines (as `tracing-subscriber`'s json format writes them) and
+//! logfmt lines are parsed into level, message and fields; anything else is
+//! kept as text. A writer thread batches lines into their own SQLite file
+//! (`logs.db`, so a chatty app never slows the state store) and then publishes
+//! them to live followers. Queries filter by time, level, process and text.
+//! This crate never decides what to log; it only keeps and answers.
+
+mod parse;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_proto::{LogLine, LogStream};
+use rusqlite::{params, Connection};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, oneshot};
+
+pub use parse::{parse_line, level_rank, ParsedLine};
+
+/// Errors of the log store.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// SQLite failed.
+    #[error("log database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone (the server is shutting down).
+    #[error("the log writer has stopped")]
+    WriterStopped,
+    /// A query parameter is malformed.
+    #[error("{0}")]
+    BadQuery(String),
+}
+
+/// Where a line came from.
+#[derive(Debug, Clone)]
+pub struct LogSource {
+    /// The app.
+    pub app: String,
+    /// The process group, or `build` / `deploy` for berth's own lines.
+    pub process: String,
+    /// The instance id.
+    pub instance: String,
+    /// The release version.
+    pub release: u64,
+}
+
+/// A stored line with its id, as followers receive it.
+#[derive(Debug, Clone)]
+pub struct StoredLine {
+    /// Increasing id.
+    pub id: i64,
+    /// The line.
+    pub line: LogLine,
+}
+
+/// A query over stored lines.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// The app.
+    pub app: String,
+    /// Only lines at or after this time (unix microseconds).
+    pub since_micros: Option<i64>,
+    /// Only lines of this process group.
+    pub process: Option<String>,
+    /// Only lines at this level or more severe (`trace` … `error`).
+    pub min_level: Option<String>,
+    /// Only lines whose message or fields contain this text.
+    pub grep: Option<String>,
+    /// Only lines whose id is above this.
+    pub after_id: Option<i64>,
+    /// At most this many lines: the newest ones, returned oldest first.
+    pub limit: u32,
+}
+
+impl LogQuery {
+    /// Whether a live line passes this query's filters.
+    pub fn matches(&self, stored: &StoredLine) -> bool {
+        let line = &stored.line;
+        if line.app != self.app {
+            return false;
+        }
+        if self.after_id.is_some_and(|after| stored.id <= after) {
+            return false;
+        }
+        if self.process.as_ref().is_some_and(|process| &line.process != process) {
+            return false;
+        }
+        if let Some(min) = &self.min_level {
+            let wanted = level_rank(min).unwrap_or(0);
+            match line.level.as_deref().and_then(level_rank) {
+                Some(rank) if rank >= wanted => {}
+                _ => return false,
+            }
+        }
+        if let Some(needle) = &self.grep {
+            let in_fields = line
+                .fields
+                .as_ref()
+                .is_some_and(|fields| fields.to_string().contains(needle.as_str()));
+            if !line.message.contains(needle.as_str()) && !in_fields {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+enum WriterCommand {
+    Append(Box<(i64, LogSource, LogStream, ParsedLine)>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The log store. Share it behind an `Arc`.
+pub struct LogStore {
+    writer: Mutex<mpsc::Sender<WriterCommand>>,
+    reader: Mutex<Connection>,
+    live: broadcast::Sender<Arc<StoredLine>>,
+}
+
+/// Lines kept over all apps; the oldest go first.
+const MAX_STORED_LINES: i64 = 2_000_000;
+
+impl LogStore {
+    /// Opens (creating if needed) the log database at `path` and starts its writer.
+    pub fn open(path: &Path) -> Result<LogStore, LogError> {
+        let writer_conn = open_connection(path)?;
+        writer_conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS logs (
+                id INTEGER PRIMARY KEY,
+                at INTEGER NOT NULL,
+                app TEXT NOT NULL,
+                process TEXT NOT NULL,
+                instance TEXT NOT NULL,
+                release INTEGER NOT NULL,
+                stream TEXT NOT NULL,
+                level TEXT,
+                level_rank INTEGER,
+                message TEXT NOT NULL,
+                fields TEXT
+            );
+            CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app, id);",
+        )?;
+        let reader = open_connection(path)?;
+        let (live, _) = broadcast::channel(4096);
+        let (sender, receiver) = mpsc::channel();
+        let publisher = live.clone();
+        thread::Builder::new()
+            .name("berth-log-writer".into())
+            .spawn(move || write_loop(writer_conn, receiver, publisher))
+            .map_err(|err| LogError::BadQuery(format!("cannot start the log writer: {err}")))?;
+        Ok(LogStore {
+            writer: Mutex::new(sender),
+            reader: Mutex::new(reader),
+            live,
+        })
+    }
+
+    /// Captures one line of output. Never blocks on the disk.
+    pub fn append(&self, source: &LogSource, stream: LogStream, text: &str) {
+        let parsed = parse_line(text);
+        let command = WriterCommand::Append(Box::new((now_micros(), source.clone(), stream, parsed)));
+        let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // If the writer is gone the server is shutting down; the line has nowhere to go.
+        let _ = writer.send(command);
+    }
+
+    /// Waits until every line appended before this call is stored.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let (done, wait) = oneshot::channel();
+        {
+            let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            writer
+                .send(WriterCommand::Flush(done))
+                .map_err(|_| LogError::WriterStopped)?;
+        }
+        wait.await.map_err(|_| LogError::WriterStopped)
+    }
+
+    /// Live lines as they are stored.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredLine>> {
+        self.live.subscribe()
+    }
+
+    /// Stored lines matching `query`, oldest first.
+    pub fn query(&self, query: &LogQuery) -> Result<Vec<StoredLine>, LogError> {
+        let mut sql = String::from(
+            "SELECT id, at, app, process, instance, release, stream, level, message, fields FROM logs WHERE app = ?1",
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![query.app.clone().into()];
+        if let Some(since) = query.since_micros {
+            values.push(since.into());
+            sql.push_str(&format!(" AND at >= ?{}", values.len()));
+        }
+        if let Some(after) = query.after_id {
+            values.push(after.into());
+            sql.push_str(&format!(" AND id > ?{}", values.len()));
+        }
+        if let Some(process) = &query.process {
+            values.push(process.clone().into());
+            sql.push_str(&format!(" AND process = ?{}", values.len()));
+        }
+        if let Some(level) = &query.min_level {
+            let rank = level_rank(level).ok_or_else(|| {
+                LogError::BadQuery(format!(
+                    "unknown level `{level}` (use trace, debug, info, warn or error)"
+                ))
+            })?;
+            values.push(i64::from(rank).into());
+            sql.push_str(&format!(" AND level_rank >= ?{}", values.len()));
+        }
+        if let Some(needle) = &query.grep {
+            let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            values.push(format!("%{escaped}%").into());
+            let n = values.len();
+            sql.push_str(&format!(
+                " AND (message LIKE ?{n} ESCAPE '\\' OR fields LIKE ?{n} ESCAPE '\\')"
+            ));
+        }
+        values.push(i64::from(query.limit.max(1)).into());
+        sql = format!(
+            "SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?{}) ORDER BY id",
+            values.len()
+        );
+        let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
+            let stream: String = row.get(6)?;
+            let fields: Option<String> = row.get(9)?;
+            Ok(StoredLine {
+                id: row.get(0)?,
+                line: LogLine {
+                    at: format_micros(row.get(1)?),
+                    app: row.get(2)?,
+                    process: row.get(3)?,
+                    instance: row.get(4)?,
+                    release: row.get(5)?,
+                    stream: LogStream::from(stream.as_str()),
+                    level: row.get(7)?,
+                    message: row.get(8)?,
+                    fields: fields.and_then(|text| serde_json::from_str(&text).ok()),
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, LogError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn write_loop(
+    mut conn: Connection,
+    commands: mpsc::Receiver<WriterCommand>,
+    live: broadcast::Sender<Arc<StoredLine>>,
+) {
+    let mut since_prune = 0usize;
+    while let Ok(first) = commands.recv() {
+        let mut batch = vec![first];
+        // Gather what else is waiting, up to a bounded batch.
+        while batch.len() < 2048 {
+            match commands.recv_timeout(Duration::from_millis(5)) {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut stored = Vec::new();
+        let mut flushed = Vec::new();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO logs (at, app, process, instance, release, stream, level, level_rank, message, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                for command in batch {
+                    match command {
+                        WriterCommand::Append(entry) => {
+                            let (at, source, stream, parsed) = *entry;
+                            let fields_text = parsed.fields.as_ref().map(|fields| fields.to_string());
+                            insert.execute(params![
+                                at,
+                                source.app,
+                                source.process,
+                                source.instance,
+                                source.release,
+                                stream.as_str(),
+                                parsed.level,
+                                parsed.level.as_deref().and_then(level_rank),
+                                parsed.message,
+                                fields_text,
+                            ])?;
+                            stored.push(StoredLine {
+                                id: tx.last_insert_rowid(),
+                                line: LogLine {
+                                    at: format_micros(at),
+                                    app: source.app,
+                                    process: source.process,
+                                    instance: source.instance,
+                                    release: source.release,
+                                    stream,
+                                    level: parsed.level,
+                                    message: parsed.message,
+                                    fields: parsed.fields,
+                                },
+                            });
+                        }
+                        WriterCommand::Flush(done) => flushed.push(done),
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(err) = result {
+            tracing::error!(error = %err, "could not store log lines");
+        }
+        since_prune += stored.len();
+        for line in stored {
+            let _ = live.send(Arc::new(line));
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+        if since_prune > 50_000 {
+            since_prune = 0;
+            if let Err(err) = conn.execute(
+                "DELETE FROM logs WHERE id <= (SELECT MAX(id) FROM logs) - ?1",
+                [MAX_STORED_LINES],
+            ) {
+                tracing::warn!(error = %err, "could not prune old log lines");
+            }
+        }
+    }
+}
+
+/// Now, in unix microseconds.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn format_micros(micros: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Parses `--since`: an RFC 3339 time, or a duration back from now (`10m`, `2h`, `30s`, `1d`).
+pub fn parse_since(text: &str) -> Result<i64, LogError> {
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((at.unix_timestamp_nanos() / 1000) as i64);
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: i64 = number
+        .parse()
+        .map_err(|_| LogError::BadQuery(format!("`{text}` is neither a time (RFC 3339) nor a duration like 10m")))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" | "" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => return Err(LogError::BadQuery(format!("unknown unit in `{text}` (use s, m, h or d)"))),
+    };
+    Ok(now_micros() - seconds * 1_000_000)
+}
+
+#[cfg(test)]
+mod tests;
