@@ -1,1 +1,18 @@
-//! placeholder
+//! Builders and release slugs.
+//!
+//! The path of a deploy through this crate: [`source::pack`] (on the client)
+//! turns an app folder into a compressed tarball that honours `.gitignore` and
+//! skips `target/`; [`source::unpack`] (on the server) unpacks it, refusing
+//! paths that escape the folder and uploads that are too big; [`cargo`] syncs
+//! the tree into the app's persistent build workspace and runs `cargo build
+//! --release` at low priority, so a one-line change rebuilds incrementally;
+//! [`slug`] stores the source tree plus the binaries, content-addressed, so a
+//! rollback needs no rebuild. Nothing here runs an app.
+
+pub mod cargo;
+pub mod slug;
+pub mod source;
+
+pub use cargo::{BuildError, BuildOutput, CargoBuilder};
+pub use slug::{SlugError, SlugStore, SLUG_BIN_DIR};
+pub use source::{pack, unpack, SourceError, UnpackLimits};

@@ -1,1 +1,177 @@
-//! placeholder
+//! Runtime drivers: how an instance of a release is started, watched and stopped.
+//!
+//! [`Driver`] is the one trait the reconciler knows; [`ProcessDriver`] is the
+//! embedded default, running each instance as a child process in its own
+//! process group, with its output captured line by line and its exit observed.
+//! Drivers never decide *what* runs or restart anything: that is the
+//! reconciler's job. They start, report and stop.
+
+mod isolation;
+mod process;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use process::ProcessDriver;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Unique instance id.
+    pub id: String,
+    /// The app it belongs to.
+    pub app: String,
+    /// A command line, run by `/bin/sh -c` so `$VARS` expand (a simple
+    /// command is `exec`ed, so signals reach it directly).
+    pub command: String,
+    /// Working directory: the release's slug.
+    pub workdir: PathBuf,
+    /// Directory put first on `PATH` (the slug's binaries).
+    pub bin_dir: PathBuf,
+    /// Environment on top of a minimal base (`PATH`, `HOME`, `LANG`).
+    pub env: Vec<(String, String)>,
+}
+
+/// Which stream a line of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives each line an instance writes.
+pub type OutputSink = Arc<dyn Fn(OutputStream, String) + Send + Sync>;
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitCause {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+    /// Its status could not be read.
+    Unknown(String),
+}
+
+impl ExitCause {
+    /// Whether it exited with code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitCause::Code(0))
+    }
+}
+
+impl fmt::Display for ExitCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitCause::Code(code) => write!(f, "exit code {code}"),
+            ExitCause::Signal(signal) => {
+                let name = match *signal {
+                    1 => "SIGHUP",
+                    2 => "SIGINT",
+                    6 => "SIGABRT",
+                    9 => "SIGKILL",
+                    11 => "SIGSEGV",
+                    15 => "SIGTERM",
+                    _ => "",
+                };
+                if name.is_empty() {
+                    write!(f, "killed by signal {signal}")
+                } else {
+                    write!(f, "killed by {name}")
+                }
+            }
+            ExitCause::Unknown(why) => write!(f, "exit status unknown: {why}"),
+        }
+    }
+}
+
+/// What can go wrong starting an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The process could not be started; retrying will likely fail the same way.
+    #[error("cannot start `{command}`")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started instance: its pid, a way to signal it, and its exit.
+#[derive(Debug, Clone)]
+pub struct RunningInstance {
+    /// Operating-system process id of the instance's main process.
+    pub pid: u32,
+    exit: watch::Receiver<Option<ExitCause>>,
+    control: Arc<dyn InstanceControl>,
+}
+
+impl RunningInstance {
+    /// Builds a handle (for drivers).
+    pub fn new(pid: u32, exit: watch::Receiver<Option<ExitCause>>, control: Arc<dyn InstanceControl>) -> Self {
+        RunningInstance { pid, exit, control }
+    }
+
+    /// Waits until it exits.
+    pub async fn exited(&self) -> ExitCause {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(cause) => cause.clone().unwrap_or_else(|| ExitCause::Unknown("no status".into())),
+            Err(_) => ExitCause::Unknown("the driver stopped watching it".into()),
+        }
+    }
+
+    /// Whether it has exited.
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL after `grace`. Returns how it ended.
+    pub async fn stop(&self, grace: Duration) -> ExitCause {
+        if self.has_exited() {
+            return self.exited().await;
+        }
+        self.control.terminate();
+        match tokio::time::timeout(grace, self.exited()).await {
+            Ok(cause) => cause,
+            Err(_) => {
+                self.control.kill();
+                self.exited().await
+            }
+        }
+    }
+
+    /// Kills it at once.
+    pub fn kill(&self) {
+        self.control.kill();
+    }
+}
+
+/// Signals an instance; implemented by each driver.
+pub trait InstanceControl: Send + Sync + fmt::Debug {
+    /// Asks it to stop (SIGTERM).
+    fn terminate(&self);
+    /// Stops it now (SIGKILL).
+    fn kill(&self);
+}
+
+/// A runtime driver.
+pub trait Driver: Send + Sync {
+    /// Starts an instance; output lines go to `output`. Must be called from a
+    /// long-lived runtime thread (the process driver ties children's lives to it).
+    fn start(&self, spec: &InstanceSpec, output: OutputSink) -> Result<RunningInstance, DriverError>;
+}
+
+/// Kills a process group left behind by an earlier server, if `pid` still runs
+/// an instance with id `instance_id`. Returns whether one was killed.
+pub fn kill_orphan(pid: u32, instance_id: &str) -> bool {
+    isolation::kill_orphan(pid, instance_id)
+}

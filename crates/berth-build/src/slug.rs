@@ -1,0 +1,176 @@
+//! Release slugs: a source tree plus its built binaries, stored under the
+//! digest of their content, so the same content is stored once and a rollback
+//! only has to point at a digest that is already there.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Where binaries live inside a slug; it is put first on `PATH`.
+pub const SLUG_BIN_DIR: &str = ".berth/bin";
+
+/// What can go wrong storing a slug.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot store the release slug: {context}")]
+pub struct SlugError {
+    context: String,
+    #[source]
+    source: io::Error,
+}
+
+fn slug_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> SlugError {
+    let context = context.into();
+    move |source| SlugError { context, source }
+}
+
+/// The slug directory of the data dir.
+#[derive(Debug, Clone)]
+pub struct SlugStore {
+    root: PathBuf,
+}
+
+impl SlugStore {
+    /// A store of slugs under `root`.
+    pub fn new(root: PathBuf) -> Self {
+        SlugStore { root }
+    }
+
+    /// The directory of the slug with `digest`.
+    pub fn path(&self, digest: &str) -> PathBuf {
+        self.root.join(digest)
+    }
+
+    /// Whether the slug with `digest` is stored.
+    pub fn contains(&self, digest: &str) -> bool {
+        self.path(digest).is_dir()
+    }
+
+    /// Stores `source` (without `target/` and `.git/`) plus `binaries` as a
+    /// slug and returns its digest.
+    pub fn store(&self, source: &Path, binaries: &[(String, PathBuf)]) -> Result<String, SlugError> {
+        fs::create_dir_all(&self.root).map_err(slug_error(format!("create {}", self.root.display())))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".staging-")
+            .tempdir_in(&self.root)
+            .map_err(slug_error("create a staging directory"))?;
+        copy_tree(source, staging.path()).map_err(slug_error("copy the source tree"))?;
+        let bin_dir = staging.path().join(SLUG_BIN_DIR);
+        fs::create_dir_all(&bin_dir).map_err(slug_error("create the bin directory"))?;
+        for (name, path) in binaries {
+            fs::copy(path, bin_dir.join(name)).map_err(slug_error(format!("copy binary {name}")))?;
+        }
+        let digest = digest_tree(staging.path()).map_err(slug_error("hash the slug"))?;
+        let final_path = self.path(&digest);
+        if final_path.is_dir() {
+            return Ok(digest);
+        }
+        let staged = staging.keep();
+        if let Err(err) = fs::rename(&staged, &final_path) {
+            let _ = fs::remove_dir_all(&staged);
+            if !final_path.is_dir() {
+                return Err(SlugError {
+                    context: format!("move the slug to {}", final_path.display()),
+                    source: err,
+                });
+            }
+        }
+        Ok(digest)
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        let dest = to.join(&name);
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
+        } else {
+            fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hashes a tree: every relative path, file type, executable bit and content, in sorted order.
+pub fn digest_tree(root: &Path) -> io::Result<String> {
+    let mut paths = Vec::new();
+    collect(root, root, &mut paths)?;
+    paths.sort();
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    for relative in paths {
+        let path = root.join(&relative);
+        let meta = fs::symlink_metadata(&path)?;
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        if meta.file_type().is_symlink() {
+            hasher.update(b"L");
+            hasher.update(fs::read_link(&path)?.to_string_lossy().as_bytes());
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            hasher.update(if meta.permissions().mode() & 0o111 != 0 { b"X" } else { b"F" });
+            let mut file = fs::File::open(&path)?;
+            loop {
+                let read = file.read(&mut buffer)?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+            }
+        }
+        hasher.update([0]);
+    }
+    Ok(hex::encode(&hasher.finalize()[..16]))
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            collect(root, &path, out)?;
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            out.push(relative.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_content_is_one_slug() {
+        let data = tempfile::tempdir().unwrap();
+        let store = SlugStore::new(data.path().join("slugs"));
+        let source = tempfile::tempdir().unwrap();
+        fs::write(source.path().join("main.rs"), "fn main() {}").unwrap();
+        fs::create_dir(source.path().join("target")).unwrap();
+        fs::write(source.path().join("target/junk"), "x").unwrap();
+        let binary = source.path().join("bin-out");
+        fs::write(&binary, "ELF").unwrap();
+
+        let first = store.store(source.path(), &[("hello".into(), binary.clone())]).unwrap();
+        let second = store.store(source.path(), &[("hello".into(), binary.clone())]).unwrap();
+        assert_eq!(first, second);
+        let slug = store.path(&first);
+        assert_eq!(fs::read_to_string(slug.join(".berth/bin/hello")).unwrap(), "ELF");
+        assert!(!slug.join("target").exists());
+
+        fs::write(source.path().join("main.rs"), "fn main() { 1; }").unwrap();
+        let third = store.store(source.path(), &[("hello".into(), binary)]).unwrap();
+        assert_ne!(first, third);
+        assert!(store.contains(&first) && store.contains(&third));
+    }
+}

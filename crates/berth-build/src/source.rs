@@ -1,0 +1,374 @@
+//! Source uploads: packing an app folder and unpacking it safely.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+/// What can go wrong packing or unpacking a source tree.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A path in the upload would land outside the app's folder.
+    #[error("upload refused: `{0}` escapes the app folder")]
+    PathEscapes(String),
+    /// A link in the upload points outside the app's folder.
+    #[error("upload refused: link `{path}` points outside the app folder (to `{target}`)")]
+    LinkEscapes {
+        /// The link.
+        path: String,
+        /// Where it points.
+        target: String,
+    },
+    /// The upload holds something other than files, folders and links.
+    #[error("upload refused: `{0}` is not a regular file, folder or symlink")]
+    UnsupportedEntry(String),
+    /// The unpacked tree would be larger than allowed.
+    #[error("upload refused: the unpacked source is larger than {limit_mib} MiB")]
+    TooLarge {
+        /// The limit.
+        limit_mib: u64,
+    },
+    /// The upload is not a zstd-compressed tarball.
+    #[error("upload is not a valid compressed tarball")]
+    Malformed(#[source] io::Error),
+    /// Reading or writing files failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> SourceError {
+    let context = context.into();
+    move |source| SourceError::Io { context, source }
+}
+
+/// Limits on an unpacked upload.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackLimits {
+    /// Total bytes of file contents.
+    pub max_bytes: u64,
+    /// Number of entries.
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_bytes: 512 * 1024 * 1024,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Packs `dir` into a zstd-compressed tarball: files that `.gitignore` (and
+/// `.ignore`) exclude are left out, as are `target/` and `.git/`.
+pub fn pack(dir: &Path) -> Result<Vec<u8>, SourceError> {
+    let encoder = zstd::Encoder::new(Vec::new(), 3).map_err(io_error("cannot start compression"))?;
+    let mut archive = tar::Builder::new(encoder);
+    archive.follow_symlinks(false);
+    let walker = ignore::WalkBuilder::new(dir)
+        .hidden(false)
+        .git_ignore(true)
+        .git_global(false)
+        .git_exclude(true)
+        .require_git(false)
+        .parents(false)
+        .filter_entry(|entry| {
+            let name = entry.file_name();
+            !(entry.depth() == 1 && name == "target") && name != ".git"
+        })
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .build();
+    for entry in walker {
+        let entry = entry.map_err(|err| SourceError::Io {
+            context: format!("cannot read {}", dir.display()),
+            source: io::Error::other(err.to_string()),
+        })?;
+        let path = entry.path();
+        let relative = match path.strip_prefix(dir) {
+            Ok(relative) if !relative.as_os_str().is_empty() => relative,
+            _ => continue,
+        };
+        archive
+            .append_path_with_name(path, relative)
+            .map_err(io_error(format!("cannot pack {}", path.display())))?;
+    }
+    let encoder = archive
+        .into_inner()
+        .map_err(io_error("cannot finish the tarball"))?;
+    encoder.finish().map_err(io_error("cannot finish compression"))
+}
+
+/// Checks that `path` is relative and never climbs out of its root.
+fn safe_relative_path(path: &Path) -> Result<PathBuf, SourceError> {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(SourceError::PathEscapes(path.display().to_string()));
+            }
+        }
+    }
+    Ok(clean)
+}
+
+/// Checks that a symlink at `link` pointing to `target` stays inside the root.
+fn check_link(link: &Path, target: &Path) -> Result<(), SourceError> {
+    let escapes = || SourceError::LinkEscapes {
+        path: link.display().to_string(),
+        target: target.display().to_string(),
+    };
+    let mut depth: i64 = link.components().count() as i64 - 1;
+    for component in target.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(escapes());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(escapes()),
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks a tarball made by [`pack`] into `dest` (which must exist and be
+/// empty). Refuses, before writing anything outside `dest`, any entry that
+/// would escape it; stops at the limits.
+pub fn unpack(compressed: impl Read, dest: &Path, limits: UnpackLimits) -> Result<u64, SourceError> {
+    let decoder = zstd::Decoder::new(compressed).map_err(SourceError::Malformed)?;
+    let mut archive = tar::Archive::new(decoder);
+    let mut total_bytes = 0u64;
+    let mut entries = 0u64;
+    for entry in archive.entries().map_err(SourceError::Malformed)? {
+        let mut entry = entry.map_err(SourceError::Malformed)?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(SourceError::TooLarge {
+                limit_mib: limits.max_bytes / (1024 * 1024),
+            });
+        }
+        let raw_path = entry.path().map_err(SourceError::Malformed)?.into_owned();
+        let relative = safe_relative_path(&raw_path)?;
+        if relative.as_os_str().is_empty() {
+            continue;
+        }
+        let target = dest.join(&relative);
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            fs::create_dir_all(&target).map_err(io_error(format!("cannot create {}", relative.display())))?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io_error(format!("cannot create {}", parent.display())))?;
+        }
+        if kind.is_symlink() {
+            let link_target = entry
+                .link_name()
+                .map_err(SourceError::Malformed)?
+                .ok_or_else(|| SourceError::UnsupportedEntry(relative.display().to_string()))?
+                .into_owned();
+            check_link(&relative, &link_target)?;
+            std::os::unix::fs::symlink(&link_target, &target)
+                .map_err(io_error(format!("cannot create link {}", relative.display())))?;
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(SourceError::UnsupportedEntry(relative.display().to_string()));
+        }
+        total_bytes += entry.size();
+        if total_bytes > limits.max_bytes {
+            return Err(SourceError::TooLarge {
+                limit_mib: limits.max_bytes / (1024 * 1024),
+            });
+        }
+        // A parent that is a symlink could redirect the write; refuse it.
+        if let Some(parent) = relative.parent() {
+            let mut walked = dest.to_path_buf();
+            for part in parent.components() {
+                walked.push(part);
+                if fs::symlink_metadata(&walked).is_ok_and(|meta| meta.file_type().is_symlink()) {
+                    return Err(SourceError::PathEscapes(raw_path.display().to_string()));
+                }
+            }
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
+        let mut file = fs::File::create(&target)
+            .map_err(io_error(format!("cannot write {}", relative.display())))?;
+        io::copy(&mut entry, &mut file).map_err(SourceError::Malformed)?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o600))
+            .map_err(io_error(format!("cannot set mode of {}", relative.display())))?;
+    }
+    Ok(total_bytes)
+}
+
+/// Makes `dest` hold exactly the tree in `src`: files whose content changed
+/// are rewritten, new ones added, missing ones removed. Unchanged files keep
+/// their modification time, which is what lets cargo rebuild incrementally.
+pub fn sync_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    fs::create_dir_all(dest)?;
+    let mut wanted = std::collections::HashSet::new();
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        wanted.insert(name.clone());
+        let from = entry.path();
+        let to = dest.join(&name);
+        let kind = entry.file_type()?;
+        let existing = fs::symlink_metadata(&to).ok();
+        if kind.is_dir() {
+            if existing.as_ref().is_some_and(|meta| !meta.is_dir()) {
+                fs::remove_file(&to)?;
+            }
+            sync_tree(&from, &to)?;
+        } else if kind.is_symlink() {
+            let link = fs::read_link(&from)?;
+            if fs::read_link(&to).ok().as_ref() != Some(&link) {
+                remove_any(&to)?;
+                std::os::unix::fs::symlink(link, &to)?;
+            }
+        } else {
+            let same = match &existing {
+                Some(meta) if meta.is_file() && meta.len() == entry.metadata()?.len() => {
+                    fs::read(&from)? == fs::read(&to)?
+                }
+                _ => false,
+            };
+            if !same {
+                if existing.is_some() {
+                    remove_any(&to)?;
+                }
+                fs::copy(&from, &to)?;
+            }
+        }
+    }
+    for entry in fs::read_dir(dest)? {
+        let entry = entry?;
+        if !wanted.contains(&entry.file_name()) {
+            remove_any(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            // Write the name bytes directly: `set_path` refuses `..`, a hostile client would not.
+            let name = &mut header.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        zstd::encode_all(&builder.into_inner().unwrap()[..], 3).unwrap()
+    }
+
+    #[test]
+    fn pack_honours_gitignore_and_skips_target() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("Cargo.toml"), "[package]").unwrap();
+        fs::write(dir.path().join(".gitignore"), "secret.txt\n").unwrap();
+        fs::write(dir.path().join("secret.txt"), "no").unwrap();
+        fs::create_dir_all(dir.path().join("target/release")).unwrap();
+        fs::write(dir.path().join("target/release/big"), "bin").unwrap();
+        fs::create_dir_all(dir.path().join("src")).unwrap();
+        fs::write(dir.path().join("src/main.rs"), "fn main() {}").unwrap();
+
+        let packed = pack(dir.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        unpack(&packed[..], out.path(), UnpackLimits::default()).unwrap();
+        assert!(out.path().join("src/main.rs").exists());
+        assert!(out.path().join("Cargo.toml").exists());
+        assert!(!out.path().join("secret.txt").exists());
+        assert!(!out.path().join("target").exists());
+    }
+
+    #[test]
+    fn paths_that_escape_are_refused_and_nothing_is_written_outside() {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("app");
+        fs::create_dir(&dest).unwrap();
+        let evil = tarball(&[("ok.txt", b"fine"), ("../escaped.txt", b"gotcha")]);
+        let err = unpack(&evil[..], &dest, UnpackLimits::default()).unwrap_err();
+        assert!(matches!(err, SourceError::PathEscapes(_)), "{err}");
+        assert!(err.to_string().contains("../escaped.txt"));
+        assert!(!parent.path().join("escaped.txt").exists());
+
+        let absolute = tarball(&[("/tmp/berth-absolute-escape", b"x")]);
+        assert!(matches!(
+            unpack(&absolute[..], &dest, UnpackLimits::default()),
+            Err(SourceError::PathEscapes(_))
+        ));
+    }
+
+    #[test]
+    fn links_that_point_outside_are_refused() {
+        assert!(check_link(Path::new("a/link"), Path::new("../b")).is_ok());
+        assert!(check_link(Path::new("a/link"), Path::new("../../etc/passwd")).is_err());
+        assert!(check_link(Path::new("link"), Path::new("/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn uploads_over_the_limit_are_refused() {
+        let big = tarball(&[("a", &[0u8; 2048]), ("b", &[0u8; 2048])]);
+        let dest = tempfile::tempdir().unwrap();
+        let limits = UnpackLimits {
+            max_bytes: 3000,
+            max_entries: 10,
+        };
+        assert!(matches!(
+            unpack(&big[..], dest.path(), limits),
+            Err(SourceError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            unpack(&b"not a tarball"[..], dest.path(), limits),
+            Err(SourceError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn sync_keeps_unchanged_files_untouched() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("same.rs"), "same").unwrap();
+        fs::write(src.path().join("changed.rs"), "v1").unwrap();
+        fs::write(src.path().join("gone.rs"), "bye").unwrap();
+        sync_tree(src.path(), dest.path()).unwrap();
+        let before = fs::metadata(dest.path().join("same.rs")).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(src.path().join("changed.rs"), "v2").unwrap();
+        fs::remove_file(src.path().join("gone.rs")).unwrap();
+        sync_tree(src.path(), dest.path()).unwrap();
+        let after = fs::metadata(dest.path().join("same.rs")).unwrap().modified().unwrap();
+        assert_eq!(before, after);
+        assert_eq!(fs::read_to_string(dest.path().join("changed.rs")).unwrap(), "v2");
+        assert!(!dest.path().join("gone.rs").exists());
+    }
+}

@@ -1,0 +1,202 @@
+//! The process driver: each instance is a child process group.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::isolation;
+use crate::{Driver, DriverError, ExitCause, InstanceControl, InstanceSpec, OutputSink, OutputStream, RunningInstance};
+
+/// Longest line kept whole; longer lines are split.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Runs instances as plain child processes.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessDriver;
+
+#[derive(Debug)]
+struct ProcessGroup {
+    pid: u32,
+}
+
+impl InstanceControl for ProcessGroup {
+    fn terminate(&self) {
+        isolation::signal_group(self.pid, libc::SIGTERM);
+    }
+
+    fn kill(&self) {
+        isolation::signal_group(self.pid, libc::SIGKILL);
+    }
+}
+
+impl Driver for ProcessDriver {
+    fn start(&self, spec: &InstanceSpec, output: OutputSink) -> Result<RunningInstance, DriverError> {
+        let base_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(shell_line(&spec.command))
+            .current_dir(&spec.workdir)
+            .env_clear()
+            .env("PATH", format!("{}:{base_path}", spec.bin_dir.display()))
+            .env("HOME", &spec.workdir)
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        for (key, value) in &spec.env {
+            command.env(key, value);
+        }
+        // The hook only makes one async-signal-safe system call.
+        #[allow(unsafe_code)]
+        // SAFETY: see isolation::die_with_parent.
+        unsafe {
+            command.pre_exec(isolation::die_with_parent);
+        }
+        let mut child = command.spawn().map_err(|source| DriverError::Spawn {
+            command: spec.command.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(forward_lines(stdout, OutputStream::Stdout, output.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward_lines(stderr, OutputStream::Stderr, output));
+        }
+        let (exit_sender, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            let cause = match child.wait().await {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (status.code(), status.signal()) {
+                        (Some(code), _) => ExitCause::Code(code),
+                        (None, Some(signal)) => ExitCause::Signal(signal),
+                        (None, None) => ExitCause::Unknown(status.to_string()),
+                    }
+                }
+                Err(err) => ExitCause::Unknown(err.to_string()),
+            };
+            // The group may hold children the main process left behind.
+            isolation::signal_group(pid, libc::SIGKILL);
+            let _ = exit_sender.send(Some(cause));
+        });
+        Ok(RunningInstance::new(pid, exit, Arc::new(ProcessGroup { pid })))
+    }
+}
+
+/// A simple command is `exec`ed so that signals reach the app, not a shell;
+/// a compound one (`a && b`, `x; y`) runs in the shell as written.
+fn shell_line(command: &str) -> String {
+    let compound = command.contains([';', '&', '|', '\n', '(', ')', '`']);
+    if compound || command.trim_start().starts_with("exec ") {
+        command.to_string()
+    } else {
+        format!("exec {command}")
+    }
+}
+
+async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, output: OutputSink) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    let emit = |line: &mut Vec<u8>| {
+        while line.last().is_some_and(|byte| *byte == b'\r') {
+            line.pop();
+        }
+        output(which, String::from_utf8_lossy(line).into_owned());
+        line.clear();
+    };
+    loop {
+        let available = match reader.fill_buf().await {
+            Ok(available) => available,
+            Err(_) => break,
+        };
+        if available.is_empty() {
+            if !line.is_empty() {
+                emit(&mut line);
+            }
+            break;
+        }
+        match available.iter().position(|byte| *byte == b'\n') {
+            Some(end) => {
+                line.extend_from_slice(&available[..end]);
+                reader.consume(end + 1);
+                emit(&mut line);
+            }
+            None => {
+                let taken = available.len();
+                line.extend_from_slice(available);
+                reader.consume(taken);
+                if line.len() >= MAX_LINE_BYTES {
+                    emit(&mut line);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn spec(command: &str) -> InstanceSpec {
+        InstanceSpec {
+            id: "web-test".into(),
+            app: "test".into(),
+            command: command.into(),
+            workdir: std::env::temp_dir(),
+            bin_dir: std::env::temp_dir(),
+            env: vec![("GREETING".into(), "hi there".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn output_is_captured_line_by_line_with_the_env() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink_lines = lines.clone();
+        let sink: OutputSink = Arc::new(move |stream, line| sink_lines.lock().unwrap().push((stream, line)));
+        let instance = ProcessDriver
+            .start(&spec("echo \"$GREETING\"; echo oops >&2; exit 3"), sink)
+            .unwrap();
+        assert_eq!(instance.exited().await, ExitCause::Code(3));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let lines = lines.lock().unwrap().clone();
+        assert!(lines.contains(&(OutputStream::Stdout, "hi there".into())), "{lines:?}");
+        assert!(lines.contains(&(OutputStream::Stderr, "oops".into())), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn stop_sends_sigterm_then_sigkill_after_the_grace() {
+        let sink: OutputSink = Arc::new(|_, _| {});
+        let polite = ProcessDriver.start(&spec("sleep 30"), sink.clone()).unwrap();
+        assert_eq!(polite.stop(Duration::from_secs(5)).await, ExitCause::Signal(15));
+
+        let stubborn = ProcessDriver
+            .start(&spec("trap '' TERM; while true; do sleep 0.05; done"), sink)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        assert_eq!(stubborn.stop(Duration::from_millis(300)).await, ExitCause::Signal(9));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn simple_commands_are_execed_and_compound_ones_kept() {
+        assert_eq!(shell_line("hello serve --port $PORT"), "exec hello serve --port $PORT");
+        assert_eq!(shell_line("migrate && serve"), "migrate && serve");
+    }
+
+    #[test]
+    fn exit_causes_read_well() {
+        assert_eq!(ExitCause::Code(1).to_string(), "exit code 1");
+        assert_eq!(ExitCause::Signal(9).to_string(), "killed by SIGKILL");
+    }
+}
