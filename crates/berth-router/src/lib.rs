@@ -1,1 +1,21 @@
-//! placeholder
+//! The edge HTTP proxy.
+//!
+//! A request reads off the modules: [`listen`] accepts connections (HTTP/1.1
+//! with keep-alive, HTTP/2, WebSocket upgrades), [`route`] finds the app from
+//! the `Host` header (`APP.localhost`, or a host naming the app), [`balance`]
+//! picks the healthy instance with the fewest requests in flight, and
+//! [`upstream`] forwards the request and streams the answer back, counting it
+//! in flight until its body ends so that draining can wait for it.
+//!
+//! The route table arrives through a `watch` channel: the router never asks
+//! anyone what runs; whoever owns the instances publishes a new table.
+
+pub mod balance;
+pub mod listen;
+pub mod pages;
+pub mod route;
+pub mod upstream;
+
+pub use balance::Backend;
+pub use listen::serve;
+pub use route::{AppRoute, AppTraffic, RouteTable};

@@ -1,0 +1,115 @@
+//! Least-outstanding-requests balancing over an app's healthy instances.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// One instance that takes requests.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its instance id (for error pages and logs).
+    pub instance: String,
+    in_flight: AtomicUsize,
+}
+
+impl Backend {
+    /// A backend with nothing in flight.
+    pub fn new(addr: SocketAddr, instance: String) -> Self {
+        Backend {
+            addr,
+            instance,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests sent to it whose responses have not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a request in flight on a backend until dropped (when the
+/// response body has been sent, or the request failed).
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+}
+
+impl InFlight {
+    /// Starts counting a request on `backend`.
+    pub fn start(backend: Arc<Backend>) -> Self {
+        backend.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight { backend }
+    }
+
+    /// The backend it counts on.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Picks the backend with the fewest requests in flight. Ties are broken by
+/// rotating the start with `turn`, so idle instances share load evenly.
+/// `skip` excludes a backend that just failed.
+pub fn pick(backends: &[Arc<Backend>], turn: usize, skip: Option<&Arc<Backend>>) -> Option<Arc<Backend>> {
+    let count = backends.len();
+    let mut best: Option<&Arc<Backend>> = None;
+    for offset in 0..count {
+        let candidate = &backends[(turn + offset) % count];
+        if skip.is_some_and(|skipped| Arc::ptr_eq(skipped, candidate)) {
+            continue;
+        }
+        if best.is_none_or(|current| candidate.in_flight() < current.in_flight()) {
+            best = Some(candidate);
+        }
+    }
+    best.cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends(count: usize) -> Vec<Arc<Backend>> {
+        (0..count)
+            .map(|index| Arc::new(Backend::new(([127, 0, 0, 1], 9000 + index as u16).into(), format!("web-{index}"))))
+            .collect()
+    }
+
+    #[test]
+    fn idle_backends_take_turns() {
+        let all = backends(3);
+        let picked: Vec<String> = (0..6).map(|turn| pick(&all, turn, None).unwrap().instance.clone()).collect();
+        assert_eq!(picked, ["web-0", "web-1", "web-2", "web-0", "web-1", "web-2"]);
+    }
+
+    #[test]
+    fn the_least_busy_backend_wins() {
+        let all = backends(3);
+        let _busy0 = InFlight::start(all[0].clone());
+        let _busy1a = InFlight::start(all[1].clone());
+        let _busy1b = InFlight::start(all[1].clone());
+        for turn in 0..3 {
+            assert_eq!(pick(&all, turn, None).unwrap().instance, "web-2");
+        }
+        assert_eq!(pick(&all, 0, Some(&all[2])).unwrap().instance, "web-0");
+    }
+
+    #[test]
+    fn in_flight_counts_until_dropped() {
+        let all = backends(1);
+        let guard = InFlight::start(all[0].clone());
+        assert_eq!(all[0].in_flight(), 1);
+        drop(guard);
+        assert_eq!(all[0].in_flight(), 0);
+        assert!(pick(&[], 0, None).is_none());
+    }
+}

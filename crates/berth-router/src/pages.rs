@@ -1,0 +1,59 @@
+//! The router's own answers: clear pages for unknown, down and failing apps.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::upstream::ProxyBody;
+
+fn page(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    headers.insert("x-berth-error", header::HeaderValue::from_static("1"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// 404: the host names no app.
+pub fn unknown_app(host: &str) -> Response<ProxyBody> {
+    page(
+        StatusCode::NOT_FOUND,
+        format!(
+            "404 Not Found\n\nberth has no app for the host `{host}`.\nApps are served at http://APP.localhost:PORT/ ; `berth apps` lists them.\n"
+        ),
+    )
+}
+
+/// 404: no host at all.
+pub fn no_host() -> Response<ProxyBody> {
+    page(
+        StatusCode::NOT_FOUND,
+        "404 Not Found\n\nThe request names no app: send it to http://APP.localhost:PORT/ or set the Host header.\n".into(),
+    )
+}
+
+/// 503: the app exists but no instance is healthy.
+pub fn unavailable(app: &str, reason: Option<&str>) -> Response<ProxyBody> {
+    let reason = reason.unwrap_or("no instance is running");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "503 Service Unavailable\n\nThe app `{app}` cannot answer right now: {reason}.\nSee `berth status --app {app}` and `berth logs --app {app}`.\n"
+        ),
+    )
+}
+
+/// 502: the instance failed to answer.
+pub fn bad_gateway(app: &str, instance: &str, error: &str) -> Response<ProxyBody> {
+    page(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "502 Bad Gateway\n\nThe app `{app}` did not answer (instance {instance}: {error}).\nSee `berth logs --app {app}`.\n"
+        ),
+    )
+}

@@ -1,0 +1,178 @@
+//! The router over real loopback sockets: backends are small hyper servers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use berth_router::{AppRoute, Backend, RouteTable};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A backend that answers with its name, and echoes after an upgrade.
+async fn start_backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = service_fn(move |mut request: Request<Incoming>| async move {
+                    if request.headers().contains_key("upgrade") {
+                        let upgrade = hyper::upgrade::on(&mut request);
+                        tokio::spawn(async move {
+                            let mut io = TokioIo::new(upgrade.await.unwrap());
+                            let mut buffer = [0u8; 5];
+                            io.read_exact(&mut buffer).await.unwrap();
+                            io.write_all(&buffer).await.unwrap();
+                        });
+                        let mut response = Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                        response.headers_mut().insert("upgrade", "echo".parse().unwrap());
+                        response.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                        return Ok::<_, Infallible>(response);
+                    }
+                    let forwarded = request
+                        .headers()
+                        .get("x-forwarded-for")
+                        .map(|value| value.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    Ok(Response::new(Full::new(Bytes::from(format!("{name} {forwarded}")))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn start_router(table: RouteTable) -> (SocketAddr, watch::Sender<Arc<RouteTable>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (sender, receiver) = watch::channel(Arc::new(table));
+    tokio::spawn(berth_router::serve(listener, receiver, "localhost".into(), std::future::pending()));
+    (addr, sender)
+}
+
+/// Sends one HTTP/1.1 request and returns (status, body).
+async fn get(router: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(router).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn route(backends: Vec<Arc<Backend>>) -> AppRoute {
+    AppRoute {
+        backends,
+        ..AppRoute::default()
+    }
+}
+
+#[tokio::test]
+async fn requests_reach_the_app_named_by_the_host_and_spread_over_instances() {
+    let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
+    let b = Arc::new(Backend::new(start_backend("b").await, "web-b".into()));
+    let table = RouteTable {
+        apps: HashMap::from([("hello".to_string(), route(vec![a, b]))]),
+    };
+    let (router, _table) = start_router(table).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = get(router, "hello.localhost:8080", "/").await;
+        assert_eq!(status, 200);
+        assert!(body.ends_with("127.0.0.1"), "X-Forwarded-For is set: {body}");
+        seen.push(body.split(' ').next().unwrap().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
+}
+
+#[tokio::test]
+async fn unknown_apps_get_404_and_apps_without_instances_503() {
+    let table = RouteTable {
+        apps: HashMap::from([(
+            "sleepy".to_string(),
+            AppRoute {
+                unavailable_reason: Some("it is crash-looping".into()),
+                ..AppRoute::default()
+            },
+        )]),
+    };
+    let (router, _table) = start_router(table).await;
+    let (status, body) = get(router, "nope.localhost", "/").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no app for the host `nope.localhost`"), "{body}");
+    let (status, body) = get(router, "sleepy.localhost", "/").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("it is crash-looping"), "{body}");
+}
+
+#[tokio::test]
+async fn a_dead_instance_gives_502_and_a_live_one_is_retried_first() {
+    let dead_addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let dead = Arc::new(Backend::new(dead_addr, "web-dead".into()));
+    let (router, table) = start_router(RouteTable {
+        apps: HashMap::from([("hello".to_string(), route(vec![dead.clone()]))]),
+    })
+    .await;
+    let (status, body) = get(router, "hello.localhost", "/").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("web-dead"), "{body}");
+
+    let live = Arc::new(Backend::new(start_backend("live").await, "web-live".into()));
+    table
+        .send(Arc::new(RouteTable {
+            apps: HashMap::from([("hello".to_string(), route(vec![dead, live]))]),
+        }))
+        .unwrap();
+    for _ in 0..4 {
+        let (status, body) = get(router, "hello.localhost", "/").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("live"));
+    }
+}
+
+#[tokio::test]
+async fn upgrades_pass_through_both_ways() {
+    let backend = Arc::new(Backend::new(start_backend("ws").await, "web-ws".into()));
+    let (router, _table) = start_router(RouteTable {
+        apps: HashMap::from([("hello".to_string(), route(vec![backend.clone()]))]),
+    })
+    .await;
+    let mut stream = TcpStream::connect(router).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: hello.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"));
+    assert_eq!(backend.in_flight(), 1, "an open upgraded connection counts as in flight");
+    stream.write_all(b"hello").await.unwrap();
+    let mut echoed = [0u8; 5];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"hello");
+}
