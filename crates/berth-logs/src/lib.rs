@@ -69,6 +69,8 @@ pub struct LogQuery {
     pub since_micros: Option<i64>,
     /// Only lines of this process group.
     pub process: Option<String>,
+    /// Only lines of this instance.
+    pub instance: Option<String>,
     /// Only lines at this level or more severe (`trace` … `error`).
     pub min_level: Option<String>,
     /// Only lines whose message or fields contain this text.
@@ -90,6 +92,9 @@ impl LogQuery {
             return false;
         }
         if self.process.as_ref().is_some_and(|process| &line.process != process) {
+            return false;
+        }
+        if self.instance.as_ref().is_some_and(|instance| &line.instance != instance) {
             return false;
         }
         if let Some(min) = &self.min_level {
@@ -205,6 +210,10 @@ impl LogStore {
         if let Some(process) = &query.process {
             values.push(process.clone().into());
             sql.push_str(&format!(" AND process = ?{}", values.len()));
+        }
+        if let Some(instance) = &query.instance {
+            values.push(instance.clone().into());
+            sql.push_str(&format!(" AND instance = ?{}", values.len()));
         }
         if let Some(level) = &query.min_level {
             let rank = level_rank(level).ok_or_else(|| {

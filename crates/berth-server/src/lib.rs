@@ -1,1 +1,216 @@
-//! placeholder
+//! The berth server: the API, the reconciler, deploys, and the router they feed.
+//!
+//! Start-up is three steps — load config (the caller's [`ServerConfig`]),
+//! build the pieces (store, log store, builder, reconciler, deployer), spawn
+//! them (router, reconciler loop, API) — and shutdown is one signal out (a
+//! cancelled token) and one "all done" back ([`run`] returning once every
+//! instance has stopped).
+//!
+//! Layout: [`api`] translates HTTP to calls; [`deploy`] turns uploads, env
+//! changes and rollbacks into releases that serve; [`reconciler`] makes what
+//! runs match the store; [`health`] checks instances.
+
+pub mod api;
+pub mod config;
+pub mod deploy;
+pub mod health;
+pub mod reconciler;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_build::{CargoBuilder, SlugStore, UnpackLimits};
+use berth_logs::LogStore;
+use berth_proto::ServerInfo;
+use berth_router::RouteTable;
+use berth_runtime::ProcessDriver;
+use berth_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+pub use tokio_util::sync::CancellationToken;
+
+pub use config::ServerConfig;
+
+use crate::deploy::Deployer;
+use crate::reconciler::{Reconciler, ReconcilerParts};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data dir could not be prepared.
+    #[error("cannot prepare the data dir {path}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store")]
+    Store(#[from] berth_store::StoreError),
+    /// The log store could not be opened.
+    #[error("cannot open the log store")]
+    Logs(#[from] berth_logs::LogError),
+    /// A listen address is taken or not allowed.
+    #[error("cannot listen on {addr} (is another berth server running? see --api and --router)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn data_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
+    let path = path.to_path_buf();
+    move |source| ServerError::DataDir { path, source }
+}
+
+/// Reads the API token in `data_dir`, creating it (mode 0600) on first start.
+pub fn ensure_token(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let token = format!("berth_{}", hex::encode(rand::random::<[u8; 24]>()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok(token)
+}
+
+/// The URL an app is served at.
+pub fn app_url(app: &str, suffix: &str, router: SocketAddr) -> String {
+    let port = router.port();
+    if port == 80 {
+        format!("http://{app}.{suffix}")
+    } else {
+        format!("http://{app}.{suffix}:{port}")
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Runs a server until `shutdown` is cancelled; returns once every instance
+/// has stopped. `ready` receives the addresses once the server listens.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<ServerInfo>>,
+) -> Result<(), ServerError> {
+    // Load.
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).map_err(data_error(data))?;
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).map_err(data_error(data))?;
+    std::fs::create_dir_all(&config.build_cache_dir).map_err(data_error(&config.build_cache_dir))?;
+    let token = ensure_token(&config.token_path()).map_err(data_error(&config.token_path()))?;
+    let tmp = config.tmp_dir();
+    if tmp.exists() {
+        // Leftovers of uploads a crashed server was unpacking.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    // Build.
+    let store = Arc::new(Store::open(&config.store_path())?);
+    let logs = Arc::new(LogStore::open(&config.logs_path())?);
+    let slugs = SlugStore::new(config.slugs_dir());
+    let api_listener = bind(config.api_addr).await?;
+    let router_listener = bind(config.router_addr).await?;
+    let api_addr = api_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.api_addr, source })?;
+    let router_addr = router_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr: config.router_addr, source })?;
+    let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
+    let (reconciler, handle) = Reconciler::new(ReconcilerParts {
+        store: store.clone(),
+        logs: logs.clone(),
+        driver: Arc::new(ProcessDriver),
+        slugs: slugs.clone(),
+        routes,
+    });
+    let suffix = config.domain_suffix.clone();
+    let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> = Arc::new(move |app| app_url(app, &suffix, router_addr));
+    let deployer = Arc::new(Deployer::new(
+        store.clone(),
+        logs.clone(),
+        slugs,
+        CargoBuilder::new(config.build_cache_dir.clone()),
+        handle.clone(),
+        tmp,
+        UnpackLimits {
+            max_bytes: config.max_source_bytes,
+            ..UnpackLimits::default()
+        },
+        url_for,
+    ));
+    let router_url = format!("http://{router_addr}");
+    let state = api::ApiState {
+        store,
+        logs,
+        deployer,
+        reconciler: handle,
+        token: Arc::new(token),
+        router_url: router_url.clone(),
+        max_upload_bytes: config.max_upload_bytes,
+    };
+
+    // Spawn.
+    let reconciler_task = tokio::spawn(reconciler.run(shutdown.clone()));
+    let router_task = tokio::spawn(berth_router::serve(
+        router_listener,
+        route_receiver,
+        config.domain_suffix.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let api_shutdown = shutdown.clone();
+    let api_task = tokio::spawn(async move {
+        let app = api::routes(state);
+        if let Err(err) = axum::serve(api_listener, app)
+            .with_graceful_shutdown(api_shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %err, "the API stopped");
+        }
+    });
+    let info = ServerInfo {
+        api_url: format!("http://{api_addr}"),
+        router_url,
+        pid: std::process::id(),
+    };
+    write_server_info(&config.server_info_path(), &info).map_err(data_error(&config.server_info_path()))?;
+    tracing::info!(api = %info.api_url, router = %info.router_url, data = %data.display(), "berth server ready");
+    if let Some(ready) = ready {
+        let _ = ready.send(info);
+    }
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: stopping instances");
+    let _ = router_task.await;
+    let _ = reconciler_task.await;
+    // Followed logs would keep the API open; it has had its chance to finish.
+    if tokio::time::timeout(std::time::Duration::from_secs(2), api_task).await.is_err() {
+        tracing::warn!("the API did not finish in time");
+    }
+    let _ = std::fs::remove_file(config.server_info_path());
+    Ok(())
+}
+
+fn write_server_info(path: &Path, info: &ServerInfo) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?)?;
+    std::fs::rename(tmp, path)
+}

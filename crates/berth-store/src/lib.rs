@@ -370,6 +370,23 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Replaces the app's env vars (used before its first release; later,
+    /// env changes go through a release).
+    pub fn set_env(&self, app: &str, env: &BTreeMap<String, String>, cause: &str) -> Result<()> {
+        self.write(|tx| {
+            ensure_app(tx, app)?;
+            tx.execute("DELETE FROM env WHERE app = ?1", [app])?;
+            for (key, value) in env {
+                tx.execute(
+                    "INSERT INTO env (app, key, value) VALUES (?1, ?2, ?3)",
+                    params![app, key, value],
+                )?;
+            }
+            insert_event(tx, app, "env.changed", cause)?;
+            Ok(())
+        })
+    }
+
     /// Desired counts per process group.
     pub fn counts(&self, app: &str) -> Result<BTreeMap<String, u32>> {
         let conn = self.conn();

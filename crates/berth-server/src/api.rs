@@ -1,0 +1,501 @@
+//! The HTTP/JSON API under `/v1`, with bearer-token auth and an OpenAPI document.
+//!
+//! Handlers only translate: they read the store and the reconciler's
+//! snapshot, or hand work to the [`Deployer`], and choose status codes. Long
+//! operations (deploys, env changes, rollbacks, followed logs) answer with an
+//! NDJSON stream so the CLI can show progress as it happens.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_logs::{LogQuery, LogStore};
+use berth_proto::{
+    validate_app_name, ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
+    ProcessGroupStatus, ReleaseInfo, ReleaseStatus, RollbackRequest, ScaleRequest, ServerHealth,
+};
+use berth_store::{ReleaseRow, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use utoipa::OpenApi;
+
+use crate::deploy::{DeployFailure, Deployer};
+use crate::reconciler::ReconcilerHandle;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub(crate) store: Arc<Store>,
+    pub(crate) logs: Arc<LogStore>,
+    pub(crate) deployer: Arc<Deployer>,
+    pub(crate) reconciler: ReconcilerHandle,
+    pub(crate) token: Arc<String>,
+    pub(crate) router_url: String,
+    pub(crate) max_upload_bytes: u64,
+}
+
+impl ApiState {
+    fn url(&self, app: &str) -> String {
+        (self.deployer.url_for)(app)
+    }
+}
+
+/// An API failure; the status code is chosen here and nowhere else.
+#[derive(Debug)]
+pub enum ApiFailure {
+    /// 400.
+    BadRequest(String),
+    /// 401.
+    Unauthorized,
+    /// 404.
+    NotFound(String),
+    /// 409.
+    Conflict(String),
+    /// 413.
+    TooLarge(String),
+    /// 500.
+    Internal(String),
+}
+
+impl From<StoreError> for ApiFailure {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => ApiFailure::NotFound(format!("{what} not found")),
+            StoreError::Conflict(message) => ApiFailure::Conflict(message),
+            other => {
+                let source = std::error::Error::source(&other).map(|source| format!(": {source}")).unwrap_or_default();
+                ApiFailure::Internal(format!("{other}{source}"))
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiFailure::BadRequest(message) => (StatusCode::BAD_REQUEST, "bad_request", message),
+            ApiFailure::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong token; the CLI reads it from the server's data dir, or pass --token".into(),
+            ),
+            ApiFailure::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
+            ApiFailure::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
+            ApiFailure::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+            ApiFailure::Internal(message) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+        };
+        (status, Json(ApiError { code: code.into(), message })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiFailure>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "berth", description = "Host Rust apps on machines you own."),
+    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, rollback, scale, get_env, change_env, logs, events),
+    components(schemas(
+        ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
+        ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth
+    )),
+    modifiers(&BearerAuth),
+    security(("token" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The API's routes.
+pub fn routes(state: ApiState) -> Router {
+    let limit = state.max_upload_bytes as usize + 1024;
+    let authed = Router::new()
+        .route("/v1/apps", get(list_apps).post(create_app))
+        .route("/v1/apps/{app}", get(app_status).delete(destroy_app))
+        .route("/v1/apps/{app}/deploy", post(deploy).layer(DefaultBodyLimit::max(limit)))
+        .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/apps/{app}/rollback", post(rollback))
+        .route("/v1/apps/{app}/scale", post(scale))
+        .route("/v1/apps/{app}/env", get(get_env).post(change_env))
+        .route("/v1/apps/{app}/logs", get(logs))
+        .route("/v1/apps/{app}/events", get(events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(|| async { Json(openapi_document()) }))
+        .merge(authed)
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), state.token.as_bytes()) {
+        next.run(request).await
+    } else {
+        ApiFailure::Unauthorized.into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn ndjson<T: Serialize + Send + 'static>(receiver: mpsc::UnboundedReceiver<T>) -> Response {
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let item = receiver.recv().await?;
+        let mut line = serde_json::to_vec(&item).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(Bytes::from(line)), receiver))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+}
+
+fn release_info(row: &ReleaseRow) -> ReleaseInfo {
+    ReleaseInfo {
+        version: row.version,
+        status: ReleaseStatus::from(row.status.as_str()),
+        cause: row.cause.clone(),
+        slug: row.slug.clone(),
+        created_at: row.created_at.clone(),
+        processes: row.processes.clone(),
+    }
+}
+
+/// Server health (no token needed).
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = ServerHealth)), security(()))]
+async fn health(State(state): State<ApiState>) -> Json<ServerHealth> {
+    Json(ServerHealth {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        router_url: state.router_url.clone(),
+    })
+}
+
+/// Every app.
+#[utoipa::path(get, path = "/v1/apps", responses((status = 200, body = [AppSummary])))]
+async fn list_apps(State(state): State<ApiState>) -> ApiResult<Json<Vec<AppSummary>>> {
+    let snapshot = state.reconciler.snapshot();
+    let apps = state.store.apps()?;
+    let mut summaries = Vec::with_capacity(apps.len());
+    for app in apps {
+        let counts = state.store.counts(&app.name).unwrap_or_default();
+        let actual = snapshot.apps.get(&app.name);
+        summaries.push(AppSummary {
+            url: state.url(&app.name),
+            release: app.target_release,
+            running: actual.map_or(0, |actual| actual.groups.iter().map(|group| group.running).sum()),
+            desired: counts.values().sum(),
+            created_at: app.created_at,
+            name: app.name,
+        });
+    }
+    Ok(Json(summaries))
+}
+
+/// Creates an app.
+#[utoipa::path(post, path = "/v1/apps", request_body = CreateApp,
+    responses((status = 201, body = AppSummary), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn create_app(State(state): State<ApiState>, Json(request): Json<CreateApp>) -> ApiResult<(StatusCode, Json<AppSummary>)> {
+    validate_app_name(&request.name).map_err(ApiFailure::BadRequest)?;
+    let row = state.store.create_app(&request.name)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AppSummary {
+            url: state.url(&row.name),
+            release: None,
+            running: 0,
+            desired: 0,
+            created_at: row.created_at,
+            name: row.name,
+        }),
+    ))
+}
+
+/// An app's release, process groups and instances.
+#[utoipa::path(get, path = "/v1/apps/{app}", params(("app" = String, Path)),
+    responses((status = 200, body = AppStatus), (status = 404, body = ApiError)))]
+async fn app_status(State(state): State<ApiState>, Path(app): Path<String>) -> ApiResult<Json<AppStatus>> {
+    status_of(&state, &app).map(Json)
+}
+
+fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
+    let row = state.store.app(app)?;
+    let release = match row.target_release {
+        Some(version) => Some(release_info(&state.store.release(app, version)?)),
+        None => None,
+    };
+    let snapshot = state.reconciler.snapshot();
+    let actual = snapshot.apps.get(app).cloned().unwrap_or_default();
+    Ok(AppStatus {
+        name: row.name,
+        url: state.url(app),
+        release,
+        processes: actual.groups,
+        instances: actual.instances,
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct DestroyParams {
+    /// Required: `true` confirms the app and its releases go.
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Destroys an app: stops its instances and deletes its releases.
+#[utoipa::path(delete, path = "/v1/apps/{app}", params(("app" = String, Path), DestroyParams),
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn destroy_app(State(state): State<ApiState>, Path(app): Path<String>, Query(params): Query<DestroyParams>) -> ApiResult<StatusCode> {
+    if !params.confirm {
+        return Err(ApiFailure::BadRequest("destroying an app needs ?confirm=true".into()));
+    }
+    state.store.destroy_app(&app)?;
+    state.reconciler.nudge();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Uploads a source tarball (zstd-compressed tar), builds and deploys it.
+/// Answers with NDJSON `DeployProgress` lines.
+#[utoipa::path(post, path = "/v1/apps/{app}/deploy", params(("app" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/zstd"),
+    responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 404, body = ApiError), (status = 413, body = ApiError)))]
+async fn deploy(State(state): State<ApiState>, Path(app): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or(body.len() as u64);
+    if declared > state.max_upload_bytes {
+        return Err(ApiFailure::TooLarge(format!(
+            "the upload is {} MiB; this server takes at most {} MiB (add large files to .gitignore)",
+            declared / (1024 * 1024),
+            state.max_upload_bytes / (1024 * 1024)
+        )));
+    }
+    state.store.app(&app)?;
+    let (progress, receiver) = mpsc::unbounded_channel();
+    let deployer = state.deployer.clone();
+    tokio::spawn(async move {
+        if let Err(failure) = deployer.deploy_upload(app, body, progress.clone()).await {
+            send_failure(&progress, failure);
+        }
+    });
+    Ok(ndjson(receiver))
+}
+
+fn send_failure(progress: &mpsc::UnboundedSender<DeployProgress>, failure: DeployFailure) {
+    let _ = progress.send(DeployProgress::Failed {
+        message: failure.message,
+        release: failure.release,
+    });
+}
+
+/// An app's releases, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/releases", params(("app" = String, Path)),
+    responses((status = 200, body = [ReleaseInfo]), (status = 404, body = ApiError)))]
+async fn releases(State(state): State<ApiState>, Path(app): Path<String>) -> ApiResult<Json<Vec<ReleaseInfo>>> {
+    Ok(Json(state.store.releases(&app)?.iter().map(release_info).collect()))
+}
+
+/// Rolls back to an earlier release without building. Answers with NDJSON.
+#[utoipa::path(post, path = "/v1/apps/{app}/rollback", params(("app" = String, Path)), request_body = RollbackRequest,
+    responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 404, body = ApiError)))]
+async fn rollback(State(state): State<ApiState>, Path(app): Path<String>, Json(request): Json<RollbackRequest>) -> ApiResult<Response> {
+    state.store.app(&app)?;
+    let (progress, receiver) = mpsc::unbounded_channel();
+    let deployer = state.deployer.clone();
+    tokio::spawn(async move {
+        if let Err(failure) = deployer.rollback(app, request.version, progress.clone()).await {
+            send_failure(&progress, failure);
+        }
+    });
+    Ok(ndjson(receiver))
+}
+
+/// Sets desired instance counts per process group.
+#[utoipa::path(post, path = "/v1/apps/{app}/scale", params(("app" = String, Path)), request_body = ScaleRequest,
+    responses((status = 200, body = AppStatus), (status = 404, body = ApiError)))]
+async fn scale(State(state): State<ApiState>, Path(app): Path<String>, Json(request): Json<ScaleRequest>) -> ApiResult<Json<AppStatus>> {
+    if request.counts.is_empty() {
+        return Err(ApiFailure::BadRequest("name at least one process group, as in web=3".into()));
+    }
+    if let Some((name, count)) = request.counts.iter().find(|(_, count)| **count > 64) {
+        return Err(ApiFailure::BadRequest(format!("{name}={count} is more than the 64 instances a group may have")));
+    }
+    state.store.set_counts(&app, &request.counts)?;
+    state.reconciler.nudge();
+    status_of(&state, &app).map(Json)
+}
+
+/// The app's env vars.
+#[utoipa::path(get, path = "/v1/apps/{app}/env", params(("app" = String, Path)),
+    responses((status = 200, body = BTreeMap<String, String>), (status = 404, body = ApiError)))]
+async fn get_env(State(state): State<ApiState>, Path(app): Path<String>) -> ApiResult<Json<BTreeMap<String, String>>> {
+    Ok(Json(state.store.env(&app)?))
+}
+
+/// Sets and unsets env vars; a change makes a new release. Answers with NDJSON.
+#[utoipa::path(post, path = "/v1/apps/{app}/env", params(("app" = String, Path)), request_body = EnvChange,
+    responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn change_env(State(state): State<ApiState>, Path(app): Path<String>, Json(change): Json<EnvChange>) -> ApiResult<Response> {
+    if change.set.is_empty() && change.unset.is_empty() {
+        return Err(ApiFailure::BadRequest("nothing to change: give KEY=VALUE to set or KEY to unset".into()));
+    }
+    for key in change.set.keys().chain(change.unset.iter()) {
+        crate::deploy::validate_env_key(key).map_err(ApiFailure::BadRequest)?;
+    }
+    state.store.app(&app)?;
+    let (progress, receiver) = mpsc::unbounded_channel();
+    let deployer = state.deployer.clone();
+    tokio::spawn(async move {
+        match deployer.change_env(app.clone(), change.set, change.unset, progress.clone()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let _ = progress.send(DeployProgress::Done { release: 0, url: String::new() });
+            }
+            Err(failure) => send_failure(&progress, failure),
+        }
+    });
+    Ok(ndjson(receiver))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct LogParams {
+    /// Lines at or after this: RFC 3339, or a duration back from now (`10m`, `2h`).
+    since: Option<String>,
+    /// Only this process group.
+    process: Option<String>,
+    /// Only this instance.
+    instance: Option<String>,
+    /// Only this level or more severe.
+    level: Option<String>,
+    /// Only lines containing this text.
+    grep: Option<String>,
+    /// At most this many past lines (default 200).
+    limit: Option<u32>,
+    /// Keep the answer open and stream new lines (NDJSON).
+    #[serde(default)]
+    follow: bool,
+}
+
+/// An app's logs: JSON array, or NDJSON with `follow=true`.
+#[utoipa::path(get, path = "/v1/apps/{app}/logs", params(("app" = String, Path), LogParams),
+    responses((status = 200, body = [LogLine]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn logs(State(state): State<ApiState>, Path(app): Path<String>, Query(params): Query<LogParams>) -> ApiResult<Response> {
+    state.store.app(&app)?;
+    let since_micros = match &params.since {
+        Some(since) => Some(berth_logs::parse_since(since).map_err(|err| ApiFailure::BadRequest(err.to_string()))?),
+        None => None,
+    };
+    let mut query = LogQuery {
+        app,
+        since_micros,
+        process: params.process,
+        instance: params.instance,
+        min_level: params.level,
+        grep: params.grep,
+        after_id: None,
+        limit: params.limit.unwrap_or(200).min(10_000),
+    };
+    let mut live = params.follow.then(|| state.logs.subscribe());
+    let past = state.logs.query(&query).map_err(|err| ApiFailure::BadRequest(err.to_string()))?;
+    let Some(mut live) = live.take() else {
+        return Ok(Json(past.into_iter().map(|stored| stored.line).collect::<Vec<_>>()).into_response());
+    };
+    let (sender, receiver) = mpsc::unbounded_channel();
+    query.after_id = past.last().map(|stored| stored.id);
+    for stored in past {
+        let _ = sender.send(stored.line);
+    }
+    tokio::spawn(async move {
+        loop {
+            match live.recv().await {
+                Ok(stored) => {
+                    if query.matches(&stored) && sender.send(stored.line.clone()).is_err() {
+                        break;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+            if sender.is_closed() {
+                break;
+            }
+        }
+    });
+    Ok(ndjson(receiver))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct EventParams {
+    /// Only events with an id above this.
+    after: Option<i64>,
+    /// At most this many (default 100).
+    limit: Option<u32>,
+    /// Keep the answer open and stream new events (NDJSON).
+    #[serde(default)]
+    follow: bool,
+}
+
+/// An app's event log: deploys, starts, exits and their causes, health changes, scaling.
+#[utoipa::path(get, path = "/v1/apps/{app}/events", params(("app" = String, Path), EventParams),
+    responses((status = 200, body = [EventInfo]), (status = 404, body = ApiError)))]
+async fn events(State(state): State<ApiState>, Path(app): Path<String>, Query(params): Query<EventParams>) -> ApiResult<Response> {
+    state.store.app(&app)?;
+    let limit = params.limit.unwrap_or(100).min(10_000);
+    let to_info = |row: berth_store::EventRow| EventInfo {
+        id: row.id,
+        at: row.at,
+        app: row.app,
+        kind: row.kind,
+        message: row.message,
+    };
+    let past: Vec<EventInfo> = state.store.events(&app, params.after.unwrap_or(0), limit)?.into_iter().map(to_info).collect();
+    if !params.follow {
+        return Ok(Json(past).into_response());
+    }
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let mut after = past.last().map_or(params.after.unwrap_or(0), |event| event.id);
+    for event in past {
+        let _ = sender.send(event);
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        while !sender.is_closed() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let Ok(new) = store.events(&app, after, 1000) else { break };
+            for row in new {
+                after = row.id;
+                if sender.send(to_info(row)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(ndjson(receiver))
+}

@@ -1,0 +1,69 @@
+//! Server configuration: where data lives and where the server listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How a server is set up. Built by the binary from flags and env.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Everything berth keeps: store, logs, slugs, token.
+    pub data_dir: PathBuf,
+    /// Where the API listens (loopback by default).
+    pub api_addr: SocketAddr,
+    /// Where the router listens.
+    pub router_addr: SocketAddr,
+    /// Per-app build directories (cargo's target dirs). Defaults to
+    /// `<data>/build`; servers may share one.
+    pub build_cache_dir: PathBuf,
+    /// Apps are served at `APP.<domain_suffix>` (and always `APP.localhost`).
+    pub domain_suffix: String,
+    /// Largest accepted upload, compressed.
+    pub max_upload_bytes: u64,
+    /// Largest accepted source tree, unpacked.
+    pub max_source_bytes: u64,
+}
+
+impl ServerConfig {
+    /// A config with defaults for everything but the data dir.
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            build_cache_dir: data_dir.join("build"),
+            data_dir,
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8079)),
+            router_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            domain_suffix: "localhost".into(),
+            max_upload_bytes: 200 * 1024 * 1024,
+            max_source_bytes: 512 * 1024 * 1024,
+        }
+    }
+
+    /// The SQLite state store.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("berth.db")
+    }
+
+    /// The log database.
+    pub fn logs_path(&self) -> PathBuf {
+        self.data_dir.join("logs.db")
+    }
+
+    /// Release slugs.
+    pub fn slugs_dir(&self) -> PathBuf {
+        self.data_dir.join("slugs")
+    }
+
+    /// Scratch space for uploads.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// The API token (mode 0600).
+    pub fn token_path(&self) -> PathBuf {
+        self.data_dir.join("token")
+    }
+
+    /// Where a running server writes its addresses.
+    pub fn server_info_path(&self) -> PathBuf {
+        self.data_dir.join("server.json")
+    }
+}

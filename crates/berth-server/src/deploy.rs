@@ -1,0 +1,400 @@
+//! Deploys: from an uploaded tarball (or an env change, or a rollback) to a
+//! release that serves — or to a clear failure while the old one keeps serving.
+//!
+//! Every path ends in [`Deployer::roll_out`]: the release becomes the app's
+//! target in the store, the reconciler is nudged, and the deploy waits until
+//! every wanted instance of the release passes its health check. The first
+//! instance that dies or never gets healthy fails the deploy; the store then
+//! points the app back at the release that was serving.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_build::{CargoBuilder, SlugStore, UnpackLimits};
+use berth_logs::{LogQuery, LogStore};
+use berth_proto::DeployProgress;
+use berth_spec::{AppSpec, BuilderKind, SPEC_FILE_NAMES};
+use berth_store::{NewRelease, ReleaseRow, Store, StoreError};
+use bytes::Bytes;
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
+
+use crate::reconciler::ReconcilerHandle;
+
+/// Where progress lines of a deploy go (the client's NDJSON stream).
+pub type Progress = mpsc::UnboundedSender<DeployProgress>;
+
+fn say(progress: &Progress, message: impl Into<String>) {
+    let _ = progress.send(DeployProgress::Step { message: message.into() });
+}
+
+/// Why a deploy failed; the message is for a person.
+#[derive(Debug)]
+pub struct DeployFailure {
+    /// What went wrong.
+    pub message: String,
+    /// The release that was tried, if one was made.
+    pub release: Option<u64>,
+}
+
+impl DeployFailure {
+    fn before_release(message: impl Into<String>) -> Self {
+        DeployFailure {
+            message: message.into(),
+            release: None,
+        }
+    }
+}
+
+impl From<StoreError> for DeployFailure {
+    fn from(err: StoreError) -> Self {
+        DeployFailure::before_release(err.to_string())
+    }
+}
+
+/// Runs deploys, one at a time per app.
+pub struct Deployer {
+    pub(crate) store: Arc<Store>,
+    pub(crate) logs: Arc<LogStore>,
+    pub(crate) slugs: SlugStore,
+    pub(crate) builder: CargoBuilder,
+    pub(crate) reconciler: ReconcilerHandle,
+    pub(crate) tmp_dir: std::path::PathBuf,
+    pub(crate) source_limits: UnpackLimits,
+    pub(crate) url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Deployer {
+    /// A deployer over the server's parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<Store>,
+        logs: Arc<LogStore>,
+        slugs: SlugStore,
+        builder: CargoBuilder,
+        reconciler: ReconcilerHandle,
+        tmp_dir: std::path::PathBuf,
+        source_limits: UnpackLimits,
+        url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    ) -> Self {
+        Deployer {
+            store,
+            logs,
+            slugs,
+            builder,
+            reconciler,
+            tmp_dir,
+            source_limits,
+            url_for,
+            locks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_for(&self, app: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(app.to_string()).or_default().clone()
+    }
+
+    /// Builds `upload` (a zstd tarball) and rolls it out.
+    pub async fn deploy_upload(self: Arc<Self>, app: String, upload: Bytes, progress: Progress) -> Result<u64, DeployFailure> {
+        let lock = self.lock_for(&app);
+        let _guard = match lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                say(&progress, "another deploy of this app is running; waiting for it");
+                lock.lock().await
+            }
+        };
+        self.store.app(&app)?;
+        say(&progress, format!("unpacking the source ({} KiB)", upload.len() / 1024));
+        std::fs::create_dir_all(&self.tmp_dir)
+            .map_err(|err| DeployFailure::before_release(format!("cannot create {}: {err}", self.tmp_dir.display())))?;
+        let staging = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempdir_in(&self.tmp_dir)
+            .map_err(|err| DeployFailure::before_release(format!("cannot create a staging directory: {err}")))?;
+        let staging_path = staging.path().to_path_buf();
+        let limits = self.source_limits;
+        tokio::task::spawn_blocking(move || berth_build::unpack(&upload[..], &staging_path, limits))
+            .await
+            .map_err(|err| DeployFailure::before_release(format!("unpacking stopped: {err}")))?
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+
+        let spec = read_spec(staging.path(), &progress)?;
+        if let Some(named) = &spec.app {
+            if named != &app {
+                let _ = progress.send(DeployProgress::Warning {
+                    message: format!("the spec names app `{named}`; deploying to `{app}` as asked"),
+                });
+            }
+        }
+        if !matches!(spec.build.builder, BuilderKind::Cargo) {
+            return Err(DeployFailure::before_release(
+                "this spec asks for a Docker build (dockerfile or image); this berth builds with cargo only so far",
+            ));
+        }
+
+        say(&progress, "building with cargo build --release (low priority)");
+        let started = Instant::now();
+        let builder = self.builder.clone();
+        let slugs = self.slugs.clone();
+        let source = staging.path().to_path_buf();
+        let bin = spec.build.bin.clone();
+        let build_progress = progress.clone();
+        let app_for_build = app.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mut output = |line: String| {
+                let _ = build_progress.send(DeployProgress::Build { line });
+            };
+            let (built, _lock) = builder
+                .build(&app_for_build, &source, bin.as_deref(), &mut output)
+                .map_err(|err| err.to_string())?;
+            let digest = slugs.store(&built.source_dir, &built.binaries).map_err(|err| {
+                let source = std::error::Error::source(&err).map(|source| format!(": {source}")).unwrap_or_default();
+                format!("{err}{source}")
+            })?;
+            Ok::<_, String>((built.default_binary, digest))
+        })
+        .await
+        .map_err(|err| DeployFailure::before_release(format!("the build stopped: {err}")))?
+        .map_err(DeployFailure::before_release)?;
+        let (default_binary, slug) = built;
+        say(&progress, format!("built in {:.1}s; slug {slug}", started.elapsed().as_secs_f64()));
+
+        let spec_json = serde_json::to_string(&spec)
+            .map_err(|err| DeployFailure::before_release(format!("cannot store the spec: {err}")))?;
+        let release = self.store.begin_release(
+            &app,
+            NewRelease {
+                cause: "deploy".into(),
+                slug,
+                processes: spec.process_commands(&default_binary),
+                env: self.store.env(&app)?,
+                spec_json,
+            },
+        )?;
+        self.roll_out(&spec, release, &progress).await
+    }
+
+    /// Makes a release from the current one with env changed, and rolls it out.
+    pub async fn change_env(
+        self: Arc<Self>,
+        app: String,
+        set: BTreeMap<String, String>,
+        unset: Vec<String>,
+        progress: Progress,
+    ) -> Result<Option<u64>, DeployFailure> {
+        for key in set.keys().chain(unset.iter()) {
+            validate_env_key(key).map_err(DeployFailure::before_release)?;
+        }
+        let lock = self.lock_for(&app);
+        let _guard = lock.lock().await;
+        let app_row = self.store.app(&app)?;
+        let mut env = self.store.env(&app)?;
+        for key in &unset {
+            env.remove(key);
+        }
+        env.extend(set.clone());
+        let mut changes: Vec<String> = set.keys().map(|key| format!("set {key}")).collect();
+        changes.extend(unset.iter().map(|key| format!("unset {key}")));
+        let cause = format!("env {}", changes.join(", "));
+        let Some(current) = app_row.target_release else {
+            self.store.set_env(&app, &env, &cause)?;
+            say(&progress, "saved; the app has no release yet, so the env applies at its first deploy");
+            return Ok(None);
+        };
+        let current = self.store.release(&app, current)?;
+        let spec: AppSpec = serde_json::from_str(&current.spec_json).unwrap_or_default();
+        let release = self.store.begin_release(
+            &app,
+            NewRelease {
+                cause,
+                slug: current.slug,
+                spec_json: current.spec_json,
+                processes: current.processes,
+                env,
+            },
+        )?;
+        self.roll_out(&spec, release, &progress).await.map(Some)
+    }
+
+    /// Rolls back to `version` (or the release before the active one) without building.
+    pub async fn rollback(self: Arc<Self>, app: String, version: Option<u64>, progress: Progress) -> Result<u64, DeployFailure> {
+        let lock = self.lock_for(&app);
+        let _guard = lock.lock().await;
+        let releases = self.store.releases(&app)?;
+        let active = releases.iter().find(|release| release.status == "active").map(|release| release.version);
+        let target = match version {
+            Some(version) => releases
+                .iter()
+                .find(|release| release.version == version)
+                .ok_or_else(|| DeployFailure::before_release(format!("app `{app}` has no release v{version}")))?,
+            None => releases
+                .iter()
+                .find(|release| release.status == "superseded" && Some(release.version) < active)
+                .ok_or_else(|| DeployFailure::before_release(format!("app `{app}` has no earlier good release to roll back to")))?,
+        };
+        if Some(target.version) == active {
+            return Err(DeployFailure::before_release(format!("v{} is already the active release", target.version)));
+        }
+        if !self.slugs.contains(&target.slug) {
+            return Err(DeployFailure::before_release(format!("the slug of v{} is no longer stored", target.version)));
+        }
+        say(&progress, format!("rolling back to v{} (no build)", target.version));
+        let spec: AppSpec = serde_json::from_str(&target.spec_json).unwrap_or_default();
+        let release = self.store.begin_release(
+            &app,
+            NewRelease {
+                cause: format!("rollback to v{}", target.version),
+                slug: target.slug.clone(),
+                spec_json: target.spec_json.clone(),
+                processes: target.processes.clone(),
+                env: target.env.clone(),
+            },
+        )?;
+        self.roll_out(&spec, release, &progress).await
+    }
+
+    /// Makes `release` (already the app's target) serve, or fails it.
+    async fn roll_out(&self, spec: &AppSpec, release: ReleaseRow, progress: &Progress) -> Result<u64, DeployFailure> {
+        let app = release.app.clone();
+        let version = release.version;
+        let counts = self.store.counts(&app)?;
+        let plan: Vec<String> = release
+            .processes
+            .keys()
+            .map(|process| format!("{process} ×{}", counts.get(process).copied().unwrap_or(0)))
+            .collect();
+        say(progress, format!("starting v{version}: {}", plan.join(", ")));
+        let mut failures = self.reconciler.start_failures();
+        let mut snapshots = self.reconciler.watch_snapshot();
+        self.reconciler.nudge();
+        let deadline = Instant::now() + spec.deploy.wait_timeout + std::time::Duration::from_secs(2);
+        loop {
+            if self.release_is_up(&app, version) {
+                self.store.finish_release(&app, version)?;
+                self.reconciler.nudge();
+                let url = (self.url_for)(&app);
+                say(progress, format!("v{version} is healthy; the previous release drains and stops"));
+                let _ = progress.send(DeployProgress::Done { release: version, url });
+                return Ok(version);
+            }
+            tokio::select! {
+                failure = failures.recv() => {
+                    if let Ok(failure) = failure {
+                        if failure.app == app && failure.release == version {
+                            return Err(self.fail(&app, version, &failure.reason, Some(&failure.instance)).await);
+                        }
+                    }
+                }
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return Err(self.fail(&app, version, "the server is shutting down", None).await);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let reason = format!("its instances did not become healthy within {}s", spec.deploy.wait_timeout.as_secs());
+                    return Err(self.fail(&app, version, &reason, None).await);
+                }
+            }
+        }
+    }
+
+    fn release_is_up(&self, app: &str, version: u64) -> bool {
+        let Ok(counts) = self.store.counts(app) else { return false };
+        let Ok(release) = self.store.release(app, version) else { return false };
+        let snapshot = self.reconciler.snapshot();
+        let Some(actual) = snapshot.apps.get(app) else { return false };
+        release.processes.keys().all(|process| {
+            let want = counts.get(process).copied().unwrap_or(0) as usize;
+            let running = actual
+                .instances
+                .iter()
+                .filter(|instance| {
+                    &instance.process == process && instance.release == version && instance.state == berth_proto::InstanceState::Running
+                })
+                .count();
+            running >= want
+        })
+    }
+
+    async fn fail(&self, app: &str, version: u64, reason: &str, instance: Option<&str>) -> DeployFailure {
+        let previous = match self.store.fail_release(app, version, reason) {
+            Ok(previous) => previous,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot mark the release failed");
+                None
+            }
+        };
+        self.reconciler.nudge();
+        let mut message = match previous {
+            Some(previous) => format!("v{version} failed: {reason}. v{previous} keeps serving."),
+            None => format!("v{version} failed: {reason}."),
+        };
+        if let Some(instance) = instance {
+            // Give the output a moment to arrive, then show its last lines.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = self.logs.flush().await;
+            let query = LogQuery {
+                app: app.to_string(),
+                instance: Some(instance.to_string()),
+                limit: 20,
+                ..LogQuery::default()
+            };
+            if let Ok(lines) = self.logs.query(&query) {
+                if !lines.is_empty() {
+                    message.push_str(&format!("\nlast output of {instance}:"));
+                    for stored in lines {
+                        message.push_str("\n  ");
+                        message.push_str(&stored.line.message);
+                    }
+                }
+            }
+        }
+        DeployFailure {
+            message,
+            release: Some(version),
+        }
+    }
+}
+
+/// Reads berth.toml or fly.toml from an unpacked tree; none means defaults.
+fn read_spec(dir: &Path, progress: &Progress) -> Result<AppSpec, DeployFailure> {
+    for name in SPEC_FILE_NAMES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|err| DeployFailure::before_release(format!("cannot read {name}: {err}")))?;
+        let parsed = berth_spec::parse_spec(name, &text).map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        for warning in parsed.warnings {
+            let _ = progress.send(DeployProgress::Warning { message: warning });
+        }
+        say(progress, format!("using {name}"));
+        return Ok(parsed.spec);
+    }
+    if !dir.join("Cargo.toml").is_file() {
+        return Err(DeployFailure::before_release(
+            "the upload has no Cargo.toml, berth.toml or fly.toml; run berth in the app's folder",
+        ));
+    }
+    say(progress, "no berth.toml or fly.toml: zero config (the package's binary serves as `web`)");
+    Ok(AppSpec::default())
+}
+
+/// Env var names: letters, digits and `_`, not starting with a digit; berth's own names are reserved.
+pub fn validate_env_key(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("`{key}` is not a valid env var name (letters, digits and _, not starting with a digit)"));
+    }
+    if key == "PORT" || key.starts_with("BERTH_") {
+        return Err(format!("`{key}` is set by berth and cannot be changed"));
+    }
+    Ok(())
+}

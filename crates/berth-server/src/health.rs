@@ -1,0 +1,109 @@
+//! Health checks: a TCP connect, or an HTTP GET that must answer 2xx/3xx.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_spec::HealthCheck;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+/// Runs one check against `addr`; `Err` says why it failed.
+pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|err| format!("connect to {addr}: {err}"))?;
+        let Some(path) = &check.http_path else {
+            return Ok(());
+        };
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: berth-health\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|err| format!("send GET {path}: {err}"))?;
+        let mut head = [0u8; 12];
+        stream
+            .read_exact(&mut head)
+            .await
+            .map_err(|err| format!("read answer to GET {path}: {err}"))?;
+        let status = std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+        if (200..400).contains(&status) {
+            Ok(())
+        } else {
+            Err(format!("GET {path} answered {status}"))
+        }
+    };
+    match timeout(check.timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+    }
+}
+
+/// Probes quickly until the first success or `deadline`. Returns the time it took.
+pub async fn wait_until_healthy(addr: SocketAddr, check: &HealthCheck, deadline: Instant) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    let mut last_error = "not checked yet".to_string();
+    while Instant::now() < deadline {
+        match probe(addr, check).await {
+            Ok(()) => return Ok(started.elapsed()),
+            Err(err) => last_error = err,
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    Err(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn http_server(status: u16) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        addr
+    }
+
+    fn http_check(path: &str) -> HealthCheck {
+        HealthCheck {
+            http_path: Some(path.into()),
+            ..HealthCheck::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn http_checks_want_2xx_or_3xx() {
+        assert!(probe(http_server(200).await, &http_check("/healthz")).await.is_ok());
+        assert!(probe(http_server(302).await, &http_check("/")).await.is_ok());
+        let err = probe(http_server(500).await, &http_check("/healthz")).await.unwrap_err();
+        assert_eq!(err, "GET /healthz answered 500");
+    }
+
+    #[tokio::test]
+    async fn tcp_checks_want_a_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(probe(addr, &HealthCheck::default()).await.is_ok());
+        drop(listener);
+        assert!(probe(addr, &HealthCheck::default()).await.is_err());
+        let deadline = Instant::now() + Duration::from_millis(100);
+        assert!(wait_until_healthy(addr, &HealthCheck::default(), deadline).await.is_err());
+    }
+}

@@ -1,0 +1,852 @@
+//! The reconciler: one loop that makes what runs match what the store wants.
+//!
+//! Desired state (each app's target release and per-group counts) is read
+//! from the store; actual state (the instances) lives only in this loop,
+//! which owns it. Every change elsewhere — a deploy, a scale, a rollback — is
+//! a store write followed by [`ReconcilerHandle::nudge`]; instance exits and
+//! health changes arrive as messages. After each pass the loop publishes a
+//! route table for the router and a [`Snapshot`] for the API. Rollouts are
+//! rolling: instances of the new release start and must pass their health
+//! check before old ones leave the route table, and those drain their
+//! in-flight requests before they get SIGTERM.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_build::{SlugStore, SLUG_BIN_DIR};
+use berth_logs::{LogSource, LogStore};
+use berth_proto::{GroupHealth, InstanceInfo, InstanceState, LogStream, ProcessGroupStatus};
+use berth_router::{AppRoute, AppTraffic, Backend, RouteTable};
+use berth_runtime::{Driver, ExitCause, InstanceSpec, OutputSink, OutputStream, RunningInstance};
+use berth_spec::AppSpec;
+use berth_store::{DesiredApp, ReleaseRow, Store};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::health;
+
+/// How long a draining instance may take to finish its requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Consecutive failures after which a group counts as crash-looping.
+const CRASH_LOOP_AFTER: u32 = 3;
+/// An instance up this long resets its group's failure count.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Failed health checks in a row before an instance leaves the route table.
+const UNHEALTHY_AFTER: u32 = 3;
+
+/// What the API sees of the actual state.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Per app.
+    pub apps: HashMap<String, AppActual>,
+}
+
+/// One app's actual state.
+#[derive(Debug, Default, Clone)]
+pub struct AppActual {
+    /// Every instance, oldest first.
+    pub instances: Vec<InstanceInfo>,
+    /// Every process group of the target release.
+    pub groups: Vec<ProcessGroupStatus>,
+}
+
+/// Sent when an instance of a release fails before it became healthy, so a
+/// waiting deploy can fail at once.
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    /// The app.
+    pub app: String,
+    /// The release the instance ran.
+    pub release: u64,
+    /// The instance.
+    pub instance: String,
+    /// What happened.
+    pub reason: String,
+}
+
+/// A handle to the running reconciler.
+#[derive(Clone)]
+pub struct ReconcilerHandle {
+    nudge: Arc<Notify>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    failures: broadcast::Sender<StartFailure>,
+}
+
+impl ReconcilerHandle {
+    /// Asks the loop to converge now.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// The latest actual state.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Changes of the actual state.
+    pub fn watch_snapshot(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Start failures, from now on.
+    pub fn start_failures(&self) -> broadcast::Receiver<StartFailure> {
+        self.failures.subscribe()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+    Unhealthy,
+    Draining,
+    Stopping,
+}
+
+impl Phase {
+    fn is_live(self) -> bool {
+        matches!(self, Phase::Starting | Phase::Running | Phase::Unhealthy)
+    }
+
+    fn wire(self) -> InstanceState {
+        match self {
+            Phase::Starting => InstanceState::Starting,
+            Phase::Running => InstanceState::Running,
+            Phase::Unhealthy => InstanceState::Unhealthy,
+            Phase::Draining => InstanceState::Draining,
+            Phase::Stopping => InstanceState::Stopping,
+        }
+    }
+}
+
+struct Instance {
+    id: String,
+    app: String,
+    process: String,
+    release: u64,
+    port: Option<u16>,
+    started: Instant,
+    phase: Phase,
+    running: RunningInstance,
+    backend: Option<Arc<Backend>>,
+    kill_timeout: Duration,
+    watcher: JoinHandle<()>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Backoff {
+    failures: u32,
+    next_start: Option<Instant>,
+    last_cause: String,
+}
+
+impl Backoff {
+    fn delay(failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(7);
+        (Duration::from_millis(250) * 2u32.pow(exponent)).min(Duration::from_secs(30))
+    }
+}
+
+enum Message {
+    Healthy { id: String, after: Duration },
+    StartFailed { id: String, reason: String },
+    Unhealthy { id: String, reason: String },
+    Recovered { id: String },
+    Exited { id: String, cause: ExitCause },
+}
+
+/// The parts the reconciler drives.
+pub struct ReconcilerParts {
+    /// Desired state.
+    pub store: Arc<Store>,
+    /// Where instance output goes.
+    pub logs: Arc<LogStore>,
+    /// How instances run.
+    pub driver: Arc<dyn Driver>,
+    /// Where release slugs are.
+    pub slugs: SlugStore,
+    /// Where the route table goes.
+    pub routes: watch::Sender<Arc<RouteTable>>,
+}
+
+/// The loop's state.
+pub struct Reconciler {
+    parts: ReconcilerParts,
+    instances: BTreeMap<String, Instance>,
+    backoff: HashMap<(String, String), Backoff>,
+    traffic: HashMap<String, Arc<AppTraffic>>,
+    published_routes: Vec<(String, Vec<String>, Option<String>)>,
+    specs: HashMap<(String, u64), Arc<AppSpec>>,
+    pending_stops: Vec<String>,
+    messages: mpsc::UnboundedSender<Message>,
+    inbox: mpsc::UnboundedReceiver<Message>,
+    nudge: Arc<Notify>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    failures: broadcast::Sender<StartFailure>,
+}
+
+impl Reconciler {
+    /// Builds the loop and its handle; run it with [`Reconciler::run`].
+    pub fn new(parts: ReconcilerParts) -> (Reconciler, ReconcilerHandle) {
+        let (messages, inbox) = mpsc::unbounded_channel();
+        let nudge = Arc::new(Notify::new());
+        let (snapshot, snapshot_receiver) = watch::channel(Arc::new(Snapshot::default()));
+        let (failures, _) = broadcast::channel(256);
+        let handle = ReconcilerHandle {
+            nudge: nudge.clone(),
+            snapshot: snapshot_receiver,
+            failures: failures.clone(),
+        };
+        let reconciler = Reconciler {
+            parts,
+            instances: BTreeMap::new(),
+            backoff: HashMap::new(),
+            traffic: HashMap::new(),
+            published_routes: Vec::new(),
+            specs: HashMap::new(),
+            pending_stops: Vec::new(),
+            messages,
+            inbox,
+            nudge,
+            snapshot,
+            failures,
+        };
+        (reconciler, handle)
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops every instance.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.kill_orphans();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.converge();
+            tokio::select! {
+                message = self.inbox.recv() => {
+                    if let Some(message) = message {
+                        self.apply(message);
+                    }
+                    while let Ok(message) = self.inbox.try_recv() {
+                        self.apply(message);
+                    }
+                }
+                () = self.nudge.notified() => {}
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        self.stop_everything().await;
+    }
+
+    /// Kills instances a crashed server left running.
+    fn kill_orphans(&mut self) {
+        let journaled = match self.parts.store.journaled_instances() {
+            Ok(journaled) => journaled,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the instance journal");
+                return;
+            }
+        };
+        for entry in journaled {
+            if berth_runtime::kill_orphan(entry.pid, &entry.id) {
+                tracing::info!(instance = %entry.id, pid = entry.pid, "killed an instance left by an earlier server");
+            }
+            let _ = self.parts.store.forget_instance(&entry.id);
+        }
+    }
+
+    fn spec(&mut self, release: &ReleaseRow) -> Arc<AppSpec> {
+        self.specs
+            .entry((release.app.clone(), release.version))
+            .or_insert_with(|| {
+                Arc::new(serde_json::from_str(&release.spec_json).unwrap_or_else(|err| {
+                    tracing::error!(app = %release.app, version = release.version, error = %err, "stored spec unreadable; using defaults");
+                    AppSpec::default()
+                }))
+            })
+            .clone()
+    }
+
+    fn event(&self, app: &str, kind: &str, message: &str) {
+        if let Err(err) = self.parts.store.record_event(app, kind, message) {
+            tracing::warn!(error = %err, "cannot record event");
+        }
+    }
+
+    fn berth_line(&self, instance: &Instance, text: &str) {
+        let source = LogSource {
+            app: instance.app.clone(),
+            process: instance.process.clone(),
+            instance: instance.id.clone(),
+            release: instance.release,
+        };
+        self.parts.logs.append(&source, LogStream::Berth, text);
+    }
+
+    /// One pass: start what is missing, stop what is surplus, publish.
+    fn converge(&mut self) {
+        let desired = match self.parts.store.desired() {
+            Ok(desired) => desired,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read desired state");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let mut keep_apps = HashSet::new();
+        for app in &desired {
+            keep_apps.insert(app.app.clone());
+            self.converge_app(app, now);
+        }
+        let orphaned: Vec<String> = self
+            .instances
+            .values()
+            .filter(|instance| instance.phase.is_live() && !keep_apps.contains(&instance.app))
+            .map(|instance| instance.id.clone())
+            .collect();
+        for id in orphaned {
+            self.begin_stop(&id, "the app was destroyed");
+        }
+        // Instances up long enough reset their group's failure count.
+        let stable: Vec<(String, String)> = self
+            .instances
+            .values()
+            .filter(|instance| instance.phase == Phase::Running && instance.started.elapsed() > STABLE_AFTER)
+            .map(|instance| (instance.app.clone(), instance.process.clone()))
+            .collect();
+        for key in stable {
+            if let Some(backoff) = self.backoff.get_mut(&key) {
+                backoff.failures = 0;
+                backoff.next_start = None;
+            }
+        }
+        self.publish(&desired);
+        for id in std::mem::take(&mut self.pending_stops) {
+            self.spawn_stop(&id);
+        }
+    }
+
+    fn converge_app(&mut self, app: &DesiredApp, now: Instant) {
+        let Some(release) = &app.release else {
+            let live: Vec<String> = self
+                .instances
+                .values()
+                .filter(|instance| instance.app == app.app && instance.phase.is_live())
+                .map(|instance| instance.id.clone())
+                .collect();
+            for id in live {
+                self.begin_stop(&id, "the app has no release");
+            }
+            return;
+        };
+        let spec = self.spec(release);
+        for (process, command) in &release.processes {
+            let serves_http = spec.serves_http(process);
+            let fixed_port = if serves_http { spec.http.internal_port } else { None };
+            let mut want = app.counts.get(process).copied().unwrap_or(0) as usize;
+            if fixed_port.is_some() {
+                want = want.min(1);
+            }
+            let group: Vec<&Instance> = self
+                .instances
+                .values()
+                .filter(|instance| instance.app == app.app && &instance.process == process)
+                .collect();
+            let mut current: Vec<&Instance> = group
+                .iter()
+                .copied()
+                .filter(|instance| instance.release == release.version && instance.phase.is_live())
+                .collect();
+            let mut old: Vec<&Instance> = group
+                .iter()
+                .copied()
+                .filter(|instance| instance.release != release.version && instance.phase.is_live())
+                .collect();
+            let old_alive = group.iter().any(|instance| instance.release != release.version);
+
+            let mut stops: Vec<(String, &'static str)> = Vec::new();
+            if current.len() > want {
+                // Stop the least useful first: not yet running, then the newest.
+                current.sort_by_key(|instance| (instance.phase == Phase::Running, std::cmp::Reverse(instance.started)));
+                for instance in current.drain(..current.len() - want) {
+                    stops.push((instance.id.clone(), "scaled down"));
+                }
+            }
+            let healthy_new = current.iter().filter(|instance| instance.phase == Phase::Running).count();
+            let allowed_old = if fixed_port.is_some() { 0 } else { want.saturating_sub(healthy_new) };
+            if old.len() > allowed_old {
+                old.sort_by_key(|instance| (instance.phase == Phase::Running, instance.release, instance.started));
+                let surplus = old.len() - allowed_old;
+                for instance in old.drain(..surplus) {
+                    stops.push((instance.id.clone(), "replaced by a newer release"));
+                }
+            }
+            let missing = want.saturating_sub(current.len());
+            drop(group);
+            for (id, reason) in stops {
+                self.begin_stop(&id, reason);
+            }
+            if missing == 0 || (fixed_port.is_some() && old_alive) {
+                continue;
+            }
+            let key = (app.app.clone(), process.clone());
+            if self.backoff.get(&key).and_then(|backoff| backoff.next_start).is_some_and(|at| at > now) {
+                continue;
+            }
+            for _ in 0..missing {
+                if let Err(reason) = self.start_instance(release, &spec, process, command, serves_http, fixed_port) {
+                    self.record_failure(&app.app, process, &reason);
+                    self.event(&app.app, "instance.failed", &format!("cannot start {process} (v{}): {reason}", release.version));
+                    break;
+                }
+            }
+        }
+        let groups: HashSet<&String> = release.processes.keys().collect();
+        let retired: Vec<String> = self
+            .instances
+            .values()
+            .filter(|instance| instance.app == app.app && instance.phase.is_live() && !groups.contains(&instance.process))
+            .map(|instance| instance.id.clone())
+            .collect();
+        for id in retired {
+            self.begin_stop(&id, "its process group is not in the release");
+        }
+    }
+
+    fn record_failure(&mut self, app: &str, process: &str, cause: &str) -> Duration {
+        let backoff = self.backoff.entry((app.to_string(), process.to_string())).or_default();
+        backoff.failures += 1;
+        let delay = Backoff::delay(backoff.failures);
+        backoff.next_start = Some(Instant::now() + delay);
+        backoff.last_cause = cause.to_string();
+        delay
+    }
+
+    fn start_instance(
+        &mut self,
+        release: &ReleaseRow,
+        spec: &AppSpec,
+        process: &str,
+        command: &str,
+        serves_http: bool,
+        fixed_port: Option<u16>,
+    ) -> Result<(), String> {
+        let slug_dir = self.parts.slugs.path(&release.slug);
+        if !slug_dir.is_dir() {
+            return Err(format!("the slug {} of v{} is missing from the data dir", release.slug, release.version));
+        }
+        let id = format!("{process}-{:08x}", rand::random::<u32>());
+        let port = if serves_http {
+            Some(match fixed_port {
+                Some(port) => port,
+                None => free_port().map_err(|err| format!("no free port: {err}"))?,
+            })
+        } else {
+            None
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        env.extend(spec.env.iter().map(|(key, value)| (key.clone(), value.clone())));
+        env.extend(release.env.iter().map(|(key, value)| (key.clone(), value.clone())));
+        env.push(("BERTH_APP".into(), release.app.clone()));
+        env.push(("BERTH_RELEASE".into(), release.version.to_string()));
+        env.push(("BERTH_PROCESS".into(), process.to_string()));
+        env.push(("BERTH_INSTANCE".into(), id.clone()));
+        if let Some(port) = port {
+            env.push(("PORT".into(), port.to_string()));
+        }
+        let instance_spec = InstanceSpec {
+            id: id.clone(),
+            app: release.app.clone(),
+            command: command.to_string(),
+            workdir: slug_dir.clone(),
+            bin_dir: slug_dir.join(SLUG_BIN_DIR),
+            env,
+        };
+        let source = LogSource {
+            app: release.app.clone(),
+            process: process.to_string(),
+            instance: id.clone(),
+            release: release.version,
+        };
+        let logs = self.parts.logs.clone();
+        let sink: OutputSink = Arc::new(move |stream, line| {
+            let stream = match stream {
+                OutputStream::Stdout => LogStream::Stdout,
+                OutputStream::Stderr => LogStream::Stderr,
+            };
+            logs.append(&source, stream, &line);
+        });
+        let running = self
+            .parts
+            .driver
+            .start(&instance_spec, sink)
+            .map_err(|err| format!("{err}: {}", err_source(&err)))?;
+        if let Err(err) = self.parts.store.journal_instance(&id, &release.app, running.pid) {
+            tracing::warn!(error = %err, "cannot journal instance");
+        }
+
+        let messages = self.messages.clone();
+        let watcher = {
+            let running = running.clone();
+            let id = id.clone();
+            let check = spec.http.check.clone();
+            let startup = spec.deploy.wait_timeout;
+            tokio::spawn(async move {
+                let exit = {
+                    let running = running.clone();
+                    let messages = messages.clone();
+                    let id = id.clone();
+                    async move {
+                        let cause = running.exited().await;
+                        let _ = messages.send(Message::Exited { id, cause });
+                    }
+                };
+                let health = watch_health(id.clone(), port, check, startup, messages.clone());
+                tokio::select! {
+                    () = exit => {}
+                    () = health => {
+                        // Health watching only ends on start failure; still report the exit.
+                        let cause = running.exited().await;
+                        let _ = messages.send(Message::Exited { id, cause });
+                    }
+                }
+            })
+        };
+        let backend = port.map(|port| Arc::new(Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone())));
+        let instance = Instance {
+            id: id.clone(),
+            app: release.app.clone(),
+            process: process.to_string(),
+            release: release.version,
+            port,
+            started: Instant::now(),
+            phase: Phase::Starting,
+            running,
+            backend,
+            kill_timeout: spec.kill_timeout,
+            watcher,
+        };
+        let port_text = port.map(|port| format!(" on port {port}")).unwrap_or_default();
+        self.berth_line(&instance, &format!("starting {id} (v{}): {command}{port_text}", release.version));
+        self.instances.insert(id, instance);
+        Ok(())
+    }
+
+    fn apply(&mut self, message: Message) {
+        match message {
+            Message::Healthy { id, after } => {
+                let Some(instance) = self.instances.get_mut(&id) else { return };
+                if instance.phase != Phase::Starting {
+                    return;
+                }
+                instance.phase = Phase::Running;
+                let text = format!("{id} (v{}) is up after {:.2}s", instance.release, after.as_secs_f64());
+                let app = instance.app.clone();
+                self.event(&app, "instance.started", &text);
+            }
+            Message::StartFailed { id, reason } => {
+                let Some(instance) = self.instances.get(&id) else { return };
+                if instance.phase != Phase::Starting {
+                    return;
+                }
+                let (app, process, release) = (instance.app.clone(), instance.process.clone(), instance.release);
+                let text = format!("{id} (v{release}) did not pass its health check in time: {reason}");
+                self.event(&app, "health.timeout", &text);
+                self.record_failure(&app, &process, &text);
+                let _ = self.failures.send(StartFailure {
+                    app,
+                    release,
+                    instance: id.clone(),
+                    reason: text,
+                });
+                self.begin_stop(&id, "its health check never passed");
+            }
+            Message::Unhealthy { id, reason } => {
+                let Some(instance) = self.instances.get_mut(&id) else { return };
+                if instance.phase != Phase::Running {
+                    return;
+                }
+                instance.phase = Phase::Unhealthy;
+                let app = instance.app.clone();
+                self.event(&app, "health.failed", &format!("{id} is unhealthy and out of rotation: {reason}"));
+            }
+            Message::Recovered { id } => {
+                let Some(instance) = self.instances.get_mut(&id) else { return };
+                if instance.phase != Phase::Unhealthy {
+                    return;
+                }
+                instance.phase = Phase::Running;
+                let app = instance.app.clone();
+                self.event(&app, "health.recovered", &format!("{id} is healthy again"));
+            }
+            Message::Exited { id, cause } => {
+                let Some(instance) = self.instances.remove(&id) else { return };
+                instance.watcher.abort();
+                if let Err(err) = self.parts.store.forget_instance(&id) {
+                    tracing::warn!(error = %err, "cannot forget instance");
+                }
+                let release = instance.release;
+                match instance.phase {
+                    Phase::Draining | Phase::Stopping => {
+                        self.berth_line(&instance, &format!("{id} stopped ({cause})"));
+                    }
+                    phase => {
+                        let uptime = instance.started.elapsed();
+                        let delay = self.record_failure(&instance.app, &instance.process, &cause.to_string());
+                        let text = format!(
+                            "{id} (v{release}) exited unexpectedly after {:.1}s: {cause}; restarting in {:.1}s",
+                            uptime.as_secs_f64(),
+                            delay.as_secs_f64()
+                        );
+                        self.berth_line(&instance, &text);
+                        self.event(&instance.app, "instance.exited", &text);
+                        if phase == Phase::Starting {
+                            let _ = self.failures.send(StartFailure {
+                                app: instance.app.clone(),
+                                release,
+                                instance: id.clone(),
+                                reason: format!("{id} exited during start-up: {cause}"),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks an instance for stopping; the stop runs after the next publish,
+    /// so it has left the route table first.
+    fn begin_stop(&mut self, id: &str, reason: &str) {
+        let Some(instance) = self.instances.get_mut(id) else { return };
+        if !instance.phase.is_live() {
+            return;
+        }
+        instance.phase = if instance.phase == Phase::Running && instance.backend.is_some() {
+            Phase::Draining
+        } else {
+            Phase::Stopping
+        };
+        let text = format!("stopping {id}: {reason}");
+        if let Some(instance) = self.instances.get(id) {
+            self.berth_line(instance, &text);
+        }
+        self.pending_stops.push(id.to_string());
+    }
+
+    fn spawn_stop(&mut self, id: &str) {
+        let Some(instance) = self.instances.get(id) else { return };
+        let running = instance.running.clone();
+        let grace = instance.kill_timeout;
+        let drain = (instance.phase == Phase::Draining).then(|| instance.backend.clone()).flatten();
+        tokio::spawn(async move {
+            if let Some(backend) = drain {
+                // Let requests that picked this instance just before it left
+                // the table arrive, then wait for in-flight ones to finish.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let deadline = Instant::now() + DRAIN_TIMEOUT;
+                while backend.in_flight() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            running.stop(grace).await;
+        });
+    }
+
+    fn publish(&mut self, desired: &[DesiredApp]) {
+        let mut table = RouteTable::default();
+        let mut key = Vec::with_capacity(desired.len());
+        let mut snapshot = Snapshot::default();
+        for app in desired {
+            let traffic = self.traffic.entry(app.app.clone()).or_default().clone();
+            let backends: Vec<Arc<Backend>> = self
+                .instances
+                .values()
+                .filter(|instance| instance.app == app.app && instance.phase == Phase::Running)
+                .filter_map(|instance| instance.backend.clone())
+                .collect();
+            let groups = self.group_statuses(app);
+            let reason = if backends.is_empty() {
+                Some(unavailable_reason(app, &groups))
+            } else {
+                None
+            };
+            key.push((
+                app.app.clone(),
+                backends.iter().map(|backend| backend.instance.clone()).collect(),
+                reason.clone(),
+            ));
+            table.apps.insert(
+                app.app.clone(),
+                AppRoute {
+                    backends,
+                    unavailable_reason: reason,
+                    traffic,
+                },
+            );
+            let instances = self
+                .instances
+                .values()
+                .filter(|instance| instance.app == app.app)
+                .map(|instance| InstanceInfo {
+                    id: instance.id.clone(),
+                    process: instance.process.clone(),
+                    release: instance.release,
+                    state: instance.phase.wire(),
+                    healthy: instance.phase == Phase::Running,
+                    restarts: self
+                        .backoff
+                        .get(&(instance.app.clone(), instance.process.clone()))
+                        .map_or(0, |backoff| backoff.failures),
+                    uptime_secs: instance.started.elapsed().as_secs(),
+                    pid: Some(instance.running.pid),
+                    port: instance.port,
+                })
+                .collect();
+            snapshot.apps.insert(app.app.clone(), AppActual { instances, groups });
+        }
+        self.traffic.retain(|app, _| table.apps.contains_key(app));
+        if key != self.published_routes {
+            self.published_routes = key;
+            let _ = self.parts.routes.send(Arc::new(table));
+        }
+        let _ = self.snapshot.send(Arc::new(snapshot));
+    }
+
+    fn group_statuses(&self, app: &DesiredApp) -> Vec<ProcessGroupStatus> {
+        let Some(release) = &app.release else { return Vec::new() };
+        release
+            .processes
+            .iter()
+            .map(|(process, command)| {
+                let desired = app.counts.get(process).copied().unwrap_or(0);
+                let running = self
+                    .instances
+                    .values()
+                    .filter(|instance| {
+                        instance.app == app.app
+                            && &instance.process == process
+                            && instance.release == release.version
+                            && instance.phase == Phase::Running
+                    })
+                    .count() as u32;
+                let backoff = self.backoff.get(&(app.app.clone(), process.clone()));
+                let (health, reason) = if desired == 0 {
+                    (GroupHealth::Stopped, Some("scaled to zero".to_string()))
+                } else if let Some(backoff) = backoff.filter(|backoff| backoff.failures >= CRASH_LOOP_AFTER) {
+                    let next = backoff
+                        .next_start
+                        .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
+                        .unwrap_or(0.0);
+                    (
+                        GroupHealth::CrashLoop,
+                        Some(format!(
+                            "failed {} times in a row (last: {}); next restart in {next:.1}s",
+                            backoff.failures, backoff.last_cause
+                        )),
+                    )
+                } else if running >= desired {
+                    (GroupHealth::Healthy, None)
+                } else {
+                    (GroupHealth::Converging, Some(format!("{running} of {desired} running")))
+                };
+                ProcessGroupStatus {
+                    name: process.clone(),
+                    command: command.clone(),
+                    desired,
+                    running,
+                    health,
+                    reason,
+                }
+            })
+            .collect()
+    }
+
+    async fn stop_everything(&mut self) {
+        let mut stops = Vec::new();
+        for instance in self.instances.values() {
+            let running = instance.running.clone();
+            let grace = instance.kill_timeout;
+            stops.push(tokio::spawn(async move { running.stop(grace).await }));
+        }
+        for stop in stops {
+            let _ = stop.await;
+        }
+        for id in self.instances.keys() {
+            let _ = self.parts.store.forget_instance(id);
+        }
+        self.instances.clear();
+    }
+}
+
+fn unavailable_reason(app: &DesiredApp, groups: &[ProcessGroupStatus]) -> String {
+    if app.release.is_none() {
+        return "it has not been deployed yet".into();
+    }
+    match groups.iter().find(|group| group.name == berth_spec::DEFAULT_PROCESS || group.name == "app") {
+        Some(group) if group.health == GroupHealth::Stopped => "it is scaled to zero".into(),
+        Some(group) if group.health == GroupHealth::CrashLoop => {
+            format!("it is crash-looping ({})", group.reason.clone().unwrap_or_default())
+        }
+        _ => "its instances are starting".into(),
+    }
+}
+
+async fn watch_health(
+    id: String,
+    port: Option<u16>,
+    check: berth_spec::HealthCheck,
+    startup: Duration,
+    messages: mpsc::UnboundedSender<Message>,
+) {
+    let Some(port) = port else {
+        // A process without HTTP counts as up once it has run for a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = messages.send(Message::Healthy {
+            id,
+            after: Duration::from_secs(1),
+        });
+        std::future::pending::<()>().await;
+        return;
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match health::wait_until_healthy(addr, &check, Instant::now() + startup).await {
+        Ok(after) => {
+            let _ = messages.send(Message::Healthy { id: id.clone(), after });
+        }
+        Err(reason) => {
+            let _ = messages.send(Message::StartFailed { id, reason });
+            return;
+        }
+    }
+    let mut failed_in_a_row = 0u32;
+    loop {
+        tokio::time::sleep(check.interval).await;
+        match health::probe(addr, &check).await {
+            Ok(()) => {
+                if failed_in_a_row >= UNHEALTHY_AFTER {
+                    let _ = messages.send(Message::Recovered { id: id.clone() });
+                }
+                failed_in_a_row = 0;
+            }
+            Err(reason) => {
+                failed_in_a_row += 1;
+                if failed_in_a_row == UNHEALTHY_AFTER {
+                    let _ = messages.send(Message::Unhealthy { id: id.clone(), reason });
+                }
+            }
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn err_source(err: &dyn std::error::Error) -> String {
+    err.source().map(|source| source.to_string()).unwrap_or_default()
+}
