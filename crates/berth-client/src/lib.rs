@@ -1,1 +1,289 @@
-//! placeholder
+//! A typed client for the berth API: one function per endpoint.
+//!
+//! Long operations come back as an [`NdjsonStream`] that yields typed lines as
+//! the server sends them. This crate knows the wire types and HTTP; it never
+//! prints, and it never finds servers or tokens (the CLI does).
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use berth_proto::{
+    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, LogLine, ReleaseInfo, RollbackRequest,
+    ScaleRequest, ServerHealth,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// What can go wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No server answered at the address.
+    #[error("cannot reach the berth server at {url}")]
+    Unreachable {
+        /// The base URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable code such as `not_found`.
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The answer was cut off or malformed.
+    #[error("the server's answer could not be read")]
+    Read(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ClientError {
+    /// Whether the server said the thing does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Api { status: 404, .. })
+    }
+}
+
+/// Result of a client call.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A connection to one berth server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// Filters for log queries.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogFilter {
+    /// RFC 3339 time or a duration back from now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Process group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// Instance id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Minimum level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Text to find.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grep: Option<String>,
+    /// At most this many past lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Client {
+    /// A client for the server at `base` (such as `http://127.0.0.1:8079`).
+    pub fn new(base: &str, token: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response> {
+        let response = request.send().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<ApiError>(&body) {
+            Ok(error) => ClientError::Api {
+                status: status.as_u16(),
+                code: error.code,
+                message: error.message,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_"),
+                message: if body.trim().is_empty() {
+                    format!("the server answered {status}")
+                } else {
+                    format!("the server answered {status}: {}", body.trim())
+                },
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
+        let response = self.send(request).await?;
+        response.json().await.map_err(|err| ClientError::Read(Box::new(err)))
+    }
+
+    async fn stream<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<NdjsonStream<T>> {
+        Ok(NdjsonStream {
+            response: self.send(request).await?,
+            buffer: Vec::new(),
+            kind: PhantomData,
+        })
+    }
+
+    /// `GET /v1/health` (needs no token).
+    pub async fn health(&self) -> Result<ServerHealth> {
+        self.json(self.request(Method::GET, "/v1/health")).await
+    }
+
+    /// `GET /v1/apps`.
+    pub async fn apps(&self) -> Result<Vec<AppSummary>> {
+        self.json(self.request(Method::GET, "/v1/apps")).await
+    }
+
+    /// `POST /v1/apps`.
+    pub async fn create_app(&self, name: &str) -> Result<AppSummary> {
+        self.json(self.request(Method::POST, "/v1/apps").json(&CreateApp { name: name.into() })).await
+    }
+
+    /// `DELETE /v1/apps/{app}?confirm=true`.
+    pub async fn destroy_app(&self, app: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &format!("/v1/apps/{app}?confirm=true"))).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/apps/{app}`.
+    pub async fn status(&self, app: &str) -> Result<AppStatus> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}"))).await
+    }
+
+    /// `POST /v1/apps/{app}/deploy` with a source tarball.
+    pub async fn deploy(&self, app: &str, tarball: Vec<u8>) -> Result<NdjsonStream<DeployProgress>> {
+        let request = self
+            .request(Method::POST, &format!("/v1/apps/{app}/deploy"))
+            .header(reqwest::header::CONTENT_TYPE, "application/zstd")
+            .body(tarball);
+        self.stream(request).await
+    }
+
+    /// `GET /v1/apps/{app}/releases`.
+    pub async fn releases(&self, app: &str) -> Result<Vec<ReleaseInfo>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/releases"))).await
+    }
+
+    /// `POST /v1/apps/{app}/rollback`.
+    pub async fn rollback(&self, app: &str, version: Option<u64>) -> Result<NdjsonStream<DeployProgress>> {
+        let request = self
+            .request(Method::POST, &format!("/v1/apps/{app}/rollback"))
+            .json(&RollbackRequest { version });
+        self.stream(request).await
+    }
+
+    /// `POST /v1/apps/{app}/scale`.
+    pub async fn scale(&self, app: &str, counts: BTreeMap<String, u32>) -> Result<AppStatus> {
+        self.json(self.request(Method::POST, &format!("/v1/apps/{app}/scale")).json(&ScaleRequest { counts }))
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/env`.
+    pub async fn env(&self, app: &str) -> Result<BTreeMap<String, String>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/env"))).await
+    }
+
+    /// `POST /v1/apps/{app}/env`.
+    pub async fn change_env(&self, app: &str, change: &EnvChange) -> Result<NdjsonStream<DeployProgress>> {
+        self.stream(self.request(Method::POST, &format!("/v1/apps/{app}/env")).json(change)).await
+    }
+
+    /// `GET /v1/apps/{app}/logs`.
+    pub async fn logs(&self, app: &str, filter: &LogFilter) -> Result<Vec<LogLine>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/logs")).query(filter)).await
+    }
+
+    /// `GET /v1/apps/{app}/logs?follow=true`.
+    pub async fn follow_logs(&self, app: &str, filter: &LogFilter) -> Result<NdjsonStream<LogLine>> {
+        let request = self
+            .request(Method::GET, &format!("/v1/apps/{app}/logs"))
+            .query(filter)
+            .query(&[("follow", "true")]);
+        self.stream(request).await
+    }
+
+    /// `GET /v1/apps/{app}/events`.
+    pub async fn events(&self, app: &str, limit: u32) -> Result<Vec<EventInfo>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/events")).query(&[("limit", limit)]))
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/events?follow=true`.
+    pub async fn follow_events(&self, app: &str, limit: u32) -> Result<NdjsonStream<EventInfo>> {
+        let request = self
+            .request(Method::GET, &format!("/v1/apps/{app}/events"))
+            .query(&[("limit", limit.to_string()), ("follow", "true".into())]);
+        self.stream(request).await
+    }
+
+    /// `GET /v1/openapi.json`.
+    pub async fn openapi(&self) -> Result<serde_json::Value> {
+        self.json(self.request(Method::GET, "/v1/openapi.json")).await
+    }
+}
+
+/// Typed lines of an NDJSON answer, as they arrive.
+pub struct NdjsonStream<T> {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+    kind: PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> NdjsonStream<T> {
+    /// The next line, or `None` at the end of the answer.
+    pub async fn next(&mut self) -> Result<Option<T>> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return serde_json::from_slice(&line)
+                    .map(Some)
+                    .map_err(|err| ClientError::Read(Box::new(err)));
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) if self.buffer.iter().all(u8::is_ascii_whitespace) => return Ok(None),
+                Ok(None) => {
+                    let line = std::mem::take(&mut self.buffer);
+                    return serde_json::from_slice(&line)
+                        .map(Some)
+                        .map_err(|err| ClientError::Read(Box::new(err)));
+                }
+                Err(err) => return Err(ClientError::Read(Box::new(err))),
+            }
+        }
+    }
+}
+
+/// Whether `status` means the server refused the token.
+pub fn is_unauthorized(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED
+}

@@ -277,7 +277,7 @@ impl Deployer {
                 self.store.finish_release(&app, version)?;
                 self.reconciler.nudge();
                 let url = (self.url_for)(&app);
-                say(progress, format!("v{version} is healthy; the previous release drains and stops"));
+                say(progress, format!("v{version} is healthy; older instances drain and stop"));
                 let _ = progress.send(DeployProgress::Done { release: version, url });
                 return Ok(version);
             }

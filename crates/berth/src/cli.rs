@@ -1,0 +1,210 @@
+//! Commands and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Host Rust apps on machines you own.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// API URL of the berth server (default: the local one in the data dir).
+    #[arg(long, global = true, env = "BERTH_SERVER")]
+    pub server: Option<String>,
+    /// API token (default: read from the data dir).
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data dir of the local server.
+    #[arg(long, global = true, env = "BERTH_DATA")]
+    pub data: Option<PathBuf>,
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The app a command acts on.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AppArg {
+    /// The app (default: from berth.toml, fly.toml or Cargo.toml in the current folder).
+    #[arg(short, long)]
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, deploy and serve the app in DIR (starting a local server if none runs); prints its URL.
+    Up(DeployArgs),
+    /// Build and deploy the app in DIR to a running server.
+    Deploy(DeployArgs),
+    /// Run the berth server in the foreground.
+    Server(ServerArgs),
+    /// List, create or destroy apps.
+    Apps {
+        #[command(subcommand)]
+        command: Option<AppsCommand>,
+    },
+    /// Show an app's release, process groups and instances.
+    Status(AppArg),
+    /// List an app's releases.
+    Releases(AppArg),
+    /// Go back to an earlier release without rebuilding (default: the one before).
+    Rollback {
+        /// The version to roll back to.
+        #[arg(value_name = "VERSION")]
+        target: Option<u64>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Set instance counts per process group: `berth scale web=3 worker=1`.
+    Scale {
+        /// GROUP=COUNT pairs.
+        #[arg(required = true)]
+        counts: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Manage an app's env vars (a change makes a new release).
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Show an app's logs.
+    Logs(LogsArgs),
+    /// Show an app's event log: deploys, starts, exits and their causes, health.
+    Events {
+        /// Keep following new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many past events.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Print the app's URL and open it in a browser if one is available.
+    Open(AppArg),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The app's folder.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub app: AppArg,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Where the API listens.
+    #[arg(long = "api", env = "BERTH_API_ADDR", default_value = "127.0.0.1:8079")]
+    pub api_addr: SocketAddr,
+    /// Where the router listens.
+    #[arg(long = "router", env = "BERTH_ROUTER_ADDR", default_value = "127.0.0.1:8080")]
+    pub router_addr: SocketAddr,
+    /// Where per-app cargo target dirs live (default: DATA/build).
+    #[arg(long, env = "BERTH_BUILD_CACHE")]
+    pub build_cache: Option<PathBuf>,
+    /// Apps are served at APP.DOMAIN as well as APP.localhost.
+    #[arg(long, env = "BERTH_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+    /// Largest accepted upload in MiB.
+    #[arg(long, default_value_t = 200)]
+    pub max_upload_mib: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// List apps (the default).
+    List,
+    /// Create an app.
+    Create {
+        /// Its name.
+        name: String,
+    },
+    /// Destroy an app: stop its instances and delete its releases.
+    Destroy {
+        /// Its name.
+        name: String,
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Set KEY=VALUE pairs.
+    Set {
+        /// KEY=VALUE pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove keys.
+    Unset {
+        /// Keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List env vars.
+    List(AppArg),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep following new lines.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines since: a duration (10m, 2h, 1d) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this process group.
+    #[arg(long)]
+    pub process: Option<String>,
+    /// Only this instance.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Only lines at this level or above (trace, debug, info, warn, error).
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Only lines containing this text.
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// How many past lines.
+    #[arg(short = 'n', long, default_value_t = 200)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub app: AppArg,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rollback_takes_an_optional_version() {
+        let cli = Cli::try_parse_from(["berth", "rollback", "3", "--app", "hello"]).unwrap();
+        assert!(matches!(cli.command, Command::Rollback { target: Some(3), .. }));
+    }
+}

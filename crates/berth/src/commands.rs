@@ -1,0 +1,431 @@
+//! Each command, carried out over the API client.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_client::{Client, LogFilter, NdjsonStream};
+use berth_proto::{DeployProgress, EnvChange};
+use berth_spec::{app_name_from_package, parse_cargo_manifest, parse_spec, SPEC_FILE_NAMES};
+
+use crate::cli::{AppArg, AppsCommand, Command, DeployArgs, EnvCommand, Global, LogsArgs, ServerArgs};
+use crate::connect::{connect, data_dir};
+use crate::output;
+
+/// Runs `berth server` in the foreground until SIGINT or SIGTERM.
+pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data = data_dir(global);
+    let mut config = berth_server::ServerConfig::new(data.clone());
+    config.api_addr = args.api_addr;
+    config.router_addr = args.router_addr;
+    config.domain_suffix = args.domain;
+    config.max_upload_bytes = args.max_upload_mib * 1024 * 1024;
+    if let Some(cache) = args.build_cache {
+        config.build_cache_dir = cache;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = berth_server::CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            on_signal.cancel();
+        });
+        berth_server::run(config, shutdown, None).await
+    })?;
+    Ok(())
+}
+
+/// Runs every command but `server`.
+pub async fn run(global: Global, command: Command) -> Result<()> {
+    match command {
+        Command::Up(args) => deploy(&global, args, true).await,
+        Command::Deploy(args) => deploy(&global, args, false).await,
+        Command::Server(_) => unreachable!("handled in main"),
+        Command::Apps { command } => apps(&global, command.unwrap_or(AppsCommand::List)).await,
+        Command::Status(app) => status(&global, &app).await,
+        Command::Releases(app) => releases(&global, &app).await,
+        Command::Rollback { target: version, app } => {
+            let app = resolve_app(&app)?;
+            let client = connect(&global, false).await?;
+            let stream = client.rollback(&app, version).await?;
+            finish_progress(stream, global.json).await
+        }
+        Command::Scale { counts, app } => scale(&global, &app, &counts).await,
+        Command::Env { command } => env(&global, command).await,
+        Command::Logs(args) => logs(&global, args).await,
+        Command::Events { follow, limit, app } => events(&global, &app, follow, limit).await,
+        Command::Open(app) => {
+            let app = resolve_app(&app)?;
+            let client = connect(&global, false).await?;
+            let url = client.status(&app).await?.url;
+            println!("{url}");
+            if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+                let _ = std::process::Command::new("xdg-open").arg(&url).spawn();
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The app a folder holds: `app` in berth.toml or fly.toml, else the package name.
+fn app_from_dir(dir: &Path) -> Result<String> {
+    for name in SPEC_FILE_NAMES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let parsed = parse_spec(name, &text).map_err(|err| anyhow!("{err}"))?;
+        if let Some(app) = parsed.spec.app {
+            return Ok(app);
+        }
+        break;
+    }
+    let manifest = dir.join("Cargo.toml");
+    if manifest.is_file() {
+        let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+        let package = parse_cargo_manifest("Cargo.toml", &text).map_err(|err| anyhow!("{err}"))?;
+        return Ok(app_name_from_package(&package.name));
+    }
+    bail!(
+        "{} has no Cargo.toml, berth.toml or fly.toml: run berth in your app's folder, or pass --app",
+        dir.display()
+    )
+}
+
+fn resolve_app(arg: &AppArg) -> Result<String> {
+    match &arg.app {
+        Some(app) => Ok(app.clone()),
+        None => {
+            let cwd = std::env::current_dir().context("cannot read the current folder")?;
+            app_from_dir(&cwd).context("which app? pass --app NAME")
+        }
+    }
+}
+
+async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()> {
+    let dir: PathBuf = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("cannot open the folder {}", args.dir.display()))?;
+    let app = match &args.app.app {
+        Some(app) => app.clone(),
+        None => app_from_dir(&dir)?,
+    };
+    let client = connect(global, autostart).await?;
+    match client.status(&app).await {
+        Ok(_) => {}
+        Err(err) if err.is_not_found() => {
+            client.create_app(&app).await.with_context(|| format!("cannot create the app `{app}`"))?;
+            if !global.json {
+                eprintln!("==> created app {app}");
+            }
+        }
+        Err(err) => return Err(err.into()),
+    }
+    let pack_dir = dir.clone();
+    let tarball = tokio::task::spawn_blocking(move || berth_build::pack(&pack_dir))
+        .await
+        .context("packing stopped")??;
+    if !global.json {
+        eprintln!("==> uploading {} ({} KiB)", dir.display(), tarball.len() / 1024);
+    }
+    let stream = client.deploy(&app, tarball).await?;
+    finish_progress(stream, global.json).await
+}
+
+async fn finish_progress(mut stream: NdjsonStream<DeployProgress>, json: bool) -> Result<()> {
+    while let Some(line) = stream.next().await? {
+        match output::progress(&line, json) {
+            None => {}
+            Some(Ok((release, url))) => {
+                if !json {
+                    if release == 0 {
+                        eprintln!("==> saved");
+                    } else {
+                        eprintln!("==> v{release} is live");
+                        println!("{url}");
+                    }
+                }
+                return Ok(());
+            }
+            Some(Err(message)) => bail!("{message}"),
+        }
+    }
+    bail!("the server closed the deploy stream without a result; see `berth events`")
+}
+
+async fn apps(global: &Global, command: AppsCommand) -> Result<()> {
+    let client = connect(global, false).await?;
+    match command {
+        AppsCommand::List => {
+            let apps = client.apps().await?;
+            if global.json {
+                println!("{}", serde_json::to_string_pretty(&apps)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = apps
+                .iter()
+                .map(|app| {
+                    vec![
+                        app.name.clone(),
+                        app.release.map(|version| format!("v{version}")).unwrap_or_else(|| "-".into()),
+                        format!("{}/{}", app.running, app.desired),
+                        app.url.clone(),
+                    ]
+                })
+                .collect();
+            output::table(&["NAME", "RELEASE", "RUNNING", "URL"], &rows);
+        }
+        AppsCommand::Create { name } => {
+            let app = client.create_app(&name).await?;
+            if global.json {
+                println!("{}", serde_json::to_string_pretty(&app)?);
+            } else {
+                println!("created {} ({})", app.name, app.url);
+            }
+        }
+        AppsCommand::Destroy { name, yes } => {
+            if !yes {
+                use std::io::{BufRead, IsTerminal, Write};
+                if !std::io::stdin().is_terminal() {
+                    bail!("destroying `{name}` needs confirmation: pass --yes");
+                }
+                eprint!("Destroy app `{name}`, its instances and releases? Type its name to confirm: ");
+                std::io::stderr().flush().ok();
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if answer.trim() != name {
+                    bail!("not destroyed");
+                }
+            }
+            client.destroy_app(&name).await?;
+            if !global.json {
+                println!("destroyed {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn status(global: &Global, app: &AppArg) -> Result<()> {
+    let app = resolve_app(app)?;
+    let client = connect(global, false).await?;
+    let status = client.status(&app).await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("App:     {}", status.name);
+    println!("URL:     {}", status.url);
+    match &status.release {
+        Some(release) => println!(
+            "Release: v{} ({}, {}) {}",
+            release.version, release.status, release.cause, release.created_at
+        ),
+        None => println!("Release: none yet (deploy with `berth up`)"),
+    }
+    if !status.processes.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = status
+            .processes
+            .iter()
+            .map(|group| {
+                vec![
+                    group.name.clone(),
+                    format!("{}/{}", group.running, group.desired),
+                    group.health.to_string(),
+                    group.reason.clone().unwrap_or_default(),
+                    group.command.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["PROCESS", "RUNNING", "HEALTH", "WHY", "COMMAND"], &rows);
+    }
+    if !status.instances.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = status
+            .instances
+            .iter()
+            .map(|instance| {
+                vec![
+                    instance.id.clone(),
+                    format!("v{}", instance.release),
+                    instance.state.to_string(),
+                    if instance.healthy { "passing".into() } else { "-".into() },
+                    instance.restarts.to_string(),
+                    output::duration(instance.uptime_secs),
+                    instance.port.map(|port| port.to_string()).unwrap_or_else(|| "-".into()),
+                    instance.pid.map(|pid| pid.to_string()).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        output::table(&["INSTANCE", "RELEASE", "STATE", "HEALTH", "RESTARTS", "UPTIME", "PORT", "PID"], &rows);
+    }
+    Ok(())
+}
+
+async fn releases(global: &Global, app: &AppArg) -> Result<()> {
+    let app = resolve_app(app)?;
+    let client = connect(global, false).await?;
+    let releases = client.releases(&app).await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&releases)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = releases
+        .iter()
+        .map(|release| {
+            vec![
+                format!("v{}", release.version),
+                release.status.to_string(),
+                release.cause.clone(),
+                release.created_at.clone(),
+                release.slug.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["VERSION", "STATUS", "CAUSE", "CREATED", "SLUG"], &rows);
+    Ok(())
+}
+
+fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(key, value)| (key.trim().to_string(), value.to_string()))
+                .ok_or_else(|| anyhow!("`{pair}` is not {what}"))
+        })
+        .collect()
+}
+
+async fn scale(global: &Global, app: &AppArg, counts: &[String]) -> Result<()> {
+    let app = resolve_app(app)?;
+    let mut wanted = BTreeMap::new();
+    for (group, count) in parse_pairs(counts, "GROUP=COUNT, as in web=3")? {
+        let count: u32 = count.parse().map_err(|_| anyhow!("`{group}={count}`: the count must be a whole number"))?;
+        wanted.insert(group, count);
+    }
+    let client = connect(global, false).await?;
+    let status = client.scale(&app, wanted.clone()).await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        let text: Vec<String> = wanted.iter().map(|(group, count)| format!("{group}={count}")).collect();
+        println!("scaled {app}: {}", text.join(" "));
+    }
+    Ok(())
+}
+
+async fn env(global: &Global, command: EnvCommand) -> Result<()> {
+    match command {
+        EnvCommand::List(app) => {
+            let app = resolve_app(&app)?;
+            let client = connect(global, false).await?;
+            let env = client.env(&app).await?;
+            if global.json {
+                println!("{}", serde_json::to_string_pretty(&env)?);
+            } else {
+                for (key, value) in env {
+                    println!("{key}={value}");
+                }
+            }
+            Ok(())
+        }
+        EnvCommand::Set { pairs, app } => {
+            let app = resolve_app(&app)?;
+            let change = EnvChange {
+                set: parse_pairs(&pairs, "KEY=VALUE")?.into_iter().collect(),
+                unset: Vec::new(),
+            };
+            let client = connect(global, false).await?;
+            finish_progress(client.change_env(&app, &change).await?, global.json).await
+        }
+        EnvCommand::Unset { keys, app } => {
+            let app = resolve_app(&app)?;
+            let change = EnvChange {
+                set: BTreeMap::new(),
+                unset: keys,
+            };
+            let client = connect(global, false).await?;
+            finish_progress(client.change_env(&app, &change).await?, global.json).await
+        }
+    }
+}
+
+async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
+    let app = resolve_app(&args.app)?;
+    let client: Client = connect(global, false).await?;
+    let filter = LogFilter {
+        since: args.since,
+        process: args.process,
+        instance: args.instance,
+        level: args.level,
+        grep: args.grep,
+        limit: Some(args.limit),
+    };
+    let print = |line: &berth_proto::LogLine| {
+        if global.json {
+            if let Ok(text) = serde_json::to_string(line) {
+                println!("{text}");
+            }
+        } else {
+            println!("{}", output::log_line(line));
+        }
+    };
+    if args.follow {
+        let mut stream = client.follow_logs(&app, &filter).await?;
+        while let Some(line) = stream.next().await? {
+            print(&line);
+        }
+    } else {
+        for line in client.logs(&app, &filter).await? {
+            print(&line);
+        }
+    }
+    Ok(())
+}
+
+async fn events(global: &Global, app: &AppArg, follow: bool, limit: u32) -> Result<()> {
+    let app = resolve_app(app)?;
+    let client = connect(global, false).await?;
+    let print = |event: &berth_proto::EventInfo| {
+        if global.json {
+            if let Ok(text) = serde_json::to_string(event) {
+                println!("{text}");
+            }
+        } else {
+            println!("{} {:<18} {}", event.at, event.kind, event.message);
+        }
+    };
+    if follow {
+        let mut stream = client.follow_events(&app, limit).await?;
+        while let Some(event) = stream.next().await? {
+            print(&event);
+        }
+    } else {
+        for event in client.events(&app, limit).await? {
+            print(&event);
+        }
+    }
+    Ok(())
+}

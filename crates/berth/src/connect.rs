@@ -1,0 +1,110 @@
+//! Finding the server: `--server`/`BERTH_SERVER`, or the local one whose
+//! address and token are in the data dir — started in the background by
+//! `berth up` when none runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_client::Client;
+use berth_proto::ServerInfo;
+
+use crate::cli::Global;
+
+/// The data dir: `--data`, `BERTH_DATA`, or `~/.local/share/berth`.
+pub fn data_dir(global: &Global) -> PathBuf {
+    if let Some(dir) = &global.data {
+        return dir.clone();
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
+        return PathBuf::from(xdg).join("berth");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/berth"),
+        None => PathBuf::from(".berth"),
+    }
+}
+
+fn read_token(data: &Path) -> Option<String> {
+    std::fs::read_to_string(data.join("token")).ok().map(|token| token.trim().to_string())
+}
+
+fn read_info(data: &Path) -> Option<ServerInfo> {
+    let text = std::fs::read(data.join("server.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// A client for the server the flags name, starting a local one when
+/// `autostart` is set and none answers.
+pub async fn connect(global: &Global, autostart: bool) -> Result<Client> {
+    let data = data_dir(global);
+    if let Some(server) = &global.server {
+        let token = global
+            .token
+            .clone()
+            .or_else(|| read_token(&data))
+            .ok_or_else(|| anyhow!("--server needs a token: pass --token or set BERTH_TOKEN"))?;
+        return Ok(Client::new(server, &token));
+    }
+    if let Some(client) = local_client(global, &data).await {
+        return Ok(client);
+    }
+    if !autostart {
+        bail!(
+            "no berth server is running for the data dir {}.\nStart one with `berth server`, or deploy with `berth up` (which starts one).",
+            data.display()
+        );
+    }
+    start_background_server(&data)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Some(client) = local_client(global, &data).await {
+            return Ok(client);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+    bail!(
+        "the background berth server did not start within 15s. Its log ({}):\n{}",
+        data.join("server.log").display(),
+        tail.join("\n")
+    )
+}
+
+async fn local_client(global: &Global, data: &Path) -> Option<Client> {
+    let info = read_info(data)?;
+    let token = global.token.clone().or_else(|| read_token(data))?;
+    let client = Client::new(&info.api_url, &token);
+    client.health().await.ok()?;
+    Some(client)
+}
+
+fn start_background_server(data: &Path) -> Result<()> {
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data dir {}", data.display()))?;
+    let log_path = data.join("server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the berth binary to start a server")?;
+    use std::os::unix::process::CommandExt;
+    Command::new(exe)
+        .arg("server")
+        .arg("--data")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("cannot duplicate the log file")?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start a berth server in the background")?;
+    eprintln!(
+        "started a berth server in the background (data: {}, log: {})",
+        data.display(),
+        log_path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Printing for people: aligned tables, durations, log lines, deploy progress.
+
+use berth_proto::{DeployProgress, LogLine};
+
+/// Prints rows under headers with columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if index < widths.len() {
+                widths[index] = widths[index].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (index, cell) in cells.iter().enumerate() {
+            if index + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[index]));
+            }
+        }
+        println!("{}", text.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// `3d4h`, `5m12s`, `42s`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+/// One log line as `berth logs` prints it.
+pub fn log_line(line: &LogLine) -> String {
+    let level = line.level.as_deref().map(|level| format!(" {}", level.to_ascii_uppercase())).unwrap_or_default();
+    let fields = match &line.fields {
+        Some(serde_json::Value::Object(fields)) => fields
+            .iter()
+            .map(|(key, value)| match value {
+                serde_json::Value::String(text) => format!(" {key}={text}"),
+                other => format!(" {key}={other}"),
+            })
+            .collect::<String>(),
+        _ => String::new(),
+    };
+    format!("{} {}[v{}]{level} {}{fields}", line.at, line.instance, line.release, line.message)
+}
+
+/// Prints one deploy progress line; returns the outcome when it is the last.
+pub fn progress(line: &DeployProgress, json: bool) -> Option<Result<(u64, String), String>> {
+    if json {
+        if let Ok(text) = serde_json::to_string(line) {
+            println!("{text}");
+        }
+    }
+    match line {
+        DeployProgress::Step { message } => {
+            if !json {
+                eprintln!("==> {message}");
+            }
+            None
+        }
+        DeployProgress::Build { line } => {
+            if !json {
+                eprintln!("    {line}");
+            }
+            None
+        }
+        DeployProgress::Warning { message } => {
+            if !json {
+                eprintln!("warning: {message}");
+            }
+            None
+        }
+        DeployProgress::Done { release, url } => Some(Ok((*release, url.clone()))),
+        DeployProgress::Failed { message, .. } => Some(Err(message.clone())),
+        DeployProgress::Unknown => None,
+    }
+}
