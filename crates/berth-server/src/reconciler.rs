@@ -225,7 +225,16 @@ impl Reconciler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.converge();
+            // Wake when the earliest restart back-off ends, not a tick later.
+            let next_restart = self
+                .backoff
+                .values()
+                .filter_map(|backoff| backoff.next_start)
+                .filter(|at| *at > Instant::now())
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
+                () = tokio::time::sleep_until(next_restart) => {}
                 message = self.inbox.recv() => {
                     if let Some(message) = message {
                         self.apply(message);

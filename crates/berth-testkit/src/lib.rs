@@ -1,1 +1,458 @@
-//! placeholder
+//! Test harness: a real `berth server` process in a temp dir on free loopback
+//! ports, the real `berth` CLI pointed at it, copies of the example apps to
+//! change, and a bounded load generator.
+//!
+//! Tests read like a user's session:
+//!
+//! ```ignore
+//! let server = TestServer::start().await;
+//! let app = example("hello");
+//! server.berth(&["up"]).current_dir(app.path()).run().await.success();
+//! assert_eq!(server.get("hello", "/").await.body, "Hello from berth!\n");
+//! ```
+//!
+//! All servers share one cargo build cache (`target/berth-test-build-cache`),
+//! so an example is compiled from scratch once per machine, not once per test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Tells the harness which `berth` binary to run (tests of the `berth`
+/// package pass `env!("CARGO_BIN_EXE_berth")`).
+pub fn use_binary(path: &str) {
+    let _ = BINARY.set(PathBuf::from(path));
+}
+
+/// The `berth` binary under test: the one given to [`use_binary`], else
+/// `BERTH_BIN`, else `target/debug/berth`.
+pub fn berth_binary() -> PathBuf {
+    if let Some(path) = BINARY.get() {
+        return path.clone();
+    }
+    if let Some(path) = std::env::var_os("BERTH_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug/berth")
+}
+
+/// The build cache every test server shares.
+pub fn shared_build_cache() -> PathBuf {
+    std::env::var_os("BERTH_TEST_BUILD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/berth-test-build-cache"))
+}
+
+/// A copy of `examples/NAME` in a temp dir, to change freely.
+pub fn example(name: &str) -> tempfile::TempDir {
+    let source = workspace_root().join("examples").join(name);
+    let copy = tempfile::Builder::new().prefix(&format!("berth-example-{name}-")).tempdir().expect("temp dir");
+    copy_dir(&source, copy.path());
+    copy
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read example") {
+        let entry = entry.expect("dir entry");
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&path, &to.join(&name));
+        } else {
+            std::fs::copy(&path, to.join(&name)).expect("copy file");
+        }
+    }
+}
+
+/// Replaces `from` with `to` in a file; panics if `from` is absent.
+pub fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read file to edit");
+    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).expect("write edited file");
+}
+
+/// A running `berth server` in a temp dir.
+pub struct TestServer {
+    data: tempfile::TempDir,
+    child: Option<Child>,
+    /// The API's base URL.
+    pub api_url: String,
+    /// The router's address.
+    pub router: SocketAddr,
+    /// The API token.
+    pub token: String,
+    extra_args: Vec<String>,
+}
+
+/// What a CLI run printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit code (`-1` when killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Asserts success and returns self.
+    #[track_caller]
+    pub fn success(self) -> Self {
+        assert_eq!(self.code, 0, "berth failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts failure and returns self.
+    #[track_caller]
+    pub fn failure(self) -> Self {
+        assert_ne!(self.code, 0, "berth should have failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// The stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("stdout is not JSON ({err}):\n{}", self.stdout))
+    }
+}
+
+/// A CLI invocation being built.
+pub struct Cli {
+    command: Command,
+}
+
+impl Cli {
+    /// Runs it in `dir`.
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.command.current_dir(dir);
+        self
+    }
+
+    /// Runs it and collects its output.
+    pub async fn run(mut self) -> CliOutput {
+        let output = self.command.output().await.expect("run berth");
+        CliOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+}
+
+impl TestServer {
+    /// Starts a server on free loopback ports in a new temp dir.
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `berth server` flags.
+    pub async fn start_with(extra_args: &[&str]) -> TestServer {
+        let data = tempfile::Builder::new().prefix("berth-test-data-").tempdir().expect("temp dir");
+        let mut server = TestServer {
+            data,
+            child: None,
+            api_url: String::new(),
+            router: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: String::new(),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+        };
+        server.spawn("127.0.0.1:0", "127.0.0.1:0").await;
+        server
+    }
+
+    /// The server's data dir.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    async fn spawn(&mut self, api: &str, router: &str) {
+        let info_path = self.data.path().join("server.json");
+        let _ = std::fs::remove_file(&info_path);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("server.log"))
+            .expect("server log");
+        let child = Command::new(berth_binary())
+            .args(["server", "--api", api, "--router", router])
+            .arg("--build-cache")
+            .arg(shared_build_cache())
+            .args(&self.extra_args)
+            .env("BERTH_DATA", self.data.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start berth server (build the workspace first)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&info_path) {
+                if let Ok(info) = serde_json::from_str::<serde_json::Value>(&text) {
+                    self.api_url = info["api_url"].as_str().expect("api_url").to_string();
+                    let router = info["router_url"].as_str().expect("router_url").trim_start_matches("http://");
+                    self.router = router.parse().expect("router address");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "berth server did not start:\n{}", self.server_log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.token = std::fs::read_to_string(self.data.path().join("token")).expect("token").trim().to_string();
+    }
+
+    /// What the server wrote to its log.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(Child::id).expect("server running")
+    }
+
+    /// Kills the server with SIGKILL and waits for it to be gone.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("kill server");
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Starts the server again on the same data dir and ports.
+    pub async fn restart(&mut self) {
+        let api = self.api_url.trim_start_matches("http://").to_string();
+        let router = self.router.to_string();
+        self.spawn(&api, &router).await;
+    }
+
+    /// A `berth` CLI run against this server.
+    pub fn berth(&self, args: &[&str]) -> Cli {
+        let mut command = Command::new(berth_binary());
+        command
+            .args(args)
+            .env("BERTH_DATA", self.data.path())
+            .env_remove("BERTH_SERVER")
+            .env_remove("BERTH_TOKEN")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        Cli { command }
+    }
+
+    /// `GET path` through the router with `Host: APP.localhost`.
+    pub async fn get(&self, app: &str, path: &str) -> Answer {
+        http_get(self.router, &format!("{app}.localhost"), path).await.expect("GET through the router")
+    }
+
+    /// `GET path` on the API with the token.
+    pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.api_url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("API request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The app's status as JSON.
+    pub async fn status(&self, app: &str) -> serde_json::Value {
+        self.berth(&["status", "--json", "--app", app]).run().await.success().json()
+    }
+
+    /// Waits until `check` holds for the app's status, or panics after `timeout`.
+    pub async fn wait_for_status(&self, app: &str, timeout: Duration, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(app).await;
+            if check(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "status never matched; last:\n{status:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            if let Some(pid) = child.id() {
+                // SIGTERM lets the server stop its instances; kill_on_drop is the backstop.
+                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 GET over a fresh connection.
+pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let raw = String::from_utf8_lossy(&raw);
+    let status = raw
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {raw:?}")))?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    Ok(Answer { status, body })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A bounded load generator: `workers` loops of keep-alive GETs through the router.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    bodies: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a load run saw.
+#[derive(Debug)]
+pub struct LoadReport {
+    /// Requests answered 200.
+    pub ok: u64,
+    /// Requests that failed (any error or non-200).
+    pub failed: u64,
+    /// How many times each body was seen.
+    pub bodies: std::collections::BTreeMap<String, u64>,
+    /// The first failures, described.
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    /// Starts `workers` loops sending `GET path` to `APP.localhost` via `router`.
+    pub fn start(router: SocketAddr, app: &str, path: &str, workers: usize) -> Load {
+        let load = Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            ok: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(AtomicU64::new(0)),
+            bodies: Arc::new(Mutex::new(Default::default())),
+            failures: Arc::new(Mutex::new(Vec::new())),
+            workers: Vec::new(),
+        };
+        let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(workers).build().expect("client");
+        let url = format!("http://{router}{path}");
+        let host = format!("{app}.localhost");
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, ok, failed, bodies, failures) = (
+                    load.stop.clone(),
+                    load.ok.clone(),
+                    load.failed.clone(),
+                    load.bodies.clone(),
+                    load.failures.clone(),
+                );
+                let (client, url, host) = (client.clone(), url.clone(), host.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let result = client.get(&url).header("host", &host).send().await;
+                        let outcome = match result {
+                            Ok(response) if response.status() == 200 => match response.text().await {
+                                Ok(body) => Ok(body),
+                                Err(err) => Err(format!("body: {err}")),
+                            },
+                            Ok(response) => {
+                                let status = response.status();
+                                Err(format!("{status}: {}", response.text().await.unwrap_or_default()))
+                            }
+                            Err(err) => Err(format!("request: {err}")),
+                        };
+                        match outcome {
+                            Ok(body) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                *bodies.lock().expect("bodies").entry(body).or_default() += 1;
+                            }
+                            Err(description) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                let mut failures = failures.lock().expect("failures");
+                                if failures.len() < 10 {
+                                    failures.push(description);
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { workers, ..load }
+    }
+
+    /// Requests answered so far.
+    pub fn ok_so_far(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the load and reports.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        LoadReport {
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            bodies: self.bodies.lock().expect("bodies").clone(),
+            failures: self.failures.lock().expect("failures").clone(),
+        }
+    }
+}
