@@ -100,7 +100,11 @@ impl CargoBuilder {
 
         let mut command = low_priority_command("cargo");
         command
-            .args(["build", "--release", "--message-format=json-render-diagnostics"])
+            .args([
+                "build",
+                "--release",
+                "--message-format=json-render-diagnostics",
+            ])
             .current_dir(&source_dir)
             .env("CARGO_TARGET_DIR", &target_dir)
             .env("CARGO_TERM_COLOR", "never")
@@ -222,7 +226,10 @@ fn binary_from_message(line: &str) -> Option<(String, PathBuf)> {
     Some((name, executable))
 }
 
-fn choose_default_binary(binaries: &[(String, PathBuf)], bin: Option<&str>) -> Result<String, BuildError> {
+fn choose_default_binary(
+    binaries: &[(String, PathBuf)],
+    bin: Option<&str>,
+) -> Result<String, BuildError> {
     let names: Vec<&str> = binaries.iter().map(|(name, _)| name.as_str()).collect();
     match (bin, names.as_slice()) {
         (Some(wanted), _) if names.contains(&wanted) => Ok(wanted.to_string()),
@@ -234,7 +241,8 @@ fn choose_default_binary(binaries: &[(String, PathBuf)], bin: Option<&str>) -> R
             names.join(", ")
         ))),
         (None, []) => Err(BuildError::NoBinary(
-            "the build produced no binary; berth runs a package with a [[bin]] or src/main.rs".into(),
+            "the build produced no binary; berth runs a package with a [[bin]] or src/main.rs"
+                .into(),
         )),
         (None, [only]) => Ok(only.to_string()),
         (None, several) => Err(BuildError::NoBinary(format!(
@@ -263,7 +271,10 @@ mod tests {
     fn the_default_binary_must_be_unambiguous() {
         let one = vec![("a".to_string(), PathBuf::from("/a"))];
         assert_eq!(choose_default_binary(&one, None).unwrap(), "a");
-        let two = vec![("a".to_string(), PathBuf::from("/a")), ("b".to_string(), PathBuf::from("/b"))];
+        let two = vec![
+            ("a".to_string(), PathBuf::from("/a")),
+            ("b".to_string(), PathBuf::from("/b")),
+        ];
         let err = choose_default_binary(&two, None).unwrap_err().to_string();
         assert!(err.contains("a, b") && err.contains("[build] bin"), "{err}");
         assert_eq!(choose_default_binary(&two, Some("b")).unwrap(), "b");

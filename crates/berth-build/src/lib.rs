@@ -14,5 +14,5 @@ pub mod slug;
 pub mod source;
 
 pub use cargo::{BuildError, BuildOutput, CargoBuilder};
-pub use slug::{SlugError, SlugStore, SLUG_BIN_DIR};
-pub use source::{pack, unpack, SourceError, UnpackLimits};
+pub use slug::{SLUG_BIN_DIR, SlugError, SlugStore};
+pub use source::{SourceError, UnpackLimits, pack, unpack};

@@ -49,8 +49,13 @@ impl SlugStore {
 
     /// Stores `source` (without `target/` and `.git/`) plus `binaries` as a
     /// slug and returns its digest.
-    pub fn store(&self, source: &Path, binaries: &[(String, PathBuf)]) -> Result<String, SlugError> {
-        fs::create_dir_all(&self.root).map_err(slug_error(format!("create {}", self.root.display())))?;
+    pub fn store(
+        &self,
+        source: &Path,
+        binaries: &[(String, PathBuf)],
+    ) -> Result<String, SlugError> {
+        fs::create_dir_all(&self.root)
+            .map_err(slug_error(format!("create {}", self.root.display())))?;
         let staging = tempfile::Builder::new()
             .prefix(".staging-")
             .tempdir_in(&self.root)
@@ -59,7 +64,8 @@ impl SlugStore {
         let bin_dir = staging.path().join(SLUG_BIN_DIR);
         fs::create_dir_all(&bin_dir).map_err(slug_error("create the bin directory"))?;
         for (name, path) in binaries {
-            fs::copy(path, bin_dir.join(name)).map_err(slug_error(format!("copy binary {name}")))?;
+            fs::copy(path, bin_dir.join(name))
+                .map_err(slug_error(format!("copy binary {name}")))?;
         }
         let digest = digest_tree(staging.path()).map_err(slug_error("hash the slug"))?;
         let final_path = self.path(&digest);
@@ -118,7 +124,11 @@ pub fn digest_tree(root: &Path) -> io::Result<String> {
             hasher.update(fs::read_link(&path)?.to_string_lossy().as_bytes());
         } else {
             use std::os::unix::fs::PermissionsExt;
-            hasher.update(if meta.permissions().mode() & 0o111 != 0 { b"X" } else { b"F" });
+            hasher.update(if meta.permissions().mode() & 0o111 != 0 {
+                b"X"
+            } else {
+                b"F"
+            });
             let mut file = fs::File::open(&path)?;
             loop {
                 let read = file.read(&mut buffer)?;
@@ -161,15 +171,24 @@ mod tests {
         let binary = source.path().join("bin-out");
         fs::write(&binary, "ELF").unwrap();
 
-        let first = store.store(source.path(), &[("hello".into(), binary.clone())]).unwrap();
-        let second = store.store(source.path(), &[("hello".into(), binary.clone())]).unwrap();
+        let first = store
+            .store(source.path(), &[("hello".into(), binary.clone())])
+            .unwrap();
+        let second = store
+            .store(source.path(), &[("hello".into(), binary.clone())])
+            .unwrap();
         assert_eq!(first, second);
         let slug = store.path(&first);
-        assert_eq!(fs::read_to_string(slug.join(".berth/bin/hello")).unwrap(), "ELF");
+        assert_eq!(
+            fs::read_to_string(slug.join(".berth/bin/hello")).unwrap(),
+            "ELF"
+        );
         assert!(!slug.join("target").exists());
 
         fs::write(source.path().join("main.rs"), "fn main() { 1; }").unwrap();
-        let third = store.store(source.path(), &[("hello".into(), binary)]).unwrap();
+        let third = store
+            .store(source.path(), &[("hello".into(), binary)])
+            .unwrap();
         assert_ne!(first, third);
         assert!(store.contains(&first) && store.contains(&third));
     }

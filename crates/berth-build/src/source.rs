@@ -67,7 +67,8 @@ impl Default for UnpackLimits {
 /// Packs `dir` into a zstd-compressed tarball: files that `.gitignore` (and
 /// `.ignore`) exclude are left out, as are `target/` and `.git/`.
 pub fn pack(dir: &Path) -> Result<Vec<u8>, SourceError> {
-    let encoder = zstd::Encoder::new(Vec::new(), 3).map_err(io_error("cannot start compression"))?;
+    let encoder =
+        zstd::Encoder::new(Vec::new(), 3).map_err(io_error("cannot start compression"))?;
     let mut archive = tar::Builder::new(encoder);
     archive.follow_symlinks(false);
     let walker = ignore::WalkBuilder::new(dir)
@@ -100,7 +101,9 @@ pub fn pack(dir: &Path) -> Result<Vec<u8>, SourceError> {
     let encoder = archive
         .into_inner()
         .map_err(io_error("cannot finish the tarball"))?;
-    encoder.finish().map_err(io_error("cannot finish compression"))
+    encoder
+        .finish()
+        .map_err(io_error("cannot finish compression"))
 }
 
 /// Checks that `path` is relative and never climbs out of its root.
@@ -144,7 +147,11 @@ fn check_link(link: &Path, target: &Path) -> Result<(), SourceError> {
 /// Unpacks a tarball made by [`pack`] into `dest` (which must exist and be
 /// empty). Refuses, before writing anything outside `dest`, any entry that
 /// would escape it; stops at the limits.
-pub fn unpack(compressed: impl Read, dest: &Path, limits: UnpackLimits) -> Result<u64, SourceError> {
+pub fn unpack(
+    compressed: impl Read,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<u64, SourceError> {
     let decoder = zstd::Decoder::new(compressed).map_err(SourceError::Malformed)?;
     let mut archive = tar::Archive::new(decoder);
     let mut total_bytes = 0u64;
@@ -165,11 +172,13 @@ pub fn unpack(compressed: impl Read, dest: &Path, limits: UnpackLimits) -> Resul
         let target = dest.join(&relative);
         let kind = entry.header().entry_type();
         if kind.is_dir() {
-            fs::create_dir_all(&target).map_err(io_error(format!("cannot create {}", relative.display())))?;
+            fs::create_dir_all(&target)
+                .map_err(io_error(format!("cannot create {}", relative.display())))?;
             continue;
         }
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io_error(format!("cannot create {}", parent.display())))?;
+            fs::create_dir_all(parent)
+                .map_err(io_error(format!("cannot create {}", parent.display())))?;
         }
         if kind.is_symlink() {
             let link_target = entry
@@ -178,12 +187,16 @@ pub fn unpack(compressed: impl Read, dest: &Path, limits: UnpackLimits) -> Resul
                 .ok_or_else(|| SourceError::UnsupportedEntry(relative.display().to_string()))?
                 .into_owned();
             check_link(&relative, &link_target)?;
-            std::os::unix::fs::symlink(&link_target, &target)
-                .map_err(io_error(format!("cannot create link {}", relative.display())))?;
+            std::os::unix::fs::symlink(&link_target, &target).map_err(io_error(format!(
+                "cannot create link {}",
+                relative.display()
+            )))?;
             continue;
         }
         if !kind.is_file() {
-            return Err(SourceError::UnsupportedEntry(relative.display().to_string()));
+            return Err(SourceError::UnsupportedEntry(
+                relative.display().to_string(),
+            ));
         }
         total_bytes += entry.size();
         if total_bytes > limits.max_bytes {
@@ -206,8 +219,9 @@ pub fn unpack(compressed: impl Read, dest: &Path, limits: UnpackLimits) -> Resul
             .map_err(io_error(format!("cannot write {}", relative.display())))?;
         io::copy(&mut entry, &mut file).map_err(SourceError::Malformed)?;
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o600))
-            .map_err(io_error(format!("cannot set mode of {}", relative.display())))?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o600)).map_err(
+            io_error(format!("cannot set mode of {}", relative.display())),
+        )?;
     }
     Ok(total_bytes)
 }
@@ -361,14 +375,23 @@ mod tests {
         fs::write(src.path().join("changed.rs"), "v1").unwrap();
         fs::write(src.path().join("gone.rs"), "bye").unwrap();
         sync_tree(src.path(), dest.path()).unwrap();
-        let before = fs::metadata(dest.path().join("same.rs")).unwrap().modified().unwrap();
+        let before = fs::metadata(dest.path().join("same.rs"))
+            .unwrap()
+            .modified()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(src.path().join("changed.rs"), "v2").unwrap();
         fs::remove_file(src.path().join("gone.rs")).unwrap();
         sync_tree(src.path(), dest.path()).unwrap();
-        let after = fs::metadata(dest.path().join("same.rs")).unwrap().modified().unwrap();
+        let after = fs::metadata(dest.path().join("same.rs"))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(before, after);
-        assert_eq!(fs::read_to_string(dest.path().join("changed.rs")).unwrap(), "v2");
+        assert_eq!(
+            fs::read_to_string(dest.path().join("changed.rs")).unwrap(),
+            "v2"
+        );
         assert!(!dest.path().join("gone.rs").exists());
     }
 }

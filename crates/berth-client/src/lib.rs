@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use berth_proto::{
-    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, LogLine, ReleaseInfo, RollbackRequest,
-    ScaleRequest, ServerHealth,
+    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, LogLine,
+    ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// What can go wrong talking to a server.
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +110,13 @@ impl Client {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response> {
-        let response = request.send().await.map_err(|source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -127,7 +130,11 @@ impl Client {
             },
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
-                code: status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_"),
+                code: status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_ascii_lowercase()
+                    .replace(' ', "_"),
                 message: if body.trim().is_empty() {
                     format!("the server answered {status}")
                 } else {
@@ -139,10 +146,16 @@ impl Client {
 
     async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {
         let response = self.send(request).await?;
-        response.json().await.map_err(|err| ClientError::Read(Box::new(err)))
+        response
+            .json()
+            .await
+            .map_err(|err| ClientError::Read(Box::new(err)))
     }
 
-    async fn stream<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<NdjsonStream<T>> {
+    async fn stream<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<NdjsonStream<T>> {
         Ok(NdjsonStream {
             response: self.send(request).await?,
             buffer: Vec::new(),
@@ -162,22 +175,32 @@ impl Client {
 
     /// `POST /v1/apps`.
     pub async fn create_app(&self, name: &str) -> Result<AppSummary> {
-        self.json(self.request(Method::POST, "/v1/apps").json(&CreateApp { name: name.into() })).await
+        self.json(
+            self.request(Method::POST, "/v1/apps")
+                .json(&CreateApp { name: name.into() }),
+        )
+        .await
     }
 
     /// `DELETE /v1/apps/{app}?confirm=true`.
     pub async fn destroy_app(&self, app: &str) -> Result<()> {
-        self.send(self.request(Method::DELETE, &format!("/v1/apps/{app}?confirm=true"))).await?;
+        self.send(self.request(Method::DELETE, &format!("/v1/apps/{app}?confirm=true")))
+            .await?;
         Ok(())
     }
 
     /// `GET /v1/apps/{app}`.
     pub async fn status(&self, app: &str) -> Result<AppStatus> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}"))).await
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}")))
+            .await
     }
 
     /// `POST /v1/apps/{app}/deploy` with a source tarball.
-    pub async fn deploy(&self, app: &str, tarball: Vec<u8>) -> Result<NdjsonStream<DeployProgress>> {
+    pub async fn deploy(
+        &self,
+        app: &str,
+        tarball: Vec<u8>,
+    ) -> Result<NdjsonStream<DeployProgress>> {
         let request = self
             .request(Method::POST, &format!("/v1/apps/{app}/deploy"))
             .header(reqwest::header::CONTENT_TYPE, "application/zstd")
@@ -187,11 +210,16 @@ impl Client {
 
     /// `GET /v1/apps/{app}/releases`.
     pub async fn releases(&self, app: &str) -> Result<Vec<ReleaseInfo>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/releases"))).await
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/releases")))
+            .await
     }
 
     /// `POST /v1/apps/{app}/rollback`.
-    pub async fn rollback(&self, app: &str, version: Option<u64>) -> Result<NdjsonStream<DeployProgress>> {
+    pub async fn rollback(
+        &self,
+        app: &str,
+        version: Option<u64>,
+    ) -> Result<NdjsonStream<DeployProgress>> {
         let request = self
             .request(Method::POST, &format!("/v1/apps/{app}/rollback"))
             .json(&RollbackRequest { version });
@@ -200,27 +228,47 @@ impl Client {
 
     /// `POST /v1/apps/{app}/scale`.
     pub async fn scale(&self, app: &str, counts: BTreeMap<String, u32>) -> Result<AppStatus> {
-        self.json(self.request(Method::POST, &format!("/v1/apps/{app}/scale")).json(&ScaleRequest { counts }))
-            .await
+        self.json(
+            self.request(Method::POST, &format!("/v1/apps/{app}/scale"))
+                .json(&ScaleRequest { counts }),
+        )
+        .await
     }
 
     /// `GET /v1/apps/{app}/env`.
     pub async fn env(&self, app: &str) -> Result<BTreeMap<String, String>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/env"))).await
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/env")))
+            .await
     }
 
     /// `POST /v1/apps/{app}/env`.
-    pub async fn change_env(&self, app: &str, change: &EnvChange) -> Result<NdjsonStream<DeployProgress>> {
-        self.stream(self.request(Method::POST, &format!("/v1/apps/{app}/env")).json(change)).await
+    pub async fn change_env(
+        &self,
+        app: &str,
+        change: &EnvChange,
+    ) -> Result<NdjsonStream<DeployProgress>> {
+        self.stream(
+            self.request(Method::POST, &format!("/v1/apps/{app}/env"))
+                .json(change),
+        )
+        .await
     }
 
     /// `GET /v1/apps/{app}/logs`.
     pub async fn logs(&self, app: &str, filter: &LogFilter) -> Result<Vec<LogLine>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/logs")).query(filter)).await
+        self.json(
+            self.request(Method::GET, &format!("/v1/apps/{app}/logs"))
+                .query(filter),
+        )
+        .await
     }
 
     /// `GET /v1/apps/{app}/logs?follow=true`.
-    pub async fn follow_logs(&self, app: &str, filter: &LogFilter) -> Result<NdjsonStream<LogLine>> {
+    pub async fn follow_logs(
+        &self,
+        app: &str,
+        filter: &LogFilter,
+    ) -> Result<NdjsonStream<LogLine>> {
         let request = self
             .request(Method::GET, &format!("/v1/apps/{app}/logs"))
             .query(filter)
@@ -230,8 +278,11 @@ impl Client {
 
     /// `GET /v1/apps/{app}/events`.
     pub async fn events(&self, app: &str, limit: u32) -> Result<Vec<EventInfo>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/events")).query(&[("limit", limit)]))
-            .await
+        self.json(
+            self.request(Method::GET, &format!("/v1/apps/{app}/events"))
+                .query(&[("limit", limit)]),
+        )
+        .await
     }
 
     /// `GET /v1/apps/{app}/events?follow=true`.
@@ -244,7 +295,8 @@ impl Client {
 
     /// `GET /v1/openapi.json`.
     pub async fn openapi(&self) -> Result<serde_json::Value> {
-        self.json(self.request(Method::GET, "/v1/openapi.json")).await
+        self.json(self.request(Method::GET, "/v1/openapi.json"))
+            .await
     }
 }
 

@@ -17,12 +17,12 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_proto::{LogLine, LogStream};
-use rusqlite::{params, Connection};
-use time::format_description::well_known::Rfc3339;
+use rusqlite::{Connection, params};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::{broadcast, oneshot};
 
-pub use parse::{parse_line, level_rank, ParsedLine};
+pub use parse::{ParsedLine, level_rank, parse_line};
 
 /// Errors of the log store.
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +91,18 @@ impl LogQuery {
         if self.after_id.is_some_and(|after| stored.id <= after) {
             return false;
         }
-        if self.process.as_ref().is_some_and(|process| &line.process != process) {
+        if self
+            .process
+            .as_ref()
+            .is_some_and(|process| &line.process != process)
+        {
             return false;
         }
-        if self.instance.as_ref().is_some_and(|instance| &line.instance != instance) {
+        if self
+            .instance
+            .as_ref()
+            .is_some_and(|instance| &line.instance != instance)
+        {
             return false;
         }
         if let Some(min) = &self.min_level {
@@ -170,8 +178,12 @@ impl LogStore {
     /// Captures one line of output. Never blocks on the disk.
     pub fn append(&self, source: &LogSource, stream: LogStream, text: &str) {
         let parsed = parse_line(text);
-        let command = WriterCommand::Append(Box::new((now_micros(), source.clone(), stream, parsed)));
-        let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let command =
+            WriterCommand::Append(Box::new((now_micros(), source.clone(), stream, parsed)));
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // If the writer is gone the server is shutting down; the line has nowhere to go.
         let _ = writer.send(command);
     }
@@ -180,7 +192,10 @@ impl LogStore {
     pub async fn flush(&self) -> Result<(), LogError> {
         let (done, wait) = oneshot::channel();
         {
-            let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             writer
                 .send(WriterCommand::Flush(done))
                 .map_err(|_| LogError::WriterStopped)?;
@@ -225,7 +240,10 @@ impl LogStore {
             sql.push_str(&format!(" AND level_rank >= ?{}", values.len()));
         }
         if let Some(needle) = &query.grep {
-            let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = needle
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             values.push(format!("%{escaped}%").into());
             let n = values.len();
             sql.push_str(&format!(
@@ -237,7 +255,10 @@ impl LogStore {
             "SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?{}) ORDER BY id",
             values.len()
         );
-        let conn = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
             let stream: String = row.get(6)?;
@@ -297,7 +318,8 @@ fn write_loop(
                     match command {
                         WriterCommand::Append(entry) => {
                             let (at, source, stream, parsed) = *entry;
-                            let fields_text = parsed.fields.as_ref().map(|fields| fields.to_string());
+                            let fields_text =
+                                parsed.fields.as_ref().map(|fields| fields.to_string());
                             insert.execute(params![
                                 at,
                                 source.app,
@@ -373,16 +395,25 @@ pub fn parse_since(text: &str) -> Result<i64, LogError> {
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok((at.unix_timestamp_nanos() / 1000) as i64);
     }
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let number: i64 = number
-        .parse()
-        .map_err(|_| LogError::BadQuery(format!("`{text}` is neither a time (RFC 3339) nor a duration like 10m")))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: i64 = number.parse().map_err(|_| {
+        LogError::BadQuery(format!(
+            "`{text}` is neither a time (RFC 3339) nor a duration like 10m"
+        ))
+    })?;
     let seconds = match unit {
         "s" => number,
         "m" | "" => number * 60,
         "h" => number * 3600,
         "d" => number * 86_400,
-        _ => return Err(LogError::BadQuery(format!("unknown unit in `{text}` (use s, m, h or d)"))),
+        _ => {
+            return Err(LogError::BadQuery(format!(
+                "unknown unit in `{text}` (use s, m, h or d)"
+            )));
+        }
     };
     Ok(now_micros() - seconds * 1_000_000)
 }

@@ -40,10 +40,10 @@ fn normalise_level(level: &str) -> Option<String> {
 pub fn parse_line(text: &str) -> ParsedLine {
     let text = text.trim_end_matches(['\r', '\n']);
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') {
-        if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(trimmed) {
-            return from_json(object, text);
-        }
+    if trimmed.starts_with('{')
+        && let Ok(Value::Object(object)) = serde_json::from_str::<Value>(trimmed)
+    {
+        return from_json(object, text);
     }
     if let Some(pairs) = logfmt_pairs(trimmed) {
         return from_logfmt(pairs, text);
@@ -56,7 +56,8 @@ pub fn parse_line(text: &str) -> ParsedLine {
 }
 
 fn from_json(mut object: Map<String, Value>, text: &str) -> ParsedLine {
-    let level = take_string(&mut object, &["level", "lvl", "severity"]).and_then(|l| normalise_level(&l));
+    let level =
+        take_string(&mut object, &["level", "lvl", "severity"]).and_then(|l| normalise_level(&l));
     let mut message = take_string(&mut object, &["message", "msg"]);
     // tracing-subscriber's json format nests the message in `fields`.
     if let Some(Value::Object(mut nested)) = object.remove("fields") {

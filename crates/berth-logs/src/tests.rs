@@ -22,8 +22,16 @@ async fn lines_are_stored_with_their_source_and_filtered() {
     let dir = tempfile::tempdir().unwrap();
     let logs = LogStore::open(&dir.path().join("logs.db")).unwrap();
     logs.append(&source("web"), LogStream::Stdout, "plain start-up line");
-    logs.append(&source("web"), LogStream::Stdout, r#"{"level":"ERROR","fields":{"message":"boom","code":7}}"#);
-    logs.append(&source("worker"), LogStream::Stderr, "level=warn msg=\"queue deep\" depth=90");
+    logs.append(
+        &source("web"),
+        LogStream::Stdout,
+        r#"{"level":"ERROR","fields":{"message":"boom","code":7}}"#,
+    );
+    logs.append(
+        &source("worker"),
+        LogStream::Stderr,
+        "level=warn msg=\"queue deep\" depth=90",
+    );
     logs.flush().await.unwrap();
 
     let all = logs.query(&query()).unwrap();
@@ -31,17 +39,40 @@ async fn lines_are_stored_with_their_source_and_filtered() {
     assert_eq!(all[0].line.message, "plain start-up line");
     assert_eq!(all[0].line.release, 3);
 
-    let warn_up = logs.query(&LogQuery { min_level: Some("warn".into()), ..query() }).unwrap();
-    let messages: Vec<_> = warn_up.iter().map(|stored| stored.line.message.as_str()).collect();
+    let warn_up = logs
+        .query(&LogQuery {
+            min_level: Some("warn".into()),
+            ..query()
+        })
+        .unwrap();
+    let messages: Vec<_> = warn_up
+        .iter()
+        .map(|stored| stored.line.message.as_str())
+        .collect();
     assert_eq!(messages, vec!["boom", "queue deep"]);
 
-    let workers = logs.query(&LogQuery { process: Some("worker".into()), ..query() }).unwrap();
+    let workers = logs
+        .query(&LogQuery {
+            process: Some("worker".into()),
+            ..query()
+        })
+        .unwrap();
     assert_eq!(workers.len(), 1);
 
-    let grep = logs.query(&LogQuery { grep: Some("\"code\":7".into()), ..query() }).unwrap();
+    let grep = logs
+        .query(&LogQuery {
+            grep: Some("\"code\":7".into()),
+            ..query()
+        })
+        .unwrap();
     assert_eq!(grep.len(), 1, "grep searches fields too");
 
-    let newest = logs.query(&LogQuery { limit: 1, ..query() }).unwrap();
+    let newest = logs
+        .query(&LogQuery {
+            limit: 1,
+            ..query()
+        })
+        .unwrap();
     assert_eq!(newest[0].line.message, "queue deep");
 }
 

@@ -134,9 +134,7 @@ wire_enum!(
 /// with a letter and not ending with `-`, so that `NAME.localhost` is a valid host.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
-        return Err(format!(
-            "app name `{name}` must be 1 to 63 characters long"
-        ));
+        return Err(format!("app name `{name}` must be 1 to 63 characters long"));
     }
     let first_is_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
     let allowed = name
@@ -416,7 +414,14 @@ mod tests {
     #[test]
     fn app_names_must_make_valid_hosts() {
         assert!(validate_app_name("hello-world2").is_ok());
-        for bad in ["", "Hello", "2fast", "trailing-", "dots.in", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Hello",
+            "2fast",
+            "trailing-",
+            "dots.in",
+            &"a".repeat(64),
+        ] {
             assert!(validate_app_name(bad).is_err(), "{bad} accepted");
         }
     }

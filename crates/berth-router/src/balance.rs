@@ -1,8 +1,8 @@
 //! Least-outstanding-requests balancing over an app's healthy instances.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One instance that takes requests.
 #[derive(Debug)]
@@ -59,7 +59,11 @@ impl Drop for InFlight {
 /// Picks the backend with the fewest requests in flight. Ties are broken by
 /// rotating the start with `turn`, so idle instances share load evenly.
 /// `skip` excludes a backend that just failed.
-pub fn pick(backends: &[Arc<Backend>], turn: usize, skip: Option<&Arc<Backend>>) -> Option<Arc<Backend>> {
+pub fn pick(
+    backends: &[Arc<Backend>],
+    turn: usize,
+    skip: Option<&Arc<Backend>>,
+) -> Option<Arc<Backend>> {
     let count = backends.len();
     let mut best: Option<&Arc<Backend>> = None;
     for offset in 0..count {
@@ -80,15 +84,25 @@ mod tests {
 
     fn backends(count: usize) -> Vec<Arc<Backend>> {
         (0..count)
-            .map(|index| Arc::new(Backend::new(([127, 0, 0, 1], 9000 + index as u16).into(), format!("web-{index}"))))
+            .map(|index| {
+                Arc::new(Backend::new(
+                    ([127, 0, 0, 1], 9000 + index as u16).into(),
+                    format!("web-{index}"),
+                ))
+            })
             .collect()
     }
 
     #[test]
     fn idle_backends_take_turns() {
         let all = backends(3);
-        let picked: Vec<String> = (0..6).map(|turn| pick(&all, turn, None).unwrap().instance.clone()).collect();
-        assert_eq!(picked, ["web-0", "web-1", "web-2", "web-0", "web-1", "web-2"]);
+        let picked: Vec<String> = (0..6)
+            .map(|turn| pick(&all, turn, None).unwrap().instance.clone())
+            .collect();
+        assert_eq!(
+            picked,
+            ["web-0", "web-1", "web-2", "web-0", "web-1", "web-2"]
+        );
     }
 
     #[test]

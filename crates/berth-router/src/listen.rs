@@ -3,10 +3,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::{header, Request, Response};
+use http::{Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::pages;
-use crate::route::{app_from_host, RouteTable};
+use crate::route::{RouteTable, app_from_host};
 use crate::upstream::{ProxyBody, Upstream};
 
 struct RouterState {
@@ -40,7 +40,11 @@ pub async fn serve(
         turn: AtomicUsize::new(0),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true).timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(30));
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -70,7 +74,11 @@ pub async fn serve(
     }
 }
 
-async fn handle(state: &RouterState, request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+async fn handle(
+    state: &RouterState,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ProxyBody> {
     let host = request
         .headers()
         .get(header::HOST)
@@ -90,5 +98,8 @@ async fn handle(state: &RouterState, request: Request<Incoming>, client: SocketA
     };
     route.traffic.count_request();
     let turn = state.turn.fetch_add(1, Ordering::Relaxed);
-    state.upstream.forward(&app, route, request, client, turn).await
+    state
+        .upstream
+        .forward(&app, route, request, client, turn)
+        .await
 }

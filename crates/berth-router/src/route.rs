@@ -1,8 +1,8 @@
 //! The route table and host matching.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::balance::Backend;
 
@@ -48,7 +48,8 @@ impl AppTraffic {
 /// are ignored.
 pub fn app_from_host<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
     let host = host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(']') || name.starts_with('[') {
+        if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(']') || name.starts_with('[')
+        {
             name
         } else {
             host
@@ -59,7 +60,9 @@ pub fn app_from_host<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
         return None;
     }
     let (first, rest) = host.split_once('.').unwrap_or((host, ""));
-    if rest.is_empty() || rest.eq_ignore_ascii_case(suffix) || rest.to_ascii_lowercase().ends_with(".localhost")
+    if rest.is_empty()
+        || rest.eq_ignore_ascii_case(suffix)
+        || rest.to_ascii_lowercase().ends_with(".localhost")
         || rest.eq_ignore_ascii_case("localhost")
     {
         Some(first)
@@ -74,12 +77,21 @@ mod tests {
 
     #[test]
     fn hosts_name_apps() {
-        assert_eq!(app_from_host("hello.localhost:8080", "localhost"), Some("hello"));
+        assert_eq!(
+            app_from_host("hello.localhost:8080", "localhost"),
+            Some("hello")
+        );
         assert_eq!(app_from_host("hello.localhost", "localhost"), Some("hello"));
-        assert_eq!(app_from_host("hello.localhost.", "localhost"), Some("hello"));
+        assert_eq!(
+            app_from_host("hello.localhost.", "localhost"),
+            Some("hello")
+        );
         assert_eq!(app_from_host("hello", "localhost"), Some("hello"));
         assert_eq!(app_from_host("hello:80", "localhost"), Some("hello"));
-        assert_eq!(app_from_host("hello.apps.example.com", "apps.example.com"), Some("hello"));
+        assert_eq!(
+            app_from_host("hello.apps.example.com", "apps.example.com"),
+            Some("hello")
+        );
         assert_eq!(app_from_host("hello.example.com", "localhost"), None);
         assert_eq!(app_from_host("127.0.0.1:8080", "localhost"), None);
         assert_eq!(app_from_host("[::1]:8080", "localhost"), None);

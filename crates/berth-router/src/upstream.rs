@@ -11,11 +11,11 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::balance::{pick, InFlight};
+use crate::balance::{InFlight, pick};
 use crate::pages;
 use crate::route::AppRoute;
 
@@ -75,7 +75,13 @@ impl Upstream {
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        prepare_request_headers(&mut parts.headers, &parts.uri, parts.version, client, upgrade);
+        prepare_request_headers(
+            &mut parts.headers,
+            &parts.uri,
+            parts.version,
+            client,
+            upgrade,
+        );
         let path = parts
             .uri
             .path_and_query()
@@ -90,7 +96,10 @@ impl Upstream {
         let response = loop {
             attempts += 1;
             let addr = guard.backend().addr;
-            let mut outgoing = Request::from_parts(parts.clone(), body.take().unwrap_or_else(|| Either::Right(Empty::new())));
+            let mut outgoing = Request::from_parts(
+                parts.clone(),
+                body.take().unwrap_or_else(|| Either::Right(Empty::new())),
+            );
             *outgoing.uri_mut() = upstream_uri(addr, &path);
             match self.client.request(outgoing).await {
                 Ok(response) => break response,
@@ -100,7 +109,11 @@ impl Upstream {
                         Some(next) => guard = InFlight::start(next),
                         None => {
                             route.traffic.count_router_error();
-                            return pages::bad_gateway(app, &guard.backend().instance, &describe(&err));
+                            return pages::bad_gateway(
+                                app,
+                                &guard.backend().instance,
+                                &describe(&err),
+                            );
                         }
                     }
                 }
@@ -111,24 +124,36 @@ impl Upstream {
             }
         };
         let (mut parts, body) = response.into_parts();
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let instance_upgrade = hyper::upgrade::on(Response::from_parts(parts.clone(), body));
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    if let (Ok(client_io), Ok(instance_io)) = tokio::join!(client_upgrade, instance_upgrade) {
-                        let mut client_io = TokioIo::new(client_io);
-                        let mut instance_io = TokioIo::new(instance_io);
-                        let _ = tokio::io::copy_bidirectional(&mut client_io, &mut instance_io).await;
-                    }
-                });
-                return Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed());
-            }
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let instance_upgrade = hyper::upgrade::on(Response::from_parts(parts.clone(), body));
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let (Ok(client_io), Ok(instance_io)) =
+                    tokio::join!(client_upgrade, instance_upgrade)
+                {
+                    let mut client_io = TokioIo::new(client_io);
+                    let mut instance_io = TokioIo::new(instance_io);
+                    let _ = tokio::io::copy_bidirectional(&mut client_io, &mut instance_io).await;
+                }
+            });
+            return Response::from_parts(
+                parts,
+                Empty::new().map_err(|never| match never {}).boxed(),
+            );
         }
         for name in &HOP_BY_HOP {
             parts.headers.remove(name);
         }
-        Response::from_parts(parts, GuardedBody { inner: body, _guard: guard }.boxed())
+        Response::from_parts(
+            parts,
+            GuardedBody {
+                inner: body,
+                _guard: guard,
+            }
+            .boxed(),
+        )
     }
 }
 
@@ -143,7 +168,10 @@ fn describe(err: &hyper_util::client::legacy::Error) -> String {
 }
 
 fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -152,7 +180,11 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .any(|value| value.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|value| {
+                value
+                    .split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 fn upstream_uri(addr: SocketAddr, path: &str) -> Uri {
@@ -164,7 +196,13 @@ fn upstream_uri(addr: SocketAddr, path: &str) -> Uri {
         .unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, version: Version, client: SocketAddr, upgrade: bool) {
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    version: Version,
+    client: SocketAddr,
+    upgrade: bool,
+) {
     if upgrade {
         // Keep `Connection: upgrade` and `Upgrade`; drop the rest of the hop-by-hop set.
         for name in HOP_BY_HOP.iter().skip(1) {
@@ -177,15 +215,18 @@ fn prepare_request_headers(headers: &mut HeaderMap, uri: &Uri, version: Version,
         }
         headers.remove(header::UPGRADE);
     }
-    if version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
-        if let Some(authority) = uri.authority() {
-            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, value);
-            }
-        }
+    if version == Version::HTTP_2
+        && !headers.contains_key(header::HOST)
+        && let Some(authority) = uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, value);
     }
     let client_ip = client.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()) {
+    let forwarded_for = match headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+    {
         Some(earlier) => format!("{earlier}, {client_ip}"),
         None => client_ip,
     };
@@ -210,7 +251,10 @@ impl Body for GuardedBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 

@@ -35,8 +35,12 @@ async fn start_backend(name: &'static str) -> SocketAddr {
                         });
                         let mut response = Response::new(Full::new(Bytes::new()));
                         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                        response.headers_mut().insert("upgrade", "echo".parse().unwrap());
-                        response.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                        response
+                            .headers_mut()
+                            .insert("upgrade", "echo".parse().unwrap());
+                        response
+                            .headers_mut()
+                            .insert("connection", "upgrade".parse().unwrap());
                         return Ok::<_, Infallible>(response);
                     }
                     let forwarded = request
@@ -44,7 +48,9 @@ async fn start_backend(name: &'static str) -> SocketAddr {
                         .get("x-forwarded-for")
                         .map(|value| value.to_str().unwrap().to_string())
                         .unwrap_or_default();
-                    Ok(Response::new(Full::new(Bytes::from(format!("{name} {forwarded}")))))
+                    Ok(Response::new(Full::new(Bytes::from(format!(
+                        "{name} {forwarded}"
+                    )))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -60,7 +66,12 @@ async fn start_router(table: RouteTable) -> (SocketAddr, watch::Sender<Arc<Route
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (sender, receiver) = watch::channel(Arc::new(table));
-    tokio::spawn(berth_router::serve(listener, receiver, "localhost".into(), std::future::pending()));
+    tokio::spawn(berth_router::serve(
+        listener,
+        receiver,
+        "localhost".into(),
+        std::future::pending(),
+    ));
     (addr, sender)
 }
 
@@ -72,7 +83,10 @@ async fn get(router: SocketAddr, host: &str, path: &str) -> (u16, String) {
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
     let status = raw[9..12].parse().unwrap();
-    let body = raw.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -96,7 +110,10 @@ async fn requests_reach_the_app_named_by_the_host_and_spread_over_instances() {
     for _ in 0..4 {
         let (status, body) = get(router, "hello.localhost:8080", "/").await;
         assert_eq!(status, 200);
-        assert!(body.ends_with("127.0.0.1"), "X-Forwarded-For is set: {body}");
+        assert!(
+            body.ends_with("127.0.0.1"),
+            "X-Forwarded-For is set: {body}"
+        );
         seen.push(body.split(' ').next().unwrap().to_string());
     }
     seen.sort();
@@ -117,7 +134,10 @@ async fn unknown_apps_get_404_and_apps_without_instances_503() {
     let (router, _table) = start_router(table).await;
     let (status, body) = get(router, "nope.localhost", "/").await;
     assert_eq!(status, 404);
-    assert!(body.contains("no app for the host `nope.localhost`"), "{body}");
+    assert!(
+        body.contains("no app for the host `nope.localhost`"),
+        "{body}"
+    );
     let (status, body) = get(router, "sleepy.localhost", "/").await;
     assert_eq!(status, 503);
     assert!(body.contains("it is crash-looping"), "{body}");
@@ -170,7 +190,11 @@ async fn upgrades_pass_through_both_ways() {
         head.push(byte[0]);
     }
     assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"));
-    assert_eq!(backend.in_flight(), 1, "an open upgraded connection counts as in flight");
+    assert_eq!(
+        backend.in_flight(),
+        1,
+        "an open upgraded connection counts as in flight"
+    );
     stream.write_all(b"hello").await.unwrap();
     let mut echoed = [0u8; 5];
     stream.read_exact(&mut echoed).await.unwrap();

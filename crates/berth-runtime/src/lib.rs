@@ -116,7 +116,11 @@ pub struct RunningInstance {
 
 impl RunningInstance {
     /// Builds a handle (for drivers).
-    pub fn new(pid: u32, exit: watch::Receiver<Option<ExitCause>>, control: Arc<dyn InstanceControl>) -> Self {
+    pub fn new(
+        pid: u32,
+        exit: watch::Receiver<Option<ExitCause>>,
+        control: Arc<dyn InstanceControl>,
+    ) -> Self {
         RunningInstance { pid, exit, control }
     }
 
@@ -124,7 +128,9 @@ impl RunningInstance {
     pub async fn exited(&self) -> ExitCause {
         let mut exit = self.exit.clone();
         match exit.wait_for(Option::is_some).await {
-            Ok(cause) => cause.clone().unwrap_or_else(|| ExitCause::Unknown("no status".into())),
+            Ok(cause) => cause
+                .clone()
+                .unwrap_or_else(|| ExitCause::Unknown("no status".into())),
             Err(_) => ExitCause::Unknown("the driver stopped watching it".into()),
         }
     }
@@ -167,7 +173,11 @@ pub trait InstanceControl: Send + Sync + fmt::Debug {
 pub trait Driver: Send + Sync {
     /// Starts an instance; output lines go to `output`. Must be called from a
     /// long-lived runtime thread (the process driver ties children's lives to it).
-    fn start(&self, spec: &InstanceSpec, output: OutputSink) -> Result<RunningInstance, DriverError>;
+    fn start(
+        &self,
+        spec: &InstanceSpec,
+        output: OutputSink,
+    ) -> Result<RunningInstance, DriverError>;
 }
 
 /// Kills a process group left behind by an earlier server, if `pid` still runs

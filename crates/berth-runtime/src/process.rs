@@ -8,7 +8,10 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::isolation;
-use crate::{Driver, DriverError, ExitCause, InstanceControl, InstanceSpec, OutputSink, OutputStream, RunningInstance};
+use crate::{
+    Driver, DriverError, ExitCause, InstanceControl, InstanceSpec, OutputSink, OutputStream,
+    RunningInstance,
+};
 
 /// Longest line kept whole; longer lines are split.
 const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -33,8 +36,13 @@ impl InstanceControl for ProcessGroup {
 }
 
 impl Driver for ProcessDriver {
-    fn start(&self, spec: &InstanceSpec, output: OutputSink) -> Result<RunningInstance, DriverError> {
-        let base_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    fn start(
+        &self,
+        spec: &InstanceSpec,
+        output: OutputSink,
+    ) -> Result<RunningInstance, DriverError> {
+        let base_path =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
@@ -86,7 +94,11 @@ impl Driver for ProcessDriver {
             isolation::signal_group(pid, libc::SIGKILL);
             let _ = exit_sender.send(Some(cause));
         });
-        Ok(RunningInstance::new(pid, exit, Arc::new(ProcessGroup { pid })))
+        Ok(RunningInstance::new(
+            pid,
+            exit,
+            Arc::new(ProcessGroup { pid }),
+        ))
     }
 }
 
@@ -111,11 +123,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, outp
         output(which, String::from_utf8_lossy(line).into_owned());
         line.clear();
     };
-    loop {
-        let available = match reader.fill_buf().await {
-            Ok(available) => available,
-            Err(_) => break,
-        };
+    while let Ok(available) = reader.fill_buf().await {
         if available.is_empty() {
             if !line.is_empty() {
                 emit(&mut line);
@@ -162,35 +170,53 @@ mod tests {
     async fn output_is_captured_line_by_line_with_the_env() {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink_lines = lines.clone();
-        let sink: OutputSink = Arc::new(move |stream, line| sink_lines.lock().unwrap().push((stream, line)));
+        let sink: OutputSink =
+            Arc::new(move |stream, line| sink_lines.lock().unwrap().push((stream, line)));
         let instance = ProcessDriver
             .start(&spec("echo \"$GREETING\"; echo oops >&2; exit 3"), sink)
             .unwrap();
         assert_eq!(instance.exited().await, ExitCause::Code(3));
         tokio::time::sleep(Duration::from_millis(50)).await;
         let lines = lines.lock().unwrap().clone();
-        assert!(lines.contains(&(OutputStream::Stdout, "hi there".into())), "{lines:?}");
-        assert!(lines.contains(&(OutputStream::Stderr, "oops".into())), "{lines:?}");
+        assert!(
+            lines.contains(&(OutputStream::Stdout, "hi there".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&(OutputStream::Stderr, "oops".into())),
+            "{lines:?}"
+        );
     }
 
     #[tokio::test]
     async fn stop_sends_sigterm_then_sigkill_after_the_grace() {
         let sink: OutputSink = Arc::new(|_, _| {});
-        let polite = ProcessDriver.start(&spec("sleep 30"), sink.clone()).unwrap();
-        assert_eq!(polite.stop(Duration::from_secs(5)).await, ExitCause::Signal(15));
+        let polite = ProcessDriver
+            .start(&spec("sleep 30"), sink.clone())
+            .unwrap();
+        assert_eq!(
+            polite.stop(Duration::from_secs(5)).await,
+            ExitCause::Signal(15)
+        );
 
         let stubborn = ProcessDriver
             .start(&spec("trap '' TERM; while true; do sleep 0.05; done"), sink)
             .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = std::time::Instant::now();
-        assert_eq!(stubborn.stop(Duration::from_millis(300)).await, ExitCause::Signal(9));
+        assert_eq!(
+            stubborn.stop(Duration::from_millis(300)).await,
+            ExitCause::Signal(9)
+        );
         assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[test]
     fn simple_commands_are_execed_and_compound_ones_kept() {
-        assert_eq!(shell_line("hello serve --port $PORT"), "exec hello serve --port $PORT");
+        assert_eq!(
+            shell_line("hello serve --port $PORT"),
+            "exec hello serve --port $PORT"
+        );
         assert_eq!(shell_line("migrate && serve"), "migrate && serve");
     }
 

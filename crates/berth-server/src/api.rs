@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_logs::{LogQuery, LogStore};
 use berth_proto::{
-    validate_app_name, ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
-    ProcessGroupStatus, ReleaseInfo, ReleaseStatus, RollbackRequest, ScaleRequest, ServerHealth,
+    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo,
+    LogLine, ProcessGroupStatus, ReleaseInfo, ReleaseStatus, RollbackRequest, ScaleRequest,
+    ServerHealth, validate_app_name,
 };
 use berth_store::{ReleaseRow, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -71,7 +72,9 @@ impl From<StoreError> for ApiFailure {
             StoreError::NotFound(what) => ApiFailure::NotFound(format!("{what} not found")),
             StoreError::Conflict(message) => ApiFailure::Conflict(message),
             other => {
-                let source = std::error::Error::source(&other).map(|source| format!(": {source}")).unwrap_or_default();
+                let source = std::error::Error::source(&other)
+                    .map(|source| format!(": {source}"))
+                    .unwrap_or_default();
                 ApiFailure::Internal(format!("{other}{source}"))
             }
         }
@@ -92,7 +95,14 @@ impl IntoResponse for ApiFailure {
             ApiFailure::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
             ApiFailure::Internal(message) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         };
-        (status, Json(ApiError { code: code.into(), message })).into_response()
+        (
+            status,
+            Json(ApiError {
+                code: code.into(),
+                message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -117,7 +127,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -128,11 +141,13 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 /// The API's routes.
 pub fn routes(state: ApiState) -> Router {
-    let limit = state.max_upload_bytes as usize + 1024;
     let authed = Router::new()
         .route("/v1/apps", get(list_apps).post(create_app))
         .route("/v1/apps/{app}", get(app_status).delete(destroy_app))
-        .route("/v1/apps/{app}/deploy", post(deploy).layer(DefaultBodyLimit::max(limit)))
+        .route(
+            "/v1/apps/{app}/deploy",
+            post(deploy).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/apps/{app}/releases", get(releases))
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/scale", post(scale))
@@ -142,7 +157,10 @@ pub fn routes(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/openapi.json", get(|| async { Json(openapi_document()) }))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(openapi_document()) }),
+        )
         .merge(authed)
         .with_state(state)
 }
@@ -172,7 +190,11 @@ fn ndjson<T: Serialize + Send + 'static>(receiver: mpsc::UnboundedReceiver<T>) -
         line.push(b'\n');
         Some((Ok::<_, Infallible>(Bytes::from(line)), receiver))
     });
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 fn release_info(row: &ReleaseRow) -> ReleaseInfo {
@@ -208,7 +230,9 @@ async fn list_apps(State(state): State<ApiState>) -> ApiResult<Json<Vec<AppSumma
         summaries.push(AppSummary {
             url: state.url(&app.name),
             release: app.target_release,
-            running: actual.map_or(0, |actual| actual.groups.iter().map(|group| group.running).sum()),
+            running: actual.map_or(0, |actual| {
+                actual.groups.iter().map(|group| group.running).sum()
+            }),
             desired: counts.values().sum(),
             created_at: app.created_at,
             name: app.name,
@@ -220,7 +244,10 @@ async fn list_apps(State(state): State<ApiState>) -> ApiResult<Json<Vec<AppSumma
 /// Creates an app.
 #[utoipa::path(post, path = "/v1/apps", request_body = CreateApp,
     responses((status = 201, body = AppSummary), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
-async fn create_app(State(state): State<ApiState>, Json(request): Json<CreateApp>) -> ApiResult<(StatusCode, Json<AppSummary>)> {
+async fn create_app(
+    State(state): State<ApiState>,
+    Json(request): Json<CreateApp>,
+) -> ApiResult<(StatusCode, Json<AppSummary>)> {
     validate_app_name(&request.name).map_err(ApiFailure::BadRequest)?;
     let row = state.store.create_app(&request.name)?;
     Ok((
@@ -239,7 +266,10 @@ async fn create_app(State(state): State<ApiState>, Json(request): Json<CreateApp
 /// An app's release, process groups and instances.
 #[utoipa::path(get, path = "/v1/apps/{app}", params(("app" = String, Path)),
     responses((status = 200, body = AppStatus), (status = 404, body = ApiError)))]
-async fn app_status(State(state): State<ApiState>, Path(app): Path<String>) -> ApiResult<Json<AppStatus>> {
+async fn app_status(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<AppStatus>> {
     status_of(&state, &app).map(Json)
 }
 
@@ -270,9 +300,15 @@ struct DestroyParams {
 /// Destroys an app: stops its instances and deletes its releases.
 #[utoipa::path(delete, path = "/v1/apps/{app}", params(("app" = String, Path), DestroyParams),
     responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn destroy_app(State(state): State<ApiState>, Path(app): Path<String>, Query(params): Query<DestroyParams>) -> ApiResult<StatusCode> {
+async fn destroy_app(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Query(params): Query<DestroyParams>,
+) -> ApiResult<StatusCode> {
     if !params.confirm {
-        return Err(ApiFailure::BadRequest("destroying an app needs ?confirm=true".into()));
+        return Err(ApiFailure::BadRequest(
+            "destroying an app needs ?confirm=true".into(),
+        ));
     }
     state.store.destroy_app(&app)?;
     state.reconciler.nudge();
@@ -284,20 +320,32 @@ async fn destroy_app(State(state): State<ApiState>, Path(app): Path<String>, Que
 #[utoipa::path(post, path = "/v1/apps/{app}/deploy", params(("app" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/zstd"),
     responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 404, body = ApiError), (status = 413, body = ApiError)))]
-async fn deploy(State(state): State<ApiState>, Path(app): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn deploy(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let too_large = |size: Option<u64>| {
+        let size = size
+            .map(|size| format!("{} MiB", size.div_ceil(1024 * 1024)))
+            .unwrap_or_else(|| "larger".into());
+        ApiFailure::TooLarge(format!(
+            "the upload is {size}; this server takes at most {} MiB (add large files to .gitignore, or start the server with a larger --max-upload-mib)",
+            state.max_upload_bytes / (1024 * 1024)
+        ))
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok())
-        .unwrap_or(body.len() as u64);
-    if declared > state.max_upload_bytes {
-        return Err(ApiFailure::TooLarge(format!(
-            "the upload is {} MiB; this server takes at most {} MiB (add large files to .gitignore)",
-            declared / (1024 * 1024),
-            state.max_upload_bytes / (1024 * 1024)
-        )));
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|size| size > state.max_upload_bytes) {
+        return Err(too_large(declared));
     }
     state.store.app(&app)?;
+    let body = axum::body::to_bytes(body, state.max_upload_bytes as usize)
+        .await
+        .map_err(|_| too_large(None))?;
     let (progress, receiver) = mpsc::unbounded_channel();
     let deployer = state.deployer.clone();
     tokio::spawn(async move {
@@ -318,19 +366,36 @@ fn send_failure(progress: &mpsc::UnboundedSender<DeployProgress>, failure: Deplo
 /// An app's releases, newest first.
 #[utoipa::path(get, path = "/v1/apps/{app}/releases", params(("app" = String, Path)),
     responses((status = 200, body = [ReleaseInfo]), (status = 404, body = ApiError)))]
-async fn releases(State(state): State<ApiState>, Path(app): Path<String>) -> ApiResult<Json<Vec<ReleaseInfo>>> {
-    Ok(Json(state.store.releases(&app)?.iter().map(release_info).collect()))
+async fn releases(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<ReleaseInfo>>> {
+    Ok(Json(
+        state
+            .store
+            .releases(&app)?
+            .iter()
+            .map(release_info)
+            .collect(),
+    ))
 }
 
 /// Rolls back to an earlier release without building. Answers with NDJSON.
 #[utoipa::path(post, path = "/v1/apps/{app}/rollback", params(("app" = String, Path)), request_body = RollbackRequest,
     responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 404, body = ApiError)))]
-async fn rollback(State(state): State<ApiState>, Path(app): Path<String>, Json(request): Json<RollbackRequest>) -> ApiResult<Response> {
+async fn rollback(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Json(request): Json<RollbackRequest>,
+) -> ApiResult<Response> {
     state.store.app(&app)?;
     let (progress, receiver) = mpsc::unbounded_channel();
     let deployer = state.deployer.clone();
     tokio::spawn(async move {
-        if let Err(failure) = deployer.rollback(app, request.version, progress.clone()).await {
+        if let Err(failure) = deployer
+            .rollback(app, request.version, progress.clone())
+            .await
+        {
             send_failure(&progress, failure);
         }
     });
@@ -340,12 +405,20 @@ async fn rollback(State(state): State<ApiState>, Path(app): Path<String>, Json(r
 /// Sets desired instance counts per process group.
 #[utoipa::path(post, path = "/v1/apps/{app}/scale", params(("app" = String, Path)), request_body = ScaleRequest,
     responses((status = 200, body = AppStatus), (status = 404, body = ApiError)))]
-async fn scale(State(state): State<ApiState>, Path(app): Path<String>, Json(request): Json<ScaleRequest>) -> ApiResult<Json<AppStatus>> {
+async fn scale(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Json(request): Json<ScaleRequest>,
+) -> ApiResult<Json<AppStatus>> {
     if request.counts.is_empty() {
-        return Err(ApiFailure::BadRequest("name at least one process group, as in web=3".into()));
+        return Err(ApiFailure::BadRequest(
+            "name at least one process group, as in web=3".into(),
+        ));
     }
     if let Some((name, count)) = request.counts.iter().find(|(_, count)| **count > 64) {
-        return Err(ApiFailure::BadRequest(format!("{name}={count} is more than the 64 instances a group may have")));
+        return Err(ApiFailure::BadRequest(format!(
+            "{name}={count} is more than the 64 instances a group may have"
+        )));
     }
     state.store.set_counts(&app, &request.counts)?;
     state.reconciler.nudge();
@@ -355,16 +428,25 @@ async fn scale(State(state): State<ApiState>, Path(app): Path<String>, Json(requ
 /// The app's env vars.
 #[utoipa::path(get, path = "/v1/apps/{app}/env", params(("app" = String, Path)),
     responses((status = 200, body = BTreeMap<String, String>), (status = 404, body = ApiError)))]
-async fn get_env(State(state): State<ApiState>, Path(app): Path<String>) -> ApiResult<Json<BTreeMap<String, String>>> {
+async fn get_env(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<BTreeMap<String, String>>> {
     Ok(Json(state.store.env(&app)?))
 }
 
 /// Sets and unsets env vars; a change makes a new release. Answers with NDJSON.
 #[utoipa::path(post, path = "/v1/apps/{app}/env", params(("app" = String, Path)), request_body = EnvChange,
     responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn change_env(State(state): State<ApiState>, Path(app): Path<String>, Json(change): Json<EnvChange>) -> ApiResult<Response> {
+async fn change_env(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Json(change): Json<EnvChange>,
+) -> ApiResult<Response> {
     if change.set.is_empty() && change.unset.is_empty() {
-        return Err(ApiFailure::BadRequest("nothing to change: give KEY=VALUE to set or KEY to unset".into()));
+        return Err(ApiFailure::BadRequest(
+            "nothing to change: give KEY=VALUE to set or KEY to unset".into(),
+        ));
     }
     for key in change.set.keys().chain(change.unset.iter()) {
         crate::deploy::validate_env_key(key).map_err(ApiFailure::BadRequest)?;
@@ -373,10 +455,16 @@ async fn change_env(State(state): State<ApiState>, Path(app): Path<String>, Json
     let (progress, receiver) = mpsc::unbounded_channel();
     let deployer = state.deployer.clone();
     tokio::spawn(async move {
-        match deployer.change_env(app.clone(), change.set, change.unset, progress.clone()).await {
+        match deployer
+            .change_env(app.clone(), change.set, change.unset, progress.clone())
+            .await
+        {
             Ok(Some(_)) => {}
             Ok(None) => {
-                let _ = progress.send(DeployProgress::Done { release: 0, url: String::new() });
+                let _ = progress.send(DeployProgress::Done {
+                    release: 0,
+                    url: String::new(),
+                });
             }
             Err(failure) => send_failure(&progress, failure),
         }
@@ -406,10 +494,17 @@ struct LogParams {
 /// An app's logs: JSON array, or NDJSON with `follow=true`.
 #[utoipa::path(get, path = "/v1/apps/{app}/logs", params(("app" = String, Path), LogParams),
     responses((status = 200, body = [LogLine]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn logs(State(state): State<ApiState>, Path(app): Path<String>, Query(params): Query<LogParams>) -> ApiResult<Response> {
+async fn logs(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Query(params): Query<LogParams>,
+) -> ApiResult<Response> {
     state.store.app(&app)?;
     let since_micros = match &params.since {
-        Some(since) => Some(berth_logs::parse_since(since).map_err(|err| ApiFailure::BadRequest(err.to_string()))?),
+        Some(since) => Some(
+            berth_logs::parse_since(since)
+                .map_err(|err| ApiFailure::BadRequest(err.to_string()))?,
+        ),
         None => None,
     };
     let mut query = LogQuery {
@@ -423,9 +518,17 @@ async fn logs(State(state): State<ApiState>, Path(app): Path<String>, Query(para
         limit: params.limit.unwrap_or(200).min(10_000),
     };
     let mut live = params.follow.then(|| state.logs.subscribe());
-    let past = state.logs.query(&query).map_err(|err| ApiFailure::BadRequest(err.to_string()))?;
+    let past = state
+        .logs
+        .query(&query)
+        .map_err(|err| ApiFailure::BadRequest(err.to_string()))?;
     let Some(mut live) = live.take() else {
-        return Ok(Json(past.into_iter().map(|stored| stored.line).collect::<Vec<_>>()).into_response());
+        return Ok(Json(
+            past.into_iter()
+                .map(|stored| stored.line)
+                .collect::<Vec<_>>(),
+        )
+        .into_response());
     };
     let (sender, receiver) = mpsc::unbounded_channel();
     query.after_id = past.last().map(|stored| stored.id);
@@ -465,7 +568,11 @@ struct EventParams {
 /// An app's event log: deploys, starts, exits and their causes, health changes, scaling.
 #[utoipa::path(get, path = "/v1/apps/{app}/events", params(("app" = String, Path), EventParams),
     responses((status = 200, body = [EventInfo]), (status = 404, body = ApiError)))]
-async fn events(State(state): State<ApiState>, Path(app): Path<String>, Query(params): Query<EventParams>) -> ApiResult<Response> {
+async fn events(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Response> {
     state.store.app(&app)?;
     let limit = params.limit.unwrap_or(100).min(10_000);
     let to_info = |row: berth_store::EventRow| EventInfo {
@@ -475,12 +582,19 @@ async fn events(State(state): State<ApiState>, Path(app): Path<String>, Query(pa
         kind: row.kind,
         message: row.message,
     };
-    let past: Vec<EventInfo> = state.store.events(&app, params.after.unwrap_or(0), limit)?.into_iter().map(to_info).collect();
+    let past: Vec<EventInfo> = state
+        .store
+        .events(&app, params.after.unwrap_or(0), limit)?
+        .into_iter()
+        .map(to_info)
+        .collect();
     if !params.follow {
         return Ok(Json(past).into_response());
     }
     let (sender, receiver) = mpsc::unbounded_channel();
-    let mut after = past.last().map_or(params.after.unwrap_or(0), |event| event.id);
+    let mut after = past
+        .last()
+        .map_or(params.after.unwrap_or(0), |event| event.id);
     for event in past {
         let _ = sender.send(event);
     }
@@ -488,7 +602,9 @@ async fn events(State(state): State<ApiState>, Path(app): Path<String>, Query(pa
     tokio::spawn(async move {
         while !sender.is_closed() {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let Ok(new) = store.events(&app, after, 1000) else { break };
+            let Ok(new) = store.events(&app, after, 1000) else {
+                break;
+            };
             for row in new {
                 after = row.id;
                 if sender.send(to_info(row)).is_err() {

@@ -17,7 +17,7 @@ use berth_proto::DeployProgress;
 use berth_spec::{AppSpec, BuilderKind, SPEC_FILE_NAMES};
 use berth_store::{NewRelease, ReleaseRow, Store, StoreError};
 use bytes::Bytes;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use crate::reconciler::ReconcilerHandle;
@@ -26,7 +26,9 @@ use crate::reconciler::ReconcilerHandle;
 pub type Progress = mpsc::UnboundedSender<DeployProgress>;
 
 fn say(progress: &Progress, message: impl Into<String>) {
-    let _ = progress.send(DeployProgress::Step { message: message.into() });
+    let _ = progress.send(DeployProgress::Step {
+        message: message.into(),
+    });
 }
 
 /// Why a deploy failed; the message is for a person.
@@ -93,42 +95,64 @@ impl Deployer {
     }
 
     fn lock_for(&self, app: &str) -> Arc<Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         locks.entry(app.to_string()).or_default().clone()
     }
 
     /// Builds `upload` (a zstd tarball) and rolls it out.
-    pub async fn deploy_upload(self: Arc<Self>, app: String, upload: Bytes, progress: Progress) -> Result<u64, DeployFailure> {
+    pub async fn deploy_upload(
+        self: Arc<Self>,
+        app: String,
+        upload: Bytes,
+        progress: Progress,
+    ) -> Result<u64, DeployFailure> {
         let lock = self.lock_for(&app);
         let _guard = match lock.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
-                say(&progress, "another deploy of this app is running; waiting for it");
+                say(
+                    &progress,
+                    "another deploy of this app is running; waiting for it",
+                );
                 lock.lock().await
             }
         };
         self.store.app(&app)?;
-        say(&progress, format!("unpacking the source ({} KiB)", upload.len() / 1024));
-        std::fs::create_dir_all(&self.tmp_dir)
-            .map_err(|err| DeployFailure::before_release(format!("cannot create {}: {err}", self.tmp_dir.display())))?;
+        say(
+            &progress,
+            format!("unpacking the source ({} KiB)", upload.len() / 1024),
+        );
+        std::fs::create_dir_all(&self.tmp_dir).map_err(|err| {
+            DeployFailure::before_release(format!(
+                "cannot create {}: {err}",
+                self.tmp_dir.display()
+            ))
+        })?;
         let staging = tempfile::Builder::new()
             .prefix("upload-")
             .tempdir_in(&self.tmp_dir)
-            .map_err(|err| DeployFailure::before_release(format!("cannot create a staging directory: {err}")))?;
+            .map_err(|err| {
+                DeployFailure::before_release(format!("cannot create a staging directory: {err}"))
+            })?;
         let staging_path = staging.path().to_path_buf();
         let limits = self.source_limits;
-        tokio::task::spawn_blocking(move || berth_build::unpack(&upload[..], &staging_path, limits))
-            .await
-            .map_err(|err| DeployFailure::before_release(format!("unpacking stopped: {err}")))?
-            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            berth_build::unpack(&upload[..], &staging_path, limits)
+        })
+        .await
+        .map_err(|err| DeployFailure::before_release(format!("unpacking stopped: {err}")))?
+        .map_err(|err| DeployFailure::before_release(err.to_string()))?;
 
         let spec = read_spec(staging.path(), &progress)?;
-        if let Some(named) = &spec.app {
-            if named != &app {
-                let _ = progress.send(DeployProgress::Warning {
-                    message: format!("the spec names app `{named}`; deploying to `{app}` as asked"),
-                });
-            }
+        if let Some(named) = &spec.app
+            && named != &app
+        {
+            let _ = progress.send(DeployProgress::Warning {
+                message: format!("the spec names app `{named}`; deploying to `{app}` as asked"),
+            });
         }
         if !matches!(spec.build.builder, BuilderKind::Cargo) {
             return Err(DeployFailure::before_release(
@@ -136,7 +160,10 @@ impl Deployer {
             ));
         }
 
-        say(&progress, "building with cargo build --release (low priority)");
+        say(
+            &progress,
+            "building with cargo build --release (low priority)",
+        );
         let started = Instant::now();
         let builder = self.builder.clone();
         let slugs = self.slugs.clone();
@@ -151,20 +178,31 @@ impl Deployer {
             let (built, _lock) = builder
                 .build(&app_for_build, &source, bin.as_deref(), &mut output)
                 .map_err(|err| err.to_string())?;
-            let digest = slugs.store(&built.source_dir, &built.binaries).map_err(|err| {
-                let source = std::error::Error::source(&err).map(|source| format!(": {source}")).unwrap_or_default();
-                format!("{err}{source}")
-            })?;
+            let digest = slugs
+                .store(&built.source_dir, &built.binaries)
+                .map_err(|err| {
+                    let source = std::error::Error::source(&err)
+                        .map(|source| format!(": {source}"))
+                        .unwrap_or_default();
+                    format!("{err}{source}")
+                })?;
             Ok::<_, String>((built.default_binary, digest))
         })
         .await
         .map_err(|err| DeployFailure::before_release(format!("the build stopped: {err}")))?
         .map_err(DeployFailure::before_release)?;
         let (default_binary, slug) = built;
-        say(&progress, format!("built in {:.1}s; slug {slug}", started.elapsed().as_secs_f64()));
+        say(
+            &progress,
+            format!(
+                "built in {:.1}s; slug {slug}",
+                started.elapsed().as_secs_f64()
+            ),
+        );
 
-        let spec_json = serde_json::to_string(&spec)
-            .map_err(|err| DeployFailure::before_release(format!("cannot store the spec: {err}")))?;
+        let spec_json = serde_json::to_string(&spec).map_err(|err| {
+            DeployFailure::before_release(format!("cannot store the spec: {err}"))
+        })?;
         let release = self.store.begin_release(
             &app,
             NewRelease {
@@ -202,7 +240,10 @@ impl Deployer {
         let cause = format!("env {}", changes.join(", "));
         let Some(current) = app_row.target_release else {
             self.store.set_env(&app, &env, &cause)?;
-            say(&progress, "saved; the app has no release yet, so the env applies at its first deploy");
+            say(
+                &progress,
+                "saved; the app has no release yet, so the env applies at its first deploy",
+            );
             return Ok(None);
         };
         let current = self.store.release(&app, current)?;
@@ -221,28 +262,51 @@ impl Deployer {
     }
 
     /// Rolls back to `version` (or the release before the active one) without building.
-    pub async fn rollback(self: Arc<Self>, app: String, version: Option<u64>, progress: Progress) -> Result<u64, DeployFailure> {
+    pub async fn rollback(
+        self: Arc<Self>,
+        app: String,
+        version: Option<u64>,
+        progress: Progress,
+    ) -> Result<u64, DeployFailure> {
         let lock = self.lock_for(&app);
         let _guard = lock.lock().await;
         let releases = self.store.releases(&app)?;
-        let active = releases.iter().find(|release| release.status == "active").map(|release| release.version);
+        let active = releases
+            .iter()
+            .find(|release| release.status == "active")
+            .map(|release| release.version);
         let target = match version {
             Some(version) => releases
                 .iter()
                 .find(|release| release.version == version)
-                .ok_or_else(|| DeployFailure::before_release(format!("app `{app}` has no release v{version}")))?,
+                .ok_or_else(|| {
+                    DeployFailure::before_release(format!("app `{app}` has no release v{version}"))
+                })?,
             None => releases
                 .iter()
                 .find(|release| release.status == "superseded" && Some(release.version) < active)
-                .ok_or_else(|| DeployFailure::before_release(format!("app `{app}` has no earlier good release to roll back to")))?,
+                .ok_or_else(|| {
+                    DeployFailure::before_release(format!(
+                        "app `{app}` has no earlier good release to roll back to"
+                    ))
+                })?,
         };
         if Some(target.version) == active {
-            return Err(DeployFailure::before_release(format!("v{} is already the active release", target.version)));
+            return Err(DeployFailure::before_release(format!(
+                "v{} is already the active release",
+                target.version
+            )));
         }
         if !self.slugs.contains(&target.slug) {
-            return Err(DeployFailure::before_release(format!("the slug of v{} is no longer stored", target.version)));
+            return Err(DeployFailure::before_release(format!(
+                "the slug of v{} is no longer stored",
+                target.version
+            )));
         }
-        say(&progress, format!("rolling back to v{} (no build)", target.version));
+        say(
+            &progress,
+            format!("rolling back to v{} (no build)", target.version),
+        );
         let spec: AppSpec = serde_json::from_str(&target.spec_json).unwrap_or_default();
         let release = self.store.begin_release(
             &app,
@@ -258,7 +322,12 @@ impl Deployer {
     }
 
     /// Makes `release` (already the app's target) serve, or fails it.
-    async fn roll_out(&self, spec: &AppSpec, release: ReleaseRow, progress: &Progress) -> Result<u64, DeployFailure> {
+    async fn roll_out(
+        &self,
+        spec: &AppSpec,
+        release: ReleaseRow,
+        progress: &Progress,
+    ) -> Result<u64, DeployFailure> {
         let app = release.app.clone();
         let version = release.version;
         let counts = self.store.counts(&app)?;
@@ -267,27 +336,36 @@ impl Deployer {
             .keys()
             .map(|process| format!("{process} ×{}", counts.get(process).copied().unwrap_or(0)))
             .collect();
-        say(progress, format!("starting v{version}: {}", plan.join(", ")));
+        say(
+            progress,
+            format!("starting v{version}: {}", plan.join(", ")),
+        );
         let mut failures = self.reconciler.start_failures();
         let mut snapshots = self.reconciler.watch_snapshot();
         self.reconciler.nudge();
-        let deadline = Instant::now() + spec.deploy.wait_timeout + std::time::Duration::from_secs(2);
+        let deadline =
+            Instant::now() + spec.deploy.wait_timeout + std::time::Duration::from_secs(2);
         loop {
             if self.release_is_up(&app, version) {
                 self.store.finish_release(&app, version)?;
                 self.reconciler.nudge();
                 let url = (self.url_for)(&app);
-                say(progress, format!("v{version} is healthy; older instances drain and stop"));
-                let _ = progress.send(DeployProgress::Done { release: version, url });
+                say(
+                    progress,
+                    format!("v{version} is healthy; older instances drain and stop"),
+                );
+                let _ = progress.send(DeployProgress::Done {
+                    release: version,
+                    url,
+                });
                 return Ok(version);
             }
             tokio::select! {
                 failure = failures.recv() => {
-                    if let Ok(failure) = failure {
-                        if failure.app == app && failure.release == version {
+                    if let Ok(failure) = failure
+                        && failure.app == app && failure.release == version {
                             return Err(self.fail(&app, version, &failure.reason, Some(&failure.instance)).await);
                         }
-                    }
                 }
                 changed = snapshots.changed() => {
                     if changed.is_err() {
@@ -303,24 +381,38 @@ impl Deployer {
     }
 
     fn release_is_up(&self, app: &str, version: u64) -> bool {
-        let Ok(counts) = self.store.counts(app) else { return false };
-        let Ok(release) = self.store.release(app, version) else { return false };
+        let Ok(counts) = self.store.counts(app) else {
+            return false;
+        };
+        let Ok(release) = self.store.release(app, version) else {
+            return false;
+        };
         let snapshot = self.reconciler.snapshot();
-        let Some(actual) = snapshot.apps.get(app) else { return false };
+        let Some(actual) = snapshot.apps.get(app) else {
+            return false;
+        };
         release.processes.keys().all(|process| {
             let want = counts.get(process).copied().unwrap_or(0) as usize;
             let running = actual
                 .instances
                 .iter()
                 .filter(|instance| {
-                    &instance.process == process && instance.release == version && instance.state == berth_proto::InstanceState::Running
+                    &instance.process == process
+                        && instance.release == version
+                        && instance.state == berth_proto::InstanceState::Running
                 })
                 .count();
             running >= want
         })
     }
 
-    async fn fail(&self, app: &str, version: u64, reason: &str, instance: Option<&str>) -> DeployFailure {
+    async fn fail(
+        &self,
+        app: &str,
+        version: u64,
+        reason: &str,
+        instance: Option<&str>,
+    ) -> DeployFailure {
         let previous = match self.store.fail_release(app, version, reason) {
             Ok(previous) => previous,
             Err(err) => {
@@ -343,13 +435,13 @@ impl Deployer {
                 limit: 20,
                 ..LogQuery::default()
             };
-            if let Ok(lines) = self.logs.query(&query) {
-                if !lines.is_empty() {
-                    message.push_str(&format!("\nlast output of {instance}:"));
-                    for stored in lines {
-                        message.push_str("\n  ");
-                        message.push_str(&stored.line.message);
-                    }
+            if let Ok(lines) = self.logs.query(&query)
+                && !lines.is_empty()
+            {
+                message.push_str(&format!("\nlast output of {instance}:"));
+                for stored in lines {
+                    message.push_str("\n  ");
+                    message.push_str(&stored.line.message);
                 }
             }
         }
@@ -369,7 +461,8 @@ fn read_spec(dir: &Path, progress: &Progress) -> Result<AppSpec, DeployFailure> 
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|err| DeployFailure::before_release(format!("cannot read {name}: {err}")))?;
-        let parsed = berth_spec::parse_spec(name, &text).map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        let parsed = berth_spec::parse_spec(name, &text)
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
         for warning in parsed.warnings {
             let _ = progress.send(DeployProgress::Warning { message: warning });
         }
@@ -381,7 +474,10 @@ fn read_spec(dir: &Path, progress: &Progress) -> Result<AppSpec, DeployFailure> 
             "the upload has no Cargo.toml, berth.toml or fly.toml; run berth in the app's folder",
         ));
     }
-    say(progress, "no berth.toml or fly.toml: zero config (the package's binary serves as `web`)");
+    say(
+        progress,
+        "no berth.toml or fly.toml: zero config (the package's binary serves as `web`)",
+    );
     Ok(AppSpec::default())
 }
 
@@ -391,7 +487,9 @@ pub fn validate_env_key(key: &str) -> Result<(), String> {
         && !key.starts_with(|c: char| c.is_ascii_digit())
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(format!("`{key}` is not a valid env var name (letters, digits and _, not starting with a digit)"));
+        return Err(format!(
+            "`{key}` is not a valid env var name (letters, digits and _, not starting with a digit)"
+        ));
     }
     if key == "PORT" || key.starts_with("BERTH_") {
         return Err(format!("`{key}` is set by berth and cannot be changed"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use berth_spec::HealthCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::{Instant, timeout};
 
 /// Runs one check against `addr`; `Err` says why it failed.
 pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
@@ -46,7 +46,11 @@ pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> 
 }
 
 /// Probes quickly until the first success or `deadline`. Returns the time it took.
-pub async fn wait_until_healthy(addr: SocketAddr, check: &HealthCheck, deadline: Instant) -> Result<Duration, String> {
+pub async fn wait_until_healthy(
+    addr: SocketAddr,
+    check: &HealthCheck,
+    deadline: Instant,
+) -> Result<Duration, String> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);
     let mut last_error = "not checked yet".to_string();
@@ -74,7 +78,9 @@ mod tests {
                 let mut buffer = [0u8; 1024];
                 let _ = stream.read(&mut buffer).await;
                 let _ = stream
-                    .write_all(format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .write_all(
+                        format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n").as_bytes(),
+                    )
                     .await;
             }
         });
@@ -90,9 +96,19 @@ mod tests {
 
     #[tokio::test]
     async fn http_checks_want_2xx_or_3xx() {
-        assert!(probe(http_server(200).await, &http_check("/healthz")).await.is_ok());
-        assert!(probe(http_server(302).await, &http_check("/")).await.is_ok());
-        let err = probe(http_server(500).await, &http_check("/healthz")).await.unwrap_err();
+        assert!(
+            probe(http_server(200).await, &http_check("/healthz"))
+                .await
+                .is_ok()
+        );
+        assert!(
+            probe(http_server(302).await, &http_check("/"))
+                .await
+                .is_ok()
+        );
+        let err = probe(http_server(500).await, &http_check("/healthz"))
+            .await
+            .unwrap_err();
         assert_eq!(err, "GET /healthz answered 500");
     }
 
@@ -104,6 +120,10 @@ mod tests {
         drop(listener);
         assert!(probe(addr, &HealthCheck::default()).await.is_err());
         let deadline = Instant::now() + Duration::from_millis(100);
-        assert!(wait_until_healthy(addr, &HealthCheck::default(), deadline).await.is_err());
+        assert!(
+            wait_until_healthy(addr, &HealthCheck::default(), deadline)
+                .await
+                .is_err()
+        );
     }
 }

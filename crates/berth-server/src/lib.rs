@@ -102,7 +102,9 @@ pub fn app_url(app: &str, suffix: &str, router: SocketAddr) -> String {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// Runs a server until `shutdown` is cancelled; returns once every instance
@@ -115,8 +117,10 @@ pub async fn run(
     // Load.
     let data = &config.data_dir;
     std::fs::create_dir_all(data).map_err(data_error(data))?;
-    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).map_err(data_error(data))?;
-    std::fs::create_dir_all(&config.build_cache_dir).map_err(data_error(&config.build_cache_dir))?;
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+        .map_err(data_error(data))?;
+    std::fs::create_dir_all(&config.build_cache_dir)
+        .map_err(data_error(&config.build_cache_dir))?;
     let token = ensure_token(&config.token_path()).map_err(data_error(&config.token_path()))?;
     let tmp = config.tmp_dir();
     if tmp.exists() {
@@ -130,10 +134,18 @@ pub async fn run(
     let slugs = SlugStore::new(config.slugs_dir());
     let api_listener = bind(config.api_addr).await?;
     let router_listener = bind(config.router_addr).await?;
-    let api_addr = api_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.api_addr, source })?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.api_addr,
+            source,
+        })?;
     let router_addr = router_listener
         .local_addr()
-        .map_err(|source| ServerError::Bind { addr: config.router_addr, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: config.router_addr,
+            source,
+        })?;
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
     let (reconciler, handle) = Reconciler::new(ReconcilerParts {
         store: store.clone(),
@@ -143,7 +155,8 @@ pub async fn run(
         routes,
     });
     let suffix = config.domain_suffix.clone();
-    let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> = Arc::new(move |app| app_url(app, &suffix, router_addr));
+    let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> =
+        Arc::new(move |app| app_url(app, &suffix, router_addr));
     let deployer = Arc::new(Deployer::new(
         store.clone(),
         logs.clone(),
@@ -191,7 +204,8 @@ pub async fn run(
         router_url,
         pid: std::process::id(),
     };
-    write_server_info(&config.server_info_path(), &info).map_err(data_error(&config.server_info_path()))?;
+    write_server_info(&config.server_info_path(), &info)
+        .map_err(data_error(&config.server_info_path()))?;
     tracing::info!(api = %info.api_url, router = %info.router_url, data = %data.display(), "berth server ready");
     if let Some(ready) = ready {
         let _ = ready.send(info);
@@ -202,7 +216,10 @@ pub async fn run(
     let _ = router_task.await;
     let _ = reconciler_task.await;
     // Followed logs would keep the API open; it has had its chance to finish.
-    if tokio::time::timeout(std::time::Duration::from_secs(2), api_task).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(2), api_task)
+        .await
+        .is_err()
+    {
         tracing::warn!("the API did not finish in time");
     }
     let _ = std::fs::remove_file(config.server_info_path());
@@ -211,6 +228,9 @@ pub async fn run(
 
 fn write_server_info(path: &Path, info: &ServerInfo) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(tmp, path)
 }

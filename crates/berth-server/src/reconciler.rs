@@ -15,14 +15,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_build::{SlugStore, SLUG_BIN_DIR};
+use berth_build::{SLUG_BIN_DIR, SlugStore};
 use berth_logs::{LogSource, LogStore};
 use berth_proto::{GroupHealth, InstanceInfo, InstanceState, LogStream, ProcessGroupStatus};
 use berth_router::{AppRoute, AppTraffic, Backend, RouteTable};
 use berth_runtime::{Driver, ExitCause, InstanceSpec, OutputSink, OutputStream, RunningInstance};
 use berth_spec::AppSpec;
 use berth_store::{DesiredApp, ReleaseRow, Store};
-use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -324,7 +324,9 @@ impl Reconciler {
         let stable: Vec<(String, String)> = self
             .instances
             .values()
-            .filter(|instance| instance.phase == Phase::Running && instance.started.elapsed() > STABLE_AFTER)
+            .filter(|instance| {
+                instance.phase == Phase::Running && instance.started.elapsed() > STABLE_AFTER
+            })
             .map(|instance| (instance.app.clone(), instance.process.clone()))
             .collect();
         for key in stable {
@@ -355,7 +357,11 @@ impl Reconciler {
         let spec = self.spec(release);
         for (process, command) in &release.processes {
             let serves_http = spec.serves_http(process);
-            let fixed_port = if serves_http { spec.http.internal_port } else { None };
+            let fixed_port = if serves_http {
+                spec.http.internal_port
+            } else {
+                None
+            };
             let mut want = app.counts.get(process).copied().unwrap_or(0) as usize;
             if fixed_port.is_some() {
                 want = want.min(1);
@@ -375,20 +381,40 @@ impl Reconciler {
                 .copied()
                 .filter(|instance| instance.release != release.version && instance.phase.is_live())
                 .collect();
-            let old_alive = group.iter().any(|instance| instance.release != release.version);
+            let old_alive = group
+                .iter()
+                .any(|instance| instance.release != release.version);
 
             let mut stops: Vec<(String, &'static str)> = Vec::new();
             if current.len() > want {
                 // Stop the least useful first: not yet running, then the newest.
-                current.sort_by_key(|instance| (instance.phase == Phase::Running, std::cmp::Reverse(instance.started)));
+                current.sort_by_key(|instance| {
+                    (
+                        instance.phase == Phase::Running,
+                        std::cmp::Reverse(instance.started),
+                    )
+                });
                 for instance in current.drain(..current.len() - want) {
                     stops.push((instance.id.clone(), "scaled down"));
                 }
             }
-            let healthy_new = current.iter().filter(|instance| instance.phase == Phase::Running).count();
-            let allowed_old = if fixed_port.is_some() { 0 } else { want.saturating_sub(healthy_new) };
+            let healthy_new = current
+                .iter()
+                .filter(|instance| instance.phase == Phase::Running)
+                .count();
+            let allowed_old = if fixed_port.is_some() {
+                0
+            } else {
+                want.saturating_sub(healthy_new)
+            };
             if old.len() > allowed_old {
-                old.sort_by_key(|instance| (instance.phase == Phase::Running, instance.release, instance.started));
+                old.sort_by_key(|instance| {
+                    (
+                        instance.phase == Phase::Running,
+                        instance.release,
+                        instance.started,
+                    )
+                });
                 let surplus = old.len() - allowed_old;
                 for instance in old.drain(..surplus) {
                     stops.push((instance.id.clone(), "replaced by a newer release"));
@@ -403,13 +429,24 @@ impl Reconciler {
                 continue;
             }
             let key = (app.app.clone(), process.clone());
-            if self.backoff.get(&key).and_then(|backoff| backoff.next_start).is_some_and(|at| at > now) {
+            if self
+                .backoff
+                .get(&key)
+                .and_then(|backoff| backoff.next_start)
+                .is_some_and(|at| at > now)
+            {
                 continue;
             }
             for _ in 0..missing {
-                if let Err(reason) = self.start_instance(release, &spec, process, command, serves_http, fixed_port) {
+                if let Err(reason) =
+                    self.start_instance(release, &spec, process, command, serves_http, fixed_port)
+                {
                     self.record_failure(&app.app, process, &reason);
-                    self.event(&app.app, "instance.failed", &format!("cannot start {process} (v{}): {reason}", release.version));
+                    self.event(
+                        &app.app,
+                        "instance.failed",
+                        &format!("cannot start {process} (v{}): {reason}", release.version),
+                    );
                     break;
                 }
             }
@@ -418,7 +455,11 @@ impl Reconciler {
         let retired: Vec<String> = self
             .instances
             .values()
-            .filter(|instance| instance.app == app.app && instance.phase.is_live() && !groups.contains(&instance.process))
+            .filter(|instance| {
+                instance.app == app.app
+                    && instance.phase.is_live()
+                    && !groups.contains(&instance.process)
+            })
             .map(|instance| instance.id.clone())
             .collect();
         for id in retired {
@@ -427,7 +468,10 @@ impl Reconciler {
     }
 
     fn record_failure(&mut self, app: &str, process: &str, cause: &str) -> Duration {
-        let backoff = self.backoff.entry((app.to_string(), process.to_string())).or_default();
+        let backoff = self
+            .backoff
+            .entry((app.to_string(), process.to_string()))
+            .or_default();
         backoff.failures += 1;
         let delay = Backoff::delay(backoff.failures);
         backoff.next_start = Some(Instant::now() + delay);
@@ -446,7 +490,10 @@ impl Reconciler {
     ) -> Result<(), String> {
         let slug_dir = self.parts.slugs.path(&release.slug);
         if !slug_dir.is_dir() {
-            return Err(format!("the slug {} of v{} is missing from the data dir", release.slug, release.version));
+            return Err(format!(
+                "the slug {} of v{} is missing from the data dir",
+                release.slug, release.version
+            ));
         }
         let id = format!("{process}-{:08x}", rand::random::<u32>());
         let port = if serves_http {
@@ -458,8 +505,17 @@ impl Reconciler {
             None
         };
         let mut env: Vec<(String, String)> = Vec::new();
-        env.extend(spec.env.iter().map(|(key, value)| (key.clone(), value.clone())));
-        env.extend(release.env.iter().map(|(key, value)| (key.clone(), value.clone())));
+        env.extend(
+            spec.env
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        env.extend(
+            release
+                .env
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
         env.push(("BERTH_APP".into(), release.app.clone()));
         env.push(("BERTH_RELEASE".into(), release.version.to_string()));
         env.push(("BERTH_PROCESS".into(), process.to_string()));
@@ -494,7 +550,11 @@ impl Reconciler {
             .driver
             .start(&instance_spec, sink)
             .map_err(|err| format!("{err}: {}", err_source(&err)))?;
-        if let Err(err) = self.parts.store.journal_instance(&id, &release.app, running.pid) {
+        if let Err(err) = self
+            .parts
+            .store
+            .journal_instance(&id, &release.app, running.pid)
+        {
             tracing::warn!(error = %err, "cannot journal instance");
         }
 
@@ -525,7 +585,12 @@ impl Reconciler {
                 }
             })
         };
-        let backend = port.map(|port| Arc::new(Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone())));
+        let backend = port.map(|port| {
+            Arc::new(Backend::new(
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                id.clone(),
+            ))
+        });
         let instance = Instance {
             id: id.clone(),
             app: release.app.clone(),
@@ -539,8 +604,13 @@ impl Reconciler {
             kill_timeout: spec.kill_timeout,
             watcher,
         };
-        let port_text = port.map(|port| format!(" on port {port}")).unwrap_or_default();
-        self.berth_line(&instance, &format!("starting {id} (v{}): {command}{port_text}", release.version));
+        let port_text = port
+            .map(|port| format!(" on port {port}"))
+            .unwrap_or_default();
+        self.berth_line(
+            &instance,
+            &format!("starting {id} (v{}): {command}{port_text}", release.version),
+        );
         self.instances.insert(id, instance);
         Ok(())
     }
@@ -548,22 +618,35 @@ impl Reconciler {
     fn apply(&mut self, message: Message) {
         match message {
             Message::Healthy { id, after } => {
-                let Some(instance) = self.instances.get_mut(&id) else { return };
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
                 if instance.phase != Phase::Starting {
                     return;
                 }
                 instance.phase = Phase::Running;
-                let text = format!("{id} (v{}) is up after {:.2}s", instance.release, after.as_secs_f64());
+                let text = format!(
+                    "{id} (v{}) is up after {:.2}s",
+                    instance.release,
+                    after.as_secs_f64()
+                );
                 let app = instance.app.clone();
                 self.event(&app, "instance.started", &text);
             }
             Message::StartFailed { id, reason } => {
-                let Some(instance) = self.instances.get(&id) else { return };
+                let Some(instance) = self.instances.get(&id) else {
+                    return;
+                };
                 if instance.phase != Phase::Starting {
                     return;
                 }
-                let (app, process, release) = (instance.app.clone(), instance.process.clone(), instance.release);
-                let text = format!("{id} (v{release}) did not pass its health check in time: {reason}");
+                let (app, process, release) = (
+                    instance.app.clone(),
+                    instance.process.clone(),
+                    instance.release,
+                );
+                let text =
+                    format!("{id} (v{release}) did not pass its health check in time: {reason}");
                 self.event(&app, "health.timeout", &text);
                 self.record_failure(&app, &process, &text);
                 let _ = self.failures.send(StartFailure {
@@ -575,16 +658,24 @@ impl Reconciler {
                 self.begin_stop(&id, "its health check never passed");
             }
             Message::Unhealthy { id, reason } => {
-                let Some(instance) = self.instances.get_mut(&id) else { return };
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
                 if instance.phase != Phase::Running {
                     return;
                 }
                 instance.phase = Phase::Unhealthy;
                 let app = instance.app.clone();
-                self.event(&app, "health.failed", &format!("{id} is unhealthy and out of rotation: {reason}"));
+                self.event(
+                    &app,
+                    "health.failed",
+                    &format!("{id} is unhealthy and out of rotation: {reason}"),
+                );
             }
             Message::Recovered { id } => {
-                let Some(instance) = self.instances.get_mut(&id) else { return };
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
                 if instance.phase != Phase::Unhealthy {
                     return;
                 }
@@ -593,7 +684,9 @@ impl Reconciler {
                 self.event(&app, "health.recovered", &format!("{id} is healthy again"));
             }
             Message::Exited { id, cause } => {
-                let Some(instance) = self.instances.remove(&id) else { return };
+                let Some(instance) = self.instances.remove(&id) else {
+                    return;
+                };
                 instance.watcher.abort();
                 if let Err(err) = self.parts.store.forget_instance(&id) {
                     tracing::warn!(error = %err, "cannot forget instance");
@@ -605,7 +698,11 @@ impl Reconciler {
                     }
                     phase => {
                         let uptime = instance.started.elapsed();
-                        let delay = self.record_failure(&instance.app, &instance.process, &cause.to_string());
+                        let delay = self.record_failure(
+                            &instance.app,
+                            &instance.process,
+                            &cause.to_string(),
+                        );
                         let text = format!(
                             "{id} (v{release}) exited unexpectedly after {:.1}s: {cause}; restarting in {:.1}s",
                             uptime.as_secs_f64(),
@@ -630,7 +727,9 @@ impl Reconciler {
     /// Marks an instance for stopping; the stop runs after the next publish,
     /// so it has left the route table first.
     fn begin_stop(&mut self, id: &str, reason: &str) {
-        let Some(instance) = self.instances.get_mut(id) else { return };
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
         if !instance.phase.is_live() {
             return;
         }
@@ -647,10 +746,14 @@ impl Reconciler {
     }
 
     fn spawn_stop(&mut self, id: &str) {
-        let Some(instance) = self.instances.get(id) else { return };
+        let Some(instance) = self.instances.get(id) else {
+            return;
+        };
         let running = instance.running.clone();
         let grace = instance.kill_timeout;
-        let drain = (instance.phase == Phase::Draining).then(|| instance.backend.clone()).flatten();
+        let drain = (instance.phase == Phase::Draining)
+            .then(|| instance.backend.clone())
+            .flatten();
         tokio::spawn(async move {
             if let Some(backend) = drain {
                 // Let requests that picked this instance just before it left
@@ -685,7 +788,10 @@ impl Reconciler {
             };
             key.push((
                 app.app.clone(),
-                backends.iter().map(|backend| backend.instance.clone()).collect(),
+                backends
+                    .iter()
+                    .map(|backend| backend.instance.clone())
+                    .collect(),
                 reason.clone(),
             ));
             table.apps.insert(
@@ -715,7 +821,9 @@ impl Reconciler {
                     port: instance.port,
                 })
                 .collect();
-            snapshot.apps.insert(app.app.clone(), AppActual { instances, groups });
+            snapshot
+                .apps
+                .insert(app.app.clone(), AppActual { instances, groups });
         }
         self.traffic.retain(|app, _| table.apps.contains_key(app));
         if key != self.published_routes {
@@ -726,7 +834,9 @@ impl Reconciler {
     }
 
     fn group_statuses(&self, app: &DesiredApp) -> Vec<ProcessGroupStatus> {
-        let Some(release) = &app.release else { return Vec::new() };
+        let Some(release) = &app.release else {
+            return Vec::new();
+        };
         release
             .processes
             .iter()
@@ -745,7 +855,9 @@ impl Reconciler {
                 let backoff = self.backoff.get(&(app.app.clone(), process.clone()));
                 let (health, reason) = if desired == 0 {
                     (GroupHealth::Stopped, Some("scaled to zero".to_string()))
-                } else if let Some(backoff) = backoff.filter(|backoff| backoff.failures >= CRASH_LOOP_AFTER) {
+                } else if let Some(backoff) =
+                    backoff.filter(|backoff| backoff.failures >= CRASH_LOOP_AFTER)
+                {
                     let next = backoff
                         .next_start
                         .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
@@ -760,7 +872,10 @@ impl Reconciler {
                 } else if running >= desired {
                     (GroupHealth::Healthy, None)
                 } else {
-                    (GroupHealth::Converging, Some(format!("{running} of {desired} running")))
+                    (
+                        GroupHealth::Converging,
+                        Some(format!("{running} of {desired} running")),
+                    )
                 };
                 ProcessGroupStatus {
                     name: process.clone(),
@@ -795,10 +910,16 @@ fn unavailable_reason(app: &DesiredApp, groups: &[ProcessGroupStatus]) -> String
     if app.release.is_none() {
         return "it has not been deployed yet".into();
     }
-    match groups.iter().find(|group| group.name == berth_spec::DEFAULT_PROCESS || group.name == "app") {
+    match groups
+        .iter()
+        .find(|group| group.name == berth_spec::DEFAULT_PROCESS || group.name == "app")
+    {
         Some(group) if group.health == GroupHealth::Stopped => "it is scaled to zero".into(),
         Some(group) if group.health == GroupHealth::CrashLoop => {
-            format!("it is crash-looping ({})", group.reason.clone().unwrap_or_default())
+            format!(
+                "it is crash-looping ({})",
+                group.reason.clone().unwrap_or_default()
+            )
         }
         _ => "its instances are starting".into(),
     }
@@ -824,7 +945,10 @@ async fn watch_health(
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     match health::wait_until_healthy(addr, &check, Instant::now() + startup).await {
         Ok(after) => {
-            let _ = messages.send(Message::Healthy { id: id.clone(), after });
+            let _ = messages.send(Message::Healthy {
+                id: id.clone(),
+                after,
+            });
         }
         Err(reason) => {
             let _ = messages.send(Message::StartFailed { id, reason });
@@ -844,7 +968,10 @@ async fn watch_health(
             Err(reason) => {
                 failed_in_a_row += 1;
                 if failed_in_a_row == UNHEALTHY_AFTER {
-                    let _ = messages.send(Message::Unhealthy { id: id.clone(), reason });
+                    let _ = messages.send(Message::Unhealthy {
+                        id: id.clone(),
+                        reason,
+                    });
                 }
             }
         }
@@ -857,5 +984,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn err_source(err: &dyn std::error::Error) -> String {
-    err.source().map(|source| source.to_string()).unwrap_or_default()
+    err.source()
+        .map(|source| source.to_string())
+        .unwrap_or_default()
 }

@@ -76,8 +76,17 @@ mod tests {
     #[test]
     fn offsets_become_one_based_lines_and_columns() {
         let text = "a = 1\nbb = 2\n";
-        assert_eq!(Location::of_offset(text, 0), Location { line: 1, column: 1 });
-        assert_eq!(Location::of_offset(text, 6), Location { line: 2, column: 1 });
-        assert_eq!(Location::of_offset(text, 9), Location { line: 2, column: 4 });
+        assert_eq!(
+            Location::of_offset(text, 0),
+            Location { line: 1, column: 1 }
+        );
+        assert_eq!(
+            Location::of_offset(text, 6),
+            Location { line: 2, column: 1 }
+        );
+        assert_eq!(
+            Location::of_offset(text, 9),
+            Location { line: 2, column: 4 }
+        );
     }
 }

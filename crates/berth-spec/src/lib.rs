@@ -15,8 +15,8 @@ mod raw;
 pub use duration::parse_duration;
 pub use error::{Location, SpecError, SpecProblem};
 pub use model::{
-    AppSpec, BuildSpec, BuilderKind, DeploySpec, DeployStrategy, HealthCheck, HttpService,
-    DEFAULT_PROCESS,
+    AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
+    HttpService,
 };
 
 /// Files that hold an app spec, in the order berth looks for them.

@@ -133,7 +133,7 @@ pub enum DeployStrategy {
 }
 
 /// How HTTP reaches the app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct HttpService {
     /// A fixed port the app listens on (fly's `internal_port`); berth sets
     /// `PORT` to it. `None`: berth picks a free port per instance.
@@ -144,17 +144,6 @@ pub struct HttpService {
     pub force_https: bool,
     /// How berth decides an instance is healthy.
     pub check: HealthCheck,
-}
-
-impl Default for HttpService {
-    fn default() -> Self {
-        HttpService {
-            internal_port: None,
-            processes: None,
-            force_https: false,
-            check: HealthCheck::default(),
-        }
-    }
 }
 
 /// A health check.

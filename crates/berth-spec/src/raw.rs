@@ -164,7 +164,8 @@ impl Problems<'_> {
 
 pub(crate) fn parse(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
     let mut unknown_keys = Vec::new();
-    let deserializer = toml::Deserializer::parse(text).map_err(|err| toml_error(file, text, &err))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|err| toml_error(file, text, &err))?;
     let raw: RawSpec = serde_ignored::deserialize(deserializer, |path| {
         unknown_keys.push(path.to_string().replace(".?", "").replace("?.", ""))
     })
@@ -213,17 +214,17 @@ fn validate(
             Err(message) => problems.at(app, message),
         }
     }
-    if let Some(timeout) = &raw.kill_timeout {
-        if let Some(duration) = duration_value(timeout, Unit::Seconds, "kill_timeout", problems) {
-            spec.kill_timeout = duration;
-        }
+    if let Some(timeout) = &raw.kill_timeout
+        && let Some(duration) = duration_value(timeout, Unit::Seconds, "kill_timeout", problems)
+    {
+        spec.kill_timeout = duration;
     }
-    if let Some(signal) = &raw.kill_signal {
-        if !signal.eq_ignore_ascii_case("SIGTERM") {
-            warnings.push(format!(
-                "{file}: kill_signal = \"{signal}\" is not supported yet; berth sends SIGTERM"
-            ));
-        }
+    if let Some(signal) = &raw.kill_signal
+        && !signal.eq_ignore_ascii_case("SIGTERM")
+    {
+        warnings.push(format!(
+            "{file}: kill_signal = \"{signal}\" is not supported yet; berth sends SIGTERM"
+        ));
     }
 
     let ignored_here = [
@@ -277,25 +278,35 @@ fn validate(
                 ),
             );
         } else if command.get_ref().trim().is_empty() {
-            problems.at(command, format!("process group `{name}` has an empty command"));
+            problems.at(
+                command,
+                format!("process group `{name}` has an empty command"),
+            );
         } else {
             spec.processes
                 .insert(name.clone(), command.get_ref().trim().to_string());
         }
     }
 
-    spec.http = validate_http(file, raw.http_service, raw.services, raw.checks, problems, warnings);
-    if let Some(groups) = &spec.http.processes {
-        if !spec.processes.is_empty() {
-            for group in groups {
-                if !spec.processes.contains_key(group) {
-                    problems.found.push(SpecProblem {
-                        location: None,
-                        message: format!(
-                            "http_service.processes names `{group}`, which is not in [processes]"
-                        ),
-                    });
-                }
+    spec.http = validate_http(
+        file,
+        raw.http_service,
+        raw.services,
+        raw.checks,
+        problems,
+        warnings,
+    );
+    if let Some(groups) = &spec.http.processes
+        && !spec.processes.is_empty()
+    {
+        for group in groups {
+            if !spec.processes.contains_key(group) {
+                problems.found.push(SpecProblem {
+                    location: None,
+                    message: format!(
+                        "http_service.processes names `{group}`, which is not in [processes]"
+                    ),
+                });
             }
         }
     }
@@ -336,7 +347,10 @@ fn validate_build(
             }
             "image" => {
                 if !matches!(spec.builder, BuilderKind::Image { .. }) {
-                    problems.at(builder, "builder = \"image\" needs `image = \"…\"` in [build]".into());
+                    problems.at(
+                        builder,
+                        "builder = \"image\" needs `image = \"…\"` in [build]".into(),
+                    );
                 }
             }
             other if other.contains('/') => warnings.push(format!(
@@ -355,7 +369,9 @@ fn validate_build(
         ("ignorefile", build.ignorefile.is_some()),
     ] {
         if present {
-            warnings.push(format!("{file}: [build] {key} is ignored by the cargo builder"));
+            warnings.push(format!(
+                "{file}: [build] {key} is ignored by the cargo builder"
+            ));
         }
     }
     spec
@@ -368,7 +384,9 @@ fn validate_deploy(
     warnings: &mut Vec<String>,
 ) -> DeploySpec {
     let mut spec = DeploySpec {
-        release_command: deploy.release_command.filter(|command| !command.trim().is_empty()),
+        release_command: deploy
+            .release_command
+            .filter(|command| !command.trim().is_empty()),
         ..DeploySpec::default()
     };
     if spec.release_command.is_some() {
@@ -398,13 +416,16 @@ fn validate_deploy(
             }
         };
     }
-    if let Some(timeout) = &deploy.wait_timeout {
-        if let Some(duration) = duration_value(timeout, Unit::Seconds, "wait_timeout", problems) {
-            spec.wait_timeout = duration;
-        }
+    if let Some(timeout) = &deploy.wait_timeout
+        && let Some(duration) = duration_value(timeout, Unit::Seconds, "wait_timeout", problems)
+    {
+        spec.wait_timeout = duration;
     }
     for (key, present) in [
-        ("release_command_timeout", deploy.release_command_timeout.is_some()),
+        (
+            "release_command_timeout",
+            deploy.release_command_timeout.is_some(),
+        ),
         ("max_unavailable", deploy.max_unavailable.is_some()),
     ] {
         if present {
@@ -447,7 +468,9 @@ fn validate_http(
             ));
         }
         if http.http_options.is_some() || http.tls_options.is_some() {
-            warnings.push(format!("{file}: [http_service] http_options and tls_options are ignored"));
+            warnings.push(format!(
+                "{file}: [http_service] http_options and tls_options are ignored"
+            ));
         }
     }
 
@@ -460,10 +483,10 @@ fn validate_http(
             ));
             continue;
         }
-        if spec.internal_port.is_none() {
-            if let Some(port) = &service.internal_port {
-                spec.internal_port = port_value(port, problems);
-            }
+        if spec.internal_port.is_none()
+            && let Some(port) = &service.internal_port
+        {
+            spec.internal_port = port_value(port, problems);
         }
         if spec.processes.is_none() {
             spec.processes = service
@@ -494,27 +517,35 @@ fn validate_http(
         if !is_tcp {
             health.http_path = Some(check.path.clone().unwrap_or_else(|| "/".into()));
         }
-        if let Some(interval) = &check.interval {
-            if let Some(value) = duration_value(interval, Unit::Millis, "interval", problems) {
-                health.interval = value.max(Duration::from_millis(100));
-            }
+        if let Some(interval) = &check.interval
+            && let Some(value) = duration_value(interval, Unit::Millis, "interval", problems)
+        {
+            health.interval = value.max(Duration::from_millis(100));
         }
-        if let Some(timeout) = &check.timeout {
-            if let Some(value) = duration_value(timeout, Unit::Millis, "timeout", problems) {
-                health.timeout = value.max(Duration::from_millis(10));
-            }
+        if let Some(timeout) = &check.timeout
+            && let Some(value) = duration_value(timeout, Unit::Millis, "timeout", problems)
+        {
+            health.timeout = value.max(Duration::from_millis(10));
         }
         if let Some(grace) = &check.grace_period {
             // Startup is waited for by the deploy timeout; the grace period only
             // needs to parse.
             let _ = duration_value(grace, Unit::Millis, "grace_period", problems);
         }
-        if let Some(method) = &check.method {
-            if !method.eq_ignore_ascii_case("GET") {
-                warnings.push(format!("{file}: health checks use GET; method `{method}` is ignored"));
-            }
+        if let Some(method) = &check.method
+            && !method.eq_ignore_ascii_case("GET")
+        {
+            warnings.push(format!(
+                "{file}: health checks use GET; method `{method}` is ignored"
+            ));
         }
-        let _ = (check.protocol, check.tls_skip_verify, check.headers, check.port, check.restart_limit);
+        let _ = (
+            check.protocol,
+            check.tls_skip_verify,
+            check.headers,
+            check.port,
+            check.restart_limit,
+        );
         spec.check = health;
     }
     spec
@@ -542,13 +573,16 @@ fn duration_value(
         })
     };
     let parsed = match value.get_ref() {
-        NumberOrText::Integer(number) => from_number(*number as f64)
-            .ok_or_else(|| format!("`{key}` must not be negative")),
+        NumberOrText::Integer(number) => {
+            from_number(*number as f64).ok_or_else(|| format!("`{key}` must not be negative"))
+        }
         NumberOrText::Float(number) => {
             from_number(*number).ok_or_else(|| format!("`{key}` must not be negative"))
         }
         NumberOrText::Text(text) => match text.trim().parse::<f64>() {
-            Ok(number) => from_number(number).ok_or_else(|| format!("`{key}` must not be negative")),
+            Ok(number) => {
+                from_number(number).ok_or_else(|| format!("`{key}` must not be negative"))
+            }
             Err(_) => parse_duration(text).map_err(|message| format!("`{key}`: {message}")),
         },
     };
@@ -570,7 +604,10 @@ fn port_value(value: &Spanned<NumberOrText>, problems: &mut Problems<'_>) -> Opt
     match number {
         Some(port @ 1..=65535) => Some(port as u16),
         _ => {
-            problems.at(value, "internal_port must be a whole number from 1 to 65535".into());
+            problems.at(
+                value,
+                "internal_port must be a whole number from 1 to 65535".into(),
+            );
             None
         }
     }
@@ -605,6 +642,10 @@ pub(crate) fn parse_cargo_manifest(file: &str, text: &str) -> Result<CargoPackag
     })?;
     Ok(CargoPackage {
         name: package.name,
-        declared_bins: manifest.bin.into_iter().filter_map(|bin| bin.name).collect(),
+        declared_bins: manifest
+            .bin
+            .into_iter()
+            .filter_map(|bin| bin.name)
+            .collect(),
     })
 }

@@ -102,7 +102,11 @@ kill_timeout = 8
 
 #[test]
 fn unknown_keys_are_warnings_not_errors() {
-    let parsed = parse_spec("berth.toml", "colour = \"blue\"\n[http_service]\nturbo = true\n").unwrap();
+    let parsed = parse_spec(
+        "berth.toml",
+        "colour = \"blue\"\n[http_service]\nturbo = true\n",
+    )
+    .unwrap();
     let warnings = parsed.warnings.join("\n");
     assert!(warnings.contains("`colour`"), "{warnings}");
     assert!(warnings.contains("`http_service.turbo`"), "{warnings}");
@@ -128,8 +132,14 @@ fn every_validation_problem_is_reported_at_once_with_its_place() {
     let message = err.to_string();
     assert_eq!(err.problems.len(), 3, "{message}");
     assert!(message.contains("fly.toml:1:7: app name"), "{message}");
-    assert!(message.contains("fly.toml:3:12: unknown deploy strategy `yolo`"), "{message}");
-    assert!(message.contains("fly.toml:5:17: internal_port"), "{message}");
+    assert!(
+        message.contains("fly.toml:3:12: unknown deploy strategy `yolo`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("fly.toml:5:17: internal_port"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -141,14 +151,22 @@ fn http_processes_must_exist() {
 
 #[test]
 fn fly_default_process_named_app_serves_http() {
-    let parsed = parse_spec("fly.toml", "[processes]\napp = \"server\"\nworker = \"w\"\n").unwrap();
+    let parsed = parse_spec(
+        "fly.toml",
+        "[processes]\napp = \"server\"\nworker = \"w\"\n",
+    )
+    .unwrap();
     assert!(parsed.spec.serves_http("app"));
     assert!(!parsed.spec.serves_http("worker"));
 }
 
 #[test]
 fn the_spec_round_trips_through_json_for_the_store() {
-    let parsed = parse_spec("berth.toml", "[processes]\nweb = \"a b\"\n[env]\nX = \"1\"\n").unwrap();
+    let parsed = parse_spec(
+        "berth.toml",
+        "[processes]\nweb = \"a b\"\n[env]\nX = \"1\"\n",
+    )
+    .unwrap();
     let json = serde_json::to_string(&parsed.spec).unwrap();
     let back: AppSpec = serde_json::from_str(&json).unwrap();
     assert_eq!(back, parsed.spec);

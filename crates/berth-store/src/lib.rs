@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use time::format_description::well_known::Rfc3339;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 mod migrations;
 
@@ -158,7 +158,9 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (every
         // write is a transaction), so a poisoned lock is safe to take over.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `body` in one transaction.
@@ -404,7 +406,11 @@ impl Store {
                     let groups: Vec<&str> = known.keys().map(String::as_str).collect();
                     return Err(StoreError::NotFound(format!(
                         "process group `{name}` of app `{app}` (it has: {})",
-                        if groups.is_empty() { "none yet; deploy first".to_string() } else { groups.join(", ") }
+                        if groups.is_empty() {
+                            "none yet; deploy first".to_string()
+                        } else {
+                            groups.join(", ")
+                        }
                     )));
                 }
             }
@@ -416,7 +422,12 @@ impl Store {
                 )?;
                 changes.push(format!("{name}={desired}"));
             }
-            insert_event(tx, app, "scale", &format!("scaled {} (manual)", changes.join(" ")))?;
+            insert_event(
+                tx,
+                app,
+                "scale",
+                &format!("scaled {} (manual)", changes.join(" ")),
+            )?;
             Ok(())
         })
     }
@@ -505,7 +516,17 @@ impl Store {
 
 const RELEASE_COLUMNS: &str = "SELECT app, version, status, cause, slug, spec_json, processes_json, env_json, created_at FROM releases";
 
-type RawRelease = (String, u64, String, String, String, String, String, String, String);
+type RawRelease = (
+    String,
+    u64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
 
 fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
     Ok((

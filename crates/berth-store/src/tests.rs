@@ -23,7 +23,10 @@ fn open() -> (tempfile::TempDir, Store) {
 fn app_names_are_unique() {
     let (_dir, store) = open();
     store.create_app("hello").unwrap();
-    assert!(matches!(store.create_app("hello"), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_app("hello"),
+        Err(StoreError::Conflict(_))
+    ));
     assert!(matches!(store.app("nope"), Err(StoreError::NotFound(_))));
 }
 
@@ -31,10 +34,14 @@ fn app_names_are_unique() {
 fn a_finished_release_supersedes_the_one_before() {
     let (_dir, store) = open();
     store.create_app("hello").unwrap();
-    let v1 = store.begin_release("hello", new_release("deploy", &[])).unwrap();
+    let v1 = store
+        .begin_release("hello", new_release("deploy", &[]))
+        .unwrap();
     assert_eq!(v1.version, 1);
     store.finish_release("hello", 1).unwrap();
-    let v2 = store.begin_release("hello", new_release("deploy", &[("A", "1")])).unwrap();
+    let v2 = store
+        .begin_release("hello", new_release("deploy", &[("A", "1")]))
+        .unwrap();
     assert_eq!(v2.version, 2);
     assert_eq!(store.app("hello").unwrap().target_release, Some(2));
     store.finish_release("hello", 2).unwrap();
@@ -44,7 +51,10 @@ fn a_finished_release_supersedes_the_one_before() {
         .into_iter()
         .map(|release| (release.version, release.status))
         .collect();
-    assert_eq!(statuses, vec![(2, "active".into()), (1, "superseded".into())]);
+    assert_eq!(
+        statuses,
+        vec![(2, "active".into()), (1, "superseded".into())]
+    );
     assert_eq!(store.env("hello").unwrap()["A"], "1");
 }
 
@@ -52,22 +62,31 @@ fn a_finished_release_supersedes_the_one_before() {
 fn a_failed_release_points_the_app_back_at_the_active_one() {
     let (_dir, store) = open();
     store.create_app("hello").unwrap();
-    store.begin_release("hello", new_release("deploy", &[])).unwrap();
+    store
+        .begin_release("hello", new_release("deploy", &[]))
+        .unwrap();
     store.finish_release("hello", 1).unwrap();
-    store.begin_release("hello", new_release("deploy", &[])).unwrap();
+    store
+        .begin_release("hello", new_release("deploy", &[]))
+        .unwrap();
     let previous = store.fail_release("hello", 2, "crashed").unwrap();
     assert_eq!(previous, Some(1));
     assert_eq!(store.app("hello").unwrap().target_release, Some(1));
     let events = store.events("hello", 0, 100).unwrap();
-    assert!(events.iter().any(|event| event.kind == "deploy.failed"
-        && event.message.contains("v1 keeps serving")));
+    assert!(
+        events.iter().any(
+            |event| event.kind == "deploy.failed" && event.message.contains("v1 keeps serving")
+        )
+    );
 }
 
 #[test]
 fn scaling_an_unknown_group_is_refused_and_names_the_known_ones() {
     let (_dir, store) = open();
     store.create_app("hello").unwrap();
-    store.begin_release("hello", new_release("deploy", &[])).unwrap();
+    store
+        .begin_release("hello", new_release("deploy", &[]))
+        .unwrap();
     let err = store
         .set_counts("hello", &BTreeMap::from([("wrker".to_string(), 2)]))
         .unwrap_err();
@@ -85,7 +104,9 @@ fn everything_written_is_there_after_reopening() {
     {
         let store = Store::open(&path).unwrap();
         store.create_app("hello").unwrap();
-        store.begin_release("hello", new_release("deploy", &[("K", "V")])).unwrap();
+        store
+            .begin_release("hello", new_release("deploy", &[("K", "V")]))
+            .unwrap();
         store.journal_instance("web-1", "hello", 42).unwrap();
     }
     let store = Store::open(&path).unwrap();
@@ -100,9 +121,14 @@ fn everything_written_is_there_after_reopening() {
 fn destroying_an_app_removes_its_releases() {
     let (_dir, store) = open();
     store.create_app("hello").unwrap();
-    store.begin_release("hello", new_release("deploy", &[])).unwrap();
+    store
+        .begin_release("hello", new_release("deploy", &[]))
+        .unwrap();
     store.destroy_app("hello").unwrap();
     assert!(store.desired().unwrap().is_empty());
-    assert!(matches!(store.releases("hello"), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.releases("hello"),
+        Err(StoreError::NotFound(_))
+    ));
     assert!(store.destroy_app("hello").is_err());
 }

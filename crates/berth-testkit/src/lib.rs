@@ -27,7 +27,10 @@ use tokio::process::{Child, Command};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -63,7 +66,10 @@ pub fn shared_build_cache() -> PathBuf {
 /// A copy of `examples/NAME` in a temp dir, to change freely.
 pub fn example(name: &str) -> tempfile::TempDir {
     let source = workspace_root().join("examples").join(name);
-    let copy = tempfile::Builder::new().prefix(&format!("berth-example-{name}-")).tempdir().expect("temp dir");
+    let copy = tempfile::Builder::new()
+        .prefix(&format!("berth-example-{name}-"))
+        .tempdir()
+        .expect("temp dir");
     copy_dir(&source, copy.path());
     copy
 }
@@ -88,7 +94,11 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Replaces `from` with `to` in a file; panics if `from` is absent.
 pub fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).expect("read file to edit");
-    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    assert!(
+        text.contains(from),
+        "{} does not contain {from:?}",
+        path.display()
+    );
     std::fs::write(path, text.replace(from, to)).expect("write edited file");
 }
 
@@ -120,20 +130,29 @@ impl CliOutput {
     /// Asserts success and returns self.
     #[track_caller]
     pub fn success(self) -> Self {
-        assert_eq!(self.code, 0, "berth failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "berth failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Asserts failure and returns self.
     #[track_caller]
     pub fn failure(self) -> Self {
-        assert_ne!(self.code, 0, "berth should have failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "berth should have failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// The stdout parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("stdout is not JSON ({err}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("stdout is not JSON ({err}):\n{}", self.stdout))
     }
 }
 
@@ -177,7 +196,10 @@ impl TestServer {
 
     /// Starts a server with extra `berth server` flags.
     pub async fn start_with(extra_args: &[&str]) -> TestServer {
-        let data = tempfile::Builder::new().prefix("berth-test-data-").tempdir().expect("temp dir");
+        let data = tempfile::Builder::new()
+            .prefix("berth-test-data-")
+            .tempdir()
+            .expect("temp dir");
         let mut server = TestServer {
             data,
             child: None,
@@ -219,18 +241,28 @@ impl TestServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(text) = std::fs::read_to_string(&info_path) {
-                if let Ok(info) = serde_json::from_str::<serde_json::Value>(&text) {
-                    self.api_url = info["api_url"].as_str().expect("api_url").to_string();
-                    let router = info["router_url"].as_str().expect("router_url").trim_start_matches("http://");
-                    self.router = router.parse().expect("router address");
-                    break;
-                }
+            if let Ok(text) = std::fs::read_to_string(&info_path)
+                && let Ok(info) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                self.api_url = info["api_url"].as_str().expect("api_url").to_string();
+                let router = info["router_url"]
+                    .as_str()
+                    .expect("router_url")
+                    .trim_start_matches("http://");
+                self.router = router.parse().expect("router address");
+                break;
             }
-            assert!(Instant::now() < deadline, "berth server did not start:\n{}", self.server_log());
+            assert!(
+                Instant::now() < deadline,
+                "berth server did not start:\n{}",
+                self.server_log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.token = std::fs::read_to_string(self.data.path().join("token")).expect("token").trim().to_string();
+        self.token = std::fs::read_to_string(self.data.path().join("token"))
+            .expect("token")
+            .trim()
+            .to_string();
     }
 
     /// What the server wrote to its log.
@@ -240,7 +272,10 @@ impl TestServer {
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().and_then(Child::id).expect("server running")
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("server running")
     }
 
     /// Kills the server with SIGKILL and waits for it to be gone.
@@ -273,7 +308,9 @@ impl TestServer {
 
     /// `GET path` through the router with `Host: APP.localhost`.
     pub async fn get(&self, app: &str, path: &str) -> Answer {
-        http_get(self.router, &format!("{app}.localhost"), path).await.expect("GET through the router")
+        http_get(self.router, &format!("{app}.localhost"), path)
+            .await
+            .expect("GET through the router")
     }
 
     /// `GET path` on the API with the token.
@@ -285,23 +322,38 @@ impl TestServer {
             .await
             .expect("API request");
         let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// The app's status as JSON.
     pub async fn status(&self, app: &str) -> serde_json::Value {
-        self.berth(&["status", "--json", "--app", app]).run().await.success().json()
+        self.berth(&["status", "--json", "--app", app])
+            .run()
+            .await
+            .success()
+            .json()
     }
 
     /// Waits until `check` holds for the app's status, or panics after `timeout`.
-    pub async fn wait_for_status(&self, app: &str, timeout: Duration, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_for_status(
+        &self,
+        app: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.status(app).await;
             if check(&status) {
                 return status;
             }
-            assert!(Instant::now() < deadline, "status never matched; last:\n{status:#}");
+            assert!(
+                Instant::now() < deadline,
+                "status never matched; last:\n{status:#}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -309,17 +361,20 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            if let Some(pid) = child.id() {
-                // SIGTERM lets the server stop its instances; kill_on_drop is the backstop.
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = &mut self.child
+            && let Some(pid) = child.id()
+        {
+            // SIGTERM lets the server stop its instances; kill_on_drop is the backstop.
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
                 }
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
@@ -338,15 +393,23 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Resu
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {raw:?}")))?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok(Answer { status, body })
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -390,7 +453,11 @@ impl Load {
             failures: Arc::new(Mutex::new(Vec::new())),
             workers: Vec::new(),
         };
-        let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(workers).build().expect("client");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(workers)
+            .build()
+            .expect("client");
         let url = format!("http://{router}{path}");
         let host = format!("{app}.localhost");
         let workers = (0..workers)
@@ -407,13 +474,17 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let result = client.get(&url).header("host", &host).send().await;
                         let outcome = match result {
-                            Ok(response) if response.status() == 200 => match response.text().await {
+                            Ok(response) if response.status() == 200 => match response.text().await
+                            {
                                 Ok(body) => Ok(body),
                                 Err(err) => Err(format!("body: {err}")),
                             },
                             Ok(response) => {
                                 let status = response.status();
-                                Err(format!("{status}: {}", response.text().await.unwrap_or_default()))
+                                Err(format!(
+                                    "{status}: {}",
+                                    response.text().await.unwrap_or_default()
+                                ))
                             }
                             Err(err) => Err(format!("request: {err}")),
                         };

@@ -110,7 +110,11 @@ pub struct ServerArgs {
     #[arg(long = "api", env = "BERTH_API_ADDR", default_value = "127.0.0.1:8079")]
     pub api_addr: SocketAddr,
     /// Where the router listens.
-    #[arg(long = "router", env = "BERTH_ROUTER_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long = "router",
+        env = "BERTH_ROUTER_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub router_addr: SocketAddr,
     /// Where per-app cargo target dirs live (default: DATA/build).
     #[arg(long, env = "BERTH_BUILD_CACHE")]
@@ -205,6 +209,12 @@ mod tests {
     #[test]
     fn rollback_takes_an_optional_version() {
         let cli = Cli::try_parse_from(["berth", "rollback", "3", "--app", "hello"]).unwrap();
-        assert!(matches!(cli.command, Command::Rollback { target: Some(3), .. }));
+        assert!(matches!(
+            cli.command,
+            Command::Rollback {
+                target: Some(3),
+                ..
+            }
+        ));
     }
 }

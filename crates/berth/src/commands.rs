@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use berth_client::{Client, LogFilter, NdjsonStream};
 use berth_proto::{DeployProgress, EnvChange};
-use berth_spec::{app_name_from_package, parse_cargo_manifest, parse_spec, SPEC_FILE_NAMES};
+use berth_spec::{SPEC_FILE_NAMES, app_name_from_package, parse_cargo_manifest, parse_spec};
 
-use crate::cli::{AppArg, AppsCommand, Command, DeployArgs, EnvCommand, Global, LogsArgs, ServerArgs};
+use crate::cli::{
+    AppArg, AppsCommand, Command, DeployArgs, EnvCommand, Global, LogsArgs, ServerArgs,
+};
 use crate::connect::{connect, data_dir};
 use crate::output;
 
@@ -16,7 +18,8 @@ use crate::output;
 pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -38,8 +41,11 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
         let shutdown = berth_server::CancellationToken::new();
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 return;
             };
             tokio::select! {
@@ -62,7 +68,10 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Apps { command } => apps(&global, command.unwrap_or(AppsCommand::List)).await,
         Command::Status(app) => status(&global, &app).await,
         Command::Releases(app) => releases(&global, &app).await,
-        Command::Rollback { target: version, app } => {
+        Command::Rollback {
+            target: version,
+            app,
+        } => {
             let app = resolve_app(&app)?;
             let client = connect(&global, false).await?;
             let stream = client.rollback(&app, version).await?;
@@ -77,7 +86,9 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             let client = connect(&global, false).await?;
             let url = client.status(&app).await?.url;
             println!("{url}");
-            if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+            if std::env::var_os("DISPLAY").is_some()
+                || std::env::var_os("WAYLAND_DISPLAY").is_some()
+            {
                 let _ = std::process::Command::new("xdg-open").arg(&url).spawn();
             }
             Ok(())
@@ -92,7 +103,8 @@ fn app_from_dir(dir: &Path) -> Result<String> {
         if !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let parsed = parse_spec(name, &text).map_err(|err| anyhow!("{err}"))?;
         if let Some(app) = parsed.spec.app {
             return Ok(app);
@@ -101,7 +113,8 @@ fn app_from_dir(dir: &Path) -> Result<String> {
     }
     let manifest = dir.join("Cargo.toml");
     if manifest.is_file() {
-        let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+        let text = std::fs::read_to_string(&manifest)
+            .with_context(|| format!("cannot read {}", manifest.display()))?;
         let package = parse_cargo_manifest("Cargo.toml", &text).map_err(|err| anyhow!("{err}"))?;
         return Ok(app_name_from_package(&package.name));
     }
@@ -134,7 +147,10 @@ async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()
     match client.status(&app).await {
         Ok(_) => {}
         Err(err) if err.is_not_found() => {
-            client.create_app(&app).await.with_context(|| format!("cannot create the app `{app}`"))?;
+            client
+                .create_app(&app)
+                .await
+                .with_context(|| format!("cannot create the app `{app}`"))?;
             if !global.json {
                 eprintln!("==> created app {app}");
             }
@@ -146,7 +162,11 @@ async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()
         .await
         .context("packing stopped")??;
     if !global.json {
-        eprintln!("==> uploading {} ({} KiB)", dir.display(), tarball.len() / 1024);
+        eprintln!(
+            "==> uploading {} ({} KiB)",
+            dir.display(),
+            tarball.len() / 1024
+        );
     }
     let stream = client.deploy(&app, tarball).await?;
     finish_progress(stream, global.json).await
@@ -187,7 +207,9 @@ async fn apps(global: &Global, command: AppsCommand) -> Result<()> {
                 .map(|app| {
                     vec![
                         app.name.clone(),
-                        app.release.map(|version| format!("v{version}")).unwrap_or_else(|| "-".into()),
+                        app.release
+                            .map(|version| format!("v{version}"))
+                            .unwrap_or_else(|| "-".into()),
                         format!("{}/{}", app.running, app.desired),
                         app.url.clone(),
                     ]
@@ -209,7 +231,9 @@ async fn apps(global: &Global, command: AppsCommand) -> Result<()> {
                 if !std::io::stdin().is_terminal() {
                     bail!("destroying `{name}` needs confirmation: pass --yes");
                 }
-                eprint!("Destroy app `{name}`, its instances and releases? Type its name to confirm: ");
+                eprint!(
+                    "Destroy app `{name}`, its instances and releases? Type its name to confirm: "
+                );
                 std::io::stderr().flush().ok();
                 let mut answer = String::new();
                 std::io::stdin().lock().read_line(&mut answer)?;
@@ -270,15 +294,30 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
                     instance.id.clone(),
                     format!("v{}", instance.release),
                     instance.state.to_string(),
-                    if instance.healthy { "passing".into() } else { "-".into() },
+                    if instance.healthy {
+                        "passing".into()
+                    } else {
+                        "-".into()
+                    },
                     instance.restarts.to_string(),
                     output::duration(instance.uptime_secs),
-                    instance.port.map(|port| port.to_string()).unwrap_or_else(|| "-".into()),
-                    instance.pid.map(|pid| pid.to_string()).unwrap_or_else(|| "-".into()),
+                    instance
+                        .port
+                        .map(|port| port.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    instance
+                        .pid
+                        .map(|pid| pid.to_string())
+                        .unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
-        output::table(&["INSTANCE", "RELEASE", "STATE", "HEALTH", "RESTARTS", "UPTIME", "PORT", "PID"], &rows);
+        output::table(
+            &[
+                "INSTANCE", "RELEASE", "STATE", "HEALTH", "RESTARTS", "UPTIME", "PORT", "PID",
+            ],
+            &rows,
+        );
     }
     Ok(())
 }
@@ -322,7 +361,9 @@ async fn scale(global: &Global, app: &AppArg, counts: &[String]) -> Result<()> {
     let app = resolve_app(app)?;
     let mut wanted = BTreeMap::new();
     for (group, count) in parse_pairs(counts, "GROUP=COUNT, as in web=3")? {
-        let count: u32 = count.parse().map_err(|_| anyhow!("`{group}={count}`: the count must be a whole number"))?;
+        let count: u32 = count
+            .parse()
+            .map_err(|_| anyhow!("`{group}={count}`: the count must be a whole number"))?;
         wanted.insert(group, count);
     }
     let client = connect(global, false).await?;
@@ -330,7 +371,10 @@ async fn scale(global: &Global, app: &AppArg, counts: &[String]) -> Result<()> {
     if global.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        let text: Vec<String> = wanted.iter().map(|(group, count)| format!("{group}={count}")).collect();
+        let text: Vec<String> = wanted
+            .iter()
+            .map(|(group, count)| format!("{group}={count}"))
+            .collect();
         println!("scaled {app}: {}", text.join(" "));
     }
     Ok(())

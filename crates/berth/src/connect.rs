@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use berth_client::Client;
 use berth_proto::ServerInfo;
 
@@ -27,7 +27,9 @@ pub fn data_dir(global: &Global) -> PathBuf {
 }
 
 fn read_token(data: &Path) -> Option<String> {
-    std::fs::read_to_string(data.join("token")).ok().map(|token| token.trim().to_string())
+    std::fs::read_to_string(data.join("token"))
+        .ok()
+        .map(|token| token.trim().to_string())
 }
 
 fn read_info(data: &Path) -> Option<ServerInfo> {
@@ -65,7 +67,14 @@ pub async fn connect(global: &Global, autostart: bool) -> Result<Client> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .take(10)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     bail!(
         "the background berth server did not start within 15s. Its log ({}):\n{}",
         data.join("server.log").display(),
@@ -82,7 +91,8 @@ async fn local_client(global: &Global, data: &Path) -> Option<Client> {
 }
 
 fn start_background_server(data: &Path) -> Result<()> {
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data dir {}", data.display()))?;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data dir {}", data.display()))?;
     let log_path = data.join("server.log");
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Server(args) => commands::server(&cli.global, args),
         command => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(err) => {
                     eprintln!("error: cannot start the async runtime: {err}");

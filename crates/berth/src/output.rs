@@ -41,7 +41,11 @@ pub fn duration(secs: u64) -> String {
 
 /// One log line as `berth logs` prints it.
 pub fn log_line(line: &LogLine) -> String {
-    let level = line.level.as_deref().map(|level| format!(" {}", level.to_ascii_uppercase())).unwrap_or_default();
+    let level = line
+        .level
+        .as_deref()
+        .map(|level| format!(" {}", level.to_ascii_uppercase()))
+        .unwrap_or_default();
     let fields = match &line.fields {
         Some(serde_json::Value::Object(fields)) => fields
             .iter()
@@ -52,15 +56,16 @@ pub fn log_line(line: &LogLine) -> String {
             .collect::<String>(),
         _ => String::new(),
     };
-    format!("{} {}[v{}]{level} {}{fields}", line.at, line.instance, line.release, line.message)
+    format!(
+        "{} {}[v{}]{level} {}{fields}",
+        line.at, line.instance, line.release, line.message
+    )
 }
 
 /// Prints one deploy progress line; returns the outcome when it is the last.
 pub fn progress(line: &DeployProgress, json: bool) -> Option<Result<(u64, String), String>> {
-    if json {
-        if let Ok(text) = serde_json::to_string(line) {
-            println!("{text}");
-        }
+    if json && let Ok(text) = serde_json::to_string(line) {
+        println!("{text}");
     }
     match line {
         DeployProgress::Step { message } => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use berth_testkit::{edit, example, Load, TestServer};
+use berth_testkit::{Load, TestServer, edit, example};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const V1: &str = "Hello from berth!\n";
@@ -16,8 +16,16 @@ fn setup() {
 /// Deploys a fresh copy of examples/hello with `berth up`; returns its folder.
 async fn deploy_hello(server: &TestServer) -> tempfile::TempDir {
     let app = example("hello");
-    let out = server.berth(&["up"]).current_dir(app.path()).run().await.success();
-    assert_eq!(out.stdout.trim(), format!("http://hello.localhost:{}", server.router.port()));
+    let out = server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("http://hello.localhost:{}", server.router.port())
+    );
     app
 }
 
@@ -36,8 +44,17 @@ async fn up_builds_deploys_and_serves_through_the_router() {
     setup();
     let server = TestServer::start().await;
     let app = example("hello");
-    let out = server.berth(&["up"]).current_dir(app.path()).run().await.success();
-    assert!(out.stderr.contains("Compiling hello"), "build output streams to the CLI:\n{}", out.stderr);
+    let out = server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
+    assert!(
+        out.stderr.contains("Finished `release` profile"),
+        "build output streams to the CLI:\n{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("zero config"), "{}", out.stderr);
 
     let answer = server.get("hello", "/").await;
@@ -54,26 +71,53 @@ async fn up_builds_deploys_and_serves_through_the_router() {
     assert_eq!(server.get("hello", "/env/BERTH_APP").await.body, "hello");
     assert_eq!(server.get("hello", "/env/BERTH_RELEASE").await.body, "1");
     assert_eq!(server.get("hello", "/env/BERTH_PROCESS").await.body, "web");
-    assert_eq!(server.get("hello", "/instance").await.body, running_ids(&status)[0]);
+    assert_eq!(
+        server.get("hello", "/instance").await.body,
+        running_ids(&status)[0]
+    );
 
     // Its output is captured and parsed (the app prints one tracing-style JSON line).
-    let logs = server.berth(&["logs", "--app", "hello", "--json", "--grep", "listening"]).run().await.success();
-    let line: serde_json::Value = serde_json::from_str(logs.stdout.lines().next().expect("a log line")).unwrap();
+    let logs = server
+        .berth(&["logs", "--app", "hello", "--json", "--grep", "listening"])
+        .run()
+        .await
+        .success();
+    let line: serde_json::Value =
+        serde_json::from_str(logs.stdout.lines().next().expect("a log line")).unwrap();
     assert_eq!(line["level"], "info");
     assert_eq!(line["message"], "listening");
     assert_eq!(line["process"], "web");
     assert_eq!(line["release"], 1);
 
-    let events = server.berth(&["events", "--app", "hello"]).run().await.success();
-    assert!(events.stdout.contains("deploy.succeeded"), "{}", events.stdout);
+    let events = server
+        .berth(&["events", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    assert!(
+        events.stdout.contains("deploy.succeeded"),
+        "{}",
+        events.stdout
+    );
 
     // Unknown apps and hosts get the router's own page.
     let missing = server.get("nope", "/").await;
     assert_eq!(missing.status, 404);
-    assert!(missing.body.contains("no app for the host `nope.localhost`"), "{}", missing.body);
+    assert!(
+        missing
+            .body
+            .contains("no app for the host `nope.localhost`"),
+        "{}",
+        missing.body
+    );
 
     // Running `up` again redeploys.
-    server.berth(&["up"]).current_dir(app.path()).run().await.success();
+    server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
     assert_eq!(server.status("hello").await["release"]["version"], 2);
 
     // The API publishes its OpenAPI document.
@@ -91,7 +135,10 @@ async fn websockets_and_keep_alive_pass_through_the_router() {
     let mut stream = tokio::net::TcpStream::connect(server.router).await.unwrap();
     // Two keep-alive requests on one connection.
     for _ in 0..2 {
-        stream.write_all(b"GET / HTTP/1.1\r\nHost: hello.localhost\r\n\r\n").await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: hello.localhost\r\n\r\n")
+            .await
+            .unwrap();
         let mut buffer = vec![0u8; 1024];
         let read = stream.read(&mut buffer).await.unwrap();
         let text = String::from_utf8_lossy(&buffer[..read]);
@@ -112,10 +159,17 @@ async fn websockets_and_keep_alive_pass_through_the_router() {
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "the app's accept key comes back: {head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "the app's accept key comes back: {head}"
+    );
     // A masked text frame "hi".
     let mask = [1u8, 2, 3, 4];
-    let payload: Vec<u8> = b"hi".iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]).collect();
+    let payload: Vec<u8> = b"hi"
+        .iter()
+        .enumerate()
+        .map(|(i, byte)| byte ^ mask[i % 4])
+        .collect();
     let mut frame = vec![0x81, 0x80 | 2];
     frame.extend_from_slice(&mask);
     frame.extend_from_slice(&payload);
@@ -130,29 +184,60 @@ async fn a_redeploy_under_load_fails_no_request() {
     setup();
     let server = TestServer::start().await;
     let app = deploy_hello(&server).await;
-    server.berth(&["scale", "web=2", "--app", "hello"]).run().await.success();
     server
-        .wait_for_status("hello", Duration::from_secs(10), |status| running_ids(status).len() == 2)
+        .berth(&["scale", "web=2", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    server
+        .wait_for_status("hello", Duration::from_secs(10), |status| {
+            running_ids(status).len() == 2
+        })
         .await;
 
     let load = Load::start(server.router, "hello", "/", 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    edit(&app.path().join("src/main.rs"), "Hello from berth!", "Hello again, berth!");
-    let out = server.berth(&["deploy"]).current_dir(app.path()).run().await.success();
+    edit(
+        &app.path().join("src/main.rs"),
+        "Hello from berth!",
+        "Hello again, berth!",
+    );
+    let out = server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
     assert!(out.stderr.contains("v2 is live"), "{}", out.stderr);
     // Keep loading while the old instances drain and stop.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let report = load.finish().await;
 
-    assert_eq!(report.failed, 0, "failed requests during a rolling deploy: {:?}", report.failures);
+    assert_eq!(
+        report.failed, 0,
+        "failed requests during a rolling deploy: {:?}",
+        report.failures
+    );
     assert!(report.ok > 100, "the load generator ran: {report:?}");
     assert!(report.bodies.contains_key(V1), "{:?}", report.bodies);
-    assert!(report.bodies.contains_key("Hello again, berth!\n"), "{:?}", report.bodies);
+    assert!(
+        report.bodies.contains_key("Hello again, berth!\n"),
+        "{:?}",
+        report.bodies
+    );
     assert_eq!(server.get("hello", "/").await.body, "Hello again, berth!\n");
     let status = server
-        .wait_for_status("hello", Duration::from_secs(10), |status| status["instances"].as_array().unwrap().len() == 2)
+        .wait_for_status("hello", Duration::from_secs(10), |status| {
+            status["instances"].as_array().unwrap().len() == 2
+        })
         .await;
-    assert!(status["instances"].as_array().unwrap().iter().all(|instance| instance["release"] == 2));
+    assert!(
+        status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|instance| instance["release"] == 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,23 +245,56 @@ async fn rollback_restores_the_old_response_without_a_build() {
     setup();
     let server = TestServer::start().await;
     let app = deploy_hello(&server).await;
-    edit(&app.path().join("src/main.rs"), "Hello from berth!", "Hello v2!");
-    server.berth(&["deploy"]).current_dir(app.path()).run().await.success();
+    edit(
+        &app.path().join("src/main.rs"),
+        "Hello from berth!",
+        "Hello v2!",
+    );
+    server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
     assert_eq!(server.get("hello", "/").await.body, "Hello v2!\n");
 
-    let out = server.berth(&["rollback", "--app", "hello"]).run().await.success();
-    assert!(out.stderr.contains("rolling back to v1 (no build)"), "{}", out.stderr);
-    assert!(!out.stderr.contains("Compiling") && !out.stderr.contains("cargo build"), "{}", out.stderr);
+    let out = server
+        .berth(&["rollback", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    assert!(
+        out.stderr.contains("rolling back to v1 (no build)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("Compiling") && !out.stderr.contains("cargo build"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(server.get("hello", "/").await.body, V1);
 
-    let releases = server.berth(&["releases", "--app", "hello", "--json"]).run().await.success().json();
+    let releases = server
+        .berth(&["releases", "--app", "hello", "--json"])
+        .run()
+        .await
+        .success()
+        .json();
     let releases = releases.as_array().unwrap();
     assert_eq!(releases[0]["version"], 3);
     assert_eq!(releases[0]["cause"], "rollback to v1");
     assert_eq!(releases[0]["status"], "active");
-    assert_eq!(releases[0]["slug"], releases[2]["slug"], "v3 runs v1's slug");
+    assert_eq!(
+        releases[0]["slug"], releases[2]["slug"],
+        "v3 runs v1's slug"
+    );
     // Rolling back to a version that does not exist is an error that says so.
-    let out = server.berth(&["rollback", "9", "--app", "hello"]).run().await.failure();
+    let out = server
+        .berth(&["rollback", "9", "--app", "hello"])
+        .run()
+        .await
+        .failure();
     assert!(out.stderr.contains("no release v9"), "{}", out.stderr);
 }
 
@@ -190,12 +308,30 @@ async fn a_build_error_fails_the_deploy_and_the_old_release_keeps_serving() {
         "async fn root() -> String {",
         "fn broken() -> u32 { \"not a number\" }\n\nasync fn root() -> String {",
     );
-    let out = server.berth(&["deploy"]).current_dir(app.path()).run().await.failure();
+    let out = server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .failure();
     assert!(out.stderr.contains("cargo build failed"), "{}", out.stderr);
-    assert!(out.stderr.contains("error[E0308]: mismatched types"), "the compiler's message is shown:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("error[E0308]: mismatched types"),
+        "the compiler's message is shown:\n{}",
+        out.stderr
+    );
     assert_eq!(server.get("hello", "/").await.body, V1);
-    let releases = server.berth(&["releases", "--app", "hello", "--json"]).run().await.success().json();
-    assert_eq!(releases.as_array().unwrap().len(), 1, "a failed build makes no release");
+    let releases = server
+        .berth(&["releases", "--app", "hello", "--json"])
+        .run()
+        .await
+        .success()
+        .json();
+    assert_eq!(
+        releases.as_array().unwrap().len(),
+        1,
+        "a failed build makes no release"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,25 +339,55 @@ async fn a_crash_on_start_fails_the_deploy_and_the_old_release_keeps_serving() {
     setup();
     let server = TestServer::start().await;
     let app = deploy_hello(&server).await;
-    std::fs::write(app.path().join("berth.toml"), "[env]\nHELLO_CRASH_ON_START = \"1\"\n").unwrap();
-    let out = server.berth(&["deploy"]).current_dir(app.path()).run().await.failure();
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "[env]\nHELLO_CRASH_ON_START = \"1\"\n",
+    )
+    .unwrap();
+    let out = server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .failure();
     assert!(out.stderr.contains("v2 failed"), "{}", out.stderr);
-    assert!(out.stderr.contains("exited during start-up: exit code 1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exited during start-up: exit code 1"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("v1 keeps serving"), "{}", out.stderr);
-    assert!(out.stderr.contains("HELLO_CRASH_ON_START=1: exiting"), "the app's last output is shown:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("HELLO_CRASH_ON_START=1: exiting"),
+        "the app's last output is shown:\n{}",
+        out.stderr
+    );
 
     for _ in 0..5 {
         assert_eq!(server.get("hello", "/").await.body, V1);
     }
     let status = server
         .wait_for_status("hello", Duration::from_secs(10), |status| {
-            status["instances"].as_array().unwrap().iter().all(|instance| instance["release"] == 1)
+            status["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|instance| instance["release"] == 1)
         })
         .await;
     assert_eq!(status["release"]["version"], 1);
-    let releases = server.berth(&["releases", "--app", "hello", "--json"]).run().await.success().json();
+    let releases = server
+        .berth(&["releases", "--app", "hello", "--json"])
+        .run()
+        .await
+        .success()
+        .json();
     assert_eq!(releases[0]["status"], "failed");
-    let events = server.berth(&["events", "--app", "hello"]).run().await.success();
+    let events = server
+        .berth(&["events", "--app", "hello"])
+        .run()
+        .await
+        .success();
     assert!(events.stdout.contains("deploy.failed"), "{}", events.stdout);
 }
 
@@ -233,7 +399,10 @@ async fn a_killed_instance_is_replaced() {
     let status = server.status("hello").await;
     let victim = status["instances"][0].clone();
     let pid = victim["pid"].as_u64().unwrap();
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
 
     let status = server
         .wait_for_status("hello", Duration::from_secs(10), |status| {
@@ -242,10 +411,25 @@ async fn a_killed_instance_is_replaced() {
         })
         .await;
     assert_eq!(server.get("hello", "/").await.body, V1);
-    assert_eq!(server.get("hello", "/instance").await.body, running_ids(&status)[0]);
-    let events = server.berth(&["events", "--app", "hello"]).run().await.success();
-    assert!(events.stdout.contains("exited unexpectedly"), "{}", events.stdout);
-    assert!(events.stdout.contains("killed by SIGKILL"), "the cause is recorded:\n{}", events.stdout);
+    assert_eq!(
+        server.get("hello", "/instance").await.body,
+        running_ids(&status)[0]
+    );
+    let events = server
+        .berth(&["events", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    assert!(
+        events.stdout.contains("exited unexpectedly"),
+        "{}",
+        events.stdout
+    );
+    assert!(
+        events.stdout.contains("killed by SIGKILL"),
+        "the cause is recorded:\n{}",
+        events.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,20 +437,36 @@ async fn a_crash_looping_app_shows_as_such() {
     setup();
     let server = TestServer::start().await;
     let app = example("plain");
-    server.berth(&["up"]).current_dir(app.path()).run().await.success();
+    server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
     // An instance that dies a second after it became healthy, again and again.
     std::fs::write(
         app.path().join("berth.toml"),
         "[processes]\nweb = \"plain & sleep 1.5; exit 3\"\n",
     )
     .unwrap();
-    server.berth(&["deploy"]).current_dir(app.path()).run().await.success();
+    server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
     let status = server
-        .wait_for_status("plain", Duration::from_secs(30), |status| status["processes"][0]["health"] == "crash-loop")
+        .wait_for_status("plain", Duration::from_secs(30), |status| {
+            status["processes"][0]["health"] == "crash-loop"
+        })
         .await;
     let reason = status["processes"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("exit code 3"), "{reason}");
-    let text = server.berth(&["status", "--app", "plain"]).run().await.success();
+    let text = server
+        .berth(&["status", "--app", "plain"])
+        .run()
+        .await
+        .success();
     assert!(text.stdout.contains("crash-loop"), "{}", text.stdout);
 }
 
@@ -276,10 +476,27 @@ async fn a_killed_server_comes_back_with_every_app_and_everything_acknowledged()
     let mut server = TestServer::start().await;
     let _hello = deploy_hello(&server).await;
     let plain = example("plain");
-    server.berth(&["up"]).current_dir(plain.path()).run().await.success();
-    server.berth(&["env", "set", "GREETING_TARGET=world", "--app", "hello"]).run().await.success();
-    assert_eq!(server.get("hello", "/env/GREETING_TARGET").await.body, "world");
-    let before = server.berth(&["logs", "--app", "hello", "--json"]).run().await.success().stdout;
+    server
+        .berth(&["up"])
+        .current_dir(plain.path())
+        .run()
+        .await
+        .success();
+    server
+        .berth(&["env", "set", "GREETING_TARGET=world", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    assert_eq!(
+        server.get("hello", "/env/GREETING_TARGET").await.body,
+        "world"
+    );
+    let before = server
+        .berth(&["logs", "--app", "hello", "--json"])
+        .run()
+        .await
+        .success()
+        .stdout;
     let mut instance_pids = Vec::new();
     for app in ["hello", "plain"] {
         let status = server.status(app).await;
@@ -290,7 +507,12 @@ async fn a_killed_server_comes_back_with_every_app_and_everything_acknowledged()
     // Instances do not outlive their server.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for pid in &instance_pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "instance {pid} outlived the server");
+        // Gone, or a zombie waiting for init to reap it.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        assert!(!alive, "instance {pid} outlived the server: {state}");
     }
 
     let restarted = std::time::Instant::now();
@@ -298,24 +520,53 @@ async fn a_killed_server_comes_back_with_every_app_and_everything_acknowledged()
     let mut answered = BTreeSet::new();
     while answered.len() < 2 {
         for app in ["hello", "plain"] {
-            if let Ok(answer) = berth_testkit::http_get(server.router, &format!("{app}.localhost"), "/").await {
-                if answer.status == 200 {
-                    answered.insert(app);
-                }
+            if let Ok(answer) =
+                berth_testkit::http_get(server.router, &format!("{app}.localhost"), "/").await
+                && answer.status == 200
+            {
+                answered.insert(app);
             }
         }
-        assert!(restarted.elapsed() < Duration::from_secs(10), "apps did not come back: {answered:?}");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "apps did not come back: {answered:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("every app answered {:?} after the restart began", restarted.elapsed());
-    assert_eq!(server.get("hello", "/env/GREETING_TARGET").await.body, "world");
+    println!(
+        "every app answered {:?} after the restart began",
+        restarted.elapsed()
+    );
+    assert_eq!(
+        server.get("hello", "/env/GREETING_TARGET").await.body,
+        "world"
+    );
     assert_eq!(server.get("hello", "/").await.body, V1);
-    assert!(server.get("plain", "/").await.body.starts_with("plain says hi"));
-    let releases = server.berth(&["releases", "--app", "hello", "--json"]).run().await.success().json();
+    assert!(
+        server
+            .get("plain", "/")
+            .await
+            .body
+            .starts_with("plain says hi")
+    );
+    let releases = server
+        .berth(&["releases", "--app", "hello", "--json"])
+        .run()
+        .await
+        .success()
+        .json();
     assert_eq!(releases.as_array().unwrap().len(), 2);
-    let after = server.berth(&["logs", "--app", "hello", "--json", "-n", "1000"]).run().await.success().stdout;
+    let after = server
+        .berth(&["logs", "--app", "hello", "--json", "-n", "1000"])
+        .run()
+        .await
+        .success()
+        .stdout;
     for line in before.lines() {
-        assert!(after.contains(line), "log line lost across the crash: {line}");
+        assert!(
+            after.contains(line),
+            "log line lost across the crash: {line}"
+        );
     }
 }
 
@@ -324,24 +575,49 @@ async fn scale_to_three_spreads_requests_over_three_instances() {
     setup();
     let server = TestServer::start().await;
     let _app = deploy_hello(&server).await;
-    let out = server.berth(&["scale", "web=3", "--app", "hello"]).run().await.success();
+    let out = server
+        .berth(&["scale", "web=3", "--app", "hello"])
+        .run()
+        .await
+        .success();
     assert!(out.stdout.contains("web=3"), "{}", out.stdout);
     let status = server
-        .wait_for_status("hello", Duration::from_secs(10), |status| running_ids(status).len() == 3)
+        .wait_for_status("hello", Duration::from_secs(10), |status| {
+            running_ids(status).len() == 3
+        })
         .await;
     let ids: BTreeSet<String> = running_ids(&status).into_iter().collect();
     let mut seen = std::collections::BTreeMap::<String, u32>::new();
     for _ in 0..30 {
-        *seen.entry(server.get("hello", "/instance").await.body).or_default() += 1;
+        *seen
+            .entry(server.get("hello", "/instance").await.body)
+            .or_default() += 1;
     }
     assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), ids);
-    assert!(seen.values().all(|count| *count >= 5), "uneven spread: {seen:?}");
+    assert!(
+        seen.values().all(|count| *count >= 5),
+        "uneven spread: {seen:?}"
+    );
 
-    let out = server.berth(&["scale", "wrker=2", "--app", "hello"]).run().await.failure();
-    assert!(out.stderr.contains("process group `wrker`") && out.stderr.contains("it has: web"), "{}", out.stderr);
-    server.berth(&["scale", "web=1", "--app", "hello"]).run().await.success();
+    let out = server
+        .berth(&["scale", "wrker=2", "--app", "hello"])
+        .run()
+        .await
+        .failure();
+    assert!(
+        out.stderr.contains("process group `wrker`") && out.stderr.contains("it has: web"),
+        "{}",
+        out.stderr
+    );
     server
-        .wait_for_status("hello", Duration::from_secs(10), |status| status["instances"].as_array().unwrap().len() == 1)
+        .berth(&["scale", "web=1", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    server
+        .wait_for_status("hello", Duration::from_secs(10), |status| {
+            status["instances"].as_array().unwrap().len() == 1
+        })
         .await;
 }
 
@@ -350,25 +626,61 @@ async fn a_malformed_berth_toml_reports_file_line_and_column() {
     setup();
     let server = TestServer::start().await;
     let app = example("plain");
-    std::fs::write(app.path().join("berth.toml"), "app = \"plain\"\n[env]\nRUST_LOG = info\n").unwrap();
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "app = \"plain\"\n[env]\nRUST_LOG = info\n",
+    )
+    .unwrap();
     // The CLI reads the spec first…
-    let out = server.berth(&["up"]).current_dir(app.path()).run().await.failure();
+    let out = server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .failure();
     assert!(out.stderr.contains("berth.toml:3:12:"), "{}", out.stderr);
     // …and the server checks it again (here the CLI is told the app, so it does not read it).
-    server.berth(&["apps", "create", "plain"]).run().await.success();
-    let out = server.berth(&["deploy", "--app", "plain"]).current_dir(app.path()).run().await.failure();
+    server
+        .berth(&["apps", "create", "plain"])
+        .run()
+        .await
+        .success();
+    let out = server
+        .berth(&["deploy", "--app", "plain"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .failure();
     assert!(out.stderr.contains("berth.toml:3:12:"), "{}", out.stderr);
     // Validation errors point at their place too.
-    std::fs::write(app.path().join("berth.toml"), "app = \"plain\"\n\n[deploy]\nstrategy = \"yolo\"\n").unwrap();
-    let out = server.berth(&["up"]).current_dir(app.path()).run().await.failure();
-    assert!(out.stderr.contains("berth.toml:4:12: unknown deploy strategy `yolo`"), "{}", out.stderr);
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "app = \"plain\"\n\n[deploy]\nstrategy = \"yolo\"\n",
+    )
+    .unwrap();
+    let out = server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .failure();
+    assert!(
+        out.stderr
+            .contains("berth.toml:4:12: unknown deploy strategy `yolo`"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_that_escape_their_folder_or_are_too_big_are_refused() {
     setup();
     let server = TestServer::start_with(&["--max-upload-mib", "1"]).await;
-    server.berth(&["apps", "create", "hello"]).run().await.success();
+    server
+        .berth(&["apps", "create", "hello"])
+        .run()
+        .await
+        .success();
     let client = reqwest::Client::new();
     let deploy = |body: Vec<u8>| {
         client
@@ -393,26 +705,49 @@ async fn uploads_that_escape_their_folder_or_are_too_big_are_refused() {
     assert_eq!(answer.status(), 200);
     let text = answer.text().await.unwrap();
     assert!(text.contains("\"type\":\"failed\""), "{text}");
-    assert!(text.contains("upload refused: `../escaped-by-test` escapes the app folder"), "{text}");
-    for dir in [server.data_dir().to_path_buf(), server.data_dir().join("tmp")] {
+    assert!(
+        text.contains("upload refused: `../escaped-by-test` escapes the app folder"),
+        "{text}"
+    );
+    for dir in [
+        server.data_dir().to_path_buf(),
+        server.data_dir().join("tmp"),
+    ] {
         assert!(!dir.join("escaped-by-test").exists());
     }
 
-    let big: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let answer = deploy(big).await.unwrap();
     assert_eq!(answer.status(), 413);
     let error: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(error["code"], "too_large");
-    assert!(error["message"].as_str().unwrap().contains("at most 1 MiB"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("at most 1 MiB"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
     setup();
     let server = TestServer::start().await;
-    let out = server.berth(&["status", "--app", "nope"]).run().await.failure();
-    assert!(out.stderr.contains("app `nope` not found"), "{}", out.stderr);
-    let out = server.berth(&["apps", "create", "Bad_Name"]).run().await.failure();
+    let out = server
+        .berth(&["status", "--app", "nope"])
+        .run()
+        .await
+        .failure();
+    assert!(
+        out.stderr.contains("app `nope` not found"),
+        "{}",
+        out.stderr
+    );
+    let out = server
+        .berth(&["apps", "create", "Bad_Name"])
+        .run()
+        .await
+        .failure();
     assert!(out.stderr.contains("lowercase letters"), "{}", out.stderr);
 
     let answer = reqwest::Client::new()
@@ -425,9 +760,19 @@ async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
 
     let empty = tempfile::tempdir().unwrap();
     let out = server
-        .berth(&["status", "--app", "x", "--data", empty.path().to_str().unwrap()])
+        .berth(&[
+            "status",
+            "--app",
+            "x",
+            "--data",
+            empty.path().to_str().unwrap(),
+        ])
         .run()
         .await
         .failure();
-    assert!(out.stderr.contains("no berth server is running"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no berth server is running"),
+        "{}",
+        out.stderr
+    );
 }
