@@ -776,3 +776,156 @@ async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_groups_run_side_by_side_and_only_web_gets_http() {
+    setup();
+    let server = TestServer::start().await;
+    let app = example("hello");
+    std::fs::write(
+        app.path().join("berth.toml"),
+        r#"app = "hello"
+
+[processes]
+web = "hello"
+worker = "while true; do echo tick from $BERTH_INSTANCE; sleep 0.2; done"
+
+[http_service]
+processes = ["web"]
+
+  [[http_service.checks]]
+  path = "/healthz"
+  interval = "1s"
+"#,
+    )
+    .unwrap();
+    let out = server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
+    assert!(out.stderr.contains("using berth.toml"), "{}", out.stderr);
+    server
+        .berth(&["scale", "worker=2", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    let status = server
+        .wait_for_status("hello", Duration::from_secs(10), |status| {
+            running_ids(status).len() == 3
+        })
+        .await;
+    let groups: Vec<(String, u64)> = status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| {
+            (
+                group["name"].as_str().unwrap().to_string(),
+                group["running"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![("web".to_string(), 1), ("worker".to_string(), 2)]
+    );
+    let worker = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|instance| instance["process"] == "worker")
+        .unwrap();
+    assert!(worker["port"].is_null(), "workers get no port: {worker}");
+
+    // Only web instances take requests.
+    for _ in 0..6 {
+        assert!(
+            server
+                .get("hello", "/instance")
+                .await
+                .body
+                .starts_with("web-")
+        );
+    }
+    let logs = server
+        .berth(&[
+            "logs",
+            "--app",
+            "hello",
+            "--process",
+            "worker",
+            "--grep",
+            "tick from",
+        ])
+        .run()
+        .await
+        .success();
+    assert!(logs.stdout.contains("tick from worker-"), "{}", logs.stdout);
+
+    // Env changes make a release, reach every group, and can be undone.
+    let out = server
+        .berth(&["env", "set", "MODE=fast", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    assert!(out.stderr.contains("v2 is live"), "{}", out.stderr);
+    assert_eq!(server.get("hello", "/env/MODE").await.body, "fast");
+    let list = server
+        .berth(&["env", "list", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    assert_eq!(list.stdout.trim(), "MODE=fast");
+    server
+        .berth(&["env", "unset", "MODE", "--app", "hello"])
+        .run()
+        .await
+        .success();
+    assert_eq!(server.get("hello", "/env/MODE").await.status, 404);
+    let out = server
+        .berth(&["env", "set", "PORT=1", "--app", "hello"])
+        .run()
+        .await
+        .failure();
+    assert!(out.stderr.contains("set by berth"), "{}", out.stderr);
+    let releases = server
+        .berth(&["releases", "--app", "hello", "--json"])
+        .run()
+        .await
+        .success()
+        .json();
+    assert_eq!(releases[0]["cause"], "env unset MODE");
+    let status = server.status("hello").await;
+    assert_eq!(
+        status["processes"][1]["running"], 2,
+        "the worker count survives deploys"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_never_passes_its_http_check_fails_the_deploy() {
+    setup();
+    let server = TestServer::start().await;
+    let app = deploy_hello(&server).await;
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "[deploy]\nwait_timeout = \"3s\"\n\n[[http_service.checks]]\npath = \"/nope\"\n",
+    )
+    .unwrap();
+    let out = server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .failure();
+    assert!(
+        out.stderr
+            .contains("did not pass its health check in time: GET /nope answered 404"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("v1 keeps serving"), "{}", out.stderr);
+    assert_eq!(server.get("hello", "/").await.body, V1);
+}

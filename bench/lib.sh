@@ -1,0 +1,49 @@
+# Shared helpers for the benchmarks: build berth (release), start a server in a
+# temp dir on free loopback ports, read what it wrote, stop it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BERTH="$ROOT/target/release/berth"
+WORK="$(mktemp -d /tmp/berth-bench.XXXXXX)"
+export BERTH_DATA="$WORK/data"
+SERVER_PID=""
+
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+build_berth() {
+    echo "==> building berth (release)" >&2
+    (cd "$ROOT" && cargo build --release -q -p berth)
+}
+
+start_server() {
+    "$BERTH" server --api 127.0.0.1:0 --router 127.0.0.1:0 "$@" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 200); do
+        [ -f "$BERTH_DATA/server.json" ] && break
+        sleep 0.05
+    done
+    ROUTER_URL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["router_url"])' "$BERTH_DATA/server.json")
+}
+
+stop_server() {
+    kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+copy_example() { # NAME DEST
+    mkdir -p "$2" && (cd "$ROOT/examples/$1" && tar --exclude=./target -cf - .) | (cd "$2" && tar xf -)
+}
+
+json_field() { # JSON-PATH (python expression on `d`) reading stdin
+    python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"
+}
+
+rss_kib() { # PID
+    awk '/^VmRSS/ {print $2}' "/proc/$1/status"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

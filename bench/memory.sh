@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Resident memory of an idle `berth server`: empty, and with 10 deployed apps
+# (examples/plain, each with one instance). Target: under 30 MiB with 10 apps.
+# Peer: an idle nginx (master + 2 workers) measured in the same run.
+source "$(dirname "$0")/lib.sh"
+APPS=${APPS:-10}
+build_berth
+start_server
+sleep 1
+empty=$(rss_kib "$SERVER_PID")
+copy_example plain "$WORK/plain"
+for i in $(seq "$APPS"); do
+    (cd "$WORK/plain" && "$BERTH" up --app "plain-$i" >/dev/null 2>"$WORK/up.log") || { cat "$WORK/up.log"; exit 1; }
+done
+sleep 3
+loaded=$(rss_kib "$SERVER_PID")
+nginx_kib=""
+if command -v nginx >/dev/null; then
+    mkdir -p "$WORK/nginx"
+    printf 'worker_processes 2; pid %s/nginx.pid; error_log %s/nginx/error.log;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:0; } }\n' "$WORK" "$WORK" >"$WORK/nginx.conf"
+    nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" && sleep 0.5
+    nginx_kib=0
+    for pid in $(pgrep -f "$WORK/nginx.conf"; pgrep -P "$(cat "$WORK/nginx.pid")"); do
+        nginx_kib=$((nginx_kib + $(rss_kib "$pid")))
+    done
+fi
+awk -v e="$empty" -v l="$loaded" -v n="${nginx_kib:-0}" -v apps="$APPS" 'BEGIN {
+    printf "idle berth server: %.1f MiB empty, %.1f MiB with %d apps (target < 30 MiB); %.2f MiB per app\n", e/1024, l/1024, apps, (l-e)/1024/apps
+    if (n > 0) printf "idle nginx (master + 2 workers): %.1f MiB; berth with %d apps / nginx: %.2fx\n", n/1024, apps, l/n
+}'
