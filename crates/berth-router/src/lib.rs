@@ -17,5 +17,5 @@ pub mod route;
 pub mod upstream;
 
 pub use balance::Backend;
-pub use listen::serve;
+pub use listen::{RouterSockets, serve};
 pub use route::{AppRoute, AppTraffic, RouteTable};

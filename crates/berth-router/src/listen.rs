@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{Request, Response, header};
 use hyper::body::Incoming;
@@ -16,13 +15,12 @@ use tokio::sync::watch;
 
 use crate::pages;
 use crate::route::{RouteTable, app_from_host};
-use crate::upstream::{ProxyBody, Upstream};
+use crate::upstream::{ConnectionCache, ProxyBody, Upstream};
 
 struct RouterState {
     table: watch::Receiver<Arc<RouteTable>>,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     domain_suffix: String,
-    turn: AtomicUsize,
 }
 
 /// Serves the router on `listener` until `shutdown` completes. Apps are
@@ -35,9 +33,8 @@ pub async fn serve(
 ) {
     let state = Arc::new(RouterState {
         table,
-        upstream: Upstream::new(),
+        upstream: Arc::new(Upstream::new()),
         domain_suffix,
-        turn: AtomicUsize::new(0),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -63,9 +60,11 @@ pub async fn serve(
         let state = state.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let cache = ConnectionCache::new(state.upstream.clone(), client);
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request, client).await) }
+                let cache = cache.clone();
+                async move { Ok::<_, Infallible>(handle(&state, request, &cache).await) }
             });
             let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -74,32 +73,129 @@ pub async fn serve(
     }
 }
 
+thread_local! {
+    /// Rotates tie-breaks between equally idle instances; per thread, so no
+    /// cache line bounces between cores on every request.
+    static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 async fn handle(
     state: &RouterState,
     request: Request<Incoming>,
-    client: SocketAddr,
+    cache: &Arc<ConnectionCache>,
 ) -> Response<ProxyBody> {
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
-        .or_else(|| request.uri().host())
-        .map(str::to_string);
+        .or_else(|| request.uri().host());
     let Some(host) = host else {
         return pages::no_host();
     };
-    let Some(app) = app_from_host(&host, &state.domain_suffix) else {
-        return pages::unknown_app(&host);
+    let Some(app) = app_from_host(host, &state.domain_suffix) else {
+        return pages::unknown_app(host);
     };
-    let app = app.to_ascii_lowercase();
     let table = state.table.borrow().clone();
-    let Some(route) = table.apps.get(&app) else {
-        return pages::unknown_app(&host);
+    let route = match table.apps.get(app) {
+        Some(route) => route,
+        None => match table.apps.get(&app.to_ascii_lowercase()) {
+            Some(route) => route,
+            None => return pages::unknown_app(host),
+        },
     };
+    let app = app.to_string();
     route.traffic.count_request();
-    let turn = state.turn.fetch_add(1, Ordering::Relaxed);
+    let turn = TURN.with(|turn| {
+        let next = turn.get().wrapping_add(1);
+        turn.set(next);
+        next
+    });
     state
         .upstream
-        .forward(&app, route, request, client, turn)
+        .forward(&app, route, request, turn, cache)
         .await
+}
+
+/// The router's listening sockets: one per serving thread, all on one port
+/// (`SO_REUSEPORT`), so the kernel spreads connections over the threads.
+pub struct RouterSockets {
+    sockets: Vec<std::net::TcpListener>,
+    addr: SocketAddr,
+}
+
+impl RouterSockets {
+    /// Binds `threads` sockets on `addr` (port 0 picks one free port for all).
+    pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<RouterSockets> {
+        let mut sockets = Vec::with_capacity(threads.max(1));
+        let mut bound = addr;
+        for _ in 0..threads.max(1) {
+            let socket = if bound.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.set_nodelay(true)?;
+            socket.bind(bound)?;
+            let listener = socket.listen(4096)?;
+            bound = listener.local_addr()?;
+            sockets.push(listener.into_std()?);
+        }
+        Ok(RouterSockets {
+            sockets,
+            addr: bound,
+        })
+    }
+
+    /// The address every socket listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves on one thread per socket, each with its own single-threaded
+    /// runtime, so a request and its upstream connection never cross threads
+    /// (as nginx's workers do). Returns when `shutdown` completes on every
+    /// thread; `shutdown` is called once per thread.
+    pub fn serve<F, S>(
+        self,
+        table: watch::Receiver<Arc<RouteTable>>,
+        domain_suffix: String,
+        shutdown: S,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>>
+    where
+        S: Fn() -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut threads = Vec::with_capacity(self.sockets.len());
+        for (index, socket) in self.sockets.into_iter().enumerate() {
+            let table = table.clone();
+            let suffix = domain_suffix.clone();
+            let stop = shutdown();
+            let thread = std::thread::Builder::new()
+                .name(format!("berth-router-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(err) => {
+                            tracing::error!(error = %err, "cannot start a router thread");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(socket) {
+                            Ok(listener) => serve(listener, table, suffix, stop).await,
+                            Err(err) => {
+                                tracing::error!(error = %err, "cannot use the router socket")
+                            }
+                        }
+                    });
+                })?;
+            threads.push(thread);
+        }
+        Ok(threads)
+    }
 }

@@ -2,16 +2,12 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 use crate::upstream::ProxyBody;
 
 fn page(status: StatusCode, text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut response = Response::new(ProxyBody::Page(Full::new(Bytes::from(text))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

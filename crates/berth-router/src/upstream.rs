@@ -1,38 +1,145 @@
 //! Forwarding a request to an instance and streaming its answer back.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Either, Empty};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use crate::balance::{InFlight, pick};
+use crate::balance::{Backend, InFlight, pick};
 use crate::pages;
 use crate::route::AppRoute;
 
-/// The body of every response the router sends.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-
-/// The connection pool to instances.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+/// The body of every response the router sends: an instance's, streamed, or
+/// one of the router's own pages. An enum, not a box: no allocation per response.
+pub enum ProxyBody {
+    /// Streamed from an instance.
+    Proxied(GuardedBody),
+    /// A page of the router's own.
+    Page(Full<Bytes>),
+    /// Nothing (after an upgrade).
+    Empty,
 }
 
-impl Default for Upstream {
-    fn default() -> Self {
-        Self::new()
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Proxied(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Page(page) => Pin::new(page)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            ProxyBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Proxied(body) => body.is_end_stream(),
+            ProxyBody::Page(page) => page.is_end_stream(),
+            ProxyBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Proxied(body) => body.size_hint(),
+            ProxyBody::Page(page) => page.size_hint(),
+            ProxyBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+type Sender = SendRequest<Incoming>;
+
+/// Idle keep-alive connections to instances, shared by all client connections.
+#[derive(Default)]
+pub struct Upstream {
+    idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+}
+
+/// Most idle connections kept per instance.
+const MAX_IDLE_PER_INSTANCE: usize = 512;
+
+/// Upstream connections one client connection is using; they go back to the
+/// shared [`Upstream`] pool when the client connection ends. Requests of one
+/// HTTP/1 client connection thus reuse one upstream connection with no
+/// shared lock on the hot path.
+pub struct ConnectionCache {
+    upstream: Arc<Upstream>,
+    client_ip: HeaderValue,
+    local: Mutex<Vec<(SocketAddr, Sender)>>,
+}
+
+impl ConnectionCache {
+    /// A cache for one client connection from `client`.
+    pub fn new(upstream: Arc<Upstream>, client: SocketAddr) -> Arc<Self> {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Arc::new(ConnectionCache {
+            upstream,
+            client_ip,
+            local: Mutex::new(Vec::with_capacity(1)),
+        })
+    }
+
+    fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut local = self
+            .local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some(index) = local.iter().position(|(cached, _)| *cached == addr) {
+            let (_, sender) = local.swap_remove(index);
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        drop(local);
+        self.upstream.take(addr)
+    }
+
+    fn give_back(&self, addr: SocketAddr, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut local = self
+            .local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if local.len() < 8 {
+            local.push((addr, sender));
+        } else {
+            drop(local);
+            self.upstream.give_back(addr, sender);
+        }
+    }
+}
+
+impl Drop for ConnectionCache {
+    fn drop(&mut self) {
+        let local = std::mem::take(
+            self.local
+                .get_mut()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for (addr, sender) in local {
+            self.upstream.give_back(addr, sender);
+        }
     }
 }
 
@@ -45,17 +152,71 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
 ];
 
+async fn connect(addr: SocketAddr) -> Result<Sender, String> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|err| format!("connect to {addr}: {err}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| format!("handshake with {addr}: {err}"))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
 impl Upstream {
-    /// A pool with keep-alive connections to instances.
+    /// An empty pool.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Upstream { client }
+        Self::default()
+    }
+
+    fn take(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let senders = idle.get_mut(&addr)?;
+        while let Some(sender) = senders.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        idle.remove(&addr);
+        None
+    }
+
+    fn give_back(&self, addr: SocketAddr, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let senders = idle.entry(addr).or_default();
+        senders.retain(|sender| !sender.is_closed());
+        if senders.len() < MAX_IDLE_PER_INSTANCE {
+            senders.push(sender);
+        }
+    }
+
+    /// A ready connection to `backend`: a cached one, else a new one.
+    async fn checkout(cache: &ConnectionCache, backend: &Backend) -> Result<Sender, String> {
+        while let Some(mut sender) = cache.take(backend.addr) {
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        let mut sender = connect(backend.addr).await?;
+        sender
+            .ready()
+            .await
+            .map_err(|err| format!("connection to {}: {err}", backend.addr))?;
+        Ok(sender)
     }
 
     /// Sends `request` to one of `route`'s backends and returns its response,
@@ -65,8 +226,8 @@ impl Upstream {
         app: &str,
         route: &AppRoute,
         mut request: Request<Incoming>,
-        client: SocketAddr,
         turn: usize,
+        cache: &Arc<ConnectionCache>,
     ) -> Response<ProxyBody> {
         let Some(backend) = pick(&route.backends, turn, None) else {
             route.traffic.count_router_error();
@@ -79,48 +240,48 @@ impl Upstream {
             &mut parts.headers,
             &parts.uri,
             parts.version,
-            client,
+            &cache.client_ip,
             upgrade,
         );
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |path| path.as_str())
-            .to_string();
-        let retryable = body.is_end_stream() && is_idempotent(&parts.method) && !upgrade;
         parts.version = Version::HTTP_11;
+        parts.uri = origin_form(&parts.uri);
+        let mut request = Request::from_parts(parts, body);
 
-        let mut body = Some(Either::Left(body));
         let mut guard = InFlight::start(backend);
         let mut attempts = 0;
-        let response = loop {
+        let (response, sender) = loop {
             attempts += 1;
-            let addr = guard.backend().addr;
-            let mut outgoing = Request::from_parts(
-                parts.clone(),
-                body.take().unwrap_or_else(|| Either::Right(Empty::new())),
-            );
-            *outgoing.uri_mut() = upstream_uri(addr, &path);
-            match self.client.request(outgoing).await {
-                Ok(response) => break response,
-                Err(err) if err.is_connect() && retryable && attempts < 3 => {
-                    // The instance went away between routing and connecting; try another.
+            let sender = match Self::checkout(cache, guard.backend()).await {
+                Ok(sender) => sender,
+                Err(err) => {
+                    // Nothing was sent: another instance can take it.
                     match pick(&route.backends, turn + attempts, Some(guard.backend())) {
-                        Some(next) => guard = InFlight::start(next),
-                        None => {
+                        Some(next) if attempts < 3 => {
+                            guard = InFlight::start(next);
+                            continue;
+                        }
+                        _ => {
                             route.traffic.count_router_error();
-                            return pages::bad_gateway(
-                                app,
-                                &guard.backend().instance,
-                                &describe(&err),
-                            );
+                            return pages::bad_gateway(app, &guard.backend().instance, &err);
                         }
                     }
                 }
-                Err(err) => {
-                    route.traffic.count_router_error();
-                    return pages::bad_gateway(app, &guard.backend().instance, &describe(&err));
-                }
+            };
+            let mut sender = sender;
+            match sender.try_send_request(request).await {
+                Ok(response) => break (response, sender),
+                Err(mut err) => match err.take_message() {
+                    // The connection closed before the request went out: retry it.
+                    Some(unsent) if attempts < 3 => request = unsent,
+                    _ => {
+                        route.traffic.count_router_error();
+                        return pages::bad_gateway(
+                            app,
+                            &guard.backend().instance,
+                            &err.into_error().to_string(),
+                        );
+                    }
+                },
             }
         };
         let (mut parts, body) = response.into_parts();
@@ -138,40 +299,32 @@ impl Upstream {
                     let _ = tokio::io::copy_bidirectional(&mut client_io, &mut instance_io).await;
                 }
             });
-            return Response::from_parts(
-                parts,
-                Empty::new().map_err(|never| match never {}).boxed(),
-            );
+            return Response::from_parts(parts, ProxyBody::Empty);
         }
         for name in &HOP_BY_HOP {
             parts.headers.remove(name);
         }
-        Response::from_parts(
-            parts,
-            GuardedBody {
-                inner: body,
-                _guard: guard,
+        let addr = guard.backend().addr;
+        let body = GuardedBody {
+            inner: body,
+            _guard: guard,
+            reuse: Some((addr, sender, cache.clone())),
+        };
+        Response::from_parts(parts, ProxyBody::Proxied(body))
+    }
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path) if uri.scheme().is_none() => {
+            if uri.authority().is_none() {
+                return uri.clone();
             }
-            .boxed(),
-        )
+            Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"))
+        }
+        Some(path) => Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/")),
+        None => Uri::from_static("/"),
     }
-}
-
-fn describe(err: &hyper_util::client::legacy::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text = format!("{text}: {cause}");
-        source = cause.source();
-    }
-    text
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    )
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -187,20 +340,11 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-fn upstream_uri(addr: SocketAddr, path: &str) -> Uri {
-    Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("/"))
-}
-
 fn prepare_request_headers(
     headers: &mut HeaderMap,
     uri: &Uri,
     version: Version,
-    client: SocketAddr,
+    client_ip: &HeaderValue,
     upgrade: bool,
 ) {
     if upgrade {
@@ -222,16 +366,19 @@ fn prepare_request_headers(
     {
         headers.insert(header::HOST, value);
     }
-    let client_ip = client.ip().to_string();
-    let forwarded_for = match headers
+    match headers
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
     {
-        Some(earlier) => format!("{earlier}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+        Some(earlier) => {
+            let combined = format!("{earlier}, {}", client_ip.to_str().unwrap_or_default());
+            if let Ok(value) = HeaderValue::from_str(&combined) {
+                headers.insert("x-forwarded-for", value);
+            }
+        }
+        None => {
+            headers.insert("x-forwarded-for", client_ip.clone());
+        }
     }
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -241,10 +388,20 @@ fn prepare_request_headers(
     }
 }
 
-/// A response body that keeps its request counted in flight until it ends.
-struct GuardedBody {
+/// A response body that keeps its request counted in flight until it ends,
+/// then hands its upstream connection back for the next request.
+pub struct GuardedBody {
     inner: Incoming,
     _guard: InFlight,
+    reuse: Option<(SocketAddr, Sender, Arc<ConnectionCache>)>,
+}
+
+impl GuardedBody {
+    fn finished(&mut self) {
+        if let Some((addr, sender, cache)) = self.reuse.take() {
+            cache.give_back(addr, sender);
+        }
+    }
 }
 
 impl Body for GuardedBody {
@@ -255,7 +412,14 @@ impl Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finished(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finished(),
+            Poll::Ready(Some(Err(_))) => self.reuse = None,
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -265,12 +429,4 @@ impl Body for GuardedBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Keeps the type checker honest about what is shared across tasks.
-#[allow(dead_code)]
-fn assert_send_sync() {
-    fn is_send_sync<T: Send + Sync>() {}
-    is_send_sync::<Upstream>();
-    is_send_sync::<Arc<crate::balance::Backend>>();
 }

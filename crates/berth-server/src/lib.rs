@@ -133,19 +133,19 @@ pub async fn run(
     let logs = Arc::new(LogStore::open(&config.logs_path())?);
     let slugs = SlugStore::new(config.slugs_dir());
     let api_listener = bind(config.api_addr).await?;
-    let router_listener = bind(config.router_addr).await?;
+    let router_threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(4));
+    let router_sockets = berth_router::RouterSockets::bind(config.router_addr, router_threads)
+        .map_err(|source| ServerError::Bind {
+            addr: config.router_addr,
+            source,
+        })?;
     let api_addr = api_listener
         .local_addr()
         .map_err(|source| ServerError::Bind {
             addr: config.api_addr,
             source,
         })?;
-    let router_addr = router_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.router_addr,
-            source,
-        })?;
+    let router_addr = router_sockets.local_addr();
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
     let (reconciler, handle) = Reconciler::new(ReconcilerParts {
         store: store.clone(),
@@ -183,12 +183,15 @@ pub async fn run(
 
     // Spawn.
     let reconciler_task = tokio::spawn(reconciler.run(shutdown.clone()));
-    let router_task = tokio::spawn(berth_router::serve(
-        router_listener,
-        route_receiver,
-        config.domain_suffix.clone(),
-        shutdown.clone().cancelled_owned(),
-    ));
+    let router_shutdown = shutdown.clone();
+    let router_threads = router_sockets
+        .serve(route_receiver, config.domain_suffix.clone(), move || {
+            router_shutdown.clone().cancelled_owned()
+        })
+        .map_err(|source| ServerError::Bind {
+            addr: router_addr,
+            source,
+        })?;
     let api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(async move {
         let app = api::routes(state);
@@ -213,7 +216,12 @@ pub async fn run(
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: stopping instances");
-    let _ = router_task.await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in router_threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     let _ = reconciler_task.await;
     // Followed logs would keep the API open; it has had its chance to finish.
     if tokio::time::timeout(std::time::Duration::from_secs(2), api_task)
