@@ -17,10 +17,12 @@ loaded=$(rss_kib "$SERVER_PID")
 nginx_kib=""
 if command -v nginx >/dev/null; then
     mkdir -p "$WORK/nginx"
-    printf 'worker_processes 2; pid %s/nginx.pid; error_log %s/nginx/error.log;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:0; } }\n' "$WORK" "$WORK" >"$WORK/nginx.conf"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    printf 'worker_processes 2; pid %s/nginx.pid; error_log %s/nginx/error.log;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:%s; } }\n' "$WORK" "$WORK" "$port" >"$WORK/nginx.conf"
     nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" && sleep 0.5
+    master=$(cat "$WORK/nginx.pid")
     nginx_kib=0
-    for pid in $(pgrep -f "$WORK/nginx.conf"; pgrep -P "$(cat "$WORK/nginx.pid")"); do
+    for pid in "$master" $(pgrep -P "$master"); do
         nginx_kib=$((nginx_kib + $(rss_kib "$pid")))
     done
 fi
