@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use berth_proto::{
-    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, LogLine,
-    ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
+    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo,
+    ExecutionInfo, JobInfo, LogLine, ReleaseInfo, RollbackRequest, RunJob, ScaleRequest,
+    ServerHealth,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -72,6 +73,9 @@ pub struct LogFilter {
     /// Instance id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Only the tasks of this job execution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution: Option<i64>,
     /// Minimum level.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
@@ -88,6 +92,7 @@ impl Client {
     pub fn new(base: &str, token: &str) -> Self {
         let http = reqwest::Client::builder()
             .no_proxy()
+            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .unwrap_or_default();
@@ -291,6 +296,53 @@ impl Client {
             .request(Method::GET, &format!("/v1/apps/{app}/events"))
             .query(&[("limit", limit.to_string()), ("follow", "true".into())]);
         self.stream(request).await
+    }
+
+    /// `GET /v1/apps/{app}/jobs`.
+    pub async fn jobs(&self, app: &str) -> Result<Vec<JobInfo>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/jobs")))
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/jobs/{job}/run`.
+    pub async fn run_job(&self, app: &str, job: &str, request: &RunJob) -> Result<ExecutionInfo> {
+        self.json(
+            self.request(Method::POST, &format!("/v1/apps/{app}/jobs/{job}/run"))
+                .json(request),
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/jobs/{job}/executions`.
+    pub async fn job_executions(
+        &self,
+        app: &str,
+        job: &str,
+        limit: u32,
+    ) -> Result<Vec<ExecutionInfo>> {
+        self.json(
+            self.request(
+                Method::GET,
+                &format!("/v1/apps/{app}/jobs/{job}/executions"),
+            )
+            .query(&[("limit", limit)]),
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/executions/{id}`.
+    pub async fn execution(&self, app: &str, id: i64) -> Result<ExecutionInfo> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/executions/{id}")))
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/executions/{id}/cancel`.
+    pub async fn cancel_execution(&self, app: &str, id: i64) -> Result<ExecutionInfo> {
+        self.json(self.request(
+            Method::POST,
+            &format!("/v1/apps/{app}/executions/{id}/cancel"),
+        ))
+        .await
     }
 
     /// `GET /v1/openapi.json`.

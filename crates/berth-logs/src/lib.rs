@@ -71,6 +71,8 @@ pub struct LogQuery {
     pub process: Option<String>,
     /// Only lines of this instance.
     pub instance: Option<String>,
+    /// Only lines of instances whose id starts with this.
+    pub instance_prefix: Option<String>,
     /// Only lines at this level or more severe (`trace` … `error`).
     pub min_level: Option<String>,
     /// Only lines whose message or fields contain this text.
@@ -229,6 +231,14 @@ impl LogStore {
         if let Some(instance) = &query.instance {
             values.push(instance.clone().into());
             sql.push_str(&format!(" AND instance = ?{}", values.len()));
+        }
+        if let Some(prefix) = &query.instance_prefix {
+            let escaped = prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            values.push(format!("{escaped}%").into());
+            sql.push_str(&format!(" AND instance LIKE ?{} ESCAPE '\\'", values.len()));
         }
         if let Some(level) = &query.min_level {
             let rank = level_rank(level).ok_or_else(|| {

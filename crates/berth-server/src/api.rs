@@ -37,6 +37,7 @@ pub struct ApiState {
     pub(crate) store: Arc<Store>,
     pub(crate) logs: Arc<LogStore>,
     pub(crate) deployer: Arc<Deployer>,
+    pub(crate) jobs: Arc<crate::jobs::JobRunner>,
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) token: Arc<String>,
     pub(crate) router_url: String,
@@ -81,6 +82,16 @@ impl From<StoreError> for ApiFailure {
     }
 }
 
+impl From<crate::jobs::JobError> for ApiFailure {
+    fn from(err: crate::jobs::JobError) -> Self {
+        match err {
+            crate::jobs::JobError::NotFound(message) => ApiFailure::NotFound(message),
+            crate::jobs::JobError::Invalid(message) => ApiFailure::BadRequest(message),
+            crate::jobs::JobError::Store(err) => err.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
@@ -111,10 +122,12 @@ type ApiResult<T> = Result<T, ApiFailure>;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "berth", description = "Host Rust apps on machines you own."),
-    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, rollback, scale, get_env, change_env, logs, events),
+    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, rollback, scale, get_env, change_env, logs, events,
+        list_jobs, run_job, job_executions, execution, cancel_execution),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
-        ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth
+        ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
+        berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -154,6 +167,14 @@ pub fn routes(state: ApiState) -> Router {
         .route("/v1/apps/{app}/env", get(get_env).post(change_env))
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/events", get(events))
+        .route("/v1/apps/{app}/jobs", get(list_jobs))
+        .route("/v1/apps/{app}/jobs/{job}/run", post(run_job))
+        .route("/v1/apps/{app}/jobs/{job}/executions", get(job_executions))
+        .route("/v1/apps/{app}/executions/{id}", get(execution))
+        .route(
+            "/v1/apps/{app}/executions/{id}/cancel",
+            post(cancel_execution),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(health))
@@ -480,6 +501,8 @@ struct LogParams {
     process: Option<String>,
     /// Only this instance.
     instance: Option<String>,
+    /// Only the tasks of this job execution.
+    execution: Option<i64>,
     /// Only this level or more severe.
     level: Option<String>,
     /// Only lines containing this text.
@@ -512,6 +535,7 @@ async fn logs(
         since_micros,
         process: params.process,
         instance: params.instance,
+        instance_prefix: params.execution.map(|id| format!("exec-{id}-task-")),
         min_level: params.level,
         grep: params.grep,
         after_id: None,
@@ -614,4 +638,92 @@ async fn events(
         }
     });
     Ok(ndjson(receiver))
+}
+
+/// The jobs of the app's active release, with next runs and last executions.
+#[utoipa::path(get, path = "/v1/apps/{app}/jobs", params(("app" = String, Path)),
+    responses((status = 200, body = [berth_proto::JobInfo]), (status = 404, body = ApiError)))]
+async fn list_jobs(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<berth_proto::JobInfo>>> {
+    Ok(Json(state.jobs.jobs(&app)?))
+}
+
+/// Starts an execution of a job; answers at once with it.
+#[utoipa::path(post, path = "/v1/apps/{app}/jobs/{job}/run", params(("app" = String, Path), ("job" = String, Path)),
+    request_body = berth_proto::RunJob,
+    responses((status = 201, body = berth_proto::ExecutionInfo), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn run_job(
+    State(state): State<ApiState>,
+    Path((app, job)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(request): Json<berth_proto::RunJob>,
+) -> ApiResult<(StatusCode, Json<berth_proto::ExecutionInfo>)> {
+    let trigger = if headers
+        .get(header::USER_AGENT)
+        .and_then(|agent| agent.to_str().ok())
+        .is_some_and(|agent| agent.starts_with("berth-cli"))
+    {
+        "manual"
+    } else {
+        "api"
+    };
+    let id = state.jobs.run(
+        &app,
+        &job,
+        crate::jobs::RunOptions {
+            trigger: trigger.into(),
+            tasks: request.tasks,
+            env: request.env.into_iter().collect(),
+        },
+    )?;
+    let row = state.store.execution(&app, id)?;
+    Ok((StatusCode::CREATED, Json(crate::jobs::execution_info(&row))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct HistoryParams {
+    /// At most this many (default 20).
+    limit: Option<u32>,
+}
+
+/// A job's executions, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/jobs/{job}/executions", params(("app" = String, Path), ("job" = String, Path), HistoryParams),
+    responses((status = 200, body = [berth_proto::ExecutionInfo]), (status = 404, body = ApiError)))]
+async fn job_executions(
+    State(state): State<ApiState>,
+    Path((app, job)): Path<(String, String)>,
+    Query(params): Query<HistoryParams>,
+) -> ApiResult<Json<Vec<berth_proto::ExecutionInfo>>> {
+    state.store.app(&app)?;
+    let rows = state
+        .store
+        .executions(&app, Some(&job), params.limit.unwrap_or(20).min(1000))?;
+    Ok(Json(rows.iter().map(crate::jobs::execution_info).collect()))
+}
+
+/// One execution with every task attempt.
+#[utoipa::path(get, path = "/v1/apps/{app}/executions/{id}", params(("app" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = berth_proto::ExecutionInfo), (status = 404, body = ApiError)))]
+async fn execution(
+    State(state): State<ApiState>,
+    Path((app, id)): Path<(String, i64)>,
+) -> ApiResult<Json<berth_proto::ExecutionInfo>> {
+    Ok(Json(crate::jobs::execution_info(
+        &state.store.execution(&app, id)?,
+    )))
+}
+
+/// Cancels a running execution: its running tasks are stopped.
+#[utoipa::path(post, path = "/v1/apps/{app}/executions/{id}/cancel", params(("app" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = berth_proto::ExecutionInfo), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn cancel_execution(
+    State(state): State<ApiState>,
+    Path((app, id)): Path<(String, i64)>,
+) -> ApiResult<Json<berth_proto::ExecutionInfo>> {
+    state.jobs.cancel(&app, id).await?;
+    Ok(Json(crate::jobs::execution_info(
+        &state.store.execution(&app, id)?,
+    )))
 }

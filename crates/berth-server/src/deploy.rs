@@ -65,6 +65,7 @@ pub struct Deployer {
     pub(crate) tmp_dir: std::path::PathBuf,
     pub(crate) source_limits: UnpackLimits,
     pub(crate) url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    pub(crate) driver: Arc<dyn berth_runtime::Driver>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -80,6 +81,7 @@ impl Deployer {
         tmp_dir: std::path::PathBuf,
         source_limits: UnpackLimits,
         url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+        driver: Arc<dyn berth_runtime::Driver>,
     ) -> Self {
         Deployer {
             store,
@@ -90,6 +92,7 @@ impl Deployer {
             tmp_dir,
             source_limits,
             url_for,
+            driver,
             locks: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -203,16 +206,20 @@ impl Deployer {
         let spec_json = serde_json::to_string(&spec).map_err(|err| {
             DeployFailure::before_release(format!("cannot store the spec: {err}"))
         })?;
-        let release = self.store.begin_release(
-            &app,
-            NewRelease {
-                cause: "deploy".into(),
-                slug,
-                processes: spec.process_commands(&default_binary),
-                env: self.store.env(&app)?,
-                spec_json,
-            },
-        )?;
+        let release = self
+            .make_release(
+                &spec,
+                NewRelease {
+                    cause: "deploy".into(),
+                    slug,
+                    processes: spec.process_commands(&default_binary),
+                    env: self.store.env(&app)?,
+                    spec_json,
+                },
+                &app,
+                &progress,
+            )
+            .await?;
         self.roll_out(&spec, release, &progress).await
     }
 
@@ -248,16 +255,20 @@ impl Deployer {
         };
         let current = self.store.release(&app, current)?;
         let spec: AppSpec = serde_json::from_str(&current.spec_json).unwrap_or_default();
-        let release = self.store.begin_release(
-            &app,
-            NewRelease {
-                cause,
-                slug: current.slug,
-                spec_json: current.spec_json,
-                processes: current.processes,
-                env,
-            },
-        )?;
+        let release = self
+            .make_release(
+                &spec,
+                NewRelease {
+                    cause,
+                    slug: current.slug,
+                    spec_json: current.spec_json,
+                    processes: current.processes,
+                    env,
+                },
+                &app,
+                &progress,
+            )
+            .await?;
         self.roll_out(&spec, release, &progress).await.map(Some)
     }
 
@@ -319,6 +330,73 @@ impl Deployer {
             },
         )?;
         self.roll_out(&spec, release, &progress).await
+    }
+
+    /// Makes a release and, when the spec has a release command, runs it in a
+    /// temporary instance of the new release before the release becomes the
+    /// app's target. If the command fails, the release fails and nothing
+    /// that serves is touched.
+    async fn make_release(
+        &self,
+        spec: &AppSpec,
+        new: NewRelease,
+        app: &str,
+        progress: &Progress,
+    ) -> Result<ReleaseRow, DeployFailure> {
+        let Some(command) = spec.deploy.release_command.clone() else {
+            return Ok(self.store.begin_release(app, new)?);
+        };
+        let release = self.store.create_release(app, new)?;
+        say(
+            progress,
+            format!(
+                "running the release command of v{}: {command}",
+                release.version
+            ),
+        );
+        let instance = format!("release-v{}", release.version);
+        let env = crate::oneoff::release_env(&release, spec, "release", &instance, &[]);
+        let instance_spec =
+            match crate::oneoff::instance_spec(&self.slugs, &release, &instance, &command, env) {
+                Ok(instance_spec) => instance_spec,
+                Err(reason) => return Err(self.fail(app, release.version, &reason, None).await),
+            };
+        let source = berth_logs::LogSource {
+            app: app.to_string(),
+            process: "release".into(),
+            instance: instance.clone(),
+            release: release.version,
+        };
+        let to_client = progress.clone();
+        let also: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line| {
+            let _ = to_client.send(DeployProgress::ReleaseOutput { line });
+        });
+        let sink = crate::oneoff::log_sink(self.logs.clone(), source, Some(also));
+        let running = match self.driver.start(&instance_spec, sink) {
+            Ok(running) => running,
+            Err(err) => {
+                let reason = format!("the release command could not start: {err}");
+                return Err(self.fail(app, release.version, &reason, None).await);
+            }
+        };
+        let timeout = spec.deploy.release_command_timeout;
+        let outcome = tokio::select! {
+            cause = running.exited() => cause,
+            () = tokio::time::sleep(timeout) => {
+                running.stop(spec.kill_timeout).await;
+                let reason = format!("the release command `{command}` did not finish within {}s and was stopped", timeout.as_secs());
+                return Err(self.fail(app, release.version, &reason, Some(&instance)).await);
+            }
+        };
+        if !outcome.success() {
+            let reason = format!("the release command `{command}` failed ({outcome})");
+            return Err(self
+                .fail(app, release.version, &reason, Some(&instance))
+                .await);
+        }
+        say(progress, "the release command succeeded");
+        self.store.target_release(app, release.version)?;
+        Ok(release)
     }
 
     /// Makes `release` (already the app's target) serve, or fails it.

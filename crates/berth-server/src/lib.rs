@@ -14,6 +14,8 @@ pub mod api;
 pub mod config;
 pub mod deploy;
 pub mod health;
+pub mod jobs;
+pub mod oneoff;
 pub mod reconciler;
 
 use std::io::Write;
@@ -147,10 +149,12 @@ pub async fn run(
         })?;
     let router_addr = router_sockets.local_addr();
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
+    let driver: Arc<dyn berth_runtime::Driver> = Arc::new(ProcessDriver);
+    let jobs = jobs::JobRunner::new(store.clone(), logs.clone(), driver.clone(), slugs.clone())?;
     let (reconciler, handle) = Reconciler::new(ReconcilerParts {
         store: store.clone(),
         logs: logs.clone(),
-        driver: Arc::new(ProcessDriver),
+        driver: driver.clone(),
         slugs: slugs.clone(),
         routes,
     });
@@ -169,6 +173,7 @@ pub async fn run(
             ..UnpackLimits::default()
         },
         url_for,
+        driver,
     ));
     let router_url = format!("http://{router_addr}");
     let state = api::ApiState {
@@ -176,6 +181,7 @@ pub async fn run(
         logs,
         deployer,
         reconciler: handle,
+        jobs: jobs.clone(),
         token: Arc::new(token),
         router_url: router_url.clone(),
         max_upload_bytes: config.max_upload_bytes,
@@ -183,6 +189,7 @@ pub async fn run(
 
     // Spawn.
     let reconciler_task = tokio::spawn(reconciler.run(shutdown.clone()));
+    let scheduler_task = tokio::spawn(jobs::run_scheduler(jobs, shutdown.clone()));
     let router_shutdown = shutdown.clone();
     let router_threads = router_sockets
         .serve(route_receiver, config.domain_suffix.clone(), move || {
@@ -223,6 +230,7 @@ pub async fn run(
     })
     .await;
     let _ = reconciler_task.await;
+    let _ = scheduler_task.await;
     // Followed logs would keep the API open; it has had its chance to finish.
     if tokio::time::timeout(std::time::Duration::from_secs(2), api_task)
         .await

@@ -15,11 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_build::{SLUG_BIN_DIR, SlugStore};
+use berth_build::SlugStore;
 use berth_logs::{LogSource, LogStore};
 use berth_proto::{GroupHealth, InstanceInfo, InstanceState, LogStream, ProcessGroupStatus};
 use berth_router::{AppRoute, AppTraffic, Backend, RouteTable};
-use berth_runtime::{Driver, ExitCause, InstanceSpec, OutputSink, OutputStream, RunningInstance};
+use berth_runtime::{Driver, ExitCause, RunningInstance};
 use berth_spec::AppSpec;
 use berth_store::{DesiredApp, ReleaseRow, Store};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
@@ -488,13 +488,6 @@ impl Reconciler {
         serves_http: bool,
         fixed_port: Option<u16>,
     ) -> Result<(), String> {
-        let slug_dir = self.parts.slugs.path(&release.slug);
-        if !slug_dir.is_dir() {
-            return Err(format!(
-                "the slug {} of v{} is missing from the data dir",
-                release.slug, release.version
-            ));
-        }
         let id = format!("{process}-{:08x}", rand::random::<u32>());
         let port = if serves_http {
             Some(match fixed_port {
@@ -504,47 +497,20 @@ impl Reconciler {
         } else {
             None
         };
-        let mut env: Vec<(String, String)> = Vec::new();
-        env.extend(
-            spec.env
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone())),
-        );
-        env.extend(
-            release
-                .env
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone())),
-        );
-        env.push(("BERTH_APP".into(), release.app.clone()));
-        env.push(("BERTH_RELEASE".into(), release.version.to_string()));
-        env.push(("BERTH_PROCESS".into(), process.to_string()));
-        env.push(("BERTH_INSTANCE".into(), id.clone()));
-        if let Some(port) = port {
-            env.push(("PORT".into(), port.to_string()));
-        }
-        let instance_spec = InstanceSpec {
-            id: id.clone(),
-            app: release.app.clone(),
-            command: command.to_string(),
-            workdir: slug_dir.clone(),
-            bin_dir: slug_dir.join(SLUG_BIN_DIR),
-            env,
-        };
+        let extra: Vec<(String, String)> = port
+            .map(|port| ("PORT".to_string(), port.to_string()))
+            .into_iter()
+            .collect();
+        let env = crate::oneoff::release_env(release, spec, process, &id, &extra);
+        let instance_spec =
+            crate::oneoff::instance_spec(&self.parts.slugs, release, &id, command, env)?;
         let source = LogSource {
             app: release.app.clone(),
             process: process.to_string(),
             instance: id.clone(),
             release: release.version,
         };
-        let logs = self.parts.logs.clone();
-        let sink: OutputSink = Arc::new(move |stream, line| {
-            let stream = match stream {
-                OutputStream::Stdout => LogStream::Stdout,
-                OutputStream::Stderr => LogStream::Stderr,
-            };
-            logs.append(&source, stream, &line);
-        });
+        let sink = crate::oneoff::log_sink(self.parts.logs.clone(), source, None);
         let running = self
             .parts
             .driver

@@ -9,11 +9,13 @@
 
 mod duration;
 mod error;
+mod jobs;
 mod model;
 mod raw;
 
 pub use duration::parse_duration;
 pub use error::{Location, SpecError, SpecProblem};
+pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
     HttpService,

@@ -27,6 +27,9 @@ pub struct AppSpec {
     /// Time between SIGTERM and SIGKILL when an instance stops.
     #[serde(with = "duration_ms")]
     pub kill_timeout: Duration,
+    /// Jobs: run by hand, by API or on a schedule.
+    #[serde(default)]
+    pub jobs: Vec<crate::JobSpec>,
 }
 
 impl Default for AppSpec {
@@ -39,6 +42,7 @@ impl Default for AppSpec {
             processes: BTreeMap::new(),
             http: HttpService::default(),
             kill_timeout: Duration::from_secs(5),
+            jobs: Vec::new(),
         }
     }
 }
@@ -100,8 +104,12 @@ pub enum BuilderKind {
 /// How a release is rolled out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploySpec {
-    /// A command run once per deploy before instances switch (jobs issue).
+    /// A command run once per deploy, in a temporary instance of the new
+    /// release, before any instance switches; if it fails the deploy fails.
     pub release_command: Option<String>,
+    /// How long the release command may run.
+    #[serde(with = "duration_ms", default = "default_release_command_timeout")]
+    pub release_command_timeout: Duration,
     /// Rollout strategy.
     pub strategy: DeployStrategy,
     /// How long new instances get to pass their health check.
@@ -113,10 +121,15 @@ impl Default for DeploySpec {
     fn default() -> Self {
         DeploySpec {
             release_command: None,
+            release_command_timeout: default_release_command_timeout(),
             strategy: DeployStrategy::Rolling,
             wait_timeout: Duration::from_secs(60),
         }
     }
+}
+
+fn default_release_command_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// Rollout strategies.
@@ -170,7 +183,7 @@ impl Default for HealthCheck {
     }
 }
 
-mod duration_ms {
+pub(crate) mod duration_ms {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

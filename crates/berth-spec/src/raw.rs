@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use crate::duration::parse_duration;
 use crate::error::{Location, SpecError, SpecProblem};
+use crate::jobs::{JobSpec, OverlapPolicy, Schedule};
 use crate::model::{
     AppSpec, BuildSpec, BuilderKind, DeploySpec, DeployStrategy, HealthCheck, HttpService,
 };
@@ -67,7 +68,7 @@ struct RawSpec {
     statics: Option<toml::Value>,
     vm: Option<toml::Value>,
     mounts: Option<toml::Value>,
-    jobs: Option<toml::Value>,
+    jobs: Vec<RawJob>,
     resources: Option<toml::Value>,
     budget: Option<toml::Value>,
 }
@@ -92,8 +93,23 @@ struct RawDeploy {
     release_command: Option<String>,
     strategy: Option<Spanned<String>>,
     wait_timeout: Option<Spanned<NumberOrText>>,
-    release_command_timeout: Option<toml::Value>,
+    release_command_timeout: Option<Spanned<NumberOrText>>,
     max_unavailable: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawJob {
+    name: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
+    time_zone: Option<Spanned<String>>,
+    tasks: Option<Spanned<i64>>,
+    parallelism: Option<Spanned<i64>>,
+    max_retries: Option<Spanned<i64>>,
+    timeout: Option<Spanned<NumberOrText>>,
+    env: BTreeMap<String, Scalar>,
+    overlap: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,7 +261,6 @@ fn validate(
         ("[[statics]]", raw.statics.is_some()),
         ("[[vm]]", raw.vm.is_some()),
         ("[[mounts]]", raw.mounts.is_some()),
-        ("[[jobs]]", raw.jobs.is_some()),
         ("[resources]", raw.resources.is_some()),
         ("[budget]", raw.budget.is_some()),
     ];
@@ -288,6 +303,7 @@ fn validate(
         }
     }
 
+    spec.jobs = validate_jobs(raw.jobs, problems);
     spec.http = validate_http(
         file,
         raw.http_service,
@@ -389,11 +405,6 @@ fn validate_deploy(
             .filter(|command| !command.trim().is_empty()),
         ..DeploySpec::default()
     };
-    if spec.release_command.is_some() {
-        warnings.push(format!(
-            "{file}: [deploy] release_command is accepted but this berth does not run it yet"
-        ));
-    }
     if let Some(strategy) = &deploy.strategy {
         spec.strategy = match strategy.get_ref().as_str() {
             "rolling" => DeployStrategy::Rolling,
@@ -421,18 +432,130 @@ fn validate_deploy(
     {
         spec.wait_timeout = duration;
     }
-    for (key, present) in [
-        (
-            "release_command_timeout",
-            deploy.release_command_timeout.is_some(),
-        ),
-        ("max_unavailable", deploy.max_unavailable.is_some()),
-    ] {
-        if present {
-            warnings.push(format!("{file}: [deploy] {key} is ignored"));
-        }
+    if let Some(timeout) = &deploy.release_command_timeout
+        && let Some(duration) =
+            duration_value(timeout, Unit::Seconds, "release_command_timeout", problems)
+    {
+        spec.release_command_timeout = duration;
+    }
+    if deploy.max_unavailable.is_some() {
+        warnings.push(format!("{file}: [deploy] max_unavailable is ignored"));
     }
     spec
+}
+
+fn validate_jobs(raw_jobs: Vec<RawJob>, problems: &mut Problems<'_>) -> Vec<JobSpec> {
+    let mut jobs: Vec<JobSpec> = Vec::new();
+    for (index, raw) in raw_jobs.into_iter().enumerate() {
+        let label = format!("[[jobs]] #{}", index + 1);
+        let Some(name) = &raw.name else {
+            problems.found.push(SpecProblem {
+                location: None,
+                message: format!("{label} needs a name"),
+            });
+            continue;
+        };
+        let name_text = name.get_ref().clone();
+        if !valid_process_name(&name_text) {
+            problems.at(
+                name,
+                format!("job name `{name_text}` must be lowercase letters, digits, `-` or `_`, starting with a letter"),
+            );
+        } else if jobs.iter().any(|job| job.name == name_text) {
+            problems.at(name, format!("there are two jobs named `{name_text}`"));
+        }
+        let command = match &raw.command {
+            Some(command) if !command.get_ref().trim().is_empty() => {
+                command.get_ref().trim().to_string()
+            }
+            Some(command) => {
+                problems.at(command, format!("job `{name_text}` has an empty command"));
+                String::new()
+            }
+            None => {
+                problems.at(name, format!("job `{name_text}` needs a command"));
+                String::new()
+            }
+        };
+        let time_zone = raw.time_zone.as_ref().map(|zone| zone.get_ref().clone());
+        if let Some(schedule) = &raw.schedule
+            && let Err(message) = Schedule::parse(schedule.get_ref(), time_zone.as_deref())
+        {
+            problems.at(schedule, message);
+        } else if raw.schedule.is_none()
+            && let Some(zone) = &raw.time_zone
+        {
+            problems.at(zone, "time_zone needs a schedule".into());
+        }
+        let count = |value: &Option<Spanned<i64>>,
+                     key: &str,
+                     default: u32,
+                     min: i64,
+                     max: i64,
+                     problems: &mut Problems<'_>|
+         -> u32 {
+            match value {
+                None => default,
+                Some(spanned) if (min..=max).contains(spanned.get_ref()) => {
+                    *spanned.get_ref() as u32
+                }
+                Some(spanned) => {
+                    problems.at(spanned, format!("`{key}` must be from {min} to {max}"));
+                    default
+                }
+            }
+        };
+        let tasks = count(&raw.tasks, "tasks", 1, 1, 10_000, problems);
+        let parallelism = count(
+            &raw.parallelism,
+            "parallelism",
+            tasks,
+            1,
+            i64::from(tasks),
+            problems,
+        );
+        let max_retries = count(&raw.max_retries, "max_retries", 3, 0, 10, problems);
+        let timeout = raw
+            .timeout
+            .as_ref()
+            .and_then(|timeout| duration_value(timeout, Unit::Seconds, "timeout", problems))
+            .unwrap_or(Duration::from_secs(600));
+        let overlap = match raw
+            .overlap
+            .as_ref()
+            .map(|overlap| (overlap, overlap.get_ref().as_str()))
+        {
+            None | Some((_, "skip")) => OverlapPolicy::Skip,
+            Some((_, "allow")) => OverlapPolicy::Allow,
+            Some((_, "replace")) => OverlapPolicy::Replace,
+            Some((spanned, other)) => {
+                problems.at(
+                    spanned,
+                    format!(
+                        "unknown overlap policy `{other}` (use \"skip\", \"allow\" or \"replace\")"
+                    ),
+                );
+                OverlapPolicy::Skip
+            }
+        };
+        jobs.push(JobSpec {
+            name: name_text,
+            command,
+            schedule: raw.schedule.map(Spanned::into_inner),
+            time_zone,
+            tasks,
+            parallelism,
+            max_retries,
+            timeout,
+            env: raw
+                .env
+                .into_iter()
+                .map(|(key, value)| (key, value.into_string()))
+                .collect(),
+            overlap,
+        });
+    }
+    jobs
 }
 
 fn validate_http(

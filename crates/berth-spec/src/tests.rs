@@ -181,3 +181,65 @@ fn cargo_manifests_give_package_and_bins() {
     assert_eq!(app_name_from_package(&package.name), "my-app");
     assert!(parse_cargo_manifest("Cargo.toml", "[workspace]\nmembers = []\n").is_err());
 }
+
+#[test]
+fn jobs_parse_with_defaults_like_cloud_run() {
+    let text = r#"
+[deploy]
+release_command = "hello migrate"
+release_command_timeout = 30
+
+[[jobs]]
+name = "nightly"
+command = "hello report"
+schedule = "0 3 * * *"
+time_zone = "Europe/Amsterdam"
+tasks = 4
+parallelism = 2
+timeout = "1m"
+overlap = "replace"
+env = { MODE = "full" }
+
+[[jobs]]
+name = "once"
+command = "hello once"
+"#;
+    let spec = parse_spec("berth.toml", text).unwrap().spec;
+    assert_eq!(
+        spec.deploy.release_command.as_deref(),
+        Some("hello migrate")
+    );
+    assert_eq!(spec.deploy.release_command_timeout, Duration::from_secs(30));
+    assert_eq!(spec.jobs.len(), 2);
+    let nightly = &spec.jobs[0];
+    assert_eq!(
+        (nightly.tasks, nightly.parallelism, nightly.max_retries),
+        (4, 2, 3)
+    );
+    assert_eq!(nightly.timeout, Duration::from_secs(60));
+    assert_eq!(nightly.overlap, OverlapPolicy::Replace);
+    assert_eq!(nightly.env["MODE"], "full");
+    let once = &spec.jobs[1];
+    assert_eq!(
+        (once.tasks, once.parallelism, once.schedule.as_deref()),
+        (1, 1, None)
+    );
+}
+
+#[test]
+fn a_bad_cron_expression_is_an_error_at_its_place() {
+    let text = "[[jobs]]\nname = \"x\"\ncommand = \"y\"\nschedule = \"70 * * * *\"\n";
+    let err = parse_spec("berth.toml", text).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("berth.toml:4:12: schedule `70 * * * *`"),
+        "{err}"
+    );
+    let text = "[[jobs]]\nname = \"x\"\ncommand = \"y\"\ntasks = 2\nparallelism = 3\n";
+    let err = parse_spec("berth.toml", text).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("berth.toml:5:15: `parallelism` must be from 1 to 2"),
+        "{err}"
+    );
+}

@@ -14,7 +14,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod jobs;
 mod migrations;
+
+pub use jobs::{ExecutionRow, TaskAttemptRow};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +224,8 @@ impl Store {
     pub fn destroy_app(&self, name: &str) -> Result<()> {
         self.write(|tx| {
             let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [name])?;
+            tx.execute("DELETE FROM job_executions WHERE app = ?1", [name])?;
+            tx.execute("DELETE FROM job_schedules WHERE app = ?1", [name])?;
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("app `{name}`")));
             }
@@ -232,6 +237,42 @@ impl Store {
     /// Makes the next release of `app` with status `deploying` and makes it the
     /// target; counts for new process groups start at 1. Returns the release.
     pub fn begin_release(&self, app: &str, new: NewRelease) -> Result<ReleaseRow> {
+        let release = self.create_release(app, new)?;
+        self.target_release(app, release.version)?;
+        Ok(release)
+    }
+
+    /// Makes `version` the release the reconciler converges to; counts for
+    /// new process groups start at 1.
+    pub fn target_release(&self, app: &str, version: u64) -> Result<()> {
+        self.write(|tx| {
+            let processes_json: String = tx
+                .query_row(
+                    "SELECT processes_json FROM releases WHERE app = ?1 AND version = ?2",
+                    params![app, version],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("release v{version} of `{app}`")))?;
+            let processes: BTreeMap<String, String> =
+                from_json("release processes", &processes_json)?;
+            tx.execute(
+                "UPDATE apps SET target_release = ?2 WHERE name = ?1",
+                params![app, version],
+            )?;
+            for process in processes.keys() {
+                tx.execute(
+                    "INSERT OR IGNORE INTO process_groups (app, name, desired) VALUES (?1, ?2, 1)",
+                    params![app, process],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes the next release of `app` with status `deploying`, without
+    /// making it the target yet (its release command runs first).
+    pub fn create_release(&self, app: &str, new: NewRelease) -> Result<ReleaseRow> {
         self.write(|tx| {
             ensure_app(tx, app)?;
             let version: u64 = tx.query_row(
@@ -247,16 +288,6 @@ impl Store {
                  VALUES (?1, ?2, 'deploying', ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![app, version, new.cause, new.slug, new.spec_json, processes_json, env_json, created_at],
             )?;
-            tx.execute(
-                "UPDATE apps SET target_release = ?2 WHERE name = ?1",
-                params![app, version],
-            )?;
-            for process in new.processes.keys() {
-                tx.execute(
-                    "INSERT OR IGNORE INTO process_groups (app, name, desired) VALUES (?1, ?2, 1)",
-                    params![app, process],
-                )?;
-            }
             insert_event(
                 tx,
                 app,

@@ -49,6 +49,40 @@ const MIGRATIONS: &[&str] = &[
         pid INTEGER NOT NULL
     );
     "#,
+    // 2: job executions, their task attempts, and when each schedule last fired.
+    r#"
+    CREATE TABLE job_executions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        job TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        status TEXT NOT NULL,
+        tasks INTEGER NOT NULL,
+        parallelism INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        message TEXT
+    );
+    CREATE INDEX job_executions_by_job ON job_executions (app, job, id);
+    CREATE TABLE job_task_attempts (
+        execution INTEGER NOT NULL REFERENCES job_executions(id) ON DELETE CASCADE,
+        task_index INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        reason TEXT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (execution, task_index, attempt)
+    );
+    CREATE TABLE job_schedules (
+        app TEXT NOT NULL,
+        job TEXT NOT NULL,
+        last_fired TEXT NOT NULL,
+        PRIMARY KEY (app, job)
+    );
+    "#,
 ];
 
 /// Brings the schema to the newest version.

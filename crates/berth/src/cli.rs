@@ -93,6 +93,60 @@ pub enum Command {
     },
     /// Print the app's URL and open it in a browser if one is available.
     Open(AppArg),
+    /// Run jobs and see their history.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// The app's jobs with their schedules, next and last runs.
+    List(AppArg),
+    /// Start an execution of a job.
+    Run {
+        /// The job.
+        name: String,
+        /// Wait until it ends; exit non-zero if it fails.
+        #[arg(long)]
+        wait: bool,
+        /// Run this many tasks instead of the job's `tasks`.
+        #[arg(long)]
+        tasks: Option<u32>,
+        /// Extra env vars, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// A job's executions: trigger, start, duration, tasks succeeded/failed, exit codes.
+    History {
+        /// The job.
+        name: String,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// The logs of one execution's tasks.
+    Logs {
+        /// The execution id.
+        execution: i64,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Cancel a running execution.
+    Cancel {
+        /// The execution id.
+        execution: i64,
+        #[command(flatten)]
+        app: AppArg,
+    },
 }
 
 #[derive(Debug, Args)]

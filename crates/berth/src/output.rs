@@ -80,6 +80,12 @@ pub fn progress(line: &DeployProgress, json: bool) -> Option<Result<(u64, String
             }
             None
         }
+        DeployProgress::ReleaseOutput { line } => {
+            if !json {
+                eprintln!("    release | {line}");
+            }
+            None
+        }
         DeployProgress::Warning { message } => {
             if !json {
                 eprintln!("warning: {message}");

@@ -1,0 +1,612 @@
+//! Jobs and cron: executions of an app's jobs, run by hand, by API or on a
+//! schedule, the way Cloud Run jobs run.
+//!
+//! An execution runs `tasks` tasks, at most `parallelism` at a time, each in a
+//! process of the app's active release with `BERTH_TASK_INDEX`,
+//! `BERTH_TASK_COUNT` and `BERTH_TASK_ATTEMPT` (and Cloud Run's names). A
+//! failed task is retried up to `max_retries` times; an attempt over its
+//! `timeout` is stopped and counts as failed. Every attempt is recorded in the
+//! store as it starts and ends, so history survives restarts, and a server
+//! that comes back marks what it was running as interrupted.
+//!
+//! The [`Scheduler`] fires jobs with a `schedule`: once per due time, and once
+//! (not once per missed slot) for a schedule missed while the server was down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_build::SlugStore;
+use berth_logs::{LogSource, LogStore};
+use berth_proto::{ExecutionInfo, ExecutionStatus, JobInfo, TaskAttemptInfo};
+use berth_runtime::{Driver, ExitCause};
+use berth_spec::{AppSpec, JobSpec, OverlapPolicy, Schedule};
+use berth_store::{ExecutionRow, ReleaseRow, Store, StoreError};
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::oneoff;
+
+/// Why a job could not be run or found.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No such app, job or execution.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How one execution was started.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `manual`, `api` or `schedule`.
+    pub trigger: String,
+    /// Override of the job's task count.
+    pub tasks: Option<u32>,
+    /// Extra env vars.
+    pub env: Vec<(String, String)>,
+}
+
+struct RunningExecution {
+    app: String,
+    job: String,
+    cancel: CancellationToken,
+    done: watch::Receiver<bool>,
+}
+
+/// Runs job executions.
+pub struct JobRunner {
+    store: Arc<Store>,
+    logs: Arc<LogStore>,
+    driver: Arc<dyn Driver>,
+    slugs: SlugStore,
+    running: Mutex<HashMap<i64, RunningExecution>>,
+}
+
+/// The app's active release and its spec.
+fn active_release(store: &Store, app: &str) -> Result<(ReleaseRow, AppSpec), JobError> {
+    store.app(app)?;
+    let release = store
+        .releases(app)?
+        .into_iter()
+        .find(|release| release.status == "active")
+        .ok_or_else(|| {
+            JobError::Invalid(format!(
+                "app `{app}` has no active release; deploy it first"
+            ))
+        })?;
+    let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+    Ok((release, spec))
+}
+
+fn find_job<'a>(spec: &'a AppSpec, app: &str, name: &str) -> Result<&'a JobSpec, JobError> {
+    spec.jobs
+        .iter()
+        .find(|job| job.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = spec.jobs.iter().map(|job| job.name.as_str()).collect();
+            JobError::NotFound(format!(
+                "app `{app}` has no job `{name}` ({})",
+                if names.is_empty() {
+                    "it has no [[jobs]]".to_string()
+                } else {
+                    format!("jobs: {}", names.join(", "))
+                }
+            ))
+        })
+}
+
+impl JobRunner {
+    /// A runner; marks executions a crashed server left running as interrupted.
+    pub fn new(
+        store: Arc<Store>,
+        logs: Arc<LogStore>,
+        driver: Arc<dyn Driver>,
+        slugs: SlugStore,
+    ) -> Result<Arc<Self>, StoreError> {
+        let interrupted = store.interrupt_running_executions()?;
+        if !interrupted.is_empty() {
+            tracing::warn!(executions = ?interrupted, "marked job executions interrupted by the last server stop");
+        }
+        Ok(Arc::new(JobRunner {
+            store,
+            logs,
+            driver,
+            slugs,
+            running: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, RunningExecution>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ids of the executions of `job` that still run.
+    pub fn running_executions(&self, app: &str, job: &str) -> Vec<i64> {
+        self.running()
+            .iter()
+            .filter(|(_, running)| running.app == app && running.job == job)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Starts an execution of `job`; returns its id at once.
+    pub fn run(
+        self: &Arc<Self>,
+        app: &str,
+        job_name: &str,
+        options: RunOptions,
+    ) -> Result<i64, JobError> {
+        let (release, spec) = active_release(&self.store, app)?;
+        let job = find_job(&spec, app, job_name)?.clone();
+        let tasks = options.tasks.unwrap_or(job.tasks);
+        if !(1..=10_000).contains(&tasks) {
+            return Err(JobError::Invalid(format!(
+                "tasks must be from 1 to 10000, not {tasks}"
+            )));
+        }
+        for (key, _) in &options.env {
+            crate::deploy::validate_env_key(key).map_err(JobError::Invalid)?;
+        }
+        let parallelism = job.parallelism.min(tasks).max(1);
+        let id = self.store.start_execution(
+            app,
+            &job.name,
+            release.version,
+            &options.trigger,
+            tasks,
+            parallelism,
+        )?;
+        let cancel = CancellationToken::new();
+        let (done_sender, done) = watch::channel(false);
+        self.running().insert(
+            id,
+            RunningExecution {
+                app: app.to_string(),
+                job: job.name.clone(),
+                cancel: cancel.clone(),
+                done,
+            },
+        );
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let (status, message) = runner
+                .execute(
+                    id,
+                    &release,
+                    &spec,
+                    &job,
+                    tasks,
+                    parallelism,
+                    &options.env,
+                    &cancel,
+                )
+                .await;
+            if let Err(err) = runner.store.finish_execution(id, status, &message) {
+                tracing::error!(error = %err, execution = id, "cannot record the end of an execution");
+            }
+            runner.running().remove(&id);
+            let _ = done_sender.send(true);
+        });
+        Ok(id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        self: &Arc<Self>,
+        id: i64,
+        release: &ReleaseRow,
+        spec: &AppSpec,
+        job: &JobSpec,
+        tasks: u32,
+        parallelism: u32,
+        extra_env: &[(String, String)],
+        cancel: &CancellationToken,
+    ) -> (&'static str, String) {
+        let permits = Arc::new(Semaphore::new(parallelism as usize));
+        let mut handles = Vec::with_capacity(tasks as usize);
+        for index in 0..tasks {
+            let permits = permits.clone();
+            let runner = self.clone();
+            let (release, spec, job, cancel) =
+                (release.clone(), spec.clone(), job.clone(), cancel.clone());
+            let extra_env = extra_env.to_vec();
+            handles.push(tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return false;
+                };
+                runner
+                    .run_task(id, &release, &spec, &job, index, tasks, &extra_env, &cancel)
+                    .await
+            }));
+        }
+        let mut succeeded = 0u32;
+        for handle in handles {
+            if handle.await.unwrap_or(false) {
+                succeeded += 1;
+            }
+        }
+        if cancel.is_cancelled() {
+            (
+                "cancelled",
+                format!("cancelled; {succeeded} of {tasks} task(s) had succeeded"),
+            )
+        } else if succeeded == tasks {
+            ("succeeded", format!("{tasks} of {tasks} task(s) succeeded"))
+        } else {
+            (
+                "failed",
+                format!(
+                    "{} of {tasks} task(s) failed after their retries",
+                    tasks - succeeded
+                ),
+            )
+        }
+    }
+
+    /// Runs one task with its retries; returns whether it succeeded.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_task(
+        &self,
+        id: i64,
+        release: &ReleaseRow,
+        spec: &AppSpec,
+        job: &JobSpec,
+        index: u32,
+        count: u32,
+        extra_env: &[(String, String)],
+        cancel: &CancellationToken,
+    ) -> bool {
+        for attempt in 0..=job.max_retries {
+            if cancel.is_cancelled() {
+                return false;
+            }
+            let instance = format!("exec-{id}-task-{index}-attempt-{attempt}");
+            let mut env: Vec<(String, String)> = job
+                .env
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            env.extend(extra_env.iter().cloned());
+            for (prefix, names) in [
+                ("BERTH_TASK", ["INDEX", "COUNT", "ATTEMPT"]),
+                ("CLOUD_RUN_TASK", ["INDEX", "COUNT", "ATTEMPT"]),
+            ] {
+                let values = [index, count, attempt];
+                for (name, value) in names.iter().zip(values) {
+                    env.push((format!("{prefix}_{name}"), value.to_string()));
+                }
+            }
+            env.push(("BERTH_JOB".into(), job.name.clone()));
+            env.push(("BERTH_EXECUTION".into(), id.to_string()));
+            let process = format!("job-{}", job.name);
+            let env = oneoff::release_env(release, spec, &process, &instance, &env);
+            if let Err(err) = self.store.start_task_attempt(id, index, attempt) {
+                tracing::error!(error = %err, "cannot record a task attempt");
+            }
+            let (status, exit_code, reason) = match self
+                .attempt(
+                    release,
+                    &process,
+                    &instance,
+                    &job.command,
+                    env,
+                    job.timeout,
+                    spec.kill_timeout,
+                    cancel,
+                )
+                .await
+            {
+                Ok(ExitCause::Code(0)) => ("succeeded", Some(0), None),
+                Ok(ExitCause::Code(code)) => {
+                    ("failed", Some(code), Some(format!("exit code {code}")))
+                }
+                Ok(other) => ("failed", None, Some(other.to_string())),
+                Err(reason) => (
+                    if cancel.is_cancelled() {
+                        "cancelled"
+                    } else {
+                        "failed"
+                    },
+                    None,
+                    Some(reason),
+                ),
+            };
+            if let Err(err) = self.store.finish_task_attempt(
+                id,
+                index,
+                attempt,
+                status,
+                exit_code,
+                reason.as_deref(),
+            ) {
+                tracing::error!(error = %err, "cannot record a task attempt's end");
+            }
+            if status == "succeeded" {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        release: &ReleaseRow,
+        process: &str,
+        instance: &str,
+        command: &str,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+        kill_timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<ExitCause, String> {
+        let spec = oneoff::instance_spec(&self.slugs, release, instance, command, env)?;
+        let source = LogSource {
+            app: release.app.clone(),
+            process: process.to_string(),
+            instance: instance.to_string(),
+            release: release.version,
+        };
+        let sink = oneoff::log_sink(self.logs.clone(), source, None);
+        let running = self.driver.start(&spec, sink).map_err(|err| {
+            let source = std::error::Error::source(&err)
+                .map(|source| format!(": {source}"))
+                .unwrap_or_default();
+            format!("{err}{source}")
+        })?;
+        tokio::select! {
+            cause = running.exited() => Ok(cause),
+            () = tokio::time::sleep(timeout) => {
+                running.stop(kill_timeout).await;
+                Err(format!("timed out after {}s and was stopped", timeout.as_secs_f64()))
+            }
+            () = cancel.cancelled() => {
+                running.stop(kill_timeout).await;
+                Err("cancelled".into())
+            }
+        }
+    }
+
+    /// Cancels a running execution and waits until its tasks have stopped.
+    pub async fn cancel(&self, app: &str, id: i64) -> Result<(), JobError> {
+        let execution = self.store.execution(app, id)?;
+        let done = {
+            let running = self.running();
+            match running.get(&id) {
+                Some(running) => {
+                    running.cancel.cancel();
+                    Some(running.done.clone())
+                }
+                None => None,
+            }
+        };
+        match done {
+            Some(mut done) => {
+                let _ = done.wait_for(|done| *done).await;
+                Ok(())
+            }
+            None => Err(JobError::Invalid(format!(
+                "execution {id} is not running (it {})",
+                execution.status
+            ))),
+        }
+    }
+
+    /// The jobs of an app's active release, with their next runs and last executions.
+    pub fn jobs(&self, app: &str) -> Result<Vec<JobInfo>, JobError> {
+        let (_, spec) = active_release(&self.store, app)?;
+        let now = Utc::now();
+        spec.jobs
+            .iter()
+            .map(|job| {
+                let next_run = job
+                    .schedule
+                    .as_deref()
+                    .and_then(|schedule| Schedule::parse(schedule, job.time_zone.as_deref()).ok())
+                    .and_then(|schedule| schedule.next_after(now))
+                    .map(|next| next.to_rfc3339());
+                let last_execution = self
+                    .store
+                    .executions(app, Some(&job.name), 1)?
+                    .into_iter()
+                    .next()
+                    .map(|row| execution_info(&row));
+                Ok(JobInfo {
+                    name: job.name.clone(),
+                    command: job.command.clone(),
+                    schedule: job.schedule.clone(),
+                    time_zone: job.time_zone.clone(),
+                    next_run,
+                    tasks: job.tasks,
+                    parallelism: job.parallelism,
+                    max_retries: job.max_retries,
+                    timeout_secs: job.timeout.as_secs(),
+                    overlap: match job.overlap {
+                        OverlapPolicy::Skip => "skip",
+                        OverlapPolicy::Allow => "allow",
+                        OverlapPolicy::Replace => "replace",
+                    }
+                    .into(),
+                    last_execution,
+                })
+            })
+            .collect()
+    }
+
+    /// Fires every scheduled job that is due; returns how long until one may be due next.
+    pub fn fire_due(self: &Arc<Self>, now: DateTime<Utc>) -> Duration {
+        let mut next_wake = Duration::from_secs(1);
+        let apps = match self.store.apps() {
+            Ok(apps) => apps,
+            Err(err) => {
+                tracing::error!(error = %err, "scheduler cannot read apps");
+                return next_wake;
+            }
+        };
+        for app in apps {
+            let Ok((_, spec)) = active_release(&self.store, &app.name) else {
+                continue;
+            };
+            for job in spec.jobs.iter().filter(|job| job.schedule.is_some()) {
+                let Some(schedule) = job.schedule.as_deref().and_then(|expression| {
+                    Schedule::parse(expression, job.time_zone.as_deref()).ok()
+                }) else {
+                    continue;
+                };
+                let last = match self.store.schedule_last_fired(&app.name, &job.name) {
+                    Ok(Some(last)) => DateTime::parse_from_rfc3339(&last)
+                        .map(|at| at.with_timezone(&Utc))
+                        .unwrap_or(now),
+                    Ok(None) => {
+                        // First sight of this schedule: it fires from now on, not for the past.
+                        let _ =
+                            self.store
+                                .set_schedule_fired(&app.name, &job.name, &now.to_rfc3339());
+                        now
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "scheduler cannot read a schedule");
+                        continue;
+                    }
+                };
+                let Some(due) = schedule.next_after(last) else {
+                    continue;
+                };
+                if due > now {
+                    if let Ok(wait) = (due - now).to_std() {
+                        next_wake = next_wake.min(wait);
+                    }
+                    continue;
+                }
+                // Due (once, however many slots were missed).
+                if let Err(err) =
+                    self.store
+                        .set_schedule_fired(&app.name, &job.name, &now.to_rfc3339())
+                {
+                    tracing::error!(error = %err, "scheduler cannot record a firing");
+                    continue;
+                }
+                self.fire(&app.name, job);
+                if let Some(next) = schedule
+                    .next_after(now)
+                    .and_then(|next| (next - now).to_std().ok())
+                {
+                    next_wake = next_wake.min(next);
+                }
+            }
+        }
+        next_wake
+    }
+
+    fn fire(self: &Arc<Self>, app: &str, job: &JobSpec) {
+        let running = self.running_executions(app, &job.name);
+        if !running.is_empty() {
+            match job.overlap {
+                OverlapPolicy::Skip => {
+                    let _ = self.store.record_event(
+                        app,
+                        "job.skipped",
+                        &format!(
+                            "job {} was due but execution {} still runs (overlap = skip)",
+                            job.name, running[0]
+                        ),
+                    );
+                    return;
+                }
+                OverlapPolicy::Replace => {
+                    for id in &running {
+                        if let Some(execution) = self.running().get(id) {
+                            execution.cancel.cancel();
+                        }
+                    }
+                }
+                OverlapPolicy::Allow => {}
+            }
+        }
+        let runner = self.clone();
+        let app = app.to_string();
+        let job_name = job.name.clone();
+        let replaced = if job.overlap == OverlapPolicy::Replace {
+            running
+        } else {
+            Vec::new()
+        };
+        tokio::spawn(async move {
+            // A replaced execution stops first, so the two never overlap.
+            for id in replaced {
+                let done = runner
+                    .running()
+                    .get(&id)
+                    .map(|execution| execution.done.clone());
+                if let Some(mut done) = done {
+                    let _ = done.wait_for(|done| *done).await;
+                }
+            }
+            let options = RunOptions {
+                trigger: "schedule".into(),
+                ..RunOptions::default()
+            };
+            if let Err(err) = runner.run(&app, &job_name, options) {
+                let _ = runner.store.record_event(
+                    &app,
+                    "job.failed",
+                    &format!("scheduled job {job_name} could not start: {err}"),
+                );
+            }
+        });
+    }
+}
+
+/// Runs the scheduler until `shutdown` is cancelled.
+pub async fn run_scheduler(runner: Arc<JobRunner>, shutdown: CancellationToken) {
+    loop {
+        let wait = runner
+            .fire_due(Utc::now())
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The wire form of an execution.
+pub fn execution_info(row: &ExecutionRow) -> ExecutionInfo {
+    ExecutionInfo {
+        id: row.id,
+        app: row.app.clone(),
+        job: row.job.clone(),
+        release: row.release,
+        trigger: row.trigger.clone(),
+        status: ExecutionStatus::from(row.status.as_str()),
+        started_at: row.started_at.clone(),
+        finished_at: row.finished_at.clone(),
+        tasks: row.tasks,
+        parallelism: row.parallelism,
+        succeeded: row.succeeded(),
+        failed: row.failed(),
+        message: row.message.clone(),
+        attempts: row
+            .attempts
+            .iter()
+            .map(|attempt| TaskAttemptInfo {
+                task_index: attempt.task_index,
+                attempt: attempt.attempt,
+                status: ExecutionStatus::from(attempt.status.as_str()),
+                exit_code: attempt.exit_code,
+                reason: attempt.reason.clone(),
+                started_at: attempt.started_at.clone(),
+                finished_at: attempt.finished_at.clone(),
+            })
+            .collect(),
+    }
+}
