@@ -10,8 +10,10 @@ pub enum SourceError {
     /// A path in the upload would land outside the app's folder.
     #[error("upload refused: `{0}` escapes the app folder")]
     PathEscapes(String),
-    /// A link in the upload points outside the app's folder.
-    #[error("upload refused: link `{path}` points outside the app folder (to `{target}`)")]
+    /// A link in the upload points outside the app's folder, or upwards.
+    #[error(
+        "upload refused: link `{path}` points to `{target}`; links must be relative and point inside the folder without `..`"
+    )]
     LinkEscapes {
         /// The link.
         path: String,
@@ -121,24 +123,38 @@ fn safe_relative_path(path: &Path) -> Result<PathBuf, SourceError> {
     Ok(clean)
 }
 
-/// Checks that a symlink at `link` pointing to `target` stays inside the root.
+/// Checks that a symlink at `link` pointing to `target` stays inside the
+/// root: the target must be relative and must not contain `..`. Links that
+/// only ever point down cannot be chained to climb out, whatever order they
+/// are created in (a link through `..` could, once another link is added).
 fn check_link(link: &Path, target: &Path) -> Result<(), SourceError> {
-    let escapes = || SourceError::LinkEscapes {
-        path: link.display().to_string(),
-        target: target.display().to_string(),
-    };
-    let mut depth: i64 = link.components().count() as i64 - 1;
-    for component in target.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err(escapes());
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return Err(escapes()),
+    let escapes = target.components().any(|component| {
+        matches!(
+            component,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    });
+    if escapes || target.as_os_str().is_empty() {
+        return Err(SourceError::LinkEscapes {
+            path: link.display().to_string(),
+            target: target.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses to write at `relative` if it, or any folder on the way to it, is
+/// a symlink already unpacked: writes never follow links.
+fn refuse_symlinks_on_the_way(
+    dest: &Path,
+    relative: &Path,
+    raw_path: &Path,
+) -> Result<(), SourceError> {
+    let mut walked = dest.to_path_buf();
+    for part in relative.components() {
+        walked.push(part);
+        if fs::symlink_metadata(&walked).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            return Err(SourceError::PathEscapes(raw_path.display().to_string()));
         }
     }
     Ok(())
@@ -170,6 +186,7 @@ pub fn unpack(
             continue;
         }
         let target = dest.join(&relative);
+        refuse_symlinks_on_the_way(dest, &relative, &raw_path)?;
         let kind = entry.header().entry_type();
         if kind.is_dir() {
             fs::create_dir_all(&target)
@@ -203,16 +220,6 @@ pub fn unpack(
             return Err(SourceError::TooLarge {
                 limit_mib: limits.max_bytes / (1024 * 1024),
             });
-        }
-        // A parent that is a symlink could redirect the write; refuse it.
-        if let Some(parent) = relative.parent() {
-            let mut walked = dest.to_path_buf();
-            for part in parent.components() {
-                walked.push(part);
-                if fs::symlink_metadata(&walked).is_ok_and(|meta| meta.file_type().is_symlink()) {
-                    return Err(SourceError::PathEscapes(raw_path.display().to_string()));
-                }
-            }
         }
         let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
         let mut file = fs::File::create(&target)
@@ -344,9 +351,75 @@ mod tests {
 
     #[test]
     fn links_that_point_outside_are_refused() {
-        assert!(check_link(Path::new("a/link"), Path::new("../b")).is_ok());
+        assert!(check_link(Path::new("a/link"), Path::new("b/c")).is_ok());
+        assert!(check_link(Path::new("a/link"), Path::new("../b")).is_err());
         assert!(check_link(Path::new("a/link"), Path::new("../../etc/passwd")).is_err());
         assert!(check_link(Path::new("link"), Path::new("/etc/passwd")).is_err());
+    }
+
+    fn link_tarball(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            match link {
+                Some(target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    header.set_link_name(target).unwrap();
+                    header.set_path(path).unwrap();
+                    header.set_cksum();
+                    builder.append(&header, &[][..]).unwrap();
+                }
+                None => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(6);
+                    header.set_path(path).unwrap();
+                    header.set_cksum();
+                    builder.append(&header, &b"gotcha"[..]).unwrap();
+                }
+            }
+        }
+        zstd::encode_all(&builder.into_inner().unwrap()[..], 3).unwrap()
+    }
+
+    #[test]
+    fn regression_chained_symlinks_cannot_write_outside() {
+        // `s -> .` then `f -> s/s/s/../../../victim` then a file written at `f`.
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("a/b/c/app");
+        fs::create_dir_all(&dest).unwrap();
+        let evil = link_tarball(&[
+            ("s", Some(".")),
+            ("f", Some("s/s/s/../../../victim")),
+            ("f", None),
+        ]);
+        assert!(unpack(&evil[..], &dest, UnpackLimits::default()).is_err());
+        assert!(!parent.path().join("a/victim").exists());
+        // Writing through a link to a folder, or onto a link, is refused too.
+        let dest2 = parent.path().join("app2");
+        fs::create_dir_all(&dest2).unwrap();
+        let through = link_tarball(&[("d", Some("sub")), ("d/x", None)]);
+        assert!(matches!(
+            unpack(&through[..], &dest2, UnpackLimits::default()),
+            Err(SourceError::PathEscapes(_))
+        ));
+        let dest3 = parent.path().join("app3");
+        fs::create_dir_all(&dest3).unwrap();
+        let onto = link_tarball(&[("l", Some("target")), ("l", None)]);
+        assert!(matches!(
+            unpack(&onto[..], &dest3, UnpackLimits::default()),
+            Err(SourceError::PathEscapes(_))
+        ));
+        // Links that point down are fine.
+        let dest4 = parent.path().join("app4");
+        fs::create_dir_all(&dest4).unwrap();
+        let fine = link_tarball(&[("real.txt", None), ("alias.txt", Some("real.txt"))]);
+        unpack(&fine[..], &dest4, UnpackLimits::default()).unwrap();
+        assert_eq!(
+            fs::read_to_string(dest4.join("alias.txt")).unwrap(),
+            "gotcha"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One instance that takes requests.
 #[derive(Debug)]
@@ -12,6 +12,7 @@ pub struct Backend {
     /// Its instance id (for error pages and logs).
     pub instance: String,
     in_flight: AtomicUsize,
+    retired: AtomicBool,
 }
 
 impl Backend {
@@ -21,7 +22,19 @@ impl Backend {
             addr,
             instance,
             in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
         }
+    }
+
+    /// Marks it as leaving: no new request is sent to it from now on, even
+    /// by a router thread still holding an older route table.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it is leaving.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     /// Requests sent to it whose responses have not finished.
@@ -40,8 +53,16 @@ pub struct InFlight {
 impl InFlight {
     /// Starts counting a request on `backend`.
     pub fn start(backend: Arc<Backend>) -> Self {
-        backend.in_flight.fetch_add(1, Ordering::AcqRel);
+        backend.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight { backend }
+    }
+
+    /// Starts counting a request on `backend` unless it is retired. The count
+    /// goes up before the check, so a drain that sees zero in flight after
+    /// retiring a backend can never miss a request that went to it.
+    pub fn try_start(backend: Arc<Backend>) -> Option<Self> {
+        let guard = InFlight::start(backend);
+        (!guard.backend.is_retired()).then_some(guard)
     }
 
     /// The backend it counts on.
@@ -52,7 +73,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -68,7 +89,7 @@ pub fn pick(
     let mut best: Option<&Arc<Backend>> = None;
     for offset in 0..count {
         let candidate = &backends[(turn + offset) % count];
-        if skip.is_some_and(|skipped| Arc::ptr_eq(skipped, candidate)) {
+        if skip.is_some_and(|skipped| Arc::ptr_eq(skipped, candidate)) || candidate.is_retired() {
             continue;
         }
         if best.is_none_or(|current| candidate.in_flight() < current.in_flight()) {
@@ -115,6 +136,19 @@ mod tests {
             assert_eq!(pick(&all, turn, None).unwrap().instance, "web-2");
         }
         assert_eq!(pick(&all, 0, Some(&all[2])).unwrap().instance, "web-0");
+    }
+
+    #[test]
+    fn retired_backends_take_no_new_requests() {
+        let all = backends(2);
+        all[0].retire();
+        for turn in 0..4 {
+            assert_eq!(pick(&all, turn, None).unwrap().instance, "web-1");
+        }
+        assert!(InFlight::try_start(all[0].clone()).is_none());
+        assert_eq!(all[0].in_flight(), 0);
+        all[1].retire();
+        assert!(pick(&all, 0, None).is_none());
     }
 
     #[test]

@@ -229,7 +229,19 @@ impl Upstream {
         turn: usize,
         cache: &Arc<ConnectionCache>,
     ) -> Response<ProxyBody> {
-        let Some(backend) = pick(&route.backends, turn, None) else {
+        let mut guard = None;
+        for attempt in 0..3 {
+            match pick(&route.backends, turn + attempt, None) {
+                Some(backend) => {
+                    guard = InFlight::try_start(backend);
+                    if guard.is_some() {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        let Some(mut guard) = guard else {
             route.traffic.count_router_error();
             return pages::unavailable(app, route.unavailable_reason.as_deref());
         };
@@ -247,7 +259,6 @@ impl Upstream {
         parts.uri = origin_form(&parts.uri);
         let mut request = Request::from_parts(parts, body);
 
-        let mut guard = InFlight::start(backend);
         let mut attempts = 0;
         let (response, sender) = loop {
             attempts += 1;
@@ -255,9 +266,11 @@ impl Upstream {
                 Ok(sender) => sender,
                 Err(err) => {
                     // Nothing was sent: another instance can take it.
-                    match pick(&route.backends, turn + attempts, Some(guard.backend())) {
+                    match pick(&route.backends, turn + attempts, Some(guard.backend()))
+                        .and_then(InFlight::try_start)
+                    {
                         Some(next) if attempts < 3 => {
-                            guard = InFlight::start(next);
+                            guard = next;
                             continue;
                         }
                         _ => {
@@ -301,14 +314,20 @@ impl Upstream {
             });
             return Response::from_parts(parts, ProxyBody::Empty);
         }
-        for name in &HOP_BY_HOP {
-            parts.headers.remove(name);
-        }
+        strip_hop_by_hop(&mut parts.headers, false);
         let addr = guard.backend().addr;
+        // hyper never polls a body that is already at its end (HEAD, 204,
+        // 304, length 0): hand the connection back now, not at the end.
+        let reuse = if body.is_end_stream() {
+            cache.give_back(addr, sender);
+            None
+        } else {
+            Some((addr, sender, cache.clone()))
+        };
         let body = GuardedBody {
             inner: body,
             _guard: guard,
-            reuse: Some((addr, sender, cache.clone())),
+            reuse,
         };
         Response::from_parts(parts, ProxyBody::Proxied(body))
     }
@@ -347,17 +366,20 @@ fn prepare_request_headers(
     client_ip: &HeaderValue,
     upgrade: bool,
 ) {
+    strip_hop_by_hop(headers, upgrade);
     if upgrade {
-        // Keep `Connection: upgrade` and `Upgrade`; drop the rest of the hop-by-hop set.
-        for name in HOP_BY_HOP.iter().skip(1) {
-            headers.remove(name);
-        }
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
+    }
+    if version == Version::HTTP_2 && headers.get_all(header::COOKIE).iter().count() > 1 {
+        // HTTP/2 may split cookies into several fields; HTTP/1 wants one (RFC 9113 §8.2.3).
+        let joined: Vec<&str> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&joined.join("; ")) {
+            headers.insert(header::COOKIE, value);
         }
-        headers.remove(header::UPGRADE);
     }
     if version == Version::HTTP_2
         && !headers.contains_key(header::HOST)
@@ -366,25 +388,33 @@ fn prepare_request_headers(
     {
         headers.insert(header::HOST, value);
     }
-    match headers
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok())
-    {
-        Some(earlier) => {
-            let combined = format!("{earlier}, {}", client_ip.to_str().unwrap_or_default());
-            if let Ok(value) = HeaderValue::from_str(&combined) {
-                headers.insert("x-forwarded-for", value);
-            }
-        }
-        None => {
-            headers.insert("x-forwarded-for", client_ip.clone());
-        }
-    }
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    }
+    // The router is the edge: what a client claims about itself is replaced.
+    headers.insert("x-forwarded-for", client_ip.clone());
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header
+/// names; `keep_upgrade` keeps `Upgrade` for a WebSocket handshake.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
     }
 }
 

@@ -180,8 +180,9 @@ pub trait Driver: Send + Sync {
     ) -> Result<RunningInstance, DriverError>;
 }
 
-/// Kills a process group left behind by an earlier server, if `pid` still runs
-/// an instance with id `instance_id`. Returns whether one was killed.
-pub fn kill_orphan(pid: u32, instance_id: &str) -> bool {
-    isolation::kill_orphan(pid, instance_id)
+/// Kills every process (and its process group) whose `BERTH_INSTANCE` is one
+/// of `instance_ids`: what a crashed server left running, children included.
+/// Returns how many processes matched.
+pub fn kill_orphans(instance_ids: &std::collections::HashSet<String>) -> usize {
+    isolation::kill_orphans(instance_ids)
 }

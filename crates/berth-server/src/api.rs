@@ -441,6 +441,21 @@ async fn scale(
             "{name}={count} is more than the 64 instances a group may have"
         )));
     }
+    if let Some(version) = state.store.app(&app)?.target_release {
+        let release = state.store.release(&app, version)?;
+        let spec: berth_spec::AppSpec =
+            serde_json::from_str(&release.spec_json).unwrap_or_default();
+        if let Some(port) = spec.http.internal_port
+            && let Some((name, count)) = request
+                .counts
+                .iter()
+                .find(|(name, count)| **count > 1 && spec.serves_http(name))
+        {
+            return Err(ApiFailure::BadRequest(format!(
+                "{name}={count}: the app listens on the fixed internal_port {port}, so one instance of `{name}` fits on this machine until berth gives each instance its own network namespace; listen on $PORT instead to run several"
+            )));
+        }
+    }
     state.store.set_counts(&app, &request.counts)?;
     state.reconciler.nudge();
     status_of(&state, &app).map(Json)

@@ -469,8 +469,13 @@ impl Deployer {
         let Some(actual) = snapshot.apps.get(app) else {
             return false;
         };
+        let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
         release.processes.keys().all(|process| {
-            let want = counts.get(process).copied().unwrap_or(0) as usize;
+            let mut want = counts.get(process).copied().unwrap_or(0) as usize;
+            if spec.serves_http(process) && spec.http.internal_port.is_some() {
+                // A fixed port fits one instance (the reconciler runs one).
+                want = want.min(1);
+            }
             let running = actual
                 .instances
                 .iter()

@@ -35,6 +35,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const CRASH_LOOP_AFTER: u32 = 3;
 /// An instance up this long resets its group's failure count.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// How long an instance may stay unhealthy before it is replaced.
+const REPLACE_UNHEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// Failed health checks in a row before an instance leaves the route table.
 const UNHEALTHY_AFTER: u32 = 3;
 
@@ -135,6 +137,7 @@ struct Instance {
     backend: Option<Arc<Backend>>,
     kill_timeout: Duration,
     watcher: JoinHandle<()>,
+    unhealthy_since: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -142,6 +145,7 @@ struct Backoff {
     failures: u32,
     next_start: Option<Instant>,
     last_cause: String,
+    last_failure: Option<Instant>,
 }
 
 impl Backoff {
@@ -180,7 +184,7 @@ pub struct Reconciler {
     backoff: HashMap<(String, String), Backoff>,
     traffic: HashMap<String, Arc<AppTraffic>>,
     published_routes: Vec<(String, Vec<String>, Option<String>)>,
-    specs: HashMap<(String, u64), Arc<AppSpec>>,
+    specs: HashMap<(String, u64, String), Arc<AppSpec>>,
     pending_stops: Vec<String>,
     messages: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Message>,
@@ -260,17 +264,22 @@ impl Reconciler {
                 return;
             }
         };
+        let ids: HashSet<String> = journaled.iter().map(|entry| entry.id.clone()).collect();
+        let killed = berth_runtime::kill_orphans(&ids);
+        if killed > 0 {
+            tracing::info!(
+                processes = killed,
+                "killed processes left by an earlier server"
+            );
+        }
         for entry in journaled {
-            if berth_runtime::kill_orphan(entry.pid, &entry.id) {
-                tracing::info!(instance = %entry.id, pid = entry.pid, "killed an instance left by an earlier server");
-            }
             let _ = self.parts.store.forget_instance(&entry.id);
         }
     }
 
     fn spec(&mut self, release: &ReleaseRow) -> Arc<AppSpec> {
         self.specs
-            .entry((release.app.clone(), release.version))
+            .entry((release.app.clone(), release.version, release.created_at.clone()))
             .or_insert_with(|| {
                 Arc::new(serde_json::from_str(&release.spec_json).unwrap_or_else(|err| {
                     tracing::error!(app = %release.app, version = release.version, error = %err, "stored spec unreadable; using defaults");
@@ -320,21 +329,59 @@ impl Reconciler {
         for id in orphaned {
             self.begin_stop(&id, "the app was destroyed");
         }
-        // Instances up long enough reset their group's failure count.
-        let stable: Vec<(String, String)> = self
+        // An instance started after its group's last failure and up long
+        // enough since resets the group's failure count.
+        let stable: Vec<(String, String, Instant)> = self
             .instances
             .values()
             .filter(|instance| {
                 instance.phase == Phase::Running && instance.started.elapsed() > STABLE_AFTER
             })
-            .map(|instance| (instance.app.clone(), instance.process.clone()))
+            .map(|instance| {
+                (
+                    instance.app.clone(),
+                    instance.process.clone(),
+                    instance.started,
+                )
+            })
             .collect();
-        for key in stable {
-            if let Some(backoff) = self.backoff.get_mut(&key) {
+        for (app, process, started) in stable {
+            if let Some(backoff) = self.backoff.get_mut(&(app, process))
+                && backoff.last_failure.is_none_or(|failed| started > failed)
+            {
                 backoff.failures = 0;
                 backoff.next_start = None;
             }
         }
+        // Replace instances that stayed unhealthy too long (deadlocked, say).
+        let stuck: Vec<(String, String, String)> = self
+            .instances
+            .values()
+            .filter(|instance| {
+                instance.phase == Phase::Unhealthy
+                    && instance
+                        .unhealthy_since
+                        .is_some_and(|since| since.elapsed() > REPLACE_UNHEALTHY_AFTER)
+            })
+            .map(|instance| {
+                (
+                    instance.id.clone(),
+                    instance.app.clone(),
+                    instance.process.clone(),
+                )
+            })
+            .collect();
+        for (id, app, process) in stuck {
+            let text = format!(
+                "{id} failed its health check for {}s; replacing it",
+                REPLACE_UNHEALTHY_AFTER.as_secs()
+            );
+            self.event(&app, "health.replaced", &text);
+            self.record_failure(&app, &process, &text);
+            self.begin_stop(&id, "it stayed unhealthy");
+        }
+        self.specs.retain(|(app, _, _), _| keep_apps.contains(app));
+        self.backoff.retain(|(app, _), _| keep_apps.contains(app));
         self.publish(&desired);
         for id in std::mem::take(&mut self.pending_stops) {
             self.spawn_stop(&id);
@@ -473,6 +520,7 @@ impl Reconciler {
             .entry((app.to_string(), process.to_string()))
             .or_default();
         backoff.failures += 1;
+        backoff.last_failure = Some(Instant::now());
         let delay = Backoff::delay(backoff.failures);
         backoff.next_start = Some(Instant::now() + delay);
         backoff.last_cause = cause.to_string();
@@ -569,6 +617,7 @@ impl Reconciler {
             backend,
             kill_timeout: spec.kill_timeout,
             watcher,
+            unhealthy_since: None,
         };
         let port_text = port
             .map(|port| format!(" on port {port}"))
@@ -631,6 +680,7 @@ impl Reconciler {
                     return;
                 }
                 instance.phase = Phase::Unhealthy;
+                instance.unhealthy_since = Some(Instant::now());
                 let app = instance.app.clone();
                 self.event(
                     &app,
@@ -646,6 +696,7 @@ impl Reconciler {
                     return;
                 }
                 instance.phase = Phase::Running;
+                instance.unhealthy_since = None;
                 let app = instance.app.clone();
                 self.event(&app, "health.recovered", &format!("{id} is healthy again"));
             }
@@ -699,7 +750,7 @@ impl Reconciler {
         if !instance.phase.is_live() {
             return;
         }
-        instance.phase = if instance.phase == Phase::Running && instance.backend.is_some() {
+        instance.phase = if instance.phase != Phase::Starting && instance.backend.is_some() {
             Phase::Draining
         } else {
             Phase::Stopping
@@ -722,9 +773,10 @@ impl Reconciler {
             .flatten();
         tokio::spawn(async move {
             if let Some(backend) = drain {
-                // Let requests that picked this instance just before it left
-                // the table arrive, then wait for in-flight ones to finish.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Retired, no router thread sends it anything new, even one
+                // holding an older table; then in-flight requests finish.
+                backend.retire();
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 let deadline = Instant::now() + DRAIN_TIMEOUT;
                 while backend.in_flight() > 0 && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(10)).await;

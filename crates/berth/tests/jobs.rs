@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_testkit::{example, TestServer};
+use berth_testkit::{TestServer, example};
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
@@ -12,13 +12,26 @@ fn setup() {
 /// Deploys examples/plain with `spec` as its berth.toml.
 async fn deploy_plain(server: &TestServer, spec: &str) -> tempfile::TempDir {
     let app = example("plain");
-    std::fs::write(app.path().join("berth.toml"), format!("app = \"plain\"\n{spec}")).unwrap();
-    server.berth(&["up"]).current_dir(app.path()).run().await.success();
+    std::fs::write(
+        app.path().join("berth.toml"),
+        format!("app = \"plain\"\n{spec}"),
+    )
+    .unwrap();
+    server
+        .berth(&["up"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
     app
 }
 
 async fn history(server: &TestServer, job: &str) -> Vec<serde_json::Value> {
-    let out = server.berth(&["jobs", "history", job, "--app", "plain", "--json"]).run().await.success();
+    let out = server
+        .berth(&["jobs", "history", job, "--app", "plain", "--json"])
+        .run()
+        .await
+        .success();
     out.json().as_array().unwrap().clone()
 }
 
@@ -48,7 +61,9 @@ max_retries = 0
     let shared = tempfile::tempdir().unwrap();
     let dir = format!("DIR={}", shared.path().display());
     let out = server
-        .berth(&["jobs", "run", "fanout", "--wait", "--env", &dir, "--app", "plain", "--json"])
+        .berth(&[
+            "jobs", "run", "fanout", "--wait", "--env", &dir, "--app", "plain", "--json",
+        ])
         .run()
         .await
         .success();
@@ -57,34 +72,93 @@ max_retries = 0
     assert_eq!(execution["succeeded"], 4);
     let mut most_at_once = 0;
     for index in 0..4 {
-        let seen: u32 = std::fs::read_to_string(shared.path().join(format!("seen-{index}"))).unwrap().trim().parse().unwrap();
+        let seen: u32 = std::fs::read_to_string(shared.path().join(format!("seen-{index}")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         most_at_once = most_at_once.max(seen);
     }
-    assert!(most_at_once <= 2, "parallelism 2 was exceeded: {most_at_once} tasks at once");
+    assert!(
+        most_at_once <= 2,
+        "parallelism 2 was exceeded: {most_at_once} tasks at once"
+    );
     assert_eq!(most_at_once, 2, "two tasks should have overlapped");
     let id = execution["id"].as_i64().unwrap().to_string();
-    let logs = server.berth(&["jobs", "logs", &id, "--app", "plain"]).run().await.success();
+    let logs = server
+        .berth(&["jobs", "logs", &id, "--app", "plain"])
+        .run()
+        .await
+        .success();
     for index in 0..4 {
-        assert!(logs.stdout.contains(&format!("task {index} of 4 cloud {index}")), "{}", logs.stdout);
+        assert!(
+            logs.stdout
+                .contains(&format!("task {index} of 4 cloud {index}")),
+            "{}",
+            logs.stdout
+        );
     }
 
-    let flaky = server.berth(&["jobs", "run", "flaky", "--wait", "--app", "plain", "--json"]).run().await.success().json();
+    let flaky = server
+        .berth(&["jobs", "run", "flaky", "--wait", "--app", "plain", "--json"])
+        .run()
+        .await
+        .success()
+        .json();
     assert_eq!(flaky["status"], "succeeded");
-    let codes: Vec<i64> = flaky["attempts"].as_array().unwrap().iter().map(|attempt| attempt["exit_code"].as_i64().unwrap()).collect();
-    assert_eq!(codes, vec![1, 1, 0], "two failures, then success on the third attempt");
+    let codes: Vec<i64> = flaky["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|attempt| attempt["exit_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![1, 1, 0],
+        "two failures, then success on the third attempt"
+    );
 
     let started = std::time::Instant::now();
-    let out = server.berth(&["jobs", "run", "slow", "--wait", "--app", "plain"]).run().await.failure();
-    assert!(started.elapsed() < Duration::from_secs(15), "the timeout killed the task");
+    let out = server
+        .berth(&["jobs", "run", "slow", "--wait", "--app", "plain"])
+        .run()
+        .await
+        .failure();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the timeout killed the task"
+    );
     assert!(out.stderr.contains("failed"), "{}", out.stderr);
     let slow = &history(&server, "slow").await[0];
     assert_eq!(slow["failed"], 1);
-    assert!(slow["attempts"][0]["reason"].as_str().unwrap().contains("timed out after 1s"), "{slow}");
+    assert!(
+        slow["attempts"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{slow}"
+    );
 
-    let table = server.berth(&["jobs", "history", "flaky", "--app", "plain"]).run().await.success();
-    assert!(table.stdout.contains("1,1,0"), "exit codes are listed:\n{}", table.stdout);
-    let out = server.berth(&["jobs", "run", "nope", "--app", "plain"]).run().await.failure();
-    assert!(out.stderr.contains("no job `nope`") && out.stderr.contains("fanout"), "{}", out.stderr);
+    let table = server
+        .berth(&["jobs", "history", "flaky", "--app", "plain"])
+        .run()
+        .await
+        .success();
+    assert!(
+        table.stdout.contains("1,1,0"),
+        "exit codes are listed:\n{}",
+        table.stdout
+    );
+    let out = server
+        .berth(&["jobs", "run", "nope", "--app", "plain"])
+        .run()
+        .await
+        .failure();
+    assert!(
+        out.stderr.contains("no job `nope`") && out.stderr.contains("fanout"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,14 +180,34 @@ overlap = "skip"
     deploy_plain(&server, spec).await;
     tokio::time::sleep(Duration::from_millis(6500)).await;
     let ticks = history(&server, "tick").await;
-    assert!((2..=4).contains(&ticks.len()), "every 2 s for 6.5 s: {} runs", ticks.len());
+    assert!(
+        (2..=4).contains(&ticks.len()),
+        "every 2 s for 6.5 s: {} runs",
+        ticks.len()
+    );
     assert!(ticks.iter().all(|run| run["trigger"] == "schedule"));
-    assert!(ticks.iter().skip(1).all(|run| run["status"] == "succeeded"), "{ticks:?}");
+    assert!(
+        ticks.iter().skip(1).all(|run| run["status"] == "succeeded"),
+        "{ticks:?}"
+    );
     let longs = history(&server, "long").await;
-    assert!((2..=3).contains(&longs.len()), "2.5 s runs due every second never overlap: {} runs", longs.len());
-    let events = server.berth(&["events", "--app", "plain", "-n", "200"]).run().await.success();
+    assert!(
+        (2..=3).contains(&longs.len()),
+        "2.5 s runs due every second never overlap: {} runs",
+        longs.len()
+    );
+    let events = server
+        .berth(&["events", "--app", "plain", "-n", "200"])
+        .run()
+        .await
+        .success();
     assert!(events.stdout.contains("job.skipped"), "{}", events.stdout);
-    let list = server.berth(&["jobs", "list", "--app", "plain", "--json"]).run().await.success().json();
+    let list = server
+        .berth(&["jobs", "list", "--app", "plain", "--json"])
+        .run()
+        .await
+        .success()
+        .json();
     assert!(list[0]["next_run"].is_string(), "{list}");
 }
 
@@ -121,13 +215,35 @@ overlap = "skip"
 async fn cancel_stops_an_execution_and_a_restart_marks_it_interrupted() {
     setup();
     let mut server = TestServer::start().await;
-    deploy_plain(&server, "[[jobs]]\nname = \"sleepy\"\ncommand = \"sleep 30\"\n").await;
-    let id = server.berth(&["jobs", "run", "sleepy", "--app", "plain"]).run().await.success().stdout.trim().to_string();
+    deploy_plain(
+        &server,
+        "[[jobs]]\nname = \"sleepy\"\ncommand = \"sleep 30\"\n",
+    )
+    .await;
+    let id = server
+        .berth(&["jobs", "run", "sleepy", "--app", "plain"])
+        .run()
+        .await
+        .success()
+        .stdout
+        .trim()
+        .to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = server.berth(&["jobs", "cancel", &id, "--app", "plain"]).run().await.success();
+    let out = server
+        .berth(&["jobs", "cancel", &id, "--app", "plain"])
+        .run()
+        .await
+        .success();
     assert!(out.stdout.contains("cancelled"), "{}", out.stdout);
 
-    let id = server.berth(&["jobs", "run", "sleepy", "--app", "plain"]).run().await.success().stdout.trim().to_string();
+    let id = server
+        .berth(&["jobs", "run", "sleepy", "--app", "plain"])
+        .run()
+        .await
+        .success()
+        .stdout
+        .trim()
+        .to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill9().await;
     server.restart().await;
@@ -149,23 +265,60 @@ async fn a_release_command_runs_once_per_deploy_and_a_failing_one_aborts_it() {
     );
     let app = deploy_plain(&server, &spec).await;
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "v1\n");
-    server.berth(&["scale", "web=2", "--app", "plain"]).run().await.success();
-    let out = server.berth(&["deploy"]).current_dir(app.path()).run().await.success();
-    assert!(out.stderr.contains("release | migrating v2"), "its output streams to the deploy:\n{}", out.stderr);
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "v1\nv2\n", "exactly once per deploy");
+    server
+        .berth(&["scale", "web=2", "--app", "plain"])
+        .run()
+        .await
+        .success();
+    let out = server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .success();
+    assert!(
+        out.stderr.contains("release | migrating v2"),
+        "its output streams to the deploy:\n{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "v1\nv2\n",
+        "exactly once per deploy"
+    );
 
     std::fs::write(
         app.path().join("berth.toml"),
         "app = \"plain\"\n[deploy]\nrelease_command = \"echo the database is gone; exit 1\"\n",
     )
     .unwrap();
-    let out = server.berth(&["deploy"]).current_dir(app.path()).run().await.failure();
-    assert!(out.stderr.contains("release | the database is gone"), "{}", out.stderr);
-    assert!(out.stderr.contains("release command `echo the database is gone; exit 1` failed (exit code 1)"), "{}", out.stderr);
+    let out = server
+        .berth(&["deploy"])
+        .current_dir(app.path())
+        .run()
+        .await
+        .failure();
+    assert!(
+        out.stderr.contains("release | the database is gone"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("release command `echo the database is gone; exit 1` failed (exit code 1)"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("v2 keeps serving"), "{}", out.stderr);
     let status = server.status("plain").await;
     assert_eq!(status["release"]["version"], 2);
-    assert!(status["instances"].as_array().unwrap().iter().all(|instance| instance["release"] == 2));
+    assert!(
+        status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|instance| instance["release"] == 2)
+    );
     assert_eq!(server.get("plain", "/").await.status, 200);
 }
 
@@ -183,14 +336,93 @@ async fn a_worker_keeps_running_across_a_web_only_scale() {
             .find(|instance| instance["process"] == "worker" && instance["state"] == "running")
             .map(|instance| instance["id"].as_str().unwrap().to_string())
     };
-    let before = server.wait_for_status("plain", Duration::from_secs(10), |status| worker_of(status).is_some()).await;
-    let worker = worker_of(&before).unwrap();
-    server.berth(&["scale", "web=3", "--app", "plain"]).run().await.success();
-    let after = server
-        .wait_for_status("plain", Duration::from_secs(10), |status| status["processes"][0]["running"] == 3)
+    let before = server
+        .wait_for_status("plain", Duration::from_secs(10), |status| {
+            worker_of(status).is_some()
+        })
         .await;
-    assert_eq!(worker_of(&after).as_deref(), Some(worker.as_str()), "the worker was not restarted");
-    let logs = server.berth(&["logs", "--app", "plain", "--instance", &worker, "-n", "1"]).run().await.success();
-    let count: u32 = logs.stdout.split("count ").nth(1).unwrap().trim().parse().unwrap();
+    let worker = worker_of(&before).unwrap();
+    server
+        .berth(&["scale", "web=3", "--app", "plain"])
+        .run()
+        .await
+        .success();
+    let after = server
+        .wait_for_status("plain", Duration::from_secs(10), |status| {
+            status["processes"][0]["running"] == 3
+        })
+        .await;
+    assert_eq!(
+        worker_of(&after).as_deref(),
+        Some(worker.as_str()),
+        "the worker was not restarted"
+    );
+    let logs = server
+        .berth(&["logs", "--app", "plain", "--instance", &worker, "-n", "1"])
+        .run()
+        .await
+        .success();
+    let count: u32 = logs
+        .stdout
+        .split("count ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(count > 5, "the worker kept counting: {count}");
+}
+
+/// Processes whose environment names `instance` in BERTH_INSTANCE, not zombies.
+fn processes_of(instance: &str) -> Vec<u32> {
+    let marker = format!("BERTH_INSTANCE={instance}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'));
+            !zombie
+                && environ
+                    .split(|byte| *byte == 0)
+                    .any(|variable| variable == marker.as_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_children_of_a_crashed_server_instance_are_killed_at_restart() {
+    setup();
+    let mut server = TestServer::start().await;
+    // A compound command: the app runs as a child of the shell, out of reach
+    // of the parent-death signal.
+    deploy_plain(&server, "[processes]\nweb = \"true && plain\"\n").await;
+    let status = server.status("plain").await;
+    let instance = status["instances"][0]["id"].as_str().unwrap().to_string();
+    server.kill9().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !processes_of(&instance).is_empty(),
+        "the app's child outlived the crash (the case under test)"
+    );
+    server.restart().await;
+    let status = server
+        .wait_for_status("plain", Duration::from_secs(10), |status| {
+            status["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|candidate| candidate["state"] == "running")
+        })
+        .await;
+    assert_ne!(status["instances"][0]["id"].as_str().unwrap(), instance);
+    assert!(
+        processes_of(&instance).is_empty(),
+        "the old instance's processes were killed"
+    );
+    assert_eq!(server.get("plain", "/").await.status, 200);
 }
