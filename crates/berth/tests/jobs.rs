@@ -176,6 +176,12 @@ name = "long"
 command = "sleep 2.5"
 schedule = "* * * * * *"
 overlap = "skip"
+
+[[jobs]]
+name = "newest"
+command = "sleep 30"
+schedule = "*/2 * * * * *"
+overlap = "replace"
 "#;
     deploy_plain(&server, spec).await;
     tokio::time::sleep(Duration::from_millis(6500)).await;
@@ -425,4 +431,47 @@ async fn regression_children_of_a_crashed_server_instance_are_killed_at_restart(
         "the old instance's processes were killed"
     );
     assert_eq!(server.get("plain", "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_missed_while_the_server_was_down_runs_once_when_it_comes_back() {
+    setup();
+    let mut server = TestServer::start().await;
+    deploy_plain(
+        &server,
+        "[[jobs]]\nname = \"every4\"\ncommand = \"true\"\nschedule = \"*/4 * * * * *\"\n",
+    )
+    .await;
+    server.kill9().await;
+    // At least two slots go by while the server is down.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let before = chrono_now();
+    server.restart().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = history(&server, "every4")
+        .await
+        .into_iter()
+        .filter(|run| run["started_at"].as_str().unwrap() >= before.as_str())
+        .count();
+    assert_eq!(early, 1, "the missed slots ran once, at once");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let runs = history(&server, "every4").await;
+    let since_restart = runs
+        .iter()
+        .filter(|run| run["started_at"].as_str().unwrap() >= before.as_str())
+        .count();
+    // The catch-up run, plus at most one regular slot in the 3.8 s since; one run
+    // per missed slot would have made at least three.
+    assert!(
+        (1..=2).contains(&since_restart),
+        "{since_restart} runs: {runs:?}"
+    );
+}
+
+fn chrono_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
