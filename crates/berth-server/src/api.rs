@@ -360,7 +360,12 @@ async fn deploy(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|size| size > state.max_upload_bytes) {
+    if let Some(size) = declared.filter(|size| *size > state.max_upload_bytes) {
+        // Read (and drop) a body up to 4x the limit before answering, so the
+        // client is not cut off mid-upload and sees this answer, not a reset.
+        if size <= state.max_upload_bytes.saturating_mul(4) {
+            let _ = axum::body::to_bytes(body, size as usize).await;
+        }
         return Err(too_large(declared));
     }
     state.store.app(&app)?;

@@ -306,6 +306,26 @@ impl TestServer {
         Cli { command }
     }
 
+    /// Runs `berth ARGS` and asserts it succeeded.
+    pub async fn ok(&self, args: &[&str]) -> CliOutput {
+        self.berth(args).run().await.success()
+    }
+
+    /// Runs `berth ARGS` and asserts it failed.
+    pub async fn fails(&self, args: &[&str]) -> CliOutput {
+        self.berth(args).run().await.failure()
+    }
+
+    /// Runs `berth ARGS` in `dir` and asserts it succeeded.
+    pub async fn ok_in(&self, dir: &Path, args: &[&str]) -> CliOutput {
+        self.berth(args).current_dir(dir).run().await.success()
+    }
+
+    /// Runs `berth ARGS` in `dir` and asserts it failed.
+    pub async fn fails_in(&self, dir: &Path, args: &[&str]) -> CliOutput {
+        self.berth(args).current_dir(dir).run().await.failure()
+    }
+
     /// `GET path` through the router with `Host: APP.localhost`.
     pub async fn get(&self, app: &str, path: &str) -> Answer {
         http_get(self.router, &format!("{app}.localhost"), path)

@@ -429,8 +429,19 @@ async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
         grep: args.grep,
         limit: Some(args.limit),
     };
+    show_logs(&client, &app, &filter, args.follow, global.json).await
+}
+
+/// Prints stored log lines, then (with `follow`) new ones as they come.
+async fn show_logs(
+    client: &Client,
+    app: &str,
+    filter: &LogFilter,
+    follow: bool,
+    json: bool,
+) -> Result<()> {
     let print = |line: &berth_proto::LogLine| {
-        if global.json {
+        if json {
             if let Ok(text) = serde_json::to_string(line) {
                 println!("{text}");
             }
@@ -438,13 +449,13 @@ async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
             println!("{}", output::log_line(line));
         }
     };
-    if args.follow {
-        let mut stream = client.follow_logs(&app, &filter).await?;
+    if follow {
+        let mut stream = client.follow_logs(app, filter).await?;
         while let Some(line) = stream.next().await? {
             print(&line);
         }
     } else {
-        for line in client.logs(&app, &filter).await? {
+        for line in client.logs(app, filter).await? {
             print(&line);
         }
     }
@@ -618,25 +629,7 @@ async fn jobs(global: &Global, command: JobsCommand) -> Result<()> {
                 limit: Some(10_000),
                 ..LogFilter::default()
             };
-            let print = |line: &berth_proto::LogLine| {
-                if global.json {
-                    if let Ok(text) = serde_json::to_string(line) {
-                        println!("{text}");
-                    }
-                } else {
-                    println!("{}", output::log_line(line));
-                }
-            };
-            if follow {
-                let mut stream = client.follow_logs(&app, &filter).await?;
-                while let Some(line) = stream.next().await? {
-                    print(&line);
-                }
-            } else {
-                for line in client.logs(&app, &filter).await? {
-                    print(&line);
-                }
-            }
+            show_logs(&client, &app, &filter, follow, global.json).await?;
         }
         JobsCommand::Cancel { execution, app } => {
             let app = resolve_app(&app)?;

@@ -16,12 +16,7 @@ fn setup() {
 /// Deploys a fresh copy of examples/hello with `berth up`; returns its folder.
 async fn deploy_hello(server: &TestServer) -> tempfile::TempDir {
     let app = example("hello");
-    let out = server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    let out = server.ok_in(app.path(), &["up"]).await;
     assert_eq!(
         out.stdout.trim(),
         format!("http://hello.localhost:{}", server.router.port())
@@ -44,12 +39,7 @@ async fn up_builds_deploys_and_serves_through_the_router() {
     setup();
     let server = TestServer::start().await;
     let app = example("hello");
-    let out = server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    let out = server.ok_in(app.path(), &["up"]).await;
     assert!(
         out.stderr.contains("Finished `release` profile"),
         "build output streams to the CLI:\n{}",
@@ -78,10 +68,8 @@ async fn up_builds_deploys_and_serves_through_the_router() {
 
     // Its output is captured and parsed (the app prints one tracing-style JSON line).
     let logs = server
-        .berth(&["logs", "--app", "hello", "--json", "--grep", "listening"])
-        .run()
-        .await
-        .success();
+        .ok(&["logs", "--app", "hello", "--json", "--grep", "listening"])
+        .await;
     let line: serde_json::Value =
         serde_json::from_str(logs.stdout.lines().next().expect("a log line")).unwrap();
     assert_eq!(line["level"], "info");
@@ -89,11 +77,7 @@ async fn up_builds_deploys_and_serves_through_the_router() {
     assert_eq!(line["process"], "web");
     assert_eq!(line["release"], 1);
 
-    let events = server
-        .berth(&["events", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    let events = server.ok(&["events", "--app", "hello"]).await;
     assert!(
         events.stdout.contains("deploy.succeeded"),
         "{}",
@@ -112,12 +96,7 @@ async fn up_builds_deploys_and_serves_through_the_router() {
     );
 
     // Running `up` again redeploys.
-    server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    server.ok_in(app.path(), &["up"]).await;
     assert_eq!(server.status("hello").await["release"]["version"], 2);
 
     // The API publishes its OpenAPI document.
@@ -184,11 +163,7 @@ async fn a_redeploy_under_load_fails_no_request() {
     setup();
     let server = TestServer::start().await;
     let app = deploy_hello(&server).await;
-    server
-        .berth(&["scale", "web=2", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    server.ok(&["scale", "web=2", "--app", "hello"]).await;
     server
         .wait_for_status("hello", Duration::from_secs(10), |status| {
             running_ids(status).len() == 2
@@ -202,12 +177,7 @@ async fn a_redeploy_under_load_fails_no_request() {
         "Hello from berth!",
         "Hello again, berth!",
     );
-    let out = server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    let out = server.ok_in(app.path(), &["deploy"]).await;
     assert!(out.stderr.contains("v2 is live"), "{}", out.stderr);
     // Keep loading while the old instances drain and stop.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -250,19 +220,10 @@ async fn rollback_restores_the_old_response_without_a_build() {
         "Hello from berth!",
         "Hello v2!",
     );
-    server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    server.ok_in(app.path(), &["deploy"]).await;
     assert_eq!(server.get("hello", "/").await.body, "Hello v2!\n");
 
-    let out = server
-        .berth(&["rollback", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    let out = server.ok(&["rollback", "--app", "hello"]).await;
     assert!(
         out.stderr.contains("rolling back to v1 (no build)"),
         "{}",
@@ -276,10 +237,8 @@ async fn rollback_restores_the_old_response_without_a_build() {
     assert_eq!(server.get("hello", "/").await.body, V1);
 
     let releases = server
-        .berth(&["releases", "--app", "hello", "--json"])
-        .run()
+        .ok(&["releases", "--app", "hello", "--json"])
         .await
-        .success()
         .json();
     let releases = releases.as_array().unwrap();
     assert_eq!(releases[0]["version"], 3);
@@ -290,11 +249,7 @@ async fn rollback_restores_the_old_response_without_a_build() {
         "v3 runs v1's slug"
     );
     // Rolling back to a version that does not exist is an error that says so.
-    let out = server
-        .berth(&["rollback", "9", "--app", "hello"])
-        .run()
-        .await
-        .failure();
+    let out = server.fails(&["rollback", "9", "--app", "hello"]).await;
     assert!(out.stderr.contains("no release v9"), "{}", out.stderr);
 }
 
@@ -308,12 +263,7 @@ async fn a_build_error_fails_the_deploy_and_the_old_release_keeps_serving() {
         "async fn root() -> String {",
         "fn broken() -> u32 { \"not a number\" }\n\nasync fn root() -> String {",
     );
-    let out = server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .failure();
+    let out = server.fails_in(app.path(), &["deploy"]).await;
     assert!(out.stderr.contains("cargo build failed"), "{}", out.stderr);
     assert!(
         out.stderr.contains("error[E0308]: mismatched types"),
@@ -322,10 +272,8 @@ async fn a_build_error_fails_the_deploy_and_the_old_release_keeps_serving() {
     );
     assert_eq!(server.get("hello", "/").await.body, V1);
     let releases = server
-        .berth(&["releases", "--app", "hello", "--json"])
-        .run()
+        .ok(&["releases", "--app", "hello", "--json"])
         .await
-        .success()
         .json();
     assert_eq!(
         releases.as_array().unwrap().len(),
@@ -344,12 +292,7 @@ async fn a_crash_on_start_fails_the_deploy_and_the_old_release_keeps_serving() {
         "[env]\nHELLO_CRASH_ON_START = \"1\"\n",
     )
     .unwrap();
-    let out = server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .failure();
+    let out = server.fails_in(app.path(), &["deploy"]).await;
     assert!(out.stderr.contains("v2 failed"), "{}", out.stderr);
     assert!(
         out.stderr.contains("exited during start-up: exit code 1"),
@@ -377,17 +320,11 @@ async fn a_crash_on_start_fails_the_deploy_and_the_old_release_keeps_serving() {
         .await;
     assert_eq!(status["release"]["version"], 1);
     let releases = server
-        .berth(&["releases", "--app", "hello", "--json"])
-        .run()
+        .ok(&["releases", "--app", "hello", "--json"])
         .await
-        .success()
         .json();
     assert_eq!(releases[0]["status"], "failed");
-    let events = server
-        .berth(&["events", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    let events = server.ok(&["events", "--app", "hello"]).await;
     assert!(events.stdout.contains("deploy.failed"), "{}", events.stdout);
 }
 
@@ -415,11 +352,7 @@ async fn a_killed_instance_is_replaced() {
         server.get("hello", "/instance").await.body,
         running_ids(&status)[0]
     );
-    let events = server
-        .berth(&["events", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    let events = server.ok(&["events", "--app", "hello"]).await;
     assert!(
         events.stdout.contains("exited unexpectedly"),
         "{}",
@@ -437,24 +370,14 @@ async fn a_crash_looping_app_shows_as_such() {
     setup();
     let server = TestServer::start().await;
     let app = example("plain");
-    server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    server.ok_in(app.path(), &["up"]).await;
     // An instance that dies a second after it became healthy, again and again.
     std::fs::write(
         app.path().join("berth.toml"),
         "[processes]\nweb = \"plain & sleep 1.5; exit 3\"\n",
     )
     .unwrap();
-    server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    server.ok_in(app.path(), &["deploy"]).await;
     let status = server
         .wait_for_status("plain", Duration::from_secs(30), |status| {
             status["processes"][0]["health"] == "crash-loop"
@@ -462,11 +385,7 @@ async fn a_crash_looping_app_shows_as_such() {
         .await;
     let reason = status["processes"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("exit code 3"), "{reason}");
-    let text = server
-        .berth(&["status", "--app", "plain"])
-        .run()
-        .await
-        .success();
+    let text = server.ok(&["status", "--app", "plain"]).await;
     assert!(text.stdout.contains("crash-loop"), "{}", text.stdout);
 }
 
@@ -476,26 +395,17 @@ async fn a_killed_server_comes_back_with_every_app_and_everything_acknowledged()
     let mut server = TestServer::start().await;
     let _hello = deploy_hello(&server).await;
     let plain = example("plain");
+    server.ok_in(plain.path(), &["up"]).await;
     server
-        .berth(&["up"])
-        .current_dir(plain.path())
-        .run()
-        .await
-        .success();
-    server
-        .berth(&["env", "set", "GREETING_TARGET=world", "--app", "hello"])
-        .run()
-        .await
-        .success();
+        .ok(&["env", "set", "GREETING_TARGET=world", "--app", "hello"])
+        .await;
     assert_eq!(
         server.get("hello", "/env/GREETING_TARGET").await.body,
         "world"
     );
     let before = server
-        .berth(&["logs", "--app", "hello", "--json"])
-        .run()
+        .ok(&["logs", "--app", "hello", "--json"])
         .await
-        .success()
         .stdout;
     let mut instance_pids = Vec::new();
     for app in ["hello", "plain"] {
@@ -550,17 +460,13 @@ async fn a_killed_server_comes_back_with_every_app_and_everything_acknowledged()
             .starts_with("plain says hi")
     );
     let releases = server
-        .berth(&["releases", "--app", "hello", "--json"])
-        .run()
+        .ok(&["releases", "--app", "hello", "--json"])
         .await
-        .success()
         .json();
     assert_eq!(releases.as_array().unwrap().len(), 2);
     let after = server
-        .berth(&["logs", "--app", "hello", "--json", "-n", "1000"])
-        .run()
+        .ok(&["logs", "--app", "hello", "--json", "-n", "1000"])
         .await
-        .success()
         .stdout;
     for line in before.lines() {
         assert!(
@@ -575,11 +481,7 @@ async fn scale_to_three_spreads_requests_over_three_instances() {
     setup();
     let server = TestServer::start().await;
     let _app = deploy_hello(&server).await;
-    let out = server
-        .berth(&["scale", "web=3", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    let out = server.ok(&["scale", "web=3", "--app", "hello"]).await;
     assert!(out.stdout.contains("web=3"), "{}", out.stdout);
     let status = server
         .wait_for_status("hello", Duration::from_secs(10), |status| {
@@ -599,21 +501,13 @@ async fn scale_to_three_spreads_requests_over_three_instances() {
         "uneven spread: {seen:?}"
     );
 
-    let out = server
-        .berth(&["scale", "wrker=2", "--app", "hello"])
-        .run()
-        .await
-        .failure();
+    let out = server.fails(&["scale", "wrker=2", "--app", "hello"]).await;
     assert!(
         out.stderr.contains("process group `wrker`") && out.stderr.contains("it has: web"),
         "{}",
         out.stderr
     );
-    server
-        .berth(&["scale", "web=1", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    server.ok(&["scale", "web=1", "--app", "hello"]).await;
     server
         .wait_for_status("hello", Duration::from_secs(10), |status| {
             status["instances"].as_array().unwrap().len() == 1
@@ -632,25 +526,13 @@ async fn a_malformed_berth_toml_reports_file_line_and_column() {
     )
     .unwrap();
     // The CLI reads the spec first…
-    let out = server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .failure();
+    let out = server.fails_in(app.path(), &["up"]).await;
     assert!(out.stderr.contains("berth.toml:3:12:"), "{}", out.stderr);
     // …and the server checks it again (here the CLI is told the app, so it does not read it).
-    server
-        .berth(&["apps", "create", "plain"])
-        .run()
-        .await
-        .success();
+    server.ok(&["apps", "create", "plain"]).await;
     let out = server
-        .berth(&["deploy", "--app", "plain"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .failure();
+        .fails_in(app.path(), &["deploy", "--app", "plain"])
+        .await;
     assert!(out.stderr.contains("berth.toml:3:12:"), "{}", out.stderr);
     // Validation errors point at their place too.
     std::fs::write(
@@ -658,12 +540,7 @@ async fn a_malformed_berth_toml_reports_file_line_and_column() {
         "app = \"plain\"\n\n[deploy]\nstrategy = \"yolo\"\n",
     )
     .unwrap();
-    let out = server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .failure();
+    let out = server.fails_in(app.path(), &["up"]).await;
     assert!(
         out.stderr
             .contains("berth.toml:4:12: unknown deploy strategy `yolo`"),
@@ -676,11 +553,7 @@ async fn a_malformed_berth_toml_reports_file_line_and_column() {
 async fn uploads_that_escape_their_folder_or_are_too_big_are_refused() {
     setup();
     let server = TestServer::start_with(&["--max-upload-mib", "1"]).await;
-    server
-        .berth(&["apps", "create", "hello"])
-        .run()
-        .await
-        .success();
+    server.ok(&["apps", "create", "hello"]).await;
     let client = reqwest::Client::new();
     let deploy = |body: Vec<u8>| {
         client
@@ -733,21 +606,13 @@ async fn uploads_that_escape_their_folder_or_are_too_big_are_refused() {
 async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
     setup();
     let server = TestServer::start().await;
-    let out = server
-        .berth(&["status", "--app", "nope"])
-        .run()
-        .await
-        .failure();
+    let out = server.fails(&["status", "--app", "nope"]).await;
     assert!(
         out.stderr.contains("app `nope` not found"),
         "{}",
         out.stderr
     );
-    let out = server
-        .berth(&["apps", "create", "Bad_Name"])
-        .run()
-        .await
-        .failure();
+    let out = server.fails(&["apps", "create", "Bad_Name"]).await;
     assert!(out.stderr.contains("lowercase letters"), "{}", out.stderr);
 
     let answer = reqwest::Client::new()
@@ -760,16 +625,14 @@ async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
 
     let empty = tempfile::tempdir().unwrap();
     let out = server
-        .berth(&[
+        .fails(&[
             "status",
             "--app",
             "x",
             "--data",
             empty.path().to_str().unwrap(),
         ])
-        .run()
-        .await
-        .failure();
+        .await;
     assert!(
         out.stderr.contains("no berth server is running"),
         "{}",
@@ -799,18 +662,9 @@ processes = ["web"]
 "#,
     )
     .unwrap();
-    let out = server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    let out = server.ok_in(app.path(), &["up"]).await;
     assert!(out.stderr.contains("using berth.toml"), "{}", out.stderr);
-    server
-        .berth(&["scale", "worker=2", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    server.ok(&["scale", "worker=2", "--app", "hello"]).await;
     let status = server
         .wait_for_status("hello", Duration::from_secs(10), |status| {
             running_ids(status).len() == 3
@@ -850,7 +704,7 @@ processes = ["web"]
         );
     }
     let logs = server
-        .berth(&[
+        .ok(&[
             "logs",
             "--app",
             "hello",
@@ -859,42 +713,26 @@ processes = ["web"]
             "--grep",
             "tick from",
         ])
-        .run()
-        .await
-        .success();
+        .await;
     assert!(logs.stdout.contains("tick from worker-"), "{}", logs.stdout);
 
     // Env changes make a release, reach every group, and can be undone.
     let out = server
-        .berth(&["env", "set", "MODE=fast", "--app", "hello"])
-        .run()
-        .await
-        .success();
+        .ok(&["env", "set", "MODE=fast", "--app", "hello"])
+        .await;
     assert!(out.stderr.contains("v2 is live"), "{}", out.stderr);
     assert_eq!(server.get("hello", "/env/MODE").await.body, "fast");
-    let list = server
-        .berth(&["env", "list", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    let list = server.ok(&["env", "list", "--app", "hello"]).await;
     assert_eq!(list.stdout.trim(), "MODE=fast");
-    server
-        .berth(&["env", "unset", "MODE", "--app", "hello"])
-        .run()
-        .await
-        .success();
+    server.ok(&["env", "unset", "MODE", "--app", "hello"]).await;
     assert_eq!(server.get("hello", "/env/MODE").await.status, 404);
     let out = server
-        .berth(&["env", "set", "PORT=1", "--app", "hello"])
-        .run()
-        .await
-        .failure();
+        .fails(&["env", "set", "PORT=1", "--app", "hello"])
+        .await;
     assert!(out.stderr.contains("set by berth"), "{}", out.stderr);
     let releases = server
-        .berth(&["releases", "--app", "hello", "--json"])
-        .run()
+        .ok(&["releases", "--app", "hello", "--json"])
         .await
-        .success()
         .json();
     assert_eq!(releases[0]["cause"], "env unset MODE");
     let status = server.status("hello").await;
@@ -914,12 +752,7 @@ async fn a_release_that_never_passes_its_http_check_fails_the_deploy() {
         "[deploy]\nwait_timeout = \"3s\"\n\n[[http_service.checks]]\npath = \"/nope\"\n",
     )
     .unwrap();
-    let out = server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .failure();
+    let out = server.fails_in(app.path(), &["deploy"]).await;
     assert!(
         out.stderr
             .contains("did not pass its health check in time: GET /nope answered 404"),

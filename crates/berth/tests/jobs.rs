@@ -17,21 +17,14 @@ async fn deploy_plain(server: &TestServer, spec: &str) -> tempfile::TempDir {
         format!("app = \"plain\"\n{spec}"),
     )
     .unwrap();
-    server
-        .berth(&["up"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    server.ok_in(app.path(), &["up"]).await;
     app
 }
 
 async fn history(server: &TestServer, job: &str) -> Vec<serde_json::Value> {
     let out = server
-        .berth(&["jobs", "history", job, "--app", "plain", "--json"])
-        .run()
-        .await
-        .success();
+        .ok(&["jobs", "history", job, "--app", "plain", "--json"])
+        .await;
     out.json().as_array().unwrap().clone()
 }
 
@@ -61,12 +54,10 @@ max_retries = 0
     let shared = tempfile::tempdir().unwrap();
     let dir = format!("DIR={}", shared.path().display());
     let out = server
-        .berth(&[
+        .ok(&[
             "jobs", "run", "fanout", "--wait", "--env", &dir, "--app", "plain", "--json",
         ])
-        .run()
-        .await
-        .success();
+        .await;
     let execution = out.json();
     assert_eq!(execution["status"], "succeeded");
     assert_eq!(execution["succeeded"], 4);
@@ -85,11 +76,7 @@ max_retries = 0
     );
     assert_eq!(most_at_once, 2, "two tasks should have overlapped");
     let id = execution["id"].as_i64().unwrap().to_string();
-    let logs = server
-        .berth(&["jobs", "logs", &id, "--app", "plain"])
-        .run()
-        .await
-        .success();
+    let logs = server.ok(&["jobs", "logs", &id, "--app", "plain"]).await;
     for index in 0..4 {
         assert!(
             logs.stdout
@@ -100,10 +87,8 @@ max_retries = 0
     }
 
     let flaky = server
-        .berth(&["jobs", "run", "flaky", "--wait", "--app", "plain", "--json"])
-        .run()
+        .ok(&["jobs", "run", "flaky", "--wait", "--app", "plain", "--json"])
         .await
-        .success()
         .json();
     assert_eq!(flaky["status"], "succeeded");
     let codes: Vec<i64> = flaky["attempts"]
@@ -120,10 +105,8 @@ max_retries = 0
 
     let started = std::time::Instant::now();
     let out = server
-        .berth(&["jobs", "run", "slow", "--wait", "--app", "plain"])
-        .run()
-        .await
-        .failure();
+        .fails(&["jobs", "run", "slow", "--wait", "--app", "plain"])
+        .await;
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "the timeout killed the task"
@@ -140,20 +123,16 @@ max_retries = 0
     );
 
     let table = server
-        .berth(&["jobs", "history", "flaky", "--app", "plain"])
-        .run()
-        .await
-        .success();
+        .ok(&["jobs", "history", "flaky", "--app", "plain"])
+        .await;
     assert!(
         table.stdout.contains("1,1,0"),
         "exit codes are listed:\n{}",
         table.stdout
     );
     let out = server
-        .berth(&["jobs", "run", "nope", "--app", "plain"])
-        .run()
-        .await
-        .failure();
+        .fails(&["jobs", "run", "nope", "--app", "plain"])
+        .await;
     assert!(
         out.stderr.contains("no job `nope`") && out.stderr.contains("fanout"),
         "{}",
@@ -202,17 +181,11 @@ overlap = "replace"
         "2.5 s runs due every second never overlap: {} runs",
         longs.len()
     );
-    let events = server
-        .berth(&["events", "--app", "plain", "-n", "200"])
-        .run()
-        .await
-        .success();
+    let events = server.ok(&["events", "--app", "plain", "-n", "200"]).await;
     assert!(events.stdout.contains("job.skipped"), "{}", events.stdout);
     let list = server
-        .berth(&["jobs", "list", "--app", "plain", "--json"])
-        .run()
+        .ok(&["jobs", "list", "--app", "plain", "--json"])
         .await
-        .success()
         .json();
     assert!(list[0]["next_run"].is_string(), "{list}");
 }
@@ -227,26 +200,18 @@ async fn cancel_stops_an_execution_and_a_restart_marks_it_interrupted() {
     )
     .await;
     let id = server
-        .berth(&["jobs", "run", "sleepy", "--app", "plain"])
-        .run()
+        .ok(&["jobs", "run", "sleepy", "--app", "plain"])
         .await
-        .success()
         .stdout
         .trim()
         .to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = server
-        .berth(&["jobs", "cancel", &id, "--app", "plain"])
-        .run()
-        .await
-        .success();
+    let out = server.ok(&["jobs", "cancel", &id, "--app", "plain"]).await;
     assert!(out.stdout.contains("cancelled"), "{}", out.stdout);
 
     let id = server
-        .berth(&["jobs", "run", "sleepy", "--app", "plain"])
-        .run()
+        .ok(&["jobs", "run", "sleepy", "--app", "plain"])
         .await
-        .success()
         .stdout
         .trim()
         .to_string();
@@ -271,17 +236,8 @@ async fn a_release_command_runs_once_per_deploy_and_a_failing_one_aborts_it() {
     );
     let app = deploy_plain(&server, &spec).await;
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "v1\n");
-    server
-        .berth(&["scale", "web=2", "--app", "plain"])
-        .run()
-        .await
-        .success();
-    let out = server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .success();
+    server.ok(&["scale", "web=2", "--app", "plain"]).await;
+    let out = server.ok_in(app.path(), &["deploy"]).await;
     assert!(
         out.stderr.contains("release | migrating v2"),
         "its output streams to the deploy:\n{}",
@@ -298,12 +254,7 @@ async fn a_release_command_runs_once_per_deploy_and_a_failing_one_aborts_it() {
         "app = \"plain\"\n[deploy]\nrelease_command = \"echo the database is gone; exit 1\"\n",
     )
     .unwrap();
-    let out = server
-        .berth(&["deploy"])
-        .current_dir(app.path())
-        .run()
-        .await
-        .failure();
+    let out = server.fails_in(app.path(), &["deploy"]).await;
     assert!(
         out.stderr.contains("release | the database is gone"),
         "{}",
@@ -348,11 +299,7 @@ async fn a_worker_keeps_running_across_a_web_only_scale() {
         })
         .await;
     let worker = worker_of(&before).unwrap();
-    server
-        .berth(&["scale", "web=3", "--app", "plain"])
-        .run()
-        .await
-        .success();
+    server.ok(&["scale", "web=3", "--app", "plain"]).await;
     let after = server
         .wait_for_status("plain", Duration::from_secs(10), |status| {
             status["processes"][0]["running"] == 3
@@ -364,10 +311,8 @@ async fn a_worker_keeps_running_across_a_web_only_scale() {
         "the worker was not restarted"
     );
     let logs = server
-        .berth(&["logs", "--app", "plain", "--instance", &worker, "-n", "1"])
-        .run()
-        .await
-        .success();
+        .ok(&["logs", "--app", "plain", "--instance", &worker, "-n", "1"])
+        .await;
     let count: u32 = logs
         .stdout
         .split("count ")
