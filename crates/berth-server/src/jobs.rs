@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::oneoff;
 
+/// A due time this far in the past was missed, not just reached late.
+const MISSED_AFTER: Duration = Duration::from_secs(3);
+
 /// Why a job could not be run or found.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -453,9 +456,15 @@ impl JobRunner {
             }
         };
         for app in apps {
-            let Ok((_, spec)) = active_release(&self.store, &app.name) else {
+            let Ok((release, spec)) = active_release(&self.store, &app.name) else {
                 continue;
             };
+            // A schedule is in force from when its release was made, so one
+            // that first falls due while the server is down still runs.
+            let in_force_since = DateTime::parse_from_rfc3339(&release.created_at)
+                .map(|at| at.with_timezone(&Utc))
+                .unwrap_or(now)
+                .min(now);
             for job in spec.jobs.iter().filter(|job| job.schedule.is_some()) {
                 let Some(schedule) = job.schedule.as_deref().and_then(|expression| {
                     Schedule::parse(expression, job.time_zone.as_deref()).ok()
@@ -467,11 +476,10 @@ impl JobRunner {
                         .map(|at| at.with_timezone(&Utc))
                         .unwrap_or(now),
                     Ok(None) => {
-                        // First sight of this schedule: it fires from now on, not for the past.
-                        let _ =
-                            self.store
-                                .set_schedule_fired(&app.name, &job.name, &now.to_rfc3339());
-                        now
+                        // First sight: it fires from its release on, not for older slots.
+                        let since = in_force_since.to_rfc3339();
+                        let _ = self.store.set_schedule_fired(&app.name, &job.name, &since);
+                        in_force_since
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "scheduler cannot read a schedule");
@@ -495,7 +503,9 @@ impl JobRunner {
                     tracing::error!(error = %err, "scheduler cannot record a firing");
                     continue;
                 }
-                self.fire(&app.name, job);
+                // A slot long past was missed (the server was down): say so.
+                let missed = (now - due).to_std().is_ok_and(|late| late > MISSED_AFTER);
+                self.fire(&app.name, job, if missed { "catch-up" } else { "schedule" });
                 if let Some(next) = schedule
                     .next_after(now)
                     .and_then(|next| (next - now).to_std().ok())
@@ -507,7 +517,7 @@ impl JobRunner {
         next_wake
     }
 
-    fn fire(self: &Arc<Self>, app: &str, job: &JobSpec) {
+    fn fire(self: &Arc<Self>, app: &str, job: &JobSpec, trigger: &'static str) {
         let running = self.running_executions(app, &job.name);
         if !running.is_empty() {
             match job.overlap {
@@ -552,7 +562,7 @@ impl JobRunner {
                 }
             }
             let options = RunOptions {
-                trigger: "schedule".into(),
+                trigger: trigger.into(),
                 ..RunOptions::default()
             };
             if let Err(err) = runner.run(&app, &job_name, options) {
