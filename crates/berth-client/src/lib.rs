@@ -12,7 +12,7 @@ use berth_proto::{
     ExecutionInfo, JobInfo, LogLine, ReleaseInfo, RollbackRequest, RunJob, ScaleRequest,
     ServerHealth,
 };
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -385,9 +385,4 @@ impl<T: DeserializeOwned> NdjsonStream<T> {
             }
         }
     }
-}
-
-/// Whether `status` means the server refused the token.
-pub fn is_unauthorized(status: StatusCode) -> bool {
-    status == StatusCode::UNAUTHORIZED
 }

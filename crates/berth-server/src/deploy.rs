@@ -424,7 +424,7 @@ impl Deployer {
         let deadline =
             Instant::now() + spec.deploy.wait_timeout + std::time::Duration::from_secs(2);
         loop {
-            if self.release_is_up(&app, version) {
+            if self.release_is_up(spec, &release) {
                 self.store.finish_release(&app, version)?;
                 self.reconciler.nudge();
                 let url = (self.url_for)(&app);
@@ -458,18 +458,17 @@ impl Deployer {
         }
     }
 
-    fn release_is_up(&self, app: &str, version: u64) -> bool {
+    /// Whether every wanted instance of `release` passes its health check.
+    /// Counts are read each time: a scale during the deploy changes them.
+    fn release_is_up(&self, spec: &AppSpec, release: &ReleaseRow) -> bool {
+        let (app, version) = (release.app.as_str(), release.version);
         let Ok(counts) = self.store.counts(app) else {
-            return false;
-        };
-        let Ok(release) = self.store.release(app, version) else {
             return false;
         };
         let snapshot = self.reconciler.snapshot();
         let Some(actual) = snapshot.apps.get(app) else {
             return false;
         };
-        let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
         release.processes.keys().all(|process| {
             let mut want = counts.get(process).copied().unwrap_or(0) as usize;
             if spec.serves_http(process) && spec.http.internal_port.is_some() {

@@ -74,16 +74,11 @@ pub struct JobRunner {
 
 /// The app's active release and its spec.
 fn active_release(store: &Store, app: &str) -> Result<(ReleaseRow, AppSpec), JobError> {
-    store.app(app)?;
-    let release = store
-        .releases(app)?
-        .into_iter()
-        .find(|release| release.status == "active")
-        .ok_or_else(|| {
-            JobError::Invalid(format!(
-                "app `{app}` has no active release; deploy it first"
-            ))
-        })?;
+    let release = store.active_release(app)?.ok_or_else(|| {
+        JobError::Invalid(format!(
+            "app `{app}` has no active release; deploy it first"
+        ))
+    })?;
     let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
     Ok((release, spec))
 }

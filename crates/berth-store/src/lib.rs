@@ -383,6 +383,20 @@ impl Store {
         release_from_raw(row)
     }
 
+    /// The release of an app that serves now (status `active`), if any.
+    pub fn active_release(&self, app: &str) -> Result<Option<ReleaseRow>> {
+        let conn = self.conn();
+        ensure_app(&conn, app)?;
+        conn.query_row(
+            &format!("{RELEASE_COLUMNS} WHERE app = ?1 AND status = 'active' ORDER BY version DESC LIMIT 1"),
+            [app],
+            raw_release,
+        )
+        .optional()?
+        .map(release_from_raw)
+        .transpose()
+    }
+
     /// Every release of an app, newest first.
     pub fn releases(&self, app: &str) -> Result<Vec<ReleaseRow>> {
         let conn = self.conn();
