@@ -418,3 +418,84 @@ fn chrono_now() -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_to_jobs_scale_and_logs_gets_a_clear_error() {
+    setup();
+    let server = TestServer::start().await;
+    let app = deploy_plain(&server, "[[jobs]]\nname = \"quick\"\ncommand = \"true\"\n").await;
+
+    let out = server
+        .fails(&["jobs", "run", "quick", "--tasks", "0", "--app", "plain"])
+        .await;
+    assert!(
+        out.stderr.contains("tasks must be from 1 to 10000"),
+        "{}",
+        out.stderr
+    );
+    let out = server
+        .fails(&["jobs", "run", "quick", "--env", "PORT=1", "--app", "plain"])
+        .await;
+    assert!(out.stderr.contains("set by berth"), "{}", out.stderr);
+    let done = server
+        .ok(&["jobs", "run", "quick", "--wait", "--app", "plain", "--json"])
+        .await
+        .json();
+    let id = done["id"].as_i64().unwrap().to_string();
+    let out = server
+        .fails(&["jobs", "cancel", &id, "--app", "plain"])
+        .await;
+    assert!(
+        out.stderr
+            .contains(&format!("execution {id} is not running (it succeeded)")),
+        "{}",
+        out.stderr
+    );
+    let out = server
+        .fails(&["jobs", "cancel", "999", "--app", "plain"])
+        .await;
+    assert!(
+        out.stderr
+            .contains("execution 999 of app `plain` not found"),
+        "{}",
+        out.stderr
+    );
+
+    let out = server.fails(&["scale", "web=lots", "--app", "plain"]).await;
+    assert!(
+        out.stderr.contains("the count must be a whole number"),
+        "{}",
+        out.stderr
+    );
+    let out = server
+        .fails(&["logs", "--level", "loud", "--app", "plain"])
+        .await;
+    assert!(
+        out.stderr.contains("unknown level `loud`"),
+        "{}",
+        out.stderr
+    );
+    let out = server
+        .fails(&["logs", "--since", "yesterday", "--app", "plain"])
+        .await;
+    assert!(
+        out.stderr.contains("`yesterday` is neither a time"),
+        "{}",
+        out.stderr
+    );
+
+    // A bad cron expression fails the deploy with its place and reason; v1 stays.
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "app = \"plain\"\n[[jobs]]\nname = \"quick\"\ncommand = \"true\"\nschedule = \"every day\"\n",
+    )
+    .unwrap();
+    let out = server.fails_in(app.path(), &["deploy"]).await;
+    assert!(
+        out.stderr
+            .contains("berth.toml:5:12: schedule `every day` has 2 fields"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.status("plain").await["release"]["version"], 1);
+}
