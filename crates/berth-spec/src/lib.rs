@@ -18,7 +18,7 @@ pub use error::{Location, SpecError, SpecProblem};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
-    HttpService,
+    HttpService, MountSpec, ResourcesSpec,
 };
 
 /// Files that hold an app spec, in the order berth looks for them.

@@ -30,6 +30,44 @@ pub struct AppSpec {
     /// Jobs: run by hand, by API or on a schedule.
     #[serde(default)]
     pub jobs: Vec<crate::JobSpec>,
+    /// Managed services the app gets (`[resources]`).
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    /// Persistent directories (`[[mounts]]`).
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// `[resources]`: the managed services berth provides the app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcesSpec {
+    /// A database and role of its own on berth's PostgreSQL (`DATABASE_URL`).
+    #[serde(default)]
+    pub postgres: bool,
+    /// A Redis of its own (`REDIS_URL`).
+    #[serde(default)]
+    pub redis: bool,
+}
+
+/// One `[[mounts]]` entry: a persistent directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// The volume's name (fly's `source`): lowercase letters, digits, `_`.
+    pub source: String,
+    /// Where the instance sees it: an absolute path.
+    pub destination: String,
+    /// The process groups that get it; `None` means all.
+    #[serde(default)]
+    pub processes: Option<Vec<String>>,
+}
+
+impl MountSpec {
+    /// Whether instances of `process` get this mount.
+    pub fn applies_to(&self, process: &str) -> bool {
+        self.processes
+            .as_ref()
+            .is_none_or(|groups| groups.iter().any(|group| group == process))
+    }
 }
 
 impl Default for AppSpec {
@@ -43,6 +81,8 @@ impl Default for AppSpec {
             http: HttpService::default(),
             kill_timeout: Duration::from_secs(5),
             jobs: Vec::new(),
+            resources: ResourcesSpec::default(),
+            mounts: Vec::new(),
         }
     }
 }

@@ -67,10 +67,77 @@ struct RawSpec {
     // Accepted now, enforced by later capabilities.
     statics: Option<toml::Value>,
     vm: Option<toml::Value>,
-    mounts: Option<toml::Value>,
+    mounts: Option<OneOrMany<RawMount>>,
     jobs: Vec<RawJob>,
-    resources: Option<toml::Value>,
+    resources: Option<RawResources>,
     budget: Option<toml::Value>,
+}
+
+/// fly accepts `[mounts]` (one table) and `[[mounts]]` (several).
+/// Deserialized by hand: serde's untagged enums buffer the input and lose
+/// the spans that errors point at.
+#[derive(Debug)]
+enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany::Many)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(OneOrMany::One)
+            }
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => vec![item],
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawMount {
+    source: Option<Spanned<String>>,
+    destination: Option<Spanned<String>>,
+    processes: Option<Vec<Spanned<String>>>,
+    // fly's sizing and snapshot keys: one machine's disk has no such knobs.
+    initial_size: Option<toml::Value>,
+    auto_extend_size_threshold: Option<toml::Value>,
+    auto_extend_size_increment: Option<toml::Value>,
+    auto_extend_size_limit: Option<toml::Value>,
+    snapshot_retention: Option<toml::Value>,
+    scheduled_snapshots: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawResources {
+    postgres: Option<Spanned<bool>>,
+    redis: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,8 +327,6 @@ fn validate(
     let not_yet = [
         ("[[statics]]", raw.statics.is_some()),
         ("[[vm]]", raw.vm.is_some()),
-        ("[[mounts]]", raw.mounts.is_some()),
-        ("[resources]", raw.resources.is_some()),
         ("[budget]", raw.budget.is_some()),
     ];
     for (section, present) in not_yet {
@@ -304,6 +369,13 @@ fn validate(
     }
 
     spec.jobs = validate_jobs(raw.jobs, problems);
+    if let Some(resources) = raw.resources {
+        spec.resources.postgres = resources.postgres.is_some_and(|on| *on.get_ref());
+        spec.resources.redis = resources.redis.is_some_and(|on| *on.get_ref());
+    }
+    if let Some(mounts) = raw.mounts {
+        spec.mounts = validate_mounts(file, mounts.into_vec(), problems, warnings);
+    }
     spec.http = validate_http(
         file,
         raw.http_service,
@@ -327,6 +399,102 @@ fn validate(
         }
     }
     spec
+}
+
+fn validate_mounts(
+    file: &str,
+    mounts: Vec<RawMount>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<crate::model::MountSpec> {
+    let mut valid = Vec::new();
+    let mut sizing_warned = false;
+    for mount in mounts {
+        let sizing = mount.initial_size.is_some()
+            || mount.auto_extend_size_threshold.is_some()
+            || mount.auto_extend_size_increment.is_some()
+            || mount.auto_extend_size_limit.is_some()
+            || mount.snapshot_retention.is_some()
+            || mount.scheduled_snapshots.is_some();
+        if sizing && !sizing_warned {
+            sizing_warned = true;
+            warnings.push(format!(
+                "{file}: [[mounts]] sizes and snapshots are ignored: a volume is a directory on this machine's disk"
+            ));
+        }
+        let (Some(source), Some(destination)) = (&mount.source, &mount.destination) else {
+            problems.found.push(SpecProblem {
+                location: mount
+                    .source
+                    .as_ref()
+                    .or(mount.destination.as_ref())
+                    .map(|spanned| Location::of_offset(problems.text, spanned.span().start)),
+                message: "each [[mounts]] entry needs `source` (a volume name) and `destination` (an absolute path)".into(),
+            });
+            continue;
+        };
+        let name = source.get_ref();
+        if !valid_volume_name(name) {
+            problems.at(
+                source,
+                format!("volume name `{name}` must be 1–30 lowercase letters, digits or `_`"),
+            );
+            continue;
+        }
+        let path = destination.get_ref();
+        if let Err(reason) = valid_mount_destination(path) {
+            problems.at(destination, format!("mount destination `{path}` {reason}"));
+            continue;
+        }
+        if valid
+            .iter()
+            .any(|other: &crate::model::MountSpec| other.destination == *path)
+        {
+            problems.at(
+                destination,
+                format!("two mounts share the destination `{path}`"),
+            );
+            continue;
+        }
+        valid.push(crate::model::MountSpec {
+            source: name.clone(),
+            destination: path.trim_end_matches('/').to_string(),
+            processes: mount
+                .processes
+                .map(|groups| groups.into_iter().map(Spanned::into_inner).collect()),
+        });
+    }
+    valid
+}
+
+/// fly's volume names: lowercase letters, digits and underscores, at most 30.
+fn valid_volume_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 30
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// An absolute, normalised path that is not `/` and not a system directory.
+fn valid_mount_destination(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be an absolute path");
+    }
+    let parts: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
+    if parts.is_empty() {
+        return Err("cannot be `/`");
+    }
+    if parts.iter().any(|part| *part == "." || *part == "..") {
+        return Err("cannot contain `.` or `..`");
+    }
+    const SYSTEM: &[&str] = &[
+        "proc", "sys", "dev", "etc", "bin", "sbin", "lib", "lib64", "usr", "boot", "run",
+    ];
+    if SYSTEM.contains(&parts[0]) {
+        return Err("is a system directory");
+    }
+    Ok(())
 }
 
 fn valid_process_name(name: &str) -> bool {

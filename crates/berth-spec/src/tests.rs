@@ -243,3 +243,67 @@ fn a_bad_cron_expression_is_an_error_at_its_place() {
         "{err}"
     );
 }
+
+#[test]
+fn resources_and_mounts_fill_the_model() {
+    let text = r#"
+[resources]
+postgres = true
+redis = false
+
+[[mounts]]
+source = "data"
+destination = "/data/"
+
+[[mounts]]
+source = "uploads_2"
+destination = "/srv/uploads"
+processes = ["worker"]
+"#;
+    let parsed = parse_spec("berth.toml", text).unwrap();
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let spec = parsed.spec;
+    assert!(spec.resources.postgres);
+    assert!(!spec.resources.redis);
+    assert_eq!(spec.mounts.len(), 2);
+    assert_eq!(spec.mounts[0].destination, "/data");
+    assert!(spec.mounts[0].applies_to("web"));
+    assert!(!spec.mounts[1].applies_to("web"));
+    assert!(spec.mounts[1].applies_to("worker"));
+}
+
+#[test]
+fn fly_single_mounts_table_is_accepted_and_sizes_warn() {
+    let text =
+        "[mounts]\nsource = \"myapp_data\"\ndestination = \"/data\"\ninitial_size = \"10gb\"\n";
+    let parsed = parse_spec("fly.toml", text).unwrap();
+    assert_eq!(parsed.spec.mounts.len(), 1);
+    assert_eq!(parsed.spec.mounts[0].source, "myapp_data");
+    assert!(
+        parsed
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("sizes")),
+        "{:?}",
+        parsed.warnings
+    );
+}
+
+#[test]
+fn bad_mounts_are_errors_at_their_place() {
+    let text = "[[mounts]]\nsource = \"Data\"\ndestination = \"/data\"\n\n[[mounts]]\nsource = \"ok\"\ndestination = \"relative/dir\"\n\n[[mounts]]\nsource = \"sys\"\ndestination = \"/proc/x\"\n\n[[mounts]]\nsource = \"up\"\ndestination = \"/a/../etc\"\n";
+    let err = parse_spec("berth.toml", text).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("berth.toml:2:10"), "{shown}");
+    assert!(shown.contains("lowercase"), "{shown}");
+    assert!(shown.contains("berth.toml:7:15"), "{shown}");
+    assert!(shown.contains("absolute"), "{shown}");
+    assert!(shown.contains("system directory"), "{shown}");
+    assert!(shown.contains("`..`"), "{shown}");
+}
+
+#[test]
+fn resources_must_be_booleans() {
+    let err = parse_spec("berth.toml", "[resources]\npostgres = \"yes\"\n").unwrap_err();
+    assert!(err.to_string().contains("berth.toml:2:"), "{err}");
+}
