@@ -34,6 +34,73 @@ pub struct InstanceSpec {
     pub bin_dir: PathBuf,
     /// Environment on top of a minimal base (`PATH`, `HOME`, `LANG`).
     pub env: Vec<(String, String)>,
+    /// Directories bind-mounted into the instance's own mount namespace
+    /// (volumes). Applied only when [`can_isolate`]; otherwise the caller
+    /// tells the app the source paths through its environment.
+    pub binds: Vec<BindMount>,
+}
+
+/// A host directory the instance sees at another path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// The directory on the host.
+    pub source: PathBuf,
+    /// Where the instance sees it (an absolute path).
+    pub destination: PathBuf,
+}
+
+/// Whether this process may give instances namespaces and mounts of their
+/// own (it runs as root).
+pub fn can_isolate() -> bool {
+    isolation::is_root()
+}
+
+/// A user of this machine, from /etc/passwd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemUser {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// Looks up `name` in /etc/passwd.
+pub fn system_user(name: &str) -> Option<SystemUser> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let login = fields.next()?;
+        if login != name {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some(SystemUser {
+            name: login.to_string(),
+            uid,
+            gid,
+        })
+    })
+}
+
+/// Makes `command`'s process receive `signal` when the thread that spawns it
+/// dies (a crashed server), for services berth runs beside instances:
+/// PostgreSQL gets SIGINT (its fast, clean shutdown), Redis SIGTERM.
+pub fn die_with_parent(command: &mut tokio::process::Command, signal: i32) {
+    // The hook only makes one async-signal-safe system call.
+    #[allow(unsafe_code)]
+    // SAFETY: see isolation::die_with_parent_by.
+    unsafe {
+        command.pre_exec(move || isolation::die_with_parent_by(signal));
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal_process(pid: u32, signal: i32) {
+    isolation::signal_process(pid, signal);
 }
 
 /// Which stream a line of output came from.

@@ -60,11 +60,30 @@ impl Driver for ProcessDriver {
         for (key, value) in &spec.env {
             command.env(key, value);
         }
-        // The hook only makes one async-signal-safe system call.
+        let binds = if spec.binds.is_empty() || !isolation::is_root() {
+            None
+        } else {
+            Some(
+                isolation::PreparedBinds::prepare(&spec.binds).map_err(|source| {
+                    DriverError::Spawn {
+                        command: format!("{} (preparing its volumes)", spec.command),
+                        source,
+                    }
+                })?,
+            )
+        };
+        // The hook makes only async-signal-safe system calls, with strings
+        // prepared before the fork.
         #[allow(unsafe_code)]
-        // SAFETY: see isolation::die_with_parent.
+        // SAFETY: see isolation::die_with_parent and PreparedBinds::enter.
         unsafe {
-            command.pre_exec(isolation::die_with_parent);
+            command.pre_exec(move || {
+                isolation::die_with_parent()?;
+                if let Some(binds) = &binds {
+                    binds.enter()?;
+                }
+                Ok(())
+            });
         }
         let mut child = command.spawn().map_err(|source| DriverError::Spawn {
             command: spec.command.clone(),
@@ -163,7 +182,35 @@ mod tests {
             workdir: std::env::temp_dir(),
             bin_dir: std::env::temp_dir(),
             env: vec![("GREETING".into(), "hi there".into())],
+            binds: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_bind_mount_is_seen_by_the_instance_only() {
+        if !crate::can_isolate() {
+            eprintln!("skipped: bind mounts need root");
+            return;
+        }
+        let volume = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let destination = elsewhere.path().join("data");
+        let mut spec = spec("echo kept > /dev/null; echo written > \"$DEST/file\"; ls \"$DEST\"");
+        spec.env
+            .push(("DEST".into(), destination.display().to_string()));
+        spec.binds.push(crate::BindMount {
+            source: volume.path().to_path_buf(),
+            destination: destination.clone(),
+        });
+        let sink: OutputSink = Arc::new(|_, _| {});
+        let instance = ProcessDriver.start(&spec, sink).unwrap();
+        assert_eq!(instance.exited().await, ExitCause::Code(0));
+        assert_eq!(
+            std::fs::read_to_string(volume.path().join("file")).unwrap(),
+            "written\n"
+        );
+        // The host's directory stays an empty mount point.
+        assert!(!destination.join("file").exists());
     }
 
     #[tokio::test]

@@ -62,6 +62,7 @@ pub fn instance_spec(
         bin_dir: slug_dir.join(SLUG_BIN_DIR),
         workdir: slug_dir,
         env,
+        binds: Vec::new(),
     })
 }
 

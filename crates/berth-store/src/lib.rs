@@ -75,6 +75,45 @@ pub struct ReleaseRow {
     pub processes: BTreeMap<String, String>,
     /// The app's env vars (set with `berth env`) when the release was made.
     pub env: BTreeMap<String, String>,
+    /// The app's secrets, sealed, when the release was made.
+    pub secrets: BTreeMap<String, SealedSecret>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A secret as the vault sealed it: never the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedSecret {
+    /// The vault's ciphertext.
+    pub sealed: String,
+    /// The vault's keyed digest of the value.
+    pub digest: String,
+}
+
+/// A secret as listed: its name, digest and when it last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    /// The env var it becomes.
+    pub name: String,
+    /// The vault's keyed digest of the value.
+    pub digest: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// A managed resource of an app (its PostgreSQL database, its Redis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRow {
+    /// The app.
+    pub app: String,
+    /// `postgres` or `redis`.
+    pub kind: String,
+    /// The database and role name, or the Redis instance name.
+    pub name: String,
+    /// Its password, sealed by the vault.
+    pub sealed_password: String,
+    /// Its port, for resources that run a server of their own.
+    pub port: Option<u16>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -92,6 +131,8 @@ pub struct NewRelease {
     pub processes: BTreeMap<String, String>,
     /// The app's env vars.
     pub env: BTreeMap<String, String>,
+    /// The app's secrets, sealed.
+    pub secrets: BTreeMap<String, SealedSecret>,
 }
 
 /// An event as stored.
@@ -226,6 +267,7 @@ impl Store {
             let deleted = tx.execute("DELETE FROM apps WHERE name = ?1", [name])?;
             tx.execute("DELETE FROM job_executions WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM job_schedules WHERE app = ?1", [name])?;
+            tx.execute("DELETE FROM resources WHERE app = ?1", [name])?;
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("app `{name}`")));
             }
@@ -283,10 +325,11 @@ impl Store {
             let created_at = now_rfc3339();
             let processes_json = to_json(&new.processes);
             let env_json = to_json(&new.env);
+            let secrets_json = to_json(&new.secrets);
             tx.execute(
-                "INSERT INTO releases (app, version, status, cause, slug, spec_json, processes_json, env_json, created_at)
-                 VALUES (?1, ?2, 'deploying', ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![app, version, new.cause, new.slug, new.spec_json, processes_json, env_json, created_at],
+                "INSERT INTO releases (app, version, status, cause, slug, spec_json, processes_json, env_json, secrets_json, created_at)
+                 VALUES (?1, ?2, 'deploying', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![app, version, new.cause, new.slug, new.spec_json, processes_json, env_json, secrets_json, created_at],
             )?;
             insert_event(
                 tx,
@@ -303,6 +346,7 @@ impl Store {
                 spec_json: new.spec_json,
                 processes: new.processes,
                 env: new.env,
+                secrets: new.secrets,
                 created_at,
             })
         })
@@ -312,11 +356,11 @@ impl Store {
     /// the app's env.
     pub fn finish_release(&self, app: &str, version: u64) -> Result<()> {
         self.write(|tx| {
-            let env_json: String = tx
+            let (env_json, secrets_json): (String, String) = tx
                 .query_row(
-                    "SELECT env_json FROM releases WHERE app = ?1 AND version = ?2",
+                    "SELECT env_json, secrets_json FROM releases WHERE app = ?1 AND version = ?2",
                     params![app, version],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("release v{version} of `{app}`")))?;
@@ -336,6 +380,9 @@ impl Store {
                     params![app, key, value],
                 )?;
             }
+            let secrets: BTreeMap<String, SealedSecret> =
+                from_json("release secrets", &secrets_json)?;
+            replace_secrets(tx, app, &secrets)?;
             insert_event(tx, app, "deploy.succeeded", &format!("v{version} is live"))?;
             Ok(())
         })
@@ -430,6 +477,112 @@ impl Store {
                 )?;
             }
             insert_event(tx, app, "env.changed", cause)?;
+            Ok(())
+        })
+    }
+
+    /// The app's secrets as sealed (the ones its next release gets).
+    pub fn secrets(&self, app: &str) -> Result<BTreeMap<String, SealedSecret>> {
+        let conn = self.conn();
+        ensure_app(&conn, app)?;
+        let mut stmt =
+            conn.prepare("SELECT name, sealed, digest FROM secrets WHERE app = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([app], |row| {
+            Ok((
+                row.get(0)?,
+                SealedSecret {
+                    sealed: row.get(1)?,
+                    digest: row.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The app's secrets as listed: names, digests, when each changed.
+    pub fn secret_list(&self, app: &str) -> Result<Vec<SecretRow>> {
+        let conn = self.conn();
+        ensure_app(&conn, app)?;
+        let mut stmt = conn
+            .prepare("SELECT name, digest, updated_at FROM secrets WHERE app = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([app], |row| {
+            Ok(SecretRow {
+                name: row.get(0)?,
+                digest: row.get(1)?,
+                updated_at: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces the app's secrets (used before its first release; later,
+    /// secret changes go through a release).
+    pub fn set_secrets(
+        &self,
+        app: &str,
+        secrets: &BTreeMap<String, SealedSecret>,
+        cause: &str,
+    ) -> Result<()> {
+        self.write(|tx| {
+            ensure_app(tx, app)?;
+            replace_secrets(tx, app, secrets)?;
+            insert_event(tx, app, "secrets.changed", cause)?;
+            Ok(())
+        })
+    }
+
+    /// The app's resource of `kind`, if it has one.
+    pub fn resource(&self, app: &str, kind: &str) -> Result<Option<ResourceRow>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!("{RESOURCE_COLUMNS} WHERE app = ?1 AND kind = ?2"),
+                params![app, kind],
+                resource_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Every resource of every app (what the server brings up at start).
+    pub fn all_resources(&self) -> Result<Vec<ResourceRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{RESOURCE_COLUMNS} ORDER BY app, kind"))?;
+        let rows = stmt.query_map([], resource_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a resource, recording the event `message`.
+    pub fn put_resource(&self, row: &ResourceRow, message: &str) -> Result<()> {
+        self.write(|tx| {
+            ensure_app(tx, &row.app)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO resources (app, kind, name, sealed_password, port, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.app, row.kind, row.name, row.sealed_password, row.port, row.created_at],
+            )?;
+            insert_event(tx, &row.app, &format!("{}.attached", row.kind), message)?;
+            Ok(())
+        })
+    }
+
+    /// Changes the port a resource listens on.
+    pub fn set_resource_port(&self, app: &str, kind: &str, port: u16) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE resources SET port = ?3 WHERE app = ?1 AND kind = ?2",
+                params![app, kind, port],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a resource (after it was dropped).
+    pub fn delete_resource(&self, app: &str, kind: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM resources WHERE app = ?1 AND kind = ?2",
+                params![app, kind],
+            )?;
             Ok(())
         })
     }
@@ -559,11 +712,63 @@ impl Store {
     }
 }
 
-const RELEASE_COLUMNS: &str = "SELECT app, version, status, cause, slug, spec_json, processes_json, env_json, created_at FROM releases";
+const RELEASE_COLUMNS: &str = "SELECT app, version, status, cause, slug, spec_json, processes_json, env_json, created_at, secrets_json FROM releases";
+
+const RESOURCE_COLUMNS: &str =
+    "SELECT app, kind, name, sealed_password, port, created_at FROM resources";
+
+fn resource_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+    Ok(ResourceRow {
+        app: row.get(0)?,
+        kind: row.get(1)?,
+        name: row.get(2)?,
+        sealed_password: row.get(3)?,
+        port: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+/// Makes the app's secrets table hold exactly `secrets`, keeping the time a
+/// secret last changed when its value did not.
+fn replace_secrets(
+    tx: &Connection,
+    app: &str,
+    secrets: &BTreeMap<String, SealedSecret>,
+) -> Result<()> {
+    let now = now_rfc3339();
+    let existing: BTreeMap<String, String> = {
+        let mut stmt = tx.prepare("SELECT name, digest FROM secrets WHERE app = ?1")?;
+        let rows = stmt.query_map([app], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for name in existing.keys() {
+        if !secrets.contains_key(name) {
+            tx.execute(
+                "DELETE FROM secrets WHERE app = ?1 AND name = ?2",
+                params![app, name],
+            )?;
+        }
+    }
+    for (name, secret) in secrets {
+        if existing.get(name) == Some(&secret.digest) {
+            tx.execute(
+                "UPDATE secrets SET sealed = ?3 WHERE app = ?1 AND name = ?2",
+                params![app, name, secret.sealed],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT OR REPLACE INTO secrets (app, name, sealed, digest, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![app, name, secret.sealed, secret.digest, now],
+            )?;
+        }
+    }
+    Ok(())
+}
 
 type RawRelease = (
     String,
     u64,
+    String,
     String,
     String,
     String,
@@ -584,14 +789,27 @@ fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
         row.get(6)?,
         row.get(7)?,
         row.get(8)?,
+        row.get(9)?,
     ))
 }
 
 fn release_from_raw(raw: RawRelease) -> Result<ReleaseRow> {
-    let (app, version, status, cause, slug, spec_json, processes_json, env_json, created_at) = raw;
+    let (
+        app,
+        version,
+        status,
+        cause,
+        slug,
+        spec_json,
+        processes_json,
+        env_json,
+        created_at,
+        secrets_json,
+    ) = raw;
     Ok(ReleaseRow {
         processes: from_json("release processes", &processes_json)?,
         env: from_json("release env", &env_json)?,
+        secrets: from_json("release secrets", &secrets_json)?,
         app,
         version,
         status,
@@ -631,8 +849,8 @@ fn insert_event(tx: &Connection, app: &str, kind: &str, message: &str) -> Result
     Ok(tx.last_insert_rowid())
 }
 
-fn to_json(value: &BTreeMap<String, String>) -> String {
-    // A map of strings always serialises.
+fn to_json<T: serde::Serialize>(value: &BTreeMap<String, T>) -> String {
+    // Maps with string keys of plain structs always serialise.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
 }
 

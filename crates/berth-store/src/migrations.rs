@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: apps, releases, process groups, env, events, instance journal.
     r#"
     CREATE TABLE apps (
@@ -81,6 +81,27 @@ const MIGRATIONS: &[&str] = &[
         job TEXT NOT NULL,
         last_fired TEXT NOT NULL,
         PRIMARY KEY (app, job)
+    );
+    "#,
+    // 3: secrets (sealed by the vault), each release's secrets, managed resources.
+    r#"
+    ALTER TABLE releases ADD COLUMN secrets_json TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE secrets (
+        app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        sealed TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (app, name)
+    );
+    CREATE TABLE resources (
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed_password TEXT NOT NULL,
+        port INTEGER,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (app, kind)
     );
     "#,
 ];

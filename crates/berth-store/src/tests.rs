@@ -10,6 +10,7 @@ fn new_release(cause: &str, env: &[(&str, &str)]) -> NewRelease {
             .iter()
             .map(|(key, value)| (key.to_string(), value.to_string()))
             .collect(),
+        secrets: BTreeMap::new(),
     }
 }
 
@@ -131,4 +132,94 @@ fn destroying_an_app_removes_its_releases() {
         Err(StoreError::NotFound(_))
     ));
     assert!(store.destroy_app("hello").is_err());
+}
+
+fn sealed(text: &str) -> SealedSecret {
+    SealedSecret {
+        sealed: format!("v1:{text}"),
+        digest: format!("d-{text}"),
+    }
+}
+
+#[test]
+fn secrets_follow_the_release_that_goes_live() {
+    let (_dir, store) = open();
+    store.create_app("shop").unwrap();
+    store
+        .set_secrets(
+            "shop",
+            &BTreeMap::from([("A".to_string(), sealed("one"))]),
+            "secrets set A",
+        )
+        .unwrap();
+    assert_eq!(store.secret_list("shop").unwrap()[0].digest, "d-one");
+    let mut release = new_release("deploy", &[]);
+    release.secrets = BTreeMap::from([
+        ("A".to_string(), sealed("one")),
+        ("B".to_string(), sealed("two")),
+    ]);
+    let v1 = store.begin_release("shop", release).unwrap();
+    // Not live yet: the list is still the app's current set.
+    assert_eq!(store.secret_list("shop").unwrap().len(), 1);
+    store.finish_release("shop", v1.version).unwrap();
+    let listed = store.secret_list("shop").unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|row| row.name.as_str())
+            .collect::<Vec<_>>(),
+        ["A", "B"]
+    );
+    let reread = store.release("shop", v1.version).unwrap();
+    assert_eq!(reread.secrets.get("B"), Some(&sealed("two")));
+    // A release without B removes it when it goes live.
+    let mut release = new_release("secrets unset B", &[]);
+    release.secrets = BTreeMap::from([("A".to_string(), sealed("one"))]);
+    let v2 = store.begin_release("shop", release).unwrap();
+    store.finish_release("shop", v2.version).unwrap();
+    assert_eq!(store.secrets("shop").unwrap().len(), 1);
+}
+
+#[test]
+fn resources_are_recorded_and_forgotten_with_their_app() {
+    let (_dir, store) = open();
+    store.create_app("shop").unwrap();
+    let row = ResourceRow {
+        app: "shop".into(),
+        kind: "redis".into(),
+        name: "shop".into(),
+        sealed_password: "v1:xx".into(),
+        port: Some(7001),
+        created_at: now_rfc3339(),
+    };
+    store.put_resource(&row, "redis attached").unwrap();
+    store.set_resource_port("shop", "redis", 7002).unwrap();
+    let stored = store.resource("shop", "redis").unwrap().unwrap();
+    assert_eq!(stored.port, Some(7002));
+    assert_eq!(store.all_resources().unwrap().len(), 1);
+    assert!(store.resource("shop", "postgres").unwrap().is_none());
+    store.destroy_app("shop").unwrap();
+    assert!(store.all_resources().unwrap().is_empty());
+}
+
+#[test]
+fn a_store_from_before_secrets_opens_with_empty_release_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for migration in &crate::migrations::MIGRATIONS[..2] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO apps (name, created_at) VALUES ('old', 'x');
+             INSERT INTO releases (app, version, status, cause, slug, spec_json, processes_json, env_json, created_at)
+             VALUES ('old', 1, 'active', 'deploy', 's', '{}', '{}', '{}', 'x');
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let release = store.release("old", 1).unwrap();
+    assert!(release.secrets.is_empty());
 }
