@@ -137,6 +137,33 @@ pub struct LogStore {
     writer: Mutex<mpsc::Sender<WriterCommand>>,
     reader: Mutex<Connection>,
     live: broadcast::Sender<Arc<StoredLine>>,
+    masks: std::sync::RwLock<std::collections::HashMap<String, Arc<Masks>>>,
+}
+
+/// What a stored line shows instead of a secret's value.
+pub const MASK: &str = "[masked]";
+
+/// Values shorter than this are not masked: a two-letter secret would
+/// blank out every word that contains it, and guards nothing.
+pub const MIN_MASKED_LEN: usize = 4;
+
+/// The secret values of one app, longest first (so a value that contains
+/// another is masked whole).
+#[derive(Default)]
+struct Masks {
+    values: Vec<zeroize::Zeroizing<String>>,
+}
+
+impl Masks {
+    fn apply<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut text = std::borrow::Cow::Borrowed(text);
+        for value in &self.values {
+            if text.contains(value.as_str()) {
+                text = std::borrow::Cow::Owned(text.replace(value.as_str(), MASK));
+            }
+        }
+        text
+    }
 }
 
 /// Lines kept over all apps; the oldest go first.
@@ -174,12 +201,14 @@ impl LogStore {
             writer: Mutex::new(sender),
             reader: Mutex::new(reader),
             live,
+            masks: std::sync::RwLock::new(std::collections::HashMap::new()),
         })
     }
 
     /// Captures one line of output. Never blocks on the disk.
     pub fn append(&self, source: &LogSource, stream: LogStream, text: &str) {
-        let parsed = parse_line(text);
+        let text = self.mask(&source.app, text);
+        let parsed = parse_line(&text);
         let command =
             WriterCommand::Append(Box::new((now_micros(), source.clone(), stream, parsed)));
         let writer = self
@@ -188,6 +217,47 @@ impl LogStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // If the writer is gone the server is shutting down; the line has nowhere to go.
         let _ = writer.send(command);
+    }
+
+    /// Sets the values that must never be stored for `app` (its secrets and
+    /// generated passwords): lines holding one are stored with it replaced
+    /// by [`MASK`].
+    pub fn set_masks<I, S>(&self, app: &str, values: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut values: Vec<zeroize::Zeroizing<String>> = values
+            .into_iter()
+            .map(|value| value.as_ref().to_string())
+            .filter(|value| value.len() >= MIN_MASKED_LEN)
+            .map(zeroize::Zeroizing::new)
+            .collect();
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        values.dedup();
+        let mut masks = self
+            .masks
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if values.is_empty() {
+            masks.remove(app);
+        } else {
+            masks.insert(app.to_string(), Arc::new(Masks { values }));
+        }
+    }
+
+    /// `text` with `app`'s secret values masked.
+    pub fn mask<'a>(&self, app: &str, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let masks = self
+            .masks
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(app)
+            .cloned();
+        match masks {
+            Some(masks) => masks.apply(text),
+            None => std::borrow::Cow::Borrowed(text),
+        }
     }
 
     /// Waits until every line appended before this call is stored.

@@ -106,3 +106,48 @@ fn since_accepts_durations_and_times() {
     assert_eq!(parse_since("1970-01-01T00:00:01Z").unwrap(), 1_000_000);
     assert!(parse_since("yesterday").is_err());
 }
+
+#[tokio::test]
+async fn secret_values_are_masked_before_they_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.db");
+    let logs = LogStore::open(&path).unwrap();
+    logs.set_masks("hello", ["s3cr3t-token", "s3cr3t", "ab"]);
+    logs.append(
+        &source("web"),
+        LogStream::Stdout,
+        "token=s3cr3t-token and s3cr3t, about ab",
+    );
+    logs.append(
+        &source("web"),
+        LogStream::Stdout,
+        r#"{"level":"INFO","fields":{"message":"key is s3cr3t"}}"#,
+    );
+    let mut other = source("web");
+    other.app = "other".into();
+    logs.append(&other, LogStream::Stdout, "other app prints s3cr3t");
+    logs.flush().await.unwrap();
+    let lines = logs.query(&query()).unwrap();
+    assert_eq!(
+        lines[0].line.message,
+        "token=[masked] and [masked], about ab"
+    );
+    assert_eq!(lines[1].line.message, "key is [masked]");
+    drop(logs);
+    let raw = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(dir.path().join("logs.db-wal")).unwrap_or_default();
+    for bytes in [raw, wal] {
+        assert!(
+            !bytes.windows(12).any(|window| window == b"s3cr3t-token"),
+            "the value reached the file"
+        );
+    }
+    // Masks are per app: the other app's line is its own business.
+    let logs = LogStore::open(&path).unwrap();
+    let mut other_query = query();
+    other_query.app = "other".into();
+    assert_eq!(
+        logs.query(&other_query).unwrap()[0].line.message,
+        "other app prints s3cr3t"
+    );
+}

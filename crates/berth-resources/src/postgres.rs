@@ -182,6 +182,13 @@ impl Postgres {
         self.root.join("postgres.log")
     }
 
+    /// The port the server listens on, or last listened on.
+    pub fn known_port(&self) -> Option<u16> {
+        std::fs::read_to_string(self.port_file())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
     /// Whether a cluster was made here before.
     pub fn exists(&self) -> bool {
         self.cluster_dir().join("PG_VERSION").is_file()
@@ -211,9 +218,7 @@ impl Postgres {
         if !self.exists() {
             self.init(&binaries, user.as_ref()).await?;
         }
-        let wanted = std::fs::read_to_string(self.port_file())
-            .ok()
-            .and_then(|text| text.trim().parse().ok());
+        let wanted = self.known_port();
         let port =
             crate::free_port(wanted).map_err(io_error("cannot find a port for", &self.root))?;
         std::fs::write(self.port_file(), port.to_string())

@@ -37,6 +37,7 @@ pub struct ApiState {
     pub(crate) store: Arc<Store>,
     pub(crate) logs: Arc<LogStore>,
     pub(crate) deployer: Arc<Deployer>,
+    pub(crate) resources: Arc<crate::resources::Resources>,
     pub(crate) jobs: Arc<crate::jobs::JobRunner>,
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) token: Arc<String>,
@@ -92,6 +93,18 @@ impl From<crate::jobs::JobError> for ApiFailure {
     }
 }
 
+impl From<crate::resources::ResourcesError> for ApiFailure {
+    fn from(err: crate::resources::ResourcesError) -> Self {
+        use crate::resources::ResourcesError;
+        match err {
+            ResourcesError::NotFound(message) => ApiFailure::NotFound(message),
+            ResourcesError::Invalid(message) => ApiFailure::Conflict(message),
+            ResourcesError::Store(err) => err.into(),
+            other => ApiFailure::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
@@ -122,11 +135,14 @@ type ApiResult<T> = Result<T, ApiFailure>;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "berth", description = "Host Rust apps on machines you own."),
-    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, rollback, scale, get_env, change_env, logs, events,
+    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, rollback, scale, get_env, change_env, list_secrets, change_secrets,
+        postgres_info, attach_postgres, list_backups, take_backup, restore_backup, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
         list_jobs, run_job, job_executions, execution, cancel_execution),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
+        berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo,
+        berth_proto::RestoreRequest, berth_proto::VolumeInfo,
         berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob
     )),
     modifiers(&BearerAuth),
@@ -165,6 +181,25 @@ pub fn routes(state: ApiState) -> Router {
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/scale", post(scale))
         .route("/v1/apps/{app}/env", get(get_env).post(change_env))
+        .route(
+            "/v1/apps/{app}/secrets",
+            get(list_secrets).post(change_secrets),
+        )
+        .route(
+            "/v1/apps/{app}/postgres",
+            get(postgres_info).post(attach_postgres),
+        )
+        .route(
+            "/v1/apps/{app}/postgres/backups",
+            get(list_backups).post(take_backup),
+        )
+        .route("/v1/apps/{app}/postgres/restore", post(restore_backup))
+        .route("/v1/apps/{app}/redis", get(redis_info).post(attach_redis))
+        .route("/v1/apps/{app}/volumes", get(list_volumes))
+        .route(
+            "/v1/apps/{app}/volumes/{name}",
+            axum::routing::delete(destroy_volume),
+        )
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/events", get(events))
         .route("/v1/apps/{app}/jobs", get(list_jobs))
@@ -331,6 +366,9 @@ async fn destroy_app(
             "destroying an app needs ?confirm=true".into(),
         ));
     }
+    state.store.app(&app)?;
+    // Data first: if dropping the database fails, the app stays whole.
+    state.resources.destroy_app(&app).await?;
     state.store.destroy_app(&app)?;
     state.reconciler.nudge();
     Ok(StatusCode::NO_CONTENT)
@@ -489,28 +527,261 @@ async fn change_env(
             "nothing to change: give KEY=VALUE to set or KEY to unset".into(),
         ));
     }
-    for key in change.set.keys().chain(change.unset.iter()) {
+    reconfigure(
+        &state,
+        app,
+        crate::deploy::ConfigChange {
+            env_set: change.set,
+            env_unset: change.unset,
+            ..Default::default()
+        },
+    )
+}
+
+/// Validates `change` and runs it as a new release, answering with NDJSON.
+fn reconfigure(
+    state: &ApiState,
+    app: String,
+    change: crate::deploy::ConfigChange,
+) -> ApiResult<Response> {
+    for key in change
+        .env_set
+        .keys()
+        .chain(change.env_unset.iter())
+        .chain(change.secrets_set.keys())
+        .chain(change.secrets_unset.iter())
+    {
         crate::deploy::validate_env_key(key).map_err(ApiFailure::BadRequest)?;
     }
     state.store.app(&app)?;
     let (progress, receiver) = mpsc::unbounded_channel();
     let deployer = state.deployer.clone();
     tokio::spawn(async move {
-        match deployer
-            .change_env(app.clone(), change.set, change.unset, progress.clone())
-            .await
-        {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                let _ = progress.send(DeployProgress::Done {
-                    release: 0,
-                    url: String::new(),
-                });
+        report(
+            deployer.reconfigure(app, change, progress.clone()).await,
+            &progress,
+        );
+    });
+    Ok(ndjson(receiver))
+}
+
+fn report(
+    outcome: Result<Option<u64>, DeployFailure>,
+    progress: &mpsc::UnboundedSender<DeployProgress>,
+) {
+    match outcome {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let _ = progress.send(DeployProgress::Done {
+                release: 0,
+                url: String::new(),
+            });
+        }
+        Err(failure) => send_failure(progress, failure),
+    }
+}
+
+/// An app's secrets: names, digests, when each changed. Never values.
+#[utoipa::path(get, path = "/v1/apps/{app}/secrets", params(("app" = String, Path)),
+    responses((status = 200, body = [berth_proto::SecretInfo]), (status = 404, body = ApiError)))]
+async fn list_secrets(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<berth_proto::SecretInfo>>> {
+    Ok(Json(
+        state
+            .store
+            .secret_list(&app)?
+            .into_iter()
+            .map(|row| berth_proto::SecretInfo {
+                name: row.name,
+                digest: row.digest,
+                updated_at: row.updated_at,
+            })
+            .collect(),
+    ))
+}
+
+/// Sets and unsets secrets (encrypted at rest, masked in logs); a change
+/// makes a new release. Answers with NDJSON.
+#[utoipa::path(post, path = "/v1/apps/{app}/secrets", params(("app" = String, Path)), request_body = EnvChange,
+    responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn change_secrets(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Json(change): Json<EnvChange>,
+) -> ApiResult<Response> {
+    if change.set.is_empty() && change.unset.is_empty() {
+        return Err(ApiFailure::BadRequest(
+            "nothing to change: give NAME=VALUE to set or NAME to unset".into(),
+        ));
+    }
+    reconfigure(
+        &state,
+        app,
+        crate::deploy::ConfigChange {
+            secrets_set: change.set,
+            secrets_unset: change.unset,
+            ..Default::default()
+        },
+    )
+}
+
+/// How to reach the app's database, password included (for its owner).
+#[utoipa::path(get, path = "/v1/apps/{app}/postgres", params(("app" = String, Path)),
+    responses((status = 200, body = berth_proto::PostgresInfo), (status = 404, body = ApiError)))]
+async fn postgres_info(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<berth_proto::PostgresInfo>> {
+    state.store.app(&app)?;
+    let database = state.resources.postgres_database(&app).await?;
+    Ok(Json(berth_proto::PostgresInfo {
+        url: database.url(),
+        port: database.port,
+        database: database.name,
+    }))
+}
+
+/// Gives the app a database of its own and a release with `DATABASE_URL`.
+/// Answers with NDJSON.
+#[utoipa::path(post, path = "/v1/apps/{app}/postgres", params(("app" = String, Path)),
+    responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 404, body = ApiError)))]
+async fn attach_postgres(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Response> {
+    attach(state, app, crate::resources::POSTGRES).await
+}
+
+/// Gives the app a Redis of its own and a release with `REDIS_URL`.
+/// Answers with NDJSON.
+#[utoipa::path(post, path = "/v1/apps/{app}/redis", params(("app" = String, Path)),
+    responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 404, body = ApiError)))]
+async fn attach_redis(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Response> {
+    attach(state, app, crate::resources::REDIS).await
+}
+
+async fn attach(state: ApiState, app: String, kind: &'static str) -> ApiResult<Response> {
+    state.store.app(&app)?;
+    let (progress, receiver) = mpsc::unbounded_channel();
+    let deployer = state.deployer.clone();
+    let resources = state.resources.clone();
+    tokio::spawn(async move {
+        let _ = progress.send(DeployProgress::Step {
+            message: format!("attaching {kind}"),
+        });
+        let made = if kind == crate::resources::POSTGRES {
+            resources.attach_postgres(&app).await
+        } else {
+            resources.attach_redis(&app).await
+        };
+        match made {
+            Ok(true) => {
+                let change = crate::deploy::ConfigChange {
+                    cause: Some(format!("{kind} attached")),
+                    ..Default::default()
+                };
+                report(
+                    deployer.reconfigure(app, change, progress.clone()).await,
+                    &progress,
+                );
             }
-            Err(failure) => send_failure(&progress, failure),
+            Ok(false) => {
+                let _ = progress.send(DeployProgress::Step {
+                    message: format!("app `{app}` already has {kind}"),
+                });
+                report(Ok(None), &progress);
+            }
+            Err(err) => send_failure(
+                &progress,
+                DeployFailure {
+                    message: err.to_string(),
+                    release: None,
+                },
+            ),
         }
     });
     Ok(ndjson(receiver))
+}
+
+/// The app's database backups, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/postgres/backups", params(("app" = String, Path)),
+    responses((status = 200, body = [berth_proto::BackupInfo]), (status = 404, body = ApiError)))]
+async fn list_backups(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<berth_proto::BackupInfo>>> {
+    Ok(Json(state.resources.backups(&app)?))
+}
+
+/// Takes a backup of the app's database (pg_dump, custom format).
+#[utoipa::path(post, path = "/v1/apps/{app}/postgres/backups", params(("app" = String, Path)),
+    responses((status = 200, body = berth_proto::BackupInfo), (status = 404, body = ApiError)))]
+async fn take_backup(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<berth_proto::BackupInfo>> {
+    state.store.app(&app)?;
+    Ok(Json(state.resources.backup(&app).await?))
+}
+
+/// Restores a backup (the newest unless named) over the app's database.
+#[utoipa::path(post, path = "/v1/apps/{app}/postgres/restore", params(("app" = String, Path)),
+    request_body = berth_proto::RestoreRequest,
+    responses((status = 200, body = berth_proto::BackupInfo), (status = 404, body = ApiError)))]
+async fn restore_backup(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Json(request): Json<berth_proto::RestoreRequest>,
+) -> ApiResult<Json<berth_proto::BackupInfo>> {
+    state.store.app(&app)?;
+    Ok(Json(
+        state
+            .resources
+            .restore(&app, request.backup.as_deref())
+            .await?,
+    ))
+}
+
+/// How to reach the app's Redis, password included (for its owner).
+#[utoipa::path(get, path = "/v1/apps/{app}/redis", params(("app" = String, Path)),
+    responses((status = 200, body = berth_proto::RedisInfo), (status = 404, body = ApiError)))]
+async fn redis_info(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<berth_proto::RedisInfo>> {
+    state.store.app(&app)?;
+    let (url, port) = state.resources.redis_url(&app).await?;
+    Ok(Json(berth_proto::RedisInfo {
+        url,
+        port,
+        max_memory_mib: berth_resources::redis::DEFAULT_MAX_MEMORY_MIB,
+    }))
+}
+
+/// The app's volumes.
+#[utoipa::path(get, path = "/v1/apps/{app}/volumes", params(("app" = String, Path)),
+    responses((status = 200, body = [berth_proto::VolumeInfo]), (status = 404, body = ApiError)))]
+async fn list_volumes(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<berth_proto::VolumeInfo>>> {
+    Ok(Json(state.resources.volumes(&app)?))
+}
+
+/// Deletes a volume and its files (refused while the active release mounts it).
+#[utoipa::path(delete, path = "/v1/apps/{app}/volumes/{name}", params(("app" = String, Path), ("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn destroy_volume(
+    State(state): State<ApiState>,
+    Path((app, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    state.resources.destroy_volume(&app, &name)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

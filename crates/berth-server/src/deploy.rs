@@ -21,6 +21,50 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use crate::reconciler::ReconcilerHandle;
+use crate::resources::{Resources, ResourcesError};
+
+/// A change of configuration that makes a new release of the current build.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigChange {
+    /// Env vars to set.
+    pub env_set: BTreeMap<String, String>,
+    /// Env vars to remove.
+    pub env_unset: Vec<String>,
+    /// Secrets to set.
+    pub secrets_set: BTreeMap<String, String>,
+    /// Secrets to remove.
+    pub secrets_unset: Vec<String>,
+    /// Why, when it is not the changes themselves (`postgres attached`).
+    pub cause: Option<String>,
+}
+
+impl ConfigChange {
+    fn describe(&self) -> String {
+        if let Some(cause) = &self.cause {
+            return cause.clone();
+        }
+        let mut changes: Vec<String> = Vec::new();
+        changes.extend(self.env_set.keys().map(|key| format!("set {key}")));
+        changes.extend(self.env_unset.iter().map(|key| format!("unset {key}")));
+        let mut secrets: Vec<String> = Vec::new();
+        secrets.extend(self.secrets_set.keys().map(|key| format!("set {key}")));
+        secrets.extend(self.secrets_unset.iter().map(|key| format!("unset {key}")));
+        let mut parts = Vec::new();
+        if !changes.is_empty() {
+            parts.push(format!("env {}", changes.join(", ")));
+        }
+        if !secrets.is_empty() {
+            parts.push(format!("secrets {}", secrets.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+impl From<ResourcesError> for DeployFailure {
+    fn from(err: ResourcesError) -> Self {
+        DeployFailure::before_release(err.to_string())
+    }
+}
 
 /// Where progress lines of a deploy go (the client's NDJSON stream).
 pub type Progress = mpsc::UnboundedSender<DeployProgress>;
@@ -60,6 +104,8 @@ pub struct Deployer {
     pub(crate) store: Arc<Store>,
     pub(crate) logs: Arc<LogStore>,
     pub(crate) slugs: SlugStore,
+    pub(crate) launcher: crate::oneoff::Launcher,
+    pub(crate) resources: Arc<Resources>,
     pub(crate) builder: CargoBuilder,
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) tmp_dir: std::path::PathBuf,
@@ -76,6 +122,7 @@ impl Deployer {
         store: Arc<Store>,
         logs: Arc<LogStore>,
         slugs: SlugStore,
+        resources: Arc<Resources>,
         builder: CargoBuilder,
         reconciler: ReconcilerHandle,
         tmp_dir: std::path::PathBuf,
@@ -86,6 +133,8 @@ impl Deployer {
         Deployer {
             store,
             logs,
+            launcher: crate::oneoff::Launcher::new(slugs.clone(), resources.clone()),
+            resources,
             slugs,
             builder,
             reconciler,
@@ -206,6 +255,7 @@ impl Deployer {
         let spec_json = serde_json::to_string(&spec).map_err(|err| {
             DeployFailure::before_release(format!("cannot store the spec: {err}"))
         })?;
+        self.prepare_resources(&app, &spec, &progress).await?;
         let release = self
             .make_release(
                 &spec,
@@ -214,6 +264,7 @@ impl Deployer {
                     slug,
                     processes: spec.process_commands(&default_binary),
                     env: self.store.env(&app)?,
+                    secrets: self.store.secrets(&app)?,
                     spec_json,
                 },
                 &app,
@@ -223,33 +274,77 @@ impl Deployer {
         self.roll_out(&spec, release, &progress).await
     }
 
-    /// Makes a release from the current one with env changed, and rolls it out.
-    pub async fn change_env(
+    /// Gives the app what its spec asks for (a database, a Redis, volumes)
+    /// before its release is made, so the release command can use them.
+    async fn prepare_resources(
+        &self,
+        app: &str,
+        spec: &AppSpec,
+        progress: &Progress,
+    ) -> Result<(), DeployFailure> {
+        if spec.resources.postgres {
+            if self.resources.attach_postgres(app).await? {
+                say(
+                    progress,
+                    format!(
+                        "made PostgreSQL database {} (DATABASE_URL)",
+                        berth_resources::postgres::database_name(app)
+                    ),
+                );
+            }
+        }
+        if spec.resources.redis && self.resources.attach_redis(app).await? {
+            say(progress, "made a Redis of its own (REDIS_URL)");
+        }
+        for volume in self.resources.ensure_volumes(app, spec)? {
+            say(progress, format!("made volume {volume}"));
+        }
+        Ok(())
+    }
+
+    /// Makes a release from the current one with its configuration changed
+    /// (env, secrets, or resources attached), and rolls it out. Returns
+    /// `None` when the app has no release yet: the change applies at its
+    /// first deploy.
+    pub async fn reconfigure(
         self: Arc<Self>,
         app: String,
-        set: BTreeMap<String, String>,
-        unset: Vec<String>,
+        change: ConfigChange,
         progress: Progress,
     ) -> Result<Option<u64>, DeployFailure> {
-        for key in set.keys().chain(unset.iter()) {
+        for key in change
+            .env_set
+            .keys()
+            .chain(change.env_unset.iter())
+            .chain(change.secrets_set.keys())
+            .chain(change.secrets_unset.iter())
+        {
             validate_env_key(key).map_err(DeployFailure::before_release)?;
         }
         let lock = self.lock_for(&app);
         let _guard = lock.lock().await;
         let app_row = self.store.app(&app)?;
         let mut env = self.store.env(&app)?;
-        for key in &unset {
+        for key in &change.env_unset {
             env.remove(key);
         }
-        env.extend(set.clone());
-        let mut changes: Vec<String> = set.keys().map(|key| format!("set {key}")).collect();
-        changes.extend(unset.iter().map(|key| format!("unset {key}")));
-        let cause = format!("env {}", changes.join(", "));
+        env.extend(change.env_set.clone());
+        let secrets = self.resources.seal_secrets(
+            &app,
+            self.store.secrets(&app)?,
+            &change.secrets_set,
+            &change.secrets_unset,
+        );
+        // Mask the new values before anything can print them.
+        self.resources.mask_with(&app, &change.secrets_set);
+        let cause = change.describe();
         let Some(current) = app_row.target_release else {
             self.store.set_env(&app, &env, &cause)?;
+            self.store.set_secrets(&app, &secrets, &cause)?;
+            self.resources.refresh_masks(&app);
             say(
                 &progress,
-                "saved; the app has no release yet, so the env applies at its first deploy",
+                "saved; the app has no release yet, so this applies at its first deploy",
             );
             return Ok(None);
         };
@@ -264,12 +359,15 @@ impl Deployer {
                     spec_json: current.spec_json,
                     processes: current.processes,
                     env,
+                    secrets,
                 },
                 &app,
                 &progress,
             )
             .await?;
-        self.roll_out(&spec, release, &progress).await.map(Some)
+        let outcome = self.roll_out(&spec, release, &progress).await.map(Some);
+        self.resources.refresh_masks(&app);
+        outcome
     }
 
     /// Rolls back to `version` (or the release before the active one) without building.
@@ -327,6 +425,7 @@ impl Deployer {
                 spec_json: target.spec_json.clone(),
                 processes: target.processes.clone(),
                 env: target.env.clone(),
+                secrets: target.secrets.clone(),
             },
         )?;
         self.roll_out(&spec, release, &progress).await
@@ -355,9 +454,11 @@ impl Deployer {
             ),
         );
         let instance = format!("release-v{}", release.version);
-        let env = crate::oneoff::release_env(&release, spec, "release", &instance, &[]);
         let instance_spec =
-            match crate::oneoff::instance_spec(&self.slugs, &release, &instance, &command, env) {
+            match self
+                .launcher
+                .instance_spec(&release, spec, "release", &instance, &command, &[])
+            {
                 Ok(instance_spec) => instance_spec,
                 Err(reason) => return Err(self.fail(app, release.version, &reason, None).await),
             };

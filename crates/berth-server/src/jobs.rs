@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_build::SlugStore;
 use berth_logs::{LogSource, LogStore};
 use berth_proto::{ExecutionInfo, ExecutionStatus, JobInfo, TaskAttemptInfo};
 use berth_runtime::{Driver, ExitCause};
@@ -68,7 +67,7 @@ pub struct JobRunner {
     store: Arc<Store>,
     logs: Arc<LogStore>,
     driver: Arc<dyn Driver>,
-    slugs: SlugStore,
+    launcher: oneoff::Launcher,
     running: Mutex<HashMap<i64, RunningExecution>>,
 }
 
@@ -106,7 +105,7 @@ impl JobRunner {
         store: Arc<Store>,
         logs: Arc<LogStore>,
         driver: Arc<dyn Driver>,
-        slugs: SlugStore,
+        launcher: oneoff::Launcher,
     ) -> Result<Arc<Self>, StoreError> {
         let interrupted = store.interrupt_running_executions()?;
         if !interrupted.is_empty() {
@@ -116,7 +115,7 @@ impl JobRunner {
             store,
             logs,
             driver,
-            slugs,
+            launcher,
             running: Mutex::new(HashMap::new()),
         }))
     }
@@ -286,13 +285,13 @@ impl JobRunner {
             env.push(("BERTH_JOB".into(), job.name.clone()));
             env.push(("BERTH_EXECUTION".into(), id.to_string()));
             let process = format!("job-{}", job.name);
-            let env = oneoff::release_env(release, spec, &process, &instance, &env);
             if let Err(err) = self.store.start_task_attempt(id, index, attempt) {
                 tracing::error!(error = %err, "cannot record a task attempt");
             }
             let (status, exit_code, reason) = match self
                 .attempt(
                     release,
+                    spec,
                     &process,
                     &instance,
                     &job.command,
@@ -339,6 +338,7 @@ impl JobRunner {
     async fn attempt(
         &self,
         release: &ReleaseRow,
+        app_spec: &AppSpec,
         process: &str,
         instance: &str,
         command: &str,
@@ -347,7 +347,9 @@ impl JobRunner {
         kill_timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<ExitCause, String> {
-        let spec = oneoff::instance_spec(&self.slugs, release, instance, command, env)?;
+        let spec = self
+            .launcher
+            .instance_spec(release, app_spec, process, instance, command, &env)?;
         let source = LogSource {
             app: release.app.clone(),
             process: process.to_string(),

@@ -17,6 +17,7 @@ pub mod health;
 pub mod jobs;
 pub mod oneoff;
 pub mod reconciler;
+pub mod resources;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -57,6 +58,9 @@ pub enum ServerError {
     /// The log store could not be opened.
     #[error("cannot open the log store")]
     Logs(#[from] berth_logs::LogError),
+    /// The secrets key could not be read or made.
+    #[error("cannot open the secrets vault")]
+    Vault(#[from] berth_vault::VaultError),
     /// A listen address is taken or not allowed.
     #[error("cannot listen on {addr} (is another berth server running? see --api and --router)")]
     Bind {
@@ -119,7 +123,14 @@ pub async fn run(
     // Load.
     let data = &config.data_dir;
     std::fs::create_dir_all(data).map_err(data_error(data))?;
-    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+    // Private to berth's user; as root, services that run as their own
+    // users (PostgreSQL, Redis) may pass through it, never list it.
+    let data_mode = if berth_runtime::can_isolate() {
+        0o711
+    } else {
+        0o700
+    };
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(data_mode))
         .map_err(data_error(data))?;
     std::fs::create_dir_all(&config.build_cache_dir)
         .map_err(data_error(&config.build_cache_dir))?;
@@ -150,12 +161,25 @@ pub async fn run(
     let router_addr = router_sockets.local_addr();
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
     let driver: Arc<dyn berth_runtime::Driver> = Arc::new(ProcessDriver);
-    let jobs = jobs::JobRunner::new(store.clone(), logs.clone(), driver.clone(), slugs.clone())?;
+    let resources = Arc::new(resources::Resources::new(
+        data,
+        store.clone(),
+        logs.clone(),
+    )?);
+    // Databases and Redis servers first: instances expect them.
+    resources.start().await;
+    let launcher = oneoff::Launcher::new(slugs.clone(), resources.clone());
+    let jobs = jobs::JobRunner::new(
+        store.clone(),
+        logs.clone(),
+        driver.clone(),
+        launcher.clone(),
+    )?;
     let (reconciler, handle) = Reconciler::new(ReconcilerParts {
         store: store.clone(),
         logs: logs.clone(),
         driver: driver.clone(),
-        slugs: slugs.clone(),
+        launcher,
         routes,
     });
     let suffix = config.domain_suffix.clone();
@@ -165,6 +189,7 @@ pub async fn run(
         store.clone(),
         logs.clone(),
         slugs,
+        resources.clone(),
         CargoBuilder::new(config.build_cache_dir.clone()),
         handle.clone(),
         tmp,
@@ -180,6 +205,7 @@ pub async fn run(
         store,
         logs,
         deployer,
+        resources: resources.clone(),
         reconciler: handle,
         jobs: jobs.clone(),
         token: Arc::new(token),
@@ -231,6 +257,7 @@ pub async fn run(
     .await;
     let _ = reconciler_task.await;
     let _ = scheduler_task.await;
+    resources.shutdown().await;
     // Followed logs would keep the API open; it has had its chance to finish.
     if tokio::time::timeout(std::time::Duration::from_secs(2), api_task)
         .await

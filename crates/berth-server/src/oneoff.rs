@@ -1,6 +1,6 @@
 //! What every process of a release is started with, whether it is a
 //! long-running instance, a job task or a release command: its env (the
-//! contract of DESIGN.md) and where its output goes.
+//! contract of DESIGN.md), its volumes, and where its output goes.
 
 use std::sync::Arc;
 
@@ -11,59 +11,71 @@ use berth_runtime::{InstanceSpec, OutputSink, OutputStream};
 use berth_spec::AppSpec;
 use berth_store::ReleaseRow;
 
-/// The env of a process of `release`: the spec's `[env]`, the app's env vars,
-/// `extra` (job env, task variables), then berth's own variables, which win.
-pub fn release_env(
-    release: &ReleaseRow,
-    spec: &AppSpec,
-    process: &str,
-    instance: &str,
-    extra: &[(String, String)],
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    env.extend(
-        spec.env
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone())),
-    );
-    env.extend(
-        release
-            .env
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone())),
-    );
-    env.extend(extra.iter().cloned());
-    env.push(("BERTH_APP".into(), release.app.clone()));
-    env.push(("BERTH_RELEASE".into(), release.version.to_string()));
-    env.push(("BERTH_PROCESS".into(), process.to_string()));
-    env.push(("BERTH_INSTANCE".into(), instance.to_string()));
-    env
+use crate::resources::Resources;
+
+/// Turns "run this command of this release" into an [`InstanceSpec`]: the
+/// slug, the env, the volumes. Shared by instances, job tasks and release
+/// commands, so all three see the same contract.
+#[derive(Clone)]
+pub struct Launcher {
+    slugs: SlugStore,
+    resources: Arc<Resources>,
 }
 
-/// The spec of a process of `release` running `command`.
-pub fn instance_spec(
-    slugs: &SlugStore,
-    release: &ReleaseRow,
-    id: &str,
-    command: &str,
-    env: Vec<(String, String)>,
-) -> Result<InstanceSpec, String> {
-    let slug_dir = slugs.path(&release.slug);
-    if !slug_dir.is_dir() {
-        return Err(format!(
-            "the slug {} of v{} is missing from the data dir",
-            release.slug, release.version
-        ));
+impl Launcher {
+    /// A launcher over the slug store and the server's resources.
+    pub fn new(slugs: SlugStore, resources: Arc<Resources>) -> Launcher {
+        Launcher { slugs, resources }
     }
-    Ok(InstanceSpec {
-        id: id.to_string(),
-        app: release.app.clone(),
-        command: command.to_string(),
-        bin_dir: slug_dir.join(SLUG_BIN_DIR),
-        workdir: slug_dir,
-        env,
-        binds: Vec::new(),
-    })
+
+    /// The spec of process `process` (instance `instance`) of `release`
+    /// running `command`. Its env is the spec's `[env]`, the app's env vars,
+    /// its secrets and resource URLs, `extra` (job env, task variables,
+    /// `PORT`), then berth's own variables, which win.
+    pub fn instance_spec(
+        &self,
+        release: &ReleaseRow,
+        spec: &AppSpec,
+        process: &str,
+        instance: &str,
+        command: &str,
+        extra: &[(String, String)],
+    ) -> Result<InstanceSpec, String> {
+        let slug_dir = self.slugs.path(&release.slug);
+        if !slug_dir.is_dir() {
+            return Err(format!(
+                "the slug {} of v{} is missing from the data dir",
+                release.slug, release.version
+            ));
+        }
+        let mut env: Vec<(String, String)> = Vec::new();
+        env.extend(
+            spec.env
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        env.extend(
+            release
+                .env
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        env.extend(self.resources.env_for(release, spec, process)?);
+        env.extend(extra.iter().cloned());
+        env.push(("BERTH_APP".into(), release.app.clone()));
+        env.push(("BERTH_RELEASE".into(), release.version.to_string()));
+        env.push(("BERTH_PROCESS".into(), process.to_string()));
+        env.push(("BERTH_INSTANCE".into(), instance.to_string()));
+        Ok(InstanceSpec {
+            id: instance.to_string(),
+            app: release.app.clone(),
+            command: command.to_string(),
+            bin_dir: slug_dir.join(SLUG_BIN_DIR),
+            workdir: slug_dir,
+            env,
+            binds: self.resources.binds_for(&release.app, spec, process),
+        })
+    }
 }
 
 /// A sink that stores each line in the log store under `source`, and also

@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_build::SlugStore;
 use berth_logs::{LogSource, LogStore};
 use berth_proto::{GroupHealth, InstanceInfo, InstanceState, LogStream, ProcessGroupStatus};
 use berth_router::{AppRoute, AppTraffic, Backend, RouteTable};
@@ -171,8 +170,8 @@ pub struct ReconcilerParts {
     pub logs: Arc<LogStore>,
     /// How instances run.
     pub driver: Arc<dyn Driver>,
-    /// Where release slugs are.
-    pub slugs: SlugStore,
+    /// Makes instance specs (slug, env, volumes).
+    pub launcher: crate::oneoff::Launcher,
     /// Where the route table goes.
     pub routes: watch::Sender<Arc<RouteTable>>,
 }
@@ -549,9 +548,10 @@ impl Reconciler {
             .map(|port| ("PORT".to_string(), port.to_string()))
             .into_iter()
             .collect();
-        let env = crate::oneoff::release_env(release, spec, process, &id, &extra);
-        let instance_spec =
-            crate::oneoff::instance_spec(&self.parts.slugs, release, &id, command, env)?;
+        let instance_spec = self
+            .parts
+            .launcher
+            .instance_spec(release, spec, process, &id, command, &extra)?;
         let source = LogSource {
             app: release.app.clone(),
             process: process.to_string(),
