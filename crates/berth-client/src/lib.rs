@@ -259,6 +259,83 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/apps/{app}/secrets`: names and digests, never values.
+    pub async fn secrets(&self, app: &str) -> Result<Vec<berth_proto::SecretInfo>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/secrets")))
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/secrets`.
+    pub async fn change_secrets(
+        &self,
+        app: &str,
+        change: &EnvChange,
+    ) -> Result<NdjsonStream<DeployProgress>> {
+        self.stream(
+            self.request(Method::POST, &format!("/v1/apps/{app}/secrets"))
+                .json(change),
+        )
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/{kind}` (`postgres` or `redis`): attach one.
+    pub async fn attach(&self, app: &str, kind: &str) -> Result<NdjsonStream<DeployProgress>> {
+        self.stream(self.request(Method::POST, &format!("/v1/apps/{app}/{kind}")))
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/postgres`.
+    pub async fn postgres(&self, app: &str) -> Result<berth_proto::PostgresInfo> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/postgres")))
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/redis`.
+    pub async fn redis(&self, app: &str) -> Result<berth_proto::RedisInfo> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/redis")))
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/postgres/backups`.
+    pub async fn backup(&self, app: &str) -> Result<berth_proto::BackupInfo> {
+        self.json(self.request(Method::POST, &format!("/v1/apps/{app}/postgres/backups")))
+            .await
+    }
+
+    /// `GET /v1/apps/{app}/postgres/backups`.
+    pub async fn backups(&self, app: &str) -> Result<Vec<berth_proto::BackupInfo>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/postgres/backups")))
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/postgres/restore`.
+    pub async fn restore(
+        &self,
+        app: &str,
+        backup: Option<&str>,
+    ) -> Result<berth_proto::BackupInfo> {
+        self.json(
+            self.request(Method::POST, &format!("/v1/apps/{app}/postgres/restore"))
+                .json(&berth_proto::RestoreRequest {
+                    backup: backup.map(str::to_string),
+                }),
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/volumes`.
+    pub async fn volumes(&self, app: &str) -> Result<Vec<berth_proto::VolumeInfo>> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/volumes")))
+            .await
+    }
+
+    /// `DELETE /v1/apps/{app}/volumes/{name}`.
+    pub async fn destroy_volume(&self, app: &str, name: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &format!("/v1/apps/{app}/volumes/{name}")))
+            .await?;
+        Ok(())
+    }
+
     /// `GET /v1/apps/{app}/logs`.
     pub async fn logs(&self, app: &str, filter: &LogFilter) -> Result<Vec<LogLine>> {
         self.json(

@@ -12,6 +12,7 @@ mod error;
 mod jobs;
 mod model;
 mod raw;
+mod secrets;
 
 pub use duration::parse_duration;
 pub use error::{Location, SpecError, SpecProblem};
@@ -20,6 +21,7 @@ pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
     HttpService, MountSpec, ResourcesSpec,
 };
+pub use secrets::parse_secrets_file;
 
 /// Files that hold an app spec, in the order berth looks for them.
 pub const SPEC_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml"];

@@ -98,6 +98,26 @@ pub enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Secrets: encrypted at rest, injected as env vars, masked in logs, never shown.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+    /// The app's PostgreSQL database on berth's own server.
+    Postgres {
+        #[command(subcommand)]
+        command: PostgresCommand,
+    },
+    /// The app's own Redis.
+    Redis {
+        #[command(subcommand)]
+        command: RedisCommand,
+    },
+    /// The app's volumes (persistent directories).
+    Volumes {
+        #[command(subcommand)]
+        command: VolumesCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,7 +210,7 @@ pub enum AppsCommand {
         /// Its name.
         name: String,
     },
-    /// Destroy an app: stop its instances and delete its releases.
+    /// Destroy an app: stop its instances, delete its releases, drop its database, Redis and volumes.
     Destroy {
         /// Its name.
         name: String,
@@ -220,6 +240,83 @@ pub enum EnvCommand {
     },
     /// List env vars.
     List(AppArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Set NAME=VALUE pairs (a new release picks them up).
+    Set {
+        /// NAME=VALUE pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove secrets.
+    Unset {
+        /// Names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List names and digests (never values).
+    List(AppArg),
+    /// Import a Shuttle Secrets.toml or a .env file.
+    Import {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PostgresCommand {
+    /// Give the app a database and role of its own (DATABASE_URL).
+    Attach(AppArg),
+    /// Print the app's DATABASE_URL (it holds the password).
+    Url(AppArg),
+    /// Open psql on the app's database.
+    Connect(AppArg),
+    /// Take a backup (pg_dump).
+    Backup(AppArg),
+    /// List backups, newest first.
+    Backups(AppArg),
+    /// Restore a backup over the database (default: the newest).
+    Restore {
+        /// The backup id (from `berth postgres backups`).
+        backup: Option<String>,
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RedisCommand {
+    /// Give the app a Redis of its own (REDIS_URL).
+    Attach(AppArg),
+    /// Print the app's REDIS_URL (it holds the password).
+    Url(AppArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumesCommand {
+    /// List the app's volumes.
+    List(AppArg),
+    /// Delete a volume and its files.
+    Destroy {
+        /// The volume.
+        name: String,
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
+        #[command(flatten)]
+        app: AppArg,
+    },
 }
 
 #[derive(Debug, Args)]

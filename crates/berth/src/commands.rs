@@ -82,6 +82,10 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Logs(args) => logs(&global, args).await,
         Command::Events { follow, limit, app } => events(&global, &app, follow, limit).await,
         Command::Jobs { command } => jobs(&global, command).await,
+        Command::Secrets { command } => crate::resources::secrets(&global, command).await,
+        Command::Postgres { command } => crate::resources::postgres(&global, command).await,
+        Command::Redis { command } => crate::resources::redis(&global, command).await,
+        Command::Volumes { command } => crate::resources::volumes(&global, command).await,
         Command::Open(app) => {
             let app = resolve_app(&app)?;
             let client = connect(&global, false).await?;
@@ -95,6 +99,23 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Asks the person at the terminal to type `expected` to go on; without a
+/// terminal, refuses and says to pass --yes.
+pub(crate) fn confirm(question: &str, expected: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!("this needs confirmation: pass --yes");
+    }
+    eprint!("{question} Type `{expected}` to confirm: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != expected {
+        bail!("not confirmed; nothing changed");
+    }
+    Ok(())
 }
 
 /// The app a folder holds: `app` in berth.toml or fly.toml, else the package name.
@@ -125,7 +146,7 @@ fn app_from_dir(dir: &Path) -> Result<String> {
     )
 }
 
-fn resolve_app(arg: &AppArg) -> Result<String> {
+pub(crate) fn resolve_app(arg: &AppArg) -> Result<String> {
     match &arg.app {
         Some(app) => Ok(app.clone()),
         None => {
@@ -173,7 +194,10 @@ async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()
     finish_progress(stream, global.json).await
 }
 
-async fn finish_progress(mut stream: NdjsonStream<DeployProgress>, json: bool) -> Result<()> {
+pub(crate) async fn finish_progress(
+    mut stream: NdjsonStream<DeployProgress>,
+    json: bool,
+) -> Result<()> {
     while let Some(line) = stream.next().await? {
         match output::progress(&line, json) {
             None => {}
@@ -228,19 +252,12 @@ async fn apps(global: &Global, command: AppsCommand) -> Result<()> {
         }
         AppsCommand::Destroy { name, yes } => {
             if !yes {
-                use std::io::{BufRead, IsTerminal, Write};
-                if !std::io::stdin().is_terminal() {
-                    bail!("destroying `{name}` needs confirmation: pass --yes");
-                }
-                eprint!(
-                    "Destroy app `{name}`, its instances and releases? Type its name to confirm: "
-                );
-                std::io::stderr().flush().ok();
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if answer.trim() != name {
-                    bail!("not destroyed");
-                }
+                confirm(
+                    &format!(
+                        "Destroy app `{name}`: its instances, releases, database, Redis and volumes?"
+                    ),
+                    &name,
+                )?;
             }
             client.destroy_app(&name).await?;
             if !global.json {
@@ -347,7 +364,7 @@ async fn releases(global: &Global, app: &AppArg) -> Result<()> {
     Ok(())
 }
 
-fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, String)>> {
     pairs
         .iter()
         .map(|pair| {

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod connect;
 mod output;
+mod resources;
 
 use std::process::ExitCode;
 
