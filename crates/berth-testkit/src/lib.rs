@@ -333,6 +333,13 @@ impl TestServer {
             .expect("GET through the router")
     }
 
+    /// `METHOD path` with `body` through the router with `Host: APP.localhost`.
+    pub async fn request(&self, app: &str, method: &str, path: &str, body: &str) -> Answer {
+        http_request(self.router, &format!("{app}.localhost"), method, path, body)
+            .await
+            .expect("request through the router")
+    }
+
     /// `GET path` on the API with the token.
     pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
         let response = reqwest::Client::new()
@@ -402,8 +409,22 @@ impl Drop for TestServer {
 
 /// One HTTP/1.1 GET over a fresh connection.
 pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Answer> {
+    http_request(addr, host, "GET", path, "").await
+}
+
+/// One HTTP/1.1 request with a text body over a fresh connection.
+pub async fn http_request(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;

@@ -17,6 +17,12 @@ pub fn data_dir(global: &Global) -> PathBuf {
     if let Some(dir) = &global.data {
         return dir.clone();
     }
+    // As root berth is a system service: its services (PostgreSQL, Redis)
+    // run as their own users and must reach the data dir, which a home
+    // directory such as /root (mode 0700) would not let them.
+    if berth_runtime::can_isolate() {
+        return PathBuf::from("/var/lib/berth");
+    }
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
         return PathBuf::from(xdg).join("berth");
     }
