@@ -135,32 +135,6 @@ pub(crate) fn on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    /// A data dir the services' own users can traverse (as a server running
-    /// as root makes its data dir).
-    pub(crate) fn data_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        crate::open_data_dir_for_services(dir.path()).unwrap();
-        dir
-    }
-}
-
-/// When berth runs as root, services run as their own users and need to
-/// pass through the data dir: it gets mode 0711 (others may traverse it,
-/// never list it). Files in it keep their own modes (secrets are 0600).
-pub fn open_data_dir_for_services(data_dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if !berth_runtime::can_isolate() {
-        return Ok(());
-    }
-    let mode = std::fs::metadata(data_dir)?.permissions().mode() & 0o777;
-    if mode & 0o001 == 0 {
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode | 0o711))?;
-    }
-    Ok(())
-}
-
 /// Checks that a service running as `user` can pass through every
 /// directory above `path`, so it fails here with the reason rather than
 /// later with a permission error in its own log.
@@ -190,4 +164,18 @@ pub(crate) fn check_reachable(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// A data dir the services' own users can traverse, as a server
+    /// running as root makes its data dir (mode 0711).
+    pub(crate) fn data_dir() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        if berth_runtime::can_isolate() {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
+        dir
+    }
 }

@@ -282,16 +282,14 @@ impl Deployer {
         spec: &AppSpec,
         progress: &Progress,
     ) -> Result<(), DeployFailure> {
-        if spec.resources.postgres {
-            if self.resources.attach_postgres(app).await? {
-                say(
-                    progress,
-                    format!(
-                        "made PostgreSQL database {} (DATABASE_URL)",
-                        berth_resources::postgres::database_name(app)
-                    ),
-                );
-            }
+        if spec.resources.postgres && self.resources.attach_postgres(app).await? {
+            say(
+                progress,
+                format!(
+                    "made PostgreSQL database {} (DATABASE_URL)",
+                    berth_resources::postgres::database_name(app)
+                ),
+            );
         }
         if spec.resources.redis && self.resources.attach_redis(app).await? {
             say(progress, "made a Redis of its own (REDIS_URL)");
