@@ -197,6 +197,59 @@ pub struct HttpService {
     pub force_https: bool,
     /// How berth decides an instance is healthy.
     pub check: HealthCheck,
+    /// Autoscaling and scale to zero.
+    #[serde(default)]
+    pub scaling: Scaling,
+}
+
+/// How an HTTP group scales: fly's `auto_stop_machines`,
+/// `auto_start_machines`, `min/max_machines_running` and `concurrency`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// Stop instances that are not needed (down to `min`, zero included).
+    pub auto_stop: bool,
+    /// Start instances when requests need them (from zero included).
+    pub auto_start: bool,
+    /// Never fewer instances than this.
+    pub min: u32,
+    /// Never more; `None`: the count set with `berth scale`.
+    pub max: Option<u32>,
+    /// In-flight requests per instance above which berth scales out.
+    pub soft_limit: Option<u32>,
+    /// In-flight requests per instance above which requests queue at the router.
+    pub hard_limit: Option<u32>,
+    /// What the limits count (`requests`; `connections` is counted as requests in flight).
+    pub limit_type: String,
+    /// No request for this long stops the last instance (with `auto_stop` and `min = 0`).
+    #[serde(with = "duration_ms")]
+    pub idle_timeout: Duration,
+    /// Load must stay low this long before instances are stopped.
+    #[serde(with = "duration_ms")]
+    pub scale_in_delay: Duration,
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Scaling {
+            auto_stop: false,
+            auto_start: true,
+            min: 0,
+            max: None,
+            soft_limit: None,
+            hard_limit: None,
+            limit_type: "requests".into(),
+            idle_timeout: Duration::from_secs(300),
+            scale_in_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Scaling {
+    /// Whether berth changes the count by itself (otherwise only `berth
+    /// scale` does).
+    pub fn is_active(&self) -> bool {
+        self.auto_stop || self.max.is_some() || self.soft_limit.is_some()
+    }
 }
 
 /// A health check.

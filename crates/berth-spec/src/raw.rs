@@ -24,6 +24,36 @@ enum NumberOrText {
     Text(String),
 }
 
+/// fly's `auto_stop_machines`: a boolean, or "off" / "stop" / "suspend".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum BoolOrText {
+    Bool(bool),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawConcurrency {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    soft_limit: Option<Spanned<NumberOrText>>,
+    hard_limit: Option<Spanned<NumberOrText>>,
+}
+
+/// The scaling keys of `[http_service]` or one `[[services]]` entry.
+#[derive(Default)]
+struct ScalingKeys {
+    auto_stop: Option<Spanned<BoolOrText>>,
+    auto_start: Option<Spanned<BoolOrText>>,
+    min: Option<Spanned<NumberOrText>>,
+    max: Option<Spanned<NumberOrText>>,
+    concurrency: Option<RawConcurrency>,
+    idle_timeout: Option<Spanned<NumberOrText>>,
+    scale_in_delay: Option<Spanned<NumberOrText>>,
+    container_concurrency: Option<Spanned<NumberOrText>>,
+}
+
 /// An env value: fly accepts strings, numbers and booleans.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -186,11 +216,17 @@ struct RawHttpService {
     force_https: Option<bool>,
     processes: Option<Vec<Spanned<String>>>,
     checks: Vec<RawHttpCheck>,
-    auto_stop_machines: Option<toml::Value>,
-    auto_start_machines: Option<toml::Value>,
-    min_machines_running: Option<toml::Value>,
-    max_machines_running: Option<toml::Value>,
-    concurrency: Option<toml::Value>,
+    auto_stop_machines: Option<Spanned<BoolOrText>>,
+    auto_start_machines: Option<Spanned<BoolOrText>>,
+    min_machines_running: Option<Spanned<NumberOrText>>,
+    max_machines_running: Option<Spanned<NumberOrText>>,
+    concurrency: Option<RawConcurrency>,
+    idle_timeout: Option<Spanned<NumberOrText>>,
+    scale_in_delay: Option<Spanned<NumberOrText>>,
+    // Cloud Run's words.
+    min_instances: Option<Spanned<NumberOrText>>,
+    max_instances: Option<Spanned<NumberOrText>>,
+    container_concurrency: Option<Spanned<NumberOrText>>,
     http_options: Option<toml::Value>,
     tls_options: Option<toml::Value>,
 }
@@ -204,10 +240,10 @@ struct RawService {
     http_checks: Vec<RawHttpCheck>,
     tcp_checks: Vec<RawHttpCheck>,
     ports: Option<toml::Value>,
-    concurrency: Option<toml::Value>,
-    auto_stop_machines: Option<toml::Value>,
-    auto_start_machines: Option<toml::Value>,
-    min_machines_running: Option<toml::Value>,
+    concurrency: Option<RawConcurrency>,
+    auto_stop_machines: Option<Spanned<BoolOrText>>,
+    auto_start_machines: Option<Spanned<BoolOrText>>,
+    min_machines_running: Option<Spanned<NumberOrText>>,
     script_checks: Option<toml::Value>,
 }
 
@@ -746,18 +782,19 @@ fn validate_http(
             .processes
             .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
         raw_checks.extend(http.checks);
-        let autoscale = [
-            http.auto_stop_machines.is_some(),
-            http.auto_start_machines.is_some(),
-            http.min_machines_running.is_some(),
-            http.max_machines_running.is_some(),
-            http.concurrency.is_some(),
-        ];
-        if autoscale.iter().any(|present| *present) {
-            warnings.push(format!(
-                "{file}: autoscaling keys in [http_service] are accepted but not acted on yet; use `berth scale`"
-            ));
-        }
+        spec.scaling = validate_scaling(
+            ScalingKeys {
+                auto_stop: http.auto_stop_machines,
+                auto_start: http.auto_start_machines,
+                min: http.min_machines_running.or(http.min_instances),
+                max: http.max_machines_running.or(http.max_instances),
+                concurrency: http.concurrency,
+                idle_timeout: http.idle_timeout,
+                scale_in_delay: http.scale_in_delay,
+                container_concurrency: http.container_concurrency,
+            },
+            problems,
+        );
         if http.http_options.is_some() || http.tls_options.is_some() {
             warnings.push(format!(
                 "{file}: [http_service] http_options and tls_options are ignored"
@@ -792,13 +829,19 @@ fn validate_http(
         if service.script_checks.is_some() {
             warnings.push(format!("{file}: script_checks are ignored"));
         }
-        let _ = (
-            service.ports,
-            service.concurrency,
-            service.auto_stop_machines,
-            service.auto_start_machines,
-            service.min_machines_running,
-        );
+        let _ = service.ports;
+        if !spec.scaling.is_active() {
+            spec.scaling = validate_scaling(
+                ScalingKeys {
+                    auto_stop: service.auto_stop_machines,
+                    auto_start: service.auto_start_machines,
+                    min: service.min_machines_running,
+                    concurrency: service.concurrency,
+                    ..ScalingKeys::default()
+                },
+                problems,
+            );
+        }
     }
     raw_checks.extend(checks.into_values());
 
@@ -840,6 +883,126 @@ fn validate_http(
         spec.check = health;
     }
     spec
+}
+
+fn validate_scaling(keys: ScalingKeys, problems: &mut Problems<'_>) -> crate::model::Scaling {
+    let mut scaling = crate::model::Scaling::default();
+    if let Some(value) = &keys.auto_stop {
+        scaling.auto_stop = match value.get_ref() {
+            BoolOrText::Bool(on) => *on,
+            BoolOrText::Text(text) => match text.to_ascii_lowercase().as_str() {
+                "off" | "false" => false,
+                // A suspended machine resumes faster on Fly; here both stop.
+                "stop" | "suspend" | "true" => true,
+                other => {
+                    problems.at(
+                        value,
+                        format!("auto_stop_machines = \"{other}\": use true/false, \"off\", \"stop\" or \"suspend\""),
+                    );
+                    false
+                }
+            },
+        };
+    }
+    if let Some(value) = &keys.auto_start {
+        scaling.auto_start = match value.get_ref() {
+            BoolOrText::Bool(on) => *on,
+            BoolOrText::Text(text) if text.eq_ignore_ascii_case("true") => true,
+            BoolOrText::Text(text) if text.eq_ignore_ascii_case("false") => false,
+            BoolOrText::Text(text) => {
+                problems.at(
+                    value,
+                    format!("auto_start_machines = \"{text}\": use true or false"),
+                );
+                true
+            }
+        };
+    }
+    if let Some(value) = &keys.min
+        && let Some(min) = count_value(value, "min_machines_running", problems)
+    {
+        scaling.min = min;
+    }
+    if let Some(value) = &keys.max {
+        scaling.max = count_value(value, "max_machines_running", problems);
+        if let Some(max) = scaling.max
+            && max < scaling.min.max(1)
+        {
+            problems.at(
+                value,
+                format!("max_machines_running ({max}) must be at least 1 and at least min_machines_running ({})", scaling.min),
+            );
+        }
+    }
+    if let Some(concurrency) = &keys.concurrency {
+        if let Some(kind) = &concurrency.kind {
+            match kind.get_ref().as_str() {
+                "requests" | "connections" => scaling.limit_type = kind.get_ref().clone(),
+                other => problems.at(
+                    kind,
+                    format!("concurrency type `{other}`: use \"requests\" or \"connections\""),
+                ),
+            }
+        }
+        if let Some(value) = &concurrency.soft_limit {
+            scaling.soft_limit =
+                count_value(value, "soft_limit", problems).filter(|limit| *limit > 0);
+        }
+        if let Some(value) = &concurrency.hard_limit {
+            scaling.hard_limit =
+                count_value(value, "hard_limit", problems).filter(|limit| *limit > 0);
+        }
+        if let (Some(soft), Some(hard), Some(at)) = (
+            scaling.soft_limit,
+            scaling.hard_limit,
+            &concurrency.soft_limit,
+        ) && soft > hard
+        {
+            problems.at(
+                at,
+                format!("soft_limit ({soft}) must not exceed hard_limit ({hard})"),
+            );
+        }
+    }
+    if let Some(value) = &keys.container_concurrency
+        && let Some(limit) =
+            count_value(value, "container_concurrency", problems).filter(|limit| *limit > 0)
+    {
+        // Cloud Run scales out before instances are full: at 80% here.
+        scaling.hard_limit = Some(limit);
+        scaling.soft_limit = Some((limit * 4 / 5).max(1));
+    }
+    if let Some(value) = &keys.idle_timeout
+        && let Some(duration) = duration_value(value, Unit::Seconds, "idle_timeout", problems)
+    {
+        scaling.idle_timeout = duration.max(Duration::from_millis(100));
+    }
+    if let Some(value) = &keys.scale_in_delay
+        && let Some(duration) = duration_value(value, Unit::Seconds, "scale_in_delay", problems)
+    {
+        scaling.scale_in_delay = duration;
+    }
+    scaling
+}
+
+/// A count: a whole number, 0 or more, as a number or a string.
+fn count_value(
+    value: &Spanned<NumberOrText>,
+    key: &str,
+    problems: &mut Problems<'_>,
+) -> Option<u32> {
+    let number = match value.get_ref() {
+        NumberOrText::Integer(number) => Some(*number),
+        NumberOrText::Text(text) => text.trim().parse::<i64>().ok(),
+        NumberOrText::Float(_) => None,
+    };
+    match number.and_then(|number| u32::try_from(number).ok()) {
+        Some(count) => Some(count),
+        None => {
+            problems.at(value, format!("`{key}` must be a whole number, 0 or more"));
+            None
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -307,3 +307,62 @@ fn resources_must_be_booleans() {
     let err = parse_spec("berth.toml", "[resources]\npostgres = \"yes\"\n").unwrap_err();
     assert!(err.to_string().contains("berth.toml:2:"), "{err}");
 }
+
+#[test]
+fn fly_autoscaling_keys_keep_their_meaning() {
+    let text = r#"
+[http_service]
+internal_port = 8080
+auto_stop_machines = "suspend"
+auto_start_machines = true
+min_machines_running = 0
+max_machines_running = "4"
+idle_timeout = "90s"
+scale_in_delay = 5
+
+  [http_service.concurrency]
+  type = "requests"
+  soft_limit = 10
+  hard_limit = 15
+"#;
+    let parsed = parse_spec("fly.toml", text).unwrap();
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let scaling = parsed.spec.http.scaling;
+    assert!(scaling.auto_stop && scaling.auto_start && scaling.is_active());
+    assert_eq!((scaling.min, scaling.max), (0, Some(4)));
+    assert_eq!(
+        (scaling.soft_limit, scaling.hard_limit),
+        (Some(10), Some(15))
+    );
+    assert_eq!(scaling.idle_timeout, Duration::from_secs(90));
+    assert_eq!(scaling.scale_in_delay, Duration::from_secs(5));
+
+    let off = parse_spec("fly.toml", "[http_service]\nauto_stop_machines = \"off\"\n").unwrap();
+    assert!(!off.spec.http.scaling.auto_stop);
+    assert!(!off.spec.http.scaling.is_active());
+}
+
+#[test]
+fn cloud_run_words_are_aliases() {
+    let text =
+        "[http_service]\nmin_instances = 1\nmax_instances = 10\ncontainer_concurrency = 80\n";
+    let scaling = parse_spec("berth.toml", text).unwrap().spec.http.scaling;
+    assert_eq!((scaling.min, scaling.max), (1, Some(10)));
+    assert_eq!(
+        (scaling.soft_limit, scaling.hard_limit),
+        (Some(64), Some(80))
+    );
+}
+
+#[test]
+fn bad_scaling_values_are_errors_at_their_place() {
+    let text = "[http_service]\nauto_stop_machines = \"sometimes\"\nmin_machines_running = -1\nmax_machines_running = 0\n\n  [http_service.concurrency]\n  soft_limit = 30\n  hard_limit = 20\n";
+    let err = parse_spec("fly.toml", text).unwrap_err().to_string();
+    assert!(err.contains("fly.toml:2:22"), "{err}");
+    assert!(err.contains("fly.toml:3:24"), "{err}");
+    assert!(err.contains("fly.toml:4:24"), "{err}");
+    assert!(
+        err.contains("fly.toml:7:16: soft_limit (30) must not exceed hard_limit (20)"),
+        "{err}"
+    );
+}

@@ -135,6 +135,28 @@ pub struct NewRelease {
     pub secrets: BTreeMap<String, SealedSecret>,
 }
 
+/// How one process group is scaled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupScaling {
+    /// The count set with `berth scale` (or 1 at first deploy).
+    pub manual: u32,
+    /// The autoscaler's count, which wins while set.
+    pub scaled: Option<u32>,
+    /// Lower bound set with `berth scale --min` (over the spec's).
+    pub min: Option<u32>,
+    /// Upper bound set with `berth scale --max` (over the spec's).
+    pub max: Option<u32>,
+    /// Why the count is what it is (`manual`, `load: …`, `idle …`).
+    pub reason: Option<String>,
+}
+
+impl GroupScaling {
+    /// The count the reconciler converges to.
+    pub fn effective(&self) -> u32 {
+        self.scaled.unwrap_or(self.manual)
+    }
+}
+
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
@@ -301,6 +323,12 @@ impl Store {
             tx.execute(
                 "UPDATE apps SET target_release = ?2 WHERE name = ?1",
                 params![app, version],
+            )?;
+            // A new release is proven at its manual count, whatever the
+            // autoscaler had (even zero); the autoscaler takes over after.
+            tx.execute(
+                "UPDATE process_groups SET scaled = NULL WHERE app = ?1",
+                [app],
             )?;
             for process in processes.keys() {
                 tx.execute(
@@ -587,6 +615,83 @@ impl Store {
         })
     }
 
+    /// How each process group of `app` is scaled.
+    pub fn scaling(&self, app: &str) -> Result<BTreeMap<String, GroupScaling>> {
+        let conn = self.conn();
+        ensure_app(&conn, app)?;
+        let mut stmt = conn.prepare(
+            "SELECT name, desired, scaled, scale_min, scale_max, scale_reason FROM process_groups WHERE app = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([app], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                GroupScaling {
+                    manual: row.get(1)?,
+                    scaled: row.get(2)?,
+                    min: row.get(3)?,
+                    max: row.get(4)?,
+                    reason: row.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sets the autoscaler's count for a group (`None` hands it back to the
+    /// manual count), with the reason, recording the event `kind`.
+    pub fn set_scaled(
+        &self,
+        app: &str,
+        group: &str,
+        count: Option<u32>,
+        reason: &str,
+        kind: &str,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE process_groups SET scaled = ?3, scale_reason = ?4 WHERE app = ?1 AND name = ?2",
+                params![app, group, count, reason],
+            )?;
+            insert_event(tx, app, kind, &format!("{group}: {reason}"))?;
+            Ok(())
+        })
+    }
+
+    /// Sets a group's autoscaling bounds (`None` leaves one to the spec).
+    pub fn set_scale_bounds(
+        &self,
+        app: &str,
+        group: &str,
+        min: Option<u32>,
+        max: Option<u32>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE process_groups SET scale_min = COALESCE(?3, scale_min), scale_max = COALESCE(?4, scale_max) WHERE app = ?1 AND name = ?2",
+                params![app, group, min, max],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "process group `{group}` of app `{app}`"
+                )));
+            }
+            let mut bounds = Vec::new();
+            if let Some(min) = min {
+                bounds.push(format!("min {min}"));
+            }
+            if let Some(max) = max {
+                bounds.push(format!("max {max}"));
+            }
+            insert_event(
+                tx,
+                app,
+                "scale",
+                &format!("{group}: autoscaling bounds {}", bounds.join(", ")),
+            )?;
+            Ok(())
+        })
+    }
+
     /// Desired counts per process group.
     pub fn counts(&self, app: &str) -> Result<BTreeMap<String, u32>> {
         let conn = self.conn();
@@ -615,7 +720,7 @@ impl Store {
             let mut changes = Vec::new();
             for (name, desired) in counts {
                 tx.execute(
-                    "UPDATE process_groups SET desired = ?3 WHERE app = ?1 AND name = ?2",
+                    "UPDATE process_groups SET desired = ?3, scaled = NULL, scale_reason = 'manual' WHERE app = ?1 AND name = ?2",
                     params![app, name, desired],
                 )?;
                 changes.push(format!("{name}={desired}"));
@@ -834,9 +939,11 @@ fn ensure_app(conn: &Connection, app: &str) -> Result<()> {
         .ok_or_else(|| StoreError::NotFound(format!("app `{app}`")))
 }
 
+/// Effective desired counts: the autoscaler's while it has set one, else the manual one.
 fn counts(conn: &Connection, app: &str) -> Result<BTreeMap<String, u32>> {
-    let mut stmt =
-        conn.prepare("SELECT name, desired FROM process_groups WHERE app = ?1 ORDER BY name")?;
+    let mut stmt = conn.prepare(
+        "SELECT name, COALESCE(scaled, desired) FROM process_groups WHERE app = ?1 ORDER BY name",
+    )?;
     let rows = stmt.query_map([app], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

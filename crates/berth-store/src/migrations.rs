@@ -104,6 +104,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, kind)
     );
     "#,
+    // 4: autoscaling: the autoscaler's count (over the manual one while set),
+    // bounds set with `berth scale --min/--max`, and why the count is what it is.
+    r#"
+    ALTER TABLE process_groups ADD COLUMN scaled INTEGER;
+    ALTER TABLE process_groups ADD COLUMN scale_min INTEGER;
+    ALTER TABLE process_groups ADD COLUMN scale_max INTEGER;
+    ALTER TABLE process_groups ADD COLUMN scale_reason TEXT;
+    "#,
 ];
 
 /// Brings the schema to the newest version.

@@ -223,3 +223,42 @@ fn a_store_from_before_secrets_opens_with_empty_release_secrets() {
     let release = store.release("old", 1).unwrap();
     assert!(release.secrets.is_empty());
 }
+
+#[test]
+fn the_autoscaler_count_wins_until_a_deploy_or_a_manual_scale() {
+    let (_dir, store) = open();
+    store.create_app("web").unwrap();
+    let v1 = store
+        .begin_release("web", new_release("deploy", &[]))
+        .unwrap();
+    store.finish_release("web", v1.version).unwrap();
+    store
+        .set_scaled("web", "web", Some(0), "idle for 5m", "scale.to_zero")
+        .unwrap();
+    assert_eq!(store.counts("web").unwrap()["web"], 0);
+    let scaling = store.scaling("web").unwrap();
+    assert_eq!(scaling["web"].manual, 1);
+    assert_eq!(scaling["web"].effective(), 0);
+    assert_eq!(scaling["web"].reason.as_deref(), Some("idle for 5m"));
+    // A new release is proven at the manual count.
+    store
+        .begin_release("web", new_release("deploy", &[]))
+        .unwrap();
+    assert_eq!(store.counts("web").unwrap()["web"], 1);
+    store
+        .set_scaled("web", "web", Some(4), "load", "scale.out")
+        .unwrap();
+    store
+        .set_counts("web", &BTreeMap::from([("web".to_string(), 2)]))
+        .unwrap();
+    assert_eq!(store.counts("web").unwrap()["web"], 2);
+    store.set_scale_bounds("web", "web", Some(1), None).unwrap();
+    store.set_scale_bounds("web", "web", None, Some(5)).unwrap();
+    let scaling = store.scaling("web").unwrap();
+    assert_eq!((scaling["web"].min, scaling["web"].max), (Some(1), Some(5)));
+    assert!(
+        store
+            .set_scale_bounds("web", "nope", Some(1), None)
+            .is_err()
+    );
+}
