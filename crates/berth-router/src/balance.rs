@@ -65,6 +65,24 @@ impl InFlight {
         (!guard.backend.is_retired()).then_some(guard)
     }
 
+    /// Starts counting a request on `backend` unless it is retired or
+    /// already has `limit` requests in flight (the hard limit): the check
+    /// and the count are one atomic step, so concurrent requests never
+    /// push an instance past its limit.
+    pub fn try_start_limited(backend: Arc<Backend>, limit: Option<usize>) -> Option<Self> {
+        let Some(limit) = limit else {
+            return InFlight::try_start(backend);
+        };
+        backend
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |count| {
+                (count < limit).then_some(count + 1)
+            })
+            .ok()?;
+        let guard = InFlight { backend };
+        (!guard.backend.is_retired()).then_some(guard)
+    }
+
     /// The backend it counts on.
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
@@ -124,6 +142,19 @@ mod tests {
             picked,
             ["web-0", "web-1", "web-2", "web-0", "web-1", "web-2"]
         );
+    }
+
+    #[test]
+    fn the_hard_limit_is_never_passed() {
+        let all = backends(1);
+        let first = InFlight::try_start_limited(all[0].clone(), Some(2)).unwrap();
+        let _second = InFlight::try_start_limited(all[0].clone(), Some(2)).unwrap();
+        assert!(InFlight::try_start_limited(all[0].clone(), Some(2)).is_none());
+        assert_eq!(all[0].in_flight(), 2);
+        drop(first);
+        assert!(InFlight::try_start_limited(all[0].clone(), Some(2)).is_some());
+        all[0].retire();
+        assert!(InFlight::try_start_limited(all[0].clone(), None).is_none());
     }
 
     #[test]

@@ -18,4 +18,4 @@ pub mod upstream;
 
 pub use balance::Backend;
 pub use listen::{RouterSockets, serve};
-pub use route::{AppRoute, AppTraffic, RouteTable};
+pub use route::{Admission, AppRoute, AppTraffic, RouteTable, Waker};

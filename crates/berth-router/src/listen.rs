@@ -13,6 +13,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use std::sync::atomic::Ordering;
+
+use crate::balance::{InFlight, pick};
 use crate::pages;
 use crate::route::{RouteTable, app_from_host};
 use crate::upstream::{ConnectionCache, ProxyBody, Upstream};
@@ -95,25 +98,131 @@ async fn handle(
     let Some(app) = app_from_host(host, &state.domain_suffix) else {
         return pages::unknown_app(host);
     };
-    let table = state.table.borrow().clone();
-    let route = match table.apps.get(app) {
-        Some(route) => route,
-        None => match table.apps.get(&app.to_ascii_lowercase()) {
-            Some(route) => route,
-            None => return pages::unknown_app(host),
-        },
-    };
-    let app = app.to_string();
-    route.traffic.count_request();
+    let app = app.to_ascii_lowercase();
     let turn = TURN.with(|turn| {
         let next = turn.get().wrapping_add(1);
         turn.set(next);
         next
     });
-    state
-        .upstream
-        .forward(&app, route, request, turn, cache)
-        .await
+    let mut table_changes = state.table.clone();
+    let started = std::time::Instant::now();
+    let mut held: Option<Held> = None;
+    let mut counted = false;
+    loop {
+        let table = table_changes.borrow_and_update().clone();
+        let Some(route) = table.apps.get(&app) else {
+            return pages::unknown_app(host);
+        };
+        if !counted {
+            route.traffic.count_request();
+            counted = true;
+        }
+        let limit = route.admission.hard_limit;
+        if let Some(guard) = admit(&route.backends, turn, limit) {
+            drop(held);
+            return state
+                .upstream
+                .forward(&app, route, request, guard, turn, cache)
+                .await;
+        }
+        let live = route.backends.iter().any(|backend| !backend.is_retired());
+        let cold = !live;
+        if cold {
+            let Some(wake) = &route.admission.wake else {
+                route.traffic.count_router_error();
+                return pages::unavailable(&app, route.unavailable_reason.as_deref());
+            };
+            if route.failing {
+                route.traffic.count_router_error();
+                return pages::start_failed(&app, route.unavailable_reason.as_deref());
+            }
+            if held.as_ref().is_none_or(|held| !held.woke) {
+                (wake.0)(&app);
+            }
+        } else if limit.is_none() {
+            // Every live instance was retired between the table and the pick.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if held.is_none() {
+            let waiting = route.traffic.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+            held = Some(Held {
+                traffic: route.traffic.clone(),
+                woke: false,
+            });
+            if waiting > route.admission.queue_limit {
+                route.traffic.count_router_error();
+                return pages::busy(&app, "too many requests are already waiting");
+            }
+        }
+        let held = held.as_mut().expect("held above");
+        held.woke |= cold;
+        let left = route
+            .admission
+            .hold_timeout
+            .saturating_sub(started.elapsed());
+        if left.is_zero() {
+            route.traffic.count_router_error();
+            return if cold {
+                pages::start_failed(
+                    &app,
+                    Some(&format!(
+                        "no instance started within {}s",
+                        route.admission.hold_timeout.as_secs()
+                    )),
+                )
+            } else {
+                pages::busy(&app, "every instance is at its hard limit")
+            };
+        }
+        // Slots free up without a table change: poll for them briefly; a
+        // start shows as a new table.
+        let poll = if cold {
+            std::time::Duration::from_millis(50)
+        } else {
+            std::time::Duration::from_millis(2)
+        };
+        tokio::select! {
+            _ = table_changes.changed() => {}
+            () = tokio::time::sleep(poll.min(left)) => {}
+        }
+    }
+}
+
+/// A request held at the router, counted in the app's `waiting` until it
+/// is sent on or answered.
+struct Held {
+    traffic: Arc<crate::route::AppTraffic>,
+    woke: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.traffic.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes a slot on the least busy instance under the hard limit.
+fn admit(
+    backends: &[Arc<crate::balance::Backend>],
+    turn: usize,
+    limit: Option<usize>,
+) -> Option<crate::balance::InFlight> {
+    for attempt in 0..backends.len().max(1) {
+        let backend = pick(backends, turn + attempt, None)?;
+        if let Some(guard) = InFlight::try_start_limited(backend, limit) {
+            return Some(guard);
+        }
+        if limit.is_none() {
+            // Retired between the pick and the count; try the next one.
+            continue;
+        }
+    }
+    // Under a limit the least busy one was full; the others may not be.
+    backends
+        .iter()
+        .filter(|backend| !backend.is_retired())
+        .find_map(|backend| InFlight::try_start_limited(backend.clone(), limit))
 }
 
 /// The router's listening sockets: one per serving thread, all on one port

@@ -54,6 +54,27 @@ pub fn unavailable(app: &str, reason: Option<&str>) -> Response<ProxyBody> {
     )
 }
 
+/// 503: the app was asked to start for this request and did not.
+pub fn start_failed(app: &str, reason: Option<&str>) -> Response<ProxyBody> {
+    let reason = reason.unwrap_or("its instance did not start");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "503 Service Unavailable\n\nThe app `{app}` was scaled to zero and could not start: {reason}.\nSee `berth status --app {app}` and `berth logs --app {app}`.\n"
+        ),
+    )
+}
+
+/// 503 with Retry-After: every instance is at its hard limit.
+pub fn busy(app: &str, reason: &str) -> Response<ProxyBody> {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "503 Service Unavailable\n\nThe app `{app}` is at capacity: {reason}. Retry shortly.\n"
+        ),
+    )
+}
+
 /// 502: the instance failed to answer.
 pub fn bad_gateway(app: &str, instance: &str, error: &str) -> Response<ProxyBody> {
     page(

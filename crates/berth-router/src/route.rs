@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::balance::Backend;
 
@@ -22,6 +23,56 @@ pub struct AppRoute {
     pub unavailable_reason: Option<String>,
     /// Request counters, shared across tables.
     pub traffic: Arc<AppTraffic>,
+    /// Whether a start of the app is failing (crash loop): requests held
+    /// for a cold start are answered at once instead of waiting.
+    pub failing: bool,
+    /// How requests wait when no instance can take them.
+    pub admission: Admission,
+}
+
+/// What the router does with a request no instance can take now.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// In-flight requests per instance above which requests wait (the hard limit).
+    pub hard_limit: Option<usize>,
+    /// Called (with the app's name) when a request arrives for an app with
+    /// no instance, which then starts one: the request is held meanwhile.
+    /// `None`: such requests get 503 at once.
+    pub wake: Option<Waker>,
+    /// How long a request may be held (for a cold start, or in the queue).
+    pub hold_timeout: Duration,
+    /// How many requests may be held at once per app; beyond, 503 with Retry-After.
+    pub queue_limit: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            hard_limit: None,
+            wake: None,
+            hold_timeout: Duration::from_secs(30),
+            queue_limit: 1000,
+        }
+    }
+}
+
+impl PartialEq for Admission {
+    fn eq(&self, other: &Self) -> bool {
+        self.hard_limit == other.hard_limit
+            && self.wake.is_some() == other.wake.is_some()
+            && self.hold_timeout == other.hold_timeout
+            && self.queue_limit == other.queue_limit
+    }
+}
+
+/// Asks the server to start an app that has no instance.
+#[derive(Clone)]
+pub struct Waker(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
 }
 
 /// Per-app request counters.
@@ -31,11 +82,29 @@ pub struct AppTraffic {
     pub requests: AtomicU64,
     /// Requests the router answered with a 5xx of its own.
     pub router_errors: AtomicU64,
+    /// Requests held at the router now (waiting for a start or a free slot).
+    pub waiting: AtomicUsize,
+    /// When the last request arrived, in milliseconds since the Unix epoch.
+    pub last_request_ms: AtomicU64,
 }
 
 impl AppTraffic {
     pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        self.last_request_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Requests held at the router now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// When the last request arrived (ms since the Unix epoch; 0: never).
+    pub fn last_request_ms(&self) -> u64 {
+        self.last_request_ms.load(Ordering::Relaxed)
     }
 
     pub(crate) fn count_router_error(&self) {

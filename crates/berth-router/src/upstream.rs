@@ -219,32 +219,19 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Sends `request` to one of `route`'s backends and returns its response,
-    /// or the router's own error page.
+    /// Sends `request` to the backend `guard` holds a slot on (or, if it
+    /// cannot be reached, another of `route`'s) and returns its response, or
+    /// the router's own error page.
     pub async fn forward(
         &self,
         app: &str,
         route: &AppRoute,
         mut request: Request<Incoming>,
+        mut guard: InFlight,
         turn: usize,
         cache: &Arc<ConnectionCache>,
     ) -> Response<ProxyBody> {
-        let mut guard = None;
-        for attempt in 0..3 {
-            match pick(&route.backends, turn + attempt, None) {
-                Some(backend) => {
-                    guard = InFlight::try_start(backend);
-                    if guard.is_some() {
-                        break;
-                    }
-                }
-                None => break,
-            }
-        }
-        let Some(mut guard) = guard else {
-            route.traffic.count_router_error();
-            return pages::unavailable(app, route.unavailable_reason.as_deref());
-        };
+        let limit = route.admission.hard_limit;
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
@@ -267,7 +254,7 @@ impl Upstream {
                 Err(err) => {
                     // Nothing was sent: another instance can take it.
                     match pick(&route.backends, turn + attempts, Some(guard.backend()))
-                        .and_then(InFlight::try_start)
+                        .and_then(|backend| InFlight::try_start_limited(backend, limit))
                     {
                         Some(next) if attempts < 3 => {
                             guard = next;

@@ -200,3 +200,158 @@ async fn upgrades_pass_through_both_ways() {
     stream.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"hello");
 }
+
+/// A backend that takes `delay` per request and records the most requests
+/// it ever had at once.
+async fn start_slow_backend(
+    delay: std::time::Duration,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+) -> SocketAddr {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (now, most) = (now.clone(), most.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    let (now, most) = (now.clone(), most.clone());
+                    async move {
+                        let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(current, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("slow"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_hard_limit_requests_queue_and_beyond_the_queue_get_503() {
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = start_slow_backend(std::time::Duration::from_millis(150), most.clone()).await;
+    let mut app = route(vec![Arc::new(Backend::new(addr, "web-1".into()))]);
+    app.admission.hard_limit = Some(2);
+    app.admission.queue_limit = 4;
+    let (router, _table) = start_router(RouteTable {
+        apps: HashMap::from([("slow".to_string(), app)]),
+    })
+    .await;
+    // 6 at once: 2 in flight, 4 queued, all answered; never more than 2 at the instance.
+    let requests: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { get(router, "slow.localhost", "/").await }))
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), (200, "slow".to_string()));
+    }
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // 10 at once: the queue holds 4, so some get 503 with Retry-After.
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(router).await.unwrap();
+                stream
+                    .write_all(
+                        b"GET / HTTP/1.1\r\nHost: slow.localhost\r\nConnection: close\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+                let mut raw = String::new();
+                stream.read_to_string(&mut raw).await.unwrap();
+                raw
+            })
+        })
+        .collect();
+    let mut rejected = 0;
+    for request in requests {
+        let raw = request.await.unwrap();
+        if raw.starts_with("HTTP/1.1 503") {
+            rejected += 1;
+            assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
+            assert!(raw.contains("at capacity"), "{raw}");
+        } else {
+            assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        }
+    }
+    assert!((1..=4).contains(&rejected), "{rejected} rejected");
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_to_an_app_with_no_instance_is_held_while_one_starts() {
+    let backend = start_backend("woken").await;
+    let (sender_slot, wakes) = (
+        Arc::new(std::sync::Mutex::new(
+            None::<watch::Sender<Arc<RouteTable>>>,
+        )),
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    let mut app = route(Vec::new());
+    let (slot, counter) = (sender_slot.clone(), wakes.clone());
+    app.admission.wake = Some(berth_router::Waker(Arc::new(move |name: &str| {
+        assert_eq!(name, "sleepy");
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            let slot = slot.clone();
+            tokio::spawn(async move {
+                // The "start": 300 ms later one instance is in the table.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let sender = slot.lock().unwrap().take().unwrap();
+                let mut started = route(vec![Arc::new(Backend::new(backend, "web-1".into()))]);
+                started.admission.wake = None;
+                sender.send_replace(Arc::new(RouteTable {
+                    apps: HashMap::from([("sleepy".to_string(), started)]),
+                }));
+                *slot.lock().unwrap() = Some(sender);
+            });
+        }
+    })));
+    let (router, sender) = start_router(RouteTable {
+        apps: HashMap::from([("sleepy".to_string(), app)]),
+    })
+    .await;
+    *sender_slot.lock().unwrap() = Some(sender);
+    let requests: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(router, "sleepy.localhost", "/").await }))
+        .collect();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.starts_with("woken"), "{body}");
+    }
+    assert!(wakes.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn a_start_that_never_comes_or_fails_answers_503_with_the_reason() {
+    let mut never = route(Vec::new());
+    never.admission.wake = Some(berth_router::Waker(Arc::new(|_: &str| {})));
+    never.admission.hold_timeout = std::time::Duration::from_millis(300);
+    let mut failing = route(Vec::new());
+    failing.admission.wake = Some(berth_router::Waker(Arc::new(|_: &str| {})));
+    failing.failing = true;
+    failing.unavailable_reason = Some("it is crash-looping (exit code 1)".into());
+    let (router, _table) = start_router(RouteTable {
+        apps: HashMap::from([
+            ("never".to_string(), never),
+            ("failing".to_string(), failing),
+        ]),
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = get(router, "never.localhost", "/").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no instance started within"), "{body}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let (status, body) = get(router, "failing.localhost", "/").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("crash-looping (exit code 1)"), "{body}");
+}
