@@ -52,7 +52,8 @@ pub async fn wait_until_healthy(
     deadline: Instant,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(5);
+    // Start fast: a cold start waits on this.
+    let mut pause = Duration::from_millis(1);
     let mut last_error = "not checked yet".to_string();
     while Instant::now() < deadline {
         match probe(addr, check).await {

@@ -11,6 +11,7 @@
 //! runs match the store; [`health`] checks instances.
 
 pub mod api;
+pub mod autoscale;
 pub mod config;
 pub mod deploy;
 pub mod health;
@@ -175,13 +176,17 @@ pub async fn run(
         driver.clone(),
         launcher.clone(),
     )?;
+    let (waker, wakes) = autoscale::wake_channel();
     let (reconciler, handle) = Reconciler::new(ReconcilerParts {
         store: store.clone(),
         logs: logs.clone(),
         driver: driver.clone(),
         launcher,
         routes,
+        waker: Some(waker),
     });
+    let autoscaler =
+        autoscale::Autoscaler::new(store.clone(), handle.clone(), route_receiver.clone(), wakes);
     let suffix = config.domain_suffix.clone();
     let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> =
         Arc::new(move |app| app_url(app, &suffix, router_addr));
@@ -216,6 +221,7 @@ pub async fn run(
     // Spawn.
     let reconciler_task = tokio::spawn(reconciler.run(shutdown.clone()));
     let scheduler_task = tokio::spawn(jobs::run_scheduler(jobs, shutdown.clone()));
+    let autoscaler_task = tokio::spawn(autoscaler.run(shutdown.clone()));
     let router_shutdown = shutdown.clone();
     let router_threads = router_sockets
         .serve(route_receiver, config.domain_suffix.clone(), move || {
@@ -257,6 +263,7 @@ pub async fn run(
     .await;
     let _ = reconciler_task.await;
     let _ = scheduler_task.await;
+    let _ = autoscaler_task.await;
     resources.shutdown().await;
     // Followed logs would keep the API open; it has had its chance to finish.
     if tokio::time::timeout(std::time::Duration::from_secs(2), api_task)

@@ -174,6 +174,18 @@ pub struct ReconcilerParts {
     pub launcher: crate::oneoff::Launcher,
     /// Where the route table goes.
     pub routes: watch::Sender<Arc<RouteTable>>,
+    /// Starts apps that autoscale when a request finds them at zero.
+    pub waker: Option<berth_router::Waker>,
+}
+
+/// What a published route is made of, to publish only on change.
+#[derive(Debug, PartialEq)]
+struct RouteKey {
+    app: String,
+    backends: Vec<String>,
+    reason: Option<String>,
+    failing: bool,
+    admission: berth_router::Admission,
 }
 
 /// The loop's state.
@@ -182,7 +194,7 @@ pub struct Reconciler {
     instances: BTreeMap<String, Instance>,
     backoff: HashMap<(String, String), Backoff>,
     traffic: HashMap<String, Arc<AppTraffic>>,
-    published_routes: Vec<(String, Vec<String>, Option<String>)>,
+    published_routes: Vec<RouteKey>,
     specs: HashMap<(String, u64, String), Arc<AppSpec>>,
     pending_stops: Vec<String>,
     messages: mpsc::UnboundedSender<Message>,
@@ -804,20 +816,43 @@ impl Reconciler {
             } else {
                 None
             };
-            key.push((
-                app.app.clone(),
-                backends
+            let (admission, failing) = match &app.release {
+                Some(release) => {
+                    let spec = self.spec(release);
+                    let scaling = &spec.http.scaling;
+                    let failing = groups.iter().any(|group| {
+                        spec.serves_http(&group.name) && group.health == GroupHealth::CrashLoop
+                    });
+                    let admission = berth_router::Admission {
+                        hard_limit: scaling.hard_limit.map(|limit| limit as usize),
+                        wake: (scaling.is_active() && scaling.auto_start)
+                            .then(|| self.parts.waker.clone())
+                            .flatten(),
+                        hold_timeout: spec.deploy.wait_timeout,
+                        ..berth_router::Admission::default()
+                    };
+                    (admission, failing)
+                }
+                None => (berth_router::Admission::default(), false),
+            };
+            key.push(RouteKey {
+                app: app.app.clone(),
+                backends: backends
                     .iter()
                     .map(|backend| backend.instance.clone())
                     .collect(),
-                reason.clone(),
-            ));
+                reason: reason.clone(),
+                failing,
+                admission: admission.clone(),
+            });
             table.apps.insert(
                 app.app.clone(),
                 AppRoute {
                     backends,
                     unavailable_reason: reason,
                     traffic,
+                    failing,
+                    admission,
                 },
             );
             let instances = self

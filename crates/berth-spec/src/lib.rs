@@ -14,12 +14,12 @@ mod model;
 mod raw;
 mod secrets;
 
-pub use duration::parse_duration;
+pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
-    HttpService, MountSpec, ResourcesSpec,
+    HttpService, MountSpec, ResourcesSpec, Scaling,
 };
 pub use secrets::parse_secrets_file;
 

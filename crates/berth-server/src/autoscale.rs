@@ -1,0 +1,449 @@
+//! The autoscaler: sets the instance count of HTTP groups that scale by
+//! themselves (fly's `auto_stop_machines` / `auto_start_machines` /
+//! `min/max_machines_running` / `concurrency`), from what the router sees.
+//!
+//! Twice a second, for each such group, it reads the requests in flight on
+//! its instances plus those held at the router, and:
+//!
+//! - scales **out** at once when they exceed `soft_limit` per instance (up to
+//!   the maximum: `max_machines_running`, `berth scale --max`, else the
+//!   count set with `berth scale`);
+//! - scales **in** when fewer instances would do and that has held for
+//!   `scale_in_delay` (never below the minimum, never below one while
+//!   requests arrive); the reconciler drains what it stops;
+//! - scales **to zero** when auto stop is on, the minimum is 0 and no request
+//!   came for `idle_timeout`;
+//! - scales **from zero** the moment the router asks (a request arrived):
+//!   one instance, however many requests wait for it.
+//!
+//! Its count is stored beside the manual one (it wins while set), with the
+//! reason `berth status` shows, and every change is an event. A deploy
+//! clears it, so a new release is proven at the manual count first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_router::RouteTable;
+use berth_spec::{AppSpec, Scaling};
+use berth_store::{GroupScaling, Store};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::reconciler::ReconcilerHandle;
+
+/// How often load is looked at.
+const TICK: Duration = Duration::from_millis(500);
+
+/// What the autoscaler sees of one group at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Observation {
+    /// Instances wanted now.
+    pub current: u32,
+    /// Requests in flight on its instances plus those held at the router.
+    pub load: usize,
+    /// The group's bounds.
+    pub min: u32,
+    /// See [`Observation::min`].
+    pub max: u32,
+    /// How long since the last request (or since the release began).
+    pub idle_for: Duration,
+    /// How long fewer instances would have done, if they would now.
+    pub below_for: Option<Duration>,
+    /// A request is waiting for an instance of an app at zero.
+    pub woken: bool,
+}
+
+/// A change of count, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    /// The new count.
+    pub count: u32,
+    /// Event kind: `scale.out`, `scale.in`, `scale.to_zero`, `scale.from_zero`.
+    pub kind: &'static str,
+    /// For `berth status` and `berth events`.
+    pub reason: String,
+}
+
+/// Instances `load` needs under `scaling`.
+pub(crate) fn needed(scaling: &Scaling, load: usize) -> u32 {
+    match scaling.soft_limit {
+        Some(soft) => load.div_ceil(soft.max(1) as usize) as u32,
+        None => u32::from(load > 0),
+    }
+}
+
+/// What to do with one group, if anything.
+pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> {
+    let current = seen.current;
+    let set = |count: u32, kind: &'static str, reason: String| {
+        (count != current).then_some(Decision {
+            count,
+            kind,
+            reason,
+        })
+    };
+    if current == 0 && seen.woken && scaling.auto_start {
+        return set(
+            seen.min.max(1),
+            "scale.from_zero",
+            "a request arrived while scaled to zero".into(),
+        );
+    }
+    if current < seen.min {
+        return set(
+            seen.min,
+            "scale.out",
+            format!("below the minimum of {}", seen.min),
+        );
+    }
+    if current > seen.max {
+        return set(
+            seen.max,
+            "scale.in",
+            format!("above the maximum of {}", seen.max),
+        );
+    }
+    let needed = needed(scaling, seen.load);
+    if scaling.auto_start
+        && let Some(soft) = scaling.soft_limit
+        && needed > current
+        && current < seen.max
+        && current > 0
+    {
+        return set(
+            needed.min(seen.max),
+            "scale.out",
+            format!(
+                "load: {} requests in flight on {current} instance(s), soft limit {soft} each",
+                seen.load
+            ),
+        );
+    }
+    if !scaling.auto_stop {
+        return None;
+    }
+    if current > 0 && seen.min == 0 && seen.load == 0 && seen.idle_for >= scaling.idle_timeout {
+        return set(
+            0,
+            "scale.to_zero",
+            format!(
+                "idle: no request for {}",
+                berth_spec::format_duration(scaling.idle_timeout)
+            ),
+        );
+    }
+    let floor = seen.min.max(1);
+    if needed < current
+        && current > floor
+        && seen
+            .below_for
+            .is_some_and(|below| below >= scaling.scale_in_delay)
+    {
+        return set(
+            needed.max(floor),
+            "scale.in",
+            format!(
+                "load fell: {} requests in flight for {current} instance(s)",
+                seen.load
+            ),
+        );
+    }
+    None
+}
+
+/// Per-group memory between ticks.
+#[derive(Debug, Default)]
+struct GroupMemory {
+    release: u64,
+    release_seen: Option<Instant>,
+    below_since: Option<Instant>,
+}
+
+/// The autoscaler's loop.
+pub struct Autoscaler {
+    store: Arc<Store>,
+    reconciler: ReconcilerHandle,
+    routes: watch::Receiver<Arc<RouteTable>>,
+    wakes: mpsc::UnboundedReceiver<String>,
+    memory: HashMap<(String, String), GroupMemory>,
+}
+
+/// The router's side of a wake: it names an app that has a request and no instance.
+pub fn wake_channel() -> (berth_router::Waker, mpsc::UnboundedReceiver<String>) {
+    let (sender, wakes) = mpsc::unbounded_channel::<String>();
+    let waker = berth_router::Waker(Arc::new(move |app: &str| {
+        let _ = sender.send(app.to_string());
+    }));
+    (waker, wakes)
+}
+
+impl Autoscaler {
+    /// An autoscaler over the store, reading load from the route table and
+    /// wakes from [`wake_channel`].
+    pub fn new(
+        store: Arc<Store>,
+        reconciler: ReconcilerHandle,
+        routes: watch::Receiver<Arc<RouteTable>>,
+        wakes: mpsc::UnboundedReceiver<String>,
+    ) -> Autoscaler {
+        Autoscaler {
+            store,
+            reconciler,
+            routes,
+            wakes,
+            memory: HashMap::new(),
+        }
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                woken = self.wakes.recv() => {
+                    let Some(app) = woken else { return };
+                    self.scale_app(&app, true);
+                }
+                _ = tick.tick() => self.scale_all(),
+            }
+        }
+    }
+
+    fn scale_all(&mut self) {
+        let Ok(apps) = self.store.apps() else { return };
+        for app in apps {
+            self.scale_app(&app.name, false);
+        }
+        let known: Vec<(String, String)> = self.memory.keys().cloned().collect();
+        for key in known {
+            if self.store.app(&key.0).is_err() {
+                self.memory.remove(&key);
+            }
+        }
+    }
+
+    fn scale_app(&mut self, app: &str, woken: bool) {
+        let Ok(app_row) = self.store.app(app) else {
+            return;
+        };
+        let Some(version) = app_row.target_release else {
+            return;
+        };
+        let Ok(release) = self.store.release(app, version) else {
+            return;
+        };
+        let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+        let scaling = &spec.http.scaling;
+        if !scaling.is_active() {
+            return;
+        }
+        // Only a live release scales: a deploy proves itself first.
+        if release.status != "active" {
+            return;
+        }
+        let Ok(groups) = self.store.scaling(app) else {
+            return;
+        };
+        let table = self.routes.borrow().clone();
+        let route = table.apps.get(app);
+        let load = route.map_or(0, |route| {
+            route
+                .backends
+                .iter()
+                .map(|backend| backend.in_flight())
+                .sum::<usize>()
+                + route.traffic.waiting()
+        });
+        let last_request_ms = route.map_or(0, |route| route.traffic.last_request_ms());
+        let mut changed = false;
+        for (group, state) in &groups {
+            if !spec.serves_http(group) || !release.processes.contains_key(group) {
+                continue;
+            }
+            let memory = self
+                .memory
+                .entry((app.to_string(), group.clone()))
+                .or_default();
+            if memory.release != version || memory.release_seen.is_none() {
+                *memory = GroupMemory {
+                    release: version,
+                    release_seen: Some(Instant::now()),
+                    below_since: None,
+                };
+            }
+            let observation = observe(scaling, state, load, last_request_ms, memory, woken);
+            let Some(decision) = decide(scaling, &observation) else {
+                continue;
+            };
+            tracing::info!(app, group = %group, count = decision.count, reason = %decision.reason, "autoscale");
+            memory.below_since = None;
+            if let Err(err) = self.store.set_scaled(
+                app,
+                group,
+                Some(decision.count),
+                &decision.reason,
+                decision.kind,
+            ) {
+                tracing::error!(error = %err, "cannot store a scaling decision");
+                continue;
+            }
+            changed = true;
+        }
+        if changed {
+            self.reconciler.nudge();
+        }
+    }
+}
+
+fn observe(
+    scaling: &Scaling,
+    state: &GroupScaling,
+    load: usize,
+    last_request_ms: u64,
+    memory: &mut GroupMemory,
+    woken: bool,
+) -> Observation {
+    let current = state.effective();
+    let min = state.min.unwrap_or(scaling.min);
+    let max = state
+        .max
+        .or(scaling.max)
+        .unwrap_or(state.manual)
+        .max(min)
+        .max(1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let since_release = memory
+        .release_seen
+        .map_or(Duration::ZERO, |seen| seen.elapsed());
+    let since_request = if last_request_ms == 0 {
+        since_release
+    } else {
+        Duration::from_millis(now_ms.saturating_sub(last_request_ms))
+    };
+    let needed = needed(scaling, load);
+    if needed < current {
+        memory.below_since.get_or_insert_with(Instant::now);
+    } else {
+        memory.below_since = None;
+    }
+    Observation {
+        current,
+        load,
+        min,
+        max,
+        idle_for: since_request.min(since_release),
+        below_for: memory.below_since.map(|since| since.elapsed()),
+        woken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scaling() -> Scaling {
+        Scaling {
+            auto_stop: true,
+            auto_start: true,
+            min: 0,
+            max: Some(4),
+            soft_limit: Some(10),
+            hard_limit: Some(20),
+            idle_timeout: Duration::from_secs(60),
+            scale_in_delay: Duration::from_secs(5),
+            ..Scaling::default()
+        }
+    }
+
+    fn seen(current: u32, load: usize) -> Observation {
+        Observation {
+            current,
+            load,
+            min: 0,
+            max: 4,
+            idle_for: Duration::ZERO,
+            below_for: None,
+            woken: false,
+        }
+    }
+
+    #[test]
+    fn load_over_the_soft_limit_scales_out_up_to_the_maximum() {
+        let decision = decide(&scaling(), &seen(1, 25)).unwrap();
+        assert_eq!((decision.count, decision.kind), (3, "scale.out"));
+        assert!(
+            decision.reason.contains("25 requests in flight"),
+            "{}",
+            decision.reason
+        );
+        assert_eq!(decide(&scaling(), &seen(2, 300)).unwrap().count, 4);
+        assert_eq!(decide(&scaling(), &seen(4, 300)), None);
+        assert_eq!(decide(&scaling(), &seen(2, 20)), None);
+    }
+
+    #[test]
+    fn scaling_in_waits_for_the_delay_and_keeps_one_while_requests_come() {
+        let mut low = seen(3, 4);
+        assert_eq!(decide(&scaling(), &low), None);
+        low.below_for = Some(Duration::from_secs(2));
+        assert_eq!(decide(&scaling(), &low), None);
+        low.below_for = Some(Duration::from_secs(5));
+        let decision = decide(&scaling(), &low).unwrap();
+        assert_eq!((decision.count, decision.kind), (1, "scale.in"));
+        let mut idle = seen(3, 0);
+        idle.below_for = Some(Duration::from_secs(6));
+        assert_eq!(decide(&scaling(), &idle).unwrap().count, 1);
+    }
+
+    #[test]
+    fn idle_past_the_timeout_goes_to_zero_and_a_request_brings_one_back() {
+        let mut idle = seen(1, 0);
+        idle.idle_for = Duration::from_secs(59);
+        assert_eq!(decide(&scaling(), &idle), None);
+        idle.idle_for = Duration::from_secs(60);
+        let decision = decide(&scaling(), &idle).unwrap();
+        assert_eq!((decision.count, decision.kind), (0, "scale.to_zero"));
+        assert!(
+            decision.reason.contains("no request for 1m"),
+            "{}",
+            decision.reason
+        );
+        let mut woken = seen(0, 7);
+        woken.woken = true;
+        let decision = decide(&scaling(), &woken).unwrap();
+        assert_eq!((decision.count, decision.kind), (1, "scale.from_zero"));
+    }
+
+    #[test]
+    fn the_minimum_is_never_undercut() {
+        let mut idle = seen(1, 0);
+        idle.min = 1;
+        idle.idle_for = Duration::from_secs(3600);
+        idle.below_for = Some(Duration::from_secs(3600));
+        assert_eq!(decide(&scaling(), &idle), None);
+        let mut under = seen(0, 0);
+        under.min = 2;
+        assert_eq!(decide(&scaling(), &under).unwrap().count, 2);
+    }
+
+    #[test]
+    fn without_auto_stop_nothing_stops_and_without_auto_start_nothing_starts() {
+        let mut keep = scaling();
+        keep.auto_stop = false;
+        let mut idle = seen(2, 0);
+        idle.idle_for = Duration::from_secs(3600);
+        idle.below_for = Some(Duration::from_secs(3600));
+        assert_eq!(decide(&keep, &idle), None);
+        let mut manual_start = scaling();
+        manual_start.auto_start = false;
+        let mut woken = seen(0, 3);
+        woken.woken = true;
+        assert_eq!(decide(&manual_start, &woken), None);
+        assert_eq!(decide(&manual_start, &seen(1, 50)), None);
+    }
+}
