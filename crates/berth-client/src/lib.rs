@@ -235,7 +235,19 @@ impl Client {
     pub async fn scale(&self, app: &str, counts: BTreeMap<String, u32>) -> Result<AppStatus> {
         self.json(
             self.request(Method::POST, &format!("/v1/apps/{app}/scale"))
-                .json(&ScaleRequest { counts }),
+                .json(&ScaleRequest {
+                    counts,
+                    ..ScaleRequest::default()
+                }),
+        )
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/scale` with autoscaling bounds (and counts).
+    pub async fn scale_with(&self, app: &str, request: &ScaleRequest) -> Result<AppStatus> {
+        self.json(
+            self.request(Method::POST, &format!("/v1/apps/{app}/scale"))
+                .json(request),
         )
         .await
     }

@@ -232,6 +232,18 @@ pub struct ProcessGroupStatus {
     pub health: GroupHealth,
     /// Why the group is in that state, when it is not healthy.
     pub reason: Option<String>,
+    /// Whether berth sets its count by itself (autoscaling, scale to zero).
+    #[serde(default)]
+    pub autoscaled: bool,
+    /// Why the count is what it is: `manual`, or the autoscaler's reason.
+    #[serde(default)]
+    pub why: Option<String>,
+    /// Its autoscaling bounds, when it autoscales.
+    #[serde(default)]
+    pub min: Option<u32>,
+    /// See `min`.
+    #[serde(default)]
+    pub max: Option<u32>,
 }
 
 /// One instance of a process group.
@@ -321,8 +333,19 @@ pub struct LogLine {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScaleRequest {
-    /// Desired instance count per process group.
+    /// Desired instance count per process group (for an autoscaled group:
+    /// the count it starts from, and its maximum unless one is set).
+    #[serde(default)]
     pub counts: BTreeMap<String, u32>,
+    /// Autoscaling minimum for `process` (over the spec's).
+    #[serde(default)]
+    pub min: Option<u32>,
+    /// Autoscaling maximum for `process` (over the spec's).
+    #[serde(default)]
+    pub max: Option<u32>,
+    /// The group `min`/`max` apply to (default: the one serving HTTP).
+    #[serde(default)]
+    pub process: Option<String>,
 }
 
 /// Body of `POST /v1/apps/{app}/env`.

@@ -336,7 +336,36 @@ fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
         None => None,
     };
     let snapshot = state.reconciler.snapshot();
-    let actual = snapshot.apps.get(app).cloned().unwrap_or_default();
+    let mut actual = snapshot.apps.get(app).cloned().unwrap_or_default();
+    let spec: Option<berth_spec::AppSpec> = match row.target_release {
+        Some(version) => serde_json::from_str(&state.store.release(app, version)?.spec_json).ok(),
+        None => None,
+    };
+    let scaling = state.store.scaling(app)?;
+    for group in &mut actual.groups {
+        let Some(stored) = scaling.get(&group.name) else {
+            continue;
+        };
+        group.why = Some(stored.reason.clone().unwrap_or_else(|| "manual".into()));
+        if let Some(spec) = &spec
+            && spec.http.scaling.is_active()
+            && spec.serves_http(&group.name)
+        {
+            let min = stored.min.unwrap_or(spec.http.scaling.min);
+            group.autoscaled = true;
+            group.min = Some(min);
+            group.max = Some(
+                stored
+                    .max
+                    .or(spec.http.scaling.max)
+                    .unwrap_or(stored.manual)
+                    .max(min)
+                    .max(1),
+            );
+        } else if stored.scaled.is_none() {
+            group.why = Some("manual".into());
+        }
+    }
     Ok(AppStatus {
         name: row.name,
         url: state.url(app),
@@ -474,10 +503,33 @@ async fn scale(
     Path(app): Path<String>,
     Json(request): Json<ScaleRequest>,
 ) -> ApiResult<Json<AppStatus>> {
-    if request.counts.is_empty() {
+    if request.counts.is_empty() && request.min.is_none() && request.max.is_none() {
         return Err(ApiFailure::BadRequest(
-            "name at least one process group, as in web=3".into(),
+            "name at least one process group, as in web=3, or give --min/--max".into(),
         ));
+    }
+    if let (Some(min), Some(max)) = (request.min, request.max)
+        && min > max
+    {
+        return Err(ApiFailure::BadRequest(format!(
+            "--min {min} is above --max {max}"
+        )));
+    }
+    if request.max == Some(0) {
+        return Err(ApiFailure::BadRequest(
+            "--max must be at least 1 (scale to zero is --min 0 with auto_stop_machines)".into(),
+        ));
+    }
+    if let Some((name, count)) = request
+        .min
+        .into_iter()
+        .chain(request.max)
+        .map(|count| ("the bound", count))
+        .find(|(_, count)| *count > 64)
+    {
+        return Err(ApiFailure::BadRequest(format!(
+            "{name} {count} is more than the 64 instances a group may have"
+        )));
     }
     if let Some((name, count)) = request.counts.iter().find(|(_, count)| **count > 64) {
         return Err(ApiFailure::BadRequest(format!(
@@ -499,9 +551,39 @@ async fn scale(
             )));
         }
     }
-    state.store.set_counts(&app, &request.counts)?;
+    if !request.counts.is_empty() {
+        state.store.set_counts(&app, &request.counts)?;
+    }
+    if request.min.is_some() || request.max.is_some() {
+        let group = match request.process {
+            Some(group) => group,
+            None => http_group(&state, &app)?,
+        };
+        state
+            .store
+            .set_scale_bounds(&app, &group, request.min, request.max)?;
+    }
     state.reconciler.nudge();
     status_of(&state, &app).map(Json)
+}
+
+/// The process group of `app` that serves HTTP (where `--min/--max` go by default).
+fn http_group(state: &ApiState, app: &str) -> ApiResult<String> {
+    let version = state.store.app(app)?.target_release.ok_or_else(|| {
+        ApiFailure::BadRequest(format!("app `{app}` has no release yet; deploy it first"))
+    })?;
+    let release = state.store.release(app, version)?;
+    let spec: berth_spec::AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+    release
+        .processes
+        .keys()
+        .find(|group| spec.serves_http(group))
+        .cloned()
+        .ok_or_else(|| {
+            ApiFailure::BadRequest(format!(
+                "app `{app}` has no process group that serves HTTP; name one with --process"
+            ))
+        })
 }
 
 /// The app's env vars.

@@ -937,6 +937,10 @@ impl Reconciler {
                     running,
                     health,
                     reason,
+                    autoscaled: false,
+                    why: None,
+                    min: None,
+                    max: None,
                 }
             })
             .collect()

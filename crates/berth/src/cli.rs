@@ -68,8 +68,16 @@ pub enum Command {
     /// Set instance counts per process group: `berth scale web=3 worker=1`.
     Scale {
         /// GROUP=COUNT pairs.
-        #[arg(required = true)]
         counts: Vec<String>,
+        /// Autoscaling: never fewer instances (0 lets an idle app scale to zero).
+        #[arg(long)]
+        min: Option<u32>,
+        /// Autoscaling: never more instances.
+        #[arg(long)]
+        max: Option<u32>,
+        /// The group --min/--max apply to (default: the one serving HTTP).
+        #[arg(long)]
+        process: Option<String>,
         #[command(flatten)]
         app: AppArg,
     },

@@ -77,7 +77,21 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             let stream = client.rollback(&app, version).await?;
             finish_progress(stream, global.json).await
         }
-        Command::Scale { counts, app } => scale(&global, &app, &counts).await,
+        Command::Scale {
+            counts,
+            min,
+            max,
+            process,
+            app,
+        } => {
+            let request = berth_proto::ScaleRequest {
+                counts: BTreeMap::new(),
+                min,
+                max,
+                process,
+            };
+            scale(&global, &app, &counts, request).await
+        }
         Command::Env { command } => env(&global, command).await,
         Command::Logs(args) => logs(&global, args).await,
         Command::Events { follow, limit, app } => events(&global, &app, follow, limit).await,
@@ -291,16 +305,30 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
             .processes
             .iter()
             .map(|group| {
+                let scale = match (group.autoscaled, group.min, group.max) {
+                    (true, Some(min), Some(max)) => format!("auto {min}..{max}"),
+                    _ => "manual".into(),
+                };
+                let why = [group.reason.clone(), group.why.clone()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|text| text != "manual" && text != "scaled to zero")
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 vec![
                     group.name.clone(),
                     format!("{}/{}", group.running, group.desired),
+                    scale,
                     group.health.to_string(),
-                    group.reason.clone().unwrap_or_default(),
+                    why,
                     group.command.clone(),
                 ]
             })
             .collect();
-        output::table(&["PROCESS", "RUNNING", "HEALTH", "WHY", "COMMAND"], &rows);
+        output::table(
+            &["PROCESS", "RUNNING", "SCALE", "HEALTH", "WHY", "COMMAND"],
+            &rows,
+        );
     }
     if !status.instances.is_empty() {
         println!();
@@ -375,8 +403,16 @@ pub(crate) fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, S
         .collect()
 }
 
-async fn scale(global: &Global, app: &AppArg, counts: &[String]) -> Result<()> {
+async fn scale(
+    global: &Global,
+    app: &AppArg,
+    counts: &[String],
+    mut request: berth_proto::ScaleRequest,
+) -> Result<()> {
     let app = resolve_app(app)?;
+    if counts.is_empty() && request.min.is_none() && request.max.is_none() {
+        bail!("give GROUP=COUNT (as in web=3), or --min/--max");
+    }
     let mut wanted = BTreeMap::new();
     for (group, count) in parse_pairs(counts, "GROUP=COUNT, as in web=3")? {
         let count: u32 = count
@@ -384,15 +420,22 @@ async fn scale(global: &Global, app: &AppArg, counts: &[String]) -> Result<()> {
             .map_err(|_| anyhow!("`{group}={count}`: the count must be a whole number"))?;
         wanted.insert(group, count);
     }
+    request.counts = wanted.clone();
     let client = connect(global, false).await?;
-    let status = client.scale(&app, wanted.clone()).await?;
+    let status = client.scale_with(&app, &request).await?;
     if global.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        let text: Vec<String> = wanted
+        let mut text: Vec<String> = wanted
             .iter()
             .map(|(group, count)| format!("{group}={count}"))
             .collect();
+        if let Some(min) = request.min {
+            text.push(format!("min {min}"));
+        }
+        if let Some(max) = request.max {
+            text.push(format!("max {max}"));
+        }
         println!("scaled {app}: {}", text.join(" "));
     }
     Ok(())
