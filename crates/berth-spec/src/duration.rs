@@ -73,7 +73,7 @@ pub fn format_duration(duration: Duration) -> String {
     if millis < 1000 {
         return format!("{millis}ms");
     }
-    if millis % 1000 != 0 {
+    if !millis.is_multiple_of(1000) {
         return format!("{:.1}s", duration.as_secs_f64());
     }
     let secs = duration.as_secs();
