@@ -278,6 +278,8 @@ impl Autoscaler {
             let Some(decision) = decide(scaling, &observation) else {
                 continue;
             };
+            // The reconciler acts first; the store follows.
+            self.reconciler.set_count(app, group, decision.count);
             tracing::info!(app, group = %group, count = decision.count, reason = %decision.reason, "autoscale");
             memory.below_since = None;
             if let Err(err) = self.store.set_scaled(

@@ -52,8 +52,9 @@ pub async fn wait_until_healthy(
     deadline: Instant,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    // Start fast: a cold start waits on this.
-    let mut pause = Duration::from_millis(1);
+    // Every half millisecond for the first 50 ms (a cold start waits on
+    // this, and a refused connect costs microseconds), then backing off.
+    let mut pause = Duration::from_micros(500);
     let mut last_error = "not checked yet".to_string();
     while Instant::now() < deadline {
         match probe(addr, check).await {
@@ -61,7 +62,9 @@ pub async fn wait_until_healthy(
             Err(err) => last_error = err,
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_millis(50) {
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
     Err(last_error)
 }

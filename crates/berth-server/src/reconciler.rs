@@ -75,12 +75,24 @@ pub struct ReconcilerHandle {
     nudge: Arc<Notify>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     failures: broadcast::Sender<StartFailure>,
+    messages: mpsc::UnboundedSender<Message>,
 }
 
 impl ReconcilerHandle {
     /// Asks the loop to converge now.
     pub fn nudge(&self) {
         self.nudge.notify_one();
+    }
+
+    /// Runs `count` instances of `group` from now, ahead of the store (the
+    /// autoscaler persists the same count right after): a cold start does
+    /// not wait for a disk write.
+    pub fn set_count(&self, app: &str, group: &str, count: u32) {
+        let _ = self.messages.send(Message::SetCount {
+            app: app.to_string(),
+            group: group.to_string(),
+            count,
+        });
     }
 
     /// The latest actual state.
@@ -155,12 +167,35 @@ impl Backoff {
 }
 
 enum Message {
-    Healthy { id: String, after: Duration },
-    StartFailed { id: String, reason: String },
-    Unhealthy { id: String, reason: String },
-    Recovered { id: String },
-    Exited { id: String, cause: ExitCause },
+    Healthy {
+        id: String,
+        after: Duration,
+    },
+    StartFailed {
+        id: String,
+        reason: String,
+    },
+    Unhealthy {
+        id: String,
+        reason: String,
+    },
+    Recovered {
+        id: String,
+    },
+    Exited {
+        id: String,
+        cause: ExitCause,
+    },
+    SetCount {
+        app: String,
+        group: String,
+        count: u32,
+    },
 }
+
+/// How long a count set ahead of the store is trusted without the store
+/// agreeing.
+const OVERRIDE_TTL: Duration = Duration::from_secs(10);
 
 /// The parts the reconciler drives.
 pub struct ReconcilerParts {
@@ -195,6 +230,12 @@ pub struct Reconciler {
     backoff: HashMap<(String, String), Backoff>,
     traffic: HashMap<String, Arc<AppTraffic>>,
     published_routes: Vec<RouteKey>,
+    /// Counts set ahead of the store: (app, group) → (count, when).
+    overrides: HashMap<(String, String), (u32, Instant)>,
+    /// Events to store once routes are published (off the request path).
+    pending_events: std::cell::RefCell<Vec<(String, String, String)>>,
+    /// Instances to journal once routes are published.
+    pending_journal: Vec<(String, String, u32)>,
     specs: HashMap<(String, u64, String), Arc<AppSpec>>,
     pending_stops: Vec<String>,
     messages: mpsc::UnboundedSender<Message>,
@@ -215,6 +256,7 @@ impl Reconciler {
             nudge: nudge.clone(),
             snapshot: snapshot_receiver,
             failures: failures.clone(),
+            messages: messages.clone(),
         };
         let reconciler = Reconciler {
             parts,
@@ -224,6 +266,9 @@ impl Reconciler {
             published_routes: Vec::new(),
             specs: HashMap::new(),
             pending_stops: Vec::new(),
+            overrides: HashMap::new(),
+            pending_events: std::cell::RefCell::new(Vec::new()),
+            pending_journal: Vec::new(),
             messages,
             inbox,
             nudge,
@@ -300,9 +345,28 @@ impl Reconciler {
             .clone()
     }
 
+    /// Records an event; stored at the end of this pass, after the route
+    /// table is out, so a disk write never delays a request.
     fn event(&self, app: &str, kind: &str, message: &str) {
-        if let Err(err) = self.parts.store.record_event(app, kind, message) {
-            tracing::warn!(error = %err, "cannot record event");
+        self.pending_events.borrow_mut().push((
+            app.to_string(),
+            kind.to_string(),
+            message.to_string(),
+        ));
+    }
+
+    /// Stores what this pass recorded.
+    fn flush_records(&mut self) {
+        for (id, app, pid) in std::mem::take(&mut self.pending_journal) {
+            if let Err(err) = self.parts.store.journal_instance(&id, &app, pid) {
+                tracing::warn!(error = %err, "cannot journal instance");
+            }
+        }
+        let events = std::mem::take(&mut *self.pending_events.borrow_mut());
+        if !events.is_empty()
+            && let Err(err) = self.parts.store.record_events(&events)
+        {
+            tracing::warn!(error = %err, "cannot record events");
         }
     }
 
@@ -318,13 +382,14 @@ impl Reconciler {
 
     /// One pass: start what is missing, stop what is surplus, publish.
     fn converge(&mut self) {
-        let desired = match self.parts.store.desired() {
+        let mut desired = match self.parts.store.desired() {
             Ok(desired) => desired,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read desired state");
                 return;
             }
         };
+        self.apply_overrides(&mut desired);
         let now = Instant::now();
         let mut keep_apps = HashSet::new();
         for app in &desired {
@@ -394,6 +459,7 @@ impl Reconciler {
         self.specs.retain(|(app, _, _), _| keep_apps.contains(app));
         self.backoff.retain(|(app, _), _| keep_apps.contains(app));
         self.publish(&desired);
+        self.flush_records();
         for id in std::mem::take(&mut self.pending_stops) {
             self.spawn_stop(&id);
         }
@@ -576,13 +642,8 @@ impl Reconciler {
             .driver
             .start(&instance_spec, sink)
             .map_err(|err| format!("{err}: {}", err_source(&err)))?;
-        if let Err(err) = self
-            .parts
-            .store
-            .journal_instance(&id, &release.app, running.pid)
-        {
-            tracing::warn!(error = %err, "cannot journal instance");
-        }
+        self.pending_journal
+            .push((id.clone(), release.app.clone(), running.pid));
 
         let messages = self.messages.clone();
         let watcher = {
@@ -644,6 +705,9 @@ impl Reconciler {
 
     fn apply(&mut self, message: Message) {
         match message {
+            Message::SetCount { app, group, count } => {
+                self.overrides.insert((app, group), (count, Instant::now()));
+            }
             Message::Healthy { id, after } => {
                 let Some(instance) = self.instances.get_mut(&id) else {
                     return;
@@ -653,9 +717,9 @@ impl Reconciler {
                 }
                 instance.phase = Phase::Running;
                 let text = format!(
-                    "{id} (v{}) is up after {:.2}s",
+                    "{id} (v{}) is up after {:.1} ms",
                     instance.release,
-                    after.as_secs_f64()
+                    after.as_secs_f64() * 1000.0
                 );
                 let app = instance.app.clone();
                 self.event(&app, "instance.started", &text);
@@ -796,6 +860,23 @@ impl Reconciler {
             }
             running.stop(grace).await;
         });
+    }
+
+    /// Counts set ahead of the store win until the store agrees (or they
+    /// grow old).
+    fn apply_overrides(&mut self, desired: &mut [DesiredApp]) {
+        self.overrides.retain(|(app, group), (count, at)| {
+            let stored = desired
+                .iter()
+                .find(|candidate| &candidate.app == app)
+                .and_then(|candidate| candidate.counts.get(group).copied());
+            stored.is_some() && stored != Some(*count) && at.elapsed() < OVERRIDE_TTL
+        });
+        for ((app, group), (count, _)) in &self.overrides {
+            if let Some(target) = desired.iter_mut().find(|candidate| &candidate.app == app) {
+                target.counts.insert(group.clone(), *count);
+            }
+        }
     }
 
     fn publish(&mut self, desired: &[DesiredApp]) {
@@ -947,6 +1028,7 @@ impl Reconciler {
     }
 
     async fn stop_everything(&mut self) {
+        self.flush_records();
         let mut stops = Vec::new();
         for instance in self.instances.values() {
             let running = instance.running.clone();
@@ -960,6 +1042,7 @@ impl Reconciler {
             let _ = self.parts.store.forget_instance(id);
         }
         self.instances.clear();
+        self.flush_records();
     }
 }
 

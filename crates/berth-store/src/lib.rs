@@ -735,7 +735,17 @@ impl Store {
         })
     }
 
-    /// Appends an event.
+    /// Appends events in one transaction: (app, kind, message) each.
+    pub fn record_events(&self, events: &[(String, String, String)]) -> Result<()> {
+        self.write(|tx| {
+            for (app, kind, message) in events {
+                insert_event(tx, app, kind, message)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records one event.
     pub fn record_event(&self, app: &str, kind: &str, message: &str) -> Result<i64> {
         self.write(|tx| insert_event(tx, app, kind, message))
     }
