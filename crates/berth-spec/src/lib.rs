@@ -19,7 +19,7 @@ pub use error::{Location, SpecError, SpecProblem};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
-    HttpService, MountSpec, ResourcesSpec, Scaling,
+    HttpService, MountSpec, ResourcesSpec, Scaling, VM_SIZES, VmSpec,
 };
 pub use secrets::parse_secrets_file;
 

@@ -36,6 +36,65 @@ pub struct AppSpec {
     /// Persistent directories (`[[mounts]]`).
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    /// Instance sizes (`[[vm]]`); the first that names a group (or names
+    /// none) applies to it.
+    #[serde(default)]
+    pub vms: Vec<VmSpec>,
+}
+
+/// The size an instance is promised: enforced with cgroups when berth runs as root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// Memory limit in MiB.
+    pub memory_mb: u32,
+    /// CPU limit in cores (a quota; shared sizes get the same quota).
+    pub cpus: f64,
+    /// The size name it came from, if any (`shared-cpu-1x`).
+    #[serde(default)]
+    pub size: Option<String>,
+    /// The groups it applies to; `None` means all.
+    #[serde(default)]
+    pub processes: Option<Vec<String>>,
+}
+
+impl Default for VmSpec {
+    /// fly's default machine: shared-cpu-1x with 256 MB.
+    fn default() -> Self {
+        VmSpec {
+            memory_mb: 256,
+            cpus: 1.0,
+            size: Some("shared-cpu-1x".into()),
+            processes: None,
+        }
+    }
+}
+
+/// Named sizes: fly's machine presets (CPUs, MiB of memory).
+pub const VM_SIZES: &[(&str, f64, u32)] = &[
+    ("shared-cpu-1x", 1.0, 256),
+    ("shared-cpu-2x", 2.0, 512),
+    ("shared-cpu-4x", 4.0, 1024),
+    ("shared-cpu-8x", 8.0, 2048),
+    ("performance-1x", 1.0, 2048),
+    ("performance-2x", 2.0, 4096),
+    ("performance-4x", 4.0, 8192),
+    ("performance-8x", 8.0, 16384),
+    ("performance-16x", 16.0, 32768),
+];
+
+impl AppSpec {
+    /// The size of instances of `process`.
+    pub fn vm_for(&self, process: &str) -> VmSpec {
+        self.vms
+            .iter()
+            .find(|vm| {
+                vm.processes
+                    .as_ref()
+                    .is_none_or(|groups| groups.iter().any(|group| group == process))
+            })
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// `[resources]`: the managed services berth provides the app.
@@ -83,6 +142,7 @@ impl Default for AppSpec {
             jobs: Vec::new(),
             resources: ResourcesSpec::default(),
             mounts: Vec::new(),
+            vms: Vec::new(),
         }
     }
 }

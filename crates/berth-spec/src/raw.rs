@@ -96,7 +96,7 @@ struct RawSpec {
     metrics: Option<toml::Value>,
     // Accepted now, enforced by later capabilities.
     statics: Option<toml::Value>,
-    vm: Option<toml::Value>,
+    vm: Option<OneOrMany<RawVm>>,
     mounts: Option<OneOrMany<RawMount>>,
     jobs: Vec<RawJob>,
     resources: Option<RawResources>,
@@ -161,6 +161,22 @@ struct RawMount {
     auto_extend_size_limit: Option<toml::Value>,
     snapshot_retention: Option<toml::Value>,
     scheduled_snapshots: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawVm {
+    size: Option<Spanned<String>>,
+    memory: Option<Spanned<NumberOrText>>,
+    memory_mb: Option<Spanned<NumberOrText>>,
+    cpus: Option<Spanned<NumberOrText>>,
+    cpu_kind: Option<Spanned<String>>,
+    processes: Option<Vec<Spanned<String>>>,
+    gpus: Option<toml::Value>,
+    gpu_kind: Option<toml::Value>,
+    kernel_args: Option<toml::Value>,
+    host_dedication_id: Option<toml::Value>,
+    persist_rootfs: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,7 +378,6 @@ fn validate(
     }
     let not_yet = [
         ("[[statics]]", raw.statics.is_some()),
-        ("[[vm]]", raw.vm.is_some()),
         ("[budget]", raw.budget.is_some()),
     ];
     for (section, present) in not_yet {
@@ -408,6 +423,9 @@ fn validate(
     if let Some(resources) = raw.resources {
         spec.resources.postgres = resources.postgres.is_some_and(|on| *on.get_ref());
         spec.resources.redis = resources.redis.is_some_and(|on| *on.get_ref());
+    }
+    if let Some(vms) = raw.vm {
+        spec.vms = validate_vms(file, vms.into_vec(), problems, warnings);
     }
     if let Some(mounts) = raw.mounts {
         spec.mounts = validate_mounts(file, mounts.into_vec(), problems, warnings);
@@ -501,6 +519,111 @@ fn validate_mounts(
         });
     }
     valid
+}
+
+fn validate_vms(
+    file: &str,
+    vms: Vec<RawVm>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<crate::model::VmSpec> {
+    let mut valid = Vec::new();
+    for vm in vms {
+        let mut spec = crate::model::VmSpec::default();
+        if let Some(size) = &vm.size {
+            let name = size.get_ref().to_ascii_lowercase();
+            match crate::model::VM_SIZES
+                .iter()
+                .find(|(known, _, _)| *known == name)
+            {
+                Some((known, cpus, memory)) => {
+                    spec.size = Some((*known).to_string());
+                    spec.cpus = *cpus;
+                    spec.memory_mb = *memory;
+                }
+                None => problems.at(
+                    size,
+                    format!(
+                        "unknown size `{name}` (known: {})",
+                        crate::model::VM_SIZES
+                            .iter()
+                            .map(|(known, _, _)| *known)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            }
+        }
+        for value in [&vm.memory, &vm.memory_mb].into_iter().flatten() {
+            match memory_mib(value.get_ref()) {
+                Some(mib) if mib >= 16 => {
+                    spec.memory_mb = mib;
+                    spec.size = None;
+                }
+                _ => problems.at(
+                    value,
+                    "memory must be at least 16 MB: a number of MB, or a size such as \"512mb\" or \"1gb\"".into(),
+                ),
+            }
+        }
+        if let Some(value) = &vm.cpus {
+            let cpus = match value.get_ref() {
+                NumberOrText::Integer(number) => Some(*number as f64),
+                NumberOrText::Float(number) => Some(*number),
+                NumberOrText::Text(text) => text.trim().parse().ok(),
+            };
+            match cpus {
+                Some(cpus) if cpus > 0.0 && cpus <= 256.0 => {
+                    spec.cpus = cpus;
+                    spec.size = None;
+                }
+                _ => problems.at(value, "cpus must be a number above 0".into()),
+            }
+        }
+        if let Some(kind) = &vm.cpu_kind
+            && !matches!(kind.get_ref().as_str(), "shared" | "performance")
+        {
+            problems.at(
+                kind,
+                "cpu_kind must be \"shared\" or \"performance\"".into(),
+            );
+        }
+        if vm.gpus.is_some() || vm.gpu_kind.is_some() {
+            warnings.push(format!(
+                "{file}: [[vm]] GPUs are ignored: berth runs on this machine's CPUs"
+            ));
+        }
+        let _ = (vm.kernel_args, vm.host_dedication_id, vm.persist_rootfs);
+        spec.processes = vm
+            .processes
+            .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
+        valid.push(spec);
+    }
+    valid
+}
+
+/// MiB from fly's memory forms: a bare number of MB, or `512mb`, `1gb`, `2048MiB`.
+fn memory_mib(value: &NumberOrText) -> Option<u32> {
+    match value {
+        NumberOrText::Integer(number) => u32::try_from(*number).ok(),
+        NumberOrText::Float(_) => None,
+        NumberOrText::Text(text) => {
+            let text = text.trim().to_ascii_lowercase();
+            let split = text
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(text.len());
+            let (number, unit) = text.split_at(split);
+            let number: f64 = number.parse().ok()?;
+            let factor = match unit.trim() {
+                "" | "m" | "mb" | "mib" => 1.0,
+                "g" | "gb" | "gib" => 1024.0,
+                "k" | "kb" | "kib" => 1.0 / 1024.0,
+                _ => return None,
+            };
+            let mib = number * factor;
+            (mib.is_finite() && mib >= 0.0 && mib < u32::MAX as f64).then_some(mib.round() as u32)
+        }
+    }
 }
 
 /// fly's volume names: lowercase letters, digits and underscores, at most 30.

@@ -366,3 +366,50 @@ fn bad_scaling_values_are_errors_at_their_place() {
         "{err}"
     );
 }
+
+#[test]
+fn vm_sizes_and_memory_forms() {
+    let text = r#"
+[[vm]]
+size = "shared-cpu-2x"
+processes = ["web"]
+
+[[vm]]
+memory = "1gb"
+cpus = 2
+processes = ["worker"]
+
+[[vm]]
+memory_mb = 384
+"#;
+    let spec = parse_spec("fly.toml", text).unwrap().spec;
+    let web = spec.vm_for("web");
+    assert_eq!(
+        (web.memory_mb, web.cpus, web.size.as_deref()),
+        (512, 2.0, Some("shared-cpu-2x"))
+    );
+    assert_eq!(spec.vm_for("worker").memory_mb, 1024);
+    assert_eq!(spec.vm_for("cron").memory_mb, 384);
+    let default = parse_spec("fly.toml", "").unwrap().spec.vm_for("web");
+    assert_eq!((default.memory_mb, default.cpus), (256, 1.0));
+    let plain = parse_spec("fly.toml", "[[vm]]\nmemory = 512\n")
+        .unwrap()
+        .spec;
+    assert_eq!(plain.vm_for("web").memory_mb, 512);
+}
+
+#[test]
+fn bad_vm_values_are_errors_at_their_place() {
+    let err = parse_spec(
+        "fly.toml",
+        "[[vm]]\nsize = \"huge-cpu-9x\"\nmemory = \"lots\"\ncpus = 0\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("fly.toml:2:8: unknown size `huge-cpu-9x`"),
+        "{err}"
+    );
+    assert!(err.contains("fly.toml:3:10: memory must be"), "{err}");
+    assert!(err.contains("fly.toml:4:8: cpus must be"), "{err}");
+}
