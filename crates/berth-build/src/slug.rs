@@ -48,9 +48,12 @@ impl SlugStore {
     }
 
     /// Stores `source` (without `target/` and `.git/`) plus `binaries` as a
-    /// slug and returns its digest.
+    /// slug of `app` and returns its digest. The app's name is part of the
+    /// slug (`.berth/app`), so two apps never share one: each app's slug
+    /// can belong to that app's own user.
     pub fn store(
         &self,
+        app: &str,
         source: &Path,
         binaries: &[(String, PathBuf)],
     ) -> Result<String, SlugError> {
@@ -67,6 +70,8 @@ impl SlugStore {
             fs::copy(path, bin_dir.join(name))
                 .map_err(slug_error(format!("copy binary {name}")))?;
         }
+        fs::write(staging.path().join(".berth/app"), app)
+            .map_err(slug_error("write the app's name"))?;
         let digest = digest_tree(staging.path()).map_err(slug_error("hash the slug"))?;
         let final_path = self.path(&digest);
         if final_path.is_dir() {
@@ -172,10 +177,10 @@ mod tests {
         fs::write(&binary, "ELF").unwrap();
 
         let first = store
-            .store(source.path(), &[("hello".into(), binary.clone())])
+            .store("hello", source.path(), &[("hello".into(), binary.clone())])
             .unwrap();
         let second = store
-            .store(source.path(), &[("hello".into(), binary.clone())])
+            .store("hello", source.path(), &[("hello".into(), binary.clone())])
             .unwrap();
         assert_eq!(first, second);
         let slug = store.path(&first);
@@ -186,8 +191,12 @@ mod tests {
         assert!(!slug.join("target").exists());
 
         fs::write(source.path().join("main.rs"), "fn main() { 1; }").unwrap();
+        let other_app = store
+            .store("other", source.path(), &[("hello".into(), binary.clone())])
+            .unwrap();
+        assert_ne!(first, other_app, "apps never share a slug");
         let third = store
-            .store(source.path(), &[("hello".into(), binary)])
+            .store("hello", source.path(), &[("hello".into(), binary)])
             .unwrap();
         assert_ne!(first, third);
         assert!(store.contains(&first) && store.contains(&third));

@@ -1,6 +1,7 @@
 //! The one module allowed `unsafe`: system calls made around a child
-//! process (parent-death signal, signalling a process group, a private
-//! mount namespace with bind mounts).
+//! process (parent-death signal, signalling a process group, joining
+//! cgroups, private mount and IPC namespaces with bind mounts and `/tmp`,
+//! becoming the app's own user).
 //!
 //! Each block below calls a libc function with plain integer arguments or
 //! with C strings made before the fork; none touches memory the child
@@ -42,56 +43,200 @@ pub(crate) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Bind mounts as C strings, made in the parent: a pre-exec hook must not
-/// allocate.
-pub(crate) struct PreparedBinds {
-    pairs: Vec<(CString, CString)>,
+/// Everything a child does between fork and exec to enter its sandbox,
+/// prepared in the parent: a pre-exec hook must not allocate.
+pub(crate) struct PreparedSandbox {
+    cgroup_fds: Vec<std::os::fd::RawFd>,
+    /// Directories to make in the fresh `/tmp` (parents first).
+    tmp_dirs: Vec<CString>,
+    /// (source, destination) bind mounts, in order. Sources under a
+    /// covered `/tmp` are reached through `old_tmp`.
+    binds: Vec<(CString, CString)>,
+    private_tmp: bool,
+    user: Option<(u32, u32)>,
+    /// A descriptor number reserved in the parent (on /dev/null); the child
+    /// puts its own handle on the host's `/tmp` there, so paths under it stay
+    /// reachable once a fresh `/tmp` covers it. (A handle opened in the
+    /// parent would belong to the parent's mount namespace, which a bind
+    /// mount refuses.)
+    old_tmp: Option<std::os::fd::OwnedFd>,
 }
 
-impl PreparedBinds {
-    /// Prepares `binds`, creating each destination (and the source) if missing.
-    pub(crate) fn prepare(binds: &[BindMount]) -> io::Result<PreparedBinds> {
-        let mut pairs = Vec::with_capacity(binds.len());
+fn c_path(path: &std::path::Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other(format!("{} holds a NUL byte", path.display())))
+}
+
+impl PreparedSandbox {
+    /// Prepares `binds` (creating each source and destination if missing),
+    /// a private `/tmp` that still shows `workdir` (and bind sources) when
+    /// they live under the host's `/tmp`, the user to become, and the cgroup
+    /// files to join.
+    pub(crate) fn prepare(
+        workdir: &std::path::Path,
+        binds: &[BindMount],
+        sandbox: Option<&crate::Sandbox>,
+        cgroup_fds: Vec<std::os::fd::RawFd>,
+    ) -> io::Result<PreparedSandbox> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::path::{Path, PathBuf};
+        let private_tmp = sandbox.is_some_and(|sandbox| sandbox.private_tmp);
+        let tmp = Path::new("/tmp");
+        let mut old_tmp = None;
+        let mut old_tmp_fd = -1;
+        if private_tmp
+            && (workdir.starts_with(tmp) || binds.iter().any(|bind| bind.source.starts_with(tmp)))
+        {
+            // SAFETY: open(2) with a valid C string; the result is owned below.
+            let fd = unsafe {
+                libc::open(
+                    c"/tmp".as_ptr(),
+                    libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is a fresh descriptor nobody else owns.
+            old_tmp = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            old_tmp_fd = fd;
+        }
+        // A path under the covered /tmp, as the child can still reach it.
+        let reachable = |path: &Path| -> PathBuf {
+            match path.strip_prefix(tmp) {
+                Ok(rest) if old_tmp_fd >= 0 => {
+                    PathBuf::from(format!("/proc/self/fd/{old_tmp_fd}")).join(rest)
+                }
+                _ => path.to_path_buf(),
+            }
+        };
+        let mut tmp_dirs: Vec<PathBuf> = Vec::new();
+        let mut need_in_tmp = |path: &Path| {
+            if private_tmp && path.starts_with(tmp) {
+                for ancestor in path.ancestors().collect::<Vec<_>>().into_iter().rev() {
+                    if ancestor.starts_with(tmp)
+                        && ancestor != tmp
+                        && !tmp_dirs.iter().any(|dir| dir == ancestor)
+                    {
+                        tmp_dirs.push(ancestor.to_path_buf());
+                    }
+                }
+            }
+        };
+        let mut pairs = Vec::with_capacity(binds.len() + 1);
+        if old_tmp_fd >= 0 && workdir.starts_with(tmp) {
+            need_in_tmp(workdir);
+            pairs.push((c_path(&reachable(workdir))?, c_path(workdir)?));
+        }
         for bind in binds {
             std::fs::create_dir_all(&bind.source)?;
             std::fs::create_dir_all(&bind.destination)?;
-            let source = CString::new(bind.source.as_os_str().as_bytes())
-                .map_err(|_| io::Error::other("a mount source holds a NUL byte"))?;
-            let destination = CString::new(bind.destination.as_os_str().as_bytes())
-                .map_err(|_| io::Error::other("a mount destination holds a NUL byte"))?;
-            pairs.push((source, destination));
+            need_in_tmp(&bind.destination);
+            pairs.push((
+                c_path(&reachable(&bind.source))?,
+                c_path(&bind.destination)?,
+            ));
         }
-        Ok(PreparedBinds { pairs })
+        Ok(PreparedSandbox {
+            cgroup_fds,
+            tmp_dirs: tmp_dirs
+                .iter()
+                .map(|dir| c_path(dir))
+                .collect::<io::Result<_>>()?,
+            binds: pairs,
+            private_tmp,
+            user: sandbox.map(|sandbox| (sandbox.uid, sandbox.gid)),
+            old_tmp,
+        })
     }
 
-    /// In the child, before exec: a mount namespace of its own in which
-    /// mounts do not propagate back to the host, then each bind mount.
+    /// In the child, before exec: join the cgroups; a mount and IPC
+    /// namespace of its own in which mounts do not propagate back to the
+    /// host, a fresh `/tmp`, the bind mounts; then the app's own user (no
+    /// supplementary groups). The parent-death signal is set after, by the
+    /// caller: changing user clears it.
     pub(crate) fn enter(&self) -> io::Result<()> {
-        if self.pairs.is_empty() {
-            return Ok(());
-        }
-        // SAFETY: unshare and mount are system calls, async-signal-safe; the
-        // strings were made before the fork and live as long as `self`.
-        unsafe {
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            check(libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
-            for (source, destination) in &self.pairs {
+        crate::cgroup::join_fds(&self.cgroup_fds)?;
+        let isolated = self.user.is_some();
+        if !self.binds.is_empty() || self.private_tmp || isolated {
+            let flags = if isolated {
+                libc::CLONE_NEWNS | libc::CLONE_NEWIPC
+            } else {
+                libc::CLONE_NEWNS
+            };
+            // SAFETY: unshare, mount and mkdir are system calls,
+            // async-signal-safe; the strings were made before the fork and
+            // live as long as `self`.
+            unsafe {
+                check(libc::unshare(flags))?;
                 check(libc::mount(
-                    source.as_ptr(),
-                    destination.as_ptr(),
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
                     std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
+                    libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
                 ))?;
+                if let Some(reserved) = &self.old_tmp {
+                    use std::os::fd::AsRawFd;
+                    let fd = libc::open(
+                        c"/tmp".as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    );
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if libc::dup3(fd, reserved.as_raw_fd(), libc::O_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                }
+                if self.private_tmp {
+                    check(libc::mount(
+                        c"tmpfs".as_ptr(),
+                        c"/tmp".as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV,
+                        c"mode=1777,size=64m".as_ptr().cast(),
+                    ))?;
+                    for dir in &self.tmp_dirs {
+                        if libc::mkdir(dir.as_ptr(), 0o755) != 0
+                            && *libc::__errno_location() != libc::EEXIST
+                        {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                }
+                for (source, destination) in &self.binds {
+                    check(libc::mount(
+                        source.as_ptr(),
+                        destination.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ))?;
+                }
+            }
+        }
+        if let Some((uid, gid)) = self.user {
+            // SAFETY: plain system calls with integer arguments.
+            unsafe {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
             }
         }
         Ok(())
+    }
+}
+
+/// Writes `bytes` to descriptor `fd` (async-signal-safe).
+pub(crate) fn write_fd(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<()> {
+    // SAFETY: write(2) reads `bytes.len()` bytes from a live slice.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    if written == bytes.len() as isize {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

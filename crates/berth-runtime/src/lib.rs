@@ -6,6 +6,7 @@
 //! Drivers never decide *what* runs or restart anything: that is the
 //! reconciler's job. They start, report and stop.
 
+pub mod cgroup;
 mod isolation;
 mod process;
 
@@ -38,6 +39,22 @@ pub struct InstanceSpec {
     /// (volumes). Applied only when [`can_isolate`]; otherwise the caller
     /// tells the app the source paths through its environment.
     pub binds: Vec<BindMount>,
+    /// Its sandbox: its own user, limits, private `/tmp`. Applied only
+    /// when [`can_isolate`].
+    pub sandbox: Option<Sandbox>,
+}
+
+/// How an instance is fenced in when berth runs as root.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sandbox {
+    /// The app's own user id (no name needed).
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+    /// Memory and CPU limits (a cgroup of its own).
+    pub limits: Option<cgroup::Limits>,
+    /// A fresh, private `/tmp`.
+    pub private_tmp: bool,
 }
 
 /// A host directory the instance sees at another path.
@@ -124,6 +141,11 @@ pub enum ExitCause {
     Signal(i32),
     /// Its status could not be read.
     Unknown(String),
+    /// The kernel killed it for using more memory than its limit.
+    OutOfMemory {
+        /// The limit, in MiB.
+        limit_mib: u64,
+    },
 }
 
 impl ExitCause {
@@ -154,6 +176,10 @@ impl fmt::Display for ExitCause {
                 }
             }
             ExitCause::Unknown(why) => write!(f, "exit status unknown: {why}"),
+            ExitCause::OutOfMemory { limit_mib } => write!(
+                f,
+                "out of memory: killed by the kernel over its {limit_mib} MiB limit"
+            ),
         }
     }
 }

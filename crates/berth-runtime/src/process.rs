@@ -16,9 +16,38 @@ use crate::{
 /// Longest line kept whole; longer lines are split.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// Runs instances as plain child processes.
+/// Runs instances as child processes: plain ones, or (as root) each in a
+/// cgroup, namespaces and user of its own.
 #[derive(Debug, Default, Clone)]
-pub struct ProcessDriver;
+pub struct ProcessDriver {
+    cgroups: Option<crate::cgroup::Cgroups>,
+}
+
+impl ProcessDriver {
+    /// A driver that uses cgroups when it can (root, a cgroup hierarchy).
+    pub fn detect() -> ProcessDriver {
+        ProcessDriver {
+            cgroups: crate::cgroup::Cgroups::detect(),
+        }
+    }
+
+    /// A driver without cgroups: limits are not enforced.
+    pub fn plain() -> ProcessDriver {
+        ProcessDriver { cgroups: None }
+    }
+
+    /// What it can enforce, for the server's start-up line.
+    pub fn describe(&self) -> String {
+        match (&self.cgroups, crate::can_isolate()) {
+            (Some(cgroups), true) => format!(
+                "instances run isolated: own user, mount and IPC namespaces, private /tmp, limits by {}",
+                cgroups.describe()
+            ),
+            (None, true) => "instances run in their own user and namespaces; no cgroup hierarchy found, so sizes are not enforced".into(),
+            (None, false) | (Some(_), false) => "not running as root: instances are plain processes of this user on $PORT; sizes, users and namespaces are not enforced".into(),
+        }
+    }
+}
 
 #[derive(Debug)]
 struct ProcessGroup {
@@ -71,28 +100,49 @@ impl Driver for ProcessDriver {
         for (key, value) in &spec.env {
             command.env(key, value);
         }
-        let binds = if spec.binds.is_empty() || !isolation::is_root() {
-            None
-        } else {
-            Some(
-                isolation::PreparedBinds::prepare(&spec.binds).map_err(|source| {
-                    DriverError::Spawn {
-                        command: format!("{} (preparing its volumes)", spec.command),
-                        source,
-                    }
-                })?,
-            )
+        let root = isolation::is_root();
+        let sandbox_spec = spec.sandbox.as_ref().filter(|_| root);
+        let prepare_error = |what: &str, source: std::io::Error| DriverError::Spawn {
+            command: format!("{} ({what})", spec.command),
+            source,
         };
+        let cgroup = match (
+            sandbox_spec.and_then(|sandbox| sandbox.limits),
+            &self.cgroups,
+        ) {
+            (Some(limits), Some(cgroups)) => Some(
+                cgroups
+                    .create(&spec.id, limits)
+                    .map_err(|err| prepare_error("making its cgroup", err))?,
+            ),
+            _ => None,
+        };
+        let sandbox = if root && (!spec.binds.is_empty() || sandbox_spec.is_some()) {
+            let fds = cgroup
+                .as_ref()
+                .map(crate::cgroup::InstanceCgroup::procs_fds)
+                .unwrap_or_default();
+            Some(
+                isolation::PreparedSandbox::prepare(&spec.workdir, &spec.binds, sandbox_spec, fds)
+                    .map_err(|err| prepare_error("preparing its sandbox", err))?,
+            )
+        } else {
+            None
+        };
+        if sandbox_spec.is_some() {
+            command.env("TMPDIR", "/tmp");
+        }
         // The hook makes only async-signal-safe system calls, with strings
-        // prepared before the fork.
+        // and files prepared before the fork.
         #[allow(unsafe_code)]
-        // SAFETY: see isolation::die_with_parent and PreparedBinds::enter.
+        // SAFETY: see isolation::die_with_parent and PreparedSandbox::enter.
         unsafe {
             command.pre_exec(move || {
-                isolation::die_with_parent()?;
-                if let Some(binds) = &binds {
-                    binds.enter()?;
+                if let Some(sandbox) = &sandbox {
+                    sandbox.enter()?;
                 }
+                // After the user change, which would clear it.
+                isolation::die_with_parent()?;
                 Ok(())
             });
         }
@@ -108,8 +158,11 @@ impl Driver for ProcessDriver {
             tokio::spawn(forward_lines(stderr, OutputStream::Stderr, output));
         }
         let (exit_sender, exit) = watch::channel(None);
+        let limit_mib = sandbox_spec
+            .and_then(|sandbox| sandbox.limits)
+            .map(|limits| limits.memory_bytes / (1024 * 1024));
         tokio::spawn(async move {
-            let cause = match child.wait().await {
+            let mut cause = match child.wait().await {
                 Ok(status) => {
                     use std::os::unix::process::ExitStatusExt;
                     match (status.code(), status.signal()) {
@@ -122,6 +175,14 @@ impl Driver for ProcessDriver {
             };
             // The group may hold children the main process left behind.
             isolation::signal_group(pid, libc::SIGKILL);
+            if let Some(cgroup) = cgroup {
+                if cgroup.oom_kills() > 0 {
+                    cause = ExitCause::OutOfMemory {
+                        limit_mib: limit_mib.unwrap_or(0),
+                    };
+                }
+                let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+            }
             let _ = exit_sender.send(Some(cause));
         });
         Ok(RunningInstance::new(
@@ -205,6 +266,7 @@ mod tests {
             bin_dir: std::env::temp_dir(),
             env: vec![("GREETING".into(), "hi there".into())],
             binds: Vec::new(),
+            sandbox: None,
         }
     }
 
@@ -228,6 +290,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sandboxed_instance_has_its_user_tmp_and_memory_limit() {
+        if !crate::can_isolate() {
+            eprintln!("skipped: sandboxes need root");
+            return;
+        }
+        let driver = ProcessDriver::detect();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink_lines = lines.clone();
+        let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+        let mut sandboxed =
+            spec("id -u; id -G; ls -A /tmp | wc -l; touch /tmp/mine && echo tmp-ok");
+        sandboxed.sandbox = Some(crate::Sandbox {
+            uid: 65534,
+            gid: 65534,
+            limits: Some(crate::cgroup::Limits {
+                memory_bytes: 32 * 1024 * 1024,
+                cpus: 0.5,
+            }),
+            private_tmp: true,
+        });
+        let instance = driver.start(&sandboxed, sink.clone()).unwrap();
+        assert_eq!(instance.exited().await, ExitCause::Code(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*lines.lock().unwrap(), ["65534", "65534", "0", "tmp-ok"]);
+
+        // Past its memory: killed by the kernel, and said so.
+        let mut hungry = sandboxed.clone();
+        hungry.id = "web-hungry".into();
+        hungry.command = "dd if=/dev/zero of=/dev/null bs=200M count=1".into();
+        let instance = driver.start(&hungry, sink).unwrap();
+        if driver.cgroups.is_some() {
+            assert_eq!(
+                instance.exited().await,
+                ExitCause::OutOfMemory { limit_mib: 32 }
+            );
+        } else {
+            instance.exited().await;
+        }
+    }
+
+    #[tokio::test]
     async fn a_bind_mount_is_seen_by_the_instance_only() {
         if !crate::can_isolate() {
             eprintln!("skipped: bind mounts need root");
@@ -244,7 +347,7 @@ mod tests {
             destination: destination.clone(),
         });
         let sink: OutputSink = Arc::new(|_, _| {});
-        let instance = ProcessDriver.start(&spec, sink).unwrap();
+        let instance = ProcessDriver::plain().start(&spec, sink).unwrap();
         assert_eq!(instance.exited().await, ExitCause::Code(0));
         assert_eq!(
             std::fs::read_to_string(volume.path().join("file")).unwrap(),
@@ -260,7 +363,7 @@ mod tests {
         let sink_lines = lines.clone();
         let sink: OutputSink =
             Arc::new(move |stream, line| sink_lines.lock().unwrap().push((stream, line)));
-        let instance = ProcessDriver
+        let instance = ProcessDriver::plain()
             .start(&spec("echo \"$GREETING\"; echo oops >&2; exit 3"), sink)
             .unwrap();
         assert_eq!(instance.exited().await, ExitCause::Code(3));
@@ -279,7 +382,7 @@ mod tests {
     #[tokio::test]
     async fn stop_sends_sigterm_then_sigkill_after_the_grace() {
         let sink: OutputSink = Arc::new(|_, _| {});
-        let polite = ProcessDriver
+        let polite = ProcessDriver::plain()
             .start(&spec("sleep 30"), sink.clone())
             .unwrap();
         assert_eq!(
@@ -287,7 +390,7 @@ mod tests {
             ExitCause::Signal(15)
         );
 
-        let stubborn = ProcessDriver
+        let stubborn = ProcessDriver::plain()
             .start(&spec("trap '' TERM; while true; do sleep 0.05; done"), sink)
             .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;

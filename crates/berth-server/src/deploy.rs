@@ -231,7 +231,7 @@ impl Deployer {
                 .build(&app_for_build, &source, bin.as_deref(), &mut output)
                 .map_err(|err| err.to_string())?;
             let digest = slugs
-                .store(&built.source_dir, &built.binaries)
+                .store(&app_for_build, &built.source_dir, &built.binaries)
                 .map_err(|err| {
                     let source = std::error::Error::source(&err)
                         .map(|source| format!(": {source}"))

@@ -161,7 +161,9 @@ pub async fn run(
         })?;
     let router_addr = router_sockets.local_addr();
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
-    let driver: Arc<dyn berth_runtime::Driver> = Arc::new(ProcessDriver);
+    let process_driver = ProcessDriver::detect();
+    tracing::info!("{}", process_driver.describe());
+    let driver: Arc<dyn berth_runtime::Driver> = Arc::new(process_driver);
     let resources = Arc::new(resources::Resources::new(
         data,
         store.clone(),

@@ -66,6 +66,9 @@ impl Launcher {
         env.push(("BERTH_RELEASE".into(), release.version.to_string()));
         env.push(("BERTH_PROCESS".into(), process.to_string()));
         env.push(("BERTH_INSTANCE".into(), instance.to_string()));
+        let sandbox = self
+            .resources
+            .sandbox_for(&release.app, spec, process, &slug_dir)?;
         Ok(InstanceSpec {
             id: instance.to_string(),
             app: release.app.clone(),
@@ -74,6 +77,7 @@ impl Launcher {
             workdir: slug_dir,
             env,
             binds: self.resources.binds_for(&release.app, spec, process),
+            sandbox,
         })
     }
 }

@@ -301,6 +301,49 @@ impl Resources {
             .collect()
     }
 
+    /// The sandbox of a process of `app` when berth runs as root: the app's
+    /// own user (its slug and volumes become that user's, mode 0700, so no
+    /// other app can read them), its `[[vm]]` size as cgroup limits, a
+    /// private `/tmp`. `None` when not root.
+    pub fn sandbox_for(
+        &self,
+        app: &str,
+        spec: &AppSpec,
+        process: &str,
+        slug_dir: &Path,
+    ) -> Result<Option<berth_runtime::Sandbox>, String> {
+        if !berth_runtime::can_isolate() {
+            return Ok(None);
+        }
+        let uid = self.store.app_uid(app).map_err(|err| err.to_string())?;
+        own_tree(slug_dir, uid).map_err(|err| {
+            format!(
+                "cannot give the slug {} to the app's user: {err}",
+                slug_dir.display()
+            )
+        })?;
+        let volumes = self.volumes_dir.join(app);
+        if spec.mounts.iter().any(|mount| mount.applies_to(process)) {
+            std::fs::create_dir_all(&volumes).map_err(|err| err.to_string())?;
+            own_tree(&volumes, uid).map_err(|err| {
+                format!(
+                    "cannot give the volumes {} to the app's user: {err}",
+                    volumes.display()
+                )
+            })?;
+        }
+        let vm = spec.vm_for(process);
+        Ok(Some(berth_runtime::Sandbox {
+            uid,
+            gid: uid,
+            limits: Some(berth_runtime::cgroup::Limits {
+                memory_bytes: u64::from(vm.memory_mb) * 1024 * 1024,
+                cpus: vm.cpus,
+            }),
+            private_tmp: true,
+        }))
+    }
+
     /// Makes each volume `spec` mounts exist (so it is there, and listed,
     /// before the first instance starts).
     pub fn ensure_volumes(&self, app: &str, spec: &AppSpec) -> Result<Vec<String>, ResourcesError> {
@@ -596,6 +639,32 @@ impl Resources {
             .any(|kind| matches!(self.store.resource(app, kind), Ok(Some(_))))
             || self.volumes_dir.join(app).is_dir()
     }
+}
+
+/// Makes `root` and everything under it owned by `uid` (group `uid`), and
+/// `root` mode 0700. Skipped when `root` and its direct children are
+/// already `uid`'s, so an instance start costs a few `stat`s.
+fn own_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let owned = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.uid() == uid);
+    let children_owned = std::fs::read_dir(root)?
+        .flatten()
+        .all(|entry| owned(&entry.path()));
+    if owned(root) && children_owned {
+        return Ok(());
+    }
+    fn walk(path: &Path, uid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                walk(&entry?.path(), uid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, uid)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
 }
 
 fn tree_size(dir: &Path) -> u64 {

@@ -45,6 +45,9 @@ pub enum StoreError {
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The first user id given to an app (well above system and login users).
+pub const FIRST_APP_UID: u32 = 200_000;
+
 /// An app as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRow {
@@ -506,6 +509,32 @@ impl Store {
             }
             insert_event(tx, app, "env.changed", cause)?;
             Ok(())
+        })
+    }
+
+    /// The user id `app`'s instances run as: allocated once, from
+    /// [`FIRST_APP_UID`] up, never reused while the app exists.
+    pub fn app_uid(&self, app: &str) -> Result<u32> {
+        self.write(|tx| {
+            let uid: Option<u32> = tx
+                .query_row("SELECT uid FROM apps WHERE name = ?1", [app], |row| {
+                    row.get(0)
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("app `{app}`")))?;
+            if let Some(uid) = uid {
+                return Ok(uid);
+            }
+            let next: u32 = tx.query_row(
+                "SELECT COALESCE(MAX(uid) + 1, ?1) FROM apps",
+                [FIRST_APP_UID],
+                |row| row.get(0),
+            )?;
+            tx.execute(
+                "UPDATE apps SET uid = ?2 WHERE name = ?1",
+                params![app, next],
+            )?;
+            Ok(next)
         })
     }
 

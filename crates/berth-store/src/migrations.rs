@@ -112,6 +112,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE process_groups ADD COLUMN scale_max INTEGER;
     ALTER TABLE process_groups ADD COLUMN scale_reason TEXT;
     "#,
+    // 5: each app's own user id, for its instances' sandbox.
+    r#"
+    ALTER TABLE apps ADD COLUMN uid INTEGER;
+    "#,
 ];
 
 /// Brings the schema to the newest version.

@@ -262,3 +262,16 @@ fn the_autoscaler_count_wins_until_a_deploy_or_a_manual_scale() {
             .is_err()
     );
 }
+
+#[test]
+fn each_app_gets_its_own_stable_user_id() {
+    let (_dir, store) = open();
+    store.create_app("alpha").unwrap();
+    store.create_app("beta").unwrap();
+    let alpha = store.app_uid("alpha").unwrap();
+    let beta = store.app_uid("beta").unwrap();
+    assert_eq!(alpha, FIRST_APP_UID);
+    assert_eq!(beta, FIRST_APP_UID + 1);
+    assert_eq!(store.app_uid("alpha").unwrap(), alpha);
+    assert!(store.app_uid("ghost").is_err());
+}

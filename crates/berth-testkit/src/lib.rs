@@ -63,6 +63,22 @@ pub fn shared_build_cache() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/berth-test-build-cache"))
 }
 
+/// A directory a test and the apps it deploys both write to. Not under
+/// /tmp (instances of a server running as root get a private /tmp) and
+/// open to every user (they run as their app's own user).
+pub fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = workspace_root().join("target/berth-test-shared");
+    std::fs::create_dir_all(&parent).expect("shared dir parent");
+    let dir = tempfile::Builder::new()
+        .prefix("shared-")
+        .tempdir_in(&parent)
+        .expect("shared dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("open the shared dir");
+    dir
+}
+
 /// A copy of `examples/NAME` in a temp dir, to change freely.
 pub fn example(name: &str) -> tempfile::TempDir {
     let source = workspace_root().join("examples").join(name);

@@ -51,7 +51,7 @@ timeout = "1s"
 max_retries = 0
 "#;
     deploy_plain(&server, spec).await;
-    let shared = tempfile::tempdir().unwrap();
+    let shared = berth_testkit::shared_dir();
     let dir = format!("DIR={}", shared.path().display());
     let out = server
         .ok(&[
@@ -232,7 +232,7 @@ async fn cancel_stops_an_execution_and_a_restart_marks_it_interrupted() {
 async fn a_release_command_runs_once_per_deploy_and_a_failing_one_aborts_it() {
     setup();
     let server = TestServer::start().await;
-    let marks = tempfile::tempdir().unwrap();
+    let marks = berth_testkit::shared_dir();
     let file = marks.path().join("migrations");
     let spec = format!(
         "[env]\nMARKS = \"{}\"\n\n[deploy]\nrelease_command = \"echo migrating v$BERTH_RELEASE; echo v$BERTH_RELEASE >> $MARKS\"\n",

@@ -1,9 +1,54 @@
 //! examples/plain: a web app with no dependencies at all (std only), so it
-//! builds in about a second. It answers every request with a greeting and
-//! its berth instance id; it serves one connection at a time.
+//! builds in about a second. It serves one connection at a time:
+//!
+//! - `GET /` answers with a greeting and its berth instance id;
+//! - `GET /whoami` answers with its user id;
+//! - `GET /read?path=P` answers with the file at P, or 403 and the error;
+//! - `GET /alloc?mb=N` allocates and touches N MiB, then answers.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+
+fn query<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let (_, query) = target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_default()
+}
+
+fn answer(target: &str, instance: &str) -> (u16, String) {
+    let path = target.split('?').next().unwrap_or("/");
+    match path {
+        "/whoami" => (200, uid()),
+        "/read" => match query(target, "path").map(std::fs::read_to_string) {
+            Some(Ok(text)) => (200, text),
+            Some(Err(err)) => (403, err.to_string()),
+            None => (400, "give ?path=".into()),
+        },
+        "/alloc" => {
+            let mb: usize = query(target, "mb").and_then(|mb| mb.parse().ok()).unwrap_or(1);
+            let mut block = vec![0u8; mb * 1024 * 1024];
+            // Touch every page so the memory is really used.
+            for page in block.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            (200, format!("allocated {} MiB", block.len() / (1024 * 1024)))
+        }
+        _ => (200, format!("plain says hi from {instance}\n")),
+    }
+}
 
 fn main() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
@@ -17,19 +62,26 @@ fn main() {
             Err(_) => continue,
         });
         let mut line = String::new();
+        let mut target = String::from("/");
+        let mut first = true;
         // Read the request head; the body (if any) is ignored.
         loop {
             line.clear();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) if line == "\r\n" || line == "\n" => break,
-                Ok(_) => {}
+                Ok(_) => {
+                    if first {
+                        target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                        first = false;
+                    }
+                }
             }
         }
-        let body = format!("plain says hi from {instance}\n");
+        let (status, body) = answer(&target, &instance);
         let _ = write!(
             stream,
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
     }

@@ -1,0 +1,246 @@
+//! A small cgroup layer that speaks v1 and v2: one cgroup per instance,
+//! with a memory limit (no swap beyond it) and a CPU quota, and how many
+//! times the kernel's OOM killer struck inside it.
+//!
+//! Instance cgroups live under berth's own: `<own>/berth/<instance>` in the
+//! memory and cpu hierarchies (v1), or in the unified hierarchy (v2). On v2
+//! a cgroup with processes cannot hand controllers to children, so the
+//! server first moves itself into a leaf `<own>/berth-server`.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// Where instance cgroups are made.
+#[derive(Debug, Clone)]
+pub enum Cgroups {
+    /// Separate memory and cpu hierarchies.
+    V1 {
+        /// `…/memory/<own>/berth`.
+        memory: PathBuf,
+        /// `…/cpu/<own>/berth`.
+        cpu: PathBuf,
+    },
+    /// One unified hierarchy.
+    V2 {
+        /// `<own>/berth`.
+        root: PathBuf,
+    },
+}
+
+/// The limits of one instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bytes of memory.
+    pub memory_bytes: u64,
+    /// CPU cores (a quota).
+    pub cpus: f64,
+}
+
+/// One instance's cgroup.
+#[derive(Debug)]
+pub struct InstanceCgroup {
+    dirs: Vec<PathBuf>,
+    memory_dir: PathBuf,
+    version2: bool,
+    procs: Vec<File>,
+}
+
+const CFS_PERIOD_US: u64 = 100_000;
+
+fn own_path(controller: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        let matches = if controller.is_empty() {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|name| name == controller)
+        };
+        matches.then(|| path.to_string())
+    })
+}
+
+fn join(base: &str, own: &str) -> PathBuf {
+    Path::new(base).join(own.trim_start_matches('/'))
+}
+
+impl Cgroups {
+    /// Finds the hierarchies and makes berth's parent cgroups; `None` when
+    /// cgroups cannot be managed here (not root, nothing mounted).
+    pub fn detect() -> Option<Cgroups> {
+        if !crate::can_isolate() {
+            return None;
+        }
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
+            let own = own_path("")?;
+            let own_dir = join("/sys/fs/cgroup", &own);
+            let root = own_dir.join("berth");
+            if enable_v2(&own_dir, &root).is_err() {
+                return None;
+            }
+            let cgroups = Cgroups::V2 { root };
+            cgroups.remove_leftovers();
+            return Some(cgroups);
+        }
+        let memory = join("/sys/fs/cgroup/memory", &own_path("memory")?).join("berth");
+        let cpu = join("/sys/fs/cgroup/cpu", &own_path("cpu")?).join("berth");
+        std::fs::create_dir_all(&memory).ok()?;
+        std::fs::create_dir_all(&cpu).ok()?;
+        let cgroups = Cgroups::V1 { memory, cpu };
+        cgroups.remove_leftovers();
+        Some(cgroups)
+    }
+
+    /// Removes the empty cgroups of instances a crashed server left (the
+    /// kernel refuses to remove those that still hold processes).
+    fn remove_leftovers(&self) {
+        let parents = match self {
+            Cgroups::V1 { memory, cpu } => vec![memory.clone(), cpu.clone()],
+            Cgroups::V2 { root } => vec![root.clone()],
+        };
+        for parent in parents {
+            for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if entry.path().is_dir() {
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+        }
+    }
+
+    /// Which version, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Cgroups::V1 { memory, .. } => format!("cgroup v1 under {}", memory.display()),
+            Cgroups::V2 { root } => format!("cgroup v2 under {}", root.display()),
+        }
+    }
+
+    /// Makes the cgroup of instance `id` with `limits`, opening the files a
+    /// starting process writes itself into.
+    pub fn create(&self, id: &str, limits: Limits) -> io::Result<InstanceCgroup> {
+        let quota = ((limits.cpus * CFS_PERIOD_US as f64).round() as u64).max(1000);
+        match self {
+            Cgroups::V1 { memory, cpu } => {
+                let memory_dir = memory.join(id);
+                let cpu_dir = cpu.join(id);
+                std::fs::create_dir_all(&memory_dir)?;
+                std::fs::create_dir_all(&cpu_dir)?;
+                write(
+                    &memory_dir.join("memory.limit_in_bytes"),
+                    limits.memory_bytes,
+                )?;
+                // With swap accounting, no swap beyond the limit either.
+                let _ = write(
+                    &memory_dir.join("memory.memsw.limit_in_bytes"),
+                    limits.memory_bytes,
+                );
+                write(&cpu_dir.join("cpu.cfs_period_us"), CFS_PERIOD_US)?;
+                write(&cpu_dir.join("cpu.cfs_quota_us"), quota)?;
+                let procs = vec![open_procs(&memory_dir)?, open_procs(&cpu_dir)?];
+                Ok(InstanceCgroup {
+                    dirs: vec![memory_dir.clone(), cpu_dir],
+                    memory_dir,
+                    version2: false,
+                    procs,
+                })
+            }
+            Cgroups::V2 { root } => {
+                let dir = root.join(id);
+                std::fs::create_dir_all(&dir)?;
+                write(&dir.join("memory.max"), limits.memory_bytes)?;
+                let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+                std::fs::write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
+                let procs = vec![open_procs(&dir)?];
+                Ok(InstanceCgroup {
+                    dirs: vec![dir.clone()],
+                    memory_dir: dir,
+                    version2: true,
+                    procs,
+                })
+            }
+        }
+    }
+}
+
+fn enable_v2(own_dir: &Path, root: &Path) -> io::Result<()> {
+    let subtree = own_dir.join("cgroup.subtree_control");
+    if std::fs::write(&subtree, "+memory +cpu").is_err() {
+        // Processes in our own cgroup block handing out controllers: move
+        // the server (all its threads) into a leaf first.
+        let leaf = own_dir.join("berth-server");
+        std::fs::create_dir_all(&leaf)?;
+        std::fs::write(leaf.join("cgroup.procs"), std::process::id().to_string())?;
+        std::fs::write(&subtree, "+memory +cpu")?;
+    }
+    std::fs::create_dir_all(root)?;
+    std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu")
+}
+
+fn write(path: &Path, value: u64) -> io::Result<()> {
+    std::fs::write(path, value.to_string())
+        .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))
+}
+
+fn open_procs(dir: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+}
+
+impl InstanceCgroup {
+    /// The descriptors a child writes `0` to (itself) before exec.
+    pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
+        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// How many processes the OOM killer killed in it.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.version2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        std::fs::read_to_string(self.memory_dir.join(file))
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    line.strip_prefix("oom_kill ")
+                        .and_then(|count| count.trim().parse().ok())
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Removes it (once its processes are gone).
+    pub fn remove(&self) {
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+impl Drop for InstanceCgroup {
+    fn drop(&mut self) {
+        // Close the procs files before the directories go.
+        self.procs.clear();
+    }
+}
+
+/// Writes `0` (the calling process) to each descriptor: joins the cgroups.
+/// Called in a child between fork and exec.
+pub(crate) fn join_fds(fds: &[RawFd]) -> io::Result<()> {
+    for fd in fds {
+        crate::isolation::write_fd(*fd, b"0")?;
+    }
+    Ok(())
+}
