@@ -8,8 +8,7 @@
 //! server first moves itself into a leaf `<own>/berth-server`.
 
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Where instance cgroups are made.
@@ -193,9 +192,27 @@ fn open_procs(dir: &Path) -> io::Result<File> {
 }
 
 impl InstanceCgroup {
-    /// The descriptors a child writes `0` to (itself) before exec.
-    pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
-        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    /// Moves process `pid` (all its threads) into the cgroup, then any
+    /// process of its process group (children it started meanwhile).
+    ///
+    /// Done from the parent just after exec, off the start's critical path:
+    /// on cgroup v1 a move waits for an RCU grace period (about 10 ms here),
+    /// which a cold start should not. The instance runs unconstrained for
+    /// that long; with `move_charge_at_immigrate` its early memory moves
+    /// with it.
+    pub fn attach(&self, pid: u32) -> io::Result<()> {
+        for mut file in &self.procs {
+            file.write_all(pid.to_string().as_bytes())?;
+        }
+        for member in process_group_members(pid) {
+            if member != pid {
+                for mut file in &self.procs {
+                    // It may have exited meanwhile.
+                    let _ = file.write_all(member.to_string().as_bytes());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// How many processes the OOM killer killed in it.
@@ -236,11 +253,22 @@ impl Drop for InstanceCgroup {
     }
 }
 
-/// Writes `0` (the calling process) to each descriptor: joins the cgroups.
-/// Called in a child between fork and exec.
-pub(crate) fn join_fds(fds: &[RawFd]) -> io::Result<()> {
-    for fd in fds {
-        crate::isolation::write_fd(*fd, b"0")?;
-    }
-    Ok(())
+/// The processes whose process group is `group`.
+fn process_group_members(group: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(group)
+        })
+        .collect()
 }

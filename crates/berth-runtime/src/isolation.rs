@@ -1,7 +1,7 @@
 //! The one module allowed `unsafe`: system calls made around a child
-//! process (parent-death signal, signalling a process group, joining
-//! cgroups, private mount and IPC namespaces with bind mounts and `/tmp`,
-//! becoming the app's own user).
+//! process (parent-death signal, signalling a process group, private
+//! mount and IPC namespaces with bind mounts and `/tmp`, becoming the app's
+//! own user).
 //!
 //! Each block below calls a libc function with plain integer arguments or
 //! with C strings made before the fork; none touches memory the child
@@ -46,7 +46,6 @@ pub(crate) fn is_root() -> bool {
 /// Everything a child does between fork and exec to enter its sandbox,
 /// prepared in the parent: a pre-exec hook must not allocate.
 pub(crate) struct PreparedSandbox {
-    cgroup_fds: Vec<std::os::fd::RawFd>,
     /// Directories to make in the fresh `/tmp` (parents first).
     tmp_dirs: Vec<CString>,
     /// (source, destination) bind mounts, in order. Sources under a
@@ -70,13 +69,11 @@ fn c_path(path: &std::path::Path) -> io::Result<CString> {
 impl PreparedSandbox {
     /// Prepares `binds` (creating each source and destination if missing),
     /// a private `/tmp` that still shows `workdir` (and bind sources) when
-    /// they live under the host's `/tmp`, the user to become, and the cgroup
-    /// files to join.
+    /// they live under the host's `/tmp`, and the user to become.
     pub(crate) fn prepare(
         workdir: &std::path::Path,
         binds: &[BindMount],
         sandbox: Option<&crate::Sandbox>,
-        cgroup_fds: Vec<std::os::fd::RawFd>,
     ) -> io::Result<PreparedSandbox> {
         use std::os::fd::{FromRawFd, OwnedFd};
         use std::path::{Path, PathBuf};
@@ -138,7 +135,6 @@ impl PreparedSandbox {
             ));
         }
         Ok(PreparedSandbox {
-            cgroup_fds,
             tmp_dirs: tmp_dirs
                 .iter()
                 .map(|dir| c_path(dir))
@@ -150,13 +146,12 @@ impl PreparedSandbox {
         })
     }
 
-    /// In the child, before exec: join the cgroups; a mount and IPC
+    /// In the child, before exec: a mount and IPC
     /// namespace of its own in which mounts do not propagate back to the
     /// host, a fresh `/tmp`, the bind mounts; then the app's own user (no
     /// supplementary groups). The parent-death signal is set after, by the
     /// caller: changing user clears it.
     pub(crate) fn enter(&self) -> io::Result<()> {
-        crate::cgroup::join_fds(&self.cgroup_fds)?;
         let isolated = self.user.is_some();
         if !self.binds.is_empty() || self.private_tmp || isolated {
             let flags = if isolated {
@@ -226,17 +221,6 @@ impl PreparedSandbox {
             }
         }
         Ok(())
-    }
-}
-
-/// Writes `bytes` to descriptor `fd` (async-signal-safe).
-pub(crate) fn write_fd(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<()> {
-    // SAFETY: write(2) reads `bytes.len()` bytes from a live slice.
-    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-    if written == bytes.len() as isize {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

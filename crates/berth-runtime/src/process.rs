@@ -118,12 +118,8 @@ impl Driver for ProcessDriver {
             _ => None,
         };
         let sandbox = if root && (!spec.binds.is_empty() || sandbox_spec.is_some()) {
-            let fds = cgroup
-                .as_ref()
-                .map(crate::cgroup::InstanceCgroup::procs_fds)
-                .unwrap_or_default();
             Some(
-                isolation::PreparedSandbox::prepare(&spec.workdir, &spec.binds, sandbox_spec, fds)
+                isolation::PreparedSandbox::prepare(&spec.workdir, &spec.binds, sandbox_spec)
                     .map_err(|err| prepare_error("preparing its sandbox", err))?,
             )
         } else {
@@ -151,6 +147,18 @@ impl Driver for ProcessDriver {
             source,
         })?;
         let pid = child.id().unwrap_or(0);
+        let cgroup = cgroup.map(Arc::new);
+        if let Some(cgroup) = &cgroup {
+            let cgroup = cgroup.clone();
+            let id = spec.id.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = cgroup.attach(pid) {
+                    // Without its cgroup it must not run: no limits.
+                    tracing::error!(instance = %id, error = %err, "could not join its cgroup; stopping it");
+                    isolation::signal_group(pid, libc::SIGKILL);
+                }
+            });
+        }
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(forward_lines(stdout, OutputStream::Stdout, output.clone()));
         }

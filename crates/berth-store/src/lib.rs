@@ -515,6 +515,18 @@ impl Store {
     /// The user id `app`'s instances run as: allocated once, from
     /// [`FIRST_APP_UID`] up, never reused while the app exists.
     pub fn app_uid(&self, app: &str) -> Result<u32> {
+        // Read first: an instance start should not wait for a disk write.
+        {
+            let conn = self.conn();
+            let uid: Option<Option<u32>> = conn
+                .query_row("SELECT uid FROM apps WHERE name = ?1", [app], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            if let Some(Some(uid)) = uid {
+                return Ok(uid);
+            }
+        }
         self.write(|tx| {
             let uid: Option<u32> = tx
                 .query_row("SELECT uid FROM apps WHERE name = ?1", [app], |row| {
