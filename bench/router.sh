@@ -10,6 +10,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 build_berth
 start_server
 copy_example hello "$WORK/hello"
+# As root, instances get their [[vm]] size as a CPU quota: give the app the
+# machine's two cores, as it has when started by hand.
+printf 'app = "hello"\n[[vm]]\ncpus = 2\nmemory = "512mb"\n' >"$WORK/hello/berth.toml"
 (cd "$WORK/hello" && "$BERTH" up >/dev/null 2>"$WORK/up.log") || { cat "$WORK/up.log"; exit 1; }
 PORT=$("$BERTH" status --app hello --json | json_field 'd["instances"][0]["port"]')
 ROUTER_PORT=${ROUTER_URL##*:}

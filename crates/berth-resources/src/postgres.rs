@@ -123,6 +123,15 @@ impl std::fmt::Debug for PgDatabase {
 }
 
 impl PgDatabase {
+    /// `postgres://name@127.0.0.1:port/name`: for command lines, which
+    /// every user can read; the password goes in `PGPASSWORD`.
+    pub fn url_without_password(&self) -> String {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}",
+            self.name, self.port, self.name
+        )
+    }
+
     /// `postgres://name:password@127.0.0.1:port/name`.
     pub fn url(&self) -> String {
         format!(
@@ -132,9 +141,17 @@ impl PgDatabase {
     }
 }
 
-/// The role and database name of `app`.
+/// The role and database name of `app`: `app_<name>`, within PostgreSQL's
+/// 63-byte identifiers (a long name is cut and given a hash of the whole).
 pub fn database_name(app: &str) -> String {
-    format!("app_{}", app.replace('-', "_"))
+    let name = format!("app_{}", app.replace('-', "_"));
+    if name.len() <= 63 {
+        return name;
+    }
+    let hash = app.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}_{:012x}", &name[..50], hash & 0xffff_ffff_ffff)
 }
 
 struct Running {
@@ -424,8 +441,8 @@ impl Postgres {
             .arg("--file")
             .arg(&partial)
             .arg("--dbname")
-            .arg(database.url());
-        run_client(command, "pg_dump").await?;
+            .arg(database.url_without_password());
+        run_client(command, "pg_dump", &database.password).await?;
         std::fs::rename(&partial, file).map_err(io_error("cannot write", file))?;
         Ok(())
     }
@@ -443,9 +460,9 @@ impl Postgres {
             .arg("--single-transaction")
             .arg("--exit-on-error")
             .arg("--dbname")
-            .arg(database.url())
+            .arg(database.url_without_password())
             .arg(file);
-        run_client(command, "pg_restore").await
+        run_client(command, "pg_restore", &database.password).await
     }
 
     /// Stops the server cleanly.
@@ -500,9 +517,14 @@ pub async fn connect(
     Ok(client)
 }
 
-async fn run_client(mut command: tokio::process::Command, what: &str) -> Result<(), ResourceError> {
+async fn run_client(
+    mut command: tokio::process::Command,
+    what: &str,
+    password: &str,
+) -> Result<(), ResourceError> {
     command
         .env_clear()
+        .env("PGPASSWORD", password)
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("LANG", "C.UTF-8")
         .env("PGCONNECT_TIMEOUT", "10")
@@ -559,6 +581,10 @@ mod tests {
     #[test]
     fn names_and_quoting() {
         assert_eq!(database_name("my-shop"), "app_my_shop");
+        let long = "a".repeat(63);
+        let other = format!("{}b", "a".repeat(62));
+        assert_eq!(database_name(&long).len(), 63);
+        assert_ne!(database_name(&long), database_name(&other));
         assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
     }

@@ -186,6 +186,9 @@ fn write_config(
          appendonly yes\n\
          appendfsync everysec\n\
          save \"\"\n\
+         enable-protected-configs no\n\
+         enable-debug-command no\n\
+         enable-module-command no\n\
          daemonize no\n\
          logfile \"\"\n",
         dir = dir.display()

@@ -7,6 +7,7 @@
 //! waits, then kills it if it takes too long. The process also gets that
 //! signal if the server itself dies, so no service outlives berth.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -39,9 +40,12 @@ pub struct ServiceCommand {
 
 impl ServiceCommand {
     fn command(&self) -> std::io::Result<tokio::process::Command> {
+        // The log's directory may belong to the service's user: never
+        // follow a link planted there.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.log)?;
         let mut command = tokio::process::Command::new(&self.program);
         command

@@ -98,31 +98,57 @@ async fn handle(
     let Some(app) = app_from_host(host, &state.domain_suffix) else {
         return pages::unknown_app(host);
     };
-    let app = app.to_ascii_lowercase();
     let turn = TURN.with(|turn| {
         let next = turn.get().wrapping_add(1);
         turn.set(next);
         next
     });
+    // The fast path: an instance has room now.
+    let table = state.table.borrow().clone();
+    let (app, route) = match table.apps.get_key_value(app) {
+        Some(found) => found,
+        None => match table.apps.get_key_value(&app.to_ascii_lowercase()) {
+            Some(found) => found,
+            None => return pages::unknown_app(host),
+        },
+    };
+    route.traffic.count_request();
+    if let Some(guard) = admit(&route.backends, turn, route.admission.hard_limit) {
+        return state
+            .upstream
+            .forward(app, route, request, guard, turn, cache)
+            .await;
+    }
+    let app = app.clone();
+    let host = host.to_string();
+    drop(table);
+    hold(state, &app, &host, request, cache, turn).await
+}
+
+/// The slow path: no instance can take the request now. It waits (for a
+/// cold start or a free slot) or gets the router's answer.
+async fn hold(
+    state: &RouterState,
+    app: &str,
+    host: &str,
+    request: Request<Incoming>,
+    cache: &Arc<ConnectionCache>,
+    turn: usize,
+) -> Response<ProxyBody> {
     let mut table_changes = state.table.clone();
     let started = std::time::Instant::now();
     let mut held: Option<Held> = None;
-    let mut counted = false;
     loop {
         let table = table_changes.borrow_and_update().clone();
-        let Some(route) = table.apps.get(&app) else {
+        let Some(route) = table.apps.get(app) else {
             return pages::unknown_app(host);
         };
-        if !counted {
-            route.traffic.count_request();
-            counted = true;
-        }
         let limit = route.admission.hard_limit;
         if let Some(guard) = admit(&route.backends, turn, limit) {
             drop(held);
             return state
                 .upstream
-                .forward(&app, route, request, guard, turn, cache)
+                .forward(app, route, request, guard, turn, cache)
                 .await;
         }
         let live = route.backends.iter().any(|backend| !backend.is_retired());
@@ -130,14 +156,14 @@ async fn handle(
         if cold {
             let Some(wake) = &route.admission.wake else {
                 route.traffic.count_router_error();
-                return pages::unavailable(&app, route.unavailable_reason.as_deref());
+                return pages::unavailable(app, route.unavailable_reason.as_deref());
             };
             if route.failing {
                 route.traffic.count_router_error();
-                return pages::start_failed(&app, route.unavailable_reason.as_deref());
+                return pages::start_failed(app, route.unavailable_reason.as_deref());
             }
             if held.as_ref().is_none_or(|held| !held.woke) {
-                (wake.0)(&app);
+                (wake.0)(app);
             }
         } else if limit.is_none() {
             // Every live instance was retired between the table and the pick.
@@ -152,7 +178,7 @@ async fn handle(
             });
             if waiting > route.admission.queue_limit {
                 route.traffic.count_router_error();
-                return pages::busy(&app, "too many requests are already waiting");
+                return pages::busy(app, "too many requests are already waiting");
             }
         }
         let held = held.as_mut().expect("held above");
@@ -165,14 +191,14 @@ async fn handle(
             route.traffic.count_router_error();
             return if cold {
                 pages::start_failed(
-                    &app,
+                    app,
                     Some(&format!(
                         "no instance started within {}s",
                         route.admission.hold_timeout.as_secs()
                     )),
                 )
             } else {
-                pages::busy(&app, "every instance is at its hard limit")
+                pages::busy(app, "every instance is at its hard limit")
             };
         }
         // Slots free up without a table change: poll for them briefly; a

@@ -84,27 +84,21 @@ pub struct AppTraffic {
     pub router_errors: AtomicU64,
     /// Requests held at the router now (waiting for a start or a free slot).
     pub waiting: AtomicUsize,
-    /// When the last request arrived, in milliseconds since the Unix epoch.
-    pub last_request_ms: AtomicU64,
 }
 
 impl AppTraffic {
     pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
-        self.last_request_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Requests routed so far (the autoscaler sees idleness as no change).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Requests held at the router now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
-    }
-
-    /// When the last request arrived (ms since the Unix epoch; 0: never).
-    pub fn last_request_ms(&self) -> u64 {
-        self.last_request_ms.load(Ordering::Relaxed)
     }
 
     pub(crate) fn count_router_error(&self) {

@@ -140,6 +140,12 @@ impl Cgroups {
                 );
                 write(&cpu_dir.join("cpu.cfs_period_us"), CFS_PERIOD_US)?;
                 write(&cpu_dir.join("cpu.cfs_quota_us"), quota)?;
+                // A group competes as one task unless weighted: N CPUs
+                // weigh as N busy tasks do outside any group.
+                let _ = write(
+                    &cpu_dir.join("cpu.shares"),
+                    (1024.0 * limits.cpus.max(0.01)) as u64,
+                );
                 let procs = vec![open_procs(&memory_dir)?, open_procs(&cpu_dir)?];
                 Ok(InstanceCgroup {
                     dirs: vec![memory_dir.clone(), cpu_dir],
@@ -154,6 +160,8 @@ impl Cgroups {
                 write(&dir.join("memory.max"), limits.memory_bytes)?;
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 std::fs::write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
+                let weight = ((100.0 * limits.cpus) as u64).clamp(1, 10_000);
+                let _ = write(&dir.join("cpu.weight"), weight);
                 let procs = vec![open_procs(&dir)?];
                 Ok(InstanceCgroup {
                     dirs: vec![dir.clone()],
@@ -233,7 +241,21 @@ impl InstanceCgroup {
             .unwrap_or(0)
     }
 
-    /// Removes it (once its processes are gone).
+    /// Kills every process still in it (one that left the process group
+    /// with `setsid` included).
+    pub fn kill_all(&self) {
+        for dir in &self.dirs {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs
+                .lines()
+                .filter_map(|line| line.trim().parse::<u32>().ok())
+            {
+                crate::signal_process(pid, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Removes it, waiting briefly for its last processes to be gone.
     pub fn remove(&self) {
         for dir in &self.dirs {
             for _ in 0..50 {
@@ -248,8 +270,11 @@ impl InstanceCgroup {
 
 impl Drop for InstanceCgroup {
     fn drop(&mut self) {
-        // Close the procs files before the directories go.
+        // An instance that never started leaves no directory behind.
         self.procs.clear();
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

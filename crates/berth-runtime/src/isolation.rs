@@ -152,6 +152,9 @@ impl PreparedSandbox {
     /// supplementary groups). The parent-death signal is set after, by the
     /// caller: changing user clears it.
     pub(crate) fn enter(&self) -> io::Result<()> {
+        // The server's umask is 077; the directories made below, and the
+        // app's own files, get the usual 022.
+        set_umask(0o022);
         let isolated = self.user.is_some();
         if !self.binds.is_empty() || self.private_tmp || isolated {
             let flags = if isolated {
@@ -221,6 +224,15 @@ impl PreparedSandbox {
             }
         }
         Ok(())
+    }
+}
+
+/// Sets this process's umask (files it creates from now on get at most
+/// `0o777 & !mask`).
+pub(crate) fn set_umask(mask: u32) {
+    // SAFETY: umask(2) takes an integer and cannot fail.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
     }
 }
 

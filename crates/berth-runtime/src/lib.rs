@@ -115,6 +115,13 @@ pub fn die_with_parent(command: &mut tokio::process::Command, signal: i32) {
     }
 }
 
+/// Makes files this process creates private to its user (umask 077); the
+/// server sets it at start, so its data dir holds nothing others can read.
+/// Instances get the usual 022 back.
+pub fn private_umask() {
+    isolation::set_umask(0o077);
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal_process(pid: u32, signal: i32) {
     isolation::signal_process(pid, signal);

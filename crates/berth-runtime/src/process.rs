@@ -112,7 +112,7 @@ impl Driver for ProcessDriver {
         ) {
             (Some(limits), Some(cgroups)) => Some(
                 cgroups
-                    .create(&spec.id, limits)
+                    .create(&format!("{}-{}", spec.app, spec.id), limits)
                     .map_err(|err| prepare_error("making its cgroup", err))?,
             ),
             _ => None,
@@ -136,6 +136,8 @@ impl Driver for ProcessDriver {
             command.pre_exec(move || {
                 if let Some(sandbox) = &sandbox {
                     sandbox.enter()?;
+                } else {
+                    isolation::set_umask(0o022);
                 }
                 // After the user change, which would clear it.
                 isolation::die_with_parent()?;
@@ -184,6 +186,7 @@ impl Driver for ProcessDriver {
             // The group may hold children the main process left behind.
             isolation::signal_group(pid, libc::SIGKILL);
             if let Some(cgroup) = cgroup {
+                cgroup.kill_all();
                 if cgroup.oom_kills() > 0 {
                     cause = ExitCause::OutOfMemory {
                         limit_mib: limit_mib.unwrap_or(0),
@@ -303,6 +306,8 @@ mod tests {
             eprintln!("skipped: sandboxes need root");
             return;
         }
+        // As in the server, whose umask closes what it creates.
+        crate::private_umask();
         let driver = ProcessDriver::detect();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink_lines = lines.clone();

@@ -158,6 +158,9 @@ struct GroupMemory {
     release: u64,
     release_seen: Option<Instant>,
     below_since: Option<Instant>,
+    /// The app's request counter when last looked at, and when it last moved.
+    requests: u64,
+    last_active: Option<Instant>,
 }
 
 /// The autoscaler's loop.
@@ -257,7 +260,7 @@ impl Autoscaler {
                 .sum::<usize>()
                 + route.traffic.waiting()
         });
-        let last_request_ms = route.map_or(0, |route| route.traffic.last_request_ms());
+        let requests = route.map_or(0, |route| route.traffic.requests());
         let mut changed = false;
         for (group, state) in &groups {
             if !spec.serves_http(group) || !release.processes.contains_key(group) {
@@ -271,10 +274,15 @@ impl Autoscaler {
                 *memory = GroupMemory {
                     release: version,
                     release_seen: Some(Instant::now()),
-                    below_since: None,
+                    requests,
+                    ..GroupMemory::default()
                 };
             }
-            let observation = observe(scaling, state, load, last_request_ms, memory, woken);
+            if requests != memory.requests || woken {
+                memory.requests = requests;
+                memory.last_active = Some(Instant::now());
+            }
+            let observation = observe(scaling, state, load, memory, woken);
             let Some(decision) = decide(scaling, &observation) else {
                 continue;
             };
@@ -304,7 +312,6 @@ fn observe(
     scaling: &Scaling,
     state: &GroupScaling,
     load: usize,
-    last_request_ms: u64,
     memory: &mut GroupMemory,
     woken: bool,
 ) -> Observation {
@@ -316,17 +323,12 @@ fn observe(
         .unwrap_or(state.manual)
         .max(min)
         .max(1);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
     let since_release = memory
         .release_seen
         .map_or(Duration::ZERO, |seen| seen.elapsed());
-    let since_request = if last_request_ms == 0 {
-        since_release
-    } else {
-        Duration::from_millis(now_ms.saturating_sub(last_request_ms))
-    };
+    let since_request = memory
+        .last_active
+        .map_or(since_release, |active| active.elapsed());
     let needed = needed(scaling, load);
     if needed < current {
         memory.below_since.get_or_insert_with(Instant::now);

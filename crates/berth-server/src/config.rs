@@ -21,6 +21,9 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Largest accepted source tree, unpacked.
     pub max_source_bytes: u64,
+    /// Whether instances are isolated (own user, namespaces, cgroup) when
+    /// running as root. Off: plain processes, as without root.
+    pub isolation: bool,
 }
 
 impl ServerConfig {
@@ -34,6 +37,7 @@ impl ServerConfig {
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,
+            isolation: true,
         }
     }
 

@@ -426,6 +426,8 @@ impl Deployer {
                 secrets: target.secrets.clone(),
             },
         )?;
+        // The release brings back older secret values: mask them too.
+        self.resources.refresh_masks(&app);
         self.roll_out(&spec, release, &progress).await
     }
 

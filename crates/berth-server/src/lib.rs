@@ -122,6 +122,9 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<ServerInfo>>,
 ) -> Result<(), ServerError> {
     // Load.
+    // Nothing berth writes is for other users: services and instances that
+    // run as their own users get only the directories opened for them.
+    berth_runtime::private_umask();
     let data = &config.data_dir;
     std::fs::create_dir_all(data).map_err(data_error(data))?;
     // Private to berth's user; as root, services that run as their own
@@ -145,6 +148,7 @@ pub async fn run(
     // Build.
     let store = Arc::new(Store::open(&config.store_path())?);
     let logs = Arc::new(LogStore::open(&config.logs_path())?);
+    close_data_files(data).map_err(data_error(data))?;
     let slugs = SlugStore::new(config.slugs_dir());
     let api_listener = bind(config.api_addr).await?;
     let router_threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(4));
@@ -161,13 +165,18 @@ pub async fn run(
         })?;
     let router_addr = router_sockets.local_addr();
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
-    let process_driver = ProcessDriver::detect();
+    let process_driver = if config.isolation {
+        ProcessDriver::detect()
+    } else {
+        ProcessDriver::plain()
+    };
     tracing::info!("{}", process_driver.describe());
     let driver: Arc<dyn berth_runtime::Driver> = Arc::new(process_driver);
     let resources = Arc::new(resources::Resources::new(
         data,
         store.clone(),
         logs.clone(),
+        config.isolation && berth_runtime::can_isolate(),
     )?);
     // Databases and Redis servers first: instances expect them.
     resources.start().await;
@@ -275,6 +284,32 @@ pub async fn run(
         tracing::warn!("the API did not finish in time");
     }
     let _ = std::fs::remove_file(config.server_info_path());
+    Ok(())
+}
+
+/// Makes the store and log files (and their WAL and shared-memory files)
+/// mode 0600, and the directories services and instances pass through
+/// 0711: a data dir made by an older berth (or another umask) is closed too.
+fn close_data_files(data: &Path) -> std::io::Result<()> {
+    for name in ["berth.db", "logs.db"] {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = data.join(format!("{name}{suffix}"));
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    for dir in ["postgres", "redis", "volumes", "slugs"] {
+        let path = data.join(dir);
+        std::fs::create_dir_all(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o711))?;
+    }
+    for dir in ["backups", "tmp"] {
+        let path = data.join(dir);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
     Ok(())
 }
 

@@ -95,7 +95,7 @@ pub fn log_sink(
             OutputStream::Stderr => LogStream::Stderr,
         };
         if let Some(also) = &also {
-            also(line.clone());
+            also(logs.mask(&source.app, &line).into_owned());
         }
         logs.append(&source, stream, &line);
     })

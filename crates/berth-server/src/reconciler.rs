@@ -197,6 +197,16 @@ enum Message {
 /// agreeing.
 const OVERRIDE_TTL: Duration = Duration::from_secs(10);
 
+/// A count set ahead of the store.
+struct Override {
+    count: u32,
+    at: Instant,
+    /// The store's count when the override was first applied: once the
+    /// store says anything else (the autoscaler's write, or a manual
+    /// `berth scale`), the store wins.
+    stored_then: Option<u32>,
+}
+
 /// The parts the reconciler drives.
 pub struct ReconcilerParts {
     /// Desired state.
@@ -230,8 +240,8 @@ pub struct Reconciler {
     backoff: HashMap<(String, String), Backoff>,
     traffic: HashMap<String, Arc<AppTraffic>>,
     published_routes: Vec<RouteKey>,
-    /// Counts set ahead of the store: (app, group) → (count, when).
-    overrides: HashMap<(String, String), (u32, Instant)>,
+    /// Counts set ahead of the store: (app, group) → the override.
+    overrides: HashMap<(String, String), Override>,
     /// Events to store once routes are published (off the request path).
     pending_events: std::cell::RefCell<Vec<(String, String, String)>>,
     /// Instances to journal once routes are published.
@@ -706,7 +716,14 @@ impl Reconciler {
     fn apply(&mut self, message: Message) {
         match message {
             Message::SetCount { app, group, count } => {
-                self.overrides.insert((app, group), (count, Instant::now()));
+                self.overrides.insert(
+                    (app, group),
+                    Override {
+                        count,
+                        at: Instant::now(),
+                        stored_then: None,
+                    },
+                );
             }
             Message::Healthy { id, after } => {
                 let Some(instance) = self.instances.get_mut(&id) else {
@@ -862,19 +879,23 @@ impl Reconciler {
         });
     }
 
-    /// Counts set ahead of the store win until the store agrees (or they
-    /// grow old).
+    /// Counts set ahead of the store win until the store changes (the
+    /// autoscaler's write lands, or someone scales by hand) or they grow old.
     fn apply_overrides(&mut self, desired: &mut [DesiredApp]) {
-        self.overrides.retain(|(app, group), (count, at)| {
+        self.overrides.retain(|(app, group), entry| {
             let stored = desired
                 .iter()
                 .find(|candidate| &candidate.app == app)
                 .and_then(|candidate| candidate.counts.get(group).copied());
-            stored.is_some() && stored != Some(*count) && at.elapsed() < OVERRIDE_TTL
+            let Some(stored) = stored else {
+                return false;
+            };
+            let unchanged = *entry.stored_then.get_or_insert(stored) == stored;
+            unchanged && stored != entry.count && entry.at.elapsed() < OVERRIDE_TTL
         });
-        for ((app, group), (count, _)) in &self.overrides {
+        for ((app, group), entry) in &self.overrides {
             if let Some(target) = desired.iter_mut().find(|candidate| &candidate.app == app) {
-                target.counts.insert(group.clone(), *count);
+                target.counts.insert(group.clone(), entry.count);
             }
         }
     }

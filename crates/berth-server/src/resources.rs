@@ -61,6 +61,8 @@ pub struct Resources {
     redis: RedisFleet,
     volumes_dir: PathBuf,
     backups_dir: PathBuf,
+    /// Whether instances get sandboxes (root, and not turned off).
+    isolated: bool,
 }
 
 impl Resources {
@@ -69,6 +71,7 @@ impl Resources {
         data_dir: &Path,
         store: Arc<Store>,
         logs: Arc<LogStore>,
+        isolated: bool,
     ) -> Result<Resources, berth_vault::VaultError> {
         let vault = Vault::open_or_create(&data_dir.join("secrets.key"))?;
         Ok(Resources {
@@ -79,6 +82,7 @@ impl Resources {
             redis: RedisFleet::new(data_dir.join("redis")),
             volumes_dir: data_dir.join("volumes"),
             backups_dir: data_dir.join("backups"),
+            isolated,
         })
     }
 
@@ -274,7 +278,7 @@ impl Resources {
                 ));
             }
         }
-        let isolated = berth_runtime::can_isolate();
+        let isolated = self.isolated;
         for mount in spec.mounts.iter().filter(|mount| mount.applies_to(process)) {
             let seen_at = if isolated {
                 mount.destination.clone()
@@ -312,7 +316,7 @@ impl Resources {
         process: &str,
         slug_dir: &Path,
     ) -> Result<Option<berth_runtime::Sandbox>, String> {
-        if !berth_runtime::can_isolate() {
+        if !self.isolated {
             return Ok(None);
         }
         let uid = self.store.app_uid(app).map_err(|err| err.to_string())?;
@@ -322,13 +326,18 @@ impl Resources {
                 slug_dir.display()
             )
         })?;
+        // The app's volumes dir stays root's (0711), so the app cannot swap
+        // a volume for a link to another app's; each volume is the app's.
         let volumes = self.volumes_dir.join(app);
-        if spec.mounts.iter().any(|mount| mount.applies_to(process)) {
-            std::fs::create_dir_all(&volumes).map_err(|err| err.to_string())?;
-            own_tree(&volumes, uid).map_err(|err| {
+        for mount in spec.mounts.iter().filter(|mount| mount.applies_to(process)) {
+            let volume = volumes.join(&mount.source);
+            std::fs::create_dir_all(&volume).map_err(|err| err.to_string())?;
+            std::os::unix::fs::chown(&volumes, Some(0), Some(0)).map_err(|err| err.to_string())?;
+            set_mode(&volumes, 0o711).map_err(|err| err.to_string())?;
+            own_tree(&volume, uid).map_err(|err| {
                 format!(
-                    "cannot give the volumes {} to the app's user: {err}",
-                    volumes.display()
+                    "cannot give the volume {} to the app's user: {err}",
+                    volume.display()
                 )
             })?;
         }
@@ -639,6 +648,11 @@ impl Resources {
             .any(|kind| matches!(self.store.resource(app, kind), Ok(Some(_))))
             || self.volumes_dir.join(app).is_dir()
     }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Makes `root` and everything under it owned by `uid` (group `uid`), and

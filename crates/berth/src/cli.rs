@@ -207,6 +207,10 @@ pub struct ServerArgs {
     /// Largest accepted upload in MiB.
     #[arg(long, default_value_t = 200)]
     pub max_upload_mib: u64,
+    /// As root, run instances as plain processes of this user: no own user,
+    /// namespaces or cgroup limits (for development machines and benchmarks).
+    #[arg(long, env = "BERTH_NO_ISOLATION")]
+    pub no_isolation: bool,
 }
 
 #[derive(Debug, Subcommand)]

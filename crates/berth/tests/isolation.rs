@@ -67,8 +67,16 @@ async fn apps_run_as_their_own_users_and_cannot_read_each_others_files() {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(&beta_slug).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (beta_uid, 0o700));
-    let meta = std::fs::metadata(server.data_dir().join("volumes/beta")).unwrap();
+    let meta = std::fs::metadata(server.data_dir().join("volumes/beta/data")).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (beta_uid, 0o700));
+    // Its parent stays berth's, so beta cannot swap the volume for a link.
+    let meta = std::fs::metadata(server.data_dir().join("volumes/beta")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o711));
+    // Nothing in the data dir is readable by an app: the store, the logs.
+    for file in ["berth.db", "logs.db", "secrets.key", "token"] {
+        let meta = std::fs::metadata(server.data_dir().join(file)).unwrap();
+        assert_eq!(meta.mode() & 0o077, 0, "{file} is open to others");
+    }
 
     // Nor beta's volume, nor its environment.
     eprintln!(
