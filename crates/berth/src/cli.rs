@@ -209,7 +209,12 @@ pub struct ServerArgs {
     pub max_upload_mib: u64,
     /// As root, run instances as plain processes of this user: no own user,
     /// namespaces or cgroup limits (for development machines and benchmarks).
-    #[arg(long, env = "BERTH_NO_ISOLATION")]
+    #[arg(
+        long,
+        env = "BERTH_NO_ISOLATION",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
     pub no_isolation: bool,
 }
 
