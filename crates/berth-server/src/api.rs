@@ -604,11 +604,7 @@ async fn change_env(
     Path(app): Path<String>,
     Json(change): Json<EnvChange>,
 ) -> ApiResult<Response> {
-    if change.set.is_empty() && change.unset.is_empty() {
-        return Err(ApiFailure::BadRequest(
-            "nothing to change: give KEY=VALUE to set or KEY to unset".into(),
-        ));
-    }
+    require_a_change(&change, "KEY")?;
     reconfigure(
         &state,
         app,
@@ -618,6 +614,16 @@ async fn change_env(
             ..Default::default()
         },
     )
+}
+
+/// Refuses a change that sets and unsets nothing.
+fn require_a_change(change: &EnvChange, word: &str) -> ApiResult<()> {
+    if change.set.is_empty() && change.unset.is_empty() {
+        return Err(ApiFailure::BadRequest(format!(
+            "nothing to change: give {word}=VALUE to set or {word} to unset"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates `change` and runs it as a new release, answering with NDJSON.
@@ -693,11 +699,7 @@ async fn change_secrets(
     Path(app): Path<String>,
     Json(change): Json<EnvChange>,
 ) -> ApiResult<Response> {
-    if change.set.is_empty() && change.unset.is_empty() {
-        return Err(ApiFailure::BadRequest(
-            "nothing to change: give NAME=VALUE to set or NAME to unset".into(),
-        ));
-    }
+    require_a_change(&change, "NAME")?;
     reconfigure(
         &state,
         app,

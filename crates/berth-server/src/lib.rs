@@ -173,7 +173,9 @@ pub async fn run(
     if config.isolation {
         tracing::info!("{}", process_driver.describe());
     } else {
-        tracing::info!("isolation is off (--no-isolation): instances are plain processes of this user on $PORT; sizes, users and namespaces are not enforced");
+        tracing::info!(
+            "isolation is off (--no-isolation): instances are plain processes of this user on $PORT; sizes, users and namespaces are not enforced"
+        );
     }
     let driver: Arc<dyn berth_runtime::Driver> = Arc::new(process_driver);
     let resources = Arc::new(resources::Resources::new(
