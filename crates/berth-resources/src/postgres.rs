@@ -351,7 +351,13 @@ impl Postgres {
     }
 
     async fn admin(&self, port: u16) -> Result<tokio_postgres::Client, ResourceError> {
-        connect(port, SUPERUSER, &self.superuser_password()?, "postgres").await
+        let client = connect(port, SUPERUSER, &self.superuser_password()?, "postgres").await?;
+        // Statements with passwords in them never reach the server's log,
+        // not even when they fail.
+        client
+            .batch_execute("SET log_min_error_statement = PANIC; SET log_statement = 'none'")
+            .await?;
+        Ok(client)
     }
 
     /// Gives `app` its role and database with `password` (made anew, or

@@ -753,41 +753,11 @@ async fn attach(state: ApiState, app: String, kind: &'static str) -> ApiResult<R
     state.store.app(&app)?;
     let (progress, receiver) = mpsc::unbounded_channel();
     let deployer = state.deployer.clone();
-    let resources = state.resources.clone();
     tokio::spawn(async move {
-        let _ = progress.send(DeployProgress::Step {
-            message: format!("attaching {kind}"),
-        });
-        let made = if kind == crate::resources::POSTGRES {
-            resources.attach_postgres(&app).await
-        } else {
-            resources.attach_redis(&app).await
-        };
-        match made {
-            Ok(true) => {
-                let change = crate::deploy::ConfigChange {
-                    cause: Some(format!("{kind} attached")),
-                    ..Default::default()
-                };
-                report(
-                    deployer.reconfigure(app, change, progress.clone()).await,
-                    &progress,
-                );
-            }
-            Ok(false) => {
-                let _ = progress.send(DeployProgress::Step {
-                    message: format!("app `{app}` already has {kind}"),
-                });
-                report(Ok(None), &progress);
-            }
-            Err(err) => send_failure(
-                &progress,
-                DeployFailure {
-                    message: err.to_string(),
-                    release: None,
-                },
-            ),
-        }
+        report(
+            deployer.attach(app, kind, progress.clone()).await,
+            &progress,
+        );
     });
     Ok(ndjson(receiver))
 }

@@ -321,6 +321,43 @@ impl Deployer {
         }
         let lock = self.lock_for(&app);
         let _guard = lock.lock().await;
+        self.reconfigure_locked(app, change, progress).await
+    }
+
+    /// Gives the app a resource (`postgres` or `redis`) and, when one was
+    /// made, a release that has it — under the app's deploy lock, so a
+    /// deploy attaching the same resource cannot race it.
+    pub async fn attach(
+        self: Arc<Self>,
+        app: String,
+        kind: &'static str,
+        progress: Progress,
+    ) -> Result<Option<u64>, DeployFailure> {
+        let lock = self.lock_for(&app);
+        let _guard = lock.lock().await;
+        say(&progress, format!("attaching {kind}"));
+        let made = if kind == crate::resources::POSTGRES {
+            self.resources.attach_postgres(&app).await?
+        } else {
+            self.resources.attach_redis(&app).await?
+        };
+        if !made {
+            say(&progress, format!("app `{app}` already has {kind}"));
+            return Ok(None);
+        }
+        let change = ConfigChange {
+            cause: Some(format!("{kind} attached")),
+            ..ConfigChange::default()
+        };
+        self.reconfigure_locked(app, change, progress).await
+    }
+
+    async fn reconfigure_locked(
+        &self,
+        app: String,
+        change: ConfigChange,
+        progress: Progress,
+    ) -> Result<Option<u64>, DeployFailure> {
         let app_row = self.store.app(&app)?;
         let mut env = self.store.env(&app)?;
         for key in &change.env_unset {

@@ -68,8 +68,15 @@ pub fn shared_build_cache() -> PathBuf {
 /// open to every user (they run as their app's own user).
 pub fn shared_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let parent = workspace_root().join("target/berth-test-shared");
+    // /var/tmp, not the workspace: a clone may itself live under /tmp.
+    let parent = if Path::new("/var/tmp").is_dir() {
+        PathBuf::from("/var/tmp/berth-test-shared")
+    } else {
+        workspace_root().join("target/berth-test-shared")
+    };
     std::fs::create_dir_all(&parent).expect("shared dir parent");
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755))
+        .expect("open the shared dir parent");
     let dir = tempfile::Builder::new()
         .prefix("shared-")
         .tempdir_in(&parent)
