@@ -14,7 +14,7 @@ use std::sync::Arc;
 use berth_build::{CargoBuilder, SlugStore, UnpackLimits};
 use berth_logs::{LogQuery, LogStore};
 use berth_proto::DeployProgress;
-use berth_spec::{AppSpec, BuilderKind, SPEC_FILE_NAMES};
+use berth_spec::{AppSpec, BuilderKind};
 use berth_store::{NewRelease, ReleaseRow, Store, StoreError};
 use bytes::Bytes;
 use tokio::sync::{Mutex, mpsc};
@@ -672,21 +672,27 @@ impl Deployer {
     }
 }
 
-/// Reads berth.toml or fly.toml from an unpacked tree; none means defaults.
+/// Reads berth.toml or fly.toml (and a Procfile) from an unpacked tree;
+/// none means defaults.
 fn read_spec(dir: &Path, progress: &Progress) -> Result<AppSpec, DeployFailure> {
-    for name in SPEC_FILE_NAMES {
+    let mut files = Vec::new();
+    for name in berth_spec::PROJECT_FILE_NAMES {
         let path = dir.join(name);
         if !path.is_file() {
             continue;
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|err| DeployFailure::before_release(format!("cannot read {name}: {err}")))?;
-        let parsed = berth_spec::parse_spec(name, &text)
-            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        files.push((name.to_string(), text));
+    }
+    let parsed = berth_spec::parse_project(&files)
+        .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+    if let Some(parsed) = parsed {
         for warning in parsed.warnings {
             let _ = progress.send(DeployProgress::Warning { message: warning });
         }
-        say(progress, format!("using {name}"));
+        let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        say(progress, format!("using {}", names.join(" and ")));
         return Ok(parsed.spec);
     }
     if !dir.join("Cargo.toml").is_file() {

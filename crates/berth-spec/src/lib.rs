@@ -11,6 +11,7 @@ mod duration;
 mod error;
 mod jobs;
 mod model;
+mod project;
 mod raw;
 mod secrets;
 
@@ -21,6 +22,7 @@ pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
     HttpService, MountSpec, ResourcesSpec, Scaling, VM_SIZES, VmSpec,
 };
+pub use project::{PROCFILE, PROJECT_FILE_NAMES, parse_procfile, parse_project};
 pub use secrets::parse_secrets_file;
 
 /// Files that hold an app spec, in the order berth looks for them.

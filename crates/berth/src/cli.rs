@@ -126,6 +126,11 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumesCommand,
     },
+    /// Check a spec before deploying: what berth will do with it.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,6 +323,18 @@ pub enum RedisCommand {
     Attach(AppArg),
     /// Print the app's REDIS_URL (it holds the password).
     Url(AppArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load a berth.toml, fly.toml, Procfile, or a folder holding them, and
+    /// print the apps, processes, services, jobs, resources and every warning.
+    /// Exits non-zero only on a real error.
+    Validate {
+        /// A spec file or an app's folder.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -101,6 +101,9 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Postgres { command } => crate::resources::postgres(&global, command).await,
         Command::Redis { command } => crate::resources::redis(&global, command).await,
         Command::Volumes { command } => crate::resources::volumes(&global, command).await,
+        Command::Config {
+            command: crate::cli::ConfigCommand::Validate { path },
+        } => crate::validate::validate(&path, global.json),
         Command::Open(app) => {
             let app = resolve_app(&app)?;
             let client = connect(&global, false).await?;

@@ -10,6 +10,7 @@ mod commands;
 mod connect;
 mod output;
 mod resources;
+mod validate;
 
 use std::process::ExitCode;
 

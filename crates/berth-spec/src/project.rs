@@ -1,0 +1,232 @@
+//! A project folder's spec files, read together: `berth.toml` or
+//! `fly.toml`, and a Heroku-style `Procfile`.
+//!
+//! A `Procfile` names process types (`web: hello serve`) and, as `release`,
+//! the release command. Alone it makes the spec; beside a `berth.toml` or
+//! `fly.toml` it fills only what that file leaves out (its processes, its
+//! release command) and says so. The caller reads the files; this module
+//! only parses texts.
+
+use crate::error::{Location, SpecError, SpecProblem};
+use crate::{ParsedSpec, SPEC_FILE_NAMES, parse_spec};
+
+/// The name of the Procfile.
+pub const PROCFILE: &str = "Procfile";
+
+/// Every file name [`parse_project`] looks at, in order.
+pub const PROJECT_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml", PROCFILE];
+
+/// The spec of a folder whose spec files are `files` (name and text, any
+/// order; names other than [`PROJECT_FILE_NAMES`] are ignored). `None` when
+/// it has none of them (zero config).
+pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, SpecError> {
+    let text_of = |name: &str| {
+        files
+            .iter()
+            .find(|(file, _)| file == name)
+            .map(|(_, text)| text.as_str())
+    };
+    let main = SPEC_FILE_NAMES
+        .iter()
+        .find_map(|name| text_of(name).map(|text| (*name, text)));
+    let procfile = text_of(PROCFILE)
+        .map(|text| parse_procfile(PROCFILE, text))
+        .transpose()?;
+    let Some((name, text)) = main else {
+        return Ok(procfile);
+    };
+    let mut parsed = parse_spec(name, text)?;
+    if let Some(procfile) = procfile {
+        let spec = &mut parsed.spec;
+        if spec.processes.is_empty() && !procfile.spec.processes.is_empty() {
+            spec.processes = procfile.spec.processes;
+            parsed.warnings.push(format!(
+                "{name} has no [processes]: the Procfile's are used"
+            ));
+        } else if !procfile.spec.processes.is_empty() {
+            parsed.warnings.push(format!(
+                "the Procfile's process types are ignored: {name} has [processes]"
+            ));
+        }
+        if spec.deploy.release_command.is_none() {
+            spec.deploy.release_command = procfile.spec.deploy.release_command;
+        } else if procfile.spec.deploy.release_command.is_some() {
+            parsed.warnings.push(format!(
+                "the Procfile's `release` is ignored: {name} has a release_command"
+            ));
+        }
+    }
+    if let Some(other) = SPEC_FILE_NAMES
+        .iter()
+        .filter(|other| **other != name)
+        .find(|other| text_of(other).is_some())
+    {
+        parsed
+            .warnings
+            .push(format!("{other} is ignored: {name} comes first"));
+    }
+    Ok(Some(parsed))
+}
+
+/// Parses a Procfile: `type: command` lines, `#` comments, blank lines.
+/// `release` becomes the release command; the other types become process
+/// groups (`web` serves HTTP).
+pub fn parse_procfile(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
+    let mut parsed = ParsedSpec {
+        spec: crate::AppSpec::default(),
+        warnings: Vec::new(),
+    };
+    let mut problems = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let at = |column: usize| {
+            Some(Location {
+                line: index + 1,
+                column: column + 1,
+            })
+        };
+        let indent = line.len() - trimmed.len();
+        let Some((name, command)) = trimmed.split_once(':') else {
+            problems.push(SpecProblem {
+                location: at(indent),
+                message: "expected `type: command`".into(),
+            });
+            continue;
+        };
+        let name = name.trim();
+        let command = command.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            problems.push(SpecProblem {
+                location: at(indent),
+                message: format!("process type `{name}` must be letters, digits, `-` or `_`"),
+            });
+            continue;
+        }
+        if command.is_empty() {
+            problems.push(SpecProblem {
+                location: at(indent + name.len() + 1),
+                message: format!("process type `{name}` has no command"),
+            });
+            continue;
+        }
+        let group = name.to_ascii_lowercase();
+        if group == "release" {
+            parsed.spec.deploy.release_command = Some(command.to_string());
+            continue;
+        }
+        if !group.starts_with(|c: char| c.is_ascii_lowercase()) {
+            problems.push(SpecProblem {
+                location: at(indent),
+                message: format!("process type `{name}` must start with a letter"),
+            });
+            continue;
+        }
+        if parsed.spec.processes.contains_key(&group) {
+            problems.push(SpecProblem {
+                location: at(indent),
+                message: format!("process type `{name}` is defined twice"),
+            });
+            continue;
+        }
+        if group != name {
+            parsed
+                .warnings
+                .push(format!("{file}: process type `{name}` is named `{group}`"));
+        }
+        parsed.spec.processes.insert(group, command.to_string());
+    }
+    if problems.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(SpecError {
+            file: file.to_string(),
+            problems,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_procfile_alone_gives_processes_and_the_release_command() {
+        let text = "# Heroku style\nweb: hello serve --port $PORT\nworker: hello work\nrelease: hello migrate\n";
+        let parsed = parse_project(&files(&[(PROCFILE, text)])).unwrap().unwrap();
+        let spec = parsed.spec;
+        assert_eq!(spec.processes["web"], "hello serve --port $PORT");
+        assert_eq!(spec.processes["worker"], "hello work");
+        assert!(!spec.processes.contains_key("release"));
+        assert_eq!(
+            spec.deploy.release_command.as_deref(),
+            Some("hello migrate")
+        );
+        assert!(spec.serves_http("web") && !spec.serves_http("worker"));
+    }
+
+    #[test]
+    fn beside_berth_toml_the_procfile_fills_only_what_it_leaves_out() {
+        let project = files(&[
+            (
+                "berth.toml",
+                "app = \"shop\"\n[processes]\nweb = \"shop\"\n",
+            ),
+            (PROCFILE, "web: other\nrelease: shop migrate\n"),
+            ("fly.toml", "app = \"ignored\"\n"),
+        ]);
+        let parsed = parse_project(&project).unwrap().unwrap();
+        assert_eq!(parsed.spec.app.as_deref(), Some("shop"));
+        assert_eq!(parsed.spec.processes["web"], "shop");
+        assert_eq!(
+            parsed.spec.deploy.release_command.as_deref(),
+            Some("shop migrate")
+        );
+        let warnings = parsed.warnings.join("\n");
+        assert!(warnings.contains("process types are ignored"), "{warnings}");
+        assert!(warnings.contains("fly.toml is ignored"), "{warnings}");
+    }
+
+    #[test]
+    fn no_spec_files_is_zero_config() {
+        assert!(
+            parse_project(&files(&[("README.md", "hi")]))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn procfile_problems_name_line_and_column() {
+        let text = "web: ok\n\nnot a process line\n  bad name!: x\nweb: again\nworker:\n";
+        let err = parse_procfile(PROCFILE, text).unwrap_err().to_string();
+        assert!(
+            err.contains("Procfile:3:1: expected `type: command`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Procfile:4:3: process type `bad name!`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Procfile:5:1: process type `web` is defined twice"),
+            "{err}"
+        );
+        assert!(
+            err.contains("Procfile:6:8: process type `worker` has no command"),
+            "{err}"
+        );
+    }
+}

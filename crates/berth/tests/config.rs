@@ -1,0 +1,123 @@
+//! `berth config validate`: the real CLI on real spec files, no server.
+
+use std::process::Command;
+
+fn validate(path: &std::path::Path, json: bool) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command.args(["config", "validate"]).arg(path);
+    if json {
+        command.arg("--json");
+    }
+    let out = command.output().expect("run berth");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_folder_shows_what_berth_will_do_with_it() {
+    let todo = berth_testkit::workspace_root().join("examples/todo");
+    let (ok, stdout, stderr) = validate(&todo, false);
+    assert!(ok, "{stderr}");
+    for expected in [
+        "files       berth.toml",
+        "app         todo",
+        "release     todo migrate",
+        "postgres (DATABASE_URL), redis (REDIS_URL)",
+        "volume      files at /srv/todo-files",
+        "health check GET /healthz",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+    assert!(stderr.contains("==> valid"), "{stderr}");
+}
+
+#[test]
+fn a_procfile_folder_gives_processes_and_a_release_command_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"shop\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Procfile"),
+        "web: shop serve\nworker: shop work\nrelease: shop migrate\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = validate(dir.path(), true);
+    assert!(ok, "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["package"], "shop");
+    assert_eq!(out["files"][0], "Procfile");
+    assert_eq!(out["spec"]["processes"]["worker"], "shop work");
+    assert_eq!(out["spec"]["deploy"]["release_command"], "shop migrate");
+}
+
+#[test]
+fn warnings_do_not_fail_and_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let fly = dir.path().join("fly.toml");
+    std::fs::write(
+        &fly,
+        "app = \"shop\"\nprimary_region = \"ams\"\nsurprise = 1\n",
+    )
+    .unwrap();
+    let (ok, _stdout, stderr) = validate(&fly, false);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("primary_region"), "{stderr}");
+    assert!(stderr.contains("unknown key `surprise`"), "{stderr}");
+
+    std::fs::write(
+        &fly,
+        "app = \"shop\"\n[http_service]\ninternal_port = \"eighty\"\n",
+    )
+    .unwrap();
+    let (ok, _stdout, stderr) = validate(&fly, false);
+    assert!(!ok);
+    assert!(stderr.contains("fly.toml:3:17"), "{stderr}");
+
+    let procfile = dir.path().join("Procfile");
+    std::fs::write(&procfile, "web serve\n").unwrap();
+    let (ok, _stdout, stderr) = validate(&procfile, false);
+    assert!(!ok);
+    assert!(
+        stderr.contains("Procfile:1:1: expected `type: command`"),
+        "{stderr}"
+    );
+
+    let (ok, _stdout, stderr) = validate(&dir.path().join("missing"), false);
+    assert!(!ok);
+    assert!(stderr.contains("neither a file nor a folder"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procfile_deploys_as_it_is_with_its_release_command() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+    let server = berth_testkit::TestServer::start().await;
+    let app = berth_testkit::example("plain");
+    std::fs::write(
+        app.path().join("Procfile"),
+        "web: plain\nrelease: echo released by the Procfile\n",
+    )
+    .unwrap();
+    let out = server.ok_in(app.path(), &["up"]).await;
+    assert!(out.stderr.contains("using Procfile"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("release | released by the Procfile"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        server
+            .get("plain", "/")
+            .await
+            .body
+            .starts_with("plain says hi")
+    );
+}
