@@ -9,6 +9,7 @@
 
 mod duration;
 mod error;
+mod export;
 mod jobs;
 mod model;
 mod project;
@@ -17,6 +18,7 @@ mod secrets;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
+pub use export::{to_dockerfile, to_fly_toml};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,

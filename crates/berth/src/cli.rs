@@ -126,6 +126,15 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumesCommand,
     },
+    /// Write the app's model as another platform's files.
+    Export {
+        /// `fly` (a fly.toml) or `dockerfile` (a cargo-chef Dockerfile).
+        #[arg(value_parser = ["fly", "dockerfile"])]
+        format: String,
+        /// The app's folder (berth.toml, fly.toml, Procfile, Cargo.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Check a spec before deploying: what berth will do with it.
     Config {
         #[command(subcommand)]

@@ -104,6 +104,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Config {
             command: crate::cli::ConfigCommand::Validate { path },
         } => crate::validate::validate(&path, global.json),
+        Command::Export { format, dir } => crate::validate::export(&format, &dir),
         Command::Open(app) => {
             let app = resolve_app(&app)?;
             let client = connect(&global, false).await?;

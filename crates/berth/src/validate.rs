@@ -1,4 +1,5 @@
-//! `berth config validate`: what berth will do with a spec, before a deploy.
+//! `berth config validate`: what berth will do with a spec, before a deploy;
+//! `berth export`: the same model written for another platform.
 
 use std::path::Path;
 
@@ -34,6 +35,36 @@ pub fn validate(path: &Path, json: bool) -> Result<()> {
             format!(" ({} warnings)", warnings.len())
         }
     );
+    Ok(())
+}
+
+/// Prints the model of the app in `dir` as `format` (`fly`, `dockerfile`).
+pub fn export(format: &str, dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a folder: export reads an app's folder",
+            dir.display()
+        );
+    }
+    let (_, parsed, package) = load(dir)?;
+    let spec = parsed.map(|parsed| parsed.spec).unwrap_or_default();
+    match format {
+        "fly" => {
+            let mut spec = spec;
+            if spec.app.is_none() {
+                spec.app = package.as_deref().map(berth_spec::app_name_from_package);
+            }
+            print!("{}", berth_spec::to_fly_toml(&spec));
+        }
+        "dockerfile" => {
+            let binary =
+                spec.build.bin.clone().or(package).ok_or_else(|| {
+                    anyhow!("{} has no Cargo.toml to name the binary", dir.display())
+                })?;
+            print!("{}", berth_spec::to_dockerfile(&spec, &binary));
+        }
+        other => bail!("unknown export format `{other}` (fly, dockerfile)"),
+    }
     Ok(())
 }
 
