@@ -271,6 +271,12 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/apps/{app}/spec`: the target release's model, as JSON.
+    pub async fn spec(&self, app: &str) -> Result<serde_json::Value> {
+        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/spec")))
+            .await
+    }
+
     /// `GET /v1/apps/{app}/secrets`: names and digests, never values.
     pub async fn secrets(&self, app: &str) -> Result<Vec<berth_proto::SecretInfo>> {
         self.json(self.request(Method::GET, &format!("/v1/apps/{app}/secrets")))

@@ -135,7 +135,7 @@ type ApiResult<T> = Result<T, ApiFailure>;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "berth", description = "Host Rust apps on machines you own."),
-    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, rollback, scale, get_env, change_env, list_secrets, change_secrets,
+    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
         list_jobs, run_job, job_executions, execution, cancel_execution),
     components(schemas(
@@ -178,6 +178,7 @@ pub fn routes(state: ApiState) -> Router {
             post(deploy).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/apps/{app}/spec", get(app_spec))
         .route("/v1/apps/{app}/rollback", post(rollback))
         .route("/v1/apps/{app}/scale", post(scale))
         .route("/v1/apps/{app}/env", get(get_env).post(change_env))
@@ -471,6 +472,22 @@ async fn releases(
             .map(release_info)
             .collect(),
     ))
+}
+
+/// The model of the app's target release (what `berth export --app` writes out).
+#[utoipa::path(get, path = "/v1/apps/{app}/spec", params(("app" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ApiError)))]
+async fn app_spec(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let version = state.store.app(&app)?.target_release.ok_or_else(|| {
+        ApiFailure::NotFound(format!("app `{app}` has no release yet; deploy it first"))
+    })?;
+    let release = state.store.release(&app, version)?;
+    let spec: serde_json::Value = serde_json::from_str(&release.spec_json)
+        .map_err(|err| ApiFailure::Internal(format!("the stored spec is unreadable: {err}")))?;
+    Ok(Json(spec))
 }
 
 /// Rolls back to an earlier release without building. Answers with NDJSON.

@@ -134,6 +134,9 @@ pub enum Command {
         /// The app's folder (berth.toml, fly.toml, Procfile, Cargo.toml).
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Export the model the server runs for this app instead of a folder's.
+        #[arg(long)]
+        app: Option<String>,
     },
     /// Check a spec before deploying: what berth will do with it.
     Config {

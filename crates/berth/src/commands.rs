@@ -104,7 +104,21 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Config {
             command: crate::cli::ConfigCommand::Validate { path },
         } => crate::validate::validate(&path, global.json),
-        Command::Export { format, dir } => crate::validate::export(&format, &dir),
+        Command::Export {
+            format,
+            dir,
+            app: Some(app),
+        } => {
+            let client = connect(&global, false).await?;
+            let spec: berth_spec::AppSpec = serde_json::from_value(client.spec(&app).await?)
+                .context("the server's model of the app is not one this berth reads")?;
+            crate::validate::export_spec(&format, spec, Some(&app), &dir)
+        }
+        Command::Export {
+            format,
+            dir,
+            app: None,
+        } => crate::validate::export(&format, &dir),
         Command::Open(app) => {
             let app = resolve_app(&app)?;
             let client = connect(&global, false).await?;

@@ -48,6 +48,13 @@ pub fn export(format: &str, dir: &Path) -> Result<()> {
     }
     let (_, parsed, package) = load(dir)?;
     let spec = parsed.map(|parsed| parsed.spec).unwrap_or_default();
+    export_spec(format, spec, package.as_deref(), dir)
+}
+
+/// Prints `spec` as `format`; `name` is the app (or package) name that
+/// names it and its binary when the spec does not.
+pub fn export_spec(format: &str, spec: AppSpec, name: Option<&str>, dir: &Path) -> Result<()> {
+    let package = name.map(str::to_string);
     match format {
         "fly" => {
             let mut spec = spec;

@@ -120,6 +120,22 @@ async fn a_procfile_deploys_as_it_is_with_its_release_command() {
             .body
             .starts_with("plain says hi")
     );
+
+    // The model the server runs exports too, and reads back the same.
+    let exported = server.ok(&["export", "fly", "--app", "plain"]).await.stdout;
+    assert!(exported.contains("app = \"plain\""), "{exported}");
+    assert!(
+        exported.contains("release_command = \"echo released by the Procfile\""),
+        "{exported}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fly.toml"), &exported).unwrap();
+    let (ok, out, stderr) = validate(&dir.path().join("fly.toml"), true);
+    assert!(ok, "{stderr}");
+    let again: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(again["spec"]["processes"]["web"], "plain");
+    let err = server.fails(&["export", "fly", "--app", "ghost"]).await;
+    assert!(err.stderr.contains("ghost"), "{}", err.stderr);
 }
 
 #[test]
