@@ -43,6 +43,22 @@ where
     }
 }
 
+/// The stored log lines of `app` holding `text`, once there are some.
+async fn stored_lines(server: &TestServer, app: &str, text: &str) -> Answer {
+    eventually(
+        Duration::from_secs(5),
+        || async {
+            let out = server.ok(&["logs", "--app", app, "--grep", text]).await;
+            Answer {
+                status: 200,
+                body: out.stdout,
+            }
+        },
+        |answer| !answer.body.is_empty(),
+    )
+    .await
+}
+
 fn database_url(server_out: &str) -> String {
     server_out.trim().to_string()
 }
@@ -161,20 +177,7 @@ async fn todo_data_survives_redeploy_rollback_and_server_restart() {
     server
         .request("todo", "POST", "/log/DATABASE_URL", "")
         .await;
-    let logs = eventually(
-        Duration::from_secs(5),
-        || async {
-            let out = server
-                .ok(&["logs", "--app", "todo", "--grep", "debug: DATABASE_URL"])
-                .await;
-            Answer {
-                status: 200,
-                body: out.stdout,
-            }
-        },
-        |answer| !answer.body.is_empty(),
-    )
-    .await;
+    let logs = stored_lines(&server, "todo", "debug: DATABASE_URL").await;
     assert!(!logs.body.contains(&password), "{}", logs.body);
     assert!(logs.body.contains("[masked]"), "{}", logs.body);
 }
@@ -337,20 +340,7 @@ async fn secrets_are_encrypted_injected_masked_and_never_shown() {
 
     // A line that prints the secret is stored masked.
     server.request("todo", "POST", "/log/API_KEY", "").await;
-    let logs = eventually(
-        Duration::from_secs(5),
-        || async {
-            let out = server
-                .ok(&["logs", "--app", "todo", "--grep", "debug: API_KEY"])
-                .await;
-            Answer {
-                status: 200,
-                body: out.stdout,
-            }
-        },
-        |answer| !answer.body.is_empty(),
-    )
-    .await;
+    let logs = stored_lines(&server, "todo", "debug: API_KEY").await;
     assert!(
         logs.body.contains("debug: API_KEY=[masked]"),
         "{}",
