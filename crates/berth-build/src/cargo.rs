@@ -65,7 +65,7 @@ impl CargoBuilder {
     }
 
     /// Builds the tree in `uploaded` for `app`. `bin` picks the default binary
-    /// when there are several. Every line cargo prints goes to `output`. The
+    /// when there are several; `features` are passed to cargo. Every line cargo prints goes to `output`. The
     /// returned output's `source_dir` stays valid until the next build of the
     /// same app; copy what you need while holding the returned guard.
     pub fn build(
@@ -73,6 +73,7 @@ impl CargoBuilder {
         app: &str,
         uploaded: &Path,
         bin: Option<&str>,
+        features: &[String],
         output: &mut dyn FnMut(String),
     ) -> Result<(BuildOutput, BuildLock), BuildError> {
         let app_dir = self.cache_dir.join(app);
@@ -105,6 +106,12 @@ impl CargoBuilder {
                 "--release",
                 "--message-format=json-render-diagnostics",
             ])
+            .args(
+                (!features.is_empty())
+                    .then(|| ["--features".to_string(), features.join(",")])
+                    .into_iter()
+                    .flatten(),
+            )
             .current_dir(&source_dir)
             .env("CARGO_TARGET_DIR", &target_dir)
             .env("CARGO_TERM_COLOR", "never")

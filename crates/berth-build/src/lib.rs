@@ -15,4 +15,4 @@ pub mod source;
 
 pub use cargo::{BuildError, BuildOutput, CargoBuilder};
 pub use slug::{SLUG_BIN_DIR, SlugError, SlugStore};
-pub use source::{SourceError, UnpackLimits, pack, unpack};
+pub use source::{SourceError, UnpackLimits, pack, pack_with, unpack};

@@ -219,6 +219,7 @@ pub fn routes(state: ApiState) -> Router {
             get(|| async { Json(openapi_document()) }),
         )
         .merge(authed)
+        .merge(crate::shuttle::routes())
         .with_state(state)
 }
 
@@ -236,7 +237,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

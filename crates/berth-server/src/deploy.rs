@@ -199,6 +199,7 @@ impl Deployer {
         .map_err(|err| DeployFailure::before_release(err.to_string()))?;
 
         let spec = read_spec(staging.path(), &progress)?;
+        self.import_secrets_file(&app, staging.path(), &spec, &progress)?;
         if let Some(named) = &spec.app
             && named != &app
         {
@@ -221,6 +222,7 @@ impl Deployer {
         let slugs = self.slugs.clone();
         let source = staging.path().to_path_buf();
         let bin = spec.build.bin.clone();
+        let features = spec.build.features.clone();
         let build_progress = progress.clone();
         let app_for_build = app.clone();
         let built = tokio::task::spawn_blocking(move || {
@@ -228,7 +230,13 @@ impl Deployer {
                 let _ = build_progress.send(DeployProgress::Build { line });
             };
             let (built, _lock) = builder
-                .build(&app_for_build, &source, bin.as_deref(), &mut output)
+                .build(
+                    &app_for_build,
+                    &source,
+                    bin.as_deref(),
+                    &features,
+                    &mut output,
+                )
                 .map_err(|err| err.to_string())?;
             let digest = slugs
                 .store(&app_for_build, &built.source_dir, &built.binaries)
@@ -272,6 +280,59 @@ impl Deployer {
             )
             .await?;
         self.roll_out(&spec, release, &progress).await
+    }
+
+    /// A Shuttle project's `Secrets.toml` (or `Secrets.dev.toml`) becomes
+    /// the app's secrets, sealed like `berth secrets set`; both files are
+    /// then removed from the upload, so no plaintext reaches the build cache
+    /// or the slug.
+    fn import_secrets_file(
+        &self,
+        app: &str,
+        dir: &Path,
+        spec: &AppSpec,
+        progress: &Progress,
+    ) -> Result<(), DeployFailure> {
+        let Some(shuttle) = &spec.shuttle else {
+            return Ok(());
+        };
+        if let Some(file) = &shuttle.secrets_file {
+            let text = std::fs::read_to_string(dir.join(file)).map_err(|err| {
+                DeployFailure::before_release(format!("cannot read {file}: {err}"))
+            })?;
+            let values = berth_spec::parse_secrets_file(file, &text)
+                .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+            for key in values.keys() {
+                validate_env_key(key)
+                    .map_err(|err| DeployFailure::before_release(format!("{file}: {err}")))?;
+            }
+            self.resources.mask_with(app, &values);
+            let current = self.store.secrets(app)?;
+            let sealed = self
+                .resources
+                .seal_secrets(app, current.clone(), &values, &[]);
+            if sealed != current {
+                self.store
+                    .set_secrets(app, &sealed, &format!("imported from {file}"))?;
+                self.resources.refresh_masks(app);
+            }
+            say(
+                progress,
+                format!(
+                    "{} secret(s) from {file} stored sealed; the file is not kept",
+                    values.len()
+                ),
+            );
+        }
+        for file in berth_spec::SHUTTLE_SECRETS_FILES {
+            let path = dir.join(file);
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(|err| {
+                    DeployFailure::before_release(format!("cannot remove {file}: {err}"))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Gives the app what its spec asks for (a database, a Redis, volumes)
@@ -675,24 +736,35 @@ impl Deployer {
 /// Reads berth.toml or fly.toml (and a Procfile) from an unpacked tree;
 /// none means defaults.
 fn read_spec(dir: &Path, progress: &Progress) -> Result<AppSpec, DeployFailure> {
-    let mut files = Vec::new();
-    for name in berth_spec::PROJECT_FILE_NAMES {
-        let path = dir.join(name);
-        if !path.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|err| DeployFailure::before_release(format!("cannot read {name}: {err}")))?;
-        files.push((name.to_string(), text));
-    }
-    let parsed = berth_spec::parse_project(&files)
+    let tree = berth_spec::FolderTree::new(dir);
+    let parsed = berth_spec::load_project(&tree)
         .map_err(|err| DeployFailure::before_release(err.to_string()))?;
     if let Some(parsed) = parsed {
         for warning in parsed.warnings {
             let _ = progress.send(DeployProgress::Warning { message: warning });
         }
-        let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
-        say(progress, format!("using {}", names.join(" and ")));
+        let mut names: Vec<&str> = berth_spec::PROJECT_FILE_NAMES
+            .iter()
+            .copied()
+            .filter(|name| dir.join(name).is_file())
+            .collect();
+        if let Some(shuttle) = &parsed.spec.shuttle {
+            say(
+                progress,
+                format!(
+                    "a Shuttle project: bin `{}` of package `{}`, run with Shuttle's runtime API",
+                    shuttle.bin, shuttle.package
+                ),
+            );
+            names.extend(
+                [berth_spec::SHUTTLE_TOML]
+                    .into_iter()
+                    .filter(|name| dir.join(name).is_file()),
+            );
+        }
+        if !names.is_empty() {
+            say(progress, format!("using {}", names.join(" and ")));
+        }
         return Ok(parsed.spec);
     }
     if !dir.join("Cargo.toml").is_file() {

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod oneoff;
 pub mod reconciler;
 pub mod resources;
+pub mod shuttle;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -108,6 +109,20 @@ pub fn app_url(app: &str, suffix: &str, router: SocketAddr) -> String {
     }
 }
 
+/// The address a process on this machine connects to for a listener on
+/// `addr`: loopback when it listens on every address.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -183,6 +198,7 @@ pub async fn run(
         store.clone(),
         logs.clone(),
         config.isolation && berth_runtime::can_isolate(),
+        format!("http://{}", reachable(api_addr)),
     )?);
     // Databases and Redis servers first: instances expect them.
     resources.start().await;

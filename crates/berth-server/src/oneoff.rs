@@ -62,6 +62,17 @@ impl Launcher {
         );
         env.extend(self.resources.env_for(release, spec, process)?);
         env.extend(extra.iter().cloned());
+        if spec.shuttle.is_some() {
+            let port = extra
+                .iter()
+                .find(|(key, _)| key == "PORT")
+                .map(|(_, value)| value.as_str());
+            env.extend(crate::shuttle::runtime_env(
+                &self.resources,
+                &release.app,
+                port,
+            ));
+        }
         env.push(("BERTH_APP".into(), release.app.clone()));
         env.push(("BERTH_RELEASE".into(), release.version.to_string()));
         env.push(("BERTH_PROCESS".into(), process.to_string()));

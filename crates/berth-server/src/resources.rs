@@ -63,6 +63,8 @@ pub struct Resources {
     backups_dir: PathBuf,
     /// Whether instances get sandboxes (root, and not turned off).
     isolated: bool,
+    /// Where instances reach berth's API (`http://127.0.0.1:PORT`).
+    api_url: String,
 }
 
 impl Resources {
@@ -72,6 +74,7 @@ impl Resources {
         store: Arc<Store>,
         logs: Arc<LogStore>,
         isolated: bool,
+        api_url: String,
     ) -> Result<Resources, berth_vault::VaultError> {
         let vault = Vault::open_or_create(&data_dir.join("secrets.key"))?;
         Ok(Resources {
@@ -83,7 +86,29 @@ impl Resources {
             volumes_dir: data_dir.join("volumes"),
             backups_dir: data_dir.join("backups"),
             isolated,
+            api_url,
         })
+    }
+
+    /// Where instances reach berth's API.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// The bearer token `app`'s processes present to berth for `purpose`
+    /// (the Shuttle runtime API, say).
+    pub fn app_token(&self, app: &str, purpose: &str) -> String {
+        self.vault.token(app, purpose)
+    }
+
+    /// The app's secrets, opened (for runtimes that fetch them, as Shuttle's does).
+    pub fn open_secrets(&self, app: &str) -> Result<BTreeMap<String, String>, ResourcesError> {
+        let mut opened = BTreeMap::new();
+        for (name, secret) in self.store.secrets(app)? {
+            let value = self.vault.open(app, &name, &secret.sealed)?;
+            opened.insert(name, value.to_string());
+        }
+        Ok(opened)
     }
 
     /// Brings up what the store says apps have (PostgreSQL if any app has

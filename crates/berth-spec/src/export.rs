@@ -53,6 +53,12 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
     if let Some(bin) = &spec.build.bin {
         build.insert("bin".into(), text(bin.clone()));
     }
+    if !spec.build.features.is_empty() {
+        build.insert(
+            "features".into(),
+            Value::Array(spec.build.features.iter().cloned().map(text).collect()),
+        );
+    }
     if !build.is_empty() {
         root.insert("build".into(), Value::Table(build));
     }

@@ -4,8 +4,8 @@
 //! Parsing is two-stage: the text is read into lenient raw structs (numbers or
 //! strings where fly takes either, unknown keys collected as warnings), then
 //! validated into a typed model that cannot be invalid, reporting every problem
-//! at once with file, line and column. This crate never does IO: callers read
-//! files and hand over their text.
+//! at once with file, line and column. Parsers take texts; only
+//! [`FolderTree`] reads a folder, for detecting what kind of project it holds.
 
 mod duration;
 mod error;
@@ -15,6 +15,8 @@ mod model;
 mod project;
 mod raw;
 mod secrets;
+mod shuttle;
+mod tree;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
@@ -24,8 +26,12 @@ pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
     HttpService, MountSpec, ResourcesSpec, Scaling, VM_SIZES, VmSpec,
 };
-pub use project::{PROCFILE, PROJECT_FILE_NAMES, parse_procfile, parse_project};
+pub use project::{PROCFILE, PROJECT_FILE_NAMES, load_project, parse_procfile, parse_project};
 pub use secrets::parse_secrets_file;
+pub use shuttle::{
+    SHUTTLE_INSTANCE_SIZES, SHUTTLE_SECRETS_FILES, SHUTTLE_TOML, ShuttleSpec, detect_shuttle,
+};
+pub use tree::{FolderTree, MemoryTree, ProjectTree};
 
 /// Files that hold an app spec, in the order berth looks for them.
 pub const SPEC_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml"];

@@ -40,6 +40,9 @@ pub struct AppSpec {
     /// none) applies to it.
     #[serde(default)]
     pub vms: Vec<VmSpec>,
+    /// Set when the app is a Shuttle project run the way Shuttle ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuttle: Option<crate::ShuttleSpec>,
 }
 
 /// The size an instance is promised: enforced with cgroups when berth runs as root.
@@ -143,6 +146,7 @@ impl Default for AppSpec {
             resources: ResourcesSpec::default(),
             mounts: Vec::new(),
             vms: Vec::new(),
+            shuttle: None,
         }
     }
 }
@@ -180,6 +184,9 @@ pub struct BuildSpec {
     pub builder: BuilderKind,
     /// Which binary is the default process, when the package has several.
     pub bin: Option<String>,
+    /// Cargo features to build with (`--features`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// The builders berth knows.

@@ -8,6 +8,7 @@
 //! only parses texts.
 
 use crate::error::{Location, SpecError, SpecProblem};
+use crate::tree::ProjectTree;
 use crate::{ParsedSpec, SPEC_FILE_NAMES, parse_spec};
 
 /// The name of the Procfile.
@@ -65,6 +66,41 @@ pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, S
             .warnings
             .push(format!("{other} is ignored: {name} comes first"));
     }
+    Ok(Some(parsed))
+}
+
+/// The spec of the project folder `tree`: its spec files as
+/// [`parse_project`] reads them, and, when it is a Shuttle project, what
+/// [`detect_shuttle`](crate::detect_shuttle) finds. A Shuttle project
+/// without spec files is deployed from the detection alone; beside a
+/// `berth.toml` or `fly.toml` the detection fills the bin, the features and
+/// the database those leave out.
+pub fn load_project(tree: &dyn ProjectTree) -> Result<Option<ParsedSpec>, SpecError> {
+    let files: Vec<(String, String)> = PROJECT_FILE_NAMES
+        .iter()
+        .filter_map(|name| tree.read(name).map(|text| (name.to_string(), text)))
+        .collect();
+    let parsed = parse_project(&files)?;
+    let Some(shuttle) = crate::detect_shuttle(tree)? else {
+        return Ok(parsed);
+    };
+    let Some(mut parsed) = parsed else {
+        return Ok(Some(shuttle));
+    };
+    let spec = &mut parsed.spec;
+    spec.build.bin = spec.build.bin.take().or(shuttle.spec.build.bin);
+    if spec.build.features.is_empty() {
+        spec.build.features = shuttle.spec.build.features;
+    }
+    spec.resources.postgres |= shuttle.spec.resources.postgres;
+    if spec.vms.is_empty() {
+        spec.vms = shuttle.spec.vms;
+    }
+    if spec.app.is_none() {
+        spec.app = shuttle.spec.app;
+    }
+    spec.shuttle = shuttle.spec.shuttle;
+    parsed.warnings.extend(shuttle.warnings);
     Ok(Some(parsed))
 }
 

@@ -191,6 +191,8 @@ struct RawResources {
 struct RawBuild {
     builder: Option<Spanned<String>>,
     bin: Option<String>,
+    #[serde(default)]
+    features: Vec<String>,
     image: Option<String>,
     dockerfile: Option<String>,
     buildpacks: Option<toml::Value>,
@@ -330,7 +332,7 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
     }
 }
 
-fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> SpecError {
+pub(crate) fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> SpecError {
     let location = err.span().map(|span| Location::of_offset(text, span.start));
     SpecError::single(file, location, err.message().trim().to_string())
 }
@@ -671,6 +673,7 @@ fn validate_build(
 ) -> BuildSpec {
     let mut spec = BuildSpec {
         bin: build.bin,
+        features: build.features,
         ..BuildSpec::default()
     };
     if let Some(image) = build.image {

@@ -199,6 +199,16 @@ impl Vault {
         hex::encode(&tag[..6])
     }
 
+    /// A bearer token of `app` for `purpose`: stable for the key file, the
+    /// app and the purpose, and unguessable without the key (an HMAC).
+    pub fn token(&self, app: &str, purpose: &str) -> String {
+        let key = self.derive("token", app);
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).expect("any key length works");
+        mac.update(purpose.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// A random password of `length` characters from `[A-Za-z0-9]`, for
     /// generated credentials (database roles, Redis).
     pub fn generate_password(length: usize) -> Zeroizing<String> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use berth_client::{Client, LogFilter, NdjsonStream};
 use berth_proto::{DeployProgress, EnvChange};
-use berth_spec::{SPEC_FILE_NAMES, app_name_from_package, parse_cargo_manifest, parse_spec};
+use berth_spec::{app_name_from_package, parse_cargo_manifest};
 
 use crate::cli::{
     AppArg, AppsCommand, Command, DeployArgs, EnvCommand, Global, JobsCommand, LogsArgs, ServerArgs,
@@ -153,18 +153,11 @@ pub(crate) fn confirm(question: &str, expected: &str) -> Result<()> {
 
 /// The app a folder holds: `app` in berth.toml or fly.toml, else the package name.
 fn app_from_dir(dir: &Path) -> Result<String> {
-    for name in SPEC_FILE_NAMES {
-        let path = dir.join(name);
-        if !path.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let parsed = parse_spec(name, &text).map_err(|err| anyhow!("{err}"))?;
-        if let Some(app) = parsed.spec.app {
-            return Ok(app);
-        }
-        break;
+    let tree = berth_spec::FolderTree::new(dir);
+    if let Some(parsed) = berth_spec::load_project(&tree).map_err(|err| anyhow!("{err}"))?
+        && let Some(app) = parsed.spec.app
+    {
+        return Ok(app);
     }
     let manifest = dir.join("Cargo.toml");
     if manifest.is_file() {
@@ -177,6 +170,23 @@ fn app_from_dir(dir: &Path) -> Result<String> {
         "{} has no Cargo.toml, berth.toml or fly.toml: run berth in your app's folder, or pass --app",
         dir.display()
     )
+}
+
+/// Ignored files that are uploaded anyway: a Shuttle project's secrets
+/// files (the server seals them and drops the files) and its `Shuttle.toml`
+/// `[deploy] include`.
+fn upload_includes(dir: &Path) -> Result<Vec<String>> {
+    let shuttle = berth_spec::detect_shuttle(&berth_spec::FolderTree::new(dir))
+        .map_err(|err| anyhow!("{err}"))?
+        .and_then(|parsed| parsed.spec.shuttle);
+    Ok(match shuttle {
+        Some(shuttle) => berth_spec::SHUTTLE_SECRETS_FILES
+            .iter()
+            .map(|file| file.to_string())
+            .chain(shuttle.include)
+            .collect(),
+        None => Vec::new(),
+    })
 }
 
 pub(crate) fn resolve_app(arg: &AppArg) -> Result<String> {
@@ -213,7 +223,8 @@ async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()
         Err(err) => return Err(err.into()),
     }
     let pack_dir = dir.clone();
-    let tarball = tokio::task::spawn_blocking(move || berth_build::pack(&pack_dir))
+    let include = upload_includes(&dir)?;
+    let tarball = tokio::task::spawn_blocking(move || berth_build::pack_with(&pack_dir, &include))
         .await
         .context("packing stopped")??;
     if !global.json {

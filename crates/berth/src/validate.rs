@@ -102,28 +102,27 @@ fn load(path: &Path) -> Result<Loaded> {
     if !path.is_dir() {
         bail!("{} is neither a file nor a folder", path.display());
     }
-    let mut files = Vec::new();
-    for name in PROJECT_FILE_NAMES {
-        let file = path.join(name);
-        if file.is_file() {
-            files.push((name.to_string(), read(&file)?));
-        }
-    }
+    let files: Vec<String> = PROJECT_FILE_NAMES
+        .iter()
+        .chain(&[berth_spec::SHUTTLE_TOML])
+        .filter(|name| path.join(name).is_file())
+        .map(|name| name.to_string())
+        .collect();
     let package = match std::fs::read_to_string(path.join("Cargo.toml")) {
         Ok(text) => berth_spec::parse_cargo_manifest("Cargo.toml", &text)
             .ok()
             .map(|package| package.name),
         Err(_) => None,
     };
-    if files.is_empty() && package.is_none() {
+    if files.is_empty() && !path.join("Cargo.toml").is_file() {
         bail!(
             "{} has no berth.toml, fly.toml, Procfile or Cargo.toml",
             path.display()
         );
     }
-    let parsed = berth_spec::parse_project(&files).map_err(|err| anyhow!("{err}"))?;
-    let names = files.into_iter().map(|(name, _)| name).collect();
-    Ok((names, parsed, package))
+    let parsed = berth_spec::load_project(&berth_spec::FolderTree::new(path))
+        .map_err(|err| anyhow!("{err}"))?;
+    Ok((files, parsed, package))
 }
 
 fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
@@ -144,14 +143,38 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
             (None, None) => "(named with --app)".into(),
         },
     );
+    let features = if spec.build.features.is_empty() {
+        String::new()
+    } else {
+        format!(", features {}", spec.build.features.join(","))
+    };
     row(
         "build",
         match &spec.build.bin {
-            Some(bin) => format!("{:?}, binary {bin}", spec.build.builder),
-            None => format!("{:?}", spec.build.builder).to_lowercase(),
+            Some(bin) => format!("{:?}, binary {bin}{features}", spec.build.builder),
+            None => format!("{:?}{features}", spec.build.builder).to_lowercase(),
         },
     );
-    let processes = spec.process_commands(package.unwrap_or("<the package's binary>"));
+    if let Some(shuttle) = &spec.shuttle {
+        let secrets = shuttle
+            .secrets_file
+            .as_deref()
+            .map_or("no secrets file".to_string(), |file| {
+                format!("{file} becomes berth secrets")
+            });
+        row(
+            "shuttle",
+            format!(
+                "#[shuttle_runtime::main] in `{}` of package {}: SHUTTLE_* env and the runtime API from berth; {secrets}",
+                shuttle.bin, shuttle.package
+            ),
+        );
+        if !shuttle.resources.is_empty() {
+            row("provides", shuttle.resources.join(", "));
+        }
+    }
+    let default_binary = spec.build.bin.as_deref().or(package);
+    let processes = spec.process_commands(default_binary.unwrap_or("<the package's binary>"));
     for (name, command) in &processes {
         let serves = if spec.serves_http(name) {
             match spec.http.internal_port {
