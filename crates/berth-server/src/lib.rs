@@ -193,12 +193,16 @@ pub async fn run(
         );
     }
     let driver: Arc<dyn berth_runtime::Driver> = Arc::new(process_driver);
+    let suffix = config.domain_suffix.clone();
+    let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> =
+        Arc::new(move |app| app_url(app, &suffix, router_addr));
     let resources = Arc::new(resources::Resources::new(
         data,
         store.clone(),
         logs.clone(),
         config.isolation && berth_runtime::can_isolate(),
         format!("http://{}", reachable(api_addr)),
+        url_for.clone(),
     )?);
     // Databases and Redis servers first: instances expect them.
     resources.start().await;
@@ -220,9 +224,6 @@ pub async fn run(
     });
     let autoscaler =
         autoscale::Autoscaler::new(store.clone(), handle.clone(), route_receiver.clone(), wakes);
-    let suffix = config.domain_suffix.clone();
-    let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> =
-        Arc::new(move |app| app_url(app, &suffix, router_addr));
     let deployer = Arc::new(Deployer::new(
         store.clone(),
         logs.clone(),

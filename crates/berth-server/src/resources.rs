@@ -24,6 +24,7 @@ use berth_resources::postgres::{PgDatabase, Postgres};
 use berth_resources::redis::RedisFleet;
 use berth_runtime::BindMount;
 use berth_spec::AppSpec;
+use berth_spec::EnvSource;
 use berth_store::{ReleaseRow, ResourceRow, SealedSecret, Store};
 use berth_vault::{Vault, Zeroizing};
 
@@ -65,6 +66,8 @@ pub struct Resources {
     isolated: bool,
     /// Where instances reach berth's API (`http://127.0.0.1:PORT`).
     api_url: String,
+    /// An app's URL through the router.
+    url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
 }
 
 impl Resources {
@@ -75,6 +78,7 @@ impl Resources {
         logs: Arc<LogStore>,
         isolated: bool,
         api_url: String,
+        url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
     ) -> Result<Resources, berth_vault::VaultError> {
         let vault = Vault::open_or_create(&data_dir.join("secrets.key"))?;
         Ok(Resources {
@@ -87,6 +91,7 @@ impl Resources {
             backups_dir: data_dir.join("backups"),
             isolated,
             api_url,
+            url_for,
         })
     }
 
@@ -277,22 +282,28 @@ impl Resources {
                 .map_err(|err| err.to_string())?;
             env.push((name.clone(), value.to_string()));
         }
+        // A shared database or Redis is its owner's.
+        let postgres_owner = spec.resources.postgres_from.as_deref().unwrap_or(app);
+        let redis_owner = spec.resources.redis_from.as_deref().unwrap_or(app);
+        let mut database = None;
         if let Some(row) = self
             .store
-            .resource(app, POSTGRES)
+            .resource(postgres_owner, POSTGRES)
             .map_err(|err| err.to_string())?
         {
             let password = self.open_password(&row).map_err(|err| err.to_string())?;
-            let database = PgDatabase {
+            let found = PgDatabase {
                 name: row.name.clone(),
                 password,
                 port: self.postgres.known_port().unwrap_or(5432),
             };
-            env.push(("DATABASE_URL".into(), database.url()));
+            env.push(("DATABASE_URL".into(), found.url()));
+            database = Some(found);
         }
+        let mut redis = None;
         if let Some(row) = self
             .store
-            .resource(app, REDIS)
+            .resource(redis_owner, REDIS)
             .map_err(|err| err.to_string())?
         {
             let password = self.open_password(&row).map_err(|err| err.to_string())?;
@@ -301,7 +312,74 @@ impl Resources {
                     "REDIS_URL".into(),
                     berth_resources::redis::url(port, &password),
                 ));
+                redis = Some((port, password));
             }
+        }
+        for from in &spec.env_from {
+            let value = match &from.source {
+                // Kept as secrets, already in the env above.
+                EnvSource::Generated | EnvSource::AskOnce => continue,
+                EnvSource::Postgres { property } => {
+                    let database = database.as_ref().ok_or_else(|| {
+                        format!("{} needs a database and the app has none", from.key)
+                    })?;
+                    match property.as_str() {
+                        "connectionString" | "connection_string" => database.url(),
+                        "host" => "127.0.0.1".into(),
+                        "port" => database.port.to_string(),
+                        "database" | "user" => database.name.clone(),
+                        "password" => database.password.to_string(),
+                        other => {
+                            return Err(format!(
+                                "{}: unknown database property `{other}` (connectionString, host, port, database, user, password)",
+                                from.key
+                            ));
+                        }
+                    }
+                }
+                EnvSource::Redis { property } => {
+                    let (port, password) = redis.as_ref().ok_or_else(|| {
+                        format!("{} needs a Redis and the app has none", from.key)
+                    })?;
+                    match property.as_str() {
+                        "connectionString" | "connection_string" => {
+                            berth_resources::redis::url(*port, password)
+                        }
+                        "host" => "127.0.0.1".into(),
+                        "port" => port.to_string(),
+                        "hostport" => format!("127.0.0.1:{port}"),
+                        other => {
+                            return Err(format!(
+                                "{}: unknown key-value property `{other}` (connectionString, host, port, hostport)",
+                                from.key
+                            ));
+                        }
+                    }
+                }
+                EnvSource::AppAddress { app, property } => {
+                    let url = (self.url_for)(app);
+                    let authority = url
+                        .trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        .to_string();
+                    let (host, port) = authority
+                        .rsplit_once(':')
+                        .map(|(host, port)| (host.to_string(), port.to_string()))
+                        .unwrap_or((authority.clone(), "80".into()));
+                    match property.as_str() {
+                        "host" => host,
+                        "port" => port,
+                        "hostport" => authority,
+                        other => {
+                            return Err(format!(
+                                "{}: unknown service property `{other}` (host, port, hostport)",
+                                from.key
+                            ));
+                        }
+                    }
+                }
+            };
+            env.push((from.key.clone(), value));
         }
         let isolated = self.isolated;
         for mount in spec.mounts.iter().filter(|mount| mount.applies_to(process)) {

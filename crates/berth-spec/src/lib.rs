@@ -14,6 +14,7 @@ mod jobs;
 mod model;
 mod project;
 mod raw;
+mod render;
 mod secrets;
 mod shuttle;
 mod tree;
@@ -23,10 +24,14 @@ pub use error::{Location, SpecError, SpecProblem};
 pub use export::{to_dockerfile, to_fly_toml};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use model::{
-    AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, HealthCheck,
-    HttpService, MountSpec, ResourcesSpec, Scaling, VM_SIZES, VmSpec,
+    AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EnvFrom,
+    EnvSource, HealthCheck, HttpService, MountSpec, ResourcesSpec, Scaling, VM_SIZES, VmSpec,
 };
-pub use project::{PROCFILE, PROJECT_FILE_NAMES, load_project, parse_procfile, parse_project};
+pub use project::{
+    PROCFILE, PROJECT_FILE_NAMES, load_blueprint, load_project, load_project_for, parse_procfile,
+    parse_project,
+};
+pub use render::{Blueprint, RENDER_PLANS, RENDER_YAML, parse_render};
 pub use secrets::parse_secrets_file;
 pub use shuttle::{
     SHUTTLE_INSTANCE_SIZES, SHUTTLE_SECRETS_FILES, SHUTTLE_TOML, ShuttleSpec, detect_shuttle,

@@ -40,6 +40,13 @@ pub struct AppSpec {
     /// none) applies to it.
     #[serde(default)]
     pub vms: Vec<VmSpec>,
+    /// The app runs only its jobs (a Render cron job): no long-running process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jobs_only: bool,
+    /// Env vars whose values berth makes or looks up (render.yaml's
+    /// `generateValue`, `sync: false`, `fromDatabase`, `fromService`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFrom>,
     /// Set when the app is a Shuttle project run the way Shuttle ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shuttle: Option<crate::ShuttleSpec>,
@@ -109,6 +116,53 @@ pub struct ResourcesSpec {
     /// A Redis of its own (`REDIS_URL`).
     #[serde(default)]
     pub redis: bool,
+    /// Use this app's database instead of one of its own (the owner must
+    /// list this app in its `shared_with`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_from: Option<String>,
+    /// Use this app's Redis instead of one of its own (same rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_from: Option<String>,
+    /// Apps allowed to use this app's database and Redis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
+}
+
+/// An env var whose value berth makes or looks up at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvFrom {
+    /// The variable's name.
+    pub key: String,
+    /// Where its value comes from.
+    pub source: EnvSource,
+}
+
+/// Where an [`EnvFrom`] value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EnvSource {
+    /// A random value made at the first deploy and kept as a secret.
+    Generated,
+    /// A secret the user sets once (`berth secrets set`); a deploy without it fails.
+    AskOnce,
+    /// A part of the app's database: `connectionString`, `host`, `port`,
+    /// `database`, `user` or `password`.
+    Postgres {
+        /// Which part.
+        property: String,
+    },
+    /// A part of the app's Redis: `connectionString`, `host`, `port`, `hostport`.
+    Redis {
+        /// Which part.
+        property: String,
+    },
+    /// Where another app is reached: `host`, `port`, `hostport`.
+    AppAddress {
+        /// The app.
+        app: String,
+        /// Which part.
+        property: String,
+    },
 }
 
 /// One `[[mounts]]` entry: a persistent directory.
@@ -146,6 +200,8 @@ impl Default for AppSpec {
             resources: ResourcesSpec::default(),
             mounts: Vec::new(),
             vms: Vec::new(),
+            jobs_only: false,
+            env_from: Vec::new(),
             shuttle: None,
         }
     }
@@ -155,7 +211,9 @@ impl AppSpec {
     /// The process groups with commands, given the binary the build produced
     /// for the default group.
     pub fn process_commands(&self, default_binary: &str) -> BTreeMap<String, String> {
-        if self.processes.is_empty() {
+        if self.jobs_only {
+            BTreeMap::new()
+        } else if self.processes.is_empty() {
             BTreeMap::from([(DEFAULT_PROCESS.to_string(), default_binary.to_string())])
         } else {
             self.processes.clone()

@@ -7,7 +7,9 @@
 //! release command) and says so. The caller reads the files; this module
 //! only parses texts.
 
+use crate::Blueprint;
 use crate::error::{Location, SpecError, SpecProblem};
+use crate::render::RENDER_YAML;
 use crate::tree::ProjectTree;
 use crate::{ParsedSpec, SPEC_FILE_NAMES, parse_spec};
 
@@ -76,11 +78,79 @@ pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, S
 /// `berth.toml` or `fly.toml` the detection fills the bin, the features and
 /// the database those leave out.
 pub fn load_project(tree: &dyn ProjectTree) -> Result<Option<ParsedSpec>, SpecError> {
+    load_project_for(tree, None)
+}
+
+/// The apps of a `render.yaml` in `tree`, when berth uses it: there is no
+/// `berth.toml` or `fly.toml` beside it (those come first).
+pub fn load_blueprint(tree: &dyn ProjectTree) -> Result<Option<Blueprint>, SpecError> {
+    if crate::SPEC_FILE_NAMES
+        .iter()
+        .any(|name| tree.read(name).is_some())
+    {
+        return Ok(None);
+    }
+    let Some(text) = tree.read(RENDER_YAML) else {
+        return Ok(None);
+    };
+    let default_binary = tree
+        .read("Cargo.toml")
+        .and_then(|text| crate::parse_cargo_manifest("Cargo.toml", &text).ok())
+        .map(|package| package.name);
+    crate::parse_render(RENDER_YAML, &text, default_binary.as_deref()).map(Some)
+}
+
+/// [`load_project`] for app `app`: picks that app's service when the
+/// folder holds a `render.yaml` with several.
+pub fn load_project_for(
+    tree: &dyn ProjectTree,
+    app: Option<&str>,
+) -> Result<Option<ParsedSpec>, SpecError> {
     let files: Vec<(String, String)> = PROJECT_FILE_NAMES
         .iter()
         .filter_map(|name| tree.read(name).map(|text| (name.to_string(), text)))
         .collect();
-    let parsed = parse_project(&files)?;
+    let mut parsed = parse_project(&files)?;
+    if let Some(mut blueprint) = load_blueprint(tree)? {
+        let index = match app {
+            Some(app) => blueprint.apps.iter().position(|(name, _)| name == app),
+            None => None,
+        }
+        .or((blueprint.apps.len() == 1).then_some(0));
+        let Some(index) = index else {
+            let names: Vec<&str> = blueprint
+                .apps
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect();
+            return Err(SpecError::single(
+                RENDER_YAML,
+                None,
+                format!(
+                    "has {} services ({}): `berth up` deploys them all; deploy one with --app NAME",
+                    names.len(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        let (_, spec) = blueprint.apps.swap_remove(index);
+        let procfile = parsed.take();
+        if procfile.is_some() {
+            blueprint
+                .warnings
+                .push("the Procfile is ignored: render.yaml comes first".into());
+        }
+        parsed = Some(ParsedSpec {
+            spec,
+            warnings: blueprint.warnings,
+        });
+    } else if tree.read(RENDER_YAML).is_some()
+        && let Some(parsed) = parsed.as_mut()
+    {
+        parsed
+            .warnings
+            .push("render.yaml is ignored: berth.toml or fly.toml comes first".into());
+    }
     let Some(shuttle) = crate::detect_shuttle(tree)? else {
         return Ok(parsed);
     };

@@ -204,38 +204,107 @@ async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()
         .dir
         .canonicalize()
         .with_context(|| format!("cannot open the folder {}", args.dir.display()))?;
-    let app = match &args.app.app {
-        Some(app) => app.clone(),
-        None => app_from_dir(&dir)?,
+    let tree = berth_spec::FolderTree::new(&dir);
+    // A render.yaml with several services deploys each as its own app.
+    let apps: Vec<String> = match &args.app.app {
+        Some(app) => vec![app.clone()],
+        None => match berth_spec::load_blueprint(&tree).map_err(|err| anyhow!("{err}"))? {
+            Some(blueprint) if blueprint.apps.len() > 1 => {
+                blueprint.apps.into_iter().map(|(app, _)| app).collect()
+            }
+            _ => vec![app_from_dir(&dir)?],
+        },
     };
     let client = connect(global, autostart).await?;
-    match client.status(&app).await {
-        Ok(_) => {}
-        Err(err) if err.is_not_found() => {
-            client
-                .create_app(&app)
-                .await
-                .with_context(|| format!("cannot create the app `{app}`"))?;
-            if !global.json {
-                eprintln!("==> created app {app}");
-            }
-        }
-        Err(err) => return Err(err.into()),
-    }
     let pack_dir = dir.clone();
     let include = upload_includes(&dir)?;
     let tarball = tokio::task::spawn_blocking(move || berth_build::pack_with(&pack_dir, &include))
         .await
         .context("packing stopped")??;
-    if !global.json {
-        eprintln!(
-            "==> uploading {} ({} KiB)",
-            dir.display(),
-            tarball.len() / 1024
-        );
+    for app in &apps {
+        match client.status(app).await {
+            Ok(_) => {}
+            Err(err) if err.is_not_found() => {
+                client
+                    .create_app(app)
+                    .await
+                    .with_context(|| format!("cannot create the app `{app}`"))?;
+                if !global.json {
+                    eprintln!("==> created app {app}");
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if let Ok(Some(parsed)) = berth_spec::load_project_for(&tree, Some(app)) {
+            ask_for_secrets(global, &client, app, &parsed.spec).await?;
+        }
+        if !global.json {
+            eprintln!(
+                "==> uploading {} ({} KiB){}",
+                dir.display(),
+                tarball.len() / 1024,
+                if apps.len() > 1 {
+                    format!(" as app {app}")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let stream = client.deploy(app, tarball.clone()).await?;
+        finish_progress(stream, global.json).await?;
     }
-    let stream = client.deploy(&app, tarball).await?;
-    finish_progress(stream, global.json).await
+    Ok(())
+}
+
+/// Asks, on a terminal, for the secrets the spec wants set once
+/// (render.yaml's `sync: false`) and the app does not have yet. Without a
+/// terminal the deploy says which are missing and how to set them.
+async fn ask_for_secrets(
+    global: &Global,
+    client: &berth_client::Client,
+    app: &str,
+    spec: &berth_spec::AppSpec,
+) -> Result<()> {
+    use std::io::IsTerminal;
+    let wanted: Vec<&str> = spec
+        .env_from
+        .iter()
+        .filter(|from| from.source == berth_spec::EnvSource::AskOnce)
+        .map(|from| from.key.as_str())
+        .collect();
+    if wanted.is_empty() || global.json || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    let have: Vec<String> = client
+        .secrets(app)
+        .await?
+        .into_iter()
+        .map(|secret| secret.name)
+        .collect();
+    let mut set = std::collections::BTreeMap::new();
+    for key in wanted
+        .into_iter()
+        .filter(|key| !have.iter().any(|name| name == key))
+    {
+        eprint!("{app} needs {key} (set once, kept sealed): ");
+        let mut value = String::new();
+        std::io::stdin()
+            .read_line(&mut value)
+            .context("cannot read the value")?;
+        let value = value.trim_end_matches(['\n', '\r']).to_string();
+        if value.is_empty() {
+            bail!("no value for {key}: set it with `berth secrets set --app {app} {key}=…`");
+        }
+        set.insert(key.to_string(), value);
+    }
+    if set.is_empty() {
+        return Ok(());
+    }
+    let change = berth_proto::EnvChange {
+        set,
+        unset: Vec::new(),
+    };
+    finish_progress(client.change_secrets(app, &change).await?, global.json).await
 }
 
 pub(crate) async fn finish_progress(

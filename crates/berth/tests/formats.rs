@@ -1,0 +1,108 @@
+//! End to end: other platforms' files deployed unchanged. Each fixture under
+//! tests/fixtures is written from its format's reference and deployed on
+//! a copy of an example app, with real cargo, PostgreSQL and Redis.
+
+use berth_testkit::{TestServer, example};
+
+fn setup() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+}
+
+fn fixture(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    std::fs::read_to_string(root.join(path)).expect("fixture")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_blueprint_deploys_as_apps_sharing_a_database() {
+    setup();
+    let server = TestServer::start().await;
+    let project = example("todo");
+    std::fs::remove_file(project.path().join("berth.toml")).unwrap();
+    std::fs::write(
+        project.path().join("render.yaml"),
+        fixture("render/render.yaml"),
+    )
+    .unwrap();
+
+    // The cron job uses todo-web's database: alone, it is refused.
+    let alone = server
+        .fails_in(project.path(), &["deploy", "--app", "todo-migrate"])
+        .await;
+    assert!(
+        alone
+            .stderr
+            .contains("uses the database of app `todo-web`, but `todo-web` does not exist yet"),
+        "{}",
+        alone.stderr
+    );
+    // `sync: false` secrets must be set once; without a terminal the deploy says how.
+    let unset = server.fails_in(project.path(), &["up"]).await;
+    assert!(
+        unset.stderr.contains(
+            "API_TOKEN must be set once (the spec marks it `sync: false`): berth secrets set --app todo-web API_TOKEN=…"
+        ),
+        "{}",
+        unset.stderr
+    );
+    server
+        .ok(&["secrets", "set", "--app", "todo-web", "API_TOKEN=tok-123"])
+        .await;
+
+    let out = server.ok_in(project.path(), &["up"]).await.stderr;
+    assert!(out.contains("using render.yaml"), "{out}");
+    assert!(
+        out.contains("made PostgreSQL database app_todo_web"),
+        "{out}"
+    );
+    assert!(out.contains("generated secret(s) SESSION_SECRET"), "{out}");
+    assert!(out.contains("migrated: table todos is ready"), "{out}");
+    assert!(out.contains("uses the database of app todo-web"), "{out}");
+
+    let added = server
+        .request("todo-web", "POST", "/todos", "from render")
+        .await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let count = server.request("todo-web", "POST", "/count", "").await;
+    assert_eq!(count.status, 200, "{}", count.body);
+    let env = |key: &'static str| {
+        let server = &server;
+        async move { server.get("todo-web", &format!("/env/{key}")).await.body }
+    };
+    assert_eq!(env("GREETING").await, "hello from an env group");
+    assert_eq!(env("API_TOKEN").await, "tok-123");
+    let session = env("SESSION_SECRET").await;
+    assert_eq!(session.len(), 32, "{session}");
+    let database_url = env("DATABASE_URL").await;
+    assert!(
+        database_url.ends_with(&format!(":{}/app_todo_web", env("DB_PORT").await)),
+        "{database_url}"
+    );
+
+    // The cron job's app runs no instance and migrates the shared database by hand.
+    let status = server.status("todo-migrate").await;
+    assert!(
+        status["instances"].as_array().is_none_or(Vec::is_empty),
+        "{status}"
+    );
+    let run = server
+        .ok(&[
+            "jobs",
+            "run",
+            "todo-migrate",
+            "--wait",
+            "--app",
+            "todo-migrate",
+            "--json",
+        ])
+        .await;
+    assert_eq!(run.json()["status"], "succeeded", "{}", run.stdout);
+
+    // A redeploy keeps the generated secret and the data.
+    server
+        .ok_in(project.path(), &["deploy", "--app", "todo-web"])
+        .await;
+    assert_eq!(env("SESSION_SECRET").await, session);
+    let listed = server.get("todo-web", "/todos").await;
+    assert!(listed.body.contains("from render"), "{}", listed.body);
+}
