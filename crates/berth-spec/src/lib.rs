@@ -11,6 +11,7 @@ mod duration;
 mod error;
 mod export;
 mod jobs;
+mod kube;
 mod model;
 mod project;
 mod raw;
@@ -23,6 +24,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
 pub use export::{to_dockerfile, to_fly_toml};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
+pub use kube::{Manifests, parse_manifests, to_manifests};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EnvFrom,
     EnvSource, HealthCheck, HttpService, MountSpec, ResourcesSpec, Scaling, VM_SIZES, VmSpec,
@@ -31,7 +33,7 @@ pub use project::{
     PROCFILE, PROJECT_FILE_NAMES, load_blueprint, load_project, load_project_for, parse_procfile,
     parse_project,
 };
-pub use render::{Blueprint, RENDER_PLANS, RENDER_YAML, parse_render};
+pub use render::{Blueprint, RENDER_PLANS, RENDER_YAML, parse_render, to_render_yaml};
 pub use secrets::parse_secrets_file;
 pub use shuttle::{
     SHUTTLE_INSTANCE_SIZES, SHUTTLE_SECRETS_FILES, SHUTTLE_TOML, ShuttleSpec, detect_shuttle,

@@ -128,8 +128,10 @@ pub enum Command {
     },
     /// Write the app's model as another platform's files.
     Export {
-        /// `fly` (a fly.toml) or `dockerfile` (a cargo-chef Dockerfile).
-        #[arg(value_parser = ["fly", "dockerfile"])]
+        /// `fly` (a fly.toml), `dockerfile` (a cargo-chef Dockerfile),
+        /// `render` (a render.yaml), `cloudrun` (a Knative Service and Cloud
+        /// Run Jobs) or `k8s` (Kubernetes manifests).
+        #[arg(value_parser = ["fly", "dockerfile", "render", "cloudrun", "k8s"])]
         format: String,
         /// The app's folder (berth.toml, fly.toml, Procfile, Cargo.toml).
         #[arg(default_value = ".")]

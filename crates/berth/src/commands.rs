@@ -112,7 +112,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             let client = connect(&global, false).await?;
             let spec: berth_spec::AppSpec = serde_json::from_value(client.spec(&app).await?)
                 .context("the server's model of the app is not one this berth reads")?;
-            crate::validate::export_spec(&format, spec, Some(&app), &dir)
+            crate::validate::export_apps(&format, vec![(app.clone(), spec)], None, &dir)
         }
         Command::Export {
             format,

@@ -8,6 +8,9 @@ use berth_spec::{AppSpec, PROCFILE, PROJECT_FILE_NAMES, ParsedSpec};
 
 /// Loads `path` (a spec file or a folder) and prints the model and warnings.
 pub fn validate(path: &Path, json: bool) -> Result<()> {
+    if let Some((files, blueprint)) = load_several(path)? {
+        return validate_blueprint(&files, blueprint, json);
+    }
     let (files, parsed, package) = load(path)?;
     let (spec, warnings) = match parsed {
         Some(parsed) => (parsed.spec, parsed.warnings),
@@ -38,7 +41,73 @@ pub fn validate(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Prints the model of the app in `dir` as `format` (`fly`, `dockerfile`).
+/// A `render.yaml` (the file, or a folder where berth uses it) with
+/// several services: each becomes an app.
+fn load_several(path: &Path) -> Result<Option<(Vec<String>, berth_spec::Blueprint)>> {
+    let blueprint = if path.is_file() {
+        if path
+            .file_name()
+            .is_none_or(|name| name != berth_spec::RENDER_YAML)
+        {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let default_binary = path.parent().and_then(package_name);
+        berth_spec::parse_render(berth_spec::RENDER_YAML, &text, default_binary.as_deref())
+            .map_err(|err| anyhow!("{err}"))?
+    } else {
+        match berth_spec::load_blueprint(&berth_spec::FolderTree::new(path))
+            .map_err(|err| anyhow!("{err}"))?
+        {
+            Some(blueprint) => blueprint,
+            None => return Ok(None),
+        }
+    };
+    Ok(Some((vec![berth_spec::RENDER_YAML.to_string()], blueprint)))
+}
+
+fn validate_blueprint(
+    files: &[String],
+    blueprint: berth_spec::Blueprint,
+    json: bool,
+) -> Result<()> {
+    if json {
+        let apps: Vec<_> = blueprint
+            .apps
+            .iter()
+            .map(|(name, spec)| serde_json::json!({ "app": name, "spec": spec }))
+            .collect();
+        let out = serde_json::json!({
+            "files": files,
+            "apps": apps,
+            "warnings": blueprint.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for (index, (_, spec)) in blueprint.apps.iter().enumerate() {
+        if index > 0 {
+            println!();
+        }
+        print_summary(files, None, spec);
+    }
+    for warning in &blueprint.warnings {
+        eprintln!("warning: {warning}");
+    }
+    eprintln!(
+        "==> valid: {} apps{}",
+        blueprint.apps.len(),
+        if blueprint.warnings.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} warnings)", blueprint.warnings.len())
+        }
+    );
+    Ok(())
+}
+
+/// Prints the model of the app in `dir` as `format` (see [`export_apps`]).
 pub fn export(format: &str, dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         bail!(
@@ -46,33 +115,95 @@ pub fn export(format: &str, dir: &Path) -> Result<()> {
             dir.display()
         );
     }
-    let (_, parsed, package) = load(dir)?;
+    let package = package_name(dir);
+    if let Some((_, blueprint)) = load_several(dir)? {
+        return export_apps(format, blueprint.apps, package.as_deref(), dir);
+    }
+    let (_, parsed, _) = load(dir)?;
     let spec = parsed.map(|parsed| parsed.spec).unwrap_or_default();
-    export_spec(format, spec, package.as_deref(), dir)
+    let name = spec
+        .app
+        .clone()
+        .or(package.as_deref().map(berth_spec::app_name_from_package))
+        .ok_or_else(|| anyhow!("{} has no app name: pass --app", dir.display()))?;
+    export_apps(format, vec![(name, spec)], package.as_deref(), dir)
 }
 
-/// Prints `spec` as `format`; `name` is the app (or package) name that
-/// names it and its binary when the spec does not.
-pub fn export_spec(format: &str, spec: AppSpec, name: Option<&str>, dir: &Path) -> Result<()> {
-    let package = name.map(str::to_string);
+/// Prints `apps` as `format`: `fly` (a fly.toml), `dockerfile` (a
+/// cargo-chef Dockerfile), `render` (one Blueprint for all), `cloudrun` or
+/// `k8s` (manifests, one set per app). `binary` is the package's binary
+/// (the app's name when unknown).
+pub fn export_apps(
+    format: &str,
+    apps: Vec<(String, AppSpec)>,
+    binary: Option<&str>,
+    dir: &Path,
+) -> Result<()> {
+    let binary_of = |app: &str, spec: &AppSpec| {
+        spec.build
+            .bin
+            .clone()
+            .or(binary.map(str::to_string))
+            .unwrap_or_else(|| app.to_string())
+    };
+    let single = |what: &str| -> Result<(String, AppSpec)> {
+        match <[(String, AppSpec); 1]>::try_from(apps.clone()) {
+            Ok([app]) => Ok(app),
+            Err(_) => {
+                let names: Vec<&str> = apps.iter().map(|(name, _)| name.as_str()).collect();
+                bail!(
+                    "{} holds {} apps ({}); {what} describes one: export it with --app NAME from the server",
+                    dir.display(),
+                    names.len(),
+                    names.join(", ")
+                )
+            }
+        }
+    };
     match format {
         "fly" => {
-            let mut spec = spec;
-            if spec.app.is_none() {
-                spec.app = package.as_deref().map(berth_spec::app_name_from_package);
-            }
+            let (name, mut spec) = single("a fly.toml")?;
+            spec.app.get_or_insert(name);
             print!("{}", berth_spec::to_fly_toml(&spec));
         }
         "dockerfile" => {
-            let binary =
-                spec.build.bin.clone().or(package).ok_or_else(|| {
-                    anyhow!("{} has no Cargo.toml to name the binary", dir.display())
-                })?;
-            print!("{}", berth_spec::to_dockerfile(&spec, &binary));
+            let (name, spec) = single("a Dockerfile")?;
+            print!(
+                "{}",
+                berth_spec::to_dockerfile(&spec, &binary_of(&name, &spec))
+            );
         }
-        other => bail!("unknown export format `{other}` (fly, dockerfile)"),
+        "render" => {
+            let default_binary = apps
+                .first()
+                .map(|(name, spec)| binary_of(name, spec))
+                .unwrap_or_default();
+            print!("{}", berth_spec::to_render_yaml(&apps, &default_binary));
+        }
+        "cloudrun" | "k8s" => {
+            let kind = if format == "k8s" {
+                berth_spec::Manifests::Kubernetes
+            } else {
+                berth_spec::Manifests::CloudRun
+            };
+            for (name, spec) in &apps {
+                print!(
+                    "{}",
+                    berth_spec::to_manifests(kind, spec, name, &binary_of(name, spec))
+                );
+            }
+        }
+        other => bail!("unknown export format `{other}` (fly, dockerfile, render, cloudrun, k8s)"),
     }
     Ok(())
+}
+
+/// The package named by `dir`'s Cargo.toml: its default binary.
+fn package_name(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+    berth_spec::parse_cargo_manifest("Cargo.toml", &text)
+        .ok()
+        .map(|package| package.name)
 }
 
 type Loaded = (Vec<String>, Option<ParsedSpec>, Option<String>);
@@ -89,11 +220,20 @@ fn load(path: &Path) -> Result<Loaded> {
         let text = read(path)?;
         let parsed = if name.starts_with(PROCFILE) {
             berth_spec::parse_procfile(&name, &text)
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            let default_binary = path.parent().and_then(package_name);
+            berth_spec::parse_manifests(&name, &text, default_binary.as_deref()).map(|(app, mut spec)| {
+                spec.app.get_or_insert(app);
+                ParsedSpec {
+                    spec,
+                    warnings: Vec::new(),
+                }
+            })
         } else if name.ends_with(".toml") {
             berth_spec::parse_spec(&name, &text)
         } else {
             bail!(
-                "{name}: berth reads berth.toml, fly.toml (or any *.toml in their format) and Procfile"
+                "{name}: berth reads berth.toml, fly.toml (or any *.toml in their format), Procfile, render.yaml and Cloud Run or Kubernetes manifests (*.yaml)"
             );
         }
         .map_err(|err| anyhow!("{err}"))?;
@@ -108,12 +248,7 @@ fn load(path: &Path) -> Result<Loaded> {
         .filter(|name| path.join(name).is_file())
         .map(|name| name.to_string())
         .collect();
-    let package = match std::fs::read_to_string(path.join("Cargo.toml")) {
-        Ok(text) => berth_spec::parse_cargo_manifest("Cargo.toml", &text)
-            .ok()
-            .map(|package| package.name),
-        Err(_) => None,
-    };
+    let package = package_name(path);
     if files.is_empty() && !path.join("Cargo.toml").is_file() {
         bail!(
             "{} has no berth.toml, fly.toml, Procfile or Cargo.toml",
@@ -135,6 +270,9 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
             files.join(", ")
         },
     );
+    if spec.jobs_only {
+        row("runs", "its jobs only (no long-running process)".into());
+    }
     row(
         "app",
         match (&spec.app, package) {
@@ -239,6 +377,39 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
     }
     if spec.resources.redis {
         resources.push("redis (REDIS_URL)");
+    }
+    let shared_postgres = spec
+        .resources
+        .postgres_from
+        .as_ref()
+        .map(|owner| format!("the database of {owner} (DATABASE_URL)"));
+    let shared_redis = spec
+        .resources
+        .redis_from
+        .as_ref()
+        .map(|owner| format!("the Redis of {owner} (REDIS_URL)"));
+    resources.extend(shared_postgres.as_deref());
+    resources.extend(shared_redis.as_deref());
+    if !spec.resources.shared_with.is_empty() {
+        row(
+            "shares",
+            format!(
+                "its database/Redis with {}",
+                spec.resources.shared_with.join(", ")
+            ),
+        );
+    }
+    for from in &spec.env_from {
+        let source = match &from.source {
+            berth_spec::EnvSource::Generated => "generated once, kept as a secret".to_string(),
+            berth_spec::EnvSource::AskOnce => "a secret you set once (berth secrets set)".into(),
+            berth_spec::EnvSource::Postgres { property } => format!("database {property}"),
+            berth_spec::EnvSource::Redis { property } => format!("Redis {property}"),
+            berth_spec::EnvSource::AppAddress { app, property } => {
+                format!("{property} of app {app}")
+            }
+        };
+        row("env", format!("{}: {source}", from.key));
     }
     if !resources.is_empty() {
         row("resources", resources.join(", "));

@@ -174,3 +174,41 @@ fn an_exported_fly_toml_imports_back_to_the_same_model() {
         "{dockerfile}"
     );
 }
+
+/// `berth export FORMAT` of examples/todo, read back by `berth config validate`.
+fn export_and_read_back(format: &str, file_name: &str) -> (serde_json::Value, serde_json::Value) {
+    let todo = berth_testkit::workspace_root().join("examples/todo");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["export", format])
+        .arg(&todo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(todo.join("Cargo.toml"), dir.path().join("Cargo.toml")).unwrap();
+    let exported = dir.path().join(file_name);
+    std::fs::write(&exported, &out.stdout).unwrap();
+    let (ok, original, _) = validate(&todo, true);
+    assert!(ok);
+    let (ok, again, stderr) = validate(&exported, true);
+    assert!(ok, "{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
+    (
+        serde_json::from_str(&original).unwrap(),
+        serde_json::from_str(&again).unwrap(),
+    )
+}
+
+#[test]
+fn exported_render_cloud_run_and_kubernetes_files_import_back_to_the_same_model() {
+    let (original, again) = export_and_read_back("render", "render.yaml");
+    assert_eq!(again["apps"][0]["app"], "todo");
+    assert_eq!(original["spec"], again["apps"][0]["spec"]);
+    for (format, file) in [("k8s", "k8s.yaml"), ("cloudrun", "service.yaml")] {
+        let (original, again) = export_and_read_back(format, file);
+        assert_eq!(original["spec"], again["spec"], "{format}");
+    }
+}
