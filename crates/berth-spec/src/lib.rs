@@ -7,6 +7,7 @@
 //! at once with file, line and column. Parsers take texts; only
 //! [`FolderTree`] reads a folder, for detecting what kind of project it holds.
 
+mod converted;
 mod duration;
 mod error;
 mod export;
@@ -41,7 +42,7 @@ pub use shuttle::{
 pub use tree::{FolderTree, MemoryTree, ProjectTree};
 
 /// Files that hold an app spec, in the order berth looks for them.
-pub const SPEC_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml"];
+pub const SPEC_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml", "fly.json", "fly.yaml", "fly.yml"];
 
 /// A spec that parsed, with what berth ignores or assumes about it.
 #[derive(Debug, Clone)]
@@ -52,8 +53,13 @@ pub struct ParsedSpec {
     pub warnings: Vec<String>,
 }
 
-/// Parses a `berth.toml` or `fly.toml` text; `file_name` is used in messages.
+/// Parses a `berth.toml` or `fly.toml` text — or, by its name, a
+/// `fly.json` or `fly.yaml`, which flyctl reads as the same keys;
+/// `file_name` is used in messages.
 pub fn parse_spec(file_name: &str, text: &str) -> Result<ParsedSpec, SpecError> {
+    if file_name.ends_with(".json") || file_name.ends_with(".yaml") || file_name.ends_with(".yml") {
+        return converted::parse(file_name, text);
+    }
     raw::parse(file_name, text)
 }
 

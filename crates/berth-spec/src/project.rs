@@ -17,7 +17,14 @@ use crate::{ParsedSpec, SPEC_FILE_NAMES, parse_spec};
 pub const PROCFILE: &str = "Procfile";
 
 /// Every file name [`parse_project`] looks at, in order.
-pub const PROJECT_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml", PROCFILE];
+pub const PROJECT_FILE_NAMES: &[&str] = &[
+    "berth.toml",
+    "fly.toml",
+    "fly.json",
+    "fly.yaml",
+    "fly.yml",
+    PROCFILE,
+];
 
 /// The spec of a folder whose spec files are `files` (name and text, any
 /// order; names other than [`PROJECT_FILE_NAMES`] are ignored). `None` when

@@ -220,6 +220,8 @@ fn load(path: &Path) -> Result<Loaded> {
         let text = read(path)?;
         let parsed = if name.starts_with(PROCFILE) {
             berth_spec::parse_procfile(&name, &text)
+        } else if name.ends_with(".toml") || berth_spec::SPEC_FILE_NAMES.contains(&name.as_str()) {
+            berth_spec::parse_spec(&name, &text)
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {
             let default_binary = path.parent().and_then(package_name);
             berth_spec::parse_manifests(&name, &text, default_binary.as_deref()).map(|(app, mut spec)| {
