@@ -283,6 +283,39 @@ impl Deployer {
         self.roll_out(&spec, release, &progress).await
     }
 
+    /// Runs the spec's post-deploy command once the release serves (after
+    /// each roll-out: deploys, env changes and rollbacks alike, as Dokku
+    /// runs `postdeploy` after each deploy).
+    async fn post_deploy(
+        &self,
+        spec: &AppSpec,
+        release: &ReleaseRow,
+        progress: &Progress,
+    ) -> Result<(), DeployFailure> {
+        let Some(command) = &spec.deploy.post_deploy_command else {
+            return Ok(());
+        };
+        say(
+            progress,
+            format!("running the post-deploy command: {command}"),
+        );
+        self.run_once(
+            spec,
+            release,
+            "postdeploy",
+            command,
+            spec.deploy.release_command_timeout,
+            progress,
+        )
+        .await
+        .map_err(|(reason, _)| DeployFailure {
+            message: format!("v{} is live, but {reason}", release.version),
+            release: Some(release.version),
+        })?;
+        say(progress, "the post-deploy command succeeded");
+        Ok(())
+    }
+
     /// A Shuttle project's `Secrets.toml` (or `Secrets.dev.toml`) becomes
     /// the app's secrets, sealed like `berth secrets set`; both files are
     /// then removed from the upload, so no plaintext reaches the build cache
@@ -652,18 +685,48 @@ impl Deployer {
                 release.version
             ),
         );
-        let instance = format!("release-v{}", release.version);
-        let instance_spec =
-            match self
-                .launcher
-                .instance_spec(&release, spec, "release", &instance, &command, &[])
-            {
-                Ok(instance_spec) => instance_spec,
-                Err(reason) => return Err(self.fail(app, release.version, &reason, None).await),
-            };
+        if let Err((reason, instance)) = self
+            .run_once(
+                spec,
+                &release,
+                "release",
+                &command,
+                spec.deploy.release_command_timeout,
+                progress,
+            )
+            .await
+        {
+            return Err(self
+                .fail(app, release.version, &reason, instance.as_deref())
+                .await);
+        }
+        say(progress, "the release command succeeded");
+        self.store.target_release(app, release.version)?;
+        Ok(release)
+    }
+
+    /// Runs `command` once in a temporary instance of `release` (process
+    /// `what`: the release command, a post-deploy command), its output going
+    /// to the log store and to the client. Fails with the reason and, when
+    /// it started, the instance's name.
+    async fn run_once(
+        &self,
+        spec: &AppSpec,
+        release: &ReleaseRow,
+        what: &str,
+        command: &str,
+        timeout: std::time::Duration,
+        progress: &Progress,
+    ) -> Result<(), (String, Option<String>)> {
+        let app = &release.app;
+        let instance = format!("{what}-v{}", release.version);
+        let instance_spec = self
+            .launcher
+            .instance_spec(release, spec, what, &instance, command, &[])
+            .map_err(|reason| (reason, None))?;
         let source = berth_logs::LogSource {
             app: app.to_string(),
-            process: "release".into(),
+            process: what.into(),
             instance: instance.clone(),
             release: release.version,
         };
@@ -672,31 +735,27 @@ impl Deployer {
             let _ = to_client.send(DeployProgress::ReleaseOutput { line });
         });
         let sink = crate::oneoff::log_sink(self.logs.clone(), source, Some(also));
-        let running = match self.driver.start(&instance_spec, sink) {
-            Ok(running) => running,
-            Err(err) => {
-                let reason = format!("the release command could not start: {err}");
-                return Err(self.fail(app, release.version, &reason, None).await);
-            }
-        };
-        let timeout = spec.deploy.release_command_timeout;
+        let running = self
+            .driver
+            .start(&instance_spec, sink)
+            .map_err(|err| (format!("the {what} command could not start: {err}"), None))?;
         let outcome = tokio::select! {
             cause = running.exited() => cause,
             () = tokio::time::sleep(timeout) => {
                 running.stop(spec.kill_timeout).await;
-                let reason = format!("the release command `{command}` did not finish within {}s and was stopped", timeout.as_secs());
-                return Err(self.fail(app, release.version, &reason, Some(&instance)).await);
+                return Err((
+                    format!("the {what} command `{command}` did not finish within {}s and was stopped", timeout.as_secs()),
+                    Some(instance),
+                ));
             }
         };
         if !outcome.success() {
-            let reason = format!("the release command `{command}` failed ({outcome})");
-            return Err(self
-                .fail(app, release.version, &reason, Some(&instance))
-                .await);
+            return Err((
+                format!("the {what} command `{command}` failed ({outcome})"),
+                Some(instance),
+            ));
         }
-        say(progress, "the release command succeeded");
-        self.store.target_release(app, release.version)?;
-        Ok(release)
+        Ok(())
     }
 
     /// Makes `release` (already the app's target) serve, or fails it.
@@ -732,6 +791,7 @@ impl Deployer {
                     progress,
                     format!("v{version} is healthy; older instances drain and stop"),
                 );
+                self.post_deploy(spec, &release, progress).await?;
                 let _ = progress.send(DeployProgress::Done {
                     release: version,
                     url,

@@ -2,8 +2,8 @@
 //! fly.toml. They are turned into TOML and parsed as fly.toml; a problem
 //! found then is placed back on the original file at the key it names.
 
-use crate::error::{Location, SpecError};
 use crate::ParsedSpec;
+use crate::error::{Location, SpecError};
 
 pub(crate) fn parse(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
     let json = file.ends_with(".json");
@@ -54,7 +54,12 @@ fn without_position(message: String) -> String {
 }
 
 /// The place in the original text of the key on line `at` of the TOML.
-fn original_location(original: &str, toml_text: &str, at: Location, json: bool) -> Option<Location> {
+fn original_location(
+    original: &str,
+    toml_text: &str,
+    at: Location,
+    json: bool,
+) -> Option<Location> {
     let line = toml_text.lines().nth(at.line.checked_sub(1)?)?;
     let key = line.split('=').next()?.trim().trim_matches('"');
     let key = key.trim_start_matches('[').trim_end_matches(']');
@@ -96,15 +101,20 @@ mod tests {
 
     #[test]
     fn problems_point_into_the_original_file() {
-        let err = parse_spec("fly.json", "{\n  \"app\": \"ok\",\n  \"kill_timeout\": \"soon\"\n}")
-            .unwrap_err()
-            .to_string();
+        let err = parse_spec(
+            "fly.json",
+            "{\n  \"app\": \"ok\",\n  \"kill_timeout\": \"soon\"\n}",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("fly.json:3:3:"), "{err}");
         let err = parse_spec("fly.yaml", "app: ok\nvm:\n  - size: enormous-9x\n")
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("fly.yaml:3:5:"), "{err}");
-        let err = parse_spec("fly.json", "{\n  \"app\": \"ok\",,\n}").unwrap_err().to_string();
+        let err = parse_spec("fly.json", "{\n  \"app\": \"ok\",,\n}")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "fly.json:2:15: key must be a string");
     }
 }

@@ -64,6 +64,9 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
     }
 
     let mut deploy = Table::new();
+    if let Some(command) = &spec.deploy.post_deploy_command {
+        deploy.insert("post_deploy_command".into(), text(command.clone()));
+    }
     if let Some(command) = &spec.deploy.release_command {
         deploy.insert("release_command".into(), text(command.clone()));
     }

@@ -7,6 +7,7 @@
 //! at once with file, line and column. Parsers take texts; only
 //! [`FolderTree`] reads a folder, for detecting what kind of project it holds.
 
+mod appjson;
 mod converted;
 mod duration;
 mod error;
@@ -21,6 +22,7 @@ mod secrets;
 mod shuttle;
 mod tree;
 
+pub use appjson::{APP_JSON, HEROKU_DYNO_SIZES, parse_app_json};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
 pub use export::{to_dockerfile, to_fly_toml};

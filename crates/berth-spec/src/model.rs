@@ -280,6 +280,10 @@ pub struct DeploySpec {
     /// How long new instances get to pass their health check.
     #[serde(with = "duration_ms")]
     pub wait_timeout: Duration,
+    /// A command run once after the release serves (Dokku's `postdeploy`);
+    /// if it fails the deploy reports it, the release stays live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_deploy_command: Option<String>,
 }
 
 impl Default for DeploySpec {
@@ -289,6 +293,7 @@ impl Default for DeploySpec {
             release_command_timeout: default_release_command_timeout(),
             strategy: DeployStrategy::Rolling,
             wait_timeout: Duration::from_secs(60),
+            post_deploy_command: None,
         }
     }
 }

@@ -24,6 +24,7 @@ pub const PROJECT_FILE_NAMES: &[&str] = &[
     "fly.yaml",
     "fly.yml",
     PROCFILE,
+    crate::APP_JSON,
 ];
 
 /// The spec of a folder whose spec files are `files` (name and text, any
@@ -42,8 +43,19 @@ pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, S
     let procfile = text_of(PROCFILE)
         .map(|text| parse_procfile(PROCFILE, text))
         .transpose()?;
+    let app_json = text_of(crate::APP_JSON)
+        .map(|text| crate::parse_app_json(crate::APP_JSON, text))
+        .transpose()?;
+    let with_app_json = |parsed: Option<ParsedSpec>| match (parsed, app_json.clone()) {
+        (Some(mut parsed), Some(extra)) => {
+            crate::appjson::merge(&mut parsed, extra);
+            Some(parsed)
+        }
+        (None, extra) => extra,
+        (parsed, None) => parsed,
+    };
     let Some((name, text)) = main else {
-        return Ok(procfile);
+        return Ok(with_app_json(procfile));
     };
     let mut parsed = parse_spec(name, text)?;
     if let Some(procfile) = procfile {
@@ -75,7 +87,7 @@ pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, S
             .warnings
             .push(format!("{other} is ignored: {name} comes first"));
     }
-    Ok(Some(parsed))
+    Ok(with_app_json(Some(parsed)))
 }
 
 /// The spec of the project folder `tree`: its spec files as

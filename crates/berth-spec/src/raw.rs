@@ -206,6 +206,7 @@ struct RawBuild {
 #[serde(default)]
 struct RawDeploy {
     release_command: Option<String>,
+    post_deploy_command: Option<String>,
     strategy: Option<Spanned<String>>,
     wait_timeout: Option<Spanned<NumberOrText>>,
     release_command_timeout: Option<Spanned<NumberOrText>>,
@@ -732,6 +733,9 @@ fn validate_deploy(
     let mut spec = DeploySpec {
         release_command: deploy
             .release_command
+            .filter(|command| !command.trim().is_empty()),
+        post_deploy_command: deploy
+            .post_deploy_command
             .filter(|command| !command.trim().is_empty()),
         ..DeploySpec::default()
     };

@@ -106,3 +106,55 @@ async fn a_render_blueprint_deploys_as_apps_sharing_a_database() {
     let listed = server.get("todo-web", "/todos").await;
     assert!(listed.body.contains("from render"), "{}", listed.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_json_beside_a_procfile_deploys_with_its_scripts_cron_and_addons() {
+    setup();
+    let server = TestServer::start().await;
+    let project = example("plain");
+    for file in ["app.json", "Procfile"] {
+        std::fs::write(
+            project.path().join(file),
+            fixture(&format!("app-json/{file}")),
+        )
+        .unwrap();
+    }
+    let out = server.ok_in(project.path(), &["up"]).await.stderr;
+    assert!(out.contains("using Procfile and app.json"), "{out}");
+    assert!(out.contains("predeploy from app.json"), "{out}");
+    assert!(out.contains("postdeploy from app.json"), "{out}");
+    assert!(
+        out.contains("made PostgreSQL database app_plain_shop"),
+        "{out}"
+    );
+    assert!(out.contains("generated secret(s) SECRET_KEY_BASE"), "{out}");
+    assert!(out.contains("add-on `papertrail`"), "{out}");
+
+    let environ = server
+        .get("plain-shop", "/read?path=/proc/self/environ")
+        .await
+        .body;
+    assert!(environ.contains("GREETING=hi from app.json"), "{environ}");
+    assert!(environ.contains("DATABASE_URL=postgres://"), "{environ}");
+    let jobs = server
+        .ok(&["jobs", "list", "--app", "plain-shop"])
+        .await
+        .stdout;
+    assert!(
+        jobs.contains("cron-1") && jobs.contains("*/5 * * * *"),
+        "{jobs}"
+    );
+
+    // A failing post-deploy command is reported; the release stays live.
+    let app_json = fixture("app-json/app.json").replace(
+        "echo postdeploy from app.json",
+        "sh -c 'echo postdeploy breaks; exit 3'",
+    );
+    std::fs::write(project.path().join("app.json"), app_json).unwrap();
+    let failed = server.fails_in(project.path(), &["deploy"]).await.stderr;
+    assert!(
+        failed.contains("is live, but the postdeploy command"),
+        "{failed}"
+    );
+    assert_eq!(server.get("plain-shop", "/whoami").await.status, 200);
+}
