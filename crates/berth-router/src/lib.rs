@@ -14,8 +14,10 @@ pub mod balance;
 pub mod listen;
 pub mod pages;
 pub mod route;
+pub mod statics;
 pub mod upstream;
 
 pub use balance::Backend;
 pub use listen::{RouterSockets, serve};
 pub use route::{Admission, AppRoute, AppTraffic, RouteTable, Waker};
+pub use statics::StaticDir;

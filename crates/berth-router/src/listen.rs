@@ -113,6 +113,18 @@ async fn handle(
         },
     };
     route.traffic.count_request();
+    if !route.statics.is_empty() {
+        let statics = route.statics.clone();
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let app = app.clone();
+        let host = host.to_string();
+        drop(table);
+        if let Some(response) = crate::statics::serve(&statics, &method, &path).await {
+            return response;
+        }
+        return to_app(state, &app, &host, request, cache, turn).await;
+    }
     if let Some(guard) = admit(&route.backends, turn, route.admission.hard_limit) {
         return state
             .upstream
@@ -123,6 +135,30 @@ async fn handle(
     let host = host.to_string();
     drop(table);
     hold(state, &app, &host, request, cache, turn).await
+}
+
+/// A request for `app` that is not a static file: forwarded when an
+/// instance has room, else held.
+async fn to_app(
+    state: &RouterState,
+    app: &str,
+    host: &str,
+    request: Request<Incoming>,
+    cache: &Arc<ConnectionCache>,
+    turn: usize,
+) -> Response<ProxyBody> {
+    let table = state.table.borrow().clone();
+    let Some(route) = table.apps.get(app) else {
+        return pages::unknown_app(host);
+    };
+    if let Some(guard) = admit(&route.backends, turn, route.admission.hard_limit) {
+        return state
+            .upstream
+            .forward(app, route, request, guard, turn, cache)
+            .await;
+    }
+    drop(table);
+    hold(state, app, host, request, cache, turn).await
 }
 
 /// The slow path: no instance can take the request now. It waits (for a

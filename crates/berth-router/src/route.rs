@@ -28,6 +28,8 @@ pub struct AppRoute {
     pub failing: bool,
     /// How requests wait when no instance can take them.
     pub admission: Admission,
+    /// URL prefixes the router answers from files itself.
+    pub statics: Arc<[crate::StaticDir]>,
 }
 
 /// What the router does with a request no instance can take now.

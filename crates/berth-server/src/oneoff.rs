@@ -28,6 +28,11 @@ impl Launcher {
         Launcher { slugs, resources }
     }
 
+    /// The folder of `release`'s slug.
+    pub fn slug_dir(&self, release: &ReleaseRow) -> std::path::PathBuf {
+        self.slugs.path(&release.slug)
+    }
+
     /// The spec of process `process` (instance `instance`) of `release`
     /// running `command`. Its env is the spec's `[env]`, the app's env vars,
     /// its secrets and resource URLs, `extra` (job env, task variables,

@@ -231,6 +231,7 @@ struct RouteKey {
     reason: Option<String>,
     failing: bool,
     admission: berth_router::Admission,
+    statics: Vec<berth_router::StaticDir>,
 }
 
 /// The loop's state.
@@ -918,9 +919,21 @@ impl Reconciler {
             } else {
                 None
             };
+            let mut statics = Vec::new();
             let (admission, failing) = match &app.release {
                 Some(release) => {
                     let spec = self.spec(release);
+                    let slug = self.parts.launcher.slug_dir(release);
+                    statics = spec
+                        .statics
+                        .iter()
+                        .filter_map(|entry| {
+                            Some(berth_router::StaticDir {
+                                prefix: entry.url_prefix.clone(),
+                                dir: slug.join(entry.slug_relative()?),
+                            })
+                        })
+                        .collect();
                     let scaling = &spec.http.scaling;
                     let failing = groups.iter().any(|group| {
                         spec.serves_http(&group.name) && group.health == GroupHealth::CrashLoop
@@ -946,6 +959,7 @@ impl Reconciler {
                 reason: reason.clone(),
                 failing,
                 admission: admission.clone(),
+                statics: statics.clone(),
             });
             table.apps.insert(
                 app.app.clone(),
@@ -955,6 +969,7 @@ impl Reconciler {
                     traffic,
                     failing,
                     admission,
+                    statics: statics.into(),
                 },
             );
             let instances = self

@@ -132,6 +132,19 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
             .collect();
         root.insert("mounts".into(), Value::Array(mounts));
     }
+    if !spec.statics.is_empty() {
+        let statics = spec
+            .statics
+            .iter()
+            .map(|entry| {
+                let mut table = Table::new();
+                table.insert("guest_path".into(), text(entry.guest_path.clone()));
+                table.insert("url_prefix".into(), text(entry.url_prefix.clone()));
+                Value::Table(table)
+            })
+            .collect();
+        root.insert("statics".into(), Value::Array(statics));
+    }
     if spec.resources.postgres || spec.resources.redis {
         let mut resources = Table::new();
         resources.insert("postgres".into(), Value::Boolean(spec.resources.postgres));

@@ -40,6 +40,9 @@ pub struct AppSpec {
     /// none) applies to it.
     #[serde(default)]
     pub vms: Vec<VmSpec>,
+    /// Folders of the slug the router serves as files (fly's `[[statics]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statics: Vec<StaticSpec>,
     /// The app runs only its jobs (a Render cron job): no long-running process.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub jobs_only: bool,
@@ -128,6 +131,39 @@ pub struct ResourcesSpec {
     pub shared_with: Vec<String>,
 }
 
+/// Files the router serves itself: requests under `url_prefix` are
+/// answered from `guest_path` (fly's `[[statics]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticSpec {
+    /// Where the files are in the image (`/app/public`): berth reads it in
+    /// the slug, where the app's folder is the image's `/app` (or `/`).
+    pub guest_path: String,
+    /// The URL path they are served under (`/static`).
+    pub url_prefix: String,
+}
+
+impl StaticSpec {
+    /// `guest_path` relative to the slug: `/app/public` and `/public` are
+    /// `public`. `None` if it climbs out.
+    pub fn slug_relative(&self) -> Option<std::path::PathBuf> {
+        let path = self.guest_path.trim();
+        let path = path
+            .strip_prefix("/app/")
+            .or_else(|| path.strip_prefix('/'))
+            .unwrap_or(path);
+        let relative = std::path::Path::new(path);
+        relative
+            .components()
+            .all(|part| {
+                matches!(
+                    part,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+            .then(|| relative.to_path_buf())
+    }
+}
+
 /// An env var whose value berth makes or looks up at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvFrom {
@@ -200,6 +236,7 @@ impl Default for AppSpec {
             resources: ResourcesSpec::default(),
             mounts: Vec::new(),
             vms: Vec::new(),
+            statics: Vec::new(),
             jobs_only: false,
             env_from: Vec::new(),
             shuttle: None,

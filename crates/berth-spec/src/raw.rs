@@ -12,6 +12,7 @@ use crate::error::{Location, SpecError, SpecProblem};
 use crate::jobs::{JobSpec, OverlapPolicy, Schedule};
 use crate::model::{
     AppSpec, BuildSpec, BuilderKind, DeploySpec, DeployStrategy, HealthCheck, HttpService,
+    StaticSpec,
 };
 use crate::{CargoPackage, ParsedSpec};
 
@@ -94,8 +95,9 @@ struct RawSpec {
     console_command: Option<toml::Value>,
     experimental: Option<toml::Value>,
     metrics: Option<toml::Value>,
-    // Accepted now, enforced by later capabilities.
-    statics: Option<toml::Value>,
+    statics: Option<OneOrMany<RawStatic>>,
+    restart: Option<toml::Value>,
+    files: Option<toml::Value>,
     vm: Option<OneOrMany<RawVm>>,
     mounts: Option<OneOrMany<RawMount>>,
     jobs: Vec<RawJob>,
@@ -161,6 +163,15 @@ struct RawMount {
     auto_extend_size_limit: Option<toml::Value>,
     snapshot_retention: Option<toml::Value>,
     scheduled_snapshots: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawStatic {
+    guest_path: Option<Spanned<String>>,
+    url_prefix: Option<Spanned<String>>,
+    tigris_bucket: Option<toml::Value>,
+    index_document: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,10 +390,20 @@ fn validate(
             ));
         }
     }
-    let not_yet = [
-        ("[[statics]]", raw.statics.is_some()),
-        ("[budget]", raw.budget.is_some()),
-    ];
+    let not_yet = [("[budget]", raw.budget.is_some())];
+    for (key, present) in [
+        ("[[restart]]", raw.restart.is_some()),
+        ("[[files]]", raw.files.is_some()),
+    ] {
+        if present {
+            warnings.push(format!(
+                "{file}: {key} is accepted and ignored (berth restarts crashed instances with backoff; files come from the slug)"
+            ));
+        }
+    }
+    if let Some(statics) = raw.statics {
+        spec.statics = validate_statics(file, statics.into_vec(), problems, warnings);
+    }
     for (section, present) in not_yet {
         if present {
             warnings.push(format!(
@@ -456,6 +477,53 @@ fn validate(
         }
     }
     spec
+}
+
+fn validate_statics(
+    file: &str,
+    statics: Vec<RawStatic>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<StaticSpec> {
+    let mut found = Vec::new();
+    for entry in statics {
+        if entry.tigris_bucket.is_some() || entry.index_document.is_some() {
+            warnings.push(format!(
+                "{file}: [[statics]] tigris_bucket and index_document are ignored: files are served from the slug"
+            ));
+        }
+        let (Some(guest), Some(prefix)) = (&entry.guest_path, &entry.url_prefix) else {
+            problems.found.push(SpecProblem {
+                location: entry
+                    .guest_path
+                    .as_ref()
+                    .or(entry.url_prefix.as_ref())
+                    .map(|at| Location::of_offset(problems.text, at.span().start)),
+                message: "[[statics]] needs guest_path and url_prefix".into(),
+            });
+            continue;
+        };
+        if !prefix.get_ref().starts_with('/') {
+            problems.at(
+                prefix,
+                format!("url_prefix `{}` must start with /", prefix.get_ref()),
+            );
+            continue;
+        }
+        let spec = StaticSpec {
+            guest_path: guest.get_ref().clone(),
+            url_prefix: prefix.get_ref().clone(),
+        };
+        if spec.slug_relative().is_none() {
+            problems.at(
+                guest,
+                format!("guest_path `{}` leaves the app's folder", guest.get_ref()),
+            );
+            continue;
+        }
+        found.push(spec);
+    }
+    found
 }
 
 fn validate_mounts(

@@ -158,3 +158,60 @@ async fn an_app_json_beside_a_procfile_deploys_with_its_scripts_cron_and_addons(
     );
     assert_eq!(server.get("plain-shop", "/whoami").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fly_toml_with_every_section_deploys_and_its_statics_are_served_by_the_router() {
+    setup();
+    let server = TestServer::start().await;
+    let project = example("plain");
+    std::fs::write(project.path().join("fly.toml"), fixture("fly/fly.toml")).unwrap();
+    std::fs::create_dir_all(project.path().join("public")).unwrap();
+    std::fs::write(
+        project.path().join("public/hello.txt"),
+        fixture("fly/public/hello.txt"),
+    )
+    .unwrap();
+
+    let out = server.ok_in(project.path(), &["up"]).await.stderr;
+    assert!(out.contains("release | release from fly.toml"), "{out}");
+    assert!(
+        out.contains("`primary_region` has no meaning on one machine"),
+        "{out}"
+    );
+
+    // The app listens on internal_port (3917), not a port berth picked.
+    let status = server.status("fly-plain").await;
+    assert_eq!(status["instances"][0]["port"], 3917, "{status}");
+    let environ = server
+        .get("fly-plain", "/read?path=/proc/self/environ")
+        .await
+        .body;
+    for expected in [
+        "GREETING=hi from fly.toml",
+        "WORKERS=2",
+        "DEBUG=false",
+        "BERTH_VOLUME_DATA=",
+    ] {
+        assert!(environ.contains(expected), "{expected} in {environ}");
+    }
+
+    let client = reqwest::Client::new();
+    let get = |path: &'static str| {
+        client
+            .get(format!("http://{}{path}", server.router))
+            .header("host", "fly-plain.localhost")
+            .send()
+    };
+    let file = get("/static/hello.txt").await.unwrap();
+    assert_eq!(file.status().as_u16(), 200);
+    assert!(file.headers().contains_key("x-berth-static"));
+    assert_eq!(file.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(file.text().await.unwrap(), "static hello from fly\n");
+    // A name that is not a file there goes to the app; so does everything else.
+    let missing = get("/static/missing.txt").await.unwrap();
+    assert!(!missing.headers().contains_key("x-berth-static"));
+    let escape = get("/static/../fly.toml").await.unwrap();
+    assert!(!escape.headers().contains_key("x-berth-static"));
+    let app = get("/whoami").await.unwrap();
+    assert_eq!(app.status().as_u16(), 200);
+}
