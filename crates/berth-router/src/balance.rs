@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// One instance that takes requests.
 #[derive(Debug)]
@@ -11,6 +11,11 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Its instance id (for error pages and logs).
     pub instance: String,
+    /// Unique per backend: idle upstream connections are kept under it
+    /// (instances in namespaces of their own share an address).
+    pub key: u64,
+    /// The network namespace `addr` is in, when not the router's own.
+    pub netns: Option<Arc<berth_runtime::netns::NetNs>>,
     in_flight: AtomicUsize,
     retired: AtomicBool,
 }
@@ -18,12 +23,21 @@ pub struct Backend {
 impl Backend {
     /// A backend with nothing in flight.
     pub fn new(addr: SocketAddr, instance: String) -> Self {
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
         Backend {
             addr,
             instance,
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            netns: None,
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
         }
+    }
+
+    /// A backend reached inside the network namespace `netns`.
+    pub fn in_namespace(mut self, netns: Arc<berth_runtime::netns::NetNs>) -> Self {
+        self.netns = Some(netns);
+        self
     }
 
     /// Marks it as leaving: no new request is sent to it from now on, even

@@ -70,7 +70,7 @@ type Sender = SendRequest<Incoming>;
 /// Idle keep-alive connections to instances, shared by all client connections.
 #[derive(Default)]
 pub struct Upstream {
-    idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    idle: Mutex<HashMap<u64, Vec<Sender>>>,
 }
 
 /// Most idle connections kept per instance.
@@ -83,7 +83,7 @@ const MAX_IDLE_PER_INSTANCE: usize = 512;
 pub struct ConnectionCache {
     upstream: Arc<Upstream>,
     client_ip: HeaderValue,
-    local: Mutex<Vec<(SocketAddr, Sender)>>,
+    local: Mutex<Vec<(u64, Sender)>>,
 }
 
 impl ConnectionCache {
@@ -98,22 +98,22 @@ impl ConnectionCache {
         })
     }
 
-    fn take(&self, addr: SocketAddr) -> Option<Sender> {
+    fn take(&self, key: u64) -> Option<Sender> {
         let mut local = self
             .local
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(index) = local.iter().position(|(cached, _)| *cached == addr) {
+        while let Some(index) = local.iter().position(|(cached, _)| *cached == key) {
             let (_, sender) = local.swap_remove(index);
             if !sender.is_closed() {
                 return Some(sender);
             }
         }
         drop(local);
-        self.upstream.take(addr)
+        self.upstream.take(key)
     }
 
-    fn give_back(&self, addr: SocketAddr, sender: Sender) {
+    fn give_back(&self, key: u64, sender: Sender) {
         if sender.is_closed() {
             return;
         }
@@ -122,10 +122,10 @@ impl ConnectionCache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if local.len() < 8 {
-            local.push((addr, sender));
+            local.push((key, sender));
         } else {
             drop(local);
-            self.upstream.give_back(addr, sender);
+            self.upstream.give_back(key, sender);
         }
     }
 }
@@ -137,8 +137,8 @@ impl Drop for ConnectionCache {
                 .get_mut()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        for (addr, sender) in local {
-            self.upstream.give_back(addr, sender);
+        for (key, sender) in local {
+            self.upstream.give_back(key, sender);
         }
     }
 }
@@ -152,8 +152,15 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
 ];
 
-async fn connect(addr: SocketAddr) -> Result<Sender, String> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+async fn connect(backend: &Backend) -> Result<Sender, String> {
+    let addr = backend.addr;
+    let dial = async {
+        match &backend.netns {
+            Some(netns) => netns.connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        }
+    };
+    let stream = tokio::time::timeout(Duration::from_secs(5), dial)
         .await
         .map_err(|_| format!("connect to {addr} timed out"))?
         .map_err(|err| format!("connect to {addr}: {err}"))?;
@@ -174,22 +181,22 @@ impl Upstream {
         Self::default()
     }
 
-    fn take(&self, addr: SocketAddr) -> Option<Sender> {
+    fn take(&self, key: u64) -> Option<Sender> {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let senders = idle.get_mut(&addr)?;
+        let senders = idle.get_mut(&key)?;
         while let Some(sender) = senders.pop() {
             if !sender.is_closed() {
                 return Some(sender);
             }
         }
-        idle.remove(&addr);
+        idle.remove(&key);
         None
     }
 
-    fn give_back(&self, addr: SocketAddr, sender: Sender) {
+    fn give_back(&self, key: u64, sender: Sender) {
         if sender.is_closed() {
             return;
         }
@@ -197,7 +204,7 @@ impl Upstream {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let senders = idle.entry(addr).or_default();
+        let senders = idle.entry(key).or_default();
         senders.retain(|sender| !sender.is_closed());
         if senders.len() < MAX_IDLE_PER_INSTANCE {
             senders.push(sender);
@@ -206,12 +213,12 @@ impl Upstream {
 
     /// A ready connection to `backend`: a cached one, else a new one.
     async fn checkout(cache: &ConnectionCache, backend: &Backend) -> Result<Sender, String> {
-        while let Some(mut sender) = cache.take(backend.addr) {
+        while let Some(mut sender) = cache.take(backend.key) {
             if sender.ready().await.is_ok() {
                 return Ok(sender);
             }
         }
-        let mut sender = connect(backend.addr).await?;
+        let mut sender = connect(backend).await?;
         sender
             .ready()
             .await
@@ -302,14 +309,14 @@ impl Upstream {
             return Response::from_parts(parts, ProxyBody::Empty);
         }
         strip_hop_by_hop(&mut parts.headers, false);
-        let addr = guard.backend().addr;
+        let key = guard.backend().key;
         // hyper never polls a body that is already at its end (HEAD, 204,
         // 304, length 0): hand the connection back now, not at the end.
         let reuse = if body.is_end_stream() {
-            cache.give_back(addr, sender);
+            cache.give_back(key, sender);
             None
         } else {
-            Some((addr, sender, cache.clone()))
+            Some((key, sender, cache.clone()))
         };
         let body = GuardedBody {
             inner: body,
@@ -410,13 +417,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 pub struct GuardedBody {
     inner: Incoming,
     _guard: InFlight,
-    reuse: Option<(SocketAddr, Sender, Arc<ConnectionCache>)>,
+    reuse: Option<(u64, Sender, Arc<ConnectionCache>)>,
 }
 
 impl GuardedBody {
     fn finished(&mut self) {
-        if let Some((addr, sender, cache)) = self.reuse.take() {
-            cache.give_back(addr, sender);
+        if let Some((key, sender, cache)) = self.reuse.take() {
+            cache.give_back(key, sender);
         }
     }
 }

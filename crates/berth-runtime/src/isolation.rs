@@ -59,6 +59,8 @@ pub(crate) struct PreparedSandbox {
     /// parent would belong to the parent's mount namespace, which a bind
     /// mount refuses.)
     old_tmp: Option<std::os::fd::OwnedFd>,
+    /// The network namespace to join (kept alive by the handle).
+    network: Option<std::sync::Arc<crate::netns::NetNs>>,
 }
 
 fn c_path(path: &std::path::Path) -> io::Result<CString> {
@@ -143,6 +145,7 @@ impl PreparedSandbox {
             private_tmp,
             user: sandbox.map(|sandbox| (sandbox.uid, sandbox.gid)),
             old_tmp,
+            network: sandbox.and_then(|sandbox| sandbox.network.clone()),
         })
     }
 
@@ -155,6 +158,9 @@ impl PreparedSandbox {
         // The server's umask is 077; the directories made below, and the
         // app's own files, get the usual 022.
         set_umask(0o022);
+        if let Some(network) = &self.network {
+            crate::netns::enter(network.raw_fd())?;
+        }
         let isolated = self.user.is_some();
         if !self.binds.is_empty() || self.private_tmp || isolated {
             let flags = if isolated {

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 mod isolation;
+pub mod netns;
 mod process;
 
 use std::fmt;
@@ -55,6 +56,8 @@ pub struct Sandbox {
     pub limits: Option<cgroup::Limits>,
     /// A fresh, private `/tmp`.
     pub private_tmp: bool,
+    /// A network namespace of its own (its own loopback), joined before exec.
+    pub network: Option<std::sync::Arc<netns::NetNs>>,
 }
 
 /// A host directory the instance sees at another path.

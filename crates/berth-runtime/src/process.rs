@@ -322,6 +322,7 @@ mod tests {
                 cpus: 0.5,
             }),
             private_tmp: true,
+            network: None,
         });
         let instance = driver.start(&sandboxed, sink.clone()).unwrap();
         assert_eq!(instance.exited().await, ExitCause::Code(0));

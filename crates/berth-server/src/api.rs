@@ -559,13 +559,14 @@ async fn scale(
         let spec: berth_spec::AppSpec =
             serde_json::from_str(&release.spec_json).unwrap_or_default();
         if let Some(port) = spec.http.internal_port
+            && !state.resources.isolated()
             && let Some((name, count)) = request
                 .counts
                 .iter()
                 .find(|(name, count)| **count > 1 && spec.serves_http(name))
         {
             return Err(ApiFailure::BadRequest(format!(
-                "{name}={count}: the app listens on the fixed internal_port {port}, so one instance of `{name}` fits on this machine until berth gives each instance its own network namespace; listen on $PORT instead to run several"
+                "{name}={count}: the app listens on the fixed internal_port {port}, and without root (or with --no-isolation) instances share one network namespace, so one instance of `{name}` fits; run berth as root to give each instance its own, or listen on $PORT"
             )));
         }
     }

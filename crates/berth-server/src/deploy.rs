@@ -831,7 +831,10 @@ impl Deployer {
         };
         release.processes.keys().all(|process| {
             let mut want = counts.get(process).copied().unwrap_or(0) as usize;
-            if spec.serves_http(process) && spec.http.internal_port.is_some() {
+            if spec.serves_http(process)
+                && spec.http.internal_port.is_some()
+                && !self.resources.isolated()
+            {
                 // A fixed port fits one instance (the reconciler runs one).
                 want = want.min(1);
             }

@@ -8,12 +8,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-/// Runs one check against `addr`; `Err` says why it failed.
-pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+/// The network namespace an instance listens in, when not the server's.
+pub type Namespace = Option<std::sync::Arc<berth_runtime::netns::NetNs>>;
+
+/// Runs one check against `addr` (inside `netns` when given); `Err` says why it failed.
+pub async fn probe(addr: SocketAddr, netns: &Namespace, check: &HealthCheck) -> Result<(), String> {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|err| format!("connect to {addr}: {err}"))?;
+        let connected = match netns {
+            Some(netns) => netns.connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        };
+        let mut stream = connected.map_err(|err| format!("connect to {addr}: {err}"))?;
         let Some(path) = &check.http_path else {
             return Ok(());
         };
@@ -48,6 +53,7 @@ pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> 
 /// Probes quickly until the first success or `deadline`. Returns the time it took.
 pub async fn wait_until_healthy(
     addr: SocketAddr,
+    netns: &Namespace,
     check: &HealthCheck,
     deadline: Instant,
 ) -> Result<Duration, String> {
@@ -57,7 +63,7 @@ pub async fn wait_until_healthy(
     let mut pause = Duration::from_micros(500);
     let mut last_error = "not checked yet".to_string();
     while Instant::now() < deadline {
-        match probe(addr, check).await {
+        match probe(addr, netns, check).await {
             Ok(()) => return Ok(started.elapsed()),
             Err(err) => last_error = err,
         }
@@ -101,16 +107,16 @@ mod tests {
     #[tokio::test]
     async fn http_checks_want_2xx_or_3xx() {
         assert!(
-            probe(http_server(200).await, &http_check("/healthz"))
+            probe(http_server(200).await, &None, &http_check("/healthz"))
                 .await
                 .is_ok()
         );
         assert!(
-            probe(http_server(302).await, &http_check("/"))
+            probe(http_server(302).await, &None, &http_check("/"))
                 .await
                 .is_ok()
         );
-        let err = probe(http_server(500).await, &http_check("/healthz"))
+        let err = probe(http_server(500).await, &None, &http_check("/healthz"))
             .await
             .unwrap_err();
         assert_eq!(err, "GET /healthz answered 500");
@@ -120,12 +126,12 @@ mod tests {
     async fn tcp_checks_want_a_listener() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        assert!(probe(addr, &HealthCheck::default()).await.is_ok());
+        assert!(probe(addr, &None, &HealthCheck::default()).await.is_ok());
         drop(listener);
-        assert!(probe(addr, &HealthCheck::default()).await.is_err());
+        assert!(probe(addr, &None, &HealthCheck::default()).await.is_err());
         let deadline = Instant::now() + Duration::from_millis(100);
         assert!(
-            wait_until_healthy(addr, &HealthCheck::default(), deadline)
+            wait_until_healthy(addr, &None, &HealthCheck::default(), deadline)
                 .await
                 .is_err()
         );

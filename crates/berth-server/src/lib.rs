@@ -16,6 +16,7 @@ pub mod config;
 pub mod deploy;
 pub mod health;
 pub mod jobs;
+pub mod network;
 pub mod oneoff;
 pub mod reconciler;
 pub mod resources;

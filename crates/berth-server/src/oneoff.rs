@@ -28,6 +28,11 @@ impl Launcher {
         Launcher { slugs, resources }
     }
 
+    /// The server's resources.
+    pub fn resources(&self) -> &Arc<Resources> {
+        &self.resources
+    }
+
     /// The folder of `release`'s slug.
     pub fn slug_dir(&self, release: &ReleaseRow) -> std::path::PathBuf {
         self.slugs.path(&release.slug)

@@ -149,6 +149,8 @@ struct Instance {
     kill_timeout: Duration,
     watcher: JoinHandle<()>,
     unhealthy_since: Option<Instant>,
+    /// Its network namespace and the bridges into it, when it has one.
+    _network: Option<crate::network::InstanceNetwork>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -497,8 +499,10 @@ impl Reconciler {
             } else {
                 None
             };
+            // Without namespaces a fixed port fits one instance, replaced stop-first.
+            let one_at_a_time = fixed_port.is_some() && !self.parts.launcher.resources().isolated();
             let mut want = app.counts.get(process).copied().unwrap_or(0) as usize;
-            if fixed_port.is_some() {
+            if one_at_a_time {
                 want = want.min(1);
             }
             let group: Vec<&Instance> = self
@@ -537,7 +541,7 @@ impl Reconciler {
                 .iter()
                 .filter(|instance| instance.phase == Phase::Running)
                 .count();
-            let allowed_old = if fixed_port.is_some() {
+            let allowed_old = if one_at_a_time {
                 0
             } else {
                 want.saturating_sub(healthy_new)
@@ -560,7 +564,7 @@ impl Reconciler {
             for (id, reason) in stops {
                 self.begin_stop(&id, reason);
             }
-            if missing == 0 || (fixed_port.is_some() && old_alive) {
+            if missing == 0 || (one_at_a_time && old_alive) {
                 continue;
             }
             let key = (app.app.clone(), process.clone());
@@ -637,10 +641,24 @@ impl Reconciler {
             .map(|port| ("PORT".to_string(), port.to_string()))
             .into_iter()
             .collect();
-        let instance_spec = self
+        let mut instance_spec = self
             .parts
             .launcher
             .instance_spec(release, spec, process, &id, command, &extra)?;
+        // A fixed port needs a loopback of its own to fit several instances.
+        let network = match (fixed_port, instance_spec.sandbox.as_mut()) {
+            (Some(_), Some(sandbox)) => {
+                let network = crate::network::InstanceNetwork::prepare(
+                    self.parts.launcher.resources(),
+                    &release.app,
+                    spec,
+                )?;
+                sandbox.network = Some(network.netns.clone());
+                Some(network)
+            }
+            _ => None,
+        };
+        let netns = network.as_ref().map(|network| network.netns.clone());
         let source = LogSource {
             app: release.app.clone(),
             process: process.to_string(),
@@ -672,7 +690,8 @@ impl Reconciler {
                         let _ = messages.send(Message::Exited { id, cause });
                     }
                 };
-                let health = watch_health(id.clone(), port, check, startup, messages.clone());
+                let health =
+                    watch_health(id.clone(), port, netns, check, startup, messages.clone());
                 tokio::select! {
                     () = exit => {}
                     () = health => {
@@ -684,10 +703,11 @@ impl Reconciler {
             })
         };
         let backend = port.map(|port| {
-            Arc::new(Backend::new(
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                id.clone(),
-            ))
+            let backend = Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone());
+            Arc::new(match &network {
+                Some(network) => backend.in_namespace(network.netns.clone()),
+                None => backend,
+            })
         });
         let instance = Instance {
             id: id.clone(),
@@ -702,6 +722,7 @@ impl Reconciler {
             kill_timeout: spec.kill_timeout,
             watcher,
             unhealthy_since: None,
+            _network: network,
         };
         let port_text = port
             .map(|port| format!(" on port {port}"))
@@ -1104,6 +1125,7 @@ fn unavailable_reason(app: &DesiredApp, groups: &[ProcessGroupStatus]) -> String
 async fn watch_health(
     id: String,
     port: Option<u16>,
+    netns: health::Namespace,
     check: berth_spec::HealthCheck,
     startup: Duration,
     messages: mpsc::UnboundedSender<Message>,
@@ -1119,7 +1141,7 @@ async fn watch_health(
         return;
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    match health::wait_until_healthy(addr, &check, Instant::now() + startup).await {
+    match health::wait_until_healthy(addr, &netns, &check, Instant::now() + startup).await {
         Ok(after) => {
             let _ = messages.send(Message::Healthy {
                 id: id.clone(),
@@ -1134,7 +1156,7 @@ async fn watch_health(
     let mut failed_in_a_row = 0u32;
     loop {
         tokio::time::sleep(check.interval).await;
-        match health::probe(addr, &check).await {
+        match health::probe(addr, &netns, &check).await {
             Ok(()) => {
                 if failed_in_a_row >= UNHEALTHY_AFTER {
                     let _ = messages.send(Message::Recovered { id: id.clone() });

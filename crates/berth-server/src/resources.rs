@@ -95,6 +95,48 @@ impl Resources {
         })
     }
 
+    /// Whether instances get sandboxes (and so may get network namespaces).
+    pub fn isolated(&self) -> bool {
+        self.isolated
+    }
+
+    /// The host loopback ports `app`'s processes use: berth's API, and its
+    /// (or its owner's) PostgreSQL and Redis when they run.
+    pub fn loopback_ports(&self, app: &str, spec: &AppSpec) -> Vec<u16> {
+        let mut ports = Vec::new();
+        if let Some(port) = self
+            .api_url
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.trim_end_matches('/').parse().ok())
+        {
+            ports.push(port);
+        }
+        let postgres_owner = spec.resources.postgres_from.as_deref().unwrap_or(app);
+        if self
+            .store
+            .resource(postgres_owner, POSTGRES)
+            .ok()
+            .flatten()
+            .is_some()
+            && let Some(port) = self.postgres.known_port()
+        {
+            ports.push(port);
+        }
+        let redis_owner = spec.resources.redis_from.as_deref().unwrap_or(app);
+        if let Some(port) = self
+            .store
+            .resource(redis_owner, REDIS)
+            .ok()
+            .flatten()
+            .and_then(|row| row.port)
+        {
+            ports.push(port);
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     /// Where instances reach berth's API.
     pub fn api_url(&self) -> &str {
         &self.api_url
@@ -453,6 +495,7 @@ impl Resources {
                 cpus: vm.cpus,
             }),
             private_tmp: true,
+            network: None,
         }))
     }
 

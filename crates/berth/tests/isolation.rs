@@ -143,3 +143,101 @@ async fn an_instance_past_its_memory_is_killed_restarted_and_the_event_says_out_
     );
     assert_eq!(server.get("hungry", "/").await.status, 200);
 }
+
+/// The listening ports in /proc/net/tcp text (local address column, state 0A).
+fn listening_ports(proc_net_tcp: &str) -> Vec<u16> {
+    proc_net_tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(3) == Some(&"0A"))
+                .then(|| fields.get(1)?.rsplit_once(':'))
+                .flatten()
+                .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_port_apps_run_several_instances_each_in_its_own_network_namespace() {
+    setup();
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let server = TestServer::start().await;
+    // Something on the host's loopback that no instance may see.
+    let host_only = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host_only.local_addr().unwrap().port();
+
+    // examples/todo on a fixed port, with its database and Redis: three
+    // instances on the same port, each reaching the services through berth's
+    // bridges.
+    let todo = example("todo");
+    let spec = std::fs::read_to_string(todo.path().join("berth.toml"))
+        .unwrap()
+        .replace("[http_service]", "[http_service]\ninternal_port = 3919");
+    std::fs::write(todo.path().join("berth.toml"), spec).unwrap();
+    let out = server.ok_in(todo.path(), &["up"]).await.stderr;
+    assert!(out.contains("migrated: table todos is ready"), "{out}");
+    server.ok(&["scale", "web=3", "--app", "todo"]).await;
+    let status = server
+        .wait_for_status("todo", Duration::from_secs(30), |status| {
+            status["instances"]
+                .as_array()
+                .is_some_and(|all| all.iter().filter(|i| i["healthy"] == true).count() == 3)
+        })
+        .await;
+    let ports: Vec<u64> = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|instance| instance["port"].as_u64())
+        .collect();
+    assert_eq!(ports, [3919, 3919, 3919], "{status}");
+    let mut seen = std::collections::HashSet::new();
+    for n in 0..30 {
+        let added = server
+            .request("todo", "POST", "/todos", &format!("item {n}"))
+            .await;
+        assert_eq!(added.status, 201, "{}", added.body);
+        assert_eq!(
+            server.request("todo", "POST", "/count", "").await.status,
+            200
+        );
+        seen.insert(server.get("todo", "/env/BERTH_INSTANCE").await.body);
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "requests reach all three instances: {seen:?}"
+    );
+    let listed = server.get("todo", "/todos").await.body;
+    assert_eq!(listed.lines().count(), 30, "{listed}");
+
+    // Inside an instance's namespace: its own port and berth's bridges, not
+    // the host's other listeners.
+    deploy_plain(
+        &server,
+        "plainfixed",
+        "[http_service]\ninternal_port = 3919\n",
+    )
+    .await;
+    let tcp = server
+        .get("plainfixed", "/read?path=/proc/net/tcp")
+        .await
+        .body;
+    let inside = listening_ports(&tcp);
+    assert!(inside.contains(&3919), "{inside:?}");
+    assert!(!inside.contains(&host_port), "{inside:?}");
+    let api_port: u16 = server.api_url.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(
+        inside.contains(&api_port),
+        "the API is bridged in: {inside:?}"
+    );
+    // A redeploy of a fixed-port app starts the new instance beside the old.
+    server.ok_in(todo.path(), &["deploy"]).await;
+    assert_eq!(server.get("todo", "/todos").await.body.lines().count(), 30);
+    drop(host_only);
+}

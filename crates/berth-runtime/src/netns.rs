@@ -1,0 +1,232 @@
+//! Network namespaces of instances: each has its own loopback, so apps that
+//! listen on a fixed port (Fly's `internal_port`) run side by side.
+//!
+//! The host side never joins a namespace with a whole thread of its
+//! runtime. One helper thread does every namespace switch: it makes a
+//! namespace (unshare, loopback up, keep a handle) and makes sockets inside
+//! one (a socket belongs to the namespace it was created in, whichever
+//! thread later binds or connects it), switching back to the host's
+//! namespace after each job. With such sockets the router and the health
+//! checks connect to `127.0.0.1:PORT` inside the instance's namespace, and
+//! the server listens inside it on the loopback ports of its own services
+//! (PostgreSQL, Redis, the API), bridging them to the host: the only
+//! addresses involved are loopback ones. The instance joins the namespace
+//! between fork and exec (`setns`).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A network namespace, alive while this handle (or a process in it) is.
+#[derive(Debug)]
+pub struct NetNs {
+    fd: OwnedFd,
+}
+
+impl PartialEq for NetNs {
+    fn eq(&self, other: &Self) -> bool {
+        self.fd.as_raw_fd() == other.fd.as_raw_fd()
+    }
+}
+
+type Job = Box<dyn FnOnce(RawFd) + Send>;
+
+/// The helper thread's queue; it holds the host namespace's handle.
+fn helper() -> io::Result<&'static Mutex<mpsc::Sender<Job>>> {
+    static HELPER: OnceLock<Result<Mutex<mpsc::Sender<Job>>, String>> = OnceLock::new();
+    HELPER
+        .get_or_init(|| {
+            let host = open_own_netns().map_err(|err| err.to_string())?;
+            let (sender, receiver) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("berth-netns".into())
+                .spawn(move || {
+                    for job in receiver {
+                        job(host.as_raw_fd());
+                    }
+                })
+                .map_err(|err| err.to_string())?;
+            Ok(Mutex::new(sender))
+        })
+        .as_ref()
+        .map_err(|err| io::Error::other(err.clone()))
+}
+
+/// Runs `job` on the helper thread and waits for its result.
+fn on_helper<T: Send + 'static>(
+    job: impl FnOnce(RawFd) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let (reply, result) = mpsc::sync_channel(1);
+    helper()?
+        .lock()
+        .map_err(|_| io::Error::other("the namespace helper is gone"))?
+        .send(Box::new(move |host| {
+            let _ = reply.send(job(host));
+        }))
+        .map_err(|_| io::Error::other("the namespace helper is gone"))?;
+    result
+        .recv()
+        .map_err(|_| io::Error::other("the namespace helper stopped"))?
+}
+
+fn check(result: i32) -> io::Result<()> {
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn open_own_netns() -> io::Result<OwnedFd> {
+    // SAFETY: open(2) of a constant path; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/thread-self/ns/net".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Back to the host's namespace; a helper that cannot return must not run
+/// another job, so it aborts (never reached on a working kernel).
+fn back_to_host(host: RawFd) {
+    // SAFETY: setns(2) with a valid namespace descriptor.
+    if unsafe { libc::setns(host, libc::CLONE_NEWNET) } != 0 {
+        eprintln!(
+            "berth: cannot return to the host network namespace: {}",
+            io::Error::last_os_error()
+        );
+        std::process::abort();
+    }
+}
+
+/// Sets the loopback interface up in the calling thread's namespace.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a datagram socket for the ioctls, closed by OwnedFd; the
+    // ifreq is a plain C struct, zeroed, with a NUL-terminated name.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if socket < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let socket = OwnedFd::from_raw_fd(socket);
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *slot = *byte as libc::c_char;
+        }
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut request,
+        ))?;
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(
+            socket.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &request,
+        ))?;
+    }
+    Ok(())
+}
+
+impl NetNs {
+    /// A new namespace with its loopback up and nothing else.
+    pub fn create() -> io::Result<Arc<NetNs>> {
+        on_helper(|host| {
+            // SAFETY: unshare(2) of the helper thread's own network namespace.
+            check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+            let made = loopback_up().and_then(|()| open_own_netns());
+            back_to_host(host);
+            Ok(Arc::new(NetNs { fd: made? }))
+        })
+    }
+
+    /// The descriptor a child joins with `setns` before exec.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// A TCP socket that belongs to this namespace (not yet bound or connected).
+    pub fn tcp_socket(self: &Arc<Self>, ipv6: bool) -> io::Result<OwnedFd> {
+        let target = self.clone();
+        on_helper(move |host| {
+            // SAFETY: setns(2) into a namespace we hold a descriptor of;
+            // socket(2); the helper returns to the host before anything else.
+            unsafe {
+                check(libc::setns(target.fd.as_raw_fd(), libc::CLONE_NEWNET))?;
+                let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+                let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                let error = io::Error::last_os_error();
+                back_to_host(host);
+                if fd < 0 {
+                    return Err(error);
+                }
+                Ok(OwnedFd::from_raw_fd(fd))
+            }
+        })
+    }
+
+    /// Connects to `addr` as seen inside this namespace.
+    pub async fn connect(self: &Arc<Self>, addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let socket = std::net::TcpStream::from(self.tcp_socket(addr.is_ipv6())?);
+        socket.set_nonblocking(true)?;
+        tokio::net::TcpSocket::from_std_stream(socket)
+            .connect(addr)
+            .await
+    }
+
+    /// Listens on `addr` inside this namespace.
+    pub fn listen(self: &Arc<Self>, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+        let socket = std::net::TcpStream::from(self.tcp_socket(addr.is_ipv6())?);
+        socket.set_nonblocking(true)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(socket);
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(128)
+    }
+}
+
+/// Joins the namespace `fd` (in the child, before exec).
+pub(crate) fn enter(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setns(2) with an inherited descriptor; async-signal-safe.
+    check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_namespace_has_its_own_loopback() {
+        if !crate::isolation::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let first = NetNs::create().unwrap();
+        let second = NetNs::create().unwrap();
+        // The same port in two namespaces and on the host: no conflict.
+        let addr: SocketAddr = "127.0.0.1:47113".parse().unwrap();
+        let one = first.listen(addr).unwrap();
+        let two = second.listen(addr).unwrap();
+        let host = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let mut client = first.connect(addr).await.unwrap();
+        let (mut accepted, _) = one.accept().await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        client.write_all(b"ping").await.unwrap();
+        let mut buffer = [0u8; 4];
+        accepted.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(&buffer, b"ping");
+        // Nothing from the second namespace or the host reached the first.
+        drop((two, host));
+        let empty = NetNs::create().unwrap();
+        assert!(empty.connect(addr).await.is_err(), "nothing listens there");
+    }
+}
