@@ -8,6 +8,14 @@
 //! namespace and bridges each connection to the host's loopback. Nothing
 //! else on the host (other apps' instances, other apps' Redis) is reachable
 //! from inside.
+//!
+//! The world outside: an HTTP proxy inside the namespace at
+//! `127.0.0.1:65080` (`HTTP_PROXY`, `HTTPS_PROXY` and their lower-case
+//! spellings point at it; `NO_PROXY` keeps loopback direct) opens
+//! connections from the host: `CONNECT host:port` for HTTPS and any TCP, and
+//! absolute-form requests for plain HTTP. It refuses the host's loopback.
+//! Protocols that ignore proxy settings do not get out yet (that needs a
+//! veth link and NAT).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,10 +45,20 @@ impl Drop for InstanceNetwork {
 impl InstanceNetwork {
     /// A new namespace for an instance of `app`, with bridges to the
     /// services it uses.
-    pub fn prepare(resources: &Resources, app: &str, spec: &AppSpec) -> Result<Self, String> {
+    pub fn prepare(
+        resources: &Resources,
+        app: &str,
+        spec: &AppSpec,
+        policy: EgressPolicy,
+    ) -> Result<Self, String> {
         let netns =
             NetNs::create().map_err(|err| format!("cannot make a network namespace: {err}"))?;
         let mut bridges = Vec::new();
+        let egress_addr = SocketAddr::from(([127, 0, 0, 1], EGRESS_PORT));
+        let listener = netns
+            .listen(egress_addr)
+            .map_err(|err| format!("cannot listen on {egress_addr} in the namespace: {err}"))?;
+        bridges.push(tokio::spawn(egress(listener, policy)));
         for port in resources.loopback_ports(app, spec) {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let listener = netns
@@ -66,5 +84,255 @@ async fn bridge(listener: tokio::net::TcpListener, target: SocketAddr) {
             let _ = outside.set_nodelay(true);
             let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
         });
+    }
+}
+
+/// Where, inside an instance's namespace, the egress proxy listens.
+pub const EGRESS_PORT: u16 = 65080;
+
+/// The env that points HTTP clients at the egress proxy (both spellings:
+/// curl reads only the lower-case `http_proxy`).
+pub fn egress_env() -> Vec<(String, String)> {
+    let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
+    let direct = "localhost,127.0.0.1,::1".to_string();
+    [
+        ("HTTP_PROXY", &proxy),
+        ("HTTPS_PROXY", &proxy),
+        ("http_proxy", &proxy),
+        ("https_proxy", &proxy),
+        ("NO_PROXY", &direct),
+        ("no_proxy", &direct),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.clone()))
+    .collect()
+}
+
+/// Which destinations the egress proxy may open.
+#[derive(Debug, Clone, Copy)]
+pub struct EgressPolicy {
+    /// Loopback destinations too (only for tests: instances reach berth's
+    /// services through the bridges, and other apps not at all).
+    pub allow_loopback: bool,
+}
+
+impl EgressPolicy {
+    /// The server's policy: loopback destinations only when
+    /// `BERTH_TEST_EGRESS_LOOPBACK=1` (tests, which may send traffic to
+    /// loopback and nowhere else, use it to check the proxy end to end).
+    pub fn from_env() -> EgressPolicy {
+        EgressPolicy {
+            allow_loopback: std::env::var("BERTH_TEST_EGRESS_LOOPBACK").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// The largest request head the proxy reads.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// An HTTP proxy for the world outside the namespace: `CONNECT host:port`
+/// (HTTPS and any TCP) and absolute-form requests (`GET http://host/path`).
+async fn egress(listener: tokio::net::TcpListener, policy: EgressPolicy) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = proxy_one(client, policy).await;
+        });
+    }
+}
+
+async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let end = loop {
+        let read = client.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..read]);
+        if let Some(at) = head.windows(4).position(|window| window == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if head.len() > MAX_HEAD {
+            client
+                .write_all(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n",
+                )
+                .await?;
+            return Ok(());
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+    let request_line = text.lines().next().unwrap_or_default().to_string();
+    let mut parts = request_line.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        client
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await?;
+        return Ok(());
+    };
+    let (authority, rewritten) = if method.eq_ignore_ascii_case("CONNECT") {
+        (target.to_string(), None)
+    } else {
+        let Some(rest) = target.strip_prefix("http://") else {
+            client
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await?;
+            return Ok(());
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
+        let authority = if authority.contains(':') {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let mut forwarded = format!("{method} {path} {version}\r\n").into_bytes();
+        let after_line = text.find("\r\n").map_or(end, |at| at + 2);
+        forwarded.extend_from_slice(&head[after_line..]);
+        (authority, Some(forwarded))
+    };
+    let refuse = |reason: &str| {
+        format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
+            reason.len()
+        )
+    };
+    let addresses: Vec<SocketAddr> = match tokio::net::lookup_host(&authority).await {
+        Ok(found) => found.collect(),
+        Err(err) => {
+            let reason = format!("cannot resolve {authority}: {err}");
+            client
+                .write_all(
+                    format!(
+                        "HTTP/1.1 502 Bad Gateway\r\nContent-Length: {}\r\n\r\n{reason}",
+                        reason.len()
+                    )
+                    .as_bytes(),
+                )
+                .await?;
+            return Ok(());
+        }
+    };
+    let allowed: Vec<SocketAddr> = addresses
+        .into_iter()
+        .filter(|addr| {
+            let ip = addr.ip();
+            !ip.is_unspecified() && (policy.allow_loopback || !ip.is_loopback())
+        })
+        .collect();
+    if allowed.is_empty() {
+        client
+            .write_all(
+                refuse(&format!(
+                    "berth's egress proxy does not open {authority}: the host's loopback is closed to instances (berth's services are bridged in at their usual addresses)"
+                ))
+                .as_bytes(),
+            )
+            .await?;
+        return Ok(());
+    }
+    let mut upstream = match tokio::net::TcpStream::connect(&allowed[..]).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            let reason = format!("cannot connect to {authority}: {err}");
+            client
+                .write_all(
+                    format!(
+                        "HTTP/1.1 502 Bad Gateway\r\nContent-Length: {}\r\n\r\n{reason}",
+                        reason.len()
+                    )
+                    .as_bytes(),
+                )
+                .await?;
+            return Ok(());
+        }
+    };
+    match rewritten {
+        None => {
+            client
+                .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                .await?;
+            upstream.write_all(&head[end..]).await?;
+        }
+        Some(forwarded) => upstream.write_all(&forwarded).await?,
+    }
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn proxy(allow_loopback: bool) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(egress(listener, EgressPolicy { allow_loopback }));
+        addr
+    }
+
+    #[tokio::test]
+    async fn connect_tunnels_bytes_and_loopback_is_refused_unless_allowed() {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 64];
+                    while let Ok(read) = stream.read(&mut buffer).await {
+                        if read == 0 || stream.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+
+        let mut client = tokio::net::TcpStream::connect(proxy(true).await)
+            .await
+            .unwrap();
+        client
+            .write_all(
+                format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = [0u8; 39];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer[..], b"HTTP/1.1 200 Connection Established\r\n\r\n");
+        client.write_all(b"tunnelled").await.unwrap();
+        let mut echoed = [0u8; 9];
+        client.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"tunnelled");
+
+        let mut client = tokio::net::TcpStream::connect(proxy(false).await)
+            .await
+            .unwrap();
+        client
+            .write_all(format!("CONNECT {echo_addr} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+
+        let mut client = tokio::net::TcpStream::connect(proxy(true).await)
+            .await
+            .unwrap();
+        client
+            .write_all(b"GET /relative HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     }
 }

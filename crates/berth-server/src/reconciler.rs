@@ -652,8 +652,10 @@ impl Reconciler {
                     self.parts.launcher.resources(),
                     &release.app,
                     spec,
+                    crate::network::EgressPolicy::from_env(),
                 )?;
                 sandbox.network = Some(network.netns.clone());
+                instance_spec.env.extend(crate::network::egress_env());
                 Some(network)
             }
             _ => None,

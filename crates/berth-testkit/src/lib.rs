@@ -136,6 +136,7 @@ pub struct TestServer {
     /// The API token.
     pub token: String,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 /// What a CLI run printed.
@@ -219,6 +220,11 @@ impl TestServer {
 
     /// Starts a server with extra `berth server` flags.
     pub async fn start_with(extra_args: &[&str]) -> TestServer {
+        Self::start_with_env(extra_args, &[]).await
+    }
+
+    /// Starts a server with extra flags and environment variables.
+    pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let data = tempfile::Builder::new()
             .prefix("berth-test-data-")
             .tempdir()
@@ -230,6 +236,10 @@ impl TestServer {
             router: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: String::new(),
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
         };
         server.spawn("127.0.0.1:0", "127.0.0.1:0").await;
         server
@@ -255,6 +265,7 @@ impl TestServer {
             .args(&self.extra_args)
             .env("BERTH_DATA", self.data.path())
             .env("RUST_LOG", "info")
+            .envs(self.extra_env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -241,3 +241,53 @@ async fn fixed_port_apps_run_several_instances_each_in_its_own_network_namespace
     assert_eq!(server.get("todo", "/todos").await.body.lines().count(), 30);
     drop(host_only);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_proxy() {
+    setup();
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    // "Outside" is a server on the host's loopback, which the test server's
+    // proxy is told to open (tests send traffic nowhere else).
+    let server = TestServer::start_with_env(&[], &[("BERTH_TEST_EGRESS_LOOPBACK", "1")]).await;
+    let outside = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let outside_port = outside.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = outside.accept().await {
+            let mut request = [0u8; 1024];
+            let read = stream.read(&mut request).await.unwrap_or(0);
+            let line = String::from_utf8_lossy(&request[..read])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let body = format!("outside saw `{line}`");
+            let _ = stream
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    deploy_plain(&server, "egress", "[http_service]\ninternal_port = 3920\n").await;
+    let fetched = server
+        .get(
+            "egress",
+            &format!("/fetch?addr=127.0.0.1:{outside_port}&path=/hello"),
+        )
+        .await
+        .body;
+    assert!(fetched.starts_with("HTTP/1.1 200"), "{fetched}");
+    // The proxy turned the absolute-form request into an origin-form one.
+    assert!(
+        fetched.contains("outside saw `GET /hello HTTP/1.1`"),
+        "{fetched}"
+    );
+}

@@ -4,10 +4,31 @@
 //! - `GET /` answers with a greeting and its berth instance id;
 //! - `GET /whoami` answers with its user id;
 //! - `GET /read?path=P` answers with the file at P, or 403 and the error;
-//! - `GET /alloc?mb=N` allocates and touches N MiB, then answers.
+//! - `GET /alloc?mb=N` allocates and touches N MiB, then answers;
+//! - `GET /fetch?addr=HOST:PORT&path=/P` fetches `http://HOST:PORT/P`, through
+//!   `http_proxy` when it is set (as HTTP clients do), and answers with the
+//!   response it got.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+/// A plain-HTTP GET, through the proxy in `http_proxy` when there is one.
+fn fetch(addr: &str, path: &str) -> Result<String, String> {
+    let proxy = std::env::var("http_proxy").ok();
+    let (connect_to, target) = match &proxy {
+        Some(proxy) => (
+            proxy.trim_start_matches("http://").trim_end_matches('/').to_string(),
+            format!("http://{addr}{path}"),
+        ),
+        None => (addr.to_string(), path.to_string()),
+    };
+    let mut stream = TcpStream::connect(&connect_to).map_err(|err| format!("connect {connect_to}: {err}"))?;
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|err| err.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|err| err.to_string())?;
+    Ok(response)
+}
 
 fn query<'a>(target: &'a str, key: &str) -> Option<&'a str> {
     let (_, query) = target.split_once('?')?;
@@ -46,6 +67,13 @@ fn answer(target: &str, instance: &str) -> (u16, String) {
             }
             (200, format!("allocated {} MiB", block.len() / (1024 * 1024)))
         }
+        "/fetch" => match (query(target, "addr"), query(target, "path")) {
+            (Some(addr), path) => match fetch(addr, path.unwrap_or("/")) {
+                Ok(response) => (200, response),
+                Err(err) => (502, err),
+            },
+            _ => (400, "give ?addr=HOST:PORT&path=/P".into()),
+        },
         _ => (200, format!("plain says hi from {instance}\n")),
     }
 }
