@@ -61,6 +61,8 @@ pub(crate) struct PreparedSandbox {
     old_tmp: Option<std::os::fd::OwnedFd>,
     /// The network namespace to join (kept alive by the handle).
     network: Option<std::sync::Arc<crate::netns::NetNs>>,
+    /// A pid namespace of its own, with a small init as its pid 1.
+    pid_namespace: bool,
 }
 
 fn c_path(path: &std::path::Path) -> io::Result<CString> {
@@ -146,6 +148,7 @@ impl PreparedSandbox {
             user: sandbox.map(|sandbox| (sandbox.uid, sandbox.gid)),
             old_tmp,
             network: sandbox.and_then(|sandbox| sandbox.network.clone()),
+            pid_namespace: sandbox.is_some(),
         })
     }
 
@@ -163,11 +166,14 @@ impl PreparedSandbox {
         }
         let isolated = self.user.is_some();
         if !self.binds.is_empty() || self.private_tmp || isolated {
-            let flags = if isolated {
+            let mut flags = if isolated {
                 libc::CLONE_NEWNS | libc::CLONE_NEWIPC
             } else {
                 libc::CLONE_NEWNS
             };
+            if self.pid_namespace {
+                flags |= libc::CLONE_NEWPID;
+            }
             // SAFETY: unshare, mount and mkdir are system calls,
             // async-signal-safe; the strings were made before the fork and
             // live as long as `self`.
@@ -221,6 +227,10 @@ impl PreparedSandbox {
                 }
             }
         }
+        if self.pid_namespace {
+            // Returns only in the process that goes on to exec the app.
+            become_pid_one()?;
+        }
         if let Some((uid, gid)) = self.user {
             // SAFETY: plain system calls with integer arguments.
             unsafe {
@@ -230,6 +240,120 @@ impl PreparedSandbox {
             }
         }
         Ok(())
+    }
+}
+
+/// The signals a stop sends to the instance's process group; the two
+/// waiting processes above the app ignore them (the app gets them itself).
+const STOP_SIGNALS: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// In the child, after `unshare(CLONE_NEWPID)`: the caller's next child is
+/// pid 1 of the new namespace. Makes three processes of one:
+///
+/// - this one stays in the host's namespace as the instance's main process
+///   (the driver waits on it): it waits for pid 1 and exits as the app did;
+/// - pid 1 mounts a `/proc` of the namespace, reaps orphans, and reports
+///   the app's wait status to it through a pipe;
+/// - pid 2 returns from here and goes on to exec the app, with the usual
+///   signal dispositions, so SIGTERM stops it as it would anywhere.
+///
+/// The two waiting processes never exec, so they close every descriptor but
+/// stdio and their pipe end: among them is the pipe that tells the spawning
+/// server the exec happened, which must close for the spawn to return.
+/// Everything here is async-signal-safe: fork, waitpid, mount, read, write,
+/// sigaction, close_range, _exit.
+fn become_pid_one() -> io::Result<()> {
+    // SAFETY: system calls with integers and a stack array; no allocation.
+    unsafe {
+        // The host-side process never returns to the caller, which would
+        // set this after the user change: set it now.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        let mut status_pipe = [0i32; 2];
+        check(libc::pipe2(status_pipe.as_mut_ptr(), libc::O_CLOEXEC))?;
+        for signal in STOP_SIGNALS {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        let init = libc::fork();
+        if init < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if init > 0 {
+            // The host-side process: wait for pid 1, then exit as the app did.
+            keep_only(status_pipe[0]);
+            let mut init_status = 0;
+            while libc::waitpid(init, &mut init_status, 0) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            let mut app_status = 0i32;
+            let read = libc::read(3, (&raw mut app_status).cast(), 4);
+            exit_as(if read == 4 { app_status } else { init_status });
+        }
+        // Pid 1 of the new namespace.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        check(libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ))?;
+        let app = libc::fork();
+        if app < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if app > 0 {
+            keep_only(status_pipe[1]);
+            loop {
+                let mut status = 0;
+                let reaped = libc::waitpid(-1, &mut status, 0);
+                if reaped == app {
+                    libc::write(3, (&raw const status).cast(), 4);
+                    libc::_exit(0);
+                }
+                if reaped < 0 && *libc::__errno_location() != libc::EINTR {
+                    libc::_exit(1);
+                }
+            }
+        }
+        // The app, pid 2.
+        libc::close(status_pipe[0]);
+        libc::close(status_pipe[1]);
+        for signal in STOP_SIGNALS {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    Ok(())
+}
+
+/// Keeps stdio and `fd` (as descriptor 3); closes every other descriptor.
+///
+/// # Safety
+/// Only between fork and exec (or in a process that never execs).
+unsafe fn keep_only(fd: i32) {
+    // SAFETY: dup2/close_range on descriptors of this process only.
+    unsafe {
+        if fd != 3 {
+            libc::dup2(fd, 3);
+        }
+        libc::close_range(4, u32::MAX, 0);
+    }
+}
+
+/// Exits the way a process with wait status `status` did: with its code,
+/// or killed by its signal.
+///
+/// # Safety
+/// Only in a process that is done (never returns).
+unsafe fn exit_as(status: i32) -> ! {
+    // SAFETY: signal, kill and _exit on this process.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
     }
 }
 

@@ -43,6 +43,22 @@ async fn apps_run_as_their_own_users_and_cannot_read_each_others_files() {
     )
     .await;
 
+    // Each instance has a pid namespace: the app is pid 2 under a small init.
+    let stat = server.get("alpha", "/read?path=/proc/self/stat").await.body;
+    assert!(stat.starts_with("2 ("), "{stat}");
+    let init = server.get("alpha", "/read?path=/proc/1/stat").await;
+    assert_eq!(init.status, 200, "{}", init.body);
+    let beta_pid = server.status("beta").await["instances"][0]["pid"]
+        .as_u64()
+        .unwrap();
+    let hidden = server
+        .get("alpha", &format!("/read?path=/proc/{beta_pid}/stat"))
+        .await;
+    assert_eq!(
+        hidden.status, 403,
+        "beta's process is not in alpha's /proc: {}",
+        hidden.body
+    );
     let alpha_uid: u32 = server.get("alpha", "/whoami").await.body.parse().unwrap();
     let beta_uid: u32 = server.get("beta", "/whoami").await.body.parse().unwrap();
     assert!(alpha_uid >= 200_000 && beta_uid >= 200_000);

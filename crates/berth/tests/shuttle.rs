@@ -12,14 +12,42 @@ fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
 }
 
-/// The environment of a running instance of `app`, read from /proc.
+/// The environment of the app process of a running instance of `app`, read
+/// from /proc: the instance's process or, under a pid namespace's init, its
+/// descendant that has the app's environment.
 async fn instance_env(server: &TestServer, app: &str) -> Vec<(String, String)> {
     let status = server.status(app).await;
     let pid = status["instances"]
         .as_array()
         .and_then(|instances| instances.iter().find_map(|i| i["pid"].as_u64()))
         .expect("a running instance with a pid");
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    let mut candidates = vec![pid];
+    let environ = loop {
+        let pid = candidates.remove(0);
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+        if environ
+            .windows(15)
+            .any(|window| window == b"BERTH_INSTANCE=")
+        {
+            break environ;
+        }
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            candidates.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|child| child.parse::<u64>().ok()),
+            );
+        }
+        assert!(
+            !candidates.is_empty(),
+            "no process of the instance has its environment"
+        );
+    };
     environ
         .split(|byte| *byte == 0)
         .filter_map(|entry| {
