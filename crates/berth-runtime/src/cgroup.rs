@@ -200,8 +200,8 @@ fn open_procs(dir: &Path) -> io::Result<File> {
 }
 
 impl InstanceCgroup {
-    /// Moves process `pid` (all its threads) into the cgroup, then any
-    /// process of its process group (children it started meanwhile).
+    /// Moves process `pid` (all its threads) into the cgroup, then its
+    /// descendants (children it started meanwhile).
     ///
     /// Done from the parent just after exec, off the start's critical path:
     /// on cgroup v1 a move waits for an RCU grace period (about 10 ms here),
@@ -212,12 +212,12 @@ impl InstanceCgroup {
         for mut file in &self.procs {
             file.write_all(pid.to_string().as_bytes())?;
         }
-        for member in process_group_members(pid) {
-            if member != pid {
-                for mut file in &self.procs {
-                    // It may have exited meanwhile.
-                    let _ = file.write_all(member.to_string().as_bytes());
-                }
+        // Processes it forked before it moved (the init of its pid
+        // namespace and the app, say) move too.
+        for member in descendants(pid) {
+            for mut file in &self.procs {
+                // It may have exited meanwhile.
+                let _ = file.write_all(member.to_string().as_bytes());
             }
         }
         Ok(())
@@ -278,22 +278,30 @@ impl Drop for InstanceCgroup {
     }
 }
 
-/// The processes whose process group is `group`.
-fn process_group_members(group: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
-                })
-                == Some(group)
-        })
-        .collect()
+/// The processes below `root` (children, their children…), at most 4096.
+fn descendants(root: u32) -> Vec<u32> {
+    // Every thread's `children` file lists the processes it forked; a walk
+    // down from the root costs as many reads as the tree has processes, not
+    // as many as the machine has.
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children
+                .split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+            {
+                if !found.contains(&child) && found.len() < 4096 {
+                    found.push(child);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found
 }

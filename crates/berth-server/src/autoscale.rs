@@ -261,7 +261,7 @@ impl Autoscaler {
                 + route.traffic.waiting()
         });
         let requests = route.map_or(0, |route| route.traffic.requests());
-        let mut changed = false;
+        let mut decisions = Vec::new();
         for (group, state) in &groups {
             if !spec.serves_http(group) || !release.processes.contains_key(group) {
                 continue;
@@ -290,21 +290,30 @@ impl Autoscaler {
             self.reconciler.set_count(app, group, decision.count);
             tracing::info!(app, group = %group, count = decision.count, reason = %decision.reason, "autoscale");
             memory.below_since = None;
-            if let Err(err) = self.store.set_scaled(
-                app,
-                group,
-                Some(decision.count),
-                &decision.reason,
-                decision.kind,
-            ) {
-                tracing::error!(error = %err, "cannot store a scaling decision");
-                continue;
+            decisions.push((group.clone(), decision));
+        }
+        if decisions.is_empty() {
+            return;
+        }
+        // The store's write (an fsync) happens off the runtime's threads: the
+        // reconciler, starting the instance meanwhile, must not wait for it.
+        let store = self.store.clone();
+        let reconciler = self.reconciler.clone();
+        let app = app.to_string();
+        tokio::task::spawn_blocking(move || {
+            for (group, decision) in decisions {
+                if let Err(err) = store.set_scaled(
+                    &app,
+                    &group,
+                    Some(decision.count),
+                    &decision.reason,
+                    decision.kind,
+                ) {
+                    tracing::error!(error = %err, "cannot store a scaling decision");
+                }
             }
-            changed = true;
-        }
-        if changed {
-            self.reconciler.nudge();
-        }
+            reconciler.nudge();
+        });
     }
 }
 

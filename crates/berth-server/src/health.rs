@@ -58,8 +58,22 @@ pub async fn wait_until_healthy(
     deadline: Instant,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    // Every half millisecond for the first 50 ms (a cold start waits on
-    // this, and a refused connect costs microseconds), then backing off.
+    // A cold start waits on this: for the first 50 ms, watch the port from a
+    // blocking thread every 100 µs (tokio's timers tick in milliseconds; a
+    // refused connect costs microseconds), then probe as below.
+    if netns.is_none() {
+        let _ = tokio::task::spawn_blocking(move || {
+            let until = std::time::Instant::now() + Duration::from_millis(50);
+            while std::time::Instant::now() < until {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+        .await;
+    }
+    // Every half millisecond for the first 50 ms, then backing off.
     let mut pause = Duration::from_micros(500);
     let mut last_error = "not checked yet".to_string();
     while Instant::now() < deadline {

@@ -298,6 +298,7 @@ impl Reconciler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.converge();
+            self.flush_records();
             // Wake when the earliest restart back-off ends, not a tick later.
             let next_restart = self
                 .backoff
@@ -368,19 +369,28 @@ impl Reconciler {
         ));
     }
 
-    /// Stores what this pass recorded.
+    /// Stores what this pass recorded, on a blocking thread: a disk write
+    /// (SQLite with fsync) must not hold the runtime thread that the health
+    /// checks of instances just started are waiting for.
     fn flush_records(&mut self) {
-        for (id, app, pid) in std::mem::take(&mut self.pending_journal) {
-            if let Err(err) = self.parts.store.journal_instance(&id, &app, pid) {
-                tracing::warn!(error = %err, "cannot journal instance");
-            }
-        }
+        let journal = std::mem::take(&mut self.pending_journal);
         let events = std::mem::take(&mut *self.pending_events.borrow_mut());
-        if !events.is_empty()
-            && let Err(err) = self.parts.store.record_events(&events)
-        {
-            tracing::warn!(error = %err, "cannot record events");
+        if journal.is_empty() && events.is_empty() {
+            return;
         }
+        let store = self.parts.store.clone();
+        tokio::task::spawn_blocking(move || {
+            for (id, app, pid) in journal {
+                if let Err(err) = store.journal_instance(&id, &app, pid) {
+                    tracing::warn!(error = %err, "cannot journal instance");
+                }
+            }
+            if !events.is_empty()
+                && let Err(err) = store.record_events(&events)
+            {
+                tracing::warn!(error = %err, "cannot record events");
+            }
+        });
     }
 
     fn berth_line(&self, instance: &Instance, text: &str) {
@@ -472,7 +482,6 @@ impl Reconciler {
         self.specs.retain(|(app, _, _), _| keep_apps.contains(app));
         self.backoff.retain(|(app, _), _| keep_apps.contains(app));
         self.publish(&desired);
-        self.flush_records();
         for id in std::mem::take(&mut self.pending_stops) {
             self.spawn_stop(&id);
         }

@@ -200,7 +200,11 @@ pub struct InstanceJournalRow {
 
 /// The store. Cheap to share behind an `Arc`; calls are short and serialised.
 pub struct Store {
-    conn: Mutex<Connection>,
+    /// Writes go through this connection, one transaction at a time.
+    writer: Mutex<Connection>,
+    /// Reads go through this one: in WAL mode a reader sees every committed
+    /// write and never waits for a write in progress (or its fsync).
+    reader: Mutex<Connection>,
 }
 
 /// The current time as RFC 3339.
@@ -219,22 +223,30 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn)?;
+        let reader = Connection::open(path)?;
+        reader.pragma_update(None, "foreign_keys", "ON")?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(conn),
+            reader: Mutex::new(reader),
         })
     }
 
+    /// The read connection.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (every
         // write is a transaction), so a poisoned lock is safe to take over.
-        self.conn
+        self.reader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `body` in one transaction.
     fn write<T>(&self, body: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
+        let mut conn = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let tx = conn.transaction()?;
         let value = body(&tx)?;
         tx.commit()?;
