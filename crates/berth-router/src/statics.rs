@@ -12,20 +12,22 @@ use http_body_util::Full;
 
 use crate::upstream::ProxyBody;
 
-/// Files larger than this go to the app.
-const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+/// Files larger than this go to the app (each file is read whole).
+const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// A URL prefix served from a folder.
+/// A URL prefix served from a folder of a release's slug.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticDir {
     /// The URL path prefix (`/static`).
     pub prefix: String,
-    /// The folder (inside a release's slug).
+    /// The slug: nothing outside it is ever opened.
+    pub root: PathBuf,
+    /// The folder within the slug (`public`).
     pub dir: PathBuf,
 }
 
-/// The file `path` names under one of `statics`, if any.
-fn locate(statics: &[StaticDir], path: &str) -> Option<PathBuf> {
+/// The slug-relative path `path` names under one of `statics`, and the slug.
+fn locate<'a>(statics: &'a [StaticDir], path: &str) -> Option<(&'a Path, PathBuf)> {
     if path.contains("..") || path.contains('%') || path.contains('\\') {
         return None;
     }
@@ -34,13 +36,24 @@ fn locate(statics: &[StaticDir], path: &str) -> Option<PathBuf> {
         path == prefix || path.starts_with(&format!("{prefix}/"))
     })?;
     let rest = path[entry.prefix.trim_end_matches('/').len()..].trim_start_matches('/');
-    let mut file = entry.dir.join(rest);
-    if rest.is_empty() || rest.ends_with('/') || file.is_dir() {
-        file = file.join("index.html");
+    let mut relative = entry.dir.join(rest);
+    if rest.is_empty() || rest.ends_with('/') {
+        relative = relative.join("index.html");
     }
-    let root = entry.dir.canonicalize().ok()?;
-    let real = file.canonicalize().ok()?;
-    (real.starts_with(&root) && real.is_file()).then_some(real)
+    Some((&entry.root, relative))
+}
+
+/// Opens the file (or a folder's `index.html`) without following links or
+/// leaving the slug, which the app owns and may change at any time.
+fn open(root: &Path, relative: &Path) -> Option<(std::fs::File, PathBuf)> {
+    let file = berth_runtime::open_beneath(root, relative).ok()?;
+    let metadata = file.metadata().ok()?;
+    if metadata.is_dir() {
+        let index = relative.join("index.html");
+        let file = berth_runtime::open_beneath(root, &index).ok()?;
+        return file.metadata().ok()?.is_file().then_some((file, index));
+    }
+    metadata.is_file().then(|| (file, relative.to_path_buf()))
 }
 
 fn content_type(path: &Path) -> &'static str {
@@ -79,31 +92,33 @@ pub async fn serve(
     if method != Method::GET && method != Method::HEAD {
         return None;
     }
-    let statics = statics.to_vec();
-    let path = path.to_string();
-    let file = tokio::task::spawn_blocking(move || locate(&statics, &path))
-        .await
-        .ok()??;
-    let metadata = tokio::fs::metadata(&file).await.ok()?;
-    if metadata.len() > MAX_FILE_BYTES {
-        return None;
-    }
-    let body = if method == Method::HEAD {
-        Bytes::new()
-    } else {
-        Bytes::from(tokio::fs::read(&file).await.ok()?)
-    };
-    let mut response = Response::new(ProxyBody::Page(Full::new(body)));
+    let (root, relative) = locate(statics, path)?;
+    let (root, relative) = (root.to_path_buf(), relative);
+    let head = method == Method::HEAD;
+    let (body, length, name) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let (file, name) = open(&root, &relative)?;
+        let length = file.metadata().ok()?.len();
+        if length > MAX_FILE_BYTES {
+            return None;
+        }
+        let mut body = Vec::new();
+        if !head {
+            file.take(MAX_FILE_BYTES).read_to_end(&mut body).ok()?;
+        }
+        Some((body, length, name))
+    })
+    .await
+    .ok()??;
+    let length = if head { length } else { body.len() as u64 };
+    let mut response = Response::new(ProxyBody::Page(Full::new(Bytes::from(body))));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type(&file)),
+        header::HeaderValue::from_static(content_type(&name)),
     );
-    headers.insert(
-        header::CONTENT_LENGTH,
-        header::HeaderValue::from(metadata.len()),
-    );
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
     headers.insert("x-berth-static", header::HeaderValue::from_static("1"));
     Some(response)
 }
@@ -112,35 +127,66 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    #[test]
-    fn files_under_the_prefix_are_found_and_nothing_outside() {
-        let dir = tempfile::tempdir().unwrap();
-        let public = dir.path().join("public");
+    #[tokio::test]
+    async fn files_under_the_prefix_are_served_and_nothing_outside() {
+        let slug = tempfile::tempdir().unwrap();
+        let public = slug.path().join("public");
         std::fs::create_dir_all(public.join("css")).unwrap();
         std::fs::write(public.join("css/site.css"), "body{}").unwrap();
         std::fs::write(public.join("index.html"), "<h1>hi</h1>").unwrap();
-        std::fs::write(dir.path().join("secret.txt"), "no").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret.txt"), public.join("link.txt")).unwrap();
+        std::fs::write(slug.path().join("secret.txt"), "no").unwrap();
+        std::os::unix::fs::symlink(slug.path().join("secret.txt"), public.join("link.txt"))
+            .unwrap();
         let statics = [StaticDir {
             prefix: "/static".into(),
-            dir: public.clone(),
+            root: slug.path().to_path_buf(),
+            dir: PathBuf::from("public"),
         }];
-        let real = public.canonicalize().unwrap();
+        let body = |response: Option<Response<ProxyBody>>| async move {
+            use http_body_util::BodyExt;
+            let response = response?;
+            let bytes = response.into_body().collect().await.ok()?.to_bytes();
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let get = Method::GET;
         assert_eq!(
-            locate(&statics, "/static/css/site.css"),
-            Some(real.join("css/site.css"))
+            body(serve(&statics, &get, "/static/css/site.css").await)
+                .await
+                .as_deref(),
+            Some("body{}")
         );
-        assert_eq!(locate(&statics, "/static/"), Some(real.join("index.html")));
-        assert_eq!(locate(&statics, "/static"), Some(real.join("index.html")));
-        assert_eq!(locate(&statics, "/static/missing.css"), None);
-        assert_eq!(locate(&statics, "/staticky/site.css"), None);
-        assert_eq!(locate(&statics, "/static/../secret.txt"), None);
-        assert_eq!(locate(&statics, "/static/%2e%2e/secret.txt"), None);
         assert_eq!(
-            locate(&statics, "/static/link.txt"),
-            None,
+            body(serve(&statics, &get, "/static/").await)
+                .await
+                .as_deref(),
+            Some("<h1>hi</h1>")
+        );
+        assert_eq!(body(serve(&statics, &get, "/static/css").await).await, None);
+        assert!(serve(&statics, &get, "/static/missing.css").await.is_none());
+        assert!(serve(&statics, &get, "/staticky/site.css").await.is_none());
+        assert!(
+            serve(&statics, &get, "/static/../secret.txt")
+                .await
+                .is_none()
+        );
+        assert!(
+            serve(&statics, &get, "/static/%2e%2e/secret.txt")
+                .await
+                .is_none()
+        );
+        assert!(
+            serve(&statics, &get, "/static/link.txt").await.is_none(),
             "a link out of the folder"
         );
+        assert!(
+            serve(&statics, &Method::POST, "/static/css/site.css")
+                .await
+                .is_none()
+        );
+        // The app swaps its static folder for a link to `/`: nothing is served.
+        std::fs::rename(&public, slug.path().join("old")).unwrap();
+        std::os::unix::fs::symlink("/", &public).unwrap();
+        assert!(serve(&statics, &get, "/static/etc/passwd").await.is_none());
         assert_eq!(content_type(Path::new("a.css")), "text/css; charset=utf-8");
     }
 }

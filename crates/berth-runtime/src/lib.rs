@@ -6,6 +6,7 @@
 //! Drivers never decide *what* runs or restart anything: that is the
 //! reconciler's job. They start, report and stop.
 
+mod beneath;
 pub mod cgroup;
 mod isolation;
 pub mod netns;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use beneath::open_beneath;
+pub use isolation::run_instance_init_if_asked;
 pub use process::ProcessDriver;
 
 /// What to run.

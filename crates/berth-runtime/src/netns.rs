@@ -176,7 +176,12 @@ impl NetNs {
 
     /// Connects to `addr` as seen inside this namespace.
     pub async fn connect(self: &Arc<Self>, addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
-        let socket = std::net::TcpStream::from(self.tcp_socket(addr.is_ipv6())?);
+        // The helper is one thread: wait for it off the async runtime.
+        let netns = self.clone();
+        let fd = tokio::task::spawn_blocking(move || netns.tcp_socket(addr.is_ipv6()))
+            .await
+            .map_err(|err| io::Error::other(err.to_string()))??;
+        let socket = std::net::TcpStream::from(fd);
         socket.set_nonblocking(true)?;
         tokio::net::TcpSocket::from_std_stream(socket)
             .connect(addr)
@@ -192,6 +197,40 @@ impl NetNs {
         socket.bind(addr)?;
         socket.listen(128)
     }
+}
+
+/// The addresses of this host's own interfaces (in the caller's namespace).
+pub fn host_addresses() -> Vec<std::net::IpAddr> {
+    let mut found = Vec::new();
+    // SAFETY: getifaddrs fills a list we walk read-only and free once.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return found;
+        }
+        let mut entry = list;
+        while !entry.is_null() {
+            let address = (*entry).ifa_addr;
+            if !address.is_null() {
+                match i32::from((*address).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(address as *const libc::sockaddr_in);
+                        found.push(std::net::IpAddr::from(
+                            u32::from_be(v4.sin_addr.s_addr).to_be_bytes(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(address as *const libc::sockaddr_in6);
+                        found.push(std::net::IpAddr::from(v6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            entry = (*entry).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found
 }
 
 /// Joins the namespace `fd` (in the child, before exec).

@@ -199,8 +199,9 @@ impl Deployer {
         .map_err(|err| DeployFailure::before_release(err.to_string()))?;
 
         let spec = read_spec(staging.path(), &app, &progress)?;
-        self.import_secrets_file(&app, staging.path(), &spec, &progress)?;
-        self.ensure_spec_secrets(&app, &spec, &progress)?;
+        // Read (and removed from the upload) now; stored once the build
+        // succeeded, so a failed deploy changes nothing.
+        let imported = self.take_secrets_file(&app, staging.path(), &spec)?;
         if let Some(named) = &spec.app
             && named != &app
         {
@@ -264,6 +265,10 @@ impl Deployer {
         let spec_json = serde_json::to_string(&spec).map_err(|err| {
             DeployFailure::before_release(format!("cannot store the spec: {err}"))
         })?;
+        if let Some((file, values)) = imported {
+            self.store_imported_secrets(&app, &file, &values, &progress)?;
+        }
+        self.ensure_spec_secrets(&app, &spec, &progress)?;
         self.prepare_resources(&app, &spec, &progress).await?;
         let release = self
             .make_release(
@@ -316,20 +321,20 @@ impl Deployer {
         Ok(())
     }
 
-    /// A Shuttle project's `Secrets.toml` (or `Secrets.dev.toml`) becomes
-    /// the app's secrets, sealed like `berth secrets set`; both files are
-    /// then removed from the upload, so no plaintext reaches the build cache
-    /// or the slug.
-    fn import_secrets_file(
+    /// A Shuttle project's `Secrets.toml` (or `Secrets.dev.toml`): read,
+    /// checked, masked, and removed from the upload (both files), so no
+    /// plaintext reaches the build cache or the slug. Returns the file's
+    /// name and values, for [`Deployer::store_imported_secrets`].
+    fn take_secrets_file(
         &self,
         app: &str,
         dir: &Path,
         spec: &AppSpec,
-        progress: &Progress,
-    ) -> Result<(), DeployFailure> {
+    ) -> Result<Option<ImportedSecrets>, DeployFailure> {
         let Some(shuttle) = &spec.shuttle else {
-            return Ok(());
+            return Ok(None);
         };
+        let mut imported = None;
         if let Some(file) = &shuttle.secrets_file {
             let text = std::fs::read_to_string(dir.join(file)).map_err(|err| {
                 DeployFailure::before_release(format!("cannot read {file}: {err}"))
@@ -341,22 +346,7 @@ impl Deployer {
                     .map_err(|err| DeployFailure::before_release(format!("{file}: {err}")))?;
             }
             self.resources.mask_with(app, &values);
-            let current = self.store.secrets(app)?;
-            let sealed = self
-                .resources
-                .seal_secrets(app, current.clone(), &values, &[]);
-            if sealed != current {
-                self.store
-                    .set_secrets(app, &sealed, &format!("imported from {file}"))?;
-                self.resources.refresh_masks(app);
-            }
-            say(
-                progress,
-                format!(
-                    "{} secret(s) from {file} stored sealed; the file is not kept",
-                    values.len()
-                ),
-            );
+            imported = Some((file.clone(), values));
         }
         for file in berth_spec::SHUTTLE_SECRETS_FILES {
             let path = dir.join(file);
@@ -366,6 +356,33 @@ impl Deployer {
                 })?;
             }
         }
+        Ok(imported)
+    }
+
+    /// Seals imported secrets into the app's secrets (the release made next carries them).
+    fn store_imported_secrets(
+        &self,
+        app: &str,
+        file: &str,
+        values: &BTreeMap<String, String>,
+        progress: &Progress,
+    ) -> Result<(), DeployFailure> {
+        let current = self.store.secrets(app)?;
+        let sealed = self
+            .resources
+            .seal_secrets(app, current.clone(), values, &[]);
+        if sealed != current {
+            self.store
+                .set_secrets(app, &sealed, &format!("imported from {file}"))?;
+            self.resources.refresh_masks(app);
+        }
+        say(
+            progress,
+            format!(
+                "{} secret(s) from {file} stored sealed; the file is not kept",
+                values.len()
+            ),
+        );
         Ok(())
     }
 
@@ -943,6 +960,9 @@ fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, Depl
     );
     Ok(AppSpec::default())
 }
+
+/// Secrets read from a file: its name and the values.
+type ImportedSecrets = (String, BTreeMap<String, String>);
 
 /// Env var names: letters, digits and `_`, not starting with a digit; berth's own names are reserved.
 pub fn validate_env_key(key: &str) -> Result<(), String> {

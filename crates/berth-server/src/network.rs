@@ -72,11 +72,20 @@ impl InstanceNetwork {
 
 /// Accepts inside the namespace and connects each to `target` on the host.
 async fn bridge(listener: tokio::net::TcpListener, target: SocketAddr) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((mut inside, _)) = listener.accept().await else {
+        let mut inside = match listener.accept().await {
+            Ok((inside, _)) => inside,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
         tokio::spawn(async move {
+            let _slot = slot;
             let Ok(mut outside) = tokio::net::TcpStream::connect(target).await else {
                 return;
             };
@@ -127,28 +136,68 @@ impl EgressPolicy {
     }
 }
 
+impl EgressPolicy {
+    /// Whether the proxy may open `ip`: never this host (its loopback, its
+    /// own interfaces' addresses, IPv4 written as IPv6 included), nor an
+    /// unspecified, link-local or multicast address.
+    pub fn allows(&self, ip: std::net::IpAddr, own: &[std::net::IpAddr]) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        if ip.is_loopback() {
+            return self.allow_loopback;
+        }
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        !(ip.is_unspecified() || ip.is_multicast() || link_local || own.contains(&ip))
+    }
+}
+
 /// The largest request head the proxy reads.
 const MAX_HEAD: usize = 16 * 1024;
 
 /// An HTTP proxy for the world outside the namespace: `CONNECT host:port`
 /// (HTTPS and any TCP) and absolute-form requests (`GET http://host/path`).
 async fn egress(listener: tokio::net::TcpListener, policy: EgressPolicy) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((client, _)) = listener.accept().await else {
-            continue;
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(_) => {
+                // Out of descriptors, say: wait instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // Over the cap: the connection is dropped.
         };
         tokio::spawn(async move {
             let _ = proxy_one(client, policy).await;
+            drop(slot);
         });
     }
 }
+
+/// Connections one instance may have open through a bridge or the proxy.
+const MAX_CONNECTIONS: usize = 256;
+
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     let end = loop {
-        let read = client.read(&mut chunk).await?;
+        let read = match tokio::time::timeout(HEAD_TIMEOUT, client.read(&mut chunk)).await {
+            Ok(read) => read?,
+            Err(_) => return Ok(()),
+        };
         if read == 0 {
             return Ok(());
         }
@@ -193,9 +242,24 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
         } else {
             format!("{authority}:80")
         };
-        let mut forwarded = format!("{method} {path} {version}\r\n").into_bytes();
-        let after_line = text.find("\r\n").map_or(end, |at| at + 2);
-        forwarded.extend_from_slice(&head[after_line..]);
+        // One request per connection: a client reusing it for another host
+        // must not reach this one (it reconnects once this closes).
+        let mut forwarded = format!("{method} {path} {version}\r\n");
+        for line in text.lines().skip(1) {
+            let name = line.split(':').next().unwrap_or_default().trim();
+            if line.is_empty()
+                || name.eq_ignore_ascii_case("connection")
+                || name.eq_ignore_ascii_case("proxy-connection")
+                || name.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            forwarded.push_str(line);
+            forwarded.push_str("\r\n");
+        }
+        forwarded.push_str("Connection: close\r\n\r\n");
+        let mut forwarded = forwarded.into_bytes();
+        forwarded.extend_from_slice(&head[end..]);
         (authority, Some(forwarded))
     };
     let refuse = |reason: &str| {
@@ -220,12 +284,10 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
             return Ok(());
         }
     };
+    let own = berth_runtime::netns::host_addresses();
     let allowed: Vec<SocketAddr> = addresses
         .into_iter()
-        .filter(|addr| {
-            let ip = addr.ip();
-            !ip.is_unspecified() && (policy.allow_loopback || !ip.is_loopback())
-        })
+        .filter(|addr| policy.allows(addr.ip(), &own))
         .collect();
     if allowed.is_empty() {
         client
@@ -277,6 +339,38 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(egress(listener, EgressPolicy { allow_loopback }));
         addr
+    }
+
+    #[test]
+    fn the_policy_refuses_this_host_in_every_spelling() {
+        let own: Vec<std::net::IpAddr> = vec!["10.1.2.3".parse().unwrap()];
+        let strict = EgressPolicy {
+            allow_loopback: false,
+        };
+        for refused in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "::ffff:0.0.0.0",
+            "::",
+            "169.254.169.254",
+            "fe80::1",
+            "10.1.2.3",
+            "::ffff:10.1.2.3",
+            "224.0.0.1",
+        ] {
+            assert!(!strict.allows(refused.parse().unwrap(), &own), "{refused}");
+        }
+        for allowed in ["93.184.216.34", "2606:2800:220:1::1", "10.1.2.4"] {
+            assert!(strict.allows(allowed.parse().unwrap(), &own), "{allowed}");
+        }
+        let tests = EgressPolicy {
+            allow_loopback: true,
+        };
+        assert!(tests.allows("::ffff:127.0.0.1".parse().unwrap(), &own));
+        assert!(!tests.allows("10.1.2.3".parse().unwrap(), &own));
     }
 
     #[tokio::test]

@@ -962,7 +962,8 @@ impl Reconciler {
                         .filter_map(|entry| {
                             Some(berth_router::StaticDir {
                                 prefix: entry.url_prefix.clone(),
-                                dir: slug.join(entry.slug_relative()?),
+                                root: slug.clone(),
+                                dir: entry.slug_relative()?,
                             })
                         })
                         .collect();

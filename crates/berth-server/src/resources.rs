@@ -95,6 +95,18 @@ impl Resources {
         })
     }
 
+    /// Whether `owner`'s current spec shares its database and Redis with `app`.
+    pub fn shares_with(&self, owner: &str, app: &str) -> bool {
+        let Ok(Some(version)) = self.store.app(owner).map(|row| row.target_release) else {
+            return false;
+        };
+        let Ok(release) = self.store.release(owner, version) else {
+            return false;
+        };
+        serde_json::from_str::<AppSpec>(&release.spec_json)
+            .is_ok_and(|spec| spec.resources.shared_with.iter().any(|name| name == app))
+    }
+
     /// Whether instances get sandboxes (and so may get network namespaces).
     pub fn isolated(&self) -> bool {
         self.isolated
@@ -148,10 +160,15 @@ impl Resources {
         self.vault.token(app, purpose)
     }
 
-    /// The app's secrets, opened (for runtimes that fetch them, as Shuttle's does).
+    /// The secrets of the app's current release, opened (for runtimes that
+    /// fetch them, as Shuttle's does): a rollback brings back its own set.
     pub fn open_secrets(&self, app: &str) -> Result<BTreeMap<String, String>, ResourcesError> {
+        let sealed = match self.store.app(app)?.target_release {
+            Some(version) => self.store.release(app, version)?.secrets,
+            None => self.store.secrets(app)?,
+        };
         let mut opened = BTreeMap::new();
-        for (name, secret) in self.store.secrets(app)? {
+        for (name, secret) in sealed {
             let value = self.vault.open(app, &name, &secret.sealed)?;
             opened.insert(name, value.to_string());
         }
@@ -324,7 +341,17 @@ impl Resources {
                 .map_err(|err| err.to_string())?;
             env.push((name.clone(), value.to_string()));
         }
-        // A shared database or Redis is its owner's.
+        // A shared database or Redis is its owner's, while the owner shares it.
+        for owner in [&spec.resources.postgres_from, &spec.resources.redis_from]
+            .into_iter()
+            .flatten()
+        {
+            if !self.shares_with(owner, app) {
+                return Err(format!(
+                    "app `{owner}` no longer shares its database or Redis with `{app}` (its resources.shared_with)"
+                ));
+            }
+        }
         let postgres_owner = spec.resources.postgres_from.as_deref().unwrap_or(app);
         let redis_owner = spec.resources.redis_from.as_deref().unwrap_or(app);
         let mut database = None;

@@ -62,7 +62,7 @@ struct RawAppJson {
 #[serde(default)]
 struct RawScripts {
     dokku: RawDokkuScripts,
-    postdeploy: Option<String>,
+    postdeploy: Option<RawScript>,
     #[serde(rename = "pr-predestroy")]
     pr_predestroy: Option<serde_json::Value>,
 }
@@ -70,8 +70,28 @@ struct RawScripts {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawDokkuScripts {
-    predeploy: Option<String>,
-    postdeploy: Option<String>,
+    predeploy: Option<RawScript>,
+    postdeploy: Option<RawScript>,
+}
+
+/// A script: a command, or Heroku's `{ "command": …, "size": … }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawScript {
+    Command(String),
+    Object {
+        command: String,
+        #[serde(rename = "size")]
+        _size: Option<serde_json::Value>,
+    },
+}
+
+impl RawScript {
+    fn command(&self) -> String {
+        match self {
+            RawScript::Command(command) | RawScript::Object { command, .. } => command.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,13 +180,12 @@ pub fn parse_app_json(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
     }
 
     let scripts = &raw.scripts;
-    spec.deploy.release_command = scripts.dokku.predeploy.clone();
-    spec.deploy.post_deploy_command = scripts.dokku.postdeploy.clone();
-    if let Some(command) = &scripts.postdeploy {
+    spec.deploy.release_command = scripts.dokku.predeploy.as_ref().map(RawScript::command);
+    spec.deploy.post_deploy_command = scripts.dokku.postdeploy.as_ref().map(RawScript::command);
+    if scripts.postdeploy.is_some() {
         warnings.push(format!(
             "{file}: scripts.postdeploy (run once when a Heroku review app is made) is ignored; scripts.dokku.postdeploy runs after each deploy"
         ));
-        let _ = command;
     }
 
     for (index, cron) in raw.cron.iter().enumerate() {
@@ -407,6 +426,14 @@ mod tests {
         let warnings = parsed.warnings.join("\n");
         assert!(warnings.contains("buildpacks"), "{warnings}");
         assert!(warnings.contains("add-on `papertrail`"), "{warnings}");
+    }
+
+    #[test]
+    fn scripts_may_be_heroku_objects() {
+        let text =
+            r#"{"scripts": {"dokku": {"predeploy": {"command": "app migrate", "size": "basic"}}}}"#;
+        let spec = parse_app_json(APP_JSON, text).unwrap().spec;
+        assert_eq!(spec.deploy.release_command.as_deref(), Some("app migrate"));
     }
 
     #[test]

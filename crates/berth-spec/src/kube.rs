@@ -773,10 +773,14 @@ pub fn parse_manifests(
                 spec.http.scaling.auto_stop = min == 0;
                 spec.http.scaling.max = scale("maxScale");
             }
-            if let Some(hard) = template["spec"]["containerConcurrency"].as_u64() {
-                let hard = hard as u32;
+            // 0 is Knative's "no limit".
+            if let Some(hard) = template["spec"]["containerConcurrency"]
+                .as_u64()
+                .filter(|hard| *hard > 0)
+            {
+                let hard = u32::try_from(hard).unwrap_or(u32::MAX);
                 spec.http.scaling.hard_limit = Some(hard);
-                spec.http.scaling.soft_limit = Some((hard * 4 / 5).max(1));
+                spec.http.scaling.soft_limit = Some((u64::from(hard) * 4 / 5).max(1) as u32);
             }
         } else if kind == "Deployment" {
             let process = doc
@@ -905,7 +909,13 @@ pub fn parse_manifests(
                     .map(str::to_string),
                 tasks,
                 parallelism: count(&job_spec["parallelism"], tasks),
-                max_retries: count(&job_spec["backoffLimit"], count(&pod_spec["maxRetries"], 3)),
+                max_retries: count(
+                    &job_spec["backoffLimit"],
+                    count(
+                        &pod_spec["maxRetries"],
+                        if kind == "CronJob" { 6 } else { 3 },
+                    ),
+                ),
                 timeout: Duration::from_secs(
                     job_spec["activeDeadlineSeconds"]
                         .as_u64()
@@ -914,8 +924,11 @@ pub fn parse_manifests(
                 ),
                 env,
                 overlap: match doc["spec"]["concurrencyPolicy"].as_str() {
-                    Some("Allow") => OverlapPolicy::Allow,
+                    Some("Forbid") => OverlapPolicy::Skip,
                     Some("Replace") => OverlapPolicy::Replace,
+                    // Kubernetes' default is Allow; a Cloud Run Job never overlaps.
+                    Some("Allow") => OverlapPolicy::Allow,
+                    _ if kind == "CronJob" => OverlapPolicy::Allow,
                     _ => OverlapPolicy::Skip,
                 },
             });

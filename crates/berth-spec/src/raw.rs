@@ -698,7 +698,7 @@ fn memory_mib(value: &NumberOrText) -> Option<u32> {
 }
 
 /// fly's volume names: lowercase letters, digits and underscores, at most 30.
-fn valid_volume_name(name: &str) -> bool {
+pub(crate) fn valid_volume_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 30
         && name
@@ -707,7 +707,7 @@ fn valid_volume_name(name: &str) -> bool {
 }
 
 /// An absolute, normalised path that is not `/` and not a system directory.
-fn valid_mount_destination(path: &str) -> Result<(), &'static str> {
+pub(crate) fn valid_mount_destination(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("must be an absolute path");
     }

@@ -584,8 +584,25 @@ pub fn parse_render(
             (None, None) => {}
         }
         if let Some(disk) = &service.disk {
+            let source = disk_name(&disk.name);
+            if !crate::raw::valid_volume_name(&source) {
+                problems.at(
+                    &service.name,
+                    Some("disk"),
+                    format!(
+                        "disk name `{}` must have letters or digits (at most 30)",
+                        disk.name
+                    ),
+                );
+            } else if let Err(why) = crate::raw::valid_mount_destination(&disk.mount_path) {
+                problems.at(
+                    &service.name,
+                    Some("mountPath"),
+                    format!("disk mountPath `{}` {why}", disk.mount_path),
+                );
+            }
             spec.mounts.push(MountSpec {
-                source: disk_name(&disk.name),
+                source,
                 destination: disk.mount_path.clone(),
                 processes: None,
             });
@@ -616,6 +633,7 @@ pub fn parse_render(
             }
         }
 
+        let mut used_database: Option<String> = None;
         for var in vars {
             let Some(key) = var.key.clone() else {
                 problems.at(
@@ -653,6 +671,20 @@ pub fn parse_render(
                     continue;
                 }
                 let owner = &database_owner[&from.name];
+                if let Some(first) = &used_database
+                    && *first != from.name
+                {
+                    problems.at(
+                        &service.name,
+                        Some("envVars"),
+                        format!(
+                            "service `{}` uses databases `{first}` and `{}`; a berth app has one database",
+                            service.name, from.name
+                        ),
+                    );
+                    continue;
+                }
+                used_database = Some(from.name.clone());
                 if *owner == app {
                     spec.resources.postgres = true;
                 } else {
@@ -834,10 +866,16 @@ fn normal_plan(plan: &str) -> String {
         .join(" ")
 }
 
-/// Volume names are letters, digits and `_`.
+/// Volume names are lowercase letters, digits and `_`.
 fn disk_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -1357,5 +1395,16 @@ services:
         .to_string();
         assert!(err.contains("database `missing`"), "{err}");
         assert!(err.contains("env group `nope`"), "{err}");
+        let err = parse_render(
+            RENDER_YAML,
+            "services:\n  - type: web\n    name: api\n    disk:\n      name: data\n      mountPath: /etc\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("render.yaml:6:7: disk mountPath `/etc` is a system directory"),
+            "{err}"
+        );
     }
 }

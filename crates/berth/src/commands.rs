@@ -286,12 +286,11 @@ async fn ask_for_secrets(
         .into_iter()
         .filter(|key| !have.iter().any(|name| name == key))
     {
-        eprint!("{app} needs {key} (set once, kept sealed): ");
-        let mut value = String::new();
-        std::io::stdin()
-            .read_line(&mut value)
-            .context("cannot read the value")?;
-        let value = value.trim_end_matches(['\n', '\r']).to_string();
+        // Read without echo: the value must not stay on the screen.
+        let value = rpassword::prompt_password(format!(
+            "{app} needs {key} (set once, kept sealed; not shown): "
+        ))
+        .context("cannot read the value")?;
         if value.is_empty() {
             bail!("no value for {key}: set it with `berth secrets set --app {app} {key}=…`");
         }

@@ -17,6 +17,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // An instance's init and waiting process are this binary re-executed.
+    berth_runtime::run_instance_init_if_asked();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Server(args) => commands::server(&cli.global, args),

@@ -94,15 +94,7 @@ async fn apps_run_as_their_own_users_and_cannot_read_each_others_files() {
         assert_eq!(meta.mode() & 0o077, 0, "{file} is open to others");
     }
 
-    // Nor beta's volume, nor its environment.
-    eprintln!(
-        "DEBUG {:?}",
-        std::process::Command::new("ls")
-            .arg("-laR")
-            .arg(server.data_dir().join("volumes"))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-    );
+    // Nor beta's volume, nor another user's environment.
     let note = server.data_dir().join("volumes/beta/data/note.txt");
     std::fs::write(&note, "beta's note").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -115,12 +107,13 @@ async fn apps_run_as_their_own_users_and_cannot_read_each_others_files() {
         .get("beta", "/read?path=/srv/berth-test-beta/note.txt")
         .await;
     assert_eq!(beta_read.body, "beta's note");
-    let status = server.status("beta").await;
-    let beta_pid = status["instances"][0]["pid"].as_u64().unwrap();
-    let denied = server
-        .get("alpha", &format!("/read?path=/proc/{beta_pid}/environ"))
-        .await;
+    // Beta's processes are not even in alpha's /proc (checked above); the
+    // one process of another user alpha can see, its namespace's init (root),
+    // keeps its environment closed.
+    let denied = server.get("alpha", "/read?path=/proc/1/environ").await;
     assert_eq!(denied.status, 403, "{}", denied.body);
+    let own = server.get("alpha", "/read?path=/proc/self/environ").await;
+    assert!(own.body.contains("BERTH_APP=alpha"), "{}", own.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
