@@ -157,6 +157,15 @@ impl EgressPolicy {
     }
 }
 
+/// A complete HTTP/1.1 answer of the proxy's own, with `reason` as its body.
+fn proxy_answer(status: &str, reason: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
+        reason.len()
+    )
+    .into_bytes()
+}
+
 /// The largest request head the proxy reads.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -207,9 +216,7 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
         }
         if head.len() > MAX_HEAD {
             client
-                .write_all(
-                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n",
-                )
+                .write_all(&proxy_answer("431 Request Header Fields Too Large", ""))
                 .await?;
             return Ok(());
         }
@@ -220,7 +227,7 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
         client
-            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .write_all(&proxy_answer("400 Bad Request", "not a proxy request"))
             .await?;
         return Ok(());
     };
@@ -229,7 +236,7 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
     } else {
         let Some(rest) = target.strip_prefix("http://") else {
             client
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .write_all(&proxy_answer("400 Bad Request", "not a proxy request"))
                 .await?;
             return Ok(());
         };
@@ -262,24 +269,12 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
         forwarded.extend_from_slice(&head[end..]);
         (authority, Some(forwarded))
     };
-    let refuse = |reason: &str| {
-        format!(
-            "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{reason}",
-            reason.len()
-        )
-    };
     let addresses: Vec<SocketAddr> = match tokio::net::lookup_host(&authority).await {
         Ok(found) => found.collect(),
         Err(err) => {
             let reason = format!("cannot resolve {authority}: {err}");
             client
-                .write_all(
-                    format!(
-                        "HTTP/1.1 502 Bad Gateway\r\nContent-Length: {}\r\n\r\n{reason}",
-                        reason.len()
-                    )
-                    .as_bytes(),
-                )
+                .write_all(&proxy_answer("502 Bad Gateway", &reason))
                 .await?;
             return Ok(());
         }
@@ -290,13 +285,11 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
         .filter(|addr| policy.allows(addr.ip(), &own))
         .collect();
     if allowed.is_empty() {
+        let reason = format!(
+            "berth's egress proxy does not open {authority}: the host's loopback is closed to instances (berth's services are bridged in at their usual addresses)"
+        );
         client
-            .write_all(
-                refuse(&format!(
-                    "berth's egress proxy does not open {authority}: the host's loopback is closed to instances (berth's services are bridged in at their usual addresses)"
-                ))
-                .as_bytes(),
-            )
+            .write_all(&proxy_answer("403 Forbidden", &reason))
             .await?;
         return Ok(());
     }
@@ -305,13 +298,7 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
         Err(err) => {
             let reason = format!("cannot connect to {authority}: {err}");
             client
-                .write_all(
-                    format!(
-                        "HTTP/1.1 502 Bad Gateway\r\nContent-Length: {}\r\n\r\n{reason}",
-                        reason.len()
-                    )
-                    .as_bytes(),
-                )
+                .write_all(&proxy_answer("502 Bad Gateway", &reason))
                 .await?;
             return Ok(());
         }

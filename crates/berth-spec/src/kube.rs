@@ -179,6 +179,25 @@ fn env_list(spec: &AppSpec, app: &str) -> Vec<Value> {
     env
 }
 
+/// Records that the app uses `owner`'s database or Redis (its own when
+/// `owner` is the app); true when the variable is the URL berth sets itself.
+fn uses_resource(
+    owner: &str,
+    app: &str,
+    name: &str,
+    key: &str,
+    url_name: &str,
+    own: &mut bool,
+    from: &mut Option<String>,
+) -> bool {
+    if owner == app {
+        *own = true;
+    } else {
+        *from = Some(owner.to_string());
+    }
+    name == url_name && key == "url"
+}
+
 /// Reads `env` back into the spec.
 fn read_env(env: &Value, app: &str, spec: &mut AppSpec) {
     for entry in env.as_array().into_iter().flatten() {
@@ -215,22 +234,28 @@ fn read_env(env: &Value, app: &str, spec: &mut AppSpec) {
         } else if secret_name == format!("{app}-secrets") {
             EnvSource::AskOnce
         } else if let Some(owner) = secret_name.strip_suffix("-postgres") {
-            if owner == app {
-                spec.resources.postgres = true;
-            } else {
-                spec.resources.postgres_from = Some(owner.to_string());
-            }
-            if name == "DATABASE_URL" && key == "url" {
+            if uses_resource(
+                owner,
+                app,
+                name,
+                &key,
+                "DATABASE_URL",
+                &mut spec.resources.postgres,
+                &mut spec.resources.postgres_from,
+            ) {
                 continue;
             }
             EnvSource::Postgres { property: key }
         } else if let Some(owner) = secret_name.strip_suffix("-redis") {
-            if owner == app {
-                spec.resources.redis = true;
-            } else {
-                spec.resources.redis_from = Some(owner.to_string());
-            }
-            if name == "REDIS_URL" && key == "url" {
+            if uses_resource(
+                owner,
+                app,
+                name,
+                &key,
+                "REDIS_URL",
+                &mut spec.resources.redis,
+                &mut spec.resources.redis_from,
+            ) {
                 continue;
             }
             EnvSource::Redis { property: key }

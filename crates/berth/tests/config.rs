@@ -141,25 +141,7 @@ async fn a_procfile_deploys_as_it_is_with_its_release_command() {
 #[test]
 fn an_exported_fly_toml_imports_back_to_the_same_model() {
     let todo = berth_testkit::workspace_root().join("examples/todo");
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["export", "fly"])
-        .arg(&todo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let exported = dir.path().join("fly.toml");
-    std::fs::write(&exported, &out.stdout).unwrap();
-    let (ok, original, _) = validate(&todo, true);
-    assert!(ok);
-    let (ok, again, stderr) = validate(&exported, true);
-    assert!(ok, "{stderr}");
-    let original: serde_json::Value = serde_json::from_str(&original).unwrap();
-    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    let (original, again) = export_and_read_back("fly", "fly.toml");
     assert_eq!(original["spec"], again["spec"]);
     assert_eq!(again["warnings"], serde_json::json!([]));
 
