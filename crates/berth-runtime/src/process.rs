@@ -112,7 +112,12 @@ impl Driver for ProcessDriver {
         ) {
             (Some(limits), Some(cgroups)) => Some(
                 cgroups
-                    .create(&format!("{}-{}", spec.app, spec.id), limits)
+                    .create(
+                        // The server's pid keeps two servers' instances (a
+                        // release command is `release-vN` in each) apart.
+                        &format!("{}-{}-{}", spec.app, spec.id, std::process::id()),
+                        limits,
+                    )
                     .map_err(|err| prepare_error("making its cgroup", err))?,
             ),
             _ => None,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use berth_build::{CargoBuilder, SlugStore, UnpackLimits};
 use berth_logs::{LogQuery, LogStore};
 use berth_proto::DeployProgress;
+use berth_proto::validate_app_name;
 use berth_spec::{AppSpec, BuilderKind};
 use berth_store::{NewRelease, ReleaseRow, Store, StoreError};
 use bytes::Bytes;
@@ -227,18 +228,23 @@ impl Deployer {
         let features = spec.build.features.clone();
         let build_progress = progress.clone();
         let app_for_build = app.clone();
+        // A Blueprint's services share one build directory (an app name,
+        // checked: it becomes a folder name).
+        let build_dir = match &spec.build.build_dir {
+            Some(shared) => {
+                validate_app_name(shared).map_err(|err| {
+                    DeployFailure::before_release(format!("build_dir `{shared}`: {err}"))
+                })?;
+                shared.clone()
+            }
+            None => app.clone(),
+        };
         let built = tokio::task::spawn_blocking(move || {
             let mut output = |line: String| {
                 let _ = build_progress.send(DeployProgress::Build { line });
             };
             let (built, _lock) = builder
-                .build(
-                    &app_for_build,
-                    &source,
-                    bin.as_deref(),
-                    &features,
-                    &mut output,
-                )
+                .build(&build_dir, &source, bin.as_deref(), &features, &mut output)
                 .map_err(|err| err.to_string())?;
             let digest = slugs
                 .store(&app_for_build, &built.source_dir, &built.binaries)

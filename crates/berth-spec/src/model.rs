@@ -282,6 +282,10 @@ pub struct BuildSpec {
     /// Cargo features to build with (`--features`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// The app whose build directory this one builds in: the services of
+    /// one Blueprint share it, so their common source compiles once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_dir: Option<String>,
 }
 
 /// The builders berth knows.

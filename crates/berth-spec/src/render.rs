@@ -817,6 +817,21 @@ pub fn parse_render(
         apps.push((app, spec));
     }
 
+    // Services built with cargo from this one folder share one build
+    // directory: the same source compiles once, not once per service.
+    let cargo_apps: Vec<String> = apps
+        .iter()
+        .filter(|(_, spec)| matches!(spec.build.builder, BuilderKind::Cargo))
+        .map(|(app, _)| app.clone())
+        .collect();
+    if cargo_apps.len() > 1 {
+        for (app, spec) in apps.iter_mut() {
+            if cargo_apps.contains(app) {
+                spec.build.build_dir = Some(cargo_apps[0].clone());
+            }
+        }
+    }
+
     // Owners share with the apps that use their database or Redis.
     let consumers: Vec<(String, String)> = apps
         .iter()
@@ -1242,6 +1257,8 @@ mod tests {
         assert_eq!(cron.jobs[0].command, "todo migrate");
         assert_eq!(cron.jobs[0].schedule.as_deref(), Some("0 3 * * *"));
         assert_eq!(cron.resources.postgres_from.as_deref(), Some("todo-web"));
+        assert_eq!(cron.build.build_dir.as_deref(), Some("todo-web"));
+        assert_eq!(web.build.build_dir.as_deref(), Some("todo-web"));
         assert!(!cron.resources.postgres);
 
         let warnings = blueprint.warnings.join("\n");

@@ -422,6 +422,15 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The server's side of a failing test, for CI logs.
+            let log = self.server_log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- last lines of the server log ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         if let Some(child) = &mut self.child
             && let Some(pid) = child.id()
         {
