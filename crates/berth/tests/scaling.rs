@@ -170,11 +170,19 @@ async fn an_idle_app_scales_to_zero_and_fifty_requests_wake_exactly_one_instance
         instances.insert(answer.body);
     }
     assert_eq!(instances.len(), 1, "{instances:?}");
-    let events = events(&server, "hello").await;
-    let started_after = events
-        .iter()
-        .filter(|(kind, _)| kind == "instance.started")
-        .count();
+    // Events are stored just after the pass that made them: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (events, started_after) = loop {
+        let events = events(&server, "hello").await;
+        let started = events
+            .iter()
+            .filter(|(kind, _)| kind == "instance.started")
+            .count();
+        if started > started_before || std::time::Instant::now() > deadline {
+            break (events, started);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(started_after - started_before, 1, "{events:?}");
     assert!(
         events.iter().any(|(kind, _)| kind == "scale.to_zero"),
