@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Debug)]
 pub struct NetNs {
     fd: OwnedFd,
+    /// Its link to the world outside, when it has one.
+    uplink: Option<crate::uplink::Uplink>,
 }
 
 impl PartialEq for NetNs {
@@ -97,7 +99,7 @@ fn open_own_netns() -> io::Result<OwnedFd> {
 
 /// Back to the host's namespace; a helper that cannot return must not run
 /// another job, so it aborts (never reached on a working kernel).
-fn back_to_host(host: RawFd) {
+pub(crate) fn back_to_host(host: RawFd) {
     // SAFETY: setns(2) with a valid namespace descriptor.
     if unsafe { libc::setns(host, libc::CLONE_NEWNET) } != 0 {
         eprintln!(
@@ -145,8 +147,34 @@ impl NetNs {
             check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
             let made = loopback_up().and_then(|()| open_own_netns());
             back_to_host(host);
-            Ok(Arc::new(NetNs { fd: made? }))
+            Ok(Arc::new(NetNs {
+                fd: made?,
+                uplink: None,
+            }))
         })
+    }
+
+    /// A new namespace with its loopback up and a veth link to the host
+    /// (see [`crate::uplink`]). Runs on the calling thread, which it moves
+    /// into the new namespace and back: call it where blocking for a few
+    /// milliseconds is fine (not on an async runtime's worker).
+    pub fn create_linked() -> io::Result<Arc<NetNs>> {
+        let host = open_own_netns()?;
+        // SAFETY: unshare(2) of the calling thread's own network namespace.
+        check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+        let made = loopback_up().and_then(|()| open_own_netns());
+        back_to_host(host.as_raw_fd());
+        let fd = made?;
+        let uplink = crate::uplink::link(fd.as_raw_fd(), host.as_raw_fd())?;
+        Ok(Arc::new(NetNs {
+            fd,
+            uplink: Some(uplink),
+        }))
+    }
+
+    /// Its link to the world outside, if it was made with one.
+    pub fn uplink(&self) -> Option<&crate::uplink::Uplink> {
+        self.uplink.as_ref()
     }
 
     /// The descriptor a child joins with `setns` before exec.
@@ -267,5 +295,44 @@ mod tests {
         drop((two, host));
         let empty = NetNs::create().unwrap();
         assert!(empty.connect(addr).await.is_err(), "nothing listens there");
+    }
+
+    #[test]
+    fn a_linked_namespace_reaches_the_host_side_of_its_own_link() {
+        if !crate::isolation::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let linked = NetNs::create_linked().unwrap();
+        let uplink = linked.uplink().unwrap().clone();
+        assert!(uplink.host_interface.starts_with("bth"));
+        // A listener on the host side's address: the namespace's route
+        // leads there (no filter is installed by this unit test).
+        let host = std::net::TcpListener::bind((uplink.gateway, 0)).unwrap();
+        let port = host.local_addr().unwrap().port();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let addr = SocketAddr::from((uplink.gateway, port));
+            let stream = linked.connect(addr).await.unwrap();
+            let (_, from) = host.accept().unwrap();
+            assert_eq!(from.ip(), std::net::IpAddr::V4(uplink.address));
+            drop(stream);
+        });
+        // Two linked namespaces get different links.
+        let started = std::time::Instant::now();
+        let other = NetNs::create_linked().unwrap();
+        eprintln!("a linked namespace took {:?}", started.elapsed());
+        assert_ne!(other.uplink().unwrap(), &uplink);
+        // The pair goes with the namespace.
+        let name = uplink.host_interface.clone();
+        drop(linked);
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !std::path::Path::new(&format!("/sys/class/net/{name}")).exists()
+        });
+        assert!(gone, "{name} outlived its namespace");
     }
 }

@@ -743,9 +743,13 @@ impl Deployer {
     ) -> Result<(), (String, Option<String>)> {
         let app = &release.app;
         let instance = format!("{what}-v{}", release.version);
-        let instance_spec = self
+        let mut instance_spec = self
             .launcher
             .instance_spec(release, spec, what, &instance, command, &[])
+            .map_err(|reason| (reason, None))?;
+        let _network = self
+            .launcher
+            .attach_network(release, spec, &mut instance_spec, false)
             .map_err(|reason| (reason, None))?;
         let source = berth_logs::LogSource {
             app: app.to_string(),

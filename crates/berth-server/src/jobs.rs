@@ -347,9 +347,12 @@ impl JobRunner {
         kill_timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<ExitCause, String> {
-        let spec = self
+        let mut spec = self
             .launcher
             .instance_spec(release, app_spec, process, instance, command, &env)?;
+        let _network = self
+            .launcher
+            .attach_network(release, app_spec, &mut spec, false)?;
         let source = LogSource {
             app: release.app.clone(),
             process: process.to_string(),

@@ -73,6 +73,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The instances' network could not be set up as asked.
+    #[error("cannot set up the instances' network: {0}")]
+    Network(String),
 }
 
 fn data_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -197,11 +200,18 @@ pub async fn run(
     let suffix = config.domain_suffix.clone();
     let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> =
         Arc::new(move |app| app_url(app, &suffix, router_addr));
+    let isolated = config.isolation && berth_runtime::can_isolate();
+    let networks = if isolated {
+        network::Networks::detect().map_err(ServerError::Network)?
+    } else {
+        network::Networks::none()
+    };
     let resources = Arc::new(resources::Resources::new(
         data,
         store.clone(),
         logs.clone(),
-        config.isolation && berth_runtime::can_isolate(),
+        isolated,
+        networks,
         format!("http://{}", reachable(api_addr)),
         url_for.clone(),
     )?);

@@ -1,21 +1,32 @@
 //! The network of an instance that has a namespace of its own.
 //!
-//! Inside, only the loopback exists. The router and the health checks reach
-//! the app at `127.0.0.1:PORT` inside it (sockets made in the namespace, see
-//! berth-runtime's `netns`). The app reaches berth's services at the same
-//! addresses as any other app — `DATABASE_URL`, `REDIS_URL`, `SHUTTLE_API`
-//! name `127.0.0.1:PORT` — because berth listens on those ports inside the
-//! namespace and bridges each connection to the host's loopback. Nothing
-//! else on the host (other apps' instances, other apps' Redis) is reachable
-//! from inside.
+//! Inside, the loopback is the instance's own. The router and the health
+//! checks reach the app at `127.0.0.1:PORT` inside it (sockets made in the
+//! namespace, see berth-runtime's `netns`). The app reaches berth's
+//! services at the same addresses as any other app — `DATABASE_URL`,
+//! `REDIS_URL`, `SHUTTLE_API` name `127.0.0.1:PORT` — because berth listens
+//! on those ports inside the namespace and bridges each connection to the
+//! host's loopback. Nothing else on the host (other apps' instances, other
+//! apps' Redis) is reachable from inside.
 //!
-//! The world outside: an HTTP proxy inside the namespace at
-//! `127.0.0.1:65080` (`HTTP_PROXY`, `HTTPS_PROXY` and their lower-case
-//! spellings point at it; `NO_PROXY` keeps loopback direct) opens
-//! connections from the host: `CONNECT host:port` for HTTPS and any TCP, and
-//! absolute-form requests for plain HTTP. It refuses the host's loopback.
-//! Protocols that ignore proxy settings do not get out yet (that needs a
-//! veth link and NAT).
+//! The world outside, two ways ([`Egress`]):
+//!
+//! - **direct** (root with nftables): the namespace has a veth link to the
+//!   host (`eth0` inside, `bthN` outside, a /30 of `10.233.0.0/16`, see
+//!   berth-runtime's `uplink`) and a default route through it; the host
+//!   forwards and masquerades what comes out of `bth*` and drops anything
+//!   from `bth*` addressed to the host itself or to another instance
+//!   ([`RULESET`]). Any protocol gets out, as from a container. Namespaces
+//!   with their links are made ahead of need by a pool thread, so a cold
+//!   start does not wait for one. Every sandboxed instance gets one.
+//! - **proxy** (no nftables, or `BERTH_EGRESS=proxy`): only apps that listen
+//!   on a fixed port get a namespace (several instances of them fit side by
+//!   side); inside, an HTTP proxy at `127.0.0.1:65080` (`HTTP_PROXY`,
+//!   `HTTPS_PROXY` and their lower-case spellings point at it; `NO_PROXY`
+//!   keeps loopback direct) opens connections from the host: `CONNECT
+//!   host:port` for HTTPS and any TCP, and absolute-form requests for plain
+//!   HTTP. It refuses the host's own addresses. Apps on `$PORT` stay in the
+//!   host's namespace, where nothing stands between them and the world.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +43,8 @@ pub struct InstanceNetwork {
     /// The namespace.
     pub netns: Arc<NetNs>,
     bridges: Vec<JoinHandle<()>>,
+    /// What the instance's env gains (the proxy's address, in proxy mode).
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for InstanceNetwork {
@@ -45,20 +58,23 @@ impl Drop for InstanceNetwork {
 impl InstanceNetwork {
     /// A new namespace for an instance of `app`, with bridges to the
     /// services it uses.
-    pub fn prepare(
+    fn prepare(
+        netns: Arc<NetNs>,
         resources: &Resources,
         app: &str,
         spec: &AppSpec,
-        policy: EgressPolicy,
+        proxy: Option<EgressPolicy>,
     ) -> Result<Self, String> {
-        let netns =
-            NetNs::create().map_err(|err| format!("cannot make a network namespace: {err}"))?;
         let mut bridges = Vec::new();
-        let egress_addr = SocketAddr::from(([127, 0, 0, 1], EGRESS_PORT));
-        let listener = netns
-            .listen(egress_addr)
-            .map_err(|err| format!("cannot listen on {egress_addr} in the namespace: {err}"))?;
-        bridges.push(tokio::spawn(egress(listener, policy)));
+        let mut env = Vec::new();
+        if let Some(policy) = proxy {
+            let egress_addr = SocketAddr::from(([127, 0, 0, 1], EGRESS_PORT));
+            let listener = netns
+                .listen(egress_addr)
+                .map_err(|err| format!("cannot listen on {egress_addr} in the namespace: {err}"))?;
+            bridges.push(tokio::spawn(egress(listener, policy)));
+            env = egress_env();
+        }
         for port in resources.loopback_ports(app, spec) {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let listener = netns
@@ -66,7 +82,284 @@ impl InstanceNetwork {
                 .map_err(|err| format!("cannot listen on {addr} in the namespace: {err}"))?;
             bridges.push(tokio::spawn(bridge(listener, addr)));
         }
-        Ok(InstanceNetwork { netns, bridges })
+        Ok(InstanceNetwork {
+            netns,
+            bridges,
+            env,
+        })
+    }
+}
+
+/// How instances in namespaces reach the world outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// A veth link, forwarding and NAT: any protocol.
+    Direct,
+    /// The HTTP proxy inside the namespace.
+    Proxy,
+}
+
+/// The host's nftables rules for direct egress, one table replaced whole
+/// (several servers on one machine install the same one): what comes from
+/// an instance's link (`bth*`) is masqueraded on its way out, may not reach
+/// the host itself (input) or another instance (refused at once, so a
+/// client fails fast instead of waiting out a connect timeout), and only
+/// answers come back in.
+pub const RULESET: &str = r#"table inet berth
+delete table inet berth
+table inet berth {
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "bth*" ct state established,related accept
+        iifname "bth*" reject with icmpx admin-prohibited
+    }
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        iifname "bth*" oifname "bth*" reject with icmpx admin-prohibited
+        iifname "bth*" ip daddr { 127.0.0.0/8, 10.233.0.0/16 } reject with icmpx admin-prohibited
+        iifname "bth*" accept
+        oifname "bth*" ct state established,related accept
+        oifname "bth*" drop
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr 10.233.0.0/16 oifname != "bth*" masquerade
+    }
+}
+"#;
+
+/// Installed when berth turns IPv4 forwarding on (it was off): the host
+/// forwards nothing but its instances' traffic, as before.
+const FORWARD_GUARD: &str = r#"table inet berth_forward_guard
+delete table inet berth_forward_guard
+table inet berth_forward_guard {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        iifname != "bth*" oifname != "bth*" drop
+    }
+}
+"#;
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Runs `nft -f -` with `rules`.
+fn nft(rules: &str) -> Result<(), String> {
+    use std::io::Write;
+    // Root's PATH has /usr/sbin; a service manager's may not.
+    let program = if std::path::Path::new("/usr/sbin/nft").exists() {
+        "/usr/sbin/nft"
+    } else {
+        "nft"
+    };
+    let mut child = std::process::Command::new(program)
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run nft: {err} (install nftables)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(|err| format!("cannot write to nft: {err}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|err| format!("nft: {err}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft refused berth's rules: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Sets up direct egress on this host: the rules, and IPv4 forwarding.
+fn install_direct_egress() -> Result<(), String> {
+    let (network, prefix) = berth_runtime::uplink::NETWORK;
+    let mask = u32::MAX << (32 - prefix);
+    if let Some(clash) = berth_runtime::netns::host_addresses()
+        .into_iter()
+        .find(|ip| match ip {
+            std::net::IpAddr::V4(v4) => {
+                u32::from(*v4) & mask == u32::from(network) && !is_instance_gateway(*v4)
+            }
+            std::net::IpAddr::V6(_) => false,
+        })
+    {
+        return Err(format!(
+            "this host already uses {clash}, inside the instances' network {network}/{prefix}"
+        ));
+    }
+    nft(RULESET)?;
+    let forwarding = std::fs::read_to_string(IP_FORWARD).unwrap_or_default();
+    if forwarding.trim() != "1" {
+        nft(FORWARD_GUARD)?;
+        std::fs::write(IP_FORWARD, "1")
+            .map_err(|err| format!("cannot turn on IPv4 forwarding: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Whether `ip` is the host side of an instance link (another berth
+/// server's, on this machine).
+fn is_instance_gateway(ip: std::net::Ipv4Addr) -> bool {
+    u32::from(ip) % 4 == 1
+}
+
+/// How many linked namespaces the pool keeps ready.
+const SPARE_NAMESPACES: usize = 2;
+
+/// Linked namespaces made ahead of need by a thread of their own (one takes
+/// about half a millisecond: a veth pair, two addresses, a route).
+struct NamespacePool {
+    ready: std::sync::Mutex<Vec<Arc<NetNs>>>,
+    wanted: std::sync::Condvar,
+}
+
+impl NamespacePool {
+    fn start() -> Arc<NamespacePool> {
+        let pool = Arc::new(NamespacePool {
+            ready: std::sync::Mutex::new(Vec::new()),
+            wanted: std::sync::Condvar::new(),
+        });
+        let filler = Arc::downgrade(&pool);
+        let _ = std::thread::Builder::new()
+            .name("berth-netns-pool".into())
+            .spawn(move || {
+                loop {
+                    let Some(pool) = filler.upgrade() else { return };
+                    let mut ready = pool.ready.lock().unwrap_or_else(|err| err.into_inner());
+                    while ready.len() >= SPARE_NAMESPACES {
+                        let (guard, _) = pool
+                            .wanted
+                            .wait_timeout(ready, std::time::Duration::from_secs(5))
+                            .unwrap_or_else(|err| err.into_inner());
+                        ready = guard;
+                        if Arc::strong_count(&pool) == 1 {
+                            return; // The server is gone.
+                        }
+                    }
+                    drop(ready);
+                    match NetNs::create_linked() {
+                        Ok(netns) => pool
+                            .ready
+                            .lock()
+                            .unwrap_or_else(|err| err.into_inner())
+                            .push(netns),
+                        Err(err) => {
+                            tracing::warn!("cannot make a network namespace ahead: {err}");
+                            drop(pool);
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                }
+            });
+        pool
+    }
+
+    /// A ready namespace, or a new one made now when none is.
+    fn take(&self) -> std::io::Result<Arc<NetNs>> {
+        let taken = self
+            .ready
+            .lock()
+            .unwrap_or_else(|err| err.into_inner())
+            .pop();
+        self.wanted.notify_one();
+        match taken {
+            Some(netns) => Ok(netns),
+            None => NetNs::create_linked(),
+        }
+    }
+}
+
+/// The server's way of giving instances networks of their own.
+pub struct Networks {
+    egress: Egress,
+    policy: EgressPolicy,
+    pool: Option<Arc<NamespacePool>>,
+}
+
+impl Networks {
+    /// Instances share the host's network (no root, or isolation off):
+    /// nothing is ever prepared.
+    pub fn none() -> Networks {
+        Networks {
+            egress: Egress::Proxy,
+            policy: EgressPolicy::from_env(),
+            pool: None,
+        }
+    }
+
+    /// Chooses the egress for a server whose instances are sandboxed:
+    /// direct when this host allows it (and `BERTH_EGRESS` is not `proxy`),
+    /// else the proxy, saying why once. `BERTH_EGRESS=direct` that cannot
+    /// be had is an error.
+    pub fn detect() -> Result<Networks, String> {
+        let asked = std::env::var("BERTH_EGRESS").unwrap_or_default();
+        let egress = match asked.as_str() {
+            "proxy" => {
+                tracing::info!(
+                    "egress: through the HTTP proxy in each namespace (BERTH_EGRESS=proxy); apps on $PORT share the host's network"
+                );
+                Egress::Proxy
+            }
+            "" | "direct" => match install_direct_egress() {
+                Ok(()) => {
+                    tracing::info!(
+                        "egress: direct, each instance in a network namespace of its own with a NATed veth link (10.233.0.0/16, bth*)"
+                    );
+                    Egress::Direct
+                }
+                Err(reason) if asked.is_empty() => {
+                    tracing::warn!(
+                        "egress: {reason}; instances on a fixed port reach the outside through an HTTP proxy, and apps on $PORT share the host's network"
+                    );
+                    Egress::Proxy
+                }
+                Err(reason) => return Err(format!("BERTH_EGRESS=direct: {reason}")),
+            },
+            other => {
+                return Err(format!(
+                    "BERTH_EGRESS={other}: expected `direct` or `proxy`"
+                ));
+            }
+        };
+        Ok(Networks {
+            egress,
+            policy: EgressPolicy::from_env(),
+            pool: (egress == Egress::Direct).then(NamespacePool::start),
+        })
+    }
+
+    /// The egress in force.
+    pub fn egress(&self) -> Egress {
+        self.egress
+    }
+
+    /// The network of a new instance of `app` whose sandbox is `sandboxed`,
+    /// listening on a fixed port or not: a namespace with bridges to the
+    /// services it uses, or `None` when it shares the host's network.
+    pub fn prepare(
+        &self,
+        resources: &Resources,
+        app: &str,
+        spec: &AppSpec,
+        fixed_port: bool,
+    ) -> Result<Option<InstanceNetwork>, String> {
+        let netns = match (&self.pool, self.egress) {
+            (Some(pool), Egress::Direct) => pool
+                .take()
+                .map_err(|err| format!("cannot make a network namespace: {err}"))?,
+            (_, Egress::Proxy) if fixed_port => {
+                NetNs::create().map_err(|err| format!("cannot make a network namespace: {err}"))?
+            }
+            _ => return Ok(None),
+        };
+        let proxy = (self.egress == Egress::Proxy).then_some(self.policy);
+        InstanceNetwork::prepare(netns, resources, app, spec, proxy).map(Some)
     }
 }
 

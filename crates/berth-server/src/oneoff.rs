@@ -103,6 +103,34 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// Gives the sandboxed process `instance` of `release` its network: a
+    /// namespace of its own (see [`crate::network`]) whose handle and
+    /// bridges the caller keeps for as long as the process runs. `None`
+    /// when it shares the host's network.
+    pub fn attach_network(
+        &self,
+        release: &ReleaseRow,
+        spec: &AppSpec,
+        instance: &mut InstanceSpec,
+        fixed_port: bool,
+    ) -> Result<Option<crate::network::InstanceNetwork>, String> {
+        let Some(sandbox) = instance.sandbox.as_mut() else {
+            return Ok(None);
+        };
+        let Some(network) =
+            self.resources
+                .networks()
+                .prepare(&self.resources, &release.app, spec, fixed_port)?
+        else {
+            return Ok(None);
+        };
+        sandbox.network = Some(network.netns.clone());
+        instance.env.extend(network.env.iter().cloned());
+        Ok(Some(network))
+    }
+}
+
 /// A sink that stores each line in the log store under `source`, and also
 /// hands it to `also` (a deploy's progress stream, say).
 pub fn log_sink(

@@ -654,21 +654,12 @@ impl Reconciler {
             .parts
             .launcher
             .instance_spec(release, spec, process, &id, command, &extra)?;
-        // A fixed port needs a loopback of its own to fit several instances.
-        let network = match (fixed_port, instance_spec.sandbox.as_mut()) {
-            (Some(_), Some(sandbox)) => {
-                let network = crate::network::InstanceNetwork::prepare(
-                    self.parts.launcher.resources(),
-                    &release.app,
-                    spec,
-                    crate::network::EgressPolicy::from_env(),
-                )?;
-                sandbox.network = Some(network.netns.clone());
-                instance_spec.env.extend(crate::network::egress_env());
-                Some(network)
-            }
-            _ => None,
-        };
+        let network = self.parts.launcher.attach_network(
+            release,
+            spec,
+            &mut instance_spec,
+            fixed_port.is_some(),
+        )?;
         let netns = network.as_ref().map(|network| network.netns.clone());
         let source = LogSource {
             app: release.app.clone(),

@@ -64,6 +64,8 @@ pub struct Resources {
     backups_dir: PathBuf,
     /// Whether instances get sandboxes (root, and not turned off).
     isolated: bool,
+    /// How instances get networks of their own.
+    networks: crate::network::Networks,
     /// Where instances reach berth's API (`http://127.0.0.1:PORT`).
     api_url: String,
     /// An app's URL through the router.
@@ -77,6 +79,7 @@ impl Resources {
         store: Arc<Store>,
         logs: Arc<LogStore>,
         isolated: bool,
+        networks: crate::network::Networks,
         api_url: String,
         url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
     ) -> Result<Resources, berth_vault::VaultError> {
@@ -90,6 +93,7 @@ impl Resources {
             volumes_dir: data_dir.join("volumes"),
             backups_dir: data_dir.join("backups"),
             isolated,
+            networks,
             api_url,
             url_for,
         })
@@ -110,6 +114,11 @@ impl Resources {
     /// Whether instances get sandboxes (and so may get network namespaces).
     pub fn isolated(&self) -> bool {
         self.isolated
+    }
+
+    /// How instances get networks of their own.
+    pub fn networks(&self) -> &crate::network::Networks {
+        &self.networks
     }
 
     /// The host loopback ports `app`'s processes use: berth's API, and its

@@ -260,7 +260,14 @@ async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_pro
     }
     // "Outside" is a server on the host's loopback, which the test server's
     // proxy is told to open (tests send traffic nowhere else).
-    let server = TestServer::start_with_env(&[], &[("BERTH_TEST_EGRESS_LOOPBACK", "1")]).await;
+    let server = TestServer::start_with_env(
+        &[],
+        &[
+            ("BERTH_TEST_EGRESS_LOOPBACK", "1"),
+            ("BERTH_EGRESS", "proxy"),
+        ],
+    )
+    .await;
     let outside = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let outside_port = outside.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -299,4 +306,220 @@ async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_pro
         fetched.contains("outside saw `GET /hello HTTP/1.1`"),
         "{fetched}"
     );
+}
+
+/// A host of the test's own outside this machine's instances: a network
+/// namespace with a veth link to the host (`10.234.N.2`, the host side
+/// `10.234.N.1`) serving `hello.txt` over HTTP on port 8000. Removed on drop.
+struct OutsideHost {
+    name: String,
+    link: String,
+    server: std::process::Child,
+    address: std::net::Ipv4Addr,
+    gateway: std::net::Ipv4Addr,
+    _files: tempfile::TempDir,
+}
+
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+impl OutsideHost {
+    fn start() -> OutsideHost {
+        let n = std::process::id() % 250;
+        let name = format!("berth-outside-{}", std::process::id());
+        let link = format!("btx{}", std::process::id());
+        let (gateway, address) = (format!("10.234.{n}.1"), format!("10.234.{n}.2"));
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ]);
+        ip(&["addr", "add", &format!("{gateway}/30"), "dev", &link]);
+        ip(&["link", "set", &link, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{address}/30"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &name, "link", "set", "eth0", "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("hello.txt"), "hello from outside\n").unwrap();
+        let server = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+            ])
+            .args(["--bind", &address, "--directory"])
+            .arg(files.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let outside = OutsideHost {
+            name,
+            link,
+            server,
+            address: address.parse().unwrap(),
+            gateway: gateway.parse().unwrap(),
+            _files: files,
+        };
+        let addr = std::net::SocketAddr::from((outside.address, 8000));
+        let listening = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        assert!(listening, "the outside host never listened on {addr}");
+        outside
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but_not_the_host() {
+    setup();
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    assert!(
+        std::path::Path::new("/usr/sbin/nft").exists(),
+        "direct egress needs nftables (.ci/run installs it)"
+    );
+    let outside = OutsideHost::start();
+    // Listeners on the host that no instance may reach: on its loopback,
+    // and on every address (the test itself reaches it through the
+    // outside host's link, so the refusal below is not a dead address).
+    let host_loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let loopback_port = host_loopback.local_addr().unwrap().port();
+    let host_any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let any_port = host_any.local_addr().unwrap().port();
+    // Each connection that gets through is answered (and so fails the
+    // test at once rather than hang it).
+    let answering = host_any.try_clone().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in answering.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.read(&mut [0u8; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhost");
+        }
+    });
+    assert!(
+        std::net::TcpStream::connect((outside.gateway, any_port)).is_ok(),
+        "the host listens on {}:{any_port}",
+        outside.gateway
+    );
+
+    let server = TestServer::start().await;
+    // An app on $PORT (no internal_port), with its PostgreSQL.
+    deploy_plain(&server, "direct", "[resources]\npostgres = true\n").await;
+
+    // The outside, with a client that knows nothing of proxies.
+    let fetched = server
+        .get(
+            "direct",
+            &format!(
+                "/fetch?addr={}:8000&path=/hello.txt&direct=1",
+                outside.address
+            ),
+        )
+        .await;
+    assert_eq!(fetched.status, 200, "{}", fetched.body);
+    assert!(fetched.body.starts_with("HTTP/1.0 200"), "{}", fetched.body);
+    assert!(
+        fetched.body.contains("hello from outside"),
+        "{}",
+        fetched.body
+    );
+    // No proxy is set up in this mode: the instance is on a network.
+    let env = server
+        .get("direct", "/read?path=/proc/self/environ")
+        .await
+        .body;
+    assert!(!env.contains("http_proxy="), "{env}");
+
+    // The host: refused at once on its addresses, and its loopback is not
+    // the instance's.
+    let refused = server
+        .get(
+            "direct",
+            &format!("/fetch?addr={}:{any_port}&path=/&direct=1", outside.gateway),
+        )
+        .await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    let route = server
+        .get("direct", "/read?path=/proc/net/route")
+        .await
+        .body;
+    let gateway_hex = route
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&"00000000")).then(|| fields[2].to_string())
+        })
+        .unwrap_or_else(|| panic!("no default route inside: {route}"));
+    let own_gateway =
+        std::net::Ipv4Addr::from(u32::from_be(u32::from_str_radix(&gateway_hex, 16).unwrap()));
+    assert_eq!(own_gateway.octets()[..2], [10, 233], "{route}");
+    let refused = server
+        .get(
+            "direct",
+            &format!("/fetch?addr={own_gateway}:{any_port}&path=/&direct=1"),
+        )
+        .await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    let tcp = server.get("direct", "/read?path=/proc/net/tcp").await.body;
+    let inside = listening_ports(&tcp);
+    assert!(!inside.contains(&loopback_port), "{inside:?}");
+    assert!(!inside.contains(&any_port), "{inside:?}");
+    let refused = server
+        .get(
+            "direct",
+            &format!("/fetch?addr=127.0.0.1:{loopback_port}&path=/&direct=1"),
+        )
+        .await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    // Its database, bridged in at the address its env names.
+    let pg_port: u16 = env
+        .split('\0')
+        .find_map(|var| var.strip_prefix("DATABASE_URL="))
+        .and_then(|url| url.rsplit_once('@'))
+        .and_then(|(_, at)| at.split('/').next()?.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no DATABASE_URL port in {env}"));
+    assert!(
+        inside.contains(&pg_port),
+        "PostgreSQL is bridged in: {inside:?}"
+    );
+    drop(host_loopback);
 }

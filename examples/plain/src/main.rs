@@ -6,15 +6,17 @@
 //! - `GET /read?path=P` answers with the file at P, or 403 and the error;
 //! - `GET /alloc?mb=N` allocates and touches N MiB, then answers;
 //! - `GET /fetch?addr=HOST:PORT&path=/P` fetches `http://HOST:PORT/P`, through
-//!   `http_proxy` when it is set (as HTTP clients do), and answers with the
+//!   `http_proxy` when it is set (as HTTP clients do) unless `&direct=1`
+//!   (as clients that ignore proxy settings do), and answers with the
 //!   response it got.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
-/// A plain-HTTP GET, through the proxy in `http_proxy` when there is one.
-fn fetch(addr: &str, path: &str) -> Result<String, String> {
-    let proxy = std::env::var("http_proxy").ok();
+/// A plain-HTTP GET, through the proxy in `http_proxy` when there is one
+/// and `direct` is false.
+fn fetch(addr: &str, path: &str, direct: bool) -> Result<String, String> {
+    let proxy = std::env::var("http_proxy").ok().filter(|_| !direct);
     let (connect_to, target) = match &proxy {
         Some(proxy) => (
             proxy.trim_start_matches("http://").trim_end_matches('/').to_string(),
@@ -68,7 +70,7 @@ fn answer(target: &str, instance: &str) -> (u16, String) {
             (200, format!("allocated {} MiB", block.len() / (1024 * 1024)))
         }
         "/fetch" => match (query(target, "addr"), query(target, "path")) {
-            (Some(addr), path) => match fetch(addr, path.unwrap_or("/")) {
+            (Some(addr), path) => match fetch(addr, path.unwrap_or("/"), query(target, "direct") == Some("1")) {
                 Ok(response) => (200, response),
                 Err(err) => (502, err),
             },
