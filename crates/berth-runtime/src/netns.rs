@@ -1,24 +1,23 @@
 //! Network namespaces of instances: each has its own loopback, so apps that
 //! listen on a fixed port (Fly's `internal_port`) run side by side.
 //!
-//! The host side never joins a namespace with a whole thread of its
-//! runtime. One helper thread does every namespace switch: it makes a
-//! namespace (unshare, loopback up, keep a handle) and makes sockets inside
-//! one (a socket belongs to the namespace it was created in, whichever
-//! thread later binds or connects it), switching back to the host's
-//! namespace after each job. With such sockets the router and the health
-//! checks connect to `127.0.0.1:PORT` inside the instance's namespace, and
-//! the server listens inside it on the loopback ports of its own services
-//! (PostgreSQL, Redis, the API), bridging them to the host: the only
-//! addresses involved are loopback ones. The instance joins the namespace
+//! The host side never leaves a thread in another namespace: a call that
+//! needs one ([`NetNs::within`]) switches the calling thread in, does its
+//! work (makes a socket: a socket belongs to the namespace it was created
+//! in, whichever thread later binds or connects it), and switches it back
+//! before returning, even on a panic. With such sockets the router and the
+//! health checks connect to `127.0.0.1:PORT` inside the instance's
+//! namespace, and the server listens inside it on the loopback ports of its
+//! own services (PostgreSQL, Redis, the API), bridging them to the host:
+//! the only addresses involved are loopback ones (and, with a link, see
+//! [`crate::uplink`], the link's own). The instance joins the namespace
 //! between fork and exec (`setns`).
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// A network namespace, alive while this handle (or a process in it) is.
 #[derive(Debug)]
@@ -34,44 +33,23 @@ impl PartialEq for NetNs {
     }
 }
 
-type Job = Box<dyn FnOnce(RawFd) + Send>;
-
-/// The helper thread's queue; it holds the host namespace's handle.
-fn helper() -> io::Result<&'static Mutex<mpsc::Sender<Job>>> {
-    static HELPER: OnceLock<Result<Mutex<mpsc::Sender<Job>>, String>> = OnceLock::new();
-    HELPER
-        .get_or_init(|| {
-            let host = open_own_netns().map_err(|err| err.to_string())?;
-            let (sender, receiver) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("berth-netns".into())
-                .spawn(move || {
-                    for job in receiver {
-                        job(host.as_raw_fd());
-                    }
-                })
-                .map_err(|err| err.to_string())?;
-            Ok(Mutex::new(sender))
-        })
+/// The host's namespace: the process's own (its main thread never
+/// switches), opened once.
+fn host_netns() -> io::Result<RawFd> {
+    static HOST: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
+    HOST.get_or_init(|| open_netns(c"/proc/self/ns/net").map_err(|err| err.to_string()))
         .as_ref()
+        .map(|fd| fd.as_raw_fd())
         .map_err(|err| io::Error::other(err.clone()))
 }
 
-/// Runs `job` on the helper thread and waits for its result.
-fn on_helper<T: Send + 'static>(
-    job: impl FnOnce(RawFd) -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let (reply, result) = mpsc::sync_channel(1);
-    helper()?
-        .lock()
-        .map_err(|_| io::Error::other("the namespace helper is gone"))?
-        .send(Box::new(move |host| {
-            let _ = reply.send(job(host));
-        }))
-        .map_err(|_| io::Error::other("the namespace helper is gone"))?;
-    result
-        .recv()
-        .map_err(|_| io::Error::other("the namespace helper stopped"))?
+/// Switches the calling thread back to the host's namespace when dropped.
+struct BackToHost(RawFd);
+
+impl Drop for BackToHost {
+    fn drop(&mut self) {
+        back_to_host(self.0);
+    }
 }
 
 fn check(result: i32) -> io::Result<()> {
@@ -83,13 +61,12 @@ fn check(result: i32) -> io::Result<()> {
 }
 
 fn open_own_netns() -> io::Result<OwnedFd> {
-    // SAFETY: open(2) of a constant path; the descriptor is owned below.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/thread-self/ns/net".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
+    open_netns(c"/proc/thread-self/ns/net")
+}
+
+fn open_netns(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open(2) of a valid C string; the descriptor is owned below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -97,8 +74,8 @@ fn open_own_netns() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Back to the host's namespace; a helper that cannot return must not run
-/// another job, so it aborts (never reached on a working kernel).
+/// Back to the host's namespace; a thread that cannot return must not go
+/// on in the wrong one, so this aborts (never reached on a working kernel).
 pub(crate) fn back_to_host(host: RawFd) {
     // SAFETY: setns(2) with a valid namespace descriptor.
     if unsafe { libc::setns(host, libc::CLONE_NEWNET) } != 0 {
@@ -142,16 +119,17 @@ fn loopback_up() -> io::Result<()> {
 impl NetNs {
     /// A new namespace with its loopback up and nothing else.
     pub fn create() -> io::Result<Arc<NetNs>> {
-        on_helper(|host| {
-            // SAFETY: unshare(2) of the helper thread's own network namespace.
-            check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
-            let made = loopback_up().and_then(|()| open_own_netns());
-            back_to_host(host);
-            Ok(Arc::new(NetNs {
-                fd: made?,
-                uplink: None,
-            }))
-        })
+        let host = host_netns()?;
+        let back = BackToHost(host);
+        // SAFETY: unshare(2) of the calling thread's own network namespace;
+        // `back` returns it to the host's.
+        check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+        let made = loopback_up().and_then(|()| open_own_netns());
+        drop(back);
+        Ok(Arc::new(NetNs {
+            fd: made?,
+            uplink: None,
+        }))
     }
 
     /// A new namespace with its loopback up and a veth link to the host
@@ -159,13 +137,11 @@ impl NetNs {
     /// into the new namespace and back: call it where blocking for a few
     /// milliseconds is fine (not on an async runtime's worker).
     pub fn create_linked() -> io::Result<Arc<NetNs>> {
-        let host = open_own_netns()?;
-        // SAFETY: unshare(2) of the calling thread's own network namespace.
-        check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
-        let made = loopback_up().and_then(|()| open_own_netns());
-        back_to_host(host.as_raw_fd());
-        let fd = made?;
-        let uplink = crate::uplink::link(fd.as_raw_fd(), host.as_raw_fd())?;
+        let plain = NetNs::create()?;
+        let fd = Arc::try_unwrap(plain)
+            .map_err(|_| io::Error::other("a new namespace is shared"))?
+            .fd;
+        let uplink = crate::uplink::link(fd.as_raw_fd(), host_netns()?)?;
         Ok(Arc::new(NetNs {
             fd,
             uplink: Some(uplink),
@@ -182,34 +158,38 @@ impl NetNs {
         self.fd.as_raw_fd()
     }
 
+    /// Runs `job` on the calling thread inside this namespace, and switches
+    /// the thread back to the host's before returning (or unwinding). The
+    /// job must not block for long or yield to an async runtime: it holds
+    /// the thread in the namespace.
+    pub fn within<T>(&self, job: impl FnOnce() -> T) -> io::Result<T> {
+        let host = host_netns()?;
+        // SAFETY: setns(2) into a namespace we hold a handle on; `back`
+        // returns the thread to the host's.
+        check(unsafe { libc::setns(self.fd.as_raw_fd(), libc::CLONE_NEWNET) })?;
+        let back = BackToHost(host);
+        let result = job();
+        drop(back);
+        Ok(result)
+    }
+
     /// A TCP socket that belongs to this namespace (not yet bound or connected).
-    pub fn tcp_socket(self: &Arc<Self>, ipv6: bool) -> io::Result<OwnedFd> {
-        let target = self.clone();
-        on_helper(move |host| {
-            // SAFETY: setns(2) into a namespace we hold a descriptor of;
-            // socket(2); the helper returns to the host before anything else.
-            unsafe {
-                check(libc::setns(target.fd.as_raw_fd(), libc::CLONE_NEWNET))?;
-                let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
-                let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-                let error = io::Error::last_os_error();
-                back_to_host(host);
-                if fd < 0 {
-                    return Err(error);
-                }
-                Ok(OwnedFd::from_raw_fd(fd))
+    pub fn tcp_socket(&self, ipv6: bool) -> io::Result<OwnedFd> {
+        self.within(|| {
+            let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
+            // SAFETY: socket(2); the descriptor is owned below.
+            let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
             }
-        })
+            // SAFETY: a fresh descriptor nobody else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })?
     }
 
     /// Connects to `addr` as seen inside this namespace.
-    pub async fn connect(self: &Arc<Self>, addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
-        // The helper is one thread: wait for it off the async runtime.
-        let netns = self.clone();
-        let fd = tokio::task::spawn_blocking(move || netns.tcp_socket(addr.is_ipv6()))
-            .await
-            .map_err(|err| io::Error::other(err.to_string()))??;
-        let socket = std::net::TcpStream::from(fd);
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let socket = std::net::TcpStream::from(self.tcp_socket(addr.is_ipv6())?);
         socket.set_nonblocking(true)?;
         tokio::net::TcpSocket::from_std_stream(socket)
             .connect(addr)
@@ -217,7 +197,7 @@ impl NetNs {
     }
 
     /// Listens on `addr` inside this namespace.
-    pub fn listen(self: &Arc<Self>, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    pub fn listen(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
         let socket = std::net::TcpStream::from(self.tcp_socket(addr.is_ipv6())?);
         socket.set_nonblocking(true)?;
         let socket = tokio::net::TcpSocket::from_std_stream(socket);
@@ -298,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn a_linked_namespace_reaches_the_host_side_of_its_own_link() {
+    fn a_linked_namespace_is_reached_from_the_host_through_its_own_link() {
         if !crate::isolation::is_root() {
             eprintln!("skipped: needs root");
             return;
@@ -306,20 +286,21 @@ mod tests {
         let linked = NetNs::create_linked().unwrap();
         let uplink = linked.uplink().unwrap().clone();
         assert!(uplink.host_interface.starts_with("bth"));
-        // A listener on the host side's address: the namespace's route
-        // leads there (no filter is installed by this unit test).
-        let host = std::net::TcpListener::bind((uplink.gateway, 0)).unwrap();
-        let port = host.local_addr().unwrap().port();
+        // A listener on the inside address, reached from the host through
+        // the link (the server's filter, if installed, lets the host in).
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let addr = SocketAddr::from((uplink.gateway, port));
-            let stream = linked.connect(addr).await.unwrap();
-            let (_, from) = host.accept().unwrap();
-            assert_eq!(from.ip(), std::net::IpAddr::V4(uplink.address));
-            drop(stream);
+            let inside = linked
+                .listen(SocketAddr::from((uplink.address, 0)))
+                .unwrap();
+            let port = inside.local_addr().unwrap().port();
+            let client = std::net::TcpStream::connect((uplink.address, port)).unwrap();
+            let (_, from) = inside.accept().await.unwrap();
+            assert_eq!(from.ip(), std::net::IpAddr::V4(uplink.gateway));
+            drop(client);
         });
         // Two linked namespaces get different links.
         let started = std::time::Instant::now();

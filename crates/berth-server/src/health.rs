@@ -60,9 +60,11 @@ pub async fn wait_until_healthy(
     let started = Instant::now();
     // A cold start waits on this: for the first 50 ms, watch the port from a
     // blocking thread every 100 µs (tokio's timers tick in milliseconds; a
-    // refused connect costs microseconds), then probe as below.
-    if netns.is_none() {
-        let _ = tokio::task::spawn_blocking(move || {
+    // refused connect costs microseconds), inside the instance's namespace
+    // when it has one, then probe as below.
+    let inside = netns.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let watch = || {
             let until = std::time::Instant::now() + Duration::from_millis(50);
             while std::time::Instant::now() < until {
                 if std::net::TcpStream::connect(addr).is_ok() {
@@ -70,9 +72,15 @@ pub async fn wait_until_healthy(
                 }
                 std::thread::sleep(Duration::from_micros(100));
             }
-        })
-        .await;
-    }
+        };
+        match inside {
+            Some(netns) => {
+                let _ = netns.within(watch);
+            }
+            None => watch(),
+        }
+    })
+    .await;
     // Every half millisecond for the first 50 ms, then backing off.
     let mut pause = Duration::from_micros(500);
     let mut last_error = "not checked yet".to_string();
