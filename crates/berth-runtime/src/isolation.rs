@@ -53,14 +53,17 @@ pub(crate) struct PreparedSandbox {
     binds: Vec<(CString, CString)>,
     private_tmp: bool,
     user: Option<(u32, u32)>,
-    /// A descriptor number reserved in the parent (on /dev/null); the child
-    /// puts its own handle on the host's `/tmp` there, so paths under it stay
-    /// reachable once a fresh `/tmp` covers it. (A handle opened in the
-    /// parent would belong to the parent's mount namespace, which a bind
-    /// mount refuses.)
-    old_tmp: Option<std::os::fd::OwnedFd>,
-    /// The network namespace to join (kept alive by the handle).
-    network: Option<std::sync::Arc<crate::netns::NetNs>>,
+    /// A descriptor number reserved in the parent; the child puts its own
+    /// handle on the host's `/tmp` there, so paths under it stay reachable
+    /// once a fresh `/tmp` covers it. (A handle opened in the parent would
+    /// belong to the parent's mount namespace, which a bind mount refuses.)
+    old_tmp_at: Option<i32>,
+    /// What holds that number in the parent.
+    _old_tmp_reserve: Option<std::os::fd::OwnedFd>,
+    /// The network namespace to join: a descriptor, kept open by the handle
+    /// (in the server) or received with the request (in the spawner).
+    network_fd: Option<i32>,
+    _network: Option<std::sync::Arc<crate::netns::NetNs>>,
     /// A pid namespace of its own, with a small init as its pid 1.
     pid_namespace: bool,
     /// Whether the init and waiting process re-exec this binary.
@@ -76,8 +79,18 @@ const WAIT_NAME: &CStr = c"berth-instance-wait";
 /// `argv[0]` of the instance's init (pid 1 of its namespace).
 const INIT_NAME: &CStr = c"berth-instance-init";
 /// The binary the two re-exec: this one (a fresh image holds none of the
-/// server's memory, which a fork that never execs would pin copy-on-write).
-const SELF_EXE: &CStr = c"/proc/self/exe";
+/// server's memory, which a fork that never execs would pin copy-on-write),
+/// by its path, found once: `/proc/self/exe` does not resolve for the
+/// waiting process once the init has mounted its namespace's `/proc`.
+fn self_exe() -> Option<&'static CStr> {
+    static PATH: std::sync::OnceLock<Option<CString>> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|path| CString::new(path.as_os_str().as_bytes()).ok())
+    })
+    .as_deref()
+}
 
 /// Runs the instance's waiting process or init when this binary was started
 /// as one (by [`PreparedSandbox::enter`]); returns otherwise. Call it first
@@ -181,11 +194,102 @@ impl PreparedSandbox {
             binds: pairs,
             private_tmp,
             user: sandbox.map(|sandbox| (sandbox.uid, sandbox.gid)),
-            old_tmp,
-            network: sandbox.and_then(|sandbox| sandbox.network.clone()),
+            old_tmp_at: (old_tmp_fd >= 0).then_some(old_tmp_fd),
+            _old_tmp_reserve: old_tmp,
+            network_fd: sandbox
+                .and_then(|sandbox| sandbox.network.as_ref())
+                .map(|network| network.raw_fd()),
+            _network: sandbox.and_then(|sandbox| sandbox.network.clone()),
             pid_namespace: sandbox.is_some(),
-            reexec: CAN_REEXEC.load(std::sync::atomic::Ordering::Relaxed),
+            // Found now: the child must not allocate.
+            reexec: CAN_REEXEC.load(std::sync::atomic::Ordering::Relaxed) && self_exe().is_some(),
         })
+    }
+
+    /// The network namespace's descriptor, when it joins one.
+    pub(crate) fn network_fd(&self) -> Option<i32> {
+        self.network_fd
+    }
+
+    /// Writes what [`PreparedSandbox::decode`] reads (in the spawner).
+    pub(crate) fn encode(&self, message: &mut Vec<u8>) {
+        let put = |message: &mut Vec<u8>, bytes: &[u8]| {
+            message.extend((bytes.len() as u32).to_ne_bytes());
+            message.extend(bytes);
+        };
+        message.extend((self.tmp_dirs.len() as u32).to_ne_bytes());
+        for dir in &self.tmp_dirs {
+            put(message, dir.as_bytes());
+        }
+        message.extend((self.binds.len() as u32).to_ne_bytes());
+        for (source, destination) in &self.binds {
+            put(message, source.as_bytes());
+            put(message, destination.as_bytes());
+        }
+        let (has_user, uid, gid) = match self.user {
+            Some((uid, gid)) => (1, uid, gid),
+            None => (0, 0, 0),
+        };
+        for value in [
+            u32::from(self.private_tmp),
+            has_user,
+            uid,
+            gid,
+            self.old_tmp_at.map_or(u32::MAX, |fd| fd as u32),
+            u32::from(self.pid_namespace),
+        ] {
+            message.extend(value.to_ne_bytes());
+        }
+    }
+
+    /// Reads a sandbox [`PreparedSandbox::encode`] wrote; `network_fd` is
+    /// the namespace's descriptor received with it. Its processes need not
+    /// re-execute berth: the spawner they fork from is small.
+    pub(crate) fn decode(
+        reader: &mut crate::spawner::Reader<'_>,
+        network_fd: Option<i32>,
+    ) -> io::Result<PreparedSandbox> {
+        let tmp_dirs = reader.c_strings()?;
+        let binds = (0..reader.u32()?)
+            .map(|_| Ok((reader.c_string()?, reader.c_string()?)))
+            .collect::<io::Result<_>>()?;
+        let private_tmp = reader.u32()? == 1;
+        let has_user = reader.u32()? == 1;
+        let (uid, gid) = (reader.u32()?, reader.u32()?);
+        let old_tmp_at = reader.u32()?;
+        let pid_namespace = reader.u32()? == 1;
+        Ok(PreparedSandbox {
+            tmp_dirs,
+            binds,
+            private_tmp,
+            user: has_user.then_some((uid, gid)),
+            old_tmp_at: (old_tmp_at != u32::MAX).then_some(old_tmp_at as i32),
+            _old_tmp_reserve: None,
+            network_fd,
+            _network: None,
+            pid_namespace,
+            reexec: false,
+        })
+    }
+
+    /// Moves `fd` above the descriptor number this sandbox reserves, if it
+    /// sits on it (in the spawner's child, whose descriptors are not the
+    /// server's); returns where it is now.
+    pub(crate) fn clear_of_reserved(&mut self, fd: i32) -> io::Result<i32> {
+        match self.old_tmp_at {
+            Some(reserved) if reserved == fd => {
+                // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor of ours.
+                let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, reserved + 1) };
+                if moved < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if self.network_fd == Some(fd) {
+                    self.network_fd = Some(moved);
+                }
+                Ok(moved)
+            }
+            _ => Ok(fd),
+        }
     }
 
     /// In the child, before exec: a mount and IPC
@@ -197,8 +301,8 @@ impl PreparedSandbox {
         // The server's umask is 077; the directories made below, and the
         // app's own files, get the usual 022.
         set_umask(0o022);
-        if let Some(network) = &self.network {
-            crate::netns::enter(network.raw_fd())?;
+        if let Some(network) = self.network_fd {
+            crate::netns::enter(network)?;
         }
         let isolated = self.user.is_some();
         if !self.binds.is_empty() || self.private_tmp || isolated {
@@ -222,8 +326,7 @@ impl PreparedSandbox {
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
                 ))?;
-                if let Some(reserved) = &self.old_tmp {
-                    use std::os::fd::AsRawFd;
+                if let Some(reserved) = self.old_tmp_at {
                     let fd = libc::open(
                         c"/tmp".as_ptr(),
                         libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
@@ -231,7 +334,7 @@ impl PreparedSandbox {
                     if fd < 0 {
                         return Err(io::Error::last_os_error());
                     }
-                    if libc::dup3(fd, reserved.as_raw_fd(), libc::O_CLOEXEC) < 0 {
+                    if libc::dup3(fd, reserved, libc::O_CLOEXEC) < 0 {
                         return Err(io::Error::last_os_error());
                     }
                     libc::close(fd);
@@ -390,7 +493,9 @@ unsafe fn exec_self(name: &CStr, pid: i32) {
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     // SAFETY: NUL-terminated strings and arrays that live on this stack.
     unsafe {
-        libc::execve(SELF_EXE.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        if let Some(path) = self_exe() {
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod cgroup;
 mod isolation;
 pub mod netns;
 mod process;
+pub mod spawner;
 pub mod uplink;
 
 use std::fmt;

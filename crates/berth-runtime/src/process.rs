@@ -133,27 +133,21 @@ impl Driver for ProcessDriver {
         if sandbox_spec.is_some() {
             command.env("TMPDIR", "/tmp");
         }
-        // The hook makes only async-signal-safe system calls, with strings
-        // and files prepared before the fork.
-        #[allow(unsafe_code)]
-        // SAFETY: see isolation::die_with_parent and PreparedSandbox::enter.
-        unsafe {
-            command.pre_exec(move || {
-                if let Some(sandbox) = &sandbox {
-                    sandbox.enter()?;
-                } else {
-                    isolation::set_umask(0o022);
-                }
-                // After the user change, which would clear it.
-                isolation::die_with_parent()?;
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|source| DriverError::Spawn {
+        let started = match &sandbox {
+            Some(prepared) if sandbox_spec.is_some() && crate::spawner::available() => {
+                start_through_spawner(spec, prepared, &base_path)
+            }
+            _ => start_forked(command, sandbox),
+        };
+        let Started {
+            pid,
+            stdout,
+            stderr,
+            exit: status,
+        } = started.map_err(|source| DriverError::Spawn {
             command: spec.command.clone(),
             source,
         })?;
-        let pid = child.id().unwrap_or(0);
         let cgroup = cgroup.map(Arc::new);
         if let Some(cgroup) = &cgroup {
             let cgroup = cgroup.clone();
@@ -166,18 +160,14 @@ impl Driver for ProcessDriver {
                 }
             });
         }
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(forward_lines(stdout, OutputStream::Stdout, output.clone()));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_lines(stderr, OutputStream::Stderr, output));
-        }
+        tokio::spawn(forward_lines(stdout, OutputStream::Stdout, output.clone()));
+        tokio::spawn(forward_lines(stderr, OutputStream::Stderr, output));
         let (exit_sender, exit) = watch::channel(None);
         let limit_mib = sandbox_spec
             .and_then(|sandbox| sandbox.limits)
             .map(|limits| limits.memory_bytes / (1024 * 1024));
         tokio::spawn(async move {
-            let mut cause = match child.wait().await {
+            let mut cause = match status.await {
                 Ok(status) => {
                     use std::os::unix::process::ExitStatusExt;
                     match (status.code(), status.signal()) {
@@ -207,6 +197,117 @@ impl Driver for ProcessDriver {
             Arc::new(ProcessGroup { pid }),
         ))
     }
+}
+
+/// A started instance process: its pid, output, and its exit to come.
+struct Started {
+    pid: u32,
+    stdout: Box<dyn AsyncRead + Send + Unpin>,
+    stderr: Box<dyn AsyncRead + Send + Unpin>,
+    exit: std::pin::Pin<Box<dyn Future<Output = std::io::Result<std::process::ExitStatus>> + Send>>,
+}
+
+/// Forks the caller to start `command` (entering `sandbox` first, if any).
+fn start_forked(
+    mut command: Command,
+    sandbox: Option<isolation::PreparedSandbox>,
+) -> std::io::Result<Started> {
+    // The hook makes only async-signal-safe system calls, with strings
+    // and files prepared before the fork.
+    #[allow(unsafe_code)]
+    // SAFETY: see isolation::die_with_parent and PreparedSandbox::enter.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(sandbox) = &sandbox {
+                sandbox.enter()?;
+            } else {
+                isolation::set_umask(0o022);
+            }
+            // After the user change, which would clear it.
+            isolation::die_with_parent()?;
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other(
+            "the child's output pipes are missing",
+        ));
+    };
+    Ok(Started {
+        pid,
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+        exit: Box::pin(async move { child.wait().await }),
+    })
+}
+
+/// Starts `spec` in `sandbox` through the spawner (see [`crate::spawner`]):
+/// the same env, working directory and output as [`start_forked`].
+fn start_through_spawner(
+    spec: &InstanceSpec,
+    sandbox: &isolation::PreparedSandbox,
+    base_path: &str,
+) -> std::io::Result<Started> {
+    use crate::spawner::env_entry;
+    use std::ffi::OsString;
+    let path = format!("{}:{base_path}", spec.bin_dir.display());
+    let (program, args): (std::path::PathBuf, Vec<OsString>) = match plain_words(&spec.command) {
+        Some(words) => (
+            crate::spawner::resolve(words[0], &path, &spec.workdir),
+            words.iter().map(OsString::from).collect(),
+        ),
+        None => (
+            "/bin/sh".into(),
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                shell_line(&spec.command).into(),
+            ],
+        ),
+    };
+    // Later settings of a key win, as with a Command's env.
+    let mut env = std::collections::BTreeMap::new();
+    for (key, value) in [
+        ("PATH", path.as_str()),
+        ("HOME", &spec.workdir.to_string_lossy()),
+        ("LANG", "C.UTF-8"),
+    ] {
+        env.insert(key.to_string(), OsString::from(value));
+    }
+    for (key, value) in &spec.env {
+        env.insert(key.clone(), OsString::from(value));
+    }
+    env.insert("TMPDIR".into(), "/tmp".into());
+    let stdin = std::fs::File::open("/dev/null")?;
+    let (stdout_read, stdout_write) = std::io::pipe()?;
+    let (stderr_read, stderr_write) = std::io::pipe()?;
+    use std::os::fd::AsRawFd;
+    let pid = crate::spawner::spawn(&crate::spawner::Request {
+        program: &program,
+        args,
+        env: env
+            .iter()
+            .map(|(key, value)| env_entry(key, value))
+            .collect(),
+        workdir: &spec.workdir,
+        sandbox,
+        stdio: [
+            stdin.as_raw_fd(),
+            stdout_write.as_raw_fd(),
+            stderr_write.as_raw_fd(),
+        ],
+    })?;
+    drop((stdin, stdout_write, stderr_write));
+    let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout_read.into())?;
+    let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read.into())?;
+    Ok(Started {
+        pid,
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+        exit: Box::pin(crate::spawner::wait_for_exit(pid)),
+    })
 }
 
 /// The words of a command that needs no shell: only letters, digits,

@@ -208,6 +208,7 @@ impl Autoscaler {
                 () = shutdown.cancelled() => return,
                 woken = self.wakes.recv() => {
                     let Some(app) = woken else { return };
+                    tracing::debug!(%app, "woken by a request");
                     self.scale_app(&app, true);
                 }
                 _ = tick.tick() => self.scale_all(),

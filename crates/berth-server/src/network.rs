@@ -209,6 +209,10 @@ fn is_instance_gateway(ip: std::net::Ipv4Addr) -> bool {
     u32::from(ip) % 4 == 1
 }
 
+/// How long the pool waits to refill while it still has one ready (the
+/// start that took one is under way, and both want the CPU).
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How many linked namespaces the pool keeps ready.
 const SPARE_NAMESPACES: usize = 2;
 
@@ -242,7 +246,12 @@ impl NamespacePool {
                             return; // The server is gone.
                         }
                     }
+                    let some_left = !ready.is_empty();
                     drop(ready);
+                    if some_left {
+                        // A start just took one: let it have the CPU first.
+                        std::thread::sleep(REFILL_DELAY);
+                    }
                     match NetNs::create_linked() {
                         Ok(netns) => pool
                             .ready

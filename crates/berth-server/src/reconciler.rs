@@ -638,6 +638,7 @@ impl Reconciler {
         fixed_port: Option<u16>,
     ) -> Result<(), String> {
         let id = format!("{process}-{:08x}", rand::random::<u32>());
+        tracing::debug!(instance = %id, "starting: preparing its env");
         let port = if serves_http {
             Some(match fixed_port {
                 Some(port) => port,
@@ -660,6 +661,7 @@ impl Reconciler {
             &mut instance_spec,
             fixed_port.is_some(),
         )?;
+        tracing::debug!(instance = %id, "starting: env and network ready");
         let netns = network.as_ref().map(|network| network.netns.clone());
         let source = LogSource {
             app: release.app.clone(),
@@ -673,6 +675,7 @@ impl Reconciler {
             .driver
             .start(&instance_spec, sink)
             .map_err(|err| format!("{err}: {}", err_source(&err)))?;
+        tracing::debug!(instance = %id, pid = running.pid, "starting: spawned");
         self.pending_journal
             .push((id.clone(), release.app.clone(), running.pid));
 
@@ -750,6 +753,7 @@ impl Reconciler {
                 );
             }
             Message::Healthy { id, after } => {
+                tracing::debug!(instance = %id, ?after, "healthy");
                 let Some(instance) = self.instances.get_mut(&id) else {
                     return;
                 };
@@ -1023,6 +1027,7 @@ impl Reconciler {
         if key != self.published_routes {
             self.published_routes = key;
             let _ = self.parts.routes.send(Arc::new(table));
+            tracing::debug!("routes published");
         }
         let _ = self.snapshot.send(Arc::new(snapshot));
     }

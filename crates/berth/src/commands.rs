@@ -33,6 +33,15 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     if let Some(cache) = args.build_cache {
         config.build_cache_dir = cache;
     }
+    if config.isolation
+        && berth_runtime::can_isolate()
+        && std::env::var("BERTH_SPAWNER").map_or(true, |value| value != "off")
+    {
+        // Before any thread: sandboxed instances start from this small fork.
+        if let Err(err) = berth_runtime::spawner::start() {
+            tracing::warn!("cannot start the spawner ({err}); instances fork from the server");
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,0 +1,567 @@
+//! The spawner: a small process forked from the server before it starts
+//! any thread, which starts sandboxed instances on the server's behalf.
+//!
+//! Why: an instance's start is three forks (the process the server waits
+//! on, the init of its pid namespace, the app). Forked from the server —
+//! many threads, megabytes of heap — each fork copies page tables and
+//! write-protects every page of the server (a TLB shootdown on each of its
+//! threads' CPUs), and every page the server then writes while the fork
+//! lives is copied: about half a millisecond per fork here, and a cold start
+//! waits on them. Forked from this process, single-threaded with a small
+//! heap, they cost a few tens of microseconds, and nothing of the server is
+//! pinned, so the instance's processes need not re-execute berth either.
+//!
+//! The server sends a request (the program, its arguments, env, working
+//! directory and prepared sandbox) with the instance's stdio and network
+//! namespace as descriptors over a Unix socket. The spawner forks with
+//! `CLONE_PARENT`, so the instance's process is the server's child (the
+//! server waits for it, through a pidfd), and replies with its pid. Whether
+//! the exec succeeded comes back to the server, as with a plain spawn,
+//! through a close-on-exec pipe that the server made and sent along.
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use crate::isolation::PreparedSandbox;
+
+/// The server's end of the spawner's socket.
+struct Spawner {
+    socket: Mutex<OwnedFd>,
+}
+
+static SPAWNER: OnceLock<Spawner> = OnceLock::new();
+
+/// The largest request (arguments and env) the spawner takes.
+const MAX_REQUEST: usize = 1 << 20;
+/// Descriptors a request carries at most: stdin, stdout, stderr, the exec
+/// status pipe, the network namespace.
+const MAX_FDS: usize = 5;
+
+/// Forks the spawner. Call it while the process has one thread (before any
+/// async runtime starts); later starts of sandboxed instances go through
+/// it. Without it they are forked from the caller.
+pub fn start() -> io::Result<()> {
+    if SPAWNER.get().is_some() {
+        return Ok(());
+    }
+    let mut pair = [0; 2];
+    // SAFETY: socketpair(2) fills two descriptors we own below.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    if made != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors nobody else owns.
+    let (server_end, spawner_end) =
+        unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    // SAFETY: fork(2) of a single-threaded process (the caller's contract):
+    // the child may allocate and run ordinary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(server_end);
+        serve(spawner_end);
+    }
+    drop(spawner_end);
+    let _ = SPAWNER.set(Spawner {
+        socket: Mutex::new(server_end),
+    });
+    Ok(())
+}
+
+/// Whether starts go through the spawner.
+pub(crate) fn available() -> bool {
+    SPAWNER.get().is_some()
+}
+
+/// What the server asks for.
+pub(crate) struct Request<'a> {
+    /// The program's path (resolved: the spawner searches no `PATH`).
+    pub program: &'a Path,
+    /// `argv`, its first element included.
+    pub args: Vec<OsString>,
+    /// `KEY=value` strings.
+    pub env: Vec<OsString>,
+    /// The working directory (entered after the sandbox's mounts).
+    pub workdir: &'a Path,
+    /// The sandbox to enter.
+    pub sandbox: &'a PreparedSandbox,
+    /// Stdin, stdout, stderr.
+    pub stdio: [RawFd; 3],
+}
+
+/// Starts the process `request` describes through the spawner; returns its
+/// pid once it has executed the program (or the reason it could not).
+pub(crate) fn spawn(request: &Request<'_>) -> io::Result<u32> {
+    let spawner = SPAWNER
+        .get()
+        .ok_or_else(|| io::Error::other("no spawner"))?;
+    let mut message = Vec::with_capacity(4096);
+    put(&mut message, request.program.as_os_str().as_bytes());
+    put(&mut message, request.workdir.as_os_str().as_bytes());
+    put_list(&mut message, request.args.iter().map(|arg| arg.as_bytes()));
+    put_list(&mut message, request.env.iter().map(|var| var.as_bytes()));
+    request.sandbox.encode(&mut message);
+    if message.len() > MAX_REQUEST {
+        return Err(io::Error::other(format!(
+            "the command line and env take {} bytes, over the {MAX_REQUEST} a start may",
+            message.len()
+        )));
+    }
+    let (status_read, status_write) = pipe()?;
+    let mut fds = vec![
+        request.stdio[0],
+        request.stdio[1],
+        request.stdio[2],
+        status_write.as_raw_fd(),
+    ];
+    if let Some(network) = request.sandbox.network_fd() {
+        fds.push(network);
+    }
+    let pid = {
+        let socket = spawner
+            .socket
+            .lock()
+            .map_err(|_| io::Error::other("the spawner's lock is poisoned"))?;
+        send_with_fds(socket.as_raw_fd(), &message, &fds)?;
+        let mut reply = [0u8; 8];
+        let got = receive(socket.as_raw_fd(), &mut reply)?;
+        if got != 8 {
+            return Err(io::Error::other("the spawner is gone"));
+        }
+        let pid = i32::from_ne_bytes(reply[..4].try_into().expect("4 bytes"));
+        let errno = i32::from_ne_bytes(reply[4..].try_into().expect("4 bytes"));
+        if pid <= 0 {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        pid
+    };
+    // Only the child's copy keeps the pipe open now: it closes at its exec.
+    drop(status_write);
+    let mut errno = [0u8; 4];
+    let mut filled = 0;
+    while filled < 4 {
+        // SAFETY: read(2) into the rest of a stack buffer.
+        let read = unsafe {
+            libc::read(
+                status_read.as_raw_fd(),
+                errno[filled..].as_mut_ptr().cast(),
+                4 - filled,
+            )
+        };
+        match read {
+            0 => break,
+            n if n > 0 => filled += n as usize,
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+    if filled == 4 {
+        // The child exited without exec: reap it, report why.
+        // SAFETY: waitpid(2) on our own child.
+        unsafe {
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok(pid as u32)
+}
+
+/// Waits for the server's child `pid` (started through the spawner) to exit,
+/// through a pidfd, and reaps it.
+pub(crate) async fn wait_for_exit(pid: u32) -> io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    // SAFETY: pidfd_open(2) of our own child; the descriptor is owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    let pidfd = if pidfd >= 0 {
+        // SAFETY: a fresh descriptor nobody else owns, which the AsyncFd
+        // owns (and so keeps open) for its whole life.
+        Some(unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                OwnedFd::from_raw_fd(pidfd as RawFd),
+                tokio::io::Interest::READABLE,
+            )
+        }?)
+    } else {
+        None
+    };
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid(2) on our own child, without blocking.
+        let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if reaped == pid as libc::pid_t {
+            return Ok(std::process::ExitStatus::from_raw(status));
+        }
+        if reaped < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+            continue;
+        }
+        match &pidfd {
+            Some(pidfd) => pidfd.readable().await?.clear_ready(),
+            // Kernels before 5.3: poll.
+            None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut ends = [0; 2];
+    // SAFETY: pipe2(2) fills two descriptors we own below.
+    if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) })
+}
+
+fn put(message: &mut Vec<u8>, bytes: &[u8]) {
+    message.extend((bytes.len() as u32).to_ne_bytes());
+    message.extend(bytes);
+}
+
+fn put_list<'a>(message: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a [u8]>) {
+    message.extend((items.len() as u32).to_ne_bytes());
+    for item in items {
+        put(message, item);
+    }
+}
+
+/// Reads what [`put`] and [`put_list`] wrote.
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn u32(&mut self) -> io::Result<u32> {
+        let (head, rest) = self
+            .rest
+            .split_at_checked(4)
+            .ok_or_else(|| io::Error::other("a short request"))?;
+        self.rest = rest;
+        Ok(u32::from_ne_bytes(head.try_into().expect("4 bytes")))
+    }
+
+    pub(crate) fn bytes(&mut self) -> io::Result<&'a [u8]> {
+        let length = self.u32()? as usize;
+        let (head, rest) = self
+            .rest
+            .split_at_checked(length)
+            .ok_or_else(|| io::Error::other("a short request"))?;
+        self.rest = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn c_string(&mut self) -> io::Result<CString> {
+        CString::new(self.bytes()?).map_err(|_| io::Error::other("a NUL inside a string"))
+    }
+
+    pub(crate) fn c_strings(&mut self) -> io::Result<Vec<CString>> {
+        let count = self.u32()?;
+        (0..count).map(|_| self.c_string()).collect()
+    }
+}
+
+fn send_with_fds(socket: RawFd, message: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let space = cmsg_space(fds.len());
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: message.as_ptr() as *mut libc::c_void,
+        iov_len: message.len(),
+    };
+    // SAFETY: msghdr and its control buffer are laid out as cmsg(3) says,
+    // in buffers that outlive the sendmsg call.
+    unsafe {
+        let mut header: libc::msghdr = std::mem::zeroed();
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&header);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            fds.as_ptr(),
+            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+            fds.len(),
+        );
+        loop {
+            if libc::sendmsg(socket, &header, libc::MSG_NOSIGNAL) >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+fn cmsg_space(fds: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic.
+    unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) as usize }
+}
+
+/// Receives one message and the descriptors it carries.
+fn receive_with_fds(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let space = cmsg_space(MAX_FDS);
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    // SAFETY: as in send_with_fds; the received descriptors are owned below.
+    unsafe {
+        let mut header: libc::msghdr = std::mem::zeroed();
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = space as _;
+        let got = loop {
+            let got = libc::recvmsg(socket, &mut header, libc::MSG_CMSG_CLOEXEC);
+            if got >= 0 {
+                break got as usize;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        let mut fds = Vec::new();
+        let mut cmsg = libc::CMSG_FIRSTHDR(&header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for index in 0..bytes / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(data.add(index).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&header, cmsg);
+        }
+        if header.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+            return Err(io::Error::other("a request too large for the spawner"));
+        }
+        Ok((got, fds))
+    }
+}
+
+fn receive(socket: RawFd, buffer: &mut [u8]) -> io::Result<usize> {
+    receive_with_fds(socket, buffer).map(|(got, _)| got)
+}
+
+/// The spawner's loop: one request at a time until the server's end closes.
+fn serve(socket: OwnedFd) -> ! {
+    // SAFETY: prctl and close_range on this process only.
+    unsafe {
+        // Gone with the server.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"berth-spawner".as_ptr(), 0, 0, 0);
+        // Keep stdio (the server's log) and the socket only.
+        let keep = socket.as_raw_fd();
+        if keep > 3 {
+            libc::close_range(3, (keep - 1) as u32, 0);
+        }
+        libc::close_range((keep + 1) as u32, u32::MAX, 0);
+    }
+    let mut buffer = vec![0u8; MAX_REQUEST];
+    loop {
+        let (got, fds) = match receive_with_fds(socket.as_raw_fd(), &mut buffer) {
+            Ok((0, _)) | Err(_) => std::process::exit(0),
+            Ok(received) => received,
+        };
+        let pid = match start_one(&buffer[..got], &fds) {
+            Ok(pid) => (pid, 0),
+            Err(err) => (-1, err.raw_os_error().unwrap_or(libc::EINVAL)),
+        };
+        drop(fds);
+        let mut reply = [0u8; 8];
+        reply[..4].copy_from_slice(&pid.0.to_ne_bytes());
+        reply[4..].copy_from_slice(&pid.1.to_ne_bytes());
+        // SAFETY: send(2) of a stack buffer.
+        unsafe {
+            libc::send(
+                socket.as_raw_fd(),
+                reply.as_ptr().cast(),
+                8,
+                libc::MSG_NOSIGNAL,
+            );
+        }
+    }
+}
+
+/// Decodes one request and forks its process (the server's child).
+fn start_one(message: &[u8], fds: &[OwnedFd]) -> io::Result<i32> {
+    let mut reader = Reader { rest: message };
+    let program = reader.c_string()?;
+    let workdir = reader.c_string()?;
+    let args = reader.c_strings()?;
+    let env = reader.c_strings()?;
+    let fd_at = |index: usize| fds.get(index).map(|fd| fd.as_raw_fd());
+    let (Some(stdin), Some(stdout), Some(stderr), Some(status)) =
+        (fd_at(0), fd_at(1), fd_at(2), fd_at(3))
+    else {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    };
+    let mut sandbox = PreparedSandbox::decode(&mut reader, fd_at(4))?;
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|arg| arg.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|var| var.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: clone(2) without a new stack is a fork whose child's parent is
+    // ours (the server); this process is single-threaded, so the child may
+    // go on with ordinary code until it execs or exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(pid as i32);
+    }
+    // The instance's process. Its descriptors are the spawner's, not the
+    // server's: keep the two it needs off the number the sandbox reserves.
+    let mut status = status;
+    let failed = (|| -> io::Result<()> {
+        status = sandbox.clear_of_reserved(status)?;
+        if let Some(network) = sandbox.network_fd() {
+            sandbox.clear_of_reserved(network)?;
+        }
+        // SAFETY: descriptor and process-attribute system calls on this
+        // process; the strings and arrays live on until exec.
+        unsafe {
+            for (from, to) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
+                if libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            sandbox.enter()?;
+            // After the user change, which clears it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::chdir(workdir.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        Err(io::Error::last_os_error())
+    })()
+    .err()
+    .and_then(|err| err.raw_os_error())
+    .unwrap_or(libc::EINVAL);
+    // SAFETY: write(2) of a stack value to the status pipe, then _exit.
+    unsafe {
+        libc::write(status, (&raw const failed).cast(), 4);
+        libc::_exit(127)
+    }
+}
+
+/// Finds `program` the way a shell would, in `path` (`:`-separated) unless
+/// it names a path itself.
+pub(crate) fn resolve(program: &str, path: &str, workdir: &Path) -> PathBuf {
+    if program.contains('/') {
+        let candidate = Path::new(program);
+        return if candidate.is_absolute() {
+            candidate.to_path_buf()
+        } else {
+            workdir.join(candidate)
+        };
+    }
+    for dir in path.split(':').filter(|dir| !dir.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(program)
+}
+
+/// `KEY=value` for the env of a request.
+pub(crate) fn env_entry(key: &str, value: &std::ffi::OsStr) -> OsString {
+    let mut entry = OsString::from(key);
+    entry.push("=");
+    entry.push(value);
+    entry
+}
+
+/// Turns bytes back into an `OsString` (for tests).
+#[cfg(test)]
+fn os(bytes: &[u8]) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    OsString::from_vec(bytes.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_lists_read_back_as_written() {
+        let mut message = Vec::new();
+        put(&mut message, b"/bin/app");
+        put_list(&mut message, [&b"app"[..], b"--port", b"8080"].into_iter());
+        let mut reader = Reader { rest: &message };
+        assert_eq!(reader.c_string().unwrap().as_bytes(), b"/bin/app");
+        let args: Vec<OsString> = reader
+            .c_strings()
+            .unwrap()
+            .iter()
+            .map(|arg| os(arg.as_bytes()))
+            .collect();
+        assert_eq!(args, ["app", "--port", "8080"]);
+        assert!(reader.u32().is_err(), "nothing is left");
+    }
+
+    #[test]
+    fn programs_resolve_through_the_path_or_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let app = bin.join("app");
+        std::fs::write(&app, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("/nonexistent:{}:/usr/bin", bin.display());
+        assert_eq!(resolve("app", &path, dir.path()), app);
+        assert_eq!(
+            resolve("./bin/app", &path, dir.path()),
+            dir.path().join("./bin/app")
+        );
+        assert_eq!(resolve("/bin/sh", &path, dir.path()), Path::new("/bin/sh"));
+        assert_eq!(resolve("missing", &path, dir.path()), Path::new("missing"));
+    }
+}
