@@ -590,11 +590,15 @@ impl Reconciler {
                     self.start_instance(release, &spec, process, command, serves_http, fixed_port)
                 {
                     self.record_failure(&app.app, process, &reason);
-                    self.event(
-                        &app.app,
-                        "instance.failed",
-                        &format!("cannot start {process} (v{}): {reason}", release.version),
-                    );
+                    let text = format!("cannot start {process} (v{}): {reason}", release.version);
+                    self.event(&app.app, "instance.failed", &text);
+                    // A deploy waiting for this release fails now, with why.
+                    let _ = self.failures.send(StartFailure {
+                        app: app.app.clone(),
+                        release: release.version,
+                        instance: process.to_string(),
+                        reason: text,
+                    });
                     break;
                 }
             }

@@ -523,3 +523,31 @@ async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but
     );
     drop(host_loopback);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_command_cannot_run_fails_and_the_old_one_keeps_serving() {
+    setup();
+    // As root this goes through the spawner; the exec's failure must come
+    // back as the deploy's, not as a silent crash loop.
+    let server = TestServer::start().await;
+    let dir = deploy_plain(&server, "badcmd", "").await;
+    assert_eq!(server.get("badcmd", "/").await.status, 200);
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"badcmd\"\n[processes]\nweb = \"no-such-program --port 1\"\n",
+    )
+    .unwrap();
+    let out = server.fails_in(dir.path(), &["deploy"]).await;
+    assert!(
+        out.stderr.contains("no-such-program"),
+        "the deploy names the command: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("No such file or directory"),
+        "and why it could not start: {}",
+        out.stderr
+    );
+    let answer = server.get("badcmd", "/").await;
+    assert_eq!(answer.status, 200, "v1 still serves: {}", answer.body);
+}
