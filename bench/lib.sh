@@ -46,4 +46,12 @@ rss_kib() { # PID
     awk '/^VmRSS/ {print $2}' "/proc/$1/status"
 }
 
+berth_rss_kib() { # the server and its spawner (as root), in KiB
+    local total; total=$(rss_kib "$SERVER_PID")
+    for child in $(pgrep -P "$SERVER_PID" -x berth-spawner || true); do
+        total=$((total + $(rss_kib "$child")))
+    done
+    echo "$total"
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

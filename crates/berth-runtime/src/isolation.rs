@@ -420,6 +420,7 @@ fn become_pid_one(reexec: bool) -> io::Result<()> {
         }
         if init > 0 {
             // The host-side process: wait for pid 1, then exit as the app did.
+            libc::prctl(libc::PR_SET_NAME, c"berth-wait".as_ptr(), 0, 0, 0);
             keep_only(status_pipe[0]);
             if reexec {
                 exec_self(WAIT_NAME, init);
@@ -428,6 +429,7 @@ fn become_pid_one(reexec: bool) -> io::Result<()> {
         }
         // Pid 1 of the new namespace.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"berth-init".as_ptr(), 0, 0, 0);
         check(libc::mount(
             c"proc".as_ptr(),
             c"/proc".as_ptr(),
