@@ -15,9 +15,17 @@ copy_example hello "$WORK/hello"
 printf 'app = "hello"\n[[vm]]\ncpus = 2\nmemory = "512mb"\n' >"$WORK/hello/berth.toml"
 (cd "$WORK/hello" && "$BERTH" up >/dev/null 2>"$WORK/up.log") || { cat "$WORK/up.log"; exit 1; }
 PORT=$("$BERTH" status --app hello --json | json_field 'd["instances"][0]["port"]')
+PID=$("$BERTH" status --app hello --json | json_field 'd["instances"][0]["pid"]')
 ROUTER_PORT=${ROUTER_URL##*:}
+# As root the instance has a network namespace of its own: the direct path
+# and nginx run in it (nginx listens on the instance's loopback), so all
+# three reach the same instance the same way; berth's router crosses in.
+IN_NS=()
+if [ "$(readlink "/proc/$PID/ns/net")" != "$(readlink /proc/self/ns/net)" ]; then
+    IN_NS=(nsenter "--net=/proc/$PID/ns/net")
+fi
 
-NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+NGINX_PORT=$("${IN_NS[@]}" python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx.conf" <<CONF
 worker_processes 2;
@@ -41,7 +49,7 @@ http {
     }
 }
 CONF
-nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
+"${IN_NS[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
 sleep 0.3
 
 run() { # NAME URL [HOST]
@@ -49,7 +57,7 @@ run() { # NAME URL [HOST]
     if [ -n "${3:-}" ]; then
         out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: $3" "$2")
     else
-        out=$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+        out=$("${IN_NS[@]}" wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
     fi
     local rps p50 p99 errors
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
