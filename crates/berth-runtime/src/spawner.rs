@@ -284,14 +284,10 @@ fn send_with_fds(socket: RawFd, message: &[u8], fds: &[RawFd]) -> io::Result<()>
         iov_base: message.as_ptr() as *mut libc::c_void,
         iov_len: message.len(),
     };
-    // SAFETY: msghdr and its control buffer are laid out as cmsg(3) says,
-    // in buffers that outlive the sendmsg call.
+    let header = message_header(&mut iov, &mut control);
+    // SAFETY: the control buffer has room for one SCM_RIGHTS message with
+    // these descriptors (cmsg(3)); both buffers outlive the sendmsg call.
     unsafe {
-        let mut header: libc::msghdr = std::mem::zeroed();
-        header.msg_iov = &mut iov;
-        header.msg_iovlen = 1;
-        header.msg_control = control.as_mut_ptr().cast();
-        header.msg_controllen = space as _;
         let cmsg = libc::CMSG_FIRSTHDR(&header);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -313,6 +309,18 @@ fn send_with_fds(socket: RawFd, message: &[u8], fds: &[RawFd]) -> io::Result<()>
     }
 }
 
+/// A message header over one buffer and a control buffer (both must outlive
+/// its use).
+fn message_header(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct; all-zero is a valid empty one.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = control.len() as _;
+    header
+}
+
 fn cmsg_space(fds: usize) -> usize {
     // SAFETY: CMSG_SPACE is arithmetic.
     unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) as usize }
@@ -326,13 +334,9 @@ fn receive_with_fds(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<
         iov_base: buffer.as_mut_ptr().cast(),
         iov_len: buffer.len(),
     };
+    let mut header = message_header(&mut iov, &mut control);
     // SAFETY: as in send_with_fds; the received descriptors are owned below.
     unsafe {
-        let mut header: libc::msghdr = std::mem::zeroed();
-        header.msg_iov = &mut iov;
-        header.msg_iovlen = 1;
-        header.msg_control = control.as_mut_ptr().cast();
-        header.msg_controllen = space as _;
         let got = loop {
             let got = libc::recvmsg(socket, &mut header, libc::MSG_CMSG_CLOEXEC);
             if got >= 0 {

@@ -89,6 +89,9 @@ async fn load_scales_out_to_the_maximum_and_back_in_never_below_the_minimum() {
         web(&status)["why"].as_str().unwrap().contains("load"),
         "{status:#}"
     );
+    // Instances start in milliseconds: keep the load on the grown group a
+    // while, so it is served by all three, not only during the growth.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let report = load.finish().await;
     assert_eq!(report.failed, 0, "{:?}", report.failures);
     assert!(report.ok > 10, "{report:?}");
