@@ -1,5 +1,6 @@
 //! The process driver: each instance is a child process group.
 
+use std::ffi::OsString;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -72,36 +73,11 @@ impl Driver for ProcessDriver {
     ) -> Result<RunningInstance, DriverError> {
         let base_path =
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        // A plain `program arg…` is executed directly: no shell to start
-        // (it costs about a millisecond, which a cold start notices).
-        let mut command = match plain_words(&spec.command) {
-            Some(words) => {
-                let mut command = Command::new(words[0]);
-                command.args(&words[1..]);
-                command
-            }
-            None => {
-                let mut command = Command::new("/bin/sh");
-                command.arg("-c").arg(shell_line(&spec.command));
-                command
-            }
-        };
-        command
-            .current_dir(&spec.workdir)
-            .env_clear()
-            .env("PATH", format!("{}:{base_path}", spec.bin_dir.display()))
-            .env("HOME", &spec.workdir)
-            .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        for (key, value) in &spec.env {
-            command.env(key, value);
-        }
+        let path = format!("{}:{base_path}", spec.bin_dir.display());
+        let argv = command_line(&spec.command);
         let root = isolation::is_root();
         let sandbox_spec = spec.sandbox.as_ref().filter(|_| root);
+        let env = instance_env(spec, &path, sandbox_spec.is_some());
         let prepare_error = |what: &str, source: std::io::Error| DriverError::Spawn {
             command: format!("{} ({what})", spec.command),
             source,
@@ -130,14 +106,11 @@ impl Driver for ProcessDriver {
         } else {
             None
         };
-        if sandbox_spec.is_some() {
-            command.env("TMPDIR", "/tmp");
-        }
         let started = match &sandbox {
             Some(prepared) if sandbox_spec.is_some() && crate::spawner::available() => {
-                start_through_spawner(spec, prepared, &base_path)
+                start_through_spawner(argv, &env, &path, &spec.workdir, prepared)
             }
-            _ => start_forked(command, sandbox),
+            _ => start_forked(&argv, &env, &spec.workdir, sandbox),
         };
         let Started {
             pid,
@@ -207,11 +180,56 @@ struct Started {
     exit: std::pin::Pin<Box<dyn Future<Output = std::io::Result<std::process::ExitStatus>> + Send>>,
 }
 
-/// Forks the caller to start `command` (entering `sandbox` first, if any).
+/// A plain `program arg…` is executed directly: no shell to start (it
+/// costs about a millisecond, which a cold start notices); anything else
+/// runs under `/bin/sh -c`.
+fn command_line(command: &str) -> Vec<OsString> {
+    match plain_words(command) {
+        Some(words) => words.iter().map(OsString::from).collect(),
+        None => vec!["/bin/sh".into(), "-c".into(), shell_line(command).into()],
+    }
+}
+
+/// The whole env of an instance: `PATH` (its slug's bin first), `HOME`,
+/// `LANG`, the spec's env (which may override them), and `TMPDIR` when it
+/// has a private `/tmp`.
+fn instance_env(
+    spec: &InstanceSpec,
+    path: &str,
+    private_tmp: bool,
+) -> std::collections::BTreeMap<String, OsString> {
+    let mut env = std::collections::BTreeMap::new();
+    env.insert("PATH".to_string(), OsString::from(path));
+    env.insert("HOME".to_string(), spec.workdir.clone().into_os_string());
+    env.insert("LANG".to_string(), OsString::from("C.UTF-8"));
+    for (key, value) in &spec.env {
+        env.insert(key.clone(), OsString::from(value));
+    }
+    if private_tmp {
+        env.insert("TMPDIR".to_string(), OsString::from("/tmp"));
+    }
+    env
+}
+
+/// Forks the caller to run `argv` with exactly `env` in `workdir`
+/// (entering `sandbox` first, if any).
 fn start_forked(
-    mut command: Command,
+    argv: &[OsString],
+    env: &std::collections::BTreeMap<String, OsString>,
+    workdir: &std::path::Path,
     sandbox: Option<isolation::PreparedSandbox>,
 ) -> std::io::Result<Started> {
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .current_dir(workdir)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
     // The hook makes only async-signal-safe system calls, with strings
     // and files prepared before the fork.
     #[allow(unsafe_code)]
@@ -243,55 +261,29 @@ fn start_forked(
     })
 }
 
-/// Starts `spec` in `sandbox` through the spawner (see [`crate::spawner`]):
-/// the same env, working directory and output as [`start_forked`].
+/// Runs `argv` with `env` in `workdir` and `sandbox` through the spawner
+/// (see [`crate::spawner`]), as [`start_forked`] would.
 fn start_through_spawner(
-    spec: &InstanceSpec,
+    argv: Vec<OsString>,
+    env: &std::collections::BTreeMap<String, OsString>,
+    path: &str,
+    workdir: &std::path::Path,
     sandbox: &isolation::PreparedSandbox,
-    base_path: &str,
 ) -> std::io::Result<Started> {
-    use crate::spawner::env_entry;
-    use std::ffi::OsString;
-    let path = format!("{}:{base_path}", spec.bin_dir.display());
-    let (program, args): (std::path::PathBuf, Vec<OsString>) = match plain_words(&spec.command) {
-        Some(words) => (
-            crate::spawner::resolve(words[0], &path, &spec.workdir),
-            words.iter().map(OsString::from).collect(),
-        ),
-        None => (
-            "/bin/sh".into(),
-            vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                shell_line(&spec.command).into(),
-            ],
-        ),
-    };
-    // Later settings of a key win, as with a Command's env.
-    let mut env = std::collections::BTreeMap::new();
-    for (key, value) in [
-        ("PATH", path.as_str()),
-        ("HOME", &spec.workdir.to_string_lossy()),
-        ("LANG", "C.UTF-8"),
-    ] {
-        env.insert(key.to_string(), OsString::from(value));
-    }
-    for (key, value) in &spec.env {
-        env.insert(key.clone(), OsString::from(value));
-    }
-    env.insert("TMPDIR".into(), "/tmp".into());
+    // The spawner searches no PATH: find the program as the exec would.
+    let program = crate::spawner::resolve(&argv[0].to_string_lossy(), path, workdir);
     let stdin = std::fs::File::open("/dev/null")?;
     let (stdout_read, stdout_write) = std::io::pipe()?;
     let (stderr_read, stderr_write) = std::io::pipe()?;
     use std::os::fd::AsRawFd;
     let pid = crate::spawner::spawn(&crate::spawner::Request {
         program: &program,
-        args,
+        args: argv,
         env: env
             .iter()
-            .map(|(key, value)| env_entry(key, value))
+            .map(|(key, value)| crate::spawner::env_entry(key, value))
             .collect(),
-        workdir: &spec.workdir,
+        workdir,
         sandbox,
         stdio: [
             stdin.as_raw_fd(),

@@ -9,7 +9,7 @@
 //! host's loopback. Nothing else on the host (other apps' instances, other
 //! apps' Redis) is reachable from inside.
 //!
-//! The world outside, two ways ([`Egress`]):
+//! The world outside, two ways (the server's [`Networks`] picks one):
 //!
 //! - **direct** (root with nftables): the namespace has a veth link to the
 //!   host (`eth0` inside, `bthN` outside, a /30 of `10.233.0.0/16`, see
@@ -88,15 +88,6 @@ impl InstanceNetwork {
             env,
         })
     }
-}
-
-/// How instances in namespaces reach the world outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Egress {
-    /// A veth link, forwarding and NAT: any protocol.
-    Direct,
-    /// The HTTP proxy inside the namespace.
-    Proxy,
 }
 
 /// The host's nftables rules for direct egress, one table replaced whole
@@ -286,20 +277,23 @@ impl NamespacePool {
 
 /// The server's way of giving instances networks of their own.
 pub struct Networks {
-    egress: Egress,
-    policy: EgressPolicy,
-    pool: Option<Arc<NamespacePool>>,
+    mode: Mode,
+}
+
+enum Mode {
+    /// Instances share the host's network (no root, or isolation off).
+    Shared,
+    /// Fixed-port apps get a namespace with the HTTP egress proxy.
+    Proxy(EgressPolicy),
+    /// Every sandboxed process gets a linked namespace from the pool.
+    Direct(Arc<NamespacePool>),
 }
 
 impl Networks {
     /// Instances share the host's network (no root, or isolation off):
     /// nothing is ever prepared.
     pub fn none() -> Networks {
-        Networks {
-            egress: Egress::Proxy,
-            policy: EgressPolicy::from_env(),
-            pool: None,
-        }
+        Networks { mode: Mode::Shared }
     }
 
     /// Chooses the egress for a server whose instances are sandboxed:
@@ -308,25 +302,25 @@ impl Networks {
     /// be had is an error.
     pub fn detect() -> Result<Networks, String> {
         let asked = std::env::var("BERTH_EGRESS").unwrap_or_default();
-        let egress = match asked.as_str() {
+        let mode = match asked.as_str() {
             "proxy" => {
                 tracing::info!(
                     "egress: through the HTTP proxy in each namespace (BERTH_EGRESS=proxy); apps on $PORT share the host's network"
                 );
-                Egress::Proxy
+                Mode::Proxy(EgressPolicy::from_env())
             }
             "" | "direct" => match install_direct_egress() {
                 Ok(()) => {
                     tracing::info!(
                         "egress: direct, each instance in a network namespace of its own with a NATed veth link (10.233.0.0/16, bth*)"
                     );
-                    Egress::Direct
+                    Mode::Direct(NamespacePool::start())
                 }
                 Err(reason) if asked.is_empty() => {
                     tracing::warn!(
                         "egress: {reason}; instances on a fixed port reach the outside through an HTTP proxy, and apps on $PORT share the host's network"
                     );
-                    Egress::Proxy
+                    Mode::Proxy(EgressPolicy::from_env())
                 }
                 Err(reason) => return Err(format!("BERTH_EGRESS=direct: {reason}")),
             },
@@ -336,20 +330,11 @@ impl Networks {
                 ));
             }
         };
-        Ok(Networks {
-            egress,
-            policy: EgressPolicy::from_env(),
-            pool: (egress == Egress::Direct).then(NamespacePool::start),
-        })
+        Ok(Networks { mode })
     }
 
-    /// The egress in force.
-    pub fn egress(&self) -> Egress {
-        self.egress
-    }
-
-    /// The network of a new instance of `app` whose sandbox is `sandboxed`,
-    /// listening on a fixed port or not: a namespace with bridges to the
+    /// The network of a new sandboxed instance of `app`, listening on a
+    /// fixed port or not: a namespace with bridges to the
     /// services it uses, or `None` when it shares the host's network.
     pub fn prepare(
         &self,
@@ -358,16 +343,15 @@ impl Networks {
         spec: &AppSpec,
         fixed_port: bool,
     ) -> Result<Option<InstanceNetwork>, String> {
-        let netns = match (&self.pool, self.egress) {
-            (Some(pool), Egress::Direct) => pool
-                .take()
-                .map_err(|err| format!("cannot make a network namespace: {err}"))?,
-            (_, Egress::Proxy) if fixed_port => {
-                NetNs::create().map_err(|err| format!("cannot make a network namespace: {err}"))?
+        let made = match &self.mode {
+            Mode::Direct(pool) => pool.take().map(|netns| (netns, None)),
+            Mode::Proxy(policy) if fixed_port => {
+                NetNs::create().map(|netns| (netns, Some(*policy)))
             }
             _ => return Ok(None),
         };
-        let proxy = (self.egress == Egress::Proxy).then_some(self.policy);
+        let (netns, proxy) =
+            made.map_err(|err| format!("cannot make a network namespace: {err}"))?;
         InstanceNetwork::prepare(netns, resources, app, spec, proxy).map(Some)
     }
 }
