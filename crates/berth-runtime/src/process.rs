@@ -108,7 +108,13 @@ impl Driver for ProcessDriver {
         };
         let started = match &sandbox {
             Some(prepared) if sandbox_spec.is_some() && crate::spawner::available() => {
-                start_through_spawner(argv, &env, &path, &spec.workdir, prepared)
+                match start_through_spawner(argv.clone(), &env, &path, &spec.workdir, prepared) {
+                    // It died under us: this start, and later ones, fork.
+                    Err(_) if !crate::spawner::available() => {
+                        start_forked(&argv, &env, &spec.workdir, sandbox)
+                    }
+                    started => started,
+                }
             }
             _ => start_forked(&argv, &env, &spec.workdir, sandbox),
         };

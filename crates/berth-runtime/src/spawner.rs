@@ -29,10 +29,14 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::isolation::PreparedSandbox;
 
-/// The server's end of the spawner's socket.
+/// The server's end of the spawner's socket, and the spawner's pid.
 struct Spawner {
     socket: Mutex<OwnedFd>,
+    pid: libc::pid_t,
 }
+
+/// Set once the spawner is found dead: starts fork from the server again.
+static GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
 
@@ -78,13 +82,26 @@ pub fn start() -> io::Result<()> {
     drop(spawner_end);
     let _ = SPAWNER.set(Spawner {
         socket: Mutex::new(server_end),
+        pid,
     });
     Ok(())
 }
 
-/// Whether starts go through the spawner.
+/// Whether starts go through the spawner (it was started and is alive).
 pub(crate) fn available() -> bool {
-    SPAWNER.get().is_some()
+    SPAWNER.get().is_some() && !GONE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Notes that the spawner died (and reaps it: it is the server's child).
+fn gone(spawner: &Spawner) -> io::Error {
+    if !GONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!("the spawner is gone; instances fork from the server from now on");
+        // SAFETY: waitpid(2) on our own child, without blocking.
+        unsafe {
+            libc::waitpid(spawner.pid, std::ptr::null_mut(), libc::WNOHANG);
+        }
+    }
+    io::Error::new(io::ErrorKind::BrokenPipe, "the spawner is gone")
 }
 
 /// What the server asks for.
@@ -136,11 +153,21 @@ pub(crate) fn spawn(request: &Request<'_>) -> io::Result<u32> {
             .socket
             .lock()
             .map_err(|_| io::Error::other("the spawner's lock is poisoned"))?;
-        send_with_fds(socket.as_raw_fd(), &message, &fds)?;
         let mut reply = [0u8; 8];
-        let got = receive(socket.as_raw_fd(), &mut reply)?;
-        if got != 8 {
-            return Err(io::Error::other("the spawner is gone"));
+        match send_with_fds(socket.as_raw_fd(), &message, &fds)
+            .and_then(|()| receive(socket.as_raw_fd(), &mut reply))
+        {
+            Ok(8) => {}
+            Ok(_) => return Err(gone(spawner)),
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+                ) =>
+            {
+                return Err(gone(spawner));
+            }
+            Err(err) => return Err(err),
         }
         let pid = i32::from_ne_bytes(reply[..4].try_into().expect("4 bytes"));
         let errno = i32::from_ne_bytes(reply[4..].try_into().expect("4 bytes"));

@@ -551,3 +551,51 @@ async fn a_release_whose_command_cannot_run_fails_and_the_old_one_keeps_serving(
     let answer = server.get("badcmd", "/").await;
     assert_eq!(answer.status, 200, "v1 still serves: {}", answer.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_still_start_when_the_spawner_is_gone() {
+    setup();
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: the spawner runs as root only");
+        return;
+    }
+    let server = TestServer::start().await;
+    deploy_plain(&server, "nospawner", "").await;
+    // The server's spawner: its child named berth-spawner.
+    let children = std::fs::read_to_string(format!(
+        "/proc/{pid}/task/{pid}/children",
+        pid = server.pid()
+    ))
+    .unwrap();
+    let spawner: Vec<u32> = children
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|name| name.trim() == "berth-spawner")
+        })
+        .collect();
+    assert_eq!(spawner.len(), 1, "one spawner among {children}");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &spawner[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // New instances still start (forked from the server now), sandboxed.
+    server.ok(&["scale", "web=2", "--app", "nospawner"]).await;
+    server
+        .wait_for_status("nospawner", Duration::from_secs(30), |status| {
+            status["instances"]
+                .as_array()
+                .is_some_and(|all| all.iter().filter(|i| i["healthy"] == true).count() == 2)
+        })
+        .await;
+    // The start that found it dead forked instead: no start failed.
+    let events = server.ok(&["events", "--app", "nospawner"]).await.stdout;
+    assert!(!events.contains("cannot start"), "{events}");
+    for _ in 0..4 {
+        let whoami = server.get("nospawner", "/whoami").await;
+        assert_eq!(whoami.status, 200);
+        assert_ne!(whoami.body.trim(), "0", "still the app's own user");
+    }
+}
