@@ -292,6 +292,13 @@ impl PreparedSandbox {
         }
     }
 
+    /// Whether a standby process (see [`crate::spawner`]) can become this
+    /// sandbox's process: its namespaces (mount, IPC, pid) are the ones a
+    /// standby made ahead; what is left is per instance (network, files, user).
+    pub(crate) fn fits_standby(&self) -> bool {
+        self.user.is_some() && self.pid_namespace
+    }
+
     /// In the child, before exec: a mount and IPC
     /// namespace of its own in which mounts do not propagate back to the
     /// host, a fresh `/tmp`, the bind mounts; then the app's own user (no
@@ -314,62 +321,77 @@ impl PreparedSandbox {
             if self.pid_namespace {
                 flags |= libc::CLONE_NEWPID;
             }
-            // SAFETY: unshare, mount and mkdir are system calls,
-            // async-signal-safe; the strings were made before the fork and
-            // live as long as `self`.
-            unsafe {
-                check(libc::unshare(flags))?;
-                check(libc::mount(
-                    c"none".as_ptr(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
-                if let Some(reserved) = self.old_tmp_at {
-                    let fd = libc::open(
-                        c"/tmp".as_ptr(),
-                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    );
-                    if fd < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    if libc::dup3(fd, reserved, libc::O_CLOEXEC) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    libc::close(fd);
-                }
-                if self.private_tmp {
-                    check(libc::mount(
-                        c"tmpfs".as_ptr(),
-                        c"/tmp".as_ptr(),
-                        c"tmpfs".as_ptr(),
-                        libc::MS_NOSUID | libc::MS_NODEV,
-                        c"mode=1777,size=64m".as_ptr().cast(),
-                    ))?;
-                    for dir in &self.tmp_dirs {
-                        if libc::mkdir(dir.as_ptr(), 0o755) != 0
-                            && *libc::__errno_location() != libc::EEXIST
-                        {
-                            return Err(io::Error::last_os_error());
-                        }
-                    }
-                }
-                for (source, destination) in &self.binds {
-                    check(libc::mount(
-                        source.as_ptr(),
-                        destination.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND | libc::MS_REC,
-                        std::ptr::null(),
-                    ))?;
-                }
-            }
+            unshare_private(flags)?;
+            self.mount_files()?;
         }
         if self.pid_namespace {
             // Returns only in the process that goes on to exec the app.
             become_pid_one(self.reexec)?;
         }
+        self.become_user()
+    }
+
+    /// In a standby process that was made by [`enter_standby`]: what is
+    /// left of [`PreparedSandbox::enter`], the parts that belong to this
+    /// instance (its network, `/tmp`, bind mounts and user).
+    pub(crate) fn enter_from_standby(&self) -> io::Result<()> {
+        if let Some(network) = self.network_fd {
+            crate::netns::enter(network)?;
+        }
+        self.mount_files()?;
+        self.become_user()
+    }
+
+    /// The fresh `/tmp` and the bind mounts, in the mount namespace the
+    /// caller has of its own.
+    fn mount_files(&self) -> io::Result<()> {
+        // SAFETY: open, dup3, mount and mkdir are system calls,
+        // async-signal-safe; the strings were made before the fork and
+        // live as long as `self`.
+        unsafe {
+            if let Some(reserved) = self.old_tmp_at {
+                let fd = libc::open(
+                    c"/tmp".as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::dup3(fd, reserved, libc::O_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            if self.private_tmp {
+                check(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/tmp".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    c"mode=1777,size=64m".as_ptr().cast(),
+                ))?;
+                for dir in &self.tmp_dirs {
+                    if libc::mkdir(dir.as_ptr(), 0o755) != 0
+                        && *libc::__errno_location() != libc::EEXIST
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+            for (source, destination) in &self.binds {
+                check(libc::mount(
+                    source.as_ptr(),
+                    destination.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn become_user(&self) -> io::Result<()> {
         if let Some((uid, gid)) = self.user {
             // SAFETY: plain system calls with integer arguments.
             unsafe {
@@ -380,6 +402,32 @@ impl PreparedSandbox {
         }
         Ok(())
     }
+}
+
+/// New namespaces (`flags` for unshare(2)) of which the mount namespace
+/// does not propagate mounts back to the host.
+fn unshare_private(flags: i32) -> io::Result<()> {
+    // SAFETY: unshare and mount with constant strings; async-signal-safe.
+    unsafe {
+        check(libc::unshare(flags))?;
+        check(libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))
+    }
+}
+
+/// In a fresh child of the spawner: makes it a standby, the namespaces
+/// every isolated instance gets (mount, IPC, pid, with the init of
+/// [`become_pid_one`]) made before any instance asks. Returns in pid 2,
+/// which then waits to become an instance ([`PreparedSandbox::enter_from_standby`]).
+pub(crate) fn enter_standby() -> io::Result<()> {
+    set_umask(0o022);
+    unshare_private(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID)?;
+    become_pid_one(false)
 }
 
 /// The signals a stop sends to the instance's process group; the two

@@ -18,6 +18,16 @@
 //! server waits for it, through a pidfd), and replies with its pid. Whether
 //! the exec succeeded comes back to the server, as with a plain spawn,
 //! through a close-on-exec pipe that the server made and sent along.
+//!
+//! A start does not wait for those forks either: the spawner keeps a
+//! *standby* ready, a process already in the namespaces every isolated
+//! instance gets (mount, IPC, pid: its waiting process, the init, and pid 2
+//! waiting to be told what to run). The server hands a start straight to
+//! it, over a socket of its own; it joins the instance's network, mounts
+//! its files, becomes its user and executes the app. The spawner makes the
+//! next standby a little later ([`STANDBY_DELAY`]), so that the fork does
+//! not compete with the app starting; a start that finds none is forked as
+//! before.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsString};
@@ -31,9 +41,58 @@ use crate::isolation::PreparedSandbox;
 
 /// The server's end of the spawner's socket, and the spawner's pid.
 struct Spawner {
-    socket: Mutex<OwnedFd>,
+    channel: Mutex<Channel>,
     pid: libc::pid_t,
 }
+
+/// What the server holds of the spawner, behind one lock.
+struct Channel {
+    socket: OwnedFd,
+    /// A standby the spawner made, not yet used.
+    standby: Option<Standby>,
+    /// Whether a standby was asked for and has not arrived yet.
+    asked: bool,
+}
+
+/// A process ready to become an instance (see the module's docs).
+struct Standby {
+    /// Its waiting process: the server's child, the instance's main process.
+    pid: libc::pid_t,
+    /// The server's end of its socket.
+    socket: OwnedFd,
+}
+
+impl Standby {
+    /// Lets it go unused: it exits when its socket closes, and is reaped.
+    fn retire(self) {
+        let Standby { pid, socket } = self;
+        drop(socket);
+        let _ = std::thread::Builder::new()
+            .name("berth-reap".into())
+            .spawn(move || {
+                // SAFETY: waitpid(2) on our own child, which is exiting.
+                unsafe {
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+            });
+    }
+}
+
+/// Messages between the server and the spawner start with one of these.
+mod tag {
+    /// Server → spawner: start a process (a [`super::Request`] follows).
+    pub const START: u32 = 1;
+    /// Server → spawner: make a standby. Spawner → server: here is one
+    /// (its pid follows, its socket comes as a descriptor).
+    pub const STANDBY: u32 = 2;
+    /// Spawner → server: the answer to a start (pid and errno follow).
+    pub const STARTED: u32 = 3;
+}
+
+/// How long after a standby was asked for the spawner makes it, unless
+/// asked to start something meanwhile: the fork must not compete with the
+/// instance that just took the last one.
+pub const STANDBY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Set once the spawner is found dead: starts fork from the server again.
 static GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -81,7 +140,11 @@ pub fn start() -> io::Result<()> {
     }
     drop(spawner_end);
     let _ = SPAWNER.set(Spawner {
-        socket: Mutex::new(server_end),
+        channel: Mutex::new(Channel {
+            socket: server_end,
+            standby: None,
+            asked: false,
+        }),
         pid,
     });
     Ok(())
@@ -93,7 +156,11 @@ pub(crate) fn available() -> bool {
 }
 
 /// Notes that the spawner died (and reaps it: it is the server's child).
-fn gone(spawner: &Spawner) -> io::Error {
+/// Its standby, if any, is let go: later starts fork from the server.
+fn gone(spawner: &Spawner, channel: &mut Channel) -> io::Error {
+    if let Some(standby) = channel.standby.take() {
+        standby.retire();
+    }
     if !GONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!("the spawner is gone; instances fork from the server from now on");
         // SAFETY: waitpid(2) on our own child, without blocking.
@@ -149,30 +216,38 @@ pub(crate) fn spawn(request: &Request<'_>) -> io::Result<u32> {
         fds.push(network);
     }
     let pid = {
-        let socket = spawner
-            .socket
+        let mut channel = spawner
+            .channel
             .lock()
             .map_err(|_| io::Error::other("the spawner's lock is poisoned"))?;
-        let mut reply = [0u8; 8];
-        match send_with_fds(socket.as_raw_fd(), &message, &fds)
-            .and_then(|()| receive(socket.as_raw_fd(), &mut reply))
+        let channel = &mut *channel;
+        take_notices(channel);
+        let mut started = None;
+        if request.sandbox.fits_standby()
+            && let Some(standby) = channel.standby.take()
         {
-            Ok(8) => {}
-            Ok(_) => return Err(gone(spawner)),
-            Err(err)
-                if matches!(
-                    err.raw_os_error(),
-                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
-                ) =>
-            {
-                return Err(gone(spawner));
+            match send_with_fds(standby.socket.as_raw_fd(), &message, &fds) {
+                Ok(()) => started = Some(standby.pid),
+                // It died unused (killed by hand, say): start as before.
+                Err(_) => standby.retire(),
             }
-            Err(err) => return Err(err),
         }
-        let pid = i32::from_ne_bytes(reply[..4].try_into().expect("4 bytes"));
-        let errno = i32::from_ne_bytes(reply[4..].try_into().expect("4 bytes"));
-        if pid <= 0 {
-            return Err(io::Error::from_raw_os_error(errno));
+        let pid = match started {
+            Some(pid) => pid,
+            None => start_in_spawner(spawner, channel, &message, &fds)?,
+        };
+        if channel.standby.is_none() && !channel.asked {
+            let ask = tag::STANDBY.to_ne_bytes();
+            // SAFETY: send(2) of a stack buffer, without blocking.
+            let sent = unsafe {
+                libc::send(
+                    channel.socket.as_raw_fd(),
+                    ask.as_ptr().cast(),
+                    ask.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            channel.asked = sent == ask.len() as isize;
         }
         pid
     };
@@ -205,6 +280,79 @@ pub(crate) fn spawn(request: &Request<'_>) -> io::Result<u32> {
         return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
     }
     Ok(pid as u32)
+}
+
+/// Has the spawner fork the process `message` describes; returns its pid.
+fn start_in_spawner(
+    spawner: &Spawner,
+    channel: &mut Channel,
+    message: &[u8],
+    fds: &[RawFd],
+) -> io::Result<libc::pid_t> {
+    let mut tagged = Vec::with_capacity(message.len() + 4);
+    tagged.extend(tag::START.to_ne_bytes());
+    tagged.extend(message);
+    if let Err(err) = send_with_fds(channel.socket.as_raw_fd(), &tagged, fds) {
+        return Err(broken(spawner, channel, err));
+    }
+    loop {
+        let mut reply = [0u8; 12];
+        let (got, mut received) = match receive_with_fds(channel.socket.as_raw_fd(), &mut reply) {
+            Ok(received) => received,
+            Err(err) => return Err(broken(spawner, channel, err)),
+        };
+        let word = |at: usize| i32::from_ne_bytes(reply[at..at + 4].try_into().expect("4 bytes"));
+        match (got, word(0) as u32) {
+            (12, tag::STARTED) => {
+                let (pid, errno) = (word(4), word(8));
+                if pid <= 0 {
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
+                return Ok(pid);
+            }
+            (8, tag::STANDBY) if !received.is_empty() => {
+                keep_standby(channel, word(4), received.remove(0));
+            }
+            (0, _) => return Err(gone(spawner, channel)),
+            _ => return Err(io::Error::other("the spawner answered out of turn")),
+        }
+    }
+}
+
+/// The error for a failed exchange with the spawner: it is gone when the
+/// socket says so.
+fn broken(spawner: &Spawner, channel: &mut Channel, err: io::Error) -> io::Error {
+    if matches!(
+        err.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+    ) {
+        gone(spawner, channel)
+    } else {
+        err
+    }
+}
+
+/// Takes the standbys the spawner sent since the last start.
+fn take_notices(channel: &mut Channel) {
+    loop {
+        let mut notice = [0u8; 8];
+        let Ok((8, mut received)) =
+            receive_with_fds_flags(channel.socket.as_raw_fd(), &mut notice, libc::MSG_DONTWAIT)
+        else {
+            return;
+        };
+        let word = |at: usize| i32::from_ne_bytes(notice[at..at + 4].try_into().expect("4 bytes"));
+        if word(0) as u32 == tag::STANDBY && !received.is_empty() {
+            keep_standby(channel, word(4), received.remove(0));
+        }
+    }
+}
+
+fn keep_standby(channel: &mut Channel, pid: libc::pid_t, socket: OwnedFd) {
+    channel.asked = false;
+    if let Some(old) = channel.standby.replace(Standby { pid, socket }) {
+        old.retire();
+    }
 }
 
 /// Waits for the server's child `pid` (started through the spawner) to exit,
@@ -355,6 +503,15 @@ fn cmsg_space(fds: usize) -> usize {
 
 /// Receives one message and the descriptors it carries.
 fn receive_with_fds(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    receive_with_fds_flags(socket, buffer, 0)
+}
+
+/// [`receive_with_fds`] with recvmsg(2) flags (`MSG_DONTWAIT`, say).
+fn receive_with_fds_flags(
+    socket: RawFd,
+    buffer: &mut [u8],
+    flags: i32,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     let space = cmsg_space(MAX_FDS);
     let mut control = vec![0u8; space];
     let mut iov = libc::iovec {
@@ -365,7 +522,7 @@ fn receive_with_fds(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<
     // SAFETY: as in send_with_fds; the received descriptors are owned below.
     unsafe {
         let got = loop {
-            let got = libc::recvmsg(socket, &mut header, libc::MSG_CMSG_CLOEXEC);
+            let got = libc::recvmsg(socket, &mut header, libc::MSG_CMSG_CLOEXEC | flags);
             if got >= 0 {
                 break got as usize;
             }
@@ -393,11 +550,9 @@ fn receive_with_fds(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Vec<
     }
 }
 
-fn receive(socket: RawFd, buffer: &mut [u8]) -> io::Result<usize> {
-    receive_with_fds(socket, buffer).map(|(got, _)| got)
-}
-
-/// The spawner's loop: one request at a time until the server's end closes.
+/// The spawner's loop: one request at a time until the server's end
+/// closes; a standby, when asked for, once [`STANDBY_DELAY`] has passed
+/// without a request.
 fn serve(socket: OwnedFd) -> ! {
     // SAFETY: prctl and close_range on this process only.
     unsafe {
@@ -412,58 +567,114 @@ fn serve(socket: OwnedFd) -> ! {
         libc::close_range((keep + 1) as u32, u32::MAX, 0);
     }
     let mut buffer = vec![0u8; MAX_REQUEST];
+    let mut standby_at: Option<std::time::Instant> = None;
     loop {
+        if let Some(at) = standby_at {
+            let left = at.saturating_duration_since(std::time::Instant::now());
+            if !readable_within(socket.as_raw_fd(), left) {
+                standby_at = None;
+                // Without one, starts are forked as before: nothing to say.
+                let _ = make_standby(socket.as_raw_fd(), &mut buffer);
+                continue;
+            }
+        }
         let (got, fds) = match receive_with_fds(socket.as_raw_fd(), &mut buffer) {
             Ok((0, _)) | Err(_) => std::process::exit(0),
             Ok(received) => received,
         };
-        let pid = match start_one(&buffer[..got], &fds) {
+        let mut reader = Reader {
+            rest: &buffer[..got],
+        };
+        match reader.u32() {
+            Ok(tag::STANDBY) => {
+                standby_at = Some(std::time::Instant::now() + STANDBY_DELAY);
+                continue;
+            }
+            Ok(tag::START) => {}
+            _ => continue,
+        }
+        let pid = match start_one(reader, fds) {
             Ok(pid) => (pid, 0),
             Err(err) => (-1, err.raw_os_error().unwrap_or(libc::EINVAL)),
         };
-        drop(fds);
-        let mut reply = [0u8; 8];
-        reply[..4].copy_from_slice(&pid.0.to_ne_bytes());
-        reply[4..].copy_from_slice(&pid.1.to_ne_bytes());
+        if let Some(at) = &mut standby_at {
+            // A start just now: the standby's fork waits for it to settle.
+            *at = std::time::Instant::now() + STANDBY_DELAY;
+        }
+        let mut reply = [0u8; 12];
+        reply[..4].copy_from_slice(&tag::STARTED.to_ne_bytes());
+        reply[4..8].copy_from_slice(&pid.0.to_ne_bytes());
+        reply[8..].copy_from_slice(&pid.1.to_ne_bytes());
         // SAFETY: send(2) of a stack buffer.
         unsafe {
             libc::send(
                 socket.as_raw_fd(),
                 reply.as_ptr().cast(),
-                8,
+                reply.len(),
                 libc::MSG_NOSIGNAL,
             );
         }
     }
 }
 
-/// Decodes one request and forks its process (the server's child).
-fn start_one(message: &[u8], fds: &[OwnedFd]) -> io::Result<i32> {
-    let mut reader = Reader { rest: message };
-    let program = reader.c_string()?;
-    let workdir = reader.c_string()?;
-    let args = reader.c_strings()?;
-    let env = reader.c_strings()?;
-    let fd_at = |index: usize| fds.get(index).map(|fd| fd.as_raw_fd());
-    let (Some(stdin), Some(stdout), Some(stderr), Some(status)) =
-        (fd_at(0), fd_at(1), fd_at(2), fd_at(3))
-    else {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
+/// Whether `socket` has something to read before `within` passes.
+fn readable_within(socket: RawFd, within: std::time::Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd: socket,
+        events: libc::POLLIN,
+        revents: 0,
     };
-    let mut sandbox = PreparedSandbox::decode(&mut reader, fd_at(4))?;
-    let argv: Vec<*const libc::c_char> = args
-        .iter()
-        .map(|arg| arg.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|var| var.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: clone(2) without a new stack is a fork whose child's parent is
-    // ours (the server); this process is single-threaded, so the child may
-    // go on with ordinary code until it execs or exits.
+    let millis = within.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: poll(2) on one pollfd on the stack.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        if ready >= 0 {
+            return ready > 0;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return true;
+        }
+    }
+}
+
+/// Forks a standby (the server's child, like every instance) and sends the
+/// server its pid and its socket. `buffer` is where the standby will read
+/// its request (its own copy, after the fork).
+fn make_standby(socket: RawFd, buffer: &mut [u8]) -> io::Result<()> {
+    let mut pair = [0; 2];
+    // SAFETY: socketpair(2) fills two descriptors we own below.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    if made != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors nobody else owns.
+    let (server_end, standby_end) =
+        unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    let pid = fork_for_server()?;
+    if pid == 0 {
+        drop(server_end);
+        stand_by(standby_end, buffer);
+    }
+    drop(standby_end);
+    let mut notice = [0u8; 8];
+    notice[..4].copy_from_slice(&tag::STANDBY.to_ne_bytes());
+    notice[4..].copy_from_slice(&pid.to_ne_bytes());
+    send_with_fds(socket, &notice, &[server_end.as_raw_fd()])
+}
+
+/// clone(2) as a fork whose child's parent is ours (the server): 0 in the
+/// child, its pid in the spawner.
+fn fork_for_server() -> io::Result<i32> {
+    // SAFETY: clone(2) without a new stack is a fork; this process is
+    // single-threaded, so the child may go on with ordinary code until it
+    // execs or exits.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -475,47 +686,178 @@ fn start_one(message: &[u8], fds: &[OwnedFd]) -> io::Result<i32> {
         )
     };
     if pid < 0 {
-        return Err(io::Error::last_os_error());
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid as i32)
     }
-    if pid > 0 {
-        return Ok(pid as i32);
-    }
-    // The instance's process. Its descriptors are the spawner's, not the
-    // server's: keep the two it needs off the number the sandbox reserves.
-    let mut status = status;
-    let failed = (|| -> io::Result<()> {
-        status = sandbox.clear_of_reserved(status)?;
-        if let Some(network) = sandbox.network_fd() {
-            sandbox.clear_of_reserved(network)?;
+}
+
+/// The standby: its namespaces made, pid 2 waits on `socket` for a start
+/// (as the spawner's requests, without the tag), then becomes that
+/// instance. Exits when the server lets it go (closes its end).
+fn stand_by(socket: OwnedFd, buffer: &mut [u8]) -> ! {
+    // SAFETY: descriptor and process-attribute system calls on this
+    // process, which is single-threaded and never returns.
+    unsafe {
+        // Nothing of the spawner's: above all not its socket, whose
+        // closing tells the server the spawner is gone.
+        if libc::dup2(socket.as_raw_fd(), 3) < 0 {
+            libc::_exit(1);
         }
-        // SAFETY: descriptor and process-attribute system calls on this
-        // process; the strings and arrays live on until exec.
-        unsafe {
-            for (from, to) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
-                if libc::dup2(from, to) < 0 {
+        libc::close_range(4, u32::MAX, 0);
+        std::mem::forget(socket);
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if crate::isolation::enter_standby().is_err() {
+            libc::_exit(1);
+        }
+        // Pid 2 of its namespace from here.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"berth-standby".as_ptr(), 0, 0, 0);
+    }
+    let (got, fds) = match receive_with_fds(3, buffer) {
+        Ok((got, fds)) if got > 0 => (got, fds),
+        // SAFETY: _exit(2): let go unused.
+        _ => unsafe { libc::_exit(0) },
+    };
+    // SAFETY: close(2) of the standby's socket, read from.
+    unsafe {
+        libc::close(3);
+    }
+    match Decoded::read(
+        Reader {
+            rest: &buffer[..got],
+        },
+        fds,
+    ) {
+        Ok(request) => request.become_instance(true),
+        Err((err, fds)) => {
+            let status = fds.get(3).map(|fd| fd.as_raw_fd());
+            let failed = err.raw_os_error().unwrap_or(libc::EINVAL);
+            // SAFETY: write(2) of a stack value to the status pipe (when
+            // the request carried one), then _exit.
+            unsafe {
+                if let Some(status) = status {
+                    libc::write(status, (&raw const failed).cast(), 4);
+                }
+                libc::_exit(127)
+            }
+        }
+    }
+}
+
+/// A start request, decoded.
+struct Decoded {
+    program: CString,
+    workdir: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    sandbox: PreparedSandbox,
+    /// Stdin, stdout, stderr, the exec status pipe, maybe the network
+    /// namespace (owned by the sandbox from here).
+    fds: Vec<OwnedFd>,
+}
+
+impl Decoded {
+    /// Reads a request; on failure the descriptors come back with the
+    /// error (the status pipe among them, to report it on).
+    fn read(reader: Reader<'_>, fds: Vec<OwnedFd>) -> Result<Decoded, (io::Error, Vec<OwnedFd>)> {
+        let mut reader = reader;
+        let mut strings = || -> io::Result<_> {
+            let program = reader.c_string()?;
+            let workdir = reader.c_string()?;
+            let args = reader.c_strings()?;
+            let env = reader.c_strings()?;
+            if fds.len() < 4 {
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
+            let sandbox =
+                PreparedSandbox::decode(&mut reader, fds.get(4).map(|fd| fd.as_raw_fd()))?;
+            Ok((program, workdir, args, env, sandbox))
+        };
+        match strings() {
+            Ok((program, workdir, args, env, sandbox)) => Ok(Decoded {
+                program,
+                workdir,
+                args,
+                env,
+                sandbox,
+                fds,
+            }),
+            Err(err) => Err((err, fds)),
+        }
+    }
+
+    /// In the instance's process (a fresh fork, or a standby): stdio, the
+    /// sandbox (what is left of it, for a standby), then exec. Reports why
+    /// through the status pipe if it cannot.
+    fn become_instance(mut self, from_standby: bool) -> ! {
+        let argv: Vec<*const libc::c_char> = self
+            .args
+            .iter()
+            .map(|arg| arg.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp: Vec<*const libc::c_char> = self
+            .env
+            .iter()
+            .map(|var| var.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let fd = |index: usize| self.fds[index].as_raw_fd();
+        let (stdin, stdout, stderr) = (fd(0), fd(1), fd(2));
+        // Its descriptors are the spawner's, not the server's: keep the
+        // two it needs off the number the sandbox reserves.
+        let mut status = fd(3);
+        let sandbox = &mut self.sandbox;
+        let failed = (|| -> io::Result<()> {
+            status = sandbox.clear_of_reserved(status)?;
+            if let Some(network) = sandbox.network_fd() {
+                sandbox.clear_of_reserved(network)?;
+            }
+            // SAFETY: descriptor and process-attribute system calls on this
+            // process; the strings and arrays live on until exec.
+            unsafe {
+                for (from, to) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if from_standby {
+                    sandbox.enter_from_standby()?;
+                } else {
+                    libc::setpgid(0, 0);
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                    sandbox.enter()?;
+                }
+                // After the user change, which clears it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if libc::chdir(self.workdir.as_ptr()) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+                libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
             }
-            libc::setpgid(0, 0);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            sandbox.enter()?;
-            // After the user change, which clears it.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::chdir(workdir.as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            Err(io::Error::last_os_error())
+        })()
+        .err()
+        .and_then(|err| err.raw_os_error())
+        .unwrap_or(libc::EINVAL);
+        // SAFETY: write(2) of a stack value to the status pipe, then _exit.
+        unsafe {
+            libc::write(status, (&raw const failed).cast(), 4);
+            libc::_exit(127)
         }
-        Err(io::Error::last_os_error())
-    })()
-    .err()
-    .and_then(|err| err.raw_os_error())
-    .unwrap_or(libc::EINVAL);
-    // SAFETY: write(2) of a stack value to the status pipe, then _exit.
-    unsafe {
-        libc::write(status, (&raw const failed).cast(), 4);
-        libc::_exit(127)
     }
+}
+
+/// Decodes one request and forks its process (the server's child).
+fn start_one(reader: Reader<'_>, fds: Vec<OwnedFd>) -> io::Result<i32> {
+    let request = Decoded::read(reader, fds).map_err(|(err, _)| err)?;
+    let pid = fork_for_server()?;
+    if pid > 0 {
+        return Ok(pid);
+    }
+    request.become_instance(false)
 }
 
 /// Finds `program` the way a shell would, in `path` (`:`-separated) unless

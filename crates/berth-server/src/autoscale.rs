@@ -34,6 +34,9 @@ use crate::reconciler::ReconcilerHandle;
 
 /// How often load is looked at.
 const TICK: Duration = Duration::from_millis(500);
+/// How long after a wake its decision is recorded (the reconciler has
+/// started the instance; the store's write and the event can wait).
+const RECORD_WAKES_AFTER: Duration = Duration::from_millis(20);
 
 /// What the autoscaler sees of one group at one moment.
 #[derive(Debug, Clone)]
@@ -172,18 +175,10 @@ pub struct Autoscaler {
     memory: HashMap<(String, String), GroupMemory>,
 }
 
-/// The router's side of a wake: it names an app that has a request and no instance.
-pub fn wake_channel() -> (berth_router::Waker, mpsc::UnboundedReceiver<String>) {
-    let (sender, wakes) = mpsc::unbounded_channel::<String>();
-    let waker = berth_router::Waker(Arc::new(move |app: &str| {
-        let _ = sender.send(app.to_string());
-    }));
-    (waker, wakes)
-}
-
 impl Autoscaler {
     /// An autoscaler over the store, reading load from the route table and
-    /// wakes from [`wake_channel`].
+    /// the apps a request woke from the reconciler (which started them
+    /// already: see `ReconcilerParts::wakes`).
     pub fn new(
         store: Arc<Store>,
         reconciler: ReconcilerHandle,
@@ -208,8 +203,20 @@ impl Autoscaler {
                 () = shutdown.cancelled() => return,
                 woken = self.wakes.recv() => {
                     let Some(app) = woken else { return };
-                    tracing::debug!(%app, "woken by a request");
-                    self.scale_app(&app, true);
+                    // The instance is starting: record the decision once it
+                    // had the machine to itself a moment, taking every app
+                    // woken meanwhile along.
+                    tokio::time::sleep(RECORD_WAKES_AFTER).await;
+                    let mut apps = vec![app];
+                    while let Ok(app) = self.wakes.try_recv() {
+                        if !apps.contains(&app) {
+                            apps.push(app);
+                        }
+                    }
+                    for app in apps {
+                        tracing::debug!(%app, "woken by a request");
+                        self.scale_app(&app, true);
+                    }
                 }
                 _ = tick.tick() => self.scale_all(),
             }

@@ -61,26 +61,30 @@ pub async fn wait_until_healthy(
     // A cold start waits on this: for the first 50 ms, watch the port from a
     // blocking thread every 100 µs (tokio's timers tick in milliseconds; a
     // refused connect costs microseconds), inside the instance's namespace
-    // when it has one, then probe as below.
+    // when it has one, then probe as below. For a TCP check the watch's
+    // connect is the check.
     let inside = netns.clone();
-    let _ = tokio::task::spawn_blocking(move || {
+    let connected = tokio::task::spawn_blocking(move || {
         let watch = || {
             let until = std::time::Instant::now() + Duration::from_millis(50);
             while std::time::Instant::now() < until {
                 if std::net::TcpStream::connect(addr).is_ok() {
-                    return;
+                    return true;
                 }
                 std::thread::sleep(Duration::from_micros(100));
             }
+            false
         };
         match inside {
-            Some(netns) => {
-                let _ = netns.within(watch);
-            }
+            Some(netns) => netns.within(watch).unwrap_or(false),
             None => watch(),
         }
     })
-    .await;
+    .await
+    .unwrap_or(false);
+    if connected && check.http_path.is_none() {
+        return Ok(started.elapsed());
+    }
     // Every half millisecond for the first 50 ms, then backing off.
     let mut pause = Duration::from_micros(500);
     let mut last_error = "not checked yet".to_string();

@@ -224,14 +224,14 @@ pub async fn run(
         driver.clone(),
         launcher.clone(),
     )?;
-    let (waker, wakes) = autoscale::wake_channel();
+    let (woken, wakes) = tokio::sync::mpsc::unbounded_channel();
     let (reconciler, handle) = Reconciler::new(ReconcilerParts {
         store: store.clone(),
         logs: logs.clone(),
         driver: driver.clone(),
         launcher,
         routes,
-        waker: Some(waker),
+        wakes: Some(woken),
     });
     let autoscaler =
         autoscale::Autoscaler::new(store.clone(), handle.clone(), route_receiver.clone(), wakes);

@@ -193,6 +193,10 @@ enum Message {
         group: String,
         count: u32,
     },
+    /// A request is held at the router for `app`, which has no instance.
+    Wake {
+        app: String,
+    },
 }
 
 /// How long a count set ahead of the store is trusted without the store
@@ -221,8 +225,10 @@ pub struct ReconcilerParts {
     pub launcher: crate::oneoff::Launcher,
     /// Where the route table goes.
     pub routes: watch::Sender<Arc<RouteTable>>,
-    /// Starts apps that autoscale when a request finds them at zero.
-    pub waker: Option<berth_router::Waker>,
+    /// Told of apps a request found at zero, once the reconciler has
+    /// started them (the autoscaler records the decision). `None`: such
+    /// requests get 503 at once.
+    pub wakes: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// What a published route is made of, to publish only on change.
@@ -245,6 +251,13 @@ pub struct Reconciler {
     published_routes: Vec<RouteKey>,
     /// Counts set ahead of the store: (app, group) → the override.
     overrides: HashMap<(String, String), Override>,
+    /// The desired state as last read from the store; read again after a
+    /// nudge (someone wrote to the store) and on the tick, not for messages.
+    desired: Option<Vec<DesiredApp>>,
+    /// The router's side of a wake: it sends [`Message::Wake`] here.
+    waker: Option<berth_router::Waker>,
+    /// Apps woken in this pass, for the autoscaler.
+    woken: Vec<String>,
     /// Events to store once routes are published (off the request path).
     pending_events: std::cell::RefCell<Vec<(String, String, String)>>,
     /// Instances to journal once routes are published.
@@ -265,6 +278,14 @@ impl Reconciler {
         let nudge = Arc::new(Notify::new());
         let (snapshot, snapshot_receiver) = watch::channel(Arc::new(Snapshot::default()));
         let (failures, _) = broadcast::channel(256);
+        let waker = parts.wakes.as_ref().map(|_| {
+            let messages = messages.clone();
+            berth_router::Waker(Arc::new(move |app: &str| {
+                let _ = messages.send(Message::Wake {
+                    app: app.to_string(),
+                });
+            }))
+        });
         let handle = ReconcilerHandle {
             nudge: nudge.clone(),
             snapshot: snapshot_receiver,
@@ -280,6 +301,9 @@ impl Reconciler {
             specs: HashMap::new(),
             pending_stops: Vec::new(),
             overrides: HashMap::new(),
+            desired: None,
+            waker,
+            woken: Vec::new(),
             pending_events: std::cell::RefCell::new(Vec::new()),
             pending_journal: Vec::new(),
             messages,
@@ -299,6 +323,11 @@ impl Reconciler {
         loop {
             self.converge();
             self.flush_records();
+            if let Some(wakes) = &self.parts.wakes {
+                for app in self.woken.drain(..) {
+                    let _ = wakes.send(app);
+                }
+            }
             // Wake when the earliest restart back-off ends, not a tick later.
             let next_restart = self
                 .backoff
@@ -317,8 +346,8 @@ impl Reconciler {
                         self.apply(message);
                     }
                 }
-                () = self.nudge.notified() => {}
-                _ = tick.tick() => {}
+                () = self.nudge.notified() => self.desired = None,
+                _ = tick.tick() => self.desired = None,
                 () = shutdown.cancelled() => break,
             }
         }
@@ -405,14 +434,17 @@ impl Reconciler {
 
     /// One pass: start what is missing, stop what is surplus, publish.
     fn converge(&mut self) {
-        let mut desired = match self.parts.store.desired() {
-            Ok(desired) => desired,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read desired state");
-                return;
-            }
+        let desired = match self.desired.take() {
+            Some(desired) => desired,
+            None => match self.parts.store.desired() {
+                Ok(desired) => desired,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot read desired state");
+                    return;
+                }
+            },
         };
-        self.apply_overrides(&mut desired);
+        self.expire_overrides(&desired);
         let now = Instant::now();
         let mut keep_apps = HashSet::new();
         for app in &desired {
@@ -485,6 +517,60 @@ impl Reconciler {
         for id in std::mem::take(&mut self.pending_stops) {
             self.spawn_stop(&id);
         }
+        self.desired = Some(desired);
+    }
+
+    /// The instances `group` of `app` should have: a count set ahead of the
+    /// store, else the store's.
+    fn wanted(&self, app: &DesiredApp, group: &str) -> u32 {
+        self.overrides
+            .iter()
+            .find(|((name, overridden), _)| name == &app.app && overridden == group)
+            .map(|(_, entry)| entry.count)
+            .or_else(|| app.counts.get(group).copied())
+            .unwrap_or(0)
+    }
+
+    /// A request waits at the router for `app`, which has no instance:
+    /// one instance of each of its HTTP groups at zero, now, ahead of the
+    /// store (the autoscaler, told after this pass, records it).
+    fn wake(&mut self, app: &str) {
+        let Some(desired) = self.desired.take() else {
+            // Not read yet: the autoscaler decides from the store.
+            self.woken.push(app.to_string());
+            return;
+        };
+        if let Some(target) = desired.iter().find(|candidate| candidate.app == app)
+            && let Some(release) = &target.release
+            && release.status == "active"
+        {
+            let spec = self.spec(release);
+            let scaling = &spec.http.scaling;
+            if scaling.is_active() && scaling.auto_start {
+                for group in release.processes.keys() {
+                    let live = self.instances.values().any(|instance| {
+                        instance.app == app
+                            && &instance.process == group
+                            && instance.phase.is_live()
+                    });
+                    if spec.serves_http(group) && !live && self.wanted(target, group) == 0 {
+                        tracing::debug!(app, group = %group, "woken: starting one");
+                        self.overrides.insert(
+                            (app.to_string(), group.clone()),
+                            Override {
+                                count: 1,
+                                at: Instant::now(),
+                                stored_then: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.desired = Some(desired);
+        if !self.woken.iter().any(|woken| woken == app) {
+            self.woken.push(app.to_string());
+        }
     }
 
     fn converge_app(&mut self, app: &DesiredApp, now: Instant) {
@@ -510,7 +596,7 @@ impl Reconciler {
             };
             // Without namespaces a fixed port fits one instance, replaced stop-first.
             let one_at_a_time = fixed_port.is_some() && !self.parts.launcher.resources().isolated();
-            let mut want = app.counts.get(process).copied().unwrap_or(0) as usize;
+            let mut want = self.wanted(app, process) as usize;
             if one_at_a_time {
                 want = want.min(1);
             }
@@ -746,6 +832,7 @@ impl Reconciler {
 
     fn apply(&mut self, message: Message) {
         match message {
+            Message::Wake { app } => self.wake(&app),
             Message::SetCount { app, group, count } => {
                 self.overrides.insert(
                     (app, group),
@@ -911,9 +998,10 @@ impl Reconciler {
         });
     }
 
-    /// Counts set ahead of the store win until the store changes (the
-    /// autoscaler's write lands, or someone scales by hand) or they grow old.
-    fn apply_overrides(&mut self, desired: &mut [DesiredApp]) {
+    /// Counts set ahead of the store win (see [`Reconciler::wanted`]) until
+    /// the store changes (the autoscaler's write lands, or someone scales by
+    /// hand) or they grow old.
+    fn expire_overrides(&mut self, desired: &[DesiredApp]) {
         self.overrides.retain(|(app, group), entry| {
             let stored = desired
                 .iter()
@@ -925,11 +1013,6 @@ impl Reconciler {
             let unchanged = *entry.stored_then.get_or_insert(stored) == stored;
             unchanged && stored != entry.count && entry.at.elapsed() < OVERRIDE_TTL
         });
-        for ((app, group), entry) in &self.overrides {
-            if let Some(target) = desired.iter_mut().find(|candidate| &candidate.app == app) {
-                target.counts.insert(group.clone(), entry.count);
-            }
-        }
     }
 
     fn publish(&mut self, desired: &[DesiredApp]) {
@@ -973,7 +1056,7 @@ impl Reconciler {
                     let admission = berth_router::Admission {
                         hard_limit: scaling.hard_limit.map(|limit| limit as usize),
                         wake: (scaling.is_active() && scaling.auto_start)
-                            .then(|| self.parts.waker.clone())
+                            .then(|| self.waker.clone())
                             .flatten(),
                         hold_timeout: spec.deploy.wait_timeout,
                         ..berth_router::Admission::default()
@@ -1044,7 +1127,7 @@ impl Reconciler {
             .processes
             .iter()
             .map(|(process, command)| {
-                let desired = app.counts.get(process).copied().unwrap_or(0);
+                let desired = self.wanted(app, process);
                 let running = self
                     .instances
                     .values()
