@@ -248,6 +248,15 @@ pub(crate) fn spawn(request: &Request<'_>) -> io::Result<u32> {
                 )
             };
             channel.asked = sent == ask.len() as isize;
+            if !channel.asked
+                && matches!(
+                    io::Error::last_os_error().raw_os_error(),
+                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+                )
+            {
+                // This start went well; the next forks from the server.
+                let _ = gone(spawner, channel);
+            }
         }
         pid
     };

@@ -38,6 +38,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// started the instance; the store's write and the event can wait).
 const RECORD_WAKES_AFTER: Duration = Duration::from_millis(20);
 
+/// Why an app at zero starts (the reconciler records it as it starts one).
+pub(crate) const FROM_ZERO: &str = "a request arrived while scaled to zero";
+
 /// What the autoscaler sees of one group at one moment.
 #[derive(Debug, Clone)]
 pub(crate) struct Observation {
@@ -87,11 +90,7 @@ pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> 
         })
     };
     if current == 0 && seen.woken && scaling.auto_start {
-        return set(
-            seen.min.max(1),
-            "scale.from_zero",
-            "a request arrived while scaled to zero".into(),
-        );
+        return set(seen.min.max(1), "scale.from_zero", FROM_ZERO.into());
     }
     if current < seen.min {
         return set(
@@ -310,12 +309,14 @@ impl Autoscaler {
         let app = app.to_string();
         tokio::task::spawn_blocking(move || {
             for (group, decision) in decisions {
+                // A wake's start was recorded by the reconciler, which made it.
+                let recorded = woken && decision.kind == "scale.from_zero";
                 if let Err(err) = store.set_scaled(
                     &app,
                     &group,
                     Some(decision.count),
                     &decision.reason,
-                    decision.kind,
+                    (!recorded).then_some(decision.kind),
                 ) {
                     tracing::error!(error = %err, "cannot store a scaling decision");
                 }

@@ -535,10 +535,15 @@ impl Reconciler {
     /// one instance of each of its HTTP groups at zero, now, ahead of the
     /// store (the autoscaler, told after this pass, records it).
     fn wake(&mut self, app: &str) {
-        let Some(desired) = self.desired.take() else {
-            // Not read yet: the autoscaler decides from the store.
-            self.woken.push(app.to_string());
-            return;
+        let desired = match self.desired.take() {
+            Some(desired) => desired,
+            None => match self.parts.store.desired() {
+                Ok(desired) => desired,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot read desired state");
+                    return;
+                }
+            },
         };
         if let Some(target) = desired.iter().find(|candidate| candidate.app == app)
             && let Some(release) = &target.release
@@ -555,6 +560,11 @@ impl Reconciler {
                     });
                     if spec.serves_http(group) && !live && self.wanted(target, group) == 0 {
                         tracing::debug!(app, group = %group, "woken: starting one");
+                        self.event(
+                            app,
+                            "scale.from_zero",
+                            &format!("{group}: {}", crate::autoscale::FROM_ZERO),
+                        );
                         self.overrides.insert(
                             (app.to_string(), group.clone()),
                             Override {

@@ -695,21 +695,24 @@ impl Store {
     }
 
     /// Sets the autoscaler's count for a group (`None` hands it back to the
-    /// manual count), with the reason, recording the event `kind`.
+    /// manual count), with the reason, recording the event of that kind
+    /// (`None`: whoever acted on it recorded it).
     pub fn set_scaled(
         &self,
         app: &str,
         group: &str,
         count: Option<u32>,
         reason: &str,
-        kind: &str,
+        event: Option<&str>,
     ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE process_groups SET scaled = ?3, scale_reason = ?4 WHERE app = ?1 AND name = ?2",
                 params![app, group, count, reason],
             )?;
-            insert_event(tx, app, kind, &format!("{group}: {reason}"))?;
+            if let Some(kind) = event {
+                insert_event(tx, app, kind, &format!("{group}: {reason}"))?;
+            }
             Ok(())
         })
     }

@@ -576,20 +576,32 @@ async fn instances_still_start_when_the_spawner_is_gone() {
         })
         .collect();
     assert_eq!(spawner.len(), 1, "one spawner among {children}");
+    // It made a standby, which outlives it.
+    let (standby, _) = wait_for_standby(&server, None).await;
     let killed = std::process::Command::new("kill")
         .args(["-9", &spawner[0].to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    // New instances still start (forked from the server now), sandboxed.
-    server.ok(&["scale", "web=2", "--app", "nospawner"]).await;
+    // New instances still start, sandboxed: the first from the standby the
+    // spawner made before it died, the next forked from the server.
+    server.ok(&["scale", "web=3", "--app", "nospawner"]).await;
     server
         .wait_for_status("nospawner", Duration::from_secs(30), |status| {
             status["instances"]
                 .as_array()
-                .is_some_and(|all| all.iter().filter(|i| i["healthy"] == true).count() == 2)
+                .is_some_and(|all| all.iter().filter(|i| i["healthy"] == true).count() == 3)
         })
         .await;
+    let status = server.status("nospawner").await;
+    assert!(
+        status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|instance| instance["pid"].as_u64() == Some(u64::from(standby))),
+        "the standby became one: {status:#}"
+    );
     // The start that found it dead forked instead: no start failed.
     let events = server.ok(&["events", "--app", "nospawner"]).await.stdout;
     assert!(!events.contains("cannot start"), "{events}");
@@ -598,4 +610,137 @@ async fn instances_still_start_when_the_spawner_is_gone() {
         assert_eq!(whoami.status, 200);
         assert_ne!(whoami.body.trim(), "0", "still the app's own user");
     }
+}
+
+/// The parent of process `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces, so from the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The single child of process `pid`.
+fn only_child_of(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let mut children = children
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok());
+    let child = children.next()?;
+    children.next().is_none().then_some(child)
+}
+
+/// The server's standby, if it has one: the pid of its waiting process
+/// (the server's child) and of its pid 2 (named berth-standby).
+fn standby_of(server: u32) -> Option<(u32, u32)> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim() == "berth-standby")
+        })
+        .find_map(|standby| {
+            let wait = parent_of(parent_of(standby)?)?;
+            (parent_of(wait)? == server).then_some((wait, standby))
+        })
+}
+
+async fn wait_for_standby(server: &TestServer, not: Option<u32>) -> (u32, u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(found) = standby_of(server.pid()).filter(|found| Some(found.0) != not) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server keeps no standby"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_takes_the_standby_which_is_sandboxed_like_any_instance() {
+    setup();
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: the standby is the spawner's, which runs as root only");
+        return;
+    }
+    let server = TestServer::start().await;
+    deploy_plain(
+        &server,
+        "standby",
+        "[http_service]\nauto_stop_machines = true\nmin_machines_running = 0\n\
+         idle_timeout = \"1s\"\n[[vm]]\nmemory = \"64mb\"\n\
+         [[mounts]]\nsource = \"data\"\ndestination = \"/srv/berth-test-standby\"\n",
+    )
+    .await;
+    server
+        .wait_for_status("standby", Duration::from_secs(20), |status| {
+            status["instances"].as_array().is_some_and(Vec::is_empty)
+        })
+        .await;
+    let (wait, standby) = wait_for_standby(&server, None).await;
+    // What only this instance should see: a file in its volume; what it
+    // must not: a file in the host's /tmp.
+    let volume = server.data_dir().join("volumes/standby/data");
+    std::fs::write(volume.join("note.txt"), "in the volume").unwrap();
+    let host_tmp = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+
+    // The request that wakes the app is served by the standby turned instance.
+    let whoami = server.get("standby", "/whoami").await;
+    assert_eq!(whoami.status, 200, "{}", whoami.body);
+    let uid: u32 = whoami.body.trim().parse().unwrap();
+    assert!(uid >= 200_000, "the app's own user, not {uid}");
+    let status = server.status("standby").await;
+    let instance = &status["instances"][0];
+    assert_eq!(
+        instance["pid"].as_u64(),
+        Some(u64::from(wait)),
+        "the standby became the instance: {status:#}"
+    );
+    assert_eq!(only_child_of(parent_of(standby).unwrap()), Some(standby));
+    let stat = server
+        .get("standby", "/read?path=/proc/self/stat")
+        .await
+        .body;
+    assert!(
+        stat.starts_with("2 ("),
+        "pid 2 of its own namespace: {stat}"
+    );
+    let note = server
+        .get("standby", "/read?path=/srv/berth-test-standby/note.txt")
+        .await;
+    assert_eq!(
+        (note.status, note.body.as_str()),
+        (200, "in the volume"),
+        "its volume is mounted"
+    );
+    let hidden = server
+        .get(
+            "standby",
+            &format!("/read?path={}", host_tmp.path().display()),
+        )
+        .await;
+    assert_eq!(hidden.status, 403, "its /tmp is its own: {}", hidden.body);
+    // From the host: its cgroup (with the 64 MiB limit) and a network
+    // namespace of its own.
+    let id = instance["id"].as_str().unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{standby}/cgroup")).unwrap();
+    let memory = cgroups
+        .lines()
+        .find(|line| line.contains("memory"))
+        .unwrap_or_else(|| panic!("no memory cgroup: {cgroups}"));
+    assert!(memory.contains(id), "in its instance's cgroup: {memory}");
+    let net = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(net(standby), net(std::process::id()), "its own network");
+
+    // Another standby is made for the next cold start.
+    let (next, _) = wait_for_standby(&server, Some(wait)).await;
+    assert_ne!(next, wait);
 }
