@@ -119,16 +119,48 @@ impl Cgroups {
         }
     }
 
+    /// The directories a cgroup named `name` has (one per hierarchy).
+    pub fn dirs(&self, name: &str) -> Vec<PathBuf> {
+        match self {
+            Cgroups::V1 { memory, cpu } => vec![memory.join(name), cpu.join(name)],
+            Cgroups::V2 { root } => vec![root.join(name)],
+        }
+    }
+
     /// Makes the cgroup of instance `id` with `limits`, opening the files a
     /// starting process writes itself into.
     pub fn create(&self, id: &str, limits: Limits) -> io::Result<InstanceCgroup> {
+        let dirs = self.dirs(id);
+        for dir in &dirs {
+            std::fs::create_dir_all(dir)?;
+        }
+        self.limit(dirs, limits)
+    }
+
+    /// Takes over the cgroup `standby` (made, with a standby process in it,
+    /// by the spawner) for instance `id`: renamed after it where the
+    /// hierarchy allows (v1), with `limits` written before the instance
+    /// runs anything of its own. Nothing moves between cgroups.
+    pub fn adopt(&self, standby: &str, id: &str, limits: Limits) -> io::Result<InstanceCgroup> {
+        let dirs = self
+            .dirs(standby)
+            .into_iter()
+            .zip(self.dirs(id))
+            .map(|(from, to)| match std::fs::rename(&from, &to) {
+                Ok(()) => to,
+                // cgroup v2 renames nothing: it keeps the standby's name.
+                Err(_) => from,
+            })
+            .collect();
+        self.limit(dirs, limits)
+    }
+
+    /// Writes `limits` into the cgroup whose directories are `dirs` (as
+    /// [`Cgroups::dirs`] orders them).
+    fn limit(&self, dirs: Vec<PathBuf>, limits: Limits) -> io::Result<InstanceCgroup> {
         let quota = ((limits.cpus * CFS_PERIOD_US as f64).round() as u64).max(1000);
-        match self {
-            Cgroups::V1 { memory, cpu } => {
-                let memory_dir = memory.join(id);
-                let cpu_dir = cpu.join(id);
-                std::fs::create_dir_all(&memory_dir)?;
-                std::fs::create_dir_all(&cpu_dir)?;
+        match (self, dirs.as_slice()) {
+            (Cgroups::V1 { .. }, [memory_dir, cpu_dir]) => {
                 write(
                     &memory_dir.join("memory.limit_in_bytes"),
                     limits.memory_bytes,
@@ -146,30 +178,31 @@ impl Cgroups {
                     &cpu_dir.join("cpu.shares"),
                     (1024.0 * limits.cpus.max(0.01)) as u64,
                 );
-                let procs = vec![open_procs(&memory_dir)?, open_procs(&cpu_dir)?];
+                let procs = vec![open_procs(memory_dir)?, open_procs(cpu_dir)?];
                 Ok(InstanceCgroup {
-                    dirs: vec![memory_dir.clone(), cpu_dir],
-                    memory_dir,
+                    memory_dir: memory_dir.clone(),
+                    dirs,
                     version2: false,
                     procs,
                 })
             }
-            Cgroups::V2 { root } => {
-                let dir = root.join(id);
-                std::fs::create_dir_all(&dir)?;
+            (Cgroups::V2 { .. }, [dir]) => {
                 write(&dir.join("memory.max"), limits.memory_bytes)?;
                 let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 std::fs::write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
                 let weight = ((100.0 * limits.cpus) as u64).clamp(1, 10_000);
                 let _ = write(&dir.join("cpu.weight"), weight);
-                let procs = vec![open_procs(&dir)?];
+                let procs = vec![open_procs(dir)?];
                 Ok(InstanceCgroup {
-                    dirs: vec![dir.clone()],
-                    memory_dir: dir,
+                    memory_dir: dir.clone(),
+                    dirs,
                     version2: true,
                     procs,
                 })
             }
+            _ => Err(io::Error::other(
+                "a cgroup's directories do not match its hierarchy",
+            )),
         }
     }
 }

@@ -27,9 +27,12 @@ pub struct ProcessDriver {
 impl ProcessDriver {
     /// A driver that uses cgroups when it can (root, a cgroup hierarchy).
     pub fn detect() -> ProcessDriver {
-        ProcessDriver {
-            cgroups: crate::cgroup::Cgroups::detect(),
+        let cgroups = crate::cgroup::Cgroups::detect();
+        if let Some(cgroups) = &cgroups {
+            // The spawner's standbys wait in cgroups of their own.
+            crate::spawner::use_cgroups(cgroups);
         }
+        ProcessDriver { cgroups }
     }
 
     /// A driver without cgroups: limits are not enforced.
@@ -82,22 +85,6 @@ impl Driver for ProcessDriver {
             command: format!("{} ({what})", spec.command),
             source,
         };
-        let cgroup = match (
-            sandbox_spec.and_then(|sandbox| sandbox.limits),
-            &self.cgroups,
-        ) {
-            (Some(limits), Some(cgroups)) => Some(
-                cgroups
-                    .create(
-                        // The server's pid keeps two servers' instances (a
-                        // release command is `release-vN` in each) apart.
-                        &format!("{}-{}-{}", spec.app, spec.id, std::process::id()),
-                        limits,
-                    )
-                    .map_err(|err| prepare_error("making its cgroup", err))?,
-            ),
-            _ => None,
-        };
         let sandbox = if root && (!spec.binds.is_empty() || sandbox_spec.is_some()) {
             Some(
                 isolation::PreparedSandbox::prepare(&spec.workdir, &spec.binds, sandbox_spec)
@@ -106,9 +93,51 @@ impl Driver for ProcessDriver {
         } else {
             None
         };
+        let limits = sandbox_spec
+            .and_then(|sandbox| sandbox.limits)
+            .zip(self.cgroups.as_ref());
+        let through_spawner =
+            sandbox.is_some() && sandbox_spec.is_some() && crate::spawner::available();
+        // A standby, when it is in a cgroup exactly if this instance needs one.
+        let standby = sandbox
+            .as_ref()
+            .filter(|prepared| through_spawner && prepared.fits_standby())
+            .and_then(|_| crate::spawner::take_standby())
+            .filter(|standby| standby.cgroup().is_some() == limits.is_some());
+        // The server's pid keeps two servers' instances (a release command
+        // is `release-vN` in each) apart.
+        let cgroup_name = format!("{}-{}-{}", spec.app, spec.id, std::process::id());
+        let make_cgroup = |standby: Option<&crate::spawner::Standby>| {
+            limits
+                .map(|(limits, cgroups)| match standby.and_then(|s| s.cgroup()) {
+                    Some(ready) => cgroups.adopt(ready, &cgroup_name, limits),
+                    None => cgroups.create(&cgroup_name, limits),
+                })
+                .transpose()
+                .map_err(|err| prepare_error("making its cgroup", err))
+        };
+        let mut cgroup = make_cgroup(standby.as_ref())?;
+        // The standby's process is in its cgroup already; others join after.
+        let mut joined = standby.is_some();
         let started = match &sandbox {
-            Some(prepared) if sandbox_spec.is_some() && crate::spawner::available() => {
-                match start_through_spawner(argv.clone(), &env, &path, &spec.workdir, prepared) {
+            Some(prepared) if through_spawner => {
+                let spawn = |standby| {
+                    start_through_spawner(
+                        argv.clone(),
+                        &env,
+                        &path,
+                        &spec.workdir,
+                        prepared,
+                        standby,
+                    )
+                };
+                match spawn(standby) {
+                    // Killed while it waited: without one, in a new cgroup.
+                    Err(err) if crate::spawner::is_dead_standby(&err) => {
+                        cgroup = make_cgroup(None)?;
+                        joined = false;
+                        spawn(None)
+                    }
                     // It died under us: this start, and later ones, fork.
                     Err(_) if !crate::spawner::available() => {
                         start_forked(&argv, &env, &spec.workdir, sandbox)
@@ -128,7 +157,7 @@ impl Driver for ProcessDriver {
             source,
         })?;
         let cgroup = cgroup.map(Arc::new);
-        if let Some(cgroup) = &cgroup {
+        if let Some(cgroup) = cgroup.as_ref().filter(|_| !joined) {
             let cgroup = cgroup.clone();
             let id = spec.id.clone();
             tokio::task::spawn_blocking(move || {
@@ -268,13 +297,14 @@ fn start_forked(
 }
 
 /// Runs `argv` with `env` in `workdir` and `sandbox` through the spawner
-/// (see [`crate::spawner`]), as [`start_forked`] would.
+/// (see [`crate::spawner`]), or as `standby`, as [`start_forked`] would.
 fn start_through_spawner(
     argv: Vec<OsString>,
     env: &std::collections::BTreeMap<String, OsString>,
     path: &str,
     workdir: &std::path::Path,
     sandbox: &isolation::PreparedSandbox,
+    standby: Option<crate::spawner::Standby>,
 ) -> std::io::Result<Started> {
     // The spawner searches no PATH: find the program as the exec would.
     let program = crate::spawner::resolve(&argv[0].to_string_lossy(), path, workdir);
@@ -282,21 +312,24 @@ fn start_through_spawner(
     let (stdout_read, stdout_write) = std::io::pipe()?;
     let (stderr_read, stderr_write) = std::io::pipe()?;
     use std::os::fd::AsRawFd;
-    let pid = crate::spawner::spawn(&crate::spawner::Request {
-        program: &program,
-        args: argv,
-        env: env
-            .iter()
-            .map(|(key, value)| crate::spawner::env_entry(key, value))
-            .collect(),
-        workdir,
-        sandbox,
-        stdio: [
-            stdin.as_raw_fd(),
-            stdout_write.as_raw_fd(),
-            stderr_write.as_raw_fd(),
-        ],
-    })?;
+    let pid = crate::spawner::spawn(
+        &crate::spawner::Request {
+            program: &program,
+            args: argv,
+            env: env
+                .iter()
+                .map(|(key, value)| crate::spawner::env_entry(key, value))
+                .collect(),
+            workdir,
+            sandbox,
+            stdio: [
+                stdin.as_raw_fd(),
+                stdout_write.as_raw_fd(),
+                stderr_write.as_raw_fd(),
+            ],
+        },
+        standby,
+    )?;
     drop((stdin, stdout_write, stderr_write));
     let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout_read.into())?;
     let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read.into())?;

@@ -50,23 +50,58 @@ struct Channel {
     socket: OwnedFd,
     /// A standby the spawner made, not yet used.
     standby: Option<Standby>,
-    /// Whether a standby was asked for and has not arrived yet.
-    asked: bool,
+    /// A standby asked for that has not arrived yet: the cgroup it will
+    /// be in, if any.
+    asked: Option<Option<String>>,
+    /// Standbys asked for so far (their cgroups are named after it).
+    made: u64,
 }
 
-/// A process ready to become an instance (see the module's docs).
-struct Standby {
+/// A process ready to become an instance (see the module's docs), taken
+/// with [`take_standby`] and started with [`spawn`].
+pub(crate) struct Standby {
     /// Its waiting process: the server's child, the instance's main process.
     pid: libc::pid_t,
     /// The server's end of its socket.
     socket: OwnedFd,
+    /// The cgroup it is in (see [`use_cgroups`]), named `standby-…`.
+    cgroup: Option<String>,
 }
 
 impl Standby {
-    /// Lets it go unused: it exits when its socket closes, and is reaped.
-    fn retire(self) {
-        let Standby { pid, socket } = self;
-        drop(socket);
+    /// The cgroup it is in, which the instance keeps (see
+    /// [`crate::cgroup::Cgroups::adopt`]).
+    pub(crate) fn cgroup(&self) -> Option<&str> {
+        self.cgroup.as_deref()
+    }
+
+    /// Makes it the instance `message` describes (with `fds`); returns its
+    /// pid, or the error for a dead one (see [`is_dead_standby`]).
+    fn start(mut self, message: &[u8], fds: &[RawFd]) -> io::Result<libc::pid_t> {
+        let sent = send_with_fds(self.socket.as_raw_fd(), message, fds);
+        if let Err(err) = sent {
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, err));
+        }
+        // It is the instance now: nothing to let go of when dropped.
+        self.cgroup = None;
+        Ok(std::mem::replace(&mut self.pid, 0))
+    }
+}
+
+impl Drop for Standby {
+    /// Lets it go unused: it exits when its socket closes, and is reaped;
+    /// its cgroup goes with it.
+    fn drop(&mut self) {
+        let pid = self.pid;
+        if pid <= 0 {
+            return;
+        }
+        let dirs = self
+            .cgroup
+            .take()
+            .zip(CGROUPS.get())
+            .map(|(name, cgroups)| cgroups.dirs(&name))
+            .unwrap_or_default();
         let _ = std::thread::Builder::new()
             .name("berth-reap".into())
             .spawn(move || {
@@ -74,8 +109,22 @@ impl Standby {
                 unsafe {
                     libc::waitpid(pid, std::ptr::null_mut(), 0);
                 }
+                for dir in dirs {
+                    let _ = std::fs::remove_dir(dir);
+                }
             });
     }
+}
+
+/// Where standbys are made, so that an instance's cgroup is ready (and its
+/// process in it) before it starts: moving a process between cgroups waits
+/// for an RCU grace period, and holds up every fork meanwhile.
+static CGROUPS: OnceLock<crate::cgroup::Cgroups> = OnceLock::new();
+
+/// Makes the spawner put each standby in a cgroup of its own under
+/// `cgroups` (see [`crate::cgroup::Cgroups::adopt`]).
+pub fn use_cgroups(cgroups: &crate::cgroup::Cgroups) {
+    let _ = CGROUPS.set(cgroups.clone());
 }
 
 /// Messages between the server and the spawner start with one of these.
@@ -143,7 +192,8 @@ pub fn start() -> io::Result<()> {
         channel: Mutex::new(Channel {
             socket: server_end,
             standby: None,
-            asked: false,
+            asked: None,
+            made: 0,
         }),
         pid,
     });
@@ -158,9 +208,7 @@ pub(crate) fn available() -> bool {
 /// Notes that the spawner died (and reaps it: it is the server's child).
 /// Its standby, if any, is let go: later starts fork from the server.
 fn gone(spawner: &Spawner, channel: &mut Channel) -> io::Error {
-    if let Some(standby) = channel.standby.take() {
-        standby.retire();
-    }
+    drop(channel.standby.take());
     if !GONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!("the spawner is gone; instances fork from the server from now on");
         // SAFETY: waitpid(2) on our own child, without blocking.
@@ -187,9 +235,30 @@ pub(crate) struct Request<'a> {
     pub stdio: [RawFd; 3],
 }
 
-/// Starts the process `request` describes through the spawner; returns its
-/// pid once it has executed the program (or the reason it could not).
-pub(crate) fn spawn(request: &Request<'_>) -> io::Result<u32> {
+/// Takes the standby the spawner keeps ready, if it has one (and asks for
+/// the next). For a request whose sandbox [fits](PreparedSandbox::fits_standby).
+pub(crate) fn take_standby() -> Option<Standby> {
+    let spawner = SPAWNER.get()?;
+    let mut channel = spawner.channel.lock().ok()?;
+    let channel = &mut *channel;
+    take_notices(channel);
+    let standby = channel.standby.take();
+    if standby.is_some() {
+        ask_for_standby(spawner, channel);
+    }
+    standby
+}
+
+/// What [`spawn`] reports when the standby it was given is dead: the
+/// caller may start the process again without one.
+pub(crate) fn is_dead_standby(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::ConnectionAborted
+}
+
+/// Starts the process `request` describes, as `standby` if given, else
+/// through the spawner; returns its pid once it has executed the program
+/// (or the reason it could not).
+pub(crate) fn spawn(request: &Request<'_>, standby: Option<Standby>) -> io::Result<u32> {
     let spawner = SPAWNER
         .get()
         .ok_or_else(|| io::Error::other("no spawner"))?;
@@ -215,50 +284,20 @@ pub(crate) fn spawn(request: &Request<'_>) -> io::Result<u32> {
     if let Some(network) = request.sandbox.network_fd() {
         fds.push(network);
     }
-    let pid = {
-        let mut channel = spawner
-            .channel
-            .lock()
-            .map_err(|_| io::Error::other("the spawner's lock is poisoned"))?;
-        let channel = &mut *channel;
-        take_notices(channel);
-        let mut started = None;
-        if request.sandbox.fits_standby()
-            && let Some(standby) = channel.standby.take()
-        {
-            match send_with_fds(standby.socket.as_raw_fd(), &message, &fds) {
-                Ok(()) => started = Some(standby.pid),
-                // It died unused (killed by hand, say): start as before.
-                Err(_) => standby.retire(),
-            }
+    let pid = match standby {
+        // Dead (killed by hand, say): the caller may start it without.
+        Some(standby) => standby.start(&message, &fds)?,
+        None => {
+            let mut channel = spawner
+                .channel
+                .lock()
+                .map_err(|_| io::Error::other("the spawner's lock is poisoned"))?;
+            let channel = &mut *channel;
+            take_notices(channel);
+            let pid = start_in_spawner(spawner, channel, &message, &fds)?;
+            ask_for_standby(spawner, channel);
+            pid
         }
-        let pid = match started {
-            Some(pid) => pid,
-            None => start_in_spawner(spawner, channel, &message, &fds)?,
-        };
-        if channel.standby.is_none() && !channel.asked {
-            let ask = tag::STANDBY.to_ne_bytes();
-            // SAFETY: send(2) of a stack buffer, without blocking.
-            let sent = unsafe {
-                libc::send(
-                    channel.socket.as_raw_fd(),
-                    ask.as_ptr().cast(),
-                    ask.len(),
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            channel.asked = sent == ask.len() as isize;
-            if !channel.asked
-                && matches!(
-                    io::Error::last_os_error().raw_os_error(),
-                    Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
-                )
-            {
-                // This start went well; the next forks from the server.
-                let _ = gone(spawner, channel);
-            }
-        }
-        pid
     };
     // Only the child's copy keeps the pipe open now: it closes at its exec.
     drop(status_write);
@@ -319,9 +358,7 @@ fn start_in_spawner(
                 }
                 return Ok(pid);
             }
-            (8, tag::STANDBY) if !received.is_empty() => {
-                keep_standby(channel, word(4), received.remove(0));
-            }
+            (8, tag::STANDBY) => keep_standby(channel, word(4), received.pop()),
             (0, _) => return Err(gone(spawner, channel)),
             _ => return Err(io::Error::other("the spawner answered out of turn")),
         }
@@ -341,6 +378,45 @@ fn broken(spawner: &Spawner, channel: &mut Channel, err: io::Error) -> io::Error
     }
 }
 
+/// Asks the spawner for a standby unless one is ready or on its way; in a
+/// cgroup of its own when [`use_cgroups`] gave where.
+fn ask_for_standby(spawner: &Spawner, channel: &mut Channel) {
+    if channel.standby.is_some() || channel.asked.is_some() {
+        return;
+    }
+    channel.made += 1;
+    let cgroup = CGROUPS.get().map(|cgroups| {
+        (
+            format!("standby-{}-{}", std::process::id(), channel.made),
+            cgroups,
+        )
+    });
+    let mut ask = tag::STANDBY.to_ne_bytes().to_vec();
+    let dirs = cgroup
+        .as_ref()
+        .map(|(name, cgroups)| cgroups.dirs(name))
+        .unwrap_or_default();
+    put_list(&mut ask, dirs.iter().map(|dir| dir.as_os_str().as_bytes()));
+    // SAFETY: send(2) of a buffer that lives across the call, without blocking.
+    let sent = unsafe {
+        libc::send(
+            channel.socket.as_raw_fd(),
+            ask.as_ptr().cast(),
+            ask.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if sent == ask.len() as isize {
+        channel.asked = Some(cgroup.map(|(name, _)| name));
+    } else if matches!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+    ) {
+        // The start at hand went well; the next forks from the server.
+        let _ = gone(spawner, channel);
+    }
+}
+
 /// Takes the standbys the spawner sent since the last start.
 fn take_notices(channel: &mut Channel) {
     loop {
@@ -351,17 +427,31 @@ fn take_notices(channel: &mut Channel) {
             return;
         };
         let word = |at: usize| i32::from_ne_bytes(notice[at..at + 4].try_into().expect("4 bytes"));
-        if word(0) as u32 == tag::STANDBY && !received.is_empty() {
-            keep_standby(channel, word(4), received.remove(0));
+        if word(0) as u32 == tag::STANDBY {
+            keep_standby(channel, word(4), received.pop());
         }
     }
 }
 
-fn keep_standby(channel: &mut Channel, pid: libc::pid_t, socket: OwnedFd) {
-    channel.asked = false;
-    if let Some(old) = channel.standby.replace(Standby { pid, socket }) {
-        old.retire();
-    }
+/// Keeps the standby the spawner announced (a pid and its socket; none when
+/// it could not make one).
+fn keep_standby(channel: &mut Channel, pid: libc::pid_t, socket: Option<OwnedFd>) {
+    let cgroup = channel.asked.take().flatten();
+    let Some(socket) = socket.filter(|_| pid > 0) else {
+        if let (Some(name), Some(cgroups)) = (cgroup, CGROUPS.get()) {
+            for dir in cgroups.dirs(&name) {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        return;
+    };
+    let standby = Standby {
+        pid,
+        socket,
+        cgroup,
+    };
+    // An older one (never: one is asked for at a time) is let go.
+    drop(channel.standby.replace(standby));
 }
 
 /// Waits for the server's child `pid` (started through the spawner) to exit,
@@ -577,13 +667,20 @@ fn serve(socket: OwnedFd) -> ! {
     }
     let mut buffer = vec![0u8; MAX_REQUEST];
     let mut standby_at: Option<std::time::Instant> = None;
+    // The cgroup directories the next standby makes and joins.
+    let mut standby_cgroup: Vec<PathBuf> = Vec::new();
     loop {
         if let Some(at) = standby_at {
             let left = at.saturating_duration_since(std::time::Instant::now());
             if !readable_within(socket.as_raw_fd(), left) {
                 standby_at = None;
-                // Without one, starts are forked as before: nothing to say.
-                let _ = make_standby(socket.as_raw_fd(), &mut buffer);
+                let cgroup = std::mem::take(&mut standby_cgroup);
+                if make_standby(socket.as_raw_fd(), &mut buffer, &cgroup).is_err() {
+                    // Starts fork as before; the server may ask again.
+                    let mut notice = [0u8; 8];
+                    notice[..4].copy_from_slice(&tag::STANDBY.to_ne_bytes());
+                    let _ = send_with_fds(socket.as_raw_fd(), &notice, &[]);
+                }
                 continue;
             }
         }
@@ -596,7 +693,14 @@ fn serve(socket: OwnedFd) -> ! {
         };
         match reader.u32() {
             Ok(tag::STANDBY) => {
+                use std::os::unix::ffi::OsStrExt;
                 standby_at = Some(std::time::Instant::now() + STANDBY_DELAY);
+                standby_cgroup = reader
+                    .c_strings()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|dir| PathBuf::from(std::ffi::OsStr::from_bytes(dir.as_bytes())))
+                    .collect();
                 continue;
             }
             Ok(tag::START) => {}
@@ -646,10 +750,19 @@ fn readable_within(socket: RawFd, within: std::time::Duration) -> bool {
     }
 }
 
-/// Forks a standby (the server's child, like every instance) and sends the
-/// server its pid and its socket. `buffer` is where the standby will read
-/// its request (its own copy, after the fork).
-fn make_standby(socket: RawFd, buffer: &mut [u8]) -> io::Result<()> {
+/// Forks a standby (the server's child, like every instance) in a new
+/// cgroup made of `cgroup`'s directories (if any), and sends the server its
+/// pid and its socket. `buffer` is where the standby will read its request
+/// (its own copy, after the fork).
+fn make_standby(socket: RawFd, buffer: &mut [u8], cgroup: &[PathBuf]) -> io::Result<()> {
+    let mut joins = Vec::with_capacity(cgroup.len());
+    for dir in cgroup {
+        std::fs::create_dir(dir)?;
+        joins.push(
+            CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+                .map_err(|_| io::Error::other("a NUL in a cgroup's path"))?,
+        );
+    }
     let mut pair = [0; 2];
     // SAFETY: socketpair(2) fills two descriptors we own below.
     let made = unsafe {
@@ -669,7 +782,7 @@ fn make_standby(socket: RawFd, buffer: &mut [u8]) -> io::Result<()> {
     let pid = fork_for_server()?;
     if pid == 0 {
         drop(server_end);
-        stand_by(standby_end, buffer);
+        stand_by(standby_end, buffer, &joins);
     }
     drop(standby_end);
     let mut notice = [0u8; 8];
@@ -701,10 +814,11 @@ fn fork_for_server() -> io::Result<i32> {
     }
 }
 
-/// The standby: its namespaces made, pid 2 waits on `socket` for a start
-/// (as the spawner's requests, without the tag), then becomes that
-/// instance. Exits when the server lets it go (closes its end).
-fn stand_by(socket: OwnedFd, buffer: &mut [u8]) -> ! {
+/// The standby: in its cgroup (each `cgroup.procs` of `joins`) and
+/// namespaces, pid 2 waits on `socket` for a start (as the spawner's
+/// requests, without the tag), then becomes that instance. Exits when the
+/// server lets it go (closes its end).
+fn stand_by(socket: OwnedFd, buffer: &mut [u8], joins: &[CString]) -> ! {
     // SAFETY: descriptor and process-attribute system calls on this
     // process, which is single-threaded and never returns.
     unsafe {
@@ -715,6 +829,14 @@ fn stand_by(socket: OwnedFd, buffer: &mut [u8]) -> ! {
         }
         libc::close_range(4, u32::MAX, 0);
         std::mem::forget(socket);
+        // Before the forks below: the init and pid 2 are born in it.
+        for procs in joins {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(1);
+            }
+            libc::close(fd);
+        }
         libc::setpgid(0, 0);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         if crate::isolation::enter_standby().is_err() {

@@ -737,6 +737,16 @@ async fn a_cold_start_takes_the_standby_which_is_sandboxed_like_any_instance() {
         .find(|line| line.contains("memory"))
         .unwrap_or_else(|| panic!("no memory cgroup: {cgroups}"));
     assert!(memory.contains(id), "in its instance's cgroup: {memory}");
+    // With its 64 MiB: the standby's cgroup took this app's limits.
+    let path = memory.splitn(3, ':').nth(2).unwrap();
+    let limit = ["memory/", ""]
+        .iter()
+        .zip(["memory.limit_in_bytes", "memory.max"])
+        .find_map(|(hierarchy, file)| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{hierarchy}{path}/{file}")).ok()
+        })
+        .unwrap_or_default();
+    assert_eq!(limit.trim(), (64 * 1024 * 1024).to_string(), "{memory}");
     let net = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
     assert_ne!(net(standby), net(std::process::id()), "its own network");
 
