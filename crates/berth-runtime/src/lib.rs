@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use beneath::open_beneath;
-pub use isolation::run_instance_init_if_asked;
+pub use isolation::{run_instance_init_if_asked, with_exact_sleeps};
 pub use process::ProcessDriver;
 
 /// What to run.

@@ -75,10 +75,10 @@ pub async fn wait_until_healthy(
             }
             false
         };
-        match inside {
+        berth_runtime::with_exact_sleeps(|| match inside {
             Some(netns) => netns.within(watch).unwrap_or(false),
             None => watch(),
-        }
+        })
     })
     .await
     .unwrap_or(false);

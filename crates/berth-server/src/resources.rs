@@ -70,6 +70,9 @@ pub struct Resources {
     api_url: String,
     /// An app's URL through the router.
     url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Slugs given to an app's user already (slugs never change, so a
+    /// start after the first need not walk one again).
+    owned_slugs: std::sync::Mutex<std::collections::HashSet<(PathBuf, u32)>>,
 }
 
 impl Resources {
@@ -96,6 +99,7 @@ impl Resources {
             networks,
             api_url,
             url_for,
+            owned_slugs: Default::default(),
         })
     }
 
@@ -501,12 +505,21 @@ impl Resources {
             return Ok(None);
         }
         let uid = self.store.app_uid(app).map_err(|err| err.to_string())?;
-        own_tree(slug_dir, uid).map_err(|err| {
-            format!(
-                "cannot give the slug {} to the app's user: {err}",
-                slug_dir.display()
-            )
-        })?;
+        let owned = (slug_dir.to_path_buf(), uid);
+        let mut owned_slugs = self
+            .owned_slugs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !owned_slugs.contains(&owned) {
+            own_tree(slug_dir, uid).map_err(|err| {
+                format!(
+                    "cannot give the slug {} to the app's user: {err}",
+                    slug_dir.display()
+                )
+            })?;
+            owned_slugs.insert(owned);
+        }
+        drop(owned_slugs);
         // The app's volumes dir stays root's (0711), so the app cannot swap
         // a volume for a link to another app's; each volume is the app's.
         let volumes = self.volumes_dir.join(app);

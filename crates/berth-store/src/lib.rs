@@ -230,6 +230,8 @@ impl Store {
         // connection.
         reader.pragma_update(None, "cache_size", -256)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Reads on a start's path skip parsing their SQL each time.
+        reader.set_prepared_statement_cache_capacity(64);
         Ok(Store {
             writer: Mutex::new(conn),
             reader: Mutex::new(reader),
@@ -297,7 +299,7 @@ impl Store {
     pub fn apps(&self) -> Result<Vec<AppRow>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT name, created_at, target_release FROM apps ORDER BY name")?;
+            conn.prepare_cached("SELECT name, created_at, target_release FROM apps ORDER BY name")?;
         let rows = stmt.query_map([], app_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -495,7 +497,7 @@ impl Store {
     pub fn releases(&self, app: &str) -> Result<Vec<ReleaseRow>> {
         let conn = self.conn();
         ensure_app(&conn, app)?;
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "{RELEASE_COLUMNS} WHERE app = ?1 ORDER BY version DESC"
         ))?;
         let rows = stmt.query_map([app], raw_release)?;
@@ -506,7 +508,8 @@ impl Store {
     pub fn env(&self, app: &str) -> Result<BTreeMap<String, String>> {
         let conn = self.conn();
         ensure_app(&conn, app)?;
-        let mut stmt = conn.prepare("SELECT key, value FROM env WHERE app = ?1 ORDER BY key")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT key, value FROM env WHERE app = ?1 ORDER BY key")?;
         let rows = stmt.query_map([app], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -535,9 +538,8 @@ impl Store {
         {
             let conn = self.conn();
             let uid: Option<Option<u32>> = conn
-                .query_row("SELECT uid FROM apps WHERE name = ?1", [app], |row| {
-                    row.get(0)
-                })
+                .prepare_cached("SELECT uid FROM apps WHERE name = ?1")?
+                .query_row([app], |row| row.get(0))
                 .optional()?;
             if let Some(Some(uid)) = uid {
                 return Ok(uid);
@@ -570,8 +572,9 @@ impl Store {
     pub fn secrets(&self, app: &str) -> Result<BTreeMap<String, SealedSecret>> {
         let conn = self.conn();
         ensure_app(&conn, app)?;
-        let mut stmt =
-            conn.prepare("SELECT name, sealed, digest FROM secrets WHERE app = ?1 ORDER BY name")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, sealed, digest FROM secrets WHERE app = ?1 ORDER BY name",
+        )?;
         let rows = stmt.query_map([app], |row| {
             Ok((
                 row.get(0)?,
@@ -620,18 +623,15 @@ impl Store {
     pub fn resource(&self, app: &str, kind: &str) -> Result<Option<ResourceRow>> {
         let conn = self.conn();
         Ok(conn
-            .query_row(
-                &format!("{RESOURCE_COLUMNS} WHERE app = ?1 AND kind = ?2"),
-                params![app, kind],
-                resource_from_row,
-            )
+            .prepare_cached(&format!("{RESOURCE_COLUMNS} WHERE app = ?1 AND kind = ?2"))?
+            .query_row(params![app, kind], resource_from_row)
             .optional()?)
     }
 
     /// Every resource of every app (what the server brings up at start).
     pub fn all_resources(&self) -> Result<Vec<ResourceRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("{RESOURCE_COLUMNS} ORDER BY app, kind"))?;
+        let mut stmt = conn.prepare_cached(&format!("{RESOURCE_COLUMNS} ORDER BY app, kind"))?;
         let rows = stmt.query_map([], resource_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -676,7 +676,7 @@ impl Store {
     pub fn scaling(&self, app: &str) -> Result<BTreeMap<String, GroupScaling>> {
         let conn = self.conn();
         ensure_app(&conn, app)?;
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT name, desired, scaled, scale_min, scale_max, scale_reason FROM process_groups WHERE app = ?1 ORDER BY name",
         )?;
         let rows = stmt.query_map([app], |row| {
@@ -814,7 +814,7 @@ impl Store {
     /// (the newest `limit` when `after` is 0).
     pub fn events(&self, app: &str, after: i64, limit: u32) -> Result<Vec<EventRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, at, app, kind, message FROM (
                SELECT * FROM events WHERE app = ?1 AND id > ?2 ORDER BY id DESC LIMIT ?3
              ) ORDER BY id",
@@ -875,7 +875,7 @@ impl Store {
     /// Every journaled instance.
     pub fn journaled_instances(&self) -> Result<Vec<InstanceJournalRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, app, pid FROM instance_journal")?;
+        let mut stmt = conn.prepare_cached("SELECT id, app, pid FROM instance_journal")?;
         let rows = stmt.query_map([], |row| {
             Ok(InstanceJournalRow {
                 id: row.get(0)?,
@@ -1011,7 +1011,7 @@ fn ensure_app(conn: &Connection, app: &str) -> Result<()> {
 
 /// Effective desired counts: the autoscaler's while it has set one, else the manual one.
 fn counts(conn: &Connection, app: &str) -> Result<BTreeMap<String, u32>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT name, COALESCE(scaled, desired) FROM process_groups WHERE app = ?1 ORDER BY name",
     )?;
     let rows = stmt.query_map([app], |row| Ok((row.get(0)?, row.get(1)?)))?;
