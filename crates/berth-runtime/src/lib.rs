@@ -156,6 +156,8 @@ pub enum ExitCause {
     Signal(i32),
     /// Its status could not be read.
     Unknown(String),
+    /// It never ran its program: this says why (`cannot start `cmd`: …`).
+    CannotStart(String),
     /// The kernel killed it for using more memory than its limit.
     OutOfMemory {
         /// The limit, in MiB.
@@ -191,6 +193,7 @@ impl fmt::Display for ExitCause {
                 }
             }
             ExitCause::Unknown(why) => write!(f, "exit status unknown: {why}"),
+            ExitCause::CannotStart(why) => f.write_str(why),
             ExitCause::OutOfMemory { limit_mib } => write!(
                 f,
                 "out of memory: killed by the kernel over its {limit_mib} MiB limit"

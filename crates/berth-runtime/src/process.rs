@@ -184,7 +184,7 @@ impl Driver for ProcessDriver {
                         (None, None) => ExitCause::Unknown(status.to_string()),
                     }
                 }
-                Err(err) => ExitCause::Unknown(err.to_string()),
+                Err(cause) => cause,
             };
             // The group may hold children the main process left behind.
             isolation::signal_group(pid, libc::SIGKILL);
@@ -212,7 +212,10 @@ struct Started {
     pid: u32,
     stdout: Box<dyn AsyncRead + Send + Unpin>,
     stderr: Box<dyn AsyncRead + Send + Unpin>,
-    exit: std::pin::Pin<Box<dyn Future<Output = std::io::Result<std::process::ExitStatus>> + Send>>,
+    /// Its exit status, or why there is none (it could not execute its
+    /// program, say).
+    exit:
+        std::pin::Pin<Box<dyn Future<Output = Result<std::process::ExitStatus, ExitCause>> + Send>>,
 }
 
 /// A plain `program arg…` is executed directly: no shell to start (it
@@ -292,7 +295,12 @@ fn start_forked(
         pid,
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
-        exit: Box::pin(async move { child.wait().await }),
+        exit: Box::pin(async move {
+            child
+                .wait()
+                .await
+                .map_err(|err| ExitCause::Unknown(err.to_string()))
+        }),
     })
 }
 
@@ -306,13 +314,18 @@ fn start_through_spawner(
     sandbox: &isolation::PreparedSandbox,
     standby: Option<crate::spawner::Standby>,
 ) -> std::io::Result<Started> {
+    let argv_text = argv
+        .iter()
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     // The spawner searches no PATH: find the program as the exec would.
     let program = crate::spawner::resolve(&argv[0].to_string_lossy(), path, workdir);
     let stdin = std::fs::File::open("/dev/null")?;
     let (stdout_read, stdout_write) = std::io::pipe()?;
     let (stderr_read, stderr_write) = std::io::pipe()?;
     use std::os::fd::AsRawFd;
-    let pid = crate::spawner::spawn(
+    let spawned = crate::spawner::spawn(
         &crate::spawner::Request {
             program: &program,
             args: argv,
@@ -333,11 +346,22 @@ fn start_through_spawner(
     drop((stdin, stdout_write, stderr_write));
     let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout_read.into())?;
     let stderr = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr_read.into())?;
+    let crate::spawner::Spawned { pid, exec } = spawned;
+    let command = argv_text;
     Ok(Started {
         pid,
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
-        exit: Box::pin(crate::spawner::wait_for_exit(pid)),
+        exit: Box::pin(async move {
+            let failure = exec.failure().await;
+            let status = crate::spawner::wait_for_exit(pid).await;
+            match failure {
+                Some(err) => Err(ExitCause::CannotStart(format!(
+                    "cannot start `{command}`: {err}"
+                ))),
+                None => status.map_err(|err| ExitCause::Unknown(err.to_string())),
+            }
+        }),
     })
 }
 

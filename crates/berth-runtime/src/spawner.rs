@@ -256,9 +256,9 @@ pub(crate) fn is_dead_standby(err: &io::Error) -> bool {
 }
 
 /// Starts the process `request` describes, as `standby` if given, else
-/// through the spawner; returns its pid once it has executed the program
-/// (or the reason it could not).
-pub(crate) fn spawn(request: &Request<'_>, standby: Option<Standby>) -> io::Result<u32> {
+/// through the spawner; returns its pid once it is on its way (whether
+/// its exec succeeds comes later: [`Spawned::exec`]).
+pub(crate) fn spawn(request: &Request<'_>, standby: Option<Standby>) -> io::Result<Spawned> {
     let spawner = SPAWNER
         .get()
         .ok_or_else(|| io::Error::other("no spawner"))?;
@@ -301,33 +301,47 @@ pub(crate) fn spawn(request: &Request<'_>, standby: Option<Standby>) -> io::Resu
     };
     // Only the child's copy keeps the pipe open now: it closes at its exec.
     drop(status_write);
-    let mut errno = [0u8; 4];
-    let mut filled = 0;
-    while filled < 4 {
-        // SAFETY: read(2) into the rest of a stack buffer.
-        let read = unsafe {
-            libc::read(
-                status_read.as_raw_fd(),
-                errno[filled..].as_mut_ptr().cast(),
-                4 - filled,
-            )
+    Ok(Spawned {
+        pid: pid as u32,
+        exec: ExecOutcome(status_read),
+    })
+}
+
+/// A process [`spawn`] started: it may still be on its way to its exec.
+pub(crate) struct Spawned {
+    /// Its pid (the server's child).
+    pub pid: u32,
+    /// Whether its exec succeeds, to learn later.
+    pub exec: ExecOutcome,
+}
+
+/// The read end of a started process's exec status pipe: it closes at the
+/// exec, or first carries the errno of what failed before it. Not waited
+/// for at the start: the server goes on while the process sets its sandbox
+/// up and executes (a cold start's two cores are better spent so).
+pub(crate) struct ExecOutcome(OwnedFd);
+
+impl ExecOutcome {
+    /// What kept the process from executing its program, once known
+    /// (`None`: it executed it).
+    pub(crate) async fn failure(self) -> Option<io::Error> {
+        use tokio::io::AsyncReadExt;
+        let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(self.0) {
+            Ok(pipe) => pipe,
+            Err(err) => return Some(err),
         };
-        match read {
-            0 => break,
-            n if n > 0 => filled += n as usize,
-            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-            _ => return Err(io::Error::last_os_error()),
+        let mut errno = [0u8; 4];
+        let mut filled = 0;
+        while filled < 4 {
+            match pipe.read(&mut errno[filled..]).await {
+                Ok(0) => break,
+                Ok(read) => filled += read,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Some(err),
+            }
         }
+        (filled == 4).then(|| io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
     }
-    if filled == 4 {
-        // The child exited without exec: reap it, report why.
-        // SAFETY: waitpid(2) on our own child.
-        unsafe {
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
-    }
-    Ok(pid as u32)
 }
 
 /// Has the spawner fork the process `message` describes; returns its pid.
