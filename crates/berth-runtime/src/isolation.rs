@@ -178,8 +178,12 @@ impl PreparedSandbox {
             pairs.push((c_path(&reachable(workdir))?, c_path(workdir)?));
         }
         for bind in binds {
-            std::fs::create_dir_all(&bind.source)?;
-            std::fs::create_dir_all(&bind.destination)?;
+            // A file is mounted over a file that must exist; a directory
+            // (a volume) is made on both sides if missing.
+            if !bind.source.is_file() {
+                std::fs::create_dir_all(&bind.source)?;
+                std::fs::create_dir_all(&bind.destination)?;
+            }
             need_in_tmp(&bind.destination);
             pairs.push((
                 c_path(&reachable(&bind.source))?,

@@ -65,7 +65,7 @@ pub struct Sandbox {
     pub network: Option<std::sync::Arc<netns::NetNs>>,
 }
 
-/// A host directory the instance sees at another path.
+/// A host directory (or file) the instance sees at another path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
     /// The directory on the host.

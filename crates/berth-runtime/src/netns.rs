@@ -196,6 +196,13 @@ impl NetNs {
             .await
     }
 
+    /// A UDP socket bound to `addr` inside this namespace.
+    pub fn bind_udp(&self, addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+        let socket = self.within(|| std::net::UdpSocket::bind(addr))??;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket)
+    }
+
     /// Listens on `addr` inside this namespace.
     pub fn listen(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
         let socket = std::net::TcpStream::from(self.tcp_socket(addr.is_ipv6())?);

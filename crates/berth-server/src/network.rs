@@ -64,6 +64,7 @@ impl InstanceNetwork {
         app: &str,
         spec: &AppSpec,
         proxy: Option<EgressPolicy>,
+        resolvers: &Resolvers,
     ) -> Result<Self, String> {
         let mut bridges = Vec::new();
         let mut env = Vec::new();
@@ -81,6 +82,16 @@ impl InstanceNetwork {
                 .listen(addr)
                 .map_err(|err| format!("cannot listen on {addr} in the namespace: {err}"))?;
             bridges.push(tokio::spawn(bridge(listener, addr)));
+        }
+        for &resolver in &resolvers.relayed {
+            // An IPv6 loopback may be missing inside: then it is not relayed.
+            let Ok(datagrams) = netns.bind_udp(resolver) else {
+                continue;
+            };
+            bridges.push(tokio::spawn(relay_dns(datagrams, resolver)));
+            if let Ok(listener) = netns.listen(resolver) {
+                bridges.push(tokio::spawn(bridge(listener, resolver)));
+            }
         }
         Ok(InstanceNetwork {
             netns,
@@ -278,6 +289,8 @@ impl NamespacePool {
 /// The server's way of giving instances networks of their own.
 pub struct Networks {
     mode: Mode,
+    /// The resolvers instances use.
+    resolvers: Resolvers,
 }
 
 enum Mode {
@@ -293,7 +306,10 @@ impl Networks {
     /// Instances share the host's network (no root, or isolation off):
     /// nothing is ever prepared.
     pub fn none() -> Networks {
-        Networks { mode: Mode::Shared }
+        Networks {
+            mode: Mode::Shared,
+            resolvers: Resolvers::default(),
+        }
     }
 
     /// Chooses the egress for a server whose instances are sandboxed:
@@ -330,7 +346,20 @@ impl Networks {
                 ));
             }
         };
-        Ok(Networks { mode })
+        let resolvers = Resolvers::from_env()?;
+        if !resolvers.relayed.is_empty() {
+            tracing::info!(
+                resolvers = ?resolvers.relayed,
+                "DNS: resolvers on the host's loopback are relayed into each instance's namespace"
+            );
+        }
+        Ok(Networks { mode, resolvers })
+    }
+
+    /// The resolv.conf to mount over an instance's `/etc/resolv.conf`, if
+    /// the server was given one.
+    pub fn resolv_conf(&self) -> Option<&std::path::Path> {
+        self.resolvers.mounted.as_deref()
     }
 
     /// The network of a new sandboxed instance of `app`, listening on a
@@ -352,7 +381,7 @@ impl Networks {
         };
         let (netns, proxy) =
             made.map_err(|err| format!("cannot make a network namespace: {err}"))?;
-        InstanceNetwork::prepare(netns, resources, app, spec, proxy).map(Some)
+        InstanceNetwork::prepare(netns, resources, app, spec, proxy, &self.resolvers).map(Some)
     }
 }
 
@@ -602,6 +631,118 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
     Ok(())
 }
 
+/// The resolvers instances use, and how they reach those on the host's
+/// loopback.
+///
+/// An instance sees the host's `/etc/resolv.conf` (or the file
+/// `BERTH_RESOLV_CONF` names, mounted over it in the instance). A resolver
+/// there on a loopback address — systemd-resolved's `127.0.0.53`, a local
+/// dnsmasq or unbound — would be the namespace's own loopback, where
+/// nothing answers: berth listens on that address and port inside the
+/// namespace (UDP and TCP) and relays each query to the host's resolver.
+/// Other resolvers are reached over the instance's link like any host.
+#[derive(Debug, Clone, Default)]
+pub struct Resolvers {
+    /// A resolv.conf to mount over the instance's `/etc/resolv.conf`.
+    pub mounted: Option<std::path::PathBuf>,
+    /// Resolvers on a loopback address, relayed into each namespace.
+    pub relayed: Vec<SocketAddr>,
+}
+
+impl Resolvers {
+    /// Reads `BERTH_RESOLV_CONF`, else `/etc/resolv.conf`.
+    pub fn from_env() -> Result<Resolvers, String> {
+        let chosen = std::env::var_os("BERTH_RESOLV_CONF").map(std::path::PathBuf::from);
+        let path = chosen
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("/etc/resolv.conf"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            // No resolv.conf: the resolver library's defaults, nothing to relay.
+            Err(_) if chosen.is_none() => String::new(),
+            Err(err) => return Err(format!("BERTH_RESOLV_CONF={}: {err}", path.display())),
+        };
+        Ok(Resolvers {
+            relayed: loopback_nameservers(&text),
+            mounted: chosen,
+        })
+    }
+}
+
+/// The `nameserver` lines of a resolv.conf that name a loopback address,
+/// as the port-53 addresses to relay.
+pub fn loopback_nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then(|| words.next())?
+        })
+        .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
+        .filter(|address| address.is_loopback())
+        .map(|address| SocketAddr::new(address, 53))
+        .collect()
+}
+
+/// Queries relayed at once per instance (each client address has its own
+/// socket towards the resolver); beyond, new clients wait for a slot.
+const DNS_CLIENTS: usize = 64;
+/// A relayed client's socket goes after this long without an answer.
+const DNS_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Relays DNS datagrams from inside a namespace (`inside`, bound at the
+/// resolver's address there) to the resolver `target` on the host, and its
+/// answers back to whoever asked.
+async fn relay_dns(inside: tokio::net::UdpSocket, target: SocketAddr) {
+    use std::collections::HashMap;
+    let inside = Arc::new(inside);
+    let mut clients: HashMap<SocketAddr, (Arc<tokio::net::UdpSocket>, JoinHandle<()>)> =
+        HashMap::new();
+    let mut query = vec![0u8; 65_535];
+    loop {
+        let Ok((length, client)) = inside.recv_from(&mut query).await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        clients.retain(|_, (_, answers)| !answers.is_finished());
+        let outside = match clients.get(&client) {
+            Some((outside, _)) => outside.clone(),
+            None if clients.len() >= DNS_CLIENTS => continue,
+            None => {
+                let local = if target.is_ipv6() {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                };
+                let Ok(outside) = tokio::net::UdpSocket::bind(local).await else {
+                    continue;
+                };
+                if outside.connect(target).await.is_err() {
+                    continue;
+                }
+                let outside = Arc::new(outside);
+                let answers = tokio::spawn(relay_answers(outside.clone(), inside.clone(), client));
+                clients.insert(client, (outside.clone(), answers));
+                outside
+            }
+        };
+        let _ = outside.send(&query[..length]).await;
+    }
+}
+
+/// Sends what the resolver answers on `outside` to `client` through
+/// `inside`, until it has been quiet for [`DNS_IDLE`].
+async fn relay_answers(
+    outside: Arc<tokio::net::UdpSocket>,
+    inside: Arc<tokio::net::UdpSocket>,
+    client: SocketAddr,
+) {
+    let mut answer = vec![0u8; 65_535];
+    while let Ok(Ok(length)) = tokio::time::timeout(DNS_IDLE, outside.recv(&mut answer)).await {
+        let _ = inside.send_to(&answer[..length], client).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,5 +842,20 @@ mod tests {
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+
+    #[test]
+    fn only_loopback_nameservers_are_relayed() {
+        let relayed = loopback_nameservers(
+            "# systemd-resolved\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n\
+             nameserver ::1\nsearch example.com\nnameserver\n",
+        );
+        assert_eq!(
+            relayed,
+            [
+                "127.0.0.53:53".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
     }
 }

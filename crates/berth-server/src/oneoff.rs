@@ -127,6 +127,12 @@ impl Launcher {
         };
         sandbox.network = Some(network.netns.clone());
         instance.env.extend(network.env.iter().cloned());
+        if let Some(resolv_conf) = self.resources.networks().resolv_conf() {
+            instance.binds.push(berth_runtime::BindMount {
+                source: resolv_conf.to_path_buf(),
+                destination: "/etc/resolv.conf".into(),
+            });
+        }
         Ok(Some(network))
     }
 }

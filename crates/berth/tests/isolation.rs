@@ -311,6 +311,7 @@ async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_pro
 /// A host of the test's own outside this machine's instances: a network
 /// namespace with a veth link to the host (`10.234.N.2`, the host side
 /// `10.234.N.1`) serving `hello.txt` over HTTP on port 8000. Removed on drop.
+/// Tests running side by side give different `tag`s.
 struct OutsideHost {
     name: String,
     link: String,
@@ -329,10 +330,10 @@ fn ip(args: &[&str]) {
 }
 
 impl OutsideHost {
-    fn start() -> OutsideHost {
-        let n = std::process::id() % 250;
-        let name = format!("berth-outside-{}", std::process::id());
-        let link = format!("btx{}", std::process::id());
+    fn start(tag: u32) -> OutsideHost {
+        let n = (std::process::id() + 97 * tag) % 250;
+        let name = format!("berth-outside-{}-{tag}", std::process::id());
+        let link = format!("btx{}{tag}", std::process::id() % 1_000_000);
         let (gateway, address) = (format!("10.234.{n}.1"), format!("10.234.{n}.2"));
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &name])
@@ -415,7 +416,7 @@ async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but
         std::path::Path::new("/usr/sbin/nft").exists(),
         "direct egress needs nftables (.ci/run installs it)"
     );
-    let outside = OutsideHost::start();
+    let outside = OutsideHost::start(0);
     // Listeners on the host that no instance may reach: on its loopback,
     // and on every address (the test itself reaches it through the
     // outside host's link, so the refusal below is not a dead address).
@@ -753,4 +754,135 @@ async fn a_cold_start_takes_the_standby_which_is_sandboxed_like_any_instance() {
     // Another standby is made for the next cold start.
     let (next, _) = wait_for_standby(&server, Some(wait)).await;
     assert_ne!(next, wait);
+}
+
+/// A DNS server of the test's own on the host's loopback: it answers `name`
+/// (A) with `address`, other names with NXDOMAIN, and counts the queries.
+struct DnsServer {
+    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DnsServer {
+    fn start(at: std::net::SocketAddr, name: &str, address: std::net::Ipv4Addr) -> DnsServer {
+        use std::sync::atomic::Ordering;
+        let socket = std::net::UdpSocket::bind(at).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (counted, stopped, name) = (queries.clone(), stop.clone(), name.to_string());
+        std::thread::spawn(move || {
+            let mut query = [0u8; 512];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((length, client)) = socket.recv_from(&mut query) else {
+                    continue;
+                };
+                counted.fetch_add(1, Ordering::Relaxed);
+                if let Some(answer) = dns_answer(&query[..length], &name, address) {
+                    let _ = socket.send_to(&answer, client);
+                }
+            }
+        });
+        DnsServer { queries, stop }
+    }
+
+    fn queries(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The answer to one DNS query: `address` for an A query of `name`, no
+/// record for its other types, NXDOMAIN for other names.
+fn dns_answer(query: &[u8], name: &str, address: std::net::Ipv4Addr) -> Option<Vec<u8>> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let length = *query.get(at)? as usize;
+        at += 1;
+        if length == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + length)?).to_lowercase());
+        at += length;
+    }
+    let question_end = at + 4;
+    let kind = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let known = labels.join(".") == name;
+    let answers = u16::from(known && kind == 1);
+    let mut answer = query.get(..2)?.to_vec();
+    answer.extend(if known { [0x81, 0x80] } else { [0x81, 0x83] });
+    answer.extend([0, 1]);
+    answer.extend(answers.to_be_bytes());
+    answer.extend([0, 0, 0, 0]);
+    answer.extend(query.get(12..question_end)?);
+    if answers == 1 {
+        // A pointer to the question's name, A, IN, a minute, four bytes.
+        answer.extend([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        answer.extend(address.octets());
+    }
+    Some(answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
+    setup();
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    assert!(
+        std::path::Path::new("/usr/sbin/nft").exists(),
+        "direct egress needs nftables (.ci/run installs it)"
+    );
+    let outside = OutsideHost::start(1);
+    // A resolver on the host's loopback, as systemd-resolved's 127.0.0.53
+    // is, which an instance's own loopback does not have.
+    let resolver: std::net::SocketAddr = "127.0.0.153:53".parse().unwrap();
+    let dns = DnsServer::start(resolver, "outside.berth.test", outside.address);
+    let files = tempfile::tempdir().unwrap();
+    let resolv_conf = files.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        "nameserver 127.0.0.153\noptions timeout:2 attempts:2\n",
+    )
+    .unwrap();
+    let server =
+        TestServer::start_with_env(&[], &[("BERTH_RESOLV_CONF", resolv_conf.to_str().unwrap())])
+            .await;
+    deploy_plain(&server, "resolving", "").await;
+
+    let seen = server
+        .get("resolving", "/read?path=/etc/resolv.conf")
+        .await
+        .body;
+    assert!(seen.contains("nameserver 127.0.0.153"), "{seen}");
+    let fetched = server
+        .get(
+            "resolving",
+            "/fetch?addr=outside.berth.test:8000&path=/hello.txt&direct=1",
+        )
+        .await;
+    assert_eq!(fetched.status, 200, "{}", fetched.body);
+    assert!(
+        fetched.body.contains("hello from outside"),
+        "{}",
+        fetched.body
+    );
+    assert!(dns.queries() > 0, "the query reached the host's resolver");
+    // A name the resolver does not know fails at once, as it would anywhere.
+    let unknown = server
+        .get(
+            "resolving",
+            "/fetch?addr=nowhere.berth.test:8000&path=/&direct=1",
+        )
+        .await;
+    assert_eq!(unknown.status, 502, "{}", unknown.body);
 }
