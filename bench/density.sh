@@ -28,10 +28,11 @@ for _ in $(seq 120); do
     sleep 1
 done
 sleep 2
-loaded=$(berth_rss_kib)
+loaded=$(berth_rss_kib); loaded_pss=$(berth_pss_kib)
 # One of them still answers (a cold start), then goes back to sleep.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: idle-1.localhost" "$ROUTER_URL/")
-awk -v e="$empty" -v l="$loaded" -v apps="$APPS" -v r="$running" -v code="$code" -v t="$deployed" 'BEGIN {
+awk -v e="$empty" -v l="$loaded" -v lp="$loaded_pss" -v apps="$APPS" -v r="$running" -v code="$code" -v t="$deployed" 'BEGIN {
     printf "%d apps deployed in %ds; instances running once idle: %d; a request to one answered %s\n", apps, t, r, code
-    printf "berth RSS (server + spawner): %.1f MiB with %d idle apps at zero (target < 60 MiB); %.1f MiB empty; %.0f KiB per app\n", l/1024, apps, e/1024, (l-e)/apps
+    printf "berth RSS (server + spawner + standby): %.1f MiB with %d idle apps at zero (target < 60 MiB); %.1f MiB empty; %.0f KiB per app\n", l/1024, apps, e/1024, (l-e)/apps
+    printf "the same by PSS: %.1f MiB\n", lp/1024
 }'

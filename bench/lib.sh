@@ -46,11 +46,32 @@ rss_kib() { # PID
     awk '/^VmRSS/ {print $2}' "/proc/$1/status"
 }
 
-berth_rss_kib() { # the server and its spawner (as root), in KiB
-    local total; total=$(rss_kib "$SERVER_PID")
-    for child in $(pgrep -P "$SERVER_PID" -x berth-spawner || true); do
-        total=$((total + $(rss_kib "$child")))
+pss_kib() { # PID: its proportional share of the memory it shares with others
+    awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"
+}
+
+berth_pids() { # the server, its spawner and the spawner's standby (as root)
+    echo "$SERVER_PID"
+    pgrep -P "$SERVER_PID" -x berth-spawner || true
+    # The standby: a berth-standby whose grandparent is the server's child.
+    for standby in $(pgrep -x berth-standby || true); do
+        init=$(ps -o ppid= -p "$standby" | tr -d ' ')
+        wait=$(ps -o ppid= -p "$init" | tr -d ' ')
+        if [ "$(ps -o ppid= -p "$wait" | tr -d ' ')" = "$SERVER_PID" ]; then
+            echo "$wait $init $standby"
+        fi
     done
+}
+
+berth_rss_kib() { # RSS of berth's own processes (see berth_pids), in KiB
+    local total=0
+    for pid in $(berth_pids); do total=$((total + $(rss_kib "$pid"))); done
+    echo "$total"
+}
+
+berth_pss_kib() { # the same by PSS: pages the forks share with the spawner count once
+    local total=0
+    for pid in $(berth_pids); do total=$((total + $(pss_kib "$pid"))); done
     echo "$total"
 }
 

@@ -7,13 +7,13 @@ APPS=${APPS:-10}
 build_berth
 start_server
 sleep 1
-empty=$(berth_rss_kib)
+empty=$(berth_rss_kib); empty_pss=$(berth_pss_kib)
 copy_example plain "$WORK/plain"
 for i in $(seq "$APPS"); do
     (cd "$WORK/plain" && "$BERTH" up --app "plain-$i" >/dev/null 2>"$WORK/up.log") || { cat "$WORK/up.log"; exit 1; }
 done
 sleep 3
-loaded=$(berth_rss_kib)
+loaded=$(berth_rss_kib); loaded_pss=$(berth_pss_kib)
 nginx_kib=""
 if command -v nginx >/dev/null; then
     mkdir -p "$WORK/nginx"
@@ -26,7 +26,8 @@ if command -v nginx >/dev/null; then
         nginx_kib=$((nginx_kib + $(rss_kib "$pid")))
     done
 fi
-awk -v e="$empty" -v l="$loaded" -v n="${nginx_kib:-0}" -v apps="$APPS" 'BEGIN {
-    printf "idle berth (server + spawner): %.1f MiB empty, %.1f MiB with %d apps (target < 30 MiB); %.2f MiB per app\n", e/1024, l/1024, apps, (l-e)/1024/apps
+awk -v e="$empty" -v l="$loaded" -v ep="$empty_pss" -v lp="$loaded_pss" -v n="${nginx_kib:-0}" -v apps="$APPS" 'BEGIN {
+    printf "idle berth (server + spawner + standby), RSS: %.1f MiB empty, %.1f MiB with %d apps (target < 30 MiB); %.2f MiB per app\n", e/1024, l/1024, apps, (l-e)/1024/apps
+    printf "the same by PSS: %.1f MiB empty, %.1f MiB with %d apps\n", ep/1024, lp/1024, apps
     if (n > 0) printf "idle nginx (master + 2 workers): %.1f MiB; berth with %d apps / nginx: %.2fx\n", n/1024, apps, l/n
 }'

@@ -395,7 +395,10 @@ fn broken(spawner: &Spawner, channel: &mut Channel, err: io::Error) -> io::Error
 /// Asks the spawner for a standby unless one is ready or on its way; in a
 /// cgroup of its own when [`use_cgroups`] gave where.
 fn ask_for_standby(spawner: &Spawner, channel: &mut Channel) {
-    if channel.standby.is_some() || channel.asked.is_some() {
+    // `BERTH_STANDBY=off`: every start forks (to measure what it saves).
+    static OFF: OnceLock<bool> = OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("BERTH_STANDBY").is_ok_and(|value| value == "off"));
+    if off || channel.standby.is_some() || channel.asked.is_some() {
         return;
     }
     channel.made += 1;
