@@ -161,22 +161,7 @@ pub fn start() -> io::Result<()> {
     if SPAWNER.get().is_some() {
         return Ok(());
     }
-    let mut pair = [0; 2];
-    // SAFETY: socketpair(2) fills two descriptors we own below.
-    let made = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            pair.as_mut_ptr(),
-        )
-    };
-    if made != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptors nobody else owns.
-    let (server_end, spawner_end) =
-        unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    let (server_end, spawner_end) = socket_pair()?;
     // SAFETY: fork(2) of a single-threaded process (the caller's contract):
     // the child may allocate and run ordinary code.
     let pid = unsafe { libc::fork() };
@@ -511,6 +496,25 @@ pub(crate) async fn wait_for_exit(pid: u32) -> io::Result<std::process::ExitStat
     }
 }
 
+/// Two connected ends of a message socket (close-on-exec).
+fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut pair = [0; 2];
+    // SAFETY: socketpair(2) fills two descriptors we own below.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            pair.as_mut_ptr(),
+        )
+    };
+    if made != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) })
+}
+
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut ends = [0; 2];
     // SAFETY: pipe2(2) fills two descriptors we own below.
@@ -780,22 +784,7 @@ fn make_standby(socket: RawFd, buffer: &mut [u8], cgroup: &[PathBuf]) -> io::Res
                 .map_err(|_| io::Error::other("a NUL in a cgroup's path"))?,
         );
     }
-    let mut pair = [0; 2];
-    // SAFETY: socketpair(2) fills two descriptors we own below.
-    let made = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            pair.as_mut_ptr(),
-        )
-    };
-    if made != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptors nobody else owns.
-    let (server_end, standby_end) =
-        unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    let (server_end, standby_end) = socket_pair()?;
     let pid = fork_for_server()?;
     if pid == 0 {
         drop(server_end);

@@ -434,15 +434,8 @@ impl Reconciler {
 
     /// One pass: start what is missing, stop what is surplus, publish.
     fn converge(&mut self) {
-        let desired = match self.desired.take() {
-            Some(desired) => desired,
-            None => match self.parts.store.desired() {
-                Ok(desired) => desired,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot read desired state");
-                    return;
-                }
-            },
+        let Some(desired) = self.take_desired() else {
+            return;
         };
         self.expire_overrides(&desired);
         let now = Instant::now();
@@ -520,6 +513,19 @@ impl Reconciler {
         self.desired = Some(desired);
     }
 
+    /// The desired state, read from the store if not held (the caller puts
+    /// it back in `self.desired`); `None` if the store cannot be read.
+    fn take_desired(&mut self) -> Option<Vec<DesiredApp>> {
+        if let Some(desired) = self.desired.take() {
+            return Some(desired);
+        }
+        self.parts
+            .store
+            .desired()
+            .map_err(|err| tracing::error!(error = %err, "cannot read desired state"))
+            .ok()
+    }
+
     /// The instances `group` of `app` should have: a count set ahead of the
     /// store, else the store's.
     fn wanted(&self, app: &DesiredApp, group: &str) -> u32 {
@@ -535,15 +541,8 @@ impl Reconciler {
     /// one instance of each of its HTTP groups at zero, now, ahead of the
     /// store (the autoscaler, told after this pass, records it).
     fn wake(&mut self, app: &str) {
-        let desired = match self.desired.take() {
-            Some(desired) => desired,
-            None => match self.parts.store.desired() {
-                Ok(desired) => desired,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot read desired state");
-                    return;
-                }
-            },
+        let Some(desired) = self.take_desired() else {
+            return;
         };
         if let Some(target) = desired.iter().find(|candidate| candidate.app == app)
             && let Some(release) = &target.release
