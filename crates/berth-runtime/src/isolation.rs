@@ -597,7 +597,7 @@ unsafe fn reap_until_app_exits(app: i32) -> ! {
 ///
 /// # Safety
 /// Only between fork and exec (or in a process that never execs).
-unsafe fn keep_only(fd: i32) {
+pub(crate) unsafe fn keep_only(fd: i32) {
     // SAFETY: dup2/close_range/getrlimit/close on descriptors of this
     // process only.
     unsafe {

@@ -102,8 +102,7 @@ impl Driver for ProcessDriver {
         let standby = sandbox
             .as_ref()
             .filter(|prepared| through_spawner && prepared.fits_standby())
-            .and_then(|_| crate::spawner::take_standby())
-            .filter(|standby| standby.cgroup().is_some() == limits.is_some());
+            .and_then(|_| crate::spawner::take_standby(limits.is_some()));
         // The server's pid keeps two servers' instances (a release command
         // is `release-vN` in each) apart.
         let cgroup_name = format!("{}-{}-{}", spec.app, spec.id, std::process::id());
@@ -134,6 +133,8 @@ impl Driver for ProcessDriver {
                 match spawn(standby) {
                     // Killed while it waited: without one, in a new cgroup.
                     Err(err) if crate::spawner::is_dead_standby(&err) => {
+                        // Its cgroup goes first: the new one has the same name.
+                        drop(cgroup.take());
                         cgroup = make_cgroup(None)?;
                         joined = false;
                         spawn(None)

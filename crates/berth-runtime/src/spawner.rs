@@ -51,8 +51,8 @@ struct Channel {
     /// A standby the spawner made, not yet used.
     standby: Option<Standby>,
     /// A standby asked for that has not arrived yet: the cgroup it will
-    /// be in, if any.
-    asked: Option<Option<String>>,
+    /// be in, if any, and when it was asked for.
+    asked: Option<(Option<String>, std::time::Instant)>,
     /// Standbys asked for so far (their cgroups are named after it).
     made: u64,
 }
@@ -220,17 +220,19 @@ pub(crate) struct Request<'a> {
     pub stdio: [RawFd; 3],
 }
 
-/// Takes the standby the spawner keeps ready, if it has one (and asks for
-/// the next). For a request whose sandbox [fits](PreparedSandbox::fits_standby).
-pub(crate) fn take_standby() -> Option<Standby> {
+/// Takes the standby the spawner keeps ready, if it has one in a cgroup
+/// exactly when `with_cgroup` (and asks for the next). For a request whose
+/// sandbox [fits](PreparedSandbox::fits_standby).
+pub(crate) fn take_standby(with_cgroup: bool) -> Option<Standby> {
     let spawner = SPAWNER.get()?;
     let mut channel = spawner.channel.lock().ok()?;
     let channel = &mut *channel;
     take_notices(channel);
-    let standby = channel.standby.take();
-    if standby.is_some() {
-        ask_for_standby(spawner, channel);
+    if channel.standby.as_ref()?.cgroup.is_some() != with_cgroup {
+        return None;
     }
+    let standby = channel.standby.take();
+    ask_for_standby(spawner, channel);
     standby
 }
 
@@ -383,6 +385,14 @@ fn ask_for_standby(spawner: &Spawner, channel: &mut Channel) {
     // `BERTH_STANDBY=off`: every start forks (to measure what it saves).
     static OFF: OnceLock<bool> = OnceLock::new();
     let off = *OFF.get_or_init(|| std::env::var("BERTH_STANDBY").is_ok_and(|value| value == "off"));
+    // One asked for long ago never came (its notice was lost): ask again.
+    if channel
+        .asked
+        .as_ref()
+        .is_some_and(|(_, at)| at.elapsed() > STANDBY_DELAY * 20)
+    {
+        forget_asked(channel);
+    }
     if off || channel.standby.is_some() || channel.asked.is_some() {
         return;
     }
@@ -409,13 +419,24 @@ fn ask_for_standby(spawner: &Spawner, channel: &mut Channel) {
         )
     };
     if sent == ask.len() as isize {
-        channel.asked = Some(cgroup.map(|(name, _)| name));
+        channel.asked = Some((cgroup.map(|(name, _)| name), std::time::Instant::now()));
     } else if matches!(
         io::Error::last_os_error().raw_os_error(),
         Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
     ) {
         // The start at hand went well; the next forks from the server.
         let _ = gone(spawner, channel);
+    }
+}
+
+/// Gives up on the standby asked for (it could not be made), and on the
+/// cgroup made for it.
+fn forget_asked(channel: &mut Channel) {
+    let cgroup = channel.asked.take().and_then(|(cgroup, _)| cgroup);
+    if let (Some(name), Some(cgroups)) = (cgroup, CGROUPS.get()) {
+        for dir in cgroups.dirs(&name) {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -438,15 +459,11 @@ fn take_notices(channel: &mut Channel) {
 /// Keeps the standby the spawner announced (a pid and its socket; none when
 /// it could not make one).
 fn keep_standby(channel: &mut Channel, pid: libc::pid_t, socket: Option<OwnedFd>) {
-    let cgroup = channel.asked.take().flatten();
     let Some(socket) = socket.filter(|_| pid > 0) else {
-        if let (Some(name), Some(cgroups)) = (cgroup, CGROUPS.get()) {
-            for dir in cgroups.dirs(&name) {
-                let _ = std::fs::remove_dir(dir);
-            }
-        }
+        forget_asked(channel);
         return;
     };
+    let cgroup = channel.asked.take().and_then(|(cgroup, _)| cgroup);
     let standby = Standby {
         pid,
         socket,
@@ -776,13 +793,16 @@ fn readable_within(socket: RawFd, within: std::time::Duration) -> bool {
 /// pid and its socket. `buffer` is where the standby will read its request
 /// (its own copy, after the fork).
 fn make_standby(socket: RawFd, buffer: &mut [u8], cgroup: &[PathBuf]) -> io::Result<()> {
+    // Opened here, before the server can rename the cgroup it adopts: the
+    // child joins through these whatever the directory is called by then.
     let mut joins = Vec::with_capacity(cgroup.len());
     for dir in cgroup {
         std::fs::create_dir(dir)?;
-        joins.push(
-            CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-                .map_err(|_| io::Error::other("a NUL in a cgroup's path"))?,
-        );
+        joins.push(OwnedFd::from(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))?,
+        ));
     }
     let (server_end, standby_end) = socket_pair()?;
     let pid = fork_for_server()?;
@@ -824,25 +844,21 @@ fn fork_for_server() -> io::Result<i32> {
 /// namespaces, pid 2 waits on `socket` for a start (as the spawner's
 /// requests, without the tag), then becomes that instance. Exits when the
 /// server lets it go (closes its end).
-fn stand_by(socket: OwnedFd, buffer: &mut [u8], joins: &[CString]) -> ! {
+fn stand_by(socket: OwnedFd, buffer: &mut [u8], joins: &[OwnedFd]) -> ! {
     // SAFETY: descriptor and process-attribute system calls on this
     // process, which is single-threaded and never returns.
     unsafe {
-        // Nothing of the spawner's: above all not its socket, whose
-        // closing tells the server the spawner is gone.
-        if libc::dup2(socket.as_raw_fd(), 3) < 0 {
-            libc::_exit(1);
-        }
-        libc::close_range(4, u32::MAX, 0);
-        std::mem::forget(socket);
         // Before the forks below: the init and pid 2 are born in it.
         for procs in joins {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+            if libc::write(procs.as_raw_fd(), c"0".as_ptr().cast(), 1) != 1 {
                 libc::_exit(1);
             }
-            libc::close(fd);
         }
+        // Nothing of the spawner's: above all not its socket, whose
+        // closing tells the server the spawner is gone. The socket is 3.
+        crate::isolation::keep_only(socket.as_raw_fd());
+        libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+        std::mem::forget(socket);
         libc::setpgid(0, 0);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         if crate::isolation::enter_standby().is_err() {

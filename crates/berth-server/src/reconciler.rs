@@ -73,6 +73,8 @@ pub struct StartFailure {
 #[derive(Clone)]
 pub struct ReconcilerHandle {
     nudge: Arc<Notify>,
+    /// Set with each nudge: the store changed, the held desired state is old.
+    stale: Arc<std::sync::atomic::AtomicBool>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     failures: broadcast::Sender<StartFailure>,
     messages: mpsc::UnboundedSender<Message>,
@@ -81,6 +83,7 @@ pub struct ReconcilerHandle {
 impl ReconcilerHandle {
     /// Asks the loop to converge now.
     pub fn nudge(&self) {
+        self.stale.store(true, std::sync::atomic::Ordering::Release);
         self.nudge.notify_one();
     }
 
@@ -267,6 +270,7 @@ pub struct Reconciler {
     messages: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Message>,
     nudge: Arc<Notify>,
+    stale: Arc<std::sync::atomic::AtomicBool>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     failures: broadcast::Sender<StartFailure>,
 }
@@ -286,8 +290,10 @@ impl Reconciler {
                 });
             }))
         });
+        let stale = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let handle = ReconcilerHandle {
             nudge: nudge.clone(),
+            stale: stale.clone(),
             snapshot: snapshot_receiver,
             failures: failures.clone(),
             messages: messages.clone(),
@@ -309,6 +315,7 @@ impl Reconciler {
             messages,
             inbox,
             nudge,
+            stale,
             snapshot,
             failures,
         };
@@ -346,7 +353,7 @@ impl Reconciler {
                         self.apply(message);
                     }
                 }
-                () = self.nudge.notified() => self.desired = None,
+                () = self.nudge.notified() => {}
                 _ = tick.tick() => self.desired = None,
                 () = shutdown.cancelled() => break,
             }
@@ -516,7 +523,9 @@ impl Reconciler {
     /// The desired state, read from the store if not held (the caller puts
     /// it back in `self.desired`); `None` if the store cannot be read.
     fn take_desired(&mut self) -> Option<Vec<DesiredApp>> {
-        if let Some(desired) = self.desired.take() {
+        // A nudge not yet taken (a message came first) counts already.
+        let stale = self.stale.swap(false, std::sync::atomic::Ordering::Acquire);
+        if let Some(desired) = self.desired.take().filter(|_| !stale) {
             return Some(desired);
         }
         self.parts

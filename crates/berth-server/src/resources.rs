@@ -506,20 +506,21 @@ impl Resources {
         }
         let uid = self.store.app_uid(app).map_err(|err| err.to_string())?;
         let owned = (slug_dir.to_path_buf(), uid);
-        let mut owned_slugs = self
-            .owned_slugs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !owned_slugs.contains(&owned) {
+        let owned_slugs = || {
+            self.owned_slugs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if !owned_slugs().contains(&owned) {
+            // Walked without the lock: other apps' starts need not wait.
             own_tree(slug_dir, uid).map_err(|err| {
                 format!(
                     "cannot give the slug {} to the app's user: {err}",
                     slug_dir.display()
                 )
             })?;
-            owned_slugs.insert(owned);
+            owned_slugs().insert(owned);
         }
-        drop(owned_slugs);
         // The app's volumes dir stays root's (0711), so the app cannot swap
         // a volume for a link to another app's; each volume is the app's.
         let volumes = self.volumes_dir.join(app);
