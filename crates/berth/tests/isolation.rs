@@ -886,3 +886,26 @@ async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
         .await;
     assert_eq!(unknown.status, 502, "{}", unknown.body);
 }
+
+#[test]
+fn a_missing_resolv_conf_is_a_clear_error_at_start() {
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: resolvers are read for network namespaces, as root");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--api", "127.0.0.1:0", "--router", "127.0.0.1:0"])
+        .env("BERTH_DATA", data.path())
+        .env("BERTH_RESOLV_CONF", "/nonexistent/resolv.conf")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the server must not start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("BERTH_RESOLV_CONF=/nonexistent/resolv.conf")
+            && stderr.contains("No such file"),
+        "{stderr}"
+    );
+}
