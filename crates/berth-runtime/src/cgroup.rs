@@ -96,7 +96,10 @@ impl Cgroups {
     }
 
     /// Removes the empty cgroups of instances a crashed server left (the
-    /// kernel refuses to remove those that still hold processes).
+    /// kernel refuses to remove those that still hold processes). A
+    /// cgroup's name ends with its server's pid: those of a server that
+    /// still runs are its own (one it just made is empty until its process
+    /// joins), and stay.
     fn remove_leftovers(&self) {
         let parents = match self {
             Cgroups::V1 { memory, cpu } => vec![memory.clone(), cpu.clone()],
@@ -104,7 +107,14 @@ impl Cgroups {
         };
         for parent in parents {
             for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if entry.path().is_dir() {
+                let owner = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.rsplit('-').next()?.parse::<u32>().ok());
+                let owner_runs = owner.is_some_and(|pid| {
+                    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+                });
+                if entry.path().is_dir() && !owner_runs {
                     let _ = std::fs::remove_dir(entry.path());
                 }
             }

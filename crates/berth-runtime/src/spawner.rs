@@ -399,7 +399,8 @@ fn ask_for_standby(spawner: &Spawner, channel: &mut Channel) {
     channel.made += 1;
     let cgroup = CGROUPS.get().map(|cgroups| {
         (
-            format!("standby-{}-{}", std::process::id(), channel.made),
+            // Ends with the server's pid, as instances' cgroups do.
+            format!("standby-{}-{}", channel.made, std::process::id()),
             cgroups,
         )
     });
