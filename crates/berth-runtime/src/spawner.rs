@@ -946,18 +946,15 @@ impl Decoded {
     /// sandbox (what is left of it, for a standby), then exec. Reports why
     /// through the status pipe if it cannot.
     fn become_instance(mut self, from_standby: bool) -> ! {
-        let argv: Vec<*const libc::c_char> = self
-            .args
-            .iter()
-            .map(|arg| arg.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp: Vec<*const libc::c_char> = self
-            .env
-            .iter()
-            .map(|var| var.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        // execve(2)'s arrays: pointers into the strings, then a null.
+        let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
+            strings
+                .iter()
+                .map(|string| string.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        let (argv, envp) = (pointers(&self.args), pointers(&self.env));
         let fd = |index: usize| self.fds[index].as_raw_fd();
         let (stdin, stdout, stderr) = (fd(0), fd(1), fd(2));
         // Its descriptors are the spawner's, not the server's: keep the

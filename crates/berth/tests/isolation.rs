@@ -392,6 +392,20 @@ impl OutsideHost {
     }
 }
 
+/// An outside host (see [`OutsideHost`]) for a test of direct egress, or
+/// `None` (with a note) when not root; direct egress needs nftables.
+fn outside_for_direct_egress(tag: u32) -> Option<OutsideHost> {
+    if !berth_runtime::can_isolate() {
+        eprintln!("skipped: network namespaces need root");
+        return None;
+    }
+    assert!(
+        std::path::Path::new("/usr/sbin/nft").exists(),
+        "direct egress needs nftables (.ci/run installs it)"
+    );
+    Some(OutsideHost::start(tag))
+}
+
 impl Drop for OutsideHost {
     fn drop(&mut self) {
         let _ = self.server.kill();
@@ -408,15 +422,9 @@ impl Drop for OutsideHost {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but_not_the_host() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: network namespaces need root");
+    let Some(outside) = outside_for_direct_egress(0) else {
         return;
-    }
-    assert!(
-        std::path::Path::new("/usr/sbin/nft").exists(),
-        "direct egress needs nftables (.ci/run installs it)"
-    );
-    let outside = OutsideHost::start(0);
+    };
     // Listeners on the host that no instance may reach: on its loopback,
     // and on every address (the test itself reaches it through the
     // outside host's link, so the refusal below is not a dead address).
@@ -834,15 +842,9 @@ fn dns_answer(query: &[u8], name: &str, address: std::net::Ipv4Addr) -> Option<V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: network namespaces need root");
+    let Some(outside) = outside_for_direct_egress(1) else {
         return;
-    }
-    assert!(
-        std::path::Path::new("/usr/sbin/nft").exists(),
-        "direct egress needs nftables (.ci/run installs it)"
-    );
-    let outside = OutsideHost::start(1);
+    };
     // A resolver on the host's loopback, as systemd-resolved's 127.0.0.53
     // is, which an instance's own loopback does not have.
     let resolver: std::net::SocketAddr = "127.0.0.153:53".parse().unwrap();
