@@ -63,7 +63,7 @@ pub(crate) struct PreparedSandbox {
     /// The network namespace to join: a descriptor, kept open by the handle
     /// (in the server) or received with the request (in the spawner).
     network_fd: Option<i32>,
-    _network: Option<std::sync::Arc<crate::netns::NetNs>>,
+    _network: Option<std::sync::Arc<crate::net::netns::NetNs>>,
     /// A pid namespace of its own, with a small init as its pid 1.
     pid_namespace: bool,
     /// Whether the init and waiting process re-exec this binary.
@@ -313,7 +313,7 @@ impl PreparedSandbox {
         // app's own files, get the usual 022.
         set_umask(0o022);
         if let Some(network) = self.network_fd {
-            crate::netns::enter(network)?;
+            crate::net::netns::enter(network)?;
         }
         let isolated = self.user.is_some();
         if !self.binds.is_empty() || self.private_tmp || isolated {
@@ -340,7 +340,7 @@ impl PreparedSandbox {
     /// instance (its network, `/tmp`, bind mounts and user).
     pub(crate) fn enter_from_standby(&self) -> io::Result<()> {
         if let Some(network) = self.network_fd {
-            crate::netns::enter(network)?;
+            crate::net::netns::enter(network)?;
         }
         self.mount_files()?;
         self.become_user()

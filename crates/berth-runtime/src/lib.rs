@@ -9,10 +9,9 @@
 mod beneath;
 pub mod cgroup;
 mod isolation;
-pub mod netns;
+pub mod net;
 mod process;
 pub mod spawner;
-pub mod uplink;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 
 pub use beneath::open_beneath;
 pub use isolation::{run_instance_init_if_asked, with_exact_sleeps};
+pub use net::{netns, uplink};
 pub use process::ProcessDriver;
 
 /// What to run.
@@ -62,7 +62,7 @@ pub struct Sandbox {
     /// A fresh, private `/tmp`.
     pub private_tmp: bool,
     /// A network namespace of its own (its own loopback), joined before exec.
-    pub network: Option<std::sync::Arc<netns::NetNs>>,
+    pub network: Option<std::sync::Arc<net::netns::NetNs>>,
 }
 
 /// A host directory (or file) the instance sees at another path.

@@ -16,7 +16,6 @@ pub mod config;
 pub mod deploy;
 pub mod health;
 pub mod jobs;
-pub mod network;
 pub mod oneoff;
 pub mod reconciler;
 pub mod resources;
@@ -202,9 +201,9 @@ pub async fn run(
         Arc::new(move |app| app_url(app, &suffix, router_addr));
     let isolated = config.isolation && berth_runtime::can_isolate();
     let networks = if isolated {
-        network::Networks::detect().map_err(ServerError::Network)?
+        berth_runtime::net::Networks::detect().map_err(ServerError::Network)?
     } else {
-        network::Networks::none()
+        berth_runtime::net::Networks::none()
     };
     let resources = Arc::new(resources::Resources::new(
         data,

@@ -105,7 +105,7 @@ impl Launcher {
 
 impl Launcher {
     /// Gives the sandboxed process `instance` of `release` its network: a
-    /// namespace of its own (see [`crate::network`]) whose handle and
+    /// namespace of its own (see [`berth_runtime::net`]) whose handle and
     /// bridges the caller keeps for as long as the process runs. `None`
     /// when it shares the host's network.
     pub fn attach_network(
@@ -114,15 +114,12 @@ impl Launcher {
         spec: &AppSpec,
         instance: &mut InstanceSpec,
         fixed_port: bool,
-    ) -> Result<Option<crate::network::InstanceNetwork>, String> {
+    ) -> Result<Option<berth_runtime::net::InstanceNetwork>, String> {
         let Some(sandbox) = instance.sandbox.as_mut() else {
             return Ok(None);
         };
-        let Some(network) =
-            self.resources
-                .networks()
-                .prepare(&self.resources, &release.app, spec, fixed_port)?
-        else {
+        let ports = self.resources.loopback_ports(&release.app, spec);
+        let Some(network) = self.resources.networks().prepare(&ports, fixed_port)? else {
             return Ok(None);
         };
         sandbox.network = Some(network.netns.clone());

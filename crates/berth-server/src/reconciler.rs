@@ -153,7 +153,7 @@ struct Instance {
     watcher: JoinHandle<()>,
     unhealthy_since: Option<Instant>,
     /// Its network namespace and the bridges into it, when it has one.
-    _network: Option<crate::network::InstanceNetwork>,
+    _network: Option<berth_runtime::net::InstanceNetwork>,
 }
 
 #[derive(Debug, Default, Clone)]

@@ -65,7 +65,7 @@ pub struct Resources {
     /// Whether instances get sandboxes (root, and not turned off).
     isolated: bool,
     /// How instances get networks of their own.
-    networks: crate::network::Networks,
+    networks: berth_runtime::net::Networks,
     /// Where instances reach berth's API (`http://127.0.0.1:PORT`).
     api_url: String,
     /// An app's URL through the router.
@@ -82,7 +82,7 @@ impl Resources {
         store: Arc<Store>,
         logs: Arc<LogStore>,
         isolated: bool,
-        networks: crate::network::Networks,
+        networks: berth_runtime::net::Networks,
         api_url: String,
         url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
     ) -> Result<Resources, berth_vault::VaultError> {
@@ -121,7 +121,7 @@ impl Resources {
     }
 
     /// How instances get networks of their own.
-    pub fn networks(&self) -> &crate::network::Networks {
+    pub fn networks(&self) -> &berth_runtime::net::Networks {
         &self.networks
     }
 

@@ -28,12 +28,10 @@ async fn slug_of(server: &TestServer, app: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn apps_run_as_their_own_users_and_cannot_read_each_others_files() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: isolation needs root");
-        return;
-    }
+    assert!(berth_runtime::can_isolate(), "isolation needs root");
     let server = TestServer::start().await;
     deploy_plain(&server, "alpha", "[[vm]]\nmemory = \"64mb\"\n").await;
     deploy_plain(
@@ -117,12 +115,13 @@ async fn apps_run_as_their_own_users_and_cannot_read_each_others_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn an_instance_past_its_memory_is_killed_restarted_and_the_event_says_out_of_memory() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: memory limits need root and cgroups");
-        return;
-    }
+    assert!(
+        berth_runtime::can_isolate(),
+        "memory limits need root and cgroups"
+    );
     let server = TestServer::start().await;
     deploy_plain(&server, "hungry", "[[vm]]\nmemory = \"64mb\"\n").await;
     assert_eq!(
@@ -169,12 +168,10 @@ fn listening_ports(proc_net_tcp: &str) -> Vec<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn fixed_port_apps_run_several_instances_each_in_its_own_network_namespace() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: network namespaces need root");
-        return;
-    }
+    assert!(berth_runtime::can_isolate(), "network namespaces need root");
     let server = TestServer::start().await;
     // Something on the host's loopback that no instance may see.
     let host_only = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -252,60 +249,36 @@ async fn fixed_port_apps_run_several_instances_each_in_its_own_network_namespace
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_proxy() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: network namespaces need root");
-        return;
-    }
-    // "Outside" is a server on the host's loopback, which the test server's
-    // proxy is told to open (tests send traffic nowhere else).
-    let server = TestServer::start_with_env(
-        &[],
-        &[
-            ("BERTH_TEST_EGRESS_LOOPBACK", "1"),
-            ("BERTH_EGRESS", "proxy"),
-        ],
-    )
-    .await;
-    let outside = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let outside_port = outside.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut stream, _)) = outside.accept().await {
-            let mut request = [0u8; 1024];
-            let read = stream.read(&mut request).await.unwrap_or(0);
-            let line = String::from_utf8_lossy(&request[..read])
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let body = format!("outside saw `{line}`");
-            let _ = stream
-                .write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                )
-                .await;
-        }
-    });
+    assert!(berth_runtime::can_isolate(), "network namespaces need root");
+    // "Outside" is a host of the test's own, in a namespace linked to
+    // this one: the proxy opens it from the host, as it would the world.
+    let outside = OutsideHost::start(2);
+    let server = TestServer::start_with_env(&[], &[("BERTH_EGRESS", "proxy")]).await;
     deploy_plain(&server, "egress", "[http_service]\ninternal_port = 3920\n").await;
     let fetched = server
         .get(
             "egress",
-            &format!("/fetch?addr=127.0.0.1:{outside_port}&path=/hello"),
+            &format!("/fetch?addr={}:8000&path=/hello.txt", outside.address),
         )
         .await
         .body;
-    assert!(fetched.starts_with("HTTP/1.1 200"), "{fetched}");
-    // The proxy turned the absolute-form request into an origin-form one.
-    assert!(
-        fetched.contains("outside saw `GET /hello HTTP/1.1`"),
-        "{fetched}"
-    );
+    assert!(fetched.starts_with("HTTP/1.0 200"), "{fetched}");
+    // The proxy turned the absolute-form request into an origin-form one
+    // (the outside server finds no file named by a whole URL).
+    assert!(fetched.contains("hello from outside"), "{fetched}");
+    // The host itself stays closed to the instance, through the proxy too.
+    let host_port: u16 = server.api_url.rsplit_once(':').unwrap().1.parse().unwrap();
+    let refused = server
+        .get(
+            "egress",
+            &format!("/fetch?addr=127.0.0.1:{host_port}&path=/v1/health"),
+        )
+        .await
+        .body;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
 }
 
 /// A host of the test's own outside this machine's instances: a network
@@ -392,18 +365,15 @@ impl OutsideHost {
     }
 }
 
-/// An outside host (see [`OutsideHost`]) for a test of direct egress, or
-/// `None` (with a note) when not root; direct egress needs nftables.
-fn outside_for_direct_egress(tag: u32) -> Option<OutsideHost> {
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: network namespaces need root");
-        return None;
-    }
+/// An outside host (see [`OutsideHost`]) for a test of direct egress,
+/// which needs root and nftables.
+fn outside_for_direct_egress(tag: u32) -> OutsideHost {
+    assert!(berth_runtime::can_isolate(), "network namespaces need root");
     assert!(
         std::path::Path::new("/usr/sbin/nft").exists(),
         "direct egress needs nftables (.ci/run installs it)"
     );
-    Some(OutsideHost::start(tag))
+    OutsideHost::start(tag)
 }
 
 impl Drop for OutsideHost {
@@ -420,11 +390,10 @@ impl Drop for OutsideHost {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but_not_the_host() {
     setup();
-    let Some(outside) = outside_for_direct_egress(0) else {
-        return;
-    };
+    let outside = outside_for_direct_egress(0);
     // Listeners on the host that no instance may reach: on its loopback,
     // and on every address (the test itself reaches it through the
     // outside host's link, so the refusal below is not a dead address).
@@ -562,12 +531,13 @@ async fn a_release_whose_command_cannot_run_fails_and_the_old_one_keeps_serving(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn instances_still_start_when_the_spawner_is_gone() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: the spawner runs as root only");
-        return;
-    }
+    assert!(
+        berth_runtime::can_isolate(),
+        "the spawner runs as root only"
+    );
     let server = TestServer::start().await;
     deploy_plain(&server, "nospawner", "").await;
     // The server's spawner: its child named berth-spawner.
@@ -674,12 +644,13 @@ async fn wait_for_standby(server: &TestServer, not: Option<u32>) -> (u32, u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn a_cold_start_takes_the_standby_which_is_sandboxed_like_any_instance() {
     setup();
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: the standby is the spawner's, which runs as root only");
-        return;
-    }
+    assert!(
+        berth_runtime::can_isolate(),
+        "the standby is the spawner's, which runs as root only"
+    );
     let server = TestServer::start().await;
     deploy_plain(
         &server,
@@ -840,11 +811,10 @@ fn dns_answer(query: &[u8], name: &str, address: std::net::Ipv4Addr) -> Option<V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
 async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
     setup();
-    let Some(outside) = outside_for_direct_egress(1) else {
-        return;
-    };
+    let outside = outside_for_direct_egress(1);
     // A resolver on the host's loopback, as systemd-resolved's 127.0.0.53
     // is, which an instance's own loopback does not have.
     let resolver: std::net::SocketAddr = "127.0.0.153:53".parse().unwrap();
@@ -890,11 +860,12 @@ async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_missing_resolv_conf_is_a_clear_error_at_start() {
-    if !berth_runtime::can_isolate() {
-        eprintln!("skipped: resolvers are read for network namespaces, as root");
-        return;
-    }
+    assert!(
+        berth_runtime::can_isolate(),
+        "resolvers are read for network namespaces, as root"
+    );
     let data = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["server", "--api", "127.0.0.1:0", "--router", "127.0.0.1:0"])

@@ -95,7 +95,7 @@ pub(crate) fn link(inside: RawFd, host: RawFd) -> io::Result<Uplink> {
         netlink.set_up(index)?;
         netlink.add_default_route(uplink.gateway, index)
     })();
-    crate::netns::back_to_host(host);
+    super::switch::back_to_host(host);
     configured.map(|()| uplink)
 }
 

@@ -10,7 +10,7 @@
 //! namespace, and the server listens inside it on the loopback ports of its
 //! own services (PostgreSQL, Redis, the API), bridging them to the host:
 //! the only addresses involved are loopback ones (and, with a link, see
-//! [`crate::uplink`], the link's own). The instance joins the namespace
+//! [`super::uplink`], the link's own). The instance joins the namespace
 //! between fork and exec (`setns`).
 #![allow(unsafe_code)]
 
@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 pub struct NetNs {
     fd: OwnedFd,
     /// Its link to the world outside, when it has one.
-    uplink: Option<crate::uplink::Uplink>,
+    uplink: Option<super::uplink::Uplink>,
 }
 
 impl PartialEq for NetNs {
@@ -48,7 +48,7 @@ struct BackToHost(RawFd);
 
 impl Drop for BackToHost {
     fn drop(&mut self) {
-        back_to_host(self.0);
+        super::switch::back_to_host(self.0);
     }
 }
 
@@ -76,16 +76,6 @@ fn open_netns(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
 
 /// Back to the host's namespace; a thread that cannot return must not go
 /// on in the wrong one, so this aborts (never reached on a working kernel).
-pub(crate) fn back_to_host(host: RawFd) {
-    // SAFETY: setns(2) with a valid namespace descriptor.
-    if unsafe { libc::setns(host, libc::CLONE_NEWNET) } != 0 {
-        eprintln!(
-            "berth: cannot return to the host network namespace: {}",
-            io::Error::last_os_error()
-        );
-        std::process::abort();
-    }
-}
 
 /// Sets the loopback interface up in the calling thread's namespace.
 fn loopback_up() -> io::Result<()> {
@@ -133,7 +123,7 @@ impl NetNs {
     }
 
     /// A new namespace with its loopback up and a veth link to the host
-    /// (see [`crate::uplink`]). Runs on the calling thread, which it moves
+    /// (see [`super::uplink`]). Runs on the calling thread, which it moves
     /// into the new namespace and back: call it where blocking for a few
     /// milliseconds is fine (not on an async runtime's worker).
     pub fn create_linked() -> io::Result<Arc<NetNs>> {
@@ -141,7 +131,7 @@ impl NetNs {
         let fd = Arc::try_unwrap(plain)
             .map_err(|_| io::Error::other("a new namespace is shared"))?
             .fd;
-        let uplink = crate::uplink::link(fd.as_raw_fd(), host_netns()?)?;
+        let uplink = super::uplink::link(fd.as_raw_fd(), host_netns()?)?;
         Ok(Arc::new(NetNs {
             fd,
             uplink: Some(uplink),
@@ -149,7 +139,7 @@ impl NetNs {
     }
 
     /// Its link to the world outside, if it was made with one.
-    pub fn uplink(&self) -> Option<&crate::uplink::Uplink> {
+    pub fn uplink(&self) -> Option<&super::uplink::Uplink> {
         self.uplink.as_ref()
     }
 
@@ -259,11 +249,9 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    #[ignore = "needs root"]
     async fn a_namespace_has_its_own_loopback() {
-        if !crate::isolation::is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        assert!(crate::isolation::is_root(), "needs root");
         let first = NetNs::create().unwrap();
         let second = NetNs::create().unwrap();
         // The same port in two namespaces and on the host: no conflict.
@@ -285,11 +273,9 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root"]
     fn a_linked_namespace_is_reached_from_the_host_through_its_own_link() {
-        if !crate::isolation::is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        assert!(crate::isolation::is_root(), "needs root");
         let linked = NetNs::create_linked().unwrap();
         let uplink = linked.uplink().unwrap().clone();
         assert!(uplink.host_interface.starts_with("bth"));
