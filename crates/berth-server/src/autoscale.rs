@@ -30,16 +30,13 @@ use berth_store::{GroupScaling, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::reconciler::ReconcilerHandle;
+use crate::reconciler::{FROM_ZERO, ReconcilerHandle};
 
 /// How often load is looked at.
 const TICK: Duration = Duration::from_millis(500);
 /// How long after a wake its decision is recorded (the reconciler has
 /// started the instance; the store's write and the event can wait).
 const RECORD_WAKES_AFTER: Duration = Duration::from_millis(20);
-
-/// Why an app at zero starts (the reconciler records it as it starts one).
-pub(crate) const FROM_ZERO: &str = "a request arrived while scaled to zero";
 
 /// What the autoscaler sees of one group at one moment.
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
+use crate::launch::validate_env_key;
 use crate::reconciler::ReconcilerHandle;
 use crate::resources::{Resources, ResourcesError};
 
@@ -105,7 +106,7 @@ pub struct Deployer {
     pub(crate) store: Arc<Store>,
     pub(crate) logs: Arc<LogStore>,
     pub(crate) slugs: SlugStore,
-    pub(crate) launcher: crate::oneoff::Launcher,
+    pub(crate) launcher: crate::launch::Launcher,
     pub(crate) resources: Arc<Resources>,
     pub(crate) builder: CargoBuilder,
     pub(crate) reconciler: ReconcilerHandle,
@@ -134,7 +135,7 @@ impl Deployer {
         Deployer {
             store,
             logs,
-            launcher: crate::oneoff::Launcher::new(slugs.clone(), resources.clone()),
+            launcher: crate::launch::Launcher::new(slugs.clone(), resources.clone()),
             resources,
             slugs,
             builder,
@@ -761,7 +762,7 @@ impl Deployer {
         let also: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line| {
             let _ = to_client.send(DeployProgress::ReleaseOutput { line });
         });
-        let sink = crate::oneoff::log_sink(self.logs.clone(), source, Some(also));
+        let sink = crate::launch::log_sink(self.logs.clone(), source, Some(also));
         let running = self
             .driver
             .start(&instance_spec, sink)
@@ -973,19 +974,3 @@ fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, Depl
 
 /// Secrets read from a file: its name and the values.
 type ImportedSecrets = (String, BTreeMap<String, String>);
-
-/// Env var names: letters, digits and `_`, not starting with a digit; berth's own names are reserved.
-pub fn validate_env_key(key: &str) -> Result<(), String> {
-    let valid = !key.is_empty()
-        && !key.starts_with(|c: char| c.is_ascii_digit())
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(format!(
-            "`{key}` is not a valid env var name (letters, digits and _, not starting with a digit)"
-        ));
-    }
-    if key == "PORT" || key.starts_with("BERTH_") {
-        return Err(format!("`{key}` is set by berth and cannot be changed"));
-    }
-    Ok(())
-}

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::oneoff;
+use crate::launch;
 
 /// A due time this far in the past was missed, not just reached late.
 const MISSED_AFTER: Duration = Duration::from_secs(3);
@@ -67,7 +67,7 @@ pub struct JobRunner {
     store: Arc<Store>,
     logs: Arc<LogStore>,
     driver: Arc<dyn Driver>,
-    launcher: oneoff::Launcher,
+    launcher: launch::Launcher,
     running: Mutex<HashMap<i64, RunningExecution>>,
 }
 
@@ -105,7 +105,7 @@ impl JobRunner {
         store: Arc<Store>,
         logs: Arc<LogStore>,
         driver: Arc<dyn Driver>,
-        launcher: oneoff::Launcher,
+        launcher: launch::Launcher,
     ) -> Result<Arc<Self>, StoreError> {
         let interrupted = store.interrupt_running_executions()?;
         if !interrupted.is_empty() {
@@ -151,7 +151,7 @@ impl JobRunner {
             )));
         }
         for (key, _) in &options.env {
-            crate::deploy::validate_env_key(key).map_err(JobError::Invalid)?;
+            crate::launch::validate_env_key(key).map_err(JobError::Invalid)?;
         }
         let parallelism = job.parallelism.min(tasks).max(1);
         let id = self.store.start_execution(
@@ -359,7 +359,7 @@ impl JobRunner {
             instance: instance.to_string(),
             release: release.version,
         };
-        let sink = oneoff::log_sink(self.logs.clone(), source, None);
+        let sink = launch::log_sink(self.logs.clone(), source, None);
         let running = self.driver.start(&spec, sink).map_err(|err| {
             let source = std::error::Error::source(&err)
                 .map(|source| format!(": {source}"))

@@ -16,10 +16,9 @@ pub mod config;
 pub mod deploy;
 pub mod health;
 pub mod jobs;
-pub mod oneoff;
+pub mod launch;
 pub mod reconciler;
 pub mod resources;
-pub mod shuttle;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -216,7 +215,7 @@ pub async fn run(
     )?);
     // Databases and Redis servers first: instances expect them.
     resources.start().await;
-    let launcher = oneoff::Launcher::new(slugs.clone(), resources.clone());
+    let launcher = launch::Launcher::new(slugs.clone(), resources.clone());
     let jobs = jobs::JobRunner::new(
         store.clone(),
         logs.clone(),

@@ -1,7 +1,7 @@
 //! Shuttle's runtime API, served by berth, so Shuttle projects run unchanged.
 //!
 //! A binary built with `#[shuttle_runtime::main]` reads `SHUTTLE_*`
-//! variables at start (see [`runtime_env`]), then calls the platform's API
+//! variables at start (see `crate::launch::shuttle`), then calls the platform's API
 //! at `SHUTTLE_API` with `SHUTTLE_API_KEY` as a bearer token:
 //!
 //! - `GET  /projects/{project}/resources/secrets`: the project's secrets;
@@ -24,40 +24,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::ApiState;
-use crate::resources::Resources;
-
-/// The purpose the app token is derived for.
-const TOKEN_PURPOSE: &str = "shuttle-runtime-api";
-
-/// The path the API is served under.
-pub const API_PREFIX: &str = "/shuttle";
+use super::state::ApiState;
+use crate::launch::shuttle::TOKEN_PURPOSE;
 
 /// The resource type berth provides.
 const SHARED_POSTGRES: &str = "database::shared::postgres";
-
-/// The variables Shuttle's platform gave a deployment, for instance `app`
-/// listening on `port`. `SHUTTLE_ENV` is `production`: the spelling
-/// shuttle-runtime parses as its `Deployment` environment (which provisions
-/// resources through the API rather than locally). `SHUTTLE` stays unset: it
-/// would make the runtime ask a sidecar to shut down.
-pub fn runtime_env(resources: &Resources, app: &str, port: Option<&str>) -> Vec<(String, String)> {
-    [
-        ("SHUTTLE_ENV", "production".to_string()),
-        ("SHUTTLE_PROJECT_ID", app.to_string()),
-        ("SHUTTLE_PROJECT_NAME", app.to_string()),
-        ("SHUTTLE_RUNTIME_IP", "127.0.0.1".to_string()),
-        ("SHUTTLE_RUNTIME_PORT", port.unwrap_or("0").to_string()),
-        (
-            "SHUTTLE_API",
-            format!("{}{API_PREFIX}", resources.api_url()),
-        ),
-        ("SHUTTLE_API_KEY", resources.app_token(app, TOKEN_PURPOSE)),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_string(), value))
-    .collect()
-}
 
 /// The routes, to merge beside `/v1` (they carry their own per-app auth).
 pub fn routes() -> Router<ApiState> {
@@ -89,7 +60,7 @@ fn authorize(state: &ApiState, project: &str, headers: &HeaderMap) -> Result<(),
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
     let expected = state.resources.app_token(project, TOKEN_PURPOSE);
-    if !crate::api::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+    if !super::auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
         return Err(ShuttleFailure(
             StatusCode::UNAUTHORIZED,
             "missing or wrong SHUTTLE_API_KEY for this project".into(),

@@ -1,6 +1,6 @@
 //! What every process of a release is started with, whether it is a
 //! long-running instance, a job task or a release command: its env (the
-//! contract of DESIGN.md), its volumes, and where its output goes.
+//! contract of ARCHITECTURE.md), its volumes, and where its output goes.
 
 use std::sync::Arc;
 
@@ -12,6 +12,8 @@ use berth_spec::AppSpec;
 use berth_store::ReleaseRow;
 
 use crate::resources::Resources;
+
+pub(crate) mod shuttle;
 
 /// Turns "run this command of this release" into an [`InstanceSpec`]: the
 /// slug, the env, the volumes. Shared by instances, job tasks and release
@@ -77,11 +79,7 @@ impl Launcher {
                 .iter()
                 .find(|(key, _)| key == "PORT")
                 .map(|(_, value)| value.as_str());
-            env.extend(crate::shuttle::runtime_env(
-                &self.resources,
-                &release.app,
-                port,
-            ));
+            env.extend(shuttle::runtime_env(&self.resources, &release.app, port));
         }
         env.push(("BERTH_APP".into(), release.app.clone()));
         env.push(("BERTH_RELEASE".into(), release.version.to_string()));
@@ -151,4 +149,20 @@ pub fn log_sink(
         }
         logs.append(&source, stream, &line);
     })
+}
+
+/// Env var names: letters, digits and `_`, not starting with a digit; berth's own names are reserved.
+pub fn validate_env_key(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`{key}` is not a valid env var name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    if key == "PORT" || key.starts_with("BERTH_") {
+        return Err(format!("`{key}` is set by berth and cannot be changed"));
+    }
+    Ok(())
 }

@@ -1,0 +1,150 @@
+//! Apps: list, create, status, destroy; the server's health.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use berth_proto::{ApiError, AppStatus, AppSummary, CreateApp, ServerHealth, validate_app_name};
+use serde::Deserialize;
+
+use super::deploys::release_info;
+use super::error::{ApiFailure, ApiResult};
+use super::state::ApiState;
+
+/// Server health (no token needed).
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = ServerHealth)), security(()))]
+pub(super) async fn health(State(state): State<ApiState>) -> Json<ServerHealth> {
+    Json(ServerHealth {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        router_url: state.router_url.clone(),
+    })
+}
+
+/// Every app.
+#[utoipa::path(get, path = "/v1/apps", responses((status = 200, body = [AppSummary])))]
+pub(super) async fn list_apps(State(state): State<ApiState>) -> ApiResult<Json<Vec<AppSummary>>> {
+    let snapshot = state.reconciler.snapshot();
+    let apps = state.store.apps()?;
+    let mut summaries = Vec::with_capacity(apps.len());
+    for app in apps {
+        let counts = state.store.counts(&app.name).unwrap_or_default();
+        let actual = snapshot.apps.get(&app.name);
+        summaries.push(AppSummary {
+            url: state.url(&app.name),
+            release: app.target_release,
+            running: actual.map_or(0, |actual| {
+                actual.groups.iter().map(|group| group.running).sum()
+            }),
+            desired: counts.values().sum(),
+            created_at: app.created_at,
+            name: app.name,
+        });
+    }
+    Ok(Json(summaries))
+}
+
+/// Creates an app.
+#[utoipa::path(post, path = "/v1/apps", request_body = CreateApp,
+    responses((status = 201, body = AppSummary), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn create_app(
+    State(state): State<ApiState>,
+    Json(request): Json<CreateApp>,
+) -> ApiResult<(StatusCode, Json<AppSummary>)> {
+    validate_app_name(&request.name).map_err(ApiFailure::BadRequest)?;
+    let row = state.store.create_app(&request.name)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AppSummary {
+            url: state.url(&row.name),
+            release: None,
+            running: 0,
+            desired: 0,
+            created_at: row.created_at,
+            name: row.name,
+        }),
+    ))
+}
+
+/// An app's release, process groups and instances.
+#[utoipa::path(get, path = "/v1/apps/{app}", params(("app" = String, Path)),
+    responses((status = 200, body = AppStatus), (status = 404, body = ApiError)))]
+pub(super) async fn app_status(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<AppStatus>> {
+    status_of(&state, &app).map(Json)
+}
+
+pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
+    let row = state.store.app(app)?;
+    let release = match row.target_release {
+        Some(version) => Some(release_info(&state.store.release(app, version)?)),
+        None => None,
+    };
+    let snapshot = state.reconciler.snapshot();
+    let mut actual = snapshot.apps.get(app).cloned().unwrap_or_default();
+    let spec: Option<berth_spec::AppSpec> = match row.target_release {
+        Some(version) => serde_json::from_str(&state.store.release(app, version)?.spec_json).ok(),
+        None => None,
+    };
+    let scaling = state.store.scaling(app)?;
+    for group in &mut actual.groups {
+        let Some(stored) = scaling.get(&group.name) else {
+            continue;
+        };
+        group.why = Some(stored.reason.clone().unwrap_or_else(|| "manual".into()));
+        if let Some(spec) = &spec
+            && spec.http.scaling.is_active()
+            && spec.serves_http(&group.name)
+        {
+            let min = stored.min.unwrap_or(spec.http.scaling.min);
+            group.autoscaled = true;
+            group.min = Some(min);
+            group.max = Some(
+                stored
+                    .max
+                    .or(spec.http.scaling.max)
+                    .unwrap_or(stored.manual)
+                    .max(min)
+                    .max(1),
+            );
+        } else if stored.scaled.is_none() {
+            group.why = Some("manual".into());
+        }
+    }
+    Ok(AppStatus {
+        name: row.name,
+        url: state.url(app),
+        release,
+        processes: actual.groups,
+        instances: actual.instances,
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct DestroyParams {
+    /// Required: `true` confirms the app and its releases go.
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// Destroys an app: stops its instances and deletes its releases.
+#[utoipa::path(delete, path = "/v1/apps/{app}", params(("app" = String, Path), DestroyParams),
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn destroy_app(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Query(params): Query<DestroyParams>,
+) -> ApiResult<StatusCode> {
+    if !params.confirm {
+        return Err(ApiFailure::BadRequest(
+            "destroying an app needs ?confirm=true".into(),
+        ));
+    }
+    state.store.app(&app)?;
+    // Data first: if dropping the database fails, the app stays whole.
+    state.resources.destroy_app(&app).await?;
+    state.store.destroy_app(&app)?;
+    state.reconciler.nudge();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,162 @@
+//! Logs (queried or followed) and the event log.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use berth_logs::LogQuery;
+use berth_proto::{ApiError, EventInfo, LogLine};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::error::{ApiFailure, ApiResult};
+use super::state::ApiState;
+use super::stream::ndjson;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct LogParams {
+    /// Lines at or after this: RFC 3339, or a duration back from now (`10m`, `2h`).
+    since: Option<String>,
+    /// Only this process group.
+    process: Option<String>,
+    /// Only this instance.
+    instance: Option<String>,
+    /// Only the tasks of this job execution.
+    execution: Option<i64>,
+    /// Only this level or more severe.
+    level: Option<String>,
+    /// Only lines containing this text.
+    grep: Option<String>,
+    /// At most this many past lines (default 200).
+    limit: Option<u32>,
+    /// Keep the answer open and stream new lines (NDJSON).
+    #[serde(default)]
+    follow: bool,
+}
+
+/// An app's logs: JSON array, or NDJSON with `follow=true`.
+#[utoipa::path(get, path = "/v1/apps/{app}/logs", params(("app" = String, Path), LogParams),
+    responses((status = 200, body = [LogLine]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn logs(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Query(params): Query<LogParams>,
+) -> ApiResult<Response> {
+    state.store.app(&app)?;
+    let since_micros = match &params.since {
+        Some(since) => Some(
+            berth_logs::parse_since(since)
+                .map_err(|err| ApiFailure::BadRequest(err.to_string()))?,
+        ),
+        None => None,
+    };
+    let mut query = LogQuery {
+        app,
+        since_micros,
+        process: params.process,
+        instance: params.instance,
+        instance_prefix: params.execution.map(|id| format!("exec-{id}-task-")),
+        min_level: params.level,
+        grep: params.grep,
+        after_id: None,
+        limit: params.limit.unwrap_or(200).min(10_000),
+    };
+    let mut live = params.follow.then(|| state.logs.subscribe());
+    let past = state
+        .logs
+        .query(&query)
+        .map_err(|err| ApiFailure::BadRequest(err.to_string()))?;
+    let Some(mut live) = live.take() else {
+        return Ok(Json(
+            past.into_iter()
+                .map(|stored| stored.line)
+                .collect::<Vec<_>>(),
+        )
+        .into_response());
+    };
+    let (sender, receiver) = mpsc::unbounded_channel();
+    query.after_id = past.last().map(|stored| stored.id);
+    for stored in past {
+        let _ = sender.send(stored.line);
+    }
+    tokio::spawn(async move {
+        loop {
+            match live.recv().await {
+                Ok(stored) => {
+                    if query.matches(&stored) && sender.send(stored.line.clone()).is_err() {
+                        break;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+            if sender.is_closed() {
+                break;
+            }
+        }
+    });
+    Ok(ndjson(receiver))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct EventParams {
+    /// Only events with an id above this.
+    after: Option<i64>,
+    /// At most this many (default 100).
+    limit: Option<u32>,
+    /// Keep the answer open and stream new events (NDJSON).
+    #[serde(default)]
+    follow: bool,
+}
+
+/// An app's event log: deploys, starts, exits and their causes, health changes, scaling.
+#[utoipa::path(get, path = "/v1/apps/{app}/events", params(("app" = String, Path), EventParams),
+    responses((status = 200, body = [EventInfo]), (status = 404, body = ApiError)))]
+pub(super) async fn events(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Response> {
+    state.store.app(&app)?;
+    let limit = params.limit.unwrap_or(100).min(10_000);
+    let to_info = |row: berth_store::EventRow| EventInfo {
+        id: row.id,
+        at: row.at,
+        app: row.app,
+        kind: row.kind,
+        message: row.message,
+    };
+    let past: Vec<EventInfo> = state
+        .store
+        .events(&app, params.after.unwrap_or(0), limit)?
+        .into_iter()
+        .map(to_info)
+        .collect();
+    if !params.follow {
+        return Ok(Json(past).into_response());
+    }
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let mut after = past
+        .last()
+        .map_or(params.after.unwrap_or(0), |event| event.id);
+    for event in past {
+        let _ = sender.send(event);
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        while !sender.is_closed() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let Ok(new) = store.events(&app, after, 1000) else {
+                break;
+            };
+            for row in new {
+                after = row.id;
+                if sender.send(to_info(row)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(ndjson(receiver))
+}

@@ -1,0 +1,132 @@
+//! The HTTP/JSON API under `/v1`, with bearer-token auth and an OpenAPI document.
+//!
+//! Handlers only translate: they read the store and the reconciler's
+//! snapshot, or hand work to the [`Deployer`], and choose status codes. Long
+//! operations (deploys, env changes, rollbacks, followed logs) answer with an
+//! NDJSON stream so the CLI can show progress as it happens.
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{self};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_proto::{
+    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo,
+    LogLine, ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
+};
+use utoipa::OpenApi;
+
+mod apps;
+mod auth;
+mod config;
+mod deploys;
+mod error;
+mod jobs;
+mod logs;
+mod resources;
+mod shuttle;
+mod state;
+mod stream;
+
+pub use error::ApiFailure;
+pub use state::ApiState;
+
+use apps::*;
+use config::*;
+use deploys::*;
+use jobs::*;
+use logs::*;
+use resources::*;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "berth", description = "Host Rust apps on machines you own."),
+    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
+        postgres_info, attach_postgres, list_backups, take_backup, restore_backup, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
+        list_jobs, run_job, job_executions, execution, cancel_execution),
+    components(schemas(
+        ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
+        ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
+        berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo,
+        berth_proto::RestoreRequest, berth_proto::VolumeInfo,
+        berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob
+    )),
+    modifiers(&BearerAuth),
+    security(("token" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The API's routes.
+pub fn routes(state: ApiState) -> Router {
+    let authed = Router::new()
+        .route("/v1/apps", get(list_apps).post(create_app))
+        .route("/v1/apps/{app}", get(app_status).delete(destroy_app))
+        .route(
+            "/v1/apps/{app}/deploy",
+            post(deploy).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/apps/{app}/releases", get(releases))
+        .route("/v1/apps/{app}/spec", get(app_spec))
+        .route("/v1/apps/{app}/rollback", post(rollback))
+        .route("/v1/apps/{app}/scale", post(scale))
+        .route("/v1/apps/{app}/env", get(get_env).post(change_env))
+        .route(
+            "/v1/apps/{app}/secrets",
+            get(list_secrets).post(change_secrets),
+        )
+        .route(
+            "/v1/apps/{app}/postgres",
+            get(postgres_info).post(attach_postgres),
+        )
+        .route(
+            "/v1/apps/{app}/postgres/backups",
+            get(list_backups).post(take_backup),
+        )
+        .route("/v1/apps/{app}/postgres/restore", post(restore_backup))
+        .route("/v1/apps/{app}/redis", get(redis_info).post(attach_redis))
+        .route("/v1/apps/{app}/volumes", get(list_volumes))
+        .route(
+            "/v1/apps/{app}/volumes/{name}",
+            axum::routing::delete(destroy_volume),
+        )
+        .route("/v1/apps/{app}/logs", get(logs))
+        .route("/v1/apps/{app}/events", get(events))
+        .route("/v1/apps/{app}/jobs", get(list_jobs))
+        .route("/v1/apps/{app}/jobs/{job}/run", post(run_job))
+        .route("/v1/apps/{app}/jobs/{job}/executions", get(job_executions))
+        .route("/v1/apps/{app}/executions/{id}", get(execution))
+        .route(
+            "/v1/apps/{app}/executions/{id}/cancel",
+            post(cancel_execution),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/v1/health", get(health))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(openapi_document()) }),
+        )
+        .merge(authed)
+        .merge(shuttle::routes())
+        .with_state(state)
+}

@@ -1,0 +1,30 @@
+//! What every handler shares: the store, the deployer, the reconciler's
+//! handle and the server's settings.
+
+use std::sync::Arc;
+
+use berth_logs::LogStore;
+use berth_store::Store;
+
+use crate::deploy::Deployer;
+use crate::reconciler::ReconcilerHandle;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub(crate) store: Arc<Store>,
+    pub(crate) logs: Arc<LogStore>,
+    pub(crate) deployer: Arc<Deployer>,
+    pub(crate) resources: Arc<crate::resources::Resources>,
+    pub(crate) jobs: Arc<crate::jobs::JobRunner>,
+    pub(crate) reconciler: ReconcilerHandle,
+    pub(crate) token: Arc<String>,
+    pub(crate) router_url: String,
+    pub(crate) max_upload_bytes: u64,
+}
+
+impl ApiState {
+    pub(super) fn url(&self, app: &str) -> String {
+        (self.deployer.url_for)(app)
+    }
+}

@@ -1,0 +1,116 @@
+//! The reconciler's handle (what the API, deploys and the autoscaler hold)
+//! and the messages the loop receives from instances and the router.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::{InstanceInfo, ProcessGroupStatus};
+use berth_runtime::ExitCause;
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+
+/// What the API sees of the actual state.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Per app.
+    pub apps: HashMap<String, AppActual>,
+}
+
+/// One app's actual state.
+#[derive(Debug, Default, Clone)]
+pub struct AppActual {
+    /// Every instance, oldest first.
+    pub instances: Vec<InstanceInfo>,
+    /// Every process group of the target release.
+    pub groups: Vec<ProcessGroupStatus>,
+}
+
+/// Sent when an instance of a release fails before it became healthy, so a
+/// waiting deploy can fail at once.
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    /// The app.
+    pub app: String,
+    /// The release the instance ran.
+    pub release: u64,
+    /// The instance.
+    pub instance: String,
+    /// What happened.
+    pub reason: String,
+}
+
+/// A handle to the running reconciler.
+#[derive(Clone)]
+pub struct ReconcilerHandle {
+    pub(super) nudge: Arc<Notify>,
+    /// Set with each nudge: the store changed, the held desired state is old.
+    pub(super) stale: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub(super) failures: broadcast::Sender<StartFailure>,
+    pub(super) messages: mpsc::UnboundedSender<Message>,
+}
+
+impl ReconcilerHandle {
+    /// Asks the loop to converge now.
+    pub fn nudge(&self) {
+        self.stale.store(true, std::sync::atomic::Ordering::Release);
+        self.nudge.notify_one();
+    }
+
+    /// Runs `count` instances of `group` from now, ahead of the store (the
+    /// autoscaler persists the same count right after): a cold start does
+    /// not wait for a disk write.
+    pub fn set_count(&self, app: &str, group: &str, count: u32) {
+        let _ = self.messages.send(Message::SetCount {
+            app: app.to_string(),
+            group: group.to_string(),
+            count,
+        });
+    }
+
+    /// The latest actual state.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Changes of the actual state.
+    pub fn watch_snapshot(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Start failures, from now on.
+    pub fn start_failures(&self) -> broadcast::Receiver<StartFailure> {
+        self.failures.subscribe()
+    }
+}
+
+pub(super) enum Message {
+    Healthy {
+        id: String,
+        after: Duration,
+    },
+    StartFailed {
+        id: String,
+        reason: String,
+    },
+    Unhealthy {
+        id: String,
+        reason: String,
+    },
+    Recovered {
+        id: String,
+    },
+    Exited {
+        id: String,
+        cause: ExitCause,
+    },
+    SetCount {
+        app: String,
+        group: String,
+        count: u32,
+    },
+    /// A request is held at the router for `app`, which has no instance.
+    Wake {
+        app: String,
+    },
+}

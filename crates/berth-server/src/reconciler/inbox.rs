@@ -1,0 +1,133 @@
+//! What instances and the router tell the loop: healthy, failed, exited,
+//! a count set ahead of the store, a wake.
+
+use tokio::time::Instant;
+
+use super::Reconciler;
+use super::handle::{Message, StartFailure};
+use super::state::{Override, Phase};
+
+impl Reconciler {
+    pub(super) fn apply(&mut self, message: Message) {
+        match message {
+            Message::Wake { app } => self.wake(&app),
+            Message::SetCount { app, group, count } => {
+                self.overrides.insert(
+                    (app, group),
+                    Override {
+                        count,
+                        at: Instant::now(),
+                        stored_then: None,
+                    },
+                );
+            }
+            Message::Healthy { id, after } => {
+                tracing::debug!(instance = %id, ?after, "healthy");
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
+                if instance.phase != Phase::Starting {
+                    return;
+                }
+                instance.phase = Phase::Running;
+                let text = format!(
+                    "{id} (v{}) is up after {:.1} ms",
+                    instance.release,
+                    after.as_secs_f64() * 1000.0
+                );
+                let app = instance.app.clone();
+                self.event(&app, "instance.started", &text);
+            }
+            Message::StartFailed { id, reason } => {
+                let Some(instance) = self.instances.get(&id) else {
+                    return;
+                };
+                if instance.phase != Phase::Starting {
+                    return;
+                }
+                let (app, process, release) = (
+                    instance.app.clone(),
+                    instance.process.clone(),
+                    instance.release,
+                );
+                let text =
+                    format!("{id} (v{release}) did not pass its health check in time: {reason}");
+                self.event(&app, "health.timeout", &text);
+                self.record_failure(&app, &process, &text);
+                let _ = self.failures.send(StartFailure {
+                    app,
+                    release,
+                    instance: id.clone(),
+                    reason: text,
+                });
+                self.begin_stop(&id, "its health check never passed");
+            }
+            Message::Unhealthy { id, reason } => {
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
+                if instance.phase != Phase::Running {
+                    return;
+                }
+                instance.phase = Phase::Unhealthy;
+                instance.unhealthy_since = Some(Instant::now());
+                let app = instance.app.clone();
+                self.event(
+                    &app,
+                    "health.failed",
+                    &format!("{id} is unhealthy and out of rotation: {reason}"),
+                );
+            }
+            Message::Recovered { id } => {
+                let Some(instance) = self.instances.get_mut(&id) else {
+                    return;
+                };
+                if instance.phase != Phase::Unhealthy {
+                    return;
+                }
+                instance.phase = Phase::Running;
+                instance.unhealthy_since = None;
+                let app = instance.app.clone();
+                self.event(&app, "health.recovered", &format!("{id} is healthy again"));
+            }
+            Message::Exited { id, cause } => {
+                let Some(instance) = self.instances.remove(&id) else {
+                    return;
+                };
+                instance.watcher.abort();
+                if let Err(err) = self.parts.store.forget_instance(&id) {
+                    tracing::warn!(error = %err, "cannot forget instance");
+                }
+                let release = instance.release;
+                match instance.phase {
+                    Phase::Draining | Phase::Stopping => {
+                        self.berth_line(&instance, &format!("{id} stopped ({cause})"));
+                    }
+                    phase => {
+                        let uptime = instance.started.elapsed();
+                        let delay = self.record_failure(
+                            &instance.app,
+                            &instance.process,
+                            &cause.to_string(),
+                        );
+                        let text = format!(
+                            "{id} (v{release}) exited unexpectedly after {:.1}s: {cause}; restarting in {:.1}s",
+                            uptime.as_secs_f64(),
+                            delay.as_secs_f64()
+                        );
+                        self.berth_line(&instance, &text);
+                        self.event(&instance.app, "instance.exited", &text);
+                        if phase == Phase::Starting {
+                            let _ = self.failures.send(StartFailure {
+                                app: instance.app.clone(),
+                                release,
+                                instance: id.clone(),
+                                reason: format!("{id} exited during start-up: {cause}"),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

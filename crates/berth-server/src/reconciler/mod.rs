@@ -1,0 +1,264 @@
+//! The reconciler: one loop that makes what runs match what the store wants.
+//!
+//! Desired state (each app's target release and per-group counts) is read
+//! from the store; actual state (the instances) lives only in this loop,
+//! which owns it. Every change elsewhere — a deploy, a scale, a rollback — is
+//! a store write followed by [`ReconcilerHandle::nudge`]; instance exits and
+//! health changes arrive as messages. After each pass the loop publishes a
+//! route table for the router and a [`Snapshot`] for the API. Rollouts are
+//! rolling: instances of the new release start and must pass their health
+//! check before old ones leave the route table, and those drain their
+//! in-flight requests before they get SIGTERM.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_logs::{LogSource, LogStore};
+use berth_proto::LogStream;
+use berth_router::{AppTraffic, RouteTable};
+use berth_runtime::Driver;
+use berth_spec::AppSpec;
+use berth_store::{DesiredApp, ReleaseRow, Store};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+mod converge;
+mod handle;
+mod inbox;
+mod publish;
+mod start;
+mod state;
+mod stop;
+mod wake;
+
+pub use handle::{AppActual, ReconcilerHandle, Snapshot, StartFailure};
+pub(crate) use wake::FROM_ZERO;
+
+use handle::Message;
+use state::{Backoff, Instance, Override, RouteKey};
+
+/// How long a draining instance may take to finish its requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Consecutive failures after which a group counts as crash-looping.
+const CRASH_LOOP_AFTER: u32 = 3;
+/// An instance up this long resets its group's failure count.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// How long an instance may stay unhealthy before it is replaced.
+const REPLACE_UNHEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// Failed health checks in a row before an instance leaves the route table.
+const UNHEALTHY_AFTER: u32 = 3;
+
+/// The parts the reconciler drives.
+pub struct ReconcilerParts {
+    /// Desired state.
+    pub store: Arc<Store>,
+    /// Where instance output goes.
+    pub logs: Arc<LogStore>,
+    /// How instances run.
+    pub driver: Arc<dyn Driver>,
+    /// Makes instance specs (slug, env, volumes).
+    pub launcher: crate::launch::Launcher,
+    /// Where the route table goes.
+    pub routes: watch::Sender<Arc<RouteTable>>,
+    /// Told of apps a request found at zero, once the reconciler has
+    /// started them (the autoscaler records the decision). `None`: such
+    /// requests get 503 at once.
+    pub wakes: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// The loop's state.
+pub struct Reconciler {
+    parts: ReconcilerParts,
+    instances: BTreeMap<String, Instance>,
+    backoff: HashMap<(String, String), Backoff>,
+    traffic: HashMap<String, Arc<AppTraffic>>,
+    published_routes: Vec<RouteKey>,
+    /// Counts set ahead of the store: (app, group) → the override.
+    overrides: HashMap<(String, String), Override>,
+    /// The desired state as last read from the store; read again after a
+    /// nudge (someone wrote to the store) and on the tick, not for messages.
+    desired: Option<Vec<DesiredApp>>,
+    /// The router's side of a wake: it sends [`Message::Wake`] here.
+    waker: Option<berth_router::Waker>,
+    /// Apps woken in this pass, for the autoscaler.
+    woken: Vec<String>,
+    /// Events to store once routes are published (off the request path).
+    pending_events: std::cell::RefCell<Vec<(String, String, String)>>,
+    /// Instances to journal once routes are published.
+    pending_journal: Vec<(String, String, u32)>,
+    specs: HashMap<(String, u64, String), Arc<AppSpec>>,
+    pending_stops: Vec<String>,
+    messages: mpsc::UnboundedSender<Message>,
+    inbox: mpsc::UnboundedReceiver<Message>,
+    nudge: Arc<Notify>,
+    stale: Arc<std::sync::atomic::AtomicBool>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    failures: broadcast::Sender<StartFailure>,
+}
+
+impl Reconciler {
+    /// Builds the loop and its handle; run it with [`Reconciler::run`].
+    pub fn new(parts: ReconcilerParts) -> (Reconciler, ReconcilerHandle) {
+        let (messages, inbox) = mpsc::unbounded_channel();
+        let nudge = Arc::new(Notify::new());
+        let (snapshot, snapshot_receiver) = watch::channel(Arc::new(Snapshot::default()));
+        let (failures, _) = broadcast::channel(256);
+        let waker = parts.wakes.as_ref().map(|_| {
+            let messages = messages.clone();
+            berth_router::Waker(Arc::new(move |app: &str| {
+                let _ = messages.send(Message::Wake {
+                    app: app.to_string(),
+                });
+            }))
+        });
+        let stale = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let handle = ReconcilerHandle {
+            nudge: nudge.clone(),
+            stale: stale.clone(),
+            snapshot: snapshot_receiver,
+            failures: failures.clone(),
+            messages: messages.clone(),
+        };
+        let reconciler = Reconciler {
+            parts,
+            instances: BTreeMap::new(),
+            backoff: HashMap::new(),
+            traffic: HashMap::new(),
+            published_routes: Vec::new(),
+            specs: HashMap::new(),
+            pending_stops: Vec::new(),
+            overrides: HashMap::new(),
+            desired: None,
+            waker,
+            woken: Vec::new(),
+            pending_events: std::cell::RefCell::new(Vec::new()),
+            pending_journal: Vec::new(),
+            messages,
+            inbox,
+            nudge,
+            stale,
+            snapshot,
+            failures,
+        };
+        (reconciler, handle)
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops every instance.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.kill_orphans();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.converge();
+            self.flush_records();
+            if let Some(wakes) = &self.parts.wakes {
+                for app in self.woken.drain(..) {
+                    let _ = wakes.send(app);
+                }
+            }
+            // Wake when the earliest restart back-off ends, not a tick later.
+            let next_restart = self
+                .backoff
+                .values()
+                .filter_map(|backoff| backoff.next_start)
+                .filter(|at| *at > Instant::now())
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                () = tokio::time::sleep_until(next_restart) => {}
+                message = self.inbox.recv() => {
+                    if let Some(message) = message {
+                        self.apply(message);
+                    }
+                    while let Ok(message) = self.inbox.try_recv() {
+                        self.apply(message);
+                    }
+                }
+                () = self.nudge.notified() => {}
+                _ = tick.tick() => self.desired = None,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        self.stop_everything().await;
+    }
+
+    /// Kills instances a crashed server left running.
+    fn kill_orphans(&mut self) {
+        let journaled = match self.parts.store.journaled_instances() {
+            Ok(journaled) => journaled,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the instance journal");
+                return;
+            }
+        };
+        let ids: HashSet<String> = journaled.iter().map(|entry| entry.id.clone()).collect();
+        let killed = berth_runtime::kill_orphans(&ids);
+        if killed > 0 {
+            tracing::info!(
+                processes = killed,
+                "killed processes left by an earlier server"
+            );
+        }
+        for entry in journaled {
+            let _ = self.parts.store.forget_instance(&entry.id);
+        }
+    }
+
+    fn spec(&mut self, release: &ReleaseRow) -> Arc<AppSpec> {
+        self.specs
+            .entry((release.app.clone(), release.version, release.created_at.clone()))
+            .or_insert_with(|| {
+                Arc::new(serde_json::from_str(&release.spec_json).unwrap_or_else(|err| {
+                    tracing::error!(app = %release.app, version = release.version, error = %err, "stored spec unreadable; using defaults");
+                    AppSpec::default()
+                }))
+            })
+            .clone()
+    }
+
+    /// Records an event; stored at the end of this pass, after the route
+    /// table is out, so a disk write never delays a request.
+    fn event(&self, app: &str, kind: &str, message: &str) {
+        self.pending_events.borrow_mut().push((
+            app.to_string(),
+            kind.to_string(),
+            message.to_string(),
+        ));
+    }
+
+    /// Stores what this pass recorded, on a blocking thread: a disk write
+    /// (SQLite with fsync) must not hold the runtime thread that the health
+    /// checks of instances just started are waiting for.
+    fn flush_records(&mut self) {
+        let journal = std::mem::take(&mut self.pending_journal);
+        let events = std::mem::take(&mut *self.pending_events.borrow_mut());
+        if journal.is_empty() && events.is_empty() {
+            return;
+        }
+        let store = self.parts.store.clone();
+        tokio::task::spawn_blocking(move || {
+            for (id, app, pid) in journal {
+                if let Err(err) = store.journal_instance(&id, &app, pid) {
+                    tracing::warn!(error = %err, "cannot journal instance");
+                }
+            }
+            if !events.is_empty()
+                && let Err(err) = store.record_events(&events)
+            {
+                tracing::warn!(error = %err, "cannot record events");
+            }
+        });
+    }
+
+    fn berth_line(&self, instance: &Instance, text: &str) {
+        let source = LogSource {
+            app: instance.app.clone(),
+            process: instance.process.clone(),
+            instance: instance.id.clone(),
+            release: instance.release,
+        };
+        self.parts.logs.append(&source, LogStream::Berth, text);
+    }
+}

@@ -1,0 +1,198 @@
+//! What the loop publishes after each pass: the route table for the
+//! router and the snapshot the API reads.
+
+use std::sync::Arc;
+
+use berth_proto::{GroupHealth, InstanceInfo, ProcessGroupStatus};
+use berth_router::{AppRoute, Backend, RouteTable};
+use berth_store::DesiredApp;
+use tokio::time::Instant;
+
+use super::handle::{AppActual, Snapshot};
+use super::state::{Phase, RouteKey};
+use super::{CRASH_LOOP_AFTER, Reconciler};
+
+impl Reconciler {
+    pub(super) fn publish(&mut self, desired: &[DesiredApp]) {
+        let mut table = RouteTable::default();
+        let mut key = Vec::with_capacity(desired.len());
+        let mut snapshot = Snapshot::default();
+        for app in desired {
+            let traffic = self.traffic.entry(app.app.clone()).or_default().clone();
+            let backends: Vec<Arc<Backend>> = self
+                .instances
+                .values()
+                .filter(|instance| instance.app == app.app && instance.phase == Phase::Running)
+                .filter_map(|instance| instance.backend.clone())
+                .collect();
+            let groups = self.group_statuses(app);
+            let reason = if backends.is_empty() {
+                Some(unavailable_reason(app, &groups))
+            } else {
+                None
+            };
+            let mut statics = Vec::new();
+            let (admission, failing) = match &app.release {
+                Some(release) => {
+                    let spec = self.spec(release);
+                    let slug = self.parts.launcher.slug_dir(release);
+                    statics = spec
+                        .statics
+                        .iter()
+                        .filter_map(|entry| {
+                            Some(berth_router::StaticDir {
+                                prefix: entry.url_prefix.clone(),
+                                root: slug.clone(),
+                                dir: entry.slug_relative()?,
+                            })
+                        })
+                        .collect();
+                    let scaling = &spec.http.scaling;
+                    let failing = groups.iter().any(|group| {
+                        spec.serves_http(&group.name) && group.health == GroupHealth::CrashLoop
+                    });
+                    let admission = berth_router::Admission {
+                        hard_limit: scaling.hard_limit.map(|limit| limit as usize),
+                        wake: (scaling.is_active() && scaling.auto_start)
+                            .then(|| self.waker.clone())
+                            .flatten(),
+                        hold_timeout: spec.deploy.wait_timeout,
+                        ..berth_router::Admission::default()
+                    };
+                    (admission, failing)
+                }
+                None => (berth_router::Admission::default(), false),
+            };
+            key.push(RouteKey {
+                app: app.app.clone(),
+                backends: backends
+                    .iter()
+                    .map(|backend| backend.instance.clone())
+                    .collect(),
+                reason: reason.clone(),
+                failing,
+                admission: admission.clone(),
+                statics: statics.clone(),
+            });
+            table.apps.insert(
+                app.app.clone(),
+                AppRoute {
+                    backends,
+                    unavailable_reason: reason,
+                    traffic,
+                    failing,
+                    admission,
+                    statics: statics.into(),
+                },
+            );
+            let instances = self
+                .instances
+                .values()
+                .filter(|instance| instance.app == app.app)
+                .map(|instance| InstanceInfo {
+                    id: instance.id.clone(),
+                    process: instance.process.clone(),
+                    release: instance.release,
+                    state: instance.phase.wire(),
+                    healthy: instance.phase == Phase::Running,
+                    restarts: self
+                        .backoff
+                        .get(&(instance.app.clone(), instance.process.clone()))
+                        .map_or(0, |backoff| backoff.failures),
+                    uptime_secs: instance.started.elapsed().as_secs(),
+                    pid: Some(instance.running.pid),
+                    port: instance.port,
+                })
+                .collect();
+            snapshot
+                .apps
+                .insert(app.app.clone(), AppActual { instances, groups });
+        }
+        self.traffic.retain(|app, _| table.apps.contains_key(app));
+        if key != self.published_routes {
+            self.published_routes = key;
+            let _ = self.parts.routes.send(Arc::new(table));
+            tracing::debug!("routes published");
+        }
+        let _ = self.snapshot.send(Arc::new(snapshot));
+    }
+
+    pub(super) fn group_statuses(&self, app: &DesiredApp) -> Vec<ProcessGroupStatus> {
+        let Some(release) = &app.release else {
+            return Vec::new();
+        };
+        release
+            .processes
+            .iter()
+            .map(|(process, command)| {
+                let desired = self.wanted(app, process);
+                let running = self
+                    .instances
+                    .values()
+                    .filter(|instance| {
+                        instance.app == app.app
+                            && &instance.process == process
+                            && instance.release == release.version
+                            && instance.phase == Phase::Running
+                    })
+                    .count() as u32;
+                let backoff = self.backoff.get(&(app.app.clone(), process.clone()));
+                let (health, reason) = if desired == 0 {
+                    (GroupHealth::Stopped, Some("scaled to zero".to_string()))
+                } else if let Some(backoff) =
+                    backoff.filter(|backoff| backoff.failures >= CRASH_LOOP_AFTER)
+                {
+                    let next = backoff
+                        .next_start
+                        .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
+                        .unwrap_or(0.0);
+                    (
+                        GroupHealth::CrashLoop,
+                        Some(format!(
+                            "failed {} times in a row (last: {}); next restart in {next:.1}s",
+                            backoff.failures, backoff.last_cause
+                        )),
+                    )
+                } else if running >= desired {
+                    (GroupHealth::Healthy, None)
+                } else {
+                    (
+                        GroupHealth::Converging,
+                        Some(format!("{running} of {desired} running")),
+                    )
+                };
+                ProcessGroupStatus {
+                    name: process.clone(),
+                    command: command.clone(),
+                    desired,
+                    running,
+                    health,
+                    reason,
+                    autoscaled: false,
+                    why: None,
+                    min: None,
+                    max: None,
+                }
+            })
+            .collect()
+    }
+}
+
+fn unavailable_reason(app: &DesiredApp, groups: &[ProcessGroupStatus]) -> String {
+    if app.release.is_none() {
+        return "it has not been deployed yet".into();
+    }
+    match groups
+        .iter()
+        .find(|group| group.name == berth_spec::DEFAULT_PROCESS || group.name == "app")
+    {
+        Some(group) if group.health == GroupHealth::Stopped => "it is scaled to zero".into(),
+        Some(group) if group.health == GroupHealth::CrashLoop => {
+            format!(
+                "it is crash-looping ({})",
+                group.reason.clone().unwrap_or_default()
+            )
+        }
+        _ => "its instances are starting".into(),
+    }
+}

@@ -1,0 +1,197 @@
+//! Starting an instance: its spec from the launcher, the driver's start,
+//! its output into the log store, and the task that watches its health.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_logs::LogSource;
+use berth_router::Backend;
+use berth_spec::AppSpec;
+use berth_store::ReleaseRow;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::handle::Message;
+use super::state::{Instance, Phase};
+use super::{Reconciler, UNHEALTHY_AFTER};
+use crate::health;
+
+impl Reconciler {
+    pub(super) fn start_instance(
+        &mut self,
+        release: &ReleaseRow,
+        spec: &AppSpec,
+        process: &str,
+        command: &str,
+        serves_http: bool,
+        fixed_port: Option<u16>,
+    ) -> Result<(), String> {
+        let id = format!("{process}-{:08x}", rand::random::<u32>());
+        tracing::debug!(instance = %id, "starting: preparing its env");
+        let port = if serves_http {
+            Some(match fixed_port {
+                Some(port) => port,
+                None => free_port().map_err(|err| format!("no free port: {err}"))?,
+            })
+        } else {
+            None
+        };
+        let extra: Vec<(String, String)> = port
+            .map(|port| ("PORT".to_string(), port.to_string()))
+            .into_iter()
+            .collect();
+        let mut instance_spec = self
+            .parts
+            .launcher
+            .instance_spec(release, spec, process, &id, command, &extra)?;
+        let network = self.parts.launcher.attach_network(
+            release,
+            spec,
+            &mut instance_spec,
+            fixed_port.is_some(),
+        )?;
+        tracing::debug!(instance = %id, "starting: env and network ready");
+        let netns = network.as_ref().map(|network| network.netns.clone());
+        let source = LogSource {
+            app: release.app.clone(),
+            process: process.to_string(),
+            instance: id.clone(),
+            release: release.version,
+        };
+        let sink = crate::launch::log_sink(self.parts.logs.clone(), source, None);
+        let running = self
+            .parts
+            .driver
+            .start(&instance_spec, sink)
+            .map_err(|err| format!("{err}: {}", err_source(&err)))?;
+        tracing::debug!(instance = %id, pid = running.pid, "starting: spawned");
+        self.pending_journal
+            .push((id.clone(), release.app.clone(), running.pid));
+
+        let messages = self.messages.clone();
+        let watcher = {
+            let running = running.clone();
+            let id = id.clone();
+            let check = spec.http.check.clone();
+            let startup = spec.deploy.wait_timeout;
+            tokio::spawn(async move {
+                let exit = {
+                    let running = running.clone();
+                    let messages = messages.clone();
+                    let id = id.clone();
+                    async move {
+                        let cause = running.exited().await;
+                        let _ = messages.send(Message::Exited { id, cause });
+                    }
+                };
+                let health =
+                    watch_health(id.clone(), port, netns, check, startup, messages.clone());
+                tokio::select! {
+                    () = exit => {}
+                    () = health => {
+                        // Health watching only ends on start failure; still report the exit.
+                        let cause = running.exited().await;
+                        let _ = messages.send(Message::Exited { id, cause });
+                    }
+                }
+            })
+        };
+        let backend = port.map(|port| {
+            let backend = Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone());
+            Arc::new(match &network {
+                Some(network) => backend.in_namespace(network.netns.clone()),
+                None => backend,
+            })
+        });
+        let instance = Instance {
+            id: id.clone(),
+            app: release.app.clone(),
+            process: process.to_string(),
+            release: release.version,
+            port,
+            started: Instant::now(),
+            phase: Phase::Starting,
+            running,
+            backend,
+            kill_timeout: spec.kill_timeout,
+            watcher,
+            unhealthy_since: None,
+            _network: network,
+        };
+        let port_text = port
+            .map(|port| format!(" on port {port}"))
+            .unwrap_or_default();
+        self.berth_line(
+            &instance,
+            &format!("starting {id} (v{}): {command}{port_text}", release.version),
+        );
+        self.instances.insert(id, instance);
+        Ok(())
+    }
+}
+
+async fn watch_health(
+    id: String,
+    port: Option<u16>,
+    netns: health::Namespace,
+    check: berth_spec::HealthCheck,
+    startup: Duration,
+    messages: mpsc::UnboundedSender<Message>,
+) {
+    let Some(port) = port else {
+        // A process without HTTP counts as up once it has run for a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = messages.send(Message::Healthy {
+            id,
+            after: Duration::from_secs(1),
+        });
+        std::future::pending::<()>().await;
+        return;
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match health::wait_until_healthy(addr, &netns, &check, Instant::now() + startup).await {
+        Ok(after) => {
+            let _ = messages.send(Message::Healthy {
+                id: id.clone(),
+                after,
+            });
+        }
+        Err(reason) => {
+            let _ = messages.send(Message::StartFailed { id, reason });
+            return;
+        }
+    }
+    let mut failed_in_a_row = 0u32;
+    loop {
+        tokio::time::sleep(check.interval).await;
+        match health::probe(addr, &netns, &check).await {
+            Ok(()) => {
+                if failed_in_a_row >= UNHEALTHY_AFTER {
+                    let _ = messages.send(Message::Recovered { id: id.clone() });
+                }
+                failed_in_a_row = 0;
+            }
+            Err(reason) => {
+                failed_in_a_row += 1;
+                if failed_in_a_row == UNHEALTHY_AFTER {
+                    let _ = messages.send(Message::Unhealthy {
+                        id: id.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn err_source(err: &dyn std::error::Error) -> String {
+    err.source()
+        .map(|source| source.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,74 @@
+//! Stopping instances: out of the route table, drained, then SIGTERM and
+//! SIGKILL after the kill timeout.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::state::Phase;
+use super::{DRAIN_TIMEOUT, Reconciler};
+
+impl Reconciler {
+    /// Marks an instance for stopping; the stop runs after the next publish,
+    /// so it has left the route table first.
+    pub(super) fn begin_stop(&mut self, id: &str, reason: &str) {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
+        if !instance.phase.is_live() {
+            return;
+        }
+        instance.phase = if instance.phase != Phase::Starting && instance.backend.is_some() {
+            Phase::Draining
+        } else {
+            Phase::Stopping
+        };
+        let text = format!("stopping {id}: {reason}");
+        if let Some(instance) = self.instances.get(id) {
+            self.berth_line(instance, &text);
+        }
+        self.pending_stops.push(id.to_string());
+    }
+
+    pub(super) fn spawn_stop(&mut self, id: &str) {
+        let Some(instance) = self.instances.get(id) else {
+            return;
+        };
+        let running = instance.running.clone();
+        let grace = instance.kill_timeout;
+        let drain = (instance.phase == Phase::Draining)
+            .then(|| instance.backend.clone())
+            .flatten();
+        tokio::spawn(async move {
+            if let Some(backend) = drain {
+                // Retired, no router thread sends it anything new, even one
+                // holding an older table; then in-flight requests finish.
+                backend.retire();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let deadline = Instant::now() + DRAIN_TIMEOUT;
+                while backend.in_flight() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            running.stop(grace).await;
+        });
+    }
+
+    pub(super) async fn stop_everything(&mut self) {
+        self.flush_records();
+        let mut stops = Vec::new();
+        for instance in self.instances.values() {
+            let running = instance.running.clone();
+            let grace = instance.kill_timeout;
+            stops.push(tokio::spawn(async move { running.stop(grace).await }));
+        }
+        for stop in stops {
+            let _ = stop.await;
+        }
+        for id in self.instances.keys() {
+            let _ = self.parts.store.forget_instance(id);
+        }
+        self.instances.clear();
+        self.flush_records();
+    }
+}

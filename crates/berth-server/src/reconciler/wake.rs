@@ -1,0 +1,53 @@
+//! Scale from zero: a request held at the router starts one instance at
+//! once, ahead of the store.
+
+use tokio::time::Instant;
+
+use super::Reconciler;
+use super::state::Override;
+
+/// Why an app at zero starts (recorded as the instance starts).
+pub(crate) const FROM_ZERO: &str = "a request arrived while scaled to zero";
+
+impl Reconciler {
+    /// A request waits at the router for `app`, which has no instance:
+    /// one instance of each of its HTTP groups at zero, now, ahead of the
+    /// store (the autoscaler, told after this pass, records it).
+    pub(super) fn wake(&mut self, app: &str) {
+        let Some(desired) = self.take_desired() else {
+            return;
+        };
+        if let Some(target) = desired.iter().find(|candidate| candidate.app == app)
+            && let Some(release) = &target.release
+            && release.status == "active"
+        {
+            let spec = self.spec(release);
+            let scaling = &spec.http.scaling;
+            if scaling.is_active() && scaling.auto_start {
+                for group in release.processes.keys() {
+                    let live = self.instances.values().any(|instance| {
+                        instance.app == app
+                            && &instance.process == group
+                            && instance.phase.is_live()
+                    });
+                    if spec.serves_http(group) && !live && self.wanted(target, group) == 0 {
+                        tracing::debug!(app, group = %group, "woken: starting one");
+                        self.event(app, "scale.from_zero", &format!("{group}: {}", FROM_ZERO));
+                        self.overrides.insert(
+                            (app.to_string(), group.clone()),
+                            Override {
+                                count: 1,
+                                at: Instant::now(),
+                                stored_then: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.desired = Some(desired);
+        if !self.woken.iter().any(|woken| woken == app) {
+            self.woken.push(app.to_string());
+        }
+    }
+}
