@@ -93,7 +93,7 @@ fn self_exe() -> Option<&'static CStr> {
 }
 
 /// Runs the instance's waiting process or init when this binary was started
-/// as one (by [`PreparedSandbox::enter`]); returns otherwise. Call it first
+/// as one (by `PreparedSandbox::enter`); returns otherwise. Call it first
 /// thing in `main`.
 pub fn run_instance_init_if_asked() {
     // This binary knows the two roles: instances may re-exec it into them.

@@ -18,7 +18,7 @@ pub mod health;
 pub mod jobs;
 pub mod launch;
 pub mod reconciler;
-pub mod resources;
+pub mod services;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -204,7 +204,7 @@ pub async fn run(
     } else {
         berth_runtime::net::Networks::none()
     };
-    let resources = Arc::new(resources::Resources::new(
+    let resources = Arc::new(services::Resources::new(
         data,
         store.clone(),
         logs.clone(),

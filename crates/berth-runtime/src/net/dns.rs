@@ -4,6 +4,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The resolvers instances use, and how they reach those on the host's
+/// loopback.
+///
+/// An instance sees the host's `/etc/resolv.conf` (or the file
+/// `BERTH_RESOLV_CONF` names, mounted over it in the instance). A resolver
+/// there on a loopback address — systemd-resolved's `127.0.0.53`, a local
+/// dnsmasq or unbound — would be the namespace's own loopback, where
+/// nothing answers: berth listens on that address and port inside the
+/// namespace (UDP and TCP) and relays each query to the host's resolver.
 /// Other resolvers are reached over the instance's link like any host.
 #[derive(Debug, Clone, Default)]
 pub struct Resolvers {

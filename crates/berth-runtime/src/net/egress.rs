@@ -213,15 +213,6 @@ async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> s
     Ok(())
 }
 
-/// The resolvers instances use, and how they reach those on the host's
-/// loopback.
-///
-/// An instance sees the host's `/etc/resolv.conf` (or the file
-/// `BERTH_RESOLV_CONF` names, mounted over it in the instance). A resolver
-/// there on a loopback address — systemd-resolved's `127.0.0.53`, a local
-/// dnsmasq or unbound — would be the namespace's own loopback, where
-/// nothing answers: berth listens on that address and port inside the
-
 #[cfg(test)]
 mod tests {
     use super::*;

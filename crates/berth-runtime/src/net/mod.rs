@@ -116,11 +116,6 @@ impl InstanceNetwork {
     }
 }
 
-/// The host's nftables rules for direct egress, one table replaced whole
-/// (several servers on one machine install the same one): what comes from
-/// an instance's link (`bth*`) is masqueraded on its way out, may not reach
-/// the host itself (input) or another instance (refused at once, so a
-
 /// The server's way of giving instances networks of their own.
 pub struct Networks {
     mode: Mode,

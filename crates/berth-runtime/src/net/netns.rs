@@ -74,9 +74,6 @@ fn open_netns(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Back to the host's namespace; a thread that cannot return must not go
-/// on in the wrong one, so this aborts (never reached on a working kernel).
-
 /// Sets the loopback interface up in the calling thread's namespace.
 fn loopback_up() -> io::Result<()> {
     // SAFETY: a datagram socket for the ioctls, closed by OwnedFd; the

@@ -2,6 +2,11 @@
 //! forwarding: installed once when a server starts, the same for every
 //! server on the machine.
 
+/// The host's nftables rules for direct egress, one table replaced whole
+/// (several servers on one machine install the same one): what comes from
+/// an instance's link (`bth*`) is masqueraded on its way out, may not reach
+/// the host itself (input) or another instance (refused at once, so a
+/// client fails fast instead of waiting out a connect timeout), and only
 /// answers come back in.
 pub const RULESET: &str = r#"table inet berth
 delete table inet berth

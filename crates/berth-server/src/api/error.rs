@@ -48,9 +48,9 @@ impl From<crate::jobs::JobError> for ApiFailure {
     }
 }
 
-impl From<crate::resources::ResourcesError> for ApiFailure {
-    fn from(err: crate::resources::ResourcesError) -> Self {
-        use crate::resources::ResourcesError;
+impl From<crate::services::ResourcesError> for ApiFailure {
+    fn from(err: crate::services::ResourcesError) -> Self {
+        use crate::services::ResourcesError;
         match err {
             ResourcesError::NotFound(message) => ApiFailure::NotFound(message),
             ResourcesError::Invalid(message) => ApiFailure::Conflict(message),

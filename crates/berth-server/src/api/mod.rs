@@ -1,7 +1,7 @@
 //! The HTTP/JSON API under `/v1`, with bearer-token auth and an OpenAPI document.
 //!
 //! Handlers only translate: they read the store and the reconciler's
-//! snapshot, or hand work to the [`Deployer`], and choose status codes. Long
+//! snapshot, or hand work to the [`Deployer`](crate::deploy::Deployer), and choose status codes. Long
 //! operations (deploys, env changes, rollbacks, followed logs) answer with an
 //! NDJSON stream so the CLI can show progress as it happens.
 

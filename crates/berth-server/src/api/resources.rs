@@ -36,7 +36,7 @@ pub(super) async fn attach_postgres(
     State(state): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Response> {
-    attach(state, app, crate::resources::POSTGRES).await
+    attach(state, app, crate::services::POSTGRES).await
 }
 
 /// Gives the app a Redis of its own and a release with `REDIS_URL`.
@@ -47,7 +47,7 @@ pub(super) async fn attach_redis(
     State(state): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Response> {
-    attach(state, app, crate::resources::REDIS).await
+    attach(state, app, crate::services::REDIS).await
 }
 
 pub(super) async fn attach(

@@ -114,7 +114,7 @@ async fn provision(
             ),
         ));
     }
-    let failure = |err: crate::resources::ResourcesError| {
+    let failure = |err: crate::services::ResourcesError| {
         ShuttleFailure(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
     };
     let made = state

@@ -15,7 +15,7 @@ pub struct ApiState {
     pub(crate) store: Arc<Store>,
     pub(crate) logs: Arc<LogStore>,
     pub(crate) deployer: Arc<Deployer>,
-    pub(crate) resources: Arc<crate::resources::Resources>,
+    pub(crate) resources: Arc<crate::services::Resources>,
     pub(crate) jobs: Arc<crate::jobs::JobRunner>,
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) token: Arc<String>,

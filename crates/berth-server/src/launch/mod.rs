@@ -11,7 +11,7 @@ use berth_runtime::{InstanceSpec, OutputSink, OutputStream};
 use berth_spec::AppSpec;
 use berth_store::ReleaseRow;
 
-use crate::resources::Resources;
+use crate::services::Resources;
 
 pub(crate) mod shuttle;
 

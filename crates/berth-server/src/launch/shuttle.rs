@@ -1,7 +1,7 @@
 //! The variables a Shuttle project's runtime expects from its platform
 //! (its API, served by berth under [`API_PREFIX`], is in `crate::api`).
 
-use crate::resources::Resources;
+use crate::services::Resources;
 
 /// The purpose the app token is derived for.
 pub(crate) const TOKEN_PURPOSE: &str = "shuttle-runtime-api";

@@ -1,0 +1,85 @@
+//! Deploys: from an uploaded tarball (or an env change, or a rollback) to a
+//! release that serves — or to a clear failure while the old one keeps serving.
+//!
+//! Every path ends in `Deployer::roll_out`: the release becomes the app's
+//! target in the store, the reconciler is nudged, and the deploy waits until
+//! every wanted instance of the release passes its health check. The first
+//! instance that dies or never gets healthy fails the deploy; the store then
+//! points the app back at the release that was serving.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use berth_build::{CargoBuilder, SlugStore, UnpackLimits};
+use berth_logs::LogStore;
+use berth_store::Store;
+use tokio::sync::Mutex;
+
+mod config;
+mod failure;
+mod prepare;
+mod rollback;
+mod rollout;
+mod upload;
+
+pub use config::ConfigChange;
+pub use failure::{DeployFailure, Progress};
+
+use crate::reconciler::ReconcilerHandle;
+use crate::services::Resources;
+
+/// Runs deploys, one at a time per app.
+pub struct Deployer {
+    pub(crate) store: Arc<Store>,
+    pub(crate) logs: Arc<LogStore>,
+    pub(crate) slugs: SlugStore,
+    pub(crate) launcher: crate::launch::Launcher,
+    pub(crate) resources: Arc<Resources>,
+    pub(crate) builder: CargoBuilder,
+    pub(crate) reconciler: ReconcilerHandle,
+    pub(crate) tmp_dir: std::path::PathBuf,
+    pub(crate) source_limits: UnpackLimits,
+    pub(crate) url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    pub(crate) driver: Arc<dyn berth_runtime::Driver>,
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Deployer {
+    /// A deployer over the server's parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<Store>,
+        logs: Arc<LogStore>,
+        slugs: SlugStore,
+        resources: Arc<Resources>,
+        builder: CargoBuilder,
+        reconciler: ReconcilerHandle,
+        tmp_dir: std::path::PathBuf,
+        source_limits: UnpackLimits,
+        url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+        driver: Arc<dyn berth_runtime::Driver>,
+    ) -> Self {
+        Deployer {
+            store,
+            logs,
+            launcher: crate::launch::Launcher::new(slugs.clone(), resources.clone()),
+            resources,
+            slugs,
+            builder,
+            reconciler,
+            tmp_dir,
+            source_limits,
+            url_for,
+            driver,
+            locks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_for(&self, app: &str) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(app.to_string()).or_default().clone()
+    }
+}

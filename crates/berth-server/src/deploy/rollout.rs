@@ -1,0 +1,286 @@
+//! From a release to a release that serves: release command, roll-out
+//! through the reconciler, post-deploy command, or a failure that leaves
+//! the old release serving.
+
+use std::sync::Arc;
+
+use berth_logs::LogQuery;
+use berth_proto::DeployProgress;
+use berth_spec::AppSpec;
+use berth_store::{NewRelease, ReleaseRow};
+use tokio::time::Instant;
+
+use super::Deployer;
+use super::failure::{DeployFailure, Progress, say};
+
+impl Deployer {
+    /// Makes a release and, when the spec has a release command, runs it in a
+    /// temporary instance of the new release before the release becomes the
+    /// app's target. If the command fails, the release fails and nothing
+    /// that serves is touched.
+    pub(super) async fn make_release(
+        &self,
+        spec: &AppSpec,
+        new: NewRelease,
+        app: &str,
+        progress: &Progress,
+    ) -> Result<ReleaseRow, DeployFailure> {
+        let Some(command) = spec.deploy.release_command.clone() else {
+            return Ok(self.store.begin_release(app, new)?);
+        };
+        let release = self.store.create_release(app, new)?;
+        say(
+            progress,
+            format!(
+                "running the release command of v{}: {command}",
+                release.version
+            ),
+        );
+        if let Err((reason, instance)) = self
+            .run_once(
+                spec,
+                &release,
+                "release",
+                &command,
+                spec.deploy.release_command_timeout,
+                progress,
+            )
+            .await
+        {
+            return Err(self
+                .fail(app, release.version, &reason, instance.as_deref())
+                .await);
+        }
+        say(progress, "the release command succeeded");
+        self.store.target_release(app, release.version)?;
+        Ok(release)
+    }
+
+    /// Runs `command` once in a temporary instance of `release` (process
+    /// `what`: the release command, a post-deploy command), its output going
+    /// to the log store and to the client. Fails with the reason and, when
+    /// it started, the instance's name.
+    pub(super) async fn run_once(
+        &self,
+        spec: &AppSpec,
+        release: &ReleaseRow,
+        what: &str,
+        command: &str,
+        timeout: std::time::Duration,
+        progress: &Progress,
+    ) -> Result<(), (String, Option<String>)> {
+        let app = &release.app;
+        let instance = format!("{what}-v{}", release.version);
+        let mut instance_spec = self
+            .launcher
+            .instance_spec(release, spec, what, &instance, command, &[])
+            .map_err(|reason| (reason, None))?;
+        let _network = self
+            .launcher
+            .attach_network(release, spec, &mut instance_spec, false)
+            .map_err(|reason| (reason, None))?;
+        let source = berth_logs::LogSource {
+            app: app.to_string(),
+            process: what.into(),
+            instance: instance.clone(),
+            release: release.version,
+        };
+        let to_client = progress.clone();
+        let also: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |line| {
+            let _ = to_client.send(DeployProgress::ReleaseOutput { line });
+        });
+        let sink = crate::launch::log_sink(self.logs.clone(), source, Some(also));
+        let running = self
+            .driver
+            .start(&instance_spec, sink)
+            .map_err(|err| (format!("the {what} command could not start: {err}"), None))?;
+        let outcome = tokio::select! {
+            cause = running.exited() => cause,
+            () = tokio::time::sleep(timeout) => {
+                running.stop(spec.kill_timeout).await;
+                return Err((
+                    format!("the {what} command `{command}` did not finish within {}s and was stopped", timeout.as_secs()),
+                    Some(instance),
+                ));
+            }
+        };
+        if !outcome.success() {
+            return Err((
+                format!("the {what} command `{command}` failed ({outcome})"),
+                Some(instance),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes `release` (already the app's target) serve, or fails it.
+    pub(super) async fn roll_out(
+        &self,
+        spec: &AppSpec,
+        release: ReleaseRow,
+        progress: &Progress,
+    ) -> Result<u64, DeployFailure> {
+        let app = release.app.clone();
+        let version = release.version;
+        let counts = self.store.counts(&app)?;
+        let plan: Vec<String> = release
+            .processes
+            .keys()
+            .map(|process| format!("{process} ×{}", counts.get(process).copied().unwrap_or(0)))
+            .collect();
+        say(
+            progress,
+            format!("starting v{version}: {}", plan.join(", ")),
+        );
+        let mut failures = self.reconciler.start_failures();
+        let mut snapshots = self.reconciler.watch_snapshot();
+        self.reconciler.nudge();
+        let deadline =
+            Instant::now() + spec.deploy.wait_timeout + std::time::Duration::from_secs(2);
+        loop {
+            if self.release_is_up(spec, &release) {
+                self.store.finish_release(&app, version)?;
+                self.reconciler.nudge();
+                let url = (self.url_for)(&app);
+                say(
+                    progress,
+                    format!("v{version} is healthy; older instances drain and stop"),
+                );
+                self.post_deploy(spec, &release, progress).await?;
+                let _ = progress.send(DeployProgress::Done {
+                    release: version,
+                    url,
+                });
+                return Ok(version);
+            }
+            tokio::select! {
+                failure = failures.recv() => {
+                    if let Ok(failure) = failure
+                        && failure.app == app && failure.release == version {
+                            return Err(self.fail(&app, version, &failure.reason, Some(&failure.instance)).await);
+                        }
+                }
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        return Err(self.fail(&app, version, "the server is shutting down", None).await);
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let reason = format!("its instances did not become healthy within {}s", spec.deploy.wait_timeout.as_secs());
+                    return Err(self.fail(&app, version, &reason, None).await);
+                }
+            }
+        }
+    }
+
+    /// Whether every wanted instance of `release` passes its health check.
+    /// Counts are read each time: a scale during the deploy changes them.
+    pub(super) fn release_is_up(&self, spec: &AppSpec, release: &ReleaseRow) -> bool {
+        let (app, version) = (release.app.as_str(), release.version);
+        let Ok(counts) = self.store.counts(app) else {
+            return false;
+        };
+        let snapshot = self.reconciler.snapshot();
+        let Some(actual) = snapshot.apps.get(app) else {
+            return false;
+        };
+        release.processes.keys().all(|process| {
+            let mut want = counts.get(process).copied().unwrap_or(0) as usize;
+            if spec.serves_http(process)
+                && spec.http.internal_port.is_some()
+                && !self.resources.isolated()
+            {
+                // A fixed port fits one instance (the reconciler runs one).
+                want = want.min(1);
+            }
+            let running = actual
+                .instances
+                .iter()
+                .filter(|instance| {
+                    &instance.process == process
+                        && instance.release == version
+                        && instance.state == berth_proto::InstanceState::Running
+                })
+                .count();
+            running >= want
+        })
+    }
+
+    pub(super) async fn fail(
+        &self,
+        app: &str,
+        version: u64,
+        reason: &str,
+        instance: Option<&str>,
+    ) -> DeployFailure {
+        let previous = match self.store.fail_release(app, version, reason) {
+            Ok(previous) => previous,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot mark the release failed");
+                None
+            }
+        };
+        self.reconciler.nudge();
+        let mut message = match previous {
+            Some(previous) => format!("v{version} failed: {reason}. v{previous} keeps serving."),
+            None => format!("v{version} failed: {reason}."),
+        };
+        if let Some(instance) = instance {
+            // Give the output a moment to arrive, then show its last lines.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = self.logs.flush().await;
+            let query = LogQuery {
+                app: app.to_string(),
+                instance: Some(instance.to_string()),
+                limit: 20,
+                ..LogQuery::default()
+            };
+            if let Ok(lines) = self.logs.query(&query)
+                && !lines.is_empty()
+            {
+                message.push_str(&format!("\nlast output of {instance}:"));
+                for stored in lines {
+                    message.push_str("\n  ");
+                    message.push_str(&stored.line.message);
+                }
+            }
+        }
+        DeployFailure {
+            message,
+            release: Some(version),
+        }
+    }
+
+    /// Runs the spec's post-deploy command once the release serves (after
+    /// each roll-out: deploys, env changes and rollbacks alike, as Dokku
+    /// runs `postdeploy` after each deploy).
+    pub(super) async fn post_deploy(
+        &self,
+        spec: &AppSpec,
+        release: &ReleaseRow,
+        progress: &Progress,
+    ) -> Result<(), DeployFailure> {
+        let Some(command) = &spec.deploy.post_deploy_command else {
+            return Ok(());
+        };
+        say(
+            progress,
+            format!("running the post-deploy command: {command}"),
+        );
+        self.run_once(
+            spec,
+            release,
+            "postdeploy",
+            command,
+            spec.deploy.release_command_timeout,
+            progress,
+        )
+        .await
+        .map_err(|(reason, _)| DeployFailure {
+            message: format!("v{} is live, but {reason}", release.version),
+            release: Some(release.version),
+        })?;
+        say(progress, "the post-deploy command succeeded");
+        Ok(())
+    }
+}

@@ -1,0 +1,273 @@
+//! A deploy from an uploaded source tree: unpack, read the spec, build,
+//! then release.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_proto::DeployProgress;
+use berth_proto::validate_app_name;
+use berth_spec::{AppSpec, BuilderKind};
+use berth_store::NewRelease;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::Deployer;
+use super::failure::{DeployFailure, Progress, say};
+use crate::launch::validate_env_key;
+
+/// Secrets read from a file: its name and the values.
+type ImportedSecrets = (String, BTreeMap<String, String>);
+
+impl Deployer {
+    /// Builds `upload` (a zstd tarball) and rolls it out.
+    pub async fn deploy_upload(
+        self: Arc<Self>,
+        app: String,
+        upload: Bytes,
+        progress: Progress,
+    ) -> Result<u64, DeployFailure> {
+        let lock = self.lock_for(&app);
+        let _guard = match lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                say(
+                    &progress,
+                    "another deploy of this app is running; waiting for it",
+                );
+                lock.lock().await
+            }
+        };
+        self.store.app(&app)?;
+        say(
+            &progress,
+            format!("unpacking the source ({} KiB)", upload.len() / 1024),
+        );
+        std::fs::create_dir_all(&self.tmp_dir).map_err(|err| {
+            DeployFailure::before_release(format!(
+                "cannot create {}: {err}",
+                self.tmp_dir.display()
+            ))
+        })?;
+        let staging = tempfile::Builder::new()
+            .prefix("upload-")
+            .tempdir_in(&self.tmp_dir)
+            .map_err(|err| {
+                DeployFailure::before_release(format!("cannot create a staging directory: {err}"))
+            })?;
+        let staging_path = staging.path().to_path_buf();
+        let limits = self.source_limits;
+        tokio::task::spawn_blocking(move || {
+            berth_build::unpack(&upload[..], &staging_path, limits)
+        })
+        .await
+        .map_err(|err| DeployFailure::before_release(format!("unpacking stopped: {err}")))?
+        .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+
+        let spec = read_spec(staging.path(), &app, &progress)?;
+        // Read (and removed from the upload) now; stored once the build
+        // succeeded, so a failed deploy changes nothing.
+        let imported = self.take_secrets_file(&app, staging.path(), &spec)?;
+        if let Some(named) = &spec.app
+            && named != &app
+        {
+            let _ = progress.send(DeployProgress::Warning {
+                message: format!("the spec names app `{named}`; deploying to `{app}` as asked"),
+            });
+        }
+        if !matches!(spec.build.builder, BuilderKind::Cargo) {
+            return Err(DeployFailure::before_release(
+                "this spec asks for a Docker build (dockerfile or image); this berth builds with cargo only so far",
+            ));
+        }
+
+        say(
+            &progress,
+            "building with cargo build --release (low priority)",
+        );
+        let started = Instant::now();
+        let builder = self.builder.clone();
+        let slugs = self.slugs.clone();
+        let source = staging.path().to_path_buf();
+        let bin = spec.build.bin.clone();
+        let features = spec.build.features.clone();
+        let build_progress = progress.clone();
+        let app_for_build = app.clone();
+        // A Blueprint's services share one build directory (an app name,
+        // checked: it becomes a folder name).
+        let build_dir = match &spec.build.build_dir {
+            Some(shared) => {
+                validate_app_name(shared).map_err(|err| {
+                    DeployFailure::before_release(format!("build_dir `{shared}`: {err}"))
+                })?;
+                shared.clone()
+            }
+            None => app.clone(),
+        };
+        let built = tokio::task::spawn_blocking(move || {
+            let mut output = |line: String| {
+                let _ = build_progress.send(DeployProgress::Build { line });
+            };
+            let (built, _lock) = builder
+                .build(&build_dir, &source, bin.as_deref(), &features, &mut output)
+                .map_err(|err| err.to_string())?;
+            let digest = slugs
+                .store(&app_for_build, &built.source_dir, &built.binaries)
+                .map_err(|err| {
+                    let source = std::error::Error::source(&err)
+                        .map(|source| format!(": {source}"))
+                        .unwrap_or_default();
+                    format!("{err}{source}")
+                })?;
+            Ok::<_, String>((built.default_binary, digest))
+        })
+        .await
+        .map_err(|err| DeployFailure::before_release(format!("the build stopped: {err}")))?
+        .map_err(DeployFailure::before_release)?;
+        let (default_binary, slug) = built;
+        say(
+            &progress,
+            format!(
+                "built in {:.1}s; slug {slug}",
+                started.elapsed().as_secs_f64()
+            ),
+        );
+
+        let spec_json = serde_json::to_string(&spec).map_err(|err| {
+            DeployFailure::before_release(format!("cannot store the spec: {err}"))
+        })?;
+        if let Some((file, values)) = imported {
+            self.store_imported_secrets(&app, &file, &values, &progress)?;
+        }
+        self.ensure_spec_secrets(&app, &spec, &progress)?;
+        self.prepare_resources(&app, &spec, &progress).await?;
+        let release = self
+            .make_release(
+                &spec,
+                NewRelease {
+                    cause: "deploy".into(),
+                    slug,
+                    processes: spec.process_commands(&default_binary),
+                    env: self.store.env(&app)?,
+                    secrets: self.store.secrets(&app)?,
+                    spec_json,
+                },
+                &app,
+                &progress,
+            )
+            .await?;
+        self.roll_out(&spec, release, &progress).await
+    }
+
+    /// A Shuttle project's `Secrets.toml` (or `Secrets.dev.toml`): read,
+    /// checked, masked, and removed from the upload (both files), so no
+    /// plaintext reaches the build cache or the slug. Returns the file's
+    /// name and values, for [`Deployer::store_imported_secrets`].
+    pub(super) fn take_secrets_file(
+        &self,
+        app: &str,
+        dir: &Path,
+        spec: &AppSpec,
+    ) -> Result<Option<ImportedSecrets>, DeployFailure> {
+        let Some(shuttle) = &spec.shuttle else {
+            return Ok(None);
+        };
+        let mut imported = None;
+        if let Some(file) = &shuttle.secrets_file {
+            let text = std::fs::read_to_string(dir.join(file)).map_err(|err| {
+                DeployFailure::before_release(format!("cannot read {file}: {err}"))
+            })?;
+            let values = berth_spec::parse_secrets_file(file, &text)
+                .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+            for key in values.keys() {
+                validate_env_key(key)
+                    .map_err(|err| DeployFailure::before_release(format!("{file}: {err}")))?;
+            }
+            self.resources.mask_with(app, &values);
+            imported = Some((file.clone(), values));
+        }
+        for file in berth_spec::SHUTTLE_SECRETS_FILES {
+            let path = dir.join(file);
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(|err| {
+                    DeployFailure::before_release(format!("cannot remove {file}: {err}"))
+                })?;
+            }
+        }
+        Ok(imported)
+    }
+
+    /// Seals imported secrets into the app's secrets (the release made next carries them).
+    pub(super) fn store_imported_secrets(
+        &self,
+        app: &str,
+        file: &str,
+        values: &BTreeMap<String, String>,
+        progress: &Progress,
+    ) -> Result<(), DeployFailure> {
+        let current = self.store.secrets(app)?;
+        let sealed = self
+            .resources
+            .seal_secrets(app, current.clone(), values, &[]);
+        if sealed != current {
+            self.store
+                .set_secrets(app, &sealed, &format!("imported from {file}"))?;
+            self.resources.refresh_masks(app);
+        }
+        say(
+            progress,
+            format!(
+                "{} secret(s) from {file} stored sealed; the file is not kept",
+                values.len()
+            ),
+        );
+        Ok(())
+    }
+}
+
+/// Reads berth.toml or fly.toml (and a Procfile) from an unpacked tree;
+/// none means defaults.
+fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, DeployFailure> {
+    let tree = berth_spec::FolderTree::new(dir);
+    let parsed = berth_spec::load_project_for(&tree, Some(app))
+        .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+    if let Some(parsed) = parsed {
+        for warning in parsed.warnings {
+            let _ = progress.send(DeployProgress::Warning { message: warning });
+        }
+        let mut names: Vec<&str> = berth_spec::PROJECT_FILE_NAMES
+            .iter()
+            .chain(&[berth_spec::RENDER_YAML])
+            .copied()
+            .filter(|name| dir.join(name).is_file())
+            .collect();
+        if let Some(shuttle) = &parsed.spec.shuttle {
+            say(
+                progress,
+                format!(
+                    "a Shuttle project: bin `{}` of package `{}`, run with Shuttle's runtime API",
+                    shuttle.bin, shuttle.package
+                ),
+            );
+            names.extend(
+                [berth_spec::SHUTTLE_TOML]
+                    .into_iter()
+                    .filter(|name| dir.join(name).is_file()),
+            );
+        }
+        if !names.is_empty() {
+            say(progress, format!("using {}", names.join(" and ")));
+        }
+        return Ok(parsed.spec);
+    }
+    if !dir.join("Cargo.toml").is_file() {
+        return Err(DeployFailure::before_release(
+            "the upload has no Cargo.toml, berth.toml or fly.toml; run berth in the app's folder",
+        ));
+    }
+    say(
+        progress,
+        "no berth.toml or fly.toml: zero config (the package's binary serves as `web`)",
+    );
+    Ok(AppSpec::default())
+}

@@ -1,0 +1,197 @@
+//! PostgreSQL databases and Redis servers of apps, and their backups.
+
+use std::path::{Path, PathBuf};
+
+use berth_proto::BackupInfo;
+use berth_resources::postgres::PgDatabase;
+use berth_store::ResourceRow;
+use berth_vault::Vault;
+
+use super::{POSTGRES, REDIS, Resources, ResourcesError};
+
+impl Resources {
+    /// Gives `app` a PostgreSQL database if it has none. Returns true when
+    /// one was made now.
+    pub async fn attach_postgres(&self, app: &str) -> Result<bool, ResourcesError> {
+        self.store.app(app)?;
+        if let Some(row) = self.store.resource(app, POSTGRES)? {
+            // Make sure it exists on this cluster (it may have been made anew).
+            let password = self.open_password(&row)?;
+            self.postgres.provision(app, &password).await?;
+            return Ok(false);
+        }
+        let password = Vault::generate_password(32);
+        let database = self.postgres.provision(app, &password).await?;
+        self.store.put_resource(
+            &ResourceRow {
+                app: app.to_string(),
+                kind: POSTGRES.into(),
+                name: database.name.clone(),
+                sealed_password: self.vault.seal(app, "postgres:password", &password),
+                port: None,
+                created_at: berth_store::now_rfc3339(),
+            },
+            &format!(
+                "PostgreSQL database {} attached (DATABASE_URL)",
+                database.name
+            ),
+        )?;
+        self.refresh_masks(app);
+        Ok(true)
+    }
+
+    /// Gives `app` a Redis if it has none. Returns true when one was made now.
+    pub async fn attach_redis(&self, app: &str) -> Result<bool, ResourcesError> {
+        self.store.app(app)?;
+        if let Some(row) = self.store.resource(app, REDIS)? {
+            self.start_redis(&row).await?;
+            return Ok(false);
+        }
+        let password = Vault::generate_password(32);
+        let port = self.redis.ensure_running(app, &password, None).await?;
+        self.store.put_resource(
+            &ResourceRow {
+                app: app.to_string(),
+                kind: REDIS.into(),
+                name: app.to_string(),
+                sealed_password: self.vault.seal(app, "redis:password", &password),
+                port: Some(port),
+                created_at: berth_store::now_rfc3339(),
+            },
+            &format!(
+                "Redis attached (REDIS_URL, {} MiB)",
+                berth_resources::redis::DEFAULT_MAX_MEMORY_MIB
+            ),
+        )?;
+        self.refresh_masks(app);
+        Ok(true)
+    }
+
+    /// The app's database and how to log in, starting PostgreSQL if needed.
+    pub async fn postgres_database(&self, app: &str) -> Result<PgDatabase, ResourcesError> {
+        let row = self.store.resource(app, POSTGRES)?.ok_or_else(|| {
+            ResourcesError::NotFound(format!(
+                "app `{app}` has no PostgreSQL database; `berth postgres attach --app {app}` or [resources] postgres = true gives it one"
+            ))
+        })?;
+        let password = self.open_password(&row)?;
+        let port = self.postgres.ensure_running().await?;
+        Ok(PgDatabase {
+            name: row.name,
+            password,
+            port,
+        })
+    }
+
+    /// The app's Redis URL and port.
+    pub async fn redis_url(&self, app: &str) -> Result<(String, u16), ResourcesError> {
+        let row = self.store.resource(app, REDIS)?.ok_or_else(|| {
+            ResourcesError::NotFound(format!(
+                "app `{app}` has no Redis; `berth redis attach --app {app}` or [resources] redis = true gives it one"
+            ))
+        })?;
+        let password = self.open_password(&row)?;
+        let port = self.start_redis(&row).await?;
+        Ok((berth_resources::redis::url(port, &password), port))
+    }
+
+    /// The running PostgreSQL server's process id (for tests and status).
+    pub async fn postgres_pid(&self) -> Option<u32> {
+        self.postgres.pid().await
+    }
+
+    /// The running Redis of `app`'s process id.
+    pub async fn redis_pid(&self, app: &str) -> Option<u32> {
+        self.redis.pid(app).await
+    }
+
+    /// The superuser's URL for `database` (benchmarks compare against it).
+    pub async fn postgres_superuser_url(&self, database: &str) -> Result<String, ResourcesError> {
+        self.postgres.create_superuser_database(database).await?;
+        Ok(self.postgres.superuser_url(database).await?)
+    }
+
+    pub(crate) fn backups_of(&self, app: &str) -> PathBuf {
+        self.backups_dir.join(app)
+    }
+
+    /// Takes a backup of `app`'s database.
+    pub async fn backup(&self, app: &str) -> Result<BackupInfo, ResourcesError> {
+        let database = self.postgres_database(app).await?;
+        let dir = self.backups_of(app);
+        std::fs::create_dir_all(&dir).map_err(|err| {
+            ResourcesError::Invalid(format!("cannot create {}: {err}", dir.display()))
+        })?;
+        let now = chrono::Utc::now();
+        let mut id = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let mut serial = 1;
+        while dir.join(format!("{id}.dump")).exists() {
+            serial += 1;
+            id = format!("{}-{serial}", now.format("%Y%m%dT%H%M%S%.3fZ"));
+        }
+        let file = dir.join(format!("{id}.dump"));
+        self.postgres.backup(&database, &file).await?;
+        let _ = self
+            .store
+            .record_event(app, "postgres.backup", &format!("backup {id} taken"));
+        self.backup_info(&file)
+            .ok_or_else(|| ResourcesError::Invalid(format!("backup {id} vanished")))
+    }
+
+    pub(crate) fn backup_info(&self, file: &Path) -> Option<BackupInfo> {
+        let id = file.file_stem()?.to_str()?.to_string();
+        let meta = std::fs::metadata(file).ok()?;
+        let created_at = meta
+            .modified()
+            .ok()
+            .map(|time| chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339())
+            .unwrap_or_default();
+        Some(BackupInfo {
+            id,
+            size_bytes: meta.len(),
+            created_at,
+        })
+    }
+
+    /// `app`'s backups, newest first.
+    pub fn backups(&self, app: &str) -> Result<Vec<BackupInfo>, ResourcesError> {
+        self.store.app(app)?;
+        let mut backups: Vec<BackupInfo> = std::fs::read_dir(self.backups_of(app))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "dump"))
+            .filter_map(|path| self.backup_info(&path))
+            .collect();
+        backups.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(backups)
+    }
+
+    /// Restores backup `id` (the newest when `None`) into `app`'s database.
+    pub async fn restore(&self, app: &str, id: Option<&str>) -> Result<BackupInfo, ResourcesError> {
+        let backups = self.backups(app)?;
+        let backup = match id {
+            Some(id) => backups
+                .into_iter()
+                .find(|backup| backup.id == id)
+                .ok_or_else(|| {
+                    ResourcesError::NotFound(format!(
+                        "app `{app}` has no backup `{id}`; `berth postgres backups` lists them"
+                    ))
+                })?,
+            None => backups.into_iter().next().ok_or_else(|| {
+                ResourcesError::NotFound(format!("app `{app}` has no backups yet"))
+            })?,
+        };
+        let database = self.postgres_database(app).await?;
+        let file = self.backups_of(app).join(format!("{}.dump", backup.id));
+        self.postgres.restore(&database, &file).await?;
+        let _ = self.store.record_event(
+            app,
+            "postgres.restore",
+            &format!("backup {} restored", backup.id),
+        );
+        Ok(backup)
+    }
+}

@@ -1,0 +1,83 @@
+//! The sandbox policy of an app's processes: its user, its limits, its
+//! volumes' bind mounts.
+
+use std::path::{Path, PathBuf};
+
+use berth_runtime::BindMount;
+use berth_spec::AppSpec;
+
+use super::Resources;
+use super::volumes::{own_tree, set_mode};
+
+impl Resources {
+    /// The bind mounts of a process of `app` (applied when berth runs as root).
+    pub fn binds_for(&self, app: &str, spec: &AppSpec, process: &str) -> Vec<BindMount> {
+        spec.mounts
+            .iter()
+            .filter(|mount| mount.applies_to(process))
+            .map(|mount| BindMount {
+                source: self.volume_dir(app, &mount.source),
+                destination: PathBuf::from(&mount.destination),
+            })
+            .collect()
+    }
+
+    /// The sandbox of a process of `app` when berth runs as root: the app's
+    /// own user (its slug and volumes become that user's, mode 0700, so no
+    /// other app can read them), its `[[vm]]` size as cgroup limits, a
+    /// private `/tmp`. `None` when not root.
+    pub fn sandbox_for(
+        &self,
+        app: &str,
+        spec: &AppSpec,
+        process: &str,
+        slug_dir: &Path,
+    ) -> Result<Option<berth_runtime::Sandbox>, String> {
+        if !self.isolated {
+            return Ok(None);
+        }
+        let uid = self.store.app_uid(app).map_err(|err| err.to_string())?;
+        let owned = (slug_dir.to_path_buf(), uid);
+        let owned_slugs = || {
+            self.owned_slugs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if !owned_slugs().contains(&owned) {
+            // Walked without the lock: other apps' starts need not wait.
+            own_tree(slug_dir, uid).map_err(|err| {
+                format!(
+                    "cannot give the slug {} to the app's user: {err}",
+                    slug_dir.display()
+                )
+            })?;
+            owned_slugs().insert(owned);
+        }
+        // The app's volumes dir stays root's (0711), so the app cannot swap
+        // a volume for a link to another app's; each volume is the app's.
+        let volumes = self.volumes_dir.join(app);
+        for mount in spec.mounts.iter().filter(|mount| mount.applies_to(process)) {
+            let volume = volumes.join(&mount.source);
+            std::fs::create_dir_all(&volume).map_err(|err| err.to_string())?;
+            std::os::unix::fs::chown(&volumes, Some(0), Some(0)).map_err(|err| err.to_string())?;
+            set_mode(&volumes, 0o711).map_err(|err| err.to_string())?;
+            own_tree(&volume, uid).map_err(|err| {
+                format!(
+                    "cannot give the volume {} to the app's user: {err}",
+                    volume.display()
+                )
+            })?;
+        }
+        let vm = spec.vm_for(process);
+        Ok(Some(berth_runtime::Sandbox {
+            uid,
+            gid: uid,
+            limits: Some(berth_runtime::cgroup::Limits {
+                memory_bytes: u64::from(vm.memory_mb) * 1024 * 1024,
+                cpus: vm.cpus,
+            }),
+            private_tmp: true,
+            network: None,
+        }))
+    }
+}

@@ -1,0 +1,103 @@
+//! Secrets: opened from the vault for a start, sealed before the store
+//! sees them, and every value an app could print handed to the log store
+//! as a mask.
+
+use std::collections::BTreeMap;
+
+use berth_store::SealedSecret;
+use berth_vault::Zeroizing;
+
+use super::{POSTGRES, REDIS, Resources, ResourcesError};
+
+impl Resources {
+    /// The secrets of the app's current release, opened (for runtimes that
+    /// fetch them, as Shuttle's does): a rollback brings back its own set.
+    pub fn open_secrets(&self, app: &str) -> Result<BTreeMap<String, String>, ResourcesError> {
+        let sealed = match self.store.app(app)?.target_release {
+            Some(version) => self.store.release(app, version)?.secrets,
+            None => self.store.secrets(app)?,
+        };
+        let mut opened = BTreeMap::new();
+        for (name, secret) in sealed {
+            let value = self.vault.open(app, &name, &secret.sealed)?;
+            opened.insert(name, value.to_string());
+        }
+        Ok(opened)
+    }
+
+    /// Every value `app`'s processes could print: its secrets (current and
+    /// those of its target release) and the passwords of its resources.
+    pub(crate) fn mask_values(&self, app: &str) -> Vec<Zeroizing<String>> {
+        let mut values: Vec<Zeroizing<String>> = Vec::new();
+        let mut sealed: Vec<(String, SealedSecret)> = self
+            .store
+            .secrets(app)
+            .map(|secrets| secrets.into_iter().collect())
+            .unwrap_or_default();
+        if let Ok(app_row) = self.store.app(app)
+            && let Some(version) = app_row.target_release
+            && let Ok(release) = self.store.release(app, version)
+        {
+            sealed.extend(release.secrets);
+        }
+        for (name, secret) in sealed {
+            if let Ok(value) = self.vault.open(app, &name, &secret.sealed) {
+                values.push(value);
+            }
+        }
+        for kind in [POSTGRES, REDIS] {
+            if let Ok(Some(row)) = self.store.resource(app, kind)
+                && let Ok(password) = self.open_password(&row)
+            {
+                values.push(password);
+            }
+        }
+        values
+    }
+
+    /// Hands the log store every value of `app` to mask.
+    pub fn refresh_masks(&self, app: &str) {
+        self.mask_with(app, &BTreeMap::new());
+    }
+
+    /// Hands the log store every value of `app` to mask, and `extra` (values
+    /// about to be set, before any release carries them).
+    pub fn mask_with(&self, app: &str, extra: &BTreeMap<String, String>) {
+        let values = self.mask_values(app);
+        let all = values
+            .iter()
+            .map(|value| value.as_str())
+            .chain(extra.values().map(String::as_str));
+        self.logs.set_masks(app, all);
+    }
+
+    /// `current` with `set` sealed in and `unset` taken out.
+    pub fn seal_secrets(
+        &self,
+        app: &str,
+        mut current: BTreeMap<String, SealedSecret>,
+        set: &BTreeMap<String, String>,
+        unset: &[String],
+    ) -> BTreeMap<String, SealedSecret> {
+        for name in unset {
+            current.remove(name);
+        }
+        for (name, value) in set {
+            let digest = self.vault.digest(app, value);
+            if current
+                .get(name)
+                .is_some_and(|existing| existing.digest == digest)
+            {
+                continue;
+            }
+            current.insert(
+                name.clone(),
+                SealedSecret {
+                    sealed: self.vault.seal(app, name, value),
+                    digest,
+                },
+            );
+        }
+        current
+    }
+}

@@ -1,0 +1,168 @@
+//! Volumes: directories under `<data>/volumes/<app>/<name>`, owned by the
+//! app's user, and what an app leaves behind when destroyed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_proto::VolumeInfo;
+use berth_spec::AppSpec;
+
+use super::{POSTGRES, REDIS, Resources, ResourcesError};
+
+impl Resources {
+    /// Makes each volume `spec` mounts exist (so it is there, and listed,
+    /// before the first instance starts).
+    pub fn ensure_volumes(&self, app: &str, spec: &AppSpec) -> Result<Vec<String>, ResourcesError> {
+        let mut made = Vec::new();
+        for mount in &spec.mounts {
+            let dir = self.volume_dir(app, &mount.source);
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir).map_err(|err| {
+                    ResourcesError::Invalid(format!(
+                        "cannot create volume {}: {err}",
+                        dir.display()
+                    ))
+                })?;
+                made.push(mount.source.clone());
+            }
+        }
+        Ok(made)
+    }
+
+    pub(crate) fn volume_dir(&self, app: &str, name: &str) -> PathBuf {
+        self.volumes_dir.join(app).join(name)
+    }
+
+    /// `app`'s volumes: each directory under its volumes dir, with where the
+    /// active release mounts it.
+    pub fn volumes(&self, app: &str) -> Result<Vec<VolumeInfo>, ResourcesError> {
+        self.store.app(app)?;
+        let mounted = self.mounted(app);
+        let mut volumes: Vec<VolumeInfo> = std::fs::read_dir(self.volumes_dir.join(app))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| {
+                let name = entry.file_name().to_str()?.to_string();
+                Some(VolumeInfo {
+                    destination: mounted.get(&name).cloned(),
+                    path: entry.path().display().to_string(),
+                    size_bytes: tree_size(&entry.path()),
+                    name,
+                })
+            })
+            .collect();
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(volumes)
+    }
+
+    pub(crate) fn mounted(&self, app: &str) -> BTreeMap<String, String> {
+        let Ok(Some(release)) = self.store.active_release(app) else {
+            return BTreeMap::new();
+        };
+        let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+        spec.mounts
+            .into_iter()
+            .map(|mount| (mount.source, mount.destination))
+            .collect()
+    }
+
+    /// Deletes a volume and its files. A volume the active release mounts
+    /// is refused: deploy without the mount first.
+    pub fn destroy_volume(&self, app: &str, name: &str) -> Result<(), ResourcesError> {
+        self.store.app(app)?;
+        if let Some(destination) = self.mounted(app).get(name) {
+            return Err(ResourcesError::Invalid(format!(
+                "volume `{name}` is mounted at {destination} by the active release; deploy without that mount first"
+            )));
+        }
+        let dir = self.volume_dir(app, name);
+        if !dir.is_dir() || name.contains('/') || name.starts_with('.') {
+            return Err(ResourcesError::NotFound(format!(
+                "app `{app}` has no volume `{name}`"
+            )));
+        }
+        std::fs::remove_dir_all(&dir).map_err(|err| {
+            ResourcesError::Invalid(format!("cannot remove {}: {err}", dir.display()))
+        })?;
+        let _ =
+            self.store
+                .record_event(app, "volume.destroyed", &format!("volume {name} destroyed"));
+        Ok(())
+    }
+
+    /// Drops everything `app` has: its database and role, its Redis and
+    /// data, its volumes. Backups stay in `<data>/backups/<app>`.
+    pub async fn destroy_app(&self, app: &str) -> Result<(), ResourcesError> {
+        if self.store.resource(app, POSTGRES)?.is_some() {
+            self.postgres.drop_database(app).await?;
+            self.store.delete_resource(app, POSTGRES)?;
+        }
+        if self.store.resource(app, REDIS)?.is_some() {
+            self.redis.destroy(app).await?;
+            self.store.delete_resource(app, REDIS)?;
+        }
+        let volumes = self.volumes_dir.join(app);
+        if volumes.exists() {
+            std::fs::remove_dir_all(&volumes).map_err(|err| {
+                ResourcesError::Invalid(format!("cannot remove {}: {err}", volumes.display()))
+            })?;
+        }
+        self.logs.set_masks(app, Vec::<String>::new());
+        Ok(())
+    }
+
+    /// Whether `app` has data that destroying it would delete.
+    pub fn has_data(&self, app: &str) -> bool {
+        [POSTGRES, REDIS]
+            .iter()
+            .any(|kind| matches!(self.store.resource(app, kind), Ok(Some(_))))
+            || self.volumes_dir.join(app).is_dir()
+    }
+}
+
+pub(super) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Makes `root` and everything under it owned by `uid` (group `uid`), and
+/// `root` mode 0700. Skipped when `root` and its direct children are
+/// already `uid`'s, so an instance start costs a few `stat`s.
+pub(super) fn own_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let owned = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.uid() == uid);
+    let children_owned = std::fs::read_dir(root)?
+        .flatten()
+        .all(|entry| owned(&entry.path()));
+    if owned(root) && children_owned {
+        return Ok(());
+    }
+    fn walk(path: &Path, uid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                walk(&entry?.path(), uid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, uid)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+}
+
+pub(super) fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map(|meta| meta.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
