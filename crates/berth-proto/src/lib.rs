@@ -75,6 +75,90 @@ macro_rules! wire_enum {
 }
 
 wire_enum!(
+    /// What an event in an app's event log records.
+    EventKind {
+        /// The app was created.
+        AppCreated => "app.created",
+        /// The app was destroyed.
+        AppDestroyed => "app.destroyed",
+        /// A release was made and its roll-out began.
+        DeployStarted => "deploy.started",
+        /// A release became the one that serves.
+        DeploySucceeded => "deploy.succeeded",
+        /// A release failed; the one before keeps serving.
+        DeployFailed => "deploy.failed",
+        /// Env vars changed.
+        EnvChanged => "env.changed",
+        /// Secrets changed.
+        SecretsChanged => "secrets.changed",
+        /// A PostgreSQL database was attached.
+        PostgresAttached => "postgres.attached",
+        /// A Redis was attached.
+        RedisAttached => "redis.attached",
+        /// The app's PostgreSQL could not be started.
+        PostgresFailed => "postgres.failed",
+        /// The app's Redis could not be started.
+        RedisFailed => "redis.failed",
+        /// A backup was taken.
+        PostgresBackup => "postgres.backup",
+        /// A backup was restored.
+        PostgresRestore => "postgres.restore",
+        /// A volume was destroyed.
+        VolumeDestroyed => "volume.destroyed",
+        /// An instance became healthy.
+        InstanceStarted => "instance.started",
+        /// An instance exited.
+        InstanceExited => "instance.exited",
+        /// An instance failed to start.
+        InstanceFailed => "instance.failed",
+        /// An instance failed its health checks.
+        HealthFailed => "health.failed",
+        /// An instance passes its health checks again.
+        HealthRecovered => "health.recovered",
+        /// An instance stayed unhealthy and was replaced.
+        HealthReplaced => "health.replaced",
+        /// An instance never became healthy in time.
+        HealthTimeout => "health.timeout",
+        /// A count or autoscaling bounds were set by hand.
+        Scale => "scale",
+        /// The autoscaler added instances.
+        ScaleOut => "scale.out",
+        /// The autoscaler removed instances.
+        ScaleIn => "scale.in",
+        /// The autoscaler scaled to zero.
+        ScaleToZero => "scale.to_zero",
+        /// A request started an app at zero.
+        ScaleFromZero => "scale.from_zero",
+        /// A job execution started.
+        JobStarted => "job.started",
+        /// A job execution succeeded.
+        JobSucceeded => "job.succeeded",
+        /// A job execution failed.
+        JobFailed => "job.failed",
+        /// A job execution was cancelled.
+        JobCancelled => "job.cancelled",
+        /// A server restart interrupted a job execution.
+        JobInterrupted => "job.interrupted",
+        /// A scheduled run was skipped (overlap policy).
+        JobSkipped => "job.skipped",
+    }
+);
+
+wire_enum!(
+    /// What made a job execution run.
+    Trigger {
+        /// Its schedule came due.
+        Schedule => "schedule",
+        /// `berth jobs run`.
+        Manual => "manual",
+        /// A client of the API other than the CLI.
+        Api => "api",
+        /// A schedule missed while the server was down, run once on start.
+        CatchUp => "catch-up",
+    }
+);
+
+wire_enum!(
     /// Where an instance is in its life.
     InstanceState {
         /// Started, not yet passing its health check.

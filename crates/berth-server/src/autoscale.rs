@@ -20,6 +20,7 @@
 //! reason `berth status` shows, and every change is an event. A deploy
 //! clears it, so a new release is proven at the manual count first.
 
+use berth_store::{EventKind, ReleaseStatus};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +64,7 @@ pub(crate) struct Decision {
     /// The new count.
     pub count: u32,
     /// Event kind: `scale.out`, `scale.in`, `scale.to_zero`, `scale.from_zero`.
-    pub kind: &'static str,
+    pub kind: EventKind,
     /// For `berth status` and `berth events`.
     pub reason: String,
 }
@@ -79,7 +80,7 @@ pub(crate) fn needed(scaling: &Scaling, load: usize) -> u32 {
 /// What to do with one group, if anything.
 pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> {
     let current = seen.current;
-    let set = |count: u32, kind: &'static str, reason: String| {
+    let set = |count: u32, kind: EventKind, reason: String| {
         (count != current).then_some(Decision {
             count,
             kind,
@@ -87,19 +88,19 @@ pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> 
         })
     };
     if current == 0 && seen.woken && scaling.auto_start {
-        return set(seen.min.max(1), "scale.from_zero", FROM_ZERO.into());
+        return set(seen.min.max(1), EventKind::ScaleFromZero, FROM_ZERO.into());
     }
     if current < seen.min {
         return set(
             seen.min,
-            "scale.out",
+            EventKind::ScaleOut,
             format!("below the minimum of {}", seen.min),
         );
     }
     if current > seen.max {
         return set(
             seen.max,
-            "scale.in",
+            EventKind::ScaleIn,
             format!("above the maximum of {}", seen.max),
         );
     }
@@ -112,7 +113,7 @@ pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> 
     {
         return set(
             needed.min(seen.max),
-            "scale.out",
+            EventKind::ScaleOut,
             format!(
                 "load: {} requests in flight on {current} instance(s), soft limit {soft} each",
                 seen.load
@@ -125,7 +126,7 @@ pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> 
     if current > 0 && seen.min == 0 && seen.load == 0 && seen.idle_for >= scaling.idle_timeout {
         return set(
             0,
-            "scale.to_zero",
+            EventKind::ScaleToZero,
             format!(
                 "idle: no request for {}",
                 berth_spec::format_duration(scaling.idle_timeout)
@@ -141,7 +142,7 @@ pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> 
     {
         return set(
             needed.max(floor),
-            "scale.in",
+            EventKind::ScaleIn,
             format!(
                 "load fell: {} requests in flight for {current} instance(s)",
                 seen.load
@@ -248,7 +249,7 @@ impl Autoscaler {
             return;
         }
         // Only a live release scales: a deploy proves itself first.
-        if release.status != "active" {
+        if release.status != ReleaseStatus::Active {
             return;
         }
         let Ok(groups) = self.store.scaling(app) else {
@@ -307,7 +308,7 @@ impl Autoscaler {
         tokio::task::spawn_blocking(move || {
             for (group, decision) in decisions {
                 // A wake's start was recorded by the reconciler, which made it.
-                let recorded = woken && decision.kind == "scale.from_zero";
+                let recorded = woken && decision.kind == EventKind::ScaleFromZero;
                 if let Err(err) = store.set_scaled(
                     &app,
                     &group,
@@ -394,7 +395,7 @@ mod tests {
     #[test]
     fn load_over_the_soft_limit_scales_out_up_to_the_maximum() {
         let decision = decide(&scaling(), &seen(1, 25)).unwrap();
-        assert_eq!((decision.count, decision.kind), (3, "scale.out"));
+        assert_eq!((decision.count, decision.kind), (3, EventKind::ScaleOut));
         assert!(
             decision.reason.contains("25 requests in flight"),
             "{}",
@@ -413,7 +414,7 @@ mod tests {
         assert_eq!(decide(&scaling(), &low), None);
         low.below_for = Some(Duration::from_secs(5));
         let decision = decide(&scaling(), &low).unwrap();
-        assert_eq!((decision.count, decision.kind), (1, "scale.in"));
+        assert_eq!((decision.count, decision.kind), (1, EventKind::ScaleIn));
         let mut idle = seen(3, 0);
         idle.below_for = Some(Duration::from_secs(6));
         assert_eq!(decide(&scaling(), &idle).unwrap().count, 1);
@@ -426,7 +427,7 @@ mod tests {
         assert_eq!(decide(&scaling(), &idle), None);
         idle.idle_for = Duration::from_secs(60);
         let decision = decide(&scaling(), &idle).unwrap();
-        assert_eq!((decision.count, decision.kind), (0, "scale.to_zero"));
+        assert_eq!((decision.count, decision.kind), (0, EventKind::ScaleToZero));
         assert!(
             decision.reason.contains("no request for 1m"),
             "{}",
@@ -435,7 +436,10 @@ mod tests {
         let mut woken = seen(0, 7);
         woken.woken = true;
         let decision = decide(&scaling(), &woken).unwrap();
-        assert_eq!((decision.count, decision.kind), (1, "scale.from_zero"));
+        assert_eq!(
+            (decision.count, decision.kind),
+            (1, EventKind::ScaleFromZero)
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::{Result, Store, StoreError, insert_event, now_rfc3339};
+use crate::{EventKind, Result, Store, StoreError, insert_event, now_rfc3339};
 
 /// An execution as stored, with its tasks' outcomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl Store {
             insert_event(
                 tx,
                 app,
-                "job.started",
+                &EventKind::JobStarted,
                 &format!("job {job} execution {id} started ({trigger}, {tasks} task(s), v{release})"),
             )?;
             Ok(id)
@@ -156,7 +156,7 @@ impl Store {
                 "UPDATE job_executions SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
                 params![id, status, message, now_rfc3339()],
             )?;
-            insert_event(tx, &app, &format!("job.{status}"), &format!("job {job} execution {id} {status}: {message}"))?;
+            insert_event(tx, &app, &EventKind::from(format!("job.{status}").as_str()), &format!("job {job} execution {id} {status}: {message}"))?;
             Ok(())
         })
     }
@@ -181,7 +181,7 @@ impl Store {
                     "UPDATE job_executions SET status = 'interrupted', message = 'the server stopped while it ran', finished_at = ?2 WHERE id = ?1",
                     params![id, now],
                 )?;
-                insert_event(tx, app, "job.interrupted", &format!("job {job} execution {id} was interrupted by a server restart"))?;
+                insert_event(tx, app, &EventKind::JobInterrupted, &format!("job {job} execution {id} was interrupted by a server restart"))?;
             }
             Ok(running.into_iter().map(|(id, _, _)| id).collect())
         })

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+pub use berth_proto::{EventKind, ReleaseStatus};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -66,8 +67,8 @@ pub struct ReleaseRow {
     pub app: String,
     /// 1, 2, 3, …
     pub version: u64,
-    /// `deploying`, `active`, `superseded`, `failed`.
-    pub status: String,
+    /// Deploying, active, superseded or failed.
+    pub status: ReleaseStatus,
     /// Why it was made.
     pub cause: String,
     /// Digest of the slug it runs.
@@ -274,7 +275,12 @@ impl Store {
                 "INSERT INTO apps (name, created_at) VALUES (?1, ?2)",
                 params![name, created_at],
             )?;
-            insert_event(tx, name, "app.created", &format!("app {name} created"))?;
+            insert_event(
+                tx,
+                name,
+                &EventKind::AppCreated,
+                &format!("app {name} created"),
+            )?;
             Ok(AppRow {
                 name: name.to_string(),
                 created_at,
@@ -314,7 +320,12 @@ impl Store {
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("app `{name}`")));
             }
-            insert_event(tx, name, "app.destroyed", &format!("app {name} destroyed"))?;
+            insert_event(
+                tx,
+                name,
+                &EventKind::AppDestroyed,
+                &format!("app {name} destroyed"),
+            )?;
             Ok(())
         })
     }
@@ -383,13 +394,13 @@ impl Store {
             insert_event(
                 tx,
                 app,
-                "deploy.started",
+                &EventKind::DeployStarted,
                 &format!("deploying v{version} ({})", new.cause),
             )?;
             Ok(ReleaseRow {
                 app: app.to_string(),
                 version,
-                status: "deploying".into(),
+                status: ReleaseStatus::Deploying,
                 cause: new.cause,
                 slug: new.slug,
                 spec_json: new.spec_json,
@@ -432,7 +443,12 @@ impl Store {
             let secrets: BTreeMap<String, SealedSecret> =
                 from_json("release secrets", &secrets_json)?;
             replace_secrets(tx, app, &secrets)?;
-            insert_event(tx, app, "deploy.succeeded", &format!("v{version} is live"))?;
+            insert_event(
+                tx,
+                app,
+                &EventKind::DeploySucceeded,
+                &format!("v{version} is live"),
+            )?;
             Ok(())
         })
     }
@@ -460,7 +476,7 @@ impl Store {
                 Some(previous) => format!("v{version} failed, v{previous} keeps serving: {reason}"),
                 None => format!("v{version} failed: {reason}"),
             };
-            insert_event(tx, app, "deploy.failed", &message)?;
+            insert_event(tx, app, &EventKind::DeployFailed, &message)?;
             Ok(previous)
         })
     }
@@ -526,7 +542,7 @@ impl Store {
                     params![app, key, value],
                 )?;
             }
-            insert_event(tx, app, "env.changed", cause)?;
+            insert_event(tx, app, &EventKind::EnvChanged, cause)?;
             Ok(())
         })
     }
@@ -614,7 +630,7 @@ impl Store {
         self.write(|tx| {
             ensure_app(tx, app)?;
             replace_secrets(tx, app, secrets)?;
-            insert_event(tx, app, "secrets.changed", cause)?;
+            insert_event(tx, app, &EventKind::SecretsChanged, cause)?;
             Ok(())
         })
     }
@@ -645,7 +661,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![row.app, row.kind, row.name, row.sealed_password, row.port, row.created_at],
             )?;
-            insert_event(tx, &row.app, &format!("{}.attached", row.kind), message)?;
+            insert_event(tx, &row.app, &EventKind::from(format!("{}.attached", row.kind).as_str()), message)?;
             Ok(())
         })
     }
@@ -703,7 +719,7 @@ impl Store {
         group: &str,
         count: Option<u32>,
         reason: &str,
-        event: Option<&str>,
+        event: Option<EventKind>,
     ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
@@ -711,7 +727,7 @@ impl Store {
                 params![app, group, count, reason],
             )?;
             if let Some(kind) = event {
-                insert_event(tx, app, kind, &format!("{group}: {reason}"))?;
+                insert_event(tx, app, &kind, &format!("{group}: {reason}"))?;
             }
             Ok(())
         })
@@ -745,7 +761,7 @@ impl Store {
             insert_event(
                 tx,
                 app,
-                "scale",
+                &EventKind::Scale,
                 &format!("{group}: autoscaling bounds {}", bounds.join(", ")),
             )?;
             Ok(())
@@ -788,7 +804,7 @@ impl Store {
             insert_event(
                 tx,
                 app,
-                "scale",
+                &EventKind::Scale,
                 &format!("scaled {} (manual)", changes.join(" ")),
             )?;
             Ok(())
@@ -796,7 +812,7 @@ impl Store {
     }
 
     /// Appends events in one transaction: (app, kind, message) each.
-    pub fn record_events(&self, events: &[(String, String, String)]) -> Result<()> {
+    pub fn record_events(&self, events: &[(String, EventKind, String)]) -> Result<()> {
         self.write(|tx| {
             for (app, kind, message) in events {
                 insert_event(tx, app, kind, message)?;
@@ -806,8 +822,8 @@ impl Store {
     }
 
     /// Records one event.
-    pub fn record_event(&self, app: &str, kind: &str, message: &str) -> Result<i64> {
-        self.write(|tx| insert_event(tx, app, kind, message))
+    pub fn record_event(&self, app: &str, kind: EventKind, message: &str) -> Result<i64> {
+        self.write(|tx| insert_event(tx, app, &kind, message))
     }
 
     /// Events of `app` with id above `after`, oldest first, at most `limit`
@@ -987,7 +1003,7 @@ fn release_from_raw(raw: RawRelease) -> Result<ReleaseRow> {
         secrets: from_json("release secrets", &secrets_json)?,
         app,
         version,
-        status,
+        status: ReleaseStatus::from(status.as_str()),
         cause,
         slug,
         spec_json,
@@ -1018,10 +1034,10 @@ fn counts(conn: &Connection, app: &str) -> Result<BTreeMap<String, u32>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn insert_event(tx: &Connection, app: &str, kind: &str, message: &str) -> Result<i64> {
+fn insert_event(tx: &Connection, app: &str, kind: &EventKind, message: &str) -> Result<i64> {
     tx.execute(
         "INSERT INTO events (at, app, kind, message) VALUES (?1, ?2, ?3, ?4)",
-        params![now_rfc3339(), app, kind, message],
+        params![now_rfc3339(), app, kind.as_str(), message],
     )?;
     Ok(tx.last_insert_rowid())
 }

@@ -233,7 +233,13 @@ fn the_autoscaler_count_wins_until_a_deploy_or_a_manual_scale() {
         .unwrap();
     store.finish_release("web", v1.version).unwrap();
     store
-        .set_scaled("web", "web", Some(0), "idle for 5m", Some("scale.to_zero"))
+        .set_scaled(
+            "web",
+            "web",
+            Some(0),
+            "idle for 5m",
+            Some(EventKind::ScaleToZero),
+        )
         .unwrap();
     assert_eq!(store.counts("web").unwrap()["web"], 0);
     let scaling = store.scaling("web").unwrap();
@@ -246,7 +252,7 @@ fn the_autoscaler_count_wins_until_a_deploy_or_a_manual_scale() {
         .unwrap();
     assert_eq!(store.counts("web").unwrap()["web"], 1);
     store
-        .set_scaled("web", "web", Some(4), "load", Some("scale.out"))
+        .set_scaled("web", "web", Some(4), "load", Some(EventKind::ScaleOut))
         .unwrap();
     store
         .set_counts("web", &BTreeMap::from([("web".to_string(), 2)]))

@@ -34,15 +34,15 @@ pub(super) async fn run_job(
         .and_then(|agent| agent.to_str().ok())
         .is_some_and(|agent| agent.starts_with("berth-cli"))
     {
-        "manual"
+        berth_proto::Trigger::Manual
     } else {
-        "api"
+        berth_proto::Trigger::Api
     };
     let id = state.jobs.run(
         &app,
         &job,
         crate::jobs::RunOptions {
-            trigger: trigger.into(),
+            trigger,
             tasks: request.tasks,
             env: request.env.into_iter().collect(),
         },

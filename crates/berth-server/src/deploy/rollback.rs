@@ -1,5 +1,6 @@
 //! Rollback: an earlier release serves again, without a rebuild.
 
+use berth_store::ReleaseStatus;
 use std::sync::Arc;
 
 use berth_spec::AppSpec;
@@ -21,7 +22,7 @@ impl Deployer {
         let releases = self.store.releases(&app)?;
         let active = releases
             .iter()
-            .find(|release| release.status == "active")
+            .find(|release| release.status == ReleaseStatus::Active)
             .map(|release| release.version);
         let target = match version {
             Some(version) => releases
@@ -32,7 +33,9 @@ impl Deployer {
                 })?,
             None => releases
                 .iter()
-                .find(|release| release.status == "superseded" && Some(release.version) < active)
+                .find(|release| {
+                    release.status == ReleaseStatus::Superseded && Some(release.version) < active
+                })
                 .ok_or_else(|| {
                     DeployFailure::before_release(format!(
                         "app `{app}` has no earlier good release to roll back to"

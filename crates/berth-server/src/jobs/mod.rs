@@ -12,6 +12,7 @@
 //! The scheduler ([`run_scheduler`]) fires jobs with a `schedule`: once per due time, and once
 //! (not once per missed slot) for a schedule missed while the server was down.
 
+use berth_proto::Trigger;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,10 +50,10 @@ pub enum JobError {
 }
 
 /// How one execution was started.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// `manual`, `api` or `schedule`.
-    pub trigger: String,
+    /// What started it.
+    pub trigger: Trigger,
     /// Override of the job's task count.
     pub tasks: Option<u32>,
     /// Extra env vars.
@@ -162,7 +163,7 @@ impl JobRunner {
             app,
             &job.name,
             release.version,
-            &options.trigger,
+            options.trigger.as_str(),
             tasks,
             parallelism,
         )?;

@@ -2,6 +2,8 @@
 //! (not once per missed slot) for a schedule missed while the server was
 //! down; an overlap policy decides what a fire does while a run is going.
 
+use berth_proto::Trigger;
+use berth_store::EventKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,7 +74,15 @@ impl JobRunner {
                 }
                 // A slot long past was missed (the server was down): say so.
                 let missed = (now - due).to_std().is_ok_and(|late| late > MISSED_AFTER);
-                self.fire(&app.name, job, if missed { "catch-up" } else { "schedule" });
+                self.fire(
+                    &app.name,
+                    job,
+                    if missed {
+                        Trigger::CatchUp
+                    } else {
+                        Trigger::Schedule
+                    },
+                );
                 if let Some(next) = schedule
                     .next_after(now)
                     .and_then(|next| (next - now).to_std().ok())
@@ -84,14 +94,14 @@ impl JobRunner {
         next_wake
     }
 
-    pub(crate) fn fire(self: &Arc<Self>, app: &str, job: &JobSpec, trigger: &'static str) {
+    pub(crate) fn fire(self: &Arc<Self>, app: &str, job: &JobSpec, trigger: Trigger) {
         let running = self.running_executions(app, &job.name);
         if !running.is_empty() {
             match job.overlap {
                 OverlapPolicy::Skip => {
                     let _ = self.store.record_event(
                         app,
-                        "job.skipped",
+                        EventKind::JobSkipped,
                         &format!(
                             "job {} was due but execution {} still runs (overlap = skip)",
                             job.name, running[0]
@@ -129,13 +139,14 @@ impl JobRunner {
                 }
             }
             let options = RunOptions {
-                trigger: trigger.into(),
-                ..RunOptions::default()
+                trigger,
+                tasks: None,
+                env: Vec::new(),
             };
             if let Err(err) = runner.run(&app, &job_name, options) {
                 let _ = runner.store.record_event(
                     &app,
-                    "job.failed",
+                    EventKind::JobFailed,
                     &format!("scheduled job {job_name} could not start: {err}"),
                 );
             }

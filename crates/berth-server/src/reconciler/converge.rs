@@ -1,6 +1,7 @@
 //! One pass of the loop: the one home of the wanted-count rules — start
 //! what is missing, stop what is surplus, replace what is stuck.
 
+use berth_store::EventKind;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -80,7 +81,7 @@ impl Reconciler {
                 "{id} failed its health check for {}s; replacing it",
                 REPLACE_UNHEALTHY_AFTER.as_secs()
             );
-            self.event(&app, "health.replaced", &text);
+            self.event(&app, EventKind::HealthReplaced, &text);
             self.record_failure(&app, &process, &text);
             self.begin_stop(&id, "it stayed unhealthy");
         }
@@ -240,7 +241,7 @@ impl Reconciler {
                 {
                     self.record_failure(&app.app, process, &reason);
                     let text = format!("cannot start {process} (v{}): {reason}", release.version);
-                    self.event(&app.app, "instance.failed", &text);
+                    self.event(&app.app, EventKind::InstanceFailed, &text);
                     // A deploy waiting for this release fails now, with why.
                     let _ = self.failures.send(StartFailure {
                         app: app.app.clone(),

@@ -1,6 +1,7 @@
 //! What instances and the router tell the loop: healthy, failed, exited,
 //! a count set ahead of the store, a wake.
 
+use berth_store::EventKind;
 use tokio::time::Instant;
 
 use super::Reconciler;
@@ -36,7 +37,7 @@ impl Reconciler {
                     after.as_secs_f64() * 1000.0
                 );
                 let app = instance.app.clone();
-                self.event(&app, "instance.started", &text);
+                self.event(&app, EventKind::InstanceStarted, &text);
             }
             Message::StartFailed { id, reason } => {
                 let Some(instance) = self.instances.get(&id) else {
@@ -52,7 +53,7 @@ impl Reconciler {
                 );
                 let text =
                     format!("{id} (v{release}) did not pass its health check in time: {reason}");
-                self.event(&app, "health.timeout", &text);
+                self.event(&app, EventKind::HealthTimeout, &text);
                 self.record_failure(&app, &process, &text);
                 let _ = self.failures.send(StartFailure {
                     app,
@@ -74,7 +75,7 @@ impl Reconciler {
                 let app = instance.app.clone();
                 self.event(
                     &app,
-                    "health.failed",
+                    EventKind::HealthFailed,
                     &format!("{id} is unhealthy and out of rotation: {reason}"),
                 );
             }
@@ -88,7 +89,11 @@ impl Reconciler {
                 instance.phase = Phase::Running;
                 instance.unhealthy_since = None;
                 let app = instance.app.clone();
-                self.event(&app, "health.recovered", &format!("{id} is healthy again"));
+                self.event(
+                    &app,
+                    EventKind::HealthRecovered,
+                    &format!("{id} is healthy again"),
+                );
             }
             Message::Exited { id, cause } => {
                 let Some(instance) = self.instances.remove(&id) else {
@@ -116,7 +121,7 @@ impl Reconciler {
                             delay.as_secs_f64()
                         );
                         self.berth_line(&instance, &text);
-                        self.event(&instance.app, "instance.exited", &text);
+                        self.event(&instance.app, EventKind::InstanceExited, &text);
                         if phase == Phase::Starting {
                             let _ = self.failures.send(StartFailure {
                                 app: instance.app.clone(),

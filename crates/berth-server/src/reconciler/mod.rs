@@ -10,6 +10,7 @@
 //! check before old ones leave the route table, and those drain their
 //! in-flight requests before they get SIGTERM.
 
+use berth_store::EventKind;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +86,7 @@ pub struct Reconciler {
     /// Apps woken in this pass, for the autoscaler.
     woken: Vec<String>,
     /// Events to store once routes are published (off the request path).
-    pending_events: std::cell::RefCell<Vec<(String, String, String)>>,
+    pending_events: std::cell::RefCell<Vec<(String, EventKind, String)>>,
     /// Instances to journal once routes are published.
     pending_journal: Vec<(String, String, u32)>,
     specs: HashMap<(String, u64, String), Arc<AppSpec>>,
@@ -220,12 +221,10 @@ impl Reconciler {
 
     /// Records an event; stored at the end of this pass, after the route
     /// table is out, so a disk write never delays a request.
-    fn event(&self, app: &str, kind: &str, message: &str) {
-        self.pending_events.borrow_mut().push((
-            app.to_string(),
-            kind.to_string(),
-            message.to_string(),
-        ));
+    fn event(&self, app: &str, kind: EventKind, message: &str) {
+        self.pending_events
+            .borrow_mut()
+            .push((app.to_string(), kind, message.to_string()));
     }
 
     /// Stores what this pass recorded, on a blocking thread: a disk write

@@ -1,6 +1,7 @@
 //! Scale from zero: a request held at the router starts one instance at
 //! once, ahead of the store.
 
+use berth_store::{EventKind, ReleaseStatus};
 use tokio::time::Instant;
 
 use super::Reconciler;
@@ -19,7 +20,7 @@ impl Reconciler {
         };
         if let Some(target) = desired.iter().find(|candidate| candidate.app == app)
             && let Some(release) = &target.release
-            && release.status == "active"
+            && release.status == ReleaseStatus::Active
         {
             let spec = self.spec(release);
             let scaling = &spec.http.scaling;
@@ -32,7 +33,11 @@ impl Reconciler {
                     });
                     if spec.serves_http(group) && !live && self.wanted(target, group) == 0 {
                         tracing::debug!(app, group = %group, "woken: starting one");
-                        self.event(app, "scale.from_zero", &format!("{group}: {}", FROM_ZERO));
+                        self.event(
+                            app,
+                            EventKind::ScaleFromZero,
+                            &format!("{group}: {}", FROM_ZERO),
+                        );
                         self.overrides.insert(
                             (app.to_string(), group.clone()),
                             Override {

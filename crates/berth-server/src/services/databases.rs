@@ -1,5 +1,6 @@
 //! PostgreSQL databases and Redis servers of apps, and their backups.
 
+use berth_store::EventKind;
 use std::path::{Path, PathBuf};
 
 use berth_proto::BackupInfo;
@@ -131,9 +132,11 @@ impl Resources {
         }
         let file = dir.join(format!("{id}.dump"));
         self.postgres.backup(&database, &file).await?;
-        let _ = self
-            .store
-            .record_event(app, "postgres.backup", &format!("backup {id} taken"));
+        let _ = self.store.record_event(
+            app,
+            EventKind::PostgresBackup,
+            &format!("backup {id} taken"),
+        );
         self.backup_info(&file)
             .ok_or_else(|| ResourcesError::Invalid(format!("backup {id} vanished")))
     }
@@ -189,7 +192,7 @@ impl Resources {
         self.postgres.restore(&database, &file).await?;
         let _ = self.store.record_event(
             app,
-            "postgres.restore",
+            EventKind::PostgresRestore,
             &format!("backup {} restored", backup.id),
         );
         Ok(backup)

@@ -13,6 +13,7 @@
 //! honoured and the app finds the directory in `BERTH_VOLUME_<NAME>`, which
 //! is set in both cases (to the path the app sees).
 
+use berth_store::EventKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -210,7 +211,7 @@ impl Resources {
                 tracing::error!(app = %row.app, kind = %row.kind, %reason, "resource did not start");
                 let _ = self.store.record_event(
                     &row.app,
-                    &format!("{}.failed", row.kind),
+                    EventKind::from(format!("{}.failed", row.kind).as_str()),
                     &format!("{} did not start: {reason}", row.kind),
                 );
             }

@@ -1,6 +1,7 @@
 //! Volumes: directories under `<data>/volumes/<app>/<name>`, owned by the
 //! app's user, and what an app leaves behind when destroyed.
 
+use berth_store::EventKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -86,9 +87,11 @@ impl Resources {
         std::fs::remove_dir_all(&dir).map_err(|err| {
             ResourcesError::Invalid(format!("cannot remove {}: {err}", dir.display()))
         })?;
-        let _ =
-            self.store
-                .record_event(app, "volume.destroyed", &format!("volume {name} destroyed"));
+        let _ = self.store.record_event(
+            app,
+            EventKind::VolumeDestroyed,
+            &format!("volume {name} destroyed"),
+        );
         Ok(())
     }
 
