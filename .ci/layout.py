@@ -44,6 +44,8 @@ def module_files(src):
 def strip_comments(text):
     text = re.sub(r"//[^\n]*", "", text)
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    # Char literals first: `'"'` would otherwise open a string.
+    text = re.sub(r"'(?:\\.|[^'\\])'", "''", text)
     return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
 
 

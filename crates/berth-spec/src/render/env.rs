@@ -1,8 +1,8 @@
 //! A service's `envVars`: plain values, generated and asked-once secrets,
 //! and values taken from databases, key-value stores and other services.
 
+use super::context::{Problems, Shared, scalar};
 use super::raw::{RawEnvVar, RawService};
-use super::{Problems, Shared, scalar};
 use crate::{AppSpec, EnvFrom, EnvSource};
 
 /// Sets `spec`'s env from `vars`; keys Render has but one machine cannot

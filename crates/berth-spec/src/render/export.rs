@@ -1,6 +1,6 @@
 //! Apps written out as one Blueprint.
 
-use super::RENDER_PLANS;
+use super::context::RENDER_PLANS;
 use crate::{AppSpec, BuilderKind, EnvSource};
 
 /// Writes apps as one Blueprint. Each app becomes a service (`web`, or

@@ -24,33 +24,23 @@
 
 use std::collections::BTreeMap;
 
+mod context;
 mod env;
 mod export;
 mod raw;
 mod service;
 
+pub use context::RENDER_PLANS;
 pub use export::to_render_yaml;
 
 use crate::AppSpec;
 use crate::BuilderKind;
 use crate::error::{Location, SpecError, SpecProblem};
+use context::{Problems, Shared};
 use raw::{RawBlueprint, RawDatabase, RawEnvGroup, RawEnvVar, RawService};
 
 /// The Blueprint file name.
 pub const RENDER_YAML: &str = "render.yaml";
-
-/// Render's instance types: plan, CPUs, memory in MiB.
-pub const RENDER_PLANS: &[(&str, f64, u32)] = &[
-    ("free", 0.1, 512),
-    ("starter", 0.5, 512),
-    ("starter plus", 1.0, 1024),
-    ("standard", 1.0, 2048),
-    ("standard plus", 1.5, 3072),
-    ("pro", 2.0, 4096),
-    ("pro plus", 4.0, 8192),
-    ("pro max", 4.0, 16384),
-    ("pro ultra", 8.0, 32768),
-];
 
 /// A Blueprint read into berth apps, in the order they should deploy
 /// (owners of shared databases first).
@@ -60,48 +50,6 @@ pub struct Blueprint {
     pub apps: Vec<(String, AppSpec)>,
     /// What berth ignores or assumes.
     pub warnings: Vec<String>,
-}
-
-/// Problems, located by the service they belong to.
-struct Problems<'a> {
-    file: &'a str,
-    text: &'a str,
-    found: Vec<SpecProblem>,
-}
-
-impl Problems<'_> {
-    /// Reports `message` at the line that names `name` (`name: api`), or
-    /// at `key` after it when given.
-    fn at(&mut self, name: &str, key: Option<&str>, message: String) {
-        let location = locate(self.text, name, key);
-        self.found.push(SpecProblem { location, message });
-    }
-}
-
-/// Finds `name: <name>` in `text`, then the first `key:` after it.
-fn locate(text: &str, name: &str, key: Option<&str>) -> Option<Location> {
-    let mut offset = 0;
-    let mut start = None;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start().trim_start_matches("- ");
-        if let Some(rest) = trimmed.strip_prefix("name:")
-            && rest.trim().trim_matches(['"', '\'']) == name
-        {
-            start = Some(offset + line.len() - line.trim_start().len());
-            if key.is_none() {
-                break;
-            }
-        } else if let (Some(_), Some(key)) = (start, key)
-            && trimmed.starts_with(&format!("{key}:"))
-        {
-            return Some(Location::of_offset(
-                text,
-                offset + line.len() - line.trim_start().len(),
-            ));
-        }
-        offset += line.len();
-    }
-    start.map(|offset| Location::of_offset(text, offset))
 }
 
 /// Reads a `render.yaml`. `default_binary` is the package's binary (what
@@ -297,31 +245,6 @@ pub fn parse_render(
         });
     }
     Ok(Blueprint { apps, warnings })
-}
-
-fn scalar(value: &serde_norway::Value) -> String {
-    match value {
-        serde_norway::Value::String(text) => text.clone(),
-        serde_norway::Value::Bool(flag) => flag.to_string(),
-        serde_norway::Value::Number(number) => number.to_string(),
-        serde_norway::Value::Null => String::new(),
-        other => serde_norway::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    }
-}
-
-/// What every service's conversion reads: the file, the package's binary,
-/// and who owns each shared database and key-value store.
-struct Shared<'a> {
-    file: &'a str,
-    default_binary: Option<&'a str>,
-    databases: BTreeMap<&'a str, &'a RawDatabase>,
-    key_values: BTreeMap<&'a str, &'a RawService>,
-    app_services: &'a [&'a RawService],
-    database_owner: BTreeMap<String, String>,
-    redis_owner: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::context::RENDER_PLANS;
+use super::context::{Problems, Shared};
+use super::env;
 use super::raw::{RawEnvVar, RawService};
-use super::{Problems, RENDER_PLANS, Shared, env};
 use crate::{AppSpec, BuilderKind, HealthCheck, JobSpec, MountSpec, OverlapPolicy, VmSpec};
 
 /// Converts `service` (with its env vars, groups expanded) into an app;

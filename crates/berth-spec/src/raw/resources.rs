@@ -1,0 +1,229 @@
+//! Validating statics, volume mounts and VM sizes.
+
+use super::shapes::*;
+use super::values::*;
+use super::*;
+
+pub(super) fn validate_statics(
+    file: &str,
+    statics: Vec<RawStatic>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<StaticSpec> {
+    let mut found = Vec::new();
+    for entry in statics {
+        if entry.tigris_bucket.is_some() || entry.index_document.is_some() {
+            warnings.push(format!(
+                "{file}: [[statics]] tigris_bucket and index_document are ignored: files are served from the slug"
+            ));
+        }
+        let (Some(guest), Some(prefix)) = (&entry.guest_path, &entry.url_prefix) else {
+            problems.found.push(SpecProblem {
+                location: entry
+                    .guest_path
+                    .as_ref()
+                    .or(entry.url_prefix.as_ref())
+                    .map(|at| Location::of_offset(problems.text, at.span().start)),
+                message: "[[statics]] needs guest_path and url_prefix".into(),
+            });
+            continue;
+        };
+        if !prefix.get_ref().starts_with('/') {
+            problems.at(
+                prefix,
+                format!("url_prefix `{}` must start with /", prefix.get_ref()),
+            );
+            continue;
+        }
+        let spec = StaticSpec {
+            guest_path: guest.get_ref().clone(),
+            url_prefix: prefix.get_ref().clone(),
+        };
+        if spec.slug_relative().is_none() {
+            problems.at(
+                guest,
+                format!("guest_path `{}` leaves the app's folder", guest.get_ref()),
+            );
+            continue;
+        }
+        found.push(spec);
+    }
+    found
+}
+
+pub(super) fn validate_mounts(
+    file: &str,
+    mounts: Vec<RawMount>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<crate::model::MountSpec> {
+    let mut valid = Vec::new();
+    let mut sizing_warned = false;
+    for mount in mounts {
+        let sizing = mount.initial_size.is_some()
+            || mount.auto_extend_size_threshold.is_some()
+            || mount.auto_extend_size_increment.is_some()
+            || mount.auto_extend_size_limit.is_some()
+            || mount.snapshot_retention.is_some()
+            || mount.scheduled_snapshots.is_some();
+        if sizing && !sizing_warned {
+            sizing_warned = true;
+            warnings.push(format!(
+                "{file}: [[mounts]] sizes and snapshots are ignored: a volume is a directory on this machine's disk"
+            ));
+        }
+        let (Some(source), Some(destination)) = (&mount.source, &mount.destination) else {
+            problems.found.push(SpecProblem {
+                location: mount
+                    .source
+                    .as_ref()
+                    .or(mount.destination.as_ref())
+                    .map(|spanned| Location::of_offset(problems.text, spanned.span().start)),
+                message: "each [[mounts]] entry needs `source` (a volume name) and `destination` (an absolute path)".into(),
+            });
+            continue;
+        };
+        let name = source.get_ref();
+        if !valid_volume_name(name) {
+            problems.at(
+                source,
+                format!("volume name `{name}` must be 1–30 lowercase letters, digits or `_`"),
+            );
+            continue;
+        }
+        let path = destination.get_ref();
+        if let Err(reason) = valid_mount_destination(path) {
+            problems.at(destination, format!("mount destination `{path}` {reason}"));
+            continue;
+        }
+        if valid
+            .iter()
+            .any(|other: &crate::model::MountSpec| other.destination == *path)
+        {
+            problems.at(
+                destination,
+                format!("two mounts share the destination `{path}`"),
+            );
+            continue;
+        }
+        valid.push(crate::model::MountSpec {
+            source: name.clone(),
+            destination: path.trim_end_matches('/').to_string(),
+            processes: mount
+                .processes
+                .map(|groups| groups.into_iter().map(Spanned::into_inner).collect()),
+        });
+    }
+    valid
+}
+
+pub(super) fn validate_vms(
+    file: &str,
+    vms: Vec<RawVm>,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<crate::model::VmSpec> {
+    let mut valid = Vec::new();
+    for vm in vms {
+        let mut spec = crate::model::VmSpec::default();
+        if let Some(size) = &vm.size {
+            let name = size.get_ref().to_ascii_lowercase();
+            match crate::model::VM_SIZES
+                .iter()
+                .find(|(known, _, _)| *known == name)
+            {
+                Some((known, cpus, memory)) => {
+                    spec.size = Some((*known).to_string());
+                    spec.cpus = *cpus;
+                    spec.memory_mb = *memory;
+                }
+                None => problems.at(
+                    size,
+                    format!(
+                        "unknown size `{name}` (known: {})",
+                        crate::model::VM_SIZES
+                            .iter()
+                            .map(|(known, _, _)| *known)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+            }
+        }
+        for value in [&vm.memory, &vm.memory_mb].into_iter().flatten() {
+            match memory_mib(value.get_ref()) {
+                Some(mib) if mib >= 16 => {
+                    spec.memory_mb = mib;
+                    spec.size = None;
+                }
+                _ => problems.at(
+                    value,
+                    "memory must be at least 16 MB: a number of MB, or a size such as \"512mb\" or \"1gb\"".into(),
+                ),
+            }
+        }
+        if let Some(value) = &vm.cpus {
+            let cpus = match value.get_ref() {
+                NumberOrText::Integer(number) => Some(*number as f64),
+                NumberOrText::Float(number) => Some(*number),
+                NumberOrText::Text(text) => text.trim().parse().ok(),
+            };
+            match cpus {
+                Some(cpus) if cpus > 0.0 && cpus <= 256.0 => {
+                    spec.cpus = cpus;
+                    spec.size = None;
+                }
+                _ => problems.at(value, "cpus must be a number above 0".into()),
+            }
+        }
+        if let Some(kind) = &vm.cpu_kind
+            && !matches!(kind.get_ref().as_str(), "shared" | "performance")
+        {
+            problems.at(
+                kind,
+                "cpu_kind must be \"shared\" or \"performance\"".into(),
+            );
+        }
+        if vm.gpus.is_some() || vm.gpu_kind.is_some() {
+            warnings.push(format!(
+                "{file}: [[vm]] GPUs are ignored: berth runs on this machine's CPUs"
+            ));
+        }
+        let _ = (vm.kernel_args, vm.host_dedication_id, vm.persist_rootfs);
+        spec.processes = vm
+            .processes
+            .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
+        valid.push(spec);
+    }
+    valid
+}
+
+/// fly's volume names: lowercase letters, digits and underscores, at most 30.
+pub(crate) fn valid_volume_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 30
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// An absolute, normalised path that is not `/` and not a system directory.
+pub(crate) fn valid_mount_destination(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be an absolute path");
+    }
+    let parts: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
+    if parts.is_empty() {
+        return Err("cannot be `/`");
+    }
+    if parts.iter().any(|part| *part == "." || *part == "..") {
+        return Err("cannot contain `.` or `..`");
+    }
+    const SYSTEM: &[&str] = &[
+        "proc", "sys", "dev", "etc", "bin", "sbin", "lib", "lib64", "usr", "boot", "run",
+    ];
+    if SYSTEM.contains(&parts[0]) {
+        return Err("is a system directory");
+    }
+    Ok(())
+}

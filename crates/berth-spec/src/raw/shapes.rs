@@ -1,0 +1,299 @@
+//! The raw shapes of berth.toml / fly.toml as serde reads them, lenient
+//! in what they accept, and the problem list validation fills.
+
+use super::*;
+
+/// A value fly accepts as a number or a string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum NumberOrText {
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// fly's `auto_stop_machines`: a boolean, or "off" / "stop" / "suspend".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum BoolOrText {
+    Bool(bool),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawConcurrency {
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) soft_limit: Option<Spanned<NumberOrText>>,
+    pub(super) hard_limit: Option<Spanned<NumberOrText>>,
+}
+
+/// The scaling keys of `[http_service]` or one `[[services]]` entry.
+#[derive(Default)]
+pub(super) struct ScalingKeys {
+    pub(super) auto_stop: Option<Spanned<BoolOrText>>,
+    pub(super) auto_start: Option<Spanned<BoolOrText>>,
+    pub(super) min: Option<Spanned<NumberOrText>>,
+    pub(super) max: Option<Spanned<NumberOrText>>,
+    pub(super) concurrency: Option<RawConcurrency>,
+    pub(super) idle_timeout: Option<Spanned<NumberOrText>>,
+    pub(super) scale_in_delay: Option<Spanned<NumberOrText>>,
+    pub(super) container_concurrency: Option<Spanned<NumberOrText>>,
+}
+
+/// An env value: fly accepts strings, numbers and booleans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    pub(super) fn into_string(self) -> String {
+        match self {
+            Scalar::Text(text) => text,
+            Scalar::Integer(number) => number.to_string(),
+            Scalar::Float(number) => number.to_string(),
+            Scalar::Bool(value) => value.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawSpec {
+    pub(super) app: Option<Spanned<String>>,
+    pub(super) kill_timeout: Option<Spanned<NumberOrText>>,
+    pub(super) kill_signal: Option<String>,
+    pub(super) build: Option<RawBuild>,
+    pub(super) deploy: Option<RawDeploy>,
+    pub(super) env: BTreeMap<String, Scalar>,
+    pub(super) processes: BTreeMap<String, Spanned<String>>,
+    pub(super) http_service: Option<RawHttpService>,
+    pub(super) services: Vec<RawService>,
+    pub(super) checks: BTreeMap<String, RawCheck>,
+    // Accepted for fly.toml compatibility; berth does not act on these on one machine.
+    pub(super) primary_region: Option<toml::Value>,
+    pub(super) swap_size_mb: Option<toml::Value>,
+    pub(super) console_command: Option<toml::Value>,
+    pub(super) experimental: Option<toml::Value>,
+    pub(super) metrics: Option<toml::Value>,
+    pub(super) statics: Option<OneOrMany<RawStatic>>,
+    pub(super) restart: Option<toml::Value>,
+    pub(super) files: Option<toml::Value>,
+    pub(super) vm: Option<OneOrMany<RawVm>>,
+    pub(super) mounts: Option<OneOrMany<RawMount>>,
+    pub(super) jobs: Vec<RawJob>,
+    pub(super) resources: Option<RawResources>,
+    pub(super) budget: Option<toml::Value>,
+}
+
+/// fly accepts `[mounts]` (one table) and `[[mounts]]` (several).
+/// Deserialized by hand: serde's untagged enums buffer the input and lose
+/// the spans that errors point at.
+#[derive(Debug)]
+pub(super) enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table or an array of tables")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany::Many)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(OneOrMany::One)
+            }
+        }
+        deserializer.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<T> OneOrMany<T> {
+    pub(super) fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => vec![item],
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawMount {
+    pub(super) source: Option<Spanned<String>>,
+    pub(super) destination: Option<Spanned<String>>,
+    pub(super) processes: Option<Vec<Spanned<String>>>,
+    // fly's sizing and snapshot keys: one machine's disk has no such knobs.
+    pub(super) initial_size: Option<toml::Value>,
+    pub(super) auto_extend_size_threshold: Option<toml::Value>,
+    pub(super) auto_extend_size_increment: Option<toml::Value>,
+    pub(super) auto_extend_size_limit: Option<toml::Value>,
+    pub(super) snapshot_retention: Option<toml::Value>,
+    pub(super) scheduled_snapshots: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawStatic {
+    pub(super) guest_path: Option<Spanned<String>>,
+    pub(super) url_prefix: Option<Spanned<String>>,
+    pub(super) tigris_bucket: Option<toml::Value>,
+    pub(super) index_document: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawVm {
+    pub(super) size: Option<Spanned<String>>,
+    pub(super) memory: Option<Spanned<NumberOrText>>,
+    pub(super) memory_mb: Option<Spanned<NumberOrText>>,
+    pub(super) cpus: Option<Spanned<NumberOrText>>,
+    pub(super) cpu_kind: Option<Spanned<String>>,
+    pub(super) processes: Option<Vec<Spanned<String>>>,
+    pub(super) gpus: Option<toml::Value>,
+    pub(super) gpu_kind: Option<toml::Value>,
+    pub(super) kernel_args: Option<toml::Value>,
+    pub(super) host_dedication_id: Option<toml::Value>,
+    pub(super) persist_rootfs: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawResources {
+    pub(super) postgres: Option<Spanned<bool>>,
+    pub(super) redis: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawBuild {
+    pub(super) builder: Option<Spanned<String>>,
+    pub(super) bin: Option<String>,
+    #[serde(default)]
+    pub(super) features: Vec<String>,
+    pub(super) image: Option<String>,
+    pub(super) dockerfile: Option<String>,
+    pub(super) buildpacks: Option<toml::Value>,
+    pub(super) args: Option<toml::Value>,
+    #[serde(rename = "build-target")]
+    pub(super) build_target: Option<toml::Value>,
+    pub(super) ignorefile: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawDeploy {
+    pub(super) release_command: Option<String>,
+    pub(super) post_deploy_command: Option<String>,
+    pub(super) strategy: Option<Spanned<String>>,
+    pub(super) wait_timeout: Option<Spanned<NumberOrText>>,
+    pub(super) release_command_timeout: Option<Spanned<NumberOrText>>,
+    pub(super) max_unavailable: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawJob {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) command: Option<Spanned<String>>,
+    pub(super) schedule: Option<Spanned<String>>,
+    pub(super) time_zone: Option<Spanned<String>>,
+    pub(super) tasks: Option<Spanned<i64>>,
+    pub(super) parallelism: Option<Spanned<i64>>,
+    pub(super) max_retries: Option<Spanned<i64>>,
+    pub(super) timeout: Option<Spanned<NumberOrText>>,
+    pub(super) env: BTreeMap<String, Scalar>,
+    pub(super) overlap: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawHttpService {
+    pub(super) internal_port: Option<Spanned<NumberOrText>>,
+    pub(super) force_https: Option<bool>,
+    pub(super) processes: Option<Vec<Spanned<String>>>,
+    pub(super) checks: Vec<RawHttpCheck>,
+    pub(super) auto_stop_machines: Option<Spanned<BoolOrText>>,
+    pub(super) auto_start_machines: Option<Spanned<BoolOrText>>,
+    pub(super) min_machines_running: Option<Spanned<NumberOrText>>,
+    pub(super) max_machines_running: Option<Spanned<NumberOrText>>,
+    pub(super) concurrency: Option<RawConcurrency>,
+    pub(super) idle_timeout: Option<Spanned<NumberOrText>>,
+    pub(super) scale_in_delay: Option<Spanned<NumberOrText>>,
+    // Cloud Run's words.
+    pub(super) min_instances: Option<Spanned<NumberOrText>>,
+    pub(super) max_instances: Option<Spanned<NumberOrText>>,
+    pub(super) container_concurrency: Option<Spanned<NumberOrText>>,
+    pub(super) http_options: Option<toml::Value>,
+    pub(super) tls_options: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawService {
+    pub(super) internal_port: Option<Spanned<NumberOrText>>,
+    pub(super) protocol: Option<String>,
+    pub(super) processes: Option<Vec<Spanned<String>>>,
+    pub(super) http_checks: Vec<RawHttpCheck>,
+    pub(super) tcp_checks: Vec<RawHttpCheck>,
+    pub(super) ports: Option<toml::Value>,
+    pub(super) concurrency: Option<RawConcurrency>,
+    pub(super) auto_stop_machines: Option<Spanned<BoolOrText>>,
+    pub(super) auto_start_machines: Option<Spanned<BoolOrText>>,
+    pub(super) min_machines_running: Option<Spanned<NumberOrText>>,
+    pub(super) script_checks: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawHttpCheck {
+    pub(super) path: Option<String>,
+    pub(super) interval: Option<Spanned<NumberOrText>>,
+    pub(super) timeout: Option<Spanned<NumberOrText>>,
+    pub(super) grace_period: Option<Spanned<NumberOrText>>,
+    pub(super) method: Option<String>,
+    pub(super) protocol: Option<String>,
+    pub(super) tls_skip_verify: Option<bool>,
+    pub(super) headers: Option<toml::Value>,
+    #[serde(rename = "type")]
+    pub(super) kind: Option<String>,
+    pub(super) port: Option<toml::Value>,
+    pub(super) restart_limit: Option<toml::Value>,
+}
+
+pub(super) type RawCheck = RawHttpCheck;
+
+/// Collects problems with their locations while validating.
+pub(super) struct Problems<'a> {
+    pub(super) text: &'a str,
+    pub(super) found: Vec<SpecProblem>,
+}
+
+impl Problems<'_> {
+    pub(super) fn at<T>(&mut self, spanned: &Spanned<T>, message: String) {
+        self.found.push(SpecProblem {
+            location: Some(Location::of_offset(self.text, spanned.span().start)),
+            message,
+        });
+    }
+}
