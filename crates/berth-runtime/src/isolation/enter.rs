@@ -1,0 +1,114 @@
+//! Entering a prepared sandbox in the child, before exec: namespaces,
+//! `/tmp`, bind mounts, the app's user.
+
+use std::io;
+
+use super::PreparedSandbox;
+use super::pid1::*;
+use super::sys::*;
+
+impl PreparedSandbox {
+    /// In the child, before exec: a mount and IPC
+    /// namespace of its own in which mounts do not propagate back to the
+    /// host, a fresh `/tmp`, the bind mounts; then the app's own user (no
+    /// supplementary groups). The parent-death signal is set after, by the
+    /// caller: changing user clears it.
+    pub(crate) fn enter(&self) -> io::Result<()> {
+        // The server's umask is 077; the directories made below, and the
+        // app's own files, get the usual 022.
+        set_umask(0o022);
+        if let Some(network) = self.network_fd {
+            crate::net::netns::enter(network)?;
+        }
+        let isolated = self.user.is_some();
+        if !self.binds.is_empty() || self.private_tmp || isolated {
+            let mut flags = if isolated {
+                libc::CLONE_NEWNS | libc::CLONE_NEWIPC
+            } else {
+                libc::CLONE_NEWNS
+            };
+            if self.pid_namespace {
+                flags |= libc::CLONE_NEWPID;
+            }
+            unshare_private(flags)?;
+            self.mount_files()?;
+        }
+        if self.pid_namespace {
+            // Returns only in the process that goes on to exec the app.
+            become_pid_one(self.reexec)?;
+        }
+        self.become_user()
+    }
+
+    /// In a standby process that was made by [`enter_standby`]: what is
+    /// left of [`PreparedSandbox::enter`], the parts that belong to this
+    /// instance (its network, `/tmp`, bind mounts and user).
+    pub(crate) fn enter_from_standby(&self) -> io::Result<()> {
+        if let Some(network) = self.network_fd {
+            crate::net::netns::enter(network)?;
+        }
+        self.mount_files()?;
+        self.become_user()
+    }
+
+    /// The fresh `/tmp` and the bind mounts, in the mount namespace the
+    /// caller has of its own.
+    fn mount_files(&self) -> io::Result<()> {
+        // SAFETY: open, dup3, mount and mkdir are system calls,
+        // async-signal-safe; the strings were made before the fork and
+        // live as long as `self`.
+        unsafe {
+            if let Some(reserved) = self.old_tmp_at {
+                let fd = libc::open(
+                    c"/tmp".as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::dup3(fd, reserved, libc::O_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            if self.private_tmp {
+                check(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/tmp".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    c"mode=1777,size=64m".as_ptr().cast(),
+                ))?;
+                for dir in &self.tmp_dirs {
+                    if libc::mkdir(dir.as_ptr(), 0o755) != 0
+                        && *libc::__errno_location() != libc::EEXIST
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+            for (source, destination) in &self.binds {
+                check(libc::mount(
+                    source.as_ptr(),
+                    destination.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn become_user(&self) -> io::Result<()> {
+        if let Some((uid, gid)) = self.user {
+            // SAFETY: plain system calls with integer arguments.
+            unsafe {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+            }
+        }
+        Ok(())
+    }
+}

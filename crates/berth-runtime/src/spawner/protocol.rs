@@ -1,0 +1,112 @@
+//! The messages between the server and the spawner: tags, limits, and
+//! how strings and lists are written and read.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Messages between the server and the spawner start with one of these.
+pub(super) mod tag {
+    /// Server → spawner: start a process (a [`super::Request`] follows).
+    pub const START: u32 = 1;
+    /// Server → spawner: make a standby. Spawner → server: here is one
+    /// (its pid follows, its socket comes as a descriptor).
+    pub const STANDBY: u32 = 2;
+    /// Spawner → server: the answer to a start (pid and errno follow).
+    pub const STARTED: u32 = 3;
+}
+
+/// How long after a standby was asked for the spawner makes it, unless
+/// asked to start something meanwhile: the fork must not compete with the
+/// instance that just took the last one.
+pub const STANDBY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The largest request (arguments and env) the spawner takes.
+pub(super) const MAX_REQUEST: usize = 1 << 20;
+
+/// Descriptors a request carries at most: stdin, stdout, stderr, the exec
+/// status pipe, the network namespace.
+pub(super) const MAX_FDS: usize = 5;
+
+pub(super) fn put(message: &mut Vec<u8>, bytes: &[u8]) {
+    message.extend((bytes.len() as u32).to_ne_bytes());
+    message.extend(bytes);
+}
+
+pub(super) fn put_list<'a>(message: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a [u8]>) {
+    message.extend((items.len() as u32).to_ne_bytes());
+    for item in items {
+        put(message, item);
+    }
+}
+
+/// Reads what [`put`] and [`put_list`] wrote.
+pub(crate) struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Reads `message`, from its start.
+    pub(crate) fn new(message: &'a [u8]) -> Reader<'a> {
+        Reader { rest: message }
+    }
+
+    pub(crate) fn u32(&mut self) -> io::Result<u32> {
+        let (head, rest) = self
+            .rest
+            .split_at_checked(4)
+            .ok_or_else(|| io::Error::other("a short request"))?;
+        self.rest = rest;
+        Ok(u32::from_ne_bytes(head.try_into().expect("4 bytes")))
+    }
+
+    pub(crate) fn bytes(&mut self) -> io::Result<&'a [u8]> {
+        let length = self.u32()? as usize;
+        let (head, rest) = self
+            .rest
+            .split_at_checked(length)
+            .ok_or_else(|| io::Error::other("a short request"))?;
+        self.rest = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn c_string(&mut self) -> io::Result<CString> {
+        CString::new(self.bytes()?).map_err(|_| io::Error::other("a NUL inside a string"))
+    }
+
+    pub(crate) fn c_strings(&mut self) -> io::Result<Vec<CString>> {
+        let count = self.u32()?;
+        (0..count).map(|_| self.c_string()).collect()
+    }
+}
+
+/// Finds `program` the way a shell would, in `path` (`:`-separated) unless
+/// it names a path itself.
+pub(crate) fn resolve(program: &str, path: &str, workdir: &Path) -> PathBuf {
+    if program.contains('/') {
+        let candidate = Path::new(program);
+        return if candidate.is_absolute() {
+            candidate.to_path_buf()
+        } else {
+            workdir.join(candidate)
+        };
+    }
+    for dir in path.split(':').filter(|dir| !dir.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        if let Ok(meta) = std::fs::metadata(&candidate) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(program)
+}
+
+/// `KEY=value` for the env of a request.
+pub(crate) fn env_entry(key: &str, value: &std::ffi::OsStr) -> OsString {
+    let mut entry = OsString::from(key);
+    entry.push("=");
+    entry.push(value);
+    entry
+}
