@@ -4,13 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use berth_client::{Client, LogFilter, NdjsonStream};
-use berth_proto::{DeployProgress, EnvChange};
-use berth_spec::{app_name_from_package, parse_cargo_manifest};
+use berth_proto::EnvChange;
 
-use crate::cli::{
-    AppArg, AppsCommand, Command, DeployArgs, EnvCommand, Global, JobsCommand, LogsArgs, ServerArgs,
-};
+use crate::args::*;
+use crate::cli::{AppArg, AppsCommand, Command, DeployArgs, EnvCommand, Global, ServerArgs};
 use crate::connect::{connect, data_dir};
 use crate::output;
 
@@ -103,9 +100,11 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             scale(&global, &app, &counts, request).await
         }
         Command::Env { command } => env(&global, command).await,
-        Command::Logs(args) => logs(&global, args).await,
-        Command::Events { follow, limit, app } => events(&global, &app, follow, limit).await,
-        Command::Jobs { command } => jobs(&global, command).await,
+        Command::Logs(args) => crate::logs::logs(&global, args).await,
+        Command::Events { follow, limit, app } => {
+            crate::logs::events(&global, &app, follow, limit).await
+        }
+        Command::Jobs { command } => crate::jobs::jobs(&global, command).await,
         Command::Secrets { command } => crate::resources::secrets(&global, command).await,
         Command::Postgres { command } => crate::resources::postgres(&global, command).await,
         Command::Redis { command } => crate::resources::redis(&global, command).await,
@@ -132,7 +131,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             let app = resolve_app(&app)?;
             let client = connect(&global, false).await?;
             let url = client.status(&app).await?.url;
-            println!("{url}");
+            say!("{url}");
             if std::env::var_os("DISPLAY").is_some()
                 || std::env::var_os("WAYLAND_DISPLAY").is_some()
             {
@@ -141,44 +140,6 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// Asks the person at the terminal to type `expected` to go on; without a
-/// terminal, refuses and says to pass --yes.
-pub(crate) fn confirm(question: &str, expected: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        bail!("this needs confirmation: pass --yes");
-    }
-    eprint!("{question} Type `{expected}` to confirm: ");
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    if answer.trim() != expected {
-        bail!("not confirmed; nothing changed");
-    }
-    Ok(())
-}
-
-/// The app a folder holds: `app` in berth.toml or fly.toml, else the package name.
-fn app_from_dir(dir: &Path) -> Result<String> {
-    let tree = berth_spec::FolderTree::new(dir);
-    if let Some(parsed) = berth_spec::load_project(&tree).map_err(|err| anyhow!("{err}"))?
-        && let Some(app) = parsed.spec.app
-    {
-        return Ok(app);
-    }
-    let manifest = dir.join("Cargo.toml");
-    if manifest.is_file() {
-        let text = std::fs::read_to_string(&manifest)
-            .with_context(|| format!("cannot read {}", manifest.display()))?;
-        let package = parse_cargo_manifest("Cargo.toml", &text).map_err(|err| anyhow!("{err}"))?;
-        return Ok(app_name_from_package(&package.name));
-    }
-    bail!(
-        "{} has no Cargo.toml, berth.toml or fly.toml: run berth in your app's folder, or pass --app",
-        dir.display()
-    )
 }
 
 /// Ignored files that are uploaded anyway: a Shuttle project's secrets
@@ -196,16 +157,6 @@ fn upload_includes(dir: &Path) -> Result<Vec<String>> {
             .collect(),
         None => Vec::new(),
     })
-}
-
-pub(crate) fn resolve_app(arg: &AppArg) -> Result<String> {
-    match &arg.app {
-        Some(app) => Ok(app.clone()),
-        None => {
-            let cwd = std::env::current_dir().context("cannot read the current folder")?;
-            app_from_dir(&cwd).context("which app? pass --app NAME")
-        }
-    }
 }
 
 async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()> {
@@ -315,37 +266,13 @@ async fn ask_for_secrets(
     finish_progress(client.change_secrets(app, &change).await?, global.json).await
 }
 
-pub(crate) async fn finish_progress(
-    mut stream: NdjsonStream<DeployProgress>,
-    json: bool,
-) -> Result<()> {
-    while let Some(line) = stream.next().await? {
-        match output::progress(&line, json) {
-            None => {}
-            Some(Ok((release, url))) => {
-                if !json {
-                    if release == 0 {
-                        eprintln!("==> saved");
-                    } else {
-                        eprintln!("==> v{release} is live");
-                        println!("{url}");
-                    }
-                }
-                return Ok(());
-            }
-            Some(Err(message)) => bail!("{message}"),
-        }
-    }
-    bail!("the server closed the deploy stream without a result; see `berth events`")
-}
-
 async fn apps(global: &Global, command: AppsCommand) -> Result<()> {
     let client = connect(global, false).await?;
     match command {
         AppsCommand::List => {
             let apps = client.apps().await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&apps)?);
+                say!("{}", serde_json::to_string_pretty(&apps)?);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = apps
@@ -366,9 +293,9 @@ async fn apps(global: &Global, command: AppsCommand) -> Result<()> {
         AppsCommand::Create { name } => {
             let app = client.create_app(&name).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&app)?);
+                say!("{}", serde_json::to_string_pretty(&app)?);
             } else {
-                println!("created {} ({})", app.name, app.url);
+                say!("created {} ({})", app.name, app.url);
             }
         }
         AppsCommand::Destroy { name, yes } => {
@@ -382,7 +309,7 @@ async fn apps(global: &Global, command: AppsCommand) -> Result<()> {
             }
             client.destroy_app(&name).await?;
             if !global.json {
-                println!("destroyed {name}");
+                say!("destroyed {name}");
             }
         }
     }
@@ -394,20 +321,23 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
     let client = connect(global, false).await?;
     let status = client.status(&app).await?;
     if global.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        say!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    println!("App:     {}", status.name);
-    println!("URL:     {}", status.url);
+    say!("App:     {}", status.name);
+    say!("URL:     {}", status.url);
     match &status.release {
-        Some(release) => println!(
+        Some(release) => say!(
             "Release: v{} ({}, {}) {}",
-            release.version, release.status, release.cause, release.created_at
+            release.version,
+            release.status,
+            release.cause,
+            release.created_at
         ),
-        None => println!("Release: none yet (deploy with `berth up`)"),
+        None => say!("Release: none yet (deploy with `berth up`)"),
     }
     if !status.processes.is_empty() {
-        println!();
+        say!();
         let rows: Vec<Vec<String>> = status
             .processes
             .iter()
@@ -438,7 +368,7 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
         );
     }
     if !status.instances.is_empty() {
-        println!();
+        say!();
         let rows: Vec<Vec<String>> = status
             .instances
             .iter()
@@ -480,7 +410,7 @@ async fn releases(global: &Global, app: &AppArg) -> Result<()> {
     let client = connect(global, false).await?;
     let releases = client.releases(&app).await?;
     if global.json {
-        println!("{}", serde_json::to_string_pretty(&releases)?);
+        say!("{}", serde_json::to_string_pretty(&releases)?);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = releases
@@ -497,17 +427,6 @@ async fn releases(global: &Global, app: &AppArg) -> Result<()> {
         .collect();
     output::table(&["VERSION", "STATUS", "CAUSE", "CREATED", "SLUG"], &rows);
     Ok(())
-}
-
-pub(crate) fn parse_pairs(pairs: &[String], what: &str) -> Result<Vec<(String, String)>> {
-    pairs
-        .iter()
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(key, value)| (key.trim().to_string(), value.to_string()))
-                .ok_or_else(|| anyhow!("`{pair}` is not {what}"))
-        })
-        .collect()
 }
 
 async fn scale(
@@ -531,7 +450,7 @@ async fn scale(
     let client = connect(global, false).await?;
     let status = client.scale_with(&app, &request).await?;
     if global.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        say!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         let mut text: Vec<String> = wanted
             .iter()
@@ -543,7 +462,7 @@ async fn scale(
         if let Some(max) = request.max {
             text.push(format!("max {max}"));
         }
-        println!("scaled {app}: {}", text.join(" "));
+        say!("scaled {app}: {}", text.join(" "));
     }
     Ok(())
 }
@@ -555,10 +474,10 @@ async fn env(global: &Global, command: EnvCommand) -> Result<()> {
             let client = connect(global, false).await?;
             let env = client.env(&app).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&env)?);
+                say!("{}", serde_json::to_string_pretty(&env)?);
             } else {
                 for (key, value) in env {
-                    println!("{key}={value}");
+                    say!("{key}={value}");
                 }
             }
             Ok(())
@@ -582,245 +501,4 @@ async fn env(global: &Global, command: EnvCommand) -> Result<()> {
             finish_progress(client.change_env(&app, &change).await?, global.json).await
         }
     }
-}
-
-async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
-    let app = resolve_app(&args.app)?;
-    let client: Client = connect(global, false).await?;
-    let filter = LogFilter {
-        since: args.since,
-        process: args.process,
-        instance: args.instance,
-        execution: None,
-        level: args.level,
-        grep: args.grep,
-        limit: Some(args.limit),
-    };
-    show_logs(&client, &app, &filter, args.follow, global.json).await
-}
-
-/// Prints stored log lines, then (with `follow`) new ones as they come.
-async fn show_logs(
-    client: &Client,
-    app: &str,
-    filter: &LogFilter,
-    follow: bool,
-    json: bool,
-) -> Result<()> {
-    let print = |line: &berth_proto::LogLine| {
-        if json {
-            if let Ok(text) = serde_json::to_string(line) {
-                println!("{text}");
-            }
-        } else {
-            println!("{}", output::log_line(line));
-        }
-    };
-    if follow {
-        let mut stream = client.follow_logs(app, filter).await?;
-        while let Some(line) = stream.next().await? {
-            print(&line);
-        }
-    } else {
-        for line in client.logs(app, filter).await? {
-            print(&line);
-        }
-    }
-    Ok(())
-}
-
-async fn events(global: &Global, app: &AppArg, follow: bool, limit: u32) -> Result<()> {
-    let app = resolve_app(app)?;
-    let client = connect(global, false).await?;
-    let print = |event: &berth_proto::EventInfo| {
-        if global.json {
-            if let Ok(text) = serde_json::to_string(event) {
-                println!("{text}");
-            }
-        } else {
-            println!("{} {:<18} {}", event.at, event.kind, event.message);
-        }
-    };
-    if follow {
-        let mut stream = client.follow_events(&app, limit).await?;
-        while let Some(event) = stream.next().await? {
-            print(&event);
-        }
-    } else {
-        for event in client.events(&app, limit).await? {
-            print(&event);
-        }
-    }
-    Ok(())
-}
-
-async fn jobs(global: &Global, command: JobsCommand) -> Result<()> {
-    match command {
-        JobsCommand::List(app) => {
-            let app = resolve_app(&app)?;
-            let client = connect(global, false).await?;
-            let jobs = client.jobs(&app).await?;
-            if global.json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = jobs
-                .iter()
-                .map(|job| {
-                    vec![
-                        job.name.clone(),
-                        job.schedule.clone().unwrap_or_else(|| "-".into()),
-                        job.next_run.clone().unwrap_or_else(|| "-".into()),
-                        job.last_execution
-                            .as_ref()
-                            .map(|execution| format!("#{} {}", execution.id, execution.status))
-                            .unwrap_or_else(|| "-".into()),
-                        format!("{}/{}", job.tasks, job.parallelism),
-                        job.command.clone(),
-                    ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "JOB",
-                    "SCHEDULE",
-                    "NEXT RUN",
-                    "LAST",
-                    "TASKS/PAR",
-                    "COMMAND",
-                ],
-                &rows,
-            );
-        }
-        JobsCommand::Run {
-            name,
-            wait,
-            tasks,
-            env,
-            app,
-        } => {
-            let app = resolve_app(&app)?;
-            let client = connect(global, false).await?;
-            let request = berth_proto::RunJob {
-                tasks,
-                env: parse_pairs(&env, "KEY=VALUE")?.into_iter().collect(),
-            };
-            let mut execution = client.run_job(&app, &name, &request).await?;
-            if !global.json {
-                eprintln!(
-                    "==> started execution {} of job {name} ({} task(s))",
-                    execution.id, execution.tasks
-                );
-            }
-            if wait {
-                while execution.status == berth_proto::ExecutionStatus::Running {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    execution = client.execution(&app, execution.id).await?;
-                }
-            }
-            if global.json {
-                println!("{}", serde_json::to_string_pretty(&execution)?);
-            } else if wait {
-                eprintln!(
-                    "==> execution {} {}: {}",
-                    execution.id,
-                    execution.status,
-                    execution.message.clone().unwrap_or_default()
-                );
-            } else {
-                println!("{}", execution.id);
-            }
-            if wait && execution.status != berth_proto::ExecutionStatus::Succeeded {
-                bail!(
-                    "execution {} {}; see `berth jobs logs {}`",
-                    execution.id,
-                    execution.status,
-                    execution.id
-                );
-            }
-        }
-        JobsCommand::History { name, limit, app } => {
-            let app = resolve_app(&app)?;
-            let client = connect(global, false).await?;
-            let executions = client.job_executions(&app, &name, limit).await?;
-            if global.json {
-                println!("{}", serde_json::to_string_pretty(&executions)?);
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = executions
-                .iter()
-                .map(|execution| {
-                    let exit_codes: Vec<String> = execution
-                        .attempts
-                        .iter()
-                        .map(|attempt| match attempt.exit_code {
-                            Some(code) => code.to_string(),
-                            None => attempt.status.to_string(),
-                        })
-                        .collect();
-                    vec![
-                        execution.id.to_string(),
-                        execution.trigger.clone(),
-                        execution.status.to_string(),
-                        execution.started_at.clone(),
-                        duration_between(&execution.started_at, execution.finished_at.as_deref()),
-                        format!("{}/{}", execution.succeeded, execution.tasks),
-                        execution.failed.to_string(),
-                        exit_codes.join(","),
-                    ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "EXECUTION",
-                    "TRIGGER",
-                    "STATUS",
-                    "STARTED",
-                    "DURATION",
-                    "SUCCEEDED",
-                    "FAILED",
-                    "EXIT CODES",
-                ],
-                &rows,
-            );
-        }
-        JobsCommand::Logs {
-            execution,
-            follow,
-            app,
-        } => {
-            let app = resolve_app(&app)?;
-            let client = connect(global, false).await?;
-            let filter = LogFilter {
-                execution: Some(execution),
-                limit: Some(10_000),
-                ..LogFilter::default()
-            };
-            show_logs(&client, &app, &filter, follow, global.json).await?;
-        }
-        JobsCommand::Cancel { execution, app } => {
-            let app = resolve_app(&app)?;
-            let client = connect(global, false).await?;
-            let execution = client.cancel_execution(&app, execution).await?;
-            if global.json {
-                println!("{}", serde_json::to_string_pretty(&execution)?);
-            } else {
-                println!("execution {} {}", execution.id, execution.status);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn duration_between(start: &str, end: Option<&str>) -> String {
-    use time::format_description::well_known::Rfc3339;
-    let parse = |text: &str| time::OffsetDateTime::parse(text, &Rfc3339).ok();
-    let Some(start) = parse(start) else {
-        return "-".into();
-    };
-    let end = end
-        .and_then(parse)
-        .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let millis = (end - start).whole_milliseconds().max(0);
-    format!("{:.1}s", millis as f64 / 1000.0)
 }

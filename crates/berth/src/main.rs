@@ -5,9 +5,24 @@
 //! starts) a server and its token; [`commands`] carries each command out;
 //! [`output`] prints for people (tables, progress) or scripts (`--json`).
 
+/// `println!` for the CLI's output: once whoever reads stdout has gone
+/// (`berth logs -f | head`), berth exits quietly, as `grep` would, instead
+/// of panicking on the broken pipe.
+macro_rules! say {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+mod args;
 mod cli;
 mod commands;
 mod connect;
+mod jobs;
+mod logs;
 mod output;
 mod resources;
 mod validate;

@@ -1,6 +1,21 @@
 //! Printing for people: aligned tables, durations, log lines, deploy progress.
 
+use std::io::Write;
+
 use berth_proto::{DeployProgress, LogLine};
+
+/// Writes `text` to stdout (see `say!`): exits with status 0 when the
+/// reader has closed the pipe, with status 1 on any other write error.
+pub fn write_stdout(text: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {err}");
+        std::process::exit(1);
+    }
+}
 
 /// Prints rows under headers with columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
@@ -21,7 +36,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
                 text.push_str(&format!("{cell:<width$}  ", width = widths[index]));
             }
         }
-        println!("{}", text.trim_end());
+        say!("{}", text.trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -65,7 +80,7 @@ pub fn log_line(line: &LogLine) -> String {
 /// Prints one deploy progress line; returns the outcome when it is the last.
 pub fn progress(line: &DeployProgress, json: bool) -> Option<Result<(u64, String), String>> {
     if json && let Ok(text) = serde_json::to_string(line) {
-        println!("{text}");
+        say!("{text}");
     }
     match line {
         DeployProgress::Step { message } => {

@@ -3,8 +3,8 @@
 use anyhow::{Context, Result, anyhow, bail};
 use berth_proto::EnvChange;
 
+use crate::args::{confirm, finish_progress, parse_pairs, resolve_app};
 use crate::cli::{AppArg, Global, PostgresCommand, RedisCommand, SecretsCommand, VolumesCommand};
-use crate::commands::{confirm, finish_progress, parse_pairs, resolve_app};
 use crate::connect::connect;
 use crate::output;
 
@@ -15,7 +15,7 @@ pub async fn secrets(global: &Global, command: SecretsCommand) -> Result<()> {
             let client = connect(global, false).await?;
             let secrets = client.secrets(&app).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&secrets)?);
+                say!("{}", serde_json::to_string_pretty(&secrets)?);
             } else if secrets.is_empty() {
                 eprintln!("app `{app}` has no secrets; `berth secrets set NAME=VALUE` adds one");
             } else {
@@ -81,9 +81,9 @@ pub async fn postgres(global: &Global, command: PostgresCommand) -> Result<()> {
             let app = resolve_app(&app)?;
             let info = connect(global, false).await?.postgres(&app).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                say!("{}", serde_json::to_string_pretty(&info)?);
             } else {
-                println!("{}", info.url);
+                say!("{}", info.url);
             }
             Ok(())
         }
@@ -103,9 +103,9 @@ pub async fn postgres(global: &Global, command: PostgresCommand) -> Result<()> {
             let app = resolve_app(&app)?;
             let backup = connect(global, false).await?.backup(&app).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&backup)?);
+                say!("{}", serde_json::to_string_pretty(&backup)?);
             } else {
-                println!("{}  ({} KiB)", backup.id, backup.size_bytes.div_ceil(1024));
+                say!("{}  ({} KiB)", backup.id, backup.size_bytes.div_ceil(1024));
             }
             Ok(())
         }
@@ -113,7 +113,7 @@ pub async fn postgres(global: &Global, command: PostgresCommand) -> Result<()> {
             let app = resolve_app(&app)?;
             let backups = connect(global, false).await?.backups(&app).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&backups)?);
+                say!("{}", serde_json::to_string_pretty(&backups)?);
             } else {
                 let rows = backups
                     .into_iter()
@@ -145,7 +145,7 @@ pub async fn postgres(global: &Global, command: PostgresCommand) -> Result<()> {
                 .restore(&app, backup.as_deref())
                 .await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&restored)?);
+                say!("{}", serde_json::to_string_pretty(&restored)?);
             } else {
                 eprintln!("==> restored backup {}", restored.id);
             }
@@ -161,9 +161,9 @@ pub async fn redis(global: &Global, command: RedisCommand) -> Result<()> {
             let app = resolve_app(&app)?;
             let info = connect(global, false).await?.redis(&app).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                say!("{}", serde_json::to_string_pretty(&info)?);
             } else {
-                println!("{}", info.url);
+                say!("{}", info.url);
             }
             Ok(())
         }
@@ -182,7 +182,7 @@ pub async fn volumes(global: &Global, command: VolumesCommand) -> Result<()> {
             let app = resolve_app(&app)?;
             let volumes = connect(global, false).await?.volumes(&app).await?;
             if global.json {
-                println!("{}", serde_json::to_string_pretty(&volumes)?);
+                say!("{}", serde_json::to_string_pretty(&volumes)?);
             } else {
                 let rows = volumes
                     .into_iter()

@@ -23,7 +23,7 @@ pub fn validate(path: &Path, json: bool) -> Result<()> {
             "spec": spec,
             "warnings": warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     print_summary(&files, package.as_deref(), &spec);
@@ -83,12 +83,12 @@ fn validate_blueprint(
             "apps": apps,
             "warnings": blueprint.warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        say!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     for (index, (_, spec)) in blueprint.apps.iter().enumerate() {
         if index > 0 {
-            println!();
+            say!();
         }
         print_summary(files, None, spec);
     }
@@ -164,21 +164,24 @@ pub fn export_apps(
         "fly" => {
             let (name, mut spec) = single("a fly.toml")?;
             spec.app.get_or_insert(name);
-            print!("{}", berth_spec::to_fly_toml(&spec));
+            crate::output::write_stdout(format_args!("{}", berth_spec::to_fly_toml(&spec)));
         }
         "dockerfile" => {
             let (name, spec) = single("a Dockerfile")?;
-            print!(
+            crate::output::write_stdout(format_args!(
                 "{}",
                 berth_spec::to_dockerfile(&spec, &binary_of(&name, &spec))
-            );
+            ));
         }
         "render" => {
             let default_binary = apps
                 .first()
                 .map(|(name, spec)| binary_of(name, spec))
                 .unwrap_or_default();
-            print!("{}", berth_spec::to_render_yaml(&apps, &default_binary));
+            crate::output::write_stdout(format_args!(
+                "{}",
+                berth_spec::to_render_yaml(&apps, &default_binary)
+            ));
         }
         "cloudrun" | "k8s" => {
             let kind = if format == "k8s" {
@@ -187,10 +190,10 @@ pub fn export_apps(
                 berth_spec::Manifests::CloudRun
             };
             for (name, spec) in &apps {
-                print!(
+                crate::output::write_stdout(format_args!(
                     "{}",
                     berth_spec::to_manifests(kind, spec, name, &binary_of(name, spec))
-                );
+                ));
             }
         }
         other => bail!("unknown export format `{other}` (fly, dockerfile, render, cloudrun, k8s)"),
@@ -263,7 +266,7 @@ fn load(path: &Path) -> Result<Loaded> {
 }
 
 fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
-    let row = |key: &str, value: String| println!("{key:<11} {value}");
+    let row = |key: &str, value: String| say!("{key:<11} {value}");
     row(
         "files",
         if files.is_empty() {

@@ -194,3 +194,22 @@ fn exported_render_cloud_run_and_kubernetes_files_import_back_to_the_same_model(
         assert_eq!(original["spec"], again["spec"], "{format}");
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_berth_quietly() {
+    // `berth config validate … | head -0`: the pipe's reader is gone
+    // before berth writes; berth must end as `grep` would, not panic.
+    let todo = berth_testkit::workspace_root().join("examples/todo");
+    let (read_end, write_end) = std::io::pipe().expect("a pipe");
+    drop(read_end);
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["config", "validate"])
+        .arg(&todo)
+        .stdout(std::process::Stdio::from(write_end))
+        .output()
+        .expect("run berth");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
