@@ -1,13 +1,12 @@
-//! The router's own answers: clear pages for unknown, down and failing apps.
+//! The router's own answers: clear pages for unknown, down and failing apps,
+//! in any body that a page's bytes convert into.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
 
-use crate::upstream::ProxyBody;
-
-fn page(status: StatusCode, text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Page(Full::new(Bytes::from(text))));
+fn page<B: From<Full<Bytes>>>(status: StatusCode, text: String) -> Response<B> {
+    let mut response = Response::new(B::from(Full::new(Bytes::from(text))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -26,7 +25,7 @@ fn page(status: StatusCode, text: String) -> Response<ProxyBody> {
 }
 
 /// 404: the host names no app.
-pub fn unknown_app(host: &str) -> Response<ProxyBody> {
+pub fn unknown_app<B: From<Full<Bytes>>>(host: &str) -> Response<B> {
     page(
         StatusCode::NOT_FOUND,
         format!(
@@ -36,7 +35,7 @@ pub fn unknown_app(host: &str) -> Response<ProxyBody> {
 }
 
 /// 404: no host at all.
-pub fn no_host() -> Response<ProxyBody> {
+pub fn no_host<B: From<Full<Bytes>>>() -> Response<B> {
     page(
         StatusCode::NOT_FOUND,
         "404 Not Found\n\nThe request names no app: send it to http://APP.localhost:PORT/ or set the Host header.\n".into(),
@@ -44,7 +43,7 @@ pub fn no_host() -> Response<ProxyBody> {
 }
 
 /// 503: the app exists but no instance is healthy.
-pub fn unavailable(app: &str, reason: Option<&str>) -> Response<ProxyBody> {
+pub fn unavailable<B: From<Full<Bytes>>>(app: &str, reason: Option<&str>) -> Response<B> {
     let reason = reason.unwrap_or("no instance is running");
     page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -55,7 +54,7 @@ pub fn unavailable(app: &str, reason: Option<&str>) -> Response<ProxyBody> {
 }
 
 /// 503: the app was asked to start for this request and did not.
-pub fn start_failed(app: &str, reason: Option<&str>) -> Response<ProxyBody> {
+pub fn start_failed<B: From<Full<Bytes>>>(app: &str, reason: Option<&str>) -> Response<B> {
     let reason = reason.unwrap_or("its instance did not start");
     page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -66,7 +65,7 @@ pub fn start_failed(app: &str, reason: Option<&str>) -> Response<ProxyBody> {
 }
 
 /// 503 with Retry-After: every instance is at its hard limit.
-pub fn busy(app: &str, reason: &str) -> Response<ProxyBody> {
+pub fn busy<B: From<Full<Bytes>>>(app: &str, reason: &str) -> Response<B> {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
@@ -76,7 +75,7 @@ pub fn busy(app: &str, reason: &str) -> Response<ProxyBody> {
 }
 
 /// 502: the instance failed to answer.
-pub fn bad_gateway(app: &str, instance: &str, error: &str) -> Response<ProxyBody> {
+pub fn bad_gateway<B: From<Full<Bytes>>>(app: &str, instance: &str, error: &str) -> Response<B> {
     page(
         StatusCode::BAD_GATEWAY,
         format!(

@@ -65,6 +65,12 @@ impl Body for ProxyBody {
     }
 }
 
+impl From<Full<Bytes>> for ProxyBody {
+    fn from(page: Full<Bytes>) -> ProxyBody {
+        ProxyBody::Page(page)
+    }
+}
+
 type Sender = SendRequest<Incoming>;
 
 /// Idle keep-alive connections to instances, shared by all client connections.
