@@ -52,6 +52,33 @@ pub struct BuildOutput {
     pub source_dir: PathBuf,
 }
 
+/// Builds an app's uploaded source tree into binaries: cargo in
+/// production, a stand-in in unit tests of the deploy path.
+pub trait Builder: Send + Sync {
+    /// Builds the tree in `uploaded` for `app` (see [`CargoBuilder::build`]).
+    fn build(
+        &self,
+        app: &str,
+        uploaded: &Path,
+        bin: Option<&str>,
+        features: &[String],
+        output: &mut dyn FnMut(String),
+    ) -> Result<(BuildOutput, BuildLock), BuildError>;
+}
+
+impl Builder for CargoBuilder {
+    fn build(
+        &self,
+        app: &str,
+        uploaded: &Path,
+        bin: Option<&str>,
+        features: &[String],
+        output: &mut dyn FnMut(String),
+    ) -> Result<(BuildOutput, BuildLock), BuildError> {
+        CargoBuilder::build(self, app, uploaded, bin, features, output)
+    }
+}
+
 /// Builds apps with cargo.
 #[derive(Debug, Clone)]
 pub struct CargoBuilder {
@@ -93,7 +120,9 @@ impl CargoBuilder {
             output("waiting for another build of this app to finish".into());
             lock_file.lock().map_err(workspace_error(&lock_path))?;
         }
-        let lock = BuildLock { _file: lock_file };
+        let lock = BuildLock {
+            _file: Some(lock_file),
+        };
 
         let source_dir = app_dir.join("src");
         sync_tree(uploaded, &source_dir).map_err(workspace_error(&source_dir))?;
@@ -190,7 +219,14 @@ impl CargoBuilder {
 /// Holds an app's build directory until dropped.
 #[derive(Debug)]
 pub struct BuildLock {
-    _file: fs::File,
+    _file: Option<fs::File>,
+}
+
+impl BuildLock {
+    /// A guard that holds nothing, for builders whose output needs no lock.
+    pub fn none() -> BuildLock {
+        BuildLock { _file: None }
+    }
 }
 
 /// A command run under `nice` and `ionice -c3` where those exist, so builds

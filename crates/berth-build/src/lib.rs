@@ -13,6 +13,6 @@ pub mod cargo;
 pub mod slug;
 pub mod source;
 
-pub use cargo::{BuildError, BuildOutput, CargoBuilder};
+pub use cargo::{BuildError, BuildLock, BuildOutput, Builder, CargoBuilder};
 pub use slug::{SLUG_BIN_DIR, SlugError, SlugStore};
 pub use source::{SourceError, UnpackLimits, pack, pack_with, unpack};

@@ -18,6 +18,8 @@ pub struct Backend {
     pub netns: Option<Arc<berth_runtime::netns::NetNs>>,
     in_flight: AtomicUsize,
     retired: AtomicBool,
+    /// Woken when the last request in flight on a retired backend ends.
+    drained: tokio::sync::Notify,
 }
 
 impl Backend {
@@ -31,6 +33,7 @@ impl Backend {
             netns: None,
             in_flight: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
+            drained: tokio::sync::Notify::new(),
         }
     }
 
@@ -54,6 +57,21 @@ impl Backend {
     /// Requests sent to it whose responses have not finished.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Returns once it is retired and nothing is in flight: woken by the
+    /// last request's end, not by polling.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an end in between wakes it.
+            notified.as_mut().enable();
+            if self.is_retired() && self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -105,7 +123,12 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let before = self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Only a drain waits, and only on a retired backend: the hot path
+        // pays one load.
+        if before == 1 && self.backend.is_retired() {
+            self.backend.drained.notify_waiters();
+        }
     }
 }
 

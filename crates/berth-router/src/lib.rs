@@ -17,7 +17,7 @@ pub mod route;
 pub mod statics;
 pub mod upstream;
 
-pub use balance::Backend;
+pub use balance::{Backend, InFlight};
 pub use listen::{RouterSockets, serve};
 pub use route::{Admission, AppRoute, AppTraffic, RouteTable, Waker};
 pub use statics::StaticDir;

@@ -8,6 +8,8 @@
 
 mod beneath;
 pub mod cgroup;
+#[cfg(feature = "test-util")]
+pub mod fake;
 mod isolation;
 pub mod net;
 mod process;
@@ -235,7 +237,8 @@ impl RunningInstance {
         RunningInstance { pid, exit, control }
     }
 
-    /// Waits until it exits.
+    /// Waits until it has exited and every line it wrote has gone to its
+    /// output sink.
     pub async fn exited(&self) -> ExitCause {
         let mut exit = self.exit.clone();
         match exit.wait_for(Option::is_some).await {

@@ -11,6 +11,54 @@ use tokio::time::{Instant, timeout};
 /// The network namespace an instance listens in, when not the server's.
 pub type Namespace = Option<std::sync::Arc<berth_runtime::netns::NetNs>>;
 
+/// A future a [`HealthProbe`] returns.
+pub type ProbeFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How the reconciler checks an instance: over the network in production
+/// ([`NetworkProbe`]); unit tests of the reconciler ask their fake driver.
+pub trait HealthProbe: Send + Sync {
+    /// One check of the instance at `addr`; `Err` says why it failed.
+    fn probe<'a>(
+        &'a self,
+        addr: SocketAddr,
+        netns: &'a Namespace,
+        check: &'a HealthCheck,
+    ) -> ProbeFuture<'a, Result<(), String>>;
+
+    /// Checks until the first success or `deadline`; returns the time it took.
+    fn wait_until_healthy<'a>(
+        &'a self,
+        addr: SocketAddr,
+        netns: &'a Namespace,
+        check: &'a HealthCheck,
+        deadline: Instant,
+    ) -> ProbeFuture<'a, Result<Duration, String>>;
+}
+
+/// Checks over the network: [`probe`] and [`wait_until_healthy`].
+pub struct NetworkProbe;
+
+impl HealthProbe for NetworkProbe {
+    fn probe<'a>(
+        &'a self,
+        addr: SocketAddr,
+        netns: &'a Namespace,
+        check: &'a HealthCheck,
+    ) -> ProbeFuture<'a, Result<(), String>> {
+        Box::pin(probe(addr, netns, check))
+    }
+
+    fn wait_until_healthy<'a>(
+        &'a self,
+        addr: SocketAddr,
+        netns: &'a Namespace,
+        check: &'a HealthCheck,
+        deadline: Instant,
+    ) -> ProbeFuture<'a, Result<Duration, String>> {
+        Box::pin(wait_until_healthy(addr, netns, check, deadline))
+    }
+}
+
 /// Runs one check against `addr` (inside `netns` when given); `Err` says why it failed.
 pub async fn probe(addr: SocketAddr, netns: &Namespace, check: &HealthCheck) -> Result<(), String> {
     let attempt = async {

@@ -19,6 +19,8 @@ pub mod jobs;
 pub mod launch;
 pub mod reconciler;
 pub mod services;
+#[cfg(test)]
+mod testing;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -228,6 +230,7 @@ pub async fn run(
         logs: logs.clone(),
         driver: driver.clone(),
         launcher,
+        probe: Arc::new(health::NetworkProbe),
         routes,
         wakes: Some(woken),
     });
@@ -238,7 +241,7 @@ pub async fn run(
         logs.clone(),
         slugs,
         resources.clone(),
-        CargoBuilder::new(config.build_cache_dir.clone()),
+        Arc::new(CargoBuilder::new(config.build_cache_dir.clone())),
         handle.clone(),
         tmp,
         UnpackLimits {

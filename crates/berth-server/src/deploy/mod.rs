@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use berth_build::{CargoBuilder, SlugStore, UnpackLimits};
+use berth_build::{Builder, SlugStore, UnpackLimits};
 use berth_logs::LogStore;
 use berth_store::Store;
 use tokio::sync::Mutex;
@@ -35,7 +35,7 @@ pub struct Deployer {
     pub(crate) slugs: SlugStore,
     pub(crate) launcher: crate::launch::Launcher,
     pub(crate) resources: Arc<Resources>,
-    pub(crate) builder: CargoBuilder,
+    pub(crate) builder: Arc<dyn Builder>,
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) tmp_dir: std::path::PathBuf,
     pub(crate) source_limits: UnpackLimits,
@@ -52,7 +52,7 @@ impl Deployer {
         logs: Arc<LogStore>,
         slugs: SlugStore,
         resources: Arc<Resources>,
-        builder: CargoBuilder,
+        builder: Arc<dyn Builder>,
         reconciler: ReconcilerHandle,
         tmp_dir: std::path::PathBuf,
         source_limits: UnpackLimits,
@@ -83,3 +83,6 @@ impl Deployer {
         locks.entry(app.to_string()).or_default().clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -226,8 +226,7 @@ impl Deployer {
             None => format!("v{version} failed: {reason}."),
         };
         if let Some(instance) = instance {
-            // Give the output a moment to arrive, then show its last lines.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            // Its exit was reported after its last line: show the last ones.
             let _ = self.logs.flush().await;
             let query = LogQuery {
                 app: app.to_string(),

@@ -482,3 +482,6 @@ pub fn execution_info(row: &ExecutionRow) -> ExecutionInfo {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests;

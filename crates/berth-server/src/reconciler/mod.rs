@@ -61,6 +61,8 @@ pub struct ReconcilerParts {
     pub driver: Arc<dyn Driver>,
     /// Makes instance specs (slug, env, volumes).
     pub launcher: crate::launch::Launcher,
+    /// How instances' health is checked.
+    pub probe: Arc<dyn crate::health::HealthProbe>,
     /// Where the route table goes.
     pub routes: watch::Sender<Arc<RouteTable>>,
     /// Told of apps a request found at zero, once the reconciler has
@@ -261,3 +263,6 @@ impl Reconciler {
         self.parts.logs.append(&source, LogStream::Berth, text);
     }
 }
+
+#[cfg(test)]
+mod tests;

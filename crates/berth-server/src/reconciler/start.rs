@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::handle::Message;
 use super::state::{Instance, Phase};
 use super::{Reconciler, UNHEALTHY_AFTER};
-use crate::health;
+use crate::health::{self, HealthProbe};
 
 impl Reconciler {
     pub(super) fn start_instance(
@@ -70,6 +70,7 @@ impl Reconciler {
             .push((id.clone(), release.app.clone(), running.pid));
 
         let messages = self.messages.clone();
+        let probe = self.parts.probe.clone();
         let watcher = {
             let running = running.clone();
             let id = id.clone();
@@ -85,8 +86,15 @@ impl Reconciler {
                         let _ = messages.send(Message::Exited { id, cause });
                     }
                 };
-                let health =
-                    watch_health(id.clone(), port, netns, check, startup, messages.clone());
+                let health = watch_health(
+                    probe,
+                    id.clone(),
+                    port,
+                    netns,
+                    check,
+                    startup,
+                    messages.clone(),
+                );
                 tokio::select! {
                     () = exit => {}
                     () = health => {
@@ -132,6 +140,7 @@ impl Reconciler {
 }
 
 async fn watch_health(
+    probe: Arc<dyn HealthProbe>,
     id: String,
     port: Option<u16>,
     netns: health::Namespace,
@@ -150,7 +159,10 @@ async fn watch_health(
         return;
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    match health::wait_until_healthy(addr, &netns, &check, Instant::now() + startup).await {
+    match probe
+        .wait_until_healthy(addr, &netns, &check, Instant::now() + startup)
+        .await
+    {
         Ok(after) => {
             let _ = messages.send(Message::Healthy {
                 id: id.clone(),
@@ -165,7 +177,7 @@ async fn watch_health(
     let mut failed_in_a_row = 0u32;
     loop {
         tokio::time::sleep(check.interval).await;
-        match health::probe(addr, &netns, &check).await {
+        match probe.probe(addr, &netns, &check).await {
             Ok(()) => {
                 if failed_in_a_row >= UNHEALTHY_AFTER {
                     let _ = messages.send(Message::Recovered { id: id.clone() });

@@ -1,10 +1,6 @@
 //! Stopping instances: out of the route table, drained, then SIGTERM and
 //! SIGKILL after the kill timeout.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
 use super::state::Phase;
 use super::{DRAIN_TIMEOUT, Reconciler};
 
@@ -42,13 +38,10 @@ impl Reconciler {
         tokio::spawn(async move {
             if let Some(backend) = drain {
                 // Retired, no router thread sends it anything new, even one
-                // holding an older table; then in-flight requests finish.
+                // holding an older table (a request counts itself in flight
+                // before it checks); then in-flight requests finish.
                 backend.retire();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let deadline = Instant::now() + DRAIN_TIMEOUT;
-                while backend.in_flight() > 0 && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, backend.drained()).await;
             }
             running.stop(grace).await;
         });

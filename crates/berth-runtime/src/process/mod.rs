@@ -16,6 +16,9 @@ use crate::{
 
 /// Longest line kept whole; longer lines are split.
 const MAX_LINE_BYTES: usize = 64 * 1024;
+/// How long an exit waits for output still in the pipes, when a process
+/// that escaped the instance's group holds them open.
+const OUTPUT_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs instances as child processes: plain ones, or (as root) each in a
 /// cgroup, namespaces and user of its own.
@@ -169,8 +172,10 @@ impl Driver for ProcessDriver {
                 }
             });
         }
-        tokio::spawn(forward_lines(stdout, OutputStream::Stdout, output.clone()));
-        tokio::spawn(forward_lines(stderr, OutputStream::Stderr, output));
+        let forwarders = [
+            tokio::spawn(forward_lines(stdout, OutputStream::Stdout, output.clone())),
+            tokio::spawn(forward_lines(stderr, OutputStream::Stderr, output)),
+        ];
         let (exit_sender, exit) = watch::channel(None);
         let limit_mib = sandbox_spec
             .and_then(|sandbox| sandbox.limits)
@@ -197,6 +202,12 @@ impl Driver for ProcessDriver {
                     };
                 }
                 let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+            }
+            // Its exit is reported after its last line: with the group and
+            // cgroup killed, the pipes close. A process that left both (no
+            // sandbox) and holds them open gets a bounded wait.
+            for forwarder in forwarders {
+                let _ = tokio::time::timeout(OUTPUT_AFTER_EXIT, forwarder).await;
             }
             let _ = exit_sender.send(Some(cause));
         });
@@ -424,168 +435,4 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, outp
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    use super::*;
-
-    fn spec(command: &str) -> InstanceSpec {
-        InstanceSpec {
-            id: "web-test".into(),
-            app: "test".into(),
-            command: command.into(),
-            workdir: std::env::temp_dir(),
-            bin_dir: std::env::temp_dir(),
-            env: vec![("GREETING".into(), "hi there".into())],
-            binds: Vec::new(),
-            sandbox: None,
-        }
-    }
-
-    #[test]
-    fn plain_commands_skip_the_shell() {
-        assert_eq!(
-            plain_words("hello serve --port 8080"),
-            Some(vec!["hello", "serve", "--port", "8080"])
-        );
-        assert_eq!(plain_words("./bin/app"), Some(vec!["./bin/app"]));
-        for shell in [
-            "echo $PORT",
-            "a && b",
-            "FOO=1 app",
-            "echo 'hi'",
-            "ls *.rs",
-            "app > out",
-        ] {
-            assert_eq!(plain_words(shell), None, "{shell}");
-        }
-    }
-
-    #[tokio::test]
-    #[ignore = "needs root"]
-    async fn a_sandboxed_instance_has_its_user_tmp_and_memory_limit() {
-        assert!(crate::can_isolate(), "sandboxes need root");
-        // As in the server, whose umask closes what it creates.
-        crate::private_umask();
-        let driver = ProcessDriver::detect();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink_lines = lines.clone();
-        let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
-        let mut sandboxed =
-            spec("id -u; id -G; ls -A /tmp | wc -l; touch /tmp/mine && echo tmp-ok");
-        sandboxed.sandbox = Some(crate::Sandbox {
-            uid: 65534,
-            gid: 65534,
-            limits: Some(crate::cgroup::Limits {
-                memory_bytes: 32 * 1024 * 1024,
-                cpus: 0.5,
-            }),
-            private_tmp: true,
-            network: None,
-        });
-        let instance = driver.start(&sandboxed, sink.clone()).unwrap();
-        assert_eq!(instance.exited().await, ExitCause::Code(0));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(*lines.lock().unwrap(), ["65534", "65534", "0", "tmp-ok"]);
-
-        // Past its memory: killed by the kernel, and said so.
-        let mut hungry = sandboxed.clone();
-        hungry.id = "web-hungry".into();
-        hungry.command = "dd if=/dev/zero of=/dev/null bs=200M count=1".into();
-        let instance = driver.start(&hungry, sink).unwrap();
-        if driver.cgroups.is_some() {
-            assert_eq!(
-                instance.exited().await,
-                ExitCause::OutOfMemory { limit_mib: 32 }
-            );
-        } else {
-            instance.exited().await;
-        }
-    }
-
-    #[tokio::test]
-    #[ignore = "needs root"]
-    async fn a_bind_mount_is_seen_by_the_instance_only() {
-        assert!(crate::can_isolate(), "bind mounts need root");
-        let volume = tempfile::tempdir().unwrap();
-        let elsewhere = tempfile::tempdir().unwrap();
-        let destination = elsewhere.path().join("data");
-        let mut spec = spec("echo kept > /dev/null; echo written > \"$DEST/file\"; ls \"$DEST\"");
-        spec.env
-            .push(("DEST".into(), destination.display().to_string()));
-        spec.binds.push(crate::BindMount {
-            source: volume.path().to_path_buf(),
-            destination: destination.clone(),
-        });
-        let sink: OutputSink = Arc::new(|_, _| {});
-        let instance = ProcessDriver::plain().start(&spec, sink).unwrap();
-        assert_eq!(instance.exited().await, ExitCause::Code(0));
-        assert_eq!(
-            std::fs::read_to_string(volume.path().join("file")).unwrap(),
-            "written\n"
-        );
-        // The host's directory stays an empty mount point.
-        assert!(!destination.join("file").exists());
-    }
-
-    #[tokio::test]
-    async fn output_is_captured_line_by_line_with_the_env() {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink_lines = lines.clone();
-        let sink: OutputSink =
-            Arc::new(move |stream, line| sink_lines.lock().unwrap().push((stream, line)));
-        let instance = ProcessDriver::plain()
-            .start(&spec("echo \"$GREETING\"; echo oops >&2; exit 3"), sink)
-            .unwrap();
-        assert_eq!(instance.exited().await, ExitCause::Code(3));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let lines = lines.lock().unwrap().clone();
-        assert!(
-            lines.contains(&(OutputStream::Stdout, "hi there".into())),
-            "{lines:?}"
-        );
-        assert!(
-            lines.contains(&(OutputStream::Stderr, "oops".into())),
-            "{lines:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn stop_sends_sigterm_then_sigkill_after_the_grace() {
-        let sink: OutputSink = Arc::new(|_, _| {});
-        let polite = ProcessDriver::plain()
-            .start(&spec("sleep 30"), sink.clone())
-            .unwrap();
-        assert_eq!(
-            polite.stop(Duration::from_secs(5)).await,
-            ExitCause::Signal(15)
-        );
-
-        let stubborn = ProcessDriver::plain()
-            .start(&spec("trap '' TERM; while true; do sleep 0.05; done"), sink)
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let started = std::time::Instant::now();
-        assert_eq!(
-            stubborn.stop(Duration::from_millis(300)).await,
-            ExitCause::Signal(9)
-        );
-        assert!(started.elapsed() >= Duration::from_millis(300));
-    }
-
-    #[test]
-    fn simple_commands_are_execed_and_compound_ones_kept() {
-        assert_eq!(
-            shell_line("hello serve --port $PORT"),
-            "exec hello serve --port $PORT"
-        );
-        assert_eq!(shell_line("migrate && serve"), "migrate && serve");
-    }
-
-    #[test]
-    fn exit_causes_read_well() {
-        assert_eq!(ExitCause::Code(1).to_string(), "exit code 1");
-        assert_eq!(ExitCause::Signal(9).to_string(), "killed by SIGKILL");
-    }
-}
+mod tests;
