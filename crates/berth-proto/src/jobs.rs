@@ -46,8 +46,8 @@ pub struct ExecutionInfo {
     pub job: String,
     /// The release it ran.
     pub release: u64,
-    /// `manual`, `api` or `schedule`.
-    pub trigger: String,
+    /// What made it run.
+    pub trigger: Trigger,
     /// How it ended, or that it runs.
     pub status: ExecutionStatus,
     /// RFC 3339.

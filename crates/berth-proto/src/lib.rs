@@ -233,8 +233,8 @@ pub struct EventInfo {
     pub at: String,
     /// The app.
     pub app: String,
-    /// A short kind such as `deploy.started`, `instance.exited`, `health.failed`.
-    pub kind: String,
+    /// What it records, such as `deploy.started`, `instance.exited`, `health.failed`.
+    pub kind: EventKind,
     /// What happened, for a person.
     pub message: String,
 }

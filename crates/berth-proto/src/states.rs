@@ -71,8 +71,40 @@ wire_enum!(
         JobInterrupted => "job.interrupted",
         /// A scheduled run was skipped (overlap policy).
         JobSkipped => "job.skipped",
+        /// A release's stored spec could not be read: it does not run.
+        ReleaseUnreadable => "release.unreadable",
     }
 );
+
+wire_enum!(
+    /// A managed resource an app may have.
+    ResourceKind {
+        /// A PostgreSQL database (`DATABASE_URL`).
+        Postgres => "postgres",
+        /// A Redis server (`REDIS_URL`).
+        Redis => "redis",
+    }
+);
+
+impl ResourceKind {
+    /// The event recorded when an app gets one.
+    pub fn attached(&self) -> EventKind {
+        match self {
+            ResourceKind::Postgres => EventKind::PostgresAttached,
+            ResourceKind::Redis => EventKind::RedisAttached,
+            ResourceKind::Unknown(kind) => EventKind::from(format!("{kind}.attached").as_str()),
+        }
+    }
+
+    /// The event recorded when one does not start.
+    pub fn failed(&self) -> EventKind {
+        match self {
+            ResourceKind::Postgres => EventKind::PostgresFailed,
+            ResourceKind::Redis => EventKind::RedisFailed,
+            ResourceKind::Unknown(kind) => EventKind::from(format!("{kind}.failed").as_str()),
+        }
+    }
+}
 
 wire_enum!(
     /// What made a job execution run.

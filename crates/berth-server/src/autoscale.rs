@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_router::RouteTable;
-use berth_spec::{AppSpec, Scaling};
+use berth_spec::Scaling;
 use berth_store::{GroupScaling, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -243,7 +243,10 @@ impl Autoscaler {
         let Ok(release) = self.store.release(app, version) else {
             return;
         };
-        let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+        // An unreadable spec runs nothing (the reconciler says why).
+        let Ok(spec) = crate::stored_spec::spec_of(&release) else {
+            return;
+        };
         let scaling = &spec.http.scaling;
         if !scaling.is_active() {
             return;

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod launch;
 pub mod reconciler;
 pub mod services;
+pub mod stored_spec;
 #[cfg(test)]
 mod testing;
 

@@ -34,7 +34,7 @@ impl Store {
                 id: row.get(0)?,
                 at: row.get(1)?,
                 app: row.get(2)?,
-                kind: row.get(3)?,
+                kind: EventKind::from(row.get::<_, String>(3)?.as_str()),
                 message: row.get(4)?,
             })
         })?;

@@ -3,6 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use crate::{EventKind, Result, Store, StoreError, insert_event, now_rfc3339};
+use berth_proto::Trigger;
 
 /// An execution as stored, with its tasks' outcomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub struct ExecutionRow {
     /// The release it ran.
     pub release: u64,
     /// `manual`, `api` or `schedule`.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
     pub status: String,
     /// Tasks in the execution.
@@ -92,7 +93,7 @@ impl Store {
         app: &str,
         job: &str,
         release: u64,
-        trigger: &str,
+        trigger: &Trigger,
         tasks: u32,
         parallelism: u32,
     ) -> Result<i64> {
@@ -100,7 +101,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO job_executions (app, job, release, trigger, status, tasks, parallelism, started_at)
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
-                params![app, job, release, trigger, tasks, parallelism, now_rfc3339()],
+                params![app, job, release, trigger.as_str(), tasks, parallelism, now_rfc3339()],
             )?;
             let id = tx.last_insert_rowid();
             insert_event(
@@ -254,7 +255,7 @@ fn execution_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRow>
         app: row.get(1)?,
         job: row.get(2)?,
         release: row.get(3)?,
-        trigger: row.get(4)?,
+        trigger: Trigger::from(row.get::<_, String>(4)?.as_str()),
         status: row.get(5)?,
         tasks: row.get(6)?,
         parallelism: row.get(7)?,
@@ -294,7 +295,7 @@ mod tests {
         let store = Store::open(&dir.path().join("berth.db")).unwrap();
         store.create_app("hello").unwrap();
         let id = store
-            .start_execution("hello", "nightly", 1, "manual", 2, 2)
+            .start_execution("hello", "nightly", 1, &Trigger::Manual, 2, 2)
             .unwrap();
         store.start_task_attempt(id, 0, 0).unwrap();
         store

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-pub use berth_proto::{EventKind, ReleaseStatus};
+pub use berth_proto::{EventKind, ReleaseStatus, ResourceKind};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -117,8 +117,8 @@ pub struct SecretRow {
 pub struct ResourceRow {
     /// The app.
     pub app: String,
-    /// `postgres` or `redis`.
-    pub kind: String,
+    /// Which resource.
+    pub kind: ResourceKind,
     /// The database and role name, or the Redis instance name.
     pub name: String,
     /// Its password, sealed by the vault.
@@ -177,8 +177,8 @@ pub struct EventRow {
     pub at: String,
     /// The app.
     pub app: String,
-    /// Kind such as `deploy.started`.
-    pub kind: String,
+    /// What it records.
+    pub kind: EventKind,
     /// For a person.
     pub message: String,
 }

@@ -14,7 +14,7 @@ pub(crate) const RESOURCE_COLUMNS: &str =
 pub(crate) fn resource_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
     Ok(ResourceRow {
         app: row.get(0)?,
-        kind: row.get(1)?,
+        kind: ResourceKind::from(row.get::<_, String>(1)?.as_str()),
         name: row.get(2)?,
         sealed_password: row.get(3)?,
         port: row.get(4)?,

@@ -60,11 +60,11 @@ impl Store {
     }
 
     /// The app's resource of `kind`, if it has one.
-    pub fn resource(&self, app: &str, kind: &str) -> Result<Option<ResourceRow>> {
+    pub fn resource(&self, app: &str, kind: &ResourceKind) -> Result<Option<ResourceRow>> {
         let conn = self.conn();
         Ok(conn
             .prepare_cached(&format!("{RESOURCE_COLUMNS} WHERE app = ?1 AND kind = ?2"))?
-            .query_row(params![app, kind], resource_from_row)
+            .query_row(params![app, kind.as_str()], resource_from_row)
             .optional()?)
     }
 
@@ -83,30 +83,30 @@ impl Store {
             tx.execute(
                 "INSERT OR REPLACE INTO resources (app, kind, name, sealed_password, port, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![row.app, row.kind, row.name, row.sealed_password, row.port, row.created_at],
+                params![row.app, row.kind.as_str(), row.name, row.sealed_password, row.port, row.created_at],
             )?;
-            insert_event(tx, &row.app, &EventKind::from(format!("{}.attached", row.kind).as_str()), message)?;
+            insert_event(tx, &row.app, &row.kind.attached(), message)?;
             Ok(())
         })
     }
 
     /// Changes the port a resource listens on.
-    pub fn set_resource_port(&self, app: &str, kind: &str, port: u16) -> Result<()> {
+    pub fn set_resource_port(&self, app: &str, kind: &ResourceKind, port: u16) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE resources SET port = ?3 WHERE app = ?1 AND kind = ?2",
-                params![app, kind, port],
+                params![app, kind.as_str(), port],
             )?;
             Ok(())
         })
     }
 
     /// Forgets a resource (after it was dropped).
-    pub fn delete_resource(&self, app: &str, kind: &str) -> Result<()> {
+    pub fn delete_resource(&self, app: &str, kind: &ResourceKind) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "DELETE FROM resources WHERE app = ?1 AND kind = ?2",
-                params![app, kind],
+                params![app, kind.as_str()],
             )?;
             Ok(())
         })

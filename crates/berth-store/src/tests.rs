@@ -75,9 +75,10 @@ fn a_failed_release_points_the_app_back_at_the_active_one() {
     assert_eq!(store.app("hello").unwrap().target_release, Some(1));
     let events = store.events("hello", 0, 100).unwrap();
     assert!(
-        events.iter().any(
-            |event| event.kind == "deploy.failed" && event.message.contains("v1 keeps serving")
-        )
+        events
+            .iter()
+            .any(|event| event.kind == EventKind::DeployFailed
+                && event.message.contains("v1 keeps serving"))
     );
 }
 
@@ -186,18 +187,28 @@ fn resources_are_recorded_and_forgotten_with_their_app() {
     store.create_app("shop").unwrap();
     let row = ResourceRow {
         app: "shop".into(),
-        kind: "redis".into(),
+        kind: ResourceKind::Redis,
         name: "shop".into(),
         sealed_password: "v1:xx".into(),
         port: Some(7001),
         created_at: now_rfc3339(),
     };
     store.put_resource(&row, "redis attached").unwrap();
-    store.set_resource_port("shop", "redis", 7002).unwrap();
-    let stored = store.resource("shop", "redis").unwrap().unwrap();
+    store
+        .set_resource_port("shop", &ResourceKind::Redis, 7002)
+        .unwrap();
+    let stored = store
+        .resource("shop", &ResourceKind::Redis)
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.port, Some(7002));
     assert_eq!(store.all_resources().unwrap().len(), 1);
-    assert!(store.resource("shop", "postgres").unwrap().is_none());
+    assert!(
+        store
+            .resource("shop", &ResourceKind::Postgres)
+            .unwrap()
+            .is_none()
+    );
     store.destroy_app("shop").unwrap();
     assert!(store.all_resources().unwrap().is_empty());
 }

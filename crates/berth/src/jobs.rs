@@ -115,7 +115,7 @@ pub(crate) async fn jobs(global: &Global, command: JobsCommand) -> Result<()> {
                         .collect();
                     vec![
                         execution.id.to_string(),
-                        execution.trigger.clone(),
+                        execution.trigger.to_string(),
                         execution.status.to_string(),
                         execution.started_at.clone(),
                         duration_between(&execution.started_at, execution.finished_at.as_deref()),

@@ -58,8 +58,8 @@ pub(super) async fn scale(
     }
     if let Some(version) = state.store.app(&app)?.target_release {
         let release = state.store.release(&app, version)?;
-        let spec: berth_spec::AppSpec =
-            serde_json::from_str(&release.spec_json).unwrap_or_default();
+        let spec = crate::stored_spec::spec_of(&release)
+            .map_err(|err| ApiFailure::Internal(err.to_string()))?;
         if let Some(port) = spec.http.internal_port
             && !state.resources.isolated()
             && let Some((name, count)) = request
@@ -94,7 +94,8 @@ pub(super) fn http_group(state: &ApiState, app: &str) -> ApiResult<String> {
         ApiFailure::BadRequest(format!("app `{app}` has no release yet; deploy it first"))
     })?;
     let release = state.store.release(app, version)?;
-    let spec: berth_spec::AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+    let spec = crate::stored_spec::spec_of(&release)
+        .map_err(|err| ApiFailure::Internal(err.to_string()))?;
     release
         .processes
         .keys()

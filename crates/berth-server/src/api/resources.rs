@@ -36,7 +36,7 @@ pub(super) async fn attach_postgres(
     State(state): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Response> {
-    attach(state, app, crate::services::POSTGRES).await
+    attach(state, app, berth_store::ResourceKind::Postgres).await
 }
 
 /// Gives the app a Redis of its own and a release with `REDIS_URL`.
@@ -47,13 +47,13 @@ pub(super) async fn attach_redis(
     State(state): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Response> {
-    attach(state, app, crate::services::REDIS).await
+    attach(state, app, berth_store::ResourceKind::Redis).await
 }
 
 pub(super) async fn attach(
     state: ApiState,
     app: String,
-    kind: &'static str,
+    kind: berth_store::ResourceKind,
 ) -> ApiResult<Response> {
     state.store.app(&app)?;
     let (progress, receiver) = mpsc::unbounded_channel();

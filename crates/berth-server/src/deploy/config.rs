@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use berth_spec::AppSpec;
-use berth_store::NewRelease;
+use berth_store::{NewRelease, ResourceKind};
 
 use super::Deployer;
 use super::failure::{DeployFailure, Progress, say};
@@ -79,13 +78,13 @@ impl Deployer {
     pub async fn attach(
         self: Arc<Self>,
         app: String,
-        kind: &'static str,
+        kind: ResourceKind,
         progress: Progress,
     ) -> Result<Option<u64>, DeployFailure> {
         let lock = self.lock_for(&app);
         let _guard = lock.lock().await;
         say(&progress, format!("attaching {kind}"));
-        let made = if kind == crate::services::POSTGRES {
+        let made = if kind == ResourceKind::Postgres {
             self.resources.attach_postgres(&app).await?
         } else {
             self.resources.attach_redis(&app).await?
@@ -133,7 +132,8 @@ impl Deployer {
             return Ok(None);
         };
         let current = self.store.release(&app, current)?;
-        let spec: AppSpec = serde_json::from_str(&current.spec_json).unwrap_or_default();
+        let spec = crate::stored_spec::spec_of(&current)
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
         let release = self
             .make_release(
                 &spec,

@@ -67,7 +67,8 @@ impl Deployer {
             )));
         };
         let release = self.store.release(owner, version)?;
-        let owner_spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+        let owner_spec = crate::stored_spec::spec_of(&release)
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
         if !owner_spec
             .resources
             .shared_with
@@ -79,11 +80,11 @@ impl Deployer {
             )));
         }
         let kind = if what == "database" {
-            "postgres"
+            berth_store::ResourceKind::Postgres
         } else {
-            "redis"
+            berth_store::ResourceKind::Redis
         };
-        if self.store.resource(owner, kind)?.is_none() {
+        if self.store.resource(owner, &kind)?.is_none() {
             return Err(refuse(&format!("`{owner}` has no {what}")));
         }
         Ok(())

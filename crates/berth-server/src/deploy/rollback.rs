@@ -3,7 +3,6 @@
 use berth_store::ReleaseStatus;
 use std::sync::Arc;
 
-use berth_spec::AppSpec;
 use berth_store::NewRelease;
 
 use super::Deployer;
@@ -58,7 +57,8 @@ impl Deployer {
             &progress,
             format!("rolling back to v{} (no build)", target.version),
         );
-        let spec: AppSpec = serde_json::from_str(&target.spec_json).unwrap_or_default();
+        let spec = crate::stored_spec::spec_of(target)
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
         let release = self.store.begin_release(
             &app,
             NewRelease {

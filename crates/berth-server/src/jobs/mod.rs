@@ -83,7 +83,8 @@ fn active_release(store: &Store, app: &str) -> Result<(ReleaseRow, AppSpec), Job
             "app `{app}` has no active release; deploy it first"
         ))
     })?;
-    let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+    let spec =
+        crate::stored_spec::spec_of(&release).map_err(|err| JobError::Invalid(err.to_string()))?;
     Ok((release, spec))
 }
 
@@ -163,7 +164,7 @@ impl JobRunner {
             app,
             &job.name,
             release.version,
-            options.trigger.as_str(),
+            &options.trigger,
             tasks,
             parallelism,
         )?;

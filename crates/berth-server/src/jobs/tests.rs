@@ -96,7 +96,7 @@ async fn a_schedule_fires_once_per_slot_and_sleeps_until_the_next() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let runs = executions(&core);
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].trigger, Trigger::Schedule.as_str());
+    assert_eq!(runs[0].trigger, Trigger::Schedule);
     assert_eq!(runs[0].status, "succeeded");
 
     // The next slot runs again.
@@ -126,7 +126,7 @@ async fn slots_missed_while_the_server_was_down_run_once_as_a_catch_up() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let runs = executions(&core);
     assert_eq!(runs.len(), 1, "one catch-up, not one per missed slot");
-    assert_eq!(runs[0].trigger, Trigger::CatchUp.as_str());
+    assert_eq!(runs[0].trigger, Trigger::CatchUp);
 }
 
 #[tokio::test(start_paused = true)]
@@ -147,7 +147,7 @@ async fn overlap_skip_leaves_the_running_execution_alone() {
     assert!(
         events
             .iter()
-            .any(|event| event.kind == EventKind::JobSkipped.as_str()),
+            .any(|event| event.kind == EventKind::JobSkipped),
         "{events:?}"
     );
 }

@@ -150,7 +150,10 @@ impl Reconciler {
             }
             return;
         };
-        let spec = self.spec(release);
+        let Some(spec) = self.spec(release) else {
+            // Nothing of it starts; what runs (an older release) keeps running.
+            return;
+        };
         for (process, command) in &release.processes {
             let serves_http = spec.serves_http(process);
             let fixed_port = if serves_http {

@@ -91,7 +91,8 @@ pub struct Reconciler {
     pending_events: std::cell::RefCell<Vec<(String, EventKind, String)>>,
     /// Instances to journal once routes are published.
     pending_journal: Vec<(String, String, u32)>,
-    specs: HashMap<(String, u64, String), Arc<AppSpec>>,
+    /// Each release's decoded spec, or why it cannot be read.
+    specs: HashMap<(String, u64, String), Option<Arc<AppSpec>>>,
     pending_stops: Vec<String>,
     messages: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Message>,
@@ -209,16 +210,28 @@ impl Reconciler {
         }
     }
 
-    fn spec(&mut self, release: &ReleaseRow) -> Arc<AppSpec> {
-        self.specs
-            .entry((release.app.clone(), release.version, release.created_at.clone()))
-            .or_insert_with(|| {
-                Arc::new(serde_json::from_str(&release.spec_json).unwrap_or_else(|err| {
-                    tracing::error!(app = %release.app, version = release.version, error = %err, "stored spec unreadable; using defaults");
-                    AppSpec::default()
-                }))
-            })
-            .clone()
+    /// `release`'s spec; `None` (said once, as an event) when the stored
+    /// spec cannot be read: such a release runs nothing rather than
+    /// running with no config.
+    fn spec(&mut self, release: &ReleaseRow) -> Option<Arc<AppSpec>> {
+        let key = (
+            release.app.clone(),
+            release.version,
+            release.created_at.clone(),
+        );
+        if let Some(known) = self.specs.get(&key) {
+            return known.clone();
+        }
+        let decoded = match crate::stored_spec::spec_of(release) {
+            Ok(spec) => Some(Arc::new(spec)),
+            Err(err) => {
+                tracing::error!(app = %release.app, version = release.version, error = %err, "stored spec unreadable");
+                self.event(&release.app, EventKind::ReleaseUnreadable, &err.to_string());
+                None
+            }
+        };
+        self.specs.insert(key, decoded.clone());
+        decoded
     }
 
     /// Records an event; stored at the end of this pass, after the route

@@ -32,9 +32,12 @@ impl Reconciler {
                 None
             };
             let mut statics = Vec::new();
-            let (admission, failing) = match &app.release {
-                Some(release) => {
-                    let spec = self.spec(release);
+            let target = app
+                .release
+                .as_ref()
+                .and_then(|release| Some((release, self.spec(release)?)));
+            let (admission, failing) = match target {
+                Some((release, spec)) => {
                     let slug = self.parts.launcher.slug_dir(release);
                     statics = spec
                         .statics

@@ -287,3 +287,50 @@ async fn an_instance_that_exits_on_its_own_is_replaced() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_release_whose_stored_spec_is_unreadable_runs_nothing_and_says_so() {
+    let core = Core::start();
+    let v1 = core.release("shop", &AppSpec::default());
+    core.until("v1 runs", secs(5), |core| core.running("shop", v1) == 1)
+        .await;
+    core.store.finish_release("shop", v1).unwrap();
+    let v1_release = core.store.release("shop", v1).unwrap();
+    let damaged = core
+        .store
+        .begin_release(
+            "shop",
+            berth_store::NewRelease {
+                cause: "test".into(),
+                slug: crate::testing::SLUG.into(),
+                spec_json: "{\"http\": {\"internal_port\": \"eighty\"}}".into(),
+                processes: v1_release.processes.clone(),
+                env: Default::default(),
+                secrets: Default::default(),
+            },
+        )
+        .unwrap();
+    core.handle.nudge();
+    tokio::time::sleep(secs(10)).await;
+
+    assert_eq!(core.driver.started().len(), 1, "nothing of v2 started");
+    assert!(core.driver.started()[0].is_running(), "v1 keeps running");
+    let events = core.store.events("shop", 0, 100).unwrap();
+    let said = events
+        .iter()
+        .find(|event| event.kind == berth_store::EventKind::ReleaseUnreadable)
+        .expect("an event says why");
+    assert!(
+        said.message.contains(&format!("shop v{}", damaged.version)),
+        "{}",
+        said.message
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.kind == berth_store::EventKind::ReleaseUnreadable)
+            .count(),
+        1,
+        "said once, not once per pass"
+    );
+}

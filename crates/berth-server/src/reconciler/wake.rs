@@ -21,8 +21,8 @@ impl Reconciler {
         if let Some(target) = desired.iter().find(|candidate| candidate.app == app)
             && let Some(release) = &target.release
             && release.status == ReleaseStatus::Active
+            && let Some(spec) = self.spec(release)
         {
-            let spec = self.spec(release);
             let scaling = &spec.http.scaling;
             if scaling.is_active() && scaling.auto_start {
                 for group in release.processes.keys() {

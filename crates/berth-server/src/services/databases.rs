@@ -8,14 +8,15 @@ use berth_resources::postgres::PgDatabase;
 use berth_store::ResourceRow;
 use berth_vault::Vault;
 
-use super::{POSTGRES, REDIS, Resources, ResourcesError};
+use super::{Resources, ResourcesError};
+use berth_store::ResourceKind;
 
 impl Resources {
     /// Gives `app` a PostgreSQL database if it has none. Returns true when
     /// one was made now.
     pub async fn attach_postgres(&self, app: &str) -> Result<bool, ResourcesError> {
         self.store.app(app)?;
-        if let Some(row) = self.store.resource(app, POSTGRES)? {
+        if let Some(row) = self.store.resource(app, &ResourceKind::Postgres)? {
             // Make sure it exists on this cluster (it may have been made anew).
             let password = self.open_password(&row)?;
             self.postgres.provision(app, &password).await?;
@@ -26,7 +27,7 @@ impl Resources {
         self.store.put_resource(
             &ResourceRow {
                 app: app.to_string(),
-                kind: POSTGRES.into(),
+                kind: ResourceKind::Postgres,
                 name: database.name.clone(),
                 sealed_password: self.vault.seal(app, "postgres:password", &password),
                 port: None,
@@ -44,7 +45,7 @@ impl Resources {
     /// Gives `app` a Redis if it has none. Returns true when one was made now.
     pub async fn attach_redis(&self, app: &str) -> Result<bool, ResourcesError> {
         self.store.app(app)?;
-        if let Some(row) = self.store.resource(app, REDIS)? {
+        if let Some(row) = self.store.resource(app, &ResourceKind::Redis)? {
             self.start_redis(&row).await?;
             return Ok(false);
         }
@@ -53,7 +54,7 @@ impl Resources {
         self.store.put_resource(
             &ResourceRow {
                 app: app.to_string(),
-                kind: REDIS.into(),
+                kind: ResourceKind::Redis,
                 name: app.to_string(),
                 sealed_password: self.vault.seal(app, "redis:password", &password),
                 port: Some(port),
@@ -70,7 +71,7 @@ impl Resources {
 
     /// The app's database and how to log in, starting PostgreSQL if needed.
     pub async fn postgres_database(&self, app: &str) -> Result<PgDatabase, ResourcesError> {
-        let row = self.store.resource(app, POSTGRES)?.ok_or_else(|| {
+        let row = self.store.resource(app, &ResourceKind::Postgres)?.ok_or_else(|| {
             ResourcesError::NotFound(format!(
                 "app `{app}` has no PostgreSQL database; `berth postgres attach --app {app}` or [resources] postgres = true gives it one"
             ))
@@ -86,7 +87,7 @@ impl Resources {
 
     /// The app's Redis URL and port.
     pub async fn redis_url(&self, app: &str) -> Result<(String, u16), ResourcesError> {
-        let row = self.store.resource(app, REDIS)?.ok_or_else(|| {
+        let row = self.store.resource(app, &ResourceKind::Redis)?.ok_or_else(|| {
             ResourcesError::NotFound(format!(
                 "app `{app}` has no Redis; `berth redis attach --app {app}` or [resources] redis = true gives it one"
             ))

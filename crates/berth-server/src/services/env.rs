@@ -6,7 +6,8 @@ use berth_spec::AppSpec;
 use berth_spec::EnvSource;
 use berth_store::ReleaseRow;
 
-use super::{POSTGRES, REDIS, Resources};
+use super::Resources;
+use berth_store::ResourceKind;
 
 impl Resources {
     /// The env a process of `release` gets from berth's resources: its
@@ -42,7 +43,7 @@ impl Resources {
         let mut database = None;
         if let Some(row) = self
             .store
-            .resource(postgres_owner, POSTGRES)
+            .resource(postgres_owner, &ResourceKind::Postgres)
             .map_err(|err| err.to_string())?
         {
             let password = self.open_password(&row).map_err(|err| err.to_string())?;
@@ -57,7 +58,7 @@ impl Resources {
         let mut redis = None;
         if let Some(row) = self
             .store
-            .resource(redis_owner, REDIS)
+            .resource(redis_owner, &ResourceKind::Redis)
             .map_err(|err| err.to_string())?
         {
             let password = self.open_password(&row).map_err(|err| err.to_string())?;

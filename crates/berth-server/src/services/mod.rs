@@ -13,7 +13,7 @@
 //! honoured and the app finds the directory in `BERTH_VOLUME_<NAME>`, which
 //! is set in both cases (to the path the app sees).
 
-use berth_store::EventKind;
+use berth_store::ResourceKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,11 +30,6 @@ mod env;
 mod sandbox;
 mod secrets;
 mod volumes;
-
-/// The kinds of resource, as stored.
-pub const POSTGRES: &str = "postgres";
-/// See [`POSTGRES`].
-pub const REDIS: &str = "redis";
 
 /// Why a resource operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +109,7 @@ impl Resources {
         let Ok(release) = self.store.release(owner, version) else {
             return false;
         };
-        serde_json::from_str::<AppSpec>(&release.spec_json)
+        crate::stored_spec::spec_of(&release)
             .is_ok_and(|spec| spec.resources.shared_with.iter().any(|name| name == app))
     }
 
@@ -142,7 +137,7 @@ impl Resources {
         let postgres_owner = spec.resources.postgres_from.as_deref().unwrap_or(app);
         if self
             .store
-            .resource(postgres_owner, POSTGRES)
+            .resource(postgres_owner, &ResourceKind::Postgres)
             .ok()
             .flatten()
             .is_some()
@@ -153,7 +148,7 @@ impl Resources {
         let redis_owner = spec.resources.redis_from.as_deref().unwrap_or(app);
         if let Some(port) = self
             .store
-            .resource(redis_owner, REDIS)
+            .resource(redis_owner, &ResourceKind::Redis)
             .ok()
             .flatten()
             .and_then(|row| row.port)
@@ -190,8 +185,8 @@ impl Resources {
         };
         let mut postgres_started = None;
         for row in &rows {
-            let result = match row.kind.as_str() {
-                POSTGRES => {
+            let result = match &row.kind {
+                ResourceKind::Postgres => {
                     if postgres_started.is_none() {
                         postgres_started = Some(self.postgres.ensure_running().await.map(|_| ()));
                     }
@@ -200,7 +195,7 @@ impl Resources {
                         _ => Ok(()),
                     }
                 }
-                REDIS => self
+                ResourceKind::Redis => self
                     .start_redis(row)
                     .await
                     .map(|_| ())
@@ -211,7 +206,7 @@ impl Resources {
                 tracing::error!(app = %row.app, kind = %row.kind, %reason, "resource did not start");
                 let _ = self.store.record_event(
                     &row.app,
-                    EventKind::from(format!("{}.failed", row.kind).as_str()),
+                    row.kind.failed(),
                     &format!("{} did not start: {reason}", row.kind),
                 );
             }
@@ -244,7 +239,8 @@ impl Resources {
             .ensure_running(&row.app, &password, row.port)
             .await?;
         if row.port != Some(port) {
-            self.store.set_resource_port(&row.app, REDIS, port)?;
+            self.store
+                .set_resource_port(&row.app, &ResourceKind::Redis, port)?;
         }
         Ok(port)
     }

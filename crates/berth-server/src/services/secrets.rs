@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use berth_store::SealedSecret;
 use berth_vault::Zeroizing;
 
-use super::{POSTGRES, REDIS, Resources, ResourcesError};
+use super::{Resources, ResourcesError};
+use berth_store::ResourceKind;
 
 impl Resources {
     /// The secrets of the app's current release, opened (for runtimes that
@@ -45,8 +46,8 @@ impl Resources {
                 values.push(value);
             }
         }
-        for kind in [POSTGRES, REDIS] {
-            if let Ok(Some(row)) = self.store.resource(app, kind)
+        for kind in [ResourceKind::Postgres, ResourceKind::Redis] {
+            if let Ok(Some(row)) = self.store.resource(app, &kind)
                 && let Ok(password) = self.open_password(&row)
             {
                 values.push(password);

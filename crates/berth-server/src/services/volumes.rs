@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use berth_proto::VolumeInfo;
 use berth_spec::AppSpec;
 
-use super::{POSTGRES, REDIS, Resources, ResourcesError};
+use super::{Resources, ResourcesError};
+use berth_store::ResourceKind;
 
 impl Resources {
     /// Makes each volume `spec` mounts exist (so it is there, and listed,
@@ -62,7 +63,9 @@ impl Resources {
         let Ok(Some(release)) = self.store.active_release(app) else {
             return BTreeMap::new();
         };
-        let spec: AppSpec = serde_json::from_str(&release.spec_json).unwrap_or_default();
+        let Ok(spec) = crate::stored_spec::spec_of(&release) else {
+            return BTreeMap::new();
+        };
         spec.mounts
             .into_iter()
             .map(|mount| (mount.source, mount.destination))
@@ -98,13 +101,13 @@ impl Resources {
     /// Drops everything `app` has: its database and role, its Redis and
     /// data, its volumes. Backups stay in `<data>/backups/<app>`.
     pub async fn destroy_app(&self, app: &str) -> Result<(), ResourcesError> {
-        if self.store.resource(app, POSTGRES)?.is_some() {
+        if self.store.resource(app, &ResourceKind::Postgres)?.is_some() {
             self.postgres.drop_database(app).await?;
-            self.store.delete_resource(app, POSTGRES)?;
+            self.store.delete_resource(app, &ResourceKind::Postgres)?;
         }
-        if self.store.resource(app, REDIS)?.is_some() {
+        if self.store.resource(app, &ResourceKind::Redis)?.is_some() {
             self.redis.destroy(app).await?;
-            self.store.delete_resource(app, REDIS)?;
+            self.store.delete_resource(app, &ResourceKind::Redis)?;
         }
         let volumes = self.volumes_dir.join(app);
         if volumes.exists() {
@@ -118,7 +121,7 @@ impl Resources {
 
     /// Whether `app` has data that destroying it would delete.
     pub fn has_data(&self, app: &str) -> bool {
-        [POSTGRES, REDIS]
+        [ResourceKind::Postgres, ResourceKind::Redis]
             .iter()
             .any(|kind| matches!(self.store.resource(app, kind), Ok(Some(_))))
             || self.volumes_dir.join(app).is_dir()
