@@ -24,6 +24,8 @@ use crate::{
 pub struct Script {
     /// The driver refuses to start it, with this reason.
     pub start_error: Option<String>,
+    /// The driver refuses to start it with this OS error (`EAGAIN`, say).
+    pub start_errno: Option<i32>,
     /// It exits on its own this long after it starts, with `exit_code`.
     pub exit_after: Option<Duration>,
     /// Its exit code when it exits on its own.
@@ -43,6 +45,7 @@ impl Default for Script {
     fn default() -> Script {
         Script {
             start_error: None,
+            start_errno: None,
             exit_after: None,
             exit_code: 0,
             healthy: true,
@@ -67,6 +70,14 @@ impl Script {
     pub fn cannot_start(reason: &str) -> Script {
         Script {
             start_error: Some(reason.to_string()),
+            ..Script::default()
+        }
+    }
+
+    /// The driver cannot start it: the host is out of `errno` (`EAGAIN`).
+    pub fn host_short_of(errno: i32) -> Script {
+        Script {
+            start_errno: Some(errno),
             ..Script::default()
         }
     }
@@ -126,6 +137,8 @@ struct State {
     /// Scripts by who they are for, newest first; the default otherwise.
     rules: Vec<Chooser>,
     started: Vec<Started>,
+    /// When starts were refused (by a script's start error).
+    refused: Vec<Instant>,
     /// Exit senders and scripts of running instances, by id.
     live: BTreeMap<String, (watch::Sender<Option<ExitCause>>, Script)>,
     next_pid: u32,
@@ -175,6 +188,11 @@ impl FakeDriver {
     /// Every start so far, oldest first.
     pub fn started(&self) -> Vec<Started> {
         self.lock().started.clone()
+    }
+
+    /// When the driver refused a start, oldest first.
+    pub fn refused(&self) -> Vec<Instant> {
+        self.lock().refused.clone()
     }
 
     /// The starts of `app` still running.
@@ -234,10 +252,16 @@ impl Driver for FakeDriver {
             .iter()
             .find_map(|choose| choose(spec))
             .unwrap_or_default();
-        if let Some(reason) = &script.start_error {
+        let refusal = match (&script.start_error, script.start_errno) {
+            (_, Some(errno)) => Some(std::io::Error::from_raw_os_error(errno)),
+            (Some(reason), None) => Some(std::io::Error::other(reason.clone())),
+            (None, None) => None,
+        };
+        if let Some(source) = refusal {
+            state.refused.push(Instant::now());
             return Err(DriverError::Spawn {
                 command: spec.command.clone(),
-                source: std::io::Error::other(reason.clone()),
+                source,
             });
         }
         state.next_pid += 1;

@@ -207,7 +207,8 @@ impl fmt::Display for ExitCause {
 /// What can go wrong starting an instance.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    /// The process could not be started; retrying will likely fail the same way.
+    /// The app's process could not be started (its program is missing or
+    /// not executable, say).
     #[error("cannot start `{command}`")]
     Spawn {
         /// The command.
@@ -216,6 +217,38 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// Its sandbox could not be made (namespaces, mounts, its cgroup).
+    #[error("cannot make the sandbox of `{command}` ({what})")]
+    Sandbox {
+        /// The command.
+        command: String,
+        /// The step that failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DriverError {
+    /// Whether the host was short of something (memory, processes,
+    /// descriptors, disk) that a later try may find: only then does
+    /// retrying soon help.
+    pub fn is_transient(&self) -> bool {
+        let (DriverError::Spawn { source, .. } | DriverError::Sandbox { source, .. }) = self;
+        matches!(
+            source.raw_os_error(),
+            Some(
+                libc::EAGAIN
+                    | libc::ENOMEM
+                    | libc::ENOSPC
+                    | libc::EMFILE
+                    | libc::ENFILE
+                    | libc::EBUSY
+                    | libc::EINTR
+            )
+        )
+    }
 }
 
 /// A started instance: its pid, a way to signal it, and its exit.

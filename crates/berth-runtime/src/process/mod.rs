@@ -84,8 +84,9 @@ impl Driver for ProcessDriver {
         let root = isolation::is_root();
         let sandbox_spec = spec.sandbox.as_ref().filter(|_| root);
         let env = instance_env(spec, &path, sandbox_spec.is_some());
-        let prepare_error = |what: &str, source: std::io::Error| DriverError::Spawn {
-            command: format!("{} ({what})", spec.command),
+        let prepare_error = |what: &str, source: std::io::Error| DriverError::Sandbox {
+            command: spec.command.clone(),
+            what: what.to_string(),
             source,
         };
         let sandbox = if root && (!spec.binds.is_empty() || sandbox_spec.is_some()) {

@@ -74,11 +74,11 @@ impl Deployer {
         let mut instance_spec = self
             .launcher
             .instance_spec(release, spec, what, &instance, command, &[])
-            .map_err(|reason| (reason, None))?;
+            .map_err(|err| (err.to_string(), None))?;
         let _network = self
             .launcher
             .attach_network(release, spec, &mut instance_spec, false)
-            .map_err(|reason| (reason, None))?;
+            .map_err(|err| (err.to_string(), None))?;
         let source = berth_logs::LogSource {
             app: app.to_string(),
             process: what.into(),
@@ -90,10 +90,10 @@ impl Deployer {
             let _ = to_client.send(DeployProgress::ReleaseOutput { line });
         });
         let sink = crate::launch::log_sink(self.logs.clone(), source, Some(also));
-        let running = self
-            .driver
-            .start(&instance_spec, sink)
-            .map_err(|err| (format!("the {what} command could not start: {err}"), None))?;
+        let running = self.driver.start(&instance_spec, sink).map_err(|err| {
+            let err = crate::launch::StartError::from(err);
+            (format!("the {what} command could not start: {err}"), None)
+        })?;
         let outcome = tokio::select! {
             cause = running.exited() => cause,
             () = tokio::time::sleep(timeout) => {

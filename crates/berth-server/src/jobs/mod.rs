@@ -26,7 +26,7 @@ use chrono::Utc;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::launch;
+use crate::launch::{self, StartError};
 
 mod scheduler;
 
@@ -355,10 +355,12 @@ impl JobRunner {
     ) -> Result<ExitCause, String> {
         let mut spec = self
             .launcher
-            .instance_spec(release, app_spec, process, instance, command, &env)?;
+            .instance_spec(release, app_spec, process, instance, command, &env)
+            .map_err(|err| err.to_string())?;
         let _network = self
             .launcher
-            .attach_network(release, app_spec, &mut spec, false)?;
+            .attach_network(release, app_spec, &mut spec, false)
+            .map_err(|err| err.to_string())?;
         let source = LogSource {
             app: release.app.clone(),
             process: process.to_string(),
@@ -366,12 +368,10 @@ impl JobRunner {
             release: release.version,
         };
         let sink = launch::log_sink(self.logs.clone(), source, None);
-        let running = self.driver.start(&spec, sink).map_err(|err| {
-            let source = std::error::Error::source(&err)
-                .map(|source| format!(": {source}"))
-                .unwrap_or_default();
-            format!("{err}{source}")
-        })?;
+        let running = self
+            .driver
+            .start(&spec, sink)
+            .map_err(|err| StartError::from(err).to_string())?;
         tokio::select! {
             cause = running.exited() => Ok(cause),
             () = tokio::time::sleep(timeout) => {

@@ -14,6 +14,9 @@ use berth_store::ReleaseRow;
 use crate::services::Resources;
 
 pub(crate) mod shuttle;
+mod start_error;
+
+pub use start_error::{StartError, StartSide};
 
 /// Turns "run this command of this release" into an [`InstanceSpec`]: the
 /// slug, the env, the volumes. Shared by instances, job tasks and release
@@ -52,12 +55,15 @@ impl Launcher {
         instance: &str,
         command: &str,
         extra: &[(String, String)],
-    ) -> Result<InstanceSpec, String> {
+    ) -> Result<InstanceSpec, StartError> {
         let slug_dir = self.slugs.path(&release.slug);
         if !slug_dir.is_dir() {
-            return Err(format!(
-                "the slug {} of v{} is missing from the data dir",
-                release.slug, release.version
+            return Err(StartError::lasting(
+                StartSide::Berth,
+                format!(
+                    "the slug {} of v{} is missing from the data dir",
+                    release.slug, release.version
+                ),
             ));
         }
         let mut env: Vec<(String, String)> = Vec::new();
@@ -72,7 +78,11 @@ impl Launcher {
                 .iter()
                 .map(|(key, value)| (key.clone(), value.clone())),
         );
-        env.extend(self.resources.env_for(release, spec, process)?);
+        env.extend(
+            self.resources
+                .env_for(release, spec, process)
+                .map_err(|message| StartError::lasting(StartSide::Config, message))?,
+        );
         env.extend(extra.iter().cloned());
         if spec.shuttle.is_some() {
             let port = extra
@@ -87,7 +97,8 @@ impl Launcher {
         env.push(("BERTH_INSTANCE".into(), instance.to_string()));
         let sandbox = self
             .resources
-            .sandbox_for(&release.app, spec, process, &slug_dir)?;
+            .sandbox_for(&release.app, spec, process, &slug_dir)
+            .map_err(|message| StartError::lasting(StartSide::Sandbox, message))?;
         Ok(InstanceSpec {
             id: instance.to_string(),
             app: release.app.clone(),
@@ -112,12 +123,22 @@ impl Launcher {
         spec: &AppSpec,
         instance: &mut InstanceSpec,
         fixed_port: bool,
-    ) -> Result<Option<berth_runtime::net::InstanceNetwork>, String> {
+    ) -> Result<Option<berth_runtime::net::InstanceNetwork>, StartError> {
         let Some(sandbox) = instance.sandbox.as_mut() else {
             return Ok(None);
         };
         let ports = self.resources.loopback_ports(&release.app, spec);
-        let Some(network) = self.resources.networks().prepare(&ports, fixed_port)? else {
+        // Addresses and ports of the pool may be free again a little later.
+        let prepared = self
+            .resources
+            .networks()
+            .prepare(&ports, fixed_port)
+            .map_err(|message| StartError {
+                side: StartSide::Sandbox,
+                transient: true,
+                message,
+            })?;
+        let Some(network) = prepared else {
             return Ok(None);
         };
         sandbox.network = Some(network.netns.clone());

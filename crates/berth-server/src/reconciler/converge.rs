@@ -239,11 +239,15 @@ impl Reconciler {
                 continue;
             }
             for _ in 0..missing {
-                if let Err(reason) =
+                if let Err(err) =
                     self.start_instance(release, &spec, process, command, serves_http, fixed_port)
                 {
-                    self.record_failure(&app.app, process, &reason);
-                    let text = format!("cannot start {process} (v{}): {reason}", release.version);
+                    let delay = self.record_start_failure(&app.app, process, &err);
+                    let text = format!(
+                        "cannot start {process} (v{}): {err}; next try in {:.1}s",
+                        release.version,
+                        delay.as_secs_f64()
+                    );
                     self.event(&app.app, EventKind::InstanceFailed, &text);
                     // A deploy waiting for this release fails now, with why.
                     let _ = self.failures.send(StartFailure {
@@ -270,6 +274,25 @@ impl Reconciler {
         for id in retired {
             self.begin_stop(&id, "its process group is not in the release");
         }
+    }
+
+    /// A start that failed: retried on the usual back-off when the host
+    /// was short of something, else at the longest (only a new release
+    /// or config can fix it).
+    pub(super) fn record_start_failure(
+        &mut self,
+        app: &str,
+        process: &str,
+        err: &crate::launch::StartError,
+    ) -> Duration {
+        if !err.transient {
+            let backoff = self
+                .backoff
+                .entry((app.to_string(), process.to_string()))
+                .or_default();
+            backoff.failures = backoff.failures.max(Backoff::LONGEST_AFTER - 1);
+        }
+        self.record_failure(app, process, &err.to_string())
     }
 
     pub(super) fn record_failure(&mut self, app: &str, process: &str, cause: &str) -> Duration {

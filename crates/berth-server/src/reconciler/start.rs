@@ -16,6 +16,7 @@ use super::handle::Message;
 use super::state::{Instance, Phase};
 use super::{Reconciler, UNHEALTHY_AFTER};
 use crate::health::{self, HealthProbe};
+use crate::launch::StartError;
 
 impl Reconciler {
     pub(super) fn start_instance(
@@ -26,13 +27,14 @@ impl Reconciler {
         command: &str,
         serves_http: bool,
         fixed_port: Option<u16>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartError> {
         let id = format!("{process}-{:08x}", rand::random::<u32>());
         tracing::debug!(instance = %id, "starting: preparing its env");
         let port = if serves_http {
             Some(match fixed_port {
                 Some(port) => port,
-                None => free_port().map_err(|err| format!("no free port: {err}"))?,
+                None => free_port()
+                    .map_err(|err| StartError::transient(format!("no free port: {err}")))?,
             })
         } else {
             None
@@ -64,7 +66,7 @@ impl Reconciler {
             .parts
             .driver
             .start(&instance_spec, sink)
-            .map_err(|err| format!("{err}: {}", err_source(&err)))?;
+            .map_err(StartError::from)?;
         tracing::debug!(instance = %id, pid = running.pid, "starting: spawned");
         self.pending_journal
             .push((id.clone(), release.app.clone(), running.pid));
@@ -200,10 +202,4 @@ async fn watch_health(
 fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
-}
-
-fn err_source(err: &dyn std::error::Error) -> String {
-    err.source()
-        .map(|source| source.to_string())
-        .unwrap_or_default()
 }

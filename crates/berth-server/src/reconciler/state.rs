@@ -62,6 +62,9 @@ pub(super) struct Backoff {
 }
 
 impl Backoff {
+    /// Failures after which the delay is the longest.
+    pub(super) const LONGEST_AFTER: u32 = 8;
+
     pub(super) fn delay(failures: u32) -> Duration {
         let exponent = failures.saturating_sub(1).min(7);
         (Duration::from_millis(250) * 2u32.pow(exponent)).min(Duration::from_secs(30))

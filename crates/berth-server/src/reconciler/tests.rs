@@ -104,13 +104,48 @@ async fn a_release_that_cannot_start_leaves_the_old_one_serving() {
         .unwrap();
     assert_eq!((failure.app.as_str(), failure.release), ("shop", v2));
     assert!(failure.reason.contains("exec format error"), "{failure:?}");
+    assert!(
+        failure
+            .reason
+            .contains("failed: the app; retrying will not help"),
+        "{failure:?}"
+    );
     // A while later the old instance still serves, alone.
-    tokio::time::sleep(secs(30)).await;
+    tokio::time::sleep(secs(35)).await;
     let running = core.driver.running("shop");
     assert_eq!(running.len(), 1);
     assert_eq!(running[0].env("BERTH_RELEASE"), Some("1"));
     assert_eq!(core.backends("shop").len(), 1);
     assert_eq!(core.backends("shop")[0].instance, running[0].id);
+    // A start that cannot work is tried again only at the longest back-off.
+    let refused = core.driver.refused();
+    assert!(refused.len() >= 2, "{refused:?}");
+    assert!(refused[1] - refused[0] >= secs(30), "{refused:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_the_host_was_too_busy_for_is_retried_soon() {
+    let core = Core::start();
+    core.driver
+        .script_release("shop", 1, Script::host_short_of(11 /* EAGAIN */));
+    let mut failures = core.handle.start_failures();
+    core.release("shop", &AppSpec::default());
+    let failure = tokio::time::timeout(secs(5), failures.recv())
+        .await
+        .expect("a start failure")
+        .unwrap();
+    assert!(
+        failure
+            .reason
+            .contains("failed: the host; a later try may work"),
+        "{failure:?}"
+    );
+    core.until("a second try", secs(5), |core| {
+        core.driver.refused().len() >= 2
+    })
+    .await;
+    let refused = core.driver.refused();
+    assert!(refused[1] - refused[0] < secs(1), "{refused:?}");
 }
 
 #[tokio::test(start_paused = true)]
