@@ -1,0 +1,13 @@
+//! The end-to-end suites, in one test binary: the real `berth` CLI and
+//! server, real processes, real HTTP over loopback, real cargo builds of
+//! `examples/`, a real PostgreSQL and Redis. One binary links once; run a
+//! suite with `cargo test -p berth --test e2e jobs::`.
+
+mod config;
+mod deploys;
+mod formats;
+mod isolation;
+mod jobs;
+mod resources;
+mod scaling;
+mod shuttle;
