@@ -60,12 +60,14 @@ pub(super) async fn scale(
         let release = state.store.release(&app, version)?;
         let spec = crate::stored_spec::spec_of(&release)
             .map_err(|err| ApiFailure::Internal(err.to_string()))?;
+        let fits = |name: &str| {
+            crate::reconciler::instance_ceiling(&spec, name, state.resources.isolated())
+        };
         if let Some(port) = spec.http.internal_port
-            && !state.resources.isolated()
             && let Some((name, count)) = request
                 .counts
                 .iter()
-                .find(|(name, count)| **count > 1 && spec.serves_http(name))
+                .find(|(name, count)| fits(name).is_some_and(|ceiling| **count > ceiling))
         {
             return Err(ApiFailure::BadRequest(format!(
                 "{name}={count}: the app listens on the fixed internal_port {port}, and without root (or with --no-isolation) instances share one network namespace, so one instance of `{name}` fits; run berth as root to give each instance its own, or listen on $PORT"

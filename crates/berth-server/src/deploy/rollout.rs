@@ -138,7 +138,7 @@ impl Deployer {
         let deadline =
             Instant::now() + spec.deploy.wait_timeout + std::time::Duration::from_secs(2);
         loop {
-            if self.release_is_up(spec, &release) {
+            if self.release_is_up(&release) {
                 self.store.finish_release(&app, version)?;
                 self.reconciler.nudge();
                 let url = (self.url_for)(&app);
@@ -173,37 +173,21 @@ impl Deployer {
         }
     }
 
-    /// Whether every wanted instance of `release` passes its health check.
-    /// Counts are read each time: a scale during the deploy changes them.
-    pub(super) fn release_is_up(&self, spec: &AppSpec, release: &ReleaseRow) -> bool {
-        let (app, version) = (release.app.as_str(), release.version);
-        let Ok(counts) = self.store.counts(app) else {
-            return false;
-        };
+    /// Whether every instance of `release` the reconciler wants runs and
+    /// passes its health check: its own count, read from its snapshot each
+    /// time (a scale during the deploy changes it).
+    pub(super) fn release_is_up(&self, release: &ReleaseRow) -> bool {
         let snapshot = self.reconciler.snapshot();
-        let Some(actual) = snapshot.apps.get(app) else {
+        let Some(actual) = snapshot.apps.get(&release.app) else {
             return false;
         };
-        release.processes.keys().all(|process| {
-            let mut want = counts.get(process).copied().unwrap_or(0) as usize;
-            if spec.serves_http(process)
-                && spec.http.internal_port.is_some()
-                && !self.resources.isolated()
-            {
-                // A fixed port fits one instance (the reconciler runs one).
-                want = want.min(1);
-            }
-            let running = actual
-                .instances
-                .iter()
-                .filter(|instance| {
-                    &instance.process == process
-                        && instance.release == version
-                        && instance.state == berth_proto::InstanceState::Running
-                })
-                .count();
-            running >= want
-        })
+        actual.release == Some(release.version)
+            && release.processes.keys().all(|process| {
+                actual
+                    .groups
+                    .iter()
+                    .any(|group| &group.name == process && group.running >= group.desired)
+            })
     }
 
     pub(super) async fn fail(

@@ -175,3 +175,31 @@ async fn a_config_change_rolls_out_and_retires_the_old_release() {
         2
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_port_without_namespaces_runs_one_instance_replaced_stop_first() {
+    let mut spec = AppSpec::default();
+    spec.http.internal_port = Some(8080);
+    let core = serving(&spec).await;
+    core.scale("shop", 3);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(core.driver.running("shop").len(), 1, "one fits the port");
+
+    let version = core
+        .deployer(Arc::default())
+        .reconfigure("shop".into(), env_change(), progress())
+        .await
+        .unwrap();
+    assert_eq!(version, Some(2), "the deploy waits for the one that fits");
+    let started = core.driver.started();
+    let old = &started[0];
+    let new: Vec<_> = started
+        .iter()
+        .filter(|instance| instance.env("BERTH_RELEASE") == Some("2"))
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert!(
+        new[0].at >= old.ended_at.expect("v1 stopped"),
+        "the new instance starts only once the old one has exited"
+    );
+}

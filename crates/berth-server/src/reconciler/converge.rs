@@ -5,12 +5,22 @@ use berth_store::EventKind;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use berth_spec::AppSpec;
 use berth_store::DesiredApp;
 use tokio::time::Instant;
 
 use super::handle::StartFailure;
 use super::state::{Backoff, Instance, OVERRIDE_TTL, Phase};
 use super::{REPLACE_UNHEALTHY_AFTER, Reconciler, STABLE_AFTER};
+
+/// The most instances of `process` that can run side by side: one when it
+/// listens on a fixed port and instances share the host's network (no
+/// namespaces of their own, so no two can bind it); else no limit. The one
+/// place this rule lives: the count the reconciler runs, the count a
+/// deploy waits for and the counts `berth scale` accepts all come from it.
+pub(crate) fn instance_ceiling(spec: &AppSpec, process: &str, isolated: bool) -> Option<u32> {
+    (spec.serves_http(process) && spec.http.internal_port.is_some() && !isolated).then_some(1)
+}
 
 impl Reconciler {
     /// One pass: start what is missing, stop what is surplus, publish.
@@ -120,6 +130,23 @@ impl Reconciler {
             .unwrap_or(0)
     }
 
+    /// The instances `group` runs: [`Reconciler::wanted`] within its
+    /// [`instance_ceiling`].
+    pub(super) fn wanted_running(
+        &self,
+        app: &DesiredApp,
+        group: &str,
+        ceiling: Option<u32>,
+    ) -> u32 {
+        let wanted = self.wanted(app, group);
+        ceiling.map_or(wanted, |ceiling| wanted.min(ceiling))
+    }
+
+    /// Whether instances get namespaces of their own.
+    pub(super) fn isolated(&self) -> bool {
+        self.parts.launcher.resources().isolated()
+    }
+
     /// Counts set ahead of the store win (see [`Reconciler::wanted`]) until
     /// the store changes (the autoscaler's write lands, or someone scales by
     /// hand) or they grow old.
@@ -161,12 +188,10 @@ impl Reconciler {
             } else {
                 None
             };
-            // Without namespaces a fixed port fits one instance, replaced stop-first.
-            let one_at_a_time = fixed_port.is_some() && !self.parts.launcher.resources().isolated();
-            let mut want = self.wanted(app, process) as usize;
-            if one_at_a_time {
-                want = want.min(1);
-            }
+            // A group that fits one instance is replaced stop-first.
+            let ceiling = instance_ceiling(&spec, process, self.isolated());
+            let one_at_a_time = ceiling == Some(1);
+            let want = self.wanted_running(app, process, ceiling) as usize;
             let group: Vec<&Instance> = self
                 .instances
                 .values()

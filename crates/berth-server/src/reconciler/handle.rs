@@ -19,6 +19,8 @@ pub struct Snapshot {
 /// One app's actual state.
 #[derive(Debug, Default, Clone)]
 pub struct AppActual {
+    /// The release the groups are of (the app's target).
+    pub release: Option<u64>,
     /// Every instance, oldest first.
     pub instances: Vec<InstanceInfo>,
     /// Every process group of the target release.

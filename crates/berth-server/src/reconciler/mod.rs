@@ -34,6 +34,7 @@ mod state;
 mod stop;
 mod wake;
 
+pub(crate) use converge::instance_ceiling;
 pub use handle::{AppActual, ReconcilerHandle, Snapshot, StartFailure};
 pub(crate) use wake::FROM_ZERO;
 
@@ -232,6 +233,16 @@ impl Reconciler {
         };
         self.specs.insert(key, decoded.clone());
         decoded
+    }
+
+    /// `release`'s spec if this loop has decoded it already.
+    fn cached_spec(&self, release: &ReleaseRow) -> Option<Arc<AppSpec>> {
+        let key = (
+            release.app.clone(),
+            release.version,
+            release.created_at.clone(),
+        );
+        self.specs.get(&key).cloned().flatten()
     }
 
     /// Records an event; stored at the end of this pass, after the route

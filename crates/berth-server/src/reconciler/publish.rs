@@ -107,9 +107,14 @@ impl Reconciler {
                     port: instance.port,
                 })
                 .collect();
-            snapshot
-                .apps
-                .insert(app.app.clone(), AppActual { instances, groups });
+            snapshot.apps.insert(
+                app.app.clone(),
+                AppActual {
+                    release: app.release.as_ref().map(|release| release.version),
+                    instances,
+                    groups,
+                },
+            );
         }
         self.traffic.retain(|app, _| table.apps.contains_key(app));
         if key != self.published_routes {
@@ -128,7 +133,10 @@ impl Reconciler {
             .processes
             .iter()
             .map(|(process, command)| {
-                let desired = self.wanted(app, process);
+                let ceiling = self
+                    .cached_spec(release)
+                    .and_then(|spec| super::instance_ceiling(&spec, process, self.isolated()));
+                let desired = self.wanted_running(app, process, ceiling);
                 let running = self
                     .instances
                     .values()
