@@ -31,7 +31,7 @@ use berth_store::{GroupScaling, Store};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::reconciler::{FROM_ZERO, ReconcilerHandle};
+use crate::reconciler::{FROM_ZERO, ReconcilerHandle, Woken};
 
 /// How often load is looked at.
 const TICK: Duration = Duration::from_millis(500);
@@ -54,8 +54,6 @@ pub(crate) struct Observation {
     pub idle_for: Duration,
     /// How long fewer instances would have done, if they would now.
     pub below_for: Option<Duration>,
-    /// A request is waiting for an instance of an app at zero.
-    pub woken: bool,
 }
 
 /// A change of count, and why.
@@ -87,9 +85,6 @@ pub(crate) fn decide(scaling: &Scaling, seen: &Observation) -> Option<Decision> 
             reason,
         })
     };
-    if current == 0 && seen.woken && scaling.auto_start {
-        return set(seen.min.max(1), EventKind::ScaleFromZero, FROM_ZERO.into());
-    }
     if current < seen.min {
         return set(
             seen.min,
@@ -168,7 +163,7 @@ pub struct Autoscaler {
     store: Arc<Store>,
     reconciler: ReconcilerHandle,
     routes: watch::Receiver<Arc<RouteTable>>,
-    wakes: mpsc::UnboundedReceiver<String>,
+    wakes: mpsc::UnboundedReceiver<Woken>,
     memory: HashMap<(String, String), GroupMemory>,
 }
 
@@ -180,7 +175,7 @@ impl Autoscaler {
         store: Arc<Store>,
         reconciler: ReconcilerHandle,
         routes: watch::Receiver<Arc<RouteTable>>,
-        wakes: mpsc::UnboundedReceiver<String>,
+        wakes: mpsc::UnboundedReceiver<Woken>,
     ) -> Autoscaler {
         Autoscaler {
             store,
@@ -199,20 +194,26 @@ impl Autoscaler {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 woken = self.wakes.recv() => {
-                    let Some(app) = woken else { return };
-                    // The instance is starting: record the decision once it
-                    // had the machine to itself a moment, taking every app
-                    // woken meanwhile along.
+                    let Some(first) = woken else { return };
+                    // The instance is starting: record the reconciler's
+                    // decision once it had the machine to itself a moment,
+                    // taking every group woken meanwhile along.
                     tokio::time::sleep(RECORD_WAKES_AFTER).await;
-                    let mut apps = vec![app];
-                    while let Ok(app) = self.wakes.try_recv() {
-                        if !apps.contains(&app) {
-                            apps.push(app);
-                        }
+                    let mut woken = vec![first];
+                    while let Ok(more) = self.wakes.try_recv() {
+                        woken.push(more);
                     }
+                    let mut apps: Vec<&str> = woken.iter().map(|woken| woken.app.as_str()).collect();
+                    apps.sort_unstable();
+                    apps.dedup();
                     for app in apps {
-                        tracing::debug!(%app, "woken by a request");
-                        self.scale_app(&app, true);
+                        let groups: Vec<&str> = woken
+                            .iter()
+                            .filter(|woken| woken.app == app)
+                            .map(|woken| woken.group.as_str())
+                            .collect();
+                        tracing::debug!(%app, ?groups, "woken by a request");
+                        self.scale_app(app, &groups);
                     }
                 }
                 _ = tick.tick() => self.scale_all(),
@@ -223,7 +224,7 @@ impl Autoscaler {
     fn scale_all(&mut self) {
         let Ok(apps) = self.store.apps() else { return };
         for app in apps {
-            self.scale_app(&app.name, false);
+            self.scale_app(&app.name, &[]);
         }
         let known: Vec<(String, String)> = self.memory.keys().cloned().collect();
         for key in known {
@@ -233,7 +234,9 @@ impl Autoscaler {
         }
     }
 
-    fn scale_app(&mut self, app: &str, woken: bool) {
+    /// Decides `app`'s counts; `woken` are its groups a request just
+    /// started from zero (the reconciler's decision, recorded here).
+    fn scale_app(&mut self, app: &str, woken: &[&str]) {
         let Ok(app_row) = self.store.app(app) else {
             return;
         };
@@ -286,11 +289,27 @@ impl Autoscaler {
                     ..GroupMemory::default()
                 };
             }
+            let woken = woken.contains(&group.as_str());
             if requests != memory.requests || woken {
                 memory.requests = requests;
                 memory.last_active = Some(Instant::now());
             }
-            let observation = observe(scaling, state, load, memory, woken);
+            if woken {
+                // Started by the reconciler (reconciler/wake.rs), which
+                // recorded the event; the store follows its count.
+                if state.effective() == 0 {
+                    decisions.push((
+                        group.clone(),
+                        Decision {
+                            count: 1,
+                            kind: EventKind::ScaleFromZero,
+                            reason: FROM_ZERO.into(),
+                        },
+                    ));
+                }
+                continue;
+            }
+            let observation = observe(scaling, state, load, memory);
             let Some(decision) = decide(scaling, &observation) else {
                 continue;
             };
@@ -311,7 +330,7 @@ impl Autoscaler {
         tokio::task::spawn_blocking(move || {
             for (group, decision) in decisions {
                 // A wake's start was recorded by the reconciler, which made it.
-                let recorded = woken && decision.kind == EventKind::ScaleFromZero;
+                let recorded = decision.kind == EventKind::ScaleFromZero;
                 if let Err(err) = store.set_scaled(
                     &app,
                     &group,
@@ -332,7 +351,6 @@ fn observe(
     state: &GroupScaling,
     load: usize,
     memory: &mut GroupMemory,
-    woken: bool,
 ) -> Observation {
     let current = state.effective();
     let min = state.min.unwrap_or(scaling.min);
@@ -361,7 +379,6 @@ fn observe(
         max,
         idle_for: since_request.min(since_release),
         below_for: memory.below_since.map(|since| since.elapsed()),
-        woken,
     }
 }
 
@@ -391,7 +408,6 @@ mod tests {
             max: 4,
             idle_for: Duration::ZERO,
             below_for: None,
-            woken: false,
         }
     }
 
@@ -424,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_past_the_timeout_goes_to_zero_and_a_request_brings_one_back() {
+    fn idle_past_the_timeout_goes_to_zero_and_load_alone_never_wakes_it() {
         let mut idle = seen(1, 0);
         idle.idle_for = Duration::from_secs(59);
         assert_eq!(decide(&scaling(), &idle), None);
@@ -436,13 +452,8 @@ mod tests {
             "{}",
             decision.reason
         );
-        let mut woken = seen(0, 7);
-        woken.woken = true;
-        let decision = decide(&scaling(), &woken).unwrap();
-        assert_eq!(
-            (decision.count, decision.kind),
-            (1, EventKind::ScaleFromZero)
-        );
+        // A start from zero is the reconciler's (a request wakes it).
+        assert_eq!(decide(&scaling(), &seen(0, 7)), None);
     }
 
     #[test]
@@ -467,9 +478,6 @@ mod tests {
         assert_eq!(decide(&keep, &idle), None);
         let mut manual_start = scaling();
         manual_start.auto_start = false;
-        let mut woken = seen(0, 3);
-        woken.woken = true;
-        assert_eq!(decide(&manual_start, &woken), None);
         assert_eq!(decide(&manual_start, &seen(1, 50)), None);
     }
 }

@@ -112,7 +112,7 @@ pub(crate) struct Core {
     pub(crate) handle: ReconcilerHandle,
     pub(crate) routes: watch::Receiver<Arc<RouteTable>>,
     /// Apps a request woke (what the autoscaler would be told).
-    pub(crate) woken: mpsc::UnboundedReceiver<String>,
+    pub(crate) woken: mpsc::UnboundedReceiver<crate::reconciler::Woken>,
     shutdown: CancellationToken,
 }
 

@@ -37,6 +37,7 @@ mod wake;
 pub(crate) use converge::instance_ceiling;
 pub use handle::{AppActual, ReconcilerHandle, Snapshot, StartFailure};
 pub(crate) use wake::FROM_ZERO;
+pub use wake::Woken;
 
 use handle::Message;
 use state::{Backoff, Instance, Override, RouteKey};
@@ -66,10 +67,10 @@ pub struct ReconcilerParts {
     pub probe: Arc<dyn crate::health::HealthProbe>,
     /// Where the route table goes.
     pub routes: watch::Sender<Arc<RouteTable>>,
-    /// Told of apps a request found at zero, once the reconciler has
-    /// started them (the autoscaler records the decision). `None`: such
-    /// requests get 503 at once.
-    pub wakes: Option<mpsc::UnboundedSender<String>>,
+    /// Told of each group a request started from zero (the reconciler
+    /// decided and started it; the autoscaler records the count). `None`:
+    /// such requests get 503 at once.
+    pub wakes: Option<mpsc::UnboundedSender<Woken>>,
 }
 
 /// The loop's state.
@@ -86,8 +87,8 @@ pub struct Reconciler {
     desired: Option<Vec<DesiredApp>>,
     /// The router's side of a wake: it sends [`Message::Wake`] here.
     waker: Option<berth_router::Waker>,
-    /// Apps woken in this pass, for the autoscaler.
-    woken: Vec<String>,
+    /// Groups woken in this pass, for the autoscaler.
+    woken: Vec<Woken>,
     /// Events to store once routes are published (off the request path).
     pending_events: std::cell::RefCell<Vec<(String, EventKind, String)>>,
     /// Instances to journal once routes are published.
@@ -159,8 +160,8 @@ impl Reconciler {
             self.converge();
             self.flush_records();
             if let Some(wakes) = &self.parts.wakes {
-                for app in self.woken.drain(..) {
-                    let _ = wakes.send(app);
+                for woken in self.woken.drain(..) {
+                    let _ = wakes.send(woken);
                 }
             }
             // Wake when the earliest restart back-off ends, not a tick later.

@@ -301,7 +301,8 @@ async fn a_request_at_zero_starts_one_instance_at_once() {
     })
     .await;
     assert_eq!(core.driver.started().len(), 1);
-    assert_eq!(core.woken.recv().await.as_deref(), Some("idle"));
+    let woken = core.woken.recv().await.unwrap();
+    assert_eq!((woken.app.as_str(), woken.group.as_str()), ("idle", "web"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -10,6 +10,16 @@ use super::state::Override;
 /// Why an app at zero starts (recorded as the instance starts).
 pub(crate) const FROM_ZERO: &str = "a request arrived while scaled to zero";
 
+/// A group a request started from zero: decided and started here, then
+/// recorded in the store by the autoscaler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Woken {
+    /// The app.
+    pub app: String,
+    /// Its group that now runs one instance.
+    pub group: String,
+}
+
 impl Reconciler {
     /// A request waits at the router for `app`, which has no instance:
     /// one instance of each of its HTTP groups at zero, now, ahead of the
@@ -46,13 +56,14 @@ impl Reconciler {
                                 stored_then: None,
                             },
                         );
+                        self.woken.push(Woken {
+                            app: app.to_string(),
+                            group: group.clone(),
+                        });
                     }
                 }
             }
         }
         self.desired = Some(desired);
-        if !self.woken.iter().any(|woken| woken == app) {
-            self.woken.push(app.to_string());
-        }
     }
 }
