@@ -219,22 +219,22 @@ pub async fn run(
     // Databases and Redis servers first: instances expect them.
     resources.start().await;
     let launcher = launch::Launcher::new(slugs.clone(), resources.clone());
-    let jobs = jobs::JobRunner::new(
-        store.clone(),
-        logs.clone(),
-        driver.clone(),
-        launcher.clone(),
-    )?;
     let (woken, wakes) = tokio::sync::mpsc::unbounded_channel();
     let (reconciler, handle) = Reconciler::new(ReconcilerParts {
         store: store.clone(),
         logs: logs.clone(),
-        driver: driver.clone(),
+        driver,
         launcher,
         probe: Arc::new(health::NetworkProbe),
         routes,
         wakes: Some(woken),
     });
+    let jobs = jobs::JobRunner::new(
+        store.clone(),
+        logs.clone(),
+        handle.clone(),
+        launch::Launcher::new(slugs.clone(), resources.clone()),
+    )?;
     let autoscaler =
         autoscale::Autoscaler::new(store.clone(), handle.clone(), route_receiver.clone(), wakes);
     let deployer = Arc::new(Deployer::new(
@@ -250,7 +250,6 @@ pub async fn run(
             ..UnpackLimits::default()
         },
         url_for,
-        driver,
     ));
     let router_url = format!("http://{router_addr}");
     let state = api::ApiState {

@@ -113,7 +113,9 @@ pub(crate) struct Core {
     pub(crate) routes: watch::Receiver<Arc<RouteTable>>,
     /// Apps a request woke (what the autoscaler would be told).
     pub(crate) woken: mpsc::UnboundedReceiver<crate::reconciler::Woken>,
+    pub(crate) launcher: Launcher,
     shutdown: CancellationToken,
+    reconciler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Core {
@@ -144,13 +146,13 @@ impl Core {
             store: store.clone(),
             logs: logs.clone(),
             driver: Arc::new(driver.clone()),
-            launcher,
+            launcher: launcher.clone(),
             probe: Arc::new(FakeProbe(driver.clone())),
             routes: routes_sender,
             wakes: Some(wakes),
         });
         let shutdown = CancellationToken::new();
-        tokio::spawn(reconciler.run(shutdown.clone()));
+        let reconciler = Some(tokio::spawn(reconciler.run(shutdown.clone())));
         Core {
             dir,
             store,
@@ -161,7 +163,9 @@ impl Core {
             handle,
             routes,
             woken,
+            launcher,
             shutdown,
+            reconciler,
         }
     }
 
@@ -205,8 +209,15 @@ impl Core {
             self.dir.path().join("tmp"),
             berth_build::UnpackLimits::default(),
             Arc::new(|app| format!("http://{app}.localhost")),
-            Arc::new(self.driver.clone()),
         ))
+    }
+
+    /// Stops the server's core as a server stop does, and waits for it.
+    pub(crate) async fn shut_down(&mut self) {
+        self.shutdown.cancel();
+        if let Some(reconciler) = self.reconciler.take() {
+            let _ = reconciler.await;
+        }
     }
 
     /// Sets `app`'s `web` count.

@@ -40,7 +40,6 @@ pub struct Deployer {
     pub(crate) tmp_dir: std::path::PathBuf,
     pub(crate) source_limits: UnpackLimits,
     pub(crate) url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
-    pub(crate) driver: Arc<dyn berth_runtime::Driver>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -57,7 +56,6 @@ impl Deployer {
         tmp_dir: std::path::PathBuf,
         source_limits: UnpackLimits,
         url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
-        driver: Arc<dyn berth_runtime::Driver>,
     ) -> Self {
         Deployer {
             store,
@@ -70,7 +68,6 @@ impl Deployer {
             tmp_dir,
             source_limits,
             url_for,
-            driver,
             locks: std::sync::Mutex::new(HashMap::new()),
         }
     }

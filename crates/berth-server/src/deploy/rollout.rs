@@ -90,10 +90,11 @@ impl Deployer {
             let _ = to_client.send(DeployProgress::ReleaseOutput { line });
         });
         let sink = crate::launch::log_sink(self.logs.clone(), source, Some(also));
-        let running = self.driver.start(&instance_spec, sink).map_err(|err| {
-            let err = crate::launch::StartError::from(err);
-            (format!("the {what} command could not start: {err}"), None)
-        })?;
+        let running = self
+            .reconciler
+            .run_once(instance_spec, sink)
+            .await
+            .map_err(|err| (format!("the {what} command could not start: {err}"), None))?;
         let outcome = tokio::select! {
             cause = running.exited() => cause,
             () = tokio::time::sleep(timeout) => {

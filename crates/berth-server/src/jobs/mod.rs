@@ -19,14 +19,15 @@ use std::time::Duration;
 
 use berth_logs::{LogSource, LogStore};
 use berth_proto::{ExecutionInfo, ExecutionStatus, JobInfo, TaskAttemptInfo};
-use berth_runtime::{Driver, ExitCause};
+use berth_runtime::ExitCause;
 use berth_spec::{AppSpec, JobSpec, OverlapPolicy, Schedule};
 use berth_store::{ExecutionRow, ReleaseRow, Store, StoreError};
 use chrono::Utc;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::launch::{self, StartError};
+use crate::launch;
+use crate::reconciler::ReconcilerHandle;
 
 mod scheduler;
 
@@ -71,7 +72,8 @@ struct RunningExecution {
 pub struct JobRunner {
     store: Arc<Store>,
     logs: Arc<LogStore>,
-    driver: Arc<dyn Driver>,
+    /// Starts each task (the reconciler owns every start).
+    reconciler: ReconcilerHandle,
     launcher: launch::Launcher,
     running: Mutex<HashMap<i64, RunningExecution>>,
 }
@@ -110,7 +112,7 @@ impl JobRunner {
     pub fn new(
         store: Arc<Store>,
         logs: Arc<LogStore>,
-        driver: Arc<dyn Driver>,
+        reconciler: ReconcilerHandle,
         launcher: launch::Launcher,
     ) -> Result<Arc<Self>, StoreError> {
         let interrupted = store.interrupt_running_executions()?;
@@ -120,7 +122,7 @@ impl JobRunner {
         Ok(Arc::new(JobRunner {
             store,
             logs,
-            driver,
+            reconciler,
             launcher,
             running: Mutex::new(HashMap::new()),
         }))
@@ -369,9 +371,10 @@ impl JobRunner {
         };
         let sink = launch::log_sink(self.logs.clone(), source, None);
         let running = self
-            .driver
-            .start(&spec, sink)
-            .map_err(|err| StartError::from(err).to_string())?;
+            .reconciler
+            .run_once(spec, sink)
+            .await
+            .map_err(|err| err.to_string())?;
         tokio::select! {
             cause = running.exited() => Ok(cause),
             () = tokio::time::sleep(timeout) => {

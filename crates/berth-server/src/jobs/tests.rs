@@ -40,7 +40,7 @@ fn with_job(job: JobSpec) -> (Core, Arc<JobRunner>) {
     let runner = JobRunner::new(
         core.store.clone(),
         core.logs.clone(),
-        Arc::new(core.driver.clone()),
+        core.handle.clone(),
         crate::launch::Launcher::new(core.slugs.clone(), core.resources.clone()),
     )
     .unwrap();

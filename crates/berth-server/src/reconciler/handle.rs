@@ -115,4 +115,16 @@ pub(super) enum Message {
     Wake {
         app: String,
     },
+    /// Start a one-off process (see `oneoff.rs`).
+    RunOnce {
+        spec: Box<berth_runtime::InstanceSpec>,
+        output: berth_runtime::OutputSink,
+        reply: tokio::sync::oneshot::Sender<
+            Result<berth_runtime::RunningInstance, crate::launch::StartError>,
+        >,
+    },
+    /// A one-off process exited.
+    OneOffExited {
+        id: String,
+    },
 }

@@ -12,6 +12,12 @@ impl Reconciler {
     pub(super) fn apply(&mut self, message: Message) {
         match message {
             Message::Wake { app } => self.wake(&app),
+            Message::RunOnce {
+                spec,
+                output,
+                reply,
+            } => self.run_once(&spec, output, reply),
+            Message::OneOffExited { id } => self.one_off_exited(&id),
             Message::SetCount { app, group, count } => {
                 self.overrides.insert(
                     (app, group),

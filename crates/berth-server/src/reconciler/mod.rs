@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 mod converge;
 mod handle;
 mod inbox;
+mod oneoff;
 mod publish;
 mod start;
 mod state;
@@ -96,6 +97,8 @@ pub struct Reconciler {
     /// Each release's decoded spec, or why it cannot be read.
     specs: HashMap<(String, u64, String), Option<Arc<AppSpec>>>,
     pending_stops: Vec<String>,
+    /// Release commands and job tasks running now, by id.
+    one_offs: HashMap<String, berth_runtime::RunningInstance>,
     messages: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Message>,
     nudge: Arc<Notify>,
@@ -135,6 +138,7 @@ impl Reconciler {
             published_routes: Vec::new(),
             specs: HashMap::new(),
             pending_stops: Vec::new(),
+            one_offs: HashMap::new(),
             overrides: HashMap::new(),
             desired: None,
             waker,

@@ -4,6 +4,9 @@
 use super::state::Phase;
 use super::{DRAIN_TIMEOUT, Reconciler};
 
+/// How long a one-off process gets after SIGTERM when the server stops.
+const ONE_OFF_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Reconciler {
     /// Marks an instance for stopping; the stop runs after the next publish,
     /// so it has left the route table first.
@@ -54,6 +57,15 @@ impl Reconciler {
             let running = instance.running.clone();
             let grace = instance.kill_timeout;
             stops.push(tokio::spawn(async move { running.stop(grace).await }));
+        }
+        for (id, running) in self.one_offs.drain() {
+            let running = running.clone();
+            let store = self.parts.store.clone();
+            stops.push(tokio::spawn(async move {
+                let cause = running.stop(ONE_OFF_GRACE).await;
+                let _ = store.forget_instance(&id);
+                cause
+            }));
         }
         for stop in stops {
             let _ = stop.await;

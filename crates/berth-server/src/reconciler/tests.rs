@@ -370,3 +370,44 @@ async fn a_release_whose_stored_spec_is_unreadable_runs_nothing_and_says_so() {
         "said once, not once per pass"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_one_off_is_journaled_while_it_runs_and_stopped_with_the_server() {
+    let mut core = Core::start();
+    let v1 = core.release("shop", &AppSpec::default());
+    core.until("v1 runs", secs(5), |core| core.running("shop", v1) == 1)
+        .await;
+    let release = core.store.release("shop", v1).unwrap();
+    let spec = core
+        .launcher
+        .instance_spec(
+            &release,
+            &AppSpec::default(),
+            "release",
+            "release-v1",
+            "shop migrate",
+            &[],
+        )
+        .unwrap();
+    let output: berth_runtime::OutputSink = Arc::new(|_, _| {});
+    let running = core.handle.run_once(spec, output).await.unwrap();
+    core.until("journaled", secs(5), |core| {
+        core.store
+            .journaled_instances()
+            .unwrap()
+            .iter()
+            .any(|entry| entry.id == "release-v1" && entry.pid == running.pid)
+    })
+    .await;
+
+    core.shut_down().await;
+    assert!(running.has_exited(), "the server's stop stopped it");
+    let one_off = core
+        .driver
+        .started()
+        .into_iter()
+        .find(|started| started.id == "release-v1")
+        .unwrap();
+    assert!(one_off.terminated_at.is_some());
+    assert!(core.store.journaled_instances().unwrap().is_empty());
+}
