@@ -6,20 +6,21 @@
 //! cancelled token) and one "all done" back ([`run`] returning once every
 //! instance has stopped).
 //!
-//! Layout: [`api`] translates HTTP to calls; [`deploy`] turns uploads, env
-//! changes and rollbacks into releases that serve; [`reconciler`] makes what
-//! runs match the store; [`health`] checks instances.
+//! Layout (private modules; ARCHITECTURE.md walks through them): `api`
+//! translates HTTP to calls; `deploy` turns uploads, env changes and
+//! rollbacks into releases that serve; `reconciler` makes what runs match
+//! the store and starts every process; `health` checks instances.
 
-pub mod api;
-pub mod autoscale;
-pub mod config;
-pub mod deploy;
-pub mod health;
-pub mod jobs;
-pub mod launch;
-pub mod reconciler;
-pub mod services;
-pub mod stored_spec;
+pub(crate) mod api;
+pub(crate) mod autoscale;
+pub(crate) mod config;
+pub(crate) mod deploy;
+pub(crate) mod health;
+pub(crate) mod jobs;
+pub(crate) mod launch;
+pub(crate) mod reconciler;
+pub(crate) mod services;
+pub(crate) mod stored_spec;
 #[cfg(test)]
 mod testing;
 

@@ -27,7 +27,6 @@ mod shuttle;
 mod state;
 mod stream;
 
-pub use error::ApiFailure;
 pub use state::ApiState;
 
 use apps::*;

@@ -23,7 +23,7 @@ mod rollout;
 mod upload;
 
 pub use config::ConfigChange;
-pub use failure::{DeployFailure, Progress};
+pub use failure::DeployFailure;
 
 use crate::reconciler::ReconcilerHandle;
 use crate::services::Resources;

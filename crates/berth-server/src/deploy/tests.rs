@@ -9,7 +9,8 @@ use berth_proto::ReleaseStatus;
 use berth_runtime::fake::Script;
 use berth_spec::AppSpec;
 
-use super::{ConfigChange, Progress};
+use super::ConfigChange;
+use super::failure::Progress;
 use crate::testing::{Core, FakeBuilder};
 
 /// `shop` v1 serving one instance.

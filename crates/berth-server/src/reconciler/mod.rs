@@ -36,7 +36,7 @@ mod stop;
 mod wake;
 
 pub(crate) use converge::instance_ceiling;
-pub use handle::{AppActual, ReconcilerHandle, Snapshot, StartFailure};
+pub use handle::{ReconcilerHandle, Snapshot, StartFailure};
 pub(crate) use wake::FROM_ZERO;
 pub use wake::Woken;
 

@@ -97,22 +97,6 @@ impl Resources {
         Ok((berth_resources::redis::url(port, &password), port))
     }
 
-    /// The running PostgreSQL server's process id (for tests and status).
-    pub async fn postgres_pid(&self) -> Option<u32> {
-        self.postgres.pid().await
-    }
-
-    /// The running Redis of `app`'s process id.
-    pub async fn redis_pid(&self, app: &str) -> Option<u32> {
-        self.redis.pid(app).await
-    }
-
-    /// The superuser's URL for `database` (benchmarks compare against it).
-    pub async fn postgres_superuser_url(&self, database: &str) -> Result<String, ResourcesError> {
-        self.postgres.create_superuser_database(database).await?;
-        Ok(self.postgres.superuser_url(database).await?)
-    }
-
     pub(crate) fn backups_of(&self, app: &str) -> PathBuf {
         self.backups_dir.join(app)
     }

@@ -118,14 +118,6 @@ impl Resources {
         self.logs.set_masks(app, Vec::<String>::new());
         Ok(())
     }
-
-    /// Whether `app` has data that destroying it would delete.
-    pub fn has_data(&self, app: &str) -> bool {
-        [ResourceKind::Postgres, ResourceKind::Redis]
-            .iter()
-            .any(|kind| matches!(self.store.resource(app, kind), Ok(Some(_))))
-            || self.volumes_dir.join(app).is_dir()
-    }
 }
 
 pub(super) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
