@@ -80,6 +80,7 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
             DeployStrategy::Rolling => "rolling",
             DeployStrategy::Bluegreen => "bluegreen",
             DeployStrategy::Immediate => "immediate",
+            DeployStrategy::Canary => "canary",
         }),
     );
     deploy.insert("wait_timeout".into(), duration(spec.deploy.wait_timeout));
@@ -126,6 +127,9 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
                 table.insert("destination".into(), text(mount.destination.clone()));
                 if let Some(groups) = &mount.processes {
                     table.insert("processes".into(), strings(groups));
+                }
+                if mount.shared {
+                    table.insert("shared".into(), Value::Boolean(true));
                 }
                 Value::Table(table)
             })

@@ -211,6 +211,12 @@ pub struct MountSpec {
     /// The process groups that get it; `None` means all.
     #[serde(default)]
     pub processes: Option<Vec<String>>,
+    /// Two instances may use it at once (the app coordinates its writes):
+    /// its groups may then roll over as the deploy strategy says. Not
+    /// shared (the default), a group that mounts it is replaced stop-first,
+    /// so no two processes ever write it together.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl MountSpec {
@@ -354,6 +360,9 @@ pub enum DeployStrategy {
     Bluegreen,
     /// Old instances stop first, then new ones start (downtime).
     Immediate,
+    /// One new instance starts and passes its health check first; then the
+    /// rest roll.
+    Canary,
 }
 
 /// How HTTP reaches the app.

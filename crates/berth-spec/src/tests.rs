@@ -413,3 +413,19 @@ fn bad_vm_values_are_errors_at_their_place() {
     assert!(err.contains("fly.toml:3:10: memory must be"), "{err}");
     assert!(err.contains("fly.toml:4:8: cpus must be"), "{err}");
 }
+
+#[test]
+fn bluegreen_and_canary_refuse_a_volume_that_is_not_shared() {
+    let text = "app = \"notes\"\n[deploy]\nstrategy = \"canary\"\n[[mounts]]\nsource = \"data\"\ndestination = \"/data\"\n";
+    let err = parse_spec("fly.toml", text).unwrap_err().to_string();
+    assert!(
+        err.contains("fly.toml:3:12: strategy \"canary\" runs new instances beside old ones, and volume `data` is not shared"),
+        "{err}"
+    );
+    let shared = format!("{text}shared = true\n");
+    let spec = parse_spec("fly.toml", &shared).unwrap().spec;
+    assert_eq!(spec.deploy.strategy, DeployStrategy::Canary);
+    assert!(spec.mounts[0].shared);
+    let rolling = text.replace("canary", "rolling");
+    assert!(parse_spec("fly.toml", &rolling).is_ok());
+}

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::Deployer;
 use super::failure::{DeployFailure, Progress, say};
+use crate::reconciler::{Replacement, replacement};
 
 impl Deployer {
     /// Makes a release and, when the spec has a release command, runs it in a
@@ -133,6 +134,19 @@ impl Deployer {
             progress,
             format!("starting v{version}: {}", plan.join(", ")),
         );
+        let replaces = self.store.active_release(&app)?.is_some();
+        for process in release.processes.keys().filter(|_| replaces) {
+            if let Replacement::StopFirst(because) =
+                replacement(spec, process, self.resources.isolated())
+            {
+                say(
+                    progress,
+                    format!(
+                        "{process}: the old instances stop before the new ones start, because {because} (a short gap in service)"
+                    ),
+                );
+            }
+        }
         let mut failures = self.reconciler.start_failures();
         let mut snapshots = self.reconciler.watch_snapshot();
         self.reconciler.nudge();

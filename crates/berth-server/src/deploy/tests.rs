@@ -204,3 +204,151 @@ async fn a_fixed_port_without_namespaces_runs_one_instance_replaced_stop_first()
         "the new instance starts only once the old one has exited"
     );
 }
+
+/// A progress channel whose lines can be read afterwards.
+fn recorded_progress() -> (Progress, Arc<std::sync::Mutex<Vec<String>>>) {
+    let (progress, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let said = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = said.clone();
+    tokio::spawn(async move {
+        while let Some(line) = lines.recv().await {
+            if let berth_proto::DeployProgress::Step { message } = line {
+                kept.lock().unwrap().push(message);
+            }
+        }
+    });
+    (progress, said)
+}
+
+/// `shop` on `spec` with `count` instances, redeployed with v2's instances
+/// taking 2 s to get healthy; returns the starts of v1 and v2.
+async fn redeploy_slow_v2(
+    spec: AppSpec,
+    count: u32,
+) -> (
+    Vec<berth_runtime::fake::Started>,
+    Vec<berth_runtime::fake::Started>,
+    Vec<String>,
+) {
+    let core = serving(&spec).await;
+    core.scale("shop", count);
+    core.until("all of v1", Duration::from_secs(5), |core| {
+        core.running("shop", 1) == count as usize
+    })
+    .await;
+    core.driver.script_release(
+        "shop",
+        2,
+        Script {
+            ready_after: Duration::from_secs(2),
+            ..Script::default()
+        },
+    );
+    let (progress, said) = recorded_progress();
+    core.deployer(Arc::default())
+        .reconfigure("shop".into(), env_change(), progress)
+        .await
+        .unwrap();
+    core.until("v1 gone", Duration::from_secs(10), |core| {
+        core.driver
+            .running("shop")
+            .iter()
+            .all(|instance| instance.env("BERTH_RELEASE") == Some("2"))
+    })
+    .await;
+    let of = |version: &str| {
+        core.driver
+            .started()
+            .into_iter()
+            .filter(|instance| instance.env("BERTH_RELEASE") == Some(version))
+            .collect::<Vec<_>>()
+    };
+    let said = said.lock().unwrap().clone();
+    (of("1"), of("2"), said)
+}
+
+fn with_volume(shared: bool) -> AppSpec {
+    let mut spec = AppSpec::default();
+    spec.mounts.push(berth_spec::MountSpec {
+        source: "data".into(),
+        destination: "/data".into(),
+        processes: None,
+        shared,
+    });
+    spec
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_with_a_volume_is_replaced_stop_first_and_the_deploy_says_so() {
+    let (old, new, said) = redeploy_slow_v2(with_volume(false), 1).await;
+    let old_exited = old[0].ended_at.expect("v1 exited");
+    assert!(
+        new[0].at >= old_exited,
+        "v2 started before v1 had exited: the two would write the volume together"
+    );
+    assert!(
+        said.iter().any(|line| line
+            .contains("web: the old instances stop before the new ones start")
+            && line.contains("volume `data`")),
+        "{said:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_volume_rolls_over_without_a_gap() {
+    let (old, new, said) = redeploy_slow_v2(with_volume(true), 1).await;
+    let new_up = new[0].at + Duration::from_secs(2);
+    assert!(
+        old[0].terminated_at.unwrap() >= new_up,
+        "v1 was stopped before v2 was healthy"
+    );
+    assert!(
+        !said.iter().any(|line| line.contains("stop before")),
+        "{said:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn immediate_stops_every_old_instance_first() {
+    let mut spec = AppSpec::default();
+    spec.deploy.strategy = berth_spec::DeployStrategy::Immediate;
+    let (old, new, _) = redeploy_slow_v2(spec, 2).await;
+    let last_old_exit = old.iter().filter_map(|old| old.ended_at).max().unwrap();
+    assert!(new.iter().all(|new| new.at >= last_old_exit));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bluegreen_keeps_every_old_instance_until_every_new_one_is_up() {
+    let mut spec = AppSpec::default();
+    spec.deploy.strategy = berth_spec::DeployStrategy::Bluegreen;
+    let (old, new, _) = redeploy_slow_v2(spec, 3).await;
+    assert_eq!(new.len(), 3);
+    let all_new_up = new.iter().map(|new| new.at).max().unwrap() + Duration::from_secs(2);
+    for old in &old {
+        assert!(
+            old.terminated_at.unwrap() >= all_new_up,
+            "{} left early",
+            old.id
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn canary_starts_one_new_instance_and_the_rest_once_it_is_up() {
+    let mut spec = AppSpec::default();
+    spec.deploy.strategy = berth_spec::DeployStrategy::Canary;
+    let (old, new, _) = redeploy_slow_v2(spec, 3).await;
+    assert_eq!(new.len(), 3);
+    let canary = new.iter().map(|new| new.at).min().unwrap();
+    for later in new.iter().filter(|new| new.at != canary) {
+        assert!(
+            later.at >= canary + Duration::from_secs(2),
+            "{} started before the canary was up",
+            later.id
+        );
+    }
+    // While the canary warmed up, all three old instances served.
+    for old in &old {
+        assert!(old.terminated_at.unwrap() >= canary + Duration::from_secs(2));
+    }
+}

@@ -5,22 +5,13 @@ use berth_store::EventKind;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use berth_spec::AppSpec;
 use berth_store::DesiredApp;
 use tokio::time::Instant;
 
 use super::handle::StartFailure;
+use super::replace::{instance_ceiling, replacement};
 use super::state::{Backoff, Instance, OVERRIDE_TTL, Phase};
 use super::{REPLACE_UNHEALTHY_AFTER, Reconciler, STABLE_AFTER};
-
-/// The most instances of `process` that can run side by side: one when it
-/// listens on a fixed port and instances share the host's network (no
-/// namespaces of their own, so no two can bind it); else no limit. The one
-/// place this rule lives: the count the reconciler runs, the count a
-/// deploy waits for and the counts `berth scale` accepts all come from it.
-pub(crate) fn instance_ceiling(spec: &AppSpec, process: &str, isolated: bool) -> Option<u32> {
-    (spec.serves_http(process) && spec.http.internal_port.is_some() && !isolated).then_some(1)
-}
 
 impl Reconciler {
     /// One pass: start what is missing, stop what is surplus, publish.
@@ -188,9 +179,8 @@ impl Reconciler {
             } else {
                 None
             };
-            // A group that fits one instance is replaced stop-first.
             let ceiling = instance_ceiling(&spec, process, self.isolated());
-            let one_at_a_time = ceiling == Some(1);
+            let replacement = replacement(&spec, process, self.isolated());
             let want = self.wanted_running(app, process, ceiling) as usize;
             let group: Vec<&Instance> = self
                 .instances
@@ -228,11 +218,7 @@ impl Reconciler {
                 .iter()
                 .filter(|instance| instance.phase == Phase::Running)
                 .count();
-            let allowed_old = if one_at_a_time {
-                0
-            } else {
-                want.saturating_sub(healthy_new)
-            };
+            let allowed_old = replacement.old_allowed(want, healthy_new, old.len());
             if old.len() > allowed_old {
                 old.sort_by_key(|instance| {
                     (
@@ -246,12 +232,17 @@ impl Reconciler {
                     stops.push((instance.id.clone(), "replaced by a newer release"));
                 }
             }
-            let missing = want.saturating_sub(current.len());
+            let missing = replacement.may_start(
+                want.saturating_sub(current.len()),
+                current.len(),
+                healthy_new,
+                old_alive,
+            );
             drop(group);
             for (id, reason) in stops {
                 self.begin_stop(&id, reason);
             }
-            if missing == 0 || (one_at_a_time && old_alive) {
+            if missing == 0 {
                 continue;
             }
             let key = (app.app.clone(), process.clone());

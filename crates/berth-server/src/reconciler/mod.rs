@@ -30,13 +30,14 @@ mod handle;
 mod inbox;
 mod oneoff;
 mod publish;
+mod replace;
 mod start;
 mod state;
 mod stop;
 mod wake;
 
-pub(crate) use converge::instance_ceiling;
 pub use handle::{ReconcilerHandle, Snapshot, StartFailure};
+pub(crate) use replace::{Replacement, instance_ceiling, replacement};
 pub(crate) use wake::FROM_ZERO;
 pub use wake::Woken;
 

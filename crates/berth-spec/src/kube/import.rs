@@ -81,6 +81,7 @@ pub fn parse_manifests(
                     source: name.to_string(),
                     destination: path.to_string(),
                     processes: Some(vec![process.to_string()]),
+                    shared: false,
                 }),
             }
         }

@@ -82,17 +82,12 @@ pub(super) fn validate_deploy(
             "rolling" => DeployStrategy::Rolling,
             "bluegreen" => DeployStrategy::Bluegreen,
             "immediate" => DeployStrategy::Immediate,
-            "canary" => {
-                warnings.push(format!(
-                    "{file}: strategy \"canary\" is deployed as \"rolling\" on one machine"
-                ));
-                DeployStrategy::Rolling
-            }
+            "canary" => DeployStrategy::Canary,
             other => {
                 problems.at(
                     strategy,
                     format!(
-                        "unknown deploy strategy `{other}` (use \"rolling\", \"bluegreen\" or \"immediate\")"
+                        "unknown deploy strategy `{other}` (use \"rolling\", \"bluegreen\", \"canary\" or \"immediate\")"
                     ),
                 );
                 DeployStrategy::Rolling

@@ -135,6 +135,10 @@ fn validate(
     if let Some(build) = raw.build {
         spec.build = validate_build(file, build, problems, warnings);
     }
+    let strategy = raw
+        .deploy
+        .as_ref()
+        .and_then(|deploy| deploy.strategy.clone());
     if let Some(deploy) = raw.deploy {
         spec.deploy = validate_deploy(file, deploy, problems, warnings);
     }
@@ -173,6 +177,24 @@ fn validate(
     }
     if let Some(mounts) = raw.mounts {
         spec.mounts = validate_mounts(file, mounts.into_vec(), problems, warnings);
+    }
+    // Both start new instances beside old ones: a volume two processes
+    // must not write at once cannot take that (Fly refuses them too).
+    if let Some(strategy) = &strategy
+        && matches!(
+            spec.deploy.strategy,
+            DeployStrategy::Bluegreen | DeployStrategy::Canary
+        )
+        && let Some(mount) = spec.mounts.iter().find(|mount| !mount.shared)
+    {
+        problems.at(
+            strategy,
+            format!(
+                "strategy \"{}\" runs new instances beside old ones, and volume `{}` is not shared: use \"rolling\" (a group with a volume is replaced stop-first) or mark the volume `shared = true` if two instances may write it at once",
+                strategy.get_ref(),
+                mount.source
+            ),
+        );
     }
     spec.http = validate_http(
         file,

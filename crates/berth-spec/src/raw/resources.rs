@@ -112,6 +112,7 @@ pub(super) fn validate_mounts(
             processes: mount
                 .processes
                 .map(|groups| groups.into_iter().map(Spanned::into_inner).collect()),
+            shared: mount.shared.unwrap_or(false),
         });
     }
     valid

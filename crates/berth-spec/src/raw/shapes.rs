@@ -143,6 +143,8 @@ pub(super) struct RawMount {
     pub(super) source: Option<Spanned<String>>,
     pub(super) destination: Option<Spanned<String>>,
     pub(super) processes: Option<Vec<Spanned<String>>>,
+    /// berth's own: instances may use it at once.
+    pub(super) shared: Option<bool>,
     // fly's sizing and snapshot keys: one machine's disk has no such knobs.
     pub(super) initial_size: Option<toml::Value>,
     pub(super) auto_extend_size_threshold: Option<toml::Value>,

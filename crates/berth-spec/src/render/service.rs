@@ -258,6 +258,7 @@ pub(super) fn convert(
             source,
             destination: disk.mount_path.clone(),
             processes: None,
+            shared: false,
         });
         if disk.size_gb.is_some() {
             warnings.push(format!(

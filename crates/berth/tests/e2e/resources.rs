@@ -366,8 +366,8 @@ async fn secrets_are_encrypted_injected_masked_and_never_shown() {
     let (_, releases) = server.api_get("/v1/apps/todo/releases").await;
     assert!(!releases.to_string().contains(value));
 
-    // The raw store and log files hold neither value.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The raw store and log files hold neither value (the masked line
+    // above was read back, so it is written).
     for file in ["berth.db", "berth.db-wal", "logs.db", "logs.db-wal"] {
         let bytes = std::fs::read(server.data_dir().join(file)).unwrap_or_default();
         for secret in [value, "rk_test_5551234"] {
@@ -463,4 +463,45 @@ async fn bad_resource_input_gets_a_clear_error_and_changes_nothing() {
     let err = server.fails_in(app.path(), &["deploy"]).await;
     assert!(err.stderr.contains("berth.toml:5:15"), "{}", err.stderr);
     assert!(err.stderr.contains("absolute"), "{}", err.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_never_runs_two_instances_on_one_volume() {
+    setup();
+    let server = TestServer::start().await;
+    let app = example("plain");
+    // Each instance notes in a journal on its volume when it starts and
+    // when SIGTERM ends it (where an app's last commit would go).
+    std::fs::write(
+        app.path().join("berth.toml"),
+        r#"app = "journal"
+[[mounts]]
+source = "data"
+destination = "/data"
+[processes]
+web = "plain & trap 'echo stop-$BERTH_RELEASE >> $BERTH_VOLUME_DATA/journal; kill $!; exit 0' TERM; echo start-$BERTH_RELEASE >> $BERTH_VOLUME_DATA/journal; wait"
+"#,
+    )
+    .unwrap();
+    server.ok_in(app.path(), &["up"]).await;
+    assert_eq!(server.get("journal", "/").await.status, 200);
+
+    let out = server
+        .ok(&["env", "set", "--app", "journal", "GREETING=hello"])
+        .await;
+    assert!(
+        out.stderr
+            .contains("web: the old instances stop before the new ones start")
+            && out.stderr.contains("volume `data`"),
+        "the deploy says why it has a gap: {}",
+        out.stderr
+    );
+    assert_eq!(server.get("journal", "/").await.status, 200);
+    let journal = server.data_dir().join("volumes/journal/data/journal");
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        ["start-1", "stop-1", "start-2"],
+        "v1 wrote its last line before v2 started"
+    );
 }
