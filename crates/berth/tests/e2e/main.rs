@@ -11,3 +11,4 @@ mod jobs;
 mod resources;
 mod scaling;
 mod shuttle;
+mod volumes;
