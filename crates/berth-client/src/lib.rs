@@ -12,6 +12,7 @@ use berth_proto::{
     ExecutionInfo, JobInfo, LogLine, ReleaseInfo, RollbackRequest, RunJob, ScaleRequest,
     ServerHealth,
 };
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -41,7 +42,17 @@ pub enum ClientError {
     /// The answer was cut off or malformed.
     #[error("the server's answer could not be read")]
     Read(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A name that would not stay one path segment (`.`, `..`, empty).
+    #[error("`{0}` is not a name berth uses")]
+    BadName(String),
 }
+
+/// What a path segment keeps unescaped: letters, digits and `-._~`.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 impl ClientError {
     /// Whether the server said the thing does not exist.
@@ -108,10 +119,18 @@ impl Client {
         &self.base
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+    /// A request to the API path made of `segments`, each escaped: a name
+    /// can never add a segment, a query or a fragment of its own.
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {
+        let mut url = self.base.clone();
+        for segment in segments {
+            if segment.is_empty() || *segment == "." || *segment == ".." {
+                return Err(ClientError::BadName(segment.to_string()));
+            }
+            url.push('/');
+            url.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        Ok(self.http.request(method, url).bearer_auth(&self.token))
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response> {
@@ -170,18 +189,19 @@ impl Client {
 
     /// `GET /v1/health` (needs no token).
     pub async fn health(&self) -> Result<ServerHealth> {
-        self.json(self.request(Method::GET, "/v1/health")).await
+        self.json(self.request(Method::GET, &["v1", "health"])?)
+            .await
     }
 
     /// `GET /v1/apps`.
     pub async fn apps(&self) -> Result<Vec<AppSummary>> {
-        self.json(self.request(Method::GET, "/v1/apps")).await
+        self.json(self.request(Method::GET, &["v1", "apps"])?).await
     }
 
     /// `POST /v1/apps`.
     pub async fn create_app(&self, name: &str) -> Result<AppSummary> {
         self.json(
-            self.request(Method::POST, "/v1/apps")
+            self.request(Method::POST, &["v1", "apps"])?
                 .json(&CreateApp { name: name.into() }),
         )
         .await
@@ -189,14 +209,17 @@ impl Client {
 
     /// `DELETE /v1/apps/{app}?confirm=true`.
     pub async fn destroy_app(&self, app: &str) -> Result<()> {
-        self.send(self.request(Method::DELETE, &format!("/v1/apps/{app}?confirm=true")))
-            .await?;
+        self.send(
+            self.request(Method::DELETE, &["v1", "apps", app])?
+                .query(&[("confirm", "true")]),
+        )
+        .await?;
         Ok(())
     }
 
     /// `GET /v1/apps/{app}`.
     pub async fn status(&self, app: &str) -> Result<AppStatus> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}")))
+        self.json(self.request(Method::GET, &["v1", "apps", app])?)
             .await
     }
 
@@ -207,7 +230,7 @@ impl Client {
         tarball: Vec<u8>,
     ) -> Result<NdjsonStream<DeployProgress>> {
         let request = self
-            .request(Method::POST, &format!("/v1/apps/{app}/deploy"))
+            .request(Method::POST, &["v1", "apps", app, "deploy"])?
             .header(reqwest::header::CONTENT_TYPE, "application/zstd")
             .body(tarball);
         self.stream(request).await
@@ -215,7 +238,7 @@ impl Client {
 
     /// `GET /v1/apps/{app}/releases`.
     pub async fn releases(&self, app: &str) -> Result<Vec<ReleaseInfo>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/releases")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "releases"])?)
             .await
     }
 
@@ -226,7 +249,7 @@ impl Client {
         version: Option<u64>,
     ) -> Result<NdjsonStream<DeployProgress>> {
         let request = self
-            .request(Method::POST, &format!("/v1/apps/{app}/rollback"))
+            .request(Method::POST, &["v1", "apps", app, "rollback"])?
             .json(&RollbackRequest { version });
         self.stream(request).await
     }
@@ -234,7 +257,7 @@ impl Client {
     /// `POST /v1/apps/{app}/scale`.
     pub async fn scale(&self, app: &str, counts: BTreeMap<String, u32>) -> Result<AppStatus> {
         self.json(
-            self.request(Method::POST, &format!("/v1/apps/{app}/scale"))
+            self.request(Method::POST, &["v1", "apps", app, "scale"])?
                 .json(&ScaleRequest {
                     counts,
                     ..ScaleRequest::default()
@@ -246,7 +269,7 @@ impl Client {
     /// `POST /v1/apps/{app}/scale` with autoscaling bounds (and counts).
     pub async fn scale_with(&self, app: &str, request: &ScaleRequest) -> Result<AppStatus> {
         self.json(
-            self.request(Method::POST, &format!("/v1/apps/{app}/scale"))
+            self.request(Method::POST, &["v1", "apps", app, "scale"])?
                 .json(request),
         )
         .await
@@ -254,7 +277,7 @@ impl Client {
 
     /// `GET /v1/apps/{app}/env`.
     pub async fn env(&self, app: &str) -> Result<BTreeMap<String, String>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/env")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "env"])?)
             .await
     }
 
@@ -265,7 +288,7 @@ impl Client {
         change: &EnvChange,
     ) -> Result<NdjsonStream<DeployProgress>> {
         self.stream(
-            self.request(Method::POST, &format!("/v1/apps/{app}/env"))
+            self.request(Method::POST, &["v1", "apps", app, "env"])?
                 .json(change),
         )
         .await
@@ -273,13 +296,13 @@ impl Client {
 
     /// `GET /v1/apps/{app}/spec`: the target release's model, as JSON.
     pub async fn spec(&self, app: &str) -> Result<serde_json::Value> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/spec")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "spec"])?)
             .await
     }
 
     /// `GET /v1/apps/{app}/secrets`: names and digests, never values.
     pub async fn secrets(&self, app: &str) -> Result<Vec<berth_proto::SecretInfo>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/secrets")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "secrets"])?)
             .await
     }
 
@@ -290,7 +313,7 @@ impl Client {
         change: &EnvChange,
     ) -> Result<NdjsonStream<DeployProgress>> {
         self.stream(
-            self.request(Method::POST, &format!("/v1/apps/{app}/secrets"))
+            self.request(Method::POST, &["v1", "apps", app, "secrets"])?
                 .json(change),
         )
         .await
@@ -298,31 +321,31 @@ impl Client {
 
     /// `POST /v1/apps/{app}/{kind}` (`postgres` or `redis`): attach one.
     pub async fn attach(&self, app: &str, kind: &str) -> Result<NdjsonStream<DeployProgress>> {
-        self.stream(self.request(Method::POST, &format!("/v1/apps/{app}/{kind}")))
+        self.stream(self.request(Method::POST, &["v1", "apps", app, kind])?)
             .await
     }
 
     /// `GET /v1/apps/{app}/postgres`.
     pub async fn postgres(&self, app: &str) -> Result<berth_proto::PostgresInfo> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/postgres")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "postgres"])?)
             .await
     }
 
     /// `GET /v1/apps/{app}/redis`.
     pub async fn redis(&self, app: &str) -> Result<berth_proto::RedisInfo> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/redis")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "redis"])?)
             .await
     }
 
     /// `POST /v1/apps/{app}/postgres/backups`.
     pub async fn backup(&self, app: &str) -> Result<berth_proto::BackupInfo> {
-        self.json(self.request(Method::POST, &format!("/v1/apps/{app}/postgres/backups")))
+        self.json(self.request(Method::POST, &["v1", "apps", app, "postgres", "backups"])?)
             .await
     }
 
     /// `GET /v1/apps/{app}/postgres/backups`.
     pub async fn backups(&self, app: &str) -> Result<Vec<berth_proto::BackupInfo>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/postgres/backups")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "postgres", "backups"])?)
             .await
     }
 
@@ -333,7 +356,7 @@ impl Client {
         backup: Option<&str>,
     ) -> Result<berth_proto::BackupInfo> {
         self.json(
-            self.request(Method::POST, &format!("/v1/apps/{app}/postgres/restore"))
+            self.request(Method::POST, &["v1", "apps", app, "postgres", "restore"])?
                 .json(&berth_proto::RestoreRequest {
                     backup: backup.map(str::to_string),
                 }),
@@ -343,13 +366,13 @@ impl Client {
 
     /// `GET /v1/apps/{app}/volumes`.
     pub async fn volumes(&self, app: &str) -> Result<Vec<berth_proto::VolumeInfo>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/volumes")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "volumes"])?)
             .await
     }
 
     /// `DELETE /v1/apps/{app}/volumes/{name}`.
     pub async fn destroy_volume(&self, app: &str, name: &str) -> Result<()> {
-        self.send(self.request(Method::DELETE, &format!("/v1/apps/{app}/volumes/{name}")))
+        self.send(self.request(Method::DELETE, &["v1", "apps", app, "volumes", name])?)
             .await?;
         Ok(())
     }
@@ -357,7 +380,7 @@ impl Client {
     /// `GET /v1/apps/{app}/logs`.
     pub async fn logs(&self, app: &str, filter: &LogFilter) -> Result<Vec<LogLine>> {
         self.json(
-            self.request(Method::GET, &format!("/v1/apps/{app}/logs"))
+            self.request(Method::GET, &["v1", "apps", app, "logs"])?
                 .query(filter),
         )
         .await
@@ -370,7 +393,7 @@ impl Client {
         filter: &LogFilter,
     ) -> Result<NdjsonStream<LogLine>> {
         let request = self
-            .request(Method::GET, &format!("/v1/apps/{app}/logs"))
+            .request(Method::GET, &["v1", "apps", app, "logs"])?
             .query(filter)
             .query(&[("follow", "true")]);
         self.stream(request).await
@@ -379,7 +402,7 @@ impl Client {
     /// `GET /v1/apps/{app}/events`.
     pub async fn events(&self, app: &str, limit: u32) -> Result<Vec<EventInfo>> {
         self.json(
-            self.request(Method::GET, &format!("/v1/apps/{app}/events"))
+            self.request(Method::GET, &["v1", "apps", app, "events"])?
                 .query(&[("limit", limit)]),
         )
         .await
@@ -388,21 +411,21 @@ impl Client {
     /// `GET /v1/apps/{app}/events?follow=true`.
     pub async fn follow_events(&self, app: &str, limit: u32) -> Result<NdjsonStream<EventInfo>> {
         let request = self
-            .request(Method::GET, &format!("/v1/apps/{app}/events"))
+            .request(Method::GET, &["v1", "apps", app, "events"])?
             .query(&[("limit", limit.to_string()), ("follow", "true".into())]);
         self.stream(request).await
     }
 
     /// `GET /v1/apps/{app}/jobs`.
     pub async fn jobs(&self, app: &str) -> Result<Vec<JobInfo>> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/jobs")))
+        self.json(self.request(Method::GET, &["v1", "apps", app, "jobs"])?)
             .await
     }
 
     /// `POST /v1/apps/{app}/jobs/{job}/run`.
     pub async fn run_job(&self, app: &str, job: &str, request: &RunJob) -> Result<ExecutionInfo> {
         self.json(
-            self.request(Method::POST, &format!("/v1/apps/{app}/jobs/{job}/run"))
+            self.request(Method::POST, &["v1", "apps", app, "jobs", job, "run"])?
                 .json(request),
         )
         .await
@@ -416,33 +439,33 @@ impl Client {
         limit: u32,
     ) -> Result<Vec<ExecutionInfo>> {
         self.json(
-            self.request(
-                Method::GET,
-                &format!("/v1/apps/{app}/jobs/{job}/executions"),
-            )
-            .query(&[("limit", limit)]),
+            self.request(Method::GET, &["v1", "apps", app, "jobs", job, "executions"])?
+                .query(&[("limit", limit)]),
         )
         .await
     }
 
     /// `GET /v1/apps/{app}/executions/{id}`.
     pub async fn execution(&self, app: &str, id: i64) -> Result<ExecutionInfo> {
-        self.json(self.request(Method::GET, &format!("/v1/apps/{app}/executions/{id}")))
-            .await
+        self.json(self.request(
+            Method::GET,
+            &["v1", "apps", app, "executions", &id.to_string()],
+        )?)
+        .await
     }
 
     /// `POST /v1/apps/{app}/executions/{id}/cancel`.
     pub async fn cancel_execution(&self, app: &str, id: i64) -> Result<ExecutionInfo> {
         self.json(self.request(
             Method::POST,
-            &format!("/v1/apps/{app}/executions/{id}/cancel"),
-        ))
+            &["v1", "apps", app, "executions", &id.to_string(), "cancel"],
+        )?)
         .await
     }
 
     /// `GET /v1/openapi.json`.
     pub async fn openapi(&self) -> Result<serde_json::Value> {
-        self.json(self.request(Method::GET, "/v1/openapi.json"))
+        self.json(self.request(Method::GET, &["v1", "openapi.json"])?)
             .await
     }
 }

@@ -603,6 +603,46 @@ async fn uploads_that_escape_their_folder_or_are_too_big_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_can_never_reach_another_path_of_the_api() {
+    setup();
+    let server = TestServer::start().await;
+    server.ok(&["apps", "create", "victim"]).await;
+    server.ok(&["apps", "create", "appb"]).await;
+    // Unescaped, this was DELETE /v1/apps/victim?confirm=true.
+    let out = server
+        .fails(&[
+            "volumes",
+            "destroy",
+            "../../victim?confirm=true",
+            "--app",
+            "appb",
+            "--yes",
+        ])
+        .await;
+    assert!(
+        out.stderr
+            .contains("app `appb` has no volume `../../victim?confirm=true`"),
+        "{}",
+        out.stderr
+    );
+    for name in ["..", "."] {
+        let out = server
+            .fails(&["volumes", "destroy", name, "--app", "appb", "--yes"])
+            .await;
+        assert!(
+            out.stderr
+                .contains(&format!("`{name}` is not a name berth uses")),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = server.fails(&["status", "--app", "victim/../appb"]).await;
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    let apps = server.ok(&["apps"]).await.stdout;
+    assert!(apps.contains("victim") && apps.contains("appb"), "{apps}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
     setup();
     let server = TestServer::start().await;
