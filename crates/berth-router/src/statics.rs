@@ -14,6 +14,9 @@ use crate::upstream::ProxyBody;
 
 /// Files larger than this go to the app (each file is read whole).
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// How long reading one file may hold a blocking thread (a slow or stuck
+/// disk): past it the request goes to the app.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A URL prefix served from a folder of a release's slug.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +98,7 @@ pub async fn serve(
     let (root, relative) = locate(statics, path)?;
     let (root, relative) = (root.to_path_buf(), relative);
     let head = method == Method::HEAD;
-    let (body, length, name) = tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let (file, name) = open(&root, &relative)?;
         let length = file.metadata().ok()?.len();
@@ -107,9 +110,11 @@ pub async fn serve(
             file.take(MAX_FILE_BYTES).read_to_end(&mut body).ok()?;
         }
         Some((body, length, name))
-    })
-    .await
-    .ok()??;
+    });
+    let (body, length, name) = tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .ok()?
+        .ok()??;
     let length = if head { length } else { body.len() as u64 };
     let mut response = Response::new(ProxyBody::Page(Full::new(Bytes::from(body))));
     *response.status_mut() = StatusCode::OK;
@@ -188,5 +193,31 @@ mod tests {
         std::os::unix::fs::symlink("/", &public).unwrap();
         assert!(serve(&statics, &get, "/static/etc/passwd").await.is_none());
         assert_eq!(content_type(Path::new("a.css")), "text/css; charset=utf-8");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_in_the_static_folder_is_passed_to_the_app_at_once() {
+        let slug = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(slug.path().join("public")).unwrap();
+        let fifo = slug.path().join("public/stuck");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let statics = [StaticDir {
+            prefix: "/static".into(),
+            root: slug.path().to_path_buf(),
+            dir: PathBuf::from("public"),
+        }];
+        // Opening a FIFO for reading waits for a writer: that held a
+        // blocking thread forever. Now it is refused as not a file, at once.
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            serve(&statics, &Method::GET, "/static/stuck"),
+        )
+        .await
+        .expect("answered at once");
+        assert!(answer.is_none(), "a FIFO is not served");
     }
 }

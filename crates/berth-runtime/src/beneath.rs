@@ -16,7 +16,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Opens `relative` under `root` for reading, following no symbolic link
-/// (not even in `root` itself) and never leaving `root`.
+/// (not even in `root` itself) and never leaving `root`. The open never
+/// blocks: a FIFO (or a device) the app left there opens at once, for the
+/// caller to refuse as not a regular file.
 pub fn open_beneath(root: &Path, relative: &Path) -> io::Result<File> {
     let root = CString::new(root.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
@@ -38,7 +40,7 @@ pub fn open_beneath(root: &Path, relative: &Path) -> io::Result<File> {
         }
         let dir = std::os::fd::OwnedFd::from_raw_fd(dir);
         let mut how: libc::open_how = std::mem::zeroed();
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK) as u64;
         how.resolve =
             libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
         let fd = libc::syscall(
