@@ -1,6 +1,7 @@
 //! A small cgroup layer that speaks v1 and v2: one cgroup per instance,
-//! with a memory limit (no swap beyond it) and a CPU quota, and how many
-//! times the kernel's OOM killer struck inside it.
+//! with a memory limit (no swap beyond it), a CPU quota and a cap on its
+//! processes and threads, and how many times the kernel's OOM killer struck
+//! inside it.
 //!
 //! Instance cgroups live under berth's own: `<own>/berth/<instance>` in the
 //! memory and cpu hierarchies (v1), or in the unified hierarchy (v2). On v2
@@ -20,6 +21,8 @@ pub enum Cgroups {
         memory: PathBuf,
         /// `…/cpu/<own>/berth`.
         cpu: PathBuf,
+        /// `…/pids/<own>/berth`, when the pids hierarchy is mounted.
+        pids: Option<PathBuf>,
     },
     /// One unified hierarchy.
     V2 {
@@ -35,6 +38,17 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// CPU cores (a quota).
     pub cpus: f64,
+    /// Processes and threads, together.
+    pub pids: u64,
+}
+
+impl Limits {
+    /// The processes and threads an instance of `memory_mib` may have by
+    /// default: four per MiB (1,024 for 256 MiB), at least 256 and at most
+    /// 16,384 — room for a runtime's blocking pool, not for a fork bomb.
+    pub fn default_pids(memory_mib: u64) -> u64 {
+        (memory_mib * 4).clamp(256, 16_384)
+    }
 }
 
 /// One instance's cgroup.
@@ -90,7 +104,13 @@ impl Cgroups {
         let cpu = join("/sys/fs/cgroup/cpu", &own_path("cpu")?).join("berth");
         std::fs::create_dir_all(&memory).ok()?;
         std::fs::create_dir_all(&cpu).ok()?;
-        let cgroups = Cgroups::V1 { memory, cpu };
+        let pids = own_path("pids")
+            .map(|own| join("/sys/fs/cgroup/pids", &own).join("berth"))
+            .filter(|pids| std::fs::create_dir_all(pids).is_ok());
+        if pids.is_none() {
+            tracing::warn!("no cgroup pids hierarchy: instances' process counts are not capped");
+        }
+        let cgroups = Cgroups::V1 { memory, cpu, pids };
         cgroups.remove_leftovers();
         Some(cgroups)
     }
@@ -102,7 +122,11 @@ impl Cgroups {
     /// joins), and stay.
     fn remove_leftovers(&self) {
         let parents = match self {
-            Cgroups::V1 { memory, cpu } => vec![memory.clone(), cpu.clone()],
+            Cgroups::V1 { memory, cpu, pids } => {
+                let mut parents = vec![memory.clone(), cpu.clone()];
+                parents.extend(pids.clone());
+                parents
+            }
             Cgroups::V2 { root } => vec![root.clone()],
         };
         for parent in parents {
@@ -132,7 +156,11 @@ impl Cgroups {
     /// The directories a cgroup named `name` has (one per hierarchy).
     pub fn dirs(&self, name: &str) -> Vec<PathBuf> {
         match self {
-            Cgroups::V1 { memory, cpu } => vec![memory.join(name), cpu.join(name)],
+            Cgroups::V1 { memory, cpu, pids } => {
+                let mut dirs = vec![memory.join(name), cpu.join(name)];
+                dirs.extend(pids.as_ref().map(|pids| pids.join(name)));
+                dirs
+            }
             Cgroups::V2 { root } => vec![root.join(name)],
         }
     }
@@ -170,7 +198,10 @@ impl Cgroups {
     fn limit(&self, dirs: Vec<PathBuf>, limits: Limits) -> io::Result<InstanceCgroup> {
         let quota = ((limits.cpus * CFS_PERIOD_US as f64).round() as u64).max(1000);
         match (self, dirs.as_slice()) {
-            (Cgroups::V1 { .. }, [memory_dir, cpu_dir]) => {
+            (Cgroups::V1 { .. }, [memory_dir, cpu_dir, pids_dir @ ..]) if pids_dir.len() <= 1 => {
+                if let Some(pids_dir) = pids_dir.first() {
+                    write(&pids_dir.join("pids.max"), limits.pids)?;
+                }
                 write(
                     &memory_dir.join("memory.limit_in_bytes"),
                     limits.memory_bytes,
@@ -188,7 +219,10 @@ impl Cgroups {
                     &cpu_dir.join("cpu.shares"),
                     (1024.0 * limits.cpus.max(0.01)) as u64,
                 );
-                let procs = vec![open_procs(memory_dir)?, open_procs(cpu_dir)?];
+                let mut procs = vec![open_procs(memory_dir)?, open_procs(cpu_dir)?];
+                for pids_dir in pids_dir {
+                    procs.push(open_procs(pids_dir)?);
+                }
                 Ok(InstanceCgroup {
                     memory_dir: memory_dir.clone(),
                     dirs,
@@ -202,6 +236,10 @@ impl Cgroups {
                 std::fs::write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
                 let weight = ((100.0 * limits.cpus) as u64).clamp(1, 10_000);
                 let _ = write(&dir.join("cpu.weight"), weight);
+                // Where the pids controller is enabled (see enable_v2).
+                if dir.join("pids.max").exists() {
+                    write(&dir.join("pids.max"), limits.pids)?;
+                }
                 let procs = vec![open_procs(dir)?];
                 Ok(InstanceCgroup {
                     memory_dir: dir.clone(),
@@ -228,7 +266,14 @@ fn enable_v2(own_dir: &Path, root: &Path) -> io::Result<()> {
         std::fs::write(&subtree, "+memory +cpu")?;
     }
     std::fs::create_dir_all(root)?;
-    std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu")
+    std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu")?;
+    // The pids controller caps processes and threads where the kernel has it.
+    if std::fs::write(&subtree, "+pids").is_err()
+        || std::fs::write(root.join("cgroup.subtree_control"), "+pids").is_err()
+    {
+        tracing::warn!("no cgroup pids controller: instances' process counts are not capped");
+    }
+    Ok(())
 }
 
 fn write(path: &Path, value: u64) -> io::Result<()> {

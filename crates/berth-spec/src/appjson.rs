@@ -257,6 +257,7 @@ pub fn parse_app_json(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
                     cpus: *cpus,
                     size: Some(format!("heroku-{name}")),
                     processes: Some(vec![process.clone()]),
+                    pids: None,
                 }),
                 None => problems.push(SpecProblem {
                     location: locate(text, &format!("\"{size}\"")),

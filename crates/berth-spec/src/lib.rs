@@ -44,6 +44,9 @@ pub use shuttle::{
 };
 pub use tree::{FolderTree, MemoryTree, ProjectTree};
 
+/// The most instances one process group may run (by count, `min` or `max`).
+pub const MAX_INSTANCES_PER_GROUP: u32 = 64;
+
 /// Files that hold an app spec, in the order berth looks for them.
 pub const SPEC_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml", "fly.json", "fly.yaml", "fly.yml"];
 

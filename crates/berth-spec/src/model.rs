@@ -68,6 +68,10 @@ pub struct VmSpec {
     /// The groups it applies to; `None` means all.
     #[serde(default)]
     pub processes: Option<Vec<String>>,
+    /// Processes and threads an instance may have; `None`: four per MiB of
+    /// memory, at least 256 and at most 16,384.
+    #[serde(default)]
+    pub pids: Option<u32>,
 }
 
 impl Default for VmSpec {
@@ -78,6 +82,7 @@ impl Default for VmSpec {
             cpus: 1.0,
             size: Some("shared-cpu-1x".into()),
             processes: None,
+            pids: None,
         }
     }
 }

@@ -227,6 +227,7 @@ pub fn detect_shuttle(tree: &dyn ProjectTree) -> Result<Option<ParsedSpec>, Spec
                 cpus: *cpus,
                 size: Some(format!("shuttle-{name}")),
                 processes: None,
+                pids: None,
             }),
             None => {
                 let known: Vec<&str> = SHUTTLE_INSTANCE_SIZES.iter().map(|s| s.0).collect();

@@ -429,3 +429,18 @@ fn bluegreen_and_canary_refuse_a_volume_that_is_not_shared() {
     let rolling = text.replace("canary", "rolling");
     assert!(parse_spec("fly.toml", &rolling).is_ok());
 }
+
+#[test]
+fn a_spec_cannot_ask_for_more_instances_than_a_group_may_have() {
+    let text =
+        "app = \"big\"\n[http_service]\nmin_machines_running = 70\nmax_machines_running = 100000\n";
+    let err = parse_spec("fly.toml", text).unwrap_err().to_string();
+    assert!(
+        err.contains("fly.toml:3:24: min_machines_running = 70 is more than the 64 instances a process group may have"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fly.toml:4:24: max_machines_running = 100000 is more than the 64"),
+        "{err}"
+    );
+}

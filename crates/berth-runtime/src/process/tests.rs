@@ -69,6 +69,7 @@ async fn a_sandboxed_instance_has_its_user_tmp_and_memory_limit() {
         limits: Some(crate::cgroup::Limits {
             memory_bytes: 32 * 1024 * 1024,
             cpus: 0.5,
+            pids: 256,
         }),
         private_tmp: true,
         network: None,
@@ -176,4 +177,42 @@ fn simple_commands_are_execed_and_compound_ones_kept() {
 fn exit_causes_read_well() {
     assert_eq!(ExitCause::Code(1).to_string(), "exit code 1");
     assert_eq!(ExitCause::Signal(9).to_string(), "killed by SIGKILL");
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn an_instance_cannot_fork_past_its_pids_limit() {
+    assert!(crate::can_isolate(), "sandboxes need root");
+    crate::private_umask();
+    let driver = ProcessDriver::detect();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink_lines = lines.clone();
+    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    // A fork bomb in miniature: 500 sleepers.
+    let mut bomb =
+        spec("i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); done; echo all $i started");
+    bomb.sandbox = Some(crate::Sandbox {
+        uid: 65534,
+        gid: 65534,
+        limits: Some(crate::cgroup::Limits {
+            memory_bytes: 64 * 1024 * 1024,
+            cpus: 0.5,
+            pids: 50,
+        }),
+        private_tmp: true,
+        network: None,
+    });
+    let instance = driver.start(&bomb, sink).unwrap();
+    // The shell gives up at the first fork the kernel refuses.
+    let _ = tokio::time::timeout(Duration::from_secs(20), instance.exited()).await;
+    instance.stop(Duration::from_secs(1)).await;
+    let lines = lines.lock().unwrap();
+    assert!(
+        !lines.iter().any(|line| line == "all 500 started"),
+        "500 processes started past a limit of 50: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|line| line.contains("fork")),
+        "the shell said it could not fork: {lines:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! Scale, env vars and secrets: changes that make a new release or a new count.
 
+use berth_spec::MAX_INSTANCES_PER_GROUP;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -45,15 +46,19 @@ pub(super) async fn scale(
         .into_iter()
         .chain(request.max)
         .map(|count| ("the bound", count))
-        .find(|(_, count)| *count > 64)
+        .find(|(_, count)| *count > MAX_INSTANCES_PER_GROUP)
     {
         return Err(ApiFailure::BadRequest(format!(
-            "{name} {count} is more than the 64 instances a group may have"
+            "{name} {count} is more than the {MAX_INSTANCES_PER_GROUP} instances a group may have"
         )));
     }
-    if let Some((name, count)) = request.counts.iter().find(|(_, count)| **count > 64) {
+    if let Some((name, count)) = request
+        .counts
+        .iter()
+        .find(|(_, count)| **count > MAX_INSTANCES_PER_GROUP)
+    {
         return Err(ApiFailure::BadRequest(format!(
-            "{name}={count} is more than the 64 instances a group may have"
+            "{name}={count} is more than the {MAX_INSTANCES_PER_GROUP} instances a group may have"
         )));
     }
     if let Some(version) = state.store.app(&app)?.target_release {

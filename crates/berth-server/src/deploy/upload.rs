@@ -65,6 +65,7 @@ impl Deployer {
         .map_err(|err| DeployFailure::before_release(err.to_string()))?;
 
         let spec = read_spec(staging.path(), &app, &progress)?;
+        within_limits(&spec)?;
         // Read (and removed from the upload) now; stored once the build
         // succeeded, so a failed deploy changes nothing.
         let imported = self.take_secrets_file(&app, staging.path(), &spec)?;
@@ -270,4 +271,19 @@ fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, Depl
         "no berth.toml or fly.toml: zero config (the package's binary serves as `web`)",
     );
     Ok(AppSpec::default())
+}
+
+/// Bounds every format's spec shares, whatever its own reader allows: a
+/// group's scaling never goes past the instances a group may have.
+fn within_limits(spec: &AppSpec) -> Result<(), DeployFailure> {
+    let cap = berth_spec::MAX_INSTANCES_PER_GROUP;
+    let scaling = &spec.http.scaling;
+    for (what, count) in [("minimum", Some(scaling.min)), ("maximum", scaling.max)] {
+        if let Some(count) = count.filter(|count| *count > cap) {
+            return Err(DeployFailure::before_release(format!(
+                "the spec's {what} of {count} instances is more than the {cap} a process group may have"
+            )));
+        }
+    }
+    Ok(())
 }

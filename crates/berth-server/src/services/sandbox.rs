@@ -75,6 +75,10 @@ impl Resources {
             limits: Some(berth_runtime::cgroup::Limits {
                 memory_bytes: u64::from(vm.memory_mb) * 1024 * 1024,
                 cpus: vm.cpus,
+                pids: vm.pids.map_or_else(
+                    || berth_runtime::cgroup::Limits::default_pids(u64::from(vm.memory_mb)),
+                    u64::from,
+                ),
             }),
             private_tmp: true,
             network: None,

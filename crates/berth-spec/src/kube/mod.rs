@@ -291,6 +291,7 @@ fn read_limits(resources: &Value, process: Option<&str>) -> Option<VmSpec> {
         cpus,
         size: None,
         processes: process.map(|process| vec![process.to_string()]),
+        pids: None,
     })
 }
 

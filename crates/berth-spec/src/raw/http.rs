@@ -163,13 +163,29 @@ pub(super) fn validate_scaling(
             }
         };
     }
+    let at_most =
+        |value: &Spanned<NumberOrText>, key: &str, count: u32, problems: &mut Problems<'_>| {
+            if count > crate::MAX_INSTANCES_PER_GROUP {
+                problems.at(
+                    value,
+                    format!(
+                        "{key} = {count} is more than the {} instances a process group may have",
+                        crate::MAX_INSTANCES_PER_GROUP
+                    ),
+                );
+            }
+        };
     if let Some(value) = &keys.min
         && let Some(min) = count_value(value, "min_machines_running", problems)
     {
+        at_most(value, "min_machines_running", min, problems);
         scaling.min = min;
     }
     if let Some(value) = &keys.max {
         scaling.max = count_value(value, "max_machines_running", problems);
+        if let Some(max) = scaling.max {
+            at_most(value, "max_machines_running", max, problems);
+        }
         if let Some(max) = scaling.max
             && max < scaling.min.max(1)
         {

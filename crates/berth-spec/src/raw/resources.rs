@@ -118,6 +118,9 @@ pub(super) fn validate_mounts(
     valid
 }
 
+/// The most memory one instance may be given, in MiB.
+const MAX_MEMORY_MIB: u32 = 256 * 1024;
+
 pub(super) fn validate_vms(
     file: &str,
     vms: Vec<RawVm>,
@@ -153,13 +156,20 @@ pub(super) fn validate_vms(
         }
         for value in [&vm.memory, &vm.memory_mb].into_iter().flatten() {
             match memory_mib(value.get_ref()) {
-                Some(mib) if mib >= 16 => {
+                Some(mib) if (16..=MAX_MEMORY_MIB).contains(&mib) => {
                     spec.memory_mb = mib;
                     spec.size = None;
                 }
-                _ => problems.at(
+                Some(mib) if mib < 16 => {
+                    problems.at(value, format!("memory is {mib} MB; it must be at least 16 MB"))
+                }
+                Some(mib) => problems.at(
                     value,
-                    "memory must be at least 16 MB: a number of MB, or a size such as \"512mb\" or \"1gb\"".into(),
+                    format!("memory is {mib} MB; it can be at most {MAX_MEMORY_MIB} MB (256 GB)"),
+                ),
+                None => problems.at(
+                    value,
+                    "memory must be a number of MB, or a size such as \"512mb\" or \"1gb\" (units: kb, mb, gb)".into(),
                 ),
             }
         }
@@ -174,7 +184,22 @@ pub(super) fn validate_vms(
                     spec.cpus = cpus;
                     spec.size = None;
                 }
+                Some(cpus) if cpus > 256.0 => {
+                    problems.at(value, format!("cpus is {cpus}; it can be at most 256"))
+                }
                 _ => problems.at(value, "cpus must be a number above 0".into()),
+            }
+        }
+        if let Some(value) = &vm.pids {
+            match count_value(value, "pids", problems) {
+                Some(pids) if (32..=1_000_000).contains(&pids) => spec.pids = Some(pids),
+                Some(pids) => problems.at(
+                    value,
+                    format!(
+                        "pids is {pids}; an instance needs at least 32 and may have at most 1000000"
+                    ),
+                ),
+                None => {}
             }
         }
         if let Some(kind) = &vm.cpu_kind

@@ -172,6 +172,8 @@ pub(super) struct RawVm {
     pub(super) cpus: Option<Spanned<NumberOrText>>,
     pub(super) cpu_kind: Option<Spanned<String>>,
     pub(super) processes: Option<Vec<Spanned<String>>>,
+    /// berth's own: processes and threads an instance may have.
+    pub(super) pids: Option<Spanned<NumberOrText>>,
     pub(super) gpus: Option<toml::Value>,
     pub(super) gpu_kind: Option<toml::Value>,
     pub(super) kernel_args: Option<toml::Value>,

@@ -275,6 +275,7 @@ pub(super) fn convert(
                 cpus: *cpus,
                 size: Some(format!("render-{}", name.replace(' ', "-"))),
                 processes: None,
+                pids: None,
             }),
             None => {
                 let known: Vec<&str> = RENDER_PLANS.iter().map(|plan| plan.0).collect();
