@@ -51,9 +51,12 @@ impl PreparedSandbox {
         self.become_user()
     }
 
-    /// The fresh `/tmp` and the bind mounts, in the mount namespace the
-    /// caller has of its own.
+    /// The fresh `/tmp`, a private `/dev` (for a sandboxed instance) and
+    /// the bind mounts, in the mount namespace the caller has of its own.
     fn mount_files(&self) -> io::Result<()> {
+        if self.user.is_some() {
+            private_dev()?;
+        }
         // SAFETY: open, dup3, mount and mkdir are system calls,
         // async-signal-safe; the strings were made before the fork and
         // live as long as `self`.
@@ -111,4 +114,73 @@ impl PreparedSandbox {
         }
         Ok(())
     }
+}
+
+/// The character devices an app may use: name, major, minor.
+const DEVICES: [(&std::ffi::CStr, u32, u32); 6] = [
+    (c"/dev/null", 1, 3),
+    (c"/dev/zero", 1, 5),
+    (c"/dev/full", 1, 7),
+    (c"/dev/random", 1, 8),
+    (c"/dev/urandom", 1, 9),
+    (c"/dev/tty", 5, 0),
+];
+
+/// The links every `/dev` has.
+const LINKS: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
+    (c"/proc/self/fd", c"/dev/fd"),
+    (c"/proc/self/fd/0", c"/dev/stdin"),
+    (c"/proc/self/fd/1", c"/dev/stdout"),
+    (c"/proc/self/fd/2", c"/dev/stderr"),
+    (c"pts/ptmx", c"/dev/ptmx"),
+];
+
+/// Covers the host's `/dev` with one of the instance's own: the usual
+/// devices and links, its own pseudo-terminals, and a `/dev/shm` of its
+/// own (a small tmpfs whose pages count against the instance's memory and
+/// go away with it). Nothing of the host's devices, and nothing another
+/// app left in shared memory, is visible.
+fn private_dev() -> io::Result<()> {
+    // SAFETY: mount, mknod, chmod, mkdir and symlink with constant C
+    // strings; async-signal-safe system calls, no allocation.
+    unsafe {
+        check(libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/dev".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            c"mode=755,size=64k".as_ptr().cast(),
+        ))?;
+        for (path, major, minor) in DEVICES {
+            check(libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            ))?;
+            // mknod honours the umask (022): everyone may use these.
+            check(libc::chmod(path.as_ptr(), 0o666))?;
+        }
+        check(libc::mkdir(c"/dev/shm".as_ptr(), 0o755))?;
+        check(libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/dev/shm".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            c"mode=1777,size=64m".as_ptr().cast(),
+        ))?;
+        check(libc::mkdir(c"/dev/pts".as_ptr(), 0o755))?;
+        // Pseudo-terminals of its own; a kernel without them leaves the
+        // directory empty (ptmx then points nowhere).
+        let _ = libc::mount(
+            c"devpts".as_ptr(),
+            c"/dev/pts".as_ptr(),
+            c"devpts".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            c"newinstance,ptmxmode=0666,mode=620".as_ptr().cast(),
+        );
+        for (target, link) in LINKS {
+            check(libc::symlink(target.as_ptr(), link.as_ptr()))?;
+        }
+    }
+    Ok(())
 }

@@ -216,3 +216,80 @@ async fn an_instance_cannot_fork_past_its_pids_limit() {
         "the shell said it could not fork: {lines:?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_sandboxed_instance_has_a_dev_and_a_dev_shm_of_its_own() {
+    assert!(crate::can_isolate(), "sandboxes need root");
+    crate::private_umask();
+    let driver = ProcessDriver::detect();
+    let run = |command: &str, memory_mib: u64| {
+        let mut spec = spec(command);
+        // A cgroup of its own name: tests run side by side.
+        spec.id = format!("web-dev-{memory_mib}-{}", command.len());
+        spec.sandbox = Some(crate::Sandbox {
+            uid: 65534,
+            gid: 65534,
+            limits: Some(crate::cgroup::Limits {
+                memory_bytes: memory_mib * 1024 * 1024,
+                cpus: 1.0,
+                pids: 256,
+            }),
+            private_tmp: true,
+            network: None,
+        });
+        spec
+    };
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink_lines = lines.clone();
+    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let marker = format!("berth-test-{}", std::process::id());
+    let script = format!(
+        "ls -A /dev | tr '\\n' ' '; echo; echo hi > /dev/null && head -c 4 /dev/urandom | wc -c; \
+         echo secret > /dev/shm/{marker} && ls /dev/shm"
+    );
+    let first = driver.start(&run(&script, 64), sink.clone()).unwrap();
+    assert_eq!(
+        first.exited().await,
+        ExitCause::Code(0),
+        "{:?}",
+        lines.lock().unwrap()
+    );
+    {
+        let lines = lines.lock().unwrap();
+        assert_eq!(
+            lines[0].trim(),
+            "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero",
+            "only the usual devices"
+        );
+        assert_eq!(lines[1].trim(), "4");
+        assert_eq!(lines[2], marker);
+    }
+    // Neither the host nor the next instance sees what it left there.
+    assert!(!std::path::Path::new("/dev/shm").join(&marker).exists());
+    lines.lock().unwrap().clear();
+    let second = driver
+        .start(&run("ls -A /dev/shm | wc -l", 64), sink.clone())
+        .unwrap();
+    assert_eq!(second.exited().await, ExitCause::Code(0));
+    assert_eq!(*lines.lock().unwrap(), ["0"]);
+
+    // Shared memory counts against its memory: 48 MiB in /dev/shm does not
+    // fit in 32 MiB.
+    lines.lock().unwrap().clear();
+    let hog = driver
+        .start(
+            &run(
+                "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 2>&1; echo wrote",
+                32,
+            ),
+            sink,
+        )
+        .unwrap();
+    let cause = hog.exited().await;
+    assert!(
+        matches!(cause, ExitCause::OutOfMemory { .. } | ExitCause::Signal(9)),
+        "48 MiB of /dev/shm within a 32 MiB limit: {cause:?}, {:?}",
+        lines.lock().unwrap()
+    );
+}
