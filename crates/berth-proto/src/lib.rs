@@ -73,10 +73,12 @@ macro_rules! wire_enum {
     };
 }
 
+mod cidr;
 mod jobs;
 mod resources;
 mod states;
 
+pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
 pub use jobs::*;
 pub use resources::*;
 pub use states::*;

@@ -29,9 +29,9 @@ pub use export::{to_dockerfile, to_fly_toml};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use kube::{Manifests, parse_manifests, to_manifests};
 pub use model::{
-    AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EnvFrom,
-    EnvSource, HealthCheck, HttpService, MountSpec, ResourcesSpec, Scaling, StaticSpec, VM_SIZES,
-    VmSpec,
+    AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EgressSpec,
+    EnvFrom, EnvSource, HealthCheck, HttpService, MountSpec, ResourcesSpec, Scaling, StaticSpec,
+    VM_SIZES, VmSpec,
 };
 pub use project::{
     PROCFILE, PROJECT_FILE_NAMES, load_blueprint, load_project, load_project_for, parse_procfile,

@@ -53,6 +53,26 @@ pub struct AppSpec {
     /// Set when the app is a Shuttle project run the way Shuttle ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shuttle: Option<crate::ShuttleSpec>,
+    /// Where its instances may connect beyond the public internet.
+    #[serde(default, skip_serializing_if = "EgressSpec::is_default")]
+    pub egress: EgressSpec,
+}
+
+/// `[egress]`: what an app's instances may reach besides the public
+/// internet. Private networks, link-local addresses (cloud metadata) and
+/// the host itself are closed by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressSpec {
+    /// Private ranges it may reach (`["10.0.0.0/8"]`): a database on the
+    /// LAN, say. The host's own addresses stay closed.
+    #[serde(default)]
+    pub allow: Vec<berth_proto::Ipv4Cidr>,
+}
+
+impl EgressSpec {
+    fn is_default(&self) -> bool {
+        self == &EgressSpec::default()
+    }
 }
 
 /// The size an instance is promised: enforced with cgroups when berth runs as root.
@@ -251,6 +271,7 @@ impl Default for AppSpec {
             jobs_only: false,
             env_from: Vec::new(),
             shuttle: None,
+            egress: EgressSpec::default(),
         }
     }
 }

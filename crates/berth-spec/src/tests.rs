@@ -444,3 +444,24 @@ fn a_spec_cannot_ask_for_more_instances_than_a_group_may_have() {
         "{err}"
     );
 }
+
+#[test]
+fn egress_allow_takes_ipv4_ranges_and_says_where_one_is_wrong() {
+    let text = "app = \"lan\"\n[egress]\nallow = [\"10.0.0.0/8\", \"192.168.1.20\"]\n";
+    let spec = parse_spec("berth.toml", text).unwrap().spec;
+    let allowed: Vec<String> = spec
+        .egress
+        .allow
+        .iter()
+        .map(|cidr| cidr.to_string())
+        .collect();
+    assert_eq!(allowed, ["10.0.0.0/8", "192.168.1.20/32"]);
+    let bad = "app = \"lan\"\n[egress]\nallow = [\"10.0.0.0/8\", \"10.1.0.0/8\"]\n";
+    let err = parse_spec("berth.toml", bad).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "berth.toml:3:24: [egress] allow: `10.1.0.0/8` has bits set past its /8 prefix"
+        ),
+        "{err}"
+    );
+}

@@ -28,18 +28,22 @@ pub fn egress_env() -> Vec<(String, String)> {
 }
 
 /// Which destinations the egress proxy may open.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     /// Loopback destinations too. The server never sets it (instances
     /// reach berth's services through the bridges, and other apps not at
     /// all); the proxy's own unit tests do, to have an upstream to reach.
     pub allow_loopback: bool,
+    /// Private ranges the app may reach (its `[egress] allow`).
+    pub allow: Vec<berth_proto::Ipv4Cidr>,
 }
 
 impl EgressPolicy {
     /// Whether the proxy may open `ip`: never this host (its loopback, its
     /// own interfaces' addresses, IPv4 written as IPv6 included), nor an
-    /// unspecified, link-local or multicast address.
+    /// unspecified, link-local or multicast address; a private or reserved
+    /// IPv4 address (or a unique-local IPv6 one) only in a range the app
+    /// allows.
     pub fn allows(&self, ip: std::net::IpAddr, own: &[std::net::IpAddr]) -> bool {
         use std::net::IpAddr;
         let ip = match ip {
@@ -53,7 +57,17 @@ impl EgressPolicy {
             IpAddr::V4(v4) => v4.is_link_local(),
             IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
         };
-        !(ip.is_unspecified() || ip.is_multicast() || link_local || own.contains(&ip))
+        if ip.is_unspecified() || ip.is_multicast() || link_local || own.contains(&ip) {
+            return false;
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                !berth_proto::Ipv4Cidr::is_private(v4)
+                    || self.allow.iter().any(|range| range.contains(v4))
+            }
+            // Unique local addresses (fc00::/7): the LAN's.
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) != 0xfc00,
+        }
     }
 }
 
@@ -72,6 +86,7 @@ const MAX_HEAD: usize = 16 * 1024;
 /// An HTTP proxy for the world outside the namespace: `CONNECT host:port`
 /// (HTTPS and any TCP) and absolute-form requests (`GET http://host/path`).
 pub(super) async fn egress(listener: tokio::net::TcpListener, policy: EgressPolicy) {
+    let policy = Arc::new(policy);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let client = match listener.accept().await {
@@ -85,8 +100,9 @@ pub(super) async fn egress(listener: tokio::net::TcpListener, policy: EgressPoli
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue; // Over the cap: the connection is dropped.
         };
+        let policy = policy.clone();
         tokio::spawn(async move {
-            let _ = proxy_one(client, policy).await;
+            let _ = proxy_one(client, &policy).await;
             drop(slot);
         });
     }
@@ -95,7 +111,10 @@ pub(super) async fn egress(listener: tokio::net::TcpListener, policy: EgressPoli
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn proxy_one(mut client: tokio::net::TcpStream, policy: EgressPolicy) -> std::io::Result<()> {
+async fn proxy_one(
+    mut client: tokio::net::TcpStream,
+    policy: &EgressPolicy,
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
@@ -221,16 +240,20 @@ mod tests {
     async fn proxy(allow_loopback: bool) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(egress(listener, EgressPolicy { allow_loopback }));
+        tokio::spawn(egress(
+            listener,
+            EgressPolicy {
+                allow_loopback,
+                ..EgressPolicy::default()
+            },
+        ));
         addr
     }
 
     #[test]
     fn the_policy_refuses_this_host_in_every_spelling() {
         let own: Vec<std::net::IpAddr> = vec!["10.1.2.3".parse().unwrap()];
-        let strict = EgressPolicy {
-            allow_loopback: false,
-        };
+        let strict = EgressPolicy::default();
         for refused in [
             "127.0.0.1",
             "127.9.9.9",
@@ -247,11 +270,33 @@ mod tests {
         ] {
             assert!(!strict.allows(refused.parse().unwrap(), &own), "{refused}");
         }
-        for allowed in ["93.184.216.34", "2606:2800:220:1::1", "10.1.2.4"] {
+        for allowed in ["93.184.216.34", "2606:2800:220:1::1", "198.51.100.2"] {
             assert!(strict.allows(allowed.parse().unwrap(), &own), "{allowed}");
         }
+        // The LAN and cloud metadata only where the app allows them.
+        for private in [
+            "10.1.2.4",
+            "192.168.1.1",
+            "172.16.0.9",
+            "fd00::1",
+            "100.64.1.1",
+        ] {
+            assert!(!strict.allows(private.parse().unwrap(), &own), "{private}");
+        }
+        let lan = EgressPolicy {
+            allow: vec!["10.0.0.0/8".parse().unwrap()],
+            ..EgressPolicy::default()
+        };
+        assert!(lan.allows("10.1.2.4".parse().unwrap(), &own));
+        assert!(
+            !lan.allows("10.1.2.3".parse().unwrap(), &own),
+            "still not the host"
+        );
+        assert!(!lan.allows("169.254.169.254".parse().unwrap(), &own));
+        assert!(!lan.allows("192.168.1.1".parse().unwrap(), &own));
         let tests = EgressPolicy {
             allow_loopback: true,
+            ..EgressPolicy::default()
         };
         assert!(tests.allows("::ffff:127.0.0.1".parse().unwrap(), &own));
         assert!(!tests.allows("10.1.2.3".parse().unwrap(), &own));

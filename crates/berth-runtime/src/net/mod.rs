@@ -62,6 +62,8 @@ pub struct InstanceNetwork {
     bridges: Vec<JoinHandle<()>>,
     /// What the instance's env gains (the proxy's address, in proxy mode).
     pub env: Vec<(String, String)>,
+    /// The private ranges it may reach (direct mode), taken back with it.
+    _allowance: Option<nft::Allowance>,
 }
 
 impl Drop for InstanceNetwork {
@@ -112,6 +114,7 @@ impl InstanceNetwork {
             netns,
             bridges,
             env,
+            _allowance: None,
         })
     }
 }
@@ -193,22 +196,34 @@ impl Networks {
     }
 
     /// The network of a new sandboxed instance of `app`, listening on a
-    /// fixed port or not: a namespace with bridges to the
-    /// services it uses, or `None` when it shares the host's network.
+    /// fixed port or not: a namespace with bridges to the services it uses,
+    /// from which it may reach the public internet and the private ranges
+    /// in `allow` — or `None` when it shares the host's network.
     pub fn prepare(
         &self,
         loopback_ports: &[u16],
         fixed_port: bool,
+        allow: &[berth_proto::Ipv4Cidr],
     ) -> Result<Option<InstanceNetwork>, String> {
         let made = match &self.mode {
             Mode::Direct(pool) => pool.take().map(|netns| (netns, None)),
-            Mode::Proxy(policy) if fixed_port => {
-                NetNs::create().map(|netns| (netns, Some(*policy)))
-            }
+            Mode::Proxy(policy) if fixed_port => NetNs::create().map(|netns| {
+                let policy = EgressPolicy {
+                    allow: allow.to_vec(),
+                    ..policy.clone()
+                };
+                (netns, Some(policy))
+            }),
             _ => return Ok(None),
         };
         let (netns, proxy) =
             made.map_err(|err| format!("cannot make a network namespace: {err}"))?;
-        InstanceNetwork::prepare(netns, loopback_ports, proxy, &self.resolvers).map(Some)
+        let allowance = match netns.uplink() {
+            Some(uplink) => nft::allow(uplink.address, allow)?,
+            None => None,
+        };
+        let mut network = InstanceNetwork::prepare(netns, loopback_ports, proxy, &self.resolvers)?;
+        network._allowance = allowance;
+        Ok(Some(network))
     }
 }

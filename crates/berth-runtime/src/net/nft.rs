@@ -5,12 +5,18 @@
 /// The host's nftables rules for direct egress, one table replaced whole
 /// (several servers on one machine install the same one): what comes from
 /// an instance's link (`bth*`) is masqueraded on its way out, may not reach
-/// the host itself (input) or another instance (refused at once, so a
-/// client fails fast instead of waiting out a connect timeout), and only
-/// answers come back in.
+/// the host itself (input) or another instance, nor a private, link-local
+/// (cloud metadata) or reserved address unless its app allows that range
+/// (`allowed`: instance address . range) — refused at once, so a client
+/// fails fast instead of waiting out a connect timeout — and only answers
+/// come back in. The ranges are [`berth_proto::PRIVATE_RANGES`].
 pub const RULESET: &str = r#"table inet berth
 delete table inet berth
 table inet berth {
+    set allowed {
+        type ipv4_addr . ipv4_addr
+        flags interval
+    }
     chain input {
         type filter hook input priority filter; policy accept;
         iifname "bth*" ct state established,related accept
@@ -20,6 +26,9 @@ table inet berth {
         type filter hook forward priority filter; policy accept;
         iifname "bth*" oifname "bth*" reject with icmpx admin-prohibited
         iifname "bth*" ip daddr { 127.0.0.0/8, 10.233.0.0/16 } reject with icmpx admin-prohibited
+        iifname "bth*" ip saddr . ip daddr @allowed accept
+        iifname "bth*" ip daddr { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 169.254.0.0/16, 172.16.0.0/12, 192.0.0.0/24, 192.168.0.0/16, 198.18.0.0/15, 224.0.0.0/4, 240.0.0.0/4 } reject with icmpx admin-prohibited
+        iifname "bth*" meta nfproto ipv6 reject with icmpx admin-prohibited
         iifname "bth*" accept
         oifname "bth*" ct state established,related accept
         oifname "bth*" drop
@@ -76,6 +85,47 @@ fn nft(rules: &str) -> Result<(), String> {
             "nft refused berth's rules: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         ))
+    }
+}
+
+/// Lets the instance at `address` reach `ranges` (its app's `[egress]
+/// allow`) until the returned guard is dropped.
+pub(super) fn allow(
+    address: std::net::Ipv4Addr,
+    ranges: &[berth_proto::Ipv4Cidr],
+) -> Result<Option<Allowance>, String> {
+    if ranges.is_empty() {
+        return Ok(None);
+    }
+    let elements = elements(address, ranges);
+    nft(&format!(
+        "add element inet berth allowed {{ {elements} }}\n"
+    ))?;
+    Ok(Some(Allowance { elements }))
+}
+
+fn elements(address: std::net::Ipv4Addr, ranges: &[berth_proto::Ipv4Cidr]) -> String {
+    ranges
+        .iter()
+        .map(|range| format!("{address} . {range}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Ranges an instance may reach, taken back when dropped.
+pub struct Allowance {
+    elements: String,
+}
+
+impl Drop for Allowance {
+    fn drop(&mut self) {
+        let rules = format!(
+            "delete element inet berth allowed {{ {} }}\n",
+            self.elements
+        );
+        if let Err(err) = nft(&rules) {
+            tracing::warn!("cannot take back an instance's egress allowance: {err}");
+        }
     }
 }
 

@@ -132,7 +132,7 @@ impl Launcher {
         let prepared = self
             .resources
             .networks()
-            .prepare(&ports, fixed_port)
+            .prepare(&ports, fixed_port, &spec.egress.allow)
             .map_err(|message| StartError {
                 side: StartSide::Sandbox,
                 transient: true,

@@ -168,6 +168,12 @@ fn validate(
     }
 
     spec.jobs = validate_jobs(raw.jobs, problems);
+    for range in raw.egress.map(|egress| egress.allow).unwrap_or_default() {
+        match range.get_ref().parse::<berth_proto::Ipv4Cidr>() {
+            Ok(cidr) => spec.egress.allow.push(cidr),
+            Err(why) => problems.at(&range, format!("[egress] allow: {why}")),
+        }
+    }
     if let Some(resources) = raw.resources {
         spec.resources.postgres = resources.postgres.is_some_and(|on| *on.get_ref());
         spec.resources.redis = resources.redis.is_some_and(|on| *on.get_ref());

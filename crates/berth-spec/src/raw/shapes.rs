@@ -89,6 +89,7 @@ pub(super) struct RawSpec {
     pub(super) mounts: Option<OneOrMany<RawMount>>,
     pub(super) jobs: Vec<RawJob>,
     pub(super) resources: Option<RawResources>,
+    pub(super) egress: Option<RawEgress>,
     pub(super) budget: Option<toml::Value>,
 }
 
@@ -179,6 +180,12 @@ pub(super) struct RawVm {
     pub(super) kernel_args: Option<toml::Value>,
     pub(super) host_dedication_id: Option<toml::Value>,
     pub(super) persist_rootfs: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawEgress {
+    pub(super) allow: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -269,6 +269,16 @@ async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_pro
     // The proxy turned the absolute-form request into an origin-form one
     // (the outside server finds no file named by a whole URL).
     assert!(fetched.contains("hello from outside"), "{fetched}");
+    // The LAN and the cloud's metadata service are closed too.
+    // (The proxy refuses before it connects: no metadata host is needed.)
+    let lan = OutsideHost::on(Where::Lan, 3);
+    for closed in [format!("{}:8000", lan.address), "169.254.169.254:80".into()] {
+        let refused = server
+            .get("egress", &format!("/fetch?addr={closed}&path=/hello.txt"))
+            .await
+            .body;
+        assert!(refused.starts_with("HTTP/1.1 403"), "{closed}: {refused}");
+    }
     // The host itself stays closed to the instance, through the proxy too.
     let host_port: u16 = server.api_url.rsplit_once(':').unwrap().1.parse().unwrap();
     let refused = server
@@ -282,9 +292,12 @@ async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_pro
 }
 
 /// A host of the test's own outside this machine's instances: a network
-/// namespace with a veth link to the host (`10.234.N.2`, the host side
-/// `10.234.N.1`) serving `hello.txt` over HTTP on port 8000. Removed on drop.
-/// Tests running side by side give different `tag`s.
+/// namespace with a veth link to the host serving `hello.txt` over HTTP on
+/// port 8000. On "the internet" it has a public address (`198.51.100.N+2`,
+/// from the documentation range, the host side `N+1`); on "the LAN" a
+/// private one (`10.234.N.2`), which instances may reach only when their
+/// app allows it. Removed on drop. Tests running side by side give
+/// different `tag`s.
 struct OutsideHost {
     name: String,
     link: String,
@@ -302,12 +315,38 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {args:?} failed");
 }
 
+#[derive(Clone, Copy)]
+enum Where {
+    Internet,
+    Lan,
+    /// Where clouds answer with a machine's credentials, 169.254.169.254
+    /// (here a namespace of the test's, so nothing leaves this machine).
+    Metadata,
+}
+
 impl OutsideHost {
     fn start(tag: u32) -> OutsideHost {
-        let n = (std::process::id() + 97 * tag) % 250;
+        OutsideHost::on(Where::Internet, tag)
+    }
+
+    fn on(place: Where, tag: u32) -> OutsideHost {
+        let n = std::process::id() + 97 * tag;
         let name = format!("berth-outside-{}-{tag}", std::process::id());
         let link = format!("btx{}{tag}", std::process::id() % 1_000_000);
-        let (gateway, address) = (format!("10.234.{n}.1"), format!("10.234.{n}.2"));
+        let (gateway, address) = match place {
+            Where::Internet => {
+                let base = (n % 64) * 4;
+                (
+                    format!("198.51.100.{}", base + 1),
+                    format!("198.51.100.{}", base + 2),
+                )
+            }
+            Where::Lan => (
+                format!("10.234.{}.1", n % 250),
+                format!("10.234.{}.2", n % 250),
+            ),
+            Where::Metadata => ("169.254.169.253".into(), "169.254.169.254".into()),
+        };
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(std::process::Stdio::null())
@@ -368,12 +407,16 @@ impl OutsideHost {
 /// An outside host (see [`OutsideHost`]) for a test of direct egress,
 /// which needs root and nftables.
 fn outside_for_direct_egress(tag: u32) -> OutsideHost {
+    outside_for_direct_egress_on(Where::Internet, tag)
+}
+
+fn outside_for_direct_egress_on(place: Where, tag: u32) -> OutsideHost {
     assert!(berth_runtime::can_isolate(), "network namespaces need root");
     assert!(
         std::path::Path::new("/usr/sbin/nft").exists(),
         "direct egress needs nftables (.ci/run installs it)"
     );
-    OutsideHost::start(tag)
+    OutsideHost::on(place, tag)
 }
 
 impl Drop for OutsideHost {
@@ -499,6 +542,45 @@ async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but
         inside.contains(&pg_port),
         "PostgreSQL is bridged in: {inside:?}"
     );
+
+    // The LAN and the cloud's metadata service are closed by default...
+    let lan = outside_for_direct_egress_on(Where::Lan, 4);
+    let metadata = outside_for_direct_egress_on(Where::Metadata, 6);
+    for closed in [lan.address, metadata.address].map(|address| format!("{address}:8000")) {
+        let refused = server
+            .get(
+                "direct",
+                &format!("/fetch?addr={closed}&path=/hello.txt&direct=1"),
+            )
+            .await;
+        assert_eq!(refused.status, 502, "{closed}: {}", refused.body);
+    }
+    // ...and a range the app allows opens, and only that one.
+    deploy_plain(
+        &server,
+        "direct",
+        "[resources]\npostgres = true\n[egress]\nallow = [\"10.234.0.0/16\"]\n",
+    )
+    .await;
+    let fetched = server
+        .get(
+            "direct",
+            &format!("/fetch?addr={}:8000&path=/hello.txt&direct=1", lan.address),
+        )
+        .await;
+    assert_eq!(fetched.status, 200, "{}", fetched.body);
+    assert!(
+        fetched.body.contains("hello from outside"),
+        "{}",
+        fetched.body
+    );
+    let refused = server
+        .get(
+            "direct",
+            &format!("/fetch?addr={}:8000&path=/&direct=1", metadata.address),
+        )
+        .await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
     drop(host_loopback);
 }
 
