@@ -47,6 +47,28 @@ pub use tree::{FolderTree, MemoryTree, ProjectTree};
 /// The most instances one process group may run (by count, `min` or `max`).
 pub const MAX_INSTANCES_PER_GROUP: u32 = 64;
 
+/// The longest value of one env var, in bytes.
+pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+
+/// The most env vars a spec may set in one place.
+pub const MAX_ENV_VARS: usize = 1000;
+
+/// Whether `key` is a name a process can be given: letters, digits and
+/// `_`, not starting with a digit.
+pub fn check_env_key(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid env var name (letters, digits and _, not starting with a digit)",
+            key.escape_debug()
+        ))
+    }
+}
+
 /// Files that hold an app spec, in the order berth looks for them.
 pub const SPEC_FILE_NAMES: &[&str] = &["berth.toml", "fly.toml", "fly.json", "fly.yaml", "fly.yml"];
 

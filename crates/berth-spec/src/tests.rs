@@ -465,3 +465,36 @@ fn egress_allow_takes_ipv4_ranges_and_says_where_one_is_wrong() {
         "{err}"
     );
 }
+
+#[test]
+fn env_names_and_values_a_process_cannot_take_are_errors_with_places() {
+    let big = "x".repeat(40 * 1024);
+    let text = format!(
+        "app = \"envy\"\n[env]\n\"A=B\" = \"1\"\n\"\" = \"2\"\nGOOD = \"ok\"\nNUL = \"a\\u0000b\"\nHUGE = \"{big}\"\n"
+    );
+    let err = parse_spec("berth.toml", &text).unwrap_err().to_string();
+    for expected in [
+        "berth.toml:3:9: [env]: `A=B` is not a valid env var name",
+        "berth.toml:4:6: [env]: `` is not a valid env var name",
+        "berth.toml:6:7: [env]: `NUL` holds a NUL byte",
+        "berth.toml:7:8: [env]: `HUGE` is 40960 bytes; a value may have at most 32768",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    let port = parse_spec("berth.toml", "app = \"p\"\n[env]\nPORT = \"9000\"\n").unwrap();
+    assert!(
+        port.warnings
+            .iter()
+            .any(|warning| warning.contains("sets PORT")),
+        "{:?}",
+        port.warnings
+    );
+    let many: String = (0..1001).map(|n| format!("V{n} = \"x\"\n")).collect();
+    let err = parse_spec("berth.toml", &format!("app = \"m\"\n[env]\n{many}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[env] has 1001 variables; at most 1000 fit"),
+        "{err}"
+    );
+}

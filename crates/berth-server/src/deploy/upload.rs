@@ -274,8 +274,25 @@ fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, Depl
 }
 
 /// Bounds every format's spec shares, whatever its own reader allows: a
-/// group's scaling never goes past the instances a group may have.
+/// group's scaling never goes past the instances a group may have, and its
+/// env is one a process can be given.
 fn within_limits(spec: &AppSpec) -> Result<(), DeployFailure> {
+    if spec.env.len() > berth_spec::MAX_ENV_VARS {
+        return Err(DeployFailure::before_release(format!(
+            "the spec sets {} env vars; at most {} fit",
+            spec.env.len(),
+            berth_spec::MAX_ENV_VARS
+        )));
+    }
+    for (key, value) in &spec.env {
+        berth_spec::check_env_key(key).map_err(DeployFailure::before_release)?;
+        if value.contains('\0') || value.len() > berth_spec::MAX_ENV_VALUE_BYTES {
+            return Err(DeployFailure::before_release(format!(
+                "env var `{key}` holds a NUL byte or more than {} bytes",
+                berth_spec::MAX_ENV_VALUE_BYTES
+            )));
+        }
+    }
     let cap = berth_spec::MAX_INSTANCES_PER_GROUP;
     let scaling = &spec.http.scaling;
     for (what, count) in [("minimum", Some(scaling.min)), ("maximum", scaling.max)] {

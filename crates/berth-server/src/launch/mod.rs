@@ -174,14 +174,7 @@ pub fn log_sink(
 
 /// Env var names: letters, digits and `_`, not starting with a digit; berth's own names are reserved.
 pub fn validate_env_key(key: &str) -> Result<(), String> {
-    let valid = !key.is_empty()
-        && !key.starts_with(|c: char| c.is_ascii_digit())
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(format!(
-            "`{key}` is not a valid env var name (letters, digits and _, not starting with a digit)"
-        ));
-    }
+    berth_spec::check_env_key(key)?;
     if key == "PORT" || key.starts_with("BERTH_") {
         return Err(format!("`{key}` is set by berth and cannot be changed"));
     }

@@ -214,11 +214,7 @@ pub(super) fn validate_jobs(raw_jobs: Vec<RawJob>, problems: &mut Problems<'_>) 
             parallelism,
             max_retries,
             timeout,
-            env: raw
-                .env
-                .into_iter()
-                .map(|(key, value)| (key, value.into_string()))
-                .collect(),
+            env: validate_env(raw.env, "the job's env", problems, &mut Vec::new(), ""),
             overlap,
         });
     }

@@ -10,7 +10,7 @@ use http::validate_http;
 pub(crate) use resources::{valid_mount_destination, valid_volume_name};
 use resources::{validate_mounts, validate_statics, validate_vms};
 use shapes::{Problems, RawSpec};
-use values::{Unit, duration_value, valid_process_name};
+use values::{Unit, duration_value, valid_process_name, validate_env};
 mod cargo;
 mod deploy;
 mod http;
@@ -142,11 +142,7 @@ fn validate(
     if let Some(deploy) = raw.deploy {
         spec.deploy = validate_deploy(file, deploy, problems, warnings);
     }
-    spec.env = raw
-        .env
-        .into_iter()
-        .map(|(key, value)| (key, value.into_string()))
-        .collect();
+    spec.env = validate_env(raw.env, "[env]", problems, warnings, file);
 
     for (name, command) in &raw.processes {
         if !valid_process_name(name) {

@@ -71,7 +71,7 @@ pub(super) struct RawSpec {
     pub(super) kill_signal: Option<String>,
     pub(super) build: Option<RawBuild>,
     pub(super) deploy: Option<RawDeploy>,
-    pub(super) env: BTreeMap<String, Scalar>,
+    pub(super) env: BTreeMap<String, Spanned<Scalar>>,
     pub(super) processes: BTreeMap<String, Spanned<String>>,
     pub(super) http_service: Option<RawHttpService>,
     pub(super) services: Vec<RawService>,
@@ -233,7 +233,7 @@ pub(super) struct RawJob {
     pub(super) parallelism: Option<Spanned<i64>>,
     pub(super) max_retries: Option<Spanned<i64>>,
     pub(super) timeout: Option<Spanned<NumberOrText>>,
-    pub(super) env: BTreeMap<String, Scalar>,
+    pub(super) env: BTreeMap<String, Spanned<Scalar>>,
     pub(super) overlap: Option<Spanned<String>>,
 }
 

@@ -119,3 +119,57 @@ pub(super) fn port_value(
         }
     }
 }
+
+/// Env vars as a spec gives them: names berth can pass to a process, values
+/// without NUL and at most [`crate::MAX_ENV_VALUE_BYTES`], at most
+/// [`crate::MAX_ENV_VARS`] of them. `PORT` is berth's: a warning says so.
+pub(super) fn validate_env(
+    env: BTreeMap<String, Spanned<Scalar>>,
+    section: &str,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+    file: &str,
+) -> BTreeMap<String, String> {
+    if env.len() > crate::MAX_ENV_VARS
+        && let Some((_, first)) = env.iter().next()
+    {
+        problems.at(
+            first,
+            format!(
+                "{section} has {} variables; at most {} fit",
+                env.len(),
+                crate::MAX_ENV_VARS
+            ),
+        );
+    }
+    let mut valid = BTreeMap::new();
+    for (key, value) in env {
+        if let Err(why) = crate::check_env_key(&key) {
+            problems.at(&value, format!("{section}: {why}"));
+            continue;
+        }
+        if key == "PORT" && !file.is_empty() {
+            warnings.push(format!(
+                "{file}: {section} sets PORT, which berth sets itself (to internal_port, or a port it picks); the value is replaced"
+            ));
+        }
+        let span = value.span();
+        let text = value.into_inner().into_string();
+        let located = Spanned::new(span, ());
+        if text.contains('\0') {
+            problems.at(&located, format!("{section}: `{key}` holds a NUL byte"));
+        } else if text.len() > crate::MAX_ENV_VALUE_BYTES {
+            problems.at(
+                &located,
+                format!(
+                    "{section}: `{key}` is {} bytes; a value may have at most {}",
+                    text.len(),
+                    crate::MAX_ENV_VALUE_BYTES
+                ),
+            );
+        } else {
+            valid.insert(key, text);
+        }
+    }
+    valid
+}
