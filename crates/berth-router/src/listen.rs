@@ -87,6 +87,17 @@ async fn handle(
     request: Request<Incoming>,
     cache: &Arc<ConnectionCache>,
 ) -> Response<ProxyBody> {
+    // RFC 9112 §3.2: a request with more than one Host is refused, so the
+    // app and the router can never disagree on which it names.
+    if request
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return pages::bad_request("the request has more than one Host header");
+    }
     let host = request
         .headers()
         .get(header::HOST)

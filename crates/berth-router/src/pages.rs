@@ -34,6 +34,14 @@ pub fn unknown_app<B: From<Full<Bytes>>>(host: &str) -> Response<B> {
     )
 }
 
+/// 400: a request the router will not pass on, and why.
+pub fn bad_request<B: From<Full<Bytes>>>(why: &str) -> Response<B> {
+    page(
+        StatusCode::BAD_REQUEST,
+        format!("400 Bad Request\n\n{why}.\n"),
+    )
+}
+
 /// 404: no host at all.
 pub fn no_host<B: From<Full<Bytes>>>() -> Response<B> {
     page(

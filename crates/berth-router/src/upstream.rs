@@ -391,9 +391,31 @@ fn prepare_request_headers(
     // The router is the edge: what a client claims about itself is replaced.
     headers.insert("x-forwarded-for", client_ip.clone());
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert("x-forwarded-host", host);
+    let host = headers.get(header::HOST).cloned();
+    if let Some(host) = &host {
+        headers.insert("x-forwarded-host", host.clone());
     }
+    headers.insert(header::FORWARDED, forwarded(client_ip, host.as_ref()));
+}
+
+/// RFC 7239's `Forwarded` for this hop (the client's own is dropped): an
+/// IPv6 client and the host are quoted, as the grammar needs.
+fn forwarded(client_ip: &HeaderValue, host: Option<&HeaderValue>) -> HeaderValue {
+    let ip = client_ip.to_str().unwrap_or("unknown");
+    let node = if ip.contains(':') {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let mut value = format!("for={node};proto=http");
+    if let Some(host) = host.and_then(|host| host.to_str().ok())
+        && host
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\')
+    {
+        value.push_str(&format!(";host=\"{host}\""));
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("for=unknown"))
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header

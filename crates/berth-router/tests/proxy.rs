@@ -43,14 +43,23 @@ async fn start_backend(name: &'static str) -> SocketAddr {
                             .insert("connection", "upgrade".parse().unwrap());
                         return Ok::<_, Infallible>(response);
                     }
-                    let forwarded = request
-                        .headers()
-                        .get("x-forwarded-for")
-                        .map(|value| value.to_str().unwrap().to_string())
-                        .unwrap_or_default();
-                    Ok(Response::new(Full::new(Bytes::from(format!(
-                        "{name} {forwarded}"
-                    )))))
+                    let header = |name: &str| {
+                        request
+                            .headers()
+                            .get_all(name)
+                            .iter()
+                            .map(|value| value.to_str().unwrap().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    };
+                    let mut response = Response::new(Full::new(Bytes::from(format!(
+                        "{name} {}",
+                        header("x-forwarded-for")
+                    ))));
+                    response
+                        .headers_mut()
+                        .insert("x-saw-forwarded", header("forwarded").parse().unwrap());
+                    Ok::<_, Infallible>(response)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -354,4 +363,40 @@ async fn a_start_that_never_comes_or_fails_answers_503_with_the_reason() {
     let (status, body) = get(router, "failing.localhost", "/").await;
     assert_eq!(status, 503);
     assert!(body.contains("crash-looping (exit code 1)"), "{body}");
+}
+
+#[tokio::test]
+async fn two_host_headers_get_400_and_a_clients_forwarded_header_is_replaced() {
+    let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
+    let table = RouteTable {
+        apps: HashMap::from([("hello".to_string(), route(vec![a]))]),
+    };
+    let (router, _table) = start_router(table).await;
+    let send = |request: &'static str| async move {
+        let mut stream = TcpStream::connect(router).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        raw
+    };
+    let raw = send(
+        "GET / HTTP/1.1\r\nHost: hello.localhost\r\nHost: other.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("more than one Host header"), "{raw}");
+
+    let raw = send(
+        "GET / HTTP/1.1\r\nHost: hello.localhost\r\nForwarded: for=10.9.9.9;proto=https\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let seen = raw
+        .lines()
+        .find_map(|line| line.strip_prefix("x-saw-forwarded: "))
+        .unwrap_or_else(|| panic!("{raw}"));
+    assert_eq!(
+        seen.trim(),
+        "for=127.0.0.1;proto=http;host=\"hello.localhost\""
+    );
 }
