@@ -185,6 +185,11 @@ pub async fn run(
             source,
         })?;
     let router_addr = router_sockets.local_addr();
+    if !api_addr.ip().is_loopback() {
+        tracing::warn!(
+            "the API listens on {api_addr}, beyond this machine: its token crosses the network in clear; keep it on loopback and reach it through SSH, or put TLS in front"
+        );
+    }
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
     let process_driver = if config.isolation {
         ProcessDriver::detect()
@@ -279,15 +284,7 @@ pub async fn run(
             source,
         })?;
     let api_shutdown = shutdown.clone();
-    let api_task = tokio::spawn(async move {
-        let app = api::routes(state);
-        if let Err(err) = axum::serve(api_listener, app)
-            .with_graceful_shutdown(api_shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %err, "the API stopped");
-        }
-    });
+    let api_task = tokio::spawn(api::serve(api_listener, api::routes(state), api_shutdown));
     let info = ServerInfo {
         api_url: format!("http://{api_addr}"),
         router_url,

@@ -19,6 +19,8 @@ pub enum ApiFailure {
     Conflict(String),
     /// 413.
     TooLarge(String),
+    /// 421: the request names another host (this one).
+    MisdirectedHost(String),
     /// 500.
     Internal(String),
 }
@@ -72,6 +74,11 @@ impl IntoResponse for ApiFailure {
             ApiFailure::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiFailure::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
             ApiFailure::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+            ApiFailure::MisdirectedHost(host) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                format!("berth's API answers requests to this machine's addresses and localhost, not to `{host}`"),
+            ),
             ApiFailure::Internal(message) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
         };
         (

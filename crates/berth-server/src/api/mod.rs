@@ -23,9 +23,12 @@ mod error;
 mod jobs;
 mod logs;
 mod resources;
+mod serve;
 mod shuttle;
 mod state;
 mod stream;
+
+pub(crate) use serve::serve;
 
 pub use state::ApiState;
 
@@ -127,5 +130,7 @@ pub fn routes(state: ApiState) -> Router {
         )
         .merge(authed)
         .merge(shuttle::routes())
+        .layer(middleware::map_request(serve::body_deadline))
+        .layer(middleware::from_fn(auth::require_local_host))
         .with_state(state)
 }

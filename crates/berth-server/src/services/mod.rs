@@ -123,14 +123,17 @@ impl Resources {
         &self.networks
     }
 
-    /// The host loopback ports `app`'s processes use: berth's API, and its
+    /// The host loopback ports `app`'s processes use: berth's API (a Shuttle project's runtime API), and its
     /// (or its owner's) PostgreSQL and Redis when they run.
     pub fn loopback_ports(&self, app: &str, spec: &AppSpec) -> Vec<u16> {
         let mut ports = Vec::new();
-        if let Some(port) = self
-            .api_url
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.trim_end_matches('/').parse().ok())
+        // Only a Shuttle project talks to berth (its runtime API, with a
+        // token of its own); no other app's instance can reach the API.
+        if spec.shuttle.is_some()
+            && let Some(port) = self
+                .api_url
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.trim_end_matches('/').parse().ok())
         {
             ports.push(port);
         }

@@ -643,6 +643,44 @@ async fn a_name_can_never_reach_another_path_of_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_only_its_own_names_and_drops_half_sent_requests() {
+    setup();
+    let server = TestServer::start().await;
+    let token = std::fs::read_to_string(server.data_dir().join("token")).unwrap();
+    let client = reqwest::Client::new();
+    // A page on another site whose name resolves here (DNS rebinding).
+    let answer = client
+        .get(format!("{}/v1/apps", server.api_url))
+        .header("host", "evil.example")
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 421);
+    // The auth scheme is case-insensitive.
+    let answer = client
+        .get(format!("{}/v1/apps", server.api_url))
+        .header("authorization", format!("bearer {}", token.trim()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // A request head that never ends is dropped after 10 s.
+    let addr = server.api_url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "the half-sent request was still open after 20 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
     setup();
     let server = TestServer::start().await;

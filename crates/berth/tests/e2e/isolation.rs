@@ -239,8 +239,8 @@ async fn fixed_port_apps_run_several_instances_each_in_its_own_network_namespace
     assert!(!inside.contains(&host_port), "{inside:?}");
     let api_port: u16 = server.api_url.rsplit_once(':').unwrap().1.parse().unwrap();
     assert!(
-        inside.contains(&api_port),
-        "the API is bridged in: {inside:?}"
+        !inside.contains(&api_port),
+        "berth's API is not bridged in (only a Shuttle project's is): {inside:?}"
     );
     // A redeploy of a fixed-port app starts the new instance beside the old.
     server.ok_in(todo.path(), &["deploy"]).await;
@@ -523,6 +523,9 @@ async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but
     let inside = listening_ports(&tcp);
     assert!(!inside.contains(&loopback_port), "{inside:?}");
     assert!(!inside.contains(&any_port), "{inside:?}");
+    // Nor is berth's API bridged in: only a Shuttle project talks to berth.
+    let api_port: u16 = server.api_url.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(!inside.contains(&api_port), "{inside:?}");
     let refused = server
         .get(
             "direct",
