@@ -42,6 +42,12 @@ pub struct PostgresInfo {
     pub url: String,
     /// The server's port on 127.0.0.1.
     pub port: u16,
+    /// Connections its role has open now.
+    #[serde(default)]
+    pub connections: u32,
+    /// The most its role may open.
+    #[serde(default)]
+    pub connection_limit: u32,
 }
 
 /// How to reach an app's Redis (for its owner only).

@@ -84,6 +84,10 @@ pub async fn postgres(global: &Global, command: PostgresCommand) -> Result<()> {
                 say!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 say!("{}", info.url);
+                eprintln!(
+                    "{} of its {} connections in use",
+                    info.connections, info.connection_limit
+                );
             }
             Ok(())
         }

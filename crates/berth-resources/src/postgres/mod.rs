@@ -142,6 +142,14 @@ impl PgDatabase {
 }
 
 /// The role and database name of `app`: `app_<name>`, within PostgreSQL's
+/// Connections the shared server takes in all.
+pub const MAX_CONNECTIONS: u32 = 200;
+/// Of those, kept for berth's own (superuser) connections.
+pub const RESERVED_FOR_BERTH: u32 = 10;
+/// The most one app's role may hold: one app cannot lock the others out
+/// (`pgbench -c 197` did).
+pub const ROLE_CONNECTION_LIMIT: u32 = 40;
+
 /// 63-byte identifiers (a long name is cut and given a hash of the whole).
 pub fn database_name(app: &str) -> String {
     let name = format!("app_{}", app.replace('-', "_"));
@@ -253,7 +261,10 @@ impl Postgres {
                 "-c".into(),
                 "unix_socket_directories=".into(),
                 "-c".into(),
-                "max_connections=200".into(),
+                format!("max_connections={MAX_CONNECTIONS}"),
+                // berth's own (superuser) connections never find it full.
+                "-c".into(),
+                format!("superuser_reserved_connections={RESERVED_FOR_BERTH}"),
             ],
             user: user.clone(),
             log: self.log_file(),
@@ -374,12 +385,14 @@ impl Postgres {
             .is_some();
         if exists {
             client
-                .batch_execute(&format!("ALTER ROLE {role} WITH LOGIN PASSWORD {literal}"))
+                .batch_execute(&format!(
+                    "ALTER ROLE {role} WITH LOGIN CONNECTION LIMIT {ROLE_CONNECTION_LIMIT} PASSWORD {literal}"
+                ))
                 .await?;
         } else {
             client
                 .batch_execute(&format!(
-                    "CREATE ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {literal}"
+                    "CREATE ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT {ROLE_CONNECTION_LIMIT} PASSWORD {literal}"
                 ))
                 .await?;
         }
@@ -403,6 +416,34 @@ impl Postgres {
             password: Zeroizing::new(password.to_string()),
             port,
         })
+    }
+
+    /// Caps `app`'s role at [`ROLE_CONNECTION_LIMIT`] connections (a role
+    /// made by an older berth had no cap).
+    pub async fn limit_connections(&self, app: &str) -> Result<(), ResourceError> {
+        let port = self.ensure_running().await?;
+        let client = self.admin(port).await?;
+        let role = quote_identifier(&database_name(app));
+        client
+            .batch_execute(&format!(
+                "ALTER ROLE {role} CONNECTION LIMIT {ROLE_CONNECTION_LIMIT}"
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// The connections `app`'s role has open now.
+    pub async fn connections(&self, app: &str) -> Result<u32, ResourceError> {
+        let port = self.ensure_running().await?;
+        let client = self.admin(port).await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&database_name(app)],
+            )
+            .await?;
+        let count: i64 = row.get(0);
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
     /// Drops `app`'s database (closing its connections) and role.

@@ -21,10 +21,13 @@ pub(super) async fn postgres_info(
 ) -> ApiResult<Json<berth_proto::PostgresInfo>> {
     state.store.app(&app)?;
     let database = state.resources.postgres_database(&app).await?;
+    let connections = state.resources.postgres_connections(&app).await?;
     Ok(Json(berth_proto::PostgresInfo {
         url: database.url(),
         port: database.port,
         database: database.name,
+        connections,
+        connection_limit: berth_resources::postgres::ROLE_CONNECTION_LIMIT,
     }))
 }
 

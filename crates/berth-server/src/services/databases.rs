@@ -70,6 +70,11 @@ impl Resources {
     }
 
     /// The app's database and how to log in, starting PostgreSQL if needed.
+    /// The connections `app`'s database role has open now.
+    pub async fn postgres_connections(&self, app: &str) -> Result<u32, ResourcesError> {
+        Ok(self.postgres.connections(app).await?)
+    }
+
     pub async fn postgres_database(&self, app: &str) -> Result<PgDatabase, ResourcesError> {
         let row = self.store.resource(app, &ResourceKind::Postgres)?.ok_or_else(|| {
             ResourcesError::NotFound(format!(

@@ -195,7 +195,12 @@ impl Resources {
                     }
                     match postgres_started.as_ref() {
                         Some(Err(err)) => Err(err.to_string()),
-                        _ => Ok(()),
+                        // A role an older berth made gets its cap too.
+                        _ => self
+                            .postgres
+                            .limit_connections(&row.app)
+                            .await
+                            .map_err(|err| err.to_string()),
                     }
                 }
                 ResourceKind::Redis => self

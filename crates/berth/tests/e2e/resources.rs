@@ -200,6 +200,43 @@ async fn databases_are_private_backups_restore_and_postgres_is_kept_running() {
         .stdout;
     let (todo_url, other_url) = (todo_url.trim(), other_url.trim());
 
+    // One app cannot take every connection of the shared server: 45
+    // sessions as `other` get at most its 40, and `todo` still connects.
+    let sessions: Vec<_> = (0..45)
+        .map(|_| {
+            let url = other_url.to_string();
+            tokio::spawn(async move {
+                tokio::process::Command::new("psql")
+                    .arg(url)
+                    .args(["-tAc", "SELECT pg_sleep(3)"])
+                    .output()
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let todo_meanwhile = server.get("todo", "/todos").await;
+    assert_eq!(todo_meanwhile.status, 200, "{}", todo_meanwhile.body);
+    let shown = server.ok(&["postgres", "url", "--app", "other"]).await;
+    assert!(
+        shown.stderr.contains("of its 40 connections in use"),
+        "{}",
+        shown.stderr
+    );
+    let mut refused = 0;
+    for session in sessions {
+        let session = session.await.unwrap().unwrap();
+        if !session.status.success() {
+            let stderr = String::from_utf8_lossy(&session.stderr);
+            assert!(stderr.contains("too many connections for role"), "{stderr}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 5,
+        "45 sessions past a limit of 40, {refused} refused"
+    );
+
     // Each app's credentials open its own database, and nothing else.
     let psql = |url: String| async move {
         tokio::process::Command::new("psql")
