@@ -9,6 +9,10 @@
 //! This crate never decides what to log; it only keeps and answers.
 
 mod parse;
+mod writer;
+
+pub use writer::MAX_APP_BYTES;
+use writer::{WriterCommand, write_loop};
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -17,7 +21,7 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_proto::{LogLine, LogStream};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{broadcast, oneshot};
@@ -127,11 +131,6 @@ impl LogQuery {
     }
 }
 
-enum WriterCommand {
-    Append(Box<(i64, LogSource, LogStream, ParsedLine)>),
-    Flush(oneshot::Sender<()>),
-}
-
 /// The log store. Share it behind an `Arc`.
 pub struct LogStore {
     writer: Mutex<mpsc::Sender<WriterCommand>>,
@@ -166,12 +165,14 @@ impl Masks {
     }
 }
 
-/// Lines kept over all apps; the oldest go first.
-const MAX_STORED_LINES: i64 = 2_000_000;
-
 impl LogStore {
     /// Opens (creating if needed) the log database at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<LogStore, LogError> {
+        LogStore::open_with_cap(path, MAX_APP_BYTES)
+    }
+
+    /// [`LogStore::open`] with `max_app_bytes` of text kept per app.
+    pub fn open_with_cap(path: &Path, max_app_bytes: u64) -> Result<LogStore, LogError> {
         let writer_conn = open_connection(path)?;
         writer_conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS logs (
@@ -195,7 +196,7 @@ impl LogStore {
         let publisher = live.clone();
         thread::Builder::new()
             .name("berth-log-writer".into())
-            .spawn(move || write_loop(writer_conn, receiver, publisher))
+            .spawn(move || write_loop(writer_conn, receiver, publisher, max_app_bytes))
             .map_err(|err| LogError::BadQuery(format!("cannot start the log writer: {err}")))?;
         Ok(LogStore {
             writer: Mutex::new(sender),
@@ -205,9 +206,27 @@ impl LogStore {
         })
     }
 
+    /// Deletes every stored line of `app` (it was destroyed: a new app of
+    /// the same name starts with none).
+    pub async fn forget_app(&self, app: &str) -> Result<(), LogError> {
+        let (done, wait) = oneshot::channel();
+        {
+            let writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            writer
+                .send(WriterCommand::ForgetApp(app.to_string(), done))
+                .map_err(|_| LogError::WriterStopped)?;
+        }
+        wait.await.map_err(|_| LogError::WriterStopped)
+    }
+
     /// Captures one line of output. Never blocks on the disk.
     pub fn append(&self, source: &LogSource, stream: LogStream, text: &str) {
-        let text = self.mask(&source.app, text);
+        // Masked first, then cut: a secret is never stored in part.
+        let masked = self.mask(&source.app, text);
+        let text = cut(&masked);
         let parsed = parse_line(&text);
         let command =
             WriterCommand::Append(Box::new((now_micros(), source.clone(), stream, parsed)));
@@ -370,91 +389,6 @@ fn open_connection(path: &Path) -> Result<Connection, LogError> {
     Ok(conn)
 }
 
-fn write_loop(
-    mut conn: Connection,
-    commands: mpsc::Receiver<WriterCommand>,
-    live: broadcast::Sender<Arc<StoredLine>>,
-) {
-    let mut since_prune = 0usize;
-    while let Ok(first) = commands.recv() {
-        let mut batch = vec![first];
-        // Gather what else is waiting, up to a bounded batch.
-        while batch.len() < 2048 {
-            match commands.recv_timeout(Duration::from_millis(5)) {
-                Ok(command) => batch.push(command),
-                Err(_) => break,
-            }
-        }
-        let mut stored = Vec::new();
-        let mut flushed = Vec::new();
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO logs (at, app, process, instance, release, stream, level, level_rank, message, fields)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                for command in batch {
-                    match command {
-                        WriterCommand::Append(entry) => {
-                            let (at, source, stream, parsed) = *entry;
-                            let fields_text =
-                                parsed.fields.as_ref().map(|fields| fields.to_string());
-                            insert.execute(params![
-                                at,
-                                source.app,
-                                source.process,
-                                source.instance,
-                                source.release,
-                                stream.as_str(),
-                                parsed.level,
-                                parsed.level.as_deref().and_then(level_rank),
-                                parsed.message,
-                                fields_text,
-                            ])?;
-                            stored.push(StoredLine {
-                                id: tx.last_insert_rowid(),
-                                line: LogLine {
-                                    at: format_micros(at),
-                                    app: source.app,
-                                    process: source.process,
-                                    instance: source.instance,
-                                    release: source.release,
-                                    stream,
-                                    level: parsed.level,
-                                    message: parsed.message,
-                                    fields: parsed.fields,
-                                },
-                            });
-                        }
-                        WriterCommand::Flush(done) => flushed.push(done),
-                    }
-                }
-            }
-            tx.commit()
-        })();
-        if let Err(err) = result {
-            tracing::error!(error = %err, "could not store log lines");
-        }
-        since_prune += stored.len();
-        for line in stored {
-            let _ = live.send(Arc::new(line));
-        }
-        for done in flushed {
-            let _ = done.send(());
-        }
-        if since_prune > 50_000 {
-            since_prune = 0;
-            if let Err(err) = conn.execute(
-                "DELETE FROM logs WHERE id <= (SELECT MAX(id) FROM logs) - ?1",
-                [MAX_STORED_LINES],
-            ) {
-                tracing::warn!(error = %err, "could not prune old log lines");
-            }
-        }
-    }
-}
-
 /// Now, in unix microseconds.
 pub fn now_micros() -> i64 {
     SystemTime::now()
@@ -500,3 +434,23 @@ pub fn parse_since(text: &str) -> Result<i64, LogError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The longest line stored, in bytes of text; a longer one is cut there,
+/// with a note of how much was dropped.
+pub const MAX_STORED_LINE_BYTES: usize = 64 * 1024;
+
+/// `text` within [`MAX_STORED_LINE_BYTES`] (at a character boundary).
+fn cut(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_STORED_LINE_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_STORED_LINE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}…[cut: {} more bytes]",
+        &text[..end],
+        text.len() - end
+    ))
+}

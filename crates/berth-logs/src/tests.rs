@@ -151,3 +151,86 @@ async fn secret_values_are_masked_before_they_are_stored() {
         "other app prints s3cr3t"
     );
 }
+
+fn of_app(app: &str) -> LogSource {
+    LogSource {
+        app: app.into(),
+        process: "web".into(),
+        instance: "web-1".into(),
+        release: 1,
+    }
+}
+
+fn stored(logs: &LogStore, app: &str) -> Vec<StoredLine> {
+    logs.query(&LogQuery {
+        app: app.into(),
+        limit: 10_000,
+        ..LogQuery::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_noisy_app_evicts_only_its_own_oldest_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 KiB per app, for the test.
+    let logs = LogStore::open_with_cap(&dir.path().join("logs.db"), 100 * 1024).unwrap();
+    logs.append(
+        &of_app("quiet"),
+        LogStream::Stdout,
+        "the quiet app's only line",
+    );
+    let kib = "x".repeat(1024);
+    for n in 0..400 {
+        logs.append(
+            &of_app("noisy"),
+            LogStream::Stdout,
+            &format!("{n:04} {kib}"),
+        );
+    }
+    logs.flush().await.unwrap();
+    let noisy = stored(&logs, "noisy");
+    let bytes: usize = noisy.iter().map(|line| line.line.message.len()).sum();
+    assert!(bytes <= 100 * 1024, "{bytes} bytes kept past a 100 KiB cap");
+    assert!(bytes >= 80 * 1024, "trimmed too far: {bytes} bytes");
+    assert!(
+        noisy.last().unwrap().line.message.starts_with("0399 "),
+        "the newest lines stay"
+    );
+    assert_eq!(
+        stored(&logs, "quiet").len(),
+        1,
+        "another app keeps its lines"
+    );
+}
+
+#[tokio::test]
+async fn a_destroyed_apps_lines_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = LogStore::open(&dir.path().join("logs.db")).unwrap();
+    logs.append(&of_app("gone"), LogStream::Stdout, "from the old app");
+    logs.append(&of_app("kept"), LogStream::Stdout, "another app's line");
+    logs.flush().await.unwrap();
+    logs.forget_app("gone").await.unwrap();
+    assert!(stored(&logs, "gone").is_empty());
+    assert_eq!(stored(&logs, "kept").len(), 1);
+}
+
+#[tokio::test]
+async fn a_long_line_is_masked_then_cut_so_no_secret_is_stored_in_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = LogStore::open(&dir.path().join("logs.db")).unwrap();
+    logs.set_masks("hello", ["sk_live_0123456789abcdef"]);
+    // The secret straddles the 64 KiB cut.
+    let line = format!(
+        "{}sk_live_0123456789abcdef{}",
+        "a".repeat(MAX_STORED_LINE_BYTES - 8),
+        "b".repeat(1000)
+    );
+    logs.append(&source("web"), LogStream::Stdout, &line);
+    logs.flush().await.unwrap();
+    let kept = &logs.query(&query()).unwrap()[0].line.message;
+    assert!(!kept.contains("sk_live"), "a part of the secret was stored");
+    assert!(kept.contains("…[cut: "), "the cut is marked");
+    assert!(kept.len() <= MAX_STORED_LINE_BYTES + 40);
+}

@@ -14,8 +14,10 @@ use crate::{
     RunningInstance,
 };
 
-/// Longest line kept whole; longer lines are split.
-const MAX_LINE_BYTES: usize = 64 * 1024;
+/// The most of one line kept; the rest of a longer line is dropped. A
+/// little over the log store's own cut (64 KiB), which masks secrets first
+/// and then cuts: a secret near the cut is never kept in part.
+const MAX_LINE_BYTES: usize = 68 * 1024;
 /// How long an exit waits for output still in the pipes, when a process
 /// that escaped the instance's group holds them open.
 const OUTPUT_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -417,19 +419,17 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, outp
             }
             break;
         }
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
         match available.iter().position(|byte| *byte == b'\n') {
             Some(end) => {
-                line.extend_from_slice(&available[..end]);
+                line.extend_from_slice(&available[..end.min(room)]);
                 reader.consume(end + 1);
                 emit(&mut line);
             }
             None => {
                 let taken = available.len();
-                line.extend_from_slice(available);
+                line.extend_from_slice(&available[..taken.min(room)]);
                 reader.consume(taken);
-                if line.len() >= MAX_LINE_BYTES {
-                    emit(&mut line);
-                }
             }
         }
     }

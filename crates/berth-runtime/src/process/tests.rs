@@ -293,3 +293,21 @@ async fn a_sandboxed_instance_has_a_dev_and_a_dev_shm_of_its_own() {
         lines.lock().unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_very_long_line_is_kept_once_in_part_not_split_into_many() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink_lines = lines.clone();
+    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let running = ProcessDriver::plain()
+        .start(
+            &spec("head -c 300000 /dev/zero | tr '\\0' x; echo; echo after"),
+            sink,
+        )
+        .unwrap();
+    assert_eq!(running.exited().await, ExitCause::Code(0));
+    let lines = lines.lock().unwrap();
+    assert_eq!(lines.len(), 2, "one long line and the next");
+    assert_eq!(lines[0].len(), MAX_LINE_BYTES);
+    assert_eq!(lines[1], "after");
+}

@@ -1,0 +1,198 @@
+//! The writer thread: batches lines into `logs.db`, publishes them to live
+//! followers, keeps each app within its share of the disk, and forgets a
+//! destroyed app's lines.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use berth_proto::{LogLine, LogStream};
+use rusqlite::{Connection, params};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::{LogSource, ParsedLine, StoredLine, format_micros, level_rank};
+
+/// What the writer is asked to do.
+pub(crate) enum WriterCommand {
+    Append(Box<(i64, LogSource, LogStream, ParsedLine)>),
+    Flush(oneshot::Sender<()>),
+    /// Delete every line of an app (it was destroyed).
+    ForgetApp(String, oneshot::Sender<()>),
+}
+
+/// Lines kept in all, whatever the apps' sizes: a last bound.
+const MAX_STORED_LINES: i64 = 2_000_000;
+
+/// Bytes of text (messages and fields) kept per app: past it, the app's
+/// oldest lines go, down to [`TRIM_TO`] of it. A noisy app evicts only its
+/// own lines.
+pub const MAX_APP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The fraction of [`MAX_APP_BYTES`] an app is trimmed to.
+const TRIM_TO: f64 = 0.9;
+
+/// How many bytes a stored line counts for.
+fn line_bytes(message: &str, fields: Option<&str>) -> u64 {
+    (message.len() + fields.map_or(0, str::len)) as u64
+}
+
+/// Keeps the running size of each app's stored lines.
+struct Sizes {
+    max: u64,
+    bytes: HashMap<String, u64>,
+}
+
+impl Sizes {
+    /// `app`'s stored bytes, read from the file the first time.
+    fn of(&mut self, conn: &Connection, app: &str) -> rusqlite::Result<&mut u64> {
+        if !self.bytes.contains_key(app) {
+            let stored: i64 = conn.query_row(
+                "SELECT COALESCE(SUM(length(CAST(message AS BLOB)) + COALESCE(length(CAST(fields AS BLOB)), 0)), 0) FROM logs WHERE app = ?1",
+                [app],
+                |row| row.get(0),
+            )?;
+            self.bytes.insert(app.to_string(), stored.max(0) as u64);
+        }
+        Ok(self.bytes.get_mut(app).expect("just inserted"))
+    }
+
+    /// Deletes the oldest lines of every app over its bound.
+    fn trim(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let over: Vec<(String, u64)> = self
+            .bytes
+            .iter()
+            .filter(|(_, bytes)| **bytes > self.max)
+            .map(|(app, bytes)| (app.clone(), *bytes))
+            .collect();
+        let keep = (self.max as f64 * TRIM_TO) as u64;
+        for (app, bytes) in over {
+            let mut excess = bytes - keep;
+            let mut last = None;
+            {
+                let mut oldest = conn.prepare(
+                    "SELECT id, length(CAST(message AS BLOB)) + COALESCE(length(CAST(fields AS BLOB)), 0) FROM logs WHERE app = ?1 ORDER BY id",
+                )?;
+                let mut rows = oldest.query([&app])?;
+                while let Some(row) = rows.next()? {
+                    let (id, size): (i64, i64) = (row.get(0)?, row.get(1)?);
+                    last = Some(id);
+                    excess = excess.saturating_sub(size.max(0) as u64);
+                    if excess == 0 {
+                        break;
+                    }
+                }
+            }
+            if let Some(last) = last {
+                conn.execute(
+                    "DELETE FROM logs WHERE app = ?1 AND id <= ?2",
+                    params![app, last],
+                )?;
+            }
+            self.bytes.remove(&app);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn write_loop(
+    conn: Connection,
+    commands: mpsc::Receiver<WriterCommand>,
+    live: broadcast::Sender<Arc<StoredLine>>,
+    max_app_bytes: u64,
+) {
+    let mut sizes = Sizes {
+        max: max_app_bytes,
+        bytes: HashMap::new(),
+    };
+    let mut conn = conn;
+    let mut since_prune = 0usize;
+    while let Ok(first) = commands.recv() {
+        let mut batch = vec![first];
+        // Gather what else is waiting, up to a bounded batch.
+        while batch.len() < 2048 {
+            match commands.recv_timeout(Duration::from_millis(5)) {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let mut stored = Vec::new();
+        let mut done = Vec::new();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO logs (at, app, process, instance, release, stream, level, level_rank, message, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                for command in batch {
+                    match command {
+                        WriterCommand::Append(entry) => {
+                            let (at, source, stream, parsed) = *entry;
+                            let fields_text =
+                                parsed.fields.as_ref().map(|fields| fields.to_string());
+                            insert.execute(params![
+                                at,
+                                source.app,
+                                source.process,
+                                source.instance,
+                                source.release,
+                                stream.as_str(),
+                                parsed.level,
+                                parsed.level.as_deref().and_then(level_rank),
+                                parsed.message,
+                                fields_text,
+                            ])?;
+                            *sizes.of(&tx, &source.app)? +=
+                                line_bytes(&parsed.message, fields_text.as_deref());
+                            stored.push(StoredLine {
+                                id: tx.last_insert_rowid(),
+                                line: LogLine {
+                                    at: format_micros(at),
+                                    app: source.app,
+                                    process: source.process,
+                                    instance: source.instance,
+                                    release: source.release,
+                                    stream,
+                                    level: parsed.level,
+                                    message: parsed.message,
+                                    fields: parsed.fields,
+                                },
+                            });
+                        }
+                        WriterCommand::Flush(waiting) => done.push(waiting),
+                        WriterCommand::ForgetApp(app, waiting) => {
+                            tx.execute("DELETE FROM logs WHERE app = ?1", [&app])?;
+                            sizes.bytes.remove(&app);
+                            done.push(waiting);
+                        }
+                    }
+                }
+            }
+            sizes.trim(&tx)?;
+            tx.commit()
+        })();
+        if let Err(err) = result {
+            tracing::error!(error = %err, "could not store log lines");
+            // The running sizes may be off: read them again.
+            sizes.bytes.clear();
+        }
+        since_prune += stored.len();
+        for line in stored {
+            let _ = live.send(Arc::new(line));
+        }
+        for waiting in done {
+            let _ = waiting.send(());
+        }
+        if since_prune > 50_000 {
+            since_prune = 0;
+            if let Err(err) = conn.execute(
+                "DELETE FROM logs WHERE id <= (SELECT MAX(id) FROM logs) - ?1",
+                [MAX_STORED_LINES],
+            ) {
+                tracing::warn!(error = %err, "could not prune old log lines");
+            }
+            sizes.bytes.clear();
+        }
+    }
+}
