@@ -64,15 +64,11 @@ impl Store {
             tx.execute("DELETE FROM job_executions WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM job_schedules WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM resources WHERE app = ?1", [name])?;
+            // A new app of the same name starts with no history.
+            tx.execute("DELETE FROM events WHERE app = ?1", [name])?;
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("app `{name}`")));
             }
-            insert_event(
-                tx,
-                name,
-                &EventKind::AppDestroyed,
-                &format!("app {name} destroyed"),
-            )?;
             Ok(())
         })
     }

@@ -145,6 +145,10 @@ pub(super) async fn destroy_app(
     // Data first: if dropping the database fails, the app stays whole.
     state.resources.destroy_app(&app).await?;
     state.store.destroy_app(&app)?;
+    tracing::info!(%app, "app destroyed");
+    if let Err(err) = state.logs.forget_app(&app).await {
+        tracing::warn!(%app, error = %err, "cannot delete the destroyed app's logs");
+    }
     state.reconciler.nudge();
     Ok(StatusCode::NO_CONTENT)
 }

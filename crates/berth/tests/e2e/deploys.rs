@@ -681,6 +681,26 @@ async fn the_api_answers_only_its_own_names_and_drops_half_sent_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_app_with_a_destroyed_apps_name_starts_with_no_history() {
+    setup();
+    let server = TestServer::start().await;
+    server.ok(&["apps", "create", "again"]).await;
+    server
+        .ok(&["env", "set", "--app", "again", "OLD=secretish"])
+        .await;
+    server.ok(&["apps", "destroy", "again", "--yes"]).await;
+    server.ok(&["apps", "create", "again"]).await;
+    let events = server.ok(&["events", "--app", "again"]).await.stdout;
+    assert!(events.contains("app.created"), "{events}");
+    assert!(
+        !events.contains("env.changed"),
+        "the old app's events: {events}"
+    );
+    let env = server.ok(&["env", "list", "--app", "again"]).await.stdout;
+    assert!(!env.contains("OLD"), "{env}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
     setup();
     let server = TestServer::start().await;
