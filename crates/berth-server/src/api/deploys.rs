@@ -58,13 +58,18 @@ pub(super) async fn deploy(
         return Err(too_large(declared));
     }
     state.store.app(&app)?;
-    let body = axum::body::to_bytes(body, state.max_upload_bytes as usize)
+    let upload = state
+        .deployer
+        .receive_upload(body.into_data_stream(), state.max_upload_bytes)
         .await
-        .map_err(|_| too_large(None))?;
+        .map_err(|err| match err {
+            Some(reason) => ApiFailure::BadRequest(reason),
+            None => too_large(None),
+        })?;
     let (progress, receiver) = mpsc::unbounded_channel();
     let deployer = state.deployer.clone();
     tokio::spawn(async move {
-        if let Err(failure) = deployer.deploy_upload(app, body, progress.clone()).await {
+        if let Err(failure) = deployer.deploy_upload(app, upload, progress.clone()).await {
             send_failure(&progress, failure);
         }
     });

@@ -69,11 +69,12 @@ async fn a_failing_build_makes_no_release() {
         "[package]\nname = \"shop\"\nversion = \"0.1.0\"\n",
     )
     .unwrap();
-    let upload = berth_build::pack(source.path()).unwrap();
+    let mut upload = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut upload, &berth_build::pack(source.path()).unwrap()).unwrap();
 
     let failure = core
         .deployer(builder)
-        .deploy_upload("shop".into(), upload.into(), progress())
+        .deploy_upload("shop".into(), upload, progress())
         .await
         .unwrap_err();
     assert!(failure.message.contains("E0425"), "{}", failure.message);

@@ -20,11 +20,41 @@ use crate::launch::validate_env_key;
 type ImportedSecrets = (String, BTreeMap<String, String>);
 
 impl Deployer {
-    /// Builds `upload` (a zstd tarball) and rolls it out.
+    /// Writes an upload to a file in the server's temp dir as it arrives,
+    /// never more than `max_bytes` of it (`Err(None)` past that), so an
+    /// upload is never held whole in memory.
+    pub async fn receive_upload(
+        &self,
+        mut body: impl futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+        max_bytes: u64,
+    ) -> Result<tempfile::NamedTempFile, Option<String>> {
+        use futures_util::StreamExt;
+        use std::io::Write;
+        std::fs::create_dir_all(&self.tmp_dir)
+            .map_err(|err| Some(format!("cannot create {}: {err}", self.tmp_dir.display())))?;
+        let mut file = tempfile::Builder::new()
+            .prefix("upload-")
+            .suffix(".tar.zst")
+            .tempfile_in(&self.tmp_dir)
+            .map_err(|err| Some(format!("cannot store the upload: {err}")))?;
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| Some(format!("the upload stopped: {err}")))?;
+            received += chunk.len() as u64;
+            if received > max_bytes {
+                return Err(None);
+            }
+            file.write_all(&chunk)
+                .map_err(|err| Some(format!("cannot store the upload: {err}")))?;
+        }
+        Ok(file)
+    }
+
+    /// Builds `upload` (a file holding a zstd tarball) and rolls it out.
     pub async fn deploy_upload(
         self: Arc<Self>,
         app: String,
-        upload: Bytes,
+        upload: tempfile::NamedTempFile,
         progress: Progress,
     ) -> Result<u64, DeployFailure> {
         let lock = self.lock_for(&app);
@@ -39,9 +69,10 @@ impl Deployer {
             }
         };
         self.store.app(&app)?;
+        let size = upload.as_file().metadata().map_or(0, |meta| meta.len());
         say(
             &progress,
-            format!("unpacking the source ({} KiB)", upload.len() / 1024),
+            format!("unpacking the source ({} KiB)", size / 1024),
         );
         std::fs::create_dir_all(&self.tmp_dir).map_err(|err| {
             DeployFailure::before_release(format!(
@@ -58,7 +89,10 @@ impl Deployer {
         let staging_path = staging.path().to_path_buf();
         let limits = self.source_limits;
         tokio::task::spawn_blocking(move || {
-            berth_build::unpack(&upload[..], &staging_path, limits)
+            let file = upload
+                .reopen()
+                .map_err(berth_build::SourceError::Malformed)?;
+            berth_build::unpack(std::io::BufReader::new(file), &staging_path, limits)
         })
         .await
         .map_err(|err| DeployFailure::before_release(format!("unpacking stopped: {err}")))?

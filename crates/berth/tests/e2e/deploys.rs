@@ -701,6 +701,61 @@ async fn a_new_app_with_a_destroyed_apps_name_starts_with_no_history() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_goes_to_disk_as_it_arrives_not_into_memory() {
+    setup();
+    let server = TestServer::start().await;
+    server.ok(&["apps", "create", "big"]).await;
+    // 150 MiB (under the 200 MiB limit) that is no tarball at all.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(150 * 1024 * 1024).unwrap();
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let pid = server.pid();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watching = peak.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            watching.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let body = tokio::fs::File::open(file.path()).await.unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/apps/big/deploy", server.api_url))
+        .bearer_auth(&server.token)
+        .body(reqwest::Body::from(body))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    watcher.abort();
+    assert!(
+        answer.contains("not a valid compressed tarball"),
+        "{answer}"
+    );
+    let peak_mib = peak.load(std::sync::atomic::Ordering::Relaxed) / 1024;
+    assert!(
+        peak_mib < 100,
+        "the server grew to {peak_mib} MiB receiving a 150 MiB upload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_apps_bad_tokens_and_missing_servers_get_clear_errors() {
     setup();
     let server = TestServer::start().await;
