@@ -4,10 +4,12 @@
 //! app a hard memory limit (`maxmemory`, 64 MiB unless asked otherwise, with
 //! `noeviction` so a full Redis refuses writes instead of losing keys), its
 //! own persistence, and no way to see another app's keys, not even with
-//! `KEYS *`. Each listens on 127.0.0.1 with a generated password
-//! (`requirepass`, kept in a 0600 config file, never on a command line) and
+//! `KEYS *`. Each listens on 127.0.0.1 with a generated password (the
+//! default user's, kept in a 0600 config file, never on a command line) and
 //! an append-only file in `<data>/redis/<app>`, so data survives restarts of
-//! the app, of Redis and of berth. As root it runs as the `redis` user.
+//! the app, of Redis and of berth. The app may not run the commands that
+//! would lift its limits ([`LOCKED_COMMANDS`]: `CONFIG`, `ACL`, …). As root
+//! it runs as the `redis` user.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,13 @@ use crate::{ResourceError, io_error};
 pub const DEFAULT_MAX_MEMORY_MIB: u32 = 64;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Commands the app's user may not run: none of them is for an app, and
+/// with them it could lift its memory limit (`CONFIG SET maxmemory 0`),
+/// give itself back what is taken here (`ACL`), load code (`MODULE`),
+/// stop the server, or make it a replica of another.
+const LOCKED_COMMANDS: &str =
+    "-config -acl -module -debug -shutdown -replicaof -slaveof -failover -cluster -sync -psync";
 
 /// Finds `redis-server` (`BERTH_REDIS_SERVER` overrides).
 pub fn find_server() -> Result<PathBuf, ResourceError> {
@@ -179,7 +188,7 @@ fn write_config(
          bind 127.0.0.1\n\
          port {port}\n\
          protected-mode yes\n\
-         requirepass {password}\n\
+         user default on >{password} ~* &* +@all {locked}\n\
          maxmemory {max_memory_mib}mb\n\
          maxmemory-policy noeviction\n\
          dir {dir}\n\
@@ -191,7 +200,8 @@ fn write_config(
          enable-module-command no\n\
          daemonize no\n\
          logfile \"\"\n",
-        dir = dir.display()
+        dir = dir.display(),
+        locked = LOCKED_COMMANDS
     );
     let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new()
@@ -262,6 +272,19 @@ mod tests {
             .unwrap();
         assert!(ping(port, "pw-shop-123").await.unwrap());
         assert!(!ping(port, "wrong").await.unwrap());
+        // The app cannot lift its memory limit, nor give itself CONFIG back.
+        for (command, words) in [
+            ("CONFIG", &["CONFIG", "SET", "maxmemory", "0"][..]),
+            ("ACL", &["ACL", "SETUSER", "default", "+@all"][..]),
+        ] {
+            let answer = send(port, "pw-shop-123", words).await;
+            assert!(answer.contains("-NOPERM"), "{command}: {answer}");
+        }
+        assert!(
+            send(port, "pw-shop-123", &["SET", "k", "v"])
+                .await
+                .contains("+OK")
+        );
         let pid = fleet.pid("shop").await.unwrap();
         fleet.stop("shop").await;
         assert!(
@@ -279,5 +302,25 @@ mod tests {
         assert_eq!(again, port);
         fleet.destroy("shop").await.unwrap();
         assert!(!data.path().join("redis/shop").exists());
+    }
+
+    /// `AUTH` then `words` over RESP; everything the server answered.
+    async fn send(port: u16, password: &str, words: &[&str]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let encode = |words: &[&str]| {
+            let mut out = format!("*{}\r\n", words.len());
+            for word in words {
+                out.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+            }
+            out
+        };
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let request = encode(&["AUTH", "default", password]) + &encode(words) + &encode(&["QUIT"]);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
     }
 }
