@@ -91,6 +91,56 @@ impl SlugStore {
     }
 }
 
+impl SlugStore {
+    /// Deletes every slug not in `keep` that is older than `grace` (a slug
+    /// stored moments ago may belong to a release about to be made), and
+    /// staging folders a crash left. Returns the bytes freed.
+    pub fn collect(
+        &self,
+        keep: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+    ) -> u64 {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return 0;
+        };
+        let mut freed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name) {
+                continue;
+            }
+            let old_enough = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age >= grace);
+            if !old_enough || !entry.path().is_dir() {
+                continue;
+            }
+            let size = tree_size(&entry.path());
+            if fs::remove_dir_all(entry.path()).is_ok() {
+                freed += size;
+            }
+        }
+        freed
+    }
+}
+
+/// Bytes of the files under `dir`.
+fn tree_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |meta| meta.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
@@ -163,6 +213,27 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn collect_deletes_old_slugs_not_kept_and_leaves_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let slugs = SlugStore::new(root.path().to_path_buf());
+        for name in ["kept", "stale"] {
+            std::fs::create_dir_all(root.path().join(name).join(".berth")).unwrap();
+            std::fs::write(root.path().join(name).join(".berth/app"), "x".repeat(1000)).unwrap();
+        }
+        let keep = std::collections::HashSet::from(["kept".to_string()]);
+        // Too young to go.
+        assert_eq!(
+            slugs.collect(&keep, std::time::Duration::from_secs(3600)),
+            0
+        );
+        assert!(root.path().join("stale").exists());
+        assert_eq!(slugs.collect(&keep, std::time::Duration::ZERO), 1000);
+        assert!(!root.path().join("stale").exists());
+        assert!(root.path().join("kept/.berth/app").exists());
+    }
+
     use super::*;
 
     #[test]

@@ -21,6 +21,10 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Largest accepted source tree, unpacked.
     pub max_source_bytes: u64,
+    /// Releases of each app whose slugs are kept for rollback (besides the
+    /// one it runs); older slugs, and those of failed deploys and destroyed
+    /// apps, are deleted.
+    pub keep_releases: u32,
     /// Whether instances are isolated (own user, namespaces, cgroup) when
     /// running as root. Off: plain processes, as without root.
     pub isolation: bool,
@@ -37,6 +41,7 @@ impl ServerConfig {
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,
+            keep_releases: 10,
             isolation: true,
         }
     }

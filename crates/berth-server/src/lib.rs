@@ -256,7 +256,9 @@ pub async fn run(
             ..UnpackLimits::default()
         },
         url_for,
+        config.keep_releases,
     ));
+    deployer.collect_slugs();
     let router_url = format!("http://{router_addr}");
     let state = api::ApiState {
         store,

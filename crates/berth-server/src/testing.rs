@@ -209,6 +209,7 @@ impl Core {
             self.dir.path().join("tmp"),
             berth_build::UnpackLimits::default(),
             Arc::new(|app| format!("http://{app}.localhost")),
+            10,
         ))
     }
 

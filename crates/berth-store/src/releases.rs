@@ -1,6 +1,6 @@
 //! Releases: begun, targeted, finished or failed; the active one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use rusqlite::{OptionalExtension, params};
 
@@ -195,5 +195,31 @@ impl Store {
         ))?;
         let rows = stmt.query_map([app], raw_release)?;
         rows.map(|row| release_from_raw(row?)).collect()
+    }
+
+    /// The slugs to keep: every app's target, releases being deployed, and
+    /// the newest `rollback_depth` releases of each app that did not fail
+    /// (what a rollback can go back to). Any other slug may be deleted.
+    pub fn slugs_in_use(&self, rollback_depth: u32) -> Result<HashSet<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT slug FROM releases WHERE status = ?1
+             UNION SELECT r.slug FROM releases r JOIN apps a ON a.name = r.app AND a.target_release = r.version
+             UNION SELECT slug FROM (
+                 SELECT slug, ROW_NUMBER() OVER (PARTITION BY app ORDER BY version DESC) AS n
+                 FROM releases WHERE status != ?2
+             ) WHERE n <= ?3",
+        )?;
+        let slugs = stmt
+            .query_map(
+                params![
+                    ReleaseStatus::Deploying.as_str(),
+                    ReleaseStatus::Failed.as_str(),
+                    rollback_depth
+                ],
+                |row| row.get::<_, String>(0),
+            )?
+            .collect::<rusqlite::Result<HashSet<String>>>()?;
+        Ok(slugs)
     }
 }

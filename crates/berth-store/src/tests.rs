@@ -292,3 +292,46 @@ fn each_app_gets_its_own_stable_user_id() {
     assert_eq!(store.app_uid("alpha").unwrap(), alpha);
     assert!(store.app_uid("ghost").is_err());
 }
+
+#[test]
+fn the_slugs_in_use_are_the_target_deploys_under_way_and_the_rollback_depth() {
+    let (_dir, store) = open();
+    store.create_app("shop").unwrap();
+    let with_slug = |slug: &str| NewRelease {
+        slug: slug.into(),
+        ..new_release("test", &[])
+    };
+    for (slug, ok) in [
+        ("v1", true),
+        ("v2", true),
+        ("v3-failed", false),
+        ("v4", true),
+    ] {
+        let release = store.begin_release("shop", with_slug(slug)).unwrap();
+        if ok {
+            store.finish_release("shop", release.version).unwrap();
+        } else {
+            store
+                .fail_release("shop", release.version, "crashed")
+                .unwrap();
+        }
+    }
+    store.create_app("other").unwrap();
+    store
+        .begin_release("other", with_slug("o1-deploying"))
+        .unwrap();
+
+    let keep = |depth| {
+        let mut slugs: Vec<String> = store.slugs_in_use(depth).unwrap().into_iter().collect();
+        slugs.sort();
+        slugs
+    };
+    assert_eq!(keep(1), ["o1-deploying", "v4"]);
+    assert_eq!(keep(2), ["o1-deploying", "v2", "v4"]);
+    assert!(
+        !keep(10).contains(&"v3-failed".to_string()),
+        "a failed deploy's slug goes"
+    );
+    store.destroy_app("shop").unwrap();
+    assert_eq!(keep(10), ["o1-deploying"], "a destroyed app's slugs go");
+}

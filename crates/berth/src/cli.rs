@@ -226,6 +226,10 @@ pub struct ServerArgs {
     /// Largest accepted upload in MiB.
     #[arg(long, default_value_t = 200)]
     pub max_upload_mib: u64,
+    /// Releases of each app kept ready for rollback; older slugs (and those
+    /// of failed deploys and destroyed apps) are deleted.
+    #[arg(long, default_value_t = 10)]
+    pub keep_releases: u32,
     /// As root, run instances as plain processes of this user: no own user,
     /// namespaces or cgroup limits (for development machines and benchmarks).
     #[arg(

@@ -26,6 +26,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.router_addr = args.router_addr;
     config.domain_suffix = args.domain;
     config.max_upload_bytes = args.max_upload_mib * 1024 * 1024;
+    config.keep_releases = args.keep_releases;
     config.isolation = !args.no_isolation;
     if let Some(cache) = args.build_cache {
         config.build_cache_dir = cache;

@@ -145,6 +145,7 @@ pub(super) async fn destroy_app(
     // Data first: if dropping the database fails, the app stays whole.
     state.resources.destroy_app(&app).await?;
     state.store.destroy_app(&app)?;
+    state.deployer.collect_slugs();
     tracing::info!(%app, "app destroyed");
     if let Err(err) = state.logs.forget_app(&app).await {
         tracing::warn!(%app, error = %err, "cannot delete the destroyed app's logs");

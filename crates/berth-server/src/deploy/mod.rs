@@ -28,6 +28,10 @@ pub use failure::DeployFailure;
 use crate::reconciler::ReconcilerHandle;
 use crate::services::Resources;
 
+/// How old an unneeded slug must be before it is deleted: one stored a
+/// moment ago may belong to a release about to be made.
+const SLUG_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Runs deploys, one at a time per app.
 pub struct Deployer {
     pub(crate) store: Arc<Store>,
@@ -40,6 +44,8 @@ pub struct Deployer {
     pub(crate) tmp_dir: std::path::PathBuf,
     pub(crate) source_limits: UnpackLimits,
     pub(crate) url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Releases per app whose slugs are kept (see `ServerConfig`).
+    pub(crate) keep_releases: u32,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -56,6 +62,7 @@ impl Deployer {
         tmp_dir: std::path::PathBuf,
         source_limits: UnpackLimits,
         url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
+        keep_releases: u32,
     ) -> Self {
         Deployer {
             store,
@@ -68,8 +75,29 @@ impl Deployer {
             tmp_dir,
             source_limits,
             url_for,
+            keep_releases,
             locks: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Deletes slugs no release needs any more (failed deploys, destroyed
+    /// apps, releases past the rollback depth), off the runtime's threads.
+    pub fn collect_slugs(&self) {
+        let store = self.store.clone();
+        let slugs = self.slugs.clone();
+        let depth = self.keep_releases;
+        tokio::task::spawn_blocking(move || match store.slugs_in_use(depth) {
+            Ok(keep) => {
+                let freed = slugs.collect(&keep, SLUG_GRACE);
+                if freed > 0 {
+                    tracing::info!(
+                        freed_mib = freed / (1024 * 1024),
+                        "deleted slugs no release needs"
+                    );
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot tell which slugs are in use"),
+        });
     }
 
     fn lock_for(&self, app: &str) -> Arc<Mutex<()>> {

@@ -155,6 +155,7 @@ impl Deployer {
         loop {
             if self.release_is_up(&release) {
                 self.store.finish_release(&app, version)?;
+                self.collect_slugs();
                 self.reconciler.nudge();
                 let url = (self.url_for)(&app);
                 say(
@@ -212,7 +213,9 @@ impl Deployer {
         reason: &str,
         instance: Option<&str>,
     ) -> DeployFailure {
-        let previous = match self.store.fail_release(app, version, reason) {
+        let failed = self.store.fail_release(app, version, reason);
+        self.collect_slugs();
+        let previous = match failed {
             Ok(previous) => previous,
             Err(err) => {
                 tracing::error!(error = %err, "cannot mark the release failed");
