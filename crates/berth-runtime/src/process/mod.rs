@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::isolation;
@@ -18,6 +17,8 @@ use crate::{
 /// little over the log store's own cut (64 KiB), which masks secrets first
 /// and then cuts: a secret near the cut is never kept in part.
 const MAX_LINE_BYTES: usize = 68 * 1024;
+/// Where an instance finds the system's programs, after its own.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long an exit waits for output still in the pipes, when a process
 /// that escaped the instance's group holds them open.
 const OUTPUT_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -79,9 +80,9 @@ impl Driver for ProcessDriver {
         spec: &InstanceSpec,
         output: OutputSink,
     ) -> Result<RunningInstance, DriverError> {
-        let base_path =
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-        let path = format!("{}:{base_path}", spec.bin_dir.display());
+        // The release's binaries, then the system's: never the server's own
+        // PATH (a root shell's may name directories an app has no business in).
+        let path = format!("{}:{SYSTEM_PATH}", spec.bin_dir.display());
         let argv = command_line(&spec.command);
         let root = isolation::is_root();
         let sandbox_spec = spec.sandbox.as_ref().filter(|_| root);
@@ -195,8 +196,8 @@ impl Driver for ProcessDriver {
                 }
                 Err(cause) => cause,
             };
-            // The group may hold children the main process left behind.
-            isolation::signal_group(pid, libc::SIGKILL);
+            // What the main process left behind in its group was killed
+            // before it was reaped (see spawner::wait_for_exit).
             if let Some(cgroup) = cgroup {
                 cgroup.kill_all();
                 if cgroup.oom_kills() > 0 {
@@ -272,7 +273,10 @@ fn start_forked(
     workdir: &std::path::Path,
     sandbox: Option<isolation::PreparedSandbox>,
 ) -> std::io::Result<Started> {
-    let mut command = Command::new(&argv[0]);
+    use std::os::unix::process::CommandExt;
+    // std's Command, not tokio's: tokio would reap the child itself, and
+    // the group must be killed before the reap (see wait_for_exit).
+    let mut command = std::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
         .current_dir(workdir)
@@ -281,8 +285,7 @@ fn start_forked(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
+        .process_group(0);
     // The hook makes only async-signal-safe system calls, with strings
     // and files prepared before the fork.
     #[allow(unsafe_code)]
@@ -300,19 +303,22 @@ fn start_forked(
         });
     }
     let mut child = command.spawn()?;
-    let pid = child.id().unwrap_or(0);
+    let pid = child.id();
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(std::io::Error::other(
             "the child's output pipes are missing",
         ));
     };
+    let stdout = tokio::process::ChildStdout::from_std(stdout)?;
+    let stderr = tokio::process::ChildStderr::from_std(stderr)?;
+    // Reaped by wait_for_exit; std's Child reaps nothing when dropped.
+    drop(child);
     Ok(Started {
         pid,
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
         exit: Box::pin(async move {
-            child
-                .wait()
+            crate::spawner::wait_for_exit(pid)
                 .await
                 .map_err(|err| ExitCause::Unknown(err.to_string()))
         }),

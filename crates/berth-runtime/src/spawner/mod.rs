@@ -480,13 +480,30 @@ pub(crate) async fn wait_for_exit(pid: u32) -> io::Result<std::process::ExitStat
         None
     };
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid(2) on our own child, without blocking.
-        let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-        if reaped == pid as libc::pid_t {
-            return Ok(std::process::ExitStatus::from_raw(status));
-        }
-        if reaped < 0 {
+        // Exited, but not reaped yet: the zombie keeps its pid, and so its
+        // process group's id, from being reused while what it left behind
+        // in the group is killed. (Killed after the reap, a new process —
+        // another app's instance — could have that id.)
+        // SAFETY: waitid(2) on our own child, without blocking or reaping;
+        // `info` is a zeroed siginfo_t the call fills in.
+        let exited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let waited = libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            waited == 0 && info.si_pid() == pid as libc::pid_t
+        };
+        if exited {
+            crate::isolation::signal_group(pid, libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: waitpid(2) on our own child, which has exited.
+            let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+            if reaped == pid as libc::pid_t {
+                return Ok(std::process::ExitStatus::from_raw(status));
+            }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(err);
