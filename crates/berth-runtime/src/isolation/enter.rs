@@ -103,6 +103,9 @@ impl PreparedSandbox {
         Ok(())
     }
 
+    /// The app's own user, with no supplementary groups, no capabilities
+    /// (a non-root user keeps none across exec), and no way to gain any:
+    /// `no_new_privs` makes the host's setuid binaries run as the app.
     fn become_user(&self) -> io::Result<()> {
         if let Some((uid, gid)) = self.user {
             // SAFETY: plain system calls with integer arguments.
@@ -110,6 +113,7 @@ impl PreparedSandbox {
                 check(libc::setgroups(0, std::ptr::null()))?;
                 check(libc::setgid(gid))?;
                 check(libc::setuid(uid))?;
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             }
         }
         Ok(())

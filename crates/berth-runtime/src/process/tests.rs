@@ -3,6 +3,11 @@ use std::time::Duration;
 
 use super::*;
 
+/// The sandboxed tests run one at a time: each measures a cgroup limit
+/// (memory, pids) on a machine with two cores, and two at once under a
+/// memory limit made one of them fail now and then (Signal 9, no output).
+static SANDBOXED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn spec(command: &str) -> InstanceSpec {
     InstanceSpec {
         id: "web-test".into(),
@@ -56,13 +61,18 @@ async fn its_exit_comes_after_its_last_line() {
 #[ignore = "needs root"]
 async fn a_sandboxed_instance_has_its_user_tmp_and_memory_limit() {
     assert!(crate::can_isolate(), "sandboxes need root");
+    let _one_at_a_time = SANDBOXED.lock().await;
     // As in the server, whose umask closes what it creates.
     crate::private_umask();
     let driver = ProcessDriver::detect();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink_lines = lines.clone();
     let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
-    let mut sandboxed = spec("id -u; id -G; ls -A /tmp | wc -l; touch /tmp/mine && echo tmp-ok");
+    let mut sandboxed = spec(
+        "id -u; id -G; ls -A /tmp | wc -l; touch /tmp/mine && echo tmp-ok; \
+         grep NoNewPrivs /proc/self/status | tr -s '\\t ' ' '; grep CapEff /proc/self/status | tr -s '\\t ' ' '; \
+         echo \"$PATH\" | cut -d: -f2-",
+    );
     sandboxed.sandbox = Some(crate::Sandbox {
         uid: 65534,
         gid: 65534,
@@ -77,7 +87,18 @@ async fn a_sandboxed_instance_has_its_user_tmp_and_memory_limit() {
     let instance = driver.start(&sandboxed, sink.clone()).unwrap();
     assert_eq!(instance.exited().await, ExitCause::Code(0));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(*lines.lock().unwrap(), ["65534", "65534", "0", "tmp-ok"]);
+    assert_eq!(
+        *lines.lock().unwrap(),
+        [
+            "65534",
+            "65534",
+            "0",
+            "tmp-ok",
+            "NoNewPrivs: 1",
+            "CapEff: 0000000000000000",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]
+    );
 
     // Past its memory: killed by the kernel, and said so.
     let mut hungry = sandboxed.clone();
@@ -183,14 +204,18 @@ fn exit_causes_read_well() {
 #[ignore = "needs root"]
 async fn an_instance_cannot_fork_past_its_pids_limit() {
     assert!(crate::can_isolate(), "sandboxes need root");
+    let _one_at_a_time = SANDBOXED.lock().await;
     crate::private_umask();
     let driver = ProcessDriver::detect();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink_lines = lines.clone();
     let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
     // A fork bomb in miniature: 500 sleepers.
-    let mut bomb =
-        spec("i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); done; echo all $i started");
+    let mut bomb = spec(
+        "echo begun; i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); done; echo all $i started",
+    );
+    // A cgroup of its own name: tests run side by side.
+    bomb.id = "web-pids".into();
     bomb.sandbox = Some(crate::Sandbox {
         uid: 65534,
         gid: 65534,
@@ -205,8 +230,13 @@ async fn an_instance_cannot_fork_past_its_pids_limit() {
     let instance = driver.start(&bomb, sink).unwrap();
     // The shell gives up at the first fork the kernel refuses.
     let _ = tokio::time::timeout(Duration::from_secs(20), instance.exited()).await;
-    instance.stop(Duration::from_secs(1)).await;
+    let cause = instance.stop(Duration::from_secs(1)).await;
     let lines = lines.lock().unwrap();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("begun"),
+        "{cause:?} {lines:?}"
+    );
     assert!(
         !lines.iter().any(|line| line == "all 500 started"),
         "500 processes started past a limit of 50: {lines:?}"
@@ -221,6 +251,7 @@ async fn an_instance_cannot_fork_past_its_pids_limit() {
 #[ignore = "needs root"]
 async fn a_sandboxed_instance_has_a_dev_and_a_dev_shm_of_its_own() {
     assert!(crate::can_isolate(), "sandboxes need root");
+    let _one_at_a_time = SANDBOXED.lock().await;
     crate::private_umask();
     let driver = ProcessDriver::detect();
     let run = |command: &str, memory_mib: u64| {
