@@ -25,7 +25,7 @@ pub(crate) enum WriterCommand {
 const MAX_STORED_LINES: i64 = 2_000_000;
 
 /// Bytes of text (messages and fields) kept per app: past it, the app's
-/// oldest lines go, down to [`TRIM_TO`] of it. A noisy app evicts only its
+/// oldest lines go, down to 90% of it. A noisy app evicts only its
 /// own lines.
 pub const MAX_APP_BYTES: u64 = 64 * 1024 * 1024;
 

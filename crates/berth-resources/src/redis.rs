@@ -8,7 +8,7 @@
 //! default user's, kept in a 0600 config file, never on a command line) and
 //! an append-only file in `<data>/redis/<app>`, so data survives restarts of
 //! the app, of Redis and of berth. The app may not run the commands that
-//! would lift its limits ([`LOCKED_COMMANDS`]: `CONFIG`, `ACL`, …). As root
+//! would lift its limits (`CONFIG`, `ACL`, …: see `LOCKED_COMMANDS`). As root
 //! it runs as the `redis` user.
 
 use std::collections::HashMap;
