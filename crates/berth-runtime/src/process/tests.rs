@@ -21,6 +21,29 @@ fn spec(command: &str) -> InstanceSpec {
     }
 }
 
+/// A sandbox as user `nobody` with `memory_mib` of memory and `pids` processes.
+fn nobody(memory_mib: u64, pids: u64) -> crate::Sandbox {
+    crate::Sandbox {
+        uid: 65534,
+        gid: 65534,
+        limits: Some(crate::cgroup::Limits {
+            memory_bytes: memory_mib * 1024 * 1024,
+            cpus: 0.5,
+            pids,
+        }),
+        private_tmp: true,
+        network: None,
+    }
+}
+
+/// A sink that keeps every line, and the lines it kept.
+fn collected() -> (Arc<Mutex<Vec<String>>>, OutputSink) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink_lines = lines.clone();
+    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    (lines, sink)
+}
+
 #[test]
 fn plain_commands_skip_the_shell() {
     assert_eq!(
@@ -42,9 +65,7 @@ fn plain_commands_skip_the_shell() {
 
 #[tokio::test]
 async fn its_exit_comes_after_its_last_line() {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink_lines = lines.clone();
-    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let (lines, sink) = collected();
     let running = ProcessDriver::plain()
             .start(
                 &spec("i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo line $i; echo err $i >&2; done; echo last"),
@@ -65,28 +86,15 @@ async fn a_sandboxed_instance_has_its_user_tmp_and_memory_limit() {
     // As in the server, whose umask closes what it creates.
     crate::private_umask();
     let driver = ProcessDriver::detect();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink_lines = lines.clone();
-    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let (lines, sink) = collected();
     let mut sandboxed = spec(
         "id -u; id -G; ls -A /tmp | wc -l; touch /tmp/mine && echo tmp-ok; \
          grep NoNewPrivs /proc/self/status | tr -s '\\t ' ' '; grep CapEff /proc/self/status | tr -s '\\t ' ' '; \
          echo \"$PATH\" | cut -d: -f2-",
     );
-    sandboxed.sandbox = Some(crate::Sandbox {
-        uid: 65534,
-        gid: 65534,
-        limits: Some(crate::cgroup::Limits {
-            memory_bytes: 32 * 1024 * 1024,
-            cpus: 0.5,
-            pids: 256,
-        }),
-        private_tmp: true,
-        network: None,
-    });
+    sandboxed.sandbox = Some(nobody(32, 256));
     let instance = driver.start(&sandboxed, sink.clone()).unwrap();
     assert_eq!(instance.exited().await, ExitCause::Code(0));
-    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         *lines.lock().unwrap(),
         [
@@ -207,26 +215,14 @@ async fn an_instance_cannot_fork_past_its_pids_limit() {
     let _one_at_a_time = SANDBOXED.lock().await;
     crate::private_umask();
     let driver = ProcessDriver::detect();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink_lines = lines.clone();
-    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let (lines, sink) = collected();
     // A fork bomb in miniature: 500 sleepers.
     let mut bomb = spec(
         "echo begun; i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); done; echo all $i started",
     );
     // A cgroup of its own name: tests run side by side.
     bomb.id = "web-pids".into();
-    bomb.sandbox = Some(crate::Sandbox {
-        uid: 65534,
-        gid: 65534,
-        limits: Some(crate::cgroup::Limits {
-            memory_bytes: 64 * 1024 * 1024,
-            cpus: 0.5,
-            pids: 50,
-        }),
-        private_tmp: true,
-        network: None,
-    });
+    bomb.sandbox = Some(nobody(64, 50));
     let instance = driver.start(&bomb, sink).unwrap();
     // The shell gives up at the first fork the kernel refuses.
     let _ = tokio::time::timeout(Duration::from_secs(20), instance.exited()).await;
@@ -258,22 +254,10 @@ async fn a_sandboxed_instance_has_a_dev_and_a_dev_shm_of_its_own() {
         let mut spec = spec(command);
         // A cgroup of its own name: tests run side by side.
         spec.id = format!("web-dev-{memory_mib}-{}", command.len());
-        spec.sandbox = Some(crate::Sandbox {
-            uid: 65534,
-            gid: 65534,
-            limits: Some(crate::cgroup::Limits {
-                memory_bytes: memory_mib * 1024 * 1024,
-                cpus: 1.0,
-                pids: 256,
-            }),
-            private_tmp: true,
-            network: None,
-        });
+        spec.sandbox = Some(nobody(memory_mib, 256));
         spec
     };
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink_lines = lines.clone();
-    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let (lines, sink) = collected();
     let marker = format!("berth-test-{}", std::process::id());
     let script = format!(
         "ls -A /dev | tr '\\n' ' '; echo; echo hi > /dev/null && head -c 4 /dev/urandom | wc -c; \
@@ -327,9 +311,7 @@ async fn a_sandboxed_instance_has_a_dev_and_a_dev_shm_of_its_own() {
 
 #[tokio::test]
 async fn a_very_long_line_is_kept_once_in_part_not_split_into_many() {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink_lines = lines.clone();
-    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let (lines, sink) = collected();
     let running = ProcessDriver::plain()
         .start(
             &spec("head -c 300000 /dev/zero | tr '\\0' x; echo; echo after"),
