@@ -14,6 +14,7 @@ mod isolation;
 pub mod net;
 mod process;
 pub mod spawner;
+pub mod users;
 
 use std::fmt;
 use std::path::PathBuf;

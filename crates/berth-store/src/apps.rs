@@ -73,9 +73,13 @@ impl Store {
         })
     }
 
-    /// The user id `app`'s instances run as: allocated once, from
-    /// [`FIRST_APP_UID`] up, never reused while the app exists.
-    pub fn app_uid(&self, app: &str) -> Result<u32> {
+    /// The user id `app`'s instances run as: taken once from `allocate`
+    /// (the host's registry, which never hands one out twice) and kept.
+    pub fn app_uid(
+        &self,
+        app: &str,
+        allocate: impl FnOnce() -> std::io::Result<u32>,
+    ) -> Result<u32> {
         // Read first: an instance start should not wait for a disk write.
         {
             let conn = self.conn();
@@ -97,17 +101,23 @@ impl Store {
             if let Some(uid) = uid {
                 return Ok(uid);
             }
-            let next: u32 = tx.query_row(
-                "SELECT COALESCE(MAX(uid) + 1, ?1) FROM apps",
-                [FIRST_APP_UID],
-                |row| row.get(0),
-            )?;
+            let next = allocate().map_err(StoreError::Allocation)?;
             tx.execute(
                 "UPDATE apps SET uid = ?2 WHERE name = ?1",
                 params![app, next],
             )?;
             Ok(next)
         })
+    }
+
+    /// The user id `app` was given, if it has one yet.
+    pub fn uid_of(&self, app: &str) -> Result<Option<u32>> {
+        let conn = self.conn();
+        let uid: Option<Option<u32>> = conn
+            .prepare_cached("SELECT uid FROM apps WHERE name = ?1")?
+            .query_row([app], |row| row.get(0))
+            .optional()?;
+        uid.ok_or_else(|| StoreError::NotFound(format!("app `{app}`")))
     }
 
     /// The app's env vars as set with `berth env`.

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// SQLite failed; retrying may help if the disk was full or busy.
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
+    /// No user id could be had for an app.
+    #[error("cannot allocate a user id for the app")]
+    Allocation(#[source] std::io::Error),
     /// A stored value could not be read back.
     #[error("stored {what} is unreadable")]
     Corrupt {
@@ -52,9 +55,6 @@ pub enum StoreError {
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// The first user id given to an app (well above system and login users).
-pub const FIRST_APP_UID: u32 = 200_000;
 
 /// An app as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -285,12 +285,18 @@ fn each_app_gets_its_own_stable_user_id() {
     let (_dir, store) = open();
     store.create_app("alpha").unwrap();
     store.create_app("beta").unwrap();
-    let alpha = store.app_uid("alpha").unwrap();
-    let beta = store.app_uid("beta").unwrap();
-    assert_eq!(alpha, FIRST_APP_UID);
-    assert_eq!(beta, FIRST_APP_UID + 1);
-    assert_eq!(store.app_uid("alpha").unwrap(), alpha);
-    assert!(store.app_uid("ghost").is_err());
+    let next = std::cell::Cell::new(300_000);
+    let allocate = || {
+        next.set(next.get() + 1);
+        Ok(next.get())
+    };
+    let alpha = store.app_uid("alpha", allocate).unwrap();
+    let beta = store.app_uid("beta", allocate).unwrap();
+    assert_eq!((alpha, beta), (300_001, 300_002));
+    assert_eq!(store.app_uid("alpha", allocate).unwrap(), alpha, "kept");
+    assert_eq!(next.get(), 300_002, "asked only for new apps");
+    assert_eq!(store.uid_of("beta").unwrap(), Some(beta));
+    assert!(store.app_uid("ghost", allocate).is_err());
 }
 
 #[test]

@@ -60,6 +60,10 @@ pub struct Resources {
     redis: RedisFleet,
     volumes_dir: PathBuf,
     backups_dir: PathBuf,
+    /// The data dir, naming this server in the host's uid registry.
+    data_dir: PathBuf,
+    /// Where apps' user ids come from.
+    uids: berth_runtime::users::UidRegistry,
     /// Whether instances get sandboxes (root, and not turned off).
     isolated: bool,
     /// How instances get networks of their own.
@@ -93,6 +97,8 @@ impl Resources {
             redis: RedisFleet::new(data_dir.join("redis")),
             volumes_dir: data_dir.join("volumes"),
             backups_dir: data_dir.join("backups"),
+            data_dir: data_dir.to_path_buf(),
+            uids: berth_runtime::users::UidRegistry::host(),
             isolated,
             networks,
             api_url,

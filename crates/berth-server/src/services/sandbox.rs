@@ -36,7 +36,16 @@ impl Resources {
         if !self.isolated {
             return Ok(None);
         }
-        let uid = self.store.app_uid(app).map_err(|err| err.to_string())?;
+        let owner = format!("{} {app}", self.data_dir.display());
+        let uid = self
+            .store
+            .app_uid(app, || self.uids.allocate(&owner))
+            .map_err(|err| {
+                let cause = std::error::Error::source(&err)
+                    .map(|source| format!(": {source}"))
+                    .unwrap_or_default();
+                format!("{err}{cause}")
+            })?;
         let owned = (slug_dir.to_path_buf(), uid);
         let owned_slugs = || {
             self.owned_slugs

@@ -116,6 +116,14 @@ impl Resources {
             })?;
         }
         self.logs.set_masks(app, Vec::<String>::new());
+        // Its user id is never handed out again, and what it left in the
+        // host's shared scratch directory goes.
+        if let Ok(Some(uid)) = self.store.uid_of(app) {
+            let removed = berth_runtime::users::remove_files_of(uid, &[Path::new("/var/tmp")]);
+            if removed > 0 {
+                tracing::info!(%app, removed, "removed what the app left in /var/tmp");
+            }
+        }
         Ok(())
     }
 }

@@ -60,6 +60,23 @@ async fn apps_run_as_their_own_users_and_cannot_read_each_others_files() {
     let alpha_uid: u32 = server.get("alpha", "/whoami").await.body.parse().unwrap();
     let beta_uid: u32 = server.get("beta", "/whoami").await.body.parse().unwrap();
     assert!(alpha_uid >= 200_000 && beta_uid >= 200_000);
+    // A second server on this machine never gives its app the same id,
+    // and a destroyed app's id is not handed out again.
+    let second = TestServer::start().await;
+    deploy_plain(&second, "alpha", "").await;
+    let other_alpha: u32 = second.get("alpha", "/whoami").await.body.parse().unwrap();
+    assert!(
+        other_alpha != alpha_uid && other_alpha != beta_uid,
+        "two servers gave out {other_alpha}"
+    );
+    second.ok(&["apps", "destroy", "alpha", "--yes"]).await;
+    deploy_plain(&second, "gamma", "").await;
+    let gamma: u32 = second.get("gamma", "/whoami").await.body.parse().unwrap();
+    assert!(
+        gamma > other_alpha,
+        "{gamma} after {other_alpha} was destroyed"
+    );
+    drop(second);
     assert_ne!(alpha_uid, beta_uid);
 
     // Beta reads its own slug; alpha cannot, even a world-readable file in it.
