@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use crate::balance::{InFlight, pick};
 use crate::pages;
 use crate::route::{RouteTable, app_from_host};
-use crate::upstream::{ConnectionCache, ProxyBody, Upstream};
+use crate::upstream::{ConnectionCache, Forwarded, ProxyBody, Upstream};
 
 struct RouterState {
     table: watch::Receiver<Arc<RouteTable>>,
@@ -137,10 +137,11 @@ async fn handle(
         return to_app(state, &app, &host, request, cache, turn).await;
     }
     if let Some(guard) = admit(&route.backends, turn, route.admission.hard_limit) {
-        return state
+        let forwarded = state
             .upstream
             .forward(app, route, request, guard, turn, cache)
             .await;
+        return after_forward(state, app, forwarded, cache, turn).await;
     }
     let app = app.clone();
     let host = host.to_string();
@@ -163,13 +164,78 @@ async fn to_app(
         return pages::unknown_app(host);
     };
     if let Some(guard) = admit(&route.backends, turn, route.admission.hard_limit) {
-        return state
+        let forwarded = state
             .upstream
             .forward(app, route, request, guard, turn, cache)
             .await;
+        drop(table);
+        return after_forward(state, app, forwarded, cache, turn).await;
     }
     drop(table);
     hold(state, app, host, request, cache, turn).await
+}
+
+/// How long a request that found its instance dead waits for another.
+const UNREACHED_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The answer, or — when the instance could not be reached and nothing
+/// was sent (it just died) — the request held until the reconciler's next
+/// route table brings an instance (the dead one out, a replacement in),
+/// then tried once more, as a cold start is held.
+async fn after_forward(
+    state: &RouterState,
+    app: &str,
+    forwarded: Forwarded,
+    cache: &Arc<ConnectionCache>,
+    turn: usize,
+) -> Response<ProxyBody> {
+    let (request, instance, why) = match forwarded {
+        Forwarded::Answered(response) => return response,
+        Forwarded::Unreached {
+            request,
+            instance,
+            why,
+        } => (request, instance, why),
+    };
+    let mut changes = state.table.clone();
+    let hold = changes
+        .borrow_and_update()
+        .apps
+        .get(app)
+        .map_or(UNREACHED_HOLD, |route| {
+            route.admission.hold_timeout.min(UNREACHED_HOLD)
+        });
+    let deadline = tokio::time::Instant::now() + hold;
+    loop {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        let table = changes.borrow_and_update().clone();
+        let Some(route) = table.apps.get(app) else {
+            break;
+        };
+        let Some(guard) = admit(&route.backends, turn, route.admission.hard_limit) else {
+            continue;
+        };
+        return match state
+            .upstream
+            .forward(app, route, request, guard, turn, cache)
+            .await
+        {
+            Forwarded::Answered(response) => response,
+            Forwarded::Unreached { instance, why, .. } => {
+                route.traffic.count_router_error();
+                pages::bad_gateway(app, &instance, &why)
+            }
+        };
+    }
+    if let Some(route) = state.table.borrow().apps.get(app) {
+        route.traffic.count_router_error();
+    }
+    pages::bad_gateway(app, &instance, &why)
 }
 
 /// The slow path: no instance can take the request now. It waits (for a
@@ -193,10 +259,17 @@ async fn hold(
         let limit = route.admission.hard_limit;
         if let Some(guard) = admit(&route.backends, turn, limit) {
             drop(held);
-            return state
+            return match state
                 .upstream
                 .forward(app, route, request, guard, turn, cache)
-                .await;
+                .await
+            {
+                Forwarded::Answered(response) => response,
+                Forwarded::Unreached { instance, why, .. } => {
+                    route.traffic.count_router_error();
+                    pages::bad_gateway(app, &instance, &why)
+                }
+            };
         }
         let live = route.backends.iter().any(|backend| !backend.is_retired());
         let cold = !live;

@@ -65,6 +65,22 @@ impl Body for ProxyBody {
     }
 }
 
+/// What became of a request [`Upstream::forward`] was given.
+pub enum Forwarded {
+    /// The instance's answer, or the router's own page.
+    Answered(Response<ProxyBody>),
+    /// No instance could be reached (one just died, say) and nothing was
+    /// sent: the request, for the caller to hold until the route changes.
+    Unreached {
+        /// The request, as it would have been sent.
+        request: Request<Incoming>,
+        /// The instance last tried.
+        instance: String,
+        /// Why it could not be reached.
+        why: String,
+    },
+}
+
 impl From<Full<Bytes>> for ProxyBody {
     fn from(page: Full<Bytes>) -> ProxyBody {
         ProxyBody::Page(page)
@@ -234,7 +250,8 @@ impl Upstream {
 
     /// Sends `request` to the backend `guard` holds a slot on (or, if it
     /// cannot be reached, another of `route`'s) and returns its response, or
-    /// the router's own error page.
+    /// the router's own error page — or, when no instance could be reached
+    /// and nothing was sent, the request back (see [`Forwarded`]).
     pub async fn forward(
         &self,
         app: &str,
@@ -243,7 +260,7 @@ impl Upstream {
         mut guard: InFlight,
         turn: usize,
         cache: &Arc<ConnectionCache>,
-    ) -> Response<ProxyBody> {
+    ) -> Forwarded {
         let limit = route.admission.hard_limit;
         let upgrade = wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -273,9 +290,22 @@ impl Upstream {
                             guard = next;
                             continue;
                         }
+                        // Not an upgrade (whose handshake is taken): the caller
+                        // may hold it for the instance that replaces this one.
+                        _ if client_upgrade.is_none() => {
+                            return Forwarded::Unreached {
+                                request,
+                                instance: guard.backend().instance.clone(),
+                                why: err,
+                            };
+                        }
                         _ => {
                             route.traffic.count_router_error();
-                            return pages::bad_gateway(app, &guard.backend().instance, &err);
+                            return Forwarded::Answered(pages::bad_gateway(
+                                app,
+                                &guard.backend().instance,
+                                &err,
+                            ));
                         }
                     }
                 }
@@ -288,11 +318,11 @@ impl Upstream {
                     Some(unsent) if attempts < 3 => request = unsent,
                     _ => {
                         route.traffic.count_router_error();
-                        return pages::bad_gateway(
+                        return Forwarded::Answered(pages::bad_gateway(
                             app,
                             &guard.backend().instance,
                             &err.into_error().to_string(),
-                        );
+                        ));
                     }
                 },
             }
@@ -312,7 +342,7 @@ impl Upstream {
                     let _ = tokio::io::copy_bidirectional(&mut client_io, &mut instance_io).await;
                 }
             });
-            return Response::from_parts(parts, ProxyBody::Empty);
+            return Forwarded::Answered(Response::from_parts(parts, ProxyBody::Empty));
         }
         strip_hop_by_hop(&mut parts.headers, false);
         let key = guard.backend().key;
@@ -329,7 +359,7 @@ impl Upstream {
             _guard: guard,
             reuse,
         };
-        Response::from_parts(parts, ProxyBody::Proxied(body))
+        Forwarded::Answered(Response::from_parts(parts, ProxyBody::Proxied(body)))
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_router::{AppRoute, Backend, RouteTable};
 use bytes::Bytes;
@@ -159,8 +160,11 @@ async fn a_dead_instance_gives_502_and_a_live_one_is_retried_first() {
         listener.local_addr().unwrap()
     };
     let dead = Arc::new(Backend::new(dead_addr, "web-dead".into()));
+    // Held for a replacement that never comes, then 502 with the reason.
+    let mut only_dead = route(vec![dead.clone()]);
+    only_dead.admission.hold_timeout = Duration::from_millis(300);
     let (router, table) = start_router(RouteTable {
-        apps: HashMap::from([("hello".to_string(), route(vec![dead.clone()]))]),
+        apps: HashMap::from([("hello".to_string(), only_dead)]),
     })
     .await;
     let (status, body) = get(router, "hello.localhost", "/").await;
@@ -178,6 +182,37 @@ async fn a_dead_instance_gives_502_and_a_live_one_is_retried_first() {
         assert_eq!(status, 200, "{body}");
         assert!(body.starts_with("live"));
     }
+}
+
+#[tokio::test]
+async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement() {
+    let dead_addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let dead = Arc::new(Backend::new(dead_addr, "web-dead".into()));
+    let (router, table) = start_router(RouteTable {
+        apps: HashMap::from([("hello".to_string(), route(vec![dead.clone()]))]),
+    })
+    .await;
+    let request = tokio::spawn(async move { get(router, "hello.localhost", "/").await });
+    // The reconciler's next tables: the dead instance out, then a new one in.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    table
+        .send(Arc::new(RouteTable {
+            apps: HashMap::from([("hello".to_string(), route(vec![]))]),
+        }))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let new = Arc::new(Backend::new(start_backend("new").await, "web-new".into()));
+    table
+        .send(Arc::new(RouteTable {
+            apps: HashMap::from([("hello".to_string(), route(vec![new]))]),
+        }))
+        .unwrap();
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("new"), "{body}");
 }
 
 #[tokio::test]
