@@ -18,6 +18,10 @@ mod start_error;
 
 pub use start_error::{StartError, StartSide};
 
+/// Names other platforms give an app's public URL, set to berth's unless
+/// the app sets them itself (Render's, and a common one).
+const URL_NAMES: [&str; 2] = ["RENDER_EXTERNAL_URL", "APP_URL"];
+
 /// Turns "run this command of this release" into an [`InstanceSpec`]: the
 /// slug, the env, the volumes. Shared by instances, job tasks and release
 /// commands, so all three see the same contract.
@@ -67,6 +71,12 @@ impl Launcher {
             ));
         }
         let mut env: Vec<(String, String)> = Vec::new();
+        // The app's public URL, under the names apps already read; the
+        // app's own values for those names win (they come later).
+        let url = self.resources.url_of(&release.app);
+        for name in URL_NAMES {
+            env.push((name.to_string(), url.clone()));
+        }
         env.extend(
             spec.env
                 .iter()
@@ -92,6 +102,7 @@ impl Launcher {
             env.extend(shuttle::runtime_env(&self.resources, &release.app, port));
         }
         env.push(("BERTH_APP".into(), release.app.clone()));
+        env.push(("BERTH_URL".into(), url));
         env.push(("BERTH_RELEASE".into(), release.version.to_string()));
         env.push(("BERTH_PROCESS".into(), process.to_string()));
         env.push(("BERTH_INSTANCE".into(), instance.to_string()));

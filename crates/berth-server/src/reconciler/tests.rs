@@ -411,3 +411,25 @@ async fn a_one_off_is_journaled_while_it_runs_and_stopped_with_the_server() {
     assert!(one_off.terminated_at.is_some());
     assert!(core.store.journaled_instances().unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_knows_its_apps_public_url() {
+    let core = Core::start();
+    let mut spec = AppSpec::default();
+    spec.env
+        .insert("APP_URL".into(), "https://shop.example".into());
+    let v1 = core.release("shop", &spec);
+    core.until("running", secs(5), |core| core.running("shop", v1) == 1)
+        .await;
+    let instance = &core.driver.started()[0];
+    assert_eq!(instance.env("BERTH_URL"), Some("http://shop.localhost"));
+    assert_eq!(
+        instance.env("RENDER_EXTERNAL_URL"),
+        Some("http://shop.localhost")
+    );
+    assert_eq!(
+        instance.env("APP_URL"),
+        Some("https://shop.example"),
+        "the app's own value wins"
+    );
+}

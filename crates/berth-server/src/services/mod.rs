@@ -119,6 +119,11 @@ impl Resources {
             .is_ok_and(|spec| spec.resources.shared_with.iter().any(|name| name == app))
     }
 
+    /// `app`'s public URL, through the router.
+    pub fn url_of(&self, app: &str) -> String {
+        (self.url_for)(app)
+    }
+
     /// Whether instances get sandboxes (and so may get network namespaces).
     pub fn isolated(&self) -> bool {
         self.isolated
