@@ -74,7 +74,14 @@ pub(crate) async fn finish_progress(
     mut stream: NdjsonStream<DeployProgress>,
     json: bool,
 ) -> Result<()> {
+    // Build output shown as it streamed is not shown again in the failure.
+    let mut shown = std::collections::HashSet::new();
     while let Some(line) = stream.next().await? {
+        if let DeployProgress::Build { line } = &line
+            && !json
+        {
+            shown.insert(line.clone());
+        }
         match output::progress(&line, json) {
             None => {}
             Some(Ok((release, url))) => {
@@ -88,8 +95,23 @@ pub(crate) async fn finish_progress(
                 }
                 return Ok(());
             }
-            Some(Err(message)) => bail!("{message}"),
+            Some(Err(message)) => bail!("{}", once(&message, &shown)),
         }
     }
     bail!("the server closed the deploy stream without a result; see `berth events`")
+}
+
+/// `message` without the lines already in `shown` (a build's errors,
+/// streamed above it), saying where they are instead.
+fn once(message: &str, shown: &std::collections::HashSet<String>) -> String {
+    let kept: Vec<&str> = message
+        .lines()
+        .filter(|line| line.trim().is_empty() || !shown.contains(*line))
+        .collect();
+    if kept.len() == message.lines().count() {
+        return message.to_string();
+    }
+    let mut text = kept.join("\n").trim_end().to_string();
+    text.push_str("\n(the compiler's errors are shown above)");
+    text
 }

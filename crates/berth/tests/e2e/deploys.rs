@@ -265,9 +265,10 @@ async fn a_build_error_fails_the_deploy_and_the_old_release_keeps_serving() {
     );
     let out = server.fails_in(app.path(), &["deploy"]).await;
     assert!(out.stderr.contains("cargo build failed"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("error[E0308]: mismatched types"),
-        "the compiler's message is shown:\n{}",
+    assert_eq!(
+        out.stderr.matches("error[E0308]: mismatched types").count(),
+        1,
+        "the compiler's message is shown, once:\n{}",
         out.stderr
     );
     assert_eq!(server.get("hello", "/").await.body, V1);
