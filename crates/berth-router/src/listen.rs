@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use crate::balance::{InFlight, pick};
 use crate::pages;
-use crate::route::{RouteTable, app_from_host};
+use crate::route::{AppRoute, RouteTable, app_from_host};
 use crate::upstream::{ConnectionCache, Forwarded, ProxyBody, Upstream};
 
 struct RouterState {
@@ -175,6 +175,18 @@ async fn to_app(
     hold(state, app, host, request, cache, turn).await
 }
 
+/// The answer of a request that is not held again: an unreachable
+/// instance is the router's 502.
+fn last_try(route: &AppRoute, app: &str, forwarded: Forwarded) -> Response<ProxyBody> {
+    match forwarded {
+        Forwarded::Answered(response) => response,
+        Forwarded::Unreached { instance, why, .. } => {
+            route.traffic.count_router_error();
+            pages::bad_gateway(app, &instance, &why)
+        }
+    }
+}
+
 /// How long a request that found its instance dead waits for another.
 const UNREACHED_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -220,17 +232,11 @@ async fn after_forward(
         let Some(guard) = admit(&route.backends, turn, route.admission.hard_limit) else {
             continue;
         };
-        return match state
+        let forwarded = state
             .upstream
             .forward(app, route, request, guard, turn, cache)
-            .await
-        {
-            Forwarded::Answered(response) => response,
-            Forwarded::Unreached { instance, why, .. } => {
-                route.traffic.count_router_error();
-                pages::bad_gateway(app, &instance, &why)
-            }
-        };
+            .await;
+        return last_try(route, app, forwarded);
     }
     if let Some(route) = state.table.borrow().apps.get(app) {
         route.traffic.count_router_error();
@@ -259,17 +265,11 @@ async fn hold(
         let limit = route.admission.hard_limit;
         if let Some(guard) = admit(&route.backends, turn, limit) {
             drop(held);
-            return match state
+            let forwarded = state
                 .upstream
                 .forward(app, route, request, guard, turn, cache)
-                .await
-            {
-                Forwarded::Answered(response) => response,
-                Forwarded::Unreached { instance, why, .. } => {
-                    route.traffic.count_router_error();
-                    pages::bad_gateway(app, &instance, &why)
-                }
-            };
+                .await;
+            return last_try(route, app, forwarded);
         }
         let live = route.backends.iter().any(|backend| !backend.is_retired());
         let cold = !live;
