@@ -1,29 +1,32 @@
-//! DNS for instances whose resolver sits on the host's loopback: relayed
-//! into each namespace at the same address.
+//! DNS for instances: every resolver the host uses is relayed into each
+//! namespace at a loopback address there.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-/// The resolvers instances use, and how they reach those on the host's
-/// loopback.
+/// The resolvers instances use, and how they reach them.
 ///
-/// An instance sees the host's `/etc/resolv.conf` (or the file
-/// `BERTH_RESOLV_CONF` names, mounted over it in the instance). A resolver
-/// there on a loopback address — systemd-resolved's `127.0.0.53`, a local
-/// dnsmasq or unbound — would be the namespace's own loopback, where
-/// nothing answers: berth listens on that address and port inside the
-/// namespace (UDP and TCP) and relays each query to the host's resolver.
-/// Other resolvers are reached over the instance's link like any host.
+/// An instance's network reaches neither the host nor private ranges, and
+/// the host's resolver usually sits on one of those: systemd-resolved's
+/// `127.0.0.53`, a local dnsmasq, a cloud VPC's `10.0.0.2` or
+/// `169.254.169.253`, a home router's `192.168.1.1`. So no instance talks
+/// to a resolver itself: berth listens inside each namespace (UDP and TCP)
+/// and relays each query from the host. A resolver on the host's loopback
+/// is relayed at its own address; any other at `127.0.53.N` inside, named
+/// in a resolv.conf berth writes (the host's, or the one `BERTH_RESOLV_CONF`
+/// names, with only its `nameserver` lines changed) and mounts over the
+/// instance's `/etc/resolv.conf`.
 #[derive(Debug, Clone, Default)]
 pub struct Resolvers {
     /// A resolv.conf to mount over the instance's `/etc/resolv.conf`.
     pub mounted: Option<std::path::PathBuf>,
-    /// Resolvers on a loopback address, relayed into each namespace.
-    pub relayed: Vec<SocketAddr>,
+    /// (address inside the namespace, resolver on the host), port 53.
+    pub relayed: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl Resolvers {
-    /// Reads `BERTH_RESOLV_CONF`, else `/etc/resolv.conf`.
+    /// Reads `BERTH_RESOLV_CONF`, else `/etc/resolv.conf`; writes the
+    /// instances' resolv.conf under `/run/berth` when one is needed.
     pub fn from_env() -> Result<Resolvers, String> {
         let chosen = std::env::var_os("BERTH_RESOLV_CONF").map(std::path::PathBuf::from);
         let path = chosen
@@ -35,26 +38,70 @@ impl Resolvers {
             Err(_) if chosen.is_none() => String::new(),
             Err(err) => return Err(format!("BERTH_RESOLV_CONF={}: {err}", path.display())),
         };
-        Ok(Resolvers {
-            relayed: loopback_nameservers(&text),
-            mounted: chosen,
-        })
+        let (inside, relayed) = relay_plan(&text);
+        let mounted = if inside != text || chosen.is_some() {
+            Some(write_resolv_conf(&inside)?)
+        } else {
+            None
+        };
+        Ok(Resolvers { mounted, relayed })
     }
 }
 
-/// The `nameserver` lines of a resolv.conf that name a loopback address,
-/// as the port-53 addresses to relay.
-pub fn loopback_nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
-    resolv_conf
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next()? == "nameserver").then(|| words.next())?
-        })
-        .filter_map(|address| address.parse::<std::net::IpAddr>().ok())
-        .filter(|address| address.is_loopback())
-        .map(|address| SocketAddr::new(address, 53))
-        .collect()
+/// The resolv.conf instances see and the relays it needs: each
+/// `nameserver` on a loopback address kept (and relayed at that address),
+/// any other replaced by `127.0.53.N` (relayed to it).
+pub fn relay_plan(resolv_conf: &str) -> (String, Vec<(SocketAddr, SocketAddr)>) {
+    let mut relayed = Vec::new();
+    let mut inside = String::new();
+    for line in resolv_conf.lines() {
+        let mut words = line.split_whitespace();
+        let server = (words.next() == Some("nameserver"))
+            .then(|| words.next())
+            .flatten()
+            .and_then(|address| address.parse::<IpAddr>().ok());
+        match server {
+            Some(address) if address.is_loopback() => {
+                let at = SocketAddr::new(address, 53);
+                relayed.push((at, at));
+                inside.push_str(line);
+            }
+            Some(address) => {
+                let number = relayed.len() as u8 + 1;
+                let at = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 53, number)), 53);
+                relayed.push((at, SocketAddr::new(address, 53)));
+                inside.push_str(&format!("nameserver {}", at.ip()));
+            }
+            None => inside.push_str(line),
+        }
+        inside.push('\n');
+    }
+    (inside, relayed)
+}
+
+/// Writes `text` where every instance's mount can read it, named by its
+/// content (servers with the same resolvers share one file).
+fn write_resolv_conf(text: &str) -> Result<std::path::PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::path::Path::new("/run/berth");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    let path = dir.join(format!("resolv-{:016x}.conf", hasher.finish()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|()| {
+            let staging = dir.join(format!(".resolv-{}", std::process::id()));
+            std::fs::write(&staging, text)?;
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o644))?;
+            std::fs::rename(&staging, &path)
+        });
+    written.map(|()| path.clone()).map_err(|err| {
+        format!(
+            "cannot write the instances' resolv.conf {}: {err}",
+            path.display()
+        )
+    })
 }
 
 /// Clients relayed at once per instance (each client address — a resolver
@@ -103,10 +150,11 @@ pub(super) async fn relay_dns(inside: tokio::net::UdpSocket, target: SocketAddr)
                 known.outside.clone()
             }
             None => {
-                let local = if target.is_ipv6() {
-                    "[::1]:0"
-                } else {
-                    "127.0.0.1:0"
+                let local = match (target.is_ipv6(), target.ip().is_loopback()) {
+                    (true, true) => "[::1]:0",
+                    (true, false) => "[::]:0",
+                    (false, true) => "127.0.0.1:0",
+                    (false, false) => "0.0.0.0:0",
                 };
                 let Ok(outside) = tokio::net::UdpSocket::bind(local).await else {
                     continue;
@@ -150,17 +198,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_nameservers_are_relayed() {
-        let relayed = loopback_nameservers(
+    fn every_nameserver_is_relayed_from_a_loopback_address_inside() {
+        let (inside, relayed) = relay_plan(
             "# systemd-resolved\nnameserver 127.0.0.53\nnameserver 10.0.0.2\n\
              nameserver ::1\nsearch example.com\nnameserver\n",
         );
+        let addr = |text: &str| text.parse::<SocketAddr>().unwrap();
         assert_eq!(
             relayed,
             [
-                "127.0.0.53:53".parse::<SocketAddr>().unwrap(),
-                "[::1]:53".parse().unwrap()
+                (addr("127.0.0.53:53"), addr("127.0.0.53:53")),
+                (addr("127.0.53.2:53"), addr("10.0.0.2:53")),
+                (addr("[::1]:53"), addr("[::1]:53")),
             ]
+        );
+        assert_eq!(
+            inside,
+            "# systemd-resolved\nnameserver 127.0.0.53\nnameserver 127.0.53.2\n\
+             nameserver ::1\nsearch example.com\nnameserver\n"
         );
     }
 

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-pub use dns::{Resolvers, loopback_nameservers};
+pub use dns::{Resolvers, relay_plan};
 pub use egress::{EGRESS_PORT, EgressPolicy, egress_env};
 pub use nft::RULESET;
 
@@ -100,13 +100,13 @@ impl InstanceNetwork {
                 .map_err(|err| format!("cannot listen on {addr} in the namespace: {err}"))?;
             bridges.push(tokio::spawn(bridge(listener, addr)));
         }
-        for &resolver in &resolvers.relayed {
+        for &(inside, resolver) in &resolvers.relayed {
             // An IPv6 loopback may be missing inside: then it is not relayed.
-            let Ok(datagrams) = netns.bind_udp(resolver) else {
+            let Ok(datagrams) = netns.bind_udp(inside) else {
                 continue;
             };
             bridges.push(tokio::spawn(relay_dns(datagrams, resolver)));
-            if let Ok(listener) = netns.listen(resolver) {
+            if let Ok(listener) = netns.listen(inside) {
                 bridges.push(tokio::spawn(bridge(listener, resolver)));
             }
         }
@@ -183,7 +183,7 @@ impl Networks {
         if !resolvers.relayed.is_empty() {
             tracing::info!(
                 resolvers = ?resolvers.relayed,
-                "DNS: resolvers on the host's loopback are relayed into each instance's namespace"
+                "DNS: the host's resolvers are relayed into each instance's namespace"
             );
         }
         Ok(Networks { mode, resolvers })

@@ -961,6 +961,57 @@ async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
     assert_eq!(unknown.status, 502, "{}", unknown.body);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_instance_resolves_names_through_a_resolver_on_a_private_address() {
+    setup();
+    // A cloud VPC's resolver (10.0.0.2) or a home router's: on a private
+    // address, which instances may not reach themselves.
+    let outside = outside_for_direct_egress(3);
+    let lan = outside_for_direct_egress_on(Where::Lan, 4);
+    let resolver = std::net::SocketAddr::from((lan.gateway, 53));
+    let dns = DnsServer::start(resolver, "outside.berth.test", outside.address);
+    let files = tempfile::tempdir().unwrap();
+    let resolv_conf = files.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        format!("nameserver {}\noptions timeout:2 attempts:2\n", lan.gateway),
+    )
+    .unwrap();
+    let server =
+        TestServer::start_with_env(&[], &[("BERTH_RESOLV_CONF", resolv_conf.to_str().unwrap())])
+            .await;
+    deploy_plain(&server, "resolving-lan", "").await;
+
+    let seen = server
+        .get("resolving-lan", "/read?path=/etc/resolv.conf")
+        .await
+        .body;
+    assert!(seen.contains("nameserver 127.0.53.1"), "{seen}");
+    assert!(seen.contains("options timeout:2"), "{seen}");
+    let fetched = server
+        .get(
+            "resolving-lan",
+            "/fetch?addr=outside.berth.test:8000&path=/hello.txt&direct=1",
+        )
+        .await;
+    assert_eq!(fetched.status, 200, "{}", fetched.body);
+    assert!(
+        fetched.body.contains("hello from outside"),
+        "{}",
+        fetched.body
+    );
+    assert!(dns.queries() > 0, "the query reached the private resolver");
+    // The resolver's address itself stays out of reach, as the LAN is.
+    let direct = server
+        .get(
+            "resolving-lan",
+            &format!("/fetch?addr={}:53&path=/&direct=1", lan.gateway),
+        )
+        .await;
+    assert_eq!(direct.status, 502, "{}", direct.body);
+}
+
 #[test]
 #[ignore = "needs root"]
 fn a_missing_resolv_conf_is_a_clear_error_at_start() {
