@@ -7,10 +7,11 @@
 //! same app, even across servers sharing one cache.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::Arc;
 
+use crate::run::{CargoJob, CargoRunner, CargoStream, LocalCargo};
 use crate::source::sync_tree;
 
 /// What can go wrong building.
@@ -30,6 +31,9 @@ pub enum BuildError {
     /// The build produced no binary, or several and none was chosen.
     #[error("{0}")]
     NoBinary(String),
+    /// The build's sandbox could not be made.
+    #[error("cannot run the build in its sandbox: {0}")]
+    Sandbox(String),
     /// Preparing the build directory failed.
     #[error("cannot prepare the build directory {path}")]
     Workspace {
@@ -80,15 +84,30 @@ impl Builder for CargoBuilder {
 }
 
 /// Builds apps with cargo.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CargoBuilder {
     cache_dir: PathBuf,
+    runner: Arc<dyn CargoRunner>,
+}
+
+impl std::fmt::Debug for CargoBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CargoBuilder")
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CargoBuilder {
-    /// A builder keeping per-app build directories under `cache_dir`.
+    /// A builder keeping per-app build directories under `cache_dir`, running
+    /// cargo as this process's user ([`LocalCargo`]).
     pub fn new(cache_dir: PathBuf) -> Self {
-        CargoBuilder { cache_dir }
+        CargoBuilder::with_runner(cache_dir, Arc::new(LocalCargo))
+    }
+
+    /// A builder whose cargo runs through `runner` (in a sandbox, say).
+    pub fn with_runner(cache_dir: PathBuf, runner: Arc<dyn CargoRunner>) -> Self {
+        CargoBuilder { cache_dir, runner }
     }
 
     /// Builds the tree in `uploaded` for `app`. `bin` picks the default binary
@@ -110,10 +129,13 @@ impl CargoBuilder {
         };
         fs::create_dir_all(&app_dir).map_err(workspace_error(&app_dir))?;
         let lock_path = app_dir.join(".lock");
+        // The build directory may belong to the app's user, who could have
+        // left a link here: never follow one.
         let lock_file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(workspace_error(&lock_path))?;
         if lock_file.try_lock().is_err() {
@@ -126,75 +148,46 @@ impl CargoBuilder {
 
         let source_dir = app_dir.join("src");
         sync_tree(uploaded, &source_dir).map_err(workspace_error(&source_dir))?;
-        let target_dir = app_dir.join("target");
+        for dir in ["target", "home"] {
+            let path = app_dir.join(dir);
+            fs::create_dir_all(&path).map_err(workspace_error(&path))?;
+        }
 
-        let mut command = low_priority_command("cargo");
-        command
-            .args([
-                "build",
-                "--release",
-                "--message-format=json-render-diagnostics",
-            ])
-            .args(
-                (!features.is_empty())
-                    .then(|| ["--features".to_string(), features.join(",")])
-                    .into_iter()
-                    .flatten(),
-            )
-            .current_dir(&source_dir)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("CARGO_TERM_COLOR", "never")
-            .env_remove("RUSTFLAGS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(BuildError::CargoMissing)?;
-
-        let stderr = child.stderr.take();
-        let (line_sender, line_receiver) = std::sync::mpsc::channel::<String>();
-        let stderr_reader = std::thread::spawn(move || {
-            if let Some(stderr) = stderr {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line_sender.send(line).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-
+        let mut args: Vec<String> = [
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ]
+        .map(String::from)
+        .into();
+        if !features.is_empty() {
+            args.extend(["--features".to_string(), features.join(",")]);
+        }
+        let job = CargoJob {
+            app,
+            build_dir: &app_dir,
+            args,
+        };
         let mut binaries = Vec::new();
-        let stdout = child.stdout.take();
-        let stdout_reader = std::thread::spawn(move || {
-            let mut found = Vec::new();
-            if let Some(stdout) = stdout {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(binary) = binary_from_message(&line) {
-                        found.push(binary);
-                    }
-                }
-            }
-            found
-        });
-
         let mut error_lines: Vec<String> = Vec::new();
         let mut in_error = false;
-        for line in line_receiver {
-            if line.starts_with("error") {
-                in_error = true;
-            } else if line.starts_with("warning") {
-                in_error = false;
+        let outcome = self.runner.run(&job, &mut |stream, line| match stream {
+            CargoStream::Stdout => binaries.extend(binary_from_message(&line)),
+            CargoStream::Stderr => {
+                if line.starts_with("error") {
+                    in_error = true;
+                } else if line.starts_with("warning") {
+                    in_error = false;
+                }
+                if in_error && error_lines.len() < 200 {
+                    error_lines.push(line.clone());
+                }
+                output(line);
             }
-            if in_error && error_lines.len() < 200 {
-                error_lines.push(line.clone());
-            }
-            output(line);
-        }
-        let _ = stderr_reader.join();
-        binaries.extend(stdout_reader.join().unwrap_or_default());
-        let status = child.wait().map_err(BuildError::CargoMissing)?;
-        if !status.success() {
+        })?;
+        if let Err(status) = outcome {
             return Err(BuildError::CargoFailed {
-                status: status.to_string(),
+                status,
                 message: if error_lines.is_empty() {
                     "cargo printed no error; see the build output above".into()
                 } else {
@@ -202,6 +195,12 @@ impl CargoBuilder {
                 },
             });
         }
+        let visible = self.runner.visible_build_dir(&app_dir);
+        let binaries = binaries
+            .into_iter()
+            .map(|(name, path)| Ok((name, host_binary(&app_dir, &visible, &path)?)))
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        let mut binaries = binaries;
         binaries.sort();
         binaries.dedup();
         let default_binary = choose_default_binary(&binaries, bin)?;
@@ -216,6 +215,39 @@ impl CargoBuilder {
     }
 }
 
+/// Where on the host a binary cargo reported at `reported` (a path as cargo
+/// saw it, under `visible`) lives: under `<build_dir>/target`, reached through
+/// real directories only and a regular file itself. The build ran as the
+/// app, which may have swapped any of them for a link to a file of berth's.
+fn host_binary(build_dir: &Path, visible: &Path, reported: &Path) -> Result<PathBuf, BuildError> {
+    let refuse = |why: &str| {
+        BuildError::NoBinary(format!(
+            "cargo reported the binary {}, which {why}",
+            reported.display()
+        ))
+    };
+    let relative = reported
+        .strip_prefix(visible.join("target"))
+        .map_err(|_| refuse("is not in the build's target directory"))?;
+    if relative
+        .components()
+        .any(|part| !matches!(part, std::path::Component::Normal(_)))
+    {
+        return Err(refuse("climbs out of the target directory"));
+    }
+    let mut path = build_dir.join("target");
+    let parts: Vec<_> = relative.components().collect();
+    for (index, part) in parts.iter().enumerate() {
+        path.push(part);
+        let meta = fs::symlink_metadata(&path).map_err(|_| refuse("does not exist"))?;
+        let last = index + 1 == parts.len();
+        if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+            return Err(refuse("is not a plain file in plain directories"));
+        }
+    }
+    Ok(path)
+}
+
 /// Holds an app's build directory until dropped.
 #[derive(Debug)]
 pub struct BuildLock {
@@ -227,27 +259,6 @@ impl BuildLock {
     pub fn none() -> BuildLock {
         BuildLock { _file: None }
     }
-}
-
-/// A command run under `nice` and `ionice -c3` where those exist, so builds
-/// never starve running apps.
-fn low_priority_command(program: &str) -> Command {
-    let has = |tool: &str| {
-        ["/usr/bin", "/bin", "/usr/local/bin"]
-            .iter()
-            .any(|dir| Path::new(dir).join(tool).exists())
-    };
-    let mut argv: Vec<&str> = Vec::new();
-    if has("ionice") {
-        argv.extend(["ionice", "-c3"]);
-    }
-    if has("nice") {
-        argv.extend(["nice", "-n", "15"]);
-    }
-    argv.push(program);
-    let mut command = Command::new(argv[0]);
-    command.args(&argv[1..]);
-    command
 }
 
 fn binary_from_message(line: &str) -> Option<(String, PathBuf)> {

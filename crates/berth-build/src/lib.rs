@@ -5,14 +5,17 @@
 //! skips `target/`; [`source::unpack`] (on the server) unpacks it, refusing
 //! paths that escape the folder and uploads that are too big; [`cargo`] syncs
 //! the tree into the app's persistent build workspace and runs `cargo build
-//! --release` at low priority, so a one-line change rebuilds incrementally;
+//! --release` through a [`run::CargoRunner`] (at low priority; in a sandbox of
+//! the app's own when the server is root), so a one-line change rebuilds incrementally;
 //! [`slug`] stores the source tree plus the binaries, content-addressed, so a
 //! rollback needs no rebuild. Nothing here runs an app.
 
 pub mod cargo;
+pub mod run;
 pub mod slug;
 pub mod source;
 
 pub use cargo::{BuildError, BuildLock, BuildOutput, Builder, CargoBuilder};
+pub use run::{CargoJob, CargoRunner, CargoStream, LocalCargo};
 pub use slug::{SLUG_BIN_DIR, SlugError, SlugStore};
 pub use source::{SourceError, UnpackLimits, pack, pack_with, unpack};

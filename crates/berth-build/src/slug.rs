@@ -141,6 +141,9 @@ fn tree_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Copies directories, links (as links) and regular files; a FIFO, socket
+/// or device a build left in the tree is not copied (reading a FIFO would
+/// hang the server).
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
@@ -155,7 +158,7 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
             copy_tree(&entry.path(), &dest)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
-        } else {
+        } else if kind.is_file() {
             fs::copy(entry.path(), &dest)?;
         }
     }

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     /// one it runs); older slugs, and those of failed deploys and destroyed
     /// apps, are deleted.
     pub keep_releases: u32,
+    /// What a build may use when it runs sandboxed (as root).
+    pub build_limits: crate::BuildLimits,
     /// Whether instances are isolated (own user, namespaces, cgroup) when
     /// running as root. Off: plain processes, as without root.
     pub isolation: bool,
@@ -43,6 +45,7 @@ impl ServerConfig {
             max_source_bytes: 512 * 1024 * 1024,
             keep_releases: 10,
             isolation: true,
+            build_limits: crate::BuildLimits::default(),
         }
     }
 

@@ -41,6 +41,7 @@ use tokio::sync::watch;
 pub use tokio_util::sync::CancellationToken;
 
 pub use config::ServerConfig;
+pub use deploy::sandboxed_build::BuildLimits;
 
 use crate::deploy::Deployer;
 use crate::reconciler::{Reconciler, ReconcilerParts};
@@ -243,12 +244,22 @@ pub async fn run(
     )?;
     let autoscaler =
         autoscale::Autoscaler::new(store.clone(), handle.clone(), route_receiver.clone(), wakes);
+    let builder = if isolated {
+        let runner = deploy::sandboxed_build::SandboxedCargo::new(
+            resources.clone(),
+            handle.clone(),
+            config.build_limits,
+        );
+        CargoBuilder::with_runner(config.build_cache_dir.clone(), Arc::new(runner))
+    } else {
+        CargoBuilder::new(config.build_cache_dir.clone())
+    };
     let deployer = Arc::new(Deployer::new(
         store.clone(),
         logs.clone(),
         slugs,
         resources.clone(),
-        Arc::new(CargoBuilder::new(config.build_cache_dir.clone())),
+        Arc::new(builder),
         handle.clone(),
         tmp,
         UnpackLimits {

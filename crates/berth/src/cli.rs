@@ -220,6 +220,12 @@ pub struct ServerArgs {
     /// Where per-app cargo target dirs live (default: DATA/build).
     #[arg(long, env = "BERTH_BUILD_CACHE")]
     pub build_cache: Option<PathBuf>,
+    /// Memory a build may use, in MiB (as root, builds run sandboxed).
+    #[arg(long, default_value_t = 4096)]
+    pub build_memory: u64,
+    /// How long a build may take before it is stopped (`90s`, `30m`, `1h`).
+    #[arg(long, default_value = "30m", value_parser = berth_spec::parse_duration)]
+    pub build_timeout: std::time::Duration,
     /// Apps are served at APP.DOMAIN as well as APP.localhost.
     #[arg(long, env = "BERTH_DOMAIN", default_value = "localhost")]
     pub domain: String,

@@ -28,6 +28,8 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.max_upload_bytes = args.max_upload_mib * 1024 * 1024;
     config.keep_releases = args.keep_releases;
     config.isolation = !args.no_isolation;
+    config.build_limits.memory_mib = args.build_memory;
+    config.build_limits.timeout = args.build_timeout;
     if let Some(cache) = args.build_cache {
         config.build_cache_dir = cache;
     }

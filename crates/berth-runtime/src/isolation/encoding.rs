@@ -34,6 +34,7 @@ impl PreparedSandbox {
         ] {
             message.extend(value.to_ne_bytes());
         }
+        put(message, self.workdir.as_bytes());
     }
 
     /// Reads a sandbox [`PreparedSandbox::encode`] wrote; `network_fd` is
@@ -52,6 +53,7 @@ impl PreparedSandbox {
         let (uid, gid) = (reader.u32()?, reader.u32()?);
         let old_tmp_at = reader.u32()?;
         let pid_namespace = reader.u32()? == 1;
+        let workdir = reader.c_string()?;
         Ok(PreparedSandbox {
             tmp_dirs,
             binds,
@@ -63,6 +65,7 @@ impl PreparedSandbox {
             _network: None,
             pid_namespace,
             reexec: false,
+            workdir,
         })
     }
 }

@@ -37,7 +37,10 @@ impl PreparedSandbox {
             // Returns only in the process that goes on to exec the app.
             become_pid_one(self.reexec)?;
         }
-        self.become_user()
+        self.become_user()?;
+        // SAFETY: chdir with a C string made before the fork.
+        check(unsafe { libc::chdir(self.workdir.as_ptr()) })?;
+        Ok(())
     }
 
     /// In a standby process that was made by [`enter_standby`]: what is

@@ -52,6 +52,9 @@ pub(crate) struct PreparedSandbox {
     pid_namespace: bool,
     /// Whether the init and waiting process re-exec this binary.
     reexec: bool,
+    /// Where the process starts, entered last: it may lie under a bind
+    /// mount, and the user's right to enter it is what counts.
+    workdir: CString,
 }
 
 fn c_path(path: &std::path::Path) -> io::Result<CString> {
@@ -72,10 +75,16 @@ impl PreparedSandbox {
         use std::path::{Path, PathBuf};
         let private_tmp = sandbox.is_some_and(|sandbox| sandbox.private_tmp);
         let tmp = Path::new("/tmp");
+        // A host folder under /tmp to show at the same path; not when the
+        // working directory is inside a bind mount (a build's folder).
+        let workdir_from_host = workdir.starts_with(tmp)
+            && !binds
+                .iter()
+                .any(|bind| workdir.starts_with(&bind.destination));
         let mut old_tmp = None;
         let mut old_tmp_fd = -1;
         if private_tmp
-            && (workdir.starts_with(tmp) || binds.iter().any(|bind| bind.source.starts_with(tmp)))
+            && (workdir_from_host || binds.iter().any(|bind| bind.source.starts_with(tmp)))
         {
             // SAFETY: open(2) with a valid C string; the result is owned below.
             let fd = unsafe {
@@ -114,7 +123,7 @@ impl PreparedSandbox {
             }
         };
         let mut pairs = Vec::with_capacity(binds.len() + 1);
-        if old_tmp_fd >= 0 && workdir.starts_with(tmp) {
+        if old_tmp_fd >= 0 && workdir_from_host {
             need_in_tmp(workdir);
             pairs.push((c_path(&reachable(workdir))?, c_path(workdir)?));
         }
@@ -148,6 +157,7 @@ impl PreparedSandbox {
             pid_namespace: sandbox.is_some(),
             // Found now: the child must not allocate.
             reexec: CAN_REEXEC.load(std::sync::atomic::Ordering::Relaxed) && self_exe().is_some(),
+            workdir: c_path(workdir)?,
         })
     }
 

@@ -279,7 +279,12 @@ fn start_forked(
     let mut command = std::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
-        .current_dir(workdir)
+        // A sandbox enters its working directory itself, last.
+        .current_dir(if sandbox.is_some() {
+            std::path::Path::new("/")
+        } else {
+            workdir
+        })
         .env_clear()
         .envs(env)
         .stdin(Stdio::null())

@@ -20,6 +20,7 @@ mod failure;
 mod prepare;
 mod rollback;
 mod rollout;
+pub(crate) mod sandboxed_build;
 mod upload;
 
 pub use config::ConfigChange;

@@ -22,6 +22,20 @@ impl Resources {
             .collect()
     }
 
+    /// The user id of `app`'s processes (and builds), allocated from the
+    /// host-wide registry the first time.
+    pub fn app_uid(&self, app: &str) -> Result<u32, String> {
+        let owner = format!("{} {app}", self.data_dir.display());
+        self.store
+            .app_uid(app, || self.uids.allocate(&owner))
+            .map_err(|err| {
+                let cause = std::error::Error::source(&err)
+                    .map(|source| format!(": {source}"))
+                    .unwrap_or_default();
+                format!("{err}{cause}")
+            })
+    }
+
     /// The sandbox of a process of `app` when berth runs as root: the app's
     /// own user (its slug and volumes become that user's, mode 0700, so no
     /// other app can read them), its `[[vm]]` size as cgroup limits, a
@@ -36,16 +50,7 @@ impl Resources {
         if !self.isolated {
             return Ok(None);
         }
-        let owner = format!("{} {app}", self.data_dir.display());
-        let uid = self
-            .store
-            .app_uid(app, || self.uids.allocate(&owner))
-            .map_err(|err| {
-                let cause = std::error::Error::source(&err)
-                    .map(|source| format!(": {source}"))
-                    .unwrap_or_default();
-                format!("{err}{cause}")
-            })?;
+        let uid = self.app_uid(app)?;
         let owned = (slug_dir.to_path_buf(), uid);
         let owned_slugs = || {
             self.owned_slugs

@@ -1,0 +1,353 @@
+//! Builds run as the app, in a sandbox like its instances'.
+//!
+//! A dependency's `build.rs` and proc macros are the app's code running at
+//! build time, so a build gets what an instance gets and no more: the app's
+//! own user, its own mount, IPC, pid and network namespaces, a private
+//! `/tmp` and `/dev`, and a cgroup of its own (memory, CPU, pids; a time
+//! limit besides). It sees its build directory at [`BUILD_MOUNT`] (the synced
+//! source, cargo's target dir, and a `HOME` with its own cargo home, so no
+//! app's downloads are another's) and the Rust toolchain, read-only, at
+//! [`TOOLCHAIN_MOUNT`] when the host's lives where an app cannot reach it
+//! (under `/root` with rustup). Berth's data dir, keys and token, and other
+//! apps' build directories, are out of its reach: they belong to root and
+//! are private. The network is an instance's: the world outside (crates.io,
+//! git hosts), never this host, its LAN or the cloud's metadata address.
+//!
+//! The build is started through the reconciler like a release command, so it
+//! is journaled and killed with the server.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_build::{BuildError, CargoJob, CargoRunner, CargoStream};
+use berth_runtime::{BindMount, ExitCause, InstanceSpec, OutputStream};
+
+use crate::reconciler::ReconcilerHandle;
+use crate::services::Resources;
+
+/// Where a build sees its build directory.
+pub const BUILD_MOUNT: &str = "/tmp/berth-build";
+/// Where a build sees the toolchain, when the host's is out of its reach.
+pub const TOOLCHAIN_MOUNT: &str = "/tmp/berth-toolchain";
+
+/// How much a build may use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BuildLimits {
+    /// Memory, in MiB (the linker of a large app wants a few GiB).
+    pub memory_mib: u64,
+    /// CPU cores.
+    pub cpus: f64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// Wall-clock time before the build is stopped.
+    pub timeout: Duration,
+}
+
+impl Default for BuildLimits {
+    fn default() -> Self {
+        BuildLimits {
+            memory_mib: 4096,
+            cpus: std::thread::available_parallelism().map_or(1.0, |cores| cores.get() as f64),
+            pids: 4096,
+            timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The Rust toolchain builds use: its root (`bin/cargo`, `bin/rustc`,
+/// `lib/`) on the host, and whether it must be mounted to be reached.
+#[derive(Debug, Clone)]
+struct Toolchain {
+    root: PathBuf,
+    mounted: bool,
+}
+
+impl Toolchain {
+    /// The toolchain `rustc --print sysroot` names (with rustup, the
+    /// default toolchain's folder), which must hold `bin/cargo`.
+    fn detect() -> Result<Toolchain, String> {
+        let output = std::process::Command::new("rustc")
+            .args(["--print", "sysroot"])
+            .current_dir("/")
+            .output()
+            .map_err(|err| format!("cannot run rustc to find the toolchain: {err}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "rustc --print sysroot failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let root = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if !root.join("bin/cargo").is_file() {
+            return Err(format!(
+                "the toolchain at {} has no bin/cargo",
+                root.display()
+            ));
+        }
+        Ok(Toolchain {
+            mounted: !reachable_by_anyone(&root),
+            root,
+        })
+    }
+
+    fn bin_dir(&self) -> PathBuf {
+        if self.mounted {
+            Path::new(TOOLCHAIN_MOUNT).join("bin")
+        } else {
+            self.root.join("bin")
+        }
+    }
+}
+
+/// Whether every directory from `/` down to `path` lets others through.
+fn reachable_by_anyone(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|meta| meta.permissions().mode() & 0o001 != 0))
+}
+
+/// Runs cargo as the app, sandboxed (see the module docs).
+pub struct SandboxedCargo {
+    resources: Arc<Resources>,
+    reconciler: ReconcilerHandle,
+    runtime: tokio::runtime::Handle,
+    toolchain: Result<Toolchain, String>,
+    limits: BuildLimits,
+}
+
+impl SandboxedCargo {
+    /// A runner whose builds start through `reconciler`, in networks and as
+    /// users from `resources`. Must be made inside the server's runtime.
+    pub fn new(
+        resources: Arc<Resources>,
+        reconciler: ReconcilerHandle,
+        limits: BuildLimits,
+    ) -> SandboxedCargo {
+        let toolchain = Toolchain::detect();
+        if let Err(err) = &toolchain {
+            tracing::warn!("builds will fail: {err}");
+        }
+        SandboxedCargo {
+            resources,
+            reconciler,
+            runtime: tokio::runtime::Handle::current(),
+            toolchain,
+            limits,
+        }
+    }
+
+    fn instance_spec(&self, job: &CargoJob<'_>, uid: u32) -> Result<InstanceSpec, BuildError> {
+        let toolchain = self.toolchain.clone().map_err(BuildError::Sandbox)?;
+        let build = Path::new(BUILD_MOUNT);
+        let mut words = berth_build::run::low_priority_argv("cargo");
+        words.extend(job.args.iter().cloned());
+        let mut binds = vec![BindMount {
+            source: job.build_dir.to_path_buf(),
+            destination: build.to_path_buf(),
+        }];
+        if toolchain.mounted {
+            binds.push(BindMount {
+                source: toolchain.root.clone(),
+                destination: TOOLCHAIN_MOUNT.into(),
+            });
+        }
+        let path = |relative: &str| build.join(relative).display().to_string();
+        let limits = self.limits;
+        Ok(InstanceSpec {
+            id: format!("build-{}", unique_suffix()),
+            app: job.app.to_string(),
+            command: words
+                .iter()
+                .map(|word| shell_quote(word))
+                .collect::<Vec<_>>()
+                .join(" "),
+            workdir: build.join("src"),
+            bin_dir: toolchain.bin_dir(),
+            env: vec![
+                ("HOME".into(), path("home")),
+                ("CARGO_HOME".into(), path("home/.cargo")),
+                ("CARGO_TARGET_DIR".into(), path("target")),
+                ("CARGO_TERM_COLOR".into(), "never".into()),
+            ],
+            binds,
+            sandbox: Some(berth_runtime::Sandbox {
+                uid,
+                gid: uid,
+                limits: Some(berth_runtime::cgroup::Limits {
+                    memory_bytes: limits.memory_mib * 1024 * 1024,
+                    cpus: limits.cpus,
+                    pids: limits.pids,
+                }),
+                private_tmp: true,
+                network: None,
+            }),
+        })
+    }
+
+    /// Starts the build and hands its lines to `line` until it exits.
+    async fn run_sandboxed(
+        &self,
+        mut spec: InstanceSpec,
+        line: &mut dyn FnMut(CargoStream, String),
+    ) -> Result<Result<(), String>, BuildError> {
+        let network = self
+            .resources
+            .networks()
+            .prepare(&[], true, &[])
+            .map_err(BuildError::Sandbox)?;
+        if let (Some(network), Some(sandbox)) = (&network, spec.sandbox.as_mut()) {
+            sandbox.network = Some(network.netns.clone());
+            spec.env.extend(network.env.iter().cloned());
+            if let Some(resolv_conf) = self.resources.networks().resolv_conf() {
+                spec.binds.push(BindMount {
+                    source: resolv_conf.to_path_buf(),
+                    destination: "/etc/resolv.conf".into(),
+                });
+            }
+        }
+        let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        let sink: berth_runtime::OutputSink = Arc::new(move |stream, text| {
+            let stream = match stream {
+                OutputStream::Stdout => CargoStream::Stdout,
+                OutputStream::Stderr => CargoStream::Stderr,
+            };
+            let _ = sender.send((stream, text));
+        });
+        let running = self
+            .reconciler
+            .run_once(spec, sink)
+            .await
+            .map_err(|err| BuildError::Sandbox(format!("cannot start cargo: {err}")))?;
+        let deadline = tokio::time::sleep(self.limits.timeout);
+        tokio::pin!(deadline);
+        let cause = loop {
+            tokio::select! {
+                Some((stream, text)) = lines.recv() => line(stream, text),
+                cause = running.exited() => break cause,
+                () = &mut deadline => {
+                    running.stop(Duration::from_secs(5)).await;
+                    return Ok(Err(format!(
+                        "stopped after {}, the build time limit (berth server --build-timeout)",
+                        berth_spec::format_duration(self.limits.timeout)
+                    )));
+                }
+            }
+        };
+        while let Ok((stream, text)) = lines.try_recv() {
+            line(stream, text);
+        }
+        drop(network);
+        Ok(match cause {
+            ExitCause::Code(0) => Ok(()),
+            ExitCause::OutOfMemory { limit_mib } => Err(format!(
+                "out of memory: the kernel stopped the build at its {limit_mib} MiB limit (berth server --build-memory)"
+            )),
+            other => Err(other.to_string()),
+        })
+    }
+}
+
+impl CargoRunner for SandboxedCargo {
+    fn visible_build_dir(&self, _build_dir: &Path) -> PathBuf {
+        PathBuf::from(BUILD_MOUNT)
+    }
+
+    fn run(
+        &self,
+        job: &CargoJob<'_>,
+        line: &mut dyn FnMut(CargoStream, String),
+    ) -> Result<Result<(), String>, BuildError> {
+        let uid = self
+            .resources
+            .app_uid(job.app)
+            .map_err(BuildError::Sandbox)?;
+        // Its parent, the cache, stays root's and private: no app reaches
+        // another's build directory, nor its own from an instance.
+        if let Some(cache) = job.build_dir.parent() {
+            private_to_root(cache).map_err(|err| {
+                BuildError::Sandbox(format!("cannot make {} private: {err}", cache.display()))
+            })?;
+        }
+        give_tree(job.build_dir, uid).map_err(|err| {
+            BuildError::Sandbox(format!(
+                "cannot give {} to the app's user: {err}",
+                job.build_dir.display()
+            ))
+        })?;
+        let spec = self.instance_spec(job, uid)?;
+        self.runtime.block_on(self.run_sandboxed(spec, line))
+    }
+}
+
+fn private_to_root(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::lchown(dir, Some(0), Some(0))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Makes every file under `root` the app's (links themselves, never what
+/// they point at), and `root` itself private to it.
+fn give_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    fn walk(path: &Path, uid: u32) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.uid() != uid || meta.gid() != uid {
+            std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                walk(&entry?.path(), uid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(root, uid)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    format!("{millis}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `word` as one shell word.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("--features"), "--features");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("x';rm -rf /;'"), r"'x'\'';rm -rf /;'\'''");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn a_toolchain_under_a_private_folder_is_mounted() {
+        assert!(reachable_by_anyone(Path::new("/usr/bin")));
+        let private = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let inside = private.path().join("toolchain");
+        std::fs::create_dir(&inside).unwrap();
+        assert!(!reachable_by_anyone(&inside));
+    }
+}

@@ -1,0 +1,132 @@
+//! End to end, as root: a build is the app's code running (build scripts,
+//! proc macros), so it runs as the app's user in a sandbox with limits.
+//! A build script probes what it can reach; the build fails (and with it
+//! the test) if it reads berth's key or token, another app's build, or
+//! reaches the API.
+
+use berth_testkit::{TestServer, example, shared_build_cache};
+
+fn setup() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+}
+
+/// The plain example with `build_rs` as its build script.
+fn app_with_build_script(app: &str, build_rs: &str) -> tempfile::TempDir {
+    let dir = example("plain");
+    std::fs::write(dir.path().join("berth.toml"), format!("app = \"{app}\"\n")).unwrap();
+    std::fs::write(dir.path().join("build.rs"), build_rs).unwrap();
+    dir
+}
+
+const PROBE: &str = r#"
+use std::io::Write;
+
+fn report(what: &str, result: std::io::Result<String>, must_fail: bool) {
+    match (result, must_fail) {
+        (Ok(got), true) => panic!("ESCAPE: {what} succeeded: {got}"),
+        (Err(err), true) => println!("cargo:warning=probe {what}: refused ({err})"),
+        (Ok(got), false) => println!("cargo:warning=probe {what}: {got}"),
+        (Err(err), false) => panic!("probe {what} should work: {err}"),
+    }
+}
+
+fn main() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .map(|status| {
+            status.lines().find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next()).unwrap_or("").to_string()
+        });
+    report("uid", uid, false);
+    report("read own source", std::fs::read_to_string("Cargo.toml").map(|text| format!("{} bytes", text.len())), false);
+    report("read key", std::fs::read("@DATA@/secrets.key").map(|bytes| format!("{} bytes", bytes.len())), true);
+    report("read token", std::fs::read_to_string("@DATA@/token"), true);
+    report("read store", std::fs::read("@DATA@/berth.db").map(|bytes| format!("{} bytes", bytes.len())), true);
+    report("list other build", std::fs::read_dir("@CACHE@/victim-build/src").map(|dir| format!("{} entries", dir.count())), true);
+    report("write data dir", std::fs::write("@DATA@/escape", "x").map(|_| "written".to_string()), true);
+    report("write tmp", std::fs::File::create("/tmp/@MARKER@").and_then(|mut file| file.write_all(b"x")).map(|_| "written".to_string()), false);
+    report("connect api", std::net::TcpStream::connect("@API@").map(|_| "connected".to_string()), true);
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_build_runs_as_the_app_and_cannot_read_berths_secrets() {
+    setup();
+    assert!(berth_runtime::can_isolate(), "isolation needs root");
+    let server = TestServer::start().await;
+    // Another app's build directory, for the probe to look for.
+    let victim = app_with_build_script("victim-build", "fn main() {}\n");
+    server.ok_in(victim.path(), &["up"]).await;
+
+    let marker = format!("berth-build-escape-{}", std::process::id());
+    let probe = PROBE
+        .replace("@DATA@", &server.data_dir().display().to_string())
+        .replace("@CACHE@", &shared_build_cache().display().to_string())
+        .replace("@MARKER@", &marker)
+        .replace("@API@", server.api_url.trim_start_matches("http://"));
+    let dir = app_with_build_script("prober", &probe);
+    let deployed = server.ok_in(dir.path(), &["up"]).await;
+    let output = format!("{}{}", deployed.stdout, deployed.stderr);
+    for refused in [
+        "read key: refused",
+        "read token: refused",
+        "read store: refused",
+        "list other build: refused",
+        "write data dir: refused",
+        "connect api: refused",
+    ] {
+        assert!(output.contains(refused), "no `{refused}` in:\n{output}");
+    }
+    assert!(output.contains("probe read own source: "), "{output}");
+    assert!(
+        !std::path::Path::new("/tmp").join(&marker).exists(),
+        "the build wrote into the host's /tmp"
+    );
+    assert!(!server.data_dir().join("escape").exists());
+
+    // It ran as the app's own user: the one its instances run as.
+    let build_uid: u32 = output
+        .lines()
+        .find_map(|line| line.split("probe uid: ").nth(1))
+        .and_then(|uid| uid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no uid in:\n{output}"));
+    let instance_uid: u32 = server.get("prober", "/whoami").await.body.parse().unwrap();
+    assert!(build_uid >= 200_000, "{build_uid}");
+    assert_eq!(build_uid, instance_uid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_build_over_its_memory_or_time_is_stopped_and_the_old_release_serves() {
+    setup();
+    let server = TestServer::start_with(&["--build-memory", "96", "--build-timeout", "6s"]).await;
+    let dir = app_with_build_script("greedy-build", "fn main() {}\n");
+    server.ok_in(dir.path(), &["up"]).await;
+    assert_eq!(server.get("greedy-build", "/").await.status, 200);
+
+    std::fs::write(
+        dir.path().join("build.rs"),
+        "fn main() { let mut v: Vec<Vec<u8>> = Vec::new(); for _ in 0..64 { v.push(vec![1u8; 8 << 20]); } println!(\"cargo:warning={}\", v.len()); }\n",
+    )
+    .unwrap();
+    let failed = server.fails_in(dir.path(), &["up"]).await;
+    assert!(
+        failed.stderr.contains("out of memory") && failed.stderr.contains("96 MiB"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(server.get("greedy-build", "/").await.status, 200);
+
+    std::fs::write(
+        dir.path().join("build.rs"),
+        "fn main() { std::thread::sleep(std::time::Duration::from_secs(600)); }\n",
+    )
+    .unwrap();
+    let failed = server.fails_in(dir.path(), &["up"]).await;
+    assert!(
+        failed.stderr.contains("stopped after 6s"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(server.get("greedy-build", "/").await.status, 200);
+}
