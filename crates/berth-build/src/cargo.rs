@@ -59,10 +59,12 @@ pub struct BuildOutput {
 /// Builds an app's uploaded source tree into binaries: cargo in
 /// production, a stand-in in unit tests of the deploy path.
 pub trait Builder: Send + Sync {
-    /// Builds the tree in `uploaded` for `app` (see [`CargoBuilder::build`]).
+    /// Builds the tree in `uploaded` for `app`, in the build directory
+    /// named `build_dir` (see [`CargoBuilder::build`]).
     fn build(
         &self,
         app: &str,
+        build_dir: &str,
         uploaded: &Path,
         bin: Option<&str>,
         features: &[String],
@@ -74,12 +76,13 @@ impl Builder for CargoBuilder {
     fn build(
         &self,
         app: &str,
+        build_dir: &str,
         uploaded: &Path,
         bin: Option<&str>,
         features: &[String],
         output: &mut dyn FnMut(String),
     ) -> Result<(BuildOutput, BuildLock), BuildError> {
-        CargoBuilder::build(self, app, uploaded, bin, features, output)
+        CargoBuilder::build(self, app, build_dir, uploaded, bin, features, output)
     }
 }
 
@@ -110,19 +113,22 @@ impl CargoBuilder {
         CargoBuilder { cache_dir, runner }
     }
 
-    /// Builds the tree in `uploaded` for `app`. `bin` picks the default binary
+    /// Builds the tree in `uploaded` for `app` (whose user a sandboxed build
+    /// runs as) in the build directory `build_dir` (the app's name, or one
+    /// that several apps of a Blueprint share). `bin` picks the default binary
     /// when there are several; `features` are passed to cargo. Every line cargo prints goes to `output`. The
     /// returned output's `source_dir` stays valid until the next build of the
     /// same app; copy what you need while holding the returned guard.
     pub fn build(
         &self,
         app: &str,
+        build_dir: &str,
         uploaded: &Path,
         bin: Option<&str>,
         features: &[String],
         output: &mut dyn FnMut(String),
     ) -> Result<(BuildOutput, BuildLock), BuildError> {
-        let app_dir = self.cache_dir.join(app);
+        let app_dir = self.cache_dir.join(build_dir);
         let workspace_error = |path: &Path| {
             let path = path.to_path_buf();
             move |source| BuildError::Workspace { path, source }

@@ -80,6 +80,7 @@ impl berth_build::Builder for FakeBuilder {
     fn build(
         &self,
         _app: &str,
+        _build_dir: &str,
         uploaded: &std::path::Path,
         _bin: Option<&str>,
         _features: &[String],

@@ -144,7 +144,14 @@ impl Deployer {
                 let _ = build_progress.send(DeployProgress::Build { line });
             };
             let (built, _lock) = builder
-                .build(&build_dir, &source, bin.as_deref(), &features, &mut output)
+                .build(
+                    &app_for_build,
+                    &build_dir,
+                    &source,
+                    bin.as_deref(),
+                    &features,
+                    &mut output,
+                )
                 .map_err(|err| err.to_string())?;
             let digest = slugs
                 .store(&app_for_build, &built.source_dir, &built.binaries)
