@@ -5,6 +5,7 @@
 
 mod builds;
 mod config;
+mod crashes;
 mod deploys;
 mod formats;
 mod isolation;
