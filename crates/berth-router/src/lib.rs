@@ -11,6 +11,8 @@
 //! anyone what runs; whoever owns the instances publishes a new table.
 
 pub mod balance;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod listen;
 pub mod pages;
 pub mod route;

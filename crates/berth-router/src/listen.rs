@@ -20,7 +20,7 @@ use crate::pages;
 use crate::route::{AppRoute, RouteTable, app_from_host};
 use crate::upstream::{ConnectionCache, Forwarded, ProxyBody, Upstream};
 
-struct RouterState {
+pub(crate) struct RouterState {
     table: watch::Receiver<Arc<RouteTable>>,
     upstream: Arc<Upstream>,
     domain_suffix: String,
@@ -34,18 +34,8 @@ pub async fn serve(
     domain_suffix: String,
     shutdown: impl Future<Output = ()>,
 ) {
-    let state = Arc::new(RouterState {
-        table,
-        upstream: Arc::new(Upstream::new()),
-        domain_suffix,
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    let state = RouterState::new(table, domain_suffix);
+    let builder = Arc::new(http_builder());
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -60,20 +50,58 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let cache = ConnectionCache::new(state.upstream.clone(), client);
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                let cache = cache.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request, &cache).await) }
-            });
-            let _ = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(serve_connection(
+            state.clone(),
+            builder.clone(),
+            stream,
+            client,
+        ));
     }
+}
+
+impl RouterState {
+    pub(crate) fn new(
+        table: watch::Receiver<Arc<RouteTable>>,
+        domain_suffix: String,
+    ) -> Arc<RouterState> {
+        Arc::new(RouterState {
+            table,
+            upstream: Arc::new(Upstream::new()),
+            domain_suffix,
+        })
+    }
+}
+
+/// How the router speaks HTTP: 1.1 with keep-alive (30 s to send the
+/// head), 2, and upgrades.
+pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder
+}
+
+/// Serves the requests of one client connection until it closes.
+pub(crate) async fn serve_connection<S>(
+    state: Arc<RouterState>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: S,
+    client: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let cache = ConnectionCache::new(state.upstream.clone(), client);
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        let cache = cache.clone();
+        async move { Ok::<_, Infallible>(handle(&state, request, &cache).await) }
+    });
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await;
 }
 
 thread_local! {
