@@ -29,8 +29,20 @@ pub enum SourceError {
         /// The limit.
         limit_mib: u64,
     },
+    /// The unpacked tree would hold more entries than allowed.
+    #[error("upload refused: the source holds more than {limit} files, folders and links")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// The upload was compressed with a window larger than the unpacker
+    /// allows (`zstd --long`), which would take that much memory to read.
+    #[error(
+        "upload refused: it was compressed with a window over 128 MiB (zstd --long); compress it without --long"
+    )]
+    WindowTooLarge,
     /// The upload is not a zstd-compressed tarball.
-    #[error("upload is not a valid compressed tarball")]
+    #[error("upload is not a valid compressed tarball ({0})")]
     Malformed(#[source] io::Error),
     /// Reading or writing files failed.
     #[error("{context}")]
@@ -229,19 +241,19 @@ pub fn unpack(
     dest: &Path,
     limits: UnpackLimits,
 ) -> Result<u64, SourceError> {
-    let decoder = zstd::Decoder::new(compressed).map_err(SourceError::Malformed)?;
+    let decoder = zstd::Decoder::new(compressed).map_err(malformed)?;
     let mut archive = tar::Archive::new(decoder);
     let mut total_bytes = 0u64;
     let mut entries = 0u64;
-    for entry in archive.entries().map_err(SourceError::Malformed)? {
-        let mut entry = entry.map_err(SourceError::Malformed)?;
+    for entry in archive.entries().map_err(malformed)? {
+        let mut entry = entry.map_err(malformed)?;
         entries += 1;
         if entries > limits.max_entries {
-            return Err(SourceError::TooLarge {
-                limit_mib: limits.max_bytes / (1024 * 1024),
+            return Err(SourceError::TooManyEntries {
+                limit: limits.max_entries,
             });
         }
-        let raw_path = entry.path().map_err(SourceError::Malformed)?.into_owned();
+        let raw_path = entry.path().map_err(malformed)?.into_owned();
         let relative = safe_relative_path(&raw_path)?;
         if relative.as_os_str().is_empty() {
             continue;
@@ -261,7 +273,7 @@ pub fn unpack(
         if kind.is_symlink() {
             let link_target = entry
                 .link_name()
-                .map_err(SourceError::Malformed)?
+                .map_err(malformed)?
                 .ok_or_else(|| SourceError::UnsupportedEntry(relative.display().to_string()))?
                 .into_owned();
             check_link(&relative, &link_target)?;
@@ -285,13 +297,23 @@ pub fn unpack(
         let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
         let mut file = fs::File::create(&target)
             .map_err(io_error(format!("cannot write {}", relative.display())))?;
-        io::copy(&mut entry, &mut file).map_err(SourceError::Malformed)?;
+        io::copy(&mut entry, &mut file).map_err(malformed)?;
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o600)).map_err(
             io_error(format!("cannot set mode of {}", relative.display())),
         )?;
     }
     Ok(total_bytes)
+}
+
+/// A read error of the upload, saying so when the cause is a window too
+/// large for the decoder (a frame from `zstd --long=31`, say).
+fn malformed(err: io::Error) -> SourceError {
+    if err.to_string().contains("too much memory") {
+        SourceError::WindowTooLarge
+    } else {
+        SourceError::Malformed(err)
+    }
 }
 
 /// Makes `dest` hold exactly the tree in `src`: files whose content changed
@@ -533,6 +555,46 @@ mod tests {
             unpack(&b"not a tarball"[..], dest.path(), limits),
             Err(SourceError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn each_refusal_says_which_limit() {
+        let dest = tempfile::tempdir().unwrap();
+        let many = tarball(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
+        let limits = UnpackLimits {
+            max_bytes: 1 << 20,
+            max_entries: 2,
+        };
+        let err = unpack(&many[..], dest.path(), limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "upload refused: the source holds more than 2 files, folders and links"
+        );
+
+        // zstd --long=31: a 2 GiB window, which the unpacker will not hold.
+        let mut raw = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_cksum();
+        raw.append_data(&mut header, "a", &b"hello"[..]).unwrap();
+        let raw = raw.into_inner().unwrap();
+        let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.long_distance_matching(true).unwrap();
+        encoder.window_log(31).unwrap();
+        std::io::Write::write_all(&mut encoder, &raw).unwrap();
+        let long = encoder.finish().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack(&long[..], dest.path(), UnpackLimits::default()).unwrap_err();
+        assert!(matches!(err, SourceError::WindowTooLarge), "{err}");
+        assert!(err.to_string().contains("zstd --long"), "{err}");
+
+        let err = unpack(&b"not a tarball"[..], dest.path(), UnpackLimits::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("upload is not a valid compressed tarball ("),
+            "{err}"
+        );
     }
 
     #[test]

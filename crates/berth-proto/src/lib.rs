@@ -86,8 +86,15 @@ pub use states::*;
 /// Checks an app name: 1 to 63 characters of `a-z`, `0-9` and `-`, starting
 /// with a letter and not ending with `-`, so that `NAME.localhost` is a valid host.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 63 {
-        return Err(format!("app name `{name}` must be 1 to 63 characters long"));
+    if name.is_empty() {
+        return Err("the app name is empty; it must be 1 to 63 characters long".into());
+    }
+    if name.len() > 63 {
+        let shown: String = name.chars().take(24).collect();
+        return Err(format!(
+            "app name `{shown}…` is {} characters long; it can be at most 63, because it becomes a DNS label (APP.localhost)",
+            name.chars().count()
+        ));
     }
     let first_is_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
     let allowed = name
@@ -393,5 +400,12 @@ mod tests {
         ] {
             assert!(validate_app_name(bad).is_err(), "{bad} accepted");
         }
+        let long = validate_app_name(&"a".repeat(5000)).unwrap_err();
+        assert!(
+            long.contains("is 5000 characters long")
+                && long.contains("DNS label")
+                && long.len() < 200,
+            "{long}"
+        );
     }
 }
