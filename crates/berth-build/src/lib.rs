@@ -11,9 +11,11 @@
 //! rollback needs no rebuild. Nothing here runs an app.
 
 pub mod cargo;
+mod error;
 pub mod run;
 pub mod slug;
 pub mod source;
+mod sync;
 
 pub use cargo::{BuildError, BuildLock, BuildOutput, Builder, CargoBuilder};
 pub use run::{CargoJob, CargoRunner, CargoStream, LocalCargo};

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::cargo::BuildError;
+use crate::error::BuildError;
 
 /// One cargo run, in an app's build directory.
 #[derive(Debug, Clone)]
