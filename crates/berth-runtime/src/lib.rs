@@ -75,6 +75,10 @@ pub struct BindMount {
     pub source: PathBuf,
     /// Where the instance sees it (an absolute path).
     pub destination: PathBuf,
+    /// Whether a sandboxed instance may write to it. Everything else it
+    /// sees of the file system is read-only, but for its `/tmp` and
+    /// `/dev/shm`.
+    pub writable: bool,
 }
 
 /// Whether this process may give instances namespaces and mounts of their

@@ -16,9 +16,10 @@ impl PreparedSandbox {
             put(message, dir.as_bytes());
         }
         message.extend((self.binds.len() as u32).to_ne_bytes());
-        for (source, destination) in &self.binds {
+        for (source, destination, writable) in &self.binds {
             put(message, source.as_bytes());
             put(message, destination.as_bytes());
+            message.extend(u32::from(*writable).to_ne_bytes());
         }
         let (has_user, uid, gid) = match self.user {
             Some((uid, gid)) => (1, uid, gid),
@@ -46,7 +47,7 @@ impl PreparedSandbox {
     ) -> io::Result<PreparedSandbox> {
         let tmp_dirs = reader.c_strings()?;
         let binds = (0..reader.u32()?)
-            .map(|_| Ok((reader.c_string()?, reader.c_string()?)))
+            .map(|_| Ok((reader.c_string()?, reader.c_string()?, reader.u32()? == 1)))
             .collect::<io::Result<_>>()?;
         let private_tmp = reader.u32()? == 1;
         let has_user = reader.u32()? == 1;

@@ -93,7 +93,7 @@ impl PreparedSandbox {
                     }
                 }
             }
-            for (source, destination) in &self.binds {
+            for (source, destination, _) in &self.binds {
                 check(libc::mount(
                     source.as_ptr(),
                     destination.as_ptr(),
@@ -101,6 +101,32 @@ impl PreparedSandbox {
                     libc::MS_BIND | libc::MS_REC,
                     std::ptr::null(),
                 ))?;
+            }
+        }
+        if self.user.is_some() {
+            self.read_only_but_scratch()?;
+        }
+        Ok(())
+    }
+
+    /// Makes every mount the sandbox sees read-only — the slug, the host's
+    /// file system, `/var/tmp` included — but for its own scratch space
+    /// (`/tmp` and `/dev/shm`, each counted in its memory) and the bind
+    /// mounts marked writable (volumes). An app cannot fill the host's
+    /// disk, nor change its release. A kernel without `mount_setattr`
+    /// (before 5.12) leaves the mounts as they were.
+    fn read_only_but_scratch(&self) -> io::Result<()> {
+        match set_read_only(c"/", true, true) {
+            Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => return Ok(()),
+            other => other?,
+        }
+        if self.private_tmp {
+            set_read_only(c"/tmp", false, false)?;
+        }
+        set_read_only(c"/dev/shm", false, false)?;
+        for (_, destination, writable) in &self.binds {
+            if *writable {
+                set_read_only(destination, false, false)?;
             }
         }
         Ok(())
@@ -121,6 +147,35 @@ impl PreparedSandbox {
         }
         Ok(())
     }
+}
+
+/// Sets (or clears) the read-only flag of the mount at `path`, and of
+/// every mount under it when `recursive`.
+fn set_read_only(path: &std::ffi::CStr, read_only: bool, recursive: bool) -> io::Result<()> {
+    let (set, clear) = if read_only {
+        (libc::MOUNT_ATTR_RDONLY, 0)
+    } else {
+        (0, libc::MOUNT_ATTR_RDONLY)
+    };
+    let attributes = libc::mount_attr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: mount_setattr(2) with a C string and a filled-in struct that
+    // outlive the call; async-signal-safe.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags,
+            &attributes as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        ) as i32
+    })
 }
 
 /// The character devices an app may use: name, major, minor.

@@ -32,9 +32,9 @@ use pid1::*;
 pub(crate) struct PreparedSandbox {
     /// Directories to make in the fresh `/tmp` (parents first).
     tmp_dirs: Vec<CString>,
-    /// (source, destination) bind mounts, in order. Sources under a
-    /// covered `/tmp` are reached through `old_tmp`.
-    binds: Vec<(CString, CString)>,
+    /// (source, destination, writable) bind mounts, in order. Sources
+    /// under a covered `/tmp` are reached through `old_tmp`.
+    binds: Vec<(CString, CString, bool)>,
     private_tmp: bool,
     user: Option<(u32, u32)>,
     /// A descriptor number reserved in the parent; the child puts its own
@@ -125,7 +125,7 @@ impl PreparedSandbox {
         let mut pairs = Vec::with_capacity(binds.len() + 1);
         if old_tmp_fd >= 0 && workdir_from_host {
             need_in_tmp(workdir);
-            pairs.push((c_path(&reachable(workdir))?, c_path(workdir)?));
+            pairs.push((c_path(&reachable(workdir))?, c_path(workdir)?, false));
         }
         for bind in binds {
             // A file is mounted over a file that must exist; a directory
@@ -138,6 +138,7 @@ impl PreparedSandbox {
             pairs.push((
                 c_path(&reachable(&bind.source))?,
                 c_path(&bind.destination)?,
+                bind.writable,
             ));
         }
         Ok(PreparedSandbox {

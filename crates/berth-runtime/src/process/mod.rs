@@ -244,8 +244,8 @@ fn command_line(command: &str) -> Vec<OsString> {
     }
 }
 
-/// The whole env of an instance: `PATH` (its slug's bin first), `HOME`,
-/// `LANG`, the spec's env (which may override them), and `TMPDIR` when it
+/// The whole env of an instance: `PATH` (its slug's bin first), `HOME`
+/// (its slug, or `/tmp` in a sandbox), `LANG`, the spec's env (which may override them), and `TMPDIR` when it
 /// has a private `/tmp`.
 fn instance_env(
     spec: &InstanceSpec,
@@ -254,7 +254,14 @@ fn instance_env(
 ) -> std::collections::BTreeMap<String, OsString> {
     let mut env = std::collections::BTreeMap::new();
     env.insert("PATH".to_string(), OsString::from(path));
-    env.insert("HOME".to_string(), spec.workdir.clone().into_os_string());
+    // A sandboxed instance's working directory (its slug) is read-only:
+    // its home is its own scratch space, lost when it stops.
+    let home = if private_tmp {
+        std::path::PathBuf::from("/tmp")
+    } else {
+        spec.workdir.clone()
+    };
+    env.insert("HOME".to_string(), home.into_os_string());
     env.insert("LANG".to_string(), OsString::from("C.UTF-8"));
     for (key, value) in &spec.env {
         env.insert(key.clone(), OsString::from(value));

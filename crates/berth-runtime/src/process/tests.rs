@@ -125,6 +125,73 @@ async fn a_sandboxed_instance_has_its_user_tmp_and_memory_limit() {
 
 #[tokio::test]
 #[ignore = "needs root"]
+async fn a_sandboxed_instance_writes_only_to_its_scratch_and_writable_mounts() {
+    assert!(crate::can_isolate(), "sandboxes need root");
+    let _one_at_a_time = SANDBOXED.lock().await;
+    let driver = ProcessDriver::detect();
+    // Its slug (the working directory), open to it as a slug is, and two
+    // mounts, one writable.
+    let slug = tempfile::tempdir_in("/var/tmp").unwrap();
+    let volume = tempfile::tempdir_in("/var/tmp").unwrap();
+    let shown = tempfile::tempdir_in("/var/tmp").unwrap();
+    for dir in [slug.path(), volume.path(), shown.path()] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let try_write = |path: &str| {
+        format!("(echo x > {path} && echo {path}: written) 2>/dev/null || echo {path}: refused; ")
+    };
+    let mut command = String::new();
+    for path in [
+        "./in-slug",
+        "/tmp/scratch",
+        "/var/tmp/scratch",
+        "/dev/shm/scratch",
+        "/srv/volume/file",
+        "/srv/shown/file",
+        "\"$HOME/.cache\"",
+    ] {
+        command.push_str(&try_write(path));
+    }
+    command.push_str("ls /tmp");
+    let mut sandboxed = spec(&command);
+    sandboxed.id = "web-readonly".into();
+    sandboxed.workdir = slug.path().to_path_buf();
+    sandboxed.binds = vec![
+        crate::BindMount {
+            source: volume.path().to_path_buf(),
+            destination: "/srv/volume".into(),
+            writable: true,
+        },
+        crate::BindMount {
+            source: shown.path().to_path_buf(),
+            destination: "/srv/shown".into(),
+            writable: false,
+        },
+    ];
+    sandboxed.sandbox = Some(nobody(64, 256));
+    let (lines, sink) = collected();
+    let instance = driver.start(&sandboxed, sink).unwrap();
+    assert_eq!(instance.exited().await, ExitCause::Code(0));
+    assert_eq!(
+        *lines.lock().unwrap(),
+        [
+            "./in-slug: refused",
+            "/tmp/scratch: written",
+            "/var/tmp/scratch: refused",
+            "/dev/shm/scratch: written",
+            "/srv/volume/file: written",
+            "/srv/shown/file: refused",
+            "/tmp/.cache: written",
+            "scratch",
+        ]
+    );
+    assert!(volume.path().join("file").exists());
+    assert!(!slug.path().join("in-slug").exists());
+    assert!(!std::path::Path::new("/var/tmp/scratch").exists());
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
 async fn a_bind_mount_is_seen_by_the_instance_only() {
     assert!(crate::can_isolate(), "bind mounts need root");
     let volume = tempfile::tempdir().unwrap();
@@ -136,6 +203,7 @@ async fn a_bind_mount_is_seen_by_the_instance_only() {
     spec.binds.push(crate::BindMount {
         source: volume.path().to_path_buf(),
         destination: destination.clone(),
+        writable: true,
     });
     let sink: OutputSink = Arc::new(|_, _| {});
     let instance = ProcessDriver::plain().start(&spec, sink).unwrap();

@@ -145,11 +145,13 @@ impl SandboxedCargo {
         let mut binds = vec![BindMount {
             source: job.build_dir.to_path_buf(),
             destination: build.to_path_buf(),
+            writable: true,
         }];
         if toolchain.mounted {
             binds.push(BindMount {
                 source: toolchain.root.clone(),
                 destination: TOOLCHAIN_MOUNT.into(),
+                writable: false,
             });
         }
         let path = |relative: &str| build.join(relative).display().to_string();
@@ -203,6 +205,7 @@ impl SandboxedCargo {
                 spec.binds.push(BindMount {
                     source: resolv_conf.to_path_buf(),
                     destination: "/etc/resolv.conf".into(),
+                    writable: false,
                 });
             }
         }

@@ -158,6 +158,7 @@ impl Launcher {
             instance.binds.push(berth_runtime::BindMount {
                 source: resolv_conf.to_path_buf(),
                 destination: "/etc/resolv.conf".into(),
+                writable: false,
             });
         }
         Ok(Some(network))

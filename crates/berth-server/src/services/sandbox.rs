@@ -18,6 +18,7 @@ impl Resources {
             .map(|mount| BindMount {
                 source: self.volume_dir(app, &mount.source),
                 destination: PathBuf::from(&mount.destination),
+                writable: true,
             })
             .collect()
     }

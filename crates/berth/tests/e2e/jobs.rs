@@ -32,10 +32,16 @@ async fn history(server: &TestServer, job: &str) -> Vec<serde_json::Value> {
 async fn job_tasks_run_in_parallel_with_their_index_retries_and_timeouts() {
     setup();
     let server = TestServer::start().await;
+    // Tasks leave marks on a volume (all they may write besides /tmp).
     let spec = r#"
+[[mounts]]
+source = "marks"
+destination = "/marks"
+shared = true
+
 [[jobs]]
 name = "fanout"
-command = "touch $DIR/running-$BERTH_TASK_INDEX; ls $DIR | grep -c running > $DIR/seen-$BERTH_TASK_INDEX; echo task $BERTH_TASK_INDEX of $BERTH_TASK_COUNT cloud $CLOUD_RUN_TASK_INDEX; sleep 0.6; rm $DIR/running-$BERTH_TASK_INDEX"
+command = "DIR=$BERTH_VOLUME_MARKS; touch $DIR/running-$BERTH_TASK_INDEX; ls $DIR | grep -c running > $DIR/seen-$BERTH_TASK_INDEX; echo task $BERTH_TASK_INDEX of $BERTH_TASK_COUNT cloud $CLOUD_RUN_TASK_INDEX tag $TAG; sleep 0.6; rm $DIR/running-$BERTH_TASK_INDEX"
 tasks = 4
 parallelism = 2
 
@@ -51,11 +57,10 @@ timeout = "1s"
 max_retries = 0
 "#;
     deploy_plain(&server, spec).await;
-    let shared = berth_testkit::shared_dir();
-    let dir = format!("DIR={}", shared.path().display());
+    let marks = server.data_dir().join("volumes/plain/marks");
     let out = server
         .ok(&[
-            "jobs", "run", "fanout", "--wait", "--env", &dir, "--app", "plain", "--json",
+            "jobs", "run", "fanout", "--wait", "--env", "TAG=fan", "--app", "plain", "--json",
         ])
         .await;
     let execution = out.json();
@@ -63,7 +68,7 @@ max_retries = 0
     assert_eq!(execution["succeeded"], 4);
     let mut most_at_once = 0;
     for index in 0..4 {
-        let seen: u32 = std::fs::read_to_string(shared.path().join(format!("seen-{index}")))
+        let seen: u32 = std::fs::read_to_string(marks.join(format!("seen-{index}")))
             .unwrap()
             .trim()
             .parse()
@@ -80,7 +85,7 @@ max_retries = 0
     for index in 0..4 {
         assert!(
             logs.stdout
-                .contains(&format!("task {index} of 4 cloud {index}")),
+                .contains(&format!("task {index} of 4 cloud {index} tag fan")),
             "{}",
             logs.stdout
         );
@@ -232,13 +237,10 @@ async fn cancel_stops_an_execution_and_a_restart_marks_it_interrupted() {
 async fn a_release_command_runs_once_per_deploy_and_a_failing_one_aborts_it() {
     setup();
     let server = TestServer::start().await;
-    let marks = berth_testkit::shared_dir();
-    let file = marks.path().join("migrations");
-    let spec = format!(
-        "[env]\nMARKS = \"{}\"\n\n[deploy]\nrelease_command = \"echo migrating v$BERTH_RELEASE; echo v$BERTH_RELEASE >> $MARKS\"\n",
-        file.display()
-    );
-    let app = deploy_plain(&server, &spec).await;
+    // It leaves a mark on a volume per run.
+    let file = server.data_dir().join("volumes/plain/marks/migrations");
+    let spec = "[[mounts]]\nsource = \"marks\"\ndestination = \"/marks\"\n\n[deploy]\nrelease_command = \"echo migrating v$BERTH_RELEASE; echo v$BERTH_RELEASE >> $BERTH_VOLUME_MARKS/migrations\"\n";
+    let app = deploy_plain(&server, spec).await;
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "v1\n");
     server.ok(&["scale", "web=2", "--app", "plain"]).await;
     let out = server.ok_in(app.path(), &["deploy"]).await;
