@@ -95,4 +95,7 @@ pub struct VolumeInfo {
     pub destination: Option<String>,
     /// Bytes in it.
     pub size_bytes: u64,
+    /// Its size, when it has a file system of its own (`[[mounts]] size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
 }

@@ -131,6 +131,9 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
                 if mount.shared {
                     table.insert("shared".into(), Value::Boolean(true));
                 }
+                if let Some(size_mib) = mount.size_mib {
+                    table.insert("initial_size".into(), text(format!("{size_mib}mb")));
+                }
                 Value::Table(table)
             })
             .collect();

@@ -242,6 +242,12 @@ pub struct MountSpec {
     /// so no two processes ever write it together.
     #[serde(default)]
     pub shared: bool,
+    /// Its size in MiB (`size`, fly's `initial_size`, render's `sizeGB`):
+    /// as root, a file system of that size of its own, so a full volume
+    /// stops at its size, never at the host's disk. `None`: a directory
+    /// on the data dir's disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_mib: Option<u64>,
 }
 
 impl MountSpec {

@@ -273,20 +273,46 @@ processes = ["worker"]
 }
 
 #[test]
-fn fly_single_mounts_table_is_accepted_and_sizes_warn() {
-    let text =
-        "[mounts]\nsource = \"myapp_data\"\ndestination = \"/data\"\ninitial_size = \"10gb\"\n";
+fn volume_sizes_are_read_in_each_spelling() {
+    let text = "[mounts]\nsource = \"myapp_data\"\ndestination = \"/data\"\ninitial_size = \"10gb\"\nauto_extend_size_threshold = 80\n";
     let parsed = parse_spec("fly.toml", text).unwrap();
     assert_eq!(parsed.spec.mounts.len(), 1);
     assert_eq!(parsed.spec.mounts[0].source, "myapp_data");
+    assert_eq!(parsed.spec.mounts[0].size_mib, Some(10 * 1024));
     assert!(
         parsed
             .warnings
             .iter()
-            .any(|warning| warning.contains("sizes")),
+            .any(|warning| warning.contains("auto-extension")),
         "{:?}",
         parsed.warnings
     );
+    // A bare number is GB, as on Fly; berth's own `size` too.
+    let bare = parse_spec(
+        "berth.toml",
+        "[[mounts]]\nsource = \"a\"\ndestination = \"/a\"\nsize = 2\n\n[[mounts]]\nsource = \"b\"\ndestination = \"/b\"\nsize = \"64mb\"\n",
+    )
+    .unwrap();
+    let sizes: Vec<_> = bare
+        .spec
+        .mounts
+        .iter()
+        .map(|mount| mount.size_mib)
+        .collect();
+    assert_eq!(sizes, [Some(2048), Some(64)]);
+
+    for (size, wanted) in [
+        ("\"1mb\"", "must be between 16 MB"),
+        ("\"lots\"", "a bare number is GB"),
+        ("-3", "a bare number is GB"),
+    ] {
+        let text = format!("[[mounts]]\nsource = \"a\"\ndestination = \"/a\"\nsize = {size}\n");
+        let err = parse_spec("berth.toml", &text).unwrap_err().to_string();
+        assert!(
+            err.contains(wanted) && err.contains("berth.toml:4:8"),
+            "{size}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -444,10 +444,23 @@ impl Drop for TestServer {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        // Volumes with a size are file systems mounted in the data dir: a
+        // test that failed before destroying its app leaves them.
+        let data = self.data.path().display().to_string();
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mount_point in mounted
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&data))
+        {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", mount_point])
+                .status();
         }
     }
 }

@@ -194,7 +194,14 @@ pub async fn volumes(global: &Global, command: VolumesCommand) -> Result<()> {
                         vec![
                             volume.name,
                             volume.destination.unwrap_or_else(|| "-".into()),
-                            format!("{} KiB", volume.size_bytes.div_ceil(1024)),
+                            match volume.limit_bytes {
+                                Some(limit) => format!(
+                                    "{} KiB of {} MiB",
+                                    volume.size_bytes.div_ceil(1024),
+                                    limit / (1024 * 1024)
+                                ),
+                                None => format!("{} KiB", volume.size_bytes.div_ceil(1024)),
+                            },
                             volume.path,
                         ]
                     })

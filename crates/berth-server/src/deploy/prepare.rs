@@ -29,8 +29,8 @@ impl Deployer {
         if spec.resources.redis && self.resources.attach_redis(app).await? {
             say(progress, "made a Redis of its own (REDIS_URL)");
         }
-        for volume in self.resources.ensure_volumes(app, spec)? {
-            say(progress, format!("made volume {volume}"));
+        for message in self.resources.ensure_volumes(app, spec)? {
+            say(progress, message);
         }
         for (owner, what) in [
             (&spec.resources.postgres_from, "database"),

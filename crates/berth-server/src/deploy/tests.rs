@@ -275,6 +275,7 @@ fn with_volume(shared: bool) -> AppSpec {
         destination: "/data".into(),
         processes: None,
         shared,
+        size_mib: None,
     });
     spec
 }

@@ -29,6 +29,7 @@ mod databases;
 mod env;
 mod sandbox;
 mod secrets;
+mod sized_volumes;
 mod volumes;
 
 /// Why a resource operation failed.

@@ -74,6 +74,11 @@ impl Resources {
         for mount in spec.mounts.iter().filter(|mount| mount.applies_to(process)) {
             let volume = volumes.join(&mount.source);
             std::fs::create_dir_all(&volume).map_err(|err| err.to_string())?;
+            if let Some(size_mib) = mount.size_mib {
+                // Mounted again after a reboot; a rollback to a smaller
+                // size keeps the volume as it is.
+                super::sized_volumes::ensure_mounted(&volume, size_mib)?;
+            }
             std::os::unix::fs::chown(&volumes, Some(0), Some(0)).map_err(|err| err.to_string())?;
             set_mode(&volumes, 0o711).map_err(|err| err.to_string())?;
             own_tree(&volume, uid).map_err(|err| {

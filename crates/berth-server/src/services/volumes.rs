@@ -1,5 +1,6 @@
-//! Volumes: directories under `<data>/volumes/<app>/<name>`, owned by the
-//! app's user, and what an app leaves behind when destroyed.
+//! Volumes: directories under `<data>/volumes/<app>/<name>` (with a size,
+//! a file system of their own mounted there, see [`super::sized_volumes`]),
+//! owned by the app's user, and what an app leaves behind when destroyed.
 
 use berth_store::EventKind;
 use std::collections::BTreeMap;
@@ -13,11 +14,26 @@ use berth_store::ResourceKind;
 
 impl Resources {
     /// Makes each volume `spec` mounts exist (so it is there, and listed,
-    /// before the first instance starts).
+    /// before the first instance starts), with its size when it has one.
+    /// Returns what the deploy says about them.
     pub fn ensure_volumes(&self, app: &str, spec: &AppSpec) -> Result<Vec<String>, ResourcesError> {
-        let mut made = Vec::new();
+        let mut said = Vec::new();
         for mount in &spec.mounts {
             let dir = self.volume_dir(app, &mount.source);
+            match mount.size_mib {
+                Some(size_mib) if self.isolated => {
+                    said.extend(
+                        super::sized_volumes::prepare(&dir, size_mib)
+                            .map_err(ResourcesError::Invalid)?,
+                    );
+                    continue;
+                }
+                Some(_) => said.push(format!(
+                    "volume {}: sizes are enforced only as root; it is a directory on the data dir's disk",
+                    mount.source
+                )),
+                None => {}
+            }
             if !dir.is_dir() {
                 std::fs::create_dir_all(&dir).map_err(|err| {
                     ResourcesError::Invalid(format!(
@@ -25,10 +41,10 @@ impl Resources {
                         dir.display()
                     ))
                 })?;
-                made.push(mount.source.clone());
+                said.push(format!("made volume {}", mount.source));
             }
         }
-        Ok(made)
+        Ok(said)
     }
 
     pub(crate) fn volume_dir(&self, app: &str, name: &str) -> PathBuf {
@@ -47,10 +63,15 @@ impl Resources {
             .filter(|entry| entry.path().is_dir())
             .filter_map(|entry| {
                 let name = entry.file_name().to_str()?.to_string();
+                let sized = super::sized_volumes::is_mount_point(&entry.path());
                 Some(VolumeInfo {
                     destination: mounted.get(&name).cloned(),
                     path: entry.path().display().to_string(),
                     size_bytes: tree_size(&entry.path()),
+                    limit_bytes: sized
+                        .then(|| std::fs::metadata(super::sized_volumes::image_of(&entry.path())))
+                        .and_then(Result::ok)
+                        .map(|meta| meta.len()),
                     name,
                 })
             })
@@ -87,9 +108,16 @@ impl Resources {
                 "app `{app}` has no volume `{name}`"
             )));
         }
+        super::sized_volumes::unmount(&dir).map_err(ResourcesError::Invalid)?;
         std::fs::remove_dir_all(&dir).map_err(|err| {
             ResourcesError::Invalid(format!("cannot remove {}: {err}", dir.display()))
         })?;
+        let image = super::sized_volumes::image_of(&dir);
+        if image.exists() {
+            std::fs::remove_file(&image).map_err(|err| {
+                ResourcesError::Invalid(format!("cannot remove {}: {err}", image.display()))
+            })?;
+        }
         let _ = self.store.record_event(
             app,
             EventKind::VolumeDestroyed,
@@ -111,6 +139,9 @@ impl Resources {
         }
         let volumes = self.volumes_dir.join(app);
         if volumes.exists() {
+            for entry in std::fs::read_dir(&volumes).into_iter().flatten().flatten() {
+                super::sized_volumes::unmount(&entry.path()).map_err(ResourcesError::Invalid)?;
+            }
             std::fs::remove_dir_all(&volumes).map_err(|err| {
                 ResourcesError::Invalid(format!("cannot remove {}: {err}", volumes.display()))
             })?;

@@ -82,6 +82,7 @@ pub fn parse_manifests(
                     destination: path.to_string(),
                     processes: Some(vec![process.to_string()]),
                     shared: false,
+                    size_mib: None,
                 }),
             }
         }

@@ -60,8 +60,7 @@ pub(super) fn validate_mounts(
     let mut valid = Vec::new();
     let mut sizing_warned = false;
     for mount in mounts {
-        let sizing = mount.initial_size.is_some()
-            || mount.auto_extend_size_threshold.is_some()
+        let sizing = mount.auto_extend_size_threshold.is_some()
             || mount.auto_extend_size_increment.is_some()
             || mount.auto_extend_size_limit.is_some()
             || mount.snapshot_retention.is_some()
@@ -69,7 +68,7 @@ pub(super) fn validate_mounts(
         if sizing && !sizing_warned {
             sizing_warned = true;
             warnings.push(format!(
-                "{file}: [[mounts]] sizes and snapshots are ignored: a volume is a directory on this machine's disk"
+                "{file}: [[mounts]] auto-extension and snapshots are ignored: a volume keeps its size on this machine's disk"
             ));
         }
         let (Some(source), Some(destination)) = (&mount.source, &mount.destination) else {
@@ -106,7 +105,45 @@ pub(super) fn validate_mounts(
             );
             continue;
         }
+        let mut size_mib = None;
+        if let (Some(size), Some(_)) = (&mount.size, &mount.initial_size) {
+            problems.at(
+                size,
+                "give the volume's size once: `size` or `initial_size`".into(),
+            );
+            continue;
+        }
+        if let Some(size) = mount.size.as_ref().or(mount.initial_size.as_ref()) {
+            // fly's bare number is in GB.
+            let mib = match size.get_ref() {
+                NumberOrText::Integer(gb) => u64::try_from(*gb).ok().map(|gb| gb * 1024),
+                other => memory_mib(other).map(u64::from),
+            };
+            match mib {
+                Some(mib) if (MIN_VOLUME_MIB..=MAX_VOLUME_MIB).contains(&mib) => {
+                    size_mib = Some(mib)
+                }
+                Some(mib) => {
+                    problems.at(
+                        size,
+                        format!(
+                            "volume size is {mib} MB; it must be between {MIN_VOLUME_MIB} MB and {} GB",
+                            MAX_VOLUME_MIB / 1024
+                        ),
+                    );
+                    continue;
+                }
+                None => {
+                    problems.at(
+                        size,
+                        "volume size must be a size such as \"500mb\" or \"10gb\" (a bare number is GB)".into(),
+                    );
+                    continue;
+                }
+            }
+        }
         valid.push(crate::model::MountSpec {
+            size_mib,
             source: name.clone(),
             destination: path.trim_end_matches('/').to_string(),
             processes: mount
@@ -117,6 +154,11 @@ pub(super) fn validate_mounts(
     }
     valid
 }
+
+/// The smallest volume with a size (an ext4 file system needs a few MiB
+/// for itself), and the largest, in MiB.
+const MIN_VOLUME_MIB: u64 = 16;
+const MAX_VOLUME_MIB: u64 = 16 * 1024 * 1024;
 
 /// The most memory one instance may be given, in MiB.
 const MAX_MEMORY_MIB: u32 = 256 * 1024;

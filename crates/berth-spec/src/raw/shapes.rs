@@ -146,8 +146,10 @@ pub(super) struct RawMount {
     pub(super) processes: Option<Vec<Spanned<String>>>,
     /// berth's own: instances may use it at once.
     pub(super) shared: Option<bool>,
-    // fly's sizing and snapshot keys: one machine's disk has no such knobs.
-    pub(super) initial_size: Option<toml::Value>,
+    /// berth's own size, and fly's.
+    pub(super) size: Option<Spanned<NumberOrText>>,
+    pub(super) initial_size: Option<Spanned<NumberOrText>>,
+    // fly's growth and snapshot keys: one machine's disk has no such knobs.
     pub(super) auto_extend_size_threshold: Option<toml::Value>,
     pub(super) auto_extend_size_increment: Option<toml::Value>,
     pub(super) auto_extend_size_limit: Option<toml::Value>,

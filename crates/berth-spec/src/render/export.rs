@@ -226,6 +226,13 @@ pub fn to_render_yaml(apps: &[(String, AppSpec)], default_binary: &str) -> Strin
             let mut disk = Mapping::new();
             disk.insert(text("name"), text(&mount.source));
             disk.insert(text("mountPath"), text(&mount.destination));
+            if let Some(size_mib) = mount.size_mib {
+                // Render sizes disks in whole GB.
+                disk.insert(
+                    text("sizeGB"),
+                    Value::Number(size_mib.div_ceil(1024).into()),
+                );
+            }
             service.insert(text("disk"), Value::Mapping(disk));
         }
         for mount in spec.mounts.iter().skip(1) {

@@ -259,13 +259,8 @@ pub(super) fn convert(
             destination: disk.mount_path.clone(),
             processes: None,
             shared: false,
+            size_mib: disk.size_gb.map(|gb| u64::from(gb) * 1024),
         });
-        if disk.size_gb.is_some() {
-            warnings.push(format!(
-                "{file}: service `{}`: disk sizeGB is not enforced (a volume is a directory)",
-                service.name
-            ));
-        }
     }
     if let Some(plan) = &service.plan {
         let normal = normal_plan(plan);

@@ -58,7 +58,8 @@ fn the_fixture_becomes_two_apps_sharing_one_database() {
         warnings.contains("branch, region accepted and ignored"),
         "{warnings}"
     );
-    assert!(warnings.contains("sizeGB is not enforced"), "{warnings}");
+    assert!(!warnings.contains("sizeGB"), "{warnings}");
+    assert_eq!(web.mounts[0].size_mib, Some(1024), "sizeGB: 1");
     assert!(
         warnings.contains("databaseName, user, plan, postgresMajorVersion"),
         "{warnings}"

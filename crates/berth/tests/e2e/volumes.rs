@@ -81,3 +81,153 @@ async fn no_acknowledged_write_is_lost_across_twenty_redeploys_under_load() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The plain example as app `sized`, with volume `small` at /small of
+/// `size` (none when empty) and a job that writes into it.
+fn sized_app(dir: &std::path::Path, size: &str) {
+    let size = if size.is_empty() {
+        String::new()
+    } else {
+        format!("size = \"{size}\"\n")
+    };
+    std::fs::write(
+        dir.join("berth.toml"),
+        format!(
+            "app = \"sized\"\n\n[[mounts]]\nsource = \"small\"\ndestination = \"/small\"\n{size}\n\
+             [[jobs]]\nname = \"fill\"\ncommand = \"dd if=/dev/zero of=/small/fill bs=1M count=64\"\nmax_retries = 0\n\n\
+             [[jobs]]\nname = \"mark\"\ncommand = \"echo kept > /small/marker\"\nmax_retries = 0\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Whether this process may resize a mounted ext4 file system.
+fn has_sys_resource() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let effective = status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(effective.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
+fn mounted(path: &std::path::Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(&path.display().to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_volume_with_a_size_fills_up_at_its_size_grows_and_never_shrinks() {
+    setup();
+    let server = TestServer::start().await;
+    let app = example("plain");
+    // A volume without a size, holding a file.
+    sized_app(app.path(), "");
+    server.ok_in(app.path(), &["up"]).await;
+    server
+        .ok(&["jobs", "run", "mark", "--wait", "--app", "sized"])
+        .await;
+    let volume = server.data_dir().join("volumes/sized/small");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("marker")).unwrap(),
+        "kept\n"
+    );
+
+    // Given a size, it becomes a file system of that size; its file moves in.
+    sized_app(app.path(), "24mb");
+    let deployed = server.ok_in(app.path(), &["up"]).await;
+    assert!(
+        deployed
+            .stderr
+            .contains("volume small now has 24 MB of its own; its files were moved in"),
+        "{}",
+        deployed.stderr
+    );
+    assert!(mounted(&volume));
+    assert_eq!(
+        std::fs::read_to_string(volume.join("marker")).unwrap(),
+        "kept\n"
+    );
+
+    // Writing 64 MB fills it at 24 MB: the write fails, the host's disk is
+    // not touched.
+    let filled = server
+        .fails(&["jobs", "run", "fill", "--wait", "--app", "sized"])
+        .await;
+    assert!(filled.stderr.contains("failed"), "{}", filled.stderr);
+    let written = std::fs::metadata(volume.join("fill")).unwrap().len();
+    assert!(
+        written < 24 * 1024 * 1024,
+        "{written} bytes in a 24 MB volume"
+    );
+    let listed = server
+        .ok(&["volumes", "list", "--app", "sized", "--json"])
+        .await
+        .json();
+    assert_eq!(listed[0]["limit_bytes"], 24 * 1024 * 1024);
+
+    // A bigger size grows it in place, files kept — where the kernel lets
+    // berth resize a mounted file system (root with CAP_SYS_RESOURCE);
+    // elsewhere the deploy is refused with that reason and nothing changes.
+    sized_app(app.path(), "32mb");
+    if has_sys_resource() {
+        let grown = server.ok_in(app.path(), &["up"]).await;
+        assert!(
+            grown.stderr.contains("volume small grew to 32 MB"),
+            "{}",
+            grown.stderr
+        );
+        assert_eq!(
+            std::fs::read_to_string(volume.join("marker")).unwrap(),
+            "kept\n"
+        );
+        std::fs::remove_file(volume.join("fill")).unwrap();
+        server
+            .fails(&["jobs", "run", "fill", "--wait", "--app", "sized"])
+            .await;
+        let written = std::fs::metadata(volume.join("fill")).unwrap().len();
+        assert!(
+            written > 24 * 1024 * 1024 && written < 32 * 1024 * 1024,
+            "{written} bytes in a 32 MB volume"
+        );
+    } else {
+        let refused = server.fails_in(app.path(), &["up"]).await;
+        assert!(
+            refused.stderr.contains("cannot grow while mounted")
+                && refused.stderr.contains("CAP_SYS_RESOURCE")
+                && refused.stderr.contains("it keeps 24 MB"),
+            "{}",
+            refused.stderr
+        );
+        let image = server.data_dir().join("volumes/sized/.small.img");
+        assert_eq!(std::fs::metadata(image).unwrap().len(), 24 * 1024 * 1024);
+        assert_eq!(
+            std::fs::read_to_string(volume.join("marker")).unwrap(),
+            "kept\n"
+        );
+        assert_eq!(server.get("sized", "/").await.status, 200);
+    }
+
+    // A smaller one is refused with the reason; the app keeps serving.
+    sized_app(app.path(), "16mb");
+    let refused = server.fails_in(app.path(), &["up"]).await;
+    assert!(
+        refused.stderr.contains("cannot shrink to 16 MB"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(server.get("sized", "/").await.status, 200);
+
+    // Destroying the app unmounts and removes it.
+    server.ok(&["apps", "destroy", "sized", "--yes"]).await;
+    assert!(!mounted(&volume));
+    assert!(!volume.exists());
+    assert!(!server.data_dir().join("volumes/sized/.small.img").exists());
+}
