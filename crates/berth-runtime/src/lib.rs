@@ -137,6 +137,12 @@ pub fn private_umask() {
     isolation::set_umask(0o077);
 }
 
+/// Bytes still free (for users other than root) on the file system that
+/// holds `path`.
+pub fn free_disk_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    isolation::free_disk_bytes(path)
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal_process(pid: u32, signal: i32) {
     isolation::signal_process(pid, signal);

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     /// one it runs); older slugs, and those of failed deploys and destroyed
     /// apps, are deleted.
     pub keep_releases: u32,
+    /// Bytes kept free on the data dir's disk: below, the API refuses to
+    /// write (507) and says why.
+    pub disk_reserve_bytes: u64,
     /// What a build may use when it runs sandboxed (as root).
     pub build_limits: crate::BuildLimits,
     /// Whether instances are isolated (own user, namespaces, cgroup) when
@@ -46,6 +49,7 @@ impl ServerConfig {
             keep_releases: 10,
             isolation: true,
             build_limits: crate::BuildLimits::default(),
+            disk_reserve_bytes: 512 * 1024 * 1024,
         }
     }
 

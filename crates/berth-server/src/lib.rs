@@ -15,6 +15,7 @@ pub(crate) mod api;
 pub(crate) mod autoscale;
 pub(crate) mod config;
 pub(crate) mod deploy;
+pub(crate) mod disk;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod launch;
@@ -281,6 +282,10 @@ pub async fn run(
         token: Arc::new(token),
         router_url: router_url.clone(),
         max_upload_bytes: config.max_upload_bytes,
+        disk: Arc::new(disk::DiskReserve {
+            path: data.to_path_buf(),
+            bytes: config.disk_reserve_bytes,
+        }),
     };
 
     // Spawn.

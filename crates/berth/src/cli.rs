@@ -220,6 +220,10 @@ pub struct ServerArgs {
     /// Where per-app cargo target dirs live (default: DATA/build).
     #[arg(long, env = "BERTH_BUILD_CACHE")]
     pub build_cache: Option<PathBuf>,
+    /// MiB kept free on the data dir's disk; below it the server refuses
+    /// deploys and other writes, and says why.
+    #[arg(long, default_value_t = 512)]
+    pub disk_reserve_mib: u64,
     /// Memory a build may use, in MiB (as root, builds run sandboxed).
     #[arg(long, default_value_t = 4096)]
     pub build_memory: u64,

@@ -29,6 +29,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.keep_releases = args.keep_releases;
     config.isolation = !args.no_isolation;
     config.build_limits.memory_mib = args.build_memory;
+    config.disk_reserve_bytes = args.disk_reserve_mib * 1024 * 1024;
     config.build_limits.timeout = args.build_timeout;
     if let Some(cache) = args.build_cache {
         config.build_cache_dir = cache;

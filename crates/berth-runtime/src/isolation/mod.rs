@@ -22,7 +22,7 @@ pub use pid1::run_instance_init_if_asked;
 pub(crate) use pid1::{enter_standby, keep_only};
 pub use signals::with_exact_sleeps;
 pub(crate) use signals::{kill_orphans, signal_group, signal_process};
-pub(crate) use sys::{die_with_parent, die_with_parent_by, is_root, set_umask};
+pub(crate) use sys::{die_with_parent, die_with_parent_by, free_disk_bytes, is_root, set_umask};
 
 use crate::BindMount;
 use pid1::*;

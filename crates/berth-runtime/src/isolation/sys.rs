@@ -56,3 +56,20 @@ pub(super) fn unshare_private(flags: i32) -> io::Result<()> {
         ))
     }
 }
+
+/// Bytes an unprivileged user may still write on the file system that holds
+/// `path` (statvfs's available blocks).
+pub(crate) fn free_disk_bytes(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: statvfs(3) fills the zeroed struct we own; the C string
+    // outlives the call.
+    unsafe {
+        let mut stats: libc::statvfs = std::mem::zeroed();
+        check(libc::statvfs(path.as_ptr(), &mut stats))?;
+        // Both are u64 here, narrower on some 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    }
+}

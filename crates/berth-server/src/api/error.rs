@@ -19,6 +19,8 @@ pub enum ApiFailure {
     Conflict(String),
     /// 413.
     TooLarge(String),
+    /// 507: the data dir's disk is short of berth's reserve.
+    InsufficientStorage(String),
     /// 421: the request names another host (this one).
     MisdirectedHost(String),
     /// 500.
@@ -74,6 +76,9 @@ impl IntoResponse for ApiFailure {
             ApiFailure::NotFound(message) => (StatusCode::NOT_FOUND, "not_found", message),
             ApiFailure::Conflict(message) => (StatusCode::CONFLICT, "conflict", message),
             ApiFailure::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+            ApiFailure::InsufficientStorage(message) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "disk_full", message)
+            }
             ApiFailure::MisdirectedHost(host) => (
                 StatusCode::MISDIRECTED_REQUEST,
                 "misdirected",

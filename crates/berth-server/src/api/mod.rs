@@ -19,6 +19,7 @@ mod apps;
 mod auth;
 mod config;
 mod deploys;
+mod disk;
 mod error;
 mod jobs;
 mod logs;
@@ -118,6 +119,10 @@ pub fn routes(state: ApiState) -> Router {
             "/v1/apps/{app}/executions/{id}/cancel",
             post(cancel_execution),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            disk::refuse_writes_when_full,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -21,6 +21,7 @@ pub struct ApiState {
     pub(crate) token: Arc<String>,
     pub(crate) router_url: String,
     pub(crate) max_upload_bytes: u64,
+    pub(crate) disk: Arc<crate::disk::DiskReserve>,
 }
 
 impl ApiState {

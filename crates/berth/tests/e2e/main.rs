@@ -7,6 +7,7 @@ mod builds;
 mod config;
 mod crashes;
 mod deploys;
+mod disk;
 mod formats;
 mod isolation;
 mod jobs;
