@@ -133,6 +133,7 @@ impl RedisFleet {
                 log,
                 workdir: dir.clone(),
                 stop_signal: libc::SIGTERM,
+                limits: Some(redis_limits(DEFAULT_MAX_MEMORY_MIB)),
             },
         );
         servers.insert(app.to_string(), Running { supervisor, port });
@@ -171,6 +172,17 @@ impl RedisFleet {
         for running in servers {
             running.supervisor.stop().await;
         }
+    }
+}
+
+/// The cgroup of a Redis with `max_memory_mib` of data: twice that (a
+/// background save forks, and the copy's pages count too) plus 64 MiB for
+/// buffers and fragmentation, one core, and room for its few threads.
+pub fn redis_limits(max_memory_mib: u32) -> berth_runtime::cgroup::Limits {
+    berth_runtime::cgroup::Limits {
+        memory_bytes: (u64::from(max_memory_mib) * 2 + 64) * 1024 * 1024,
+        cpus: 1.0,
+        pids: 64,
     }
 }
 
@@ -286,6 +298,16 @@ mod tests {
                 .contains("+OK")
         );
         let pid = fleet.pid("shop").await.unwrap();
+        if berth_runtime::cgroup::Cgroups::detect().is_some() {
+            // As root it runs in a memory cgroup of its own: neither
+            // CONFIG nor a leak takes more than its limit from the host.
+            assert_eq!(
+                cgroup_memory_limit(pid),
+                Some(redis_limits(DEFAULT_MAX_MEMORY_MIB).memory_bytes),
+                "{}",
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
+            );
+        }
         fleet.stop("shop").await;
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}/status")).exists() || {
@@ -302,6 +324,23 @@ mod tests {
         assert_eq!(again, port);
         fleet.destroy("shop").await.unwrap();
         assert!(!data.path().join("redis/shop").exists());
+    }
+
+    /// The memory limit of the cgroup `pid` is in (v1 or v2).
+    fn cgroup_memory_limit(pid: u32) -> Option<u64> {
+        let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        membership.lines().find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let file = match controllers {
+                "" => format!("/sys/fs/cgroup{path}/memory.max"),
+                list if list.split(',').any(|c| c == "memory") => {
+                    format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+                }
+                _ => return None,
+            };
+            std::fs::read_to_string(file).ok()?.trim().parse().ok()
+        })
     }
 
     /// `AUTH` then `words` over RESP; everything the server answered.

@@ -36,6 +36,8 @@ pub struct ServiceCommand {
     pub workdir: PathBuf,
     /// The signal that makes it shut down cleanly.
     pub stop_signal: i32,
+    /// Limits of a cgroup of its own (as root, where cgroups are managed).
+    pub limits: Option<berth_runtime::cgroup::Limits>,
 }
 
 impl ServiceCommand {
@@ -154,6 +156,14 @@ async fn run(
     stop: CancellationToken,
     stopped: watch::Sender<bool>,
 ) {
+    // One cgroup for the service's life, each start of it joins.
+    let cgroup = command.limits.and_then(|limits| {
+        let cgroups = berth_runtime::cgroup::Cgroups::detect()?;
+        cgroups
+            .create(&format!("{name}-{}", std::process::id()), limits)
+            .inspect_err(|err| tracing::warn!(service = %name, error = %err, "no cgroup: its limits are not enforced"))
+            .ok()
+    });
     let mut backoff = Duration::from_millis(500);
     while !stop.is_cancelled() {
         let spawned = command.command().and_then(|mut command| command.spawn());
@@ -171,6 +181,11 @@ async fn run(
         };
         starts.fetch_add(1, Ordering::Relaxed);
         let pid = child.id();
+        if let (Some(cgroup), Some(pid)) = (&cgroup, pid)
+            && let Err(err) = cgroup.attach(pid)
+        {
+            tracing::warn!(service = %name, error = %err, "cannot join its cgroup: its limits are not enforced");
+        }
         let _ = pid_sender.send(pid);
         let started = Instant::now();
         tokio::select! {
@@ -198,6 +213,9 @@ async fn run(
             }
         }
     }
+    if let Some(cgroup) = cgroup {
+        cgroup.remove();
+    }
     let _ = stopped.send(true);
 }
 
@@ -217,6 +235,7 @@ mod tests {
                 log: dir.path().join("log"),
                 workdir: dir.path().to_path_buf(),
                 stop_signal: libc::SIGTERM,
+                limits: None,
             },
         );
         let first = supervisor.running().await.unwrap();

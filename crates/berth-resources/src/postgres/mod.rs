@@ -270,6 +270,8 @@ impl Postgres {
             log: self.log_file(),
             workdir: cluster.clone(),
             stop_signal: libc::SIGINT,
+            // Shared by every app: sized by the host, not by one app.
+            limits: None,
         };
         // The log is written by the service's user.
         let _ = std::fs::OpenOptions::new()
