@@ -36,6 +36,10 @@ impl PreparedSandbox {
             message.extend(value.to_ne_bytes());
         }
         put(message, self.workdir.as_bytes());
+        message.extend((self.hidden.len() as u32).to_ne_bytes());
+        for dir in &self.hidden {
+            put(message, dir.as_bytes());
+        }
     }
 
     /// Reads a sandbox [`PreparedSandbox::encode`] wrote; `network_fd` is
@@ -55,6 +59,10 @@ impl PreparedSandbox {
         let old_tmp_at = reader.u32()?;
         let pid_namespace = reader.u32()? == 1;
         let workdir = reader.c_string()?;
+        let hidden = reader.c_strings()?;
+        if has_user {
+            super::seccomp::prepare();
+        }
         Ok(PreparedSandbox {
             tmp_dirs,
             binds,
@@ -67,6 +75,7 @@ impl PreparedSandbox {
             pid_namespace,
             reexec: false,
             workdir,
+            hidden,
         })
     }
 }

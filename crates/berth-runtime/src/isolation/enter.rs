@@ -59,6 +59,18 @@ impl PreparedSandbox {
     fn mount_files(&self) -> io::Result<()> {
         if self.user.is_some() {
             private_dev()?;
+            for dir in &self.hidden {
+                // SAFETY: mount with C strings made before the fork.
+                check(unsafe {
+                    libc::mount(
+                        c"tmpfs".as_ptr(),
+                        dir.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        c"size=4k,mode=755".as_ptr().cast(),
+                    )
+                })?;
+            }
         }
         // SAFETY: open, dup3, mount and mkdir are system calls,
         // async-signal-safe; the strings were made before the fork and
@@ -144,6 +156,9 @@ impl PreparedSandbox {
                 check(libc::setuid(uid))?;
                 check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             }
+            // Last: from here on the process cannot mount, so nothing above
+            // may come after it.
+            super::seccomp::install()?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 mod encoding;
 mod enter;
 mod pid1;
+mod seccomp;
 mod signals;
 mod sys;
 
@@ -55,7 +56,26 @@ pub(crate) struct PreparedSandbox {
     /// Where the process starts, entered last: it may lie under a bind
     /// mount, and the user's right to enter it is what counts.
     workdir: CString,
+    /// Host folders covered with an empty tmpfs (see [`HIDDEN`]).
+    hidden: Vec<CString>,
 }
+
+/// Host folders a sandboxed app has no business reading, hidden under an
+/// empty, read-only tmpfs — people's homes, logs, mail and spools, backups,
+/// mounted media, the boot files — unless its working directory or a
+/// mount of its own lies inside one.
+const HIDDEN: [&str; 10] = [
+    "/home",
+    "/root",
+    "/var/log",
+    "/var/mail",
+    "/var/spool",
+    "/var/backups",
+    "/mnt",
+    "/media",
+    "/srv",
+    "/boot",
+];
 
 fn c_path(path: &std::path::Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -141,7 +161,23 @@ impl PreparedSandbox {
                 bind.writable,
             ));
         }
+        let mut hidden = Vec::new();
+        if sandbox.is_some() {
+            seccomp::prepare();
+            let needed = |dir: &Path| {
+                workdir.starts_with(dir)
+                    || binds.iter().any(|bind| {
+                        bind.source.starts_with(dir) || bind.destination.starts_with(dir)
+                    })
+            };
+            for dir in HIDDEN.iter().map(Path::new) {
+                if dir.is_dir() && !needed(dir) {
+                    hidden.push(c_path(dir)?);
+                }
+            }
+        }
         Ok(PreparedSandbox {
+            hidden,
             tmp_dirs: tmp_dirs
                 .iter()
                 .map(|dir| c_path(dir))

@@ -192,6 +192,71 @@ async fn a_sandboxed_instance_writes_only_to_its_scratch_and_writable_mounts() {
 
 #[tokio::test]
 #[ignore = "needs root"]
+async fn a_sandboxed_instance_cannot_make_namespaces_or_mount() {
+    assert!(crate::can_isolate(), "sandboxes need root");
+    let _one_at_a_time = SANDBOXED.lock().await;
+    let driver = ProcessDriver::detect();
+    // Any user may make a user namespace on this kernel (the test shows
+    // it); a sandboxed app may not. Forks and threads still work.
+    let outside = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "unshare",
+            "-U",
+            "true",
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        outside.success(),
+        "unprivileged user namespaces are off here"
+    );
+    let mut sandboxed = spec(
+        "unshare -U true 2>/dev/null && echo userns: made || echo userns: refused; \
+         unshare -r true 2>/dev/null && echo root-map: made || echo root-map: refused; \
+         (sleep 0.05 & wait) && echo fork: ok; \
+         cat /proc/self/status | grep -c '^Seccomp:.*2'",
+    );
+    sandboxed.id = "web-seccomp".into();
+    sandboxed.sandbox = Some(nobody(64, 256));
+    let (lines, sink) = collected();
+    let instance = driver.start(&sandboxed, sink).unwrap();
+    assert_eq!(instance.exited().await, ExitCause::Code(0));
+    assert_eq!(
+        *lines.lock().unwrap(),
+        ["userns: refused", "root-map: refused", "fork: ok", "1"]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_sandboxed_instance_sees_no_homes_or_logs() {
+    assert!(crate::can_isolate(), "sandboxes need root");
+    let _one_at_a_time = SANDBOXED.lock().await;
+    // The host has something there (so an empty listing means hidden).
+    let host_entries = |dir: &str| std::fs::read_dir(dir).map_or(0, |entries| entries.count());
+    assert!(host_entries("/root") > 0 && host_entries("/var/log") > 0);
+    let driver = ProcessDriver::detect();
+    let mut sandboxed = spec(
+        "for dir in /root /var/log /home; do echo \"$dir $(ls -A $dir | wc -l)\"; done; ls /usr/bin | grep -c '^sh$'",
+    );
+    sandboxed.id = "web-hidden".into();
+    sandboxed.sandbox = Some(nobody(64, 256));
+    let (lines, sink) = collected();
+    let instance = driver.start(&sandboxed, sink).unwrap();
+    assert_eq!(instance.exited().await, ExitCause::Code(0));
+    assert_eq!(
+        *lines.lock().unwrap(),
+        ["/root 0", "/var/log 0", "/home 0", "1"]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
 async fn a_bind_mount_is_seen_by_the_instance_only() {
     assert!(crate::can_isolate(), "bind mounts need root");
     let volume = tempfile::tempdir().unwrap();
