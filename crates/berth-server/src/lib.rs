@@ -250,6 +250,7 @@ pub async fn run(
             resources.clone(),
             handle.clone(),
             config.build_limits,
+            config.disk_reserve_bytes,
         );
         CargoBuilder::with_runner(config.build_cache_dir.clone(), Arc::new(runner))
     } else {

@@ -4,7 +4,7 @@
 //! build time, so a build gets what an instance gets and no more: the app's
 //! own user, its own mount, IPC, pid and network namespaces, a private
 //! `/tmp` and `/dev`, and a cgroup of its own (memory, CPU, pids; a time
-//! limit besides). It sees its build directory at [`BUILD_MOUNT`] (the synced
+//! limit and the server's disk reserve besides). It sees its build directory at [`BUILD_MOUNT`] (the synced
 //! source, cargo's target dir, and a `HOME` with its own cargo home, so no
 //! app's downloads are another's) and the Rust toolchain, read-only, at
 //! [`TOOLCHAIN_MOUNT`] when the host's lives where an app cannot reach it
@@ -30,6 +30,9 @@ use crate::services::Resources;
 pub const BUILD_MOUNT: &str = "/tmp/berth-build";
 /// Where a build sees the toolchain, when the host's is out of its reach.
 pub const TOOLCHAIN_MOUNT: &str = "/tmp/berth-toolchain";
+
+/// How often a running build's disk is looked at.
+const DISK_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// How much a build may use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +117,8 @@ pub struct SandboxedCargo {
     runtime: tokio::runtime::Handle,
     toolchain: Result<Toolchain, String>,
     limits: BuildLimits,
+    /// Bytes the build must leave free on its disk (the server's reserve).
+    disk_reserve: u64,
 }
 
 impl SandboxedCargo {
@@ -123,6 +128,7 @@ impl SandboxedCargo {
         resources: Arc<Resources>,
         reconciler: ReconcilerHandle,
         limits: BuildLimits,
+        disk_reserve: u64,
     ) -> SandboxedCargo {
         let toolchain = Toolchain::detect();
         if let Err(err) = &toolchain {
@@ -134,6 +140,7 @@ impl SandboxedCargo {
             runtime: tokio::runtime::Handle::current(),
             toolchain,
             limits,
+            disk_reserve,
         }
     }
 
@@ -191,6 +198,7 @@ impl SandboxedCargo {
     async fn run_sandboxed(
         &self,
         mut spec: InstanceSpec,
+        build_dir: &Path,
         line: &mut dyn FnMut(CargoStream, String),
     ) -> Result<Result<(), String>, BuildError> {
         let network = self
@@ -224,10 +232,24 @@ impl SandboxedCargo {
             .map_err(|err| BuildError::Sandbox(format!("cannot start cargo: {err}")))?;
         let deadline = tokio::time::sleep(self.limits.timeout);
         tokio::pin!(deadline);
+        // Its target dir shares a disk with berth's store: a build that
+        // writes the disk down to the reserve is stopped.
+        let mut disk_check = tokio::time::interval(DISK_CHECK_EVERY);
         let cause = loop {
             tokio::select! {
                 Some((stream, text)) = lines.recv() => line(stream, text),
                 cause = running.exited() => break cause,
+                _ = disk_check.tick() => {
+                    let free = berth_runtime::free_disk_bytes(build_dir).unwrap_or(u64::MAX);
+                    if free < self.disk_reserve {
+                        running.stop(Duration::from_secs(5)).await;
+                        return Ok(Err(format!(
+                            "stopped: its disk has {} MiB free, less than the {} MiB berth keeps (berth server --disk-reserve-mib)",
+                            free / (1024 * 1024),
+                            self.disk_reserve / (1024 * 1024)
+                        )));
+                    }
+                }
                 () = &mut deadline => {
                     running.stop(Duration::from_secs(5)).await;
                     return Ok(Err(format!(
@@ -279,7 +301,8 @@ impl CargoRunner for SandboxedCargo {
             ))
         })?;
         let spec = self.instance_spec(job, uid)?;
-        self.runtime.block_on(self.run_sandboxed(spec, line))
+        self.runtime
+            .block_on(self.run_sandboxed(spec, job.build_dir, line))
     }
 }
 

@@ -130,3 +130,45 @@ async fn a_build_over_its_memory_or_time_is_stopped_and_the_old_release_serves()
     );
     assert_eq!(server.get("greedy-build", "/").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_build_that_fills_the_disk_is_stopped_at_the_reserve() {
+    use std::os::unix::fs::MetadataExt;
+    setup();
+    let cache = shared_build_cache();
+    std::fs::create_dir_all(&cache).unwrap();
+    let data_parent = std::env::temp_dir();
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().dev(),
+        std::fs::metadata(&data_parent).unwrap().dev(),
+        "this test needs the build cache and the data dir on one disk"
+    );
+    // A reserve that leaves the build 300 MiB of room.
+    let free = berth_runtime::free_disk_bytes(&cache).unwrap();
+    let reserve_mib = (free / (1024 * 1024)).saturating_sub(300);
+    let server = TestServer::start_with(&["--disk-reserve-mib", &reserve_mib.to_string()]).await;
+    let dir = app_with_build_script(
+        "disk-filler",
+        r#"
+use std::io::Write;
+fn main() {
+    let out = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("fill");
+    let mut file = std::fs::File::create(out).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    for _ in 0..(8 << 10) {
+        file.write_all(&chunk).unwrap();
+        file.sync_data().unwrap();
+    }
+}
+"#,
+    );
+    let failed = server.fails_in(dir.path(), &["up"]).await;
+    let _ = std::fs::remove_dir_all(cache.join("disk-filler/target"));
+    assert!(
+        failed.stderr.contains("stopped: its disk has")
+            && failed.stderr.contains("--disk-reserve-mib"),
+        "{}",
+        failed.stderr
+    );
+}
