@@ -1,6 +1,6 @@
 //! Builders and release slugs.
 //!
-//! The path of a deploy through this crate: [`source::pack`] (on the client)
+//! The path of a deploy through this crate: [`pack::pack`] (on the client)
 //! turns an app folder into a compressed tarball that honours `.gitignore` and
 //! skips `target/`; [`source::unpack`] (on the server) unpacks it, refusing
 //! paths that escape the folder and uploads that are too big; [`cargo`] syncs
@@ -12,6 +12,7 @@
 
 pub mod cargo;
 mod error;
+pub mod pack;
 pub mod run;
 pub mod slug;
 pub mod source;
@@ -20,4 +21,5 @@ mod sync;
 pub use cargo::{BuildError, BuildLock, BuildOutput, Builder, CargoBuilder};
 pub use run::{CargoJob, CargoRunner, CargoStream, LocalCargo};
 pub use slug::{SLUG_BIN_DIR, SlugError, SlugStore};
-pub use source::{SourceError, UnpackLimits, pack, pack_with, unpack};
+pub use pack::{pack, pack_with};
+pub use source::{SourceError, UnpackLimits, unpack};

@@ -55,7 +55,7 @@ pub enum SourceError {
     },
 }
 
-fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> SourceError {
+pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> SourceError {
     let context = context.into();
     move |source| SourceError::Io { context, source }
 }
@@ -76,109 +76,6 @@ impl Default for UnpackLimits {
             max_entries: 100_000,
         }
     }
-}
-
-/// Packs `dir` into a zstd-compressed tarball: files that `.gitignore` (and
-/// `.ignore`) exclude are left out, as are `target/` and `.git/`.
-pub fn pack(dir: &Path) -> Result<Vec<u8>, SourceError> {
-    pack_with(dir, &[])
-}
-
-/// Like [`pack`], plus the ignored files that match one of `include` (globs
-/// relative to `dir`, `*` crossing folders: `static/*` is everything under
-/// `static`), as Shuttle's `[deploy] include` asks. `target/` and `.git/`
-/// stay out.
-pub fn pack_with(dir: &Path, include: &[String]) -> Result<Vec<u8>, SourceError> {
-    let encoder =
-        zstd::Encoder::new(Vec::new(), 3).map_err(io_error("cannot start compression"))?;
-    let mut archive = tar::Builder::new(encoder);
-    archive.follow_symlinks(false);
-    let mut packed = std::collections::BTreeSet::new();
-    for path in walk(dir, true)? {
-        let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
-        archive
-            .append_path_with_name(&path, &relative)
-            .map_err(io_error(format!("cannot pack {}", path.display())))?;
-        packed.insert(relative);
-    }
-    if !include.is_empty() {
-        let mut globs = globset::GlobSetBuilder::new();
-        for pattern in include {
-            let glob = globset::Glob::new(pattern.trim_start_matches("./")).map_err(|err| {
-                SourceError::Io {
-                    context: format!("bad include pattern `{pattern}`"),
-                    source: io::Error::other(err.to_string()),
-                }
-            })?;
-            globs.add(glob);
-        }
-        let globs = globs.build().map_err(|err| SourceError::Io {
-            context: "bad include patterns".into(),
-            source: io::Error::other(err.to_string()),
-        })?;
-        for path in walk(dir, false)? {
-            let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
-            if packed.contains(&relative) || !globs.is_match(&relative) {
-                continue;
-            }
-            // Parent folders first, so unpacking recreates them.
-            for ancestor in relative
-                .ancestors()
-                .skip(1)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                if ancestor.as_os_str().is_empty() || packed.contains(ancestor) {
-                    continue;
-                }
-                archive
-                    .append_path_with_name(dir.join(ancestor), ancestor)
-                    .map_err(io_error(format!("cannot pack {}", ancestor.display())))?;
-                packed.insert(ancestor.to_path_buf());
-            }
-            archive
-                .append_path_with_name(&path, &relative)
-                .map_err(io_error(format!("cannot pack {}", path.display())))?;
-            packed.insert(relative);
-        }
-    }
-    let encoder = archive
-        .into_inner()
-        .map_err(io_error("cannot finish the tarball"))?;
-    encoder
-        .finish()
-        .map_err(io_error("cannot finish compression"))
-}
-
-/// Every entry under `dir` (not `dir` itself), sorted, without `target/`
-/// at the top and `.git/` anywhere; `ignore_files` honours `.gitignore` and
-/// `.ignore`.
-fn walk(dir: &Path, ignore_files: bool) -> Result<Vec<PathBuf>, SourceError> {
-    let walker = ignore::WalkBuilder::new(dir)
-        .standard_filters(false)
-        .git_ignore(ignore_files)
-        .ignore(ignore_files)
-        .git_exclude(ignore_files)
-        .require_git(false)
-        .parents(false)
-        .filter_entry(|entry| {
-            let name = entry.file_name();
-            !(entry.depth() == 1 && name == "target") && name != ".git"
-        })
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .build();
-    let mut paths = Vec::new();
-    for entry in walker {
-        let entry = entry.map_err(|err| SourceError::Io {
-            context: format!("cannot read {}", dir.display()),
-            source: io::Error::other(err.to_string()),
-        })?;
-        if entry.depth() > 0 {
-            paths.push(entry.into_path());
-        }
-    }
-    Ok(paths)
 }
 
 /// Checks that `path` is relative and never climbs out of its root.
@@ -233,7 +130,7 @@ fn refuse_symlinks_on_the_way(
     Ok(())
 }
 
-/// Unpacks a tarball made by [`pack`] into `dest` (which must exist and be
+/// Unpacks a tarball made by [`crate::pack::pack`] into `dest` (which must exist and be
 /// empty). Refuses, before writing anything outside `dest`, any entry that
 /// would escape it; stops at the limits.
 pub fn unpack(
@@ -334,60 +231,6 @@ mod tests {
             builder.append(&header, *data).unwrap();
         }
         zstd::encode_all(&builder.into_inner().unwrap()[..], 3).unwrap()
-    }
-
-    #[test]
-    fn pack_with_adds_ignored_files_that_match_include() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("Cargo.toml"), "[package]").unwrap();
-        fs::write(
-            dir.path().join(".gitignore"),
-            "Secrets.toml\nfrontend/dist/\nother.txt\n",
-        )
-        .unwrap();
-        fs::write(dir.path().join("Secrets.toml"), "K = 'v'").unwrap();
-        fs::write(dir.path().join("other.txt"), "left out").unwrap();
-        fs::create_dir_all(dir.path().join("frontend/dist/js")).unwrap();
-        fs::write(dir.path().join("frontend/dist/js/app.js"), "js").unwrap();
-        fs::create_dir_all(dir.path().join("target")).unwrap();
-        fs::write(dir.path().join("target/x"), "bin").unwrap();
-
-        let include = [
-            "Secrets.toml".to_string(),
-            "frontend/dist/*".to_string(),
-            "target/*".to_string(),
-        ];
-        let packed = pack_with(dir.path(), &include).unwrap();
-        let out = tempfile::tempdir().unwrap();
-        unpack(&packed[..], out.path(), UnpackLimits::default()).unwrap();
-        assert!(out.path().join("Secrets.toml").is_file());
-        assert_eq!(
-            fs::read_to_string(out.path().join("frontend/dist/js/app.js")).unwrap(),
-            "js"
-        );
-        assert!(!out.path().join("other.txt").exists());
-        assert!(!out.path().join("target").exists());
-        assert!(pack_with(dir.path(), &["[".to_string()]).is_err());
-    }
-
-    #[test]
-    fn pack_honours_gitignore_and_skips_target() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("Cargo.toml"), "[package]").unwrap();
-        fs::write(dir.path().join(".gitignore"), "secret.txt\n").unwrap();
-        fs::write(dir.path().join("secret.txt"), "no").unwrap();
-        fs::create_dir_all(dir.path().join("target/release")).unwrap();
-        fs::write(dir.path().join("target/release/big"), "bin").unwrap();
-        fs::create_dir_all(dir.path().join("src")).unwrap();
-        fs::write(dir.path().join("src/main.rs"), "fn main() {}").unwrap();
-
-        let packed = pack(dir.path()).unwrap();
-        let out = tempfile::tempdir().unwrap();
-        unpack(&packed[..], out.path(), UnpackLimits::default()).unwrap();
-        assert!(out.path().join("src/main.rs").exists());
-        assert!(out.path().join("Cargo.toml").exists());
-        assert!(!out.path().join("secret.txt").exists());
-        assert!(!out.path().join("target").exists());
     }
 
     #[test]
