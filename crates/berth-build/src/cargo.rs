@@ -29,30 +29,42 @@ pub struct BuildOutput {
 /// Builds an app's uploaded source tree into binaries: cargo in
 /// production, a stand-in in unit tests of the deploy path.
 pub trait Builder: Send + Sync {
-    /// Builds the tree in `uploaded` for `app`, in the build directory
-    /// named `build_dir` (see [`CargoBuilder::build`]).
+    /// Builds what `request` names (see [`CargoBuilder::build`]).
     fn build(
         &self,
-        app: &str,
-        build_dir: &str,
-        uploaded: &Path,
-        bin: Option<&str>,
-        features: &[String],
+        request: &BuildRequest<'_>,
         output: &mut dyn FnMut(String),
     ) -> Result<(BuildOutput, BuildLock), BuildError>;
+}
+
+/// One build: what, where, and with what around it.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    /// The app being built (whose user a sandboxed build runs as).
+    pub app: &'a str,
+    /// Its build directory's name: the app's, or one that several apps of
+    /// a Blueprint share.
+    pub build_dir: &'a str,
+    /// The uploaded source tree.
+    pub uploaded: &'a Path,
+    /// The default binary, when the package has several.
+    pub bin: Option<&'a str>,
+    /// Cargo features (`--features`).
+    pub features: &'a [String],
+    /// Variables the build sees besides cargo's own.
+    pub env: Vec<(String, String)>,
+    /// Ports on the host's loopback the build may reach (the app's
+    /// database, for sqlx's checked queries).
+    pub loopback_ports: Vec<u16>,
 }
 
 impl Builder for CargoBuilder {
     fn build(
         &self,
-        app: &str,
-        build_dir: &str,
-        uploaded: &Path,
-        bin: Option<&str>,
-        features: &[String],
+        request: &BuildRequest<'_>,
         output: &mut dyn FnMut(String),
     ) -> Result<(BuildOutput, BuildLock), BuildError> {
-        CargoBuilder::build(self, app, build_dir, uploaded, bin, features, output)
+        CargoBuilder::build(self, request, output)
     }
 }
 
@@ -83,21 +95,24 @@ impl CargoBuilder {
         CargoBuilder { cache_dir, runner }
     }
 
-    /// Builds the tree in `uploaded` for `app` (whose user a sandboxed build
-    /// runs as) in the build directory `build_dir` (the app's name, or one
-    /// that several apps of a Blueprint share). `bin` picks the default binary
-    /// when there are several; `features` are passed to cargo. Every line cargo prints goes to `output`. The
+    /// Builds `request.uploaded` for `request.app` (whose user a sandboxed
+    /// build runs as) in its build directory, with its features, env and
+    /// reachable ports. Every line cargo prints goes to `output`. The
     /// returned output's `source_dir` stays valid until the next build of the
     /// same app; copy what you need while holding the returned guard.
     pub fn build(
         &self,
-        app: &str,
-        build_dir: &str,
-        uploaded: &Path,
-        bin: Option<&str>,
-        features: &[String],
+        request: &BuildRequest<'_>,
         output: &mut dyn FnMut(String),
     ) -> Result<(BuildOutput, BuildLock), BuildError> {
+        let BuildRequest {
+            app,
+            build_dir,
+            uploaded,
+            bin,
+            features,
+            ..
+        } = *request;
         let app_dir = self.cache_dir.join(build_dir);
         let workspace_error = |path: &Path| {
             let path = path.to_path_buf();
@@ -143,6 +158,8 @@ impl CargoBuilder {
             app,
             build_dir: &app_dir,
             args,
+            env: &request.env,
+            loopback_ports: &request.loopback_ports,
         };
         let mut binaries = Vec::new();
         let mut error_lines: Vec<String> = Vec::new();

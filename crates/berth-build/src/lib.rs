@@ -18,8 +18,8 @@ pub mod slug;
 pub mod source;
 mod sync;
 
-pub use cargo::{BuildError, BuildLock, BuildOutput, Builder, CargoBuilder};
+pub use cargo::{BuildError, BuildLock, BuildOutput, BuildRequest, Builder, CargoBuilder};
+pub use pack::{pack, pack_with};
 pub use run::{CargoJob, CargoRunner, CargoStream, LocalCargo};
 pub use slug::{SLUG_BIN_DIR, SlugError, SlugStore};
-pub use pack::{pack, pack_with};
 pub use source::{SourceError, UnpackLimits, unpack};

@@ -22,6 +22,10 @@ pub struct CargoJob<'a> {
     pub build_dir: &'a Path,
     /// cargo's arguments (`build --release …`).
     pub args: Vec<String>,
+    /// Variables the build sees besides cargo's own.
+    pub env: &'a [(String, String)],
+    /// Ports on the host's loopback the build may reach.
+    pub loopback_ports: &'a [u16],
 }
 
 /// Which stream a line of cargo's output came from.
@@ -73,6 +77,7 @@ impl CargoRunner for LocalCargo {
             .env("CARGO_TARGET_DIR", job.build_dir.join("target"))
             .env("CARGO_TERM_COLOR", "never")
             .env_remove("RUSTFLAGS")
+            .envs(job.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

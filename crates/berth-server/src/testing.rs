@@ -79,17 +79,14 @@ pub(crate) struct FakeBuilder {
 impl berth_build::Builder for FakeBuilder {
     fn build(
         &self,
-        _app: &str,
-        _build_dir: &str,
-        uploaded: &std::path::Path,
-        _bin: Option<&str>,
-        _features: &[String],
+        request: &berth_build::BuildRequest<'_>,
         output: &mut dyn FnMut(String),
     ) -> Result<(berth_build::BuildOutput, berth_build::BuildLock), berth_build::BuildError> {
         output("   Compiling shop v0.1.0".into());
         if let Some(failure) = self.failure.lock().unwrap().take() {
             return Err(failure);
         }
+        let uploaded = request.uploaded;
         let binary = uploaded.join("target/shop");
         std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
         std::fs::write(&binary, "#!/bin/sh\nexit 0\n").unwrap();

@@ -324,6 +324,17 @@ pub struct BuildSpec {
     /// one Blueprint share it, so their common source compiles once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_dir: Option<String>,
+    /// Variables the build sees (`[build] env`, fly's `[build.args]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Names of the app's secrets the build sees; their values are never
+    /// stored in the slug.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// The build gets the app's `DATABASE_URL` (sqlx's checked queries
+    /// against the live schema).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub database: bool,
 }
 
 /// The builders berth knows.

@@ -524,3 +524,38 @@ fn env_names_and_values_a_process_cannot_take_are_errors_with_places() {
         "{err}"
     );
 }
+
+#[test]
+fn the_build_env_comes_from_build_env_and_flys_build_args() {
+    let berth = parse_spec(
+        "berth.toml",
+        "[build]\nsecrets = [\"NPM_TOKEN\"]\ndatabase = true\n\n[build.env]\nSQLX_OFFLINE = true\nLEVEL = 3\n",
+    )
+    .unwrap()
+    .spec
+    .build;
+    assert_eq!(berth.env["SQLX_OFFLINE"], "true");
+    assert_eq!(berth.env["LEVEL"], "3");
+    assert_eq!(berth.secrets, ["NPM_TOKEN"]);
+    assert!(berth.database);
+
+    let fly = parse_spec(
+        "fly.toml",
+        "app = \"x\"\n\n[build.args]\nRUST_VERSION = \"1.80\"\n",
+    )
+    .unwrap();
+    assert_eq!(fly.spec.build.env["RUST_VERSION"], "1.80");
+    assert!(
+        !fly.warnings.iter().any(|warning| warning.contains("args")),
+        "{:?}",
+        fly.warnings
+    );
+
+    let bad = parse_spec("berth.toml", "[build]\nsecrets = [\"A=B\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad.contains("berth.toml:2:12") && bad.contains("[build] secrets"),
+        "{bad}"
+    );
+}

@@ -15,6 +15,7 @@ use berth_logs::LogStore;
 use berth_store::Store;
 use tokio::sync::Mutex;
 
+mod build_env;
 mod config;
 mod failure;
 mod prepare;

@@ -173,12 +173,17 @@ impl SandboxedCargo {
                 .join(" "),
             workdir: build.join("src"),
             bin_dir: toolchain.bin_dir(),
-            env: vec![
-                ("HOME".into(), path("home")),
-                ("CARGO_HOME".into(), path("home/.cargo")),
-                ("CARGO_TARGET_DIR".into(), path("target")),
-                ("CARGO_TERM_COLOR".into(), "never".into()),
-            ],
+            env: job
+                .env
+                .iter()
+                .cloned()
+                .chain([
+                    ("HOME".into(), path("home")),
+                    ("CARGO_HOME".into(), path("home/.cargo")),
+                    ("CARGO_TARGET_DIR".into(), path("target")),
+                    ("CARGO_TERM_COLOR".into(), "never".into()),
+                ])
+                .collect(),
             binds,
             sandbox: Some(berth_runtime::Sandbox {
                 uid,
@@ -198,13 +203,14 @@ impl SandboxedCargo {
     async fn run_sandboxed(
         &self,
         mut spec: InstanceSpec,
-        build_dir: &Path,
+        job: &CargoJob<'_>,
         line: &mut dyn FnMut(CargoStream, String),
     ) -> Result<Result<(), String>, BuildError> {
+        let build_dir = job.build_dir;
         let network = self
             .resources
             .networks()
-            .prepare(&[], true, &[])
+            .prepare(job.loopback_ports, true, &[])
             .map_err(BuildError::Sandbox)?;
         if let (Some(network), Some(sandbox)) = (&network, spec.sandbox.as_mut()) {
             sandbox.network = Some(network.netns.clone());
@@ -301,8 +307,7 @@ impl CargoRunner for SandboxedCargo {
             ))
         })?;
         let spec = self.instance_spec(job, uid)?;
-        self.runtime
-            .block_on(self.run_sandboxed(spec, job.build_dir, line))
+        self.runtime.block_on(self.run_sandboxed(spec, job, line))
     }
 }
 

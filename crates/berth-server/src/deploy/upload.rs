@@ -139,19 +139,24 @@ impl Deployer {
             }
             None => app.clone(),
         };
+        let surroundings = self
+            .build_surroundings(&app, &spec, &source, &progress)
+            .await?;
         let built = tokio::task::spawn_blocking(move || {
             let mut output = |line: String| {
                 let _ = build_progress.send(DeployProgress::Build { line });
             };
+            let request = berth_build::BuildRequest {
+                app: &app_for_build,
+                build_dir: &build_dir,
+                uploaded: &source,
+                bin: bin.as_deref(),
+                features: &features,
+                env: surroundings.env,
+                loopback_ports: surroundings.loopback_ports,
+            };
             let (built, _lock) = builder
-                .build(
-                    &app_for_build,
-                    &build_dir,
-                    &source,
-                    bin.as_deref(),
-                    &features,
-                    &mut output,
-                )
+                .build(&request, &mut output)
                 .map_err(|err| err.to_string())?;
             let digest = slugs
                 .store(&app_for_build, &built.source_dir, &built.binaries)

@@ -151,3 +151,38 @@ impl Resources {
         Ok(env)
     }
 }
+
+impl Resources {
+    /// The value of `app`'s secret `name`, if it has one.
+    pub fn secret_value(&self, app: &str, name: &str) -> Result<Option<String>, String> {
+        let secrets = self.store.secrets(app).map_err(|err| err.to_string())?;
+        let Some(secret) = secrets.get(name) else {
+            return Ok(None);
+        };
+        let value = self
+            .vault
+            .open(app, name, &secret.sealed)
+            .map_err(|err| err.to_string())?;
+        Ok(Some(value.to_string()))
+    }
+
+    /// `app`'s own `DATABASE_URL` and the port it names on the host's
+    /// loopback, if it has a database.
+    pub fn database_url(&self, app: &str) -> Result<Option<(String, u16)>, String> {
+        let Some(row) = self
+            .store
+            .resource(app, &ResourceKind::Postgres)
+            .map_err(|err| err.to_string())?
+        else {
+            return Ok(None);
+        };
+        let password = self.open_password(&row).map_err(|err| err.to_string())?;
+        let port = self.postgres.known_port().unwrap_or(5432);
+        let database = PgDatabase {
+            name: row.name.clone(),
+            password,
+            port,
+        };
+        Ok(Some((database.url(), port)))
+    }
+}

@@ -13,8 +13,18 @@ pub(super) fn validate_build(
     let mut spec = BuildSpec {
         bin: build.bin,
         features: build.features,
+        database: build.database.unwrap_or(false),
         ..BuildSpec::default()
     };
+    let mut env = build.args;
+    env.extend(build.env);
+    spec.env = validate_env(env, "[build] env", problems, &mut Vec::new(), file);
+    for name in build.secrets {
+        match crate::check_env_key(name.get_ref()) {
+            Ok(()) => spec.secrets.push(name.into_inner()),
+            Err(why) => problems.at(&name, format!("[build] secrets: {why}")),
+        }
+    }
     if let Some(image) = build.image {
         spec.builder = BuilderKind::Image { image };
     } else if let Some(path) = build.dockerfile {
@@ -49,7 +59,6 @@ pub(super) fn validate_build(
     }
     for (key, present) in [
         ("buildpacks", build.buildpacks.is_some()),
-        ("args", build.args.is_some()),
         ("build-target", build.build_target.is_some()),
         ("ignorefile", build.ignorefile.is_some()),
     ] {

@@ -207,7 +207,14 @@ pub(super) struct RawBuild {
     pub(super) image: Option<String>,
     pub(super) dockerfile: Option<String>,
     pub(super) buildpacks: Option<toml::Value>,
-    pub(super) args: Option<toml::Value>,
+    /// fly's Docker build arguments: the build's env here.
+    pub(super) args: BTreeMap<String, Spanned<Scalar>>,
+    /// berth's own: the build's env.
+    pub(super) env: BTreeMap<String, Spanned<Scalar>>,
+    /// Secrets of the app the build sees (never stored in the slug).
+    pub(super) secrets: Vec<Spanned<String>>,
+    /// The build gets the app's DATABASE_URL.
+    pub(super) database: Option<bool>,
     #[serde(rename = "build-target")]
     pub(super) build_target: Option<toml::Value>,
     pub(super) ignorefile: Option<toml::Value>,

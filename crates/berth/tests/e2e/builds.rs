@@ -172,3 +172,100 @@ fn main() {
         failed.stderr
     );
 }
+
+const ENV_PROBE: &str = r#"
+fn main() {
+    for name in ["GREETING", "SQLX_OFFLINE", "BUILD_TOKEN", "DATABASE_URL"] {
+        println!("cargo:rerun-if-env-changed={name}");
+    }
+    let var = |name: &str| std::env::var(name).ok();
+    println!("cargo:warning=probe GREETING={:?}", var("GREETING"));
+    println!("cargo:warning=probe SQLX_OFFLINE={:?}", var("SQLX_OFFLINE"));
+    println!(
+        "cargo:warning=probe BUILD_TOKEN has {} bytes",
+        var("BUILD_TOKEN").map_or(0, |token| token.len())
+    );
+    if let Some(url) = var("DATABASE_URL") {
+        let address = url.split('@').nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("");
+        match std::net::TcpStream::connect(address) {
+            Ok(_) => println!("cargo:warning=probe database: connected"),
+            Err(err) => println!("cargo:warning=probe database: {err}"),
+        }
+    }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_sees_its_env_its_secrets_and_its_database() {
+    setup();
+    let server = TestServer::start().await;
+    let dir = app_with_build_script("build-env", ENV_PROBE);
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"build-env\"\n\n[resources]\npostgres = true\n\n[build]\nsecrets = [\"BUILD_TOKEN\"]\ndatabase = true\n\n[build.env]\nGREETING = \"hello from the spec\"\n",
+    )
+    .unwrap();
+    // A secret the spec names but the app lacks is a clear error.
+    server.ok(&["apps", "create", "build-env"]).await;
+    let missing = server.fails_in(dir.path(), &["up"]).await;
+    assert!(
+        missing
+            .stderr
+            .contains("[build] secrets names `BUILD_TOKEN`"),
+        "{}",
+        missing.stderr
+    );
+    let token = "build-secret-3f9a1c";
+    server
+        .ok(&[
+            "secrets",
+            "set",
+            &format!("BUILD_TOKEN={token}"),
+            "--app",
+            "build-env",
+        ])
+        .await;
+    let deployed = server.ok_in(dir.path(), &["up"]).await;
+    for seen in [
+        "probe GREETING=Some(\"hello from the spec\")",
+        &format!("probe BUILD_TOKEN has {} bytes", token.len()),
+        "probe database: connected",
+        "the build gets the app's DATABASE_URL",
+    ] {
+        assert!(
+            deployed.stderr.contains(seen),
+            "no `{seen}` in:\n{}",
+            deployed.stderr
+        );
+    }
+    // The secret is nowhere in the release's slug.
+    let (_, releases) = server.api_get("/v1/apps/build-env/releases").await;
+    let slug = server
+        .data_dir()
+        .join("slugs")
+        .join(releases[0]["slug"].as_str().unwrap());
+    let found = std::process::Command::new("grep")
+        .args(["-r", "-l", token])
+        .arg(&slug)
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+
+    // sqlx's offline data in the source: SQLX_OFFLINE=true, said so.
+    std::fs::write(dir.path().join("berth.toml"), "app = \"build-env\"\n").unwrap();
+    std::fs::create_dir(dir.path().join(".sqlx")).unwrap();
+    std::fs::write(dir.path().join(".sqlx/query-0.json"), "{}").unwrap();
+    let offline = server.ok_in(dir.path(), &["up"]).await;
+    assert!(
+        offline
+            .stderr
+            .contains("sqlx's offline query data (.sqlx) is in the source")
+            && offline.stderr.contains("probe SQLX_OFFLINE=Some(\"true\")"),
+        "{}",
+        offline.stderr
+    );
+}
