@@ -13,6 +13,7 @@ pub mod fake;
 mod isolation;
 pub mod net;
 mod process;
+mod sockets;
 pub mod spawner;
 pub mod users;
 
@@ -27,6 +28,7 @@ pub use beneath::open_beneath;
 pub use isolation::{run_instance_init_if_asked, with_exact_sleeps};
 pub use net::{netns, uplink};
 pub use process::ProcessDriver;
+pub use sockets::listening_ports;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -149,6 +149,34 @@ pub async fn wait_until_healthy(
     Err(last_error)
 }
 
+/// What to add to "did not pass its health check" for an instance (its
+/// process `pid`) that was to listen on `port`: where it listens instead,
+/// and the setting that fits. Empty when it does listen on `port`, or the
+/// check had no port.
+pub fn listening_hint(pid: u32, port: Option<u16>) -> String {
+    let Some(port) = port else {
+        return String::new();
+    };
+    let ports = berth_runtime::listening_ports(pid);
+    if ports.contains(&port) {
+        return String::new();
+    }
+    let list = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match ports.as_slice() {
+        [] => format!("; it listens on no TCP port (berth gave it PORT={port})"),
+        [only] => format!(
+            "; it listens on {only}, not on PORT ({port}): set internal_port = {only} under [http_service] in berth.toml (or fly.toml), or make it listen on $PORT"
+        ),
+        _ => format!(
+            "; it listens on {list}, not on PORT ({port}): set internal_port under [http_service] to the one that serves HTTP, or make it listen on $PORT"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

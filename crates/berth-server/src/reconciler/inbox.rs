@@ -57,8 +57,10 @@ impl Reconciler {
                     instance.process.clone(),
                     instance.release,
                 );
-                let text =
-                    format!("{id} (v{release}) did not pass its health check in time: {reason}");
+                let hint = crate::health::listening_hint(instance.running.pid, instance.port);
+                let text = format!(
+                    "{id} (v{release}) did not pass its health check in time: {reason}{hint}"
+                );
                 self.event(&app, EventKind::HealthTimeout, &text);
                 self.record_failure(&app, &process, &text);
                 let _ = self.failures.send(StartFailure {

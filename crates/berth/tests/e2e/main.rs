@@ -11,6 +11,7 @@ mod disk;
 mod formats;
 mod isolation;
 mod jobs;
+mod ports;
 mod resources;
 mod scaling;
 mod shuttle;
