@@ -57,7 +57,13 @@ pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, S
     let Some((name, text)) = main else {
         return Ok(with_app_json(procfile));
     };
-    let mut parsed = parse_spec(name, text)?;
+    let together = (name == "berth.toml")
+        .then(|| text_of("fly.toml"))
+        .flatten();
+    let mut parsed = match together {
+        Some(fly) => read_together(text, fly)?,
+        None => parse_spec(name, text)?,
+    };
     if let Some(procfile) = procfile {
         let spec = &mut parsed.spec;
         if spec.processes.is_empty() && !procfile.spec.processes.is_empty() {
@@ -80,7 +86,7 @@ pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, S
     }
     if let Some(other) = SPEC_FILE_NAMES
         .iter()
-        .filter(|other| **other != name)
+        .filter(|other| **other != name && (together.is_none() || **other != "fly.toml"))
         .find(|other| text_of(other).is_some())
     {
         parsed
@@ -88,6 +94,50 @@ pub fn parse_project(files: &[(String, String)]) -> Result<Option<ParsedSpec>, S
             .push(format!("{other} is ignored: {name} comes first"));
     }
     Ok(with_app_json(Some(parsed)))
+}
+
+/// A `berth.toml` beside a `fly.toml`: both are read, as one file in which
+/// the berth.toml's keys win (tables merge key by key; any other value, a
+/// list of `[[mounts]]` say, is the berth.toml's whole). Each is checked on
+/// its own first, so an error points into the file that has it.
+fn read_together(berth: &str, fly: &str) -> Result<ParsedSpec, SpecError> {
+    let fly_alone = parse_spec("fly.toml", fly)?;
+    let berth_alone = parse_spec("berth.toml", berth)?;
+    let table = |file: &str, text: &str| {
+        text.parse::<toml::Table>()
+            .map_err(|err| SpecError::single(file, None, err.to_string()))
+    };
+    let mut merged = table("fly.toml", fly)?;
+    merge_into(&mut merged, table("berth.toml", berth)?);
+    let text = toml::to_string(&merged)
+        .map_err(|err| SpecError::single("berth.toml", None, err.to_string()))?;
+    let mut parsed = parse_spec("berth.toml", &text).map_err(|err| {
+        SpecError::single(
+            "berth.toml",
+            None,
+            format!("berth.toml and fly.toml do not go together: {err}"),
+        )
+    })?;
+    parsed.warnings = fly_alone.warnings;
+    parsed.warnings.extend(berth_alone.warnings);
+    parsed.warnings.push(
+        "berth.toml and fly.toml are read together; where both set a key, berth.toml's wins".into(),
+    );
+    Ok(parsed)
+}
+
+/// `over`'s keys into `base`: tables merge, anything else replaces.
+fn merge_into(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(over_inner)) => {
+                merge_into(inner, over_inner);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// The spec of the project folder `tree`: its spec files as
@@ -321,7 +371,37 @@ mod tests {
         );
         let warnings = parsed.warnings.join("\n");
         assert!(warnings.contains("process types are ignored"), "{warnings}");
-        assert!(warnings.contains("fly.toml is ignored"), "{warnings}");
+        assert!(warnings.contains("read together"), "{warnings}");
+    }
+
+    #[test]
+    fn berth_toml_and_fly_toml_are_read_together_berths_keys_winning() {
+        let fly = "app = \"from-fly\"\n\n[http_service]\ninternal_port = 8080\n\n[[vm]]\nmemory = \"512mb\"\n\n[env]\nA = \"fly\"\nB = \"fly\"\n";
+        let berth = "app = \"shop\"\n\n[env]\nB = \"berth\"\n\n[build]\nbin = \"shop\"\n";
+        let parsed = parse_project(&files(&[("fly.toml", fly), ("berth.toml", berth)]))
+            .unwrap()
+            .unwrap();
+        let spec = parsed.spec;
+        assert_eq!(spec.app.as_deref(), Some("shop"));
+        assert_eq!(spec.http.internal_port, Some(8080));
+        assert_eq!(spec.vms[0].memory_mb, 512);
+        assert_eq!(spec.env["A"], "fly");
+        assert_eq!(spec.env["B"], "berth");
+        assert_eq!(spec.build.bin.as_deref(), Some("shop"));
+        assert!(
+            parsed
+                .warnings
+                .iter()
+                .any(|w| w.contains("berth.toml's wins")),
+            "{:?}",
+            parsed.warnings
+        );
+        // A mistake in either file points into that file.
+        let broken = "app = \"x\"\n[http_service]\ninternal_port = \"eighty\"\n";
+        let err = parse_project(&files(&[("fly.toml", broken), ("berth.toml", berth)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("fly.toml:3:"), "{err}");
     }
 
     #[test]
