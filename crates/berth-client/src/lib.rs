@@ -349,6 +349,12 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/apps/{app}/postgres/migrate`.
+    pub async fn migrate(&self, app: &str) -> Result<berth_proto::MigrateResult> {
+        self.json(self.request(Method::POST, &["v1", "apps", app, "postgres", "migrate"])?)
+            .await
+    }
+
     /// `POST /v1/apps/{app}/postgres/restore`.
     pub async fn restore(
         &self,

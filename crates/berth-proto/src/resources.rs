@@ -62,6 +62,16 @@ pub struct RedisInfo {
     pub max_memory_mib: u32,
 }
 
+/// What `berth postgres migrate` did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MigrateResult {
+    /// The migrations applied now: `VERSION description`, in order.
+    pub applied: Vec<String>,
+    /// How many were applied before.
+    pub already: usize,
+}
+
 /// A database backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -33,6 +33,8 @@ wire_enum!(
         PostgresBackup => "postgres.backup",
         /// A backup was restored.
         PostgresRestore => "postgres.restore",
+        /// Migrations were applied to the app's database.
+        PostgresMigrated => "postgres.migrated",
         /// A volume was destroyed.
         VolumeDestroyed => "volume.destroyed",
         /// An instance became healthy.

@@ -331,6 +331,9 @@ pub enum PostgresCommand {
     Connect(AppArg),
     /// Take a backup (pg_dump).
     Backup(AppArg),
+    /// Apply the running release's migrations/ (sqlx's files and
+    /// bookkeeping table, so sqlx agrees with what is applied).
+    Migrate(AppArg),
     /// List backups, newest first.
     Backups(AppArg),
     /// Restore a backup over the database (default: the newest).

@@ -113,6 +113,20 @@ pub async fn postgres(global: &Global, command: PostgresCommand) -> Result<()> {
             }
             Ok(())
         }
+        PostgresCommand::Migrate(app) => {
+            let app = resolve_app(&app)?;
+            let result = connect(global, false).await?.migrate(&app).await?;
+            if global.json {
+                say!("{}", serde_json::to_string_pretty(&result)?);
+            } else if result.applied.is_empty() {
+                say!("nothing to apply ({} applied before)", result.already);
+            } else {
+                for migration in &result.applied {
+                    say!("applied {migration}");
+                }
+            }
+            Ok(())
+        }
         PostgresCommand::Backups(app) => {
             let app = resolve_app(&app)?;
             let backups = connect(global, false).await?.backups(&app).await?;

@@ -499,6 +499,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ResourceError> {
         .map_err(io_error("cannot write", path))
 }
 
+pub mod migrate;
 mod roles;
 #[cfg(test)]
 mod tests;

@@ -44,12 +44,12 @@ use resources::*;
 #[openapi(
     info(title = "berth", description = "Host Rust apps on machines you own."),
     paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
-        postgres_info, attach_postgres, list_backups, take_backup, restore_backup, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
+        postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
         list_jobs, run_job, job_executions, execution, cancel_execution),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
-        berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo,
+        berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo, berth_proto::MigrateResult,
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
         berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob
     )),
@@ -103,6 +103,7 @@ pub fn routes(state: ApiState) -> Router {
             get(list_backups).post(take_backup),
         )
         .route("/v1/apps/{app}/postgres/restore", post(restore_backup))
+        .route("/v1/apps/{app}/postgres/migrate", post(migrate))
         .route("/v1/apps/{app}/redis", get(redis_info).post(attach_redis))
         .route("/v1/apps/{app}/volumes", get(list_volumes))
         .route(

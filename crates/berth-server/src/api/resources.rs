@@ -91,6 +91,18 @@ pub(super) async fn take_backup(
     Ok(Json(state.resources.backup(&app).await?))
 }
 
+/// Applies the `migrations/` of the app's running release to its database,
+/// keeping sqlx's `_sqlx_migrations` table.
+#[utoipa::path(post, path = "/v1/apps/{app}/postgres/migrate", params(("app" = String, Path)),
+    responses((status = 200, body = berth_proto::MigrateResult), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn migrate(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<berth_proto::MigrateResult>> {
+    state.store.app(&app)?;
+    Ok(Json(state.resources.migrate(&app).await?))
+}
+
 /// Restores a backup (the newest unless named) over the app's database.
 #[utoipa::path(post, path = "/v1/apps/{app}/postgres/restore", params(("app" = String, Path)),
     request_body = berth_proto::RestoreRequest,

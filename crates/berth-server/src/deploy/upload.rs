@@ -188,6 +188,13 @@ impl Deployer {
         }
         self.ensure_spec_secrets(&app, &spec, &progress)?;
         self.prepare_resources(&app, &spec, &progress).await?;
+        if let Some(notice) = self
+            .resources
+            .pending_migrations(&app, &self.slugs.path(&slug))
+            .await
+        {
+            let _ = progress.send(DeployProgress::Warning { message: notice });
+        }
         let release = self
             .make_release(
                 &spec,

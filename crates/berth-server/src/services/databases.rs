@@ -188,3 +188,87 @@ impl Resources {
         Ok(backup)
     }
 }
+
+impl Resources {
+    /// Applies the `migrations/` of `app`'s running release to its
+    /// database, with sqlx's bookkeeping (see berth-resources'
+    /// `postgres::migrate`).
+    pub async fn migrate(&self, app: &str) -> Result<berth_proto::MigrateResult, ResourcesError> {
+        let migrations = self.release_migrations(app)?;
+        let (url, _) = self
+            .database_url(app)
+            .map_err(ResourcesError::Invalid)?
+            .ok_or_else(|| {
+                ResourcesError::Invalid(format!(
+                    "`{app}` has no database: berth postgres attach --app {app}, or [resources] postgres = true"
+                ))
+            })?;
+        let done = berth_resources::postgres::migrate::apply(&url, &migrations)
+            .await
+            .map_err(ResourcesError::Invalid)?;
+        let applied: Vec<String> = done
+            .applied
+            .iter()
+            .map(|(version, description)| format!("{version} {description}"))
+            .collect();
+        if !applied.is_empty() {
+            let _ = self.store.record_event(
+                app,
+                berth_store::EventKind::PostgresMigrated,
+                &format!("migrations applied: {}", applied.join(", ")),
+            );
+        }
+        Ok(berth_proto::MigrateResult {
+            applied,
+            already: done.already,
+        })
+    }
+
+    /// The migrations in the slug of `app`'s running release.
+    fn release_migrations(
+        &self,
+        app: &str,
+    ) -> Result<Vec<berth_resources::postgres::migrate::Migration>, ResourcesError> {
+        let release = self.store.active_release(app)?.ok_or_else(|| {
+            ResourcesError::Invalid(format!("`{app}` has no running release: deploy it first"))
+        })?;
+        let dir = self.slugs_dir.join(&release.slug).join("migrations");
+        if !dir.is_dir() {
+            return Err(ResourcesError::Invalid(format!(
+                "v{} of `{app}` has no migrations/ folder",
+                release.version
+            )));
+        }
+        berth_resources::postgres::migrate::read_migrations(&dir).map_err(ResourcesError::Invalid)
+    }
+
+    /// What a deploy of `slug` for `app` should say about migrations: how
+    /// many in its `migrations/` the app's database has not applied.
+    /// Nothing when it has no migrations or no database.
+    pub async fn pending_migrations(
+        &self,
+        app: &str,
+        slug_dir: &std::path::Path,
+    ) -> Option<String> {
+        let dir = slug_dir.join("migrations");
+        if !dir.is_dir() {
+            return None;
+        }
+        let migrations = berth_resources::postgres::migrate::read_migrations(&dir).ok()?;
+        let (url, _) = self.database_url(app).ok()??;
+        let pending = berth_resources::postgres::migrate::pending(&url, &migrations)
+            .await
+            .ok()?;
+        (!pending.is_empty()).then(|| {
+            format!(
+                "{} migration(s) in migrations/ are not applied to the database yet ({}): run `berth postgres migrate --app {app}` (or let the app run them)",
+                pending.len(),
+                pending
+                    .iter()
+                    .map(|m| m.version.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+}

@@ -61,6 +61,8 @@ pub struct Resources {
     redis: RedisFleet,
     volumes_dir: PathBuf,
     backups_dir: PathBuf,
+    /// Release slugs (a release's `migrations/` is read from its slug).
+    slugs_dir: PathBuf,
     /// The data dir, naming this server in the host's uid registry.
     data_dir: PathBuf,
     /// Where apps' user ids come from.
@@ -98,6 +100,7 @@ impl Resources {
             redis: RedisFleet::new(data_dir.join("redis")),
             volumes_dir: data_dir.join("volumes"),
             backups_dir: data_dir.join("backups"),
+            slugs_dir: data_dir.join("slugs"),
             data_dir: data_dir.to_path_buf(),
             uids: berth_runtime::users::UidRegistry::host(),
             isolated,

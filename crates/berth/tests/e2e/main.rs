@@ -11,6 +11,7 @@ mod disk;
 mod formats;
 mod isolation;
 mod jobs;
+mod migrations;
 mod ports;
 mod resources;
 mod scaling;

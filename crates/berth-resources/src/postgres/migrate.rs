@@ -1,0 +1,277 @@
+//! An app's `migrations/` folder applied the way sqlx applies it, with
+//! sqlx's own bookkeeping table (`_sqlx_migrations`: version, description,
+//! success, SHA-384 checksum, execution time), so `sqlx migrate run`,
+//! `sqlx::migrate!()` and `berth postgres migrate` agree on what is applied.
+//!
+//! Files are `VERSION_DESCRIPTION.sql` (or `.up.sql`; `.down.sql` files are
+//! reverts and never applied here). Each runs in a transaction with its row,
+//! unless its first line is `-- no-transaction`. A migration whose file
+//! changed after it was applied, or one that failed half-way (a row with
+//! `success = false`), stops the run with the reason.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha384};
+
+/// One migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// Its version (the number before the first `_`).
+    pub version: i64,
+    /// Its description, as sqlx makes it (underscores become spaces).
+    pub description: String,
+    /// Its SQL.
+    pub sql: String,
+    /// SHA-384 of the SQL.
+    pub checksum: Vec<u8>,
+    /// Whether it runs outside a transaction (`-- no-transaction`).
+    pub no_transaction: bool,
+}
+
+/// What applying did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Versions and descriptions applied now, in order.
+    pub applied: Vec<(i64, String)>,
+    /// How many were applied before.
+    pub already: usize,
+}
+
+/// Reads the migrations in `dir`, in version order. Files that are not
+/// migrations (no number before `_`, not `.sql`) are refused by name, as
+/// sqlx refuses them.
+pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>, String> {
+    let mut migrations = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_file() || name.starts_with('.') {
+            continue;
+        }
+        if name.ends_with(".down.sql") {
+            continue;
+        }
+        let Some(stem) = name
+            .strip_suffix(".up.sql")
+            .or_else(|| name.strip_suffix(".sql"))
+        else {
+            return Err(format!(
+                "migrations/{name} is not a migration (VERSION_DESCRIPTION.sql)"
+            ));
+        };
+        let (version, description) = stem.split_once('_').ok_or_else(|| {
+            format!("migrations/{name}: the name needs a version, `_` and a description")
+        })?;
+        let version: i64 = version
+            .parse()
+            .map_err(|_| format!("migrations/{name}: `{version}` is not a version number"))?;
+        let sql = std::fs::read_to_string(entry.path())
+            .map_err(|err| format!("cannot read migrations/{name}: {err}"))?;
+        if migrations
+            .iter()
+            .any(|known: &Migration| known.version == version)
+        {
+            return Err(format!(
+                "migrations/{name}: version {version} is used twice"
+            ));
+        }
+        migrations.push(Migration {
+            version,
+            description: description.replace('_', " "),
+            checksum: Sha384::digest(sql.as_bytes()).to_vec(),
+            no_transaction: sql.trim_start().starts_with("-- no-transaction"),
+            sql,
+        });
+    }
+    migrations.sort_by_key(|migration| migration.version);
+    Ok(migrations)
+}
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
+    success BOOLEAN NOT NULL,
+    checksum BYTEA NOT NULL,
+    execution_time BIGINT NOT NULL
+)";
+
+/// The versions applied so far and their checksums (failed ones included,
+/// with `success` false).
+async fn applied_rows(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(i64, bool, Vec<u8>)>, String> {
+    client
+        .batch_execute(CREATE_TABLE)
+        .await
+        .map_err(|err| format!("cannot make _sqlx_migrations: {err}"))?;
+    let rows = client
+        .query(
+            "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(|err| format!("cannot read _sqlx_migrations: {err}"))?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
+}
+
+/// The migrations of `migrations` not yet applied on the database at `url`
+/// (checks the applied ones too).
+pub async fn pending(url: &str, migrations: &[Migration]) -> Result<Vec<Migration>, String> {
+    let client = connect(url).await?;
+    let applied = applied_rows(&client).await?;
+    check_applied(&applied, migrations)?;
+    Ok(migrations
+        .iter()
+        .filter(|migration| {
+            !applied
+                .iter()
+                .any(|(version, ..)| *version == migration.version)
+        })
+        .cloned()
+        .collect())
+}
+
+/// Applies what `migrations` holds that the database at `url` lacks.
+pub async fn apply(url: &str, migrations: &[Migration]) -> Result<Applied, String> {
+    let mut client = connect(url).await?;
+    let applied = applied_rows(&client).await?;
+    check_applied(&applied, migrations)?;
+    let mut done = Applied {
+        already: applied.len(),
+        ..Applied::default()
+    };
+    for migration in migrations {
+        if applied
+            .iter()
+            .any(|(version, ..)| *version == migration.version)
+        {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let failed = |err: tokio_postgres::Error| {
+            format!(
+                "migration {} ({}) failed: {}",
+                migration.version,
+                migration.description,
+                err.as_db_error()
+                    .map_or_else(|| err.to_string(), |db| db.message().to_string())
+            )
+        };
+        let record = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, $4)";
+        if migration.no_transaction {
+            client.batch_execute(&migration.sql).await.map_err(failed)?;
+            let nanos = started.elapsed().as_nanos() as i64;
+            client
+                .execute(
+                    record,
+                    &[
+                        &migration.version,
+                        &migration.description,
+                        &migration.checksum,
+                        &nanos,
+                    ],
+                )
+                .await
+                .map_err(failed)?;
+        } else {
+            let transaction = client.transaction().await.map_err(failed)?;
+            transaction
+                .batch_execute(&migration.sql)
+                .await
+                .map_err(failed)?;
+            let nanos = started.elapsed().as_nanos() as i64;
+            transaction
+                .execute(
+                    record,
+                    &[
+                        &migration.version,
+                        &migration.description,
+                        &migration.checksum,
+                        &nanos,
+                    ],
+                )
+                .await
+                .map_err(failed)?;
+            transaction.commit().await.map_err(failed)?;
+        }
+        done.applied
+            .push((migration.version, migration.description.clone()));
+    }
+    Ok(done)
+}
+
+fn check_applied(applied: &[(i64, bool, Vec<u8>)], migrations: &[Migration]) -> Result<(), String> {
+    for (version, success, checksum) in applied {
+        if !success {
+            return Err(format!(
+                "migration {version} failed part-way before (its row in _sqlx_migrations says success = false); repair the database, delete that row, and run again"
+            ));
+        }
+        if let Some(migration) = migrations.iter().find(|m| m.version == *version)
+            && migration.checksum != *checksum
+        {
+            return Err(format!(
+                "migration {version} ({}) was changed after it was applied; put the file back as it was and add a new migration instead",
+                migration.description
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|err| format!("cannot connect to the app's database: {err}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_read_as_sqlx_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, sql: &str| std::fs::write(dir.path().join(name), sql).unwrap();
+        write(
+            "20240102000000_add_users.sql",
+            "CREATE TABLE users (id INT);",
+        );
+        write("1_create_notes.up.sql", "CREATE TABLE notes (id INT);");
+        write("1_create_notes.down.sql", "DROP TABLE notes;");
+        write(
+            "3_big_index.sql",
+            "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON notes (id);",
+        );
+        let migrations = read_migrations(dir.path()).unwrap();
+        let versions: Vec<(i64, &str, bool)> = migrations
+            .iter()
+            .map(|m| (m.version, m.description.as_str(), m.no_transaction))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                (1, "create notes", false),
+                (3, "big index", true),
+                (20240102000000, "add users", false)
+            ]
+        );
+        assert_eq!(migrations[0].checksum.len(), 48, "SHA-384");
+
+        write("notes.txt", "not a migration");
+        let err = read_migrations(dir.path()).unwrap_err();
+        assert!(
+            err.contains("migrations/notes.txt is not a migration"),
+            "{err}"
+        );
+    }
+}
