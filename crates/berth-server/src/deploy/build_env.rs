@@ -1,8 +1,9 @@
 //! What a build sees besides the source: `[build] env` (fly's
 //! `[build.args]`), the app's secrets it names, `SQLX_OFFLINE` when the
 //! source carries sqlx's offline query data, and with `[build] database =
-//! true` the app's own `DATABASE_URL` (its database made first if need be),
-//! reachable from the build's network.
+//! true` the app's own `DATABASE_URL` (its database made first if need be,
+//! and the source's `migrations/` applied to it), reachable from the
+//! build's network.
 
 use std::path::Path;
 
@@ -63,6 +64,30 @@ impl Deployer {
                         "[build] database = true, but the app has no database: add [resources] postgres = true",
                     )
                 })?;
+            // The schema the queries are checked against is the one the
+            // release will have: its migrations go first.
+            let migrations = source.join("migrations");
+            if migrations.is_dir() {
+                let found = berth_resources::postgres::migrate::read_migrations(&migrations)
+                    .map_err(DeployFailure::before_release)?;
+                let done = berth_resources::postgres::migrate::apply(&url, &found)
+                    .await
+                    .map_err(DeployFailure::before_release)?;
+                if !done.applied.is_empty() {
+                    say(
+                        progress,
+                        format!(
+                            "applied {} migration(s) before the build: {}",
+                            done.applied.len(),
+                            done.applied
+                                .iter()
+                                .map(|(version, description)| format!("{version} {description}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            }
             say(progress, "the build gets the app's DATABASE_URL");
             env.push(("DATABASE_URL".into(), url));
             loopback_ports.push(port);

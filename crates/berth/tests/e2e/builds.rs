@@ -225,8 +225,16 @@ async fn a_build_sees_its_env_its_secrets_and_its_database() {
             "build-env",
         ])
         .await;
+    // Its migrations go first: the build checks queries against them.
+    std::fs::create_dir(dir.path().join("migrations")).unwrap();
+    std::fs::write(
+        dir.path().join("migrations/1_create_items.sql"),
+        "CREATE TABLE items (id INT);",
+    )
+    .unwrap();
     let deployed = server.ok_in(dir.path(), &["up"]).await;
     for seen in [
+        "applied 1 migration(s) before the build: 1 create items",
         "probe GREETING=Some(\"hello from the spec\")",
         &format!("probe BUILD_TOKEN has {} bytes", token.len()),
         "probe database: connected",
