@@ -51,6 +51,8 @@ pub struct BuildRequest<'a> {
     pub bin: Option<&'a str>,
     /// Cargo features (`--features`).
     pub features: &'a [String],
+    /// Workspace members to build (`-p`); empty: the package at the root.
+    pub packages: Vec<String>,
     /// Variables the build sees besides cargo's own.
     pub env: Vec<(String, String)>,
     /// Ports on the host's loopback the build may reach (the app's
@@ -151,6 +153,9 @@ impl CargoBuilder {
         ]
         .map(String::from)
         .into();
+        for package in &request.packages {
+            args.extend(["-p".to_string(), package.clone()]);
+        }
         if !features.is_empty() {
             args.extend(["--features".to_string(), features.join(",")]);
         }

@@ -21,6 +21,7 @@ mod render;
 mod secrets;
 mod shuttle;
 mod tree;
+mod workspace;
 
 pub use appjson::{APP_JSON, HEROKU_DYNO_SIZES, parse_app_json};
 pub use duration::{format_duration, parse_duration};
@@ -43,6 +44,7 @@ pub use shuttle::{
     SHUTTLE_INSTANCE_SIZES, SHUTTLE_SECRETS_FILES, SHUTTLE_TOML, ShuttleSpec, detect_shuttle,
 };
 pub use tree::{FolderTree, MemoryTree, ProjectTree};
+pub use workspace::{WorkspaceBuild, WorkspaceMember, choose_packages, workspace_members};
 
 /// The most instances one process group may run (by count, `min` or `max`).
 pub const MAX_INSTANCES_PER_GROUP: u32 = 64;

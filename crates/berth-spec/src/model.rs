@@ -317,6 +317,10 @@ pub struct BuildSpec {
     pub builder: BuilderKind,
     /// Which binary is the default process, when the package has several.
     pub bin: Option<String>,
+    /// The workspace member to build (`cargo build -p`), when the source is
+    /// a virtual workspace and the processes do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     /// Cargo features to build with (`--features`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,

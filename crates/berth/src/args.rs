@@ -31,10 +31,20 @@ pub(crate) fn confirm(question: &str, expected: &str) -> Result<()> {
 /// The app a folder holds: `app` in berth.toml or fly.toml, else the package name.
 pub(crate) fn app_from_dir(dir: &Path) -> Result<String> {
     let tree = berth_spec::FolderTree::new(dir);
-    if let Some(parsed) = berth_spec::load_project(&tree).map_err(|err| anyhow!("{err}"))?
-        && let Some(app) = parsed.spec.app
-    {
+    let parsed = berth_spec::load_project(&tree).map_err(|err| anyhow!("{err}"))?;
+    if let Some(app) = parsed.as_ref().and_then(|parsed| parsed.spec.app.clone()) {
         return Ok(app);
+    }
+    // A virtual workspace: named after the binary it deploys.
+    if let Some(members) = berth_spec::workspace_members(&tree).map_err(|err| anyhow!("{err}"))? {
+        let spec = parsed.map(|parsed| parsed.spec).unwrap_or_default();
+        let chosen =
+            berth_spec::choose_packages(&members, &spec).map_err(|err| anyhow!("{err}"))?;
+        let name = chosen
+            .bin
+            .or_else(|| chosen.packages.first().cloned())
+            .unwrap_or_default();
+        return Ok(app_name_from_package(&name));
     }
     let manifest = dir.join("Cargo.toml");
     if manifest.is_file() {

@@ -124,7 +124,22 @@ impl Deployer {
         let builder = self.builder.clone();
         let slugs = self.slugs.clone();
         let source = staging.path().to_path_buf();
-        let bin = spec.build.bin.clone();
+        // A virtual workspace builds the members the app runs, chosen now
+        // from the manifests rather than after a build of everything.
+        let workspace = berth_spec::workspace_members(&berth_spec::FolderTree::new(staging.path()))
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        let (packages, bin) = match workspace {
+            Some(members) => {
+                let chosen = berth_spec::choose_packages(&members, &spec)
+                    .map_err(DeployFailure::before_release)?;
+                say(
+                    &progress,
+                    format!("a Cargo workspace: building {}", chosen.packages.join(", ")),
+                );
+                (chosen.packages, chosen.bin.or(spec.build.bin.clone()))
+            }
+            None => (Vec::new(), spec.build.bin.clone()),
+        };
         let features = spec.build.features.clone();
         let build_progress = progress.clone();
         let app_for_build = app.clone();
@@ -152,6 +167,7 @@ impl Deployer {
                 uploaded: &source,
                 bin: bin.as_deref(),
                 features: &features,
+                packages,
                 env: surroundings.env,
                 loopback_ports: surroundings.loopback_ports,
             };

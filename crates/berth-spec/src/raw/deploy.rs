@@ -12,6 +12,7 @@ pub(super) fn validate_build(
 ) -> BuildSpec {
     let mut spec = BuildSpec {
         bin: build.bin,
+        package: build.package,
         features: build.features,
         database: build.database.unwrap_or(false),
         ..BuildSpec::default()

@@ -202,6 +202,7 @@ pub(super) struct RawResources {
 pub(super) struct RawBuild {
     pub(super) builder: Option<Spanned<String>>,
     pub(super) bin: Option<String>,
+    pub(super) package: Option<String>,
     #[serde(default)]
     pub(super) features: Vec<String>,
     pub(super) image: Option<String>,

@@ -17,3 +17,4 @@ mod resources;
 mod scaling;
 mod shuttle;
 mod volumes;
+mod workspaces;
