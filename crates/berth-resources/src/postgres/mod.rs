@@ -123,19 +123,20 @@ impl std::fmt::Debug for PgDatabase {
 }
 
 impl PgDatabase {
-    /// `postgres://name@127.0.0.1:port/name`: for command lines, which
-    /// every user can read; the password goes in `PGPASSWORD`.
+    /// `postgres://name@127.0.0.1:port/name?sslmode=prefer`: for command
+    /// lines, which every user can read; the password goes in `PGPASSWORD`.
     pub fn url_without_password(&self) -> String {
         format!(
-            "postgres://{}@127.0.0.1:{}/{}",
+            "postgres://{}@127.0.0.1:{}/{}?sslmode=prefer",
             self.name, self.port, self.name
         )
     }
 
-    /// `postgres://name:password@127.0.0.1:port/name`.
+    /// `postgres://name:password@127.0.0.1:port/name?sslmode=prefer`: TLS
+    /// when the client has it (the server offers it), plain otherwise.
     pub fn url(&self) -> String {
         format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
+            "postgres://{}:{}@127.0.0.1:{}/{}?sslmode=prefer",
             self.name, *self.password, self.port, self.name
         )
     }
@@ -249,23 +250,34 @@ impl Postgres {
         std::fs::write(self.port_file(), port.to_string())
             .map_err(io_error("cannot write", &self.port_file()))?;
         let cluster = self.cluster_dir();
+        let mut args: Vec<String> = vec![
+            "-D".into(),
+            cluster.display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "unix_socket_directories=".into(),
+            "-c".into(),
+            format!("max_connections={MAX_CONNECTIONS}"),
+            // berth's own (superuser) connections never find it full.
+            "-c".into(),
+            format!("superuser_reserved_connections={RESERVED_FOR_BERTH}"),
+        ];
+        if let Some((certificate, key)) = tls::ensure(&self.root, user.as_ref()) {
+            args.extend([
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", certificate.display()),
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()),
+            ]);
+        }
         let command = ServiceCommand {
             program: binaries.program("postgres"),
-            args: vec![
-                "-D".into(),
-                cluster.display().to_string(),
-                "-p".into(),
-                port.to_string(),
-                "-c".into(),
-                "listen_addresses=127.0.0.1".into(),
-                "-c".into(),
-                "unix_socket_directories=".into(),
-                "-c".into(),
-                format!("max_connections={MAX_CONNECTIONS}"),
-                // berth's own (superuser) connections never find it full.
-                "-c".into(),
-                format!("superuser_reserved_connections={RESERVED_FOR_BERTH}"),
-            ],
+            args,
             user: user.clone(),
             log: self.log_file(),
             workdir: cluster.clone(),
@@ -503,3 +515,4 @@ pub mod migrate;
 mod roles;
 #[cfg(test)]
 mod tests;
+mod tls;

@@ -75,7 +75,10 @@ async fn a_render_blueprint_deploys_as_apps_sharing_a_database() {
     assert_eq!(session.len(), 32, "{session}");
     let database_url = env("DATABASE_URL").await;
     assert!(
-        database_url.ends_with(&format!(":{}/app_todo_web", env("DB_PORT").await)),
+        database_url.ends_with(&format!(
+            ":{}/app_todo_web?sslmode=prefer",
+            env("DB_PORT").await
+        )),
         "{database_url}"
     );
 

@@ -129,3 +129,49 @@ async fn migrations_apply_once_in_order_with_sqlx_bookkeeping() {
         changed.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_speaks_tls_to_apps_that_require_it() {
+    setup();
+    let server = TestServer::start().await;
+    let dir = example("plain");
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"migrated\"\n\n[resources]\npostgres = true\n",
+    )
+    .unwrap();
+    server.ok_in(dir.path(), &["up"]).await;
+    let url = server
+        .ok(&["postgres", "url", "--app", "migrated"])
+        .await
+        .stdout
+        .trim()
+        .to_string();
+    assert!(url.ends_with("?sslmode=prefer"), "{url}");
+    let ca = server.data_dir().join("postgres/tls/ca.crt");
+    // sslmode=require, and verify-full against berth's own CA.
+    for mode in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    ] {
+        let output = tokio::process::Command::new("psql")
+            .arg(url.replace("sslmode=prefer", &mode))
+            .args([
+                "-tAc",
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ])
+            .output()
+            .await
+            .expect("psql");
+        assert!(
+            output.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "t",
+            "{mode}"
+        );
+    }
+}
