@@ -53,6 +53,10 @@ pub struct BuildRequest<'a> {
     pub features: &'a [String],
     /// Workspace members to build (`-p`); empty: the package at the root.
     pub packages: Vec<String>,
+    /// A command run in the source before cargo (`[build] command`: a
+    /// front end's `npm ci && npm run build`); what it writes there is part
+    /// of the slug.
+    pub command: Option<String>,
     /// Variables the build sees besides cargo's own.
     pub env: Vec<(String, String)>,
     /// Ports on the host's loopback the build may reach (the app's
@@ -159,10 +163,29 @@ impl CargoBuilder {
         if !features.is_empty() {
             args.extend(["--features".to_string(), features.join(",")]);
         }
+        if let Some(line) = &request.command {
+            output(format!("running the build command: {line}"));
+            let before = CargoJob {
+                app,
+                build_dir: &app_dir,
+                args: Vec::new(),
+                shell: Some(line.clone()),
+                env: &request.env,
+                loopback_ports: &request.loopback_ports,
+            };
+            let outcome = self.runner.run(&before, &mut |_, line| output(line))?;
+            if let Err(status) = outcome {
+                return Err(BuildError::CommandFailed {
+                    command: line.clone(),
+                    status: command_status(line, &status),
+                });
+            }
+        }
         let job = CargoJob {
             app,
             build_dir: &app_dir,
             args,
+            shell: None,
             env: &request.env,
             loopback_ports: &request.loopback_ports,
         };
@@ -210,6 +233,20 @@ impl CargoBuilder {
             },
             lock,
         ))
+    }
+}
+
+/// How a build command ended, for people: exit 127 is a program the
+/// server does not have.
+fn command_status(line: &str, status: &str) -> String {
+    if status.ends_with("127") || status.contains("exit status: 127") {
+        let program = line
+            .split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|')
+            .find(|word| !word.is_empty() && !word.contains('='))
+            .unwrap_or(line);
+        format!("{status}: `{program}` (or a program it runs) is not installed on the server")
+    } else {
+        status.to_string()
     }
 }
 

@@ -13,6 +13,14 @@ pub enum BuildError {
         /// The compiler's error lines.
         message: String,
     },
+    /// `[build] command` ran and failed.
+    #[error("the build command `{command}` failed ({status}); its output is above")]
+    CommandFailed {
+        /// The command.
+        command: String,
+        /// How it ended.
+        status: String,
+    },
     /// Cargo could not be started.
     #[error("cannot run cargo (is it installed and on PATH?)")]
     CargoMissing(#[source] std::io::Error),

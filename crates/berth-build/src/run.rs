@@ -22,6 +22,9 @@ pub struct CargoJob<'a> {
     pub build_dir: &'a Path,
     /// cargo's arguments (`build --release …`).
     pub args: Vec<String>,
+    /// A shell command to run instead of cargo (`[build] command`), in the
+    /// same place and way.
+    pub shell: Option<String>,
     /// Variables the build sees besides cargo's own.
     pub env: &'a [(String, String)],
     /// Ports on the host's loopback the build may reach.
@@ -70,9 +73,19 @@ impl CargoRunner for LocalCargo {
         job: &CargoJob<'_>,
         line: &mut dyn FnMut(CargoStream, String),
     ) -> Result<Result<(), String>, BuildError> {
-        let mut command = low_priority_command("cargo");
+        let mut command = match &job.shell {
+            Some(line) => {
+                let mut command = low_priority_command("/bin/sh");
+                command.args(["-c", line]);
+                command
+            }
+            None => {
+                let mut command = low_priority_command("cargo");
+                command.args(&job.args);
+                command
+            }
+        };
         command
-            .args(&job.args)
             .current_dir(job.build_dir.join("src"))
             .env("CARGO_TARGET_DIR", job.build_dir.join("target"))
             .env("CARGO_TERM_COLOR", "never")

@@ -335,6 +335,11 @@ pub struct BuildSpec {
     /// stored in the slug.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// A shell command run in the source before cargo, in the build's
+    /// sandbox (a front end's `npm ci && npm run build`); what it writes
+    /// there is part of the slug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// The build gets the app's `DATABASE_URL` (sqlx's checked queries
     /// against the live schema).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -147,7 +147,14 @@ impl SandboxedCargo {
     fn instance_spec(&self, job: &CargoJob<'_>, uid: u32) -> Result<InstanceSpec, BuildError> {
         let toolchain = self.toolchain.clone().map_err(BuildError::Sandbox)?;
         let build = Path::new(BUILD_MOUNT);
-        let mut words = berth_build::run::low_priority_argv("cargo");
+        let mut words = match &job.shell {
+            Some(line) => {
+                let mut words = berth_build::run::low_priority_argv("/bin/sh");
+                words.extend(["-c".to_string(), line.clone()]);
+                words
+            }
+            None => berth_build::run::low_priority_argv("cargo"),
+        };
         words.extend(job.args.iter().cloned());
         let mut binds = vec![BindMount {
             source: job.build_dir.to_path_buf(),

@@ -141,6 +141,7 @@ impl Deployer {
             None => (Vec::new(), spec.build.bin.clone()),
         };
         let features = spec.build.features.clone();
+        let build_command = spec.build.command.clone();
         let build_progress = progress.clone();
         let app_for_build = app.clone();
         // A Blueprint's services share one build directory (an app name,
@@ -168,6 +169,7 @@ impl Deployer {
                 bin: bin.as_deref(),
                 features: &features,
                 packages,
+                command: build_command,
                 env: surroundings.env,
                 loopback_ports: surroundings.loopback_ports,
             };

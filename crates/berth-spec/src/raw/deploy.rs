@@ -13,6 +13,7 @@ pub(super) fn validate_build(
     let mut spec = BuildSpec {
         bin: build.bin,
         package: build.package,
+        command: build.command.filter(|command| !command.trim().is_empty()),
         features: build.features,
         database: build.database.unwrap_or(false),
         ..BuildSpec::default()

@@ -203,6 +203,7 @@ pub(super) struct RawBuild {
     pub(super) builder: Option<Spanned<String>>,
     pub(super) bin: Option<String>,
     pub(super) package: Option<String>,
+    pub(super) command: Option<String>,
     #[serde(default)]
     pub(super) features: Vec<String>,
     pub(super) image: Option<String>,

@@ -277,3 +277,42 @@ async fn a_build_sees_its_env_its_secrets_and_its_database() {
         offline.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_command_runs_before_cargo_and_its_output_ships() {
+    setup();
+    let server = TestServer::start().await;
+    let dir = app_with_build_script("front-end", "fn main() {}\n");
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"front-end\"\n\n[build]\ncommand = \"mkdir -p dist && echo built by the command > dist/index.txt\"\n",
+    )
+    .unwrap();
+    let deployed = server.ok_in(dir.path(), &["up"]).await;
+    assert!(
+        deployed
+            .stderr
+            .contains("running the build command: mkdir -p dist"),
+        "{}",
+        deployed.stderr
+    );
+    // The app finds it beside its source, in the slug.
+    let read = server.get("front-end", "/read?path=dist/index.txt").await;
+    assert_eq!(read.body, "built by the command\n");
+
+    // A tool the server lacks is named; the running release stays.
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"front-end\"\n\n[build]\ncommand = \"NODE_ENV=production no-such-bundler build\"\n",
+    )
+    .unwrap();
+    let failed = server.fails_in(dir.path(), &["up"]).await;
+    assert!(
+        failed
+            .stderr
+            .contains("`no-such-bundler` (or a program it runs) is not installed on the server"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(server.get("front-end", "/").await.status, 200);
+}
