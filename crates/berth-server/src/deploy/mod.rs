@@ -19,6 +19,7 @@ mod build_env;
 mod config;
 mod failure;
 mod prepare;
+mod requirements;
 mod rollback;
 mod rollout;
 pub(crate) mod sandboxed_build;

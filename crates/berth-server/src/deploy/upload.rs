@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::Deployer;
 use super::failure::{DeployFailure, Progress, say};
+use super::requirements;
 use crate::launch::validate_env_key;
 
 /// Secrets read from a file: its name and the values.
@@ -116,6 +117,9 @@ impl Deployer {
             ));
         }
 
+        for message in requirements::missing(staging.path()) {
+            let _ = progress.send(DeployProgress::Warning { message });
+        }
         say(
             &progress,
             "building with cargo build --release (low priority)",

@@ -316,3 +316,32 @@ async fn a_build_command_runs_before_cargo_and_its_output_ships() {
     );
     assert_eq!(server.get("front-end", "/").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_tool_the_build_needs_and_the_server_lacks_is_named_first() {
+    setup();
+    let server = TestServer::start().await;
+    let dir = app_with_build_script("needs-cmake", "fn main() {}\n");
+    std::fs::write(dir.path().join("berth.toml"), "app = \"needs-cmake\"\n").unwrap();
+    // As if a dependency built C code with the cmake crate.
+    let lock = dir.path().join("Cargo.lock");
+    let mut text = std::fs::read_to_string(&lock).unwrap();
+    text.push_str("\n[[package]]\nname = \"cmake\"\nversion = \"0.1.54\"\n");
+    std::fs::write(&lock, text).unwrap();
+    let deployed = server.ok_in(dir.path(), &["up"]).await;
+    let warning =
+        "cmake (in Cargo.lock) needs `cmake`, which this server lacks: install Debian's cmake";
+    let has_cmake = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .chain(["/usr/bin".into()])
+        .any(|dir| dir.join("cmake").is_file());
+    if has_cmake {
+        assert!(!deployed.stderr.contains(warning), "{}", deployed.stderr);
+    } else {
+        let said = deployed
+            .stderr
+            .find(warning)
+            .unwrap_or_else(|| panic!("{}", deployed.stderr));
+        let built = deployed.stderr.find("building with cargo").unwrap();
+        assert!(said < built, "said before the build:\n{}", deployed.stderr);
+    }
+}

@@ -1,0 +1,222 @@
+//! What a build needs from the server besides cargo, read from the source
+//! before the build: crates in `Cargo.lock` that call system tools or
+//! link system libraries (prost-build wants `protoc`, openssl-sys wants
+//! pkg-config and libssl-dev, …), and a linker that `.cargo/config.toml`
+//! names. Each one the server lacks is said before the build starts, with
+//! the Debian package that brings it, so a build that then fails has its
+//! reason right above.
+
+use std::path::Path;
+
+/// A system requirement of a crate.
+struct Need {
+    /// The crate in Cargo.lock.
+    krate: &'static str,
+    /// What must be there.
+    what: Check,
+    /// The Debian package that brings it.
+    package: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum Check {
+    /// A program on `PATH`.
+    Program(&'static str),
+    /// A pkg-config module.
+    PkgConfig(&'static str),
+}
+
+const NEEDS: &[Need] = &[
+    Need {
+        krate: "prost-build",
+        what: Check::Program("protoc"),
+        package: "protobuf-compiler",
+    },
+    Need {
+        krate: "openssl-sys",
+        what: Check::Program("pkg-config"),
+        package: "pkg-config",
+    },
+    Need {
+        krate: "openssl-sys",
+        what: Check::PkgConfig("openssl"),
+        package: "libssl-dev",
+    },
+    Need {
+        krate: "pq-sys",
+        what: Check::PkgConfig("libpq"),
+        package: "libpq-dev",
+    },
+    Need {
+        krate: "cmake",
+        what: Check::Program("cmake"),
+        package: "cmake",
+    },
+    Need {
+        krate: "bindgen",
+        what: Check::Program("clang"),
+        package: "clang (libclang-dev)",
+    },
+    Need {
+        krate: "libz-sys",
+        what: Check::PkgConfig("zlib"),
+        package: "zlib1g-dev",
+    },
+];
+
+/// Linkers a `.cargo/config.toml` may name, and their packages.
+const LINKERS: &[(&str, &str)] = &[
+    ("clang", "clang"),
+    ("mold", "mold"),
+    ("lld", "lld"),
+    ("ld.lld", "lld"),
+];
+
+/// What the build of the source at `dir` needs that this server lacks,
+/// one sentence each.
+pub(super) fn missing(dir: &Path) -> Vec<String> {
+    missing_with(dir, &|check| present(check))
+}
+
+fn missing_with(dir: &Path, have: &dyn Fn(Check) -> bool) -> Vec<String> {
+    let locked = locked_crates(dir);
+    let mut said = Vec::new();
+    for need in NEEDS {
+        if !locked.iter().any(|name| name == need.krate) || have(need.what) {
+            continue;
+        }
+        let thing = match need.what {
+            Check::Program(program) => format!("`{program}`"),
+            Check::PkgConfig(module) => format!("the {module} library (pkg-config `{module}`)"),
+        };
+        said.push(format!(
+            "{} (in Cargo.lock) needs {thing}, which this server lacks: install Debian's {}, or the build may fail",
+            need.krate, need.package
+        ));
+    }
+    for linker in config_linkers(dir) {
+        if let Some((_, package)) = LINKERS.iter().find(|(name, _)| *name == linker)
+            && !have(Check::Program(program_of_linker(&linker)))
+        {
+            said.push(format!(
+                ".cargo/config.toml uses the linker `{linker}`, which this server lacks: install Debian's {package}"
+            ));
+        }
+    }
+    said
+}
+
+fn program_of_linker(linker: &str) -> &'static str {
+    match linker {
+        "lld" | "ld.lld" => "ld.lld",
+        "mold" => "mold",
+        _ => "clang",
+    }
+}
+
+/// The package names in `Cargo.lock`.
+fn locked_crates(dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dir.join("Cargo.lock")) else {
+        return Vec::new();
+    };
+    let Ok(lock) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    lock.get("package")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|package| package.get("name")?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Linkers `.cargo/config.toml` names: `linker = "clang"` under a target,
+/// and `-fuse-ld=lld`/`mold` in `rustflags`.
+fn config_linkers(dir: &Path) -> Vec<String> {
+    let text = ["config.toml", "config"]
+        .iter()
+        .find_map(|name| std::fs::read_to_string(dir.join(".cargo").join(name)).ok());
+    let Some(config) = text.and_then(|text| text.parse::<toml::Table>().ok()) else {
+        return Vec::new();
+    };
+    let mut linkers = Vec::new();
+    let mut look = |table: &toml::Table| {
+        if let Some(linker) = table.get("linker").and_then(toml::Value::as_str) {
+            linkers.push(linker.rsplit('/').next().unwrap_or(linker).to_string());
+        }
+        for flag in table
+            .get("rustflags")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(toml::Value::as_str)
+        {
+            if let Some(linker) = flag.split("-fuse-ld=").nth(1) {
+                linkers.push(linker.to_string());
+            }
+        }
+    };
+    if let Some(targets) = config.get("target").and_then(toml::Value::as_table) {
+        for target in targets.values().filter_map(toml::Value::as_table) {
+            look(target);
+        }
+    }
+    if let Some(build) = config.get("build").and_then(toml::Value::as_table) {
+        look(build);
+    }
+    linkers.sort();
+    linkers.dedup();
+    linkers
+}
+
+fn present(check: Check) -> bool {
+    match check {
+        Check::Program(program) => std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(["/usr/bin".into(), "/usr/local/bin".into()])
+            .any(|dir| dir.join(program).is_file()),
+        Check::PkgConfig(module) => std::process::Command::new("pkg-config")
+            .args(["--exists", module])
+            .status()
+            .is_ok_and(|status| status.success()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_missing_tool_is_named_with_its_package() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.lock"),
+            "version = 3\n\n[[package]]\nname = \"prost-build\"\nversion = \"0.13.0\"\n\n[[package]]\nname = \"openssl-sys\"\nversion = \"0.9.0\"\n\n[[package]]\nname = \"serde\"\nversion = \"1.0.0\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join(".cargo")).unwrap();
+        std::fs::write(
+            dir.path().join(".cargo/config.toml"),
+            "[target.x86_64-unknown-linux-gnu]\nlinker = \"clang\"\nrustflags = [\"-C\", \"link-arg=-fuse-ld=mold\"]\n",
+        )
+        .unwrap();
+        // A server with pkg-config and nothing else.
+        let said = missing_with(dir.path(), &|check| {
+            matches!(check, Check::Program("pkg-config"))
+        });
+        let said = said.join("\n");
+        for expected in [
+            "prost-build (in Cargo.lock) needs `protoc`, which this server lacks: install Debian's protobuf-compiler",
+            "openssl-sys (in Cargo.lock) needs the openssl library (pkg-config `openssl`), which this server lacks: install Debian's libssl-dev",
+            "uses the linker `clang`, which this server lacks: install Debian's clang",
+            "uses the linker `mold`, which this server lacks: install Debian's mold",
+        ] {
+            assert!(said.contains(expected), "no `{expected}` in:\n{said}");
+        }
+        assert!(!said.contains("pkg-config`, which"), "{said}");
+        // A server with everything says nothing.
+        assert!(missing_with(dir.path(), &|_| true).is_empty());
+    }
+}
