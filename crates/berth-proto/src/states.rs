@@ -43,6 +43,9 @@ wire_enum!(
         InstanceExited => "instance.exited",
         /// An instance failed to start.
         InstanceFailed => "instance.failed",
+        /// An instance tried to write where nothing it writes is kept (its
+        /// read-only slug or the host's files).
+        InstanceReadOnly => "instance.read_only",
         /// An instance failed its health checks.
         HealthFailed => "health.failed",
         /// An instance passes its health checks again.

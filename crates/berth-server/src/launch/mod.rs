@@ -184,6 +184,30 @@ pub fn log_sink(
     })
 }
 
+/// What an instance's sink adds: the first time `instance` of `app`
+/// reports a write refused as "Read-only file system", an event says where
+/// an app may write, once per instance.
+pub fn read_only_watch(
+    store: Arc<berth_store::Store>,
+    app: String,
+    instance: String,
+) -> Arc<dyn Fn(String) + Send + Sync> {
+    let warned = std::sync::atomic::AtomicBool::new(false);
+    Arc::new(move |line: String| {
+        if line.contains("Read-only file system")
+            && !warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let _ = store.record_event(
+                &app,
+                berth_store::EventKind::InstanceReadOnly,
+                &format!(
+                    "{instance} tried to write where nothing is kept: its folder (the release's slug) and the host's files are read-only; keep data on a volume ([[mounts]]), or in /tmp, which is lost when the instance stops"
+                ),
+            );
+        }
+    })
+}
+
 /// Env var names: letters, digits and `_`, not starting with a digit; berth's own names are reserved.
 pub fn validate_env_key(key: &str) -> Result<(), String> {
     berth_spec::check_env_key(key)?;

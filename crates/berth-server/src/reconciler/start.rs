@@ -61,7 +61,12 @@ impl Reconciler {
             instance: id.clone(),
             release: release.version,
         };
-        let sink = crate::launch::log_sink(self.parts.logs.clone(), source, None);
+        let watch = crate::launch::read_only_watch(
+            self.parts.store.clone(),
+            release.app.clone(),
+            id.clone(),
+        );
+        let sink = crate::launch::log_sink(self.parts.logs.clone(), source, Some(watch));
         let running = self
             .parts
             .driver

@@ -231,3 +231,30 @@ async fn a_volume_with_a_size_fills_up_at_its_size_grows_and_never_shrinks() {
     assert!(!volume.exists());
     assert!(!server.data_dir().join("volumes/sized/.small.img").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_app_writing_into_its_slug_is_refused_and_told_where_to_write() {
+    setup();
+    let server = TestServer::start().await;
+    let app = example("plain");
+    // Data kept in ./data, as a pastebin did: refused at once, not lost later.
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "app = \"slug-writer\"\n\n[processes]\nweb = \"mkdir -p ./data; echo note > ./data/1.txt; exec plain\"\n",
+    )
+    .unwrap();
+    server.ok_in(app.path(), &["up"]).await;
+    assert_eq!(server.get("slug-writer", "/").await.status, 200);
+    let read = server.get("slug-writer", "/read?path=data/1.txt").await;
+    assert_eq!(read.status, 403, "{}", read.body);
+    let events = server.ok(&["events", "--app", "slug-writer"]).await;
+    assert!(
+        events
+            .stdout
+            .contains("tried to write where nothing is kept")
+            && events.stdout.contains("[[mounts]]"),
+        "{}",
+        events.stdout
+    );
+}
