@@ -23,6 +23,7 @@ mod requirements;
 mod rollback;
 mod rollout;
 pub(crate) mod sandboxed_build;
+mod toolchain;
 mod upload;
 
 pub use config::ConfigChange;

@@ -7,7 +7,7 @@
 //! limit and the server's disk reserve besides). It sees its build directory at [`BUILD_MOUNT`] (the synced
 //! source, cargo's target dir, and a `HOME` with its own cargo home, so no
 //! app's downloads are another's) and the Rust toolchain, read-only, at
-//! [`TOOLCHAIN_MOUNT`] when the host's lives where an app cannot reach it
+//! `/tmp/berth-toolchain` when the host's lives where an app cannot reach it
 //! (under `/root` with rustup). Berth's data dir, keys and token, and other
 //! apps' build directories, are out of its reach: they belong to root and
 //! are private. The network is an instance's: the world outside (crates.io,
@@ -23,13 +23,12 @@ use std::time::Duration;
 use berth_build::{BuildError, CargoJob, CargoRunner, CargoStream};
 use berth_runtime::{BindMount, ExitCause, InstanceSpec, OutputStream};
 
+use super::toolchain::{TOOLCHAIN_MOUNT, Toolchain, pinned_channel};
 use crate::reconciler::ReconcilerHandle;
 use crate::services::Resources;
 
 /// Where a build sees its build directory.
 pub const BUILD_MOUNT: &str = "/tmp/berth-build";
-/// Where a build sees the toolchain, when the host's is out of its reach.
-pub const TOOLCHAIN_MOUNT: &str = "/tmp/berth-toolchain";
 
 /// How often a running build's disk is looked at.
 const DISK_CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -56,58 +55,6 @@ impl Default for BuildLimits {
             timeout: Duration::from_secs(30 * 60),
         }
     }
-}
-
-/// The Rust toolchain builds use: its root (`bin/cargo`, `bin/rustc`,
-/// `lib/`) on the host, and whether it must be mounted to be reached.
-#[derive(Debug, Clone)]
-struct Toolchain {
-    root: PathBuf,
-    mounted: bool,
-}
-
-impl Toolchain {
-    /// The toolchain `rustc --print sysroot` names (with rustup, the
-    /// default toolchain's folder), which must hold `bin/cargo`.
-    fn detect() -> Result<Toolchain, String> {
-        let output = std::process::Command::new("rustc")
-            .args(["--print", "sysroot"])
-            .current_dir("/")
-            .output()
-            .map_err(|err| format!("cannot run rustc to find the toolchain: {err}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "rustc --print sysroot failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        let root = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        if !root.join("bin/cargo").is_file() {
-            return Err(format!(
-                "the toolchain at {} has no bin/cargo",
-                root.display()
-            ));
-        }
-        Ok(Toolchain {
-            mounted: !reachable_by_anyone(&root),
-            root,
-        })
-    }
-
-    fn bin_dir(&self) -> PathBuf {
-        if self.mounted {
-            Path::new(TOOLCHAIN_MOUNT).join("bin")
-        } else {
-            self.root.join("bin")
-        }
-    }
-}
-
-/// Whether every directory from `/` down to `path` lets others through.
-fn reachable_by_anyone(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.ancestors()
-        .all(|dir| std::fs::metadata(dir).is_ok_and(|meta| meta.permissions().mode() & 0o001 != 0))
 }
 
 /// Runs cargo as the app, sandboxed (see the module docs).
@@ -144,8 +91,37 @@ impl SandboxedCargo {
         }
     }
 
-    fn instance_spec(&self, job: &CargoJob<'_>, uid: u32) -> Result<InstanceSpec, BuildError> {
-        let toolchain = self.toolchain.clone().map_err(BuildError::Sandbox)?;
+    /// The toolchain for the source in `job`: the one it pins when this
+    /// server has it, else the default (saying so on `line`).
+    fn toolchain_for(
+        &self,
+        job: &CargoJob<'_>,
+        line: &mut dyn FnMut(CargoStream, String),
+    ) -> Result<Toolchain, BuildError> {
+        let default = self.toolchain.clone().map_err(BuildError::Sandbox);
+        let Some(channel) = pinned_channel(&job.build_dir.join("src")) else {
+            return default;
+        };
+        match Toolchain::installed(&channel) {
+            Ok(pinned) => Ok(pinned),
+            Err(why) => {
+                line(
+                    CargoStream::Stderr,
+                    format!(
+                        "warning: rust-toolchain asks for `{channel}`: {why}; building with the server's default toolchain"
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn instance_spec(
+        &self,
+        job: &CargoJob<'_>,
+        uid: u32,
+        toolchain: &Toolchain,
+    ) -> Result<InstanceSpec, BuildError> {
         let build = Path::new(BUILD_MOUNT);
         let mut words = match &job.shell {
             Some(line) => {
@@ -313,7 +289,8 @@ impl CargoRunner for SandboxedCargo {
                 job.build_dir.display()
             ))
         })?;
-        let spec = self.instance_spec(job, uid)?;
+        let toolchain = self.toolchain_for(job, line)?;
+        let spec = self.instance_spec(job, uid, &toolchain)?;
         self.runtime.block_on(self.run_sandboxed(spec, job, line))
     }
 }
@@ -376,16 +353,5 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("x';rm -rf /;'"), r"'x'\'';rm -rf /;'\'''");
         assert_eq!(shell_quote(""), "''");
-    }
-
-    #[test]
-    fn a_toolchain_under_a_private_folder_is_mounted() {
-        assert!(reachable_by_anyone(Path::new("/usr/bin")));
-        let private = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let inside = private.path().join("toolchain");
-        std::fs::create_dir(&inside).unwrap();
-        assert!(!reachable_by_anyone(&inside));
     }
 }

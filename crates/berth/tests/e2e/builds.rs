@@ -345,3 +345,71 @@ async fn a_system_tool_the_build_needs_and_the_server_lacks_is_named_first() {
         assert!(said < built, "said before the build:\n{}", deployed.stderr);
     }
 }
+
+const RUSTC_PROBE: &str = r#"
+fn main() {
+    let rustc = std::env::var("RUSTC").unwrap();
+    let version = std::process::Command::new(rustc).arg("--version").output().unwrap();
+    println!("cargo:warning=probe {}", String::from_utf8_lossy(&version.stdout).trim());
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_pinned_toolchain_is_used_when_the_server_has_it() {
+    setup();
+    let listed = std::process::Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .expect("rustup");
+    let toolchains: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|line| line.split_whitespace().next().unwrap_or("").to_string())
+        .filter(|name| !name.is_empty())
+        .collect();
+    // Another than the default when the machine has one.
+    let default_line = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .find(|line| line.contains("default"))
+        .map(|line| line.split_whitespace().next().unwrap_or("").to_string());
+    let pinned = toolchains
+        .iter()
+        .find(|name| Some(*name) != default_line.as_ref())
+        .or(toolchains.first())
+        .expect("a toolchain")
+        .clone();
+    let expected = std::process::Command::new("rustup")
+        .args(["run", &pinned, "rustc", "--version"])
+        .output()
+        .unwrap();
+    let expected = String::from_utf8_lossy(&expected.stdout).trim().to_string();
+
+    let server = TestServer::start().await;
+    let dir = app_with_build_script("pinned", RUSTC_PROBE);
+    std::fs::write(
+        dir.path().join("rust-toolchain.toml"),
+        format!("[toolchain]\nchannel = \"{pinned}\"\n"),
+    )
+    .unwrap();
+    let deployed = server.ok_in(dir.path(), &["up"]).await;
+    assert!(
+        deployed.stderr.contains(&format!("probe {expected}")),
+        "{pinned} ({expected}) not used:\n{}",
+        deployed.stderr
+    );
+
+    // One the server lacks: said, and the default builds it.
+    std::fs::write(
+        dir.path().join("rust-toolchain.toml"),
+        "[toolchain]\nchannel = \"1.60.0\"\n",
+    )
+    .unwrap();
+    let fallback = server.ok_in(dir.path(), &["up"]).await;
+    assert!(
+        fallback
+            .stderr
+            .contains("rust-toolchain asks for `1.60.0`: this server has no toolchain `1.60.0`"),
+        "{}",
+        fallback.stderr
+    );
+}
