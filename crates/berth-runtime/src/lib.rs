@@ -145,6 +145,24 @@ pub fn free_disk_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     isolation::free_disk_bytes(path)
 }
 
+/// Runs `command` to its end; a failure says "cannot `what`" and what the
+/// program wrote to stderr. For the host tools berth drives (mkfs, mount,
+/// openssl, …).
+pub fn run_command(command: &mut std::process::Command, what: &str) -> Result<(), String> {
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot {what}: {err}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot {what}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal_process(pid: u32, signal: i32) {
     isolation::signal_process(pid, signal);

@@ -162,39 +162,13 @@ pub async fn apply(url: &str, migrations: &[Migration]) -> Result<Applied, Strin
                     .map_or_else(|| err.to_string(), |db| db.message().to_string())
             )
         };
-        let record = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, $4)";
         if migration.no_transaction {
-            client.batch_execute(&migration.sql).await.map_err(failed)?;
-            let nanos = started.elapsed().as_nanos() as i64;
-            client
-                .execute(
-                    record,
-                    &[
-                        &migration.version,
-                        &migration.description,
-                        &migration.checksum,
-                        &nanos,
-                    ],
-                )
+            run_and_record(&client, migration, started)
                 .await
                 .map_err(failed)?;
         } else {
             let transaction = client.transaction().await.map_err(failed)?;
-            transaction
-                .batch_execute(&migration.sql)
-                .await
-                .map_err(failed)?;
-            let nanos = started.elapsed().as_nanos() as i64;
-            transaction
-                .execute(
-                    record,
-                    &[
-                        &migration.version,
-                        &migration.description,
-                        &migration.checksum,
-                        &nanos,
-                    ],
-                )
+            run_and_record(&transaction, migration, started)
                 .await
                 .map_err(failed)?;
             transaction.commit().await.map_err(failed)?;
@@ -203,6 +177,24 @@ pub async fn apply(url: &str, migrations: &[Migration]) -> Result<Applied, Strin
             .push((migration.version, migration.description.clone()));
     }
     Ok(done)
+}
+
+/// Runs `migration` and records it as sqlx does, on `client` (the
+/// connection, or a transaction around both).
+async fn run_and_record(
+    client: &impl tokio_postgres::GenericClient,
+    migration: &Migration,
+    started: std::time::Instant,
+) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(&migration.sql).await?;
+    let nanos = started.elapsed().as_nanos() as i64;
+    client
+        .execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, $4)",
+            &[&migration.version, &migration.description, &migration.checksum, &nanos],
+        )
+        .await?;
+    Ok(())
 }
 
 fn check_applied(applied: &[(i64, bool, Vec<u8>)], migrations: &[Migration]) -> Result<(), String> {

@@ -90,15 +90,5 @@ fn make(dir: &Path, user: Option<&SystemUser>) -> Result<(), String> {
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
-    let output = command
-        .output()
-        .map_err(|err| format!("cannot run openssl: {err}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    berth_runtime::run_command(command, "make the certificates with openssl")
 }

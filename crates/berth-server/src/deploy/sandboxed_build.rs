@@ -283,7 +283,7 @@ impl CargoRunner for SandboxedCargo {
                 BuildError::Sandbox(format!("cannot make {} private: {err}", cache.display()))
             })?;
         }
-        give_tree(job.build_dir, uid).map_err(|err| {
+        crate::services::own_whole_tree(job.build_dir, uid).map_err(|err| {
             BuildError::Sandbox(format!(
                 "cannot give {} to the app's user: {err}",
                 job.build_dir.display()
@@ -299,26 +299,6 @@ fn private_to_root(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::os::unix::fs::lchown(dir, Some(0), Some(0))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Makes every file under `root` the app's (links themselves, never what
-/// they point at), and `root` itself private to it.
-fn give_tree(root: &Path, uid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    fn walk(path: &Path, uid: u32) -> std::io::Result<()> {
-        let meta = std::fs::symlink_metadata(path)?;
-        if meta.uid() != uid || meta.gid() != uid {
-            std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
-        }
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(path)? {
-                walk(&entry?.path(), uid)?;
-            }
-        }
-        Ok(())
-    }
-    walk(root, uid)?;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
 }
 
 fn unique_suffix() -> String {

@@ -32,6 +32,8 @@ mod secrets;
 mod sized_volumes;
 mod volumes;
 
+pub(crate) use volumes::own_whole_tree;
+
 /// Why a resource operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourcesError {

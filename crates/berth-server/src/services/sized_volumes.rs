@@ -13,6 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use berth_runtime::run_command as run;
+
 /// The image file of the volume at `dir`.
 pub(super) fn image_of(dir: &Path) -> PathBuf {
     let name = dir
@@ -203,20 +205,6 @@ fn loop_device_of(dir: &Path) -> Result<String, String> {
             (*mount_point == target && source.starts_with("/dev/loop")).then(|| source.to_string())
         })
         .ok_or_else(|| format!("no loop device is mounted on {target}"))
-}
-
-fn run(command: &mut Command, what: &str) -> Result<(), String> {
-    let output = command
-        .output()
-        .map_err(|err| format!("cannot {what}: {err}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "cannot {what}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -168,7 +168,7 @@ pub(super) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 /// `root` mode 0700. Skipped when `root` and its direct children are
 /// already `uid`'s, so an instance start costs a few `stat`s.
 pub(super) fn own_tree(root: &Path, uid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let owned = |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.uid() == uid);
     let children_owned = std::fs::read_dir(root)?
         .flatten()
@@ -176,9 +176,19 @@ pub(super) fn own_tree(root: &Path, uid: u32) -> std::io::Result<()> {
     if owned(root) && children_owned {
         return Ok(());
     }
+    own_whole_tree(root, uid)
+}
+
+/// Makes `root` and everything under it owned by `uid` (group `uid`) —
+/// links themselves, never what they point at — and `root` mode 0700,
+/// walking all of it.
+pub(crate) fn own_whole_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     fn walk(path: &Path, uid: u32) -> std::io::Result<()> {
-        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
         let meta = std::fs::symlink_metadata(path)?;
+        if meta.uid() != uid || meta.gid() != uid {
+            std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        }
         if meta.is_dir() {
             for entry in std::fs::read_dir(path)? {
                 walk(&entry?.path(), uid)?;
