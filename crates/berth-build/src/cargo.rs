@@ -225,6 +225,13 @@ impl CargoBuilder {
         binaries.sort();
         binaries.dedup();
         let default_binary = choose_default_binary(&binaries, bin)?;
+        // The slug is copied from the source folder, which the build (the
+        // app's code) could have swapped for a link to the host's files.
+        if !fs::symlink_metadata(&source_dir).is_ok_and(|meta| meta.is_dir()) {
+            return Err(BuildError::NoBinary(
+                "the build replaced its source folder with something else than a folder".into(),
+            ));
+        }
         Ok((
             BuildOutput {
                 binaries,

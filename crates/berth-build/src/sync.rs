@@ -9,6 +9,11 @@ use std::path::Path;
 /// are rewritten, new ones added, missing ones removed. Unchanged files keep
 /// their modification time, which is what lets cargo rebuild incrementally.
 pub fn sync_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    // `dest` may belong to the app's user, whose build could have swapped
+    // it for a link to a folder of the host's: never write through one.
+    if fs::symlink_metadata(dest).is_ok_and(|meta| !meta.is_dir()) {
+        remove_any(dest)?;
+    }
     fs::create_dir_all(dest)?;
     let mut wanted = std::collections::HashSet::new();
     for entry in fs::read_dir(src)? {
@@ -66,6 +71,25 @@ fn remove_any(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_destination_swapped_for_a_link_is_replaced_not_written_through() {
+        let src = tempfile::tempdir().unwrap();
+        let place = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("main.rs"), "fn main() {}").unwrap();
+        fs::write(elsewhere.path().join("precious"), "keep").unwrap();
+        let dest = place.path().join("src");
+        std::os::unix::fs::symlink(elsewhere.path(), &dest).unwrap();
+        sync_tree(src.path(), &dest).unwrap();
+        assert!(fs::symlink_metadata(&dest).unwrap().is_dir());
+        assert!(dest.join("main.rs").exists());
+        assert_eq!(
+            fs::read_to_string(elsewhere.path().join("precious")).unwrap(),
+            "keep"
+        );
+        assert!(!elsewhere.path().join("main.rs").exists());
+    }
 
     #[test]
     fn sync_keeps_unchanged_files_untouched() {

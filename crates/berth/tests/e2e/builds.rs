@@ -413,3 +413,59 @@ async fn a_pinned_toolchain_is_used_when_the_server_has_it() {
         fallback.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_build_that_swaps_its_source_for_a_link_leaks_and_overwrites_nothing() {
+    setup();
+    let server = TestServer::start().await;
+    // A host folder the build points its source at.
+    // (Open to all and outside /tmp, which the build has its own of, so
+    // cargo, as the app, can work in it after the swap.)
+    let target = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(target.path().join("precious"), "keep").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(target.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let swap = format!(
+        r#"
+fn main() {{
+    let src = std::env::current_dir().unwrap();
+    let moved = src.with_file_name("src-moved");
+    let _ = std::fs::remove_dir_all(&moved);
+    std::fs::rename(&src, &moved).unwrap();
+    std::os::unix::fs::symlink("{}", &src).unwrap();
+}}
+"#,
+        target.path().display()
+    );
+    let dir = app_with_build_script("swapper", &swap);
+    // The binary's source at an absolute path that survives the swap, so
+    // the build succeeds and a slug would be copied from the link.
+    let manifest = dir.path().join("Cargo.toml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        original.replace(
+            "[dependencies]",
+            "[[bin]]\nname = \"plain\"\npath = \"/tmp/berth-build/src-moved/src/main.rs\"\n\n[dependencies]",
+        ),
+    )
+    .unwrap();
+    let failed = server.fails_in(dir.path(), &["up"]).await;
+    assert!(
+        failed
+            .stderr
+            .contains("the build replaced its source folder"),
+        "{}",
+        failed.stderr
+    );
+    // The next deploy replaces the link, writing nothing through it.
+    std::fs::write(dir.path().join("build.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(&manifest, original).unwrap();
+    server.ok_in(dir.path(), &["up"]).await;
+    assert_eq!(
+        std::fs::read_to_string(target.path().join("precious")).unwrap(),
+        "keep"
+    );
+    assert!(!target.path().join("Cargo.toml").exists());
+}
