@@ -439,16 +439,18 @@ fn main() {{
         target.path().display()
     );
     let dir = app_with_build_script("swapper", &swap);
-    // The binary's source at an absolute path that survives the swap, so
-    // the build succeeds and a slug would be copied from the link.
-    let manifest = dir.path().join("Cargo.toml");
-    let original = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        original.replace(
-            "[dependencies]",
-            "[[bin]]\nname = \"plain\"\npath = \"/tmp/berth-build/src-moved/src/main.rs\"\n\n[dependencies]",
-        ),
+    // The folder holds the app's source too, so cargo, which reads it
+    // through the link after the swap, builds, and a slug would be copied
+    // from it.
+    std::fs::create_dir(target.path().join("src")).unwrap();
+    std::fs::copy(
+        dir.path().join("src/main.rs"),
+        target.path().join("src/main.rs"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        target.path().join("src"),
+        std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
     let failed = server.fails_in(dir.path(), &["up"]).await;
@@ -461,7 +463,6 @@ fn main() {{
     );
     // The next deploy replaces the link, writing nothing through it.
     std::fs::write(dir.path().join("build.rs"), "fn main() {}\n").unwrap();
-    std::fs::write(&manifest, original).unwrap();
     server.ok_in(dir.path(), &["up"]).await;
     assert_eq!(
         std::fs::read_to_string(target.path().join("precious")).unwrap(),
