@@ -62,6 +62,8 @@ pub struct BuildRequest<'a> {
     /// Ports on the host's loopback the build may reach (the app's
     /// database, for sqlx's checked queries).
     pub loopback_ports: Vec<u16>,
+    /// Hosts the build may reach besides its registries (`[build] hosts`).
+    pub hosts: Vec<String>,
 }
 
 impl Builder for CargoBuilder {
@@ -172,6 +174,7 @@ impl CargoBuilder {
                 shell: Some(line.clone()),
                 env: &request.env,
                 loopback_ports: &request.loopback_ports,
+                hosts: &request.hosts,
             };
             let outcome = self.runner.run(&before, &mut |_, line| output(line))?;
             if let Err(status) = outcome {
@@ -188,6 +191,7 @@ impl CargoBuilder {
             shell: None,
             env: &request.env,
             loopback_ports: &request.loopback_ports,
+            hosts: &request.hosts,
         };
         let mut binaries = Vec::new();
         let mut error_lines: Vec<String> = Vec::new();

@@ -29,6 +29,9 @@ pub struct CargoJob<'a> {
     pub env: &'a [(String, String)],
     /// Ports on the host's loopback the build may reach.
     pub loopback_ports: &'a [u16],
+    /// Hosts the build may reach besides its registries (`[build] hosts`);
+    /// a sandboxed build reaches nothing else.
+    pub hosts: &'a [String],
 }
 
 /// Which stream a line of cargo's output came from.

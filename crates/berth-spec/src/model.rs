@@ -340,6 +340,10 @@ pub struct BuildSpec {
     /// there is part of the slug.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// Hosts the build may reach besides crates.io, GitHub and npm (a
+    /// private registry, a git host): names, or `*.` and a domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// The build gets the app's `DATABASE_URL` (sqlx's checked queries
     /// against the live schema).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

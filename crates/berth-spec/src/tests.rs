@@ -551,6 +551,23 @@ fn the_build_env_comes_from_build_env_and_flys_build_args() {
         fly.warnings
     );
 
+    let hosts = parse_spec(
+        "berth.toml",
+        "[build]\nhosts = [\"Registry.Example.com\", \"*.corp.example\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        hosts.spec.build.hosts,
+        ["registry.example.com", "*.corp.example"]
+    );
+    let bad_host = parse_spec("berth.toml", "[build]\nhosts = [\"http://x\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad_host.contains("`http://x` is not a host name"),
+        "{bad_host}"
+    );
+
     let bad = parse_spec("berth.toml", "[build]\nsecrets = [\"A=B\"]\n")
         .unwrap_err()
         .to_string();

@@ -36,6 +36,26 @@ pub struct EgressPolicy {
     pub allow_loopback: bool,
     /// Private ranges the app may reach (its `[egress] allow`).
     pub allow: Vec<berth_proto::Ipv4Cidr>,
+    /// When set, the only host names the proxy opens (a build's registries):
+    /// an entry is a name, or `*.` and a domain for any name below it.
+    pub hosts: Option<Vec<String>>,
+}
+
+impl EgressPolicy {
+    /// Whether `host` (a name or an address, from `CONNECT host:port` or
+    /// an absolute URL) is one the policy names, or any when it names none.
+    pub fn allows_host(&self, host: &str) -> bool {
+        let Some(hosts) = &self.hosts else {
+            return true;
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        hosts
+            .iter()
+            .any(|allowed| match allowed.strip_prefix("*.") {
+                Some(domain) => host.ends_with(&format!(".{domain}")),
+                None => host == *allowed,
+            })
+    }
 }
 
 impl EgressPolicy {
@@ -185,6 +205,20 @@ async fn proxy_one(
         forwarded.extend_from_slice(&head[end..]);
         (authority, Some(forwarded))
     };
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority.as_str(), |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if !policy.allows_host(host) {
+        let reason = format!(
+            "berth's egress proxy does not open {authority}: a build reaches only its registries and the hosts [build] hosts names"
+        );
+        client
+            .write_all(&proxy_answer("403 Forbidden", &reason))
+            .await?;
+        return Ok(());
+    }
     let addresses: Vec<SocketAddr> = match tokio::net::lookup_host(&authority).await {
         Ok(found) => found.collect(),
         Err(err) => {
@@ -248,6 +282,47 @@ mod tests {
             },
         ));
         addr
+    }
+
+    #[tokio::test]
+    async fn a_build_policy_opens_only_the_hosts_it_names() {
+        let policy = EgressPolicy {
+            allow_loopback: true,
+            hosts: Some(vec!["localhost".into(), "*.crates.io".into()]),
+            ..EgressPolicy::default()
+        };
+        assert!(policy.allows_host("index.crates.io"));
+        assert!(policy.allows_host("LOCALHOST."));
+        assert!(!policy.allows_host("crates.io.evil.example"));
+        assert!(!policy.allows_host("127.0.0.1"));
+        // Through the proxy: a named host is opened, another refused before
+        // any lookup or connection.
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = upstream.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = upstream.accept().await {
+                let _ = stream.write_all(b"upstream").await;
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(egress(listener, policy));
+        for (target, expected) in [
+            (format!("localhost:{port}"), "HTTP/1.1 200"),
+            (format!("127.0.0.1:{port}"), "HTTP/1.1 403"),
+        ] {
+            let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            client
+                .write_all(
+                    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut answer = vec![0u8; 256];
+            let read = client.read(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer[..read]);
+            assert!(answer.starts_with(expected), "{target}: {answer}");
+        }
     }
 
     #[test]

@@ -226,4 +226,26 @@ impl Networks {
         network._allowance = allowance;
         Ok(Some(network))
     }
+
+    /// The network of a build: a namespace without a link to the host
+    /// whatever the mode, whose only way out is the egress proxy, open to
+    /// `hosts` alone (see [`EgressPolicy::hosts`]), with bridges to
+    /// `loopback_ports`. `None` when namespaces cannot be made here (not
+    /// root).
+    pub fn prepare_build(
+        &self,
+        loopback_ports: &[u16],
+        hosts: Vec<String>,
+    ) -> Result<Option<InstanceNetwork>, String> {
+        if matches!(self.mode, Mode::Shared) {
+            return Ok(None);
+        }
+        let netns =
+            NetNs::create().map_err(|err| format!("cannot make a network namespace: {err}"))?;
+        let policy = EgressPolicy {
+            hosts: Some(hosts),
+            ..EgressPolicy::default()
+        };
+        InstanceNetwork::prepare(netns, loopback_ports, Some(policy), &self.resolvers).map(Some)
+    }
 }

@@ -10,8 +10,10 @@
 //! `/tmp/berth-toolchain` when the host's lives where an app cannot reach it
 //! (under `/root` with rustup). Berth's data dir, keys and token, and other
 //! apps' build directories, are out of its reach: they belong to root and
-//! are private. The network is an instance's: the world outside (crates.io,
-//! git hosts), never this host, its LAN or the cloud's metadata address.
+//! are private. Its network has no route out: an HTTP proxy inside
+//! (`HTTPS_PROXY`, which cargo and npm honour) opens only the registries
+//! ([`BUILD_HOSTS`]) and the hosts `[build] hosts` adds — never this host,
+//! its LAN or the cloud's metadata address.
 //!
 //! The build is started through the reconciler like a release command, so it
 //! is journaled and killed with the server.
@@ -29,6 +31,27 @@ use crate::services::Resources;
 
 /// Where a build sees its build directory.
 pub const BUILD_MOUNT: &str = "/tmp/berth-build";
+
+/// The hosts a build may reach through its proxy: crates.io, GitHub (git
+/// dependencies), the npm registry (a `[build] command`'s front end), and
+/// the ones its spec adds (`[build] hosts`).
+pub const BUILD_HOSTS: &[&str] = &[
+    "crates.io",
+    "index.crates.io",
+    "static.crates.io",
+    "github.com",
+    "codeload.github.com",
+    "*.githubusercontent.com",
+    "registry.npmjs.org",
+];
+
+fn build_hosts(extra: &[String]) -> Vec<String> {
+    BUILD_HOSTS
+        .iter()
+        .map(|host| host.to_string())
+        .chain(extra.iter().map(|host| host.to_ascii_lowercase()))
+        .collect()
+}
 
 /// How often a running build's disk is looked at.
 const DISK_CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -193,7 +216,7 @@ impl SandboxedCargo {
         let network = self
             .resources
             .networks()
-            .prepare(job.loopback_ports, true, &[])
+            .prepare_build(job.loopback_ports, build_hosts(job.hosts))
             .map_err(BuildError::Sandbox)?;
         if let (Some(network), Some(sandbox)) = (&network, spec.sandbox.as_mut()) {
             sandbox.network = Some(network.netns.clone());

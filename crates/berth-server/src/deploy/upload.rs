@@ -146,6 +146,7 @@ impl Deployer {
         };
         let features = spec.build.features.clone();
         let build_command = spec.build.command.clone();
+        let build_hosts = spec.build.hosts.clone();
         let build_progress = progress.clone();
         let app_for_build = app.clone();
         // A Blueprint's services share one build directory (an app name,
@@ -176,6 +177,7 @@ impl Deployer {
                 command: build_command,
                 env: surroundings.env,
                 loopback_ports: surroundings.loopback_ports,
+                hosts: build_hosts,
             };
             let (built, _lock) = builder
                 .build(&request, &mut output)

@@ -21,6 +21,30 @@ pub(super) fn validate_build(
     let mut env = build.args;
     env.extend(build.env);
     spec.env = validate_env(env, "[build] env", problems, &mut Vec::new(), file);
+    for host in build.hosts {
+        let name = host.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        let bare = name.strip_prefix("*.").unwrap_or(&name);
+        let valid = !bare.is_empty()
+            && bare.len() <= 253
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if valid {
+            spec.hosts.push(name);
+        } else {
+            problems.at(
+                &host,
+                format!(
+                    "[build] hosts: `{}` is not a host name (a name such as \"registry.example.com\", or \"*.example.com\")",
+                    host.get_ref()
+                ),
+            );
+        }
+    }
     for name in build.secrets {
         match crate::check_env_key(name.get_ref()) {
             Ok(()) => spec.secrets.push(name.into_inner()),

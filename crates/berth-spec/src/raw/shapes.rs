@@ -204,6 +204,7 @@ pub(super) struct RawBuild {
     pub(super) bin: Option<String>,
     pub(super) package: Option<String>,
     pub(super) command: Option<String>,
+    pub(super) hosts: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) features: Vec<String>,
     pub(super) image: Option<String>,

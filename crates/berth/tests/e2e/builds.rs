@@ -45,6 +45,18 @@ fn main() {
     report("write data dir", std::fs::write("@DATA@/escape", "x").map(|_| "written".to_string()), true);
     report("write tmp", std::fs::File::create("/tmp/@MARKER@").and_then(|mut file| file.write_all(b"x")).map(|_| "written".to_string()), false);
     report("connect api", std::net::TcpStream::connect("@API@").map(|_| "connected".to_string()), true);
+    // Out only through the proxy, and only to the registries.
+    let proxy = std::env::var("HTTPS_PROXY").unwrap_or_default();
+    let through_proxy = std::net::TcpStream::connect(proxy.trim_start_matches("http://").trim_end_matches('/'))
+        .and_then(|mut stream| {
+            use std::io::Read;
+            stream.write_all(b"CONNECT elsewhere.example:443 HTTP/1.1\r\nHost: elsewhere.example:443\r\n\r\n")?;
+            let mut answer = [0u8; 12];
+            stream.read_exact(&mut answer)?;
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            if answer.starts_with("HTTP/1.1 200") { Ok(answer) } else { Err(std::io::Error::other(answer)) }
+        });
+    report("proxy to another host", through_proxy, true);
 }
 "#;
 
@@ -74,6 +86,7 @@ async fn a_build_runs_as_the_app_and_cannot_read_berths_secrets() {
         "list other build: refused",
         "write data dir: refused",
         "connect api: refused",
+        "proxy to another host: refused (HTTP/1.1 403)",
     ] {
         assert!(output.contains(refused), "no `{refused}` in:\n{output}");
     }
