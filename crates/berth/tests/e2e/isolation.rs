@@ -912,35 +912,29 @@ fn dns_answer(query: &[u8], name: &str, address: std::net::Ipv4Addr) -> Option<V
     Some(answer)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root"]
-async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
-    setup();
-    let outside = outside_for_direct_egress(1);
-    // A resolver on the host's loopback, as systemd-resolved's 127.0.0.53
-    // is, which an instance's own loopback does not have.
-    let resolver: std::net::SocketAddr = "127.0.0.153:53".parse().unwrap();
-    let dns = DnsServer::start(resolver, "outside.berth.test", outside.address);
+/// A server whose instances get `nameserver` (with a short timeout) as
+/// their resolver (`BERTH_RESOLV_CONF`), and `app` (the plain example)
+/// deployed on it. The folder holds the resolv.conf given.
+async fn server_with_resolver(nameserver: &str, app: &str) -> (TestServer, tempfile::TempDir) {
     let files = tempfile::tempdir().unwrap();
     let resolv_conf = files.path().join("resolv.conf");
     std::fs::write(
         &resolv_conf,
-        "nameserver 127.0.0.153\noptions timeout:2 attempts:2\n",
+        format!("nameserver {nameserver}\noptions timeout:2 attempts:2\n"),
     )
     .unwrap();
     let server =
         TestServer::start_with_env(&[], &[("BERTH_RESOLV_CONF", resolv_conf.to_str().unwrap())])
             .await;
-    deploy_plain(&server, "resolving", "").await;
+    deploy_plain(&server, app, "").await;
+    (server, files)
+}
 
-    let seen = server
-        .get("resolving", "/read?path=/etc/resolv.conf")
-        .await
-        .body;
-    assert!(seen.contains("nameserver 127.0.0.153"), "{seen}");
+/// `app` reaches the outside host by the name the test's resolver gives.
+async fn fetches_outside_by_name(server: &TestServer, app: &str) {
     let fetched = server
         .get(
-            "resolving",
+            app,
             "/fetch?addr=outside.berth.test:8000&path=/hello.txt&direct=1",
         )
         .await;
@@ -950,6 +944,24 @@ async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
         "{}",
         fetched.body
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_instance_resolves_names_through_a_resolver_on_the_hosts_loopback() {
+    setup();
+    let outside = outside_for_direct_egress(1);
+    // A resolver on the host's loopback, as systemd-resolved's 127.0.0.53
+    // is, which an instance's own loopback does not have.
+    let resolver: std::net::SocketAddr = "127.0.0.153:53".parse().unwrap();
+    let dns = DnsServer::start(resolver, "outside.berth.test", outside.address);
+    let (server, _files) = server_with_resolver("127.0.0.153", "resolving").await;
+    let seen = server
+        .get("resolving", "/read?path=/etc/resolv.conf")
+        .await
+        .body;
+    assert!(seen.contains("nameserver 127.0.0.153"), "{seen}");
+    fetches_outside_by_name(&server, "resolving").await;
     assert!(dns.queries() > 0, "the query reached the host's resolver");
     // A name the resolver does not know fails at once, as it would anywhere.
     let unknown = server
@@ -971,36 +983,14 @@ async fn an_instance_resolves_names_through_a_resolver_on_a_private_address() {
     let lan = outside_for_direct_egress_on(Where::Lan, 4);
     let resolver = std::net::SocketAddr::from((lan.gateway, 53));
     let dns = DnsServer::start(resolver, "outside.berth.test", outside.address);
-    let files = tempfile::tempdir().unwrap();
-    let resolv_conf = files.path().join("resolv.conf");
-    std::fs::write(
-        &resolv_conf,
-        format!("nameserver {}\noptions timeout:2 attempts:2\n", lan.gateway),
-    )
-    .unwrap();
-    let server =
-        TestServer::start_with_env(&[], &[("BERTH_RESOLV_CONF", resolv_conf.to_str().unwrap())])
-            .await;
-    deploy_plain(&server, "resolving-lan", "").await;
-
+    let (server, _files) = server_with_resolver(&lan.gateway.to_string(), "resolving-lan").await;
     let seen = server
         .get("resolving-lan", "/read?path=/etc/resolv.conf")
         .await
         .body;
     assert!(seen.contains("nameserver 127.0.53.1"), "{seen}");
     assert!(seen.contains("options timeout:2"), "{seen}");
-    let fetched = server
-        .get(
-            "resolving-lan",
-            "/fetch?addr=outside.berth.test:8000&path=/hello.txt&direct=1",
-        )
-        .await;
-    assert_eq!(fetched.status, 200, "{}", fetched.body);
-    assert!(
-        fetched.body.contains("hello from outside"),
-        "{}",
-        fetched.body
-    );
+    fetches_outside_by_name(&server, "resolving-lan").await;
     assert!(dns.queries() > 0, "the query reached the private resolver");
     // The resolver's address itself stays out of reach, as the LAN is.
     let direct = server
