@@ -11,6 +11,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Its instance id (for error pages and logs).
     pub instance: String,
+    /// Its process group (`web`), which private names like
+    /// `web.APP.internal` pick by; empty when not known.
+    pub group: String,
     /// Unique per backend: idle upstream connections are kept under it
     /// (instances in namespaces of their own share an address).
     pub key: u64,
@@ -29,6 +32,7 @@ impl Backend {
         Backend {
             addr,
             instance,
+            group: String::new(),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             netns: None,
             in_flight: AtomicUsize::new(0),
@@ -40,6 +44,12 @@ impl Backend {
     /// A backend reached inside the network namespace `netns`.
     pub fn in_namespace(mut self, netns: Arc<berth_runtime::netns::NetNs>) -> Self {
         self.netns = Some(netns);
+        self
+    }
+
+    /// A backend of process group `group`.
+    pub fn in_group(mut self, group: &str) -> Self {
+        self.group = group.to_string();
         self
     }
 

@@ -21,5 +21,5 @@ pub mod upstream;
 
 pub use balance::{Backend, InFlight};
 pub use listen::{RouterSockets, serve};
-pub use route::{Admission, AppRoute, AppTraffic, RouteTable, Waker};
+pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, Waker};
 pub use statics::StaticDir;

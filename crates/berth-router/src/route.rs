@@ -30,6 +30,28 @@ pub struct AppRoute {
     pub admission: Admission,
     /// URL prefixes the router answers from files itself.
     pub statics: Arc<[crate::StaticDir]>,
+    /// How its private names reach it.
+    pub internal: Arc<InternalAccess>,
+}
+
+/// How an app is reached at its private names (`APP.internal`,
+/// `GROUP.APP.internal`) from inside instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InternalAccess {
+    /// Its process groups that serve HTTP, each with a name of its own.
+    pub groups: Vec<String>,
+    /// The fixed port its instances listen on (`internal_port`), which the
+    /// names answer on besides port 80.
+    pub port: Option<u16>,
+    /// Other apps that may reach it (`[internal] allow`); its own always may.
+    pub callers: Vec<String>,
+}
+
+impl InternalAccess {
+    /// Whether instances of `caller` may reach `app`, whose access this is.
+    pub fn admits(&self, app: &str, caller: &str) -> bool {
+        caller == app || self.callers.iter().any(|allowed| allowed == caller)
+    }
 }
 
 /// What the router does with a request no instance can take now.

@@ -17,6 +17,7 @@ pub(crate) mod config;
 pub(crate) mod deploy;
 pub(crate) mod disk;
 pub(crate) mod health;
+pub(crate) mod internal_names;
 pub(crate) mod jobs;
 pub(crate) mod launch;
 pub(crate) mod reconciler;
@@ -224,6 +225,7 @@ pub async fn run(
         format!("http://{}", reachable(api_addr)),
         url_for.clone(),
     )?);
+    resources.serve_internal_names(internal_names::InternalNames::new(route_receiver.clone()));
     // Databases and Redis servers first: instances expect them.
     resources.start().await;
     let launcher = launch::Launcher::new(slugs.clone(), resources.clone());

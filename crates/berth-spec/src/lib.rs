@@ -31,8 +31,8 @@ pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use kube::{Manifests, parse_manifests, to_manifests};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EgressSpec,
-    EnvFrom, EnvSource, HealthCheck, HttpService, MountSpec, ResourcesSpec, Scaling, StaticSpec,
-    VM_SIZES, VmSpec,
+    EnvFrom, EnvSource, HealthCheck, HttpService, InternalSpec, MountSpec, ResourcesSpec, Scaling,
+    StaticSpec, VM_SIZES, VmSpec,
 };
 pub use project::{
     PROCFILE, PROJECT_FILE_NAMES, load_blueprint, load_project, load_project_for, parse_procfile,

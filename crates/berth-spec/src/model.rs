@@ -56,6 +56,25 @@ pub struct AppSpec {
     /// Where its instances may connect beyond the public internet.
     #[serde(default, skip_serializing_if = "EgressSpec::is_default")]
     pub egress: EgressSpec,
+    /// Who else may reach it at its private names (`[internal]`).
+    #[serde(default, skip_serializing_if = "InternalSpec::is_default")]
+    pub internal: InternalSpec,
+}
+
+/// `[internal]`: the app's private names (`APP.internal` for the groups
+/// that serve HTTP, `GROUP.APP.internal` for each of them), which the app's
+/// own instances and jobs always reach and other apps only when listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InternalSpec {
+    /// Other apps whose instances and jobs may reach it (`["frontend"]`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl InternalSpec {
+    fn is_default(&self) -> bool {
+        self == &InternalSpec::default()
+    }
 }
 
 /// `[egress]`: what an app's instances may reach besides the public
@@ -278,6 +297,7 @@ impl Default for AppSpec {
             env_from: Vec::new(),
             shuttle: None,
             egress: EgressSpec::default(),
+            internal: InternalSpec::default(),
         }
     }
 }

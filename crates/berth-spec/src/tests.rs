@@ -576,3 +576,13 @@ fn the_build_env_comes_from_build_env_and_flys_build_args() {
         "{bad}"
     );
 }
+
+#[test]
+fn internal_allow_names_apps_and_says_where_one_is_not_a_name() {
+    let text = "app = \"api\"\n[internal]\nallow = [\"frontend\", \"jobs-1\", \"frontend\"]\n";
+    let spec = parse_spec("berth.toml", text).unwrap().spec;
+    assert_eq!(spec.internal.allow, ["frontend", "jobs-1"]);
+    let bad = "app = \"api\"\n[internal]\nallow = [\"frontend\", \"Bad_Name\"]\n";
+    let err = parse_spec("berth.toml", bad).unwrap_err().to_string();
+    assert!(err.contains("berth.toml:3:22: [internal] allow:"), "{err}");
+}

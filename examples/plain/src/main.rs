@@ -9,6 +9,9 @@
 //!   `http_proxy` when it is set (as HTTP clients do) unless `&direct=1`
 //!   (as clients that ignore proxy settings do), and answers with the
 //!   response it got.
+//!
+//! Run as `plain fetch HOST:PORT /P`, it fetches that URL directly, prints
+//! the response, and exits 0 when it was a 200 (for jobs and workers).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -81,6 +84,21 @@ fn answer(target: &str, instance: &str) -> (u16, String) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("fetch") {
+        let addr = args.get(2).map_or("127.0.0.1:80", String::as_str);
+        let path = args.get(3).map_or("/", String::as_str);
+        match fetch(addr, path, true) {
+            Ok(response) => {
+                println!("{response}");
+                std::process::exit(if response.starts_with("HTTP/1.1 200") { 0 } else { 1 });
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                std::process::exit(1);
+            }
+        }
+    }
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind 127.0.0.1:$PORT");
     println!("level=info msg=\"plain is listening\" port={port}");

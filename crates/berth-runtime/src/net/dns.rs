@@ -40,7 +40,7 @@ impl Resolvers {
         };
         let (inside, relayed) = relay_plan(&text);
         let mounted = if inside != text || chosen.is_some() {
-            Some(write_resolv_conf(&inside)?)
+            Some(super::files::shared_file("resolv", "conf", &inside)?)
         } else {
             None
         };
@@ -77,31 +77,6 @@ pub fn relay_plan(resolv_conf: &str) -> (String, Vec<(SocketAddr, SocketAddr)>) 
         inside.push('\n');
     }
     (inside, relayed)
-}
-
-/// Writes `text` where every instance's mount can read it, named by its
-/// content (servers with the same resolvers share one file).
-fn write_resolv_conf(text: &str) -> Result<std::path::PathBuf, String> {
-    use std::hash::{Hash, Hasher};
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::path::Path::new("/run/berth");
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    let path = dir.join(format!("resolv-{:016x}.conf", hasher.finish()));
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
-        .and_then(|()| {
-            let staging = dir.join(format!(".resolv-{}", std::process::id()));
-            std::fs::write(&staging, text)?;
-            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o644))?;
-            std::fs::rename(&staging, &path)
-        });
-    written.map(|()| path.clone()).map_err(|err| {
-        format!(
-            "cannot write the instances' resolv.conf {}: {err}",
-            path.display()
-        )
-    })
 }
 
 /// Clients relayed at once per instance (each client address — a resolver

@@ -34,6 +34,7 @@ pub mod uplink;
 mod bridge;
 mod dns;
 mod egress;
+mod files;
 mod nft;
 mod pool;
 mod switch;
@@ -45,6 +46,7 @@ use tokio::task::JoinHandle;
 
 pub use dns::{Resolvers, relay_plan};
 pub use egress::{EGRESS_PORT, EgressPolicy, egress_env};
+pub use files::shared_file;
 pub use nft::RULESET;
 
 use bridge::bridge;
@@ -75,6 +77,12 @@ impl Drop for InstanceNetwork {
 }
 
 impl InstanceNetwork {
+    /// Keeps `task` (a listener serving the namespace) for as long as the
+    /// network lives: it stops with it.
+    pub fn keep(&mut self, task: JoinHandle<()>) {
+        self.bridges.push(task);
+    }
+
     /// A new namespace for an instance of `app`, with bridges to the
     /// services it uses.
     fn prepare(

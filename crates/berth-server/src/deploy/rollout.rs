@@ -78,7 +78,7 @@ impl Deployer {
             .map_err(|err| (err.to_string(), None))?;
         let _network = self
             .launcher
-            .attach_network(release, spec, &mut instance_spec, false)
+            .attach_network(release, spec, &mut instance_spec, None)
             .map_err(|err| (err.to_string(), None))?;
         let source = berth_logs::LogSource {
             app: app.to_string(),

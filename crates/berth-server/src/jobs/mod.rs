@@ -361,7 +361,7 @@ impl JobRunner {
             .map_err(|err| err.to_string())?;
         let _network = self
             .launcher
-            .attach_network(release, app_spec, &mut spec, false)
+            .attach_network(release, app_spec, &mut spec, None)
             .map_err(|err| err.to_string())?;
         let source = LogSource {
             app: release.app.clone(),

@@ -125,15 +125,17 @@ impl Launcher {
 
 impl Launcher {
     /// Gives the sandboxed process `instance` of `release` its network: a
-    /// namespace of its own (see [`berth_runtime::net`]) whose handle and
+    /// namespace of its own (see [`berth_runtime::net`]) with the app's
+    /// private names (see [`crate::internal_names`]), whose handle and
     /// bridges the caller keeps for as long as the process runs. `None`
-    /// when it shares the host's network.
+    /// when it shares the host's network. `fixed_port`: the port it
+    /// listens on itself, when the spec fixes one.
     pub fn attach_network(
         &self,
         release: &ReleaseRow,
         spec: &AppSpec,
         instance: &mut InstanceSpec,
-        fixed_port: bool,
+        fixed_port: Option<u16>,
     ) -> Result<Option<berth_runtime::net::InstanceNetwork>, StartError> {
         let Some(sandbox) = instance.sandbox.as_mut() else {
             return Ok(None);
@@ -143,15 +145,30 @@ impl Launcher {
         let prepared = self
             .resources
             .networks()
-            .prepare(&ports, fixed_port, &spec.egress.allow)
+            .prepare(&ports, fixed_port.is_some(), &spec.egress.allow)
             .map_err(|message| StartError {
                 side: StartSide::Sandbox,
                 transient: true,
                 message,
             })?;
-        let Some(network) = prepared else {
+        let Some(mut network) = prepared else {
             return Ok(None);
         };
+        if let Some(names) = self.resources.internal_names() {
+            let groups: Vec<String> = release.processes.keys().cloned().collect();
+            let hosts = names
+                .attach(&release.app, spec, &groups, fixed_port, &mut network)
+                .map_err(|message| StartError {
+                    side: StartSide::Sandbox,
+                    transient: true,
+                    message,
+                })?;
+            instance.binds.push(berth_runtime::BindMount {
+                source: hosts,
+                destination: "/etc/hosts".into(),
+                writable: false,
+            });
+        }
         sandbox.network = Some(network.netns.clone());
         instance.env.extend(network.env.iter().cloned());
         if let Some(resolv_conf) = self.resources.networks().resolv_conf() {

@@ -32,6 +32,7 @@ impl Reconciler {
                 None
             };
             let mut statics = Vec::new();
+            let mut internal = berth_router::InternalAccess::default();
             let target = app
                 .release
                 .as_ref()
@@ -50,6 +51,16 @@ impl Reconciler {
                             })
                         })
                         .collect();
+                    internal = berth_router::InternalAccess {
+                        groups: release
+                            .processes
+                            .keys()
+                            .filter(|group| spec.serves_http(group))
+                            .cloned()
+                            .collect(),
+                        port: spec.http.internal_port,
+                        callers: spec.internal.allow.clone(),
+                    };
                     let scaling = &spec.http.scaling;
                     let failing = groups.iter().any(|group| {
                         spec.serves_http(&group.name) && group.health == GroupHealth::CrashLoop
@@ -76,6 +87,7 @@ impl Reconciler {
                 failing,
                 admission: admission.clone(),
                 statics: statics.clone(),
+                internal: internal.clone(),
             });
             table.apps.insert(
                 app.app.clone(),
@@ -86,6 +98,7 @@ impl Reconciler {
                     failing,
                     admission,
                     statics: statics.into(),
+                    internal: Arc::new(internal),
                 },
             );
             let instances = self

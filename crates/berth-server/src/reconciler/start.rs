@@ -47,12 +47,10 @@ impl Reconciler {
             .parts
             .launcher
             .instance_spec(release, spec, process, &id, command, &extra)?;
-        let network = self.parts.launcher.attach_network(
-            release,
-            spec,
-            &mut instance_spec,
-            fixed_port.is_some(),
-        )?;
+        let network =
+            self.parts
+                .launcher
+                .attach_network(release, spec, &mut instance_spec, fixed_port)?;
         tracing::debug!(instance = %id, "starting: env and network ready");
         let netns = network.as_ref().map(|network| network.netns.clone());
         let source = LogSource {
@@ -113,7 +111,8 @@ impl Reconciler {
             })
         };
         let backend = port.map(|port| {
-            let backend = Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone());
+            let backend = Backend::new(SocketAddr::from(([127, 0, 0, 1], port)), id.clone())
+                .in_group(process);
             Arc::new(match &network {
                 Some(network) => backend.in_namespace(network.netns.clone()),
                 None => backend,

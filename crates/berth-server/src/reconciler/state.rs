@@ -94,4 +94,5 @@ pub(super) struct RouteKey {
     pub(super) failing: bool,
     pub(super) admission: berth_router::Admission,
     pub(super) statics: Vec<berth_router::StaticDir>,
+    pub(super) internal: berth_router::InternalAccess,
 }

@@ -80,6 +80,8 @@ pub struct Resources {
     /// Slugs given to an app's user already (slugs never change, so a
     /// start after the first need not walk one again).
     owned_slugs: std::sync::Mutex<std::collections::HashSet<(PathBuf, u32)>>,
+    /// Private names in instances' namespaces, once the route table exists.
+    internal_names: std::sync::OnceLock<crate::internal_names::InternalNames>,
 }
 
 impl Resources {
@@ -110,6 +112,7 @@ impl Resources {
             api_url,
             url_for,
             owned_slugs: Default::default(),
+            internal_names: std::sync::OnceLock::new(),
         })
     }
 
@@ -133,6 +136,17 @@ impl Resources {
     /// Whether instances get sandboxes (and so may get network namespaces).
     pub fn isolated(&self) -> bool {
         self.isolated
+    }
+
+    /// Gives instances that start from now on their private names
+    /// (`APP.internal`); set once, when the route table exists.
+    pub fn serve_internal_names(&self, names: crate::internal_names::InternalNames) {
+        let _ = self.internal_names.set(names);
+    }
+
+    /// Private names, when instances have them (see [`Self::serve_internal_names`]).
+    pub fn internal_names(&self) -> Option<&crate::internal_names::InternalNames> {
+        self.internal_names.get()
     }
 
     /// How instances get networks of their own.

@@ -170,6 +170,19 @@ fn validate(
             Err(why) => problems.at(&range, format!("[egress] allow: {why}")),
         }
     }
+    for caller in raw
+        .internal
+        .map(|internal| internal.allow)
+        .unwrap_or_default()
+    {
+        match berth_proto::validate_app_name(caller.get_ref()) {
+            Ok(()) if !spec.internal.allow.contains(caller.get_ref()) => {
+                spec.internal.allow.push(caller.into_inner());
+            }
+            Ok(()) => {}
+            Err(why) => problems.at(&caller, format!("[internal] allow: {why}")),
+        }
+    }
     if let Some(resources) = raw.resources {
         spec.resources.postgres = resources.postgres.is_some_and(|on| *on.get_ref());
         spec.resources.redis = resources.redis.is_some_and(|on| *on.get_ref());

@@ -90,6 +90,7 @@ pub(super) struct RawSpec {
     pub(super) jobs: Vec<RawJob>,
     pub(super) resources: Option<RawResources>,
     pub(super) egress: Option<RawEgress>,
+    pub(super) internal: Option<RawInternal>,
     pub(super) budget: Option<toml::Value>,
 }
 
@@ -187,6 +188,12 @@ pub(super) struct RawVm {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawEgress {
+    pub(super) allow: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawInternal {
     pub(super) allow: Vec<Spanned<String>>,
 }
 

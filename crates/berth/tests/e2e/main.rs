@@ -13,6 +13,7 @@ mod isolation;
 mod jobs;
 mod migrations;
 mod ports;
+mod private_names;
 mod resources;
 mod scaling;
 mod shuttle;
