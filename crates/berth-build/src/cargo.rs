@@ -64,6 +64,9 @@ pub struct BuildRequest<'a> {
     pub loopback_ports: Vec<u16>,
     /// Hosts the build may reach besides its registries (`[build] hosts`).
     pub hosts: Vec<String>,
+    /// A `/usr` the build sees instead of the host's: the host's with the
+    /// `[build] packages` laid over it (a sandboxed build only).
+    pub system_usr: Option<std::path::PathBuf>,
 }
 
 impl Builder for CargoBuilder {
@@ -175,6 +178,7 @@ impl CargoBuilder {
                 env: &request.env,
                 loopback_ports: &request.loopback_ports,
                 hosts: &request.hosts,
+                system_usr: request.system_usr.as_deref(),
             };
             let outcome = self.runner.run(&before, &mut |_, line| output(line))?;
             if let Err(status) = outcome {
@@ -192,6 +196,7 @@ impl CargoBuilder {
             env: &request.env,
             loopback_ports: &request.loopback_ports,
             hosts: &request.hosts,
+            system_usr: request.system_usr.as_deref(),
         };
         let mut binaries = Vec::new();
         let mut error_lines: Vec<String> = Vec::new();

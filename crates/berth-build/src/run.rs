@@ -32,6 +32,8 @@ pub struct CargoJob<'a> {
     /// Hosts the build may reach besides its registries (`[build] hosts`);
     /// a sandboxed build reaches nothing else.
     pub hosts: &'a [String],
+    /// A `/usr` to see instead of the host's (`[build] packages`).
+    pub system_usr: Option<&'a Path>,
 }
 
 /// Which stream a line of cargo's output came from.

@@ -108,6 +108,18 @@ pub fn parse_cargo_manifest(file_name: &str, text: &str) -> Result<CargoPackage,
     raw::parse_cargo_manifest(file_name, text)
 }
 
+/// Whether `name` is a Debian package name (Debian policy §5.6.1:
+/// lowercase letters, digits, `+`, `-` and `.`, starting alphanumeric).
+pub fn valid_debian_package(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() >= 2
+        && name.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
 /// Turns a package name into a valid app name (`my_app` → `my-app`).
 pub fn app_name_from_package(package: &str) -> String {
     let mut name: String = package

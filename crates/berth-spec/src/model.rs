@@ -368,6 +368,10 @@ pub struct BuildSpec {
     /// against the live schema).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub database: bool,
+    /// Debian packages the build needs (`protobuf-compiler`), installed
+    /// into a root of its own, not onto the host; its instances see them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 /// The builders berth knows.

@@ -586,3 +586,22 @@ fn internal_allow_names_apps_and_says_where_one_is_not_a_name() {
     let err = parse_spec("berth.toml", bad).unwrap_err().to_string();
     assert!(err.contains("berth.toml:3:22: [internal] allow:"), "{err}");
 }
+
+#[test]
+fn build_packages_are_debian_names_and_a_bad_one_is_shown_where_it_is() {
+    let text =
+        "app = \"grpc\"\n[build]\npackages = [\"protobuf-compiler\", \"libstdc++-12-dev\"]\n";
+    let spec = parse_spec("berth.toml", text).unwrap().spec;
+    assert_eq!(
+        spec.build.packages,
+        ["protobuf-compiler", "libstdc++-12-dev"]
+    );
+    let bad = "app = \"grpc\"\n[build]\npackages = [\"cmake\", \"curl; rm -rf /\"]\n";
+    let err = parse_spec("berth.toml", bad).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "berth.toml:3:22: [build] packages: `curl; rm -rf /` is not a Debian package name"
+        ),
+        "{err}"
+    );
+}

@@ -16,6 +16,7 @@ use berth_store::Store;
 use tokio::sync::Mutex;
 
 mod build_env;
+mod build_root;
 mod config;
 mod failure;
 mod prepare;

@@ -3,8 +3,9 @@
 //! link system libraries (prost-build wants `protoc`, openssl-sys wants
 //! pkg-config and libssl-dev, …), and a linker that `.cargo/config.toml`
 //! names. Each one the server lacks is said before the build starts, with
-//! the Debian package that brings it, so a build that then fails has its
-//! reason right above.
+//! the Debian package that brings it, which berth adds to the build's
+//! `[build] packages` when it can install them (as root, with apt); else a
+//! build that then fails has its reason right above.
 
 use std::path::Path;
 
@@ -14,8 +15,28 @@ struct Need {
     krate: &'static str,
     /// What must be there.
     what: Check,
-    /// The Debian package that brings it.
-    package: &'static str,
+    /// The Debian packages that bring it.
+    packages: &'static [&'static str],
+}
+
+/// Something the build will need that this server lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Missing {
+    /// What needs what, in a sentence (`prost-build (in Cargo.lock) needs `protoc``).
+    pub(super) why: String,
+    /// The Debian packages that bring it.
+    pub(super) packages: Vec<&'static str>,
+}
+
+impl Missing {
+    /// The warning given when berth cannot install the packages itself.
+    pub(super) fn warning(&self) -> String {
+        format!(
+            "{}, which this server lacks: install Debian's {}, or the build may fail",
+            self.why,
+            self.packages.join(" and ")
+        )
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -30,37 +51,37 @@ const NEEDS: &[Need] = &[
     Need {
         krate: "prost-build",
         what: Check::Program("protoc"),
-        package: "protobuf-compiler",
+        packages: &["protobuf-compiler"],
     },
     Need {
         krate: "openssl-sys",
         what: Check::Program("pkg-config"),
-        package: "pkg-config",
+        packages: &["pkg-config"],
     },
     Need {
         krate: "openssl-sys",
         what: Check::PkgConfig("openssl"),
-        package: "libssl-dev",
+        packages: &["libssl-dev"],
     },
     Need {
         krate: "pq-sys",
         what: Check::PkgConfig("libpq"),
-        package: "libpq-dev",
+        packages: &["libpq-dev"],
     },
     Need {
         krate: "cmake",
         what: Check::Program("cmake"),
-        package: "cmake",
+        packages: &["cmake"],
     },
     Need {
         krate: "bindgen",
         what: Check::Program("clang"),
-        package: "clang (libclang-dev)",
+        packages: &["clang", "libclang-dev"],
     },
     Need {
         krate: "libz-sys",
         what: Check::PkgConfig("zlib"),
-        package: "zlib1g-dev",
+        packages: &["zlib1g-dev"],
     },
 ];
 
@@ -72,35 +93,38 @@ const LINKERS: &[(&str, &str)] = &[
     ("ld.lld", "lld"),
 ];
 
-/// What the build of the source at `dir` needs that this server lacks,
-/// one sentence each.
-pub(super) fn missing(dir: &Path) -> Vec<String> {
+/// What the build of the source at `dir` needs that this server lacks.
+pub(super) fn missing(dir: &Path) -> Vec<Missing> {
     missing_with(dir, &|check| present(check))
 }
 
-fn missing_with(dir: &Path, have: &dyn Fn(Check) -> bool) -> Vec<String> {
+fn missing_with(dir: &Path, have: &dyn Fn(Check) -> bool) -> Vec<Missing> {
     let locked = locked_crates(dir);
     let mut said = Vec::new();
     for need in NEEDS {
-        if !locked.iter().any(|name| name == need.krate) || have(need.what) {
+        // openssl-src in the lock: OpenSSL is built from source (`vendored`).
+        let vendored =
+            need.krate == "openssl-sys" && locked.iter().any(|name| name == "openssl-src");
+        if !locked.iter().any(|name| name == need.krate) || vendored || have(need.what) {
             continue;
         }
         let thing = match need.what {
             Check::Program(program) => format!("`{program}`"),
             Check::PkgConfig(module) => format!("the {module} library (pkg-config `{module}`)"),
         };
-        said.push(format!(
-            "{} (in Cargo.lock) needs {thing}, which this server lacks: install Debian's {}, or the build may fail",
-            need.krate, need.package
-        ));
+        said.push(Missing {
+            why: format!("{} (in Cargo.lock) needs {thing}", need.krate),
+            packages: need.packages.to_vec(),
+        });
     }
     for linker in config_linkers(dir) {
         if let Some((_, package)) = LINKERS.iter().find(|(name, _)| *name == linker)
             && !have(Check::Program(program_of_linker(&linker)))
         {
-            said.push(format!(
-                ".cargo/config.toml uses the linker `{linker}`, which this server lacks: install Debian's {package}"
-            ));
+            said.push(Missing {
+                why: format!(".cargo/config.toml uses the linker `{linker}`"),
+                packages: vec![*package],
+            });
         }
     }
     said
@@ -206,12 +230,13 @@ mod tests {
         let said = missing_with(dir.path(), &|check| {
             matches!(check, Check::Program("pkg-config"))
         });
+        let said: Vec<String> = said.iter().map(Missing::warning).collect();
         let said = said.join("\n");
         for expected in [
             "prost-build (in Cargo.lock) needs `protoc`, which this server lacks: install Debian's protobuf-compiler",
             "openssl-sys (in Cargo.lock) needs the openssl library (pkg-config `openssl`), which this server lacks: install Debian's libssl-dev",
-            "uses the linker `clang`, which this server lacks: install Debian's clang",
-            "uses the linker `mold`, which this server lacks: install Debian's mold",
+            "uses the linker `clang`, which this server lacks: install Debian's clang,",
+            "uses the linker `mold`, which this server lacks: install Debian's mold,",
         ] {
             assert!(said.contains(expected), "no `{expected}` in:\n{said}");
         }

@@ -160,6 +160,13 @@ impl SandboxedCargo {
             destination: build.to_path_buf(),
             writable: true,
         }];
+        if let Some(usr) = job.system_usr {
+            binds.push(BindMount {
+                source: usr.to_path_buf(),
+                destination: "/usr".into(),
+                writable: false,
+            });
+        }
         if toolchain.mounted {
             binds.push(BindMount {
                 source: toolchain.root.clone(),

@@ -14,7 +14,6 @@ use tokio::time::Instant;
 
 use super::Deployer;
 use super::failure::{DeployFailure, Progress, say};
-use super::requirements;
 use crate::launch::validate_env_key;
 
 /// Secrets read from a file: its name and the values.
@@ -99,7 +98,7 @@ impl Deployer {
         .map_err(|err| DeployFailure::before_release(format!("unpacking stopped: {err}")))?
         .map_err(|err| DeployFailure::before_release(err.to_string()))?;
 
-        let spec = read_spec(staging.path(), &app, &progress)?;
+        let mut spec = read_spec(staging.path(), &app, &progress)?;
         within_limits(&spec)?;
         // Read (and removed from the upload) now; stored once the build
         // succeeded, so a failed deploy changes nothing.
@@ -117,9 +116,9 @@ impl Deployer {
             ));
         }
 
-        for message in requirements::missing(staging.path()) {
-            let _ = progress.send(DeployProgress::Warning { message });
-        }
+        let system_usr = self
+            .build_root(&mut spec, staging.path(), &progress)
+            .await?;
         say(
             &progress,
             "building with cargo build --release (low priority)",
@@ -178,6 +177,7 @@ impl Deployer {
                 env: surroundings.env,
                 loopback_ports: surroundings.loopback_ports,
                 hosts: build_hosts,
+                system_usr,
             };
             let (built, _lock) = builder
                 .build(&request, &mut output)

@@ -110,6 +110,14 @@ impl Launcher {
             .resources
             .sandbox_for(&release.app, spec, process, &slug_dir)
             .map_err(|message| StartError::lasting(StartSide::Sandbox, message))?;
+        let mut binds = Vec::new();
+        if sandbox.is_some() {
+            binds = self
+                .resources
+                .system_binds(spec)
+                .map_err(|message| StartError::lasting(StartSide::Sandbox, message))?;
+        }
+        binds.extend(self.resources.binds_for(&release.app, spec, process));
         Ok(InstanceSpec {
             id: instance.to_string(),
             app: release.app.clone(),
@@ -117,7 +125,7 @@ impl Launcher {
             bin_dir: slug_dir.join(SLUG_BIN_DIR),
             workdir: slug_dir,
             env,
-            binds: self.resources.binds_for(&release.app, spec, process),
+            binds,
             sandbox,
         })
     }

@@ -27,6 +27,7 @@ use berth_vault::{Vault, Zeroizing};
 
 mod databases;
 mod env;
+pub mod package_roots;
 mod sandbox;
 mod secrets;
 mod sized_volumes;
@@ -80,6 +81,8 @@ pub struct Resources {
     /// Slugs given to an app's user already (slugs never change, so a
     /// start after the first need not walk one again).
     owned_slugs: std::sync::Mutex<std::collections::HashSet<(PathBuf, u32)>>,
+    /// Roots with `[build] packages` installed.
+    package_roots: package_roots::PackageRoots,
     /// Private names in instances' namespaces, once the route table exists.
     internal_names: std::sync::OnceLock<crate::internal_names::InternalNames>,
 }
@@ -113,6 +116,7 @@ impl Resources {
             url_for,
             owned_slugs: Default::default(),
             internal_names: std::sync::OnceLock::new(),
+            package_roots: package_roots::PackageRoots::new(data_dir),
         })
     }
 
@@ -147,6 +151,11 @@ impl Resources {
     /// Private names, when instances have them (see [`Self::serve_internal_names`]).
     pub fn internal_names(&self) -> Option<&crate::internal_names::InternalNames> {
         self.internal_names.get()
+    }
+
+    /// Roots with `[build] packages` installed.
+    pub fn package_roots(&self) -> &package_roots::PackageRoots {
+        &self.package_roots
     }
 
     /// How instances get networks of their own.

@@ -23,6 +23,21 @@ impl Resources {
             .collect()
     }
 
+    /// The mounts a sandboxed process of a release built with `[build]
+    /// packages` needs besides its volumes: the build root's `/usr`, so
+    /// the libraries the build linked are there (see [`super::package_roots`]).
+    pub fn system_binds(&self, spec: &AppSpec) -> Result<Vec<BindMount>, String> {
+        let usr = self.package_roots.existing(&spec.build.packages)?;
+        Ok(usr
+            .into_iter()
+            .map(|usr| BindMount {
+                source: usr,
+                destination: PathBuf::from("/usr"),
+                writable: false,
+            })
+            .collect())
+    }
+
     /// The user id of `app`'s processes (and builds), allocated from the
     /// host-wide registry the first time.
     pub fn app_uid(&self, app: &str) -> Result<u32, String> {

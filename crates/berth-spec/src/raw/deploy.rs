@@ -45,6 +45,21 @@ pub(super) fn validate_build(
             );
         }
     }
+    for package in build.packages {
+        if crate::valid_debian_package(package.get_ref()) {
+            if !spec.packages.contains(package.get_ref()) {
+                spec.packages.push(package.into_inner());
+            }
+        } else {
+            problems.at(
+                &package,
+                format!(
+                    "[build] packages: `{}` is not a Debian package name (lowercase letters, digits, `+`, `-` and `.`, such as \"protobuf-compiler\")",
+                    package.get_ref()
+                ),
+            );
+        }
+    }
     for name in build.secrets {
         match crate::check_env_key(name.get_ref()) {
             Ok(()) => spec.secrets.push(name.into_inner()),

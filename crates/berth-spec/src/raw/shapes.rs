@@ -225,6 +225,8 @@ pub(super) struct RawBuild {
     pub(super) secrets: Vec<Spanned<String>>,
     /// The build gets the app's DATABASE_URL.
     pub(super) database: Option<bool>,
+    /// Debian packages installed into the build's own root.
+    pub(super) packages: Vec<Spanned<String>>,
     #[serde(rename = "build-target")]
     pub(super) build_target: Option<toml::Value>,
     pub(super) ignorefile: Option<toml::Value>,

@@ -12,6 +12,7 @@ mod formats;
 mod isolation;
 mod jobs;
 mod migrations;
+mod packages;
 mod ports;
 mod private_names;
 mod resources;
