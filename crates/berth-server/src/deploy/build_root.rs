@@ -25,6 +25,9 @@ impl Deployer {
     ) -> Result<Option<PathBuf>, DeployFailure> {
         let installs = self.resources.isolated() && Path::new("/usr/bin/apt-get").exists();
         let declared = spec.build.packages.clone();
+        if let Some(message) = requirements::unbuilt_front_end(source) {
+            let _ = progress.send(DeployProgress::Warning { message });
+        }
         for missing in requirements::missing(source) {
             if !installs {
                 let _ = progress.send(DeployProgress::Warning {

@@ -93,6 +93,37 @@ const LINKERS: &[(&str, &str)] = &[
     ("ld.lld", "lld"),
 ];
 
+/// A full-stack front end berth does not build: a Leptos app
+/// (`[package.metadata.leptos]`, built with `cargo leptos`) or a Dioxus
+/// app (`Dioxus.toml`, built with `dx`). Their server builds with cargo,
+/// but the WebAssembly and styles of their pages need the tool; the warning
+/// says so before the build rather than leaving pages broken unexplained.
+pub(super) fn unbuilt_front_end(dir: &Path) -> Option<String> {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+    let leptos = manifest.parse::<toml::Table>().ok().is_some_and(|table| {
+        ["package", "workspace"].iter().any(|section| {
+            table
+                .get(*section)
+                .and_then(|value| value.get("metadata"))
+                .and_then(|metadata| metadata.get("leptos"))
+                .is_some()
+        })
+    });
+    let (kind, tool) = if leptos {
+        (
+            "a Leptos app ([package.metadata.leptos])",
+            "cargo leptos build --release",
+        )
+    } else if dir.join("Dioxus.toml").is_file() {
+        ("a Dioxus app (Dioxus.toml)", "dx bundle")
+    } else {
+        return None;
+    };
+    Some(format!(
+        "this is {kind}: berth builds its server with cargo, but not the WebAssembly and styles of its pages ({tool} is not supported yet), so they will be missing; build the site yourself and commit its folder, serving it with [[statics]]"
+    ))
+}
+
 /// What the build of the source at `dir` needs that this server lacks.
 pub(super) fn missing(dir: &Path) -> Vec<Missing> {
     missing_with(dir, &|check| present(check))
@@ -211,6 +242,29 @@ fn present(check: Check) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leptos_and_dioxus_apps_are_told_what_is_not_built() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"site\"\n\n[package.metadata.leptos]\nsite-root = \"target/site\"\n",
+        )
+        .unwrap();
+        let said = unbuilt_front_end(dir.path()).unwrap();
+        assert!(
+            said.contains("a Leptos app") && said.contains("cargo leptos"),
+            "{said}"
+        );
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"site\"\n",
+        )
+        .unwrap();
+        assert_eq!(unbuilt_front_end(dir.path()), None);
+        std::fs::write(dir.path().join("Dioxus.toml"), "[application]\n").unwrap();
+        assert!(unbuilt_front_end(dir.path()).unwrap().contains("dx bundle"));
+    }
 
     #[test]
     fn each_missing_tool_is_named_with_its_package() {
