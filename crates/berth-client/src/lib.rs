@@ -383,6 +383,31 @@ impl Client {
         Ok(())
     }
 
+    /// `GET /v1/domains`, of one app or all.
+    pub async fn domains(&self, app: Option<&str>) -> Result<Vec<berth_proto::DomainInfo>> {
+        let mut request = self.request(Method::GET, &["v1", "domains"])?;
+        if let Some(app) = app {
+            request = request.query(&[("app", app)]);
+        }
+        self.json(request).await
+    }
+
+    /// `POST /v1/apps/{app}/domains`.
+    pub async fn add_domain(&self, app: &str, name: &str) -> Result<berth_proto::DomainInfo> {
+        self.json(
+            self.request(Method::POST, &["v1", "apps", app, "domains"])?
+                .json(&berth_proto::AddDomain { name: name.into() }),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/apps/{app}/domains/{name}`.
+    pub async fn remove_domain(&self, app: &str, name: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &["v1", "apps", app, "domains", name])?)
+            .await?;
+        Ok(())
+    }
+
     /// `GET /v1/apps/{app}/logs`.
     pub async fn logs(&self, app: &str, filter: &LogFilter) -> Result<Vec<LogLine>> {
         self.json(

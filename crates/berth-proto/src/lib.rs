@@ -74,11 +74,13 @@ macro_rules! wire_enum {
 }
 
 mod cidr;
+mod domains;
 mod jobs;
 mod resources;
 mod states;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
+pub use domains::*;
 pub use jobs::*;
 pub use resources::*;
 pub use states::*;

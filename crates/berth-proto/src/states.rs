@@ -37,6 +37,10 @@ wire_enum!(
         PostgresMigrated => "postgres.migrated",
         /// A volume was destroyed.
         VolumeDestroyed => "volume.destroyed",
+        /// A custom domain was given to the app.
+        DomainAdded => "domain.added",
+        /// A custom domain was taken from the app.
+        DomainRemoved => "domain.removed",
         /// An instance became healthy.
         InstanceStarted => "instance.started",
         /// An instance exited.

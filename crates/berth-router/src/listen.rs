@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use crate::balance::{InFlight, pick};
 use crate::pages;
-use crate::route::{AppRoute, RouteTable, app_from_host};
+use crate::route::{AppRoute, RouteTable};
 use crate::upstream::{ConnectionCache, Forwarded, ProxyBody, Upstream};
 
 pub(crate) struct RouterState {
@@ -134,7 +134,8 @@ async fn handle(
     let Some(host) = host else {
         return pages::no_host();
     };
-    let Some(app) = app_from_host(host, &state.domain_suffix) else {
+    let table = state.table.borrow().clone();
+    let Some(app) = table.app_for_host(host, &state.domain_suffix) else {
         return pages::unknown_app(host);
     };
     let turn = TURN.with(|turn| {
@@ -143,7 +144,6 @@ async fn handle(
         next
     });
     // The fast path: an instance has room now.
-    let table = state.table.borrow().clone();
     let (app, route) = match table.apps.get_key_value(app) {
         Some(found) => found,
         None => match table.apps.get_key_value(&app.to_ascii_lowercase()) {

@@ -12,6 +12,36 @@ use crate::balance::Backend;
 pub struct RouteTable {
     /// Routes by app name.
     pub apps: HashMap<String, AppRoute>,
+    /// Custom domains (lowercase, no trailing dot) and the app serving each.
+    pub domains: HashMap<String, String>,
+}
+
+impl RouteTable {
+    /// The app a `Host` names: a custom domain's, else the one
+    /// [`app_from_host`] reads from the name.
+    pub fn app_for_host<'a>(&'a self, host: &'a str, suffix: &str) -> Option<&'a str> {
+        if !self.domains.is_empty() {
+            let name = host_without_port(host).trim_end_matches('.');
+            let found = match self.domains.get(name) {
+                Some(app) => Some(app),
+                None => self.domains.get(&name.to_ascii_lowercase()),
+            };
+            if let Some(app) = found {
+                return Some(app.as_str());
+            }
+        }
+        app_from_host(host, suffix)
+    }
+}
+
+/// `host` without its `:port`, if it has one (IPv6 literals keep theirs).
+fn host_without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.contains(':') => {
+            name
+        }
+        _ => host,
+    }
 }
 
 /// One app's route.
@@ -160,6 +190,30 @@ pub fn app_from_host<'a>(host: &'a str, suffix: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_custom_domain_names_its_app_in_any_case_and_with_a_port() {
+        let mut table = super::RouteTable::default();
+        table
+            .domains
+            .insert("www.example.org".into(), "shop".into());
+        for host in [
+            "www.example.org",
+            "WWW.Example.org:8080",
+            "www.example.org.",
+        ] {
+            assert_eq!(
+                table.app_for_host(host, "localhost"),
+                Some("shop"),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            table.app_for_host("blog.localhost", "localhost"),
+            Some("blog")
+        );
+        assert_eq!(table.app_for_host("other.example.org", "localhost"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -112,6 +112,7 @@ async fn requests_reach_the_app_named_by_the_host_and_spread_over_instances() {
     let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
     let b = Arc::new(Backend::new(start_backend("b").await, "web-b".into()));
     let table = RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([("hello".to_string(), route(vec![a, b]))]),
     };
     let (router, _table) = start_router(table).await;
@@ -133,6 +134,7 @@ async fn requests_reach_the_app_named_by_the_host_and_spread_over_instances() {
 #[tokio::test]
 async fn unknown_apps_get_404_and_apps_without_instances_503() {
     let table = RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([(
             "sleepy".to_string(),
             AppRoute {
@@ -164,6 +166,7 @@ async fn a_dead_instance_gives_502_and_a_live_one_is_retried_first() {
     let mut only_dead = route(vec![dead.clone()]);
     only_dead.admission.hold_timeout = Duration::from_millis(300);
     let (router, table) = start_router(RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([("hello".to_string(), only_dead)]),
     })
     .await;
@@ -174,6 +177,7 @@ async fn a_dead_instance_gives_502_and_a_live_one_is_retried_first() {
     let live = Arc::new(Backend::new(start_backend("live").await, "web-live".into()));
     table
         .send(Arc::new(RouteTable {
+            domains: HashMap::new(),
             apps: HashMap::from([("hello".to_string(), route(vec![dead, live]))]),
         }))
         .unwrap();
@@ -192,6 +196,7 @@ async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement()
     };
     let dead = Arc::new(Backend::new(dead_addr, "web-dead".into()));
     let (router, table) = start_router(RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([("hello".to_string(), route(vec![dead.clone()]))]),
     })
     .await;
@@ -200,6 +205,7 @@ async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement()
     tokio::time::sleep(Duration::from_millis(200)).await;
     table
         .send(Arc::new(RouteTable {
+            domains: HashMap::new(),
             apps: HashMap::from([("hello".to_string(), route(vec![]))]),
         }))
         .unwrap();
@@ -207,6 +213,7 @@ async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement()
     let new = Arc::new(Backend::new(start_backend("new").await, "web-new".into()));
     table
         .send(Arc::new(RouteTable {
+            domains: HashMap::new(),
             apps: HashMap::from([("hello".to_string(), route(vec![new]))]),
         }))
         .unwrap();
@@ -219,6 +226,7 @@ async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement()
 async fn upgrades_pass_through_both_ways() {
     let backend = Arc::new(Backend::new(start_backend("ws").await, "web-ws".into()));
     let (router, _table) = start_router(RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([("hello".to_string(), route(vec![backend.clone()]))]),
     })
     .await;
@@ -287,6 +295,7 @@ async fn over_the_hard_limit_requests_queue_and_beyond_the_queue_get_503() {
     app.admission.hard_limit = Some(2);
     app.admission.queue_limit = 4;
     let (router, _table) = start_router(RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([("slow".to_string(), app)]),
     })
     .await;
@@ -352,6 +361,7 @@ async fn a_request_to_an_app_with_no_instance_is_held_while_one_starts() {
                 let mut started = route(vec![Arc::new(Backend::new(backend, "web-1".into()))]);
                 started.admission.wake = None;
                 sender.send_replace(Arc::new(RouteTable {
+                    domains: HashMap::new(),
                     apps: HashMap::from([("sleepy".to_string(), started)]),
                 }));
                 *slot.lock().unwrap() = Some(sender);
@@ -359,6 +369,7 @@ async fn a_request_to_an_app_with_no_instance_is_held_while_one_starts() {
         }
     })));
     let (router, sender) = start_router(RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([("sleepy".to_string(), app)]),
     })
     .await;
@@ -384,6 +395,7 @@ async fn a_start_that_never_comes_or_fails_answers_503_with_the_reason() {
     failing.failing = true;
     failing.unavailable_reason = Some("it is crash-looping (exit code 1)".into());
     let (router, _table) = start_router(RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([
             ("never".to_string(), never),
             ("failing".to_string(), failing),
@@ -404,6 +416,7 @@ async fn a_start_that_never_comes_or_fails_answers_503_with_the_reason() {
 async fn two_host_headers_get_400_and_a_clients_forwarded_header_is_replaced() {
     let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
     let table = RouteTable {
+        domains: HashMap::new(),
         apps: HashMap::from([("hello".to_string(), route(vec![a]))]),
     };
     let (router, _table) = start_router(table).await;

@@ -455,6 +455,9 @@ pub struct HttpService {
     pub processes: Option<Vec<String>>,
     /// Redirect plain HTTP to HTTPS (TLS issue).
     pub force_https: bool,
+    /// Custom domains the router serves for the app (lowercase, checked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
     /// How berth decides an instance is healthy.
     pub check: HealthCheck,
     /// Autoscaling and scale to zero.

@@ -16,11 +16,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod apps;
+mod domains;
 mod events;
 mod jobs;
 mod migrations;
 mod releases;
 mod rows;
+
+pub use domains::DomainRow;
 mod scaling;
 mod services;
 

@@ -116,6 +116,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE apps ADD COLUMN uid INTEGER;
     "#,
+    // 6: custom domains, each served by one app; `from_spec` when its
+    // berth.toml names it (a deploy replaces those).
+    r#"
+    CREATE TABLE domains (
+        name TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        from_spec INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema to the newest version.

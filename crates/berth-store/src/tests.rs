@@ -341,3 +341,47 @@ fn the_slugs_in_use_are_the_target_deploys_under_way_and_the_rollback_depth() {
     store.destroy_app("shop").unwrap();
     assert_eq!(keep(10), ["o1-deploying"], "a destroyed app's slugs go");
 }
+
+#[test]
+fn a_domain_has_one_app_and_a_deploy_replaces_the_spec_ones() {
+    let (_dir, store) = open();
+    store.create_app("shop").unwrap();
+    store.create_app("blog").unwrap();
+    store.add_domain("shop", "www.example.org").unwrap();
+    let taken = store.add_domain("blog", "www.example.org").unwrap_err();
+    assert!(
+        taken.to_string().contains("belongs to app `shop`"),
+        "{taken}"
+    );
+    store
+        .set_spec_domains("blog", &["blog.example.org".into(), "b.example.org".into()])
+        .unwrap();
+    store
+        .set_spec_domains("blog", &["blog.example.org".into()])
+        .unwrap();
+    let all: Vec<(String, String, bool)> = store
+        .domains(None)
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.name, row.app, row.from_spec))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            ("blog.example.org".into(), "blog".into(), true),
+            ("www.example.org".into(), "shop".into(), false),
+        ]
+    );
+    // All or nothing: a taken name leaves the spec domains as they were.
+    assert!(
+        store
+            .set_spec_domains(
+                "blog",
+                &["new.example.org".into(), "www.example.org".into()]
+            )
+            .is_err()
+    );
+    assert_eq!(store.domains(Some("blog")).unwrap().len(), 1);
+    store.destroy_app("shop").unwrap();
+    assert!(store.domains(Some("shop")).unwrap().is_empty());
+}

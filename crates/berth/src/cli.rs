@@ -126,6 +126,11 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumesCommand,
     },
+    /// Custom domains the router serves for an app.
+    Domains {
+        #[command(subcommand)]
+        command: DomainsCommand,
+    },
     /// Write the app's model as another platform's files.
     Export {
         /// `fly` (a fly.toml), `dockerfile` (a cargo-chef Dockerfile),
@@ -365,6 +370,30 @@ pub enum ConfigCommand {
         /// A spec file or an app's folder.
         #[arg(default_value = ".")]
         path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainsCommand {
+    /// Serve a domain (www.example.org) for the app.
+    Add {
+        /// The domain.
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// List the custom domains of every app, or of one with --app.
+    List {
+        /// Only this app's.
+        #[arg(short, long)]
+        app: Option<String>,
+    },
+    /// Stop serving a domain for the app.
+    Remove {
+        /// The domain.
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
     },
 }
 

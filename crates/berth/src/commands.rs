@@ -113,6 +113,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Postgres { command } => crate::resources::postgres(&global, command).await,
         Command::Redis { command } => crate::resources::redis(&global, command).await,
         Command::Volumes { command } => crate::resources::volumes(&global, command).await,
+        Command::Domains { command } => crate::domains::domains(&global, command).await,
         Command::Config {
             command: crate::cli::ConfigCommand::Validate { path },
         } => crate::validate::validate(&path, global.json),

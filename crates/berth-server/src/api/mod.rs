@@ -20,6 +20,7 @@ mod auth;
 mod config;
 mod deploys;
 mod disk;
+mod domains;
 mod error;
 mod jobs;
 mod logs;
@@ -36,6 +37,7 @@ pub use state::ApiState;
 use apps::*;
 use config::*;
 use deploys::*;
+use domains::*;
 use jobs::*;
 use logs::*;
 use resources::*;
@@ -45,13 +47,14 @@ use resources::*;
     info(title = "berth", description = "Host Rust apps on machines you own."),
     paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
-        list_jobs, run_job, job_executions, execution, cancel_execution),
+        list_jobs, run_job, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
         berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo, berth_proto::MigrateResult,
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
-        berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob
+        berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob,
+        berth_proto::DomainInfo, berth_proto::AddDomain
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -109,6 +112,12 @@ pub fn routes(state: ApiState) -> Router {
         .route(
             "/v1/apps/{app}/volumes/{name}",
             axum::routing::delete(destroy_volume),
+        )
+        .route("/v1/domains", get(list_domains))
+        .route("/v1/apps/{app}/domains", post(add_domain))
+        .route(
+            "/v1/apps/{app}/domains/{name}",
+            axum::routing::delete(remove_domain),
         )
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/events", get(events))

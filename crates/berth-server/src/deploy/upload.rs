@@ -116,6 +116,7 @@ impl Deployer {
             ));
         }
 
+        self.check_domains(&app, &spec)?;
         let system_usr = self
             .build_root(&mut spec, staging.path(), &progress)
             .await?;
@@ -219,6 +220,9 @@ impl Deployer {
         {
             let _ = progress.send(DeployProgress::Warning { message: notice });
         }
+        self.store
+            .set_spec_domains(&app, &spec.http.domains)
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
         let release = self
             .make_release(
                 &spec,
@@ -235,6 +239,24 @@ impl Deployer {
             )
             .await?;
         self.roll_out(&spec, release, &progress).await
+    }
+
+    /// Refuses, before the build, a spec naming a domain another app has.
+    fn check_domains(&self, app: &str, spec: &AppSpec) -> Result<(), DeployFailure> {
+        let taken = self
+            .store
+            .domains(None)
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        match taken
+            .iter()
+            .find(|row| row.app != app && spec.http.domains.contains(&row.name))
+        {
+            Some(row) => Err(DeployFailure::before_release(format!(
+                "[http_service] domains: `{}` belongs to app `{}`; remove it there first (berth domains remove {} --app {})",
+                row.name, row.app, row.name, row.app
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// A Shuttle project's `Secrets.toml` (or `Secrets.dev.toml`): read,

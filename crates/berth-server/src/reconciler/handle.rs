@@ -59,6 +59,25 @@ impl ReconcilerHandle {
         self.nudge.notify_one();
     }
 
+    /// Asks the loop to converge now and returns once a pass that began
+    /// after the ask has published (or `at_most` has passed): a change
+    /// just written to the store is then in the route table.
+    pub async fn nudge_and_wait(&self, at_most: Duration) {
+        let mut snapshots = self.snapshot.clone();
+        snapshots.borrow_and_update();
+        self.nudge();
+        // The first publish may close a pass that read the store before
+        // the change; the second is of a pass begun after it.
+        let _ = tokio::time::timeout(at_most, async {
+            for _ in 0..2 {
+                if snapshots.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Runs `count` instances of `group` from now, ahead of the store (the
     /// autoscaler persists the same count right after): a cold start does
     /// not wait for a disk write.

@@ -17,6 +17,17 @@ impl Reconciler {
         let mut table = RouteTable::default();
         let mut key = Vec::with_capacity(desired.len());
         let mut snapshot = Snapshot::default();
+        // Read each pass: a domain added or removed routes at the next one.
+        let mut domains_of: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        match self.parts.store.domains(None) {
+            Ok(rows) => {
+                for row in rows {
+                    domains_of.entry(row.app).or_default().push(row.name);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot read the custom domains"),
+        }
         for app in desired {
             let traffic = self.traffic.entry(app.app.clone()).or_default().clone();
             let backends: Vec<Arc<Backend>> = self
@@ -88,7 +99,11 @@ impl Reconciler {
                 admission: admission.clone(),
                 statics: statics.clone(),
                 internal: internal.clone(),
+                domains: domains_of.get(&app.app).cloned().unwrap_or_default(),
             });
+            for name in domains_of.remove(&app.app).unwrap_or_default() {
+                table.domains.insert(name, app.app.clone());
+            }
             table.apps.insert(
                 app.app.clone(),
                 AppRoute {

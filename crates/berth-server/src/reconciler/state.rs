@@ -95,4 +95,5 @@ pub(super) struct RouteKey {
     pub(super) admission: berth_router::Admission,
     pub(super) statics: Vec<berth_router::StaticDir>,
     pub(super) internal: berth_router::InternalAccess,
+    pub(super) domains: Vec<String>,
 }

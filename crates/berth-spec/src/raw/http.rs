@@ -20,6 +20,13 @@ pub(super) fn validate_http(
             spec.internal_port = port_value(port, problems);
         }
         spec.force_https = http.force_https.unwrap_or(false);
+        for domain in &http.domains {
+            match berth_proto::validate_domain(domain.get_ref()) {
+                Ok(name) if !spec.domains.contains(&name) => spec.domains.push(name),
+                Ok(_) => {}
+                Err(why) => problems.at(domain, format!("[http_service] domains: {why}")),
+            }
+        }
         spec.processes = http
             .processes
             .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());

@@ -334,7 +334,7 @@ async fn a_build_command_runs_before_cargo_and_its_output_ships() {
 async fn a_system_tool_the_build_needs_and_the_server_lacks_is_named_first() {
     setup();
     let server = TestServer::start().await;
-    let dir = app_with_build_script("needs-cmake", "fn main() {}\n");
+    let dir = app_with_build_script("needs-cmake", CMAKE_PROBE);
     std::fs::write(dir.path().join("berth.toml"), "app = \"needs-cmake\"\n").unwrap();
     // As if a dependency built C code with the cmake crate.
     let lock = dir.path().join("Cargo.lock");
@@ -342,22 +342,43 @@ async fn a_system_tool_the_build_needs_and_the_server_lacks_is_named_first() {
     text.push_str("\n[[package]]\nname = \"cmake\"\nversion = \"0.1.54\"\n");
     std::fs::write(&lock, text).unwrap();
     let deployed = server.ok_in(dir.path(), &["up"]).await;
-    let warning =
-        "cmake (in Cargo.lock) needs `cmake`, which this server lacks: install Debian's cmake";
+    // As root berth installs it into the build's own root; else it says
+    // what to install.
+    let said = if berth_runtime::can_isolate() {
+        "cmake (in Cargo.lock) needs `cmake`, which this server lacks: adding Debian's cmake to the build's packages"
+    } else {
+        "cmake (in Cargo.lock) needs `cmake`, which this server lacks: install Debian's cmake"
+    };
     let has_cmake = std::env::split_paths(&std::env::var_os("PATH").unwrap())
         .chain(["/usr/bin".into()])
         .any(|dir| dir.join("cmake").is_file());
     if has_cmake {
-        assert!(!deployed.stderr.contains(warning), "{}", deployed.stderr);
-    } else {
-        let said = deployed
-            .stderr
-            .find(warning)
-            .unwrap_or_else(|| panic!("{}", deployed.stderr));
-        let built = deployed.stderr.find("building with cargo").unwrap();
-        assert!(said < built, "said before the build:\n{}", deployed.stderr);
+        assert!(!deployed.stderr.contains(said), "{}", deployed.stderr);
+        return;
+    }
+    let at = deployed
+        .stderr
+        .find(said)
+        .unwrap_or_else(|| panic!("{}", deployed.stderr));
+    let built = deployed.stderr.find("building with cargo").unwrap();
+    assert!(at < built, "said before the build:\n{}", deployed.stderr);
+    if berth_runtime::can_isolate() {
+        assert!(
+            deployed.stderr.contains("probe cmake version 3."),
+            "the build ran the cmake berth installed:\n{}",
+            deployed.stderr
+        );
     }
 }
+
+const CMAKE_PROBE: &str = r#"
+fn main() {
+    match std::process::Command::new("cmake").arg("--version").output() {
+        Ok(out) => println!("cargo:warning=probe {}", String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("")),
+        Err(err) => println!("cargo:warning=probe no cmake: {err}"),
+    }
+}
+"#;
 
 const RUSTC_PROBE: &str = r#"
 fn main() {

@@ -8,6 +8,7 @@ mod config;
 mod crashes;
 mod deploys;
 mod disk;
+mod domains;
 mod formats;
 mod isolation;
 mod jobs;

@@ -1,0 +1,119 @@
+//! Custom domains on the wire, and what a valid one is.
+
+use serde::{Deserialize, Serialize};
+
+/// A custom domain and the app that serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DomainInfo {
+    /// The name (`www.example.org`).
+    pub name: String,
+    /// The app that serves it.
+    pub app: String,
+    /// Whether the app's berth.toml names it (`[http_service] domains`);
+    /// else it was added with `berth domains add`.
+    pub from_spec: bool,
+    /// When it was added (RFC 3339).
+    pub created_at: String,
+}
+
+/// Body of `POST /v1/apps/{app}/domains`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddDomain {
+    /// The name to serve.
+    pub name: String,
+}
+
+/// Checks a domain name and gives it in the form berth keeps: lowercase,
+/// without a trailing dot. A DNS name of at least two labels, each 1 to 63
+/// letters, digits or `-` (not at either end), at most 253 in all; not an
+/// IP address, not under `localhost` (those are `APP.localhost` already),
+/// no wildcard (that needs DNS-01, which berth does not do), and
+/// international names in their `xn--` form.
+pub fn validate_domain(name: &str) -> Result<String, String> {
+    let trimmed = name.trim().trim_end_matches('.');
+    let lower = trimmed.to_ascii_lowercase();
+    let bad = |why: &str| Err(format!("`{name}` is not a domain berth can serve: {why}"));
+    if lower.is_empty() {
+        return bad("it is empty");
+    }
+    if !lower.is_ascii() {
+        return bad("write an international name in its ASCII (xn--) form");
+    }
+    if lower.starts_with("*.") {
+        return bad(
+            "wildcard names need DNS-01 challenges, which berth does not do; add each name",
+        );
+    }
+    if lower.parse::<std::net::IpAddr>().is_ok() || lower.starts_with('[') {
+        return bad("it is an IP address; certificates and routing need a name");
+    }
+    if lower.len() > 253 {
+        return bad("it is longer than 253 characters");
+    }
+    let labels: Vec<&str> = lower.split('.').collect();
+    if labels.len() < 2 {
+        return bad("it needs at least two labels, such as example.org");
+    }
+    for label in &labels {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each label between dots must be 1 to 63 characters");
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return bad("labels hold only letters, digits and `-`");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label cannot start or end with `-`");
+        }
+    }
+    let top = labels[labels.len() - 1];
+    if top.chars().all(|c| c.is_ascii_digit()) {
+        return bad("its last label is all digits");
+    }
+    if top == "localhost" {
+        return bad("names under localhost are APP.localhost already");
+    }
+    Ok(lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_kept_lowercase_without_the_root_dot() {
+        assert_eq!(
+            validate_domain("WWW.Example.org.").unwrap(),
+            "www.example.org"
+        );
+        assert_eq!(
+            validate_domain("xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+    }
+
+    #[test]
+    fn each_bad_domain_says_why() {
+        for (name, why) in [
+            ("", "empty"),
+            ("example", "two labels"),
+            ("bad_name.example.org", "letters, digits"),
+            ("-www.example.org", "start or end"),
+            ("*.example.org", "wildcard"),
+            ("127.0.0.1", "IP address"),
+            ("shop.localhost", "APP.localhost"),
+            ("bücher.example", "xn--"),
+            ("a..example.org", "1 to 63"),
+            ("example.123", "all digits"),
+        ] {
+            let err = validate_domain(name).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        let long = format!("{}.org", "a".repeat(64));
+        assert!(validate_domain(&long).unwrap_err().contains("1 to 63"));
+    }
+}

@@ -1,0 +1,68 @@
+//! `berth domains`: custom domains the router serves for an app.
+
+use anyhow::Result;
+
+use crate::args::resolve_app;
+use crate::cli::{DomainsCommand, Global};
+use crate::connect::connect;
+use crate::output;
+
+pub async fn domains(global: &Global, command: DomainsCommand) -> Result<()> {
+    match command {
+        DomainsCommand::Add { name, app } => {
+            let app = resolve_app(&app)?;
+            let added = connect(global, false)
+                .await?
+                .add_domain(&app, &name)
+                .await?;
+            if global.json {
+                say!("{}", serde_json::to_string_pretty(&added)?);
+            } else {
+                say!("{} → {}", added.name, added.app);
+                eprintln!(
+                    "==> the router serves it once the name resolves to this machine (a DNS A/AAAA record)"
+                );
+            }
+            Ok(())
+        }
+        DomainsCommand::List { app } => {
+            let domains = connect(global, false)
+                .await?
+                .domains(app.as_deref())
+                .await?;
+            if global.json {
+                say!("{}", serde_json::to_string_pretty(&domains)?);
+            } else {
+                let rows: Vec<Vec<String>> = domains
+                    .into_iter()
+                    .map(|domain| {
+                        vec![
+                            domain.name,
+                            domain.app,
+                            if domain.from_spec {
+                                "berth.toml"
+                            } else {
+                                "berth domains add"
+                            }
+                            .to_string(),
+                            domain.created_at,
+                        ]
+                    })
+                    .collect();
+                output::table(&["DOMAIN", "APP", "FROM", "ADDED"], &rows);
+            }
+            Ok(())
+        }
+        DomainsCommand::Remove { name, app } => {
+            let app = resolve_app(&app)?;
+            connect(global, false)
+                .await?
+                .remove_domain(&app, &name)
+                .await?;
+            if !global.json {
+                eprintln!("==> {name} is no longer served for {app}");
+            }
+            Ok(())
+        }
+    }
+}
