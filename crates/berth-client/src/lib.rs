@@ -392,6 +392,20 @@ impl Client {
         self.json(request).await
     }
 
+    /// `GET /v1/certs/root`: berth's own CA certificate, PEM.
+    pub async fn certs_root(&self) -> Result<String> {
+        let response = self
+            .send(self.request(Method::GET, &["v1", "certs", "root"])?)
+            .await?;
+        response
+            .text()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })
+    }
+
     /// `POST /v1/apps/{app}/domains`.
     pub async fn add_domain(&self, app: &str, name: &str) -> Result<berth_proto::DomainInfo> {
         self.json(

@@ -353,6 +353,10 @@ pub struct ServerInfo {
     pub api_url: String,
     /// Base URL of the router, such as `http://127.0.0.1:8080`.
     pub router_url: String,
+    /// Base URL of the router's HTTPS, such as `https://127.0.0.1:8443`,
+    /// when it serves HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_url: Option<String>,
     /// The server's process id.
     pub pid: u32,
 }

@@ -34,6 +34,7 @@ pub fn answer(bytes: &[u8]) -> Vec<u8> {
                 Arc::new(builder),
                 server,
                 ([127, 0, 0, 1], 40000).into(),
+                false,
             ));
             let (mut reading, mut writing) = tokio::io::split(client);
             let _ = writing.write_all(bytes).await;

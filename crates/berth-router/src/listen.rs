@@ -26,15 +26,21 @@ pub(crate) struct RouterState {
     domain_suffix: String,
 }
 
-/// Serves the router on `listener` until `shutdown` completes. Apps are
-/// found by `Host`: `APP.localhost` or `APP.<domain_suffix>`.
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves the router on `listener` until `shutdown` completes: HTTPS when
+/// `tls` is given, else plain HTTP. Apps are found by `Host`: a custom
+/// domain, `APP.localhost` or `APP.<domain_suffix>`.
 pub async fn serve(
     listener: TcpListener,
     table: watch::Receiver<Arc<RouteTable>>,
     domain_suffix: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let state = RouterState::new(table, domain_suffix);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let builder = Arc::new(http_builder());
     tokio::pin!(shutdown);
     loop {
@@ -50,12 +56,24 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            state.clone(),
-            builder.clone(),
-            stream,
-            client,
-        ));
+        let Some(acceptor) = &acceptor else {
+            tokio::spawn(serve_connection(
+                state.clone(),
+                builder.clone(),
+                stream,
+                client,
+                false,
+            ));
+            continue;
+        };
+        let (state, builder, acceptor) = (state.clone(), builder.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(state, builder, stream, client, true).await,
+                Ok(Err(err)) => tracing::debug!(%client, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+            }
+        });
     }
 }
 
@@ -90,10 +108,11 @@ pub(crate) async fn serve_connection<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: S,
     client: SocketAddr,
+    secure: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let cache = ConnectionCache::new(state.upstream.clone(), client);
+    let cache = ConnectionCache::new(state.upstream.clone(), client, secure);
     let service = service_fn(move |request| {
         let state = state.clone();
         let cache = cache.clone();
@@ -444,6 +463,7 @@ impl RouterSockets {
         self,
         table: watch::Receiver<Arc<RouteTable>>,
         domain_suffix: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: S,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>>
     where
@@ -454,9 +474,13 @@ impl RouterSockets {
         for (index, socket) in self.sockets.into_iter().enumerate() {
             let table = table.clone();
             let suffix = domain_suffix.clone();
+            let tls = tls.clone();
             let stop = shutdown();
             let thread = std::thread::Builder::new()
-                .name(format!("berth-router-{index}"))
+                .name(format!(
+                    "berth-{}-{index}",
+                    if tls.is_some() { "https" } else { "router" }
+                ))
                 .spawn(move || {
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -470,7 +494,7 @@ impl RouterSockets {
                     };
                     runtime.block_on(async move {
                         match TcpListener::from_std(socket) {
-                            Ok(listener) => serve(listener, table, suffix, stop).await,
+                            Ok(listener) => serve(listener, table, suffix, tls, stop).await,
                             Err(err) => {
                                 tracing::error!(error = %err, "cannot use the router socket")
                             }

@@ -105,17 +105,20 @@ const MAX_IDLE_PER_INSTANCE: usize = 512;
 pub struct ConnectionCache {
     upstream: Arc<Upstream>,
     client_ip: HeaderValue,
+    /// `https` when the client connection is TLS, else `http`.
+    proto: &'static str,
     local: Mutex<Vec<(u64, Sender)>>,
 }
 
 impl ConnectionCache {
-    /// A cache for one client connection from `client`.
-    pub fn new(upstream: Arc<Upstream>, client: SocketAddr) -> Arc<Self> {
+    /// A cache for one client connection from `client`, over TLS or not.
+    pub fn new(upstream: Arc<Upstream>, client: SocketAddr, secure: bool) -> Arc<Self> {
         let client_ip = HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         Arc::new(ConnectionCache {
             upstream,
             client_ip,
+            proto: if secure { "https" } else { "http" },
             local: Mutex::new(Vec::with_capacity(1)),
         })
     }
@@ -270,6 +273,7 @@ impl Upstream {
             &parts.uri,
             parts.version,
             &cache.client_ip,
+            cache.proto,
             upgrade,
         );
         parts.version = Version::HTTP_11;
@@ -394,6 +398,7 @@ fn prepare_request_headers(
     uri: &Uri,
     version: Version,
     client_ip: &HeaderValue,
+    proto: &'static str,
     upgrade: bool,
 ) {
     strip_hop_by_hop(headers, upgrade);
@@ -420,24 +425,27 @@ fn prepare_request_headers(
     }
     // The router is the edge: what a client claims about itself is replaced.
     headers.insert("x-forwarded-for", client_ip.clone());
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     let host = headers.get(header::HOST).cloned();
     if let Some(host) = &host {
         headers.insert("x-forwarded-host", host.clone());
     }
-    headers.insert(header::FORWARDED, forwarded(client_ip, host.as_ref()));
+    headers.insert(
+        header::FORWARDED,
+        forwarded(client_ip, proto, host.as_ref()),
+    );
 }
 
 /// RFC 7239's `Forwarded` for this hop (the client's own is dropped): an
 /// IPv6 client and the host are quoted, as the grammar needs.
-fn forwarded(client_ip: &HeaderValue, host: Option<&HeaderValue>) -> HeaderValue {
+fn forwarded(client_ip: &HeaderValue, proto: &str, host: Option<&HeaderValue>) -> HeaderValue {
     let ip = client_ip.to_str().unwrap_or("unknown");
     let node = if ip.contains(':') {
         format!("\"[{ip}]\"")
     } else {
         ip.to_string()
     };
-    let mut value = format!("for={node};proto=http");
+    let mut value = format!("for={node};proto={proto}");
     if let Some(host) = host.and_then(|host| host.to_str().ok())
         && host
             .bytes()

@@ -80,6 +80,7 @@ async fn start_router(table: RouteTable) -> (SocketAddr, watch::Sender<Arc<Route
         listener,
         receiver,
         "localhost".into(),
+        None,
         std::future::pending(),
     ));
     (addr, sender)
@@ -446,5 +447,38 @@ async fn two_host_headers_get_400_and_a_clients_forwarded_header_is_replaced() {
     assert_eq!(
         seen.trim(),
         "for=127.0.0.1;proto=http;host=\"hello.localhost\""
+    );
+}
+
+#[tokio::test]
+async fn over_tls_the_app_is_told_the_client_used_https() {
+    let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
+    let table = RouteTable {
+        domains: HashMap::new(),
+        apps: HashMap::from([("hello".to_string(), route(vec![a]))]),
+    };
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = berth_tls::LocalCa::open_or_create(ca_dir.path()).unwrap();
+    let root = ca.root_pem().to_string();
+    let certificates = Arc::new(berth_tls::Certificates::new(ca, Arc::new(|_: &str| true)));
+    let config = berth_tls::server_config(certificates).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_sender, receiver) = watch::channel(Arc::new(table));
+    tokio::spawn(berth_router::serve(
+        listener,
+        receiver,
+        "localhost".into(),
+        Some(config),
+        std::future::pending(),
+    ));
+    let answer = berth_testkit::https_get(addr, "hello.localhost", "/", &root)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.alpn.as_deref(), Some("h2"));
+    assert_eq!(
+        answer.headers["x-saw-forwarded"].to_str().unwrap(),
+        "for=127.0.0.1;proto=https;host=\"hello.localhost\""
     );
 }

@@ -12,6 +12,8 @@ pub struct ServerConfig {
     pub api_addr: SocketAddr,
     /// Where the router listens.
     pub router_addr: SocketAddr,
+    /// Where the router serves HTTPS, if it does.
+    pub https_addr: Option<SocketAddr>,
     /// Per-app build directories (cargo's target dirs). Defaults to
     /// `<data>/build`; servers may share one.
     pub build_cache_dir: PathBuf,
@@ -43,6 +45,7 @@ impl ServerConfig {
             data_dir,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8079)),
             router_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            https_addr: None,
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,
@@ -71,6 +74,11 @@ impl ServerConfig {
     /// Scratch space for uploads.
     pub fn tmp_dir(&self) -> PathBuf {
         self.data_dir.join("tmp")
+    }
+
+    /// berth's own CA and certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
     }
 
     /// The API token (mode 0600).

@@ -16,6 +16,7 @@ pub(crate) mod autoscale;
 pub(crate) mod config;
 pub(crate) mod deploy;
 pub(crate) mod disk;
+pub(crate) mod edge;
 pub(crate) mod health;
 pub(crate) mod internal_names;
 pub(crate) mod jobs;
@@ -81,6 +82,9 @@ pub enum ServerError {
     /// The instances' network could not be set up as asked.
     #[error("cannot set up the instances' network: {0}")]
     Network(String),
+    /// berth's CA or the HTTPS settings could not be made.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 fn data_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -275,6 +279,21 @@ pub async fn run(
     ));
     deployer.collect_slugs();
     let router_url = format!("http://{router_addr}");
+    let local_ca = edge::local_ca(&config.tls_dir())?;
+    let ca_root = local_ca.root_pem().to_string();
+    let https = match config.https_addr {
+        Some(addr) => Some(edge::bind(
+            addr,
+            router_threads,
+            local_ca,
+            route_receiver.clone(),
+            config.domain_suffix.clone(),
+        )?),
+        None => None,
+    };
+    let https_url = https
+        .as_ref()
+        .map(|https| format!("https://{}", https.sockets.local_addr()));
     let state = api::ApiState {
         store,
         logs,
@@ -284,6 +303,7 @@ pub async fn run(
         jobs: jobs.clone(),
         token: Arc::new(token),
         router_url: router_url.clone(),
+        ca_root: Arc::new(ca_root),
         max_upload_bytes: config.max_upload_bytes,
         disk: Arc::new(disk::DiskReserve {
             path: data.to_path_buf(),
@@ -296,19 +316,41 @@ pub async fn run(
     let scheduler_task = tokio::spawn(jobs::run_scheduler(jobs, shutdown.clone()));
     let autoscaler_task = tokio::spawn(autoscaler.run(shutdown.clone()));
     let router_shutdown = shutdown.clone();
-    let router_threads = router_sockets
-        .serve(route_receiver, config.domain_suffix.clone(), move || {
-            router_shutdown.clone().cancelled_owned()
-        })
-        .map_err(|source| ServerError::Bind {
-            addr: router_addr,
-            source,
-        })?;
+    let mut router_threads = match https {
+        Some(https) => {
+            let addr = https.sockets.local_addr();
+            let https_shutdown = shutdown.clone();
+            https
+                .sockets
+                .serve(
+                    route_receiver.clone(),
+                    config.domain_suffix.clone(),
+                    Some(https.config),
+                    move || https_shutdown.clone().cancelled_owned(),
+                )
+                .map_err(|source| ServerError::Bind { addr, source })?
+        }
+        None => Vec::new(),
+    };
+    router_threads.extend(
+        router_sockets
+            .serve(
+                route_receiver,
+                config.domain_suffix.clone(),
+                None,
+                move || router_shutdown.clone().cancelled_owned(),
+            )
+            .map_err(|source| ServerError::Bind {
+                addr: router_addr,
+                source,
+            })?,
+    );
     let api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(api::serve(api_listener, api::routes(state), api_shutdown));
     let info = ServerInfo {
         api_url: format!("http://{api_addr}"),
         router_url,
+        https_url,
         pid: std::process::id(),
     };
     write_server_info(&config.server_info_path(), &info)

@@ -24,8 +24,10 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 mod load;
+mod tls;
 
 pub use load::{Load, LoadReport};
+pub use tls::{HttpsAnswer, https_get};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -135,6 +137,8 @@ pub struct TestServer {
     pub api_url: String,
     /// The router's address.
     pub router: SocketAddr,
+    /// The router's HTTPS address, when started with `--https`.
+    pub https: Option<SocketAddr>,
     /// The API token.
     pub token: String,
     extra_args: Vec<String>,
@@ -236,6 +240,7 @@ impl TestServer {
             child: None,
             api_url: String::new(),
             router: SocketAddr::from(([127, 0, 0, 1], 0)),
+            https: None,
             token: String::new(),
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             extra_env: env
@@ -286,6 +291,11 @@ impl TestServer {
                     .expect("router_url")
                     .trim_start_matches("http://");
                 self.router = router.parse().expect("router address");
+                self.https = info["https_url"].as_str().map(|url| {
+                    url.trim_start_matches("https://")
+                        .parse()
+                        .expect("https address")
+                });
                 break;
             }
             assert!(

@@ -131,6 +131,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DomainsCommand,
     },
+    /// Certificates: `berth certs root` prints berth's own CA certificate.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Write the app's model as another platform's files.
     Export {
         /// `fly` (a fly.toml), `dockerfile` (a cargo-chef Dockerfile),
@@ -222,6 +227,10 @@ pub struct ServerArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub router_addr: SocketAddr,
+    /// Where the router serves HTTPS (HTTP/2 and HTTP/1.1), with
+    /// certificates of berth's own CA (`berth certs root`). Default: none.
+    #[arg(long = "https", env = "BERTH_HTTPS_ADDR")]
+    pub https_addr: Option<SocketAddr>,
     /// Where per-app cargo target dirs live (default: DATA/build).
     #[arg(long, env = "BERTH_BUILD_CACHE")]
     pub build_cache: Option<PathBuf>,
@@ -371,6 +380,13 @@ pub enum ConfigCommand {
         #[arg(default_value = ".")]
         path: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Print berth's own CA certificate (PEM), to trust it in a browser or
+    /// system store for the HTTPS of APP.localhost and other local names.
+    Root,
 }
 
 #[derive(Debug, Subcommand)]

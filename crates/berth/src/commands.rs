@@ -24,6 +24,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     let mut config = berth_server::ServerConfig::new(data.clone());
     config.api_addr = args.api_addr;
     config.router_addr = args.router_addr;
+    config.https_addr = args.https_addr;
     config.domain_suffix = args.domain;
     config.max_upload_bytes = args.max_upload_mib * 1024 * 1024;
     config.keep_releases = args.keep_releases;
@@ -114,6 +115,9 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Redis { command } => crate::resources::redis(&global, command).await,
         Command::Volumes { command } => crate::resources::volumes(&global, command).await,
         Command::Domains { command } => crate::domains::domains(&global, command).await,
+        Command::Certs {
+            command: crate::cli::CertsCommand::Root,
+        } => crate::domains::certs_root(&global).await,
         Command::Config {
             command: crate::cli::ConfigCommand::Validate { path },
         } => crate::validate::validate(&path, global.json),

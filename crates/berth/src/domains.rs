@@ -1,4 +1,5 @@
-//! `berth domains`: custom domains the router serves for an app.
+//! `berth domains`: custom domains the router serves for an app; `berth
+//! certs`: the certificates of its HTTPS.
 
 use anyhow::Result;
 
@@ -65,4 +66,11 @@ pub async fn domains(global: &Global, command: DomainsCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints berth's own CA certificate.
+pub async fn certs_root(global: &Global) -> Result<()> {
+    let pem = connect(global, false).await?.certs_root().await?;
+    say!("{}", pem.trim_end());
+    Ok(())
 }

@@ -1,4 +1,5 @@
-//! Custom domains: `berth domains add|list|remove`.
+//! Custom domains (`berth domains add|list|remove`) and their
+//! certificates (`berth certs root`).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -81,4 +82,14 @@ pub(super) async fn remove_domain(
         .nudge_and_wait(std::time::Duration::from_secs(2))
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// berth's own CA certificate (PEM): what a client trusts to verify the
+/// certificates berth makes for names a public CA cannot serve.
+#[utoipa::path(get, path = "/v1/certs/root", responses((status = 200, body = String, content_type = "application/x-pem-file")))]
+pub(super) async fn certs_root(State(state): State<ApiState>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        state.ca_root.as_str().to_string(),
+    )
 }

@@ -20,6 +20,8 @@ pub struct ApiState {
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) token: Arc<String>,
     pub(crate) router_url: String,
+    /// berth's own CA certificate, PEM (`berth certs root`).
+    pub(crate) ca_root: Arc<String>,
     pub(crate) max_upload_bytes: u64,
     pub(crate) disk: Arc<crate::disk::DiskReserve>,
 }

@@ -19,5 +19,6 @@ mod private_names;
 mod resources;
 mod scaling;
 mod shuttle;
+mod tls;
 mod volumes;
 mod workspaces;

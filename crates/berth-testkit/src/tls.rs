@@ -1,0 +1,96 @@
+//! An HTTPS client for tests: one GET over TLS to an address, with the
+//! name to send (SNI and `Host`) and the only root to trust, HTTP/2 when
+//! the server offers it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// What an HTTPS request got.
+#[derive(Debug)]
+pub struct HttpsAnswer {
+    /// Status code.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// The protocol ALPN chose (`h2`, `http/1.1`), if any.
+    pub alpn: Option<String>,
+    /// The headers of the answer.
+    pub headers: http::HeaderMap,
+}
+
+/// GETs `https://NAME/PATH` from `addr`, trusting only `root_pem`. A
+/// handshake the server refuses, or a certificate that does not verify,
+/// is an error.
+pub async fn https_get(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    root_pem: &str,
+) -> std::io::Result<HttpsAnswer> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        let certificate = certificate.map_err(std::io::Error::other)?;
+        roots.add(certificate).map_err(std::io::Error::other)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server_name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let stream = connector.connect(server_name, tcp).await?;
+    let alpn = stream
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .map(|protocol| String::from_utf8_lossy(protocol).into_owned());
+    let request = http::Request::get(format!("https://{name}{path}"))
+        .header(http::header::HOST, name)
+        .body(Empty::<Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let io = TokioIo::new(stream);
+    let response = if alpn.as_deref() == Some("h2") {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        sender
+            .send_request(request)
+            .await
+            .map_err(std::io::Error::other)?
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        sender
+            .send_request(request)
+            .await
+            .map_err(std::io::Error::other)?
+    };
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok(HttpsAnswer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        alpn,
+        headers,
+    })
+}

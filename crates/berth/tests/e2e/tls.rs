@@ -1,0 +1,65 @@
+//! End to end: the router's HTTPS with certificates of berth's own CA —
+//! HTTP/2 by ALPN, a certificate per name berth serves and none for
+//! anything else, and a root that stays the same across restarts.
+
+use berth_testkit::{TestServer, example, https_get};
+
+fn setup() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_their_domains_are_served_over_https_with_berths_own_ca() {
+    setup();
+    let mut server = TestServer::start_with(&["--https", "127.0.0.1:0"]).await;
+    let https = server.https.expect("the server says where HTTPS listens");
+    let dir = example("plain");
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"shop\"\n[http_service]\ndomains = [\"www.example.org\"]\n",
+    )
+    .unwrap();
+    server.ok_in(dir.path(), &["up"]).await;
+    let root = server.ok(&["certs", "root"]).await.stdout;
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
+
+    for name in ["shop.localhost", "www.example.org"] {
+        let answer = https_get(https, name, "/", &root)
+            .await
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+        assert!(answer.body.starts_with("plain says hi"), "{}", answer.body);
+        assert_eq!(answer.alpn.as_deref(), Some("h2"), "{name}");
+    }
+    // No certificate is made for a name berth does not serve.
+    for name in ["bank.example.com", "nope.localhost"] {
+        let refused = https_get(https, name, "/", &root).await;
+        assert!(refused.is_err(), "{name}: {refused:?}");
+    }
+    // A client that does not trust berth's root refuses the certificate.
+    let other = TestServer::start().await;
+    let other_root = other.ok(&["certs", "root"]).await.stdout;
+    assert_ne!(other_root, root, "each server has a CA of its own");
+    assert!(
+        https_get(https, "shop.localhost", "/", &other_root)
+            .await
+            .is_err()
+    );
+    drop(other);
+
+    // The root trusted once stays valid after a restart.
+    server.restart().await;
+    let https = server.https.expect("HTTPS after the restart");
+    assert_eq!(server.ok(&["certs", "root"]).await.stdout, root);
+    server
+        .wait_for_status("shop", std::time::Duration::from_secs(30), |status| {
+            status["instances"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|instance| instance["healthy"] == true))
+        })
+        .await;
+    let answer = https_get(https, "shop.localhost", "/", &root)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+}
