@@ -406,6 +406,12 @@ impl Client {
             })
     }
 
+    /// `GET /v1/domains/{name}/check`.
+    pub async fn check_domain(&self, name: &str) -> Result<berth_proto::DomainCheck> {
+        self.json(self.request(Method::GET, &["v1", "domains", name, "check"])?)
+            .await
+    }
+
     /// `POST /v1/apps/{app}/domains`.
     pub async fn add_domain(&self, app: &str, name: &str) -> Result<berth_proto::DomainInfo> {
         self.json(

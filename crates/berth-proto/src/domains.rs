@@ -17,6 +17,31 @@ pub struct DomainInfo {
     pub created_at: String,
 }
 
+/// The answer of `GET /v1/domains/{name}/check`: whether the name can be
+/// served over HTTPS, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DomainCheck {
+    /// The name.
+    pub name: String,
+    /// The app that serves it.
+    pub app: String,
+    /// The addresses the name resolves to, from this machine.
+    pub resolves_to: Vec<String>,
+    /// Whether one of them is this machine's.
+    pub points_here: bool,
+    /// Where its certificate comes from: `acme` (and the directory) or
+    /// `berth's own CA`; `none` without HTTPS.
+    pub issuer: String,
+    /// When its certificate expires (RFC 3339), when it has one.
+    pub expires: Option<String>,
+    /// Why it has no certificate (or cannot renew it), as the CA or the
+    /// challenge said.
+    pub problem: Option<String>,
+    /// When berth tries again (RFC 3339).
+    pub next_attempt: Option<String>,
+}
+
 /// Body of `POST /v1/apps/{app}/domains`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -41,6 +41,14 @@ wire_enum!(
         DomainAdded => "domain.added",
         /// A custom domain was taken from the app.
         DomainRemoved => "domain.removed",
+        /// The ACME CA issued a domain's first certificate.
+        CertIssued => "cert.issued",
+        /// The ACME CA issued a domain's next certificate.
+        CertRenewed => "cert.renewed",
+        /// A certificate could not be had (the reason, and when it is tried again).
+        CertFailed => "cert.failed",
+        /// A certificate near its expiry could not be renewed.
+        CertExpiring => "cert.expiring",
         /// An instance became healthy.
         InstanceStarted => "instance.started",
         /// An instance exited.

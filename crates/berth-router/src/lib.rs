@@ -20,6 +20,6 @@ pub mod statics;
 pub mod upstream;
 
 pub use balance::{Backend, InFlight};
-pub use listen::{RouterSockets, serve};
+pub use listen::{AcmeAnswers, Edge, RouterSockets, serve};
 pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, Waker};
 pub use statics::StaticDir;

@@ -24,23 +24,42 @@ pub(crate) struct RouterState {
     table: watch::Receiver<Arc<RouteTable>>,
     upstream: Arc<Upstream>,
     domain_suffix: String,
+    acme_http: Option<AcmeAnswers>,
 }
+
+/// The key authorization for an ACME HTTP-01 token, while its challenge runs.
+pub type AcmeAnswers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a listener serves besides routing: TLS, and ACME's HTTP-01 answers.
+#[derive(Clone, Default)]
+pub struct Edge {
+    /// Serve HTTPS with these settings; `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Answers `/.well-known/acme-challenge/TOKEN` for any host.
+    pub acme_http: Option<AcmeAnswers>,
+}
+
+/// Where ACME's HTTP-01 asks (RFC 8555 §8.3).
+const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the router on `listener` until `shutdown` completes: HTTPS when
-/// `tls` is given, else plain HTTP. Apps are found by `Host`: a custom
+/// `edge` has TLS settings, else plain HTTP. Apps are found by `Host`: a custom
 /// domain, `APP.localhost` or `APP.<domain_suffix>`.
 pub async fn serve(
     listener: TcpListener,
     table: watch::Receiver<Arc<RouteTable>>,
     domain_suffix: String,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    edge: Edge,
     shutdown: impl Future<Output = ()>,
 ) {
-    let state = RouterState::new(table, domain_suffix);
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut state = RouterState::new(table, domain_suffix);
+    if let Some(state) = Arc::get_mut(&mut state) {
+        state.acme_http = edge.acme_http;
+    }
+    let acceptor = edge.tls.map(tokio_rustls::TlsAcceptor::from);
     let builder = Arc::new(http_builder());
     tokio::pin!(shutdown);
     loop {
@@ -86,6 +105,7 @@ impl RouterState {
             table,
             upstream: Arc::new(Upstream::new()),
             domain_suffix,
+            acme_http: None,
         })
     }
 }
@@ -134,6 +154,12 @@ async fn handle(
     request: Request<Incoming>,
     cache: &Arc<ConnectionCache>,
 ) -> Response<ProxyBody> {
+    if let Some(answers) = &state.acme_http
+        && let Some(token) = request.uri().path().strip_prefix(ACME_CHALLENGE_PATH)
+        && let Some(answer) = answers(token)
+    {
+        return pages::text(answer);
+    }
     // RFC 9112 §3.2: a request with more than one Host is refused, so the
     // app and the router can never disagree on which it names.
     if request
@@ -463,7 +489,7 @@ impl RouterSockets {
         self,
         table: watch::Receiver<Arc<RouteTable>>,
         domain_suffix: String,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        edge: Edge,
         shutdown: S,
     ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>>
     where
@@ -474,12 +500,16 @@ impl RouterSockets {
         for (index, socket) in self.sockets.into_iter().enumerate() {
             let table = table.clone();
             let suffix = domain_suffix.clone();
-            let tls = tls.clone();
+            let edge = edge.clone();
             let stop = shutdown();
             let thread = std::thread::Builder::new()
                 .name(format!(
                     "berth-{}-{index}",
-                    if tls.is_some() { "https" } else { "router" }
+                    if edge.tls.is_some() {
+                        "https"
+                    } else {
+                        "router"
+                    }
                 ))
                 .spawn(move || {
                     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -494,7 +524,7 @@ impl RouterSockets {
                     };
                     runtime.block_on(async move {
                         match TcpListener::from_std(socket) {
-                            Ok(listener) => serve(listener, table, suffix, tls, stop).await,
+                            Ok(listener) => serve(listener, table, suffix, edge, stop).await,
                             Err(err) => {
                                 tracing::error!(error = %err, "cannot use the router socket")
                             }

@@ -34,6 +34,12 @@ pub fn unknown_app<B: From<Full<Bytes>>>(host: &str) -> Response<B> {
     )
 }
 
+/// 200 with `text` as the body: what the router answers itself (an ACME
+/// challenge's key authorization).
+pub fn text<B: From<Full<Bytes>>>(text: String) -> Response<B> {
+    page(StatusCode::OK, text)
+}
+
 /// 400: a request the router will not pass on, and why.
 pub fn bad_request<B: From<Full<Bytes>>>(why: &str) -> Response<B> {
     page(

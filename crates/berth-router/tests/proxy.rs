@@ -80,7 +80,7 @@ async fn start_router(table: RouteTable) -> (SocketAddr, watch::Sender<Arc<Route
         listener,
         receiver,
         "localhost".into(),
-        None,
+        berth_router::Edge::default(),
         std::future::pending(),
     ));
     (addr, sender)
@@ -460,7 +460,13 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
     let ca_dir = tempfile::tempdir().unwrap();
     let ca = berth_tls::LocalCa::open_or_create(ca_dir.path()).unwrap();
     let root = ca.root_pem().to_string();
-    let certificates = Arc::new(berth_tls::Certificates::new(ca, Arc::new(|_: &str| true)));
+    let certificates = Arc::new(berth_tls::Certificates::new(
+        ca,
+        Arc::new(|_: &str| true),
+        Arc::new(|_: &str| false),
+        Arc::new(berth_tls::Challenges::default()),
+        &ca_dir.path().join("certs"),
+    ));
     let config = berth_tls::server_config(certificates).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -469,7 +475,10 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
         listener,
         receiver,
         "localhost".into(),
-        Some(config),
+        berth_router::Edge {
+            tls: Some(config),
+            acme_http: None,
+        },
         std::future::pending(),
     ));
     let answer = berth_testkit::https_get(addr, "hello.localhost", "/", &root)

@@ -14,6 +14,8 @@ pub struct ServerConfig {
     pub router_addr: SocketAddr,
     /// Where the router serves HTTPS, if it does.
     pub https_addr: Option<SocketAddr>,
+    /// Where custom domains' certificates come from, when from an ACME CA.
+    pub acme: Option<berth_tls::AcmeSettings>,
     /// Per-app build directories (cargo's target dirs). Defaults to
     /// `<data>/build`; servers may share one.
     pub build_cache_dir: PathBuf,
@@ -46,6 +48,7 @@ impl ServerConfig {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8079)),
             router_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             https_addr: None,
+            acme: None,
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,

@@ -283,14 +283,24 @@ pub async fn run(
     let ca_root = local_ca.root_pem().to_string();
     let https = match config.https_addr {
         Some(addr) => Some(edge::bind(
-            addr,
-            router_threads,
+            edge::HttpsSetup {
+                addr,
+                threads: router_threads,
+                tls_dir: config.tls_dir(),
+                acme: config.acme.clone(),
+                suffix: config.domain_suffix.clone(),
+            },
             local_ca,
             route_receiver.clone(),
-            config.domain_suffix.clone(),
+            store.clone(),
         )?),
         None => None,
     };
+    let acme_http: Option<berth_router::AcmeAnswers> = https.as_ref().map(|https| {
+        let challenges = https.challenges.clone();
+        Arc::new(move |token: &str| challenges.http_answer(token)) as berth_router::AcmeAnswers
+    });
+    let cert_desk = https.as_ref().map(|https| https.desk.clone());
     let https_url = https
         .as_ref()
         .map(|https| format!("https://{}", https.sockets.local_addr()));
@@ -304,6 +314,7 @@ pub async fn run(
         token: Arc::new(token),
         router_url: router_url.clone(),
         ca_root: Arc::new(ca_root),
+        certs: cert_desk,
         max_upload_bytes: config.max_upload_bytes,
         disk: Arc::new(disk::DiskReserve {
             path: data.to_path_buf(),
@@ -320,24 +331,35 @@ pub async fn run(
         Some(https) => {
             let addr = https.sockets.local_addr();
             let https_shutdown = shutdown.clone();
+            if let Some(manager) = https.manager {
+                tokio::spawn(manager.run(shutdown.clone()));
+            }
+            let edge = berth_router::Edge {
+                tls: Some(https.config),
+                acme_http: acme_http.clone(),
+            };
             https
                 .sockets
                 .serve(
                     route_receiver.clone(),
                     config.domain_suffix.clone(),
-                    Some(https.config),
+                    edge,
                     move || https_shutdown.clone().cancelled_owned(),
                 )
                 .map_err(|source| ServerError::Bind { addr, source })?
         }
         None => Vec::new(),
     };
+    let plain = berth_router::Edge {
+        tls: None,
+        acme_http,
+    };
     router_threads.extend(
         router_sockets
             .serve(
                 route_receiver,
                 config.domain_suffix.clone(),
-                None,
+                plain,
                 move || router_shutdown.clone().cancelled_owned(),
             )
             .map_err(|source| ServerError::Bind {

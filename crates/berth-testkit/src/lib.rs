@@ -24,9 +24,11 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 mod load;
+mod pebble;
 mod tls;
 
 pub use load::{Load, LoadReport};
+pub use pebble::{Pebble, PebblePlan};
 pub use tls::{HttpsAnswer, https_get};
 
 /// The workspace root.

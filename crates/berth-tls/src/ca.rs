@@ -88,8 +88,26 @@ impl LocalCa {
         &self.certificate_pem
     }
 
+    /// A new certificate for `name`, signed by the CA, as PEM: the chain
+    /// (leaf first) and the PKCS#8 key — for a program that reads files.
+    pub fn issue_pem(&self, name: &str) -> Result<(String, String), TlsError> {
+        let (certificate, key) = self.leaf(name)?;
+        Ok((
+            format!("{}{}", certificate.pem(), self.certificate_pem),
+            key.serialize_pem(),
+        ))
+    }
+
     /// A new certificate for `name`, signed by the CA, with its chain.
     pub fn issue(&self, name: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+        let (certificate, key) = self.leaf(name)?;
+        certified_key(
+            vec![certificate.der().clone(), self.certificate_der.clone()],
+            key.serialize_der(),
+        )
+    }
+
+    fn leaf(&self, name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
         let key = KeyPair::generate().map_err(crypto)?;
         let mut params = CertificateParams::new(vec![name.to_string()]).map_err(crypto)?;
         let mut subject = DistinguishedName::new();
@@ -102,10 +120,7 @@ impl LocalCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let certificate = params.signed_by(&key, &self.issuer).map_err(crypto)?;
-        certified_key(
-            vec![certificate.der().clone(), self.certificate_der.clone()],
-            key.serialize_der(),
-        )
+        Ok((certificate, key))
     }
 }
 
@@ -123,12 +138,46 @@ pub(crate) fn certified_key(
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
+/// The self-signed certificate of TLS-ALPN-01 (RFC 8737): for `name`,
+/// with the critical acmeIdentifier extension holding `digest` (the
+/// SHA-256 of the key authorization).
+pub(crate) fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
+    let key = KeyPair::generate().map_err(crypto)?;
+    let mut params = CertificateParams::new(vec![name.to_string()]).map_err(crypto)?;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    let certificate = params.self_signed(&key).map_err(crypto)?;
+    certified_key(vec![certificate.der().clone()], key.serialize_der())
+}
+
+/// The chain and key of PEM text, for rustls.
+pub(crate) fn certified_key_from_pem(
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(crypto)?;
+    if chain.is_empty() {
+        return Err(TlsError::Crypto("no certificate in the chain".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(crypto)?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(crypto)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
 fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(crypto)
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

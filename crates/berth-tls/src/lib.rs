@@ -9,11 +9,15 @@
 //! for a name berth serves, so a stranger cannot make berth mint
 //! certificates for anything it likes.
 
+mod acme;
 mod ca;
 mod resolver;
 
+pub use acme::{
+    ACME_TLS_ALPN, AcmeClient, AcmeFailure, AcmeSettings, Challenges, Issued, LETS_ENCRYPT,
+};
 pub use ca::LocalCa;
-pub use resolver::{Certificates, NameFilter, server_config};
+pub use resolver::{Certificates, NameFilter, PublicCertificate, server_config};
 
 /// Why a certificate could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -32,4 +36,14 @@ pub enum TlsError {
     /// A key or certificate could not be made or read.
     #[error("{0}")]
     Crypto(String),
+}
+
+/// A short, stable name for `text` (file names of per-directory state).
+pub(crate) fn short_hash(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }

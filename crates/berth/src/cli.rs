@@ -231,6 +231,17 @@ pub struct ServerArgs {
     /// certificates of berth's own CA (`berth certs root`). Default: none.
     #[arg(long = "https", env = "BERTH_HTTPS_ADDR")]
     pub https_addr: Option<SocketAddr>,
+    /// Custom domains get certificates from this ACME directory (default
+    /// with --acme-email: Let's Encrypt); without either, from berth's own CA.
+    #[arg(long, env = "BERTH_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// The contact address given to the ACME CA (expiry notices).
+    #[arg(long, env = "BERTH_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// A root certificate (PEM) to trust for the ACME directory's own
+    /// HTTPS: a private CA such as step-ca, or a test CA.
+    #[arg(long, env = "BERTH_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
     /// Where per-app cargo target dirs live (default: DATA/build).
     #[arg(long, env = "BERTH_BUILD_CACHE")]
     pub build_cache: Option<PathBuf>,
@@ -403,6 +414,11 @@ pub enum DomainsCommand {
         /// Only this app's.
         #[arg(short, long)]
         app: Option<String>,
+    },
+    /// Whether a domain can be served over HTTPS, and if not, why.
+    Check {
+        /// The domain.
+        name: String,
     },
     /// Stop serving a domain for the app.
     Remove {

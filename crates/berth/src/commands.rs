@@ -25,6 +25,15 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.api_addr = args.api_addr;
     config.router_addr = args.router_addr;
     config.https_addr = args.https_addr;
+    if args.acme_directory.is_some() || args.acme_email.is_some() {
+        config.acme = Some(berth_tls::AcmeSettings {
+            directory: args
+                .acme_directory
+                .unwrap_or_else(|| berth_tls::LETS_ENCRYPT.to_string()),
+            email: args.acme_email,
+            ca_root: args.acme_ca_root,
+        });
+    }
     config.domain_suffix = args.domain;
     config.max_upload_bytes = args.max_upload_mib * 1024 * 1024;
     config.keep_releases = args.keep_releases;

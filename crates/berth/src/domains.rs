@@ -54,6 +54,36 @@ pub async fn domains(global: &Global, command: DomainsCommand) -> Result<()> {
             }
             Ok(())
         }
+        DomainsCommand::Check { name } => {
+            let check = connect(global, false).await?.check_domain(&name).await?;
+            if global.json {
+                say!("{}", serde_json::to_string_pretty(&check)?);
+                return Ok(());
+            }
+            say!("{} → app {}", check.name, check.app);
+            let resolved = if check.resolves_to.is_empty() {
+                "does not resolve".to_string()
+            } else {
+                check.resolves_to.join(", ")
+            };
+            let here = if check.points_here {
+                "this machine"
+            } else {
+                "not this machine"
+            };
+            say!("  resolves to: {resolved} ({here})");
+            say!("  certificate: {}", check.issuer);
+            if let Some(expires) = &check.expires {
+                say!("  expires:     {expires}");
+            }
+            if let Some(problem) = &check.problem {
+                say!("  problem:     {problem}");
+            }
+            if let Some(next) = &check.next_attempt {
+                say!("  next try:    {next}");
+            }
+            Ok(())
+        }
         DomainsCommand::Remove { name, app } => {
             let app = resolve_app(&app)?;
             connect(global, false)

@@ -60,6 +60,9 @@ pub(super) async fn add_domain(
         .reconciler
         .nudge_and_wait(std::time::Duration::from_secs(2))
         .await;
+    if let Some(certs) = &state.certs {
+        certs.wake.notify_one();
+    }
     Ok((StatusCode::CREATED, Json(info(row))))
 }
 
@@ -92,4 +95,73 @@ pub(super) async fn certs_root(State(state): State<ApiState>) -> impl axum::resp
         [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
         state.ca_root.as_str().to_string(),
     )
+}
+
+/// Whether a custom domain can be served over HTTPS, and if not, why: where
+/// the name points, its certificate, the CA's last answer.
+#[utoipa::path(get, path = "/v1/domains/{name}/check", params(("name" = String, Path)),
+    responses((status = 200, body = berth_proto::DomainCheck), (status = 404, body = ApiError)))]
+pub(super) async fn check_domain(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<berth_proto::DomainCheck>> {
+    let name = berth_proto::validate_domain(&name).map_err(ApiFailure::BadRequest)?;
+    let row = state
+        .store
+        .domains(None)?
+        .into_iter()
+        .find(|row| row.name == name)
+        .ok_or_else(|| ApiFailure::NotFound(format!("domain `{name}` is not served by any app")))?;
+    let resolved: Vec<std::net::IpAddr> = tokio::net::lookup_host((name.as_str(), 443))
+        .await
+        .map(|found| found.map(|addr| addr.ip()).collect())
+        .unwrap_or_default();
+    let own = berth_runtime::netns::host_addresses();
+    let points_here = resolved
+        .iter()
+        .any(|ip| ip.is_loopback() || own.contains(ip));
+    let mut check = berth_proto::DomainCheck {
+        name: name.clone(),
+        app: row.app,
+        resolves_to: resolved.iter().map(ToString::to_string).collect(),
+        points_here,
+        issuer: "none (the server has no --https)".into(),
+        expires: None,
+        problem: None,
+        next_attempt: None,
+    };
+    let Some(certs) = &state.certs else {
+        return Ok(Json(check));
+    };
+    let Some(directory) = &certs.directory else {
+        check.issuer = "berth's own CA (no --acme-directory or --acme-email)".into();
+        return Ok(Json(check));
+    };
+    check.issuer = format!("acme ({directory})");
+    check.expires = certs
+        .certificates
+        .public_certificate(&name)
+        .map(|certificate| crate::edge::certs::humantime_date(certificate.not_after));
+    let status = certs.status_of(&name);
+    check.problem = status.last_error;
+    check.next_attempt = status.next_attempt.map(crate::edge::certs::humantime_date);
+    if check.expires.is_none() && check.problem.is_none() {
+        check.problem = Some("being issued now".into());
+    }
+    if !points_here && check.expires.is_none() {
+        let shown = if check.resolves_to.is_empty() {
+            "does not resolve".to_string()
+        } else {
+            format!("resolves to {}", check.resolves_to.join(", "))
+        };
+        check.problem = Some(format!(
+            "{name} {shown}, not to this machine: point its A/AAAA record here so the CA can reach it{}",
+            check
+                .problem
+                .as_ref()
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(Json(check))
 }

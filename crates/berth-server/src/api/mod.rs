@@ -47,14 +47,14 @@ use resources::*;
     info(title = "berth", description = "Host Rust apps on machines you own."),
     paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
-        list_jobs, run_job, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, certs_root),
+        list_jobs, run_job, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
         berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo, berth_proto::MigrateResult,
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
         berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob,
-        berth_proto::DomainInfo, berth_proto::AddDomain
+        berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -114,6 +114,7 @@ pub fn routes(state: ApiState) -> Router {
             axum::routing::delete(destroy_volume),
         )
         .route("/v1/domains", get(list_domains))
+        .route("/v1/domains/{name}/check", get(check_domain))
         .route("/v1/certs/root", get(certs_root))
         .route("/v1/apps/{app}/domains", post(add_domain))
         .route(

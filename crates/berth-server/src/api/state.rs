@@ -22,6 +22,8 @@ pub struct ApiState {
     pub(crate) router_url: String,
     /// berth's own CA certificate, PEM (`berth certs root`).
     pub(crate) ca_root: Arc<String>,
+    /// Certificates of the router's HTTPS, when it serves HTTPS.
+    pub(crate) certs: Option<crate::edge::certs::CertDesk>,
     pub(crate) max_upload_bytes: u64,
     pub(crate) disk: Arc<crate::disk::DiskReserve>,
 }

@@ -3,6 +3,7 @@
 //! `examples/`, a real PostgreSQL and Redis. One binary links once; run a
 //! suite with `cargo test -p berth --test e2e jobs::`.
 
+mod acme;
 mod builds;
 mod config;
 mod crashes;

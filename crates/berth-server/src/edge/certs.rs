@@ -1,0 +1,199 @@
+//! Certificates from the ACME CA for custom domains: issued when a domain
+//! is added, renewed at two thirds of their lifetime, retried with backoff
+//! (with jitter, so many domains do not retry at once), and every issuance,
+//! renewal and failure written to the app's event log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use berth_store::{EventKind, Store};
+use berth_tls::{AcmeClient, AcmeFailure, Certificates};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Looked again at least this often (renewals fall due while nothing happens).
+const RECHECK: Duration = Duration::from_secs(600);
+/// The first retry after a failure; doubled each time, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
+/// A certificate this close to expiry that cannot renew is a warning event.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Where a domain's certificate stands.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CertStatus {
+    /// Why the last attempt failed.
+    pub(crate) last_error: Option<String>,
+    /// Failures in a row.
+    pub(crate) failures: u32,
+    /// Not tried again before this.
+    pub(crate) next_attempt: Option<SystemTime>,
+}
+
+/// What the API holds: the state of each domain's certificate, and a way
+/// to have a new domain looked at now.
+#[derive(Clone)]
+pub(crate) struct CertDesk {
+    pub(crate) certificates: Arc<Certificates>,
+    pub(crate) status: Arc<RwLock<HashMap<String, CertStatus>>>,
+    pub(crate) wake: Arc<Notify>,
+    /// The CA's directory, when certificates come from one.
+    pub(crate) directory: Option<String>,
+}
+
+impl CertDesk {
+    pub(crate) fn status_of(&self, name: &str) -> CertStatus {
+        self.status
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Obtains and renews the certificates of custom domains.
+pub(crate) struct CertManager {
+    pub(crate) client: AcmeClient,
+    pub(crate) desk: CertDesk,
+    pub(crate) store: Arc<Store>,
+}
+
+impl CertManager {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let mut next = SystemTime::now() + RECHECK;
+            for row in self.store.domains(None).unwrap_or_default() {
+                let due = self.due(&row.name);
+                if due <= SystemTime::now() {
+                    tokio::select! {
+                        () = self.obtain(&row.app, &row.name) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    next = next.min(self.due(&row.name));
+                } else {
+                    next = next.min(due);
+                }
+            }
+            let wait = next
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(200));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.desk.wake.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// When `name` next needs the CA: now without a certificate, at two
+    /// thirds of its lifetime with one; never before a failure's backoff.
+    fn due(&self, name: &str) -> SystemTime {
+        let renewal = match self.desk.certificates.public_certificate(name) {
+            Some(certificate) => {
+                let life = certificate
+                    .not_after
+                    .duration_since(certificate.not_before)
+                    .unwrap_or_default();
+                certificate.not_before + life * 2 / 3
+            }
+            None => SystemTime::UNIX_EPOCH,
+        };
+        match self.desk.status_of(name).next_attempt {
+            Some(retry) => renewal.max(retry),
+            None => renewal,
+        }
+    }
+
+    async fn obtain(&self, app: &str, name: &str) {
+        let had = self.desk.certificates.public_certificate(name);
+        let outcome = self.client.issue(name).await;
+        let mut statuses = self
+            .desk
+            .status
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let status = statuses.entry(name.to_string()).or_default();
+        let installed = outcome
+            .map_err(|failure| failure.to_string())
+            .and_then(|issued| {
+                self.desk
+                    .certificates
+                    .install(name, &issued)
+                    .map_err(|err| err.to_string())
+            });
+        match installed {
+            Ok(certificate) => {
+                *status = CertStatus::default();
+                let until = humantime_date(certificate.not_after);
+                let (kind, verb) = if had.is_some() {
+                    (EventKind::CertRenewed, "renewed")
+                } else {
+                    (EventKind::CertIssued, "issued")
+                };
+                tracing::info!(name, until, "certificate {verb}");
+                let _ = self.store.record_event(
+                    app,
+                    kind,
+                    &format!(
+                        "certificate for {name} {verb} by {}, valid until {until}",
+                        self.client.directory()
+                    ),
+                );
+            }
+            Err(why) => {
+                status.failures += 1;
+                let rate_limited =
+                    why.starts_with(&AcmeFailure::RateLimited(String::new()).to_string());
+                let mut backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << (status.failures - 1).min(16))
+                    .min(MAX_BACKOFF);
+                if rate_limited {
+                    backoff = backoff.max(Duration::from_secs(3600));
+                }
+                // ±10%, so that domains that failed together do not retry together.
+                let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2 - 0.1);
+                let retry = SystemTime::now() + backoff.saturating_add(jitter);
+                status.next_attempt = Some(retry);
+                status.last_error = Some(why.clone());
+                tracing::warn!(name, error = %why, "no certificate");
+                let _ = self.store.record_event(
+                    app,
+                    EventKind::CertFailed,
+                    &format!(
+                        "no certificate for {name}: {why}; trying again at {}",
+                        humantime_date(retry)
+                    ),
+                );
+                if let Some(had) = had
+                    && had
+                        .not_after
+                        .duration_since(SystemTime::now())
+                        .is_ok_and(|left| left < EXPIRY_WARNING)
+                {
+                    let _ = self.store.record_event(
+                        app,
+                        EventKind::CertExpiring,
+                        &format!(
+                            "the certificate for {name} expires at {} and cannot be renewed: {why}",
+                            humantime_date(had.not_after)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// RFC 3339, to the second.
+pub(crate) fn humantime_date(at: SystemTime) -> String {
+    let seconds = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,94 @@
+//! The router's HTTPS: its listening sockets, the certificates for the
+//! names berth serves — the ACME CA's for custom domains when the server
+//! has one (`--acme-directory`, `--acme-email`), berth's own CA's for
+//! everything else — and the ACME challenges the router answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use berth_router::RouteTable;
+use tokio::sync::watch;
+
+use crate::ServerError;
+
+pub(crate) mod certs;
+
+/// What HTTPS needs to start serving, and what answers ACME.
+pub(crate) struct Https {
+    pub(crate) sockets: berth_router::RouterSockets,
+    pub(crate) config: Arc<rustls::ServerConfig>,
+    /// Obtains and renews the CA's certificates (with ACME only).
+    pub(crate) manager: Option<certs::CertManager>,
+    pub(crate) desk: certs::CertDesk,
+    pub(crate) challenges: Arc<berth_tls::Challenges>,
+}
+
+/// berth's own CA, made in `tls_dir` on first start.
+pub(crate) fn local_ca(tls_dir: &std::path::Path) -> Result<berth_tls::LocalCa, ServerError> {
+    berth_tls::LocalCa::open_or_create(tls_dir).map_err(|err| ServerError::Tls(err.to_string()))
+}
+
+/// Where HTTPS listens and where its certificates come from.
+pub(crate) struct HttpsSetup {
+    pub(crate) addr: SocketAddr,
+    pub(crate) threads: usize,
+    pub(crate) tls_dir: std::path::PathBuf,
+    pub(crate) acme: Option<berth_tls::AcmeSettings>,
+    pub(crate) suffix: String,
+}
+
+/// Binds HTTPS, with certificates for each name the route table serves:
+/// an app's `APP.localhost`/`APP.SUFFIX` or a custom domain of an app.
+pub(crate) fn bind(
+    setup: HttpsSetup,
+    ca: berth_tls::LocalCa,
+    routes: watch::Receiver<Arc<RouteTable>>,
+    store: Arc<berth_store::Store>,
+) -> Result<Https, ServerError> {
+    let addr = setup.addr;
+    let sockets = berth_router::RouterSockets::bind(addr, setup.threads)
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let suffix = setup.suffix.clone();
+    let served_routes = routes.clone();
+    let serves: berth_tls::NameFilter = Arc::new(move |name: &str| {
+        let table = served_routes.borrow().clone();
+        table
+            .app_for_host(name, &suffix)
+            .is_some_and(|app| table.apps.contains_key(app))
+    });
+    let with_acme = setup.acme.is_some();
+    let public: berth_tls::NameFilter =
+        Arc::new(move |name: &str| with_acme && routes.borrow().domains.contains_key(name));
+    let challenges = Arc::new(berth_tls::Challenges::default());
+    let certificates = Arc::new(berth_tls::Certificates::new(
+        ca,
+        serves,
+        public,
+        challenges.clone(),
+        &setup.tls_dir.join("certs"),
+    ));
+    let config = berth_tls::server_config(certificates.clone())
+        .map_err(|err| ServerError::Tls(err.to_string()))?;
+    let desk = certs::CertDesk {
+        certificates,
+        status: Default::default(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        directory: setup.acme.as_ref().map(|acme| acme.directory.clone()),
+    };
+    let manager = setup.acme.map(|settings| certs::CertManager {
+        client: berth_tls::AcmeClient::new(
+            settings,
+            &setup.tls_dir.join("acme"),
+            challenges.clone(),
+        ),
+        desk: desk.clone(),
+        store,
+    });
+    Ok(Https {
+        sockets,
+        config,
+        manager,
+        desk,
+        challenges,
+    })
+}

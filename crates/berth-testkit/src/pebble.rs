@@ -1,0 +1,185 @@
+//! Debian's `pebble` (a test ACME CA) and `pebble-challtestsrv` (its DNS,
+//! answering every name with 127.0.0.1), on loopback ports, for tests of
+//! berth's ACME client. Prepared first (berth must be told the directory
+//! before it starts), started once berth's router ports are known (pebble
+//! validates HTTP-01 and TLS-ALPN-01 there).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CA about to start: its ports and its own listener's certificate.
+pub struct PebblePlan {
+    dir: tempfile::TempDir,
+    listen: u16,
+    management: u16,
+    dns: u16,
+    challtest_management: u16,
+    /// The ACME directory URL.
+    pub directory: String,
+    /// The root that signed pebble's own HTTPS certificate (a file).
+    pub listener_root: std::path::PathBuf,
+    listener_root_pem: String,
+}
+
+/// A running pebble with its DNS.
+pub struct Pebble {
+    plan: PebblePlan,
+    children: Vec<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+impl PebblePlan {
+    /// Picks ports and makes pebble's HTTPS certificate.
+    pub fn new() -> PebblePlan {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = berth_tls::LocalCa::open_or_create(&dir.path().join("ca")).expect("a test CA");
+        let (chain, key) = ca.issue_pem("localhost").expect("pebble's certificate");
+        std::fs::write(dir.path().join("cert.pem"), chain).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let listen = free_port();
+        PebblePlan {
+            listen,
+            management: free_port(),
+            dns: free_port(),
+            challtest_management: free_port(),
+            directory: format!("https://localhost:{listen}/dir"),
+            listener_root: dir.path().join("ca/ca.pem"),
+            listener_root_pem: ca.root_pem().to_string(),
+            dir,
+        }
+    }
+
+    /// Starts pebble, validating HTTP-01 at `http_port` and TLS-ALPN-01 at
+    /// `tls_port` of the address a name resolves to.
+    pub async fn start(self, http_port: u16, tls_port: u16) -> Pebble {
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{}", self.listen),
+                "managementListenAddress": format!("127.0.0.1:{}", self.management),
+                "certificate": self.dir.path().join("cert.pem"),
+                "privateKey": self.dir.path().join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        let config_path = self.dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = |name: &str| {
+            std::fs::File::create(self.dir.path().join(name))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null())
+        };
+        let challtest = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{}", self.dns)])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args([
+                "-management",
+                &format!("127.0.0.1:{}", self.challtest_management),
+            ])
+            .stdout(log("challtestsrv.log"))
+            .stderr(log("challtestsrv.err"))
+            .spawn()
+            .expect("pebble-challtestsrv (Debian's pebble package; .ci/run installs it)");
+        let pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"))
+            .spawn()
+            .expect("pebble (Debian's pebble package; .ci/run installs it)");
+        let running = Pebble {
+            plan: self,
+            children: vec![challtest, pebble],
+        };
+        running.wait_for(running.plan.listen).await;
+        running.wait_for(running.plan.challtest_management).await;
+        running
+    }
+}
+
+impl Default for PebblePlan {
+    fn default() -> Self {
+        PebblePlan::new()
+    }
+}
+
+impl Pebble {
+    async fn wait_for(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "pebble did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What pebble and its DNS wrote.
+    pub fn log(&self) -> String {
+        ["pebble.log", "pebble.err", "challtestsrv.err"]
+            .iter()
+            .map(|name| {
+                std::fs::read_to_string(self.plan.dir.path().join(name)).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The root of the certificates pebble issues (PEM), for a client to trust.
+    pub async fn issuing_root(&self) -> String {
+        let management = SocketAddr::from(([127, 0, 0, 1], self.plan.management));
+        let answer = crate::https_get(
+            management,
+            "localhost",
+            "/roots/0",
+            &self.plan.listener_root_pem,
+        )
+        .await
+        .expect("pebble's roots");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body
+    }
+
+    /// Makes `name` resolve to `address` in pebble's DNS (instead of 127.0.0.1).
+    pub async fn resolve(&self, name: &str, address: &str) {
+        let body =
+            serde_json::json!({ "host": format!("{name}."), "addresses": [address] }).to_string();
+        let answer = crate::http_request(
+            SocketAddr::from(([127, 0, 0, 1], self.plan.challtest_management)),
+            "localhost",
+            "POST",
+            "/add-a",
+            &body,
+        )
+        .await
+        .expect("challtestsrv's management");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
