@@ -16,10 +16,12 @@ pub mod fuzz;
 pub mod listen;
 pub mod pages;
 pub mod route;
+pub mod sockets;
 pub mod statics;
 pub mod upstream;
 
 pub use balance::{Backend, InFlight};
-pub use listen::{AcmeAnswers, Edge, RouterSockets, serve};
+pub use listen::{AcmeAnswers, Edge, serve};
 pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, Waker};
+pub use sockets::RouterSockets;
 pub use statics::StaticDir;

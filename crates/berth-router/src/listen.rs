@@ -25,6 +25,10 @@ pub(crate) struct RouterState {
     upstream: Arc<Upstream>,
     domain_suffix: String,
     acme_http: Option<AcmeAnswers>,
+    /// This listener is HTTPS.
+    secure: bool,
+    /// The HTTPS port plain requests of `force_https` apps are sent to.
+    https_port: Option<u16>,
 }
 
 /// The key authorization for an ACME HTTP-01 token, while its challenge runs.
@@ -37,6 +41,9 @@ pub struct Edge {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Answers `/.well-known/acme-challenge/TOKEN` for any host.
     pub acme_http: Option<AcmeAnswers>,
+    /// Where HTTPS listens: plain requests for apps with `force_https` are
+    /// redirected there.
+    pub https_port: Option<u16>,
 }
 
 /// Where ACME's HTTP-01 asks (RFC 8555 §8.3).
@@ -58,6 +65,8 @@ pub async fn serve(
     let mut state = RouterState::new(table, domain_suffix);
     if let Some(state) = Arc::get_mut(&mut state) {
         state.acme_http = edge.acme_http;
+        state.secure = edge.tls.is_some();
+        state.https_port = edge.https_port;
     }
     let acceptor = edge.tls.map(tokio_rustls::TlsAcceptor::from);
     let builder = Arc::new(http_builder());
@@ -106,6 +115,8 @@ impl RouterState {
             upstream: Arc::new(Upstream::new()),
             domain_suffix,
             acme_http: None,
+            secure: false,
+            https_port: None,
         })
     }
 }
@@ -149,7 +160,63 @@ thread_local! {
     static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// One year, as browsers' preload lists ask.
+const HSTS: &str = "max-age=31536000";
+
 async fn handle(
+    state: &RouterState,
+    request: Request<Incoming>,
+    cache: &Arc<ConnectionCache>,
+) -> Response<ProxyBody> {
+    if !state.secure {
+        return route_request(state, request, cache).await;
+    }
+    let hsts = host_route(state, &request).is_some_and(|route| route.hsts);
+    let mut response = route_request(state, request, cache).await;
+    if hsts {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            header::HeaderValue::from_static(HSTS),
+        );
+    }
+    response
+}
+
+/// The route of the app a request's `Host` names, if any.
+fn host_route(state: &RouterState, request: &Request<Incoming>) -> Option<AppRoute> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| request.uri().host())?;
+    let table = state.table.borrow().clone();
+    let app = table.app_for_host(host, &state.domain_suffix)?;
+    table.apps.get(app).cloned()
+}
+
+/// `https://HOST[:PORT]/PATH?QUERY` for a plain request.
+fn https_location(
+    host: &str,
+    port: u16,
+    request: &Request<Incoming>,
+) -> Option<header::HeaderValue> {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |path| path.as_str());
+    let location = if port == 443 {
+        format!("https://{name}{path}")
+    } else {
+        format!("https://{name}:{port}{path}")
+    };
+    header::HeaderValue::from_str(&location).ok()
+}
+
+async fn route_request(
     state: &RouterState,
     request: Request<Incoming>,
     cache: &Arc<ConnectionCache>,
@@ -196,6 +263,13 @@ async fn handle(
             None => return pages::unknown_app(host),
         },
     };
+    if route.force_https
+        && !state.secure
+        && let Some(port) = state.https_port
+        && let Some(location) = https_location(host, port, &request)
+    {
+        return pages::redirect(location);
+    }
     route.traffic.count_request();
     if !route.statics.is_empty() {
         let statics = route.statics.clone();
@@ -442,97 +516,4 @@ fn admit(
         .iter()
         .filter(|backend| !backend.is_retired())
         .find_map(|backend| InFlight::try_start_limited(backend.clone(), limit))
-}
-
-/// The router's listening sockets: one per serving thread, all on one port
-/// (`SO_REUSEPORT`), so the kernel spreads connections over the threads.
-pub struct RouterSockets {
-    sockets: Vec<std::net::TcpListener>,
-    addr: SocketAddr,
-}
-
-impl RouterSockets {
-    /// Binds `threads` sockets on `addr` (port 0 picks one free port for all).
-    pub fn bind(addr: SocketAddr, threads: usize) -> std::io::Result<RouterSockets> {
-        let mut sockets = Vec::with_capacity(threads.max(1));
-        let mut bound = addr;
-        for _ in 0..threads.max(1) {
-            let socket = if bound.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.set_nodelay(true)?;
-            socket.bind(bound)?;
-            let listener = socket.listen(4096)?;
-            bound = listener.local_addr()?;
-            sockets.push(listener.into_std()?);
-        }
-        Ok(RouterSockets {
-            sockets,
-            addr: bound,
-        })
-    }
-
-    /// The address every socket listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Serves on one thread per socket, each with its own single-threaded
-    /// runtime, so a request and its upstream connection never cross threads
-    /// (as nginx's workers do). Returns when `shutdown` completes on every
-    /// thread; `shutdown` is called once per thread.
-    pub fn serve<F, S>(
-        self,
-        table: watch::Receiver<Arc<RouteTable>>,
-        domain_suffix: String,
-        edge: Edge,
-        shutdown: S,
-    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>>
-    where
-        S: Fn() -> F,
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let mut threads = Vec::with_capacity(self.sockets.len());
-        for (index, socket) in self.sockets.into_iter().enumerate() {
-            let table = table.clone();
-            let suffix = domain_suffix.clone();
-            let edge = edge.clone();
-            let stop = shutdown();
-            let thread = std::thread::Builder::new()
-                .name(format!(
-                    "berth-{}-{index}",
-                    if edge.tls.is_some() {
-                        "https"
-                    } else {
-                        "router"
-                    }
-                ))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime,
-                        Err(err) => {
-                            tracing::error!(error = %err, "cannot start a router thread");
-                            return;
-                        }
-                    };
-                    runtime.block_on(async move {
-                        match TcpListener::from_std(socket) {
-                            Ok(listener) => serve(listener, table, suffix, edge, stop).await,
-                            Err(err) => {
-                                tracing::error!(error = %err, "cannot use the router socket")
-                            }
-                        }
-                    });
-                })?;
-            threads.push(thread);
-        }
-        Ok(threads)
-    }
 }

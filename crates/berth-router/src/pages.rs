@@ -40,6 +40,19 @@ pub fn text<B: From<Full<Bytes>>>(text: String) -> Response<B> {
     page(StatusCode::OK, text)
 }
 
+/// 308 to `location` (`force_https`): the method and body are kept.
+pub fn redirect<B: From<Full<Bytes>>>(location: header::HeaderValue) -> Response<B> {
+    let mut response = page(
+        StatusCode::PERMANENT_REDIRECT,
+        format!(
+            "308 Permanent Redirect\n\n{}\n",
+            location.to_str().unwrap_or("")
+        ),
+    );
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+}
+
 /// 400: a request the router will not pass on, and why.
 pub fn bad_request<B: From<Full<Bytes>>>(why: &str) -> Response<B> {
     page(

@@ -62,6 +62,10 @@ pub struct AppRoute {
     pub statics: Arc<[crate::StaticDir]>,
     /// How its private names reach it.
     pub internal: Arc<InternalAccess>,
+    /// Plain HTTP is redirected to HTTPS (308).
+    pub force_https: bool,
+    /// Answers over HTTPS carry `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 /// How an app is reached at its private names (`APP.internal`,

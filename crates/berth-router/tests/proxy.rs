@@ -478,6 +478,7 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
         berth_router::Edge {
             tls: Some(config),
             acme_http: None,
+            https_port: None,
         },
         std::future::pending(),
     ));

@@ -327,6 +327,9 @@ pub async fn run(
     let scheduler_task = tokio::spawn(jobs::run_scheduler(jobs, shutdown.clone()));
     let autoscaler_task = tokio::spawn(autoscaler.run(shutdown.clone()));
     let router_shutdown = shutdown.clone();
+    let https_port = https
+        .as_ref()
+        .map(|https| https.sockets.local_addr().port());
     let mut router_threads = match https {
         Some(https) => {
             let addr = https.sockets.local_addr();
@@ -337,6 +340,7 @@ pub async fn run(
             let edge = berth_router::Edge {
                 tls: Some(https.config),
                 acme_http: acme_http.clone(),
+                https_port,
             };
             https
                 .sockets
@@ -353,6 +357,7 @@ pub async fn run(
     let plain = berth_router::Edge {
         tls: None,
         acme_http,
+        https_port,
     };
     router_threads.extend(
         router_sockets

@@ -453,8 +453,12 @@ pub struct HttpService {
     pub internal_port: Option<u16>,
     /// Process groups that serve HTTP; `None` means `web` (or fly's `app`).
     pub processes: Option<Vec<String>>,
-    /// Redirect plain HTTP to HTTPS (TLS issue).
+    /// Redirect plain HTTP to HTTPS (308), when the server serves HTTPS.
     pub force_https: bool,
+    /// Tell browsers to use HTTPS only (`Strict-Transport-Security`), on
+    /// answers over HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hsts: bool,
     /// Custom domains the router serves for the app (lowercase, checked).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,

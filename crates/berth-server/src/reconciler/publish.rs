@@ -44,12 +44,14 @@ impl Reconciler {
             };
             let mut statics = Vec::new();
             let mut internal = berth_router::InternalAccess::default();
+            let mut https = (false, false);
             let target = app
                 .release
                 .as_ref()
                 .and_then(|release| Some((release, self.spec(release)?)));
             let (admission, failing) = match target {
                 Some((release, spec)) => {
+                    https = (spec.http.force_https, spec.http.hsts);
                     let slug = self.parts.launcher.slug_dir(release);
                     statics = spec
                         .statics
@@ -100,6 +102,7 @@ impl Reconciler {
                 statics: statics.clone(),
                 internal: internal.clone(),
                 domains: domains_of.get(&app.app).cloned().unwrap_or_default(),
+                https,
             });
             for name in domains_of.remove(&app.app).unwrap_or_default() {
                 table.domains.insert(name, app.app.clone());
@@ -114,6 +117,8 @@ impl Reconciler {
                     admission,
                     statics: statics.into(),
                     internal: Arc::new(internal),
+                    force_https: https.0,
+                    hsts: https.1,
                 },
             );
             let instances = self

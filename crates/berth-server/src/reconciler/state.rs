@@ -96,4 +96,6 @@ pub(super) struct RouteKey {
     pub(super) statics: Vec<berth_router::StaticDir>,
     pub(super) internal: berth_router::InternalAccess,
     pub(super) domains: Vec<String>,
+    /// `force_https` and `hsts`.
+    pub(super) https: (bool, bool),
 }

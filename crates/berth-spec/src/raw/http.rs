@@ -20,6 +20,7 @@ pub(super) fn validate_http(
             spec.internal_port = port_value(port, problems);
         }
         spec.force_https = http.force_https.unwrap_or(false);
+        spec.hsts = http.hsts.unwrap_or(false);
         for domain in &http.domains {
             match berth_proto::validate_domain(domain.get_ref()) {
                 Ok(name) if !spec.domains.contains(&name) => spec.domains.push(name),

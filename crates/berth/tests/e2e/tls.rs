@@ -63,3 +63,47 @@ async fn apps_and_their_domains_are_served_over_https_with_berths_own_ca() {
         .unwrap();
     assert_eq!(answer.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_https_redirects_plain_requests_and_hsts_is_sent_over_https() {
+    setup();
+    let server = TestServer::start_with(&["--https", "127.0.0.1:0"]).await;
+    let https = server.https.expect("HTTPS");
+    let dir = example("plain");
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"secure\"\n[http_service]\nforce_https = true\nhsts = true\n",
+    )
+    .unwrap();
+    server.ok_in(dir.path(), &["up"]).await;
+    let plain_dir = example("plain");
+    std::fs::write(plain_dir.path().join("berth.toml"), "app = \"open\"\n").unwrap();
+    server.ok_in(plain_dir.path(), &["up"]).await;
+    let root = server.ok(&["certs", "root"]).await.stdout;
+
+    let redirected = berth_testkit::http_get(server.router, "secure.localhost:8080", "/a?b=1")
+        .await
+        .unwrap();
+    assert_eq!(redirected.status, 308, "{}", redirected.body);
+    let location = format!("https://secure.localhost:{}/a?b=1", https.port());
+    assert!(redirected.body.contains(&location), "{}", redirected.body);
+    let answer = https_get(https, "secure.localhost", "/", &root)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.headers["strict-transport-security"]
+            .to_str()
+            .unwrap(),
+        "max-age=31536000"
+    );
+    // Apps that do not ask keep plain HTTP and get no HSTS.
+    let open = berth_testkit::http_get(server.router, "open.localhost", "/")
+        .await
+        .unwrap();
+    assert_eq!(open.status, 200);
+    let answer = https_get(https, "open.localhost", "/", &root)
+        .await
+        .unwrap();
+    assert!(answer.headers.get("strict-transport-security").is_none());
+}
