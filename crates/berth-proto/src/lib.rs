@@ -75,12 +75,14 @@ macro_rules! wire_enum {
 
 mod cidr;
 mod domains;
+mod ip_range;
 mod jobs;
 mod resources;
 mod states;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
 pub use domains::*;
+pub use ip_range::IpRange;
 pub use jobs::*;
 pub use resources::*;
 pub use states::*;
@@ -160,6 +162,21 @@ pub struct AppStatus {
     pub processes: Vec<ProcessGroupStatus>,
     /// Every instance that exists now.
     pub instances: Vec<InstanceInfo>,
+    /// Requests the app's `[edge]` rules refused since the server started.
+    #[serde(default)]
+    pub edge: EdgeCounts,
+}
+
+/// Requests an app's `[edge]` rules refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EdgeCounts {
+    /// From addresses `allow`/`deny` keep out (403).
+    pub denied: u64,
+    /// Over a rate limit (429).
+    pub rate_limited: u64,
+    /// Bodies over `max_body`, or of no declared length (413, 411).
+    pub too_large: u64,
 }
 
 /// A process group of an app: `web`, `worker`, …

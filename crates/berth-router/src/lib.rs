@@ -11,6 +11,7 @@
 //! anyone what runs; whoever owns the instances publishes a new table.
 
 pub mod balance;
+pub mod edge_rules;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod listen;
@@ -21,6 +22,7 @@ pub mod statics;
 pub mod upstream;
 
 pub use balance::{Backend, InFlight};
+pub use edge_rules::{EdgeRules, EdgeState, RateRule};
 pub use listen::{AcmeAnswers, Edge, serve};
 pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, Waker};
 pub use sockets::RouterSockets;

@@ -263,6 +263,21 @@ async fn route_request(
             None => return pages::unknown_app(host),
         },
     };
+    if !route.edge.is_empty() {
+        use crate::edge_rules::Verdict;
+        match route.edge.check(
+            &route.traffic.edge,
+            cache.client,
+            request.uri().path(),
+            request.headers(),
+        ) {
+            Verdict::Pass => {}
+            Verdict::Denied => return pages::forbidden(app),
+            Verdict::Limited(seconds) => return pages::too_many(app, seconds),
+            Verdict::TooLarge => return pages::too_large(app, route.edge.max_body),
+            Verdict::LengthRequired => return pages::length_required(app),
+        }
+    }
     if route.force_https
         && !state.secure
         && let Some(port) = state.https_port

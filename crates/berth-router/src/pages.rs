@@ -53,6 +53,47 @@ pub fn redirect<B: From<Full<Bytes>>>(location: header::HeaderValue) -> Response
     response
 }
 
+/// 403: the app's `[edge]` rules do not let this client in.
+pub fn forbidden<B: From<Full<Bytes>>>(app: &str) -> Response<B> {
+    page(
+        StatusCode::FORBIDDEN,
+        format!("403 Forbidden\n\n{app} does not take requests from your address.\n"),
+    )
+}
+
+/// 429 with `Retry-After`: the client is over one of the app's rate limits.
+pub fn too_many<B: From<Full<Bytes>>>(app: &str, retry_after: u64) -> Response<B> {
+    let mut response = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "429 Too Many Requests\n\n{app} limits how often one address may ask; try again in {retry_after} s.\n"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+    response
+}
+
+/// 413: the body is larger than the app takes.
+pub fn too_large<B: From<Full<Bytes>>>(app: &str, limit: Option<u64>) -> Response<B> {
+    page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "413 Content Too Large\n\n{app} takes request bodies of at most {} bytes.\n",
+            limit.unwrap_or(0)
+        ),
+    )
+}
+
+/// 411: a body of unknown length to an app with a body limit.
+pub fn length_required<B: From<Full<Bytes>>>(app: &str) -> Response<B> {
+    page(
+        StatusCode::LENGTH_REQUIRED,
+        format!("411 Length Required\n\n{app} limits body sizes: send Content-Length.\n"),
+    )
+}
+
 /// 400: a request the router will not pass on, and why.
 pub fn bad_request<B: From<Full<Bytes>>>(why: &str) -> Response<B> {
     page(

@@ -66,6 +66,8 @@ pub struct AppRoute {
     pub force_https: bool,
     /// Answers over HTTPS carry `Strict-Transport-Security`.
     pub hsts: bool,
+    /// Who may reach it and how much (`[edge]`).
+    pub edge: Arc<crate::EdgeRules>,
 }
 
 /// How an app is reached at its private names (`APP.internal`,
@@ -142,6 +144,8 @@ pub struct AppTraffic {
     pub router_errors: AtomicU64,
     /// Requests held at the router now (waiting for a start or a free slot).
     pub waiting: AtomicUsize,
+    /// The edge rules' per-client state and what they refused.
+    pub edge: crate::EdgeState,
 }
 
 impl AppTraffic {

@@ -105,6 +105,8 @@ const MAX_IDLE_PER_INSTANCE: usize = 512;
 pub struct ConnectionCache {
     upstream: Arc<Upstream>,
     client_ip: HeaderValue,
+    /// The client's address.
+    pub(crate) client: std::net::IpAddr,
     /// `https` when the client connection is TLS, else `http`.
     proto: &'static str,
     local: Mutex<Vec<(u64, Sender)>>,
@@ -118,6 +120,7 @@ impl ConnectionCache {
         Arc::new(ConnectionCache {
             upstream,
             client_ip,
+            client: client.ip(),
             proto: if secure { "https" } else { "http" },
             local: Mutex::new(Vec::with_capacity(1)),
         })

@@ -7,6 +7,7 @@
 //! at once with file, line and column. Parsers take texts; only
 //! [`FolderTree`] reads a folder, for detecting what kind of project it holds.
 
+mod access;
 mod appjson;
 mod converted;
 mod duration;
@@ -30,9 +31,9 @@ pub use export::{to_dockerfile, to_fly_toml};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use kube::{Manifests, parse_manifests, to_manifests};
 pub use model::{
-    AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EgressSpec,
-    EnvFrom, EnvSource, HealthCheck, HttpService, InternalSpec, MountSpec, ResourcesSpec, Scaling,
-    StaticSpec, VM_SIZES, VmSpec,
+    AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EdgeSpec,
+    EgressSpec, EnvFrom, EnvSource, HealthCheck, HttpService, InternalSpec, MountSpec,
+    RateLimitSpec, ResourcesSpec, Scaling, StaticSpec, VM_SIZES, VmSpec,
 };
 pub use project::{
     PROCFILE, PROJECT_FILE_NAMES, load_blueprint, load_project, load_project_for, parse_procfile,

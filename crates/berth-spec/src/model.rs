@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::access::{EdgeSpec, EgressSpec, InternalSpec, RateLimitSpec};
+
 /// The process group an app gets when its spec names none.
 pub const DEFAULT_PROCESS: &str = "web";
 
@@ -59,39 +61,9 @@ pub struct AppSpec {
     /// Who else may reach it at its private names (`[internal]`).
     #[serde(default, skip_serializing_if = "InternalSpec::is_default")]
     pub internal: InternalSpec,
-}
-
-/// `[internal]`: the app's private names (`APP.internal` for the groups
-/// that serve HTTP, `GROUP.APP.internal` for each of them), which the app's
-/// own instances and jobs always reach and other apps only when listed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InternalSpec {
-    /// Other apps whose instances and jobs may reach it (`["frontend"]`).
-    #[serde(default)]
-    pub allow: Vec<String>,
-}
-
-impl InternalSpec {
-    fn is_default(&self) -> bool {
-        self == &InternalSpec::default()
-    }
-}
-
-/// `[egress]`: what an app's instances may reach besides the public
-/// internet. Private networks, link-local addresses (cloud metadata) and
-/// the host itself are closed by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EgressSpec {
-    /// Private ranges it may reach (`["10.0.0.0/8"]`): a database on the
-    /// LAN, say. The host's own addresses stay closed.
-    #[serde(default)]
-    pub allow: Vec<berth_proto::Ipv4Cidr>,
-}
-
-impl EgressSpec {
-    fn is_default(&self) -> bool {
-        self == &EgressSpec::default()
-    }
+    /// Who may reach it through the router, and how much (`[edge]`).
+    #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
+    pub edge: EdgeSpec,
 }
 
 /// The size an instance is promised: enforced with cgroups when berth runs as root.
@@ -298,6 +270,7 @@ impl Default for AppSpec {
             shuttle: None,
             egress: EgressSpec::default(),
             internal: InternalSpec::default(),
+            edge: EdgeSpec::default(),
         }
     }
 }

@@ -605,3 +605,51 @@ fn build_packages_are_debian_names_and_a_bad_one_is_shown_where_it_is() {
         "{err}"
     );
 }
+
+#[test]
+fn edge_rules_read_ranges_sizes_and_rates_and_say_where_one_is_wrong() {
+    let text = "app = \"api\"\n[edge]\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n\
+                deny = [\"10.0.0.7\"]\nmax_body = \"1mb\"\n\n[[edge.rate_limits]]\n\
+                requests = 100\nper = \"1m\"\nburst = 10\npath = \"/api\"\n";
+    let edge = parse_spec("berth.toml", text).unwrap().spec.edge;
+    assert_eq!(edge.allow.len(), 2);
+    assert_eq!(edge.deny[0].to_string(), "10.0.0.7/32");
+    assert_eq!(edge.max_body_bytes, Some(1024 * 1024));
+    let limit = &edge.rate_limits[0];
+    assert_eq!(
+        (
+            limit.requests,
+            limit.per.as_secs(),
+            limit.burst,
+            limit.path.as_deref()
+        ),
+        (100, 60, 10, Some("/api"))
+    );
+    for (bad, expected) in [
+        (
+            "[edge]\ndeny = [\"10.0.0.300\"]\n",
+            "berth.toml:3:9: [edge] deny: `10.0.0.300` is not an IP address",
+        ),
+        (
+            "[edge]\nallow = [\"10.1.0.0/8\"]\n",
+            "berth.toml:3:10: [edge] allow: `10.1.0.0/8` has bits set",
+        ),
+        (
+            "[[edge.rate_limits]]\nrequests = 0\n",
+            "berth.toml:3:12: [[edge.rate_limits]] requests must be 1 or more",
+        ),
+        (
+            "[[edge.rate_limits]]\nrequests = 5\nper = \"soon\"\n",
+            "berth.toml:4:7: [[edge.rate_limits]] per: `soon`",
+        ),
+        (
+            "[edge]\nmax_body = \"lots\"\n",
+            "berth.toml:3:12: [edge] max_body must be a size",
+        ),
+    ] {
+        let err = parse_spec("berth.toml", &format!("app = \"api\"\n{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{bad}: {err}");
+    }
+}

@@ -96,6 +96,7 @@ impl PebblePlan {
             .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(log("pebble.log"))
             .stderr(log("pebble.err"))
             .spawn()
@@ -105,6 +106,7 @@ impl PebblePlan {
             children: vec![challtest, pebble],
         };
         running.wait_for(running.plan.listen).await;
+        running.wait_for(running.plan.management).await;
         running.wait_for(running.plan.challtest_management).await;
         running
     }

@@ -271,11 +271,16 @@ impl AcmeClient {
                     }
                 }
                 challenge.set_ready().await.map_err(failure)?;
+                tracing::info!(name, challenge = ?kind, "challenge ready");
             }
+            // The authorizations say at once when a challenge failed; some
+            // CAs leave the order pending a while after.
+            wait_for_authorizations(&mut order).await?;
             let retries = RetryPolicy::new()
                 .initial_delay(Duration::from_millis(250))
                 .timeout(Duration::from_secs(90));
             let status = order.poll_ready(&retries).await.map_err(failure)?;
+            tracing::info!(name, challenge = ?kind, ?status, "the CA validated the order");
             if status != OrderStatus::Ready {
                 return Err(AcmeFailure::Challenge(order_problem(&mut order).await));
             }
@@ -289,6 +294,50 @@ impl AcmeClient {
         }
         write(&self.challenges.alpn).remove(name);
         outcome
+    }
+}
+
+/// How long the CA may take to validate a name.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Waits until every authorization of `order` is valid, or fails with the
+/// CA's words for the first that is not.
+async fn wait_for_authorizations(order: &mut instant_acme::Order) -> Result<(), AcmeFailure> {
+    let deadline = tokio::time::Instant::now() + VALIDATION_TIMEOUT;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let mut pending = false;
+        let mut problems = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization.map_err(failure)?;
+            let state = authorization.refresh().await.map_err(failure)?;
+            match state.status {
+                AuthorizationStatus::Valid => {}
+                AuthorizationStatus::Pending => pending = true,
+                _ => problems.extend(
+                    state
+                        .challenges
+                        .iter()
+                        .filter_map(|challenge| challenge.error.as_ref())
+                        .map(ToString::to_string),
+                ),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AcmeFailure::Challenge(problems.join("; ")));
+        }
+        if !pending {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AcmeFailure::Challenge(format!(
+                "the CA did not finish validating within {} s",
+                VALIDATION_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(3));
     }
 }
 

@@ -385,6 +385,15 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
             &rows,
         );
     }
+    let edge = &status.edge;
+    if edge.denied + edge.rate_limited + edge.too_large > 0 {
+        say!(
+            "edge:     {} denied by address, {} rate-limited, {} too large",
+            edge.denied,
+            edge.rate_limited,
+            edge.too_large
+        );
+    }
     if !status.instances.is_empty() {
         say!();
         let rows: Vec<Vec<String>> = status

@@ -118,6 +118,7 @@ pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
         release,
         processes: actual.groups,
         instances: actual.instances,
+        edge: actual.edge,
     })
 }
 

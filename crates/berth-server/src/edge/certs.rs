@@ -153,9 +153,7 @@ impl CertManager {
                 if rate_limited {
                     backoff = backoff.max(Duration::from_secs(3600));
                 }
-                // ±10%, so that domains that failed together do not retry together.
-                let jitter = backoff.mul_f64(rand::random::<f64>() * 0.2 - 0.1);
-                let retry = SystemTime::now() + backoff.saturating_add(jitter);
+                let retry = SystemTime::now() + jittered(backoff, rand::random::<f64>());
                 status.next_attempt = Some(retry);
                 status.last_error = Some(why.clone());
                 tracing::warn!(name, error = %why, "no certificate");
@@ -187,6 +185,12 @@ impl CertManager {
     }
 }
 
+/// `backoff` ±10% by `random` (0 to 1), so that domains that failed
+/// together do not retry together.
+fn jittered(backoff: Duration, random: f64) -> Duration {
+    backoff.mul_f64(0.9 + random.clamp(0.0, 1.0) * 0.2)
+}
+
 /// RFC 3339, to the second.
 pub(crate) fn humantime_date(at: SystemTime) -> String {
     let seconds = at
@@ -196,4 +200,17 @@ pub(crate) fn humantime_date(at: SystemTime) -> String {
     chrono::DateTime::from_timestamp(seconds, 0)
         .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent_either_way() {
+        let backoff = Duration::from_secs(100);
+        assert_eq!(jittered(backoff, 0.0), Duration::from_secs(90));
+        assert_eq!(jittered(backoff, 1.0), Duration::from_secs(110));
+        assert_eq!(jittered(backoff, 0.5), Duration::from_secs(100));
+    }
 }

@@ -25,6 +25,8 @@ pub struct AppActual {
     pub instances: Vec<InstanceInfo>,
     /// Every process group of the target release.
     pub groups: Vec<ProcessGroupStatus>,
+    /// What its `[edge]` rules refused.
+    pub edge: berth_proto::EdgeCounts,
 }
 
 /// Sent when an instance of a release fails before it became healthy, so a

@@ -30,6 +30,7 @@ impl Reconciler {
         }
         for app in desired {
             let traffic = self.traffic.entry(app.app.clone()).or_default().clone();
+            let traffic_of_app = traffic.clone();
             let backends: Vec<Arc<Backend>> = self
                 .instances
                 .values()
@@ -45,6 +46,7 @@ impl Reconciler {
             let mut statics = Vec::new();
             let mut internal = berth_router::InternalAccess::default();
             let mut https = (false, false);
+            let mut edge = berth_router::EdgeRules::default();
             let target = app
                 .release
                 .as_ref()
@@ -52,6 +54,7 @@ impl Reconciler {
             let (admission, failing) = match target {
                 Some((release, spec)) => {
                     https = (spec.http.force_https, spec.http.hsts);
+                    edge = edge_rules(&spec.edge);
                     let slug = self.parts.launcher.slug_dir(release);
                     statics = spec
                         .statics
@@ -103,6 +106,7 @@ impl Reconciler {
                 internal: internal.clone(),
                 domains: domains_of.get(&app.app).cloned().unwrap_or_default(),
                 https,
+                edge: edge.clone(),
             });
             for name in domains_of.remove(&app.app).unwrap_or_default() {
                 table.domains.insert(name, app.app.clone());
@@ -119,6 +123,7 @@ impl Reconciler {
                     internal: Arc::new(internal),
                     force_https: https.0,
                     hsts: https.1,
+                    edge: Arc::new(edge),
                 },
             );
             let instances = self
@@ -146,6 +151,15 @@ impl Reconciler {
                     release: app.release.as_ref().map(|release| release.version),
                     instances,
                     groups,
+                    edge: {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        let counts = &traffic_of_app.edge;
+                        berth_proto::EdgeCounts {
+                            denied: counts.denied.load(Relaxed),
+                            rate_limited: counts.limited.load(Relaxed),
+                            too_large: counts.too_large.load(Relaxed),
+                        }
+                    },
                 },
             );
         }
@@ -238,5 +252,23 @@ fn unavailable_reason(app: &DesiredApp, groups: &[ProcessGroupStatus]) -> String
             )
         }
         _ => "its instances are starting".into(),
+    }
+}
+
+/// The router's form of an app's `[edge]`.
+fn edge_rules(spec: &berth_spec::EdgeSpec) -> berth_router::EdgeRules {
+    berth_router::EdgeRules {
+        allow: spec.allow.clone(),
+        deny: spec.deny.clone(),
+        max_body: spec.max_body_bytes,
+        limits: spec
+            .rate_limits
+            .iter()
+            .map(|limit| berth_router::RateRule {
+                path: limit.path.clone(),
+                per_second: f64::from(limit.requests) / limit.per.as_secs_f64(),
+                burst: f64::from(limit.burst),
+            })
+            .collect(),
     }
 }

@@ -13,6 +13,7 @@ use shapes::{Problems, RawSpec};
 use values::{Unit, duration_value, valid_process_name, validate_env};
 mod cargo;
 mod deploy;
+mod edge;
 mod http;
 mod resources;
 
@@ -182,6 +183,9 @@ fn validate(
             Ok(()) => {}
             Err(why) => problems.at(&caller, format!("[internal] allow: {why}")),
         }
+    }
+    if let Some(rules) = raw.edge {
+        spec.edge = edge::validate_edge(rules, problems);
     }
     if let Some(resources) = raw.resources {
         spec.resources.postgres = resources.postgres.is_some_and(|on| *on.get_ref());

@@ -91,6 +91,7 @@ pub(super) struct RawSpec {
     pub(super) resources: Option<RawResources>,
     pub(super) egress: Option<RawEgress>,
     pub(super) internal: Option<RawInternal>,
+    pub(super) edge: Option<RawEdge>,
     pub(super) budget: Option<toml::Value>,
 }
 
@@ -330,4 +331,22 @@ impl Problems<'_> {
             message,
         });
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawEdge {
+    pub(super) allow: Vec<Spanned<String>>,
+    pub(super) deny: Vec<Spanned<String>>,
+    pub(super) max_body: Option<Spanned<NumberOrText>>,
+    pub(super) rate_limits: Vec<RawRateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRateLimit {
+    pub(super) requests: Option<Spanned<i64>>,
+    pub(super) per: Option<Spanned<String>>,
+    pub(super) burst: Option<Spanned<i64>>,
+    pub(super) path: Option<Spanned<String>>,
 }

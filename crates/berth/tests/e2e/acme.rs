@@ -2,7 +2,8 @@
 //! answering every name with 127.0.0.1): a custom domain gets a
 //! certificate from the CA, served over HTTPS and verified against the
 //! CA's root; a domain the CA cannot validate has no stand-in certificate
-//! and `berth domains check` says why.
+//! and `berth domains check` says why. The app's `[edge]` rules keep
+//! every client out, and the CA's HTTP-01 request still passes.
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,11 @@ async fn a_custom_domain_gets_a_certificate_from_the_acme_ca() {
     pebble.resolve("broken.example.org", "127.0.0.2").await;
 
     let dir = example("plain");
-    std::fs::write(dir.path().join("berth.toml"), "app = \"shop\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"shop\"\n[edge]\nallow = [\"10.9.9.9\"]\n",
+    )
+    .unwrap();
     server.ok_in(dir.path(), &["up"]).await;
     server
         .ok(&["domains", "add", "www.example.org", "--app", "shop"])
@@ -57,9 +62,14 @@ async fn a_custom_domain_gets_a_certificate_from_the_acme_ca() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert!(answer.body.starts_with("plain says hi"), "{}", answer.body);
+    // The certificate verified; the app's rules keep this client out.
+    assert_eq!(answer.status, 403, "{}", answer.body);
     assert_eq!(answer.alpn.as_deref(), Some("h2"));
+    assert!(
+        !server.server_log().contains("HTTP-01 failed"),
+        "HTTP-01 passed the deny-all rules:\n{}",
+        server.server_log()
+    );
     let events = server.ok(&["events", "--app", "shop"]).await.stdout;
     assert!(
         events.contains("certificate for www.example.org issued"),
@@ -88,7 +98,12 @@ async fn a_custom_domain_gets_a_certificate_from_the_acme_ca() {
         if check["next_attempt"].is_string() {
             break check;
         }
-        assert!(Instant::now() < deadline, "no diagnosis: {check}");
+        assert!(
+            Instant::now() < deadline,
+            "no diagnosis: {check}\n{}\n{}",
+            server.server_log(),
+            pebble.log()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let problem = check["problem"].as_str().unwrap();

@@ -10,6 +10,7 @@ mod crashes;
 mod deploys;
 mod disk;
 mod domains;
+mod edge;
 mod formats;
 mod isolation;
 mod jobs;

@@ -1,0 +1,118 @@
+//! Validating `[edge]`: who may reach the app and how much.
+
+use super::shapes::{NumberOrText, Problems, RawEdge};
+use super::*;
+use crate::model::{EdgeSpec, RateLimitSpec};
+
+pub(super) fn validate_edge(raw: RawEdge, problems: &mut Problems<'_>) -> EdgeSpec {
+    let mut spec = EdgeSpec::default();
+    for (list, key, into) in [
+        (raw.allow, "allow", &mut spec.allow),
+        (raw.deny, "deny", &mut spec.deny),
+    ] {
+        for range in list {
+            match range.get_ref().parse::<berth_proto::IpRange>() {
+                Ok(parsed) => into.push(parsed),
+                Err(why) => problems.at(&range, format!("[edge] {key}: {why}")),
+            }
+        }
+    }
+    if let Some(size) = &raw.max_body {
+        match bytes(size.get_ref()) {
+            Some(0) | None => problems.at(
+                size,
+                "[edge] max_body must be a size above zero, such as \"10mb\" or a number of bytes"
+                    .into(),
+            ),
+            Some(bytes) => spec.max_body_bytes = Some(bytes),
+        }
+    }
+    for limit in raw.rate_limits {
+        let Some(requests) = limit.requests else {
+            problems.found.push(crate::error::SpecProblem {
+                location: None,
+                message: "[[edge.rate_limits]] needs `requests` (how many per `per`)".into(),
+            });
+            continue;
+        };
+        let count = match u32::try_from(*requests.get_ref()) {
+            Ok(count) if count > 0 => count,
+            _ => {
+                problems.at(
+                    &requests,
+                    "[[edge.rate_limits]] requests must be 1 or more: a rate of zero would refuse everything (use [edge] deny for that)".into(),
+                );
+                continue;
+            }
+        };
+        let per = match &limit.per {
+            None => std::time::Duration::from_secs(1),
+            Some(per) => match parse_duration(per.get_ref()) {
+                Ok(per) if !per.is_zero() => per,
+                _ => {
+                    problems.at(
+                        per,
+                        format!(
+                            "[[edge.rate_limits]] per: `{}` is not a duration such as \"1s\" or \"1m\"",
+                            per.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+            },
+        };
+        let burst = match &limit.burst {
+            None => count,
+            Some(burst) => match u32::try_from(*burst.get_ref()) {
+                Ok(burst) if burst > 0 => burst,
+                _ => {
+                    problems.at(burst, "[[edge.rate_limits]] burst must be 1 or more".into());
+                    continue;
+                }
+            },
+        };
+        let path = match limit.path {
+            Some(path) if !path.get_ref().starts_with('/') => {
+                problems.at(
+                    &path,
+                    "[[edge.rate_limits]] path must start with `/` (a URL path prefix)".into(),
+                );
+                continue;
+            }
+            other => other.map(Spanned::into_inner),
+        };
+        spec.rate_limits.push(RateLimitSpec {
+            requests: count,
+            per,
+            burst,
+            path,
+        });
+    }
+    spec
+}
+
+/// Bytes from a size: a number of bytes, or `512kb`, `10mb`, `1gb`.
+fn bytes(value: &NumberOrText) -> Option<u64> {
+    match value {
+        NumberOrText::Integer(number) => u64::try_from(*number).ok(),
+        NumberOrText::Float(_) => None,
+        NumberOrText::Text(text) => {
+            let text = text.trim().to_ascii_lowercase();
+            let split = text
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(text.len());
+            let (number, unit) = text.split_at(split);
+            let number: f64 = number.parse().ok()?;
+            let factor = match unit.trim() {
+                "" | "b" => 1.0,
+                "k" | "kb" | "kib" => 1024.0,
+                "m" | "mb" | "mib" => 1024.0 * 1024.0,
+                "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+                _ => return None,
+            };
+            let total = number * factor;
+            (total.is_finite() && total >= 0.0 && total < u64::MAX as f64)
+                .then_some(total.round() as u64)
+        }
+    }
+}
