@@ -20,6 +20,8 @@ pub struct PebblePlan {
     /// The root that signed pebble's own HTTPS certificate (a file).
     pub listener_root: std::path::PathBuf,
     listener_root_pem: String,
+    /// How long the certificates it issues last (pebble's default: 5 years).
+    pub validity: Option<std::time::Duration>,
 }
 
 /// A running pebble with its DNS.
@@ -52,6 +54,7 @@ impl PebblePlan {
             directory: format!("https://localhost:{listen}/dir"),
             listener_root: dir.path().join("ca/ca.pem"),
             listener_root_pem: ca.root_pem().to_string(),
+            validity: None,
             dir,
         }
     }
@@ -59,7 +62,7 @@ impl PebblePlan {
     /// Starts pebble, validating HTTP-01 at `http_port` and TLS-ALPN-01 at
     /// `tls_port` of the address a name resolves to.
     pub async fn start(self, http_port: u16, tls_port: u16) -> Pebble {
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{}", self.listen),
                 "managementListenAddress": format!("127.0.0.1:{}", self.management),
@@ -71,6 +74,9 @@ impl PebblePlan {
                 "externalAccountBindingRequired": false
             }
         });
+        if let Some(validity) = self.validity {
+            config["pebble"]["certificateValidityPeriod"] = validity.as_secs().into();
+        }
         let config_path = self.dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let log = |name: &str| {

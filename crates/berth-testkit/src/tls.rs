@@ -22,6 +22,8 @@ pub struct HttpsAnswer {
     pub alpn: Option<String>,
     /// The headers of the answer.
     pub headers: http::HeaderMap,
+    /// The server's certificate (DER), as it presented it.
+    pub certificate: Vec<u8>,
 }
 
 /// GETs `https://NAME/PATH` from `addr`, trusting only `root_pem`. A
@@ -54,6 +56,13 @@ pub async fn https_get(
         .1
         .alpn_protocol()
         .map(|protocol| String::from_utf8_lossy(protocol).into_owned());
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf.as_ref().to_vec())
+        .unwrap_or_default();
     let request = http::Request::get(format!("https://{name}{path}"))
         .header(http::header::HOST, name)
         .body(Empty::<Bytes>::new())
@@ -92,5 +101,6 @@ pub async fn https_get(
         body: String::from_utf8_lossy(&body).into_owned(),
         alpn,
         headers,
+        certificate,
     })
 }

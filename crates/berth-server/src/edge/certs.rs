@@ -12,8 +12,10 @@ use berth_tls::{AcmeClient, AcmeFailure, Certificates};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Looked again at least this often (renewals fall due while nothing happens).
-const RECHECK: Duration = Duration::from_secs(600);
+/// The store is looked at again at least this often: a deploy that names a
+/// new domain in berth.toml does not wake the manager as `domains add` does,
+/// and renewals fall due while nothing happens.
+const RECHECK: Duration = Duration::from_secs(5);
 /// The first retry after a failure; doubled each time, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
