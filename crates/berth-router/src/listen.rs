@@ -29,6 +29,8 @@ pub(crate) struct RouterState {
     secure: bool,
     /// The HTTPS port plain requests of `force_https` apps are sent to.
     https_port: Option<u16>,
+    /// Proxies whose `X-Forwarded-*` headers are believed.
+    trusted_proxies: Arc<[berth_proto::IpRange]>,
 }
 
 /// The key authorization for an ACME HTTP-01 token, while its challenge runs.
@@ -44,6 +46,9 @@ pub struct Edge {
     /// Where HTTPS listens: plain requests for apps with `force_https` are
     /// redirected there.
     pub https_port: Option<u16>,
+    /// Proxies in front of berth (`--trusted-proxy`): the client address
+    /// and `X-Forwarded-*` headers they send are believed.
+    pub trusted_proxies: Arc<[berth_proto::IpRange]>,
 }
 
 /// Where ACME's HTTP-01 asks (RFC 8555 §8.3).
@@ -67,6 +72,7 @@ pub async fn serve(
         state.acme_http = edge.acme_http;
         state.secure = edge.tls.is_some();
         state.https_port = edge.https_port;
+        state.trusted_proxies = edge.trusted_proxies;
     }
     let acceptor = edge.tls.map(tokio_rustls::TlsAcceptor::from);
     let builder = Arc::new(http_builder());
@@ -117,6 +123,7 @@ impl RouterState {
             acme_http: None,
             secure: false,
             https_port: None,
+            trusted_proxies: Arc::from(Vec::new()),
         })
     }
 }
@@ -143,7 +150,11 @@ pub(crate) async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let cache = ConnectionCache::new(state.upstream.clone(), client, secure);
+    let trusted = state
+        .trusted_proxies
+        .iter()
+        .any(|range| range.contains(client.ip()));
+    let cache = ConnectionCache::with_trust(state.upstream.clone(), client, secure, trusted);
     let service = service_fn(move |request| {
         let state = state.clone();
         let cache = cache.clone();
@@ -265,9 +276,18 @@ async fn route_request(
     };
     if !route.edge.is_empty() {
         use crate::edge_rules::Verdict;
+        let client = if cache.trusted {
+            crate::upstream::forwarded_client(
+                cache.client,
+                request.headers(),
+                &state.trusted_proxies,
+            )
+        } else {
+            cache.client
+        };
         match route.edge.check(
             &route.traffic.edge,
-            cache.client,
+            client,
             request.uri().path(),
             request.headers(),
         ) {

@@ -107,6 +107,9 @@ pub struct ConnectionCache {
     client_ip: HeaderValue,
     /// The client's address.
     pub(crate) client: std::net::IpAddr,
+    /// The client is a proxy berth trusts (`--trusted-proxy`): the
+    /// `X-Forwarded-*` headers it sends are kept, this hop added.
+    pub(crate) trusted: bool,
     /// `https` when the client connection is TLS, else `http`.
     proto: &'static str,
     local: Mutex<Vec<(u64, Sender)>>,
@@ -115,12 +118,23 @@ pub struct ConnectionCache {
 impl ConnectionCache {
     /// A cache for one client connection from `client`, over TLS or not.
     pub fn new(upstream: Arc<Upstream>, client: SocketAddr, secure: bool) -> Arc<Self> {
+        Self::with_trust(upstream, client, secure, false)
+    }
+
+    /// A cache for one client connection, from a trusted proxy or not.
+    pub fn with_trust(
+        upstream: Arc<Upstream>,
+        client: SocketAddr,
+        secure: bool,
+        trusted: bool,
+    ) -> Arc<Self> {
         let client_ip = HeaderValue::from_str(&client.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         Arc::new(ConnectionCache {
             upstream,
             client_ip,
             client: client.ip(),
+            trusted,
             proto: if secure { "https" } else { "http" },
             local: Mutex::new(Vec::with_capacity(1)),
         })
@@ -278,6 +292,7 @@ impl Upstream {
             &cache.client_ip,
             cache.proto,
             upgrade,
+            cache.trusted,
         );
         parts.version = Version::HTTP_11;
         parts.uri = origin_form(&parts.uri);
@@ -403,6 +418,7 @@ fn prepare_request_headers(
     client_ip: &HeaderValue,
     proto: &'static str,
     upgrade: bool,
+    trusted: bool,
 ) {
     strip_hop_by_hop(headers, upgrade);
     if upgrade {
@@ -426,17 +442,67 @@ fn prepare_request_headers(
     {
         headers.insert(header::HOST, value);
     }
+    let host = headers.get(header::HOST).cloned();
+    let this_hop = forwarded(client_ip, proto, host.as_ref());
+    if trusted {
+        // A proxy berth trusts: what it says of the client stays, this hop
+        // is added after it.
+        append(headers, "x-forwarded-for", client_ip);
+        append(headers, header::FORWARDED.as_str(), &this_hop);
+        if !headers.contains_key("x-forwarded-proto") {
+            headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        }
+        if let Some(host) = &host
+            && !headers.contains_key("x-forwarded-host")
+        {
+            headers.insert("x-forwarded-host", host.clone());
+        }
+        return;
+    }
     // The router is the edge: what a client claims about itself is replaced.
     headers.insert("x-forwarded-for", client_ip.clone());
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    let host = headers.get(header::HOST).cloned();
     if let Some(host) = &host {
         headers.insert("x-forwarded-host", host.clone());
     }
-    headers.insert(
-        header::FORWARDED,
-        forwarded(client_ip, proto, host.as_ref()),
-    );
+    headers.insert(header::FORWARDED, this_hop);
+}
+
+/// `name: existing, value` (one field), or `name: value` when there is none.
+fn append(headers: &mut HeaderMap, name: &'static str, value: &HeaderValue) {
+    let joined: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|existing| existing.to_str().ok())
+        .chain(value.to_str().ok())
+        .collect();
+    if let Ok(joined) = HeaderValue::from_str(&joined.join(", ")) {
+        headers.insert(name, joined);
+    }
+}
+
+/// The client a request from a trusted proxy is for: the last address in
+/// `X-Forwarded-For` that is not itself a trusted proxy; `peer` when the
+/// header is missing or unreadable.
+pub(crate) fn forwarded_client(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[berth_proto::IpRange],
+) -> std::net::IpAddr {
+    let listed: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse().ok())
+        .collect();
+    listed
+        .iter()
+        .rev()
+        .find(|address| !trusted.iter().any(|range| range.contains(**address)))
+        .or(listed.first())
+        .copied()
+        .unwrap_or(peer)
 }
 
 /// RFC 7239's `Forwarded` for this hop (the client's own is dropped): an

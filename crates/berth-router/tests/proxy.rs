@@ -479,6 +479,7 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
             tls: Some(config),
             acme_http: None,
             https_port: None,
+            trusted_proxies: Arc::from(Vec::new()),
         },
         std::future::pending(),
     ));
@@ -491,4 +492,48 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
         answer.headers["x-saw-forwarded"].to_str().unwrap(),
         "for=127.0.0.1;proto=https;host=\"hello.localhost\""
     );
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_headers_are_kept_and_anyone_elses_replaced() {
+    let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
+    let table = RouteTable {
+        domains: HashMap::new(),
+        apps: HashMap::from([("hello".to_string(), route(vec![a]))]),
+    };
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_sender, receiver) = watch::channel(Arc::new(table));
+    tokio::spawn(berth_router::serve(
+        listener,
+        receiver,
+        "localhost".into(),
+        berth_router::Edge {
+            trusted_proxies: Arc::from(vec!["127.0.0.9".parse().unwrap()]),
+            ..berth_router::Edge::default()
+        },
+        std::future::pending(),
+    ));
+    let send_from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut stream = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: hello.localhost\r\nX-Forwarded-For: 203.0.113.5\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        raw
+    };
+    let trusted = send_from("127.0.0.9").await;
+    assert!(trusted.ends_with("a 203.0.113.5, 127.0.0.9"), "{trusted}");
+    assert!(trusted.contains("proto=http"), "{trusted}");
+    let stranger = send_from("127.0.0.3").await;
+    assert!(stranger.ends_with("a 127.0.0.3"), "{stranger}");
 }

@@ -16,6 +16,8 @@ pub struct ServerConfig {
     pub https_addr: Option<SocketAddr>,
     /// Where custom domains' certificates come from, when from an ACME CA.
     pub acme: Option<berth_tls::AcmeSettings>,
+    /// Proxies in front of the router whose `X-Forwarded-*` are believed.
+    pub trusted_proxies: Vec<berth_proto::IpRange>,
     /// Per-app build directories (cargo's target dirs). Defaults to
     /// `<data>/build`; servers may share one.
     pub build_cache_dir: PathBuf,
@@ -49,6 +51,7 @@ impl ServerConfig {
             router_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             https_addr: None,
             acme: None,
+            trusted_proxies: Vec::new(),
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,

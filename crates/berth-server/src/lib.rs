@@ -330,6 +330,7 @@ pub async fn run(
     let https_port = https
         .as_ref()
         .map(|https| https.sockets.local_addr().port());
+    let trusted_proxies: Arc<[berth_proto::IpRange]> = Arc::from(config.trusted_proxies.clone());
     let mut router_threads = match https {
         Some(https) => {
             let addr = https.sockets.local_addr();
@@ -341,6 +342,7 @@ pub async fn run(
                 tls: Some(https.config),
                 acme_http: acme_http.clone(),
                 https_port,
+                trusted_proxies: trusted_proxies.clone(),
             };
             https
                 .sockets
@@ -358,6 +360,7 @@ pub async fn run(
         tls: None,
         acme_http,
         https_port,
+        trusted_proxies,
     };
     router_threads.extend(
         router_sockets

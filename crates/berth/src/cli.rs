@@ -242,6 +242,11 @@ pub struct ServerArgs {
     /// HTTPS: a private CA such as step-ca, or a test CA.
     #[arg(long, env = "BERTH_ACME_CA_ROOT")]
     pub acme_ca_root: Option<PathBuf>,
+    /// A proxy or load balancer in front of berth (an address or range,
+    /// repeatable): the client address and X-Forwarded-* headers it sends
+    /// are believed, for apps' edge rules and headers. Others' are replaced.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<berth_proto::IpRange>,
     /// Where per-app cargo target dirs live (default: DATA/build).
     #[arg(long, env = "BERTH_BUILD_CACHE")]
     pub build_cache: Option<PathBuf>,

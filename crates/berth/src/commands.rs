@@ -25,6 +25,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.api_addr = args.api_addr;
     config.router_addr = args.router_addr;
     config.https_addr = args.https_addr;
+    config.trusted_proxies = args.trusted_proxies;
     if args.acme_directory.is_some() || args.acme_email.is_some() {
         config.acme = Some(berth_tls::AcmeSettings {
             directory: args

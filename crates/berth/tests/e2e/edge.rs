@@ -40,7 +40,7 @@ fn status_of(answer: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_rules_keep_out_limit_and_count() {
     setup();
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(&["--trusted-proxy", "127.0.0.9"]).await;
     let dir = example("plain");
     std::fs::write(
         dir.path().join("berth.toml"),
@@ -55,6 +55,25 @@ async fn edge_rules_keep_out_limit_and_count() {
     let denied = from(router, "127.0.0.2", &get("/")).await;
     assert_eq!(status_of(&denied), 403, "{denied}");
     assert_eq!(status_of(&from(router, "127.0.0.3", &get("/")).await), 200);
+    // Through the trusted proxy, the client it names is the one judged;
+    // anyone else naming a client is not believed.
+    let via = |client: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: guarded.localhost\r\nX-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    assert_eq!(
+        status_of(&from(router, "127.0.0.9", &via("127.0.0.2")).await),
+        403
+    );
+    assert_eq!(
+        status_of(&from(router, "127.0.0.9", &via("127.0.0.3")).await),
+        200
+    );
+    assert_eq!(
+        status_of(&from(router, "127.0.0.3", &via("127.0.0.2")).await),
+        200
+    );
 
     // Three a minute under /limited, per client.
     for _ in 0..3 {
@@ -116,12 +135,12 @@ async fn edge_rules_keep_out_limit_and_count() {
     // berth status counts what the rules refused.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let status = server.status("guarded").await;
-    assert_eq!(status["edge"]["denied"], 1, "{status}");
+    assert_eq!(status["edge"]["denied"], 2, "{status}");
     assert_eq!(status["edge"]["rate_limited"], 1, "{status}");
     assert_eq!(status["edge"]["too_large"], 1, "{status}");
     let shown = server.ok(&["status", "--app", "guarded"]).await.stdout;
     assert!(
-        shown.contains("edge:     1 denied by address, 1 rate-limited, 1 too large"),
+        shown.contains("edge:     2 denied by address, 1 rate-limited, 1 too large"),
         "{shown}"
     );
 }
