@@ -45,6 +45,28 @@ pub enum ClientError {
     /// A name that would not stay one path segment (`.`, `..`, empty).
     #[error("`{0}` is not a name berth uses")]
     BadName(String),
+    /// The pinned certificate could not be used.
+    #[error("the server's pinned certificate is unusable: {0}")]
+    Pin(String),
+}
+
+impl ClientError {
+    /// Whether the server was reached but its certificate was not the one
+    /// pinned (or did not verify).
+    pub fn is_certificate_refused(&self) -> bool {
+        let ClientError::Unreachable { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if text.contains("certificate") || text.contains("UnknownIssuer") {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
+    }
 }
 
 /// What a path segment keeps unescaped: letters, digits and `-._~`.
@@ -101,17 +123,36 @@ pub struct LogFilter {
 impl Client {
     /// A client for the server at `base` (such as `http://127.0.0.1:8079`).
     pub fn new(base: &str, token: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        let http = Self::builder().build().unwrap_or_default();
         Client {
             http,
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
         }
+    }
+
+    /// A client for a server whose API is served over TLS, trusting only
+    /// the CA certificate `root_pem` (pinned at `berth login`, or the local
+    /// server's own).
+    pub fn with_root(base: &str, token: &str, root_pem: &str) -> Result<Self> {
+        let tls = berth_tls::pinned_client_config(root_pem)
+            .map_err(|err| ClientError::Pin(err.to_string()))?;
+        let http = Self::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(|err| ClientError::Pin(err.to_string()))?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .no_proxy()
+            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(5))
     }
 
     /// The base URL.

@@ -16,6 +16,8 @@ pub struct ServerConfig {
     pub https_addr: Option<SocketAddr>,
     /// Where custom domains' certificates come from, when from an ACME CA.
     pub acme: Option<berth_tls::AcmeSettings>,
+    /// Serve the API over TLS even on loopback (it always is elsewhere).
+    pub api_tls: bool,
     /// Proxies in front of the router whose `X-Forwarded-*` are believed.
     pub trusted_proxies: Vec<berth_proto::IpRange>,
     /// Per-app build directories (cargo's target dirs). Defaults to
@@ -52,6 +54,7 @@ impl ServerConfig {
             https_addr: None,
             acme: None,
             trusted_proxies: Vec::new(),
+            api_tls: false,
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,

@@ -192,9 +192,10 @@ pub async fn run(
             source,
         })?;
     let router_addr = router_sockets.local_addr();
-    if !api_addr.ip().is_loopback() {
-        tracing::warn!(
-            "the API listens on {api_addr}, beyond this machine: its token crosses the network in clear; keep it on loopback and reach it through SSH, or put TLS in front"
+    let api_tls = config.api_tls || !api_addr.ip().is_loopback();
+    if api_tls {
+        tracing::info!(
+            "the API is served over TLS, with a certificate of berth's own CA; clients pin it with `berth login https://{api_addr} --token …`"
         );
     }
     let (routes, route_receiver) = watch::channel(Arc::new(RouteTable::default()));
@@ -281,6 +282,11 @@ pub async fn run(
     let router_url = format!("http://{router_addr}");
     let local_ca = edge::local_ca(&config.tls_dir())?;
     let ca_root = local_ca.root_pem().to_string();
+    let api_tls = if api_tls {
+        Some(edge::api_tls(&local_ca, &config.tls_dir(), api_addr)?)
+    } else {
+        None
+    };
     let https = match config.https_addr {
         Some(addr) => Some(edge::bind(
             edge::HttpsSetup {
@@ -376,9 +382,15 @@ pub async fn run(
             })?,
     );
     let api_shutdown = shutdown.clone();
-    let api_task = tokio::spawn(api::serve(api_listener, api::routes(state), api_shutdown));
+    let api_scheme = if api_tls.is_some() { "https" } else { "http" };
+    let api_task = tokio::spawn(api::serve(
+        api_listener,
+        api::routes(state),
+        api_tls,
+        api_shutdown,
+    ));
     let info = ServerInfo {
-        api_url: format!("http://{api_addr}"),
+        api_url: format!("{api_scheme}://{api_addr}"),
         router_url,
         https_url,
         pid: std::process::id(),

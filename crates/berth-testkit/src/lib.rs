@@ -336,7 +336,11 @@ impl TestServer {
 
     /// Starts the server again on the same data dir and ports.
     pub async fn restart(&mut self) {
-        let api = self.api_url.trim_start_matches("http://").to_string();
+        let api = self
+            .api_url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string();
         let router = self.router.to_string();
         self.spawn(&api, &router).await;
     }
@@ -349,6 +353,23 @@ impl TestServer {
             .env("BERTH_DATA", self.data.path())
             .env_remove("BERTH_SERVER")
             .env_remove("BERTH_TOKEN")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        Cli { command }
+    }
+
+    /// `berth ARGS` with `HOME` and `XDG_CONFIG_HOME` at `home` (where
+    /// `berth login` keeps contexts) and no data dir of its own.
+    pub fn berth_at_home(&self, home: &Path, args: &[&str]) -> Cli {
+        let mut command = Command::new(berth_binary());
+        command
+            .args(args)
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("BERTH_DATA", home.join("no-data"))
+            .env_remove("BERTH_SERVER")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_CONTEXT")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         Cli { command }

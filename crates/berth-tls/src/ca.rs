@@ -91,7 +91,13 @@ impl LocalCa {
     /// A new certificate for `name`, signed by the CA, as PEM: the chain
     /// (leaf first) and the PKCS#8 key — for a program that reads files.
     pub fn issue_pem(&self, name: &str) -> Result<(String, String), TlsError> {
-        let (certificate, key) = self.leaf(name)?;
+        self.issue_pem_for(&[name.to_string()], LEAF_DAYS)
+    }
+
+    /// A certificate for several names (DNS names or IP addresses) lasting
+    /// `days`, as PEM: the chain and the PKCS#8 key.
+    pub fn issue_pem_for(&self, names: &[String], days: i64) -> Result<(String, String), TlsError> {
+        let (certificate, key) = self.leaf(names, days)?;
         Ok((
             format!("{}{}", certificate.pem(), self.certificate_pem),
             key.serialize_pem(),
@@ -100,22 +106,25 @@ impl LocalCa {
 
     /// A new certificate for `name`, signed by the CA, with its chain.
     pub fn issue(&self, name: &str) -> Result<Arc<CertifiedKey>, TlsError> {
-        let (certificate, key) = self.leaf(name)?;
+        let (certificate, key) = self.leaf(&[name.to_string()], LEAF_DAYS)?;
         certified_key(
             vec![certificate.der().clone(), self.certificate_der.clone()],
             key.serialize_der(),
         )
     }
 
-    fn leaf(&self, name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
+    fn leaf(&self, names: &[String], days: i64) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
         let key = KeyPair::generate().map_err(crypto)?;
-        let mut params = CertificateParams::new(vec![name.to_string()]).map_err(crypto)?;
+        let mut params = CertificateParams::new(names.to_vec()).map_err(crypto)?;
         let mut subject = DistinguishedName::new();
-        subject.push(DnType::CommonName, name);
+        subject.push(
+            DnType::CommonName,
+            names.first().map_or("berth", String::as_str),
+        );
         params.distinguished_name = subject;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(LEAF_DAYS);
+        params.not_after = now + time::Duration::days(days);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -177,7 +186,8 @@ fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, TlsError> {
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(crypto)
 }
 
-pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes `text` to `path`, readable by its owner alone (mode 0600).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

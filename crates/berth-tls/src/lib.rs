@@ -11,13 +11,18 @@
 
 mod acme;
 mod ca;
+mod pinning;
 mod resolver;
 
 pub use acme::{
     ACME_TLS_ALPN, AcmeClient, AcmeFailure, AcmeSettings, Challenges, Issued, LETS_ENCRYPT,
 };
 pub use ca::LocalCa;
-pub use resolver::{Certificates, NameFilter, PublicCertificate, server_config};
+pub use ca::write_private;
+pub use pinning::{certificate_pem, fingerprint, first_contact_chain, pinned_client_config};
+pub use resolver::{
+    Certificates, NameFilter, PublicCertificate, server_config, single_cert_config,
+};
 
 /// Why a certificate could not be had.
 #[derive(Debug, thiserror::Error)]

@@ -243,3 +243,29 @@ mod tests {
         );
     }
 }
+
+/// TLS settings that present one certificate whatever the name (the API's).
+pub fn single_cert_config(
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let key = crate::ca::certified_key_from_pem(chain_pem, key_pem)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| TlsError::Crypto(err.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(OneCertificate(key)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Presents one certificate to every client.
+#[derive(Debug)]
+struct OneCertificate(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

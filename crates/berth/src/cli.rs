@@ -27,6 +27,10 @@ pub struct Global {
     /// Data dir of the local server.
     #[arg(long, global = true, env = "BERTH_DATA")]
     pub data: Option<PathBuf>,
+    /// A server logged in to with `berth login` (its URL, token and pinned
+    /// certificate).
+    #[arg(long, global = true, env = "BERTH_CONTEXT")]
+    pub context: Option<String>,
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
@@ -131,6 +135,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DomainsCommand,
     },
+    /// Log in to a remote server: pin its certificate, keep its URL and token
+    /// as a context (`--context NAME`).
+    Login {
+        /// The server's API URL (`https://host:8079`).
+        url: String,
+        /// A name for it (default: from the host).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Certificates: `berth certs root` prints berth's own CA certificate.
     Certs {
         #[command(subcommand)]
@@ -217,9 +230,13 @@ pub struct DeployArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
-    /// Where the API listens.
+    /// Where the API listens. On an address beyond loopback it is served
+    /// over TLS (clients pin it with `berth login`).
     #[arg(long = "api", env = "BERTH_API_ADDR", default_value = "127.0.0.1:8079")]
     pub api_addr: SocketAddr,
+    /// Serve the API over TLS on loopback too.
+    #[arg(long)]
+    pub api_tls: bool,
     /// Where the router listens.
     #[arg(
         long = "router",

@@ -26,6 +26,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.router_addr = args.router_addr;
     config.https_addr = args.https_addr;
     config.trusted_proxies = args.trusted_proxies;
+    config.api_tls = args.api_tls;
     if args.acme_directory.is_some() || args.acme_email.is_some() {
         config.acme = Some(berth_tls::AcmeSettings {
             directory: args
@@ -125,6 +126,9 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Redis { command } => crate::resources::redis(&global, command).await,
         Command::Volumes { command } => crate::resources::volumes(&global, command).await,
         Command::Domains { command } => crate::domains::domains(&global, command).await,
+        Command::Login { url, name } => {
+            crate::contexts::login(&global, &url, global.token.clone(), name).await
+        }
         Command::Certs {
             command: crate::cli::CertsCommand::Root,
         } => crate::domains::certs_root(&global).await,

@@ -46,8 +46,16 @@ fn read_info(data: &Path) -> Option<ServerInfo> {
 /// A client for the server the flags name, starting a local one when
 /// `autostart` is set and none answers.
 pub async fn connect(global: &Global, autostart: bool) -> Result<Client> {
+    if let Some(name) = &global.context {
+        return crate::contexts::client(name).await;
+    }
     let data = data_dir(global);
     if let Some(server) = &global.server {
+        if server.starts_with("https://") {
+            bail!(
+                "{server} is served over TLS: log in once with `berth login {server} --token T --name NAME` (it pins the server's certificate), then use --context NAME"
+            );
+        }
         let token = global
             .token
             .clone()
@@ -91,7 +99,13 @@ pub async fn connect(global: &Global, autostart: bool) -> Result<Client> {
 async fn local_client(global: &Global, data: &Path) -> Option<Client> {
     let info = read_info(data)?;
     let token = global.token.clone().or_else(|| read_token(data))?;
-    let client = Client::new(&info.api_url, &token);
+    let client = if info.api_url.starts_with("https://") {
+        // The local server's own CA, read from its data dir.
+        let root = std::fs::read_to_string(data.join("tls/ca.pem")).ok()?;
+        Client::with_root(&info.api_url, &token, &root).ok()?
+    } else {
+        Client::new(&info.api_url, &token)
+    };
     client.health().await.ok()?;
     Some(client)
 }

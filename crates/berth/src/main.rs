@@ -21,6 +21,7 @@ mod args;
 mod cli;
 mod commands;
 mod connect;
+mod contexts;
 mod domains;
 mod jobs;
 mod logs;

@@ -25,9 +25,18 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// a client that stops sending is dropped).
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown`, then lets open requests
-/// finish for as long as the caller waits.
-pub(crate) async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown`, then
+/// lets open requests finish for as long as the caller waits.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -56,6 +65,21 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, shutdown: Cancella
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT);
+        let Some(acceptor) = &acceptor else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+            continue;
+        };
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+        let Ok(Ok(stream)) = handshake else {
+            continue;
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

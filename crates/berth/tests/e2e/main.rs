@@ -4,6 +4,7 @@
 //! suite with `cargo test -p berth --test e2e jobs::`.
 
 mod acme;
+mod api_tls;
 mod builds;
 mod config;
 mod crashes;

@@ -1,0 +1,196 @@
+//! Named servers: `berth login URL --token T [--name NAME]` pins the
+//! server's CA certificate on first contact (as ssh does with host keys)
+//! and keeps the URL, token and certificate in
+//! `~/.config/berth/contexts/NAME.json` (mode 0600); `--context NAME`
+//! (or `BERTH_CONTEXT`) then talks to that server, and refuses a server
+//! whose certificate no longer chains to the pinned one.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use berth_client::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Global;
+
+/// A server the CLI logged in to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerContext {
+    /// The API's base URL.
+    pub url: String,
+    /// The API token.
+    pub token: String,
+    /// The CA certificate pinned at login (PEM), for an `https` URL.
+    pub root_pem: Option<String>,
+}
+
+fn contexts_dir() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|value| !value.is_empty()) {
+        Some(config) => PathBuf::from(config),
+        None => PathBuf::from(
+            std::env::var_os("HOME").ok_or_else(|| anyhow!("no HOME to keep contexts in"))?,
+        )
+        .join(".config"),
+    };
+    Ok(base.join("berth/contexts"))
+}
+
+fn context_path(name: &str) -> Result<PathBuf> {
+    berth_proto::validate_app_name(name)
+        .map_err(|why| anyhow!("context name: {}", why.replace("app name", "name")))?;
+    Ok(contexts_dir()?.join(format!("{name}.json")))
+}
+
+/// The context `name`.
+pub fn load(name: &str) -> Result<ServerContext> {
+    let path = context_path(name)?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no context `{name}` ({}): log in first with `berth login URL --token T --name {name}`",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is unreadable", path.display()))
+}
+
+/// A client for the context `name`, whose server must present a
+/// certificate that chains to the pinned one.
+pub async fn client(name: &str) -> Result<Client> {
+    let context = load(name)?;
+    let client = match &context.root_pem {
+        Some(root) => Client::with_root(&context.url, &context.token, root)?,
+        None => Client::new(&context.url, &context.token),
+    };
+    if let Err(err) = client.health().await
+        && err.is_certificate_refused()
+    {
+        let pinned = context
+            .root_pem
+            .as_deref()
+            .and_then(root_fingerprint)
+            .unwrap_or_default();
+        bail!(
+            "the server at {} no longer presents the certificate pinned when you logged in (CA SHA-256 {pinned}).\n\
+             If it was reinstalled, run `berth login {} --token T --name {name}` again; if not, someone may be between you and it.",
+            context.url,
+            context.url
+        );
+    }
+    Ok(client)
+}
+
+fn root_fingerprint(pem: &str) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    Some(berth_tls::fingerprint(der.as_ref()))
+}
+
+/// `berth login`: pins the server's CA (for https), checks the token, and
+/// keeps the context.
+pub async fn login(
+    global: &Global,
+    url: &str,
+    token: Option<String>,
+    name: Option<String>,
+) -> Result<()> {
+    let token = token.or_else(|| global.token.clone()).ok_or_else(|| {
+        anyhow!("berth login needs the server's token: --token T (see DATA/token on the server)")
+    })?;
+    let (scheme, host, port) = split_url(url)?;
+    let name = match name {
+        Some(name) => name,
+        None => host.replace(['.', ':'], "-").to_ascii_lowercase(),
+    };
+    let root_pem = match scheme.as_str() {
+        "https" => {
+            let port = port.unwrap_or(443);
+            let chain = berth_tls::first_contact_chain(&host, port).await?;
+            let root = chain
+                .last()
+                .ok_or_else(|| anyhow!("{url} presented no certificate"))?;
+            eprintln!(
+                "==> {url} presents a certificate of the CA with SHA-256 fingerprint\n    {}\n    pinned: later connections must chain to it",
+                berth_tls::fingerprint(root.as_ref())
+            );
+            Some(berth_tls::certificate_pem(root.as_ref()))
+        }
+        "http" => {
+            eprintln!("warning: {url} is plain HTTP: the token crosses the network in clear");
+            None
+        }
+        other => {
+            bail!("`{other}` is not a scheme berth speaks: use https:// (or http:// on loopback)")
+        }
+    };
+    let context = ServerContext {
+        url: url.trim_end_matches('/').to_string(),
+        token,
+        root_pem,
+    };
+    let client = match &context.root_pem {
+        Some(root) => Client::with_root(&context.url, &context.token, root)?,
+        None => Client::new(&context.url, &context.token),
+    };
+    client
+        .apps()
+        .await
+        .with_context(|| format!("cannot log in to {url}"))?;
+    let path = context_path(&name)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    berth_tls::write_private(&path, &serde_json::to_string_pretty(&context)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("==> logged in; use it with --context {name} (or BERTH_CONTEXT={name})");
+    Ok(())
+}
+
+/// The scheme, host and port of `url` (`https://host:8079/`).
+fn split_url(url: &str) -> Result<(String, String, Option<u16>)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| anyhow!("`{url}` is not a URL such as https://host:8079"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| anyhow!("`{url}` has an unclosed IPv6 address"))?;
+            (host.to_string(), after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (authority.to_string(), None),
+        },
+    };
+    if host.is_empty() {
+        bail!("`{url}` names no host");
+    }
+    let port = port
+        .map(|port| {
+            port.parse::<u16>()
+                .map_err(|_| anyhow!("`{url}`: `{port}` is not a port"))
+        })
+        .transpose()?;
+    Ok((scheme.to_ascii_lowercase(), host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_scheme_host_and_port() {
+        assert_eq!(
+            split_url("https://berth.example.org:8079/").unwrap(),
+            ("https".into(), "berth.example.org".into(), Some(8079))
+        );
+        assert_eq!(
+            split_url("https://[::1]:9000").unwrap(),
+            ("https".into(), "::1".into(), Some(9000))
+        );
+        assert_eq!(split_url("http://10.0.0.5").unwrap().2, None);
+        assert!(split_url("berth.example.org").is_err());
+        assert!(split_url("https://host:port").is_err());
+    }
+}
