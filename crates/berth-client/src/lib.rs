@@ -149,6 +149,9 @@ impl Client {
     }
 
     fn builder() -> reqwest::ClientBuilder {
+        // reqwest's rustls has no crypto provider of its own: berth's is
+        // aws-lc-rs (a second install is a no-op).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         reqwest::Client::builder()
             .no_proxy()
             .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
@@ -594,5 +597,17 @@ impl<T: DeserializeOwned> NdjsonStream<T> {
                 Err(err) => return Err(ClientError::Read(Box::new(err))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_plain_client_builds_with_tls_compiled_in() {
+        // reqwest's rustls needs a crypto provider even for http:// URLs.
+        let client = Client::new("http://127.0.0.1:9", "token");
+        assert!(client.health().await.is_err(), "nothing listens on port 9");
     }
 }
