@@ -28,9 +28,14 @@ PID=$("$BERTH" status --app hello --json | json_field 'd["instances"][0]["pid"]'
 # nginx and Caddy run in the instance's network namespace (as root it has one),
 # reaching it as berth's router does; wrk runs beside each proxy.
 IN_NS=()
-if [ "$(readlink "/proc/$PID/ns/net")" != "$(readlink /proc/self/ns/net)" ]; then
-    IN_NS=(nsenter "--net=/proc/$PID/ns/net")
-fi
+# The reported pid may be the sandbox's waiting parent, still in the host's
+# namespace: look down its tree for the first process in another one.
+for candidate in $PID $(pgrep -P "$PID") $(for child in $(pgrep -P "$PID"); do pgrep -P "$child"; done); do
+    if [ "$(readlink "/proc/$candidate/ns/net")" != "$(readlink /proc/self/ns/net)" ]; then
+        IN_NS=(nsenter "--net=/proc/$candidate/ns/net")
+        break
+    fi
+done
 free_port() { "${IN_NS[@]}" python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NGINX_PORT=$(free_port)
 CADDY_PORT=$(free_port)
@@ -52,8 +57,7 @@ http {
     fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
     upstream app { server 127.0.0.1:$PORT; keepalive 128; }
     server {
-        listen 127.0.0.1:$NGINX_PORT ssl;
-        http2 on;
+        listen 127.0.0.1:$NGINX_PORT ssl http2;
         server_name hello.localhost;
         ssl_certificate $WORK/cert.pem;
         ssl_certificate_key $WORK/key.pem;
@@ -75,7 +79,9 @@ cat >"$WORK/Caddyfile" <<CONF
 {
     admin off
     auto_https off
-    log { output discard }
+    log {
+        output discard
+    }
 }
 https://hello.localhost:$CADDY_PORT {
     bind 127.0.0.1

@@ -21,9 +21,14 @@ ROUTER_PORT=${ROUTER_URL##*:}
 # and nginx run in it (nginx listens on the instance's loopback), so all
 # three reach the same instance the same way; berth's router crosses in.
 IN_NS=()
-if [ "$(readlink "/proc/$PID/ns/net")" != "$(readlink /proc/self/ns/net)" ]; then
-    IN_NS=(nsenter "--net=/proc/$PID/ns/net")
-fi
+# The reported pid may be the sandbox's waiting parent, still in the host's
+# namespace: look down its tree for the first process in another one.
+for candidate in $PID $(pgrep -P "$PID") $(for child in $(pgrep -P "$PID"); do pgrep -P "$child"; done); do
+    if [ "$(readlink "/proc/$candidate/ns/net")" != "$(readlink /proc/self/ns/net)" ]; then
+        IN_NS=(nsenter "--net=/proc/$candidate/ns/net")
+        break
+    fi
+done
 
 NGINX_PORT=$("${IN_NS[@]}" python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$WORK/nginx"

@@ -17,6 +17,9 @@ use crate::{Challenges, Issued, LocalCa, TlsError};
 /// Whether a name passes a test (berth serves it; it is public).
 pub type NameFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Sessions kept for resumption without a ticket.
+const SESSION_CACHE: usize = 16_384;
+
 /// A local-CA certificate is made again after this long (of its 90 days).
 const REISSUE_AFTER: Duration = Duration::from_secs(60 * 24 * 3600);
 
@@ -215,6 +218,11 @@ pub fn server_config(
         b"http/1.1".to_vec(),
         crate::ACME_TLS_ALPN.to_vec(),
     ];
+    // Returning clients resume instead of a full handshake: by ticket
+    // (TLS 1.3 and 1.2) or from a cache big enough for a busy edge.
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|err| TlsError::Crypto(err.to_string()))?;
     Ok(Arc::new(config))
 }
 
