@@ -165,6 +165,23 @@ pub struct AppStatus {
     /// Requests the app's `[edge]` rules refused since the server started.
     #[serde(default)]
     pub edge: EdgeCounts,
+    /// Its custom domains and their certificates.
+    #[serde(default)]
+    pub domains: Vec<DomainCertificate>,
+}
+
+/// A custom domain of an app and where its certificate stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DomainCertificate {
+    /// The name.
+    pub name: String,
+    /// Where its certificate comes from (see [`DomainCheck::issuer`]).
+    pub issuer: String,
+    /// When its certificate expires (RFC 3339), when it has one.
+    pub expires: Option<String>,
+    /// Why it has none, or cannot renew it.
+    pub problem: Option<String>,
 }
 
 /// Requests an app's `[edge]` rules refused.

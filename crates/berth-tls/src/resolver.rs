@@ -221,8 +221,8 @@ pub fn server_config(
     // Returning clients resume instead of a full handshake: by ticket
     // (TLS 1.3 and 1.2) or from a cache big enough for a busy edge.
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    config.ticketer =
-        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|err| TlsError::Crypto(err.to_string()))?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|err| TlsError::Crypto(err.to_string()))?;
     Ok(Arc::new(config))
 }
 

@@ -390,6 +390,17 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
             &rows,
         );
     }
+    for domain in &status.domains {
+        let state = match (&domain.expires, &domain.problem) {
+            (Some(expires), None) => format!("certificate until {expires}"),
+            (Some(expires), Some(problem)) => {
+                format!("certificate until {expires}; cannot renew: {problem}")
+            }
+            (None, Some(problem)) => format!("no certificate: {problem}"),
+            (None, None) => domain.issuer.clone(),
+        };
+        say!("domain:   {} ({state})", domain.name);
+    }
     let edge = &status.edge;
     if edge.denied + edge.rate_limited + edge.too_large > 0 {
         say!(

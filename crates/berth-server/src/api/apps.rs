@@ -119,6 +119,12 @@ pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
         processes: actual.groups,
         instances: actual.instances,
         edge: actual.edge,
+        domains: state
+            .store
+            .domains(Some(app))?
+            .iter()
+            .map(|row| super::domains::certificate_of(&state, &row.name))
+            .collect(),
     })
 }
 

@@ -130,24 +130,15 @@ pub(super) async fn check_domain(
         problem: None,
         next_attempt: None,
     };
-    let Some(certs) = &state.certs else {
-        return Ok(Json(check));
-    };
-    let Some(directory) = &certs.directory else {
-        check.issuer = "berth's own CA (no --acme-directory or --acme-email)".into();
-        return Ok(Json(check));
-    };
-    check.issuer = format!("acme ({directory})");
-    check.expires = certs
-        .certificates
-        .public_certificate(&name)
-        .map(|certificate| crate::edge::certs::humantime_date(certificate.not_after));
-    let status = certs.status_of(&name);
-    check.problem = status.last_error;
-    check.next_attempt = status.next_attempt.map(crate::edge::certs::humantime_date);
-    if check.expires.is_none() && check.problem.is_none() {
-        check.problem = Some("being issued now".into());
-    }
+    let certificate = certificate_of(&state, &name);
+    check.issuer = certificate.issuer;
+    check.expires = certificate.expires;
+    check.problem = certificate.problem;
+    check.next_attempt = state
+        .certs
+        .as_ref()
+        .and_then(|certs| certs.status_of(&name).next_attempt)
+        .map(crate::edge::certs::humantime_date);
     if !points_here && check.expires.is_none() {
         let shown = if check.resolves_to.is_empty() {
             "does not resolve".to_string()
@@ -164,4 +155,30 @@ pub(super) async fn check_domain(
         ));
     }
     Ok(Json(check))
+}
+
+/// Where the certificate of the custom domain `name` stands.
+pub(super) fn certificate_of(state: &ApiState, name: &str) -> berth_proto::DomainCertificate {
+    let mut certificate = berth_proto::DomainCertificate {
+        name: name.to_string(),
+        issuer: "none (the server has no --https)".into(),
+        ..Default::default()
+    };
+    let Some(certs) = &state.certs else {
+        return certificate;
+    };
+    let Some(directory) = &certs.directory else {
+        certificate.issuer = "berth's own CA (no --acme-directory or --acme-email)".into();
+        return certificate;
+    };
+    certificate.issuer = format!("acme ({directory})");
+    certificate.expires = certs
+        .certificates
+        .public_certificate(name)
+        .map(|issued| crate::edge::certs::humantime_date(issued.not_after));
+    certificate.problem = certs.status_of(name).last_error;
+    if certificate.expires.is_none() && certificate.problem.is_none() {
+        certificate.problem = Some("being issued now".into());
+    }
+    certificate
 }

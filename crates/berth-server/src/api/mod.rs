@@ -54,7 +54,7 @@ use resources::*;
         berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo, berth_proto::MigrateResult,
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
         berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob,
-        berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts
+        berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts, berth_proto::DomainCertificate
     )),
     modifiers(&BearerAuth),
     security(("token" = []))

@@ -131,6 +131,16 @@ async fn a_custom_domain_gets_a_certificate_from_the_acme_ca() {
         events.contains("no certificate for broken.example.org"),
         "{events}"
     );
+    // berth status says the same, per domain.
+    let status = server.ok(&["status", "--app", "shop"]).await.stdout;
+    assert!(
+        status.contains("domain:   www.example.org (certificate until 20"),
+        "{status}"
+    );
+    assert!(
+        status.contains("domain:   broken.example.org (no certificate: the CA could not validate"),
+        "{status}"
+    );
 }
 
 async fn server_for(plan: &PebblePlan) -> TestServer {
