@@ -123,7 +123,7 @@ pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
             .store
             .domains(Some(app))?
             .iter()
-            .map(|row| super::domains::certificate_of(&state, &row.name))
+            .map(|row| super::domains::certificate_of(state, &row.name))
             .collect(),
     })
 }
