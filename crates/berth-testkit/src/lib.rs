@@ -45,6 +45,13 @@ static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 /// package pass `env!("CARGO_BIN_EXE_berth")`).
 pub fn use_binary(path: &str) {
     let _ = BINARY.set(PathBuf::from(path));
+    crypto_ready();
+}
+
+/// Installs the crypto provider reqwest's rustls needs before any client is
+/// built (even for http:// URLs); a second call changes nothing.
+pub fn crypto_ready() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// The `berth` binary under test: the one given to [`use_binary`], else
@@ -411,6 +418,7 @@ impl TestServer {
 
     /// `GET path` on the API with the token.
     pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
+        crypto_ready();
         let response = reqwest::Client::new()
             .get(format!("{}{path}", self.api_url))
             .bearer_auth(&self.token)

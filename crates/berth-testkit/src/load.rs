@@ -38,6 +38,7 @@ impl Load {
             failures: Arc::new(Mutex::new(Vec::new())),
             workers: Vec::new(),
         };
+        crate::crypto_ready();
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(workers)
