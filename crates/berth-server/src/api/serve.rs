@@ -65,27 +65,27 @@ pub(crate) async fn serve(
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT);
-        let Some(acceptor) = &acceptor else {
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                let _ = connection.await;
-                drop(slot);
-            });
-            continue;
-        };
-        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-        let Ok(Ok(stream)) = handshake else {
-            continue;
-        };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        // The handshake runs on the connection's task, so a client that
+        // stalls in it holds up nobody else.
         tokio::spawn(async move {
-            let _ = connection.await;
+            match acceptor {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    if let Ok(Ok(stream)) = handshake {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let _ = watcher.watch(connection.into_owned()).await;
+                    }
+                }
+            }
             drop(slot);
         });
     }

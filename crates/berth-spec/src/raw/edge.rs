@@ -1,6 +1,6 @@
 //! Validating `[edge]`: who may reach the app and how much.
 
-use super::shapes::{NumberOrText, Problems, RawEdge};
+use super::shapes::{Problems, RawEdge};
 use super::*;
 use crate::model::{EdgeSpec, RateLimitSpec};
 
@@ -18,7 +18,7 @@ pub(super) fn validate_edge(raw: RawEdge, problems: &mut Problems<'_>) -> EdgeSp
         }
     }
     if let Some(size) = &raw.max_body {
-        match bytes(size.get_ref()) {
+        match super::values::size_bytes(size.get_ref()) {
             Some(0) | None => problems.at(
                 size,
                 "[edge] max_body must be a size above zero, such as \"10mb\" or a number of bytes"
@@ -89,30 +89,4 @@ pub(super) fn validate_edge(raw: RawEdge, problems: &mut Problems<'_>) -> EdgeSp
         });
     }
     spec
-}
-
-/// Bytes from a size: a number of bytes, or `512kb`, `10mb`, `1gb`.
-fn bytes(value: &NumberOrText) -> Option<u64> {
-    match value {
-        NumberOrText::Integer(number) => u64::try_from(*number).ok(),
-        NumberOrText::Float(_) => None,
-        NumberOrText::Text(text) => {
-            let text = text.trim().to_ascii_lowercase();
-            let split = text
-                .find(|c: char| !c.is_ascii_digit() && c != '.')
-                .unwrap_or(text.len());
-            let (number, unit) = text.split_at(split);
-            let number: f64 = number.parse().ok()?;
-            let factor = match unit.trim() {
-                "" | "b" => 1.0,
-                "k" | "kb" | "kib" => 1024.0,
-                "m" | "mb" | "mib" => 1024.0 * 1024.0,
-                "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-                _ => return None,
-            };
-            let total = number * factor;
-            (total.is_finite() && total >= 0.0 && total < u64::MAX as f64)
-                .then_some(total.round() as u64)
-        }
-    }
 }

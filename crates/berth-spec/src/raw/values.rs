@@ -10,22 +10,43 @@ pub(super) fn memory_mib(value: &NumberOrText) -> Option<u32> {
         NumberOrText::Integer(number) => u32::try_from(*number).ok(),
         NumberOrText::Float(_) => None,
         NumberOrText::Text(text) => {
-            let text = text.trim().to_ascii_lowercase();
-            let split = text
-                .find(|c: char| !c.is_ascii_digit() && c != '.')
-                .unwrap_or(text.len());
-            let (number, unit) = text.split_at(split);
-            let number: f64 = number.parse().ok()?;
-            let factor = match unit.trim() {
-                "" | "m" | "mb" | "mib" => 1.0,
-                "g" | "gb" | "gib" => 1024.0,
-                "k" | "kb" | "kib" => 1.0 / 1024.0,
-                _ => return None,
-            };
-            let mib = number * factor;
-            (mib.is_finite() && mib >= 0.0 && mib < u32::MAX as f64).then_some(mib.round() as u32)
+            let mib = sized(text, 1024.0 * 1024.0)? / (1024.0 * 1024.0);
+            (mib < u32::MAX as f64).then_some(mib.round() as u32)
         }
     }
+}
+
+/// Bytes from a size: a bare number of bytes, or `512kb`, `10mb`, `1gb`.
+pub(super) fn size_bytes(value: &NumberOrText) -> Option<u64> {
+    match value {
+        NumberOrText::Integer(number) => u64::try_from(*number).ok(),
+        NumberOrText::Float(_) => None,
+        NumberOrText::Text(text) => {
+            let bytes = sized(text, 1.0)?;
+            (bytes < u64::MAX as f64).then_some(bytes.round() as u64)
+        }
+    }
+}
+
+/// `NUMBER[UNIT]` in bytes, a bare number counting `bare` bytes each;
+/// units k, m, g (with or without `b`/`ib`), powers of 1024.
+fn sized(text: &str, bare: f64) -> Option<f64> {
+    let text = text.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" => bare,
+        "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * factor;
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes)
 }
 
 pub(super) fn valid_process_name(name: &str) -> bool {

@@ -2,21 +2,11 @@
 //! was given to, by `berth domains add` or `[http_service] domains`; a
 //! name another app has, or one that is not a domain, is refused.
 
-use berth_testkit::{TestServer, example, http_get};
+use crate::support::deploy_plain;
+use berth_testkit::{TestServer, http_get};
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
-}
-
-async fn deploy_plain(server: &TestServer, app: &str, spec: &str) -> tempfile::TempDir {
-    let dir = example("plain");
-    std::fs::write(
-        dir.path().join("berth.toml"),
-        format!("app = \"{app}\"\n{spec}"),
-    )
-    .unwrap();
-    server.ok_in(dir.path(), &["up"]).await;
-    dir
 }
 
 /// The status and body the router gives a request for `host`.

@@ -4,21 +4,11 @@
 
 use std::time::Duration;
 
+use crate::support::deploy_plain;
 use berth_testkit::{TestServer, example};
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
-}
-
-async fn deploy_plain(server: &TestServer, app: &str, spec: &str) -> tempfile::TempDir {
-    let dir = example("plain");
-    std::fs::write(
-        dir.path().join("berth.toml"),
-        format!("app = \"{app}\"\n{spec}"),
-    )
-    .unwrap();
-    server.ok_in(dir.path(), &["up"]).await;
-    dir
 }
 
 async fn slug_of(server: &TestServer, app: &str) -> std::path::PathBuf {

@@ -22,6 +22,7 @@ mod private_names;
 mod resources;
 mod scaling;
 mod shuttle;
+mod support;
 mod tls;
 mod volumes;
 mod workspaces;
