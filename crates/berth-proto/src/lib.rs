@@ -192,8 +192,15 @@ pub struct EdgeCounts {
     pub denied: u64,
     /// Over a rate limit (429).
     pub rate_limited: u64,
-    /// Bodies over `max_body`, or of no declared length (413, 411).
+    /// Bodies over `max_body`, or of no declared length (413, 411), and
+    /// heads over `max_header` (431).
     pub too_large: u64,
+    /// Connections over `max_connections` from one address (429).
+    #[serde(default)]
+    pub over_connections: u64,
+    /// Requests the app did not answer within `request_timeout` (504).
+    #[serde(default)]
+    pub timed_out: u64,
 }
 
 /// A process group of an app: `web`, `worker`, …

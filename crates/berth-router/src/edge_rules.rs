@@ -1,12 +1,13 @@
 //! An app's edge rules (`[edge]`): which clients may reach it, how many
-//! requests each may make, how large a body may be. Checked before a
-//! request is routed; what they refuse is counted per app.
+//! requests and connections each may have, how large headers and bodies
+//! may be, how long the app may take. Checked before a request is routed;
+//! what they refuse is counted per app.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_proto::IpRange;
 use http::{HeaderMap, header};
@@ -26,6 +27,12 @@ pub struct EdgeRules {
     pub max_body: Option<u64>,
     /// Per-client rate limits.
     pub limits: Vec<RateRule>,
+    /// Larger request heads (header names and values) get 431.
+    pub max_header: Option<u64>,
+    /// Connections one client address may hold to the app at once.
+    pub max_connections: Option<u32>,
+    /// How long the app may take to begin its answer (504 after).
+    pub request_timeout: Option<Duration>,
 }
 
 /// At most `per_second` requests a second from one client, `burst` at once,
@@ -53,18 +60,25 @@ pub enum Verdict {
     TooLarge,
     /// 411: a body with no declared length, where a limit applies.
     LengthRequired,
+    /// 431: the headers are larger than allowed.
+    HeadersTooLarge,
 }
 
 /// The per-client state of the rate limits, and what the rules refused.
 #[derive(Debug, Default)]
 pub struct EdgeState {
     buckets: Mutex<HashMap<(usize, IpAddr), Bucket>>,
+    connections: Mutex<HashMap<IpAddr, u32>>,
     /// Requests refused by `allow`/`deny`.
     pub denied: AtomicU64,
     /// Requests over a rate limit.
     pub limited: AtomicU64,
-    /// Requests over the body limit.
+    /// Requests over the body or header limit.
     pub too_large: AtomicU64,
+    /// Connections refused over `max_connections`.
+    pub over_connections: AtomicU64,
+    /// Requests the app did not answer within `request_timeout`.
+    pub timed_out: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +94,9 @@ impl EdgeRules {
             && self.deny.is_empty()
             && self.max_body.is_none()
             && self.limits.is_empty()
+            && self.max_header.is_none()
+            && self.max_connections.is_none()
+            && self.request_timeout.is_none()
     }
 
     /// The verdict on a request from `client` for `path` with `headers`,
@@ -96,7 +113,9 @@ impl EdgeRules {
             Verdict::Pass => return verdict,
             Verdict::Denied => &state.denied,
             Verdict::Limited(_) => &state.limited,
-            Verdict::TooLarge | Verdict::LengthRequired => &state.too_large,
+            Verdict::TooLarge | Verdict::LengthRequired | Verdict::HeadersTooLarge => {
+                &state.too_large
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
         verdict
@@ -107,6 +126,11 @@ impl EdgeRules {
             || (!self.allow.is_empty() && !self.allow.iter().any(|range| range.contains(client)))
         {
             return Verdict::Denied;
+        }
+        if let Some(max) = self.max_header
+            && head_size(headers) > max
+        {
+            return Verdict::HeadersTooLarge;
         }
         if let Some(max) = self.max_body {
             let length = headers
@@ -154,6 +178,83 @@ impl EdgeRules {
             bucket.tokens -= 1.0;
         }
         Verdict::Pass
+    }
+}
+
+/// The bytes the headers take on the wire in HTTP/1.1 (`Name: value\r\n`).
+fn head_size(headers: &HeaderMap) -> u64 {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str().len() + value.len() + 4) as u64)
+        .sum()
+}
+
+/// One client connection counted against an app's `max_connections` from
+/// its first request to the app until it closes.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    traffic: Arc<crate::AppTraffic>,
+    client: IpAddr,
+}
+
+impl ConnectionSlot {
+    /// A slot for `client` on the app `traffic` counts, unless it holds
+    /// `limit` already (then counted as refused).
+    pub fn take(traffic: &Arc<crate::AppTraffic>, client: IpAddr, limit: u32) -> Option<Self> {
+        let mut connections = traffic
+            .edge
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let held = connections.entry(client).or_insert(0);
+        if *held >= limit {
+            traffic
+                .edge
+                .over_connections
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *held += 1;
+        Some(ConnectionSlot {
+            traffic: traffic.clone(),
+            client,
+        })
+    }
+
+    /// Whether this slot counts against the app `traffic` counts.
+    pub fn is_for(&self, traffic: &Arc<crate::AppTraffic>) -> bool {
+        Arc::ptr_eq(&self.traffic, traffic)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut connections = self
+            .traffic
+            .edge
+            .connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(held) = connections.get_mut(&self.client) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                connections.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// A duration as a person writes it: `30s`, `1.5s`, `2m`, `250ms`.
+pub fn human_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(60_000) && millis > 0 {
+        format!("{}m", millis / 60_000)
+    } else if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else if millis > 1000 {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        format!("{millis}ms")
     }
 }
 
@@ -245,5 +346,45 @@ mod tests {
             rules.check(&state, ip("10.0.0.1"), "/", &chunked),
             Verdict::LengthRequired
         );
+    }
+
+    #[test]
+    fn large_heads_are_refused_and_connections_are_counted_per_client() {
+        let rules = EdgeRules {
+            max_header: Some(100),
+            ..EdgeRules::default()
+        };
+        let state = EdgeState::default();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-small", "1".parse().unwrap());
+        assert_eq!(
+            rules.check(&state, ip("10.0.0.1"), "/", &headers),
+            Verdict::Pass
+        );
+        headers.insert("x-large", "a".repeat(100).parse().unwrap());
+        assert_eq!(
+            rules.check(&state, ip("10.0.0.1"), "/", &headers),
+            Verdict::HeadersTooLarge
+        );
+
+        let traffic = Arc::new(crate::AppTraffic::default());
+        let first = ConnectionSlot::take(&traffic, ip("10.0.0.1"), 2).unwrap();
+        let second = ConnectionSlot::take(&traffic, ip("10.0.0.1"), 2).unwrap();
+        assert!(ConnectionSlot::take(&traffic, ip("10.0.0.1"), 2).is_none());
+        assert!(ConnectionSlot::take(&traffic, ip("10.0.0.2"), 2).is_some());
+        assert!(first.is_for(&traffic));
+        drop(first);
+        assert!(ConnectionSlot::take(&traffic, ip("10.0.0.1"), 2).is_some());
+        drop(second);
+        assert_eq!(traffic.edge.over_connections.load(Ordering::Relaxed), 1);
+        assert!(traffic.edge.connections.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
     }
 }

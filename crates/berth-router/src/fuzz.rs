@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::listen::{RouterState, http_builder, serve_connection};
+use crate::listen::{http_builder, serve_connection};
 use crate::route::RouteTable;
+use crate::router_state::RouterState;
 
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()

@@ -11,12 +11,14 @@
 //! anyone what runs; whoever owns the instances publishes a new table.
 
 pub mod balance;
+mod dispatch;
 pub mod edge_rules;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod listen;
 pub mod pages;
 pub mod route;
+mod router_state;
 pub mod sockets;
 pub mod statics;
 pub mod upstream;

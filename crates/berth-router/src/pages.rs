@@ -151,3 +151,43 @@ pub fn bad_gateway<B: From<Full<Bytes>>>(app: &str, instance: &str, error: &str)
         ),
     )
 }
+
+/// 504: the app did not answer within its `[edge] request_timeout`.
+pub fn timed_out<B: From<Full<Bytes>>>(app: &str, limit: std::time::Duration) -> Response<B> {
+    page(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "504 Gateway Timeout\n\n{app} did not answer within {} (its [edge] request_timeout).\n",
+            crate::edge_rules::human_duration(limit)
+        ),
+    )
+}
+
+/// 431: the request's headers are larger than the app's `[edge] max_header`.
+pub fn headers_too_large<B: From<Full<Bytes>>>(app: &str, limit: Option<u64>) -> Response<B> {
+    page(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        format!(
+            "431 Request Header Fields Too Large\n\n{app} takes headers of at most {} bytes.\n",
+            limit.unwrap_or_default()
+        ),
+    )
+}
+
+/// 429 and `Connection: close`: the client already holds as many
+/// connections to the app as its `[edge] max_connections` allows.
+pub fn too_many_connections<B: From<Full<Bytes>>>(app: &str, limit: u32) -> Response<B> {
+    let mut response = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "429 Too Many Requests\n\n{app} takes at most {limit} connections from one address; close one and retry.\n"
+        ),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
+}

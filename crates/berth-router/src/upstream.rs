@@ -113,6 +113,8 @@ pub struct ConnectionCache {
     /// `https` when the client connection is TLS, else `http`.
     proto: &'static str,
     local: Mutex<Vec<(u64, Sender)>>,
+    /// The apps this connection counts against (`[edge] max_connections`).
+    pub(crate) slots: Mutex<Vec<crate::edge_rules::ConnectionSlot>>,
 }
 
 impl ConnectionCache {
@@ -137,6 +139,7 @@ impl ConnectionCache {
             trusted,
             proto: if secure { "https" } else { "http" },
             local: Mutex::new(Vec::with_capacity(1)),
+            slots: Mutex::new(Vec::new()),
         })
     }
 

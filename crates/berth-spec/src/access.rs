@@ -53,6 +53,15 @@ pub struct EdgeSpec {
     /// Larger request bodies get 413.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Larger request heads get 431.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u64>,
+    /// Connections one client address may hold to the app at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// How long the app may take to begin an answer (504 after).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_ms")]
+    pub request_timeout: Option<Duration>,
     /// Per client address; the first that a request exceeds answers 429.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitSpec>,
@@ -78,4 +87,27 @@ pub struct RateLimitSpec {
     /// A URL path prefix the limit applies to (default: every path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+/// An optional duration stored as milliseconds.
+mod optional_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.serialize_some(&(value.as_millis() as u64)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_millis))
+    }
 }

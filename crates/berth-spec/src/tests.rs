@@ -609,12 +609,19 @@ fn build_packages_are_debian_names_and_a_bad_one_is_shown_where_it_is() {
 #[test]
 fn edge_rules_read_ranges_sizes_and_rates_and_say_where_one_is_wrong() {
     let text = "app = \"api\"\n[edge]\nallow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n\
-                deny = [\"10.0.0.7\"]\nmax_body = \"1mb\"\n\n[[edge.rate_limits]]\n\
+                deny = [\"10.0.0.7\"]\nmax_body = \"1mb\"\nmax_header = \"16kb\"\n\
+                max_connections = 20\nrequest_timeout = \"30s\"\n\n[[edge.rate_limits]]\n\
                 requests = 100\nper = \"1m\"\nburst = 10\npath = \"/api\"\n";
     let edge = parse_spec("berth.toml", text).unwrap().spec.edge;
     assert_eq!(edge.allow.len(), 2);
     assert_eq!(edge.deny[0].to_string(), "10.0.0.7/32");
     assert_eq!(edge.max_body_bytes, Some(1024 * 1024));
+    assert_eq!(edge.max_header_bytes, Some(16 * 1024));
+    assert_eq!(edge.max_connections, Some(20));
+    assert_eq!(
+        edge.request_timeout,
+        Some(std::time::Duration::from_secs(30))
+    );
     let limit = &edge.rate_limits[0];
     assert_eq!(
         (
@@ -645,6 +652,18 @@ fn edge_rules_read_ranges_sizes_and_rates_and_say_where_one_is_wrong() {
         (
             "[edge]\nmax_body = \"lots\"\n",
             "berth.toml:3:12: [edge] max_body must be a size",
+        ),
+        (
+            "[edge]\nmax_header = 100\n",
+            "berth.toml:3:14: [edge] max_header must be a size of at least 1kb",
+        ),
+        (
+            "[edge]\nmax_connections = 0\n",
+            "berth.toml:3:19: [edge] max_connections must be 1 or more",
+        ),
+        (
+            "[edge]\nrequest_timeout = \"0s\"\n",
+            "berth.toml:3:19: [edge] request_timeout: `0s` is not a duration above zero",
         ),
     ] {
         let err = parse_spec("berth.toml", &format!("app = \"api\"\n{bad}"))

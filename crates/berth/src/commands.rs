@@ -402,12 +402,15 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
         say!("domain:   {} ({state})", domain.name);
     }
     let edge = &status.edge;
-    if edge.denied + edge.rate_limited + edge.too_large > 0 {
+    if edge.denied + edge.rate_limited + edge.too_large + edge.over_connections + edge.timed_out > 0
+    {
         say!(
-            "edge:     {} denied by address, {} rate-limited, {} too large",
+            "edge:     {} denied by address, {} rate-limited, {} too large, {} over the connection limit, {} timed out",
             edge.denied,
             edge.rate_limited,
-            edge.too_large
+            edge.too_large,
+            edge.over_connections,
+            edge.timed_out
         );
     }
     if !status.instances.is_empty() {

@@ -58,6 +58,11 @@ fn answer(target: &str, instance: &str) -> (u16, String) {
     let path = target.split('?').next().unwrap_or("/");
     match path {
         "/whoami" => (200, uid()),
+        "/sleep" => {
+            let ms: u64 = query(target, "ms").and_then(|ms| ms.parse().ok()).unwrap_or(1000);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            (200, format!("slept {ms} ms"))
+        }
         "/read" => match query(target, "path").map(std::fs::read_to_string) {
             Some(Ok(text)) => (200, text),
             Some(Err(err)) => (403, err.to_string()),
@@ -104,33 +109,45 @@ fn main() {
     println!("level=info msg=\"plain is listening\" port={port}");
     let instance = std::env::var("BERTH_INSTANCE").unwrap_or_default();
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let mut reader = BufReader::new(match stream.try_clone() {
-            Ok(clone) => clone,
-            Err(_) => continue,
-        });
-        let mut line = String::new();
-        let mut target = String::from("/");
-        let mut first = true;
-        // Read the request head; the body (if any) is ignored.
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) if line == "\r\n" || line == "\n" => break,
-                Ok(_) => {
-                    if first {
-                        target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                        first = false;
-                    }
+        let Ok(stream) = stream else { continue };
+        // A thread per connection, so a slow answer (`/sleep`) holds up no
+        // other; inline when no thread can start (a pids limit).
+        let copy = instance.clone();
+        let spare = stream.try_clone();
+        if std::thread::Builder::new().spawn(move || serve(stream, &copy)).is_err() {
+            if let Ok(stream) = spare {
+                serve(stream, &instance);
+            }
+        }
+    }
+}
+
+fn serve(mut stream: std::net::TcpStream, instance: &str) {
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(clone) => clone,
+        Err(_) => return,
+    });
+    let mut line = String::new();
+    let mut target = String::from("/");
+    let mut first = true;
+    // Read the request head; the body (if any) is ignored.
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line == "\r\n" || line == "\n" => break,
+            Ok(_) => {
+                if first {
+                    target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    first = false;
                 }
             }
         }
-        let (status, body) = answer(&target, &instance);
-        let _ = write!(
-            stream,
-            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
     }
+    let (status, body) = answer(&target, instance);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }

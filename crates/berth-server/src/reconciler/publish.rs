@@ -158,6 +158,8 @@ impl Reconciler {
                             denied: counts.denied.load(Relaxed),
                             rate_limited: counts.limited.load(Relaxed),
                             too_large: counts.too_large.load(Relaxed),
+                            over_connections: counts.over_connections.load(Relaxed),
+                            timed_out: counts.timed_out.load(Relaxed),
                         }
                     },
                 },
@@ -270,5 +272,8 @@ fn edge_rules(spec: &berth_spec::EdgeSpec) -> berth_router::EdgeRules {
                 burst: f64::from(limit.burst),
             })
             .collect(),
+        max_header: spec.max_header_bytes,
+        max_connections: spec.max_connections,
+        request_timeout: spec.request_timeout,
     }
 }

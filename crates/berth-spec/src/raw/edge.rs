@@ -27,6 +27,37 @@ pub(super) fn validate_edge(raw: RawEdge, problems: &mut Problems<'_>) -> EdgeSp
             Some(bytes) => spec.max_body_bytes = Some(bytes),
         }
     }
+    if let Some(size) = &raw.max_header {
+        match super::values::size_bytes(size.get_ref()) {
+            Some(bytes) if bytes >= 1024 => spec.max_header_bytes = Some(bytes),
+            _ => problems.at(
+                size,
+                "[edge] max_header must be a size of at least 1kb, such as \"16kb\"".into(),
+            ),
+        }
+    }
+    if let Some(count) = &raw.max_connections {
+        match u32::try_from(*count.get_ref()) {
+            Ok(count) if count > 0 => spec.max_connections = Some(count),
+            _ => problems.at(
+                count,
+                "[edge] max_connections must be 1 or more (connections one client address may hold)"
+                    .into(),
+            ),
+        }
+    }
+    if let Some(timeout) = &raw.request_timeout {
+        match parse_duration(timeout.get_ref()) {
+            Ok(limit) if !limit.is_zero() => spec.request_timeout = Some(limit),
+            _ => problems.at(
+                timeout,
+                format!(
+                    "[edge] request_timeout: `{}` is not a duration above zero, such as \"30s\"",
+                    timeout.get_ref()
+                ),
+            ),
+        }
+    }
     for limit in raw.rate_limits {
         let Some(requests) = limit.requests else {
             problems.found.push(crate::error::SpecProblem {

@@ -339,6 +339,9 @@ pub(super) struct RawEdge {
     pub(super) allow: Vec<Spanned<String>>,
     pub(super) deny: Vec<Spanned<String>>,
     pub(super) max_body: Option<Spanned<NumberOrText>>,
+    pub(super) max_header: Option<Spanned<NumberOrText>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) request_timeout: Option<Spanned<String>>,
     pub(super) rate_limits: Vec<RawRateLimit>,
 }
 

@@ -1,7 +1,8 @@
 //! End to end: an app's `[edge]` rules at the router — clients kept out by
 //! address, rate limits per client with 429 and Retry-After, a body limit
-//! with 413, the refusals counted in `berth status` — and slow clients
-//! that do not stop a healthy app from answering.
+//! with 413, a header limit with 431, a connection limit per client, a
+//! request timeout with 504, the refusals counted in `berth status` — and
+//! slow clients that do not stop a healthy app from answering.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -30,6 +31,27 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: guarded.localhost\r\nConnection: close\r\n\r\n")
 }
 
+/// A keep-alive connection from `from` that has had one answer from the app.
+async fn kept_open(router: SocketAddr, from: &str) -> (tokio::net::TcpStream, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse::<IpAddr>().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket.connect(router).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: guarded.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    (stream, status_of(&String::from_utf8_lossy(&answer)))
+}
+
 fn status_of(answer: &str) -> u16 {
     answer
         .get(9..12)
@@ -44,7 +66,8 @@ async fn edge_rules_keep_out_limit_and_count() {
     let dir = example("plain");
     std::fs::write(
         dir.path().join("berth.toml"),
-        "app = \"guarded\"\n[edge]\ndeny = [\"127.0.0.2\"]\nmax_body = 100\n\n\
+        "app = \"guarded\"\n[edge]\ndeny = [\"127.0.0.2\"]\nmax_body = 100\n\
+         max_header = \"1kb\"\nmax_connections = 2\nrequest_timeout = \"1s\"\n\n\
          [[edge.rate_limits]]\nrequests = 3\nper = \"1m\"\npath = \"/limited\"\n",
     )
     .unwrap();
@@ -110,6 +133,50 @@ async fn edge_rules_keep_out_limit_and_count() {
     let too_large = from(router, "127.0.0.3", &post(101)).await;
     assert_eq!(status_of(&too_large), 413, "{too_large}");
 
+    // Headers: a 2 KiB cookie is over the 1 KiB limit.
+    let cookie = format!(
+        "GET / HTTP/1.1\r\nHost: guarded.localhost\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        "c".repeat(2048)
+    );
+    let too_long = from(router, "127.0.0.3", &cookie).await;
+    assert_eq!(status_of(&too_long), 431, "{too_long}");
+
+    // Connections: two per client address; a third is refused until one
+    // closes, and other clients are not affected.
+    let (first, status) = kept_open(router, "127.0.0.6").await;
+    assert_eq!(status, 200);
+    let (_second, status) = kept_open(router, "127.0.0.6").await;
+    assert_eq!(status, 200);
+    let third = from(router, "127.0.0.6", &get("/")).await;
+    assert_eq!(status_of(&third), 429, "{third}");
+    assert!(third.contains("at most 2 connections"), "{third}");
+    assert_eq!(status_of(&from(router, "127.0.0.7", &get("/")).await), 200);
+    drop(first);
+    let mut passed = false;
+    for _ in 0..50 {
+        if status_of(&from(router, "127.0.0.6", &get("/")).await) == 200 {
+            passed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(passed, "a closed connection frees its slot");
+
+    // Time: an answer slower than request_timeout is the router's 504,
+    // after about the timeout.
+    let started = std::time::Instant::now();
+    let slow = from(router, "127.0.0.3", &get("/sleep?ms=4000")).await;
+    assert_eq!(status_of(&slow), 504, "{slow}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        status_of(&from(router, "127.0.0.3", &get("/sleep?ms=10")).await),
+        200
+    );
+
     // 500 clients that never finish their request head do not stop others.
     let mut slow = Vec::new();
     for index in 0..500 {
@@ -137,10 +204,14 @@ async fn edge_rules_keep_out_limit_and_count() {
     let status = server.status("guarded").await;
     assert_eq!(status["edge"]["denied"], 2, "{status}");
     assert_eq!(status["edge"]["rate_limited"], 1, "{status}");
-    assert_eq!(status["edge"]["too_large"], 1, "{status}");
+    assert_eq!(status["edge"]["too_large"], 2, "{status}");
+    assert_eq!(status["edge"]["over_connections"], 1, "{status}");
+    assert_eq!(status["edge"]["timed_out"], 1, "{status}");
     let shown = server.ok(&["status", "--app", "guarded"]).await.stdout;
     assert!(
-        shown.contains("edge:     2 denied by address, 1 rate-limited, 1 too large"),
+        shown.contains(
+            "edge:     2 denied by address, 1 rate-limited, 2 too large, 1 over the connection limit, 1 timed out"
+        ),
         "{shown}"
     );
 }
