@@ -17,6 +17,7 @@ use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod edge;
 mod error;
 
 pub use error::ClientError;

@@ -75,6 +75,7 @@ macro_rules! wire_enum {
 
 mod cidr;
 mod domains;
+mod edge;
 mod ip_range;
 mod jobs;
 mod resources;
@@ -82,6 +83,7 @@ mod states;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
 pub use domains::*;
+pub use edge::{AppEdge, EdgeRuleSet, MIN_MAX_HEADER, RateLimit};
 pub use ip_range::IpRange;
 pub use jobs::*;
 pub use resources::*;

@@ -41,6 +41,8 @@ wire_enum!(
         DomainAdded => "domain.added",
         /// A custom domain was taken from the app.
         DomainRemoved => "domain.removed",
+        /// Edge rules set or cleared with `berth edge`.
+        EdgeChanged => "edge.changed",
         /// The ACME CA issued a domain's first certificate.
         CertIssued => "cert.issued",
         /// The ACME CA issued a domain's next certificate.

@@ -71,6 +71,28 @@ impl EdgeSpec {
     pub(crate) fn is_default(&self) -> bool {
         self == &EdgeSpec::default()
     }
+
+    /// The rules in the API's form.
+    pub fn to_rule_set(&self) -> berth_proto::EdgeRuleSet {
+        berth_proto::EdgeRuleSet {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            rate_limits: self
+                .rate_limits
+                .iter()
+                .map(|limit| berth_proto::RateLimit {
+                    requests: limit.requests,
+                    per_ms: limit.per.as_millis() as u64,
+                    burst: limit.burst,
+                    path: limit.path.clone(),
+                })
+                .collect(),
+            max_body: self.max_body_bytes,
+            max_header: self.max_header_bytes,
+            max_connections: self.max_connections,
+            request_timeout_ms: self.request_timeout.map(|limit| limit.as_millis() as u64),
+        }
+    }
 }
 
 /// `[[edge.rate_limits]]`: at most `requests` per `per` from one client

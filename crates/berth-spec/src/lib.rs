@@ -47,6 +47,12 @@ pub use shuttle::{
 pub use tree::{FolderTree, MemoryTree, ProjectTree};
 pub use workspace::{WorkspaceBuild, WorkspaceMember, choose_packages, workspace_members};
 
+/// Bytes from a size as berth.toml writes them: `512kb`, `10mb`, `1gb`
+/// (powers of 1024), or a bare number of bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    raw::size_text_bytes(text)
+}
+
 /// The most instances one process group may run (by count, `min` or `max`).
 pub const MAX_INSTANCES_PER_GROUP: u32 = 64;
 

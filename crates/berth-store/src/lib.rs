@@ -17,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 mod apps;
 mod domains;
+mod edge;
 mod events;
 mod jobs;
 mod migrations;

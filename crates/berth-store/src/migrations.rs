@@ -126,6 +126,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     "#,
+    // 7: edge rules set with `berth edge` (JSON `EdgeRuleSet`), on top of
+    // the ones each release's berth.toml sets.
+    r#"
+    CREATE TABLE edge_rules (
+        app TEXT PRIMARY KEY,
+        rules TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema to the newest version.

@@ -135,6 +135,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DomainsCommand,
     },
+    /// An app's edge rules set from here, on top of its berth.toml's `[edge]`.
+    Edge {
+        #[command(subcommand)]
+        command: EdgeCommand,
+    },
     /// Log in to a remote server: pin its certificate, keep its URL and token
     /// as a context (`--context NAME`).
     Login {
@@ -420,6 +425,72 @@ pub enum CertsCommand {
     /// Print berth's own CA certificate (PEM), to trust it in a browser or
     /// system store for the HTTPS of APP.localhost and other local names.
     Root,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EdgeCommand {
+    /// The app's edge rules: from berth.toml, set here, and in effect.
+    Show {
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Let only these clients in (CIDRs or addresses; adds to the list).
+    Allow {
+        #[arg(required = true)]
+        ranges: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Keep these clients out (CIDRs or addresses; wins over allow).
+    Deny {
+        #[arg(required = true)]
+        ranges: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Limit each client address to RATE requests: `100/1m`, `10/s`.
+    Limit {
+        rate: String,
+        /// Requests that may come at once (default: the rate's count).
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Only paths under this prefix (`/api`).
+        #[arg(long)]
+        path: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Set limits: larger bodies or heads, more connections per client,
+    /// slower answers are refused.
+    Set {
+        /// 413 over this body size (`10mb`).
+        #[arg(long)]
+        max_body: Option<String>,
+        /// 431 over this head size (`16kb`).
+        #[arg(long)]
+        max_header: Option<String>,
+        /// 429 past this many connections from one address.
+        #[arg(long)]
+        max_connections: Option<u32>,
+        /// 504 when the app has not begun its answer by then (`30s`).
+        #[arg(long)]
+        request_timeout: Option<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove rules set here: ranges, rates as shown (`100/1m`), or
+    /// max-body, max-header, max-connections, request-timeout.
+    Remove {
+        #[arg(required = true)]
+        rules: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove every rule set here (berth.toml's stay).
+    Clear {
+        #[command(flatten)]
+        app: AppArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -126,6 +126,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Redis { command } => crate::resources::redis(&global, command).await,
         Command::Volumes { command } => crate::resources::volumes(&global, command).await,
         Command::Domains { command } => crate::domains::domains(&global, command).await,
+        Command::Edge { command } => crate::edge::edge(&global, command).await,
         Command::Login { url, name } => {
             crate::contexts::login(&global, &url, global.token.clone(), name).await
         }

@@ -23,6 +23,7 @@ mod commands;
 mod connect;
 mod contexts;
 mod domains;
+mod edge;
 mod jobs;
 mod logs;
 mod output;

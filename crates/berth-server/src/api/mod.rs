@@ -21,6 +21,7 @@ mod config;
 mod deploys;
 mod disk;
 mod domains;
+mod edge;
 mod error;
 mod jobs;
 mod logs;
@@ -38,6 +39,7 @@ use apps::*;
 use config::*;
 use deploys::*;
 use domains::*;
+use edge::*;
 use jobs::*;
 use logs::*;
 use resources::*;
@@ -47,14 +49,16 @@ use resources::*;
     info(title = "berth", description = "Host Rust apps on machines you own."),
     paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
-        list_jobs, run_job, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root),
+        list_jobs, run_job, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root,
+        get_edge, set_edge),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
         berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo, berth_proto::MigrateResult,
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
         berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob,
-        berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts, berth_proto::DomainCertificate
+        berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts, berth_proto::DomainCertificate,
+        berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -121,6 +125,7 @@ pub fn routes(state: ApiState) -> Router {
             "/v1/apps/{app}/domains/{name}",
             axum::routing::delete(remove_domain),
         )
+        .route("/v1/apps/{app}/edge", get(get_edge).put(set_edge))
         .route("/v1/apps/{app}/logs", get(logs))
         .route("/v1/apps/{app}/events", get(events))
         .route("/v1/apps/{app}/jobs", get(list_jobs))

@@ -28,6 +28,10 @@ impl Reconciler {
             }
             Err(err) => tracing::warn!(error = %err, "cannot read the custom domains"),
         }
+        let mut edge_by_cli = self.parts.store.all_edge_rules().unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot read the edge rules set with `berth edge`");
+            Default::default()
+        });
         for app in desired {
             let traffic = self.traffic.entry(app.app.clone()).or_default().clone();
             let traffic_of_app = traffic.clone();
@@ -46,7 +50,7 @@ impl Reconciler {
             let mut statics = Vec::new();
             let mut internal = berth_router::InternalAccess::default();
             let mut https = (false, false);
-            let mut edge = berth_router::EdgeRules::default();
+            let mut edge = berth_proto::EdgeRuleSet::default();
             let target = app
                 .release
                 .as_ref()
@@ -54,7 +58,7 @@ impl Reconciler {
             let (admission, failing) = match target {
                 Some((release, spec)) => {
                     https = (spec.http.force_https, spec.http.hsts);
-                    edge = edge_rules(&spec.edge);
+                    edge = spec.edge.to_rule_set();
                     let slug = self.parts.launcher.slug_dir(release);
                     statics = spec
                         .statics
@@ -93,6 +97,9 @@ impl Reconciler {
                 }
                 None => (berth_router::Admission::default(), false),
             };
+            if let Some(by_cli) = edge_by_cli.remove(&app.app) {
+                edge = edge.with(&by_cli);
+            }
             key.push(RouteKey {
                 app: app.app.clone(),
                 backends: backends
@@ -123,7 +130,7 @@ impl Reconciler {
                     internal: Arc::new(internal),
                     force_https: https.0,
                     hsts: https.1,
-                    edge: Arc::new(edge),
+                    edge: Arc::new(edge_rules(&edge)),
                 },
             );
             let instances = self
@@ -257,23 +264,25 @@ fn unavailable_reason(app: &DesiredApp, groups: &[ProcessGroupStatus]) -> String
     }
 }
 
-/// The router's form of an app's `[edge]`.
-fn edge_rules(spec: &berth_spec::EdgeSpec) -> berth_router::EdgeRules {
+/// The router's form of an app's edge rules.
+fn edge_rules(rules: &berth_proto::EdgeRuleSet) -> berth_router::EdgeRules {
     berth_router::EdgeRules {
-        allow: spec.allow.clone(),
-        deny: spec.deny.clone(),
-        max_body: spec.max_body_bytes,
-        limits: spec
+        allow: rules.allow.clone(),
+        deny: rules.deny.clone(),
+        max_body: rules.max_body,
+        limits: rules
             .rate_limits
             .iter()
             .map(|limit| berth_router::RateRule {
                 path: limit.path.clone(),
-                per_second: f64::from(limit.requests) / limit.per.as_secs_f64(),
+                per_second: f64::from(limit.requests) * 1000.0 / limit.per_ms.max(1) as f64,
                 burst: f64::from(limit.burst),
             })
             .collect(),
-        max_header: spec.max_header_bytes,
-        max_connections: spec.max_connections,
-        request_timeout: spec.request_timeout,
+        max_header: rules.max_header,
+        max_connections: rules.max_connections,
+        request_timeout: rules
+            .request_timeout_ms
+            .map(std::time::Duration::from_millis),
     }
 }

@@ -98,5 +98,5 @@ pub(super) struct RouteKey {
     pub(super) domains: Vec<String>,
     /// `force_https` and `hsts`.
     pub(super) https: (bool, bool),
-    pub(super) edge: berth_router::EdgeRules,
+    pub(super) edge: berth_proto::EdgeRuleSet,
 }

@@ -10,6 +10,7 @@ use http::validate_http;
 pub(crate) use resources::{valid_mount_destination, valid_volume_name};
 use resources::{validate_mounts, validate_statics, validate_vms};
 use shapes::{Problems, RawSpec};
+pub(crate) use values::size_text_bytes;
 use values::{Unit, duration_value, valid_process_name, validate_env};
 mod cargo;
 mod deploy;

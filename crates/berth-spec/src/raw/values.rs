@@ -28,6 +28,11 @@ pub(super) fn size_bytes(value: &NumberOrText) -> Option<u64> {
     }
 }
 
+/// Bytes from a size as text: `512kb`, `10mb`, `1gb`, or a bare number of bytes.
+pub(crate) fn size_text_bytes(text: &str) -> Option<u64> {
+    size_bytes(&NumberOrText::Text(text.to_string()))
+}
+
 /// `NUMBER[UNIT]` in bytes, a bare number counting `bare` bytes each;
 /// units k, m, g (with or without `b`/`ib`), powers of 1024.
 fn sized(text: &str, bare: f64) -> Option<f64> {

@@ -215,3 +215,118 @@ async fn edge_rules_keep_out_limit_and_count() {
         "{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_set_from_the_cli_apply_at_once_and_outlive_a_deploy() {
+    setup();
+    let server = TestServer::start().await;
+    let dir = crate::support::deploy_plain(&server, "open", "").await;
+    let router = server.router;
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: open.localhost\r\nConnection: close\r\n\r\n")
+    };
+    assert_eq!(status_of(&from(router, "127.0.0.2", &get("/")).await), 200);
+
+    // A deny from the CLI applies without a deploy, and berth edge show
+    // says where each rule comes from.
+    server
+        .ok(&["edge", "deny", "127.0.0.2", "--app", "open"])
+        .await;
+    assert_eq!(status_of(&from(router, "127.0.0.2", &get("/")).await), 403);
+    assert_eq!(status_of(&from(router, "127.0.0.3", &get("/")).await), 200);
+    server
+        .ok(&["edge", "limit", "2/1m", "--path", "/api", "--app", "open"])
+        .await;
+    server
+        .ok(&["edge", "set", "--max-body", "1kb", "--app", "open"])
+        .await;
+    let shown = server.ok(&["edge", "show", "--app", "open"]).await.stdout;
+    for line in [
+        "deny 127.0.0.2/32",
+        "limit 2/1m burst 2 under /api",
+        "max body 1024 bytes",
+        "(berth edge)",
+    ] {
+        assert!(shown.contains(line), "{line}: {shown}");
+    }
+
+    // The rules outlive a deploy that adds its own; both apply.
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"open\"\n[edge]\ndeny = [\"127.0.0.4\"]\n",
+    )
+    .unwrap();
+    server.ok_in(dir.path(), &["up"]).await;
+    assert_eq!(status_of(&from(router, "127.0.0.2", &get("/")).await), 403);
+    assert_eq!(status_of(&from(router, "127.0.0.4", &get("/")).await), 403);
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(&from(router, "127.0.0.3", &get("/api/x")).await),
+            200
+        );
+    }
+    assert_eq!(
+        status_of(&from(router, "127.0.0.3", &get("/api/x")).await),
+        429
+    );
+    let edge = server
+        .ok(&["--json", "edge", "show", "--app", "open"])
+        .await
+        .json();
+    assert_eq!(edge["from_spec"]["deny"][0], "127.0.0.4/32", "{edge}");
+    assert_eq!(edge["from_cli"]["deny"][0], "127.0.0.2/32", "{edge}");
+    assert_eq!(edge["effective"]["deny"].as_array().unwrap().len(), 2);
+
+    // Removing a rule lets the client back in; berth.toml's stay.
+    server
+        .ok(&["edge", "remove", "127.0.0.2", "--app", "open"])
+        .await;
+    assert_eq!(status_of(&from(router, "127.0.0.2", &get("/")).await), 200);
+    server.ok(&["edge", "clear", "--app", "open"]).await;
+    assert_eq!(status_of(&from(router, "127.0.0.4", &get("/")).await), 403);
+
+    // Bad input: each a clear error, and nothing changes.
+    for (args, expected) in [
+        (
+            vec!["edge", "deny", "10.1.0.0/8", "--app", "open"],
+            "has bits set",
+        ),
+        (
+            vec!["edge", "allow", "example.org", "--app", "open"],
+            "example.org",
+        ),
+        (
+            vec!["edge", "limit", "0/1m", "--app", "open"],
+            "a rate of zero",
+        ),
+        (
+            vec!["edge", "set", "--max-connections", "0", "--app", "open"],
+            "max connections must be 1 or more",
+        ),
+        (vec!["edge", "deny", "10.0.0.1", "--app", "ghost"], "ghost"),
+    ] {
+        let failed = server.fails(&args).await;
+        assert!(
+            failed.stderr.contains(expected),
+            "{args:?}: {}",
+            failed.stderr
+        );
+    }
+    let edge = server.api_get("/v1/apps/open/edge").await.1;
+    assert!(edge["from_cli"].as_object().unwrap().is_empty(), "{edge}");
+
+    // The API checks too: a zero rate sent directly is refused.
+    let refused = reqwest::Client::new()
+        .put(format!("{}/v1/apps/open/edge", server.api_url))
+        .bearer_auth(&server.token)
+        .json(&serde_json::json!({
+            "rate_limits": [{"requests": 0, "per_ms": 1000, "burst": 1}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    assert!(refused.text().await.unwrap().contains("zero requests"));
+    let events = server.ok(&["events", "--app", "open"]).await.stdout;
+    assert!(events.contains("edge.changed"), "{events}");
+}
