@@ -410,10 +410,18 @@ impl Client {
     }
 
     /// `POST /v1/apps/{app}/domains`.
-    pub async fn add_domain(&self, app: &str, name: &str) -> Result<berth_proto::DomainInfo> {
+    pub async fn add_domain(
+        &self,
+        app: &str,
+        name: &str,
+        tls_internal: bool,
+    ) -> Result<berth_proto::DomainInfo> {
         self.json(
             self.request(Method::POST, &["v1", "apps", app, "domains"])?
-                .json(&berth_proto::AddDomain { name: name.into() }),
+                .json(&berth_proto::AddDomain {
+                    name: name.into(),
+                    tls_internal,
+                }),
         )
         .await
     }

@@ -15,6 +15,10 @@ pub struct DomainInfo {
     pub from_spec: bool,
     /// When it was added (RFC 3339).
     pub created_at: String,
+    /// Served with berth's own CA's certificate even when the server has
+    /// an ACME CA (`berth domains add --tls internal`).
+    #[serde(default)]
+    pub tls_internal: bool,
 }
 
 /// The answer of `GET /v1/domains/{name}/check`: whether the name can be
@@ -48,6 +52,41 @@ pub struct DomainCheck {
 pub struct AddDomain {
     /// The name to serve.
     pub name: String,
+    /// Serve it with berth's own CA's certificate, never the ACME CA's
+    /// (a LAN name, a name the CA cannot reach).
+    #[serde(default)]
+    pub tls_internal: bool,
+}
+
+/// Top-level names no public CA issues for: reserved (RFC 2606, RFC 6761,
+/// RFC 8375) or private by convention.
+const PRIVATE_SUFFIXES: &[&str] = &[
+    "localhost",
+    "local",
+    "lan",
+    "home",
+    "internal",
+    "intranet",
+    "corp",
+    "private",
+    "test",
+    "invalid",
+    "example",
+    "home.arpa",
+];
+
+/// Whether a public CA could issue a certificate for `name`: a DNS name of
+/// two labels or more, not an IP address, not under a reserved or private
+/// top-level name (`*.localhost`, `*.lan`, `*.internal`, `*.home.arpa`, …).
+/// Other names berth serves get its own CA's certificates.
+pub fn publicly_certifiable(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name.parse::<std::net::IpAddr>().is_ok() || !name.contains('.') {
+        return false;
+    }
+    !PRIVATE_SUFFIXES
+        .iter()
+        .any(|suffix| name == *suffix || name.ends_with(&format!(".{suffix}")))
 }
 
 /// Checks a domain name and gives it in the form berth keeps: lowercase,
@@ -119,6 +158,25 @@ mod tests {
             validate_domain("xn--bcher-kva.example").unwrap(),
             "xn--bcher-kva.example"
         );
+    }
+
+    #[test]
+    fn only_names_a_public_ca_can_reach_are_public() {
+        for public in ["www.example.org", "shop.example.com", "a.b.co.uk"] {
+            assert!(publicly_certifiable(public), "{public}");
+        }
+        for private in [
+            "shop.localhost",
+            "nas.lan",
+            "printer.home.arpa",
+            "db.internal",
+            "intranet",
+            "10.0.0.1",
+            "::1",
+            "foo.test",
+        ] {
+            assert!(!publicly_certifiable(private), "{private}");
+        }
     }
 
     #[test]

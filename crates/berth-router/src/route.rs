@@ -14,6 +14,9 @@ pub struct RouteTable {
     pub apps: HashMap<String, AppRoute>,
     /// Custom domains (lowercase, no trailing dot) and the app serving each.
     pub domains: HashMap<String, String>,
+    /// Custom domains served with berth's own CA's certificate even when
+    /// the server has an ACME CA (`berth domains add --tls internal`).
+    pub tls_internal_domains: std::collections::HashSet<String>,
 }
 
 impl RouteTable {
@@ -68,6 +71,9 @@ pub struct AppRoute {
     pub hsts: bool,
     /// Who may reach it and how much (`[edge]`).
     pub edge: Arc<crate::EdgeRules>,
+    /// Every name of the app is served with berth's own CA's certificate
+    /// (`[http_service] tls = "internal"`).
+    pub tls_internal: bool,
 }
 
 /// How an app is reached at its private names (`APP.internal`,

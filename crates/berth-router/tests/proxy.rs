@@ -114,6 +114,7 @@ async fn requests_reach_the_app_named_by_the_host_and_spread_over_instances() {
     let b = Arc::new(Backend::new(start_backend("b").await, "web-b".into()));
     let table = RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("hello".to_string(), route(vec![a, b]))]),
     };
     let (router, _table) = start_router(table).await;
@@ -136,6 +137,7 @@ async fn requests_reach_the_app_named_by_the_host_and_spread_over_instances() {
 async fn unknown_apps_get_404_and_apps_without_instances_503() {
     let table = RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([(
             "sleepy".to_string(),
             AppRoute {
@@ -168,6 +170,7 @@ async fn a_dead_instance_gives_502_and_a_live_one_is_retried_first() {
     only_dead.admission.hold_timeout = Duration::from_millis(300);
     let (router, table) = start_router(RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("hello".to_string(), only_dead)]),
     })
     .await;
@@ -179,6 +182,7 @@ async fn a_dead_instance_gives_502_and_a_live_one_is_retried_first() {
     table
         .send(Arc::new(RouteTable {
             domains: HashMap::new(),
+            tls_internal_domains: Default::default(),
             apps: HashMap::from([("hello".to_string(), route(vec![dead, live]))]),
         }))
         .unwrap();
@@ -198,6 +202,7 @@ async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement()
     let dead = Arc::new(Backend::new(dead_addr, "web-dead".into()));
     let (router, table) = start_router(RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("hello".to_string(), route(vec![dead.clone()]))]),
     })
     .await;
@@ -207,6 +212,7 @@ async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement()
     table
         .send(Arc::new(RouteTable {
             domains: HashMap::new(),
+            tls_internal_domains: Default::default(),
             apps: HashMap::from([("hello".to_string(), route(vec![]))]),
         }))
         .unwrap();
@@ -215,6 +221,7 @@ async fn a_request_that_finds_its_only_instance_dead_waits_for_the_replacement()
     table
         .send(Arc::new(RouteTable {
             domains: HashMap::new(),
+            tls_internal_domains: Default::default(),
             apps: HashMap::from([("hello".to_string(), route(vec![new]))]),
         }))
         .unwrap();
@@ -228,6 +235,7 @@ async fn upgrades_pass_through_both_ways() {
     let backend = Arc::new(Backend::new(start_backend("ws").await, "web-ws".into()));
     let (router, _table) = start_router(RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("hello".to_string(), route(vec![backend.clone()]))]),
     })
     .await;
@@ -297,6 +305,7 @@ async fn over_the_hard_limit_requests_queue_and_beyond_the_queue_get_503() {
     app.admission.queue_limit = 4;
     let (router, _table) = start_router(RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("slow".to_string(), app)]),
     })
     .await;
@@ -363,6 +372,7 @@ async fn a_request_to_an_app_with_no_instance_is_held_while_one_starts() {
                 started.admission.wake = None;
                 sender.send_replace(Arc::new(RouteTable {
                     domains: HashMap::new(),
+                    tls_internal_domains: Default::default(),
                     apps: HashMap::from([("sleepy".to_string(), started)]),
                 }));
                 *slot.lock().unwrap() = Some(sender);
@@ -371,6 +381,7 @@ async fn a_request_to_an_app_with_no_instance_is_held_while_one_starts() {
     })));
     let (router, sender) = start_router(RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("sleepy".to_string(), app)]),
     })
     .await;
@@ -397,6 +408,7 @@ async fn a_start_that_never_comes_or_fails_answers_503_with_the_reason() {
     failing.unavailable_reason = Some("it is crash-looping (exit code 1)".into());
     let (router, _table) = start_router(RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([
             ("never".to_string(), never),
             ("failing".to_string(), failing),
@@ -418,6 +430,7 @@ async fn two_host_headers_get_400_and_a_clients_forwarded_header_is_replaced() {
     let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
     let table = RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("hello".to_string(), route(vec![a]))]),
     };
     let (router, _table) = start_router(table).await;
@@ -455,6 +468,7 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
     let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
     let table = RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("hello".to_string(), route(vec![a]))]),
     };
     let ca_dir = tempfile::tempdir().unwrap();
@@ -499,6 +513,7 @@ async fn a_trusted_proxys_forwarded_headers_are_kept_and_anyone_elses_replaced()
     let a = Arc::new(Backend::new(start_backend("a").await, "web-a".into()));
     let table = RouteTable {
         domains: HashMap::new(),
+        tls_internal_domains: Default::default(),
         apps: HashMap::from([("hello".to_string(), route(vec![a]))]),
     };
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();

@@ -435,6 +435,10 @@ pub struct HttpService {
     /// Custom domains the router serves for the app (lowercase, checked).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
+    /// `tls = "internal"`: every name of the app is served with berth's
+    /// own CA's certificates, even when the server has an ACME CA.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_internal: bool,
     /// How berth decides an instance is healthy.
     pub check: HealthCheck,
     /// Autoscaling and scale to zero.

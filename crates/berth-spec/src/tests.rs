@@ -672,3 +672,30 @@ fn edge_rules_read_ranges_sizes_and_rates_and_say_where_one_is_wrong() {
         assert!(err.contains(expected), "{bad}: {err}");
     }
 }
+
+#[test]
+fn http_service_reads_domains_https_and_where_certificates_come_from() {
+    let text = "app = \"shop\"\n[http_service]\nforce_https = true\nhsts = true\n\
+                tls = \"internal\"\ndomains = [\"WWW.Example.org\", \"nas.lan\"]\n";
+    let http = parse_spec("berth.toml", text).unwrap().spec.http;
+    assert!(http.force_https && http.hsts && http.tls_internal);
+    assert_eq!(http.domains, ["www.example.org", "nas.lan"]);
+    let plain = parse_spec(
+        "berth.toml",
+        "app = \"shop\"\n[http_service]\ntls = \"auto\"\n",
+    )
+    .unwrap()
+    .spec
+    .http;
+    assert!(!plain.tls_internal);
+    let err = parse_spec(
+        "berth.toml",
+        "app = \"shop\"\n[http_service]\ntls = \"letsencrypt\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("berth.toml:3:7: [http_service] tls: `letsencrypt` is neither"),
+        "{err}"
+    );
+}

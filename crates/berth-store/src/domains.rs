@@ -17,15 +17,22 @@ pub struct DomainRow {
     pub from_spec: bool,
     /// RFC 3339.
     pub created_at: String,
+    /// Served with berth's own CA's certificate, never the ACME CA's.
+    pub tls_internal: bool,
 }
 
 impl Store {
-    /// Gives `name` to `app`; a name another app has is a conflict that
-    /// names that app. Adding a name the app has already changes nothing.
-    pub fn add_domain(&self, app: &str, name: &str) -> Result<DomainRow> {
+    /// Gives `name` to `app`, its certificate from berth's own CA when
+    /// `tls_internal`; a name another app has is a conflict that names that
+    /// app. Adding a name the app has already only sets `tls_internal`.
+    pub fn add_domain(&self, app: &str, name: &str, tls_internal: bool) -> Result<DomainRow> {
         self.write(|tx| {
             ensure_app(tx, app)?;
             claim(tx, app, name, false)?;
+            tx.execute(
+                "UPDATE domains SET tls_internal = ?2 WHERE name = ?1",
+                params![name, tls_internal],
+            )?;
             domain(tx, name)
         })
     }
@@ -73,7 +80,7 @@ impl Store {
     pub fn domains(&self, app: Option<&str>) -> Result<Vec<DomainRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT name, app, from_spec, created_at FROM domains \
+            "SELECT name, app, from_spec, created_at, tls_internal FROM domains \
              WHERE ?1 IS NULL OR app = ?1 ORDER BY name",
         )?;
         let rows = stmt.query_map([app], domain_from_row)?;
@@ -108,7 +115,7 @@ fn claim(tx: &Transaction<'_>, app: &str, name: &str, from_spec: bool) -> Result
 
 fn domain(tx: &Transaction<'_>, name: &str) -> Result<DomainRow> {
     Ok(tx.query_row(
-        "SELECT name, app, from_spec, created_at FROM domains WHERE name = ?1",
+        "SELECT name, app, from_spec, created_at, tls_internal FROM domains WHERE name = ?1",
         [name],
         domain_from_row,
     )?)
@@ -120,5 +127,6 @@ fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRow> {
         app: row.get(1)?,
         from_spec: row.get(2)?,
         created_at: row.get(3)?,
+        tls_internal: row.get(4)?,
     })
 }

@@ -135,6 +135,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL
     );
     "#,
+    // 8: a custom domain served with berth's own CA even with ACME
+    // (`berth domains add --tls internal`).
+    r#"
+    ALTER TABLE domains ADD COLUMN tls_internal INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Brings the schema to the newest version.

@@ -347,8 +347,10 @@ fn a_domain_has_one_app_and_a_deploy_replaces_the_spec_ones() {
     let (_dir, store) = open();
     store.create_app("shop").unwrap();
     store.create_app("blog").unwrap();
-    store.add_domain("shop", "www.example.org").unwrap();
-    let taken = store.add_domain("blog", "www.example.org").unwrap_err();
+    store.add_domain("shop", "www.example.org", false).unwrap();
+    let taken = store
+        .add_domain("blog", "www.example.org", false)
+        .unwrap_err();
     assert!(
         taken.to_string().contains("belongs to app `shop`"),
         "{taken}"
@@ -372,6 +374,9 @@ fn a_domain_has_one_app_and_a_deploy_replaces_the_spec_ones() {
             ("www.example.org".into(), "shop".into(), false),
         ]
     );
+    // Adding it again only changes where its certificate comes from.
+    let again = store.add_domain("shop", "www.example.org", true).unwrap();
+    assert!(again.tls_internal && !again.from_spec);
     // All or nothing: a taken name leaves the spec domains as they were.
     assert!(
         store

@@ -1,9 +1,10 @@
 //! Commands and flags.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use crate::server_args::ServerArgs;
 
 /// Host Rust apps on machines you own.
 #[derive(Debug, Parser)]
@@ -233,76 +234,6 @@ pub struct DeployArgs {
     pub app: AppArg,
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct ServerArgs {
-    /// Where the API listens. On an address beyond loopback it is served
-    /// over TLS (clients pin it with `berth login`).
-    #[arg(long = "api", env = "BERTH_API_ADDR", default_value = "127.0.0.1:8079")]
-    pub api_addr: SocketAddr,
-    /// Serve the API over TLS on loopback too.
-    #[arg(long)]
-    pub api_tls: bool,
-    /// Where the router listens.
-    #[arg(
-        long = "router",
-        env = "BERTH_ROUTER_ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
-    pub router_addr: SocketAddr,
-    /// Where the router serves HTTPS (HTTP/2 and HTTP/1.1), with
-    /// certificates of berth's own CA (`berth certs root`). Default: none.
-    #[arg(long = "https", env = "BERTH_HTTPS_ADDR")]
-    pub https_addr: Option<SocketAddr>,
-    /// Custom domains get certificates from this ACME directory (default
-    /// with --acme-email: Let's Encrypt); without either, from berth's own CA.
-    #[arg(long, env = "BERTH_ACME_DIRECTORY")]
-    pub acme_directory: Option<String>,
-    /// The contact address given to the ACME CA (expiry notices).
-    #[arg(long, env = "BERTH_ACME_EMAIL")]
-    pub acme_email: Option<String>,
-    /// A root certificate (PEM) to trust for the ACME directory's own
-    /// HTTPS: a private CA such as step-ca, or a test CA.
-    #[arg(long, env = "BERTH_ACME_CA_ROOT")]
-    pub acme_ca_root: Option<PathBuf>,
-    /// A proxy or load balancer in front of berth (an address or range,
-    /// repeatable): the client address and X-Forwarded-* headers it sends
-    /// are believed, for apps' edge rules and headers. Others' are replaced.
-    #[arg(long = "trusted-proxy")]
-    pub trusted_proxies: Vec<berth_proto::IpRange>,
-    /// Where per-app cargo target dirs live (default: DATA/build).
-    #[arg(long, env = "BERTH_BUILD_CACHE")]
-    pub build_cache: Option<PathBuf>,
-    /// MiB kept free on the data dir's disk; below it the server refuses
-    /// deploys and other writes, and says why.
-    #[arg(long, default_value_t = 512)]
-    pub disk_reserve_mib: u64,
-    /// Memory a build may use, in MiB (as root, builds run sandboxed).
-    #[arg(long, default_value_t = 4096)]
-    pub build_memory: u64,
-    /// How long a build may take before it is stopped (`90s`, `30m`, `1h`).
-    #[arg(long, default_value = "30m", value_parser = berth_spec::parse_duration)]
-    pub build_timeout: std::time::Duration,
-    /// Apps are served at APP.DOMAIN as well as APP.localhost.
-    #[arg(long, env = "BERTH_DOMAIN", default_value = "localhost")]
-    pub domain: String,
-    /// Largest accepted upload in MiB.
-    #[arg(long, default_value_t = 200)]
-    pub max_upload_mib: u64,
-    /// Releases of each app kept ready for rollback; older slugs (and those
-    /// of failed deploys and destroyed apps) are deleted.
-    #[arg(long, default_value_t = 10)]
-    pub keep_releases: u32,
-    /// As root, run instances as plain processes of this user: no own user,
-    /// namespaces or cgroup limits (for development machines and benchmarks).
-    #[arg(
-        long,
-        env = "BERTH_NO_ISOLATION",
-        value_parser = clap::builder::BoolishValueParser::new(),
-        action = clap::ArgAction::SetTrue
-    )]
-    pub no_isolation: bool,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum AppsCommand {
     /// List apps (the default).
@@ -499,6 +430,11 @@ pub enum DomainsCommand {
     Add {
         /// The domain.
         name: String,
+        /// Where its certificate comes from: `auto` (the ACME CA's when the
+        /// server has one and the name is public) or `internal` (berth's
+        /// own CA's, for LAN names and names the CA cannot reach).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "internal"])]
+        tls: String,
         #[command(flatten)]
         app: AppArg,
     },

@@ -23,11 +23,17 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     let data = data_dir(global);
     let mut config = berth_server::ServerConfig::new(data.clone());
     config.api_addr = args.api_addr;
-    config.router_addr = args.router_addr;
-    config.https_addr = args.https_addr;
+    let (router_addr, https_addr) = args.listeners();
+    config.router_addr = router_addr;
+    config.https_addr = https_addr;
     config.trusted_proxies = args.trusted_proxies;
     config.api_tls = args.api_tls;
-    if args.acme_directory.is_some() || args.acme_email.is_some() {
+    if args.public && args.domain == "localhost" {
+        eprintln!(
+            "==> --public without --domain: apps are reachable from outside only at their custom domains (berth domains add)"
+        );
+    }
+    if args.public || args.acme_directory.is_some() || args.acme_email.is_some() {
         config.acme = Some(berth_tls::AcmeSettings {
             directory: args
                 .acme_directory

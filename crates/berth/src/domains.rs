@@ -10,11 +10,11 @@ use crate::output;
 
 pub async fn domains(global: &Global, command: DomainsCommand) -> Result<()> {
     match command {
-        DomainsCommand::Add { name, app } => {
+        DomainsCommand::Add { name, tls, app } => {
             let app = resolve_app(&app)?;
             let added = connect(global, false)
                 .await?
-                .add_domain(&app, &name)
+                .add_domain(&app, &name, tls == "internal")
                 .await?;
             if global.json {
                 say!("{}", serde_json::to_string_pretty(&added)?);
@@ -46,11 +46,17 @@ pub async fn domains(global: &Global, command: DomainsCommand) -> Result<()> {
                                 "berth domains add"
                             }
                             .to_string(),
+                            if domain.tls_internal {
+                                "internal"
+                            } else {
+                                "auto"
+                            }
+                            .to_string(),
                             domain.created_at,
                         ]
                     })
                     .collect();
-                output::table(&["DOMAIN", "APP", "FROM", "ADDED"], &rows);
+                output::table(&["DOMAIN", "APP", "FROM", "TLS", "ADDED"], &rows);
             }
             Ok(())
         }

@@ -28,6 +28,7 @@ mod jobs;
 mod logs;
 mod output;
 mod resources;
+mod server_args;
 mod validate;
 
 use std::process::ExitCode;

@@ -120,10 +120,18 @@ pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
         instances: actual.instances,
         edge: actual.edge,
         domains: state
-            .store
-            .domains(Some(app))?
-            .iter()
-            .map(|row| super::domains::certificate_of(state, &row.name))
+            .certs
+            .as_ref()
+            .and_then(|certs| certs.acme_app_name(app))
+            .into_iter()
+            .chain(
+                state
+                    .store
+                    .domains(Some(app))?
+                    .into_iter()
+                    .map(|row| row.name),
+            )
+            .map(|name| super::domains::certificate_of(state, &name))
             .collect(),
     })
 }

@@ -16,6 +16,7 @@ fn info(row: DomainRow) -> DomainInfo {
         app: row.app,
         from_spec: row.from_spec,
         created_at: row.created_at,
+        tls_internal: row.tls_internal,
     }
 }
 
@@ -50,7 +51,7 @@ pub(super) async fn add_domain(
     Json(body): Json<AddDomain>,
 ) -> ApiResult<(StatusCode, Json<DomainInfo>)> {
     let name = berth_proto::validate_domain(&body.name).map_err(ApiFailure::BadRequest)?;
-    let row = state.store.add_domain(&app, &name)?;
+    let row = state.store.add_domain(&app, &name, body.tls_internal)?;
     let _ = state.store.record_event(
         &app,
         berth_store::EventKind::DomainAdded,
@@ -106,11 +107,20 @@ pub(super) async fn check_domain(
     Path(name): Path<String>,
 ) -> ApiResult<Json<berth_proto::DomainCheck>> {
     let name = berth_proto::validate_domain(&name).map_err(ApiFailure::BadRequest)?;
-    let row = state
+    let custom = state
         .store
         .domains(None)?
         .into_iter()
         .find(|row| row.name == name)
+        .map(|row| row.app);
+    // An app's own name (`APP.SUFFIX`) is checked like a custom domain.
+    let own = || {
+        let certs = state.certs.as_ref()?;
+        let app = name.strip_suffix(&format!(".{}", certs.suffix))?;
+        state.store.app(app).ok().map(|row| row.name)
+    };
+    let app = custom
+        .or_else(own)
         .ok_or_else(|| ApiFailure::NotFound(format!("domain `{name}` is not served by any app")))?;
     let resolved: Vec<std::net::IpAddr> = tokio::net::lookup_host((name.as_str(), 443))
         .await
@@ -122,7 +132,7 @@ pub(super) async fn check_domain(
         .any(|ip| ip.is_loopback() || own.contains(ip));
     let mut check = berth_proto::DomainCheck {
         name: name.clone(),
-        app: row.app,
+        app,
         resolves_to: resolved.iter().map(ToString::to_string).collect(),
         points_here,
         issuer: "none (the server has no --https)".into(),
@@ -171,6 +181,14 @@ pub(super) fn certificate_of(state: &ApiState, name: &str) -> berth_proto::Domai
         certificate.issuer = "berth's own CA (no --acme-directory or --acme-email)".into();
         return certificate;
     };
+    if !(certs.public)(name) {
+        certificate.issuer = if berth_proto::publicly_certifiable(name) {
+            "berth's own CA (tls internal)".into()
+        } else {
+            "berth's own CA (no public CA issues for this name)".into()
+        };
+        return certificate;
+    }
     certificate.issuer = format!("acme ({directory})");
     certificate.expires = certs
         .certificates

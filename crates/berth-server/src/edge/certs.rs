@@ -1,5 +1,6 @@
-//! Certificates from the ACME CA for custom domains: issued when a domain
-//! is added, renewed at two thirds of their lifetime, retried with backoff
+//! Certificates from the ACME CA for custom domains and `APP.SUFFIX`
+//! names: issued when a domain is added or an app created, renewed at two
+//! thirds of their lifetime, retried with backoff
 //! (with jitter, so many domains do not retry at once), and every issuance,
 //! renewal and failure written to the app's event log.
 
@@ -38,13 +39,23 @@ pub(crate) struct CertStatus {
 #[derive(Clone)]
 pub(crate) struct CertDesk {
     pub(crate) certificates: Arc<Certificates>,
+    /// Whether a name's certificate comes from the ACME CA.
+    pub(crate) public: berth_tls::NameFilter,
     pub(crate) status: Arc<RwLock<HashMap<String, CertStatus>>>,
     pub(crate) wake: Arc<Notify>,
     /// The CA's directory, when certificates come from one.
     pub(crate) directory: Option<String>,
+    /// Apps' names are `APP.SUFFIX`.
+    pub(crate) suffix: String,
 }
 
 impl CertDesk {
+    /// The app's own name, when its certificate comes from the ACME CA.
+    pub(crate) fn acme_app_name(&self, app: &str) -> Option<String> {
+        let name = format!("{app}.{}", self.suffix);
+        (self.public)(&name).then_some(name)
+    }
+
     pub(crate) fn status_of(&self, name: &str) -> CertStatus {
         self.status
             .read()
@@ -60,20 +71,25 @@ pub(crate) struct CertManager {
     pub(crate) client: AcmeClient,
     pub(crate) desk: CertDesk,
     pub(crate) store: Arc<Store>,
+    /// What berth serves: the names to certify.
+    pub(crate) routes: tokio::sync::watch::Receiver<Arc<berth_router::RouteTable>>,
+    /// Apps' names are `APP.SUFFIX`.
+    pub(crate) suffix: String,
 }
 
 impl CertManager {
     pub(crate) async fn run(self, shutdown: CancellationToken) {
         loop {
             let mut next = SystemTime::now() + RECHECK;
-            for row in self.store.domains(None).unwrap_or_default() {
-                let due = self.due(&row.name);
+            let names = super::names::acme_names(&self.routes.borrow().clone(), &self.suffix);
+            for (app, name) in names {
+                let due = self.due(&name);
                 if due <= SystemTime::now() {
                     tokio::select! {
-                        () = self.obtain(&row.app, &row.name) => {}
+                        () = self.obtain(&app, &name) => {}
                         () = shutdown.cancelled() => return,
                     }
-                    next = next.min(self.due(&row.name));
+                    next = next.min(self.due(&name));
                 } else {
                     next = next.min(due);
                 }

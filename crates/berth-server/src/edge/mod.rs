@@ -1,7 +1,9 @@
 //! The router's HTTPS: its listening sockets, the certificates for the
-//! names berth serves — the ACME CA's for custom domains when the server
-//! has one (`--acme-directory`, `--acme-email`), berth's own CA's for
-//! everything else — and the ACME challenges the router answers.
+//! names berth serves — the ACME CA's, when the server has one
+//! (`--acme-directory`, `--acme-email`), for custom domains and
+//! `APP.SUFFIX` names a public CA can issue for; berth's own CA's for
+//! everything else and for `tls internal` names — and the ACME challenges
+//! the router answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +14,9 @@ use tokio::sync::watch;
 use crate::ServerError;
 
 pub(crate) mod certs;
+mod names;
+
+use names::from_acme;
 
 /// What HTTPS needs to start serving, and what answers ACME.
 pub(crate) struct Https {
@@ -57,13 +62,15 @@ pub(crate) fn bind(
             .is_some_and(|app| table.apps.contains_key(app))
     });
     let with_acme = setup.acme.is_some();
-    let public: berth_tls::NameFilter =
-        Arc::new(move |name: &str| with_acme && routes.borrow().domains.contains_key(name));
+    let (public_routes, public_suffix) = (routes.clone(), setup.suffix.clone());
+    let public: berth_tls::NameFilter = Arc::new(move |name: &str| {
+        with_acme && from_acme(&public_routes.borrow(), &public_suffix, name)
+    });
     let challenges = Arc::new(berth_tls::Challenges::default());
     let certificates = Arc::new(berth_tls::Certificates::new(
         ca,
         serves,
-        public,
+        public.clone(),
         challenges.clone(),
         &setup.tls_dir.join("certs"),
     ));
@@ -71,9 +78,11 @@ pub(crate) fn bind(
         .map_err(|err| ServerError::Tls(err.to_string()))?;
     let desk = certs::CertDesk {
         certificates,
+        public,
         status: Default::default(),
         wake: Arc::new(tokio::sync::Notify::new()),
         directory: setup.acme.as_ref().map(|acme| acme.directory.clone()),
+        suffix: setup.suffix.clone(),
     };
     let manager = setup.acme.map(|settings| certs::CertManager {
         client: berth_tls::AcmeClient::new(
@@ -83,6 +92,8 @@ pub(crate) fn bind(
         ),
         desk: desk.clone(),
         store,
+        routes,
+        suffix: setup.suffix,
     });
     Ok(Https {
         sockets,

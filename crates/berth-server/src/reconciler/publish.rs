@@ -18,12 +18,15 @@ impl Reconciler {
         let mut key = Vec::with_capacity(desired.len());
         let mut snapshot = Snapshot::default();
         // Read each pass: a domain added or removed routes at the next one.
-        let mut domains_of: std::collections::HashMap<String, Vec<String>> =
+        let mut domains_of: std::collections::HashMap<String, Vec<(String, bool)>> =
             std::collections::HashMap::new();
         match self.parts.store.domains(None) {
             Ok(rows) => {
                 for row in rows {
-                    domains_of.entry(row.app).or_default().push(row.name);
+                    domains_of
+                        .entry(row.app)
+                        .or_default()
+                        .push((row.name, row.tls_internal));
                 }
             }
             Err(err) => tracing::warn!(error = %err, "cannot read the custom domains"),
@@ -49,7 +52,7 @@ impl Reconciler {
             };
             let mut statics = Vec::new();
             let mut internal = berth_router::InternalAccess::default();
-            let mut https = (false, false);
+            let mut https = (false, false, false);
             let mut edge = berth_proto::EdgeRuleSet::default();
             let target = app
                 .release
@@ -57,7 +60,11 @@ impl Reconciler {
                 .and_then(|release| Some((release, self.spec(release)?)));
             let (admission, failing) = match target {
                 Some((release, spec)) => {
-                    https = (spec.http.force_https, spec.http.hsts);
+                    https = (
+                        spec.http.force_https,
+                        spec.http.hsts,
+                        spec.http.tls_internal,
+                    );
                     edge = spec.edge.to_rule_set();
                     let slug = self.parts.launcher.slug_dir(release);
                     statics = spec
@@ -115,7 +122,10 @@ impl Reconciler {
                 https,
                 edge: edge.clone(),
             });
-            for name in domains_of.remove(&app.app).unwrap_or_default() {
+            for (name, tls_internal) in domains_of.remove(&app.app).unwrap_or_default() {
+                if tls_internal {
+                    table.tls_internal_domains.insert(name.clone());
+                }
                 table.domains.insert(name, app.app.clone());
             }
             table.apps.insert(
@@ -130,6 +140,7 @@ impl Reconciler {
                     internal: Arc::new(internal),
                     force_https: https.0,
                     hsts: https.1,
+                    tls_internal: https.2,
                     edge: Arc::new(edge_rules(&edge)),
                 },
             );

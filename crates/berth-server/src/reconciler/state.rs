@@ -95,8 +95,9 @@ pub(super) struct RouteKey {
     pub(super) admission: berth_router::Admission,
     pub(super) statics: Vec<berth_router::StaticDir>,
     pub(super) internal: berth_router::InternalAccess,
-    pub(super) domains: Vec<String>,
-    /// `force_https` and `hsts`.
-    pub(super) https: (bool, bool),
+    /// Custom domains, each with whether it is `tls internal`.
+    pub(super) domains: Vec<(String, bool)>,
+    /// `force_https`, `hsts` and `tls = "internal"`.
+    pub(super) https: (bool, bool, bool),
     pub(super) edge: berth_proto::EdgeRuleSet,
 }

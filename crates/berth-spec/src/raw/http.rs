@@ -21,6 +21,18 @@ pub(super) fn validate_http(
         }
         spec.force_https = http.force_https.unwrap_or(false);
         spec.hsts = http.hsts.unwrap_or(false);
+        if let Some(tls) = &http.tls {
+            match tls.get_ref().as_str() {
+                "internal" => spec.tls_internal = true,
+                "auto" => {}
+                other => problems.at(
+                    tls,
+                    format!(
+                        "[http_service] tls: `{other}` is neither \"auto\" (the ACME CA's certificates where it can issue them) nor \"internal\" (berth's own CA's)"
+                    ),
+                ),
+            }
+        }
         for domain in &http.domains {
             match berth_proto::validate_domain(domain.get_ref()) {
                 Ok(name) if !spec.domains.contains(&name) => spec.domains.push(name),

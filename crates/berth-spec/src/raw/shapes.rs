@@ -265,6 +265,7 @@ pub(super) struct RawHttpService {
     pub(super) internal_port: Option<Spanned<NumberOrText>>,
     pub(super) force_https: Option<bool>,
     pub(super) hsts: Option<bool>,
+    pub(super) tls: Option<Spanned<String>>,
     pub(super) domains: Vec<Spanned<String>>,
     pub(super) processes: Option<Vec<Spanned<String>>>,
     pub(super) checks: Vec<RawHttpCheck>,

@@ -275,3 +275,115 @@ async fn a_ca_that_is_down_at_issuance_is_tried_again_and_the_certificate_comes(
             .contains("certificate for later.example.org issued")
     );
 }
+
+/// Waits for `name` to be served over HTTPS with a certificate `root` verifies.
+async fn served_with(
+    https: std::net::SocketAddr,
+    name: &str,
+    root: &str,
+    server: &TestServer,
+) -> berth_testkit::HttpsAnswer {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match https_get(https, name, "/", root).await {
+            Ok(answer) => return answer,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "{name} not served: {err}\n{}",
+                server.server_log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_own_name_gets_the_cas_certificate_and_internal_names_berths() {
+    setup();
+    let plan = PebblePlan::new();
+    let root_file = plan.listener_root.display().to_string();
+    let server = TestServer::start_with(&[
+        "--https",
+        "127.0.0.1:0",
+        "--domain",
+        "example.net",
+        "--acme-directory",
+        &plan.directory,
+        "--acme-ca-root",
+        &root_file,
+    ])
+    .await;
+    let https = server.https.expect("HTTPS");
+    let pebble = plan.start(server.router.port(), https.port()).await;
+    let ca_root = pebble.issuing_root().await;
+    let berth_root = server.ok(&["certs", "root"]).await.stdout;
+
+    // shop.example.net: the CA's, as soon as the app exists.
+    let _shop = crate::support::deploy_plain(&server, "shop", "").await;
+    let answer = served_with(https, "shop.example.net", &ca_root, &server).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        https_get(https, "shop.example.net", "/", &berth_root)
+            .await
+            .is_err(),
+        "not berth's own certificate"
+    );
+    let check = server
+        .ok(&["domains", "check", "shop.example.net", "--json"])
+        .await
+        .json();
+    assert!(
+        check["issuer"].as_str().unwrap().starts_with("acme ("),
+        "{check}"
+    );
+    assert!(check["expires"].is_string(), "{check}");
+    let events = events(&server).await;
+    assert!(
+        events.contains("certificate for shop.example.net issued"),
+        "{events}"
+    );
+
+    // A domain added --tls internal, and every name of an app with
+    // tls = "internal": berth's own CA, never asked of the ACME CA.
+    server
+        .ok(&[
+            "domains",
+            "add",
+            "lan.example.org",
+            "--tls",
+            "internal",
+            "--app",
+            "shop",
+        ])
+        .await;
+    let _intranet =
+        crate::support::deploy_plain(&server, "intranet", "[http_service]\ntls = \"internal\"\n")
+            .await;
+    for name in ["lan.example.org", "intranet.example.net", "shop.localhost"] {
+        let answer = served_with(https, name, &berth_root, &server).await;
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+    }
+    let check = server
+        .ok(&["domains", "check", "lan.example.org"])
+        .await
+        .stdout;
+    assert!(check.contains("berth's own CA (tls internal)"), "{check}");
+    let listed = server.ok(&["domains", "list"]).await.stdout;
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.contains("lan.example.org") && line.contains("internal")),
+        "{listed}"
+    );
+    let asked = pebble.log();
+    assert!(
+        asked.contains("shop.example.net"),
+        "the CA logs names:\n{asked}"
+    );
+    for name in ["lan.example.org", "intranet.example.net", "shop.localhost"] {
+        assert!(
+            !asked.contains(name),
+            "{name} was asked of the CA:\n{asked}"
+        );
+    }
+}

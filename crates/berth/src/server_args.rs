@@ -1,0 +1,135 @@
+//! `berth server`'s flags: where it listens, where certificates come
+//! from, the limits it keeps.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Where the API listens. On an address beyond loopback it is served
+    /// over TLS (clients pin it with `berth login`).
+    #[arg(long = "api", env = "BERTH_API_ADDR", default_value = "127.0.0.1:8079")]
+    pub api_addr: SocketAddr,
+    /// Serve the API over TLS on loopback too.
+    #[arg(long)]
+    pub api_tls: bool,
+    /// Where the router listens (default: 127.0.0.1:8080; 0.0.0.0:80
+    /// with --public).
+    #[arg(long = "router", env = "BERTH_ROUTER_ADDR")]
+    pub router_addr: Option<SocketAddr>,
+    /// Where the router serves HTTPS (HTTP/2 and HTTP/1.1), with
+    /// certificates of berth's own CA (`berth certs root`) or the ACME
+    /// CA's. Default: none; 0.0.0.0:443 with --public.
+    #[arg(long = "https", env = "BERTH_HTTPS_ADDR")]
+    pub https_addr: Option<SocketAddr>,
+    /// Serve the internet: the router on 0.0.0.0:80 and HTTPS on
+    /// 0.0.0.0:443 (unless --router or --https say otherwise), with
+    /// certificates from Let's Encrypt (or --acme-directory).
+    #[arg(
+        long,
+        env = "BERTH_PUBLIC",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    pub public: bool,
+    /// Custom domains get certificates from this ACME directory (default
+    /// with --acme-email: Let's Encrypt); without either, from berth's own CA.
+    #[arg(long, env = "BERTH_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// The contact address given to the ACME CA (expiry notices).
+    #[arg(long, env = "BERTH_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// A root certificate (PEM) to trust for the ACME directory's own
+    /// HTTPS: a private CA such as step-ca, or a test CA.
+    #[arg(long, env = "BERTH_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// A proxy or load balancer in front of berth (an address or range,
+    /// repeatable): the client address and X-Forwarded-* headers it sends
+    /// are believed, for apps' edge rules and headers. Others' are replaced.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<berth_proto::IpRange>,
+    /// Where per-app cargo target dirs live (default: DATA/build).
+    #[arg(long, env = "BERTH_BUILD_CACHE")]
+    pub build_cache: Option<PathBuf>,
+    /// MiB kept free on the data dir's disk; below it the server refuses
+    /// deploys and other writes, and says why.
+    #[arg(long, default_value_t = 512)]
+    pub disk_reserve_mib: u64,
+    /// Memory a build may use, in MiB (as root, builds run sandboxed).
+    #[arg(long, default_value_t = 4096)]
+    pub build_memory: u64,
+    /// How long a build may take before it is stopped (`90s`, `30m`, `1h`).
+    #[arg(long, default_value = "30m", value_parser = berth_spec::parse_duration)]
+    pub build_timeout: std::time::Duration,
+    /// Apps are served at APP.DOMAIN as well as APP.localhost.
+    #[arg(long, env = "BERTH_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+    /// Largest accepted upload in MiB.
+    #[arg(long, default_value_t = 200)]
+    pub max_upload_mib: u64,
+    /// Releases of each app kept ready for rollback; older slugs (and those
+    /// of failed deploys and destroyed apps) are deleted.
+    #[arg(long, default_value_t = 10)]
+    pub keep_releases: u32,
+    /// As root, run instances as plain processes of this user: no own user,
+    /// namespaces or cgroup limits (for development machines and benchmarks).
+    #[arg(
+        long,
+        env = "BERTH_NO_ISOLATION",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    pub no_isolation: bool,
+}
+
+impl ServerArgs {
+    /// The router's and HTTPS's addresses: as given, else loopback:8080
+    /// and no HTTPS, or with `--public` the internet's ports 80 and 443.
+    pub fn listeners(&self) -> (SocketAddr, Option<SocketAddr>) {
+        let any = std::net::Ipv4Addr::UNSPECIFIED;
+        let router = self.router_addr.unwrap_or(if self.public {
+            SocketAddr::from((any, 80))
+        } else {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 8080))
+        });
+        let https = self
+            .https_addr
+            .or(self.public.then(|| SocketAddr::from((any, 443))));
+        (router, https)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn listeners(args: &[&str]) -> (String, Option<String>) {
+        let cli = Cli::try_parse_from(["berth", "server"].iter().chain(args)).unwrap();
+        let Command::Server(server) = cli.command else {
+            panic!("not server");
+        };
+        let (router, https) = server.listeners();
+        (router.to_string(), https.map(|addr| addr.to_string()))
+    }
+
+    #[test]
+    fn public_serves_ports_80_and_443_unless_told_otherwise() {
+        assert_eq!(listeners(&[]), ("127.0.0.1:8080".into(), None));
+        assert_eq!(
+            listeners(&["--public", "--domain", "example.com"]),
+            ("0.0.0.0:80".into(), Some("0.0.0.0:443".into()))
+        );
+        assert_eq!(
+            listeners(&["--public", "--https", "0.0.0.0:8443"]),
+            ("0.0.0.0:80".into(), Some("0.0.0.0:8443".into()))
+        );
+        assert_eq!(
+            listeners(&["--router", "127.0.0.1:9000"]),
+            ("127.0.0.1:9000".into(), None)
+        );
+    }
+}
