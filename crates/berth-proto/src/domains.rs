@@ -39,6 +39,11 @@ pub struct DomainCheck {
     pub issuer: String,
     /// When its certificate expires (RFC 3339), when it has one.
     pub expires: Option<String>,
+    /// When its certificate from the ACME CA is renewed (RFC 3339), and
+    /// why then: at two thirds of its life, or in the CA's renewal window
+    /// (ARI, RFC 9773).
+    #[serde(default)]
+    pub renews: Option<String>,
     /// Why it has no certificate (or cannot renew it), as the CA or the
     /// challenge said.
     pub problem: Option<String>,

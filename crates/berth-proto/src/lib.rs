@@ -182,6 +182,9 @@ pub struct DomainCertificate {
     pub issuer: String,
     /// When its certificate expires (RFC 3339), when it has one.
     pub expires: Option<String>,
+    /// When it is renewed, and why then (see [`DomainCheck::renews`]).
+    #[serde(default)]
+    pub renews: Option<String>,
     /// Why it has none, or cannot renew it.
     pub problem: Option<String>,
 }

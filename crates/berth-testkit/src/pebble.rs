@@ -166,6 +166,27 @@ impl Pebble {
         answer.body
     }
 
+    /// Revokes the certificate `leaf` (DER) for the ACME account whose
+    /// credentials (instant-acme's JSON, as berth keeps them) are
+    /// `account_json`: what a CA does when it must replace certificates early.
+    pub async fn revoke(&self, account_json: &str, leaf: &[u8]) {
+        let credentials: instant_acme::AccountCredentials =
+            serde_json::from_str(account_json).expect("account credentials");
+        let account = instant_acme::Account::builder_with_root(&self.plan.listener_root)
+            .expect("an ACME client")
+            .from_credentials(credentials)
+            .await
+            .expect("the account");
+        let certificate = rustls::pki_types::CertificateDer::from(leaf.to_vec());
+        account
+            .revoke(&instant_acme::RevocationRequest {
+                certificate: &certificate,
+                reason: None,
+            })
+            .await
+            .expect("revoked");
+    }
+
     /// Makes `name` resolve to `address` in pebble's DNS (instead of 127.0.0.1).
     pub async fn resolve(&self, name: &str, address: &str) {
         let body =

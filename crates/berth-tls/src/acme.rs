@@ -13,9 +13,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
+use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 
 /// Let's Encrypt's production directory.
@@ -103,7 +104,7 @@ impl std::fmt::Display for AcmeFailure {
     }
 }
 
-fn failure(err: instant_acme::Error) -> AcmeFailure {
+pub(crate) fn failure(err: instant_acme::Error) -> AcmeFailure {
     match err {
         instant_acme::Error::Api(problem) => {
             let kind = problem.r#type.clone().unwrap_or_default();
@@ -168,7 +169,7 @@ impl AcmeClient {
     }
 
     /// The account: stored credentials for this directory, or a new one.
-    async fn account(&self) -> Result<&Account, AcmeFailure> {
+    pub(crate) async fn account(&self) -> Result<&Account, AcmeFailure> {
         self.account
             .get_or_try_init(|| async {
                 let path = self.dir.join(format!(
@@ -219,11 +220,21 @@ impl AcmeClient {
     }
 
     /// A certificate for `name`: HTTP-01 first, TLS-ALPN-01 if that fails.
-    pub async fn issue(&self, name: &str) -> Result<Issued, AcmeFailure> {
-        match self.issue_with(name, ChallengeType::Http01).await {
+    /// A renewal names the certificate it replaces (`replacing`), which the
+    /// CA may count in its favour (RFC 9773 §5).
+    pub async fn issue(
+        &self,
+        name: &str,
+        replacing: Option<&CertificateDer<'_>>,
+    ) -> Result<Issued, AcmeFailure> {
+        let replaces = replacing.and_then(crate::ari::replaced);
+        match self
+            .issue_with(name, ChallengeType::Http01, &replaces)
+            .await
+        {
             Err(AcmeFailure::Challenge(http)) => {
                 tracing::info!(name, why = %http, "HTTP-01 failed; trying TLS-ALPN-01");
-                self.issue_with(name, ChallengeType::TlsAlpn01)
+                self.issue_with(name, ChallengeType::TlsAlpn01, &replaces)
                     .await
                     .map_err(|err| match err {
                         AcmeFailure::Challenge(alpn) => {
@@ -236,13 +247,30 @@ impl AcmeClient {
         }
     }
 
-    async fn issue_with(&self, name: &str, kind: ChallengeType) -> Result<Issued, AcmeFailure> {
+    async fn issue_with(
+        &self,
+        name: &str,
+        kind: ChallengeType,
+        replaces: &Option<CertificateIdentifier<'static>>,
+    ) -> Result<Issued, AcmeFailure> {
         let account = self.account().await?;
         let identifiers = [Identifier::Dns(name.to_string())];
-        let mut order = account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(failure)?;
+        let plain = NewOrder::new(&identifiers);
+        let replacing = replaces
+            .as_ref()
+            .map(|replaced| NewOrder::new(&identifiers).replaces(replaced.clone()));
+        // A CA without ARI, or one that will not take this replacement
+        // (already replaced, say), gets a plain order.
+        let mut order = match replacing {
+            Some(replacing) => match account.new_order(&replacing).await {
+                Ok(order) => order,
+                Err(err) => {
+                    tracing::debug!(name, error = %err, "order as a replacement refused");
+                    account.new_order(&plain).await.map_err(failure)?
+                }
+            },
+            None => account.new_order(&plain).await.map_err(failure)?,
+        };
         let mut answered = Vec::new();
         let outcome = async {
             let mut authorizations = order.authorizations();

@@ -10,6 +10,7 @@
 //! certificates for anything it likes.
 
 mod acme;
+mod ari;
 mod ca;
 mod pinning;
 mod resolver;
@@ -17,6 +18,7 @@ mod resolver;
 pub use acme::{
     ACME_TLS_ALPN, AcmeClient, AcmeFailure, AcmeSettings, Challenges, Issued, LETS_ENCRYPT,
 };
+pub use ari::{MAX_CHECK_INTERVAL, MIN_CHECK_INTERVAL, RenewalWindow, renewal_time};
 pub use ca::LocalCa;
 pub use ca::write_private;
 pub use pinning::{certificate_pem, fingerprint, first_contact_chain, pinned_client_config};

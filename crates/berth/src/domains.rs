@@ -82,6 +82,9 @@ pub async fn domains(global: &Global, command: DomainsCommand) -> Result<()> {
             if let Some(expires) = &check.expires {
                 say!("  expires:     {expires}");
             }
+            if let Some(renews) = &check.renews {
+                say!("  renews:      {renews}");
+            }
             if let Some(problem) = &check.problem {
                 say!("  problem:     {problem}");
             }

@@ -137,12 +137,14 @@ pub(super) async fn check_domain(
         points_here,
         issuer: "none (the server has no --https)".into(),
         expires: None,
+        renews: None,
         problem: None,
         next_attempt: None,
     };
     let certificate = certificate_of(&state, &name);
     check.issuer = certificate.issuer;
     check.expires = certificate.expires;
+    check.renews = certificate.renews;
     check.problem = certificate.problem;
     check.next_attempt = state
         .certs
@@ -194,6 +196,7 @@ pub(super) fn certificate_of(state: &ApiState, name: &str) -> berth_proto::Domai
         .certificates
         .public_certificate(name)
         .map(|issued| crate::edge::certs::humantime_date(issued.not_after));
+    certificate.renews = certs.renewal_plan(name);
     certificate.problem = certs.status_of(name).last_error;
     if certificate.expires.is_none() && certificate.problem.is_none() {
         certificate.problem = Some("being issued now".into());

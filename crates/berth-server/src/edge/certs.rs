@@ -32,6 +32,20 @@ pub(crate) struct CertStatus {
     pub(crate) failures: u32,
     /// Not tried again before this.
     pub(crate) next_attempt: Option<SystemTime>,
+    /// The CA's renewal window for the certificate now served (ARI).
+    pub(crate) ari: Option<AriState>,
+}
+
+/// What the CA's renewal information (RFC 9773) said of a certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct AriState {
+    /// The certificate it is about (its start of validity).
+    pub(crate) certificate: SystemTime,
+    /// The window, and the moment picked in it (kept while the window
+    /// stays); `None` while the CA could not be asked.
+    pub(crate) window: Option<(berth_tls::RenewalWindow, SystemTime)>,
+    /// When to ask the CA again.
+    pub(crate) next_check: SystemTime,
 }
 
 /// What the API holds: the state of each domain's certificate, and a way
@@ -50,6 +64,31 @@ pub(crate) struct CertDesk {
 }
 
 impl CertDesk {
+    /// When `name`'s certificate from the CA is renewed, and why then.
+    pub(crate) fn renewal_plan(&self, name: &str) -> Option<String> {
+        let certificate = self.certificates.public_certificate(name)?;
+        let window = self
+            .status_of(name)
+            .ari
+            .filter(|ari| ari.certificate == certificate.not_before)
+            .and_then(|ari| ari.window);
+        let at = berth_tls::renewal_time(
+            certificate.not_before,
+            certificate.not_after,
+            window.as_ref().map(|(window, chosen)| (window, *chosen)),
+            SystemTime::now(),
+        );
+        let why = match window {
+            Some((window, _)) => format!(
+                "in the CA's renewal window {} to {}",
+                humantime_date(window.start),
+                humantime_date(window.end)
+            ),
+            None => "at two thirds of its life".into(),
+        };
+        Some(format!("{} ({why})", humantime_date(at)))
+    }
+
     /// The app's own name, when its certificate comes from the ACME CA.
     pub(crate) fn acme_app_name(&self, app: &str) -> Option<String> {
         let name = format!("{app}.{}", self.suffix);
@@ -75,6 +114,8 @@ pub(crate) struct CertManager {
     pub(crate) routes: tokio::sync::watch::Receiver<Arc<berth_router::RouteTable>>,
     /// Apps' names are `APP.SUFFIX`.
     pub(crate) suffix: String,
+    /// The CA answered that it offers no renewal information.
+    pub(crate) without_ari: std::sync::atomic::AtomicBool,
 }
 
 impl CertManager {
@@ -83,6 +124,9 @@ impl CertManager {
             let mut next = SystemTime::now() + RECHECK;
             let names = super::names::acme_names(&self.routes.borrow().clone(), &self.suffix);
             for (app, name) in names {
+                if let Some(check) = self.check_window(&name).await {
+                    next = next.min(check);
+                }
                 let due = self.due(&name);
                 if due <= SystemTime::now() {
                     tokio::select! {
@@ -107,19 +151,28 @@ impl CertManager {
     }
 
     /// When `name` next needs the CA: now without a certificate, at two
-    /// thirds of its lifetime with one; never before a failure's backoff.
-    fn due(&self, name: &str) -> SystemTime {
+    /// thirds of its lifetime with one or sooner in the CA's renewal
+    /// window; never before a failure's backoff.
+    pub(crate) fn due(&self, name: &str) -> SystemTime {
+        let status = self.desk.status_of(name);
         let renewal = match self.desk.certificates.public_certificate(name) {
             Some(certificate) => {
-                let life = certificate
-                    .not_after
-                    .duration_since(certificate.not_before)
-                    .unwrap_or_default();
-                certificate.not_before + life * 2 / 3
+                let window = status
+                    .ari
+                    .as_ref()
+                    .filter(|ari| ari.certificate == certificate.not_before)
+                    .and_then(|ari| ari.window.as_ref())
+                    .map(|(window, chosen)| (window, *chosen));
+                berth_tls::renewal_time(
+                    certificate.not_before,
+                    certificate.not_after,
+                    window,
+                    SystemTime::now(),
+                )
             }
             None => SystemTime::UNIX_EPOCH,
         };
-        match self.desk.status_of(name).next_attempt {
+        match status.next_attempt {
             Some(retry) => renewal.max(retry),
             None => renewal,
         }
@@ -127,7 +180,11 @@ impl CertManager {
 
     async fn obtain(&self, app: &str, name: &str) {
         let had = self.desk.certificates.public_certificate(name);
-        let outcome = self.client.issue(name).await;
+        let early = self.early_reason(name, had.as_ref());
+        let outcome = self
+            .client
+            .issue(name, had.as_ref().and_then(|had| had.key.cert.first()))
+            .await;
         let mut statuses = self
             .desk
             .status
@@ -146,10 +203,12 @@ impl CertManager {
             Ok(certificate) => {
                 *status = CertStatus::default();
                 let until = humantime_date(certificate.not_after);
-                let (kind, verb) = if had.is_some() {
-                    (EventKind::CertRenewed, "renewed")
-                } else {
-                    (EventKind::CertIssued, "issued")
+                let (kind, verb) = match (&had, &early) {
+                    (Some(_), Some(why)) => {
+                        (EventKind::CertRenewed, format!("renewed early ({why})"))
+                    }
+                    (Some(_), None) => (EventKind::CertRenewed, "renewed".to_string()),
+                    (None, _) => (EventKind::CertIssued, "issued".to_string()),
                 };
                 tracing::info!(name, until, "certificate {verb}");
                 let _ = self.store.record_event(

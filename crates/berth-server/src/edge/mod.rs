@@ -15,6 +15,7 @@ use crate::ServerError;
 
 pub(crate) mod certs;
 mod names;
+mod renewal_info;
 
 use names::from_acme;
 
@@ -94,6 +95,7 @@ pub(crate) fn bind(
         store,
         routes,
         suffix: setup.suffix,
+        without_ari: Default::default(),
     });
     Ok(Https {
         sockets,

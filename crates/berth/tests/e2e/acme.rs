@@ -387,3 +387,68 @@ async fn an_apps_own_name_gets_the_cas_certificate_and_internal_names_berths() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_the_ca_wants_replaced_is_renewed_early() {
+    setup();
+    let plan = PebblePlan::new();
+    let mut server = server_for(&plan).await;
+    let https = server.https.expect("HTTPS");
+    let pebble = plan.start(server.router.port(), https.port()).await;
+    let ca_root = pebble.issuing_root().await;
+    let _dir = deploy_shop(&server, "ari.example.org").await;
+    let first = served_with(https, "ari.example.org", &ca_root, &server)
+        .await
+        .certificate;
+
+    // The CA revokes it; its renewal information (RFC 9773) then puts the
+    // window in the past. pebble's certificates last years: without the
+    // window berth would not renew for a long time.
+    let account_dir = server.data_dir().join("tls/acme");
+    let account = std::fs::read_dir(&account_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().starts_with("account-"))
+        .expect("berth's ACME account");
+    pebble
+        .revoke(&std::fs::read_to_string(account.path()).unwrap(), &first)
+        .await;
+    // The window is asked for at start (and when the CA's Retry-After says).
+    server.restart().await;
+    let https = server.https.expect("HTTPS");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = served_with(https, "ari.example.org", &ca_root, &server).await;
+        if answer.certificate != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not renewed early:\n{}\n{}",
+            server.server_log(),
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = events(&server).await;
+    assert!(
+        events.contains(
+            "certificate for ari.example.org renewed early (the CA's renewal window ends"
+        ),
+        "{events}"
+    );
+    // The new certificate's window is asked for too, and shown.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let check = server
+            .ok(&["domains", "check", "ari.example.org", "--json"])
+            .await
+            .json();
+        let renews = check["renews"].as_str().unwrap_or_default().to_string();
+        if renews.contains("in the CA's renewal window") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{check}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
