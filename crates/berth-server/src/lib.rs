@@ -221,13 +221,28 @@ pub async fn run(
     } else {
         berth_runtime::net::Networks::none()
     };
+    // A Shuttle project's runtime speaks plain HTTP to its platform: with
+    // the API over TLS, it gets a loopback listener of its own that serves
+    // only the runtime API.
+    let runtime_listener = if api_tls {
+        Some(bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?)
+    } else {
+        None
+    };
+    let runtime_api_addr = match &runtime_listener {
+        Some(listener) => listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: api_addr,
+            source,
+        })?,
+        None => reachable(api_addr),
+    };
     let resources = Arc::new(services::Resources::new(
         data,
         store.clone(),
         logs.clone(),
         isolated,
         networks,
-        format!("http://{}", reachable(api_addr)),
+        format!("http://{runtime_api_addr}"),
         url_for.clone(),
     )?);
     resources.serve_internal_names(internal_names::InternalNames::new(route_receiver.clone()));
@@ -383,6 +398,14 @@ pub async fn run(
     );
     let api_shutdown = shutdown.clone();
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
+    if let Some(listener) = runtime_listener {
+        tokio::spawn(api::serve(
+            listener,
+            api::runtime_routes(state.clone()),
+            None,
+            shutdown.clone(),
+        ));
+    }
     let api_task = tokio::spawn(api::serve(
         api_listener,
         api::routes(state),

@@ -156,3 +156,13 @@ pub fn routes(state: ApiState) -> Router {
         .layer(middleware::from_fn(auth::require_local_host))
         .with_state(state)
 }
+
+/// Only the Shuttle runtime API, for the plain loopback listener Shuttle
+/// projects use when the API itself is served over TLS.
+pub(crate) fn runtime_routes(state: ApiState) -> Router {
+    Router::new()
+        .merge(shuttle::routes())
+        .layer(middleware::map_request(serve::body_deadline))
+        .layer(middleware::from_fn(auth::require_local_host))
+        .with_state(state)
+}

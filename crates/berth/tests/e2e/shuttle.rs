@@ -2,7 +2,8 @@
 //! shuttle crates from crates.io, deployed unchanged with `berth up`. Its
 //! `#[shuttle_shared_db::Postgres]` pool is provisioned by berth's Shuttle
 //! runtime API on berth's PostgreSQL, its `#[shuttle_runtime::Secrets]`
-//! store comes from Secrets.toml.
+//! store comes from Secrets.toml. The server's API is served over TLS: the
+//! runtime's own plain loopback listener still answers it.
 
 use std::time::Duration;
 
@@ -61,7 +62,8 @@ async fn instance_env(server: &TestServer, app: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shuttle_project_runs_unchanged_with_its_database_and_secrets() {
     setup();
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(&["--api-tls"]).await;
+    assert!(server.api_url.starts_with("https://"), "{}", server.api_url);
     let project = example("shuttle");
     // Shuttle's templates ignore the secrets file; it is uploaded anyway.
     std::fs::write(
@@ -138,7 +140,22 @@ async fn a_shuttle_project_runs_unchanged_with_its_database_and_secrets() {
     assert_eq!(get_env("SHUTTLE_RUNTIME_PORT"), get_env("PORT"));
     let api = get_env("SHUTTLE_API");
     let key = get_env("SHUTTLE_API_KEY");
+    // Plain HTTP on a loopback port of its own, which serves nothing else.
+    assert!(api.starts_with("http://127.0.0.1:"), "{api}");
+    let runtime_root = api.trim_end_matches("/shuttle").to_string();
+    assert!(
+        !server
+            .api_url
+            .contains(runtime_root.trim_start_matches("http://"))
+    );
     let client = reqwest::Client::new();
+    let answer = client
+        .get(format!("{runtime_root}/v1/apps"))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 404, "only the runtime API");
     let secrets_url = format!("{api}/projects/shuttle-notes/resources/secrets");
     let answer = client.get(&secrets_url).send().await.unwrap();
     assert_eq!(answer.status().as_u16(), 401);
