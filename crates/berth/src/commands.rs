@@ -93,7 +93,10 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
     match command {
         Command::Up(args) => deploy(&global, args, true).await,
         Command::Deploy(args) => deploy(&global, args, false).await,
-        Command::Server(_) => unreachable!("handled in main"),
+        Command::Server(args) => match args.action {
+            Some(action) => crate::server_control::run(&global, action).await,
+            None => unreachable!("running a server is handled in main"),
+        },
         Command::Apps { command } => apps(&global, command.unwrap_or(AppsCommand::List)).await,
         Command::Status(app) => status(&global, &app).await,
         Command::Releases(app) => releases(&global, &app).await,

@@ -29,6 +29,8 @@ mod logs;
 mod output;
 mod resources;
 mod server_args;
+mod server_control;
+mod server_unit;
 mod validate;
 
 use std::process::ExitCode;
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
     berth_runtime::run_instance_init_if_asked();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Server(args) => commands::server(&cli.global, args),
+        cli::Command::Server(args) if args.action.is_none() => commands::server(&cli.global, args),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

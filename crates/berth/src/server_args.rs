@@ -4,10 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 #[derive(Debug, Args, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    /// Manage the server instead of running it here.
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
     /// Where the API listens. On an address beyond loopback it is served
     /// over TLS (clients pin it with `berth login`).
     #[arg(long = "api", env = "BERTH_API_ADDR", default_value = "127.0.0.1:8079")]
@@ -82,6 +86,43 @@ pub struct ServerArgs {
         action = clap::ArgAction::SetTrue
     )]
     pub no_isolation: bool,
+}
+
+/// The server as a service: its state, stopping it, its log, systemd.
+#[derive(Debug, Subcommand, Clone)]
+pub enum ServerAction {
+    /// Whether the server of this data dir runs: pid, version, uptime,
+    /// addresses, apps and instances.
+    Status,
+    /// Stop the server: its instances get SIGTERM, and this returns once
+    /// they and the server have exited.
+    Stop {
+        /// How long to wait for it (`30s`, `5m`).
+        #[arg(long, default_value = "3m", value_parser = berth_spec::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// The server's log (DATA/server.log).
+    Logs {
+        /// Keep printing what it writes.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Run the server as a systemd service, restarted always and started at
+    /// boot, with these server flags (`berth server install --public
+    /// --domain example.com`).
+    Install {
+        /// Only print the unit (running this binary where it is now).
+        #[arg(long)]
+        print: bool,
+        /// Flags for `berth server`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        flags: Vec<String>,
+    },
+    /// Stop the systemd service and remove it (the data dir stays).
+    Uninstall,
 }
 
 impl ServerArgs {

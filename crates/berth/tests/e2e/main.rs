@@ -21,6 +21,7 @@ mod ports;
 mod private_names;
 mod resources;
 mod scaling;
+mod server_control;
 mod shuttle;
 mod support;
 mod tls;
