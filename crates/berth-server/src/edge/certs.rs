@@ -64,6 +64,13 @@ pub(crate) struct CertDesk {
 }
 
 impl CertDesk {
+    /// Every name's status, to change.
+    pub(crate) fn statuses(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, CertStatus>> {
+        self.status
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// When `name`'s certificate from the CA is renewed, and why then.
     pub(crate) fn renewal_plan(&self, name: &str) -> Option<String> {
         let certificate = self.certificates.public_certificate(name)?;
@@ -185,11 +192,7 @@ impl CertManager {
             .client
             .issue(name, had.as_ref().and_then(|had| had.key.cert.first()))
             .await;
-        let mut statuses = self
-            .desk
-            .status
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut statuses = self.desk.statuses();
         let status = statuses.entry(name.to_string()).or_default();
         let installed = outcome
             .map_err(|failure| failure.to_string())

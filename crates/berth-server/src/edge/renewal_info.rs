@@ -28,11 +28,7 @@ impl CertManager {
         }
         let leaf = certificate.key.cert.first()?;
         let fetched = self.client.renewal_window(leaf).await;
-        let mut statuses = self
-            .desk
-            .status
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut statuses = self.desk.statuses();
         let status = statuses.entry(name.to_string()).or_default();
         match fetched {
             Ok(Some(window)) => {
