@@ -267,7 +267,10 @@ async fn route_request(
                 return pages::headers_too_large(app, route.edge.max_header);
             }
         }
+        // Behind a trusted proxy the proxy holds the connections (and pools
+        // them across its clients): they are not one client's.
         if let Some(limit) = route.edge.max_connections
+            && !cache.trusted
             && !counts_against(cache, &route.traffic, client, limit)
         {
             return pages::too_many_connections(app, limit);

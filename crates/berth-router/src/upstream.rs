@@ -357,8 +357,11 @@ impl Upstream {
             && let Some(client_upgrade) = client_upgrade
         {
             let instance_upgrade = hyper::upgrade::on(Response::from_parts(parts.clone(), body));
+            // The tunnel outlives the HTTP connection: its `max_connections`
+            // slots go with it.
+            let slots = std::mem::take(&mut *cache.slots.lock().unwrap_or_else(|p| p.into_inner()));
             tokio::spawn(async move {
-                let _guard = guard;
+                let (_guard, _slots) = (guard, slots);
                 if let (Ok(client_io), Ok(instance_io)) =
                     tokio::join!(client_upgrade, instance_upgrade)
                 {

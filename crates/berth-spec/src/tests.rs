@@ -663,7 +663,7 @@ fn edge_rules_read_ranges_sizes_and_rates_and_say_where_one_is_wrong() {
         ),
         (
             "[edge]\nrequest_timeout = \"0s\"\n",
-            "berth.toml:3:19: [edge] request_timeout: `0s` is not a duration above zero",
+            "berth.toml:3:19: [edge] request_timeout: `0s` is not a duration of 1ms or more",
         ),
     ] {
         let err = parse_spec("berth.toml", &format!("app = \"api\"\n{bad}"))

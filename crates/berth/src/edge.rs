@@ -156,7 +156,10 @@ fn remove(rules: &mut EdgeRuleSet, name: &str) -> Result<()> {
         "max-header" => rules.max_header = None,
         "max-connections" => rules.max_connections = None,
         "request-timeout" => rules.request_timeout_ms = None,
-        _ if name.contains('/') && !name.contains([':', '.']) => {
+        _ if name
+            .split_once('/')
+            .is_some_and(|(count, _)| count.chars().all(|c| c.is_ascii_digit())) =>
+        {
             let before = rules.rate_limits.len();
             rules.rate_limits.retain(|limit| rate_text(limit) != name);
             if rules.rate_limits.len() == before {
@@ -265,6 +268,8 @@ mod tests {
         rules.max_connections = Some(4);
         remove(&mut rules, "10.0.0.0/8").unwrap();
         remove(&mut rules, "10/1s").unwrap();
+        rules.rate_limits.push(parse_rate("5/1500ms").unwrap());
+        remove(&mut rules, "5/1.5s").unwrap();
         remove(&mut rules, "max-connections").unwrap();
         assert!(rules.is_empty());
         assert!(remove(&mut rules, "10.0.0.0/8").is_err());

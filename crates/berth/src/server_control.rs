@@ -29,23 +29,63 @@ pub async fn run(global: &Global, action: ServerAction) -> Result<()> {
 
 /// The server the data dir names, if its process runs.
 fn running(data: &Path) -> Option<ServerInfo> {
-    let text = std::fs::read(data.join("server.json")).ok()?;
+    let path = data.join("server.json");
+    let text = std::fs::read(&path).ok()?;
     let info: ServerInfo = serde_json::from_slice(&text).ok()?;
-    alive(info.pid).then_some(info)
+    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+    is_server(info.pid, written).then_some(info)
 }
 
-/// Whether `pid` is a berth process that has not exited (a zombie has).
-fn alive(pid: u32) -> bool {
+/// Whether `pid` is a `berth server` that has not exited (a zombie has)
+/// and started before `written` (when it wrote server.json): a process
+/// that got the pid of a server that died started after.
+fn is_server(pid: u32, written: std::time::SystemTime) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    let berth = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("berth"))
-        .unwrap_or(false);
-    berth && !matches!(state, Some("Z" | "X"))
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z" | &"X") | None) {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut argv = cmdline.split(|byte| *byte == 0);
+    let berth = argv
+        .next()
+        .is_some_and(|program| String::from_utf8_lossy(program).contains("berth"));
+    if !berth || argv.next() != Some(b"server".as_slice()) {
+        return false;
+    }
+    let started = fields
+        .get(19)
+        .and_then(|ticks| ticks.parse::<u64>().ok())
+        .zip(boot_time())
+        .map(|(ticks, boot)| boot + Duration::from_millis(ticks * 10));
+    started.is_none_or(|started| started <= written + Duration::from_secs(2))
+}
+
+/// When the machine booted (`btime` in /proc/stat).
+fn boot_time() -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let seconds: u64 = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+/// Whether `pid` has not exited.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X"))
+    })
 }
 
 /// How long process `pid` has run.
@@ -79,14 +119,16 @@ fn systemd_runs() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
-/// Whether the systemd unit is active (and so owns the server).
-fn unit_active() -> bool {
-    systemd_runs()
-        && std::process::Command::new("systemctl")
-            .args(systemctl_scope())
-            .args(["is-active", "--quiet", UNIT])
-            .status()
-            .is_ok_and(|status| status.success())
+/// Whether the systemd unit runs the server `pid` (its main process).
+fn unit_runs(pid: u32) -> bool {
+    if !systemd_runs() {
+        return false;
+    }
+    std::process::Command::new("systemctl")
+        .args(systemctl_scope())
+        .args(["show", "--property", "MainPID", "--value", UNIT])
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == pid.to_string())
 }
 
 /// Runs `systemctl ARGS` for berth's unit's scope; an error when it fails.
@@ -134,7 +176,7 @@ async fn status(global: &Global, data: &Path) -> Result<()> {
         None => None,
     };
     let up = uptime(info.pid).unwrap_or_default();
-    let manager = if unit_active() {
+    let manager = if unit_runs(info.pid) {
         format!("systemd ({UNIT})")
     } else {
         "a process of its own (berth server, or berth up in the background)".into()
@@ -189,7 +231,7 @@ async fn stop(data: &Path, timeout: Duration) -> Result<()> {
         );
         return Ok(());
     };
-    if unit_active() {
+    if unit_runs(info.pid) {
         // systemd would start it again after a plain SIGTERM.
         systemctl(&["stop", UNIT])?;
     } else {
@@ -263,12 +305,68 @@ fn unit_path() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".config/systemd/user").join(UNIT))
 }
 
-fn install(data: &Path, flags: &[String], print: bool) -> Result<()> {
-    // The flags must be ones `berth server` takes.
+/// The server's own variables, written into the unit when set now.
+const SERVER_ENV: &[&str] = &[
+    "BERTH_API_ADDR",
+    "BERTH_ROUTER_ADDR",
+    "BERTH_HTTPS_ADDR",
+    "BERTH_PUBLIC",
+    "BERTH_ACME_DIRECTORY",
+    "BERTH_ACME_EMAIL",
+    "BERTH_ACME_CA_ROOT",
+    "BERTH_BUILD_CACHE",
+    "BERTH_DOMAIN",
+    "BERTH_NO_ISOLATION",
+    "BERTH_EGRESS",
+    "BERTH_RESOLV_CONF",
+    "BERTH_SPAWNER",
+    "BERTH_STANDBY",
+    "BERTH_POSTGRES_BIN",
+    "BERTH_REDIS_SERVER",
+];
+
+/// The environment the unit gives the server: the toolchain's (builds
+/// run `cargo`, which a service's bare PATH would not find) and the
+/// server's own variables set now.
+fn unit_environment() -> Vec<(String, String)> {
+    let toolchain = ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"];
+    toolchain
+        .iter()
+        .chain(SERVER_ENV)
+        .filter_map(|name| {
+            let value = std::env::var(name).ok().filter(|value| !value.is_empty())?;
+            Some((name.to_string(), value))
+        })
+        .collect()
+}
+
+/// The flags, checked: ones `berth server` takes, no subcommand, nothing a
+/// unit file cannot hold. (`--data` is the CLI's own flag wherever it is
+/// written, so it never reaches these.)
+fn checked_flags(flags: &[String]) -> Result<()> {
+    if flags.iter().any(|flag| flag.chars().any(char::is_control)) {
+        bail!("a flag holds a control character, which a unit file cannot");
+    }
     let mut argv = vec!["berth".to_string(), "server".to_string()];
     argv.extend(flags.iter().cloned());
-    if let Err(err) = <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
-        bail!("not flags `berth server` takes:\n{err}");
+    match <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
+        Err(err) => bail!("not flags `berth server` takes:\n{err}"),
+        Ok(cli) => match cli.command {
+            crate::cli::Command::Server(args) if args.action.is_none() => Ok(()),
+            _ => bail!("`berth server install` takes the flags of `berth server`, not a command"),
+        },
+    }
+}
+
+fn install(data: &Path, flags: &[String], print: bool) -> Result<()> {
+    checked_flags(flags)?;
+    let data = std::path::absolute(data)
+        .with_context(|| format!("cannot make {} absolute", data.display()))?;
+    if data.display().to_string().chars().any(char::is_whitespace) {
+        bail!(
+            "the data dir {} has a space in its path, which systemd's log setting cannot hold; choose another with --data",
+            data.display()
+        );
     }
     let installed = PathBuf::from("/usr/local/bin/berth");
     let exe = std::env::current_exe().context("cannot find the berth binary")?;
@@ -277,7 +375,13 @@ fn install(data: &Path, flags: &[String], print: bool) -> Result<()> {
     } else {
         &exe
     };
-    let unit = crate::server_unit::render(binary, data, flags, berth_runtime::can_isolate());
+    let unit = crate::server_unit::render(
+        binary,
+        &data,
+        flags,
+        &unit_environment(),
+        berth_runtime::can_isolate(),
+    );
     if print {
         print!("{unit}");
         return Ok(());
@@ -290,8 +394,12 @@ fn install(data: &Path, flags: &[String], print: bool) -> Result<()> {
         );
     }
     if binary == &installed && exe != installed {
-        std::fs::copy(&exe, &installed)
-            .with_context(|| format!("cannot copy berth to {}", installed.display()))?;
+        // Beside it, then renamed over it: a running binary cannot be
+        // written to, but it can be replaced.
+        let fresh = installed.with_file_name(".berth.new");
+        std::fs::copy(&exe, &fresh)
+            .and_then(|_| std::fs::rename(&fresh, &installed))
+            .with_context(|| format!("cannot install berth at {}", installed.display()))?;
     }
     let path = unit_path()?;
     if let Some(parent) = path.parent() {

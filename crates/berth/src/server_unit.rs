@@ -24,7 +24,13 @@ fn word(text: &str) -> String {
 /// forwarding on), no `ProtectHome` (the toolchain may live in /root), no
 /// `NoNewPrivileges` or `ProtectControlGroups` (instances get their own
 /// users, namespaces and cgroups).
-pub fn render(binary: &Path, data: &Path, flags: &[String], system: bool) -> String {
+pub fn render(
+    binary: &Path,
+    data: &Path,
+    flags: &[String],
+    environment: &[(String, String)],
+    system: bool,
+) -> String {
     let mut exec = vec![
         word(&binary.display().to_string()),
         "server".to_string(),
@@ -32,7 +38,9 @@ pub fn render(binary: &Path, data: &Path, flags: &[String], system: bool) -> Str
         word(&data.display().to_string()),
     ];
     exec.extend(flags.iter().map(|flag| word(flag)));
-    let log = word(&data.join("server.log").display().to_string());
+    // `append:` takes the path as written: no quotes (the caller refuses
+    // a data dir with spaces).
+    let log = data.join("server.log").display().to_string();
     let target = if system {
         "multi-user.target"
     } else {
@@ -57,6 +65,12 @@ pub fn render(binary: &Path, data: &Path, flags: &[String], system: bool) -> Str
          Environment=RUST_LOG=info\n",
         exec.join(" ")
     );
+    for (name, value) in environment {
+        unit.push_str(&format!(
+            "Environment={}\n",
+            word(&format!("{name}={value}"))
+        ));
+    }
     if system {
         unit.push_str(
             "PrivateTmp=yes\n\
@@ -92,12 +106,14 @@ mod tests {
             Path::new("/usr/local/bin/berth"),
             Path::new("/var/lib/berth"),
             &["--public".into(), "--domain".into(), "example.com".into()],
+            &[("PATH".into(), "/root/.cargo/bin:/usr/bin".into())],
             true,
         );
         assert!(unit.contains(
             "ExecStart=/usr/local/bin/berth server --data /var/lib/berth --public --domain example.com\n"
         ));
         assert!(unit.contains("Restart=always"));
+        assert!(unit.contains("Environment=PATH=/root/.cargo/bin:/usr/bin\n"));
         assert!(unit.contains("After=network-online.target"));
         assert!(unit.contains("StandardOutput=append:/var/lib/berth/server.log"));
         assert!(unit.contains("WantedBy=multi-user.target"));

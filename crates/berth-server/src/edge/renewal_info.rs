@@ -7,6 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use super::certs::{AriState, CertManager};
 
+/// How long the CA has to answer: a stuck connection must not hold up
+/// every other certificate's renewal.
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a window that could not be fetched is left before asking again.
 const AFTER_FAILURE: Duration = Duration::from_secs(3600);
 
@@ -27,7 +30,14 @@ impl CertManager {
             return Some(ari.next_check);
         }
         let leaf = certificate.key.cert.first()?;
-        let fetched = self.client.renewal_window(leaf).await;
+        let fetched = tokio::time::timeout(ASK_TIMEOUT, self.client.renewal_window(leaf))
+            .await
+            .unwrap_or_else(|_| {
+                Err(berth_tls::AcmeFailure::Unreachable(format!(
+                    "no answer within {} s",
+                    ASK_TIMEOUT.as_secs()
+                )))
+            });
         let mut statuses = self.desk.statuses();
         let status = statuses.entry(name.to_string()).or_default();
         match fetched {

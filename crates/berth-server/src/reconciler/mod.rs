@@ -81,6 +81,9 @@ pub struct Reconciler {
     instances: BTreeMap<String, Instance>,
     backoff: HashMap<(String, String), Backoff>,
     traffic: HashMap<String, Arc<AppTraffic>>,
+    /// The edge rules set with `berth edge`, as last read: kept when a read
+    /// fails, so a store error never drops a `deny`.
+    edge_by_cli: HashMap<String, berth_proto::EdgeRuleSet>,
     published_routes: Vec<RouteKey>,
     /// Counts set ahead of the store: (app, group) → the override.
     overrides: HashMap<(String, String), Override>,
@@ -136,6 +139,7 @@ impl Reconciler {
             instances: BTreeMap::new(),
             backoff: HashMap::new(),
             traffic: HashMap::new(),
+            edge_by_cli: HashMap::new(),
             published_routes: Vec::new(),
             specs: HashMap::new(),
             pending_stops: Vec::new(),

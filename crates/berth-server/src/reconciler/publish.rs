@@ -31,10 +31,14 @@ impl Reconciler {
             }
             Err(err) => tracing::warn!(error = %err, "cannot read the custom domains"),
         }
-        let mut edge_by_cli = self.parts.store.all_edge_rules().unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "cannot read the edge rules set with `berth edge`");
-            Default::default()
-        });
+        match self.parts.store.all_edge_rules() {
+            Ok(rules) => self.edge_by_cli = rules,
+            Err(err) => tracing::warn!(
+                error = %err,
+                "cannot read the edge rules set with `berth edge`; keeping the last ones read"
+            ),
+        }
+        let mut edge_by_cli = self.edge_by_cli.clone();
         for app in desired {
             let traffic = self.traffic.entry(app.app.clone()).or_default().clone();
             let traffic_of_app = traffic.clone();

@@ -48,11 +48,11 @@ pub(super) fn validate_edge(raw: RawEdge, problems: &mut Problems<'_>) -> EdgeSp
     }
     if let Some(timeout) = &raw.request_timeout {
         match parse_duration(timeout.get_ref()) {
-            Ok(limit) if !limit.is_zero() => spec.request_timeout = Some(limit),
+            Ok(limit) if limit.as_millis() >= 1 => spec.request_timeout = Some(limit),
             _ => problems.at(
                 timeout,
                 format!(
-                    "[edge] request_timeout: `{}` is not a duration above zero, such as \"30s\"",
+                    "[edge] request_timeout: `{}` is not a duration of 1ms or more, such as \"30s\"",
                     timeout.get_ref()
                 ),
             ),

@@ -45,6 +45,7 @@ async fn status_stop_and_logs_of_a_running_server() {
     let logs = server.ok(&["server", "logs", "-n", "200"]).await.stdout;
     assert!(logs.contains("berth server ready"), "{logs}");
 
+    let info_text = std::fs::read_to_string(server.data_dir().join("server.json")).unwrap();
     let app = server.status("kept").await;
     let instance = app["instances"][0]["pid"].as_u64().expect("instance pid");
     assert!(alive(instance));
@@ -66,6 +67,25 @@ async fn status_stop_and_logs_of_a_running_server() {
     assert_eq!(status["running"], false);
     let again = server.ok(&["server", "stop"]).await;
     assert!(again.stderr.contains("nothing to stop"), "{}", again.stderr);
+
+    // A stale server.json whose pid now belongs to another process: that
+    // process is neither reported as the server nor signalled.
+    let mut other = tokio::process::Command::new("sleep")
+        .arg("60")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let other_pid = other.id().unwrap();
+    let info_path = server.data_dir().join("server.json");
+    let mut info: serde_json::Value = serde_json::from_str(&info_text).unwrap();
+    info["pid"] = other_pid.into();
+    std::fs::write(&info_path, info.to_string()).unwrap();
+    let shown = server.ok(&["server", "status"]).await.stdout;
+    assert!(shown.contains("berth server: stopped"), "{shown}");
+    let again = server.ok(&["server", "stop"]).await;
+    assert!(again.stderr.contains("nothing to stop"), "{}", again.stderr);
+    assert!(alive(u64::from(other_pid)), "another process was signalled");
+    other.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,12 +132,30 @@ async fn install_writes_a_unit_systemd_accepts_or_says_why_not() {
             "systemd-analyze verify: {said}"
         );
     }
-    // Flags `berth server` does not take are refused before anything.
-    let refused = server.fails(&["server", "install", "--publik"]).await;
+    // Flags `berth server` does not take are refused before anything, as
+    // is a command.
+    for (flags, expected) in [
+        (vec!["--publik"], "not flags `berth server` takes"),
+        (vec!["status"], "not a command"),
+    ] {
+        let mut args = vec!["server", "install"];
+        args.extend(flags);
+        let refused = server.fails(&args).await;
+        assert!(
+            refused.stderr.contains(expected),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+    // `--data` anywhere is the data dir, named once in the unit.
+    let elsewhere = server
+        .ok(&["server", "install", "--print", "--data", "/tmp/elsewhere"])
+        .await
+        .stdout;
+    assert_eq!(elsewhere.matches("--data").count(), 1, "{elsewhere}");
     assert!(
-        refused.stderr.contains("not flags `berth server` takes"),
-        "{}",
-        refused.stderr
+        elsewhere.contains("server --data /tmp/elsewhere\n"),
+        "{elsewhere}"
     );
     // Where systemd does not run, nothing is installed and it says so.
     if !std::path::Path::new("/run/systemd/system").exists() {
