@@ -330,3 +330,55 @@ async fn rules_set_from_the_cli_apply_at_once_and_outlive_a_deploy() {
     let events = server.ok(&["events", "--app", "open"]).await.stdout;
     assert!(events.contains("edge.changed"), "{events}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_holds_its_connection_slot_until_it_closes() {
+    setup();
+    let server = TestServer::start().await;
+    let dir = example("hello");
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"hello\"\n[edge]\nmax_connections = 1\n",
+    )
+    .unwrap();
+    server.ok_in(dir.path(), &["up"]).await;
+    let router = server.router;
+    let get = "GET / HTTP/1.1\r\nHost: hello.localhost\r\nConnection: close\r\n\r\n";
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new("127.0.0.8".parse().unwrap(), 0))
+        .unwrap();
+    let mut ws = socket.connect(router).await.unwrap();
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: hello.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(ws.read_u8().await.unwrap());
+    }
+    assert!(
+        String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The tunnel is open: the address's one connection is taken.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = from(router, "127.0.0.8", get).await;
+    assert_eq!(status_of(&refused), 429, "{refused}");
+    assert_eq!(status_of(&from(router, "127.0.0.9", get).await), 200);
+    // Closed, it frees the slot.
+    drop(ws);
+    let mut passed = false;
+    for _ in 0..50 {
+        if status_of(&from(router, "127.0.0.8", get).await) == 200 {
+            passed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(passed, "a closed WebSocket frees its slot");
+}
