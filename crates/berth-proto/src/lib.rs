@@ -75,6 +75,7 @@ macro_rules! wire_enum {
 
 mod cidr;
 mod domains;
+mod duration;
 mod edge;
 mod ip_range;
 mod jobs;
@@ -83,6 +84,7 @@ mod states;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
 pub use domains::*;
+pub use duration::format_duration;
 pub use edge::{AppEdge, EdgeRuleSet, MIN_MAX_HEADER, RateLimit};
 pub use ip_range::IpRange;
 pub use jobs::*;

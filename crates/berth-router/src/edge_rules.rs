@@ -244,20 +244,6 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// A duration as a person writes it: `30s`, `1.5s`, `2m`, `250ms`.
-pub fn human_duration(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    if millis.is_multiple_of(60_000) && millis > 0 {
-        format!("{}m", millis / 60_000)
-    } else if millis.is_multiple_of(1000) {
-        format!("{}s", millis / 1000)
-    } else if millis > 1000 {
-        format!("{:.1}s", duration.as_secs_f64())
-    } else {
-        format!("{millis}ms")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,13 +364,5 @@ mod tests {
         drop(second);
         assert_eq!(traffic.edge.over_connections.load(Ordering::Relaxed), 1);
         assert!(traffic.edge.connections.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn durations_read_as_written() {
-        assert_eq!(human_duration(Duration::from_secs(30)), "30s");
-        assert_eq!(human_duration(Duration::from_secs(120)), "2m");
-        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
     }
 }

@@ -158,7 +158,7 @@ pub fn timed_out<B: From<Full<Bytes>>>(app: &str, limit: std::time::Duration) ->
         StatusCode::GATEWAY_TIMEOUT,
         format!(
             "504 Gateway Timeout\n\n{app} did not answer within {} (its [edge] request_timeout).\n",
-            crate::edge_rules::human_duration(limit)
+            berth_proto::format_duration(limit)
         ),
     )
 }
