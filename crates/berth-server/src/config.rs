@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub acme: Option<berth_tls::AcmeSettings>,
     /// Serve the API over TLS even on loopback (it always is elsewhere).
     pub api_tls: bool,
+    /// Names and addresses the API's certificate holds besides this host's
+    /// own (the host name a remote client dials).
+    pub api_names: Vec<String>,
     /// Proxies in front of the router whose `X-Forwarded-*` are believed.
     pub trusted_proxies: Vec<berth_proto::IpRange>,
     /// Per-app build directories (cargo's target dirs). Defaults to
@@ -55,6 +58,7 @@ impl ServerConfig {
             acme: None,
             trusted_proxies: Vec::new(),
             api_tls: false,
+            api_names: Vec::new(),
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,

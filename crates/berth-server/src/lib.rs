@@ -298,7 +298,12 @@ pub async fn run(
     let local_ca = edge::local_ca(&config.tls_dir())?;
     let ca_root = local_ca.root_pem().to_string();
     let api_tls = if api_tls {
-        Some(edge::api_tls(&local_ca, &config.tls_dir(), api_addr)?)
+        Some(edge::api_tls(
+            &local_ca,
+            &config.tls_dir(),
+            api_addr,
+            &config.api_names,
+        )?)
     } else {
         None
     };

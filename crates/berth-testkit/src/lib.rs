@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 mod load;
+pub mod netns;
 mod pebble;
 mod tls;
 
@@ -125,6 +126,23 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&path, to.join(&name)).expect("copy file");
         }
     }
+}
+
+/// `berth ARGS` with `HOME` and `XDG_CONFIG_HOME` at `home` (where `berth
+/// login` keeps contexts) and no data dir of its own: a user's machine.
+pub fn berth_at_home(home: &Path, args: &[&str]) -> Cli {
+    let mut command = Command::new(berth_binary());
+    command
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("BERTH_DATA", home.join("no-data"))
+        .env_remove("BERTH_SERVER")
+        .env_remove("BERTH_TOKEN")
+        .env_remove("BERTH_CONTEXT")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    Cli { command }
 }
 
 /// Replaces `from` with `to` in a file; panics if `from` is absent.
@@ -368,18 +386,7 @@ impl TestServer {
     /// `berth ARGS` with `HOME` and `XDG_CONFIG_HOME` at `home` (where
     /// `berth login` keeps contexts) and no data dir of its own.
     pub fn berth_at_home(&self, home: &Path, args: &[&str]) -> Cli {
-        let mut command = Command::new(berth_binary());
-        command
-            .args(args)
-            .env("HOME", home)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("BERTH_DATA", home.join("no-data"))
-            .env_remove("BERTH_SERVER")
-            .env_remove("BERTH_TOKEN")
-            .env_remove("BERTH_CONTEXT")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        Cli { command }
+        berth_at_home(home, args)
     }
 
     /// Runs `berth ARGS` and asserts it succeeded.

@@ -37,6 +37,18 @@ pub struct Global {
     pub json: bool,
 }
 
+/// `berth context …`.
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// The contexts, the default marked with `*`.
+    List,
+    /// Make NAME the server every command talks to (`local`: this
+    /// machine's).
+    Use { name: String },
+    /// Forget NAME (its server keeps running).
+    Remove { name: String },
+}
+
 /// The app a command acts on.
 #[derive(Debug, Args, Clone, Default)]
 pub struct AppArg {
@@ -149,6 +161,12 @@ pub enum Command {
         /// A name for it (default: from the host).
         #[arg(long)]
         name: Option<String>,
+    },
+    /// The servers this CLI knows: `list`, `use NAME` (the default for
+    /// every command; `local` for this machine's), `remove NAME`.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
     },
     /// Certificates: `berth certs root` prints berth's own CA certificate.
     Certs {
@@ -499,6 +517,26 @@ pub struct LogsArgs {
     pub limit: u32,
     #[command(flatten)]
     pub app: AppArg,
+}
+
+/// Checks flags for `berth server`: ones it takes, no subcommand, nothing a
+/// unit file cannot hold (`--data` is the CLI's own flag wherever it is
+/// written, so it never reaches these); gives them parsed.
+pub fn parse_server_flags(flags: &[String]) -> anyhow::Result<ServerArgs> {
+    if flags.iter().any(|flag| flag.chars().any(char::is_control)) {
+        anyhow::bail!("a flag holds a control character, which a unit file cannot");
+    }
+    let mut argv = vec!["berth".to_string(), "server".to_string()];
+    argv.extend(flags.iter().cloned());
+    match <Cli as Parser>::try_parse_from(&argv) {
+        Err(err) => anyhow::bail!("not flags `berth server` takes:\n{err}"),
+        Ok(cli) => match cli.command {
+            Command::Server(args) if args.action.is_none() => Ok(args),
+            _ => anyhow::bail!(
+                "`berth server install` takes the flags of `berth server`, not a command"
+            ),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.https_addr = https_addr;
     config.trusted_proxies = args.trusted_proxies;
     config.api_tls = args.api_tls;
+    config.api_names = args.api_names;
     if args.public && args.domain == "localhost" {
         eprintln!(
             "==> --public without --domain: apps are reachable from outside only at their custom domains (berth domains add)"
@@ -139,6 +140,11 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Login { url, name } => {
             crate::contexts::login(&global, &url, global.token.clone(), name).await
         }
+        Command::Context { command } => match command {
+            crate::cli::ContextCommand::List => crate::contexts::list(&global),
+            crate::cli::ContextCommand::Use { name } => crate::contexts::use_context(&name),
+            crate::cli::ContextCommand::Remove { name } => crate::contexts::remove(&name),
+        },
         Command::Certs {
             command: crate::cli::CertsCommand::Root,
         } => crate::domains::certs_root(&global).await,

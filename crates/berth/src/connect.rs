@@ -3,7 +3,6 @@
 //! `berth up` when none runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -49,6 +48,11 @@ pub async fn connect(global: &Global, autostart: bool) -> Result<Client> {
     if let Some(name) = &global.context {
         return crate::contexts::client(name).await;
     }
+    if global.server.is_none()
+        && let Some(name) = crate::contexts::current()
+    {
+        return crate::contexts::client(&name).await;
+    }
     let data = data_dir(global);
     if let Some(server) = &global.server {
         if server.starts_with("https://") {
@@ -63,7 +67,7 @@ pub async fn connect(global: &Global, autostart: bool) -> Result<Client> {
             .ok_or_else(|| anyhow!("--server needs a token: pass --token or set BERTH_TOKEN"))?;
         return Ok(Client::new(server, &token));
     }
-    if let Some(client) = local_client(global, &data).await {
+    if let Some(client) = local_client(global.token.as_deref(), &data).await {
         return Ok(client);
     }
     if !autostart {
@@ -73,32 +77,34 @@ pub async fn connect(global: &Global, autostart: bool) -> Result<Client> {
         );
     }
     start_background_server(&data)?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    wait_until_answering(&data, Duration::from_secs(15)).await
+}
+
+/// A client for the server of `data` once it answers, within `timeout`;
+/// on failure the error holds the end of its log.
+pub async fn wait_until_answering(data: &Path, timeout: Duration) -> Result<Client> {
+    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Some(client) = local_client(global, &data).await {
+        if let Some(client) = local_client(None, data).await {
             return Ok(client);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
-    let tail: Vec<&str> = log
-        .lines()
-        .rev()
-        .take(10)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(10)..].join("\n");
     bail!(
-        "the background berth server did not start within 15s. Its log ({}):\n{}",
-        data.join("server.log").display(),
-        tail.join("\n")
+        "the berth server did not answer within {}s. Its log ({}):\n{tail}",
+        timeout.as_secs(),
+        data.join("server.log").display()
     )
 }
 
-async fn local_client(global: &Global, data: &Path) -> Option<Client> {
+/// A client for the server of `data` if it answers, with `token` or the
+/// one in the data dir.
+pub async fn local_client(token: Option<&str>, data: &Path) -> Option<Client> {
     let info = read_info(data)?;
-    let token = global.token.clone().or_else(|| read_token(data))?;
+    let token = token.map(str::to_string).or_else(|| read_token(data))?;
     let client = if info.api_url.starts_with("https://") {
         // The local server's own CA, read from its data dir.
         let root = std::fs::read_to_string(data.join("tls/ca.pem")).ok()?;
@@ -111,30 +117,18 @@ async fn local_client(global: &Global, data: &Path) -> Option<Client> {
 }
 
 fn start_background_server(data: &Path) -> Result<()> {
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create the data dir {}", data.display()))?;
-    let log_path = data.join("server.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the berth binary to start a server")?;
-    use std::os::unix::process::CommandExt;
-    Command::new(exe)
-        .arg("server")
-        .arg("--data")
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("cannot duplicate the log file")?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
+    let args = [
+        "server".into(),
+        "--data".into(),
+        data.as_os_str().to_owned(),
+    ];
+    crate::server_process::spawn_detached(&exe, &args, None, data)
         .context("cannot start a berth server in the background")?;
     eprintln!(
         "started a berth server in the background (data: {}, log: {})",
         data.display(),
-        log_path.display()
+        data.join("server.log").display()
     );
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! and keeps the URL, token and certificate in
 //! `~/.config/berth/contexts/NAME.json` (mode 0600); `--context NAME`
 //! (or `BERTH_CONTEXT`) then talks to that server, and refuses a server
-//! whose certificate no longer chains to the pinned one.
+//! whose certificate no longer chains to the pinned one. `berth context
+//! use NAME` makes one the default for every command; `berth context list`
+//! and `remove` manage them.
 
 use std::path::PathBuf;
 
@@ -22,7 +24,33 @@ pub struct ServerContext {
     pub token: String,
     /// The CA certificate pinned at login (PEM), for an `https` URL.
     pub root_pem: Option<String>,
+    /// How `berth server install ssh://…` installed the server, for
+    /// `berth server upgrade`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteInstall>,
 }
+
+/// How a server was installed over SSH, kept in its context.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteInstall {
+    /// `ssh://[USER@]HOST[:PORT]`.
+    pub ssh: String,
+    /// The key `--identity` named.
+    #[serde(default)]
+    pub identity: Option<PathBuf>,
+    /// The `--ssh-option`s.
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// Where the binary is on the host.
+    pub binary: String,
+    /// The host's data dir.
+    pub data: String,
+    /// Whether commands there run through `sudo`.
+    pub sudo: bool,
+}
+
+/// The name that stands for the local server in `berth context use`.
+pub const LOCAL: &str = "local";
 
 fn contexts_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|value| !value.is_empty()) {
@@ -38,7 +66,143 @@ fn contexts_dir() -> Result<PathBuf> {
 fn context_path(name: &str) -> Result<PathBuf> {
     berth_proto::validate_app_name(name)
         .map_err(|why| anyhow!("context name: {}", why.replace("app name", "name")))?;
+    if name == LOCAL {
+        bail!("`{LOCAL}` names the local server; choose another name");
+    }
     Ok(contexts_dir()?.join(format!("{name}.json")))
+}
+
+/// Where `berth context use` keeps the default context's name.
+fn current_path() -> Result<PathBuf> {
+    Ok(contexts_dir()?.with_file_name("current-context"))
+}
+
+/// The context `berth context use` chose, unless it is the local server.
+pub fn current() -> Option<String> {
+    let name = std::fs::read_to_string(current_path().ok()?).ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != LOCAL).then(|| name.to_string())
+}
+
+/// Keeps `context` as `name`, readable only by its owner.
+pub fn save(name: &str, context: &ServerContext) -> Result<()> {
+    let path = context_path(name)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    berth_tls::write_private(&path, &serde_json::to_string_pretty(context)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The contexts kept, by name.
+fn all() -> Result<Vec<(String, ServerContext)>> {
+    let dir = contexts_dir()?;
+    let mut contexts = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(contexts),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|file| file.strip_suffix(".json")) else {
+            continue;
+        };
+        contexts.push((name.to_string(), load(name)?));
+    }
+    contexts.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(contexts)
+}
+
+/// `berth context list`: every context, the default marked.
+pub fn list(global: &Global) -> Result<()> {
+    let current = current();
+    let contexts = all()?;
+    if global.json {
+        let rows: Vec<serde_json::Value> = contexts
+            .iter()
+            .map(|(name, context)| {
+                serde_json::json!({
+                    "name": name,
+                    "url": context.url,
+                    "current": current.as_deref() == Some(name),
+                    "ssh": context.remote.as_ref().map(|remote| &remote.ssh),
+                })
+            })
+            .collect();
+        let local = serde_json::json!({"name": LOCAL, "url": null, "current": current.is_none()});
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&[vec![local], rows].concat())?
+        );
+        return Ok(());
+    }
+    let mark = |chosen: bool| if chosen { "*" } else { " " };
+    say!(
+        "{} {:<20} the server of this machine's data dir",
+        mark(current.is_none()),
+        LOCAL
+    );
+    for (name, context) in &contexts {
+        let via = context
+            .remote
+            .as_ref()
+            .map(|remote| format!("  (installed over {})", remote.ssh))
+            .unwrap_or_default();
+        say!(
+            "{} {:<20} {}{via}",
+            mark(current.as_deref() == Some(name)),
+            name,
+            context.url
+        );
+    }
+    Ok(())
+}
+
+/// `berth context use NAME`: the server every command talks to unless
+/// `--context` or `--server` says otherwise (`local` for this machine's).
+pub fn use_context(name: &str) -> Result<()> {
+    let path = current_path()?;
+    if name == LOCAL {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot remove {}", path.display()));
+            }
+        }
+        eprintln!("==> commands now talk to the local server");
+        return Ok(());
+    }
+    let context = load(name)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, format!("{name}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "==> commands now talk to {} (`berth context use {LOCAL}` to go back)",
+        context.url
+    );
+    Ok(())
+}
+
+/// `berth context remove NAME`: forgets the context (the server keeps
+/// running); if it was the default, the local server is again.
+pub fn remove(name: &str) -> Result<()> {
+    let path = context_path(name)?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no context `{name}` (`berth context list` shows them)")
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot remove {}", path.display())),
+    }
+    if current().as_deref() == Some(name) {
+        use_context(LOCAL)?;
+    }
+    eprintln!("==> forgot the context `{name}`; its server still runs");
+    Ok(())
 }
 
 /// The context `name`.
@@ -53,14 +217,20 @@ pub fn load(name: &str) -> Result<ServerContext> {
     serde_json::from_str(&text).with_context(|| format!("{} is unreadable", path.display()))
 }
 
+/// A client for `context`, whose server must present a certificate that
+/// chains to the pinned one.
+pub fn client_for(context: &ServerContext) -> Result<Client> {
+    Ok(match &context.root_pem {
+        Some(root) => Client::with_root(&context.url, &context.token, root)?,
+        None => Client::new(&context.url, &context.token),
+    })
+}
+
 /// A client for the context `name`, whose server must present a
 /// certificate that chains to the pinned one.
 pub async fn client(name: &str) -> Result<Client> {
     let context = load(name)?;
-    let client = match &context.root_pem {
-        Some(root) => Client::with_root(&context.url, &context.token, root)?,
-        None => Client::new(&context.url, &context.token),
-    };
+    let client = client_for(&context)?;
     if let Err(err) = client.health().await
         && err.is_certificate_refused()
     {
@@ -126,27 +296,20 @@ pub async fn login(
         url: url.trim_end_matches('/').to_string(),
         token,
         root_pem,
+        remote: None,
     };
-    let client = match &context.root_pem {
-        Some(root) => Client::with_root(&context.url, &context.token, root)?,
-        None => Client::new(&context.url, &context.token),
-    };
+    let client = client_for(&context)?;
     client
         .apps()
         .await
         .with_context(|| format!("cannot log in to {url}"))?;
-    let path = context_path(&name)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    berth_tls::write_private(&path, &serde_json::to_string_pretty(&context)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    save(&name, &context)?;
     eprintln!("==> logged in; use it with --context {name} (or BERTH_CONTEXT={name})");
     Ok(())
 }
 
 /// The scheme, host and port of `url` (`https://host:8079/`).
-fn split_url(url: &str) -> Result<(String, String, Option<u16>)> {
+pub(crate) fn split_url(url: &str) -> Result<(String, String, Option<u16>)> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| anyhow!("`{url}` is not a URL such as https://host:8079"))?;

@@ -27,9 +27,12 @@ mod edge;
 mod jobs;
 mod logs;
 mod output;
+mod remote;
 mod resources;
 mod server_args;
 mod server_control;
+mod server_process;
+mod server_restart;
 mod server_unit;
 mod validate;
 

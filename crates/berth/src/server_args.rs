@@ -19,6 +19,10 @@ pub struct ServerArgs {
     /// Serve the API over TLS on loopback too.
     #[arg(long)]
     pub api_tls: bool,
+    /// A name or address the API's certificate holds besides this host's
+    /// own: the one clients dial (repeatable).
+    #[arg(long = "api-name", value_parser = api_name)]
+    pub api_names: Vec<String>,
     /// Where the router listens (default: 127.0.0.1:8080; 0.0.0.0:80
     /// with --public).
     #[arg(long = "router", env = "BERTH_ROUTER_ADDR")]
@@ -112,17 +116,81 @@ pub enum ServerAction {
     },
     /// Run the server as a systemd service, restarted always and started at
     /// boot, with these server flags (`berth server install --public
-    /// --domain example.com`).
-    Install {
-        /// Only print the unit (running this binary where it is now).
-        #[arg(long)]
-        print: bool,
-        /// Flags for `berth server`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
-        flags: Vec<String>,
-    },
+    /// --domain example.com`); or on another machine over SSH (`berth
+    /// server install ssh://root@host FLAGS…`), kept as a context.
+    Install(Box<InstallArgs>),
     /// Stop the systemd service and remove it (the data dir stays).
     Uninstall,
+    /// Replace the server's binary with this one and restart it, its apps
+    /// coming back: the local server, or the current context's when
+    /// `berth server install ssh://…` installed it.
+    Upgrade {
+        /// Where the binary goes (default: where the running server's is).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// How long the old server may take to stop (`30s`, `5m`).
+        #[arg(long, default_value = "3m", value_parser = berth_spec::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// `berth server install`'s flags.
+#[derive(Debug, Args, Clone)]
+pub struct InstallArgs {
+    /// Only print the unit (running this binary where it is now).
+    #[arg(long)]
+    pub print: bool,
+    /// On a host without systemd: start the server in the background now,
+    /// as the unit would (it is not restarted at boot or when it stops).
+    #[arg(long)]
+    pub no_systemd: bool,
+    /// Where the binary is installed (default: /usr/local/bin/berth).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Over SSH: the private key to log in with (`ssh -i`).
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Over SSH: an option for ssh (`-o`), repeatable
+    /// (`--ssh-option StrictHostKeyChecking=accept-new`).
+    #[arg(long = "ssh-option")]
+    pub ssh_options: Vec<String>,
+    /// Over SSH: the data dir on the remote host (default:
+    /// /var/lib/berth).
+    #[arg(long)]
+    pub remote_data: Option<String>,
+    /// Over SSH: the name of the context kept for it (default: from the
+    /// host).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// `ssh://[USER@]HOST[:PORT]` to install there, then the flags for
+    /// `berth server`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub flags: Vec<String>,
+}
+
+impl InstallArgs {
+    /// The `ssh://` target, when the first word names one.
+    pub fn ssh_target(&self) -> Option<String> {
+        self.flags
+            .first()
+            .filter(|first| first.starts_with("ssh://"))
+            .cloned()
+    }
+
+    /// The flags for `berth server`, after any target.
+    pub fn server_flags(&self) -> &[String] {
+        let skip = usize::from(self.ssh_target().is_some());
+        &self.flags[skip..]
+    }
+}
+
+/// An `--api-name`: an IP address or a domain name.
+fn api_name(text: &str) -> Result<String, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    berth_proto::validate_domain(text)
+        .map_err(|why| format!("neither an IP address nor a usable name: {why}"))
 }
 
 impl ServerArgs {

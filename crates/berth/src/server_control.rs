@@ -4,104 +4,36 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use berth_proto::ServerInfo;
 
 use crate::cli::Global;
-use crate::connect::{connect, data_dir};
-use crate::server_args::ServerAction;
-
-/// The systemd unit's name.
-const UNIT: &str = "berth.service";
+use crate::connect::{data_dir, local_client};
+use crate::server_args::{InstallArgs, ServerAction};
+use crate::server_process::{UNIT, running, systemctl, systemd_runs, unit_runs, uptime};
 
 pub async fn run(global: &Global, action: ServerAction) -> Result<()> {
     let data = data_dir(global);
     match action {
         ServerAction::Status => status(global, &data).await,
-        ServerAction::Stop { timeout } => stop(&data, timeout).await,
+        ServerAction::Stop { timeout } => crate::server_process::stop(&data, timeout).await,
         ServerAction::Logs { follow, lines } => logs(&data, follow, lines).await,
-        ServerAction::Install { print, flags } => install(&data, &flags, print),
+        ServerAction::Install(install_args) => match install_args.ssh_target() {
+            Some(target) => crate::remote::install(global, &target, &install_args).await,
+            None => install(&data, &install_args).await,
+        },
         ServerAction::Uninstall => uninstall(),
+        ServerAction::Upgrade { binary, timeout } => {
+            let context = global.context.clone().or_else(crate::contexts::current);
+            match context {
+                Some(name) if global.server.is_none() => {
+                    crate::remote::upgrade(&name, timeout).await
+                }
+                _ => crate::server_restart::upgrade(&data, binary, timeout).await,
+            }
+        }
     }
-}
-
-/// The server the data dir names, if its process runs.
-fn running(data: &Path) -> Option<ServerInfo> {
-    let path = data.join("server.json");
-    let text = std::fs::read(&path).ok()?;
-    let info: ServerInfo = serde_json::from_slice(&text).ok()?;
-    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
-    is_server(info.pid, written).then_some(info)
-}
-
-/// Whether `pid` is a `berth server` that has not exited (a zombie has)
-/// and started before `written` (when it wrote server.json): a process
-/// that got the pid of a server that died started after.
-fn is_server(pid: u32, written: std::time::SystemTime) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if matches!(fields.first(), Some(&"Z" | &"X") | None) {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let mut argv = cmdline.split(|byte| *byte == 0);
-    let berth = argv
-        .next()
-        .is_some_and(|program| String::from_utf8_lossy(program).contains("berth"));
-    if !berth || argv.next() != Some(b"server".as_slice()) {
-        return false;
-    }
-    let started = fields
-        .get(19)
-        .and_then(|ticks| ticks.parse::<u64>().ok())
-        .zip(boot_time())
-        .map(|(ticks, boot)| boot + Duration::from_millis(ticks * 10));
-    started.is_none_or(|started| started <= written + Duration::from_secs(2))
-}
-
-/// When the machine booted (`btime` in /proc/stat).
-fn boot_time() -> Option<std::time::SystemTime> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let seconds: u64 = stat
-        .lines()
-        .find_map(|line| line.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(seconds))
-}
-
-/// Whether `pid` has not exited.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| matches!(state, "Z" | "X"))
-    })
-}
-
-/// How long process `pid` has run.
-fn uptime(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Field 22 of the whole line: the start, in clock ticks after boot
-    // (100 a second on Linux).
-    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let booted: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs_f64((booted - started / 100.0).max(0.0)))
 }
 
 fn human(duration: Duration) -> String {
@@ -111,45 +43,6 @@ fn human(duration: Duration) -> String {
         60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
         3600..86400 => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
         _ => format!("{}d {}h", seconds / 86400, seconds % 86400 / 3600),
-    }
-}
-
-/// Whether systemd manages this machine's services.
-fn systemd_runs() -> bool {
-    Path::new("/run/systemd/system").is_dir()
-}
-
-/// Whether the systemd unit runs the server `pid` (its main process).
-fn unit_runs(pid: u32) -> bool {
-    if !systemd_runs() {
-        return false;
-    }
-    std::process::Command::new("systemctl")
-        .args(systemctl_scope())
-        .args(["show", "--property", "MainPID", "--value", UNIT])
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == pid.to_string())
-}
-
-/// Runs `systemctl ARGS` for berth's unit's scope; an error when it fails.
-fn systemctl(args: &[&str]) -> Result<()> {
-    let status = std::process::Command::new("systemctl")
-        .args(systemctl_scope())
-        .args(args)
-        .status()
-        .context("cannot run systemctl")?;
-    if !status.success() {
-        bail!("systemctl {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-/// `--user` for a user's own unit; the system's for root.
-fn systemctl_scope() -> Vec<&'static str> {
-    if berth_runtime::can_isolate() {
-        Vec::new()
-    } else {
-        vec!["--user"]
     }
 }
 
@@ -166,7 +59,7 @@ async fn status(global: &Global, data: &Path) -> Result<()> {
         }
         return Ok(());
     };
-    let client = connect(global, false).await.ok();
+    let client = local_client(global.token.as_deref(), data).await;
     let health = match &client {
         Some(client) => client.health().await.ok(),
         None => None,
@@ -220,40 +113,6 @@ async fn status(global: &Global, data: &Path) -> Result<()> {
         say!("  apps:     {} ({running} instances running)", apps.len());
     }
     say!("  run by:   {manager}");
-    Ok(())
-}
-
-async fn stop(data: &Path, timeout: Duration) -> Result<()> {
-    let Some(info) = running(data) else {
-        eprintln!(
-            "==> no berth server is running for {} (nothing to stop)",
-            data.display()
-        );
-        return Ok(());
-    };
-    if unit_runs(info.pid) {
-        // systemd would start it again after a plain SIGTERM.
-        systemctl(&["stop", UNIT])?;
-    } else {
-        berth_runtime::signal_process(info.pid, 15);
-    }
-    eprintln!(
-        "==> stopping the berth server (pid {}): its instances get SIGTERM",
-        info.pid
-    );
-    let deadline = Instant::now() + timeout;
-    while alive(info.pid) {
-        if Instant::now() >= deadline {
-            bail!(
-                "the server (pid {}) is still stopping after {}s; its log: {}",
-                info.pid,
-                timeout.as_secs(),
-                data.join("server.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("==> stopped");
     Ok(())
 }
 
@@ -326,40 +185,39 @@ const SERVER_ENV: &[&str] = &[
 ];
 
 /// The environment the unit gives the server: the toolchain's (builds
-/// run `cargo`, which a service's bare PATH would not find) and the
-/// server's own variables set now.
+/// run `cargo`, which a service's bare PATH would not find: `~/.cargo/bin`
+/// joins it when cargo is there but not on it) and the server's own
+/// variables set now.
 fn unit_environment() -> Vec<(String, String)> {
     let toolchain = ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME"];
-    toolchain
+    let mut environment: Vec<(String, String)> = toolchain
         .iter()
         .chain(SERVER_ENV)
         .filter_map(|name| {
             let value = std::env::var(name).ok().filter(|value| !value.is_empty())?;
             Some((name.to_string(), value))
         })
-        .collect()
+        .collect();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    if let Some(bin) = cargo_home.map(|home| home.join("bin"))
+        && bin.join("cargo").is_file()
+    {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let on_path = std::env::split_paths(&path).any(|dir| dir.join("cargo").is_file());
+        if !on_path {
+            let joined = format!("{}:{path}", bin.display());
+            environment.retain(|(name, _)| name != "PATH");
+            environment.push(("PATH".into(), joined.trim_end_matches(':').to_string()));
+        }
+    }
+    environment
 }
 
-/// The flags, checked: ones `berth server` takes, no subcommand, nothing a
-/// unit file cannot hold. (`--data` is the CLI's own flag wherever it is
-/// written, so it never reaches these.)
-fn checked_flags(flags: &[String]) -> Result<()> {
-    if flags.iter().any(|flag| flag.chars().any(char::is_control)) {
-        bail!("a flag holds a control character, which a unit file cannot");
-    }
-    let mut argv = vec!["berth".to_string(), "server".to_string()];
-    argv.extend(flags.iter().cloned());
-    match <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
-        Err(err) => bail!("not flags `berth server` takes:\n{err}"),
-        Ok(cli) => match cli.command {
-            crate::cli::Command::Server(args) if args.action.is_none() => Ok(()),
-            _ => bail!("`berth server install` takes the flags of `berth server`, not a command"),
-        },
-    }
-}
-
-fn install(data: &Path, flags: &[String], print: bool) -> Result<()> {
-    checked_flags(flags)?;
+async fn install(data: &Path, install: &InstallArgs) -> Result<()> {
+    let flags = &install.flags;
+    crate::cli::parse_server_flags(flags)?;
     let data = std::path::absolute(data)
         .with_context(|| format!("cannot make {} absolute", data.display()))?;
     if data.display().to_string().chars().any(char::is_whitespace) {
@@ -368,38 +226,39 @@ fn install(data: &Path, flags: &[String], print: bool) -> Result<()> {
             data.display()
         );
     }
-    let installed = PathBuf::from("/usr/local/bin/berth");
     let exe = std::env::current_exe().context("cannot find the berth binary")?;
-    let binary = if berth_runtime::can_isolate() && !print {
+    let installed = install
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/local/bin/berth"));
+    let binary = if (berth_runtime::can_isolate() || install.binary.is_some()) && !install.print {
         &installed
     } else {
         &exe
     };
+    let environment = unit_environment();
     let unit = crate::server_unit::render(
         binary,
         &data,
         flags,
-        &unit_environment(),
+        &environment,
         berth_runtime::can_isolate(),
     );
-    if print {
+    if install.print {
         print!("{unit}");
         return Ok(());
     }
-    if !systemd_runs() {
+    if !systemd_runs() && !install.no_systemd {
         print!("{unit}");
         bail!(
             "systemd is not running on this machine (no /run/systemd/system): nothing was installed. \
-             The unit above is what it would install; run `berth server` under this machine's own service manager instead"
+             The unit above is what it would install; run `berth server` under this machine's own service manager, \
+             or pass --no-systemd to start it in the background now (not restarted at boot)"
         );
     }
-    if binary == &installed && exe != installed {
-        // Beside it, then renamed over it: a running binary cannot be
-        // written to, but it can be replaced.
-        let fresh = installed.with_file_name(".berth.new");
-        std::fs::copy(&exe, &fresh)
-            .and_then(|_| std::fs::rename(&fresh, &installed))
-            .with_context(|| format!("cannot install berth at {}", installed.display()))?;
+    crate::server_restart::install_binary(binary)?;
+    if install.no_systemd {
+        return start_without_systemd(&data, binary, flags, &environment, &unit).await;
     }
     let path = unit_path()?;
     if let Some(parent) = path.parent() {
@@ -410,9 +269,53 @@ fn install(data: &Path, flags: &[String], print: bool) -> Result<()> {
     systemctl(&["daemon-reload"])?;
     systemctl(&["enable", "--now", UNIT])?;
     systemctl(&["restart", UNIT])?;
+    crate::connect::wait_until_answering(&data, Duration::from_secs(60)).await?;
     eprintln!(
         "==> installed {} and started it: berth now runs at boot and is restarted if it stops",
         path.display()
+    );
+    Ok(())
+}
+
+/// `--no-systemd`: the server started now, in the background, as the unit
+/// would start it (same binary, flags and environment; the unit kept in
+/// the data dir for reference); one already running for the data dir is
+/// stopped first.
+async fn start_without_systemd(
+    data: &Path,
+    binary: &Path,
+    flags: &[String],
+    environment: &[(String, String)],
+    unit: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data dir {}", data.display()))?;
+    std::fs::write(data.join(UNIT), unit)
+        .with_context(|| format!("cannot write {}", data.join(UNIT).display()))?;
+    if running(data).is_some() {
+        crate::server_process::stop(data, Duration::from_secs(180)).await?;
+    }
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "server".into(),
+        "--data".into(),
+        data.as_os_str().to_owned(),
+    ];
+    args.extend(flags.iter().map(Into::into));
+    let mut full: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(name, _)| !environment.iter().any(|(set, _)| name == set.as_str()))
+        .collect();
+    full.extend(
+        environment
+            .iter()
+            .map(|(name, value)| (name.into(), value.into())),
+    );
+    full.push(("RUST_LOG".into(), "info".into()));
+    crate::server_process::spawn_detached(binary, &args, Some(&full), data)?;
+    crate::connect::wait_until_answering(data, Duration::from_secs(60)).await?;
+    eprintln!(
+        "==> started the berth server in the background from {} (no systemd here: it is not restarted at boot or if it stops; the unit it would use is {})",
+        binary.display(),
+        data.join(UNIT).display()
     );
     Ok(())
 }

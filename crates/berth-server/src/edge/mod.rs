@@ -107,37 +107,49 @@ pub(crate) fn bind(
 }
 
 /// The API's TLS settings: a certificate of berth's own CA for this host's
-/// names and addresses, kept in `tls_dir` (`api.pem`, `api.key` 0600) so
-/// that it stays the same across restarts; clients pin the CA at `berth
-/// login`.
+/// names and addresses and `extra_names`, kept in `tls_dir` (`api.pem`,
+/// `api.key` 0600, and the names it holds in `api.names`) so that it stays
+/// the same across restarts while the names do; clients pin the CA at
+/// `berth login`.
 pub(crate) fn api_tls(
     ca: &berth_tls::LocalCa,
     tls_dir: &std::path::Path,
     addr: SocketAddr,
+    extra_names: &[String],
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let tls = |err: String| ServerError::Tls(err);
     let chain_path = tls_dir.join("api.pem");
     let key_path = tls_dir.join("api.key");
-    let (chain, key) = match (
+    let names_path = tls_dir.join("api.names");
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname")
+        && !host.trim().is_empty()
+    {
+        names.push(host.trim().to_string());
+    }
+    if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+        names.push(addr.ip().to_string());
+    }
+    for name in extra_names {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let wanted = names.join("\n");
+    let kept = (
         std::fs::read_to_string(&chain_path),
         std::fs::read_to_string(&key_path),
-    ) {
-        (Ok(chain), Ok(key)) => (chain, key),
+        std::fs::read_to_string(&names_path),
+    );
+    let (chain, key) = match kept {
+        (Ok(chain), Ok(key), Ok(held)) if held == wanted => (chain, key),
         _ => {
-            let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-            if let Ok(host) = std::fs::read_to_string("/etc/hostname")
-                && !host.trim().is_empty()
-            {
-                names.push(host.trim().to_string());
-            }
-            if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
-                names.push(addr.ip().to_string());
-            }
             let (chain, key) = ca
                 .issue_pem_for(&names, 3650)
                 .map_err(|err| tls(err.to_string()))?;
             berth_tls::write_private(&key_path, &key)
                 .and_then(|()| std::fs::write(&chain_path, &chain))
+                .and_then(|()| std::fs::write(&names_path, &wanted))
                 .map_err(|err| tls(format!("cannot keep the API's certificate: {err}")))?;
             (chain, key)
         }

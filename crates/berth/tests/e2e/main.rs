@@ -19,6 +19,7 @@ mod migrations;
 mod packages;
 mod ports;
 mod private_names;
+mod remote;
 mod resources;
 mod scaling;
 mod server_control;

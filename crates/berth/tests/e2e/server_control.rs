@@ -115,22 +115,11 @@ async fn install_writes_a_unit_systemd_accepts_or_says_why_not() {
         unit.contains(&format!("StandardOutput=append:{data}/server.log")),
         "{unit}"
     );
-    // systemd's own checker, where it is installed.
-    if let Ok(analyze) = which("systemd-analyze") {
+    {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("berth.service");
         std::fs::write(&path, &unit).unwrap();
-        let verified = tokio::process::Command::new(analyze)
-            .arg("verify")
-            .arg(&path)
-            .output()
-            .await
-            .unwrap();
-        let said = String::from_utf8_lossy(&verified.stderr);
-        assert!(
-            verified.status.success() && !said.contains("berth.service"),
-            "systemd-analyze verify: {said}"
-        );
+        crate::support::verify_unit(&path);
     }
     // Flags `berth server` does not take are refused before anything, as
     // is a command.
@@ -170,13 +159,4 @@ async fn install_writes_a_unit_systemd_accepts_or_says_why_not() {
         assert!(failed.stdout.contains("[Service]"), "{}", failed.stdout);
         assert!(!std::path::Path::new("/etc/systemd/system/berth.service").exists());
     }
-}
-
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-        .ok_or(())
 }

@@ -1,4 +1,5 @@
-//! What several suites share: deploying examples/plain under a name.
+//! What several suites share: deploying examples/plain under a name,
+//! checking a systemd unit.
 
 use berth_testkit::{TestServer, example};
 
@@ -13,4 +14,26 @@ pub async fn deploy_plain(server: &TestServer, app: &str, spec: &str) -> tempfil
     .unwrap();
     server.ok_in(dir.path(), &["up"]).await;
     dir
+}
+
+/// Checks a unit file with systemd's own checker, where it is installed.
+pub fn verify_unit(path: &std::path::Path) {
+    let analyze = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("systemd-analyze"))
+        .find(|path| path.is_file());
+    let Some(analyze) = analyze else {
+        return;
+    };
+    let verified = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stderr);
+    assert!(
+        verified.status.success() && !said.contains("berth.service"),
+        "systemd-analyze verify: {said}"
+    );
 }
