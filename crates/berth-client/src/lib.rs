@@ -190,6 +190,12 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/tunnel`: the tunnel to a relay, if the server keeps one.
+    pub async fn tunnel(&self) -> Result<Option<berth_proto::TunnelStatus>> {
+        self.json(self.request(Method::GET, &["v1", "tunnel"])?)
+            .await
+    }
+
     /// `GET /v1/apps`.
     pub async fn apps(&self) -> Result<Vec<AppSummary>> {
         self.json(self.request(Method::GET, &["v1", "apps"])?).await

@@ -409,6 +409,26 @@ pub struct ServerInfo {
     pub pid: u32,
 }
 
+/// The answer of `GET /v1/tunnel`: the tunnel to a relay, when the
+/// server keeps one (`--tunnel`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TunnelStatus {
+    /// The relay's `HOST:PORT`.
+    pub relay: String,
+    /// `connecting`, `connected` or `retrying`.
+    pub state: String,
+    /// When it came up (Unix seconds), while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// The names the relay routes here, while connected.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Why it is down, while retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The answer of `GET /v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -21,6 +21,7 @@ pub mod route;
 mod router_state;
 pub mod sockets;
 pub mod statics;
+pub mod tunneled;
 pub mod upstream;
 
 pub use balance::{Backend, InFlight};
@@ -29,3 +30,4 @@ pub use listen::{AcmeAnswers, Edge, serve};
 pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, Waker};
 pub use sockets::RouterSockets;
 pub use statics::StaticDir;
+pub use tunneled::serve_tunneled;

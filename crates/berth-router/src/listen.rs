@@ -51,14 +51,7 @@ pub async fn serve(
     edge: Edge,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut state = RouterState::new(table, domain_suffix);
-    if let Some(state) = Arc::get_mut(&mut state) {
-        state.acme_http = edge.acme_http;
-        state.secure = edge.tls.is_some();
-        state.https_port = edge.https_port;
-        state.trusted_proxies = edge.trusted_proxies;
-    }
-    let acceptor = edge.tls.map(tokio_rustls::TlsAcceptor::from);
+    let (state, acceptor) = listener_state(table, domain_suffix, edge);
     let builder = Arc::new(http_builder());
     tokio::pin!(shutdown);
     loop {
@@ -74,25 +67,55 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let Some(acceptor) = &acceptor else {
-            tokio::spawn(serve_connection(
-                state.clone(),
-                builder.clone(),
-                stream,
-                client,
-                false,
-            ));
-            continue;
-        };
-        let (state, builder, acceptor) = (state.clone(), builder.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(state, builder, stream, client, true).await,
-                Ok(Err(err)) => tracing::debug!(%client, error = %err, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
-            }
-        });
+        accept(&state, &builder, acceptor.as_ref(), stream, client);
     }
+}
+
+/// A listener's state and, for HTTPS, its TLS acceptor.
+pub(crate) fn listener_state(
+    table: watch::Receiver<Arc<RouteTable>>,
+    domain_suffix: String,
+    edge: Edge,
+) -> (Arc<RouterState>, Option<tokio_rustls::TlsAcceptor>) {
+    let mut state = RouterState::new(table, domain_suffix);
+    if let Some(state) = Arc::get_mut(&mut state) {
+        state.acme_http = edge.acme_http;
+        state.secure = edge.tls.is_some();
+        state.https_port = edge.https_port;
+        state.trusted_proxies = edge.trusted_proxies;
+    }
+    (state, edge.tls.map(tokio_rustls::TlsAcceptor::from))
+}
+
+/// Serves one accepted connection in a task of its own: its TLS handshake
+/// first when the listener serves HTTPS.
+pub(crate) fn accept<S>(
+    state: &Arc<RouterState>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+    stream: S,
+    client: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(acceptor) = acceptor else {
+        tokio::spawn(serve_connection(
+            state.clone(),
+            builder.clone(),
+            stream,
+            client,
+            false,
+        ));
+        return;
+    };
+    let (state, builder, acceptor) = (state.clone(), builder.clone(), acceptor.clone());
+    tokio::spawn(async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_connection(state, builder, stream, client, true).await,
+            Ok(Err(err)) => tracing::debug!(%client, error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+        }
+    });
 }
 
 /// How the router speaks HTTP: 1.1 with keep-alive (30 s to send the

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     /// Names and addresses the API's certificate holds besides this host's
     /// own (the host name a remote client dials).
     pub api_names: Vec<String>,
+    /// A relay to keep a tunnel to (`--tunnel HOST:PORT`) and its token.
+    pub tunnel: Option<(String, berth_tunnel::TunnelToken)>,
     /// Proxies in front of the router whose `X-Forwarded-*` are believed.
     pub trusted_proxies: Vec<berth_proto::IpRange>,
     /// Per-app build directories (cargo's target dirs). Defaults to
@@ -59,6 +61,7 @@ impl ServerConfig {
             trusted_proxies: Vec::new(),
             api_tls: false,
             api_names: Vec::new(),
+            tunnel: None,
             domain_suffix: "localhost".into(),
             max_upload_bytes: 200 * 1024 * 1024,
             max_source_bytes: 512 * 1024 * 1024,

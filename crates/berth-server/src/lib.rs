@@ -26,6 +26,7 @@ pub(crate) mod services;
 pub(crate) mod stored_spec;
 #[cfg(test)]
 mod testing;
+pub(crate) mod tunnel;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -330,6 +331,10 @@ pub async fn run(
     let https_url = https
         .as_ref()
         .map(|https| format!("https://{}", https.sockets.local_addr()));
+    let tunnel_state = config.tunnel.as_ref().map(|(relay, _)| {
+        let (sender, receiver) = tokio::sync::watch::channel(berth_tunnel::TunnelState::Connecting);
+        (relay.clone(), sender, receiver)
+    });
     let state = api::ApiState {
         store,
         logs,
@@ -346,6 +351,9 @@ pub async fn run(
             path: data.to_path_buf(),
             bytes: config.disk_reserve_bytes,
         }),
+        tunnel: tunnel_state
+            .as_ref()
+            .map(|(relay, _, receiver)| (relay.clone(), receiver.clone())),
     };
 
     // Spawn.
@@ -357,6 +365,7 @@ pub async fn run(
         .as_ref()
         .map(|https| https.sockets.local_addr().port());
     let trusted_proxies: Arc<[berth_proto::IpRange]> = Arc::from(config.trusted_proxies.clone());
+    let mut https_edge = None;
     let mut router_threads = match https {
         Some(https) => {
             let addr = https.sockets.local_addr();
@@ -370,6 +379,7 @@ pub async fn run(
                 https_port,
                 trusted_proxies: trusted_proxies.clone(),
             };
+            https_edge = Some(edge.clone());
             https
                 .sockets
                 .serve(
@@ -388,6 +398,20 @@ pub async fn run(
         https_port,
         trusted_proxies,
     };
+    if let (Some((relay, token)), Some((_, sender, _))) = (&config.tunnel, tunnel_state) {
+        tunnel::start(
+            tunnel::TunnelSetup {
+                relay: relay.clone(),
+                token: token.clone(),
+                table: route_receiver.clone(),
+                domain_suffix: config.domain_suffix.clone(),
+                plain: plain.clone(),
+                https: https_edge,
+                state: sender,
+            },
+            &shutdown,
+        );
+    }
     router_threads.extend(
         router_sockets
             .serve(

@@ -219,6 +219,13 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// `command` (a `berth` run some other way, such as in a network
+    /// namespace), run like the others.
+    pub fn from_command(mut command: Command) -> Cli {
+        command.stdin(Stdio::null()).kill_on_drop(true);
+        Cli { command }
+    }
+
     /// Runs it in `dir`.
     pub fn current_dir(mut self, dir: &Path) -> Self {
         self.command.current_dir(dir);

@@ -15,6 +15,8 @@ pub struct Host {
     pub address: Ipv4Addr,
     /// The address of this side of the link.
     pub gateway: Ipv4Addr,
+    /// The namespace the link's other end is in (`None`: the test's).
+    outer: Option<String>,
 }
 
 fn ip(args: &[&str]) {
@@ -58,6 +60,67 @@ impl Host {
             link,
             address,
             gateway,
+            outer: None,
+        }
+    }
+
+    /// A namespace whose only link goes to `outer`'s namespace (a home
+    /// network behind a router): reachable from there at
+    /// [`Host::address`], where it reaches `outer` at [`Host::gateway`].
+    pub fn behind(outer: &Host, role: &str, tag: u32) -> Host {
+        let pid = std::process::id();
+        let name = format!("berth-{role}-{pid}-{tag}");
+        let link = format!("bh{}{tag}", pid % 100_000);
+        let subnet = (pid * 7 + tag) % 16_000;
+        let (third, fourth) = (subnet / 62, (subnet % 62) * 4);
+        let gateway = Ipv4Addr::new(10, 237, third as u8, fourth as u8 + 1);
+        let address = Ipv4Addr::new(10, 237, third as u8, fourth as u8 + 2);
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link",
+            "add",
+            &link,
+            "netns",
+            &outer.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &name,
+        ]);
+        ip(&[
+            "-n",
+            &outer.name,
+            "addr",
+            "add",
+            &format!("{gateway}/30"),
+            "dev",
+            &link,
+        ]);
+        ip(&["-n", &outer.name, "link", "set", &link, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{address}/30"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &name, "link", "set", "eth0", "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Host {
+            name,
+            link,
+            address,
+            gateway,
+            outer: Some(outer.name.clone()),
         }
     }
 
@@ -71,9 +134,13 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.link])
-            .status();
+        // (Deleting the namespace deletes a link to another namespace.)
+        if self.outer.is_none() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.link])
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

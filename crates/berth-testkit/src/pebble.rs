@@ -22,6 +22,12 @@ pub struct PebblePlan {
     listener_root_pem: String,
     /// How long the certificates it issues last (pebble's default: 5 years).
     pub validity: Option<std::time::Duration>,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
+    /// Where it listens: loopback, or every address in its namespace.
+    bind: std::net::IpAddr,
+    /// Where the test reaches its listeners.
+    reach: std::net::IpAddr,
 }
 
 /// A running pebble with its DNS.
@@ -40,9 +46,34 @@ fn free_port() -> u16 {
 impl PebblePlan {
     /// Picks ports and makes pebble's HTTPS certificate.
     pub fn new() -> PebblePlan {
+        PebblePlan::with_names(&["localhost".to_string()])
+    }
+
+    /// A CA in the network namespace `netns` (see [`crate::netns::Host`]):
+    /// its ACME directory at `https://DIRECTORY_HOST:PORT/dir`, what the
+    /// test reaches at `reach`; its DNS answers every name with the
+    /// namespace's own 127.0.0.1.
+    pub fn in_namespace(
+        netns: &str,
+        directory_host: std::net::IpAddr,
+        reach: std::net::IpAddr,
+    ) -> PebblePlan {
+        let mut plan = PebblePlan::with_names(&[
+            "localhost".to_string(),
+            directory_host.to_string(),
+            reach.to_string(),
+        ]);
+        plan.netns = Some(netns.to_string());
+        plan.bind = std::net::Ipv4Addr::UNSPECIFIED.into();
+        plan.reach = reach;
+        plan.directory = format!("https://{directory_host}:{}/dir", plan.listen);
+        plan
+    }
+
+    fn with_names(names: &[String]) -> PebblePlan {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = berth_tls::LocalCa::open_or_create(&dir.path().join("ca")).expect("a test CA");
-        let (chain, key) = ca.issue_pem("localhost").expect("pebble's certificate");
+        let (chain, key) = ca.issue_pem_for(names, 30).expect("pebble's certificate");
         std::fs::write(dir.path().join("cert.pem"), chain).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
         let listen = free_port();
@@ -55,6 +86,9 @@ impl PebblePlan {
             listener_root: dir.path().join("ca/ca.pem"),
             listener_root_pem: ca.root_pem().to_string(),
             validity: None,
+            netns: None,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            reach: std::net::Ipv4Addr::LOCALHOST.into(),
             dir,
         }
     }
@@ -64,8 +98,8 @@ impl PebblePlan {
     pub async fn start(self, http_port: u16, tls_port: u16) -> Pebble {
         let mut config = serde_json::json!({
             "pebble": {
-                "listenAddress": format!("127.0.0.1:{}", self.listen),
-                "managementListenAddress": format!("127.0.0.1:{}", self.management),
+                "listenAddress": SocketAddr::new(self.bind, self.listen).to_string(),
+                "managementListenAddress": SocketAddr::new(self.bind, self.management).to_string(),
                 "certificate": self.dir.path().join("cert.pem"),
                 "privateKey": self.dir.path().join("key.pem"),
                 "httpPort": http_port,
@@ -84,19 +118,27 @@ impl PebblePlan {
                 .map(Stdio::from)
                 .unwrap_or_else(|_| Stdio::null())
         };
-        let challtest = Command::new("pebble-challtestsrv")
+        let command = |program: &str| match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, program]);
+                command
+            }
+            None => Command::new(program),
+        };
+        let challtest = command("pebble-challtestsrv")
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args(["-dns01", &format!("127.0.0.1:{}", self.dns)])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args([
                 "-management",
-                &format!("127.0.0.1:{}", self.challtest_management),
+                &SocketAddr::new(self.bind, self.challtest_management).to_string(),
             ])
             .stdout(log("challtestsrv.log"))
             .stderr(log("challtestsrv.err"))
             .spawn()
             .expect("pebble-challtestsrv (Debian's pebble package; .ci/run installs it)");
-        let pebble = Command::new("pebble")
+        let pebble = command("pebble")
             .arg("-config")
             .arg(&config_path)
             .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
@@ -127,7 +169,7 @@ impl Default for PebblePlan {
 impl Pebble {
     async fn wait_for(&self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        while tokio::net::TcpStream::connect((self.plan.reach, port))
             .await
             .is_err()
         {
@@ -153,7 +195,7 @@ impl Pebble {
 
     /// The root of the certificates pebble issues (PEM), for a client to trust.
     pub async fn issuing_root(&self) -> String {
-        let management = SocketAddr::from(([127, 0, 0, 1], self.plan.management));
+        let management = SocketAddr::new(self.plan.reach, self.plan.management);
         let answer = crate::https_get(
             management,
             "localhost",
@@ -192,7 +234,7 @@ impl Pebble {
         let body =
             serde_json::json!({ "host": format!("{name}."), "addresses": [address] }).to_string();
         let answer = crate::http_request(
-            SocketAddr::from(([127, 0, 0, 1], self.plan.challtest_management)),
+            SocketAddr::new(self.plan.reach, self.plan.challtest_management),
             "localhost",
             "POST",
             "/add-a",

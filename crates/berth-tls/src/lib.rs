@@ -21,7 +21,10 @@ pub use acme::{
 pub use ari::{MAX_CHECK_INTERVAL, MIN_CHECK_INTERVAL, RenewalWindow, renewal_time};
 pub use ca::LocalCa;
 pub use ca::write_private;
-pub use pinning::{certificate_pem, fingerprint, first_contact_chain, pinned_client_config};
+pub use pinning::{
+    certificate_pem, fingerprint, fingerprint_pinned_client_config, first_contact_chain,
+    pinned_client_config,
+};
 pub use resolver::{
     Certificates, NameFilter, PublicCertificate, server_config, single_cert_config,
 };

@@ -102,6 +102,118 @@ pub fn pinned_client_config(root_pem: &str) -> Result<rustls::ClientConfig, TlsE
         .with_no_client_auth())
 }
 
+/// Verifies that the server's chain holds a CA certificate with one
+/// pinned SHA-256 fingerprint and leads to it: how a home server checks
+/// its tunnel relay, whose fingerprint comes with the tunnel token.
+#[derive(Debug)]
+struct PinnedFingerprint {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedFingerprint {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let root = intermediates
+            .iter()
+            .find(|der| fingerprint(der.as_ref()) == self.fingerprint)
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(root.clone().into_owned())
+            .map_err(|err| rustls::Error::General(err.to_string()))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|err| rustls::Error::General(err.to_string()))?;
+        PinnedRoot { inner }.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client config that trusts only a server whose chain holds the CA
+/// certificate with SHA-256 `fingerprint` (hex, with or without colons),
+/// by chain, not by name.
+pub fn fingerprint_pinned_client_config(
+    fingerprint_hex: &str,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let digits: String = fingerprint_hex
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(crypto("a SHA-256 fingerprint is 64 hex digits"));
+    }
+    let fingerprint = digits
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(crypto)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedFingerprint {
+                fingerprint,
+                provider,
+            }))
+            .with_no_client_auth(),
+    )
+}
+
 /// Accepts any certificate and keeps the chain: only for the first
 /// contact, whose root the user is shown and then pins.
 #[derive(Debug)]

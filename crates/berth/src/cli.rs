@@ -64,7 +64,7 @@ pub enum Command {
     /// Build and deploy the app in DIR to a running server.
     Deploy(DeployArgs),
     /// Run the berth server in the foreground.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// List, create or destroy apps.
     Apps {
         #[command(subcommand)]
@@ -162,6 +162,10 @@ pub enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// The tunnel relay, on a public host: it forwards HTTPS (undecrypted)
+    /// and HTTP to home servers that dial out to it (`berth server
+    /// --tunnel`). `berth relay token add` names who may serve what.
+    Relay(crate::relay_cli::RelayArgs),
     /// The servers this CLI knows: `list`, `use NAME` (the default for
     /// every command; `local` for this machine's), `remove NAME`.
     Context {
@@ -531,7 +535,7 @@ pub fn parse_server_flags(flags: &[String]) -> anyhow::Result<ServerArgs> {
     match <Cli as Parser>::try_parse_from(&argv) {
         Err(err) => anyhow::bail!("not flags `berth server` takes:\n{err}"),
         Ok(cli) => match cli.command {
-            Command::Server(args) if args.action.is_none() => Ok(args),
+            Command::Server(args) if args.action.is_none() => Ok(*args),
             _ => anyhow::bail!(
                 "`berth server install` takes the flags of `berth server`, not a command"
             ),

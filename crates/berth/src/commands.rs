@@ -29,6 +29,26 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.trusted_proxies = args.trusted_proxies;
     config.api_tls = args.api_tls;
     config.api_names = args.api_names;
+    let token = match (&args.tunnel_token, &args.tunnel_token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the tunnel token in {}", path.display()))?;
+            Some(berth_tunnel::TunnelToken::parse(&text)?)
+        }
+        (None, None) => None,
+    };
+    if args.tunnel.is_some() && token.is_none() {
+        bail!("--tunnel needs the relay's token: --tunnel-token T (or BERTH_TUNNEL_TOKEN, or --tunnel-token-file)");
+    }
+    if let (Some(relay), Some(token)) = (args.tunnel, token) {
+        // Tunnelled HTTPS is served with the router's certificates, which
+        // need an HTTPS listener; without one asked for, a loopback one.
+        if config.https_addr.is_none() {
+            config.https_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
+        config.tunnel = Some((relay, token));
+    }
     if args.public && args.domain == "localhost" {
         eprintln!(
             "==> --public without --domain: apps are reachable from outside only at their custom domains (berth domains add)"
@@ -140,6 +160,12 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Login { url, name } => {
             crate::contexts::login(&global, &url, global.token.clone(), name).await
         }
+        Command::Relay(args) => match args.action.clone() {
+            Some(crate::relay_cli::RelayAction::Token { command }) => {
+                crate::relay_cli::tokens(&args, command, global.json)
+            }
+            None => unreachable!("running the relay is handled in main"),
+        },
         Command::Context { command } => match command {
             crate::cli::ContextCommand::List => crate::contexts::list(&global),
             crate::cli::ContextCommand::Use { name } => crate::contexts::use_context(&name),
@@ -365,6 +391,9 @@ async fn status(global: &Global, app: &AppArg) -> Result<()> {
     }
     say!("App:     {}", status.name);
     say!("URL:     {}", status.url);
+    if let Ok(Some(tunnel)) = client.tunnel().await {
+        say!("Tunnel:  {}", output::tunnel_line(&tunnel));
+    }
     match &status.release {
         Some(release) => say!(
             "Release: v{} ({}, {}) {}",

@@ -27,6 +27,7 @@ mod edge;
 mod jobs;
 mod logs;
 mod output;
+mod relay_cli;
 mod remote;
 mod resources;
 mod server_args;
@@ -45,7 +46,8 @@ fn main() -> ExitCode {
     berth_runtime::run_instance_init_if_asked();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Server(args) if args.action.is_none() => commands::server(&cli.global, args),
+        cli::Command::Server(args) if args.action.is_none() => commands::server(&cli.global, *args),
+        cli::Command::Relay(args) if args.action.is_none() => relay_cli::run(args),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

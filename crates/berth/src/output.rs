@@ -4,6 +4,23 @@ use std::io::Write;
 
 use berth_proto::{DeployProgress, LogLine};
 
+/// One line about the tunnel to a relay: its state and what it serves.
+pub fn tunnel_line(tunnel: &berth_proto::TunnelStatus) -> String {
+    match tunnel.state.as_str() {
+        "connected" => format!(
+            "connected to {} (serving {})",
+            tunnel.relay,
+            tunnel.domains.join(", ")
+        ),
+        "retrying" => format!(
+            "down, dialling {} again: {}",
+            tunnel.relay,
+            tunnel.error.as_deref().unwrap_or("unknown error")
+        ),
+        _ => format!("connecting to {}", tunnel.relay),
+    }
+}
+
 /// Writes `text` to stdout (see `say!`): exits with status 0 when the
 /// reader has closed the pipe, with status 1 on any other write error.
 pub fn write_stdout(text: std::fmt::Arguments<'_>) {

@@ -58,6 +58,18 @@ pub struct ServerArgs {
     /// are believed, for apps' edge rules and headers. Others' are replaced.
     #[arg(long = "trusted-proxy")]
     pub trusted_proxies: Vec<berth_proto::IpRange>,
+    /// Keep a tunnel to a `berth relay` (`HOST:PORT`) for a machine the
+    /// internet cannot connect to: the relay forwards its apps' HTTPS
+    /// (undecrypted) and HTTP here. Needs --tunnel-token.
+    #[arg(long, env = "BERTH_TUNNEL")]
+    pub tunnel: Option<String>,
+    /// The token `berth relay token add` printed.
+    #[arg(long, env = "BERTH_TUNNEL_TOKEN", hide_env_values = true, value_parser = tunnel_token)]
+    pub tunnel_token: Option<berth_tunnel::TunnelToken>,
+    /// A file holding the token (what `berth server install` writes, so
+    /// the token is in no unit file or command line).
+    #[arg(long, conflicts_with = "tunnel_token")]
+    pub tunnel_token_file: Option<PathBuf>,
     /// Where per-app cargo target dirs live (default: DATA/build).
     #[arg(long, env = "BERTH_BUILD_CACHE")]
     pub build_cache: Option<PathBuf>,
@@ -182,6 +194,11 @@ impl InstallArgs {
         let skip = usize::from(self.ssh_target().is_some());
         &self.flags[skip..]
     }
+}
+
+/// A `--tunnel-token`.
+fn tunnel_token(text: &str) -> Result<berth_tunnel::TunnelToken, String> {
+    berth_tunnel::TunnelToken::parse(text).map_err(|err| err.to_string())
 }
 
 /// An `--api-name`: an IP address or a domain name.

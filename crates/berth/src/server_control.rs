@@ -68,6 +68,10 @@ async fn status(global: &Global, data: &Path) -> Result<()> {
         Some(client) => client.apps().await.ok(),
         None => None,
     };
+    let tunnel = match &client {
+        Some(client) => client.tunnel().await.ok().flatten(),
+        None => None,
+    };
     let up = uptime(info.pid).unwrap_or_default();
     let manager = if unit_runs(info.pid) {
         format!("systemd ({UNIT})")
@@ -90,6 +94,7 @@ async fn status(global: &Global, data: &Path) -> Result<()> {
                 "apps": apps.as_ref().map(Vec::len),
                 "instances_running": running,
                 "managed_by": manager,
+                "tunnel": tunnel,
             }))?
         );
         return Ok(());
@@ -113,6 +118,9 @@ async fn status(global: &Global, data: &Path) -> Result<()> {
         say!("  apps:     {} ({running} instances running)", apps.len());
     }
     say!("  run by:   {manager}");
+    if let Some(tunnel) = &tunnel {
+        say!("  tunnel:   {}", crate::output::tunnel_line(tunnel));
+    }
     Ok(())
 }
 
@@ -169,6 +177,7 @@ const SERVER_ENV: &[&str] = &[
     "BERTH_API_ADDR",
     "BERTH_ROUTER_ADDR",
     "BERTH_HTTPS_ADDR",
+    "BERTH_TUNNEL",
     "BERTH_PUBLIC",
     "BERTH_ACME_DIRECTORY",
     "BERTH_ACME_EMAIL",
@@ -216,10 +225,10 @@ fn unit_environment() -> Vec<(String, String)> {
 }
 
 async fn install(data: &Path, install: &InstallArgs) -> Result<()> {
-    let flags = &install.flags;
-    crate::cli::parse_server_flags(flags)?;
+    crate::cli::parse_server_flags(&install.flags)?;
     let data = std::path::absolute(data)
         .with_context(|| format!("cannot make {} absolute", data.display()))?;
+    let flags = &token_to_file(&install.flags, &data, install.print)?;
     if data.display().to_string().chars().any(char::is_whitespace) {
         bail!(
             "the data dir {} has a space in its path, which systemd's log setting cannot hold; choose another with --data",
@@ -275,6 +284,39 @@ async fn install(data: &Path, install: &InstallArgs) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The flags with a tunnel token (`--tunnel-token T` or
+/// `BERTH_TUNNEL_TOKEN`) moved into `DATA/tunnel-token` (0600) and named by
+/// `--tunnel-token-file`: a unit file and a command line are readable by
+/// every user.
+fn token_to_file(flags: &[String], data: &Path, print: bool) -> Result<Vec<String>> {
+    let mut kept = Vec::with_capacity(flags.len());
+    let mut token = std::env::var("BERTH_TUNNEL_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty());
+    let mut words = flags.iter();
+    while let Some(flag) = words.next() {
+        if let Some(value) = flag.strip_prefix("--tunnel-token=") {
+            token = Some(value.to_string());
+        } else if flag == "--tunnel-token" {
+            token = words.next().cloned();
+        } else {
+            kept.push(flag.clone());
+        }
+    }
+    let Some(token) = token else {
+        return Ok(kept);
+    };
+    let path = data.join("tunnel-token");
+    if !print {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create the data dir {}", data.display()))?;
+        berth_tls::write_private(&path, &format!("{token}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    kept.extend(["--tunnel-token-file".into(), path.display().to_string()]);
+    Ok(kept)
 }
 
 /// `--no-systemd`: the server started now, in the background, as the unit

@@ -130,6 +130,7 @@ fn serve(mut stream: std::net::TcpStream, instance: &str) {
     let mut line = String::new();
     let mut target = String::from("/");
     let mut first = true;
+    let mut forwarded_for = String::new();
     // Read the request head; the body (if any) is ignored.
     loop {
         line.clear();
@@ -140,11 +141,19 @@ fn serve(mut stream: std::net::TcpStream, instance: &str) {
                 if first {
                     target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
                     first = false;
+                } else if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("x-forwarded-for") {
+                        forwarded_for = value.trim().to_string();
+                    }
                 }
             }
         }
     }
-    let (status, body) = answer(&target, instance);
+    let (status, body) = if target == "/forwarded-for" {
+        (200, forwarded_for)
+    } else {
+        answer(&target, instance)
+    };
     let _ = write!(
         stream,
         "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

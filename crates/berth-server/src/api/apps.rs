@@ -20,6 +20,40 @@ pub(super) async fn health(State(state): State<ApiState>) -> Json<ServerHealth> 
     })
 }
 
+/// The tunnel to a relay: `null` when the server keeps none.
+#[utoipa::path(get, path = "/v1/tunnel", responses((status = 200, body = Option<berth_proto::TunnelStatus>)))]
+pub(super) async fn tunnel(
+    State(state): State<ApiState>,
+) -> Json<Option<berth_proto::TunnelStatus>> {
+    Json(state.tunnel.as_ref().map(|(relay, current)| {
+        let unix = |time: std::time::SystemTime| {
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map(|since| since.as_secs())
+                .unwrap_or_default()
+        };
+        let mut status = berth_proto::TunnelStatus {
+            relay: relay.clone(),
+            state: "connecting".into(),
+            since: None,
+            domains: Vec::new(),
+            error: None,
+        };
+        match &*current.borrow() {
+            berth_tunnel::TunnelState::Connecting => {}
+            berth_tunnel::TunnelState::Connected { since, domains } => {
+                status.state = "connected".into();
+                status.since = Some(unix(*since));
+                status.domains = domains.clone();
+            }
+            berth_tunnel::TunnelState::Retrying { error } => {
+                status.state = "retrying".into();
+                status.error = Some(error.clone());
+            }
+        }
+        status
+    }))
+}
+
 /// Every app.
 #[utoipa::path(get, path = "/v1/apps", responses((status = 200, body = [AppSummary])))]
 pub(super) async fn list_apps(State(state): State<ApiState>) -> ApiResult<Json<Vec<AppSummary>>> {

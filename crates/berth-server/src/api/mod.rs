@@ -47,7 +47,7 @@ use resources::*;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "berth", description = "Host Rust apps on machines you own."),
-    paths(health, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
+    paths(health, tunnel, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
         list_jobs, run_job, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root,
         get_edge, set_edge),
@@ -58,7 +58,7 @@ use resources::*;
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
         berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob,
         berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts, berth_proto::DomainCertificate,
-        berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit
+        berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit, berth_proto::TunnelStatus
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -87,6 +87,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub fn routes(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/v1/apps", get(list_apps).post(create_app))
+        .route("/v1/tunnel", get(tunnel))
         .route("/v1/apps/{app}", get(app_status).delete(destroy_app))
         .route(
             "/v1/apps/{app}/deploy",

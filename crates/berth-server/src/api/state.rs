@@ -26,6 +26,11 @@ pub struct ApiState {
     pub(crate) certs: Option<crate::edge::certs::CertDesk>,
     pub(crate) max_upload_bytes: u64,
     pub(crate) disk: Arc<crate::disk::DiskReserve>,
+    /// The tunnel's relay and state, when the server keeps one.
+    pub(crate) tunnel: Option<(
+        String,
+        tokio::sync::watch::Receiver<berth_tunnel::TunnelState>,
+    )>,
 }
 
 impl ApiState {

@@ -26,5 +26,6 @@ mod server_control;
 mod shuttle;
 mod support;
 mod tls;
+mod tunnel;
 mod volumes;
 mod workspaces;

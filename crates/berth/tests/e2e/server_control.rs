@@ -115,6 +115,27 @@ async fn install_writes_a_unit_systemd_accepts_or_says_why_not() {
         unit.contains(&format!("StandardOutput=append:{data}/server.log")),
         "{unit}"
     );
+    // A tunnel token goes to a file of the data dir's, not into the unit
+    // (readable by every user).
+    let token = format!("{}.{}", "1f".repeat(32), "2e".repeat(32));
+    let tunnelled = server
+        .ok(&[
+            "server",
+            "install",
+            "--print",
+            "--tunnel",
+            "relay.example.com:7835",
+            "--tunnel-token",
+            &token,
+        ])
+        .await
+        .stdout;
+    assert!(
+        tunnelled.contains(&format!(
+            "--tunnel relay.example.com:7835 --tunnel-token-file {data}/tunnel-token\n"
+        )) && !tunnelled.contains(&token),
+        "{tunnelled}"
+    );
     {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("berth.service");

@@ -1,0 +1,244 @@
+//! The home server's side of the tunnel: it dials the relay, proves its
+//! token, serves the HTTP/2 streams the relay opens, and hands each to the
+//! router as a connection from the client address its PROXY v2 header
+//! names. It dials again with backoff whenever the tunnel drops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, channel::Channel};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::proxy_v2::{Decoded, decode};
+use crate::tokens::TunnelToken;
+use crate::{TunnelError, protocol};
+
+/// A connection that came through the tunnel, and its client's address.
+pub type Tunneled = (DuplexStream, SocketAddr);
+
+/// Where tunnelled connections go: the router's plain HTTP and its HTTPS.
+#[derive(Clone)]
+pub struct Destinations {
+    /// Port 80's.
+    pub http: mpsc::Sender<Tunneled>,
+    /// Port 443's.
+    pub https: mpsc::Sender<Tunneled>,
+}
+
+/// The tunnel's state, for `berth status`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TunnelState {
+    /// Dialling.
+    Connecting,
+    /// Up since `since`, serving `domains`.
+    Connected {
+        /// When it came up.
+        since: std::time::SystemTime,
+        /// What the relay routes here.
+        domains: Vec<String>,
+    },
+    /// Down; dialling again after a pause.
+    Retrying {
+        /// Why it is down.
+        error: String,
+    },
+}
+
+/// The first backoff after a tunnel drops, and the longest.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
+/// The pause after the relay refused the token: it will not change soon.
+const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Keeps a tunnel to `relay` (`HOST:PORT`) up until `shutdown` completes.
+pub async fn run(
+    relay: String,
+    token: TunnelToken,
+    destinations: Destinations,
+    state: watch::Sender<TunnelState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let tls = match berth_tls::fingerprint_pinned_client_config(&token.relay_ca) {
+        Ok(mut config) => {
+            config.alpn_protocols = vec![protocol::ALPN.to_vec()];
+            Arc::new(config)
+        }
+        Err(err) => {
+            state.send_replace(TunnelState::Retrying {
+                error: err.to_string(),
+            });
+            return;
+        }
+    };
+    let keep_up = async {
+        let mut backoff = BACKOFF.0;
+        loop {
+            state.send_replace(TunnelState::Connecting);
+            let started = Instant::now();
+            let outcome = connect_and_serve(&relay, &token, &tls, &destinations, &state).await;
+            let error = match outcome {
+                Ok(()) => "the relay closed the tunnel".to_string(),
+                Err(err) => err.to_string(),
+            };
+            let refused = error.contains("refused the token");
+            tracing::warn!(%relay, %error, "tunnel down; dialling again");
+            state.send_replace(TunnelState::Retrying { error });
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = BACKOFF.0;
+            }
+            let pause = if refused { REFUSED_BACKOFF } else { backoff };
+            // Jitter, so home servers do not all dial at once.
+            let jitter = pause.mul_f64(rand::random::<f64>() * 0.2);
+            tokio::time::sleep(pause + jitter).await;
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    };
+    tokio::select! {
+        () = keep_up => {}
+        () = shutdown => {}
+    }
+}
+
+async fn connect_and_serve(
+    relay: &str,
+    token: &TunnelToken,
+    tls: &Arc<rustls::ClientConfig>,
+    destinations: &Destinations,
+    state: &watch::Sender<TunnelState>,
+) -> Result<(), TunnelError> {
+    let tcp = tokio::time::timeout(
+        protocol::HANDSHAKE_TIMEOUT,
+        tokio::net::TcpStream::connect(relay),
+    )
+    .await
+    .map_err(|_| TunnelError::Io(format!("{relay} did not answer within 10s")))?
+    .map_err(|err| TunnelError::Io(format!("cannot reach {relay}: {err}")))?;
+    let _ = tcp.set_nodelay(true);
+    let host = relay
+        .rsplit_once(':')
+        .map_or(relay, |(host, _)| host)
+        .trim_matches(['[', ']']);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|err| TunnelError::Tls(format!("`{host}`: {err}")))?;
+    let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|err| TunnelError::Tls(format!("the relay at {relay}: {err}")))?;
+    protocol::write_hello(&mut stream, &token.secret).await?;
+    let answer = protocol::read_line(&mut stream).await?;
+    let domains = match answer.split_once(' ') {
+        Some(("OK", rest)) => rest
+            .split_once(' ')
+            .map(|(_, domains)| domains.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        Some(("NO", why)) => {
+            return Err(TunnelError::Protocol(format!(
+                "the relay refused the token: {why}"
+            )));
+        }
+        _ => return Err(TunnelError::Protocol(format!("the relay said `{answer}`"))),
+    };
+    tracing::info!(%relay, ?domains, "tunnel up");
+    state.send_replace(TunnelState::Connected {
+        since: std::time::SystemTime::now(),
+        domains,
+    });
+    let destinations = destinations.clone();
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let destinations = destinations.clone();
+        async move { Ok::<_, std::convert::Infallible>(open_stream(request, &destinations)) }
+    });
+    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(protocol::PING_EVERY)
+        .keep_alive_timeout(protocol::PING_TIMEOUT)
+        .initial_stream_window_size(protocol::STREAM_WINDOW)
+        .initial_connection_window_size(protocol::CONNECTION_WINDOW)
+        .max_concurrent_streams(4096)
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+        .map_err(|err| TunnelError::Protocol(format!("tunnel: {err}")))
+}
+
+/// One stream the relay opened: a connection for the router.
+fn open_stream(
+    request: http::Request<Incoming>,
+    destinations: &Destinations,
+) -> http::Response<Channel<Bytes>> {
+    let destination = match request
+        .headers()
+        .get(protocol::PORT_HEADER)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some("80") => destinations.http.clone(),
+        Some("443") => destinations.https.clone(),
+        _ => {
+            let (_, body) = Channel::new(1);
+            let mut response = http::Response::new(body);
+            *response.status_mut() = http::StatusCode::BAD_REQUEST;
+            return response;
+        }
+    };
+    let (router_side, tunnel_side) = tokio::io::duplex(64 * 1024);
+    let (mut from_router, mut to_router) = tokio::io::split(tunnel_side);
+    let (mut sender, body) = Channel::<Bytes>::new(4);
+    let mut incoming = request.into_body();
+    tokio::spawn(async move {
+        // The PROXY v2 header first: who the client is.
+        let mut buffered = Vec::new();
+        let client = loop {
+            match decode(&buffered) {
+                Decoded::Header { length, client } => {
+                    buffered.drain(..length);
+                    break client;
+                }
+                Decoded::Invalid => return,
+                Decoded::Incomplete => match incoming.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            buffered.extend_from_slice(&data);
+                        }
+                    }
+                    _ => return,
+                },
+            }
+        };
+        let client = client.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        if destination.send((router_side, client)).await.is_err() {
+            return;
+        }
+        let answer = tokio::spawn(async move {
+            let mut chunk = vec![0u8; 32 * 1024];
+            loop {
+                match from_router.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => {
+                        if sender
+                            .send_data(Bytes::copy_from_slice(&chunk[..read]))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        if to_router.write_all(&buffered).await.is_ok() {
+            while let Some(Ok(frame)) = incoming.frame().await {
+                if let Ok(data) = frame.into_data()
+                    && to_router.write_all(&data).await.is_err()
+                {
+                    break;
+                }
+            }
+        }
+        let _ = to_router.shutdown().await;
+        let _ = answer.await;
+    });
+    http::Response::new(body)
+}

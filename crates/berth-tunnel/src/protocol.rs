@@ -1,0 +1,81 @@
+//! The tunnel's wire: TLS (ALPN `berth-tunnel/1`), one line from the home
+//! server (`BERTH-TUNNEL/1 SECRET`), one line back (`OK NAME DOMAINS` or
+//! `NO REASON`), then HTTP/2 in which the relay is the client: a `POST`
+//! per public connection, `x-berth-port: 80|443`, whose request body is
+//! the client's bytes (after a PROXY v2 header) and response body the
+//! home server's.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::TunnelError;
+
+/// The ALPN protocol of the tunnel's TLS.
+pub const ALPN: &[u8] = b"berth-tunnel/1";
+/// What the home server's first line starts with.
+const HELLO: &str = "BERTH-TUNNEL/1 ";
+/// The header that says which public port a stream came in on.
+pub const PORT_HEADER: &str = "x-berth-port";
+/// How long a TLS handshake, the hello, or a client's first bytes may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on an idle tunnel, so a dead peer is noticed.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+/// How long a ping may go unanswered before the tunnel is given up.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Flow-control window of one stream.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
+/// Flow-control window of the whole tunnel.
+pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Reads one line of at most 512 bytes, without reading past it.
+pub async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, TunnelError> {
+    let mut line = Vec::new();
+    let read = async {
+        loop {
+            let byte = stream
+                .read_u8()
+                .await
+                .map_err(|err| TunnelError::Protocol(format!("the peer closed: {err}")))?;
+            if byte == b'\n' {
+                return Ok(());
+            }
+            line.push(byte);
+            if line.len() > 512 {
+                return Err(TunnelError::Protocol("line too long".into()));
+            }
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+        .await
+        .map_err(|_| TunnelError::Protocol("no answer within 10s".into()))??;
+    String::from_utf8(line).map_err(|_| TunnelError::Protocol("a line that is not UTF-8".into()))
+}
+
+/// Writes `text` and a newline.
+pub async fn write_line<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    text: &str,
+) -> Result<(), TunnelError> {
+    stream
+        .write_all(format!("{text}\n").as_bytes())
+        .await
+        .and(stream.flush().await)
+        .map_err(|err| TunnelError::Protocol(format!("cannot write: {err}")))
+}
+
+/// The relay's side of the hello: the secret the home server sent.
+pub async fn read_hello<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, TunnelError> {
+    let line = read_line(stream).await?;
+    line.strip_prefix(HELLO)
+        .map(|secret| secret.trim().to_string())
+        .ok_or_else(|| TunnelError::Protocol("not a berth tunnel".into()))
+}
+
+/// The home server's side: its secret.
+pub async fn write_hello<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &str,
+) -> Result<(), TunnelError> {
+    write_line(stream, &format!("{HELLO}{secret}")).await
+}
