@@ -5,13 +5,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, channel::Channel};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::proxy_v2::{Decoded, decode};
@@ -54,6 +54,49 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::fro
 /// The pause after the relay refused the token: it will not change soon.
 const REFUSED_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The tunnel's connections ("lanes"): streams are spread over a few, so
+/// their framing and encryption use more than one core at each end.
+fn lane_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|cores| cores.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// Each lane's state, and the tunnel's as `berth status` shows it: up
+/// while any lane is.
+struct Lanes {
+    states: std::sync::Mutex<Vec<TunnelState>>,
+    published: watch::Sender<TunnelState>,
+}
+
+impl Lanes {
+    fn set(&self, lane: usize, state: TunnelState) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        states[lane] = state;
+        let overall = states
+            .iter()
+            .find(|state| matches!(state, TunnelState::Connected { .. }))
+            .or_else(|| {
+                states
+                    .iter()
+                    .find(|state| matches!(state, TunnelState::Retrying { .. }))
+            })
+            .cloned()
+            .unwrap_or(TunnelState::Connecting);
+        self.published.send_if_modified(|current| {
+            let changed = *current != overall;
+            *current = overall;
+            changed
+        });
+    }
+
+    fn is_connected(&self, lane: usize) -> bool {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(states[lane], TunnelState::Connected { .. })
+    }
+}
+
 /// Keeps a tunnel to `relay` (`HOST:PORT`) up until `shutdown` completes.
 pub async fn run(
     relay: String,
@@ -74,32 +117,54 @@ pub async fn run(
             return;
         }
     };
-    let keep_up = async {
-        let mut backoff = BACKOFF.0;
-        loop {
-            state.send_replace(TunnelState::Connecting);
-            let started = Instant::now();
-            let outcome = connect_and_serve(&relay, &token, &tls, &destinations, &state).await;
-            let error = match outcome {
-                Ok(()) => "the relay closed the tunnel".to_string(),
-                Err(err) => err.to_string(),
-            };
-            let refused = error.contains("refused the token");
-            tracing::warn!(%relay, %error, "tunnel down; dialling again");
-            state.send_replace(TunnelState::Retrying { error });
-            if started.elapsed() > Duration::from_secs(10) {
-                backoff = BACKOFF.0;
-            }
-            let pause = if refused { REFUSED_BACKOFF } else { backoff };
-            // Jitter, so home servers do not all dial at once.
-            let jitter = pause.mul_f64(rand::random::<f64>() * 0.2);
-            tokio::time::sleep(pause + jitter).await;
-            backoff = (backoff * 2).min(BACKOFF.1);
+    let count = lane_count();
+    let lanes = Arc::new(Lanes {
+        states: std::sync::Mutex::new(vec![TunnelState::Connecting; count]),
+        published: state,
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..count {
+        tasks.spawn(keep_lane_up(
+            lane,
+            relay.clone(),
+            token.clone(),
+            tls.clone(),
+            destinations.clone(),
+            lanes.clone(),
+        ));
+    }
+    shutdown.await;
+    tasks.abort_all();
+}
+
+/// One lane: dialled, served until it drops, dialled again after a pause
+/// that starts short once it had been up.
+async fn keep_lane_up(
+    lane: usize,
+    relay: String,
+    token: TunnelToken,
+    tls: Arc<rustls::ClientConfig>,
+    destinations: Destinations,
+    lanes: Arc<Lanes>,
+) {
+    let mut backoff = BACKOFF.0;
+    loop {
+        let outcome = connect_and_serve(&relay, &token, &tls, &destinations, &lanes, lane).await;
+        if lanes.is_connected(lane) {
+            backoff = BACKOFF.0;
         }
-    };
-    tokio::select! {
-        () = keep_up => {}
-        () = shutdown => {}
+        let error = match outcome {
+            Ok(()) => "the relay closed the tunnel".to_string(),
+            Err(err) => err.to_string(),
+        };
+        let refused = error.contains("refused the token");
+        tracing::warn!(%relay, lane, %error, "tunnel down; dialling again");
+        lanes.set(lane, TunnelState::Retrying { error });
+        let pause = if refused { REFUSED_BACKOFF } else { backoff };
+        // Jitter, so home servers do not all dial at once.
+        let jitter = pause.mul_f64(rand::random::<f64>() * 0.2);
+        tokio::time::sleep(pause + jitter).await;
+        backoff = (backoff * 2).min(BACKOFF.1);
     }
 }
 
@@ -108,7 +173,8 @@ async fn connect_and_serve(
     token: &TunnelToken,
     tls: &Arc<rustls::ClientConfig>,
     destinations: &Destinations,
-    state: &watch::Sender<TunnelState>,
+    lanes: &Lanes,
+    lane: usize,
 ) -> Result<(), TunnelError> {
     let tcp = tokio::time::timeout(
         protocol::HANDSHAKE_TIMEOUT,
@@ -142,11 +208,14 @@ async fn connect_and_serve(
         }
         _ => return Err(TunnelError::Protocol(format!("the relay said `{answer}`"))),
     };
-    tracing::info!(%relay, ?domains, "tunnel up");
-    state.send_replace(TunnelState::Connected {
-        since: std::time::SystemTime::now(),
-        domains,
-    });
+    tracing::info!(%relay, lane, ?domains, "tunnel up");
+    lanes.set(
+        lane,
+        TunnelState::Connected {
+            since: std::time::SystemTime::now(),
+            domains,
+        },
+    );
     let destinations = destinations.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let destinations = destinations.clone();
@@ -184,7 +253,7 @@ fn open_stream(
         }
     };
     let (router_side, tunnel_side) = tokio::io::duplex(64 * 1024);
-    let (mut from_router, mut to_router) = tokio::io::split(tunnel_side);
+    let (from_router, mut to_router) = tokio::io::split(tunnel_side);
     let (mut sender, body) = Channel::<Bytes>::new(4);
     let mut incoming = request.into_body();
     tokio::spawn(async move {
@@ -211,23 +280,7 @@ fn open_stream(
         if destination.send((router_side, client)).await.is_err() {
             return;
         }
-        let answer = tokio::spawn(async move {
-            let mut chunk = vec![0u8; 32 * 1024];
-            loop {
-                match from_router.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => {
-                        if sender
-                            .send_data(Bytes::copy_from_slice(&chunk[..read]))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let answer = tokio::spawn(async move { protocol::pump(from_router, &mut sender).await });
         if to_router.write_all(&buffered).await.is_ok() {
             while let Some(Ok(frame)) = incoming.frame().await {
                 if let Ok(data) = frame.into_data()

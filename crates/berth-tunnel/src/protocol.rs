@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::TunnelError;
@@ -78,4 +79,24 @@ pub async fn write_hello<S: AsyncWrite + Unpin>(
     secret: &str,
 ) -> Result<(), TunnelError> {
     write_line(stream, &format!("{HELLO}{secret}")).await
+}
+
+/// Sends what `reader` gives as the data of `body` until either ends,
+/// without copying it again.
+pub async fn pump<R: AsyncRead + Unpin>(
+    mut reader: R,
+    body: &mut http_body_util::channel::Sender<Bytes>,
+) {
+    let mut buffer = BytesMut::with_capacity(32 * 1024);
+    loop {
+        buffer.reserve(32 * 1024);
+        match reader.read_buf(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if body.send_data(buffer.split().freeze()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }

@@ -80,6 +80,8 @@ struct Relay {
     tokens: Mutex<(Option<SystemTime>, Arc<RelayTokens>)>,
     tunnels: Mutex<HashMap<String, Vec<Tunnel>>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Spreads streams over a home server's tunnels.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 impl Relay {
@@ -101,14 +103,19 @@ impl Relay {
         kept.1.clone()
     }
 
+    /// One of the token's live tunnels, taken in turn.
     fn tunnel_for(&self, token: &str) -> Option<Tunnel> {
         let tunnels = self.tunnels.lock().unwrap_or_else(|p| p.into_inner());
-        tunnels
+        let live: Vec<&Tunnel> = tunnels
             .get(token)?
             .iter()
-            .rev()
-            .find(|tunnel| !tunnel.sender.is_closed())
-            .cloned()
+            .filter(|tunnel| !tunnel.sender.is_closed())
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(live[turn % live.len()].clone())
     }
 }
 
@@ -131,6 +138,7 @@ pub async fn run(
         tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
         tunnels: Mutex::new(HashMap::new()),
         next_id: Default::default(),
+        turn: Default::default(),
     });
     let tokens = relay.tokens();
     tracing::info!(
@@ -338,25 +346,10 @@ async fn forward(
     let response = sender.send_request(request);
     let mut opening = crate::proxy_v2::encode(client, local);
     opening.extend_from_slice(&first);
-    let (mut from_client, mut to_client) = stream.into_split();
+    let (from_client, mut to_client) = stream.into_split();
     let upload = async move {
-        if body.send_data(Bytes::from(opening)).await.is_err() {
-            return;
-        }
-        let mut chunk = vec![0u8; 32 * 1024];
-        loop {
-            match from_client.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(read) => {
-                    if body
-                        .send_data(Bytes::copy_from_slice(&chunk[..read]))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
+        if body.send_data(Bytes::from(opening)).await.is_ok() {
+            protocol::pump(from_client, &mut body).await;
         }
     };
     let download = async move {

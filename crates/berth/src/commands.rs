@@ -39,7 +39,9 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
         (None, None) => None,
     };
     if args.tunnel.is_some() && token.is_none() {
-        bail!("--tunnel needs the relay's token: --tunnel-token T (or BERTH_TUNNEL_TOKEN, or --tunnel-token-file)");
+        bail!(
+            "--tunnel needs the relay's token: --tunnel-token T (or BERTH_TUNNEL_TOKEN, or --tunnel-token-file)"
+        );
     }
     if let (Some(relay), Some(token)) = (args.tunnel, token) {
         // Tunnelled HTTPS is served with the router's certificates, which
