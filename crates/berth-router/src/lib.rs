@@ -17,6 +17,8 @@ pub mod edge_rules;
 pub mod fuzz;
 pub mod listen;
 pub mod pages;
+pub mod peek;
+pub mod proxy_v2;
 pub mod route;
 mod router_state;
 pub mod sockets;

@@ -14,9 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::proxy_v2::{Decoded, decode};
 use crate::tokens::TunnelToken;
 use crate::{TunnelError, protocol};
+use berth_router::proxy_v2::{Decoded, decode};
 
 /// A connection that came through the tunnel, and its client's address.
 pub type Tunneled = (DuplexStream, SocketAddr);

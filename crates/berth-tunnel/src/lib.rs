@@ -8,9 +8,7 @@
 //! `protocol` for the wire, `tokens` for who may serve what.
 
 pub mod home;
-pub mod peek;
 pub mod protocol;
-pub mod proxy_v2;
 pub mod relay;
 pub mod tokens;
 

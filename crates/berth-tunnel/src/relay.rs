@@ -19,9 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::peek::{MAX_PEEK, Peeked};
 use crate::tokens::RelayTokens;
 use crate::{TunnelError, protocol};
+use berth_router::peek::{MAX_PEEK, Peeked};
 
 /// Where the relay listens and keeps its files.
 #[derive(Debug, Clone)]
@@ -278,8 +278,8 @@ async fn forward(
     let mut first = Vec::with_capacity(2048);
     let name = loop {
         let peeked = match port {
-            Port::Http => crate::peek::http_host(&first),
-            Port::Https => crate::peek::server_name(&first),
+            Port::Http => berth_router::peek::http_host(&first),
+            Port::Https => berth_router::peek::server_name(&first),
         };
         match peeked {
             Peeked::Name(name) => break name,
@@ -344,7 +344,7 @@ async fn forward(
         .await
         .map_err(|err| TunnelError::Protocol(format!("tunnel: {err}")))?;
     let response = sender.send_request(request);
-    let mut opening = crate::proxy_v2::encode(client, local);
+    let mut opening = berth_router::proxy_v2::encode(client, local);
     opening.extend_from_slice(&first);
     let (from_client, mut to_client) = stream.into_split();
     let upload = async move {
