@@ -166,6 +166,9 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             Some(crate::relay_cli::RelayAction::Token { command }) => {
                 crate::relay_cli::tokens(&args, command, global.json)
             }
+            Some(crate::relay_cli::RelayAction::Install { print, binary }) => {
+                crate::relay_cli::install(&args, print, binary)
+            }
             None => unreachable!("running the relay is handled in main"),
         },
         Command::Context { command } => match command {

@@ -34,6 +34,82 @@ pub enum RelayAction {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run the relay as a systemd service with these flags (`berth relay
+    /// --http … install`), restarted always and started at boot.
+    Install {
+        /// Only print the unit (running this binary where it is now).
+        #[arg(long)]
+        print: bool,
+        /// Where the binary is installed (default: /usr/local/bin/berth).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+}
+
+/// The relay's systemd unit.
+const UNIT: &str = "berth-relay.service";
+
+/// `berth relay install`: the unit, written and started (or printed).
+pub fn install(args: &RelayArgs, print: bool, binary: Option<PathBuf>) -> Result<()> {
+    let dir =
+        std::path::absolute(relay_dir(args)).context("cannot make the relay's dir absolute")?;
+    if dir.display().to_string().chars().any(char::is_whitespace) {
+        bail!(
+            "the relay's dir {} has a space in its path, which systemd's log setting cannot hold",
+            dir.display()
+        );
+    }
+    // Printed, the unit runs this binary where it is; installed, a copy
+    // in /usr/local/bin.
+    let binary = match binary {
+        Some(binary) => binary,
+        None if print => std::env::current_exe().context("cannot find the berth binary")?,
+        None => PathBuf::from("/usr/local/bin/berth"),
+    };
+    let flags = [
+        "--http".to_string(),
+        args.http.to_string(),
+        "--https".into(),
+        args.https.to_string(),
+        "--tunnel".into(),
+        args.tunnel.to_string(),
+    ];
+    let unit = crate::server_unit::render_for(
+        &crate::server_unit::Service {
+            command: "relay",
+            dir_flag: "--dir",
+            description: "berth relay: forwards the internet to home servers' tunnels",
+            log: "relay.log",
+        },
+        &binary,
+        &dir,
+        &flags,
+        &[],
+        berth_runtime::can_isolate(),
+    );
+    if print {
+        print!("{unit}");
+        return Ok(());
+    }
+    if !crate::server_process::systemd_runs() {
+        print!("{unit}");
+        bail!(
+            "systemd is not running on this machine (no /run/systemd/system): nothing was installed. \
+             The unit above is what it would install; run `berth relay` under this machine's own service manager instead"
+        );
+    }
+    if !berth_runtime::can_isolate() {
+        bail!("the relay listens on ports 80 and 443: install it as root");
+    }
+    crate::server_restart::install_binary(&binary)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = PathBuf::from("/etc/systemd/system").join(UNIT);
+    std::fs::write(&path, &unit).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::server_process::systemctl(&["daemon-reload"])?;
+    crate::server_process::systemctl(&["enable", "--now", UNIT])?;
+    crate::server_process::systemctl(&["restart", UNIT])?;
+    eprintln!("==> installed {} and started it", path.display());
+    Ok(())
 }
 
 /// `berth relay token add|list|remove`.

@@ -1,4 +1,5 @@
-//! The systemd unit `berth server install` writes.
+//! The systemd units `berth server install` and `berth relay install`
+//! write.
 
 use std::path::Path;
 
@@ -31,16 +32,52 @@ pub fn render(
     environment: &[(String, String)],
     system: bool,
 ) -> String {
+    render_for(
+        &Service {
+            command: "server",
+            dir_flag: "--data",
+            description: "berth: hosts Rust apps",
+            log: "server.log",
+        },
+        binary,
+        data,
+        flags,
+        environment,
+        system,
+    )
+}
+
+/// Which berth command a unit runs.
+pub struct Service {
+    /// `server` or `relay`.
+    pub command: &'static str,
+    /// The flag that names its dir.
+    pub dir_flag: &'static str,
+    /// The unit's description.
+    pub description: &'static str,
+    /// Its log, in its dir.
+    pub log: &'static str,
+}
+
+/// The unit that runs `binary COMMAND DIR_FLAG DIR FLAGS…` (see [`render`]).
+pub fn render_for(
+    service: &Service,
+    binary: &Path,
+    data: &Path,
+    flags: &[String],
+    environment: &[(String, String)],
+    system: bool,
+) -> String {
     let mut exec = vec![
         word(&binary.display().to_string()),
-        "server".to_string(),
-        "--data".to_string(),
+        service.command.to_string(),
+        service.dir_flag.to_string(),
         word(&data.display().to_string()),
     ];
     exec.extend(flags.iter().map(|flag| word(flag)));
     // `append:` takes the path as written: no quotes (the caller refuses
     // a data dir with spaces).
-    let log = data.join("server.log").display().to_string();
+    let log = data.join(service.log).display().to_string();
     let target = if system {
         "multi-user.target"
     } else {
@@ -48,7 +85,7 @@ pub fn render(
     };
     let mut unit = format!(
         "[Unit]\n\
-         Description=berth: hosts Rust apps\n\
+         Description={}\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
          \n\
@@ -63,6 +100,7 @@ pub fn render(
          StandardOutput=append:{log}\n\
          StandardError=append:{log}\n\
          Environment=RUST_LOG=info\n",
+        service.description,
         exec.join(" ")
     );
     for (name, value) in environment {

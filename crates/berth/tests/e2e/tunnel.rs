@@ -235,6 +235,51 @@ async fn a_home_server_behind_a_router_serves_the_internet_through_the_relay() {
         "a secret was listed"
     );
 
+    // The relay as a service: the unit systemd would run (none runs here,
+    // so installing says so and changes nothing).
+    let relay_args = |action: &str| {
+        vec![
+            "relay".to_string(),
+            "--dir".into(),
+            relay_dir.path().display().to_string(),
+            "--http".into(),
+            "0.0.0.0:8080".into(),
+            action.to_string(),
+        ]
+    };
+    let mut print = relay_args("install");
+    print.push("--print".into());
+    let print: Vec<&str> = print.iter().map(String::as_str).collect();
+    let unit = berth_testkit::berth_at_home(relay_dir.path(), &print)
+        .run()
+        .await
+        .success()
+        .stdout;
+    assert!(
+        unit.contains(&format!(
+            " relay --dir {} --http 0.0.0.0:8080 --https 0.0.0.0:443 --tunnel 0.0.0.0:7835\n",
+            relay_dir.path().display()
+        )) && unit.contains("Restart=always"),
+        "{unit}"
+    );
+    let unit_file = relay_dir.path().join("berth-relay.service");
+    std::fs::write(&unit_file, &unit).unwrap();
+    crate::support::verify_unit(&unit_file);
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        let install = relay_args("install");
+        let install: Vec<&str> = install.iter().map(String::as_str).collect();
+        let refused = berth_testkit::berth_at_home(relay_dir.path(), &install)
+            .run()
+            .await
+            .failure();
+        assert!(
+            refused.stderr.contains("nothing was installed"),
+            "{}",
+            refused.stderr
+        );
+        assert!(!std::path::Path::new("/etc/systemd/system/berth-relay.service").exists());
+    }
+
     let mut relay = start_relay(&internet, relay_dir.path());
     let relay_https = SocketAddr::from((internet.address, 443));
     let relay_http = SocketAddr::from((internet.address, 80));
