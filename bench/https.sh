@@ -107,15 +107,8 @@ run() { # NAME URL IN-NAMESPACE [wrk options…]
     else
         out=$(with_hosts wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
     fi
-    local rps p99 errors
-    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-    printf '%-16s %12s %10s %s\n' "$name" "$rps" "$p99" "$errors"
-    eval "${name//-/_}_rps=$rps; ${name//-/_}_p99=$p99"
+    wrk_row "$name" "$out"
 }
-
-to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print substr(v,1,length(v)-2)/1000; else if (v ~ /ms$/) print substr(v,1,length(v)-2); else if (v ~ /s$/) print substr(v,1,length(v)-1)*1000; else print v }'; }
 
 echo "wrk -t2 -c$CONNECTIONS -d$DURATION over HTTPS (HTTP/1.1), examples/hello, same instance for all three"
 printf '%-16s %12s %10s\n' "proxy" "requests/s" "p99"

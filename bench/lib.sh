@@ -75,4 +75,17 @@ berth_pss_kib() { # the same by PSS: pages the forks share with the spawner coun
     echo "$total"
 }
 
+wrk_row() { # NAME WRK-OUTPUT: prints NAME, requests/s, p99 and errors; sets NAME_rps and NAME_p99
+    local name=$1 out=$2 rps p99 errors
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    printf '%-16s %12s %10s %s\n' "$name" "$rps" "$p99" "$errors"
+    eval "${name//-/_}_rps=$rps; ${name//-/_}_p99=$p99"
+}
+
+to_ms() { # a wrk latency (900us, 1.2ms, 2s) in milliseconds
+    awk -v v="$1" 'BEGIN { if (v ~ /us$/) print substr(v,1,length(v)-2)/1000; else if (v ~ /ms$/) print substr(v,1,length(v)-2); else if (v ~ /s$/) print substr(v,1,length(v)-1)*1000; else print v }'
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

@@ -73,7 +73,6 @@ run() { # NAME URL [HOST]
     eval "${1}_rps=$rps; ${1}_p99=$p99"
 }
 
-to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print substr(v,1,length(v)-2)/1000; else if (v ~ /ms$/) print substr(v,1,length(v)-2); else if (v ~ /s$/) print substr(v,1,length(v)-1)*1000; else print v }'; }
 
 echo "wrk -t2 -c$CONNECTIONS -d$DURATION, examples/hello, same instance for all three"
 printf '%-8s %12s %10s %10s\n' "path" "requests/s" "p50" "p99"

@@ -43,17 +43,11 @@ for _ in $(seq 100); do [ "$(through_relay)" = 200 ] && break; sleep 0.1; done
 [ "$(through_relay)" = 200 ] || { echo "nothing answers through the relay" >&2; cat "$WORK/relay.log" "$WORK/server.log" >&2; exit 1; }
 
 run() { # NAME PORT [wrk options…]
-    local name=$1 port=$2 out rps p99 errors
+    local name=$1 port=$2
     shift 2
-    out=$(unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$WORK/hosts" \
-        wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "https://$NAME:$port/")
-    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-    printf '%-16s %12s %10s %s\n' "$name" "$rps" "$p99" "$errors"
-    eval "${name//-/_}_rps=$rps; ${name//-/_}_p99=$p99"
+    wrk_row "$name" "$(unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$WORK/hosts" \
+        wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "https://$NAME:$port/")"
 }
-to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print substr(v,1,length(v)-2)/1000; else if (v ~ /ms$/) print substr(v,1,length(v)-2); else if (v ~ /s$/) print substr(v,1,length(v)-1)*1000; else print v }'; }
 
 echo "wrk -t2 -c$CONNECTIONS -d$DURATION over HTTPS (HTTP/1.1), examples/hello, same instance"
 printf '%-16s %12s %10s\n' "path" "requests/s" "p99"

@@ -1,19 +1,20 @@
-//! Hosts of a test's own: network namespaces joined to this one by a veth
-//! pair on a /30, so a test can play "a VM", "the internet" or "a home
-//! network" without any traffic leaving the machine. Needs root.
+//! Hosts of a test's own: network namespaces joined to another namespace
+//! (the test's, or another host's) by a veth pair on a /30, so a test can
+//! play "a VM", "the internet" or "a home network" without any traffic
+//! leaving the machine. Needs root.
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
-/// A network namespace with an address, reachable from the test's own
-/// namespace at [`Host::address`] through [`Host::gateway`].
+/// A network namespace with an address, reachable from the namespace its
+/// link goes to at [`Host::address`], and reaching it at [`Host::gateway`].
 pub struct Host {
     /// The namespace's name (`ip netns exec NAME …`).
     pub name: String,
     link: String,
     /// The namespace's address.
     pub address: Ipv4Addr,
-    /// The address of this side of the link.
+    /// The address of the other side of the link.
     pub gateway: Ipv4Addr,
     /// The namespace the link's other end is in (`None`: the test's).
     outer: Option<String>,
@@ -24,95 +25,75 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {} failed", args.join(" "));
 }
 
+/// A number no other host of this process has: tests run side by side in
+/// one process.
+fn next_index() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A /30 of `10.SECOND.0.0/16` for host `index`: (gateway, address).
+fn subnet(second: u8, index: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let subnet = (std::process::id() * 7 + index) % 16_000;
+    let (third, fourth) = ((subnet / 62) as u8, (subnet % 62) as u8 * 4);
+    (
+        Ipv4Addr::new(10, second, third, fourth + 1),
+        Ipv4Addr::new(10, second, third, fourth + 2),
+    )
+}
+
 impl Host {
-    /// A new namespace; `tag` (0..50) tells a test's hosts apart.
-    pub fn new(role: &str, tag: u32) -> Host {
-        let pid = std::process::id();
-        let name = format!("berth-{role}-{pid}-{tag}");
-        let link = format!("bh{}{tag}", pid % 100_000);
-        let subnet = (pid * 7 + tag) % 16_000;
-        let (third, fourth) = (subnet / 62, (subnet % 62) * 4);
-        let gateway = Ipv4Addr::new(10, 236, third as u8, fourth as u8 + 1);
-        let address = Ipv4Addr::new(10, 236, third as u8, fourth as u8 + 2);
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        ip(&["netns", "add", &name]);
-        ip(&[
-            "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &name,
-        ]);
-        ip(&["addr", "add", &format!("{gateway}/30"), "dev", &link]);
-        ip(&["link", "set", &link, "up"]);
-        ip(&[
-            "-n",
-            &name,
-            "addr",
-            "add",
-            &format!("{address}/30"),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", &name, "link", "set", "eth0", "up"]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        Host {
-            name,
-            link,
-            address,
-            gateway,
-            outer: None,
-        }
+    /// A new namespace linked to the test's.
+    pub fn new(role: &str) -> Host {
+        let index = next_index();
+        let (gateway, address) = subnet(236, index);
+        Host::with_addresses(role, None, gateway, address)
     }
 
     /// A namespace whose only link goes to `outer`'s namespace (a home
     /// network behind a router): reachable from there at
     /// [`Host::address`], where it reaches `outer` at [`Host::gateway`].
-    pub fn behind(outer: &Host, role: &str, tag: u32) -> Host {
+    pub fn behind(outer: &Host, role: &str) -> Host {
+        let index = next_index();
+        let (gateway, address) = subnet(237, index);
+        Host::with_addresses(role, Some(outer), gateway, address)
+    }
+
+    /// A namespace linked to `outer`'s (or the test's) with these
+    /// addresses on a /30.
+    pub fn with_addresses(
+        role: &str,
+        outer: Option<&Host>,
+        gateway: Ipv4Addr,
+        address: Ipv4Addr,
+    ) -> Host {
         let pid = std::process::id();
-        let name = format!("berth-{role}-{pid}-{tag}");
-        let link = format!("bh{}{tag}", pid % 100_000);
-        let subnet = (pid * 7 + tag) % 16_000;
-        let (third, fourth) = (subnet / 62, (subnet % 62) * 4);
-        let gateway = Ipv4Addr::new(10, 237, third as u8, fourth as u8 + 1);
-        let address = Ipv4Addr::new(10, 237, third as u8, fourth as u8 + 2);
+        let index = next_index();
+        let name = format!("berth-{role}-{pid}-{index}");
+        let link = format!("bh{}x{index}", pid % 100_000);
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(Stdio::null())
             .status();
         ip(&["netns", "add", &name]);
-        ip(&[
-            "link",
-            "add",
-            &link,
-            "netns",
-            &outer.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &name,
-        ]);
-        ip(&[
-            "-n",
-            &outer.name,
-            "addr",
-            "add",
-            &format!("{gateway}/30"),
-            "dev",
-            &link,
-        ]);
-        ip(&["-n", &outer.name, "link", "set", &link, "up"]);
-        ip(&[
-            "-n",
-            &name,
-            "addr",
-            "add",
-            &format!("{address}/30"),
-            "dev",
-            "eth0",
-        ]);
+        // The near end: in the test's namespace, or `outer`'s.
+        let near: Vec<&str> = match outer {
+            Some(outer) => vec!["-n", &outer.name],
+            None => Vec::new(),
+        };
+        let mut add = near.clone();
+        add.extend(["link", "add", &link, "type", "veth"]);
+        add.extend(["peer", "name", "eth0", "netns", &name]);
+        ip(&add);
+        let gateway_net = format!("{gateway}/30");
+        let mut addr = near.clone();
+        addr.extend(["addr", "add", &gateway_net, "dev", &link]);
+        ip(&addr);
+        let mut up = near;
+        up.extend(["link", "set", &link, "up"]);
+        ip(&up);
+        let address_net = format!("{address}/30");
+        ip(&["-n", &name, "addr", "add", &address_net, "dev", "eth0"]);
         ip(&["-n", &name, "link", "set", "eth0", "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         Host {
@@ -120,7 +101,7 @@ impl Host {
             link,
             address,
             gateway,
-            outer: Some(outer.name.clone()),
+            outer: outer.map(|outer| outer.name.clone()),
         }
     }
 

@@ -13,13 +13,7 @@ use crate::output;
 
 /// Runs `berth server` in the foreground until SIGINT or SIGTERM.
 pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    output::init_logging();
     let data = data_dir(global);
     let mut config = berth_server::ServerConfig::new(data.clone());
     config.api_addr = args.api_addr;

@@ -1,4 +1,5 @@
-//! Printing for people: aligned tables, durations, log lines, deploy progress.
+//! Printing for people: aligned tables, durations, log lines, deploy
+//! progress; and the logs of long-running commands.
 
 use std::io::Write;
 
@@ -128,4 +129,16 @@ pub fn progress(line: &DeployProgress, json: bool) -> Option<Result<(u64, String
         DeployProgress::Failed { message, .. } => Some(Err(message.clone())),
         DeployProgress::Unknown => None,
     }
+}
+
+/// Logs of a long-running command (the server, the relay) to stderr, at
+/// `RUST_LOG` or `info`.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

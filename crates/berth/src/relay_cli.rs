@@ -150,13 +150,7 @@ fn relay_dir(args: &RelayArgs) -> PathBuf {
 
 /// Runs the relay in the foreground until SIGINT or SIGTERM.
 pub fn run(args: RelayArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::output::init_logging();
     let config = berth_tunnel::RelayConfig {
         data: relay_dir(&args),
         http: args.http,

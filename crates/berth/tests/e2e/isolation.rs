@@ -306,20 +306,11 @@ async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_pro
 /// app allows it. Removed on drop. Tests running side by side give
 /// different `tag`s.
 struct OutsideHost {
-    name: String,
-    link: String,
+    _host: berth_testkit::netns::Host,
     server: std::process::Child,
     address: std::net::Ipv4Addr,
     gateway: std::net::Ipv4Addr,
     _files: tempfile::TempDir,
-}
-
-fn ip(args: &[&str]) {
-    let status = std::process::Command::new("ip")
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "ip {args:?} failed");
 }
 
 #[derive(Clone, Copy)]
@@ -338,8 +329,6 @@ impl OutsideHost {
 
     fn on(place: Where, tag: u32) -> OutsideHost {
         let n = std::process::id() + 97 * tag;
-        let name = format!("berth-outside-{}-{tag}", std::process::id());
-        let link = format!("btx{}{tag}", std::process::id() % 1_000_000);
         let (gateway, address) = match place {
             Where::Internet => {
                 let base = (n % 64) * 4;
@@ -354,51 +343,32 @@ impl OutsideHost {
             ),
             Where::Metadata => ("169.254.169.253".into(), "169.254.169.254".into()),
         };
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        ip(&["netns", "add", &name]);
-        ip(&[
-            "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &name,
-        ]);
-        ip(&["addr", "add", &format!("{gateway}/30"), "dev", &link]);
-        ip(&["link", "set", &link, "up"]);
-        ip(&[
-            "-n",
-            &name,
-            "addr",
-            "add",
-            &format!("{address}/30"),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", &name, "link", "set", "eth0", "up"]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let gateway: std::net::Ipv4Addr = gateway.parse().unwrap();
+        let address: std::net::Ipv4Addr = address.parse().unwrap();
+        let host = berth_testkit::netns::Host::with_addresses("outside", None, gateway, address);
         let files = tempfile::tempdir().unwrap();
         std::fs::write(files.path().join("hello.txt"), "hello from outside\n").unwrap();
         let server = std::process::Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &name,
+                &host.name,
                 "python3",
                 "-m",
                 "http.server",
                 "8000",
             ])
-            .args(["--bind", &address, "--directory"])
+            .args(["--bind", &address.to_string(), "--directory"])
             .arg(files.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let outside = OutsideHost {
-            name,
-            link,
+            _host: host,
             server,
-            address: address.parse().unwrap(),
-            gateway: gateway.parse().unwrap(),
+            address,
+            gateway,
             _files: files,
         };
         let addr = std::net::SocketAddr::from((outside.address, 8000));
@@ -428,14 +398,9 @@ fn outside_for_direct_egress_on(place: Where, tag: u32) -> OutsideHost {
 
 impl Drop for OutsideHost {
     fn drop(&mut self) {
+        // (Then `_host` goes, and its namespace with it.)
         let _ = self.server.kill();
         let _ = self.server.wait();
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.link])
-            .status();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 

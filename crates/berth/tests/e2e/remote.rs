@@ -119,7 +119,7 @@ async fn answer_through(host: &Host, name: &str) -> String {
 #[ignore = "needs root"]
 async fn berth_installs_itself_over_ssh_and_every_command_then_works_against_that_server() {
     setup();
-    let vm = Host::new("vm", 1);
+    let vm = Host::new("vm");
     let sshd = Sshd::start(&vm).await;
     let home = tempfile::tempdir().unwrap();
     let remote_files = tempfile::tempdir().unwrap();

@@ -168,8 +168,8 @@ async fn https_through(
 #[ignore = "needs root"]
 async fn a_home_server_behind_a_router_serves_the_internet_through_the_relay() {
     setup();
-    let internet = Host::new("inet", 3);
-    let home = Host::behind(&internet, "home", 4);
+    let internet = Host::new("inet");
+    let home = Host::behind(&internet, "home");
     // The home network's router: nothing from the internet connects in.
     for rule in [
         "add table inet homefw",
