@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use crate::dispatch::{admit, after_forward, hold, to_app};
 use crate::pages;
 use crate::route::{AppRoute, RouteTable};
-pub use crate::router_state::AcmeAnswers;
 use crate::router_state::RouterState;
+pub use crate::router_state::{AcmeAnswers, HostFilter};
 use crate::upstream::{ConnectionCache, ProxyBody};
 
 /// What a listener serves besides routing: TLS, and ACME's HTTP-01 answers.
@@ -33,6 +33,9 @@ pub struct Edge {
     /// Proxies in front of berth (`--trusted-proxy`): the client address
     /// and `X-Forwarded-*` headers they send are believed.
     pub trusted_proxies: Arc<[berth_proto::IpRange]>,
+    /// Answer only the hosts this admits (421 for others): a tunnel's
+    /// connections may name only what its token serves.
+    pub host_filter: Option<HostFilter>,
 }
 
 /// Where ACME's HTTP-01 asks (RFC 8555 §8.3).
@@ -83,6 +86,7 @@ pub(crate) fn listener_state(
         state.secure = edge.tls.is_some();
         state.https_port = edge.https_port;
         state.trusted_proxies = edge.trusted_proxies;
+        state.host_filter = edge.host_filter;
     }
     (state, edge.tls.map(tokio_rustls::TlsAcceptor::from))
 }
@@ -169,6 +173,22 @@ async fn handle(
     request: Request<Incoming>,
     cache: &Arc<ConnectionCache>,
 ) -> Response<ProxyBody> {
+    if let Some(admits) = &state.host_filter {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .or_else(|| request.uri().host())
+            .unwrap_or_default();
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if !admits(&name) {
+            return pages::misdirected(&name);
+        }
+    }
     if !state.secure {
         return route_request(state, request, cache).await;
     }

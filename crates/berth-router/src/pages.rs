@@ -102,6 +102,15 @@ pub fn bad_request<B: From<Full<Bytes>>>(why: &str) -> Response<B> {
     )
 }
 
+/// 421: a name this connection may not ask for (a tunnel's connection
+/// naming what its token does not serve).
+pub fn misdirected<B: From<Full<Bytes>>>(host: &str) -> Response<B> {
+    page(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!("421 Misdirected Request\n\n{host} is not served on this connection.\n"),
+    )
+}
+
 /// 404: no host at all.
 pub fn no_host<B: From<Full<Bytes>>>() -> Response<B> {
     page(

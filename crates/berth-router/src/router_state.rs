@@ -20,7 +20,13 @@ pub(crate) struct RouterState {
     pub(crate) https_port: Option<u16>,
     /// Proxies whose `X-Forwarded-*` headers are believed.
     pub(crate) trusted_proxies: Arc<[berth_proto::IpRange]>,
+    /// Only the hosts this admits are answered (a tunnel's: the names its
+    /// token serves); others get 421.
+    pub(crate) host_filter: Option<HostFilter>,
 }
+
+/// Whether a listener answers for a host name (lowercase, without port).
+pub type HostFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The key authorization for an ACME HTTP-01 token, while its challenge runs.
 pub type AcmeAnswers = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -38,6 +44,7 @@ impl RouterState {
             secure: false,
             https_port: None,
             trusted_proxies: Arc::from(Vec::new()),
+            host_filter: None,
         })
     }
 }

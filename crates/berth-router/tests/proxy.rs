@@ -494,6 +494,7 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
             acme_http: None,
             https_port: None,
             trusted_proxies: Arc::from(Vec::new()),
+            host_filter: None,
         },
         std::future::pending(),
     ));

@@ -378,6 +378,7 @@ pub async fn run(
                 acme_http: acme_http.clone(),
                 https_port,
                 trusted_proxies: trusted_proxies.clone(),
+                host_filter: None,
             };
             https_edge = Some(edge.clone());
             https
@@ -397,6 +398,7 @@ pub async fn run(
         acme_http,
         https_port,
         trusted_proxies,
+        host_filter: None,
     };
     if let (Some((relay, token)), Some((_, sender, _))) = (&config.tunnel, tunnel_state) {
         tunnel::start(

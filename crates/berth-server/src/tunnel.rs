@@ -26,7 +26,23 @@ pub(crate) struct TunnelSetup {
 const QUEUE: usize = 1024;
 
 /// Keeps the tunnel up and serves what comes through it until `shutdown`.
-pub(crate) fn start(setup: TunnelSetup, shutdown: &CancellationToken) {
+pub(crate) fn start(mut setup: TunnelSetup, shutdown: &CancellationToken) {
+    // Only the names the relay routes here are answered: a client that
+    // came in for one may not ask the router for another (an app under
+    // `localhost`, say) on the same connection.
+    let current = setup.state.subscribe();
+    let admits: berth_router::HostFilter = Arc::new(move |host: &str| match &*current.borrow() {
+        berth_tunnel::TunnelState::Connected { domains, .. } => domains
+            .iter()
+            .any(|pattern| berth_tunnel::tokens::matches(pattern, host)),
+        _ => false,
+    });
+    setup.plain.host_filter = Some(admits.clone());
+    // Redirects to HTTPS go to the relay's port 443, not this server's own.
+    setup.plain.https_port = Some(443);
+    if let Some(https) = &mut setup.https {
+        https.host_filter = Some(admits);
+    }
     let (http, http_connections) = mpsc::channel(QUEUE);
     let (https, https_connections) = mpsc::channel(QUEUE);
     tokio::spawn(berth_router::serve_tunneled(

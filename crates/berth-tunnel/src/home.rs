@@ -190,10 +190,13 @@ async fn connect_and_serve(
         .trim_matches(['[', ']']);
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|err| TunnelError::Tls(format!("`{host}`: {err}")))?;
-    let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|err| TunnelError::Tls(format!("the relay at {relay}: {err}")))?;
+    let mut stream = tokio::time::timeout(
+        protocol::HANDSHAKE_TIMEOUT,
+        tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| TunnelError::Tls(format!("the relay at {relay}: no TLS handshake within 10s")))?
+    .map_err(|err| TunnelError::Tls(format!("the relay at {relay}: {err}")))?;
     protocol::write_hello(&mut stream, &token.secret).await?;
     let answer = protocol::read_line(&mut stream).await?;
     let domains = match answer.split_once(' ') {

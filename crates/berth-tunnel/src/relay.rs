@@ -72,6 +72,9 @@ pub fn fingerprint(data: &Path) -> Result<String, TunnelError> {
 #[derive(Clone)]
 struct Tunnel {
     id: u64,
+    /// The hash of the secret it proved: a token removed and made again
+    /// under the same name does not serve the old secret's holder.
+    secret_sha256: String,
     sender: SendRequest<Channel<Bytes>>,
 }
 
@@ -104,12 +107,14 @@ impl Relay {
     }
 
     /// One of the token's live tunnels, taken in turn.
-    fn tunnel_for(&self, token: &str) -> Option<Tunnel> {
+    fn tunnel_for(&self, token: &crate::tokens::RelayToken) -> Option<Tunnel> {
         let tunnels = self.tunnels.lock().unwrap_or_else(|p| p.into_inner());
         let live: Vec<&Tunnel> = tunnels
-            .get(token)?
+            .get(&token.name)?
             .iter()
-            .filter(|tunnel| !tunnel.sender.is_closed())
+            .filter(|tunnel| {
+                !tunnel.sender.is_closed() && tunnel.secret_sha256 == token.secret_sha256
+            })
             .collect();
         if live.is_empty() {
             return None;
@@ -217,7 +222,11 @@ async fn serve_tunnel(
         .unwrap_or_else(|p| p.into_inner())
         .entry(name.clone())
         .or_default()
-        .push(Tunnel { id, sender });
+        .push(Tunnel {
+            id,
+            secret_sha256: token.secret_sha256.clone(),
+            sender,
+        });
     tracing::info!(%peer, token = %name, "home server connected");
     let outcome = connection.await;
     let mut tunnels = relay.tunnels.lock().unwrap_or_else(|p| p.into_inner());
@@ -276,6 +285,7 @@ async fn forward(
         .local_addr()
         .map_err(|err| TunnelError::Io(err.to_string()))?;
     let mut first = Vec::with_capacity(2048);
+    let deadline = tokio::time::Instant::now() + protocol::HANDSHAKE_TIMEOUT;
     let name = loop {
         let peeked = match port {
             Port::Http => berth_router::peek::http_host(&first),
@@ -300,7 +310,7 @@ async fn forward(
             Peeked::NeedMore => {}
         }
         let mut chunk = [0u8; 4096];
-        let read = tokio::time::timeout(protocol::HANDSHAKE_TIMEOUT, stream.read(&mut chunk))
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
             .await
             .map_err(|_| TunnelError::Protocol("no name within 10s".into()))?
             .map_err(|err| TunnelError::Io(err.to_string()))?;
@@ -320,7 +330,7 @@ async fn forward(
         .await;
         return Ok(());
     };
-    let Some(tunnel) = relay.tunnel_for(&owner.name) else {
+    let Some(tunnel) = relay.tunnel_for(owner) else {
         refuse(
             &mut stream,
             port,

@@ -81,6 +81,19 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// Whether two patterns could both cover one name.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let wildcard_suffix = |pattern: &str| pattern.strip_prefix("*.").map(str::to_string);
+    match (wildcard_suffix(a), wildcard_suffix(b)) {
+        (None, None) => a == b,
+        (Some(_), None) => matches(a, b),
+        (None, Some(_)) => matches(b, a),
+        (Some(x), Some(y)) => {
+            x == y || x.ends_with(&format!(".{y}")) || y.ends_with(&format!(".{x}"))
+        }
+    }
+}
+
 /// Checks a domain pattern and gives it lowercase.
 pub fn validate_pattern(pattern: &str) -> Result<String, TunnelError> {
     let (wildcard, name) = match pattern.trim().strip_prefix("*.") {
@@ -120,9 +133,13 @@ impl RelayTokens {
     pub fn save(&self, data: &Path) -> Result<(), TunnelError> {
         std::fs::create_dir_all(data)
             .map_err(|err| TunnelError::Io(format!("{}: {err}", data.display())))?;
+        // Written beside, then renamed over: a running relay reads either
+        // the old file or the new, and sees a new file as a change.
         let path = RelayTokens::path(data);
+        let fresh = data.join(".tokens.json.new");
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        berth_tls::write_private(&path, &text)
+        berth_tls::write_private(&fresh, &text)
+            .and_then(|()| std::fs::rename(&fresh, &path))
             .map_err(|err| TunnelError::Io(format!("{}: {err}", path.display())))
     }
 
@@ -152,13 +169,16 @@ impl RelayTokens {
         let mut patterns = Vec::new();
         for domain in domains {
             let pattern = validate_pattern(domain)?;
-            if let Some(owner) = self
-                .tokens
-                .iter()
-                .find(|token| token.domains.contains(&pattern))
-            {
+            let taken = self.tokens.iter().find_map(|token| {
+                let other = token
+                    .domains
+                    .iter()
+                    .find(|other| overlap(other, &pattern))?;
+                Some((token, other))
+            });
+            if let Some((owner, other)) = taken {
                 return Err(TunnelError::Token(format!(
-                    "`{pattern}` is already served by the token `{}`",
+                    "`{pattern}` is already served by the token `{}` (as `{other}`)",
                     owner.name
                 )));
             }
@@ -227,6 +247,18 @@ mod tests {
         assert!(tokens.owner_of("home.example.com").is_none());
         assert!(tokens.owner_of("evil.example.com").is_none());
         assert!(tokens.owner_of("xhome.example.com").is_none());
+        // Names under another token's wildcard, or wildcards over its names.
+        assert!(
+            tokens
+                .add("other", &["api.home.example.com".into()])
+                .is_err()
+        );
+        assert!(
+            tokens
+                .add("other", &["*.x.home.example.com".into()])
+                .is_err()
+        );
+        assert!(tokens.add("other", &["*.example.com".into()]).is_err());
         let taken = tokens
             .add("other", &["shop.example.com".into()])
             .unwrap_err();

@@ -373,6 +373,28 @@ async fn a_home_server_behind_a_router_serves_the_internet_through_the_relay() {
         "{}",
         unclaimed.body
     );
+    // Once at home, a connection may ask only for the token's names: a
+    // second request on it for another host is refused.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(relay_http).await.unwrap();
+        stream
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: shop.apps.example.org\r\n\r\n\
+                  GET /forwarded-for HTTP/1.1\r\nHost: shop.localhost\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut answers = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answers))
+            .await
+            .expect("both answers within 10 s")
+            .unwrap();
+        assert!(
+            answers.starts_with("HTTP/1.1 200") && answers.contains("HTTP/1.1 421"),
+            "{answers}"
+        );
+    }
     let status = berth_in(&home, data.path(), &["status", "--app", "shop"])
         .run()
         .await
