@@ -105,15 +105,36 @@ impl Ssh {
     /// Runs `script` in the host's shell; its standard output, or an error
     /// with what it wrote to standard error.
     fn run(&self, what: &str, script: &str) -> Result<String> {
+        self.run_with_input(what, script, None)
+    }
+
+    /// [`Ssh::run`], with `input` on the script's standard input (a
+    /// secret, which no command line shows).
+    fn run_with_input(&self, what: &str, script: &str, input: Option<&str>) -> Result<String> {
         let mut command = self.command();
         let destination = self.destination();
         command
             .arg("--")
             .arg(destination)
             .arg(script)
-            .stdin(Stdio::null());
-        let output = command
-            .output()
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .context("cannot run ssh (is OpenSSH's client installed?)")?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write;
+            stdin
+                .write_all(format!("{input}\n").as_bytes())
+                .context("cannot write to ssh")?;
+        }
+        let output = child
+            .wait_with_output()
             .context("cannot run ssh (is OpenSSH's client installed?)")?;
         if !output.status.success() {
             bail!(
@@ -210,7 +231,13 @@ fn check_host(facts: &HostFacts, host: &str, no_systemd: bool) -> Result<()> {
 
 /// Copies this binary to a temporary dir on the host and runs it there
 /// with `args` (as root); removes the copy afterwards.
-fn run_remote_berth(ssh: &Ssh, sudo: bool, what: &str, args: &[String]) -> Result<String> {
+fn run_remote_berth(
+    ssh: &Ssh,
+    sudo: bool,
+    what: &str,
+    args: &[String],
+    input: Option<&str>,
+) -> Result<String> {
     let dir = ssh.run(
         "making a temporary dir",
         "mktemp -d /tmp/berth-install.XXXXXX",
@@ -223,7 +250,7 @@ fn run_remote_berth(ssh: &Ssh, sudo: bool, what: &str, args: &[String]) -> Resul
     let result = ssh.copy_binary(&binary).and_then(|()| {
         let sudo = if sudo { "sudo -n " } else { "" };
         let words: Vec<String> = args.iter().map(|arg| quote(arg)).collect();
-        ssh.run(
+        ssh.run_with_input(
             what,
             &format!(
                 "chmod 755 {} && {sudo}{} {}",
@@ -231,6 +258,7 @@ fn run_remote_berth(ssh: &Ssh, sudo: bool, what: &str, args: &[String]) -> Resul
                 quote(&binary),
                 words.join(" ")
             ),
+            input,
         )
     });
     let _ = ssh.run("cleaning up", &format!("rm -rf {}", quote(&dir)));
@@ -245,6 +273,26 @@ pub async fn install(global: &Global, url: &str, args: &InstallArgs) -> Result<(
     let ssh = Ssh::new(url, args.identity.clone(), args.ssh_options.clone())?;
     let mut flags = args.server_flags().to_vec();
     let mut server = parse_server_flags(&flags)?;
+    // A tunnel token goes over SSH's standard input, not a command line
+    // (`--tunnel-token-file -` reads it there, into the host's data dir).
+    let mut tunnel_token = std::env::var("BERTH_TUNNEL_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty());
+    let mut kept = Vec::with_capacity(flags.len());
+    let mut words = flags.iter();
+    while let Some(flag) = words.next() {
+        if let Some(value) = flag.strip_prefix("--tunnel-token=") {
+            tunnel_token = Some(value.to_string());
+        } else if flag == "--tunnel-token" {
+            tunnel_token = words.next().cloned();
+        } else {
+            kept.push(flag.clone());
+        }
+    }
+    flags = kept;
+    if tunnel_token.is_some() {
+        flags.extend(["--tunnel-token-file".into(), "-".into()]);
+    }
     if !flags
         .iter()
         .any(|flag| flag == "--api" || flag.starts_with("--api="))
@@ -302,7 +350,13 @@ pub async fn install(global: &Global, url: &str, args: &InstallArgs) -> Result<(
         remote_args.push("--no-systemd".into());
     }
     remote_args.extend(flags);
-    run_remote_berth(&ssh, sudo, "installing berth", &remote_args)?;
+    run_remote_berth(
+        &ssh,
+        sudo,
+        "installing berth",
+        &remote_args,
+        tunnel_token.as_deref(),
+    )?;
 
     let read = |file: &str| {
         let sudo = if sudo { "sudo -n " } else { "" };
@@ -385,6 +439,7 @@ pub async fn upgrade(name: &str, timeout: Duration) -> Result<()> {
             "--timeout".into(),
             format!("{}s", timeout.as_secs()),
         ],
+        None,
     )?;
     let version = crate::contexts::client_for(&context)?
         .health()

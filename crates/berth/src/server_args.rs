@@ -137,7 +137,8 @@ pub enum ServerAction {
     /// coming back: the local server, or the current context's when
     /// `berth server install ssh://…` installed it.
     Upgrade {
-        /// Where the binary goes (default: where the running server's is).
+        /// Where the binary goes (default: where the running server's is);
+        /// given, the upgrade is of this machine's server.
         #[arg(long)]
         binary: Option<PathBuf>,
         /// How long the old server may take to stop (`30s`, `5m`).

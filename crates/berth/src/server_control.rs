@@ -25,9 +25,11 @@ pub async fn run(global: &Global, action: ServerAction) -> Result<()> {
         },
         ServerAction::Uninstall => uninstall(),
         ServerAction::Upgrade { binary, timeout } => {
+            // `--binary` names a path on this machine: the upgrade is local
+            // (as it is when berth runs it over SSH on a remote host).
             let context = global.context.clone().or_else(crate::contexts::current);
             match context {
-                Some(name) if global.server.is_none() => {
+                Some(name) if global.server.is_none() && binary.is_none() => {
                     crate::remote::upgrade(&name, timeout).await
                 }
                 _ => crate::server_restart::upgrade(&data, binary, timeout).await,
@@ -286,10 +288,11 @@ async fn install(data: &Path, install: &InstallArgs) -> Result<()> {
     Ok(())
 }
 
-/// The flags with a tunnel token (`--tunnel-token T` or
-/// `BERTH_TUNNEL_TOKEN`) moved into `DATA/tunnel-token` (0600) and named by
-/// `--tunnel-token-file`: a unit file and a command line are readable by
-/// every user.
+/// The flags with a tunnel token (`--tunnel-token T`, `BERTH_TUNNEL_TOKEN`,
+/// or `--tunnel-token-file -`: a line on standard input, as `berth server
+/// install ssh://…` sends it) moved into `DATA/tunnel-token` (0600) and
+/// named by `--tunnel-token-file`: a unit file and a command line are
+/// readable by every user.
 fn token_to_file(flags: &[String], data: &Path, print: bool) -> Result<Vec<String>> {
     let mut kept = Vec::with_capacity(flags.len());
     let mut token = std::env::var("BERTH_TUNNEL_TOKEN")
@@ -301,6 +304,19 @@ fn token_to_file(flags: &[String], data: &Path, print: bool) -> Result<Vec<Strin
             token = Some(value.to_string());
         } else if flag == "--tunnel-token" {
             token = words.next().cloned();
+        } else if flag == "--tunnel-token-file=-"
+            || (flag == "--tunnel-token-file"
+                && words.clone().next().is_some_and(|next| next == "-"))
+        {
+            if flag == "--tunnel-token-file" {
+                words.next();
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the tunnel token on standard input")?;
+            berth_tunnel::TunnelToken::parse(&line)?;
+            token = Some(line.trim().to_string());
         } else {
             kept.push(flag.clone());
         }
@@ -343,8 +359,11 @@ async fn start_without_systemd(
         data.as_os_str().to_owned(),
     ];
     args.extend(flags.iter().map(Into::into));
+    // (A token in the environment went to DATA/tunnel-token, and
+    // `--tunnel-token-file` names it: both at once would be refused.)
     let mut full: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
         .filter(|(name, _)| !environment.iter().any(|(set, _)| name == set.as_str()))
+        .filter(|(name, _)| name != "BERTH_TUNNEL_TOKEN")
         .collect();
     full.extend(
         environment

@@ -95,7 +95,15 @@ pub async fn upgrade(data: &Path, binary: Option<PathBuf>, timeout: Duration) ->
     if server_process::unit_runs(info.pid) {
         server_process::systemctl(&["restart", server_process::UNIT])?;
     } else {
-        server_process::stop(data, timeout).await?;
+        // The binary is already replaced: whatever happens, a server must
+        // start on it. One that does not stop in time is killed.
+        if let Err(err) = server_process::stop(data, timeout).await {
+            eprintln!("warning: {err}; killing it");
+            berth_runtime::signal_process(info.pid, 9);
+            while server_process::alive(info.pid) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         server_process::spawn_detached(&target, &args, Some(&environment), data)?;
     }
     // The old server's server.json goes when it exits; the new one writes

@@ -2,6 +2,7 @@
 //! a VM in a network namespace of the test's, then `berth context use` and
 //! `berth up` against the server it installed, and `berth server upgrade`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -127,6 +128,7 @@ async fn berth_installs_itself_over_ssh_and_every_command_then_works_against_tha
     let data = remote_files.path().join("data");
     let remote = RemoteServer { data: data.clone() };
     let target = format!("ssh://root@{}", vm.address);
+    let token = format!("{}.{}", "5a".repeat(32), "6b".repeat(32));
     let mut install: Vec<String> = vec!["server".into(), "install".into()];
     install.extend(sshd.flags());
     install.extend([
@@ -144,6 +146,12 @@ async fn berth_installs_itself_over_ssh_and_every_command_then_works_against_tha
         "vm.test".into(),
         "--build-cache".into(),
         shared_build_cache().display().to_string(),
+        // A relay that is not there: the server keeps dialling it. The
+        // token must reach the VM's data dir and no command line.
+        "--tunnel".into(),
+        "127.0.0.1:9".into(),
+        "--tunnel-token".into(),
+        token.clone(),
     ];
     let args = |extra: &[&str]| -> Vec<String> {
         let mut args = install.clone();
@@ -201,9 +209,23 @@ async fn berth_installs_itself_over_ssh_and_every_command_then_works_against_tha
         "{unit}"
     );
     crate::support::verify_unit(&data.join("berth.service"));
+    assert!(
+        unit.contains(&format!(
+            "--tunnel-token-file {}/tunnel-token",
+            data.display()
+        )) && !unit.contains(&token),
+        "{unit}"
+    );
+    let kept = data.join("tunnel-token");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap().trim(), token);
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let running = std::fs::read(format!("/proc/{}/cmdline", server_pid(&data))).unwrap();
+    assert!(!String::from_utf8_lossy(&running).contains(&token[..64]));
     // The context's secrets are the user's alone.
     let context_file = home.path().join(".config/berth/contexts/vm.json");
-    use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&context_file)
             .unwrap()
@@ -288,4 +310,78 @@ async fn berth_installs_itself_over_ssh_and_every_command_then_works_against_tha
     );
     assert!(!context_file.exists());
     drop(remote);
+}
+
+#[tokio::test]
+async fn bad_contexts_tunnels_and_names_get_clear_errors_and_change_nothing() {
+    setup();
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &'static [&'static str]| berth_at_home(home.path(), args).run();
+    for (args, expected) in [
+        (&["context", "use", "nope"][..], "no context `nope`"),
+        (&["context", "remove", "nope"][..], "no context `nope`"),
+        (&["context", "use", "Bad Name"][..], "context name"),
+        (
+            &["server", "--tunnel", "relay.example.com:7835"][..],
+            "--tunnel needs the relay's token",
+        ),
+        (
+            &[
+                "server",
+                "--tunnel",
+                "relay.example.com:7835",
+                "--tunnel-token",
+                "secret",
+            ][..],
+            "a tunnel token is two runs of 64 hex digits",
+        ),
+        (
+            &["server", "--api-name", "not a name"][..],
+            "neither an IP address nor a usable name",
+        ),
+        (
+            &[
+                "server",
+                "install",
+                "--remote-data",
+                "relative",
+                "ssh://root@10.0.0.1",
+            ][..],
+            "must be absolute paths",
+        ),
+        (
+            &["server", "upgrade", "--context", "nope"][..],
+            "no context `nope`",
+        ),
+    ] {
+        let failed = run(args).await.failure();
+        assert!(
+            failed.stderr.contains(expected),
+            "berth {args:?}: {}",
+            failed.stderr
+        );
+    }
+    // Nothing was written: no default context, no context file.
+    assert!(!home.path().join(".config/berth/current-context").exists());
+    let listed = run(&["context", "list"]).await.success();
+    assert_eq!(
+        listed.stdout.trim(),
+        "* local                the server of this machine's data dir"
+    );
+    run(&["context", "use", "local"]).await.success();
+    let relay = tempfile::tempdir().unwrap();
+    let dir = relay.path().display().to_string();
+    let removed = berth_at_home(
+        home.path(),
+        &["relay", "--dir", &dir, "token", "remove", "nope"],
+    )
+    .run()
+    .await
+    .failure();
+    assert!(
+        removed.stderr.contains("no token named `nope`"),
+        "{}",
+        removed.stderr
+    );
+    assert!(!relay.path().join("tokens.json").exists());
 }
