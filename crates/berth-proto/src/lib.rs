@@ -92,7 +92,8 @@ pub use resources::*;
 pub use states::*;
 
 /// Checks an app name: 1 to 63 characters of `a-z`, `0-9` and `-`, starting
-/// with a letter and not ending with `-`, so that `NAME.localhost` is a valid host.
+/// with a letter or digit (as flyctl allows) and not ending with `-`, so that
+/// `NAME.localhost` is a valid host.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the app name is empty; it must be 1 to 63 characters long".into());
@@ -104,13 +105,16 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
             name.chars().count()
         ));
     }
-    let first_is_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let first_is_letter = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let allowed = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !first_is_letter || !allowed || name.ends_with('-') {
         return Err(format!(
-            "app name `{name}` may only hold lowercase letters, digits and `-`, must start with a letter and not end with `-`"
+            "app name `{name}` may only hold lowercase letters, digits and `-`, must start with a letter or digit and not end with `-`"
         ));
     }
     Ok(())
@@ -464,10 +468,13 @@ mod tests {
     #[test]
     fn app_names_must_make_valid_hosts() {
         assert!(validate_app_name("hello-world2").is_ok());
+        // flyctl allows [a-z0-9-]; `fly launch` makes names like these.
+        assert!(validate_app_name("2fast").is_ok());
+        assert!(validate_app_name("404-app").is_ok());
         for bad in [
             "",
             "Hello",
-            "2fast",
+            "-leading",
             "trailing-",
             "dots.in",
             &"a".repeat(64),

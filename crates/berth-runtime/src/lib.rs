@@ -53,6 +53,9 @@ pub struct InstanceSpec {
     /// Its sandbox: its own user, limits, private `/tmp`. Applied only
     /// when [`can_isolate`].
     pub sandbox: Option<Sandbox>,
+    /// The signal a stop sends first (`libc::SIGTERM` unless the app asks
+    /// for another, fly's `kill_signal`); SIGKILL follows after the grace.
+    pub stop_signal: i32,
 }
 
 /// How an instance is fenced in when berth runs as root.
@@ -318,7 +321,8 @@ impl RunningInstance {
         self.exit.borrow().is_some()
     }
 
-    /// Stops it: SIGTERM, then SIGKILL after `grace`. Returns how it ended.
+    /// Stops it: its stop signal (SIGTERM by default), then SIGKILL after
+    /// `grace`. Returns how it ended.
     pub async fn stop(&self, grace: Duration) -> ExitCause {
         if self.has_exited() {
             return self.exited().await;

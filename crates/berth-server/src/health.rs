@@ -1,4 +1,5 @@
-//! Health checks: a TCP connect, or an HTTP GET that must answer 2xx/3xx.
+//! Health checks: a TCP connect, or an HTTP request (GET unless the check
+//! names another method, with its headers) that must answer 2xx/3xx.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,26 +71,35 @@ pub async fn probe(addr: SocketAddr, netns: &Namespace, check: &HealthCheck) -> 
         let Some(path) = &check.http_path else {
             return Ok(());
         };
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: berth-health\r\nConnection: close\r\n\r\n"
+        let method = check.method();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: berth-health\r\nConnection: close\r\n"
         );
+        for (name, value) in &check.headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE") {
+            request.push_str("Content-Length: 0\r\n");
+        }
+        request.push_str("\r\n");
+        let port = addr.port();
         stream
             .write_all(request.as_bytes())
             .await
-            .map_err(|err| format!("send GET {path}: {err}"))?;
+            .map_err(|err| format!("send {method} {path} to port {port}: {err}"))?;
         let mut head = [0u8; 12];
         stream
             .read_exact(&mut head)
             .await
-            .map_err(|err| format!("read answer to GET {path}: {err}"))?;
+            .map_err(|err| format!("read answer to {method} {path} on port {port}: {err}"))?;
         let status = std::str::from_utf8(&head[9..12])
             .ok()
             .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+            .ok_or_else(|| format!("{method} {path} on port {port}: not an HTTP answer"))?;
         if (200..400).contains(&status) {
             Ok(())
         } else {
-            Err(format!("GET {path} answered {status}"))
+            Err(format!("{method} {path} on port {port} answered {status}"))
         }
     };
     match timeout(check.timeout, attempt).await {
@@ -218,10 +228,37 @@ mod tests {
                 .await
                 .is_ok()
         );
-        let err = probe(http_server(500).await, &None, &http_check("/healthz"))
+        let failing = http_server(500).await;
+        let err = probe(failing, &None, &http_check("/healthz"))
             .await
             .unwrap_err();
-        assert_eq!(err, "GET /healthz answered 500");
+        assert_eq!(
+            err,
+            format!("GET /healthz on port {} answered 500", failing.port())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_http_check_sends_its_method_and_headers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sender, received) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buffer = vec![0u8; 2048];
+            let read = stream.read(&mut buffer).await.unwrap();
+            let _ = sender.send(String::from_utf8_lossy(&buffer[..read]).to_string());
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        });
+        let check = HealthCheck {
+            method: Some("HEAD".into()),
+            headers: [("X-Probe".to_string(), "fly".to_string())].into(),
+            ..http_check("/ready")
+        };
+        assert_eq!(probe(addr, &None, &check).await, Ok(()));
+        let request = received.await.unwrap();
+        assert!(request.starts_with("HEAD /ready HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("\r\nX-Probe: fly\r\n"), "{request}");
     }
 
     #[tokio::test]

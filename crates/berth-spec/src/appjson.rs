@@ -35,6 +35,23 @@ pub const HEROKU_DYNO_SIZES: &[(&str, f64, u32)] = &[
     ("performance-2xl", 16.0, 129024),
 ];
 
+/// Dyno sizes Heroku no longer sells, and the size each became.
+const RETIRED_DYNO_SIZES: &[(&str, &str)] = &[
+    ("free", "eco"),
+    ("hobby", "basic"),
+    ("1x", "standard-1x"),
+    ("2x", "standard-2x"),
+    ("standard", "standard-1x"),
+    ("performance", "performance-m"),
+    ("px", "performance-l"),
+    ("private-s", "performance-m"),
+    ("private-m", "performance-l"),
+    ("private-l", "performance-l-ram"),
+    ("shield-s", "performance-m"),
+    ("shield-m", "performance-l"),
+    ("shield-l", "performance-l-ram"),
+];
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawAppJson {
@@ -152,11 +169,21 @@ fn locate(text: &str, needle: &str) -> Option<Location> {
 /// Reads an app.json.
 pub fn parse_app_json(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
     let mut unknown = Vec::new();
-    let mut deserializer = serde_json::Deserializer::from_str(text);
+    // Real app.json files give a key twice (two "stack"s): the last wins,
+    // as in JSON parsers, with a warning.
+    let (twice, deduplicated) = crate::json_keys::last_value_wins(text).unwrap_or_default();
+    let deduplicated_text;
+    let text_read = if twice.is_empty() {
+        text
+    } else {
+        deduplicated_text = serde_json::to_string_pretty(&deduplicated).unwrap_or_default();
+        &deduplicated_text
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text_read);
     let raw: RawAppJson =
         serde_ignored::deserialize(&mut deserializer, |path| unknown.push(path.to_string()))
             .map_err(|err| {
-                let message = err.to_string();
+                let message = crate::error::without_type_names(&err.to_string(), "an object");
                 let message = message
                     .split_once(" at line ")
                     .map_or(message.clone(), |(text, _)| text.to_string());
@@ -173,6 +200,11 @@ pub fn parse_app_json(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
         .into_iter()
         .map(|key| format!("{file}: unknown key `{key}` is ignored"))
         .collect();
+    for key in twice {
+        warnings.push(format!(
+            "{file}: `{key}` is given twice; the last value is used"
+        ));
+    }
     let mut problems = Vec::new();
     let mut spec = AppSpec::default();
     if let Some(name) = &raw.name {
@@ -248,6 +280,16 @@ pub fn parse_app_json(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
         }
         if let Some(size) = &formation.size {
             let normal = size.to_ascii_lowercase();
+            let retired = RETIRED_DYNO_SIZES
+                .iter()
+                .find(|(old, _)| *old == normal)
+                .map(|(_, now)| *now);
+            if let Some(now) = retired {
+                warnings.push(format!(
+                    "{file}: dyno size `{size}` is retired on Heroku; read as `{now}`"
+                ));
+            }
+            let normal = retired.unwrap_or(&normal);
             match HEROKU_DYNO_SIZES
                 .iter()
                 .find(|(name, _, _)| *name == normal)

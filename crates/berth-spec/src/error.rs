@@ -23,6 +23,25 @@ impl Location {
     }
 }
 
+/// A serde message without berth's own type names: "expected struct
+/// RawBlueprint" becomes "expected a mapping" (`what`: "a mapping", "a
+/// table", "an object").
+pub(crate) fn without_type_names(message: &str, what: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("struct Raw") {
+        out.push_str(&rest[..at]);
+        out.push_str(what);
+        let after = &rest[at + "struct Raw".len()..];
+        let name_end = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        rest = &after[name_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One thing wrong with a spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecProblem {
@@ -88,5 +107,20 @@ mod tests {
             Location::of_offset(text, 9),
             Location { line: 2, column: 4 }
         );
+    }
+}
+
+#[cfg(test)]
+mod type_name_tests {
+    #[test]
+    fn serde_messages_lose_the_raw_type_names() {
+        assert_eq!(
+            super::without_type_names(
+                "invalid type: string \"x\", expected struct RawBlueprint",
+                "a mapping"
+            ),
+            "invalid type: string \"x\", expected a mapping"
+        );
+        assert_eq!(super::without_type_names("plain", "a table"), "plain");
     }
 }

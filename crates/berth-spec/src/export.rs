@@ -39,6 +39,9 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
         root.insert("app".into(), text(app.clone()));
     }
     root.insert("kill_timeout".into(), duration(spec.kill_timeout));
+    if let Some(signal) = spec.kill_signal {
+        root.insert("kill_signal".into(), signal.name().into());
+    }
 
     let mut build = Table::new();
     match &spec.build.builder {
@@ -326,6 +329,7 @@ mod tests {
             r#"
 app = "shop"
 kill_timeout = 12
+kill_signal = "SIGQUIT"
 [build]
 bin = "shop"
 [deploy]

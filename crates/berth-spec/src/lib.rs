@@ -9,11 +9,13 @@
 
 mod access;
 mod appjson;
+mod checks;
 mod converted;
 mod duration;
 mod error;
 mod export;
 mod jobs;
+mod json_keys;
 mod kube;
 mod model;
 mod project;
@@ -25,6 +27,7 @@ mod tree;
 mod workspace;
 
 pub use appjson::{APP_JSON, HEROKU_DYNO_SIZES, parse_app_json};
+pub use checks::{HealthCheck, StopSignal, TcpPort, TcpService};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
 pub use export::{to_dockerfile, to_fly_toml};
@@ -32,12 +35,12 @@ pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use kube::{Manifests, parse_manifests, to_manifests};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EdgeSpec,
-    EgressSpec, EnvFrom, EnvSource, HealthCheck, HttpService, InternalSpec, MountSpec,
-    RateLimitSpec, ResourcesSpec, Scaling, StaticSpec, VM_SIZES, VmSpec,
+    EgressSpec, EnvFrom, EnvSource, HttpService, InternalSpec, MountSpec, RateLimitSpec,
+    ResourcesSpec, Scaling, StaticSpec, VM_SIZES, VmSpec,
 };
 pub use project::{
-    PROCFILE, PROJECT_FILE_NAMES, load_blueprint, load_project, load_project_for, parse_procfile,
-    parse_project,
+    PROCFILE, PROJECT_FILE_NAMES, find_blueprint, is_blueprint, load_blueprint, load_project,
+    load_project_for, parse_procfile, parse_project,
 };
 pub use render::{Blueprint, RENDER_PLANS, RENDER_YAML, parse_render, to_render_yaml};
 pub use secrets::parse_secrets_file;
@@ -137,12 +140,14 @@ pub fn app_name_from_package(package: &str) -> String {
     while name.ends_with('-') {
         name.pop();
     }
-    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         name.insert_str(0, "app-");
     }
     name.truncate(63);
     name
 }
 
+#[cfg(test)]
+mod compat_tests;
 #[cfg(test)]
 mod tests;

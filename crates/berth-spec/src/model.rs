@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::access::{EdgeSpec, EgressSpec, InternalSpec, RateLimitSpec};
+pub use crate::checks::HealthCheck;
 
 /// The process group an app gets when its spec names none.
 pub const DEFAULT_PROCESS: &str = "web";
@@ -26,9 +27,17 @@ pub struct AppSpec {
     pub processes: BTreeMap<String, String>,
     /// How HTTP reaches the app.
     pub http: HttpService,
-    /// Time between SIGTERM and SIGKILL when an instance stops.
+    /// Time between the stop signal and SIGKILL when an instance stops.
     #[serde(with = "duration_ms")]
     pub kill_timeout: Duration,
+    /// The signal that asks an instance to stop (fly's `kill_signal`);
+    /// `None`: SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_signal: Option<crate::StopSignal>,
+    /// Services the router forwards at layer 4 (fly's `[[services]]`
+    /// without an `http` handler).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_services: Vec<crate::TcpService>,
     /// Jobs: run by hand, by API or on a schedule.
     #[serde(default)]
     pub jobs: Vec<crate::JobSpec>,
@@ -260,6 +269,8 @@ impl Default for AppSpec {
             processes: BTreeMap::new(),
             http: HttpService::default(),
             kill_timeout: Duration::from_secs(5),
+            kill_signal: None,
+            tcp_services: Vec::new(),
             jobs: Vec::new(),
             resources: ResourcesSpec::default(),
             mounts: Vec::new(),
@@ -284,7 +295,18 @@ impl AppSpec {
         } else if self.processes.is_empty() {
             BTreeMap::from([(DEFAULT_PROCESS.to_string(), default_binary.to_string())])
         } else {
-            self.processes.clone()
+            // An empty command (fly's `app = ""`) runs the default binary.
+            self.processes
+                .iter()
+                .map(|(group, command)| {
+                    let command = if command.is_empty() {
+                        default_binary
+                    } else {
+                        command
+                    };
+                    (group.clone(), command.to_string())
+                })
+                .collect()
         }
     }
 
@@ -439,8 +461,12 @@ pub struct HttpService {
     /// own CA's certificates, even when the server has an ACME CA.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tls_internal: bool,
-    /// How berth decides an instance is healthy.
+    /// How berth decides an instance is healthy: the first check.
     pub check: HealthCheck,
+    /// Every other check (fly keeps each `[[services.*_checks]]` and
+    /// `[checks]` entry); an instance is healthy when all of its group's pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_checks: Vec<HealthCheck>,
     /// Autoscaling and scale to zero.
     #[serde(default)]
     pub scaling: Scaling,
@@ -493,30 +519,6 @@ impl Scaling {
     /// scale` does).
     pub fn is_active(&self) -> bool {
         self.auto_stop || self.max.is_some() || self.soft_limit.is_some()
-    }
-}
-
-/// A health check.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HealthCheck {
-    /// `None`: a TCP connect to the port; `Some(path)`: an HTTP GET of `path`
-    /// that must answer 2xx or 3xx.
-    pub http_path: Option<String>,
-    /// Time between checks once the instance is up.
-    #[serde(with = "duration_ms")]
-    pub interval: Duration,
-    /// How long one check may take.
-    #[serde(with = "duration_ms")]
-    pub timeout: Duration,
-}
-
-impl Default for HealthCheck {
-    fn default() -> Self {
-        HealthCheck {
-            http_path: None,
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(2),
-        }
     }
 }
 

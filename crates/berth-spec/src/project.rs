@@ -159,14 +159,47 @@ pub fn load_blueprint(tree: &dyn ProjectTree) -> Result<Option<Blueprint>, SpecE
     {
         return Ok(None);
     }
-    let Some(text) = tree.read(RENDER_YAML) else {
+    let Some((name, text)) = find_blueprint(tree) else {
         return Ok(None);
     };
     let default_binary = tree
         .read("Cargo.toml")
         .and_then(|text| crate::parse_cargo_manifest("Cargo.toml", &text).ok())
         .map(|package| package.name);
-    crate::parse_render(RENDER_YAML, &text, default_binary.as_deref()).map(Some)
+    crate::parse_render(&name, &text, default_binary.as_deref()).map(Some)
+}
+
+/// The Render Blueprint in `tree`'s top folder, with its name and text:
+/// `render.yaml`, else the first other `*.yaml`/`*.yml` that reads as one
+/// (Render takes a Blueprint under any path).
+pub fn find_blueprint(tree: &dyn ProjectTree) -> Option<(String, String)> {
+    if let Some(text) = tree.read(RENDER_YAML) {
+        return Some((RENDER_YAML.to_string(), text));
+    }
+    let mut names = tree.list("");
+    names.sort();
+    names
+        .into_iter()
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .find_map(|name| {
+            let text = tree.read(&name)?;
+            is_blueprint(&text).then_some((name, text))
+        })
+}
+
+/// Whether a YAML text looks like a Render Blueprint: top-level `services:`
+/// or `databases:`, and none of a Kubernetes or Cloud Run manifest's
+/// `apiVersion:`/`kind:`.
+pub fn is_blueprint(text: &str) -> bool {
+    let top_level = |key: &str| {
+        text.lines().any(|line| {
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+    };
+    (top_level("services") || top_level("databases"))
+        && !top_level("apiVersion")
+        && !top_level("kind")
 }
 
 /// [`load_project`] for app `app`: picks that app's service when the
@@ -180,6 +213,30 @@ pub fn load_project_for(
         .filter_map(|name| tree.read(name).map(|text| (name.to_string(), text)))
         .collect();
     let mut parsed = parse_project(&files)?;
+    // fly builds a Dockerfile beside a fly file with no [build].
+    let fly_file = files.iter().find(|(name, _)| name.starts_with("fly."));
+    let has_build = |text: &str| {
+        text.lines().any(|line| {
+            let line = line.trim_start();
+            line.starts_with("[build")
+                || line.starts_with("build:")
+                || line.starts_with("\"build\"")
+        })
+    };
+    if let (Some((fly_file, fly_text)), Some(parsed)) = (fly_file, parsed.as_mut())
+        && !files.iter().any(|(name, _)| name == "berth.toml")
+        && !has_build(fly_text)
+        && tree.read("Dockerfile").is_some()
+    {
+        let instead = if tree.read("Cargo.toml").is_some() {
+            "berth builds the Cargo package with cargo instead (the Dockerfile's CMD and EXPOSE are not read): give [build] a `bin` or [processes] if it should run something else"
+        } else {
+            "berth cannot: it builds Cargo packages, and there is no Cargo.toml here"
+        };
+        parsed.warnings.push(format!(
+            "{fly_file} has no [build] and a Dockerfile is beside it, so Fly would build the Dockerfile; {instead}"
+        ));
+    }
     if let Some(mut blueprint) = load_blueprint(tree)? {
         let index = match app {
             Some(app) => blueprint.apps.iter().position(|(name, _)| name == app),
@@ -213,12 +270,12 @@ pub fn load_project_for(
             spec,
             warnings: blueprint.warnings,
         });
-    } else if tree.read(RENDER_YAML).is_some()
+    } else if let Some((name, _)) = find_blueprint(tree)
         && let Some(parsed) = parsed.as_mut()
     {
-        parsed
-            .warnings
-            .push("render.yaml is ignored: berth.toml or fly.toml comes first".into());
+        parsed.warnings.push(format!(
+            "{name} is ignored: berth.toml or fly.toml comes first"
+        ));
     }
     let Some(shuttle) = crate::detect_shuttle(tree)? else {
         return Ok(parsed);
@@ -237,6 +294,11 @@ pub fn load_project_for(
     }
     if spec.app.is_none() {
         spec.app = shuttle.spec.app;
+    }
+    // A service without HTTP (a Discord bot) runs as a worker.
+    if spec.processes.is_empty() && spec.http.processes.is_none() {
+        spec.processes = shuttle.spec.processes;
+        spec.http.processes = shuttle.spec.http.processes;
     }
     spec.shuttle = shuttle.spec.shuttle;
     parsed.warnings.extend(shuttle.warnings);

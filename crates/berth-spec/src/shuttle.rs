@@ -106,6 +106,12 @@ const RESOURCE_ATTRIBUTES: &[(&str, Option<&str>)] = &[
     ("shuttle_metadata::", None),
 ];
 
+/// Shuttle services that listen on no port: they run as a worker.
+const NO_HTTP_SERVICES: &[&str] = &["shuttle_serenity::", "shuttle_poise::"];
+
+/// The process group a Shuttle service without HTTP runs as.
+const WORKER_PROCESS: &str = "worker";
+
 /// Detects a Shuttle project in `tree` and turns it into a spec: the app
 /// named as Shuttle names it, the bin and features cargo-shuttle would
 /// build, the instance size, a database when the code asks for one. `None`
@@ -144,6 +150,18 @@ pub fn detect_shuttle(tree: &dyn ProjectTree) -> Result<Option<ParsedSpec>, Spec
         }
     }
     let Some((package, bin, source)) = found.first() else {
+        if let Some(legacy) = packages.iter().find(|p| depends_on(p, "shuttle-service")) {
+            let manifest = if legacy.dir.is_empty() {
+                "Cargo.toml".to_string()
+            } else {
+                format!("{}/Cargo.toml", legacy.dir)
+            };
+            return Err(SpecError::single(
+                &manifest,
+                None,
+                "depends on `shuttle-service`, Shuttle's runtime before 0.13 (a library loaded by Shuttle's deployer), which berth cannot run: move to `shuttle-runtime` (`cargo shuttle init` shows the shape: a bin with #[shuttle_runtime::main]) and deploy again".into(),
+            ));
+        }
         return Ok(None);
     };
     if found.len() > 1 {
@@ -209,6 +227,19 @@ pub fn detect_shuttle(tree: &dyn ProjectTree) -> Result<Option<ParsedSpec>, Spec
         .any(|kind| kind == "database::shared::postgres")
     {
         spec.resources.postgres = true;
+    }
+
+    if let Some(kind) = NO_HTTP_SERVICES
+        .iter()
+        .find(|marker| source.contains(*marker))
+    {
+        spec.processes
+            .insert(WORKER_PROCESS.to_string(), bin.clone());
+        spec.http.processes = Some(Vec::new());
+        parsed.warnings.push(format!(
+            "a `{}` service serves no HTTP: it runs as the `{WORKER_PROCESS}` process, with no URL and no HTTP health check",
+            kind.trim_end_matches("::")
+        ));
     }
 
     let size_in_code = instance_size_in(source);
@@ -318,11 +349,15 @@ fn workspace_members(root: &toml::Table, tree: &dyn ProjectTree) -> Vec<String> 
 }
 
 fn depends_on_shuttle(package: &Package) -> bool {
+    depends_on(package, "shuttle-runtime")
+}
+
+fn depends_on(package: &Package, crate_name: &str) -> bool {
     package
         .manifest
         .get("dependencies")
         .and_then(|deps| deps.as_table())
-        .is_some_and(|deps| deps.contains_key("shuttle-runtime"))
+        .is_some_and(|deps| deps.contains_key(crate_name))
 }
 
 /// The package's bin targets as cargo finds them: `[[bin]]` entries, then

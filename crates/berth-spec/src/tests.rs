@@ -96,7 +96,8 @@ kill_timeout = 8
     assert_eq!(parsed.spec.http.check.interval, Duration::from_secs(15));
     let warnings = parsed.warnings.join("\n");
     assert!(warnings.contains("primary_region"), "{warnings}");
-    assert!(warnings.contains("kill_signal"), "{warnings}");
+    assert_eq!(parsed.spec.kill_signal, Some(StopSignal::Sigint));
+    assert!(!warnings.contains("kill_signal"), "{warnings}");
     assert!(warnings.contains("buildpack"), "{warnings}");
 }
 

@@ -89,7 +89,12 @@ impl ProjectTree for MemoryTree {
     }
 
     fn list(&self, path: &str) -> Vec<String> {
-        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let folder = path.trim_end_matches('/');
+        let prefix = if folder.is_empty() || folder == "." {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
         let mut names: Vec<String> = self
             .files
             .keys()

@@ -291,11 +291,20 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
     } else {
         format!(", features {}", spec.build.features.join(","))
     };
+    let builder = match &spec.build.builder {
+        berth_spec::BuilderKind::Cargo => "cargo".to_string(),
+        berth_spec::BuilderKind::Dockerfile { path } => {
+            format!("the Dockerfile {path} (berth does not build Dockerfiles yet)")
+        }
+        berth_spec::BuilderKind::Image { image } => {
+            format!("the image {image} (berth does not run images yet)")
+        }
+    };
     row(
         "build",
         match &spec.build.bin {
-            Some(bin) => format!("{:?}, binary {bin}{features}", spec.build.builder),
-            None => format!("{:?}{features}", spec.build.builder).to_lowercase(),
+            Some(bin) => format!("{builder}, binary {bin}{features}"),
+            None => format!("{builder}{features}"),
         },
     );
     if let Some(shuttle) = &spec.shuttle {
@@ -339,10 +348,20 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
     if let Some(command) = &spec.deploy.release_command {
         row("release", command.clone());
     }
-    let check = match &spec.http.check.http_path {
-        Some(path) => format!("GET {path}"),
-        None => "TCP connect".into(),
-    };
+    let check = std::iter::once(&spec.http.check)
+        .chain(&spec.http.extra_checks)
+        .map(|check| {
+            let port = check
+                .port
+                .map(|port| format!(" on port {port}"))
+                .unwrap_or_default();
+            match &check.http_path {
+                Some(path) => format!("{} {path}{port}", check.method()),
+                None => format!("TCP connect{port}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let scaling = &spec.http.scaling;
     let scale = if scaling.is_active() {
         format!(
@@ -367,6 +386,56 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
         "manual (`berth scale`)".into()
     };
     row("http", format!("health check {check}; {scale}"));
+    if spec.http.force_https || !spec.http.domains.is_empty() {
+        let mut edge = Vec::new();
+        if spec.http.force_https {
+            edge.push("plain HTTP redirects to HTTPS".to_string());
+        }
+        if !spec.http.domains.is_empty() {
+            edge.push(format!("domains {}", spec.http.domains.join(", ")));
+        }
+        row("https", edge.join("; "));
+    }
+    for statics in &spec.statics {
+        row(
+            "statics",
+            format!(
+                "{} served by the router from {}",
+                statics.url_prefix, statics.guest_path
+            ),
+        );
+    }
+    for service in &spec.tcp_services {
+        let ports: Vec<String> = service
+            .ports
+            .iter()
+            .map(|port| {
+                let mut text = port.port.to_string();
+                if port.tls {
+                    text.push_str(" (TLS)");
+                }
+                text
+            })
+            .collect();
+        row(
+            "tcp",
+            format!(
+                "ports {} to internal_port {} (not forwarded by the router yet)",
+                ports.join(", "),
+                service.internal_port
+            ),
+        );
+    }
+    if let Some(signal) = spec.kill_signal {
+        row(
+            "stop",
+            format!(
+                "{} then SIGKILL after {}",
+                signal.name(),
+                berth_spec::format_duration(spec.kill_timeout)
+            ),
+        );
+    }
     for job in &spec.jobs {
         let when = job
             .schedule

@@ -64,10 +64,19 @@ pub(crate) fn enter_standby() -> io::Result<()> {
     become_pid_one(false)
 }
 
-/// The signals a stop sends to the instance's process group; the two
-/// waiting processes above the app ignore them (the app gets them itself).
-pub(super) const STOP_SIGNALS: [i32; 4] =
-    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+/// The signals a stop may send to the instance's process group (SIGTERM,
+/// or the app's `kill_signal`); the two waiting processes above the app
+/// ignore them (the app gets them itself).
+pub(super) const STOP_SIGNALS: [i32; 8] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGABRT,
+];
 
 /// In the child, after `unshare(CLONE_NEWPID)`: the caller's next child is
 /// pid 1 of the new namespace. Makes three processes of one:

@@ -62,11 +62,12 @@ impl ProcessDriver {
 #[derive(Debug)]
 struct ProcessGroup {
     pid: u32,
+    stop_signal: i32,
 }
 
 impl InstanceControl for ProcessGroup {
     fn terminate(&self) {
-        isolation::signal_group(self.pid, libc::SIGTERM);
+        isolation::signal_group(self.pid, self.stop_signal);
     }
 
     fn kill(&self) {
@@ -218,7 +219,10 @@ impl Driver for ProcessDriver {
         Ok(RunningInstance::new(
             pid,
             exit,
-            Arc::new(ProcessGroup { pid }),
+            Arc::new(ProcessGroup {
+                pid,
+                stop_signal: spec.stop_signal,
+            }),
         ))
     }
 }

@@ -18,6 +18,7 @@ fn spec(command: &str) -> InstanceSpec {
         env: vec![("GREETING".into(), "hi there".into())],
         binds: Vec::new(),
         sandbox: None,
+        stop_signal: libc::SIGTERM,
     }
 }
 
@@ -324,6 +325,28 @@ async fn stop_sends_sigterm_then_sigkill_after_the_grace() {
         ExitCause::Signal(9)
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn stop_sends_the_apps_own_stop_signal() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink_lines = lines.clone();
+    let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
+    let mut asks_for_int = spec(
+        "trap 'echo got INT; exit 0' INT; trap 'echo got TERM; exit 1' TERM; echo ready; while true; do sleep 0.05; done",
+    );
+    asks_for_int.stop_signal = libc::SIGINT;
+    let instance = ProcessDriver::plain().start(&asks_for_int, sink).unwrap();
+    while !lines.lock().unwrap().iter().any(|line| line == "ready") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        instance.stop(Duration::from_secs(5)).await,
+        ExitCause::Code(0)
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lines = lines.lock().unwrap().clone();
+    assert!(lines.contains(&"got INT".to_string()), "{lines:?}");
 }
 
 #[test]

@@ -209,6 +209,7 @@ impl SandboxedCargo {
                 private_tmp: true,
                 network: None,
             }),
+            stop_signal: berth_spec::StopSignal::Sigterm.number(),
         })
     }
 

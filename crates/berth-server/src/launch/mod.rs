@@ -127,6 +127,10 @@ impl Launcher {
             env,
             binds,
             sandbox,
+            stop_signal: spec
+                .kill_signal
+                .unwrap_or(berth_spec::StopSignal::Sigterm)
+                .number(),
         })
     }
 }

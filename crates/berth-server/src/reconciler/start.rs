@@ -79,7 +79,7 @@ impl Reconciler {
         let watcher = {
             let running = running.clone();
             let id = id.clone();
-            let check = spec.http.check.clone();
+            let checks = checks_for(spec, process, port);
             let startup = spec.deploy.wait_timeout;
             tokio::spawn(async move {
                 let exit = {
@@ -91,15 +91,8 @@ impl Reconciler {
                         let _ = messages.send(Message::Exited { id, cause });
                     }
                 };
-                let health = watch_health(
-                    probe,
-                    id.clone(),
-                    port,
-                    netns,
-                    check,
-                    startup,
-                    messages.clone(),
-                );
+                let health =
+                    watch_health(probe, id.clone(), netns, checks, startup, messages.clone());
                 tokio::select! {
                     () = exit => {}
                     () = health => {
@@ -145,17 +138,35 @@ impl Reconciler {
     }
 }
 
+/// The checks an instance of `process` must pass, each with the port it
+/// probes: those naming the group, or, for a group that serves HTTP on
+/// `port`, those naming none (their port defaults to `port`).
+fn checks_for(
+    spec: &AppSpec,
+    process: &str,
+    port: Option<u16>,
+) -> Vec<(u16, berth_spec::HealthCheck)> {
+    let serves_http = port.is_some();
+    std::iter::once(&spec.http.check)
+        .chain(&spec.http.extra_checks)
+        .filter(|check| match &check.processes {
+            Some(groups) => groups.iter().any(|group| group == process),
+            None => serves_http,
+        })
+        .filter_map(|check| Some((check.port.or(port)?, check.clone())))
+        .collect()
+}
+
 async fn watch_health(
     probe: Arc<dyn HealthProbe>,
     id: String,
-    port: Option<u16>,
     netns: health::Namespace,
-    check: berth_spec::HealthCheck,
+    checks: Vec<(u16, berth_spec::HealthCheck)>,
     startup: Duration,
     messages: mpsc::UnboundedSender<Message>,
 ) {
-    let Some(port) = port else {
-        // A process without HTTP counts as up once it has run for a second.
+    if checks.is_empty() {
+        // A process without HTTP or checks counts as up once it has run for a second.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let _ = messages.send(Message::Healthy {
             id,
@@ -163,42 +174,62 @@ async fn watch_health(
         });
         std::future::pending::<()>().await;
         return;
-    };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    match probe
-        .wait_until_healthy(addr, &netns, &check, Instant::now() + startup)
-        .await
-    {
-        Ok(after) => {
-            let _ = messages.send(Message::Healthy {
-                id: id.clone(),
-                after,
-            });
-        }
-        Err(reason) => {
+    }
+    let started = Instant::now();
+    let checks: Vec<(SocketAddr, berth_spec::HealthCheck)> = checks
+        .into_iter()
+        .map(|(port, check)| (SocketAddr::from(([127, 0, 0, 1], port)), check))
+        .collect();
+    // Up once every check has passed, each before the same deadline.
+    for (addr, check) in &checks {
+        if let Err(reason) = probe
+            .wait_until_healthy(*addr, &netns, check, started + startup)
+            .await
+        {
             let _ = messages.send(Message::StartFailed { id, reason });
             return;
         }
     }
-    let mut failed_in_a_row = 0u32;
+    let _ = messages.send(Message::Healthy {
+        id: id.clone(),
+        after: started.elapsed(),
+    });
+    // Then each on its own interval; failures inside a check's grace period
+    // after start do not count.
+    let mut next_due: Vec<Instant> = checks
+        .iter()
+        .map(|(_, check)| Instant::now() + check.interval)
+        .collect();
+    let mut failed_in_a_row = vec![0u32; checks.len()];
+    let mut unhealthy = false;
     loop {
-        tokio::time::sleep(check.interval).await;
-        match probe.probe(addr, &netns, &check).await {
-            Ok(()) => {
-                if failed_in_a_row >= UNHEALTHY_AFTER {
-                    let _ = messages.send(Message::Recovered { id: id.clone() });
-                }
-                failed_in_a_row = 0;
+        let Some(next) = next_due.iter().min().copied() else {
+            return;
+        };
+        tokio::time::sleep_until(next).await;
+        for (index, (addr, check)) in checks.iter().enumerate() {
+            if next_due[index] > Instant::now() {
+                continue;
             }
-            Err(reason) => {
-                failed_in_a_row += 1;
-                if failed_in_a_row == UNHEALTHY_AFTER {
-                    let _ = messages.send(Message::Unhealthy {
-                        id: id.clone(),
-                        reason,
-                    });
+            next_due[index] = Instant::now() + check.interval;
+            match probe.probe(*addr, &netns, check).await {
+                Ok(()) => failed_in_a_row[index] = 0,
+                Err(_) if started.elapsed() < check.grace_period => {}
+                Err(reason) => {
+                    failed_in_a_row[index] += 1;
+                    if failed_in_a_row[index] == UNHEALTHY_AFTER && !unhealthy {
+                        unhealthy = true;
+                        let _ = messages.send(Message::Unhealthy {
+                            id: id.clone(),
+                            reason,
+                        });
+                    }
                 }
             }
+        }
+        if unhealthy && failed_in_a_row.iter().all(|failed| *failed == 0) {
+            unhealthy = false;
+            let _ = messages.send(Message::Recovered { id: id.clone() });
         }
     }
 }

@@ -104,9 +104,12 @@ pub(super) fn validate_build(
         ("ignorefile", build.ignorefile.is_some()),
     ] {
         if present {
-            warnings.push(format!(
-                "{file}: [build] {key} is ignored by the cargo builder"
-            ));
+            let why = if matches!(spec.builder, BuilderKind::Cargo) {
+                "berth builds with cargo"
+            } else {
+                "berth does not build images yet"
+            };
+            warnings.push(format!("{file}: [build] {key} is ignored: {why}"));
         }
     }
     spec

@@ -3,6 +3,7 @@
 use super::shapes::*;
 use super::values::*;
 use super::*;
+use crate::{TcpPort, TcpService};
 
 pub(super) fn validate_http(
     file: &str,
@@ -11,9 +12,12 @@ pub(super) fn validate_http(
     checks: BTreeMap<String, RawCheck>,
     problems: &mut Problems<'_>,
     warnings: &mut Vec<String>,
-) -> HttpService {
+) -> (HttpService, Vec<TcpService>) {
     let mut spec = HttpService::default();
-    let mut raw_checks: Vec<RawHttpCheck> = Vec::new();
+    // Each check with the port it probes (`None`: the HTTP port).
+    let mut raw_checks: Vec<(RawHttpCheck, Option<u16>, Option<Vec<String>>)> = Vec::new();
+    let mut scaling: Option<ScalingKeys> = None;
+    let mut tcp_services = Vec::new();
 
     if let Some(http) = http_service {
         if let Some(port) = &http.internal_port {
@@ -43,20 +47,19 @@ pub(super) fn validate_http(
         spec.processes = http
             .processes
             .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
-        raw_checks.extend(http.checks);
-        spec.scaling = validate_scaling(
-            ScalingKeys {
-                auto_stop: http.auto_stop_machines,
-                auto_start: http.auto_start_machines,
-                min: http.min_machines_running.or(http.min_instances),
-                max: http.max_machines_running.or(http.max_instances),
-                concurrency: http.concurrency,
-                idle_timeout: http.idle_timeout,
-                scale_in_delay: http.scale_in_delay,
-                container_concurrency: http.container_concurrency,
-            },
-            problems,
-        );
+        for check in http.checks.map(OneOrMany::into_vec).unwrap_or_default() {
+            raw_checks.push((check, None, None));
+        }
+        scaling = Some(ScalingKeys {
+            auto_stop: http.auto_stop_machines,
+            auto_start: http.auto_start_machines,
+            min: http.min_machines_running.or(http.min_instances),
+            max: http.max_machines_running.or(http.max_instances),
+            concurrency: http.concurrency,
+            idle_timeout: http.idle_timeout,
+            scale_in_delay: http.scale_in_delay,
+            container_concurrency: http.container_concurrency,
+        });
         if http.http_options.is_some() || http.tls_options.is_some() {
             warnings.push(format!(
                 "{file}: [http_service] http_options and tls_options are ignored"
@@ -65,86 +68,192 @@ pub(super) fn validate_http(
     }
 
     for (index, service) in services.into_iter().enumerate() {
+        let number = index + 1;
         let protocol = service.protocol.as_deref().unwrap_or("tcp");
         if protocol != "tcp" {
             warnings.push(format!(
-                "{file}: [[services]] #{} uses protocol `{protocol}`; berth routes only HTTP over tcp",
-                index + 1
+                "{file}: [[services]] #{number} uses protocol `{protocol}`; berth forwards tcp only, so it is ignored"
             ));
             continue;
         }
-        if spec.internal_port.is_none()
-            && let Some(port) = &service.internal_port
-        {
-            spec.internal_port = port_value(port, problems);
-        }
-        if spec.processes.is_none() {
-            spec.processes = service
-                .processes
-                .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
-        }
-        raw_checks.extend(service.http_checks);
-        raw_checks.extend(service.tcp_checks.into_iter().map(|mut check| {
-            check.kind = Some("tcp".into());
-            check
-        }));
+        let internal_port = service
+            .internal_port
+            .as_ref()
+            .and_then(|port| port_value(port, problems));
+        let processes: Option<Vec<String>> = service
+            .processes
+            .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
+        let ports = service.ports.map(OneOrMany::into_vec).unwrap_or_default();
+        let serves_http = ports.is_empty()
+            || ports.iter().any(|port| {
+                port.handlers
+                    .iter()
+                    .any(|handler| handler.eq_ignore_ascii_case("http"))
+            });
         if service.script_checks.is_some() {
             warnings.push(format!("{file}: script_checks are ignored"));
         }
-        let _ = service.ports;
-        if !spec.scaling.is_active() {
-            spec.scaling = validate_scaling(
-                ScalingKeys {
-                    auto_stop: service.auto_stop_machines,
-                    auto_start: service.auto_start_machines,
-                    min: service.min_machines_running,
-                    concurrency: service.concurrency,
-                    ..ScalingKeys::default()
-                },
-                problems,
+        let service_checks = service
+            .http_checks
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(
+                service
+                    .tcp_checks
+                    .map(OneOrMany::into_vec)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|mut check| {
+                        check.kind = Some(Spanned::new(0..0, "tcp".into()));
+                        check
+                    }),
             );
+        if !serves_http {
+            let Some(internal_port) = internal_port else {
+                problems.found.push(SpecProblem {
+                    location: None,
+                    message: format!(
+                        "[[services]] #{number} has ports but no internal_port: which port of the app should they reach?"
+                    ),
+                });
+                continue;
+            };
+            for check in service_checks {
+                raw_checks.push((check, Some(internal_port), processes.clone()));
+            }
+            let ports = tcp_ports(number, ports, problems);
+            if !ports.is_empty() {
+                let public: Vec<String> = ports.iter().map(|port| port.port.to_string()).collect();
+                warnings.push(format!(
+                    "{file}: [[services]] #{number} is a TCP service (ports {}, no `http` handler): the router does not forward TCP yet, so it is reachable at APP.internal:{internal_port} from the app's own instances only",
+                    public.join(", ")
+                ));
+                tcp_services.push(TcpService {
+                    internal_port,
+                    ports,
+                    processes,
+                });
+            }
+            continue;
         }
-    }
-    raw_checks.extend(checks.into_values());
-
-    if let Some(check) = raw_checks.into_iter().next() {
-        let mut health = HealthCheck::default();
-        let is_tcp = check.kind.as_deref() == Some("tcp");
-        if !is_tcp {
-            health.http_path = Some(check.path.clone().unwrap_or_else(|| "/".into()));
-        }
-        if let Some(interval) = &check.interval
-            && let Some(value) = duration_value(interval, Unit::Millis, "interval", problems)
-        {
-            health.interval = value.max(Duration::from_millis(100));
-        }
-        if let Some(timeout) = &check.timeout
-            && let Some(value) = duration_value(timeout, Unit::Millis, "timeout", problems)
-        {
-            health.timeout = value.max(Duration::from_millis(10));
-        }
-        if let Some(grace) = &check.grace_period {
-            // Startup is waited for by the deploy timeout; the grace period only
-            // needs to parse.
-            let _ = duration_value(grace, Unit::Millis, "grace_period", problems);
-        }
-        if let Some(method) = &check.method
-            && !method.eq_ignore_ascii_case("GET")
-        {
+        let same_port = spec.internal_port.is_none() || spec.internal_port == internal_port;
+        if !same_port {
             warnings.push(format!(
-                "{file}: health checks use GET; method `{method}` is ignored"
+                "{file}: [[services]] #{number} serves HTTP on internal_port {} but the app's HTTP goes to {}: berth routes one HTTP port per app, so this service is reachable only at APP.internal:{}",
+                internal_port.unwrap_or_default(),
+                spec.internal_port.unwrap_or_default(),
+                internal_port.unwrap_or_default(),
             ));
+            continue;
         }
-        let _ = (
-            check.protocol,
-            check.tls_skip_verify,
-            check.headers,
-            check.port,
-            check.restart_limit,
-        );
-        spec.check = health;
+        if spec.internal_port.is_none() {
+            spec.internal_port = internal_port;
+        }
+        if spec.processes.is_none() {
+            spec.processes.clone_from(&processes);
+        }
+        spec.force_https |= ports.iter().any(|port| port.force_https == Some(true));
+        for check in service_checks {
+            raw_checks.push((check, None, None));
+        }
+        // flyctl keeps each service's own keys; one HTTP route here takes
+        // the first value given for each.
+        let keys = ScalingKeys {
+            auto_stop: service.auto_stop_machines,
+            auto_start: service.auto_start_machines,
+            min: service.min_machines_running,
+            concurrency: service.concurrency,
+            ..ScalingKeys::default()
+        };
+        scaling = Some(match scaling {
+            Some(first) => first.or(keys),
+            None => keys,
+        });
     }
-    spec
+    spec.scaling = validate_scaling(scaling.unwrap_or_default(), problems);
+    for check in checks.into_values() {
+        let processes = check
+            .processes
+            .clone()
+            .map(|groups| groups.into_iter().map(Spanned::into_inner).collect());
+        raw_checks.push((check, None, processes));
+    }
+
+    let mut validated = raw_checks
+        .into_iter()
+        .map(|(check, port, processes)| {
+            super::checks::validate_check(file, check, port, processes, problems, warnings)
+        })
+        .collect::<Vec<_>>()
+        .into_iter();
+    if let Some(first) = validated.next() {
+        spec.check = first;
+        spec.extra_checks = validated.collect();
+    }
+    (spec, tcp_services)
+}
+
+/// The public ports of a TCP service: each `port` (or `start_port` to
+/// `end_port`), with `tls` and `proxy_proto` handlers.
+fn tcp_ports(
+    number: usize,
+    ports: Vec<RawServicePort>,
+    problems: &mut Problems<'_>,
+) -> Vec<TcpPort> {
+    let mut valid = Vec::new();
+    for port in ports {
+        let tls = port
+            .handlers
+            .iter()
+            .any(|handler| handler.eq_ignore_ascii_case("tls"));
+        let proxy_proto = port.proxy_proto_options.is_some()
+            || port
+                .handlers
+                .iter()
+                .any(|handler| handler.eq_ignore_ascii_case("proxy_proto"));
+        let numbers = match (&port.port, &port.start_port, &port.end_port) {
+            (Some(single), _, _) => {
+                named_port_value(single, "port", problems).map(|number| number..=number)
+            }
+            (None, Some(start), Some(end)) => {
+                match (
+                    named_port_value(start, "start_port", problems),
+                    named_port_value(end, "end_port", problems),
+                ) {
+                    (Some(first), Some(last)) if first <= last && last - first < 64 => {
+                        Some(first..=last)
+                    }
+                    (Some(_), Some(_)) => {
+                        problems.at(
+                            start,
+                            "start_port to end_port must be a range of at most 64 ports, start first".into(),
+                        );
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            _ => {
+                problems.found.push(SpecProblem {
+                    location: None,
+                    message: format!(
+                        "[[services]] #{number}: a [[services.ports]] entry needs `port` (or `start_port` and `end_port`)"
+                    ),
+                });
+                None
+            }
+        };
+        for public in numbers.into_iter().flatten() {
+            valid.push(TcpPort {
+                port: public,
+                tls,
+                proxy_proto,
+            });
+        }
+        let _ = (port.tls_options, port.http_options, port.force_https);
+    }
+    valid
 }
 
 pub(super) fn validate_scaling(

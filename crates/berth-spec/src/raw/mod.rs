@@ -9,10 +9,11 @@ use deploy::{validate_build, validate_deploy, validate_jobs};
 use http::validate_http;
 pub(crate) use resources::{valid_mount_destination, valid_volume_name};
 use resources::{validate_mounts, validate_statics, validate_vms};
-use shapes::{Problems, RawSpec};
+use shapes::{OneOrMany, Problems, RawExperimental, RawSpec};
 pub(crate) use values::size_text_bytes;
-use values::{Unit, duration_value, valid_process_name, validate_env};
+use values::{Unit, duration_value, shell_join, valid_process_name, validate_env};
 mod cargo;
+mod checks;
 mod deploy;
 mod edge;
 mod http;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::StopSignal;
 use crate::duration::parse_duration;
 use crate::error::{Location, SpecError, SpecProblem};
 use crate::jobs::{JobSpec, OverlapPolicy, Schedule};
@@ -68,7 +70,8 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<ParsedSpec, SpecError> {
 
 pub(crate) fn toml_error(file: &str, text: &str, err: &toml::de::Error) -> SpecError {
     let location = err.span().map(|span| Location::of_offset(text, span.start));
-    SpecError::single(file, location, err.message().trim().to_string())
+    let message = crate::error::without_type_names(err.message().trim(), "a table");
+    SpecError::single(file, location, message)
 }
 
 fn validate(
@@ -90,19 +93,25 @@ fn validate(
     {
         spec.kill_timeout = duration;
     }
-    if let Some(signal) = &raw.kill_signal
-        && !signal.eq_ignore_ascii_case("SIGTERM")
-    {
-        warnings.push(format!(
-            "{file}: kill_signal = \"{signal}\" is not supported yet; berth sends SIGTERM"
-        ));
+    if let Some(signal) = &raw.kill_signal {
+        match StopSignal::parse(signal.get_ref()) {
+            Some(StopSignal::Sigterm) => {}
+            Some(parsed) => spec.kill_signal = Some(parsed),
+            None => problems.at(
+                signal,
+                format!(
+                    "kill_signal = \"{}\" is not a signal berth can send to stop an instance (known: {})",
+                    signal.get_ref(),
+                    StopSignal::known()
+                ),
+            ),
+        }
     }
 
     let ignored_here = [
         ("primary_region", raw.primary_region.is_some()),
         ("swap_size_mb", raw.swap_size_mb.is_some()),
         ("console_command", raw.console_command.is_some()),
-        ("experimental", raw.experimental.is_some()),
         ("metrics", raw.metrics.is_some()),
     ];
     for (key, present) in ignored_here {
@@ -112,6 +121,17 @@ fn validate(
             ));
         }
     }
+    let has_kill_timeout = raw.kill_timeout.is_some();
+    let experimental_command = raw.experimental.map(|experimental| {
+        experimental_command(
+            file,
+            experimental,
+            has_kill_timeout,
+            &mut spec,
+            problems,
+            warnings,
+        )
+    });
     let not_yet = [("[budget]", raw.budget.is_some())];
     for (key, present) in [
         ("[[restart]]", raw.restart.is_some()),
@@ -146,7 +166,7 @@ fn validate(
     }
     spec.env = validate_env(raw.env, "[env]", problems, warnings, file);
 
-    for (name, command) in &raw.processes {
+    for (name, command) in &raw.processes.0 {
         if !valid_process_name(name) {
             problems.at(
                 command,
@@ -154,14 +174,23 @@ fn validate(
                     "process group `{name}` must be lowercase letters, digits, `-` or `_`, starting with a letter"
                 ),
             );
-        } else if command.get_ref().trim().is_empty() {
-            problems.at(
-                command,
-                format!("process group `{name}` has an empty command"),
-            );
         } else {
+            // An empty command is fly's "the image's CMD": here, the
+            // default binary (or `[experimental] cmd`).
             spec.processes
                 .insert(name.clone(), command.get_ref().trim().to_string());
+        }
+    }
+    if let Some(Some(command)) = experimental_command {
+        if spec.processes.is_empty() {
+            spec.processes
+                .insert(crate::DEFAULT_PROCESS.to_string(), command);
+        } else {
+            for group_command in spec.processes.values_mut() {
+                if group_command.is_empty() {
+                    group_command.clone_from(&command);
+                }
+            }
         }
     }
 
@@ -195,8 +224,13 @@ fn validate(
     if let Some(vms) = raw.vm {
         spec.vms = validate_vms(file, vms.into_vec(), problems, warnings);
     }
-    if let Some(mounts) = raw.mounts {
-        spec.mounts = validate_mounts(file, mounts.into_vec(), problems, warnings);
+    let mounts: Vec<_> = [raw.mount, raw.mounts]
+        .into_iter()
+        .flatten()
+        .flat_map(OneOrMany::into_vec)
+        .collect();
+    if !mounts.is_empty() {
+        spec.mounts = validate_mounts(file, mounts, problems, warnings);
     }
     // Both start new instances beside old ones: a volume two processes
     // must not write at once cannot take that (Fly refuses them too).
@@ -216,10 +250,10 @@ fn validate(
             ),
         );
     }
-    spec.http = validate_http(
+    (spec.http, spec.tcp_services) = validate_http(
         file,
         raw.http_service,
-        raw.services,
+        raw.services.map(OneOrMany::into_vec).unwrap_or_default(),
         raw.checks,
         problems,
         warnings,
@@ -239,4 +273,59 @@ fn validate(
         }
     }
     spec
+}
+
+/// `[experimental]`: `cmd` (with `entrypoint` before it) is the command of
+/// groups that give none; `kill_timeout` is the top-level one's fallback.
+fn experimental_command(
+    file: &str,
+    experimental: RawExperimental,
+    has_kill_timeout: bool,
+    spec: &mut AppSpec,
+    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    if let Some(exec) = &experimental.exec {
+        problems.at(
+            exec,
+            "[experimental] exec replaces the machine's init, which berth does not have: use `cmd` or [processes]".into(),
+        );
+    }
+    if let Some(timeout) = &experimental.kill_timeout
+        && !has_kill_timeout
+        && let Some(duration) = duration_value(timeout, Unit::Seconds, "kill_timeout", problems)
+    {
+        spec.kill_timeout = duration;
+    }
+    let ignored: Vec<&str> = [
+        ("private_network", experimental.private_network.is_some()),
+        ("enable_consul", experimental.enable_consul.is_some()),
+        ("enable_etcd", experimental.enable_etcd.is_some()),
+        (
+            "allowed_public_ports",
+            experimental.allowed_public_ports.is_some(),
+        ),
+        ("metrics_port", experimental.metrics_port.is_some()),
+        ("metrics_path", experimental.metrics_path.is_some()),
+        ("machine_config", experimental.machine_config.is_some()),
+        ("lazy_load_images", experimental.lazy_load_images.is_some()),
+        ("attached", experimental.attached.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, present)| present.then_some(key))
+    .collect();
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "{file}: [experimental] {} has no meaning on one machine and is ignored",
+            ignored.join(", ")
+        ));
+    }
+    // A failed deploy always leaves the old release serving here.
+    let _ = experimental.auto_rollback;
+    let words: Vec<String> = [experimental.entrypoint, experimental.cmd]
+        .into_iter()
+        .flatten()
+        .flat_map(|part| part.into_inner().into_vec())
+        .collect();
+    (!words.is_empty()).then(|| shell_join(&words))
 }

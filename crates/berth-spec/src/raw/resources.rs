@@ -160,6 +160,9 @@ pub(super) fn validate_mounts(
 const MIN_VOLUME_MIB: u64 = 16;
 const MAX_VOLUME_MIB: u64 = 16 * 1024 * 1024;
 
+/// fly's GPU machine presets.
+const GPU_SIZES: &[&str] = &["a10", "a100-40gb", "a100-80gb", "l40s"];
+
 /// The most memory one instance may be given, in MiB.
 const MAX_MEMORY_MIB: u32 = 256 * 1024;
 
@@ -183,6 +186,14 @@ pub(super) fn validate_vms(
                     spec.cpus = *cpus;
                     spec.memory_mb = *memory;
                 }
+                None if GPU_SIZES.contains(&name.as_str()) => {
+                    // fly's GPU presets: 8 performance CPUs, 32 GB, a GPU.
+                    spec.cpus = 8.0;
+                    spec.memory_mb = 32 * 1024;
+                    warnings.push(format!(
+                        "{file}: [[vm]] size `{name}` has a GPU, and no GPU is available here: instances get its 8 CPUs and 32 GB without one"
+                    ));
+                }
                 None => problems.at(
                     size,
                     format!(
@@ -190,6 +201,7 @@ pub(super) fn validate_vms(
                         crate::model::VM_SIZES
                             .iter()
                             .map(|(known, _, _)| *known)
+                            .chain(GPU_SIZES.iter().copied())
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
@@ -288,9 +300,21 @@ pub(crate) fn valid_mount_destination(path: &str) -> Result<(), &'static str> {
         return Err("cannot contain `.` or `..`");
     }
     const SYSTEM: &[&str] = &[
-        "proc", "sys", "dev", "etc", "bin", "sbin", "lib", "lib64", "usr", "boot", "run",
+        "proc", "sys", "dev", "etc", "bin", "sbin", "lib", "lib64", "boot", "run",
     ];
-    if SYSTEM.contains(&parts[0]) {
+    // Under /usr, an app's own folder (`/usr/src/app`, `/usr/local/data`,
+    // `/usr/share/nginx/html`) is the app's; the system's are not.
+    const USR_SYSTEM: &[&str] = &[
+        "bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "include",
+    ];
+    let under_usr_ok = match parts.as_slice() {
+        ["usr", top, ..] | ["usr", "local", top, ..] if USR_SYSTEM.contains(top) => false,
+        ["usr", "local" | "share", _, ..] => true,
+        ["usr", "local" | "share"] => false,
+        ["usr", _, ..] => true,
+        _ => true,
+    };
+    if SYSTEM.contains(&parts[0]) || parts == ["usr"] || !under_usr_ok {
         return Err("is a system directory");
     }
     Ok(())

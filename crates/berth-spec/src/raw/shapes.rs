@@ -42,6 +42,22 @@ pub(super) struct ScalingKeys {
     pub(super) container_concurrency: Option<Spanned<NumberOrText>>,
 }
 
+impl ScalingKeys {
+    /// These keys, with those not given taken from `other`.
+    pub(super) fn or(self, other: ScalingKeys) -> ScalingKeys {
+        ScalingKeys {
+            auto_stop: self.auto_stop.or(other.auto_stop),
+            auto_start: self.auto_start.or(other.auto_start),
+            min: self.min.or(other.min),
+            max: self.max.or(other.max),
+            concurrency: self.concurrency.or(other.concurrency),
+            idle_timeout: self.idle_timeout.or(other.idle_timeout),
+            scale_in_delay: self.scale_in_delay.or(other.scale_in_delay),
+            container_concurrency: self.container_concurrency.or(other.container_concurrency),
+        }
+    }
+}
+
 /// An env value: fly accepts strings, numbers and booleans.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -68,25 +84,27 @@ impl Scalar {
 pub(super) struct RawSpec {
     pub(super) app: Option<Spanned<String>>,
     pub(super) kill_timeout: Option<Spanned<NumberOrText>>,
-    pub(super) kill_signal: Option<String>,
+    pub(super) kill_signal: Option<Spanned<String>>,
     pub(super) build: Option<RawBuild>,
     pub(super) deploy: Option<RawDeploy>,
     pub(super) env: BTreeMap<String, Spanned<Scalar>>,
-    pub(super) processes: BTreeMap<String, Spanned<String>>,
+    pub(super) processes: RawProcesses,
     pub(super) http_service: Option<RawHttpService>,
-    pub(super) services: Vec<RawService>,
+    pub(super) services: Option<OneOrMany<RawService>>,
     pub(super) checks: BTreeMap<String, RawCheck>,
     // Accepted for fly.toml compatibility; berth does not act on these on one machine.
     pub(super) primary_region: Option<toml::Value>,
     pub(super) swap_size_mb: Option<toml::Value>,
     pub(super) console_command: Option<toml::Value>,
-    pub(super) experimental: Option<toml::Value>,
+    pub(super) experimental: Option<RawExperimental>,
     pub(super) metrics: Option<toml::Value>,
     pub(super) statics: Option<OneOrMany<RawStatic>>,
     pub(super) restart: Option<toml::Value>,
     pub(super) files: Option<toml::Value>,
     pub(super) vm: Option<OneOrMany<RawVm>>,
     pub(super) mounts: Option<OneOrMany<RawMount>>,
+    /// flyctl also reads the singular `[mount]`.
+    pub(super) mount: Option<OneOrMany<RawMount>>,
     pub(super) jobs: Vec<RawJob>,
     pub(super) resources: Option<RawResources>,
     pub(super) egress: Option<RawEgress>,
@@ -268,7 +286,7 @@ pub(super) struct RawHttpService {
     pub(super) tls: Option<Spanned<String>>,
     pub(super) domains: Vec<Spanned<String>>,
     pub(super) processes: Option<Vec<Spanned<String>>>,
-    pub(super) checks: Vec<RawHttpCheck>,
+    pub(super) checks: Option<OneOrMany<RawHttpCheck>>,
     pub(super) auto_stop_machines: Option<Spanned<BoolOrText>>,
     pub(super) auto_start_machines: Option<Spanned<BoolOrText>>,
     pub(super) min_machines_running: Option<Spanned<NumberOrText>>,
@@ -290,9 +308,9 @@ pub(super) struct RawService {
     pub(super) internal_port: Option<Spanned<NumberOrText>>,
     pub(super) protocol: Option<String>,
     pub(super) processes: Option<Vec<Spanned<String>>>,
-    pub(super) http_checks: Vec<RawHttpCheck>,
-    pub(super) tcp_checks: Vec<RawHttpCheck>,
-    pub(super) ports: Option<toml::Value>,
+    pub(super) http_checks: Option<OneOrMany<RawHttpCheck>>,
+    pub(super) tcp_checks: Option<OneOrMany<RawHttpCheck>>,
+    pub(super) ports: Option<OneOrMany<RawServicePort>>,
     pub(super) concurrency: Option<RawConcurrency>,
     pub(super) auto_stop_machines: Option<Spanned<BoolOrText>>,
     pub(super) auto_start_machines: Option<Spanned<BoolOrText>>,
@@ -307,17 +325,168 @@ pub(super) struct RawHttpCheck {
     pub(super) interval: Option<Spanned<NumberOrText>>,
     pub(super) timeout: Option<Spanned<NumberOrText>>,
     pub(super) grace_period: Option<Spanned<NumberOrText>>,
-    pub(super) method: Option<String>,
+    pub(super) method: Option<Spanned<String>>,
     pub(super) protocol: Option<String>,
     pub(super) tls_skip_verify: Option<bool>,
-    pub(super) headers: Option<toml::Value>,
+    pub(super) tls_server_name: Option<String>,
+    pub(super) headers: Option<Spanned<toml::Value>>,
     #[serde(rename = "type")]
-    pub(super) kind: Option<String>,
-    pub(super) port: Option<toml::Value>,
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) port: Option<Spanned<NumberOrText>>,
+    pub(super) processes: Option<Vec<Spanned<String>>>,
     pub(super) restart_limit: Option<toml::Value>,
 }
 
 pub(super) type RawCheck = RawHttpCheck;
+
+/// One `[[services.ports]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawServicePort {
+    pub(super) port: Option<Spanned<NumberOrText>>,
+    pub(super) start_port: Option<Spanned<NumberOrText>>,
+    pub(super) end_port: Option<Spanned<NumberOrText>>,
+    pub(super) handlers: Vec<String>,
+    pub(super) force_https: Option<bool>,
+    pub(super) tls_options: Option<toml::Value>,
+    pub(super) http_options: Option<toml::Value>,
+    pub(super) proxy_proto_options: Option<toml::Value>,
+}
+
+/// `[experimental]`: `cmd` and `entrypoint` change what runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawExperimental {
+    pub(super) cmd: Option<Spanned<StringOrList>>,
+    pub(super) entrypoint: Option<Spanned<StringOrList>>,
+    pub(super) exec: Option<Spanned<StringOrList>>,
+    pub(super) auto_rollback: Option<bool>,
+    pub(super) kill_timeout: Option<Spanned<NumberOrText>>,
+    pub(super) private_network: Option<toml::Value>,
+    pub(super) enable_consul: Option<toml::Value>,
+    pub(super) enable_etcd: Option<toml::Value>,
+    pub(super) allowed_public_ports: Option<toml::Value>,
+    pub(super) metrics_port: Option<toml::Value>,
+    pub(super) metrics_path: Option<toml::Value>,
+    pub(super) machine_config: Option<toml::Value>,
+    pub(super) lazy_load_images: Option<toml::Value>,
+    pub(super) attached: Option<toml::Value>,
+}
+
+/// A command as flyctl takes it: a string is one argument (not split), a
+/// list is the arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(one) => vec![one],
+            StringOrList::Many(many) => many,
+        }
+    }
+}
+
+/// `[processes]`: group → command. flyctl also reads an array: empty
+/// (`processes = []`, which older flyctl wrote) means no groups, and
+/// `[[processes]]` tables give `name` and `command`.
+#[derive(Debug, Default)]
+pub(super) struct RawProcesses(pub(super) BTreeMap<String, Spanned<String>>);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawProcessEntry {
+    name: Option<String>,
+    command: Option<Spanned<String>>,
+}
+
+/// One element of a `processes` array: a table, or anything else (dropped,
+/// as flyctl does).
+struct ProcessElement(Option<RawProcessEntry>);
+
+impl<'de> Deserialize<'de> for ProcessElement {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ProcessElement;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table with `name` and `command`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawProcessEntry::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|entry| ProcessElement(Some(entry)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ProcessElement(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ProcessElement(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ProcessElement(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ProcessElement(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ProcessElement(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ProcessElement(None))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawProcesses {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawProcesses;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of process group = \"command\"")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut groups = BTreeMap::new();
+                while let Some(ProcessElement(entry)) = seq.next_element()? {
+                    if let Some(RawProcessEntry {
+                        name: Some(name),
+                        command,
+                    }) = entry
+                    {
+                        // No command: the default, as `app = ""` is.
+                        let command = command.unwrap_or_else(|| Spanned::new(0..0, String::new()));
+                        groups.insert(name, command);
+                    }
+                }
+                Ok(RawProcesses(groups))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                BTreeMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawProcesses)
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
 
 /// Collects problems with their locations while validating.
 pub(super) struct Problems<'a> {

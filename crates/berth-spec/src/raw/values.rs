@@ -129,6 +129,14 @@ pub(super) fn port_value(
     value: &Spanned<NumberOrText>,
     problems: &mut Problems<'_>,
 ) -> Option<u16> {
+    named_port_value(value, "internal_port", problems)
+}
+
+pub(super) fn named_port_value(
+    value: &Spanned<NumberOrText>,
+    key: &str,
+    problems: &mut Problems<'_>,
+) -> Option<u16> {
     let number = match value.get_ref() {
         NumberOrText::Integer(number) => Some(*number),
         NumberOrText::Text(text) => text.trim().parse::<i64>().ok(),
@@ -139,7 +147,7 @@ pub(super) fn port_value(
         _ => {
             problems.at(
                 value,
-                "internal_port must be a whole number from 1 to 65535".into(),
+                format!("{key} must be a whole number from 1 to 65535"),
             );
             None
         }
@@ -198,4 +206,24 @@ pub(super) fn validate_env(
         }
     }
     valid
+}
+
+/// Joins words into one `/bin/sh -c` command line, quoting each that the
+/// shell would otherwise split or expand.
+pub(crate) fn shell_join(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c));
+            if plain {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

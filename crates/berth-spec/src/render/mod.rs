@@ -69,7 +69,8 @@ pub fn parse_render(
                 line: at.line(),
                 column: at.column(),
             });
-            SpecError::single(file, location, err.to_string())
+            let message = crate::error::without_type_names(&err.to_string(), "a mapping");
+            SpecError::single(file, location, message)
         })?;
     let mut warnings: Vec<String> = unknown
         .into_iter()
@@ -151,11 +152,11 @@ pub fn parse_render(
             match &var.from_group {
                 Some(group) => match groups.get(group.as_str()) {
                     Some(group) => vars.extend(group.env_vars.iter().cloned()),
-                    None => problems.at(
-                        &service.name,
-                        Some("envVars"),
-                        format!("service `{}` uses env group `{group}`, which envVarGroups does not define", service.name),
-                    ),
+                    // A group made in Render's dashboard, not in the file.
+                    None => warnings.push(format!(
+                        "{file}: service `{}` uses env group `{group}`, which envVarGroups does not define (a group made in Render's dashboard?): set its variables with `berth env set` or `berth secrets set`",
+                        service.name
+                    )),
                 },
                 None => vars.push(var.clone()),
             }

@@ -204,7 +204,19 @@ fn mistakes_name_file_line_and_column() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("database `missing`"), "{err}");
-    assert!(err.contains("env group `nope`"), "{err}");
+    // A group made in Render's dashboard is not in the file: a warning.
+    assert!(!err.contains("env group `nope`"), "{err}");
+    let blueprint = parse_render(
+        RENDER_YAML,
+        "services:\n  - type: web\n    name: api\n    envVars:\n      - fromGroup: nope\n",
+        None,
+    )
+    .unwrap();
+    assert!(
+        blueprint.warnings.join("\n").contains("env group `nope`"),
+        "{:?}",
+        blueprint.warnings
+    );
     let err = parse_render(
             RENDER_YAML,
             "services:\n  - type: web\n    name: api\n    disk:\n      name: data\n      mountPath: /etc\n",

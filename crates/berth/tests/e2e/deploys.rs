@@ -909,7 +909,7 @@ async fn a_release_that_never_passes_its_http_check_fails_the_deploy() {
     let out = server.fails_in(app.path(), &["deploy"]).await;
     assert!(
         out.stderr
-            .contains("did not pass its health check in time: GET /nope answered 404"),
+            .contains("did not pass its health check in time: GET /nope on port "),
         "{}",
         out.stderr
     );

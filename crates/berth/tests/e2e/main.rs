@@ -12,6 +12,7 @@ mod deploys;
 mod disk;
 mod domains;
 mod edge;
+mod fly_meaning;
 mod formats;
 mod isolation;
 mod jobs;

@@ -1,0 +1,280 @@
+//! Other platforms' files, one fixture per class of form that real files
+//! use (tests/fixtures/compat), each read with the meaning its platform
+//! gives it.
+
+use std::time::Duration;
+
+use super::*;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!("../../../tests/fixtures/compat/", $name))
+    };
+}
+
+fn fly(text: &str) -> ParsedSpec {
+    parse_spec("fly.toml", text).unwrap_or_else(|err| panic!("{err}"))
+}
+
+#[test]
+fn an_empty_processes_list_means_one_default_group() {
+    let parsed = fly(fixture!("processes-empty-list.toml"));
+    assert!(parsed.spec.processes.is_empty());
+    assert_eq!(parsed.spec.process_commands("bin")["web"], "bin");
+    assert!(parsed.spec.serves_http("web"));
+}
+
+#[test]
+fn processes_tables_become_groups() {
+    let spec = fly(fixture!("processes-tables.toml")).spec;
+    assert_eq!(spec.processes["web"], "server --port 8080");
+    assert_eq!(spec.processes["worker"], "server --work");
+}
+
+#[test]
+fn a_lone_services_table_is_one_service_with_its_port_options_and_check() {
+    let spec = fly(fixture!("lone-services-table.toml")).spec;
+    assert_eq!(spec.http.internal_port, Some(8080));
+    assert!(spec.http.force_https, "force_https on a services port");
+    assert_eq!(spec.http.check.http_path.as_deref(), Some("/health"));
+    assert_eq!(spec.http.check.interval, Duration::from_secs(10));
+    assert!(spec.tcp_services.is_empty());
+}
+
+#[test]
+fn a_name_starting_with_a_digit_and_a_gpu_size_load() {
+    let parsed = fly(fixture!("digit-name-gpu.toml"));
+    assert_eq!(parsed.spec.app.as_deref(), Some("2048-game"));
+    assert_eq!(parsed.spec.vms[0].cpus, 8.0);
+    assert_eq!(parsed.spec.vms[0].memory_mb, 32 * 1024);
+    let warnings = parsed.warnings.join("\n");
+    assert!(warnings.contains("no GPU is available here"), "{warnings}");
+}
+
+#[test]
+fn an_empty_command_runs_experimental_entrypoint_and_cmd() {
+    let parsed = fly(fixture!("empty-command-experimental.toml"));
+    let commands = parsed.spec.process_commands("bin");
+    assert_eq!(commands["app"], "/bin/sh -c 'exec server --port $PORT'");
+    assert_eq!(commands["worker"], "server --work");
+    // auto_rollback is what berth always does: no warning about it.
+    assert!(
+        !parsed.warnings.iter().any(|w| w.contains("experimental")),
+        "{:?}",
+        parsed.warnings
+    );
+}
+
+#[test]
+fn an_empty_command_without_experimental_runs_the_default_binary() {
+    let spec = fly("[processes]\napp = \"\"\n").spec;
+    assert_eq!(spec.process_commands("bin")["app"], "bin");
+    let err = parse_spec("fly.toml", "[experimental]\nexec = [\"/init\"]\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("fly.toml:2:8: [experimental] exec"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_singular_mount_keeps_its_volume_under_usr() {
+    let spec = fly(fixture!("mount-singular-usr.toml")).spec;
+    assert_eq!(spec.mounts.len(), 1);
+    assert_eq!(spec.mounts[0].destination, "/usr/src/app/data");
+    for system in [
+        "/usr",
+        "/usr/bin",
+        "/usr/lib/x",
+        "/usr/local",
+        "/usr/local/bin",
+        "/etc/x",
+    ] {
+        let text = format!("[mounts]\nsource = \"data\"\ndestination = \"{system}\"\n");
+        let err = parse_spec("fly.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("system directory"), "{system}: {err}");
+    }
+}
+
+#[test]
+fn every_service_is_read_http_routed_and_tcp_forwarded_with_all_checks() {
+    let spec = fly(fixture!("services-http-and-tcp.toml")).spec;
+    assert_eq!(spec.kill_signal, Some(StopSignal::Sigint));
+    assert_eq!(spec.kill_timeout, Duration::from_secs(10));
+    // The HTTP service: port 8080, force_https from its port 80.
+    assert_eq!(spec.http.internal_port, Some(8080));
+    assert!(spec.http.force_https);
+    // Scaling merged per key: min from [http_service], the rest from the service.
+    assert!(spec.http.scaling.auto_stop);
+    assert_eq!(spec.http.scaling.min, 0);
+    assert_eq!(spec.http.scaling.soft_limit, Some(20));
+    assert_eq!(spec.http.scaling.limit_type, "connections");
+    // The TCP service: never the web route.
+    assert_eq!(
+        spec.tcp_services,
+        vec![TcpService {
+            internal_port: 5432,
+            ports: vec![
+                TcpPort {
+                    port: 15432,
+                    tls: false,
+                    proxy_proto: false
+                },
+                TcpPort {
+                    port: 15433,
+                    tls: true,
+                    proxy_proto: false
+                },
+            ],
+            processes: None,
+        }]
+    );
+    // Three checks, each with its own port, method, headers and grace.
+    let checks: Vec<&HealthCheck> = std::iter::once(&spec.http.check)
+        .chain(&spec.http.extra_checks)
+        .collect();
+    assert_eq!(checks.len(), 3, "{checks:#?}");
+    assert_eq!(checks[0].http_path.as_deref(), Some("/healthz"));
+    assert_eq!(checks[0].method(), "HEAD");
+    assert_eq!(checks[0].headers["X-Probe"], "fly");
+    assert_eq!(checks[0].grace_period, Duration::from_secs(3));
+    assert_eq!(checks[0].port, None, "the HTTP port");
+    assert_eq!(checks[1].http_path, None, "a TCP check");
+    assert_eq!(checks[1].port, Some(5432), "its service's port");
+    assert_eq!(checks[2].port, Some(9090));
+    assert_eq!(checks[2].http_path.as_deref(), Some("/ready"));
+}
+
+#[test]
+fn a_bad_kill_signal_or_check_is_an_error_at_its_place() {
+    let err = parse_spec("fly.toml", "kill_signal = \"SIGSTOP\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fly.toml:1:15: kill_signal = \"SIGSTOP\""),
+        "{err}"
+    );
+    let err = parse_spec(
+        "fly.toml",
+        "[checks.x]\ntype = \"grpc\"\nmethod = \"FETCH\"\nport = 70000\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("check type `grpc`"), "{err}");
+    assert!(err.contains("check method `FETCH`"), "{err}");
+    assert!(err.contains("port must be a whole number"), "{err}");
+}
+
+#[test]
+fn app_json_takes_the_last_of_a_duplicate_key_and_reads_retired_sizes() {
+    let parsed = parse_app_json("app.json", fixture!("app-json-retired/app.json"))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let warnings = parsed.warnings.join("\n");
+    assert!(warnings.contains("`stack` is given twice"), "{warnings}");
+    assert!(
+        warnings.contains("`env.GREETING` is given twice"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("`hobby` is retired"), "{warnings}");
+    assert_eq!(parsed.spec.vms[0].size.as_deref(), Some("heroku-basic"));
+}
+
+#[test]
+fn a_blueprint_under_any_yaml_name_is_found_and_a_dashboard_group_warns() {
+    let text = fixture!("render-dashboard-group/blueprint.yaml");
+    let tree = MemoryTree::new(&[
+        ("blueprint.yaml", text),
+        ("Cargo.toml", "[package]\nname = \"api\"\n"),
+    ]);
+    let blueprint = load_blueprint(&tree).unwrap().expect("found");
+    assert_eq!(blueprint.apps.len(), 1);
+    assert_eq!(blueprint.apps[0].1.env["GREETING"], "hello");
+    let warnings = blueprint.warnings.join("\n");
+    assert!(
+        warnings.contains("env group `shared-settings`"),
+        "{warnings}"
+    );
+    // A Kubernetes manifest is not a Blueprint.
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nspec: {}\n";
+    assert!(!is_blueprint(manifest));
+    let tree = MemoryTree::new(&[("deploy.yaml", manifest)]);
+    assert!(load_blueprint(&tree).unwrap().is_none());
+}
+
+#[test]
+fn raw_type_names_never_reach_an_error() {
+    let err = parse_render("render.yaml", "just text", None)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("Raw"), "{err}");
+    let err = parse_spec("fly.toml", "deploy = \"rolling\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected a table") && !err.contains("Raw"),
+        "{err}"
+    );
+    let err = parse_app_json("app.json", "\"text\"")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("Raw"), "{err}");
+}
+
+#[test]
+fn a_legacy_shuttle_service_is_named_and_a_bot_runs_as_a_worker() {
+    let legacy = MemoryTree::new(&[(
+        "Cargo.toml",
+        "[package]\nname = \"old\"\n[lib]\ncrate-type = [\"cdylib\"]\n[dependencies]\nshuttle-service = \"0.11\"\n",
+    )]);
+    let err = detect_shuttle(&legacy).unwrap_err().to_string();
+    assert!(
+        err.contains("shuttle-service") && err.contains("shuttle-runtime"),
+        "{err}"
+    );
+    let bot = MemoryTree::new(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"bot\"\n[dependencies]\nshuttle-runtime = \"0.56\"\nshuttle-serenity = \"0.56\"\n",
+        ),
+        (
+            "src/main.rs",
+            "#[shuttle_runtime::main]\nasync fn main() -> shuttle_serenity::ShuttleSerenity { todo!() }\n",
+        ),
+    ]);
+    let parsed = load_project(&bot).unwrap().expect("a Shuttle project");
+    assert_eq!(parsed.spec.processes["worker"], "bot");
+    assert!(!parsed.spec.serves_http("worker"));
+    assert!(
+        parsed.warnings.join("\n").contains("serves no HTTP"),
+        "{:?}",
+        parsed.warnings
+    );
+}
+
+#[test]
+fn a_dockerfile_beside_a_fly_toml_without_build_is_explained() {
+    let fly_toml = "app = \"docker\"\n";
+    let rust = MemoryTree::new(&[
+        ("fly.toml", fly_toml),
+        ("Dockerfile", "FROM rust\n"),
+        ("Cargo.toml", "[package]\nname = \"docker\"\n"),
+    ]);
+    let warnings = load_project(&rust).unwrap().unwrap().warnings.join("\n");
+    assert!(
+        warnings.contains("Fly would build the Dockerfile; berth builds the Cargo package"),
+        "{warnings}"
+    );
+    let go = MemoryTree::new(&[("fly.toml", fly_toml), ("Dockerfile", "FROM golang\n")]);
+    let warnings = load_project(&go).unwrap().unwrap().warnings.join("\n");
+    assert!(warnings.contains("there is no Cargo.toml"), "{warnings}");
+    let with_build = MemoryTree::new(&[
+        ("fly.toml", "[build]\nbuilder = \"cargo\"\n"),
+        ("Dockerfile", "FROM rust\n"),
+    ]);
+    let warnings = load_project(&with_build)
+        .unwrap()
+        .unwrap()
+        .warnings
+        .join("\n");
+    assert!(!warnings.contains("Dockerfile"), "{warnings}");
+}
