@@ -493,6 +493,19 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/apps/{app}/run`: a one-off command.
+    pub async fn run_command(
+        &self,
+        app: &str,
+        request: &berth_proto::RunCommand,
+    ) -> Result<ExecutionInfo> {
+        self.json(
+            self.request(Method::POST, &["v1", "apps", app, "run"])?
+                .json(request),
+        )
+        .await
+    }
+
     /// `GET /v1/apps/{app}/jobs/{job}/executions`.
     pub async fn job_executions(
         &self,

@@ -88,7 +88,21 @@ pub struct TaskAttemptInfo {
     pub finished_at: Option<String>,
 }
 
-/// Body of `POST /v1/apps/{app}/jobs/{job}/run`.
+/// Body of `POST /v1/apps/{app}/run`: a one-off command (`berth run`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunCommand {
+    /// The command line, run by `/bin/sh -c` in the release's slug.
+    pub command: String,
+    /// Extra env vars for it.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// How long it may run, in seconds (default an hour).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The body of `POST /v1/apps/{app}/jobs/{job}/run`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunJob {

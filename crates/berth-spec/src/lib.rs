@@ -42,6 +42,7 @@ pub use project::{
     PROCFILE, PROJECT_FILE_NAMES, find_blueprint, is_blueprint, load_blueprint, load_project,
     load_project_for, parse_procfile, parse_project,
 };
+pub use raw::shell_join;
 pub use render::{Blueprint, RENDER_PLANS, RENDER_YAML, parse_render, to_render_yaml};
 pub use secrets::parse_secrets_file;
 pub use shuttle::{

@@ -118,6 +118,22 @@ pub enum Command {
     },
     /// Print the app's URL and open it in a browser if one is available.
     Open(AppArg),
+    /// Run a one-off command in a task of the app's release (same slug, env,
+    /// secrets, database, volumes and sandbox); prints its output and exits
+    /// with its exit code.
+    Run {
+        /// Start it and print its execution id; output goes to `berth jobs logs ID`.
+        #[arg(short, long)]
+        detach: bool,
+        /// How long it may run before it is killed.
+        #[arg(long, default_value = "1h")]
+        timeout: String,
+        #[command(flatten)]
+        app: AppArg,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Run jobs and see their history.
     Jobs {
         #[command(subcommand)]

@@ -19,6 +19,31 @@ pub(super) async fn list_jobs(
     Ok(Json(state.jobs.jobs(&app)?))
 }
 
+/// Starts a one-off command in a task of the app's active release (`berth
+/// run`); answers at once with its execution.
+#[utoipa::path(post, path = "/v1/apps/{app}/run", params(("app" = String, Path)),
+    request_body = berth_proto::RunCommand,
+    responses((status = 201, body = berth_proto::ExecutionInfo), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn run_command(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    Json(request): Json<berth_proto::RunCommand>,
+) -> ApiResult<(StatusCode, Json<berth_proto::ExecutionInfo>)> {
+    let timeout = std::time::Duration::from_secs(request.timeout_secs.unwrap_or(3600).max(1));
+    let id = state.jobs.run_command(
+        &app,
+        &request.command,
+        timeout,
+        crate::jobs::RunOptions {
+            trigger: berth_proto::Trigger::Manual,
+            tasks: None,
+            env: request.env.into_iter().collect(),
+        },
+    )?;
+    let row = state.store.execution(&app, id)?;
+    Ok((StatusCode::CREATED, Json(crate::jobs::execution_info(&row))))
+}
+
 /// Starts an execution of a job; answers at once with it.
 #[utoipa::path(post, path = "/v1/apps/{app}/jobs/{job}/run", params(("app" = String, Path), ("job" = String, Path)),
     request_body = berth_proto::RunJob,

@@ -31,6 +31,10 @@ use crate::reconciler::ReconcilerHandle;
 
 mod scheduler;
 
+/// The job name one-off commands (`berth run`) run under: their history
+/// is `berth jobs history berth-run`.
+pub const ONE_OFF_JOB: &str = "berth-run";
+
 pub use scheduler::run_scheduler;
 
 /// A due time this far in the past was missed, not just reached late.
@@ -143,6 +147,35 @@ impl JobRunner {
             .collect()
     }
 
+    /// Starts a one-off run of `command` in a task of the app's active
+    /// release (`berth run`): an execution of the job [`ONE_OFF_JOB`], one
+    /// task, no retry, killed after `timeout`. Returns its id at once.
+    pub fn run_command(
+        self: &Arc<Self>,
+        app: &str,
+        command: &str,
+        timeout: Duration,
+        options: RunOptions,
+    ) -> Result<i64, JobError> {
+        if command.trim().is_empty() {
+            return Err(JobError::Invalid("the command is empty".into()));
+        }
+        let (release, spec) = active_release(&self.store, app)?;
+        let job = berth_spec::JobSpec {
+            name: ONE_OFF_JOB.into(),
+            command: command.to_string(),
+            schedule: None,
+            time_zone: None,
+            tasks: 1,
+            parallelism: 1,
+            max_retries: 0,
+            timeout,
+            env: Default::default(),
+            overlap: berth_spec::OverlapPolicy::Allow,
+        };
+        self.start(app, release, spec, job, options)
+    }
+
     /// Starts an execution of `job`; returns its id at once.
     pub fn run(
         self: &Arc<Self>,
@@ -152,6 +185,17 @@ impl JobRunner {
     ) -> Result<i64, JobError> {
         let (release, spec) = active_release(&self.store, app)?;
         let job = find_job(&spec, app, job_name)?.clone();
+        self.start(app, release, spec, job, options)
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        app: &str,
+        release: ReleaseRow,
+        spec: AppSpec,
+        job: berth_spec::JobSpec,
+        options: RunOptions,
+    ) -> Result<i64, JobError> {
         let tasks = options.tasks.unwrap_or(job.tasks);
         if !(1..=10_000).contains(&tasks) {
             return Err(JobError::Invalid(format!(

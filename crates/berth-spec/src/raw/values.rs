@@ -210,7 +210,7 @@ pub(super) fn validate_env(
 
 /// Joins words into one `/bin/sh -c` command line, quoting each that the
 /// shell would otherwise split or expand.
-pub(crate) fn shell_join(words: &[String]) -> String {
+pub fn shell_join(words: &[String]) -> String {
     words
         .iter()
         .map(|word| {

@@ -17,6 +17,7 @@ mod formats;
 mod isolation;
 mod jobs;
 mod migrations;
+mod one_off;
 mod packages;
 mod ports;
 mod private_names;
