@@ -72,11 +72,27 @@ pub async fn probe(addr: SocketAddr, netns: &Namespace, check: &HealthCheck) -> 
             return Ok(());
         };
         let method = check.method();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: berth-health\r\nConnection: close\r\n"
-        );
+        let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        // The check's own Host or User-Agent replaces berth's (a Host sent
+        // twice is a 400).
+        let names = |name: &str| {
+            check
+                .headers
+                .keys()
+                .any(|given| given.eq_ignore_ascii_case(name))
+        };
+        if !names("host") {
+            request.push_str("Host: localhost\r\n");
+        }
+        if !names("user-agent") {
+            request.push_str("User-Agent: berth-health\r\n");
+        }
         for (name, value) in &check.headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
+            if !name.eq_ignore_ascii_case("connection")
+                && !name.eq_ignore_ascii_case("content-length")
+            {
+                request.push_str(&format!("{name}: {value}\r\n"));
+            }
         }
         if !matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE") {
             request.push_str("Content-Length: 0\r\n");
@@ -252,13 +268,20 @@ mod tests {
         });
         let check = HealthCheck {
             method: Some("HEAD".into()),
-            headers: [("X-Probe".to_string(), "fly".to_string())].into(),
+            headers: [
+                ("X-Probe".to_string(), "fly".to_string()),
+                ("Host".to_string(), "example.com".to_string()),
+            ]
+            .into(),
             ..http_check("/ready")
         };
         assert_eq!(probe(addr, &None, &check).await, Ok(()));
         let request = received.await.unwrap();
         assert!(request.starts_with("HEAD /ready HTTP/1.1\r\n"), "{request}");
         assert!(request.contains("\r\nX-Probe: fly\r\n"), "{request}");
+        // One Host: the check's.
+        assert_eq!(request.matches("Host:").count(), 1, "{request}");
+        assert!(request.contains("\r\nHost: example.com\r\n"), "{request}");
     }
 
     #[tokio::test]

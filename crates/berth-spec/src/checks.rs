@@ -60,6 +60,34 @@ impl HealthCheck {
     }
 }
 
+impl crate::AppSpec {
+    /// Whether instances of `process` serve `service`: the groups it names,
+    /// else those that serve HTTP.
+    pub fn serves_tcp(&self, service: &TcpService, process: &str) -> bool {
+        match &service.processes {
+            Some(groups) => groups.iter().any(|group| group == process),
+            None => self.serves_http(process),
+        }
+    }
+
+    /// The ports instances of `process` listen on themselves (fly's
+    /// `internal_port`s): its HTTP port and its TCP services' ports.
+    pub fn fixed_ports(&self, process: &str) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .http
+            .internal_port
+            .filter(|_| self.serves_http(process))
+            .into_iter()
+            .collect();
+        for service in &self.tcp_services {
+            if self.serves_tcp(service, process) && !ports.contains(&service.internal_port) {
+                ports.push(service.internal_port);
+            }
+        }
+        ports
+    }
+}
+
 /// A service the router forwards as a byte stream (fly's `[[services]]`
 /// whose ports have no `http` handler): a database, SMTP, a game server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

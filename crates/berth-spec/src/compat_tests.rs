@@ -55,9 +55,12 @@ fn a_name_starting_with_a_digit_and_a_gpu_size_load() {
 fn an_empty_command_runs_experimental_entrypoint_and_cmd() {
     let parsed = fly(fixture!("empty-command-experimental.toml"));
     let commands = parsed.spec.process_commands("bin");
-    assert_eq!(commands["app"], "/bin/sh -c 'exec server --port $PORT'");
-    assert_eq!(commands["worker"], "server --work");
-    // auto_rollback is what berth always does: no warning about it.
+    // Fly runs the entrypoint before every group's command, and `cmd`
+    // where a group gives none (a string is a command line).
+    assert_eq!(commands["app"], "/usr/bin/env MODE=fly server --port 8080");
+    assert_eq!(commands["worker"], "/usr/bin/env MODE=fly server --work");
+    // auto_rollback is what berth always does, and /usr/bin/env is on the
+    // host: no warning about either.
     assert!(
         !parsed.warnings.iter().any(|w| w.contains("experimental")),
         "{:?}",
@@ -69,11 +72,23 @@ fn an_empty_command_runs_experimental_entrypoint_and_cmd() {
 fn an_empty_command_without_experimental_runs_the_default_binary() {
     let spec = fly("[processes]\napp = \"\"\n").spec;
     assert_eq!(spec.process_commands("bin")["app"], "bin");
-    let err = parse_spec("fly.toml", "[experimental]\nexec = [\"/init\"]\n").unwrap_err();
+    let warnings = fly("[experimental]\nexec = [\"/init\"]\n")
+        .warnings
+        .join("\n");
+    assert!(warnings.contains("[experimental] exec"), "{warnings}");
+    // The entrypoint comes before each group's own command; a path from a
+    // Docker image is a warning.
+    let parsed = fly(
+        "[processes]\nweb = \"serve\"\n[experimental]\nentrypoint = [\"/app/entry\", \"--\"]\n",
+    );
+    assert_eq!(parsed.spec.processes["web"], "/app/entry -- serve");
     assert!(
-        err.to_string()
-            .contains("fly.toml:2:8: [experimental] exec"),
-        "{err}"
+        parsed
+            .warnings
+            .join("\n")
+            .contains("a path in the Docker image"),
+        "{:?}",
+        parsed.warnings
     );
 }
 
@@ -94,6 +109,16 @@ fn the_singular_mount_keeps_its_volume_under_usr() {
         let err = parse_spec("fly.toml", &text).unwrap_err().to_string();
         assert!(err.contains("system directory"), "{system}: {err}");
     }
+    let err = parse_spec(
+        "fly.toml",
+        "[build]\npackages = [\"libpq5\"]\n[mount]\nsource = \"data\"\ndestination = \"/usr/src/app/data\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cannot be used with [build] packages"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -146,23 +171,29 @@ fn every_service_is_read_http_routed_and_tcp_forwarded_with_all_checks() {
 }
 
 #[test]
-fn a_bad_kill_signal_or_check_is_an_error_at_its_place() {
-    let err = parse_spec("fly.toml", "kill_signal = \"SIGSTOP\"\n")
+fn a_kill_signal_or_check_berth_cannot_honour_is_a_warning_a_bad_port_an_error() {
+    let parsed =
+        fly("kill_signal = \"SIGSTOP\"\n[checks.x]\ntype = \"grpc\"\nmethod = \"FETCH\"\n");
+    assert_eq!(parsed.spec.kill_signal, None);
+    let warnings = parsed.warnings.join("\n");
+    assert!(warnings.contains("kill_signal = \"SIGSTOP\""), "{warnings}");
+    assert!(warnings.contains("check type `grpc`"), "{warnings}");
+    assert!(warnings.contains("check method `FETCH`"), "{warnings}");
+    let err = parse_spec("fly.toml", "[checks.x]\nport = 70000\n")
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("fly.toml:1:15: kill_signal = \"SIGSTOP\""),
+        err.contains("fly.toml:2:8: port must be a whole number"),
         "{err}"
     );
-    let err = parse_spec(
-        "fly.toml",
-        "[checks.x]\ntype = \"grpc\"\nmethod = \"FETCH\"\nport = 70000\n",
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("check type `grpc`"), "{err}");
-    assert!(err.contains("check method `FETCH`"), "{err}");
-    assert!(err.contains("port must be a whole number"), "{err}");
+}
+
+#[test]
+fn a_tcp_only_app_listens_on_its_service_port_and_is_checked_there() {
+    let spec = fly("[[services]]\ninternal_port = 5432\n[[services.ports]]\nport = 15432\n").spec;
+    assert_eq!(spec.http.internal_port, Some(5432));
+    assert_eq!(spec.fixed_ports("web"), vec![5432]);
+    assert_eq!(spec.tcp_services[0].ports[0].port, 15432);
 }
 
 #[test]
@@ -194,11 +225,22 @@ fn a_blueprint_under_any_yaml_name_is_found_and_a_dashboard_group_warns() {
         warnings.contains("env group `shared-settings`"),
         "{warnings}"
     );
-    // A Kubernetes manifest is not a Blueprint.
+    // A Kubernetes manifest, a Compose file and a CI file are not Blueprints.
     let manifest = "apiVersion: apps/v1\nkind: Deployment\nspec: {}\n";
-    assert!(!is_blueprint(manifest));
-    let tree = MemoryTree::new(&[("deploy.yaml", manifest)]);
-    assert!(load_blueprint(&tree).unwrap().is_none());
+    let compose = "services:\n  web:\n    image: nginx\n";
+    let ci = "services:\n  - postgres:15\nstages: [test]\n";
+    for (name, text) in [
+        ("deploy.yaml", manifest),
+        ("docker-compose.yml", compose),
+        ("app.yml", compose),
+        (".gitlab-ci.yml", ci),
+        ("ci.yaml", ci),
+    ] {
+        assert!(!is_blueprint(text) || name.contains("compose"), "{name}");
+        let tree = MemoryTree::new(&[(name, text), ("Cargo.toml", "[package]\nname = \"x\"\n")]);
+        assert!(load_blueprint(&tree).unwrap().is_none(), "{name}");
+        assert!(load_project(&tree).is_ok(), "{name}");
+    }
 }
 
 #[test]

@@ -180,26 +180,43 @@ pub fn find_blueprint(tree: &dyn ProjectTree) -> Option<(String, String)> {
     names.sort();
     names
         .into_iter()
-        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .filter(|name| {
+            (name.ends_with(".yaml") || name.ends_with(".yml"))
+                && !name.starts_with('.')
+                && !name.contains("compose")
+        })
         .find_map(|name| {
             let text = tree.read(&name)?;
             is_blueprint(&text).then_some((name, text))
         })
 }
 
-/// Whether a YAML text looks like a Render Blueprint: top-level `services:`
-/// or `databases:`, and none of a Kubernetes or Cloud Run manifest's
-/// `apiVersion:`/`kind:`.
+/// Whether a YAML text is a Render Blueprint: a `services` list whose
+/// entries have a `type` and a `name`, or a `databases` list — not a
+/// Compose file (whose `services` is a map), a CI file, or a Kubernetes or
+/// Cloud Run manifest (`apiVersion`/`kind`).
 pub fn is_blueprint(text: &str) -> bool {
-    let top_level = |key: &str| {
-        text.lines().any(|line| {
-            line.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with(':'))
-        })
+    let Ok(serde_norway::Value::Mapping(top)) = serde_norway::from_str::<serde_norway::Value>(text)
+    else {
+        return false;
     };
-    (top_level("services") || top_level("databases"))
-        && !top_level("apiVersion")
-        && !top_level("kind")
+    if top.contains_key("apiVersion") || top.contains_key("kind") {
+        return false;
+    }
+    let services = match top.get("services") {
+        Some(serde_norway::Value::Sequence(services)) => services,
+        Some(_) => return false,
+        None => return matches!(top.get("databases"), Some(serde_norway::Value::Sequence(_))),
+    };
+    !services.is_empty()
+        && services.iter().all(|service| {
+            service
+                .get("type")
+                .is_some_and(serde_norway::Value::is_string)
+                && service
+                    .get("name")
+                    .is_some_and(serde_norway::Value::is_string)
+        })
 }
 
 /// [`load_project`] for app `app`: picks that app's service when the
@@ -277,7 +294,12 @@ pub fn load_project_for(
             "{name} is ignored: berth.toml or fly.toml comes first"
         ));
     }
-    let Some(shuttle) = crate::detect_shuttle(tree)? else {
+    let detected = if parsed.is_some() {
+        crate::shuttle::detect_shuttle_beside_spec(tree)?
+    } else {
+        crate::detect_shuttle(tree)?
+    };
+    let Some(shuttle) = detected else {
         return Ok(parsed);
     };
     let Some(mut parsed) = parsed else {

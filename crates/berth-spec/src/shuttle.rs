@@ -117,6 +117,19 @@ const WORKER_PROCESS: &str = "worker";
 /// build, the instance size, a database when the code asks for one. `None`
 /// when the folder is not a Shuttle project.
 pub fn detect_shuttle(tree: &dyn ProjectTree) -> Result<Option<ParsedSpec>, SpecError> {
+    detect(tree, true)
+}
+
+/// [`detect_shuttle`] for a folder that has a spec file too: a legacy
+/// `shuttle-service` package there is not what berth deploys, so it is no
+/// error.
+pub(crate) fn detect_shuttle_beside_spec(
+    tree: &dyn ProjectTree,
+) -> Result<Option<ParsedSpec>, SpecError> {
+    detect(tree, false)
+}
+
+fn detect(tree: &dyn ProjectTree, refuse_legacy: bool) -> Result<Option<ParsedSpec>, SpecError> {
     let Some(root_text) = tree.read("Cargo.toml") else {
         return Ok(None);
     };
@@ -150,7 +163,10 @@ pub fn detect_shuttle(tree: &dyn ProjectTree) -> Result<Option<ParsedSpec>, Spec
         }
     }
     let Some((package, bin, source)) = found.first() else {
-        if let Some(legacy) = packages.iter().find(|p| depends_on(p, "shuttle-service")) {
+        if let Some(legacy) = packages
+            .iter()
+            .find(|p| refuse_legacy && depends_on(p, "shuttle-service"))
+        {
             let manifest = if legacy.dir.is_empty() {
                 "Cargo.toml".to_string()
             } else {

@@ -44,27 +44,35 @@ pub fn validate(path: &Path, json: bool) -> Result<()> {
 /// A `render.yaml` (the file, or a folder where berth uses it) with
 /// several services: each becomes an app.
 fn load_several(path: &Path) -> Result<Option<(Vec<String>, berth_spec::Blueprint)>> {
-    let blueprint = if path.is_file() {
-        if path
+    let (name, blueprint) = if path.is_file() {
+        let name = path
             .file_name()
-            .is_none_or(|name| name != berth_spec::RENDER_YAML)
-        {
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        if !yaml {
             return Ok(None);
         }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        if name != berth_spec::RENDER_YAML && !berth_spec::is_blueprint(&text) {
+            return Ok(None);
+        }
         let default_binary = path.parent().and_then(package_name);
-        berth_spec::parse_render(berth_spec::RENDER_YAML, &text, default_binary.as_deref())
-            .map_err(|err| anyhow!("{err}"))?
+        let blueprint = berth_spec::parse_render(&name, &text, default_binary.as_deref())
+            .map_err(|err| anyhow!("{err}"))?;
+        (name, blueprint)
     } else {
-        match berth_spec::load_blueprint(&berth_spec::FolderTree::new(path))
-            .map_err(|err| anyhow!("{err}"))?
-        {
-            Some(blueprint) => blueprint,
+        let tree = berth_spec::FolderTree::new(path);
+        let Some((name, _)) = berth_spec::find_blueprint(&tree) else {
+            return Ok(None);
+        };
+        match berth_spec::load_blueprint(&tree).map_err(|err| anyhow!("{err}"))? {
+            Some(blueprint) => (name, blueprint),
             None => return Ok(None),
         }
     };
-    Ok(Some((vec![berth_spec::RENDER_YAML.to_string()], blueprint)))
+    Ok(Some((vec![name], blueprint)))
 }
 
 fn validate_blueprint(
@@ -420,7 +428,7 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
         row(
             "tcp",
             format!(
-                "ports {} to internal_port {} (not forwarded by the router yet)",
+                "public ports {} forwarded to internal_port {}",
                 ports.join(", "),
                 service.internal_port
             ),

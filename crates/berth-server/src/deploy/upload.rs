@@ -335,11 +335,12 @@ fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, Depl
         for warning in parsed.warnings {
             let _ = progress.send(DeployProgress::Warning { message: warning });
         }
+        let blueprint = berth_spec::find_blueprint(&tree).map(|(name, _)| name);
         let mut names: Vec<&str> = berth_spec::PROJECT_FILE_NAMES
             .iter()
-            .chain(&[berth_spec::RENDER_YAML])
             .copied()
             .filter(|name| dir.join(name).is_file())
+            .chain(blueprint.as_deref())
             .collect();
         if let Some(shuttle) = &parsed.spec.shuttle {
             say(

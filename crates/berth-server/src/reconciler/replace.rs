@@ -11,7 +11,7 @@ use berth_spec::{AppSpec, DeployStrategy};
 /// count the reconciler runs, the count a deploy waits for and the counts
 /// `berth scale` accepts all come from it.
 pub(crate) fn instance_ceiling(spec: &AppSpec, process: &str, isolated: bool) -> Option<u32> {
-    (spec.serves_http(process) && spec.http.internal_port.is_some() && !isolated).then_some(1)
+    (!isolated && !spec.fixed_ports(process).is_empty()).then_some(1)
 }
 
 /// How old instances of a group give way to new ones.
@@ -64,7 +64,7 @@ pub(crate) fn replacement(spec: &AppSpec, process: &str, isolated: bool) -> Repl
         return Replacement::StopFirst(StopFirstBecause::Volume(mount.source.clone()));
     }
     if instance_ceiling(spec, process, isolated).is_some()
-        && let Some(port) = spec.http.internal_port
+        && let Some(&port) = spec.fixed_ports(process).first()
     {
         return Replacement::StopFirst(StopFirstBecause::FixedPort(port));
     }

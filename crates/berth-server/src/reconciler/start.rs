@@ -147,14 +147,22 @@ fn checks_for(
     port: Option<u16>,
 ) -> Vec<(u16, berth_spec::HealthCheck)> {
     let serves_http = port.is_some();
-    std::iter::once(&spec.http.check)
+    let mut checks: Vec<(u16, berth_spec::HealthCheck)> = std::iter::once(&spec.http.check)
         .chain(&spec.http.extra_checks)
         .filter(|check| match &check.processes {
             Some(groups) => groups.iter().any(|group| group == process),
             None => serves_http,
         })
         .filter_map(|check| Some((check.port.or(port)?, check.clone())))
-        .collect()
+        .collect();
+    // The router sends requests to the HTTP port: it is always checked,
+    // if only by a TCP connect, before the instance takes any.
+    if let Some(port) = port
+        && !checks.iter().any(|(checked, _)| *checked == port)
+    {
+        checks.insert(0, (port, berth_spec::HealthCheck::default()));
+    }
+    checks
 }
 
 async fn watch_health(
@@ -196,9 +204,14 @@ async fn watch_health(
     });
     // Then each on its own interval; failures inside a check's grace period
     // after start do not count.
+    let after = |interval: Duration| {
+        Instant::now()
+            .checked_add(interval)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    };
     let mut next_due: Vec<Instant> = checks
         .iter()
-        .map(|(_, check)| Instant::now() + check.interval)
+        .map(|(_, check)| after(check.interval))
         .collect();
     let mut failed_in_a_row = vec![0u32; checks.len()];
     let mut unhealthy = false;
@@ -211,7 +224,7 @@ async fn watch_health(
             if next_due[index] > Instant::now() {
                 continue;
             }
-            next_due[index] = Instant::now() + check.interval;
+            next_due[index] = after(check.interval);
             match probe.probe(*addr, &netns, check).await {
                 Ok(()) => failed_in_a_row[index] = 0,
                 Err(_) if started.elapsed() < check.grace_period => {}

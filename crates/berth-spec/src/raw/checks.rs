@@ -28,10 +28,9 @@ pub(super) fn validate_check(
             "tcp" => true,
             "http" => false,
             other => {
-                problems.at(
-                    kind,
-                    format!("check type `{other}`: use \"http\" or \"tcp\""),
-                );
+                warnings.push(format!(
+                    "{file}: check type `{other}` is not one berth runs (\"http\" or \"tcp\"); it is run as an HTTP check"
+                ));
                 false
             }
         },
@@ -66,18 +65,15 @@ pub(super) fn validate_check(
                 health.method = Some(upper);
             }
         } else {
-            problems.at(
-                method,
-                format!(
-                    "check method `{}`: use one of {}",
-                    method.get_ref(),
-                    CHECK_METHODS.join(", ")
-                ),
-            );
+            warnings.push(format!(
+                "{file}: check method `{}` is not one of {}; the check uses GET",
+                method.get_ref(),
+                CHECK_METHODS.join(", ")
+            ));
         }
     }
     if let Some(headers) = &check.headers {
-        health.headers = check_headers(headers, problems);
+        health.headers = check_headers(file, headers, warnings);
     }
     if check.protocol.as_deref().is_some_and(|p| p != "http") {
         warnings.push(format!(
@@ -95,8 +91,9 @@ pub(super) fn validate_check(
 
 /// Headers as a table (`{ X-Key = "v" }`) or fly's list of `{ name, value }`.
 fn check_headers(
+    file: &str,
     headers: &Spanned<toml::Value>,
-    problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
 ) -> BTreeMap<String, String> {
     let scalar = |value: &toml::Value| match value {
         toml::Value::String(text) => Some(text.clone()),
@@ -134,10 +131,9 @@ fn check_headers(
             Some(value) if token && !value.contains(['\r', '\n', '\0']) => {
                 valid.insert(name, value);
             }
-            _ => problems.at(
-                headers,
-                format!("check header `{name}`: a header needs a name of letters, digits and -, and a one-line text value"),
-            ),
+            _ => warnings.push(format!(
+                "{file}: check header `{name}` is not sent: a header needs a name of letters, digits and -, and a one-line text value"
+            )),
         }
     }
     valid

@@ -18,6 +18,7 @@ pub(super) fn validate_http(
     let mut raw_checks: Vec<(RawHttpCheck, Option<u16>, Option<Vec<String>>)> = Vec::new();
     let mut scaling: Option<ScalingKeys> = None;
     let mut tcp_services = Vec::new();
+    let mut declared_http = http_service.is_some();
 
     if let Some(http) = http_service {
         if let Some(port) = &http.internal_port {
@@ -122,13 +123,8 @@ pub(super) fn validate_http(
             for check in service_checks {
                 raw_checks.push((check, Some(internal_port), processes.clone()));
             }
-            let ports = tcp_ports(number, ports, problems);
+            let ports = tcp_ports(file, number, ports, problems, warnings);
             if !ports.is_empty() {
-                let public: Vec<String> = ports.iter().map(|port| port.port.to_string()).collect();
-                warnings.push(format!(
-                    "{file}: [[services]] #{number} is a TCP service (ports {}, no `http` handler): the router does not forward TCP yet, so it is reachable at APP.internal:{internal_port} from the app's own instances only",
-                    public.join(", ")
-                ));
                 tcp_services.push(TcpService {
                     internal_port,
                     ports,
@@ -147,6 +143,7 @@ pub(super) fn validate_http(
             ));
             continue;
         }
+        declared_http = true;
         if spec.internal_port.is_none() {
             spec.internal_port = internal_port;
         }
@@ -170,6 +167,15 @@ pub(super) fn validate_http(
             Some(first) => first.or(keys),
             None => keys,
         });
+    }
+    // No HTTP declared, only TCP services: instances listen on the first
+    // service's port, and the default check connects to it (as before
+    // berth read TCP services).
+    if !declared_http
+        && spec.internal_port.is_none()
+        && let Some(first) = tcp_services.first()
+    {
+        spec.internal_port = Some(first.internal_port);
     }
     spec.scaling = validate_scaling(scaling.unwrap_or_default(), problems);
     for check in checks.into_values() {
@@ -197,9 +203,11 @@ pub(super) fn validate_http(
 /// The public ports of a TCP service: each `port` (or `start_port` to
 /// `end_port`), with `tls` and `proxy_proto` handlers.
 fn tcp_ports(
+    file: &str,
     number: usize,
     ports: Vec<RawServicePort>,
     problems: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
 ) -> Vec<TcpPort> {
     let mut valid = Vec::new();
     for port in ports {
@@ -224,11 +232,10 @@ fn tcp_ports(
                     (Some(first), Some(last)) if first <= last && last - first < 64 => {
                         Some(first..=last)
                     }
-                    (Some(_), Some(_)) => {
-                        problems.at(
-                            start,
-                            "start_port to end_port must be a range of at most 64 ports, start first".into(),
-                        );
+                    (Some(first), Some(last)) => {
+                        warnings.push(format!(
+                            "{file}: [[services]] #{number}: ports {first} to {last} are skipped: berth forwards a range of at most 64 ports, start first"
+                        ));
                         None
                     }
                     _ => None,

@@ -9,7 +9,7 @@ use deploy::{validate_build, validate_deploy, validate_jobs};
 use http::validate_http;
 pub(crate) use resources::{valid_mount_destination, valid_volume_name};
 use resources::{validate_mounts, validate_statics, validate_vms};
-use shapes::{OneOrMany, Problems, RawExperimental, RawSpec};
+use shapes::{OneOrMany, Problems, RawExperimental, RawSpec, StringOrList};
 pub use values::shell_join;
 pub(crate) use values::size_text_bytes;
 use values::{Unit, duration_value, valid_process_name, validate_env};
@@ -98,14 +98,11 @@ fn validate(
         match StopSignal::parse(signal.get_ref()) {
             Some(StopSignal::Sigterm) => {}
             Some(parsed) => spec.kill_signal = Some(parsed),
-            None => problems.at(
-                signal,
-                format!(
-                    "kill_signal = \"{}\" is not a signal berth can send to stop an instance (known: {})",
-                    signal.get_ref(),
-                    StopSignal::known()
-                ),
-            ),
+            None => warnings.push(format!(
+                "{file}: kill_signal = \"{}\" is not a signal berth sends to stop an instance (known: {}); berth sends SIGTERM",
+                signal.get_ref(),
+                StopSignal::known()
+            )),
         }
     }
 
@@ -182,15 +179,17 @@ fn validate(
                 .insert(name.clone(), command.get_ref().trim().to_string());
         }
     }
-    if let Some(Some(command)) = experimental_command {
+    if let Some(experimental) = experimental_command {
         if spec.processes.is_empty() {
-            spec.processes
-                .insert(crate::DEFAULT_PROCESS.to_string(), command);
+            // Without `cmd` the default binary runs (the image's CMD).
+            let command = experimental.apply("");
+            if !experimental.cmd.is_empty() {
+                spec.processes
+                    .insert(crate::DEFAULT_PROCESS.to_string(), command);
+            }
         } else {
             for group_command in spec.processes.values_mut() {
-                if group_command.is_empty() {
-                    group_command.clone_from(&command);
-                }
+                *group_command = experimental.apply(group_command);
             }
         }
     }
@@ -232,6 +231,21 @@ fn validate(
         .collect();
     if !mounts.is_empty() {
         spec.mounts = validate_mounts(file, mounts, problems, warnings);
+    }
+    // `[build] packages` mount their root's /usr over the instance's.
+    if !spec.build.packages.is_empty()
+        && let Some(mount) = spec
+            .mounts
+            .iter()
+            .find(|mount| mount.destination.starts_with("/usr/"))
+    {
+        problems.found.push(SpecProblem {
+            location: None,
+            message: format!(
+                "volume `{}` at {} cannot be used with [build] packages, whose root is mounted over /usr: mount it elsewhere",
+                mount.source, mount.destination
+            ),
+        });
     }
     // Both start new instances beside old ones: a volume two processes
     // must not write at once cannot take that (Fly refuses them too).
@@ -285,12 +299,11 @@ fn experimental_command(
     spec: &mut AppSpec,
     problems: &mut Problems<'_>,
     warnings: &mut Vec<String>,
-) -> Option<String> {
-    if let Some(exec) = &experimental.exec {
-        problems.at(
-            exec,
-            "[experimental] exec replaces the machine's init, which berth does not have: use `cmd` or [processes]".into(),
-        );
+) -> ExperimentalCommand {
+    if experimental.exec.is_some() {
+        warnings.push(format!(
+            "{file}: [experimental] exec replaces a Fly machine's init, which berth does not have; it is ignored (use `cmd` or [processes])"
+        ));
     }
     if let Some(timeout) = &experimental.kill_timeout
         && !has_kill_timeout
@@ -323,10 +336,57 @@ fn experimental_command(
     }
     // A failed deploy always leaves the old release serving here.
     let _ = experimental.auto_rollback;
-    let words: Vec<String> = [experimental.entrypoint, experimental.cmd]
-        .into_iter()
-        .flatten()
-        .flat_map(|part| part.into_inner().into_vec())
-        .collect();
-    (!words.is_empty()).then(|| shell_join(&words))
+    // A list is arguments; a string is a command line (`cmd = "npm run
+    // prod"` in real files), which berth's shell splits.
+    let line = |part: Option<Spanned<StringOrList>>| match part.map(Spanned::into_inner) {
+        None => String::new(),
+        Some(StringOrList::One(line)) => line.trim().to_string(),
+        Some(StringOrList::Many(words)) => shell_join(&words),
+    };
+    let entrypoint = line(experimental.entrypoint);
+    let cmd = line(experimental.cmd);
+    let system = [
+        "/bin/",
+        "/sbin/",
+        "/usr/bin/",
+        "/usr/sbin/",
+        "/usr/local/bin/",
+    ];
+    let first_word = |text: &str| {
+        text.split_whitespace()
+            .next()
+            .map(|word| word.trim_matches('\'').to_string())
+    };
+    if let Some(first) = first_word(&entrypoint).or_else(|| first_word(&cmd))
+        && first.starts_with('/')
+        && !system.iter().any(|dir| first.starts_with(dir))
+    {
+        warnings.push(format!(
+            "{file}: [experimental] runs `{first}`, a path in the Docker image; berth runs commands in the slug (the built binaries are on PATH by name)"
+        ));
+    }
+    ExperimentalCommand { entrypoint, cmd }
+}
+
+/// `[experimental]`'s command: Fly runs `entrypoint` before each group's
+/// command, and `cmd` when a group gives none.
+pub(super) struct ExperimentalCommand {
+    entrypoint: String,
+    cmd: String,
+}
+
+impl ExperimentalCommand {
+    /// What a group whose command is `command` (empty: none) runs.
+    fn apply(&self, command: &str) -> String {
+        let rest = if command.is_empty() {
+            self.cmd.as_str()
+        } else {
+            command
+        };
+        match (self.entrypoint.is_empty(), rest.is_empty()) {
+            (true, _) => rest.to_string(),
+            (false, true) => self.entrypoint.clone(),
+            (false, false) => format!("{} {rest}", self.entrypoint),
+        }
+    }
 }

@@ -302,16 +302,16 @@ pub(crate) fn valid_mount_destination(path: &str) -> Result<(), &'static str> {
     const SYSTEM: &[&str] = &[
         "proc", "sys", "dev", "etc", "bin", "sbin", "lib", "lib64", "boot", "run",
     ];
-    // Under /usr, an app's own folder (`/usr/src/app`, `/usr/local/data`,
-    // `/usr/share/nginx/html`) is the app's; the system's are not.
-    const USR_SYSTEM: &[&str] = &[
-        "bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "include",
+    // Under /usr, an app's own folder (`/usr/src/app/data`,
+    // `/usr/local/data`) is the app's; the system's are not.
+    const USR_LOCAL_SYSTEM: &[&str] = &[
+        "bin", "sbin", "lib", "lib32", "lib64", "libx32", "libexec", "include", "share", "etc",
+        "man", "games",
     ];
     let under_usr_ok = match parts.as_slice() {
-        ["usr", top, ..] | ["usr", "local", top, ..] if USR_SYSTEM.contains(top) => false,
-        ["usr", "local" | "share", _, ..] => true,
-        ["usr", "local" | "share"] => false,
-        ["usr", _, ..] => true,
+        ["usr", "src", _, ..] => true,
+        ["usr", "local", top, ..] => !USR_LOCAL_SYSTEM.contains(top),
+        ["usr", ..] => false,
         _ => true,
     };
     if SYSTEM.contains(&parts[0]) || parts == ["usr"] || !under_usr_ok {

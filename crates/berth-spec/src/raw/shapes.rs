@@ -373,22 +373,12 @@ pub(super) struct RawExperimental {
     pub(super) attached: Option<toml::Value>,
 }
 
-/// A command as flyctl takes it: a string is one argument (not split), a
-/// list is the arguments.
+/// A command: a string (a command line) or a list of arguments.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(super) enum StringOrList {
     One(String),
     Many(Vec<String>),
-}
-
-impl StringOrList {
-    pub(super) fn into_vec(self) -> Vec<String> {
-        match self {
-            StringOrList::One(one) => vec![one],
-            StringOrList::Many(many) => many,
-        }
-    }
 }
 
 /// `[processes]`: group → command. flyctl also reads an array: empty
