@@ -92,6 +92,8 @@ wire_enum!(
         JobSkipped => "job.skipped",
         /// A release's stored spec could not be read: it does not run.
         ReleaseUnreadable => "release.unreadable",
+        /// A TCP service's public port could not be listened on.
+        ServiceUnbound => "service.unbound",
     }
 );
 

@@ -29,7 +29,7 @@ pub mod upstream;
 pub use balance::{Backend, InFlight};
 pub use edge_rules::{EdgeRules, EdgeState, RateRule};
 pub use listen::{AcmeAnswers, Edge, HostFilter, serve};
-pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, Waker};
+pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, TcpRoute, Waker};
 pub use sockets::RouterSockets;
 pub use statics::StaticDir;
 pub use tunneled::serve_tunneled;

@@ -74,6 +74,27 @@ pub struct AppRoute {
     /// Every name of the app is served with berth's own CA's certificate
     /// (`[http_service] tls = "internal"`).
     pub tls_internal: bool,
+    /// Its TCP services (fly's `[[services]]` without an `http` handler).
+    pub tcp: Arc<[TcpRoute]>,
+}
+
+/// A TCP service of an app: a public port berth-server listens on and
+/// forwards, as bytes, to the service's port of one of `backends`.
+#[derive(Debug, Clone)]
+pub struct TcpRoute {
+    /// The public port.
+    pub public_port: u16,
+    /// The port the app listens on inside its instances.
+    pub internal_port: u16,
+    /// berth ends TLS (with the router's certificates) before forwarding.
+    pub tls: bool,
+    /// A PROXY protocol v2 header with the client's address goes first.
+    pub proxy_proto: bool,
+    /// Healthy instances of the groups that serve it. An instance that
+    /// also serves HTTP is the same [`Backend`] as in
+    /// [`AppRoute::backends`] (its address's port is the HTTP one: dial
+    /// `internal_port` at its IP), so connections count as its load.
+    pub backends: Vec<Arc<Backend>>,
 }
 
 /// How an app is reached at its private names (`APP.internal`,

@@ -193,72 +193,93 @@ impl Forwarding {
     /// Carries `client`'s connection to an instance of the target, or
     /// closes it when the caller may not reach it or none comes up in time.
     async fn forward(&self, mut client: tokio::net::TcpStream) {
-        let mut routes = self.routes.clone();
-        let mut woken = false;
-        let mut failed: Vec<u64> = Vec::new();
-        let mut hold_until: Option<tokio::time::Instant> = None;
-        loop {
-            let table = routes.borrow_and_update().clone();
-            let Some(route) = table.apps.get(&self.app) else {
-                return;
-            };
+        let reached = reach_instance(&self.routes, &self.app, None, |route| {
             if !route.internal.admits(&self.app, &self.caller) {
                 tracing::info!(
                     caller = %self.caller,
                     target = %self.app,
                     "private connection refused: the target no longer lists the caller in [internal] allow"
                 );
-                return;
+                return None;
             }
-            let deadline = *hold_until.get_or_insert_with(|| {
-                tokio::time::Instant::now() + route.admission.hold_timeout.min(HOLD_AT_MOST)
-            });
-            let candidates: Vec<Arc<Backend>> = route
-                .backends
-                .iter()
-                .filter(|backend| {
-                    self.group
-                        .as_ref()
-                        .is_none_or(|group| &backend.group == group)
-                        && !failed.contains(&backend.key)
-                })
-                .cloned()
-                .collect();
-            let turn = rand::random::<u32>() as usize;
-            if let Some(backend) = berth_router::balance::pick(&candidates, turn, None)
-                && let Some(in_flight) = InFlight::try_start(backend.clone())
-            {
-                match dial(&backend).await {
-                    Ok(mut upstream) => {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                        drop(in_flight);
-                        return;
-                    }
-                    Err(_) => {
-                        failed.push(backend.key);
-                        continue;
-                    }
-                }
-            }
-            if !woken && let Some(wake) = &route.admission.wake {
-                (wake.0)(&self.app);
-                woken = true;
-            }
-            if tokio::time::timeout_at(deadline, routes.changed())
-                .await
-                .is_err()
-            {
-                return;
-            }
+            Some(
+                route
+                    .backends
+                    .iter()
+                    .filter(|backend| {
+                        self.group
+                            .as_ref()
+                            .is_none_or(|group| &backend.group == group)
+                    })
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .await;
+        if let Some((mut upstream, in_flight)) = reached {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            drop(in_flight);
         }
     }
 }
 
-async fn dial(backend: &Backend) -> std::io::Result<tokio::net::TcpStream> {
+/// A connection to an instance of `app`, picked like the router picks one
+/// (the fewest connections and requests in flight) from what `candidates`
+/// gives for the app's route, at `port` of its address when given. An app
+/// with none ready is woken (when it scales from zero) and the connection
+/// waits for one, up to its hold time. `None`: the app is gone,
+/// `candidates` refused, or none came up in time. The connection counts as
+/// in flight on its instance while the returned guard lives.
+pub(crate) async fn reach_instance(
+    routes: &watch::Receiver<Arc<RouteTable>>,
+    app: &str,
+    port: Option<u16>,
+    candidates: impl Fn(&berth_router::AppRoute) -> Option<Vec<Arc<Backend>>>,
+) -> Option<(tokio::net::TcpStream, InFlight)> {
+    let mut routes = routes.clone();
+    let mut woken = false;
+    let mut failed: Vec<u64> = Vec::new();
+    let mut hold_until: Option<tokio::time::Instant> = None;
+    loop {
+        let table = routes.borrow_and_update().clone();
+        let route = table.apps.get(app)?;
+        let mut choices = candidates(route)?;
+        choices.retain(|backend| !failed.contains(&backend.key));
+        let deadline = *hold_until.get_or_insert_with(|| {
+            tokio::time::Instant::now() + route.admission.hold_timeout.min(HOLD_AT_MOST)
+        });
+        let turn = rand::random::<u32>() as usize;
+        if let Some(backend) = berth_router::balance::pick(&choices, turn, None)
+            && let Some(in_flight) = InFlight::try_start(backend.clone())
+        {
+            match dial(&backend, port).await {
+                Ok(upstream) => return Some((upstream, in_flight)),
+                Err(_) => {
+                    failed.push(backend.key);
+                    continue;
+                }
+            }
+        }
+        if !woken && let Some(wake) = &route.admission.wake {
+            (wake.0)(app);
+            woken = true;
+        }
+        tokio::time::timeout_at(deadline, routes.changed())
+            .await
+            .ok()?
+            .ok()?;
+    }
+}
+
+async fn dial(backend: &Backend, port: Option<u16>) -> std::io::Result<tokio::net::TcpStream> {
+    let addr = match port {
+        Some(port) => SocketAddr::new(backend.addr.ip(), port),
+        None => backend.addr,
+    };
     let dial = async {
         match &backend.netns {
-            Some(netns) => netns.connect(backend.addr).await,
-            None => tokio::net::TcpStream::connect(backend.addr).await,
+            Some(netns) => netns.connect(addr).await,
+            None => tokio::net::TcpStream::connect(addr).await,
         }
     };
     tokio::time::timeout(Duration::from_secs(5), dial)

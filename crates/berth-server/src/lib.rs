@@ -24,6 +24,7 @@ pub(crate) mod launch;
 pub(crate) mod reconciler;
 pub(crate) mod services;
 pub(crate) mod stored_spec;
+pub(crate) mod tcp_services;
 #[cfg(test)]
 mod testing;
 pub(crate) mod tunnel;
@@ -393,6 +394,15 @@ pub async fn run(
         }
         None => Vec::new(),
     };
+    tokio::spawn(
+        tcp_services::TcpServices {
+            routes: route_receiver.clone(),
+            bind_ip: router_addr.ip(),
+            tls: https_edge.as_ref().and_then(|edge| edge.tls.clone()),
+            store: state.store.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     let plain = berth_router::Edge {
         tls: None,
         acme_http,

@@ -30,7 +30,7 @@ mod tls;
 
 pub use load::{Load, LoadReport};
 pub use pebble::{Pebble, PebblePlan};
-pub use tls::{HttpsAnswer, https_get};
+pub use tls::{HttpsAnswer, https_get, tls_connect};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -35,6 +35,18 @@ pub async fn https_get(
     path: &str,
     root_pem: &str,
 ) -> std::io::Result<HttpsAnswer> {
+    let stream = tls_connect(addr, name, root_pem, &[b"h2", b"http/1.1"]).await?;
+    https_get_over(stream, name, path).await
+}
+
+/// A TLS connection to `addr` as `name` (SNI), trusting only `root_pem`,
+/// offering `alpn`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    name: &str,
+    root_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
         let certificate = certificate.map_err(std::io::Error::other)?;
@@ -46,11 +58,18 @@ pub async fn https_get(
         .map_err(std::io::Error::other)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let server_name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let stream = connector.connect(server_name, tcp).await?;
+    connector.connect(server_name, tcp).await
+}
+
+async fn https_get_over(
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    name: &str,
+    path: &str,
+) -> std::io::Result<HttpsAnswer> {
     let alpn = stream
         .get_ref()
         .1

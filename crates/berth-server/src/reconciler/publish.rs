@@ -58,6 +58,7 @@ impl Reconciler {
             let mut internal = berth_router::InternalAccess::default();
             let mut https = (false, false, false);
             let mut edge = berth_proto::EdgeRuleSet::default();
+            let mut tcp: Vec<berth_router::TcpRoute> = Vec::new();
             let target = app
                 .release
                 .as_ref()
@@ -70,6 +71,7 @@ impl Reconciler {
                         spec.http.tls_internal,
                     );
                     edge = spec.edge.to_rule_set();
+                    tcp = self.tcp_routes(&app.app, &spec);
                     let slug = self.parts.launcher.slug_dir(release);
                     statics = spec
                         .statics
@@ -125,6 +127,13 @@ impl Reconciler {
                 domains: domains_of.get(&app.app).cloned().unwrap_or_default(),
                 https,
                 edge: edge.clone(),
+                tcp: tcp
+                    .iter()
+                    .map(|route| {
+                        let instances = route.backends.iter().map(|b| b.instance.clone());
+                        (route.public_port, instances.collect())
+                    })
+                    .collect(),
             });
             for (name, tls_internal) in domains_of.remove(&app.app).unwrap_or_default() {
                 if tls_internal {
@@ -146,6 +155,7 @@ impl Reconciler {
                     hsts: https.1,
                     tls_internal: https.2,
                     edge: Arc::new(edge_rules(&edge)),
+                    tcp: tcp.into(),
                 },
             );
             let instances = self
@@ -194,6 +204,48 @@ impl Reconciler {
             tracing::debug!("routes published");
         }
         let _ = self.snapshot.send(Arc::new(snapshot));
+    }
+
+    /// The TCP services of `app` (running `spec`) with their running
+    /// instances: an instance that serves HTTP too keeps its one backend
+    /// (so its connections count as its load); others get one at the
+    /// service's port, in their own namespace.
+    fn tcp_routes(&self, app: &str, spec: &berth_spec::AppSpec) -> Vec<berth_router::TcpRoute> {
+        let mut routes = Vec::new();
+        for service in &spec.tcp_services {
+            let backends: Vec<Arc<Backend>> = self
+                .instances
+                .values()
+                .filter(|instance| {
+                    instance.app == app
+                        && instance.phase == Phase::Running
+                        && spec.serves_tcp(service, &instance.process)
+                })
+                .map(|instance| match &instance.backend {
+                    Some(backend) => backend.clone(),
+                    None => {
+                        let addr =
+                            std::net::SocketAddr::from(([127, 0, 0, 1], service.internal_port));
+                        let backend =
+                            Backend::new(addr, instance.id.clone()).in_group(&instance.process);
+                        Arc::new(match &instance._network {
+                            Some(network) => backend.in_namespace(network.netns.clone()),
+                            None => backend,
+                        })
+                    }
+                })
+                .collect();
+            for port in &service.ports {
+                routes.push(berth_router::TcpRoute {
+                    public_port: port.port,
+                    internal_port: service.internal_port,
+                    tls: port.tls,
+                    proxy_proto: port.proxy_proto,
+                    backends: backends.clone(),
+                });
+            }
+        }
+        routes
     }
 
     pub(super) fn group_statuses(&self, app: &DesiredApp) -> Vec<ProcessGroupStatus> {

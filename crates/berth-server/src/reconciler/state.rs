@@ -100,4 +100,6 @@ pub(super) struct RouteKey {
     /// `force_https`, `hsts` and `tls = "internal"`.
     pub(super) https: (bool, bool, bool),
     pub(super) edge: berth_proto::EdgeRuleSet,
+    /// Each TCP service's public port and the instances behind it.
+    pub(super) tcp: Vec<(u16, Vec<String>)>,
 }

@@ -27,6 +27,7 @@ mod scaling;
 mod server_control;
 mod shuttle;
 mod support;
+mod tcp_services;
 mod tls;
 mod tunnel;
 mod volumes;
