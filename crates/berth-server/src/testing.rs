@@ -173,10 +173,7 @@ impl Core {
         if self.store.app(app).is_err() {
             self.store.create_app(app).expect("the app");
         }
-        let processes = match spec.processes.is_empty() {
-            true => BTreeMap::from([("web".to_string(), "serve".to_string())]),
-            false => spec.processes.clone(),
-        };
+        let processes = spec.process_commands("serve");
         let release = self
             .store
             .begin_release(

@@ -406,7 +406,10 @@ pub(crate) fn merge(base: &mut ParsedSpec, app_json: ParsedSpec) {
         spec.deploy.post_deploy_command = extra.deploy.post_deploy_command;
     }
     spec.jobs.extend(extra.jobs);
-    if spec.http.check.http_path.is_none() {
+    // app.json's check fills in only where the spec declares none.
+    let declared =
+        spec.http.check != crate::HealthCheck::default() || !spec.http.extra_checks.is_empty();
+    if !declared {
         spec.http.check = extra.http.check;
     } else if extra.http.check.http_path.is_some() {
         gave_way.push("healthchecks");

@@ -320,3 +320,20 @@ fn a_dockerfile_beside_a_fly_toml_without_build_is_explained() {
         .join("\n");
     assert!(!warnings.contains("Dockerfile"), "{warnings}");
 }
+
+#[test]
+fn every_service_and_check_survives_an_export_to_fly_toml() {
+    let spec = fly(fixture!("services-http-and-tcp.toml")).spec;
+    let exported = to_fly_toml(&spec);
+    let again = fly(&exported).spec;
+    assert_eq!(again.tcp_services, spec.tcp_services, "{exported}");
+    assert_eq!(again.kill_signal, spec.kill_signal);
+    let checks = |spec: &AppSpec| {
+        let mut all: Vec<HealthCheck> = std::iter::once(spec.http.check.clone())
+            .chain(spec.http.extra_checks.clone())
+            .collect();
+        all.sort_by_key(|check| (check.port, check.http_path.clone()));
+        all
+    };
+    assert_eq!(checks(&again), checks(&spec), "{exported}");
+}

@@ -96,6 +96,7 @@ pub fn to_fly_toml(spec: &AppSpec) -> String {
         root.insert("processes".into(), map(&spec.processes));
     }
     root.insert("http_service".into(), Value::Table(http_service(spec)));
+    services_and_checks(spec, &mut root);
 
     if !spec.vms.is_empty() {
         let vms = spec
@@ -242,19 +243,102 @@ fn http_service(spec: &AppSpec) -> Table {
         concurrency.insert("hard_limit".into(), Value::Integer(hard.into()));
     }
     table.insert("concurrency".into(), Value::Table(concurrency));
-    let mut check = Table::new();
-    match &http.check.http_path {
+    // Checks of the HTTP port here; the others are top-level [checks].
+    let checks: Vec<Value> = std::iter::once(&http.check)
+        .chain(&http.extra_checks)
+        .filter(|check| check.port.is_none() && check.processes.is_none())
+        .map(|check| Value::Table(check_table(check)))
+        .collect();
+    table.insert("checks".into(), Value::Array(checks));
+    table
+}
+
+/// One health check as fly writes it.
+fn check_table(check: &crate::HealthCheck) -> Table {
+    let mut table = Table::new();
+    match &check.http_path {
         Some(path) => {
-            check.insert("path".into(), text(path.clone()));
+            table.insert("type".into(), text("http"));
+            table.insert("path".into(), text(path.clone()));
         }
         None => {
-            check.insert("type".into(), text("tcp"));
+            table.insert("type".into(), text("tcp"));
         }
     }
-    check.insert("interval".into(), duration(http.check.interval));
-    check.insert("timeout".into(), duration(http.check.timeout));
-    table.insert("checks".into(), Value::Array(vec![Value::Table(check)]));
+    if let Some(port) = check.port {
+        table.insert("port".into(), Value::Integer(port.into()));
+    }
+    if let Some(method) = &check.method {
+        table.insert("method".into(), text(method.clone()));
+    }
+    if !check.headers.is_empty() {
+        table.insert("headers".into(), map(&check.headers));
+    }
+    if let Some(groups) = &check.processes {
+        table.insert("processes".into(), strings(groups));
+    }
+    table.insert("interval".into(), duration(check.interval));
+    table.insert("timeout".into(), duration(check.timeout));
+    if !check.grace_period.is_zero() {
+        table.insert("grace_period".into(), duration(check.grace_period));
+    }
     table
+}
+
+/// The TCP services as `[[services]]` and the checks on other ports (or
+/// of named groups) as `[checks]`.
+fn services_and_checks(spec: &AppSpec, root: &mut Table) {
+    let services: Vec<Value> = spec
+        .tcp_services
+        .iter()
+        .map(|service| {
+            let mut table = Table::new();
+            table.insert("protocol".into(), text("tcp"));
+            table.insert(
+                "internal_port".into(),
+                Value::Integer(service.internal_port.into()),
+            );
+            if let Some(groups) = &service.processes {
+                table.insert("processes".into(), strings(groups));
+            }
+            let ports = service
+                .ports
+                .iter()
+                .map(|port| {
+                    let mut entry = Table::new();
+                    entry.insert("port".into(), Value::Integer(port.port.into()));
+                    let mut handlers = Vec::new();
+                    if port.tls {
+                        handlers.push("tls".to_string());
+                    }
+                    if port.proxy_proto {
+                        handlers.push("proxy_proto".to_string());
+                    }
+                    entry.insert("handlers".into(), strings(&handlers));
+                    Value::Table(entry)
+                })
+                .collect();
+            table.insert("ports".into(), Value::Array(ports));
+            Value::Table(table)
+        })
+        .collect();
+    if !services.is_empty() {
+        root.insert("services".into(), Value::Array(services));
+    }
+    let checks: Table = std::iter::once(&spec.http.check)
+        .chain(&spec.http.extra_checks)
+        .filter(|check| check.port.is_some() || check.processes.is_some())
+        .enumerate()
+        .map(|(index, check)| {
+            (
+                format!("check-{}", index + 1),
+                Value::Table(check_table(check)),
+            )
+        })
+        .collect();
+    if !checks.is_empty() {
+        root.insert("checks".into(), Value::Table(checks));
+    }
 }
 
 /// A cargo-chef Dockerfile that builds `binary` and runs the web process.

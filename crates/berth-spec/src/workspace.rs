@@ -192,6 +192,19 @@ pub fn choose_packages(
             listing()
         ));
     }
+    // An empty command (fly's `app = ""`) runs "the" binary: in a
+    // workspace, [build] bin must say which.
+    if spec.build.bin.is_none()
+        && let Some((group, _)) = spec
+            .processes
+            .iter()
+            .find(|(_, command)| command.is_empty())
+    {
+        return Err(format!(
+            "process group `{group}` has no command of its own (the image's CMD), and a workspace has several binaries: name the one it runs with [build] bin = \"…\" (packages with binaries: {})",
+            listing()
+        ));
+    }
     if !named.is_empty() {
         let mut packages: Vec<String> = Vec::new();
         for bin in &named {
@@ -309,6 +322,21 @@ mod tests {
             choose_packages(&members, &by_bin)
                 .unwrap_err()
                 .contains("no binary of the workspace")
+        );
+
+        // fly's `app = ""` beside a named worker: which binary is "the" one?
+        let mut empty = AppSpec::default();
+        empty.processes.insert("app".into(), String::new());
+        empty.processes.insert("worker".into(), "jobs".into());
+        let err = choose_packages(&members, &empty).unwrap_err();
+        assert!(
+            err.contains("`app` has no command") && err.contains("[build] bin"),
+            "{err}"
+        );
+        empty.build.bin = Some("api".into());
+        assert_eq!(
+            choose_packages(&members, &empty).unwrap().packages,
+            ["api", "worker"]
         );
 
         let mut by_package = AppSpec::default();
