@@ -277,3 +277,21 @@ pub(crate) async fn run(
     }
     Ok(())
 }
+
+/// The one-off commands (`berth run`) that run now, for `berth status`.
+pub(crate) async fn print_one_offs(client: &berth_client::Client, app: &str) {
+    let Ok(runs) = client.job_executions(app, ONE_OFF_JOB, 20).await else {
+        return;
+    };
+    for run in runs.iter().filter(|run| run.finished_at.is_none()) {
+        say!(
+            "one-off:  execution {} (berth run) running since {}; berth jobs logs {} -f",
+            run.id,
+            run.started_at,
+            run.id
+        );
+    }
+}
+
+/// The job one-off commands run as (the server's `ONE_OFF_JOB`).
+const ONE_OFF_JOB: &str = "berth-run";

@@ -35,6 +35,7 @@ mod server_control;
 mod server_process;
 mod server_restart;
 mod server_unit;
+mod status;
 mod validate;
 
 use std::process::ExitCode;

@@ -87,6 +87,22 @@ async fn a_one_off_command_sees_the_apps_database_and_passes_its_exit_code_back(
         .await;
     assert!(history.stdout.contains(&id), "{}", history.stdout);
 
+    // A one-off that runs shows in `berth status` until it is cancelled.
+    let long = server
+        .ok(&["run", "--app", "one-off", "--detach", "--", "sleep", "60"])
+        .await;
+    let long_id = long.stdout.split_whitespace().nth(1).unwrap().to_string();
+    let status = server.ok(&["status", "--app", "one-off"]).await.stdout;
+    assert!(
+        status.contains(&format!("one-off:  execution {long_id} (berth run)")),
+        "{status}"
+    );
+    server
+        .ok(&["jobs", "cancel", &long_id, "--app", "one-off"])
+        .await;
+    let status = server.ok(&["status", "--app", "one-off"]).await.stdout;
+    assert!(!status.contains("one-off:"), "{status}");
+
     // Bad input: an unknown app, and nothing to run.
     let unknown = server.fails(&["run", "--app", "nope", "--", "true"]).await;
     assert!(unknown.stderr.contains("nope"), "{}", unknown.stderr);
