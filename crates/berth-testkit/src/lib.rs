@@ -250,6 +250,8 @@ pub struct Answer {
     pub status: u16,
     /// Body.
     pub body: String,
+    /// The status line and headers, as sent.
+    pub head: String,
 }
 
 impl TestServer {
@@ -525,6 +527,16 @@ pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Resu
     http_request(addr, host, "GET", path, "").await
 }
 
+/// `N` distinct free ports on loopback: each is held until all are picked, so two
+/// picks never return the same port (which made pebble's management and
+/// DNS ports collide now and then).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|index| held[index].local_addr().expect("a bound port").port())
+}
+
 /// One HTTP/1.1 request with a text body over a fresh connection.
 pub async fn http_request(
     addr: SocketAddr,
@@ -555,7 +567,11 @@ pub async fn http_request(
     } else {
         body.to_string()
     };
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        body,
+        head: head.to_string(),
+    })
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -36,13 +36,6 @@ pub struct Pebble {
     children: Vec<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
 impl PebblePlan {
     /// Picks ports and makes pebble's HTTPS certificate.
     pub fn new() -> PebblePlan {
@@ -76,12 +69,12 @@ impl PebblePlan {
         let (chain, key) = ca.issue_pem_for(names, 30).expect("pebble's certificate");
         std::fs::write(dir.path().join("cert.pem"), chain).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        let listen = free_port();
+        let [listen, management, dns, challtest_management] = crate::free_ports();
         PebblePlan {
             listen,
-            management: free_port(),
-            dns: free_port(),
-            challtest_management: free_port(),
+            management,
+            dns,
+            challtest_management,
             directory: format!("https://localhost:{listen}/dir"),
             listener_root: dir.path().join("ca/ca.pem"),
             listener_root_pem: ca.root_pem().to_string(),

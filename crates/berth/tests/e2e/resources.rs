@@ -52,6 +52,7 @@ async fn stored_lines(server: &TestServer, app: &str, text: &str) -> Answer {
             Answer {
                 status: 200,
                 body: out.stdout,
+                head: String::new(),
             }
         },
         |answer| !answer.body.is_empty(),

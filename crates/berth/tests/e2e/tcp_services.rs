@@ -12,14 +12,6 @@ fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Sends `line` and reads the lines that come back, until `count` have.
 async fn exchange<S>(stream: S, line: &str, count: usize) -> Vec<String>
 where
@@ -49,7 +41,7 @@ where
 async fn tcp_services_are_reached_on_their_public_ports_and_wake_the_app() {
     setup();
     let server = TestServer::start_with(&["--https", "127.0.0.1:0"]).await;
-    let (plain, proxied, secure) = (free_port(), free_port(), free_port());
+    let [plain, proxied, secure] = berth_testkit::free_ports();
     let dir = example("echo");
     std::fs::write(
         dir.path().join("fly.toml"),
