@@ -57,6 +57,9 @@ pub struct BuildRequest<'a> {
     /// front end's `npm ci && npm run build`); what it writes there is part
     /// of the slug.
     pub command: Option<String>,
+    /// The build is `command` alone: cargo does not run and there is no
+    /// binary (a static site, a service in another language).
+    pub command_only: bool,
     /// Variables the build sees besides cargo's own.
     pub env: Vec<(String, String)>,
     /// Ports on the host's loopback the build may reach (the app's
@@ -188,6 +191,9 @@ impl CargoBuilder {
                 });
             }
         }
+        if request.command_only {
+            return self.source_only(source_dir, lock);
+        }
         let job = CargoJob {
             app,
             build_dir: &app_dir,
@@ -234,13 +240,7 @@ impl CargoBuilder {
         binaries.sort();
         binaries.dedup();
         let default_binary = choose_default_binary(&binaries, bin)?;
-        // The slug is copied from the source folder, which the build (the
-        // app's code) could have swapped for a link to the host's files.
-        if !fs::symlink_metadata(&source_dir).is_ok_and(|meta| meta.is_dir()) {
-            return Err(BuildError::NoBinary(
-                "the build replaced its source folder with something else than a folder".into(),
-            ));
-        }
+        check_source_folder(&source_dir)?;
         Ok((
             BuildOutput {
                 binaries,
@@ -248,6 +248,35 @@ impl CargoBuilder {
                 source_dir,
             },
             lock,
+        ))
+    }
+
+    /// What a build without cargo leaves: its source folder, no binary.
+    fn source_only(
+        &self,
+        source_dir: PathBuf,
+        lock: BuildLock,
+    ) -> Result<(BuildOutput, BuildLock), BuildError> {
+        check_source_folder(&source_dir)?;
+        Ok((
+            BuildOutput {
+                binaries: Vec::new(),
+                default_binary: String::new(),
+                source_dir,
+            },
+            lock,
+        ))
+    }
+}
+
+/// The slug is copied from the source folder, which the build (the app's
+/// code) could have swapped for a link to the host's files.
+fn check_source_folder(source_dir: &Path) -> Result<(), BuildError> {
+    if fs::symlink_metadata(source_dir).is_ok_and(|meta| meta.is_dir()) {
+        Ok(())
+    } else {
+        Err(BuildError::NoBinary(
+            "the build replaced its source folder with something else than a folder".into(),
         ))
     }
 }

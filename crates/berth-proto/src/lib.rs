@@ -80,6 +80,7 @@ mod edge;
 mod ip_range;
 mod jobs;
 mod resources;
+mod site;
 mod states;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
@@ -89,6 +90,7 @@ pub use edge::{AppEdge, EdgeRuleSet, MIN_MAX_HEADER, RateLimit};
 pub use ip_range::IpRange;
 pub use jobs::*;
 pub use resources::*;
+pub use site::{SiteHeader, SiteRule, match_path};
 pub use states::*;
 
 /// Checks an app name: 1 to 63 characters of `a-z`, `0-9` and `-`, starting

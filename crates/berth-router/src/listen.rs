@@ -375,6 +375,9 @@ async fn deliver(
     cache: &Arc<ConnectionCache>,
     turn: usize,
 ) -> Response<ProxyBody> {
+    if let Some(site) = &route.site {
+        return crate::site::answer(site, request.method(), request.uri().path()).await;
+    }
     if !route.statics.is_empty() {
         let method = request.method().clone();
         let path = request.uri().path().to_string();

@@ -34,6 +34,12 @@ pub fn unknown_app<B: From<Full<Bytes>>>(host: &str) -> Response<B> {
     )
 }
 
+/// `status` with a short text body: a static site's 404 and 405, a
+/// redirect's body.
+pub fn status<B: From<Full<Bytes>>>(status: StatusCode, text: String) -> Response<B> {
+    page(status, text)
+}
+
 /// 200 with `text` as the body: what the router answers itself (an ACME
 /// challenge's key authorization).
 pub fn text<B: From<Full<Bytes>>>(text: String) -> Response<B> {

@@ -76,6 +76,8 @@ pub struct AppRoute {
     pub tls_internal: bool,
     /// Its TCP services (fly's `[[services]]` without an `http` handler).
     pub tcp: Arc<[TcpRoute]>,
+    /// The app is a static site the router answers from its files alone.
+    pub site: Option<Arc<crate::Site>>,
 }
 
 /// A TCP service of an app: a public port berth-server listens on and

@@ -337,3 +337,70 @@ fn every_service_and_check_survives_an_export_to_fly_toml() {
     };
     assert_eq!(checks(&again), checks(&spec), "{exported}");
 }
+
+#[test]
+fn a_blueprint_with_a_static_site_and_a_node_service_reads_each_with_its_meaning() {
+    let text = "services:\n  - type: web\n    name: api\n    runtime: rust\n  - type: web\n    name: front\n    runtime: static\n    rootDir: web\n    buildCommand: npm ci && npm run build\n    staticPublishPath: ./dist\n    routes:\n      - type: redirect\n        source: /old\n        destination: /new\n      - type: rewrite\n        source: /*\n        destination: /index.html\n    headers:\n      - path: /*\n        name: X-Frame-Options\n        value: sameorigin\n  - type: worker\n    name: queue\n    runtime: node\n    buildCommand: npm ci\n    startCommand: node worker.js\n";
+    let blueprint =
+        parse_render("render.yaml", text, Some("api")).unwrap_or_else(|err| panic!("{err}"));
+    let app = |name: &str| {
+        &blueprint
+            .apps
+            .iter()
+            .find(|(app, _)| app == name)
+            .unwrap()
+            .1
+    };
+    let front = app("front");
+    let site = front.site.as_ref().expect("a site");
+    assert_eq!(site.dir, "web/dist");
+    assert_eq!(site.rules.len(), 2);
+    assert_eq!(site.rules[0].redirect, Some(301));
+    assert_eq!(
+        site.rules[1].destination_for("/app/x").as_deref(),
+        Some("/index.html")
+    );
+    assert_eq!(site.headers[0].name, "X-Frame-Options");
+    assert!(front.build.command_only);
+    assert_eq!(
+        front.build.command.as_deref(),
+        Some("cd web && npm ci && npm run build")
+    );
+    assert!(
+        front.process_commands("api").is_empty(),
+        "a site runs no process"
+    );
+    let queue = app("queue");
+    assert!(queue.build.command_only);
+    assert_eq!(queue.process_commands("api")["worker"], "node worker.js");
+    assert!(!app("api").build.command_only);
+    let warnings = blueprint.warnings.join("\n");
+    assert!(!warnings.contains("staticPublishPath"), "{warnings}");
+
+    let bad = "services:\n  - type: web\n    name: front\n    runtime: static\n    staticPublishPath: ../etc\n    routes:\n      - type: proxy\n        source: /a\n        destination: /b\n  - type: web\n    name: py\n    runtime: python\n";
+    let err = parse_render("render.yaml", bad, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("staticPublishPath `../etc`"), "{err}");
+    assert!(err.contains("has no startCommand"), "{err}");
+}
+
+#[test]
+fn a_docker_worker_or_cron_without_a_start_command_runs_the_images_cmd() {
+    let text = "services:\n  - type: worker\n    name: queue\n    runtime: docker\n  - type: cron\n    name: nightly\n    runtime: image\n    image:\n      url: ghcr.io/acme/nightly:1\n    schedule: \"0 3 * * *\"\n";
+    let blueprint = parse_render("render.yaml", text, None).unwrap_or_else(|err| panic!("{err}"));
+    let queue = &blueprint
+        .apps
+        .iter()
+        .find(|(name, _)| name == "queue")
+        .unwrap()
+        .1;
+    assert_eq!(queue.processes["worker"], "");
+    let nightly = &blueprint
+        .apps
+        .iter()
+        .find(|(name, _)| name == "nightly")
+        .unwrap()
+        .1;
+    assert_eq!(nightly.jobs[0].command, "");
+}

@@ -23,6 +23,7 @@ mod raw;
 mod render;
 mod secrets;
 mod shuttle;
+mod site;
 mod tree;
 mod workspace;
 
@@ -48,6 +49,7 @@ pub use secrets::parse_secrets_file;
 pub use shuttle::{
     SHUTTLE_INSTANCE_SIZES, SHUTTLE_SECRETS_FILES, SHUTTLE_TOML, ShuttleSpec, detect_shuttle,
 };
+pub use site::{SiteHeader, SiteRule, SiteSpec, match_path};
 pub use tree::{FolderTree, MemoryTree, ProjectTree};
 pub use workspace::{WorkspaceBuild, WorkspaceMember, choose_packages, workspace_members};
 

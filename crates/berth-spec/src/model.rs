@@ -57,6 +57,10 @@ pub struct AppSpec {
     /// The app runs only its jobs (a Render cron job): no long-running process.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub jobs_only: bool,
+    /// The app is a static site the router serves (Render's `runtime:
+    /// static`): no process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<crate::SiteSpec>,
     /// Env vars whose values berth makes or looks up (render.yaml's
     /// `generateValue`, `sync: false`, `fromDatabase`, `fromService`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -277,6 +281,7 @@ impl Default for AppSpec {
             vms: Vec::new(),
             statics: Vec::new(),
             jobs_only: false,
+            site: None,
             env_from: Vec::new(),
             shuttle: None,
             egress: EgressSpec::default(),
@@ -290,7 +295,7 @@ impl AppSpec {
     /// The process groups with commands, given the binary the build produced
     /// for the default group.
     pub fn process_commands(&self, default_binary: &str) -> BTreeMap<String, String> {
-        if self.jobs_only {
+        if self.jobs_only || self.site.is_some() {
             BTreeMap::new()
         } else if self.processes.is_empty() {
             BTreeMap::from([(DEFAULT_PROCESS.to_string(), default_binary.to_string())])
@@ -367,6 +372,10 @@ pub struct BuildSpec {
     /// into a root of its own, not onto the host; its instances see them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
+    /// The build is `command` alone, without cargo: a static site, or a
+    /// service in another language built with the host's toolchain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub command_only: bool,
 }
 
 /// The builders berth knows.

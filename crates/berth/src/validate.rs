@@ -300,6 +300,10 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
         format!(", features {}", spec.build.features.join(","))
     };
     let builder = match &spec.build.builder {
+        berth_spec::BuilderKind::Cargo if spec.build.command_only => format!(
+            "its build command only, with this server's toolchain: {}",
+            spec.build.command.as_deref().unwrap_or("(none)")
+        ),
         berth_spec::BuilderKind::Cargo => "cargo".to_string(),
         berth_spec::BuilderKind::Dockerfile { path } => {
             format!("the Dockerfile {path} (berth does not build Dockerfiles yet)")
@@ -403,6 +407,17 @@ fn print_summary(files: &[String], package: Option<&str>, spec: &AppSpec) {
             edge.push(format!("domains {}", spec.http.domains.join(", ")));
         }
         row("https", edge.join("; "));
+    }
+    if let Some(site) = &spec.site {
+        row(
+            "site",
+            format!(
+                "a static site: {} served by the router at / ({} rewrites and redirects, {} headers), no process",
+                site.dir,
+                site.rules.len(),
+                site.headers.len()
+            ),
+        );
     }
     for statics in &spec.statics {
         row(

@@ -19,6 +19,7 @@ mod build_env;
 mod build_root;
 mod config;
 mod failure;
+mod host_programs;
 mod prepare;
 mod requirements;
 mod rollback;

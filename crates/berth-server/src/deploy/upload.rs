@@ -120,18 +120,34 @@ impl Deployer {
         let system_usr = self
             .build_root(&mut spec, staging.path(), &progress)
             .await?;
-        say(
-            &progress,
-            "building with cargo build --release (low priority)",
-        );
+        if spec.build.command_only {
+            let missing = super::host_programs::missing_programs(&spec);
+            if !missing.is_empty() {
+                return Err(DeployFailure::before_release(format!(
+                    "its commands run with this server's toolchain, which lacks {}: install it on the server and deploy again",
+                    missing.join(", ")
+                )));
+            }
+            say(&progress, "building with its build command only (no cargo)");
+        } else {
+            say(
+                &progress,
+                "building with cargo build --release (low priority)",
+            );
+        }
         let started = Instant::now();
         let builder = self.builder.clone();
         let slugs = self.slugs.clone();
         let source = staging.path().to_path_buf();
         // A virtual workspace builds the members the app runs, chosen now
         // from the manifests rather than after a build of everything.
-        let workspace = berth_spec::workspace_members(&berth_spec::FolderTree::new(staging.path()))
-            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        let workspace = match spec.build.command_only {
+            true => None,
+            false => berth_spec::workspace_members(&berth_spec::FolderTree::new(staging.path()))
+                .map_err(|err| DeployFailure::before_release(err.to_string()))?,
+        };
+        let command_only = spec.build.command_only;
+        let site_dir = spec.site.as_ref().map(|site| site.dir.clone());
         let (packages, bin) = match workspace {
             Some(members) => {
                 let chosen = berth_spec::choose_packages(&members, &spec)
@@ -175,6 +191,7 @@ impl Deployer {
                 features: &features,
                 packages,
                 command: build_command,
+                command_only,
                 env: surroundings.env,
                 loopback_ports: surroundings.loopback_ports,
                 hosts: build_hosts,
@@ -183,6 +200,15 @@ impl Deployer {
             let (built, _lock) = builder
                 .build(&request, &mut output)
                 .map_err(|err| err.to_string())?;
+            if let Some(dir) = &site_dir
+                && !berth_runtime::open_beneath(&built.source_dir, std::path::Path::new(dir))
+                    .and_then(|folder| folder.metadata())
+                    .is_ok_and(|meta| meta.is_dir())
+            {
+                return Err(format!(
+                    "the site's folder `{dir}` is not there after the build: staticPublishPath must name the folder the build command writes (or the repository has)"
+                ));
+            }
             let digest = slugs
                 .store(&app_for_build, &built.source_dir, &built.binaries)
                 .map_err(|err| {

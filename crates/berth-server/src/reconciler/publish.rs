@@ -59,6 +59,7 @@ impl Reconciler {
             let mut https = (false, false, false);
             let mut edge = berth_proto::EdgeRuleSet::default();
             let mut tcp: Vec<berth_router::TcpRoute> = Vec::new();
+            let mut site: Option<berth_router::Site> = None;
             let target = app
                 .release
                 .as_ref()
@@ -72,6 +73,12 @@ impl Reconciler {
                     );
                     edge = spec.edge.to_rule_set();
                     tcp = self.tcp_routes(&app.app, &spec);
+                    site = spec.site.as_ref().map(|site| berth_router::Site {
+                        root: self.parts.launcher.slug_dir(release),
+                        dir: std::path::PathBuf::from(&site.dir),
+                        rules: site.rules.clone(),
+                        headers: site.headers.clone(),
+                    });
                     let slug = self.parts.launcher.slug_dir(release);
                     statics = spec
                         .statics
@@ -134,6 +141,7 @@ impl Reconciler {
                         (route.public_port, instances.collect())
                     })
                     .collect(),
+                site: site.clone(),
             });
             for (name, tls_internal) in domains_of.remove(&app.app).unwrap_or_default() {
                 if tls_internal {
@@ -156,6 +164,7 @@ impl Reconciler {
                     tls_internal: https.2,
                     edge: Arc::new(edge_rules(&edge)),
                     tcp: tcp.into(),
+                    site: site.map(Arc::new),
                 },
             );
             let instances = self

@@ -102,4 +102,6 @@ pub(super) struct RouteKey {
     pub(super) edge: berth_proto::EdgeRuleSet,
     /// Each TCP service's public port and the instances behind it.
     pub(super) tcp: Vec<(u16, Vec<String>)>,
+    /// The static site the app is, if it is one.
+    pub(super) site: Option<berth_router::Site>,
 }

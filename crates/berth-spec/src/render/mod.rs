@@ -29,6 +29,7 @@ mod env;
 mod export;
 mod raw;
 mod service;
+mod site;
 
 pub use context::RENDER_PLANS;
 pub use export::to_render_yaml;

@@ -82,19 +82,41 @@ pub(super) fn convert(
                 format!("service `{}` has runtime image but no image.url", service.name),
             ),
         },
+        "static" => {
+            spec.site = super::site::static_site(problems, service);
+            spec.build.command_only = true;
+        }
+        other if super::site::COMMAND_RUNTIMES.contains(&other) => {
+            spec.build.command_only = true;
+            if service.start_command.is_none() && service.kind != "cron" {
+                problems.at(
+                    &service.name,
+                    Some("runtime"),
+                    format!(
+                        "service `{}` (runtime {other}) has no startCommand: berth runs {other} services by their commands",
+                        service.name
+                    ),
+                );
+            }
+        }
         other => problems.at(
             &service.name,
             Some("runtime"),
             format!(
-                "service `{}` has runtime `{other}`; berth deploys Rust (runtime: rust), docker and image services",
-                service.name
+                "service `{}` has runtime `{other}`; berth deploys rust, static, {}, docker and image services",
+                service.name,
+                super::site::COMMAND_RUNTIMES.join(", ")
             ),
         ),
     }
     if service.docker_context.is_some() {
         ignored.push("dockerContext");
     }
-    if let Some(build) = &service.build_command {
+    if let Some(build) = &service.build_command
+        && spec.build.command_only
+    {
+        spec.build.command = Some(super::site::in_root_dir(service, build));
+    } else if let Some(build) = &service.build_command {
         let words: Vec<&str> = build.split_whitespace().collect();
         if words.starts_with(&["cargo", "build"]) {
             if let Some(bin) = flag_value(&words, "--bin") {
@@ -115,7 +137,10 @@ pub(super) fn convert(
         .start_command
         .as_deref()
         .or(service.docker_command.as_deref())
-        .map(|command| start_command(command, default_binary));
+        .map(|command| match spec.build.command_only {
+            true => Some(super::site::in_root_dir(service, command)),
+            false => start_command(command, default_binary),
+        });
     let group = match service.kind.as_str() {
         "worker" => "worker",
         _ => crate::DEFAULT_PROCESS,
@@ -132,8 +157,11 @@ pub(super) fn convert(
         if let Err(message) = crate::Schedule::parse(schedule, None) {
             problems.at(&service.name, Some("schedule"), message);
         }
+        let from_image = !matches!(spec.build.builder, BuilderKind::Cargo);
         let command = match command.flatten() {
             Some(command) => command,
+            // A Docker or image service without one runs the image's CMD.
+            None if from_image => String::new(),
             None => match default_binary {
                 Some(binary) => binary.to_string(),
                 None => {
@@ -169,6 +197,12 @@ pub(super) fn convert(
                 if group == crate::DEFAULT_PROCESS && Some(command.as_str()) == default_binary => {}
             Some(command) => {
                 spec.processes.insert(group.to_string(), command);
+            }
+            // A Docker or image worker without one runs the image's CMD.
+            None if group != crate::DEFAULT_PROCESS
+                && !matches!(spec.build.builder, BuilderKind::Cargo) =>
+            {
+                spec.processes.insert(group.to_string(), String::new());
             }
             None if group != crate::DEFAULT_PROCESS => match default_binary {
                 Some(binary) => {
@@ -308,9 +342,12 @@ pub(super) fn convert(
         ("ipAllowList", service.ip_allow_list.is_some()),
         ("maxmemoryPolicy", service.maxmemory_policy.is_some()),
         ("registryCredential", service.registry_credential.is_some()),
-        ("staticPublishPath", service.static_publish_path.is_some()),
-        ("headers", service.headers.is_some()),
-        ("routes", service.routes.is_some()),
+        (
+            "staticPublishPath",
+            service.static_publish_path.is_some() && spec.site.is_none(),
+        ),
+        ("headers", service.headers.is_some() && spec.site.is_none()),
+        ("routes", service.routes.is_some() && spec.site.is_none()),
     ] {
         if present {
             ignored.push(key);
@@ -318,6 +355,7 @@ pub(super) fn convert(
     }
     if let Some(root) = &service.root_dir
         && !matches!(root.as_str(), "" | "." | "./")
+        && !spec.build.command_only
     {
         warnings.push(format!(
             "{file}: service `{}`: rootDir `{root}` is ignored; run berth in that folder",

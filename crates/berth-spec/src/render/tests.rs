@@ -182,7 +182,7 @@ fn mistakes_name_file_line_and_column() {
     .to_string();
     assert!(err.starts_with("render.yaml:3:"), "{err}");
 
-    let text = "services:\n  - type: web\n    name: api\n    plan: gigantic\n  - type: cron\n    name: nightly\n    schedule: \"61 * * * *\"\n    startCommand: api nightly\n  - type: web\n    name: node\n    runtime: node\n";
+    let text = "services:\n  - type: web\n    name: api\n    plan: gigantic\n  - type: cron\n    name: nightly\n    schedule: \"61 * * * *\"\n    startCommand: api nightly\n  - type: web\n    name: node\n    runtime: elm\n";
     let err = parse_render(RENDER_YAML, text, Some("api"))
         .unwrap_err()
         .to_string();
@@ -192,7 +192,7 @@ fn mistakes_name_file_line_and_column() {
     );
     assert!(err.contains("render.yaml:7:5:"), "{err}");
     assert!(
-        err.contains("render.yaml:11:5: service `node` has runtime `node`"),
+        err.contains("render.yaml:11:5: service `node` has runtime `elm`"),
         "{err}"
     );
 

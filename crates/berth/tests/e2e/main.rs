@@ -26,6 +26,7 @@ mod resources;
 mod scaling;
 mod server_control;
 mod shuttle;
+mod static_sites;
 mod support;
 mod tcp_services;
 mod tls;
