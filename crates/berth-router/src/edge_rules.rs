@@ -99,6 +99,17 @@ impl EdgeRules {
             && self.request_timeout.is_none()
     }
 
+    /// Whether `client` may connect at all (`allow` and `deny`), counted in
+    /// `state` when not: what applies to a TCP service's connections.
+    pub fn admits_address(&self, state: &EdgeState, client: IpAddr) -> bool {
+        let refused = self.deny.iter().any(|range| range.contains(client))
+            || (!self.allow.is_empty() && !self.allow.iter().any(|range| range.contains(client)));
+        if refused {
+            state.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        !refused
+    }
+
     /// The verdict on a request from `client` for `path` with `headers`,
     /// counted in `state` when it is a refusal.
     pub fn check(

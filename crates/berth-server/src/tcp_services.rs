@@ -137,8 +137,24 @@ impl Forwarding {
     async fn forward(&self, client: TcpStream, peer: SocketAddr) {
         let _ = client.set_nodelay(true);
         let local = client.local_addr().unwrap_or(peer);
-        let Some(service) = self.service() else {
+        let Some((service, route)) = self.service() else {
             return;
+        };
+        // The app's [edge] rules hold here too: its allowed and denied
+        // addresses, and the connections one address may hold.
+        if !route.edge.admits_address(&route.traffic.edge, peer.ip()) {
+            return;
+        }
+        let _slot = match route.edge.max_connections {
+            Some(limit) => match berth_router::edge_rules::ConnectionSlot::take(
+                &route.traffic,
+                peer.ip(),
+                limit,
+            ) {
+                Some(slot) => Some(slot),
+                None => return,
+            },
+            None => None,
         };
         if service.tls {
             let Some(acceptor) = &self.tls else {
@@ -156,15 +172,16 @@ impl Forwarding {
         }
     }
 
-    /// The service on this port, as the current route table has it.
-    fn service(&self) -> Option<berth_router::TcpRoute> {
+    /// The service on this port and its app's route, as the current route
+    /// table has them.
+    fn service(&self) -> Option<(berth_router::TcpRoute, berth_router::AppRoute)> {
         let table = self.routes.borrow().clone();
         let route = table.apps.get(&self.app)?;
-        route
+        let service = route
             .tcp
             .iter()
-            .find(|service| service.public_port == self.port)
-            .cloned()
+            .find(|service| service.public_port == self.port)?;
+        Some((service.clone(), route.clone()))
     }
 
     async fn carry<S>(

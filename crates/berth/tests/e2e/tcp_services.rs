@@ -127,6 +127,37 @@ async fn tcp_services_are_reached_on_their_public_ports_and_wake_the_app() {
     let events = server.ok(&["events", "--app", "tcp-echo"]).await.stdout;
     assert!(events.contains("scale.from_zero"), "{events}");
 
+    // The app's [edge] rules hold for its TCP services: a denied address
+    // is closed on at once, and the refusal counted.
+    server
+        .ok(&["edge", "deny", "127.0.0.1", "--app", "tcp-echo"])
+        .await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", plain))
+        .await
+        .unwrap();
+    let _ = stream.write_all(b"let me in\n").await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await
+    .expect("closed at once");
+    assert!(read.is_err() || answer.is_empty(), "{answer:?}");
+    // The counts are the reconciler's, published at its next pass.
+    let mut shown = String::new();
+    for _ in 0..100 {
+        shown = server.ok(&["status", "--app", "tcp-echo"]).await.stdout;
+        if shown.contains("1 denied by address") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shown.contains("1 denied by address"), "{shown}");
+    server
+        .ok(&["edge", "remove", "127.0.0.1", "--app", "tcp-echo"])
+        .await;
+
     // A port another process holds is an event of the app, not a crash.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held = holder.local_addr().unwrap().port();
