@@ -41,7 +41,13 @@ impl SiteRule {
     /// Where the rule sends `path`, when it applies.
     pub fn destination_for(&self, path: &str) -> Option<String> {
         let matched = match_path(&self.source, path)?;
-        Some(self.destination.replacen('*', matched, 1))
+        let to = self.destination.replacen('*', matched, 1);
+        // A path stays a path on this site: `/blog//evil.example` must not
+        // become `//evil.example`, another host to a browser.
+        Some(match self.destination.starts_with('/') {
+            true => format!("/{}", to.trim_start_matches(['/', '\\'])),
+            false => to,
+        })
     }
 }
 
@@ -62,5 +68,20 @@ mod tests {
         };
         assert_eq!(rule.destination_for("/blog/x").as_deref(), Some("/news/x"));
         assert_eq!(rule.destination_for("/other"), None);
+        let everything = SiteRule {
+            source: "/blog/*".into(),
+            destination: "/*".into(),
+            redirect: Some(301),
+        };
+        assert_eq!(
+            everything.destination_for("/blog//evil.example").as_deref(),
+            Some("/evil.example")
+        );
+        assert_eq!(
+            everything
+                .destination_for("/blog/\\\\evil.example")
+                .as_deref(),
+            Some("/evil.example")
+        );
     }
 }

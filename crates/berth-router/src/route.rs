@@ -92,10 +92,11 @@ pub struct TcpRoute {
     pub tls: bool,
     /// A PROXY protocol v2 header with the client's address goes first.
     pub proxy_proto: bool,
-    /// Healthy instances of the groups that serve it. An instance that
-    /// also serves HTTP is the same [`Backend`] as in
-    /// [`AppRoute::backends`] (its address's port is the HTTP one: dial
-    /// `internal_port` at its IP), so connections count as its load.
+    /// Which PROXY protocol version: 1 (a text line) or 2.
+    pub proxy_proto_version: u8,
+    /// Healthy instances of the groups that serve it, each with a backend
+    /// of its own for TCP (dial `internal_port` at its IP): connections
+    /// are counted there, apart from HTTP's in-flight requests and limits.
     pub backends: Vec<Arc<Backend>>,
 }
 
@@ -173,6 +174,8 @@ pub struct AppTraffic {
     pub router_errors: AtomicU64,
     /// Requests held at the router now (waiting for a start or a free slot).
     pub waiting: AtomicUsize,
+    /// TCP service connections open now: the app is not idle while any is.
+    pub tcp_open: AtomicUsize,
     /// The edge rules' per-client state and what they refused.
     pub edge: crate::EdgeState,
 }

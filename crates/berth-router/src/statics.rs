@@ -29,9 +29,37 @@ pub struct StaticDir {
     pub dir: PathBuf,
 }
 
+/// `path` with its `%XX` escapes decoded (a file name with a space or an
+/// accent), or `None` when one is malformed or decodes to `/`, `\\` or NUL.
+fn percent_decoded(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return Some(path.to_string());
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
+            let byte = u8::from_str_radix(hex, 16).ok()?;
+            if matches!(byte, b'/' | b'\\' | 0) {
+                return None;
+            }
+            out.push(byte);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The slug-relative path `path` names under one of `statics`, and the slug.
 fn locate<'a>(statics: &'a [StaticDir], path: &str) -> Option<(&'a Path, PathBuf)> {
-    if path.contains("..") || path.contains('%') || path.contains('\\') {
+    let path = percent_decoded(path)?;
+    let path = path.as_str();
+    if path.contains("..") || path.contains('\\') {
         return None;
     }
     let entry = statics.iter().find(|entry| {
@@ -178,6 +206,19 @@ mod tests {
             serve(&statics, &get, "/static/%2e%2e/secret.txt")
                 .await
                 .is_none()
+        );
+        assert!(
+            serve(&statics, &get, "/static/css%2fsite.css")
+                .await
+                .is_none()
+        );
+        assert!(serve(&statics, &get, "/static/%zz").await.is_none());
+        std::fs::write(public.join("a file é.txt"), "spaced").unwrap();
+        assert_eq!(
+            body(serve(&statics, &get, "/static/a%20file%20%C3%A9.txt").await)
+                .await
+                .as_deref(),
+            Some("spaced")
         );
         assert!(
             serve(&statics, &get, "/static/link.txt").await.is_none(),

@@ -290,7 +290,14 @@ impl Autoscaler {
                 };
             }
             let woken = woken.contains(&group.as_str());
-            if requests != memory.requests || woken {
+            let tcp_open = route.is_some_and(|route| {
+                route
+                    .traffic
+                    .tcp_open
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+            });
+            if requests != memory.requests || woken || tcp_open {
                 memory.requests = requests;
                 memory.last_active = Some(Instant::now());
             }

@@ -245,6 +245,10 @@ pub(crate) async fn reach_instance(
         let route = table.apps.get(app)?;
         let mut choices = candidates(route)?;
         choices.retain(|backend| !failed.contains(&backend.key));
+        // A crash-looping app will not come up in time: no waiting.
+        if choices.is_empty() && route.failing {
+            return None;
+        }
         let deadline = *hold_until.get_or_insert_with(|| {
             tokio::time::Instant::now() + route.admission.hold_timeout.min(HOLD_AT_MOST)
         });

@@ -50,13 +50,20 @@ impl TcpServices {
         loop {
             let table = self.routes.borrow_and_update().clone();
             let wanted = claimed_ports(&table);
+            let mut released = Vec::new();
             listening.retain(|port, (app, task)| {
                 let keep = wanted.get(port) == Some(app);
                 if !keep {
                     task.abort();
+                    released.push(std::mem::replace(task, tokio::spawn(async {})));
                 }
                 keep
             });
+            // Their listeners close when the tasks are gone: then the port
+            // is free for its next owner.
+            for task in released {
+                let _ = task.await;
+            }
             for (port, app) in wanted {
                 if listening.contains_key(&port) {
                     continue;
@@ -65,6 +72,7 @@ impl TcpServices {
                 match TcpListener::bind(at).await {
                     Ok(listener) => {
                         tracing::info!(%app, port, "forwarding a TCP service");
+                        reported.remove(&(app.clone(), port));
                         let forward = Forwarding {
                             app: app.clone(),
                             port,
@@ -121,16 +129,28 @@ struct Forwarding {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
+/// Connections one public port carries at once, at most: past it, new
+/// ones wait in the kernel's backlog (the server's descriptors are shared
+/// with the router and the API).
+const MAX_CONNECTIONS_PER_PORT: usize = 1024;
+
 impl Forwarding {
     async fn serve(self, listener: TcpListener) {
         let forwarding = Arc::new(self);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_PORT));
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let Ok((client, peer)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let forwarding = forwarding.clone();
-            tokio::spawn(async move { forwarding.forward(client, peer).await });
+            tokio::spawn(async move {
+                forwarding.forward(client, peer).await;
+                drop(slot);
+            });
         }
     }
 
@@ -207,25 +227,64 @@ impl Forwarding {
         let Some((mut upstream, in_flight)) = reached else {
             return;
         };
-        if let Some(traffic) = self
-            .routes
-            .borrow()
-            .apps
-            .get(&self.app)
-            .map(|route| route.traffic.clone())
-        {
-            traffic
-                .requests
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let _open = OpenConnection::count(&self.routes, &self.app);
         if service.proxy_proto {
-            let header = berth_router::proxy_v2::encode(peer, local);
+            let header = match service.proxy_proto_version {
+                1 => proxy_v1(peer, local),
+                _ => berth_router::proxy_v2::encode(peer, local),
+            };
             if upstream.write_all(&header).await.is_err() {
                 return;
             }
         }
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         drop(in_flight);
+    }
+}
+
+/// A PROXY protocol v1 line (`proxy_proto_options = { version = "v1" }`).
+fn proxy_v1(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let family = if client.is_ipv4() { "TCP4" } else { "TCP6" };
+    format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        client.ip(),
+        local.ip(),
+        client.port(),
+        local.port()
+    )
+    .into_bytes()
+}
+
+/// One open TCP service connection, counted in the app's traffic while it
+/// lives: the autoscaler does not stop an app that has one.
+struct OpenConnection(Option<Arc<berth_router::AppTraffic>>);
+
+impl OpenConnection {
+    fn count(routes: &watch::Receiver<Arc<RouteTable>>, app: &str) -> OpenConnection {
+        let traffic = routes
+            .borrow()
+            .apps
+            .get(app)
+            .map(|route| route.traffic.clone());
+        if let Some(traffic) = &traffic {
+            traffic
+                .tcp_open
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            traffic
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        OpenConnection(traffic)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(traffic) = &self.0 {
+            traffic
+                .tcp_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -242,11 +301,21 @@ mod tests {
                     internal_port: 5432,
                     tls: false,
                     proxy_proto: false,
+                    proxy_proto_version: 2,
                     backends: Vec::new(),
                 })
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_proxy_v1_line_names_the_client_first() {
+        let line = proxy_v1(
+            "192.0.2.7:51000".parse().unwrap(),
+            "127.0.0.1:15432".parse().unwrap(),
+        );
+        assert_eq!(line, b"PROXY TCP4 192.0.2.7 127.0.0.1 51000 15432\r\n");
     }
 
     #[test]

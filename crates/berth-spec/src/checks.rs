@@ -114,6 +114,10 @@ pub struct TcpPort {
     /// (fly's `proxy_proto` handler or `proxy_proto_options`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proxy_proto: bool,
+    /// The PROXY protocol header is v1's text line
+    /// (`proxy_proto_options = { version = "v1" }`), not v2.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_proto_v1: bool,
 }
 
 /// The signal that asks an instance to stop (fly's `kill_signal`).

@@ -143,12 +143,14 @@ fn every_service_is_read_http_routed_and_tcp_forwarded_with_all_checks() {
                 TcpPort {
                     port: 15432,
                     tls: false,
-                    proxy_proto: false
+                    proxy_proto: false,
+                    proxy_proto_v1: false,
                 },
                 TcpPort {
                     port: 15433,
                     tls: true,
-                    proxy_proto: false
+                    proxy_proto: false,
+                    proxy_proto_v1: false,
                 },
             ],
             processes: None,

@@ -315,6 +315,11 @@ fn services_and_checks(spec: &AppSpec, root: &mut Table) {
                         handlers.push("proxy_proto".to_string());
                     }
                     entry.insert("handlers".into(), strings(&handlers));
+                    if port.proxy_proto_v1 {
+                        let mut options = Table::new();
+                        options.insert("version".into(), text("v1"));
+                        entry.insert("proxy_proto_options".into(), Value::Table(options));
+                    }
                     Value::Table(entry)
                 })
                 .collect();

@@ -280,12 +280,12 @@ pub(crate) async fn run(
 
 /// The one-off commands (`berth run`) that run now, for `berth status`.
 pub(crate) async fn print_one_offs(client: &berth_client::Client, app: &str) {
-    let Ok(runs) = client.job_executions(app, ONE_OFF_JOB, 20).await else {
+    let Ok(runs) = client.job_executions(app, ONE_OFF_JOB, 200).await else {
         return;
     };
     for run in runs.iter().filter(|run| run.finished_at.is_none()) {
         say!(
-            "one-off:  execution {} (berth run) running since {}; berth jobs logs {} -f",
+            "one-off:  execution {} (berth run) running since {}; berth jobs logs {} --app {app} -f",
             run.id,
             run.started_at,
             run.id

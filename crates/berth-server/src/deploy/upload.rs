@@ -117,11 +117,16 @@ impl Deployer {
         }
 
         self.check_domains(&app, &spec)?;
+        self.check_tcp_ports(&app, &spec)?;
         let system_usr = self
             .build_root(&mut spec, staging.path(), &progress)
             .await?;
         if spec.build.command_only {
-            let missing = super::host_programs::missing_programs(&spec);
+            let package_bins: Vec<std::path::PathBuf> = system_usr
+                .iter()
+                .flat_map(|usr| [usr.join("bin"), usr.join("sbin"), usr.join("local/bin")])
+                .collect();
+            let missing = super::host_programs::missing_programs(&spec, &package_bins);
             if !missing.is_empty() {
                 return Err(DeployFailure::before_release(format!(
                     "its commands run with this server's toolchain, which lacks {}: install it on the server and deploy again",
@@ -283,6 +288,43 @@ impl Deployer {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// A TCP service's public port another app's live release holds is
+    /// refused before the build (as a domain is): the port stays its.
+    fn check_tcp_ports(&self, app: &str, spec: &AppSpec) -> Result<(), DeployFailure> {
+        let wanted: Vec<u16> = spec
+            .tcp_services
+            .iter()
+            .flat_map(|service| service.ports.iter().map(|port| port.port))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let apps = self
+            .store
+            .apps()
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        for other in apps.iter().filter(|other| other.name != app) {
+            let Ok(Some(release)) = self.store.active_release(&other.name) else {
+                continue;
+            };
+            let Ok(theirs) = crate::stored_spec::spec_of(&release) else {
+                continue;
+            };
+            let taken = theirs
+                .tcp_services
+                .iter()
+                .flat_map(|service| service.ports.iter().map(|port| port.port))
+                .find(|port| wanted.contains(port));
+            if let Some(port) = taken {
+                return Err(DeployFailure::before_release(format!(
+                    "[[services]] port {port} is the TCP service port of app `{}`; choose another, or remove it from that app first",
+                    other.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A Shuttle project's `Secrets.toml` (or `Secrets.dev.toml`): read,

@@ -138,7 +138,14 @@ impl Reconciler {
                     .iter()
                     .map(|route| {
                         let instances = route.backends.iter().map(|b| b.instance.clone());
-                        (route.public_port, instances.collect())
+                        let shape = (
+                            route.public_port,
+                            route.internal_port,
+                            route.tls,
+                            route.proxy_proto,
+                            route.proxy_proto_version,
+                        );
+                        (shape, instances.collect())
                     })
                     .collect(),
                 site: site.clone(),
@@ -216,9 +223,8 @@ impl Reconciler {
     }
 
     /// The TCP services of `app` (running `spec`) with their running
-    /// instances: an instance that serves HTTP too keeps its one backend
-    /// (so its connections count as its load); others get one at the
-    /// service's port, in their own namespace.
+    /// instances, each reached at its TCP backend (its own connection
+    /// count: TCP connections never take an HTTP request's place).
     fn tcp_routes(&self, app: &str, spec: &berth_spec::AppSpec) -> Vec<berth_router::TcpRoute> {
         let mut routes = Vec::new();
         for service in &spec.tcp_services {
@@ -230,19 +236,7 @@ impl Reconciler {
                         && instance.phase == Phase::Running
                         && spec.serves_tcp(service, &instance.process)
                 })
-                .map(|instance| match &instance.backend {
-                    Some(backend) => backend.clone(),
-                    None => {
-                        let addr =
-                            std::net::SocketAddr::from(([127, 0, 0, 1], service.internal_port));
-                        let backend =
-                            Backend::new(addr, instance.id.clone()).in_group(&instance.process);
-                        Arc::new(match &instance._network {
-                            Some(network) => backend.in_namespace(network.netns.clone()),
-                            None => backend,
-                        })
-                    }
-                })
+                .map(|instance| instance.tcp_backend.clone())
                 .collect();
             for port in &service.ports {
                 routes.push(berth_router::TcpRoute {
@@ -250,6 +244,7 @@ impl Reconciler {
                     internal_port: service.internal_port,
                     tls: port.tls,
                     proxy_proto: port.proxy_proto,
+                    proxy_proto_version: if port.proxy_proto_v1 { 1 } else { 2 },
                     backends: backends.clone(),
                 });
             }

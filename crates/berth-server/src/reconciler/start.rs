@@ -111,6 +111,14 @@ impl Reconciler {
                 None => backend,
             })
         });
+        let tcp_backend = {
+            let backend =
+                Backend::new(SocketAddr::from(([127, 0, 0, 1], 0)), id.clone()).in_group(process);
+            Arc::new(match &network {
+                Some(network) => backend.in_namespace(network.netns.clone()),
+                None => backend,
+            })
+        };
         let instance = Instance {
             id: id.clone(),
             app: release.app.clone(),
@@ -121,6 +129,7 @@ impl Reconciler {
             phase: Phase::Starting,
             running,
             backend,
+            tcp_backend,
             kill_timeout: spec.kill_timeout,
             watcher,
             unhealthy_since: None,

@@ -46,6 +46,9 @@ pub(super) struct Instance {
     pub(super) phase: Phase,
     pub(super) running: RunningInstance,
     pub(super) backend: Option<Arc<Backend>>,
+    /// Where TCP services reach it (their own connection counts, apart
+    /// from HTTP's limits): its address, the port given per service.
+    pub(super) tcp_backend: Arc<Backend>,
     pub(super) kill_timeout: Duration,
     pub(super) watcher: JoinHandle<()>,
     pub(super) unhealthy_since: Option<Instant>,
@@ -85,6 +88,10 @@ pub(super) struct Override {
     pub(super) stored_then: Option<u32>,
 }
 
+/// What a TCP service forwards: public and internal port, TLS ended,
+/// PROXY protocol sent and its version.
+pub(super) type TcpShape = (u16, u16, bool, bool, u8);
+
 /// What a published route is made of, to publish only on change.
 #[derive(Debug, PartialEq)]
 pub(super) struct RouteKey {
@@ -100,8 +107,8 @@ pub(super) struct RouteKey {
     /// `force_https`, `hsts` and `tls = "internal"`.
     pub(super) https: (bool, bool, bool),
     pub(super) edge: berth_proto::EdgeRuleSet,
-    /// Each TCP service's public port and the instances behind it.
-    pub(super) tcp: Vec<(u16, Vec<String>)>,
+    /// Each TCP service and the instances behind it.
+    pub(super) tcp: Vec<(TcpShape, Vec<String>)>,
     /// The static site the app is, if it is one.
     pub(super) site: Option<berth_router::Site>,
 }

@@ -215,6 +215,21 @@ fn tcp_ports(
             .handlers
             .iter()
             .any(|handler| handler.eq_ignore_ascii_case("tls"));
+        let proxy_proto_v1 = port
+            .proxy_proto_options
+            .as_ref()
+            .and_then(|options| options.get("version"))
+            .and_then(|version| version.as_str())
+            .is_some_and(|version| version.eq_ignore_ascii_case("v1"));
+        if port
+            .handlers
+            .iter()
+            .any(|handler| handler.eq_ignore_ascii_case("pg_tls"))
+        {
+            warnings.push(format!(
+                "{file}: [[services]] #{number}: the pg_tls handler (Fly ends PostgreSQL's TLS) is not one berth has; the connection's bytes, TLS request included, go to the app"
+            ));
+        }
         let proxy_proto = port.proxy_proto_options.is_some()
             || port
                 .handlers
@@ -256,6 +271,7 @@ fn tcp_ports(
                 port: public,
                 tls,
                 proxy_proto,
+                proxy_proto_v1,
             });
         }
         let _ = (port.tls_options, port.http_options, port.force_https);

@@ -88,7 +88,7 @@ pub(super) fn convert(
         }
         other if super::site::COMMAND_RUNTIMES.contains(&other) => {
             spec.build.command_only = true;
-            if service.start_command.is_none() && service.kind != "cron" {
+            if service.start_command.is_none() {
                 problems.at(
                     &service.name,
                     Some("runtime"),
@@ -222,8 +222,10 @@ pub(super) fn convert(
     }
 
     if let Some(command) = &service.pre_deploy_command {
-        spec.deploy.release_command =
-            Some(start_command(command, default_binary).unwrap_or_else(|| command.clone()));
+        spec.deploy.release_command = Some(match spec.build.command_only {
+            true => super::site::in_root_dir(service, command),
+            false => start_command(command, default_binary).unwrap_or_else(|| command.clone()),
+        });
     }
     if let Some(path) = &service.health_check_path {
         if is_web {

@@ -39,13 +39,15 @@ pub(super) fn static_site(problems: &mut Problems<'_>, service: &RawService) -> 
     };
     if dir.is_empty()
         || dir.starts_with('/')
-        || dir.split('/').any(|part| part == ".." || part.is_empty())
+        || dir
+            .split('/')
+            .any(|part| part == ".." || part == "." || part.is_empty())
     {
         problems.at(
             &service.name,
             Some("staticPublishPath"),
             format!(
-                "service `{}`: staticPublishPath `{publish}` must be a folder of the repository",
+                "service `{}`: staticPublishPath `{publish}` must be a folder of the repository (not the whole of it)",
                 service.name
             ),
         );

@@ -158,6 +158,22 @@ async fn tcp_services_are_reached_on_their_public_ports_and_wake_the_app() {
         .ok(&["edge", "remove", "127.0.0.1", "--app", "tcp-echo"])
         .await;
 
+    // Another app cannot take a port this one's live release holds.
+    let thief = example("echo");
+    std::fs::write(
+        thief.path().join("fly.toml"),
+        format!("app = \"thief\"\n\n[[services]]\n  internal_port = 7000\n  [[services.ports]]\n    port = {plain}\n"),
+    )
+    .unwrap();
+    let refused = server.fails_in(thief.path(), &["up"]).await;
+    assert!(
+        refused.stderr.contains(&format!(
+            "port {plain} is the TCP service port of app `tcp-echo`"
+        )),
+        "{}",
+        refused.stderr
+    );
+
     // A port another process holds is an event of the app, not a crash.
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held = holder.local_addr().unwrap().port();
