@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+mod http;
 mod load;
 pub mod netns;
 mod pebble;
 mod tls;
 
+pub use http::{Answer, free_ports, http_get, http_request};
 pub use load::{Load, LoadReport};
 pub use pebble::{Pebble, PebblePlan};
 pub use tls::{HttpsAnswer, https_get, tls_connect};
@@ -243,17 +243,6 @@ impl Cli {
     }
 }
 
-/// An HTTP answer.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// Status code.
-    pub status: u16,
-    /// Body.
-    pub body: String,
-    /// The status line and headers, as sent.
-    pub head: String,
-}
-
 impl TestServer {
     /// Starts a server on free loopback ports in a new temp dir.
     pub async fn start() -> TestServer {
@@ -448,6 +437,30 @@ impl TestServer {
         )
     }
 
+    /// `GET path` on the API with the token, as text: status, content
+    /// type and body.
+    pub async fn api_get_text(&self, path: &str) -> (u16, String, String) {
+        crypto_ready();
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.api_url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("API request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (
+            status,
+            content_type,
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
     /// The app's status as JSON.
     pub async fn status(&self, app: &str) -> serde_json::Value {
         self.berth(&["status", "--json", "--app", app])
@@ -520,71 +533,4 @@ impl Drop for TestServer {
                 .status();
         }
     }
-}
-
-/// One HTTP/1.1 GET over a fresh connection.
-pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Answer> {
-    http_request(addr, host, "GET", path, "").await
-}
-
-/// `N` distinct free ports on loopback: each is held until all are picked, so two
-/// picks never return the same port (which made pebble's management and
-/// DNS ports collide now and then).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    std::array::from_fn(|index| held[index].local_addr().expect("a bound port").port())
-}
-
-/// One HTTP/1.1 request with a text body over a fresh connection.
-pub async fn http_request(
-    addr: SocketAddr,
-    host: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> std::io::Result<Answer> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let raw = String::from_utf8_lossy(&raw);
-    let status = raw
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {raw:?}")))?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok(Answer {
-        status,
-        body,
-        head: head.to_string(),
-    })
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }

@@ -25,6 +25,7 @@ mod edge;
 mod error;
 mod jobs;
 mod logs;
+mod metrics;
 mod resources;
 mod serve;
 mod shuttle;
@@ -88,6 +89,7 @@ pub fn routes(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/v1/apps", get(list_apps).post(create_app))
         .route("/v1/tunnel", get(tunnel))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/apps/{app}", get(app_status).delete(destroy_app))
         .route(
             "/v1/apps/{app}/deploy",

@@ -27,6 +27,21 @@ pub struct AppActual {
     pub groups: Vec<ProcessGroupStatus>,
     /// What its `[edge]` rules refused.
     pub edge: berth_proto::EdgeCounts,
+    /// What the router counted for it.
+    pub traffic: TrafficCounts,
+}
+
+/// The router's counts for one app, as of the last pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrafficCounts {
+    /// Requests routed (and TCP service connections made).
+    pub requests: u64,
+    /// Requests the router answered with a 5xx of its own.
+    pub router_errors: u64,
+    /// Requests held now.
+    pub held: usize,
+    /// TCP service connections open now.
+    pub tcp_open: usize,
 }
 
 /// Sent when an instance of a release fails before it became healthy, so a

@@ -199,6 +199,15 @@ impl Reconciler {
                     release: app.release.as_ref().map(|release| release.version),
                     instances,
                     groups,
+                    traffic: {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        super::handle::TrafficCounts {
+                            requests: traffic_of_app.requests(),
+                            router_errors: traffic_of_app.router_errors.load(Relaxed),
+                            held: traffic_of_app.waiting(),
+                            tcp_open: traffic_of_app.tcp_open.load(Relaxed),
+                        }
+                    },
                     edge: {
                         use std::sync::atomic::Ordering::Relaxed;
                         let counts = &traffic_of_app.edge;

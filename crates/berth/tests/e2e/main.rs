@@ -16,6 +16,7 @@ mod fly_meaning;
 mod formats;
 mod isolation;
 mod jobs;
+mod metrics;
 mod migrations;
 mod one_off;
 mod packages;

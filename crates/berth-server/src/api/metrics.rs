@@ -1,0 +1,127 @@
+//! `GET /metrics`: what runs, in the OpenMetrics text format
+//! (`prometheus-client`), behind the API token like every other route.
+//!
+//! Per app: requests the router routed, the router's own 5xx answers,
+//! requests held now, TCP service connections open, and what the `[edge]`
+//! rules refused by reason. Per process group: instances running and
+//! desired. And berth's own: the apps it has and its version.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use super::error::{ApiFailure, ApiResult};
+use super::state::ApiState;
+
+type Labels = Vec<(String, String)>;
+
+/// The content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The metrics, as a scrape gets them.
+pub(super) async fn metrics(State(state): State<ApiState>) -> ApiResult<Response> {
+    let text = encode(&state).map_err(|err| ApiFailure::Internal(err.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response())
+}
+
+fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("berth");
+    let requests = Family::<Labels, Counter>::default();
+    let router_errors = Family::<Labels, Counter>::default();
+    let held = Family::<Labels, Gauge>::default();
+    let tcp_open = Family::<Labels, Gauge>::default();
+    let refused = Family::<Labels, Counter>::default();
+    let running = Family::<Labels, Gauge>::default();
+    let desired = Family::<Labels, Gauge>::default();
+    let apps = Gauge::<i64>::default();
+    registry.register(
+        "http_requests",
+        "Requests the router routed to the app (answered by it or by the router)",
+        requests.clone(),
+    );
+    registry.register(
+        "router_errors",
+        "Requests the router answered with a 5xx of its own",
+        router_errors.clone(),
+    );
+    registry.register(
+        "requests_held",
+        "Requests held at the router now, waiting for a start or a free slot",
+        held.clone(),
+    );
+    registry.register(
+        "tcp_connections_open",
+        "Connections to the app's TCP services open now",
+        tcp_open.clone(),
+    );
+    registry.register(
+        "edge_refused",
+        "Requests and connections the app's edge rules refused, by reason",
+        refused.clone(),
+    );
+    registry.register(
+        "instances_running",
+        "Healthy instances of the process group",
+        running.clone(),
+    );
+    registry.register(
+        "instances_desired",
+        "Instances the process group should have",
+        desired.clone(),
+    );
+    registry.register("apps", "Apps on this server", apps.clone());
+    registry.register(
+        "build",
+        "The berth server's version",
+        Info::new(vec![(
+            "version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]),
+    );
+
+    let snapshot = state.reconciler.snapshot();
+    apps.set(snapshot.apps.len() as i64);
+    for (app, actual) in &snapshot.apps {
+        let of_app: Labels = vec![("app".into(), app.clone())];
+        requests
+            .get_or_create(&of_app)
+            .inc_by(actual.traffic.requests);
+        router_errors
+            .get_or_create(&of_app)
+            .inc_by(actual.traffic.router_errors);
+        held.get_or_create(&of_app).set(actual.traffic.held as i64);
+        tcp_open
+            .get_or_create(&of_app)
+            .set(actual.traffic.tcp_open as i64);
+        let edge = &actual.edge;
+        for (reason, count) in [
+            ("denied", edge.denied),
+            ("rate_limited", edge.rate_limited),
+            ("too_large", edge.too_large),
+            ("over_connections", edge.over_connections),
+            ("timed_out", edge.timed_out),
+        ] {
+            let labels = vec![
+                ("app".into(), app.clone()),
+                ("reason".into(), reason.into()),
+            ];
+            refused.get_or_create(&labels).inc_by(count);
+        }
+        for group in &actual.groups {
+            let labels = vec![
+                ("app".into(), app.clone()),
+                ("group".into(), group.name.clone()),
+            ];
+            running.get_or_create(&labels).set(i64::from(group.running));
+            desired.get_or_create(&labels).set(i64::from(group.desired));
+        }
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
