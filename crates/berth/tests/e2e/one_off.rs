@@ -106,6 +106,14 @@ async fn a_one_off_command_sees_the_apps_database_and_passes_its_exit_code_back(
     // Bad input: an unknown app, and nothing to run.
     let unknown = server.fails(&["run", "--app", "nope", "--", "true"]).await;
     assert!(unknown.stderr.contains("nope"), "{}", unknown.stderr);
+    let bad_timeout = server
+        .fails(&["run", "--app", "one-off", "--timeout", "soon", "--", "true"])
+        .await;
+    assert!(
+        bad_timeout.stderr.contains("--timeout soon"),
+        "{}",
+        bad_timeout.stderr
+    );
     let empty = server.fails(&["run", "--app", "one-off", "--", " "]).await;
     assert!(
         empty.stderr.contains("the command is empty"),
