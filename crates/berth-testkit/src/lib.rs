@@ -423,13 +423,7 @@ impl TestServer {
 
     /// `GET path` on the API with the token.
     pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
-        crypto_ready();
-        let response = reqwest::Client::new()
-            .get(format!("{}{path}", self.api_url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("API request");
+        let response = self.authed_get(path).await;
         let status = response.status().as_u16();
         (
             status,
@@ -440,13 +434,7 @@ impl TestServer {
     /// `GET path` on the API with the token, as text: status, content
     /// type and body.
     pub async fn api_get_text(&self, path: &str) -> (u16, String, String) {
-        crypto_ready();
-        let response = reqwest::Client::new()
-            .get(format!("{}{path}", self.api_url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("API request");
+        let response = self.authed_get(path).await;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -459,6 +447,16 @@ impl TestServer {
             content_type,
             response.text().await.unwrap_or_default(),
         )
+    }
+
+    async fn authed_get(&self, path: &str) -> reqwest::Response {
+        crypto_ready();
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.api_url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("API request")
     }
 
     /// The app's status as JSON.
