@@ -19,8 +19,10 @@ use serde::de::DeserializeOwned;
 
 mod edge;
 mod error;
+mod terminal;
 
 pub use error::ClientError;
+pub use terminal::TerminalConnection;
 
 /// What a path segment keeps unescaped: letters, digits and `-._~`.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -141,9 +143,14 @@ impl Client {
         if response.status().is_success() {
             return Ok(response);
         }
+        Err(Self::failure(response).await)
+    }
+
+    /// The error a response that is not a success stands for.
+    async fn failure(response: reqwest::Response) -> ClientError {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        Err(match serde_json::from_str::<ApiError>(&body) {
+        match serde_json::from_str::<ApiError>(&body) {
             Ok(error) => ClientError::Api {
                 status: status.as_u16(),
                 code: error.code,
@@ -162,7 +169,7 @@ impl Client {
                     format!("the server answered {status}: {}", body.trim())
                 },
             },
-        })
+        }
     }
 
     async fn json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T> {

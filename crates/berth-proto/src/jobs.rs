@@ -100,6 +100,13 @@ pub struct RunCommand {
     /// How long it may run, in seconds (default an hour).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Run the spec's `console_command` (`berth console`); `command` must
+    /// then be empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub console: bool,
+    /// The size of the terminal it gets (`POST …/run/terminal` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<crate::TerminalSize>,
 }
 
 /// The body of `POST /v1/apps/{app}/jobs/{job}/run`.

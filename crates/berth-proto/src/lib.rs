@@ -82,6 +82,7 @@ mod jobs;
 mod resources;
 mod site;
 mod states;
+mod terminal;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
 pub use domains::*;
@@ -92,6 +93,9 @@ pub use jobs::*;
 pub use resources::*;
 pub use site::{SiteHeader, SiteRule, match_path};
 pub use states::*;
+pub use terminal::{
+    Frame, FrameError, FrameReader, MAX_FRAME_PAYLOAD, TERMINAL_UPGRADE, TerminalSize,
+};
 
 /// Checks an app name: 1 to 63 characters of `a-z`, `0-9` and `-`, starting
 /// with a letter or digit (as flyctl allows) and not ending with `-`, so that

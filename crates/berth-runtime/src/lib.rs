@@ -15,6 +15,7 @@ pub mod net;
 mod process;
 mod sockets;
 pub mod spawner;
+mod terminal;
 pub mod users;
 
 use std::fmt;
@@ -29,6 +30,7 @@ pub use isolation::{run_instance_init_if_asked, with_exact_sleeps};
 pub use net::{netns, uplink};
 pub use process::ProcessDriver;
 pub use sockets::listening_ports;
+pub use terminal::{TerminalMaster, open_terminal};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -56,6 +58,10 @@ pub struct InstanceSpec {
     /// The signal a stop sends first (`libc::SIGTERM` unless the app asks
     /// for another, fly's `kill_signal`); SIGKILL follows after the grace.
     pub stop_signal: i32,
+    /// A terminal (the other end of [`open_terminal`]) to run it on, as
+    /// its stdin, stdout, stderr and controlling terminal, instead of
+    /// capturing its output as lines. Only for one-off commands.
+    pub terminal: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// How an instance is fenced in when berth runs as root.

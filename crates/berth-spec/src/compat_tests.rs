@@ -406,3 +406,25 @@ fn a_docker_worker_or_cron_without_a_start_command_runs_the_images_cmd() {
         .1;
     assert_eq!(nightly.jobs[0].command, "");
 }
+
+#[test]
+fn console_command_is_what_berth_console_runs() {
+    let parsed = fly("console_command = \"/code/manage.py shell\"\n");
+    assert_eq!(
+        parsed.spec.console_command.as_deref(),
+        Some("/code/manage.py shell")
+    );
+    assert!(
+        parsed
+            .warnings
+            .iter()
+            .all(|warning| !warning.contains("console_command")),
+        "{:?}",
+        parsed.warnings
+    );
+    let err = parse_spec("fly.toml", "console_command = \"  \"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fly.toml:1:19"), "{err}");
+    assert!(err.contains("console_command is empty"), "{err}");
+}

@@ -77,6 +77,9 @@ pub struct AppSpec {
     /// Who may reach it through the router, and how much (`[edge]`).
     #[serde(default, skip_serializing_if = "EdgeSpec::is_default")]
     pub edge: EdgeSpec,
+    /// What `berth console` runs (fly's `console_command`), with a terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_command: Option<String>,
 }
 
 /// The size an instance is promised: enforced with cgroups when berth runs as root.
@@ -287,6 +290,7 @@ impl Default for AppSpec {
             egress: EgressSpec::default(),
             internal: InternalSpec::default(),
             edge: EdgeSpec::default(),
+            console_command: None,
         }
     }
 }

@@ -232,6 +232,23 @@ impl Cli {
         self
     }
 
+    /// Runs it with `input` on its stdin (then closed) and collects its output.
+    pub async fn run_with_input(mut self, input: &[u8]) -> CliOutput {
+        use tokio::io::AsyncWriteExt;
+        self.command.stdin(Stdio::piped());
+        self.command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("run berth");
+        let mut stdin = child.stdin.take().expect("its stdin");
+        stdin.write_all(input).await.expect("write its stdin");
+        drop(stdin);
+        let output = child.wait_with_output().await.expect("wait for berth");
+        CliOutput {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Runs it and collects its output.
     pub async fn run(mut self) -> CliOutput {
         let output = self.command.output().await.expect("run berth");

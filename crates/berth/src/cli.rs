@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::run_args::{AppArg, ConsoleArgs, RunArgs};
 pub use crate::server_args::ServerArgs;
 
 /// Host Rust apps on machines you own.
@@ -47,14 +48,6 @@ pub enum ContextCommand {
     Use { name: String },
     /// Forget NAME (its server keeps running).
     Remove { name: String },
-}
-
-/// The app a command acts on.
-#[derive(Debug, Args, Clone, Default)]
-pub struct AppArg {
-    /// The app (default: from berth.toml, fly.toml or Cargo.toml in the current folder).
-    #[arg(short, long)]
-    pub app: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,21 +112,11 @@ pub enum Command {
     /// Print the app's URL and open it in a browser if one is available.
     Open(AppArg),
     /// Run a one-off command in a task of the app's release (same slug, env,
-    /// secrets, database, volumes and sandbox); prints its output and exits
-    /// with its exit code.
-    Run {
-        /// Start it and print its execution id; output goes to `berth jobs logs ID`.
-        #[arg(short, long)]
-        detach: bool,
-        /// How long it may run before it is killed.
-        #[arg(long, default_value = "1h")]
-        timeout: String,
-        #[command(flatten)]
-        app: AppArg,
-        /// The command and its arguments (after `--`).
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<String>,
-    },
+    /// secrets, database, volumes and sandbox), on a terminal when berth runs
+    /// in one; exits with its exit code.
+    Run(RunArgs),
+    /// Run the spec's `console_command` (fly.toml) on a terminal.
+    Console(ConsoleArgs),
     /// Run jobs and see their history.
     Jobs {
         #[command(subcommand)]

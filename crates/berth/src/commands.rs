@@ -147,12 +147,8 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             crate::logs::events(&global, &app, follow, limit).await
         }
         Command::Jobs { command } => crate::jobs::jobs(&global, command).await,
-        Command::Run {
-            detach,
-            timeout,
-            app,
-            command,
-        } => crate::jobs::run(&global, &app, &command, &timeout, detach).await,
+        Command::Run(args) => crate::one_off::run(&global, args).await,
+        Command::Console(args) => crate::one_off::console(&global, args).await,
         Command::Secrets { command } => crate::resources::secrets(&global, command).await,
         Command::Postgres { command } => crate::resources::postgres(&global, command).await,
         Command::Redis { command } => crate::resources::redis(&global, command).await,

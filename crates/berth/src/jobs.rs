@@ -1,13 +1,10 @@
-//! `berth jobs`: list, run, show executions and their logs; `berth run`:
-//! a one-off command.
+//! `berth jobs`: list, run, show executions and their logs.
 
-use std::time::Duration;
-
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use berth_client::LogFilter;
 
 use crate::args::*;
-use crate::cli::{AppArg, Global, JobsCommand};
+use crate::cli::{Global, JobsCommand};
 use crate::connect::connect;
 use crate::logs::show_logs;
 use crate::output;
@@ -181,101 +178,6 @@ pub(crate) fn duration_between(start: &str, end: Option<&str>) -> String {
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     let millis = (end - start).whole_milliseconds().max(0);
     format!("{:.1}s", millis as f64 / 1000.0)
-}
-
-/// `berth run`: starts `command` as a one-off task of the app's release,
-/// prints its output as it comes, and exits with its exit code. Ctrl-C
-/// stops it.
-pub(crate) async fn run(
-    global: &Global,
-    app: &AppArg,
-    command: &[String],
-    timeout: &str,
-    detach: bool,
-) -> Result<()> {
-    let app = resolve_app(app)?;
-    let timeout =
-        berth_spec::parse_duration(timeout).map_err(|why| anyhow!("--timeout {timeout}: {why}"))?;
-    // One word is a shell line (`berth run 'migrate && seed'`); several
-    // are arguments, quoted for the shell.
-    let line = match command {
-        [one] => one.clone(),
-        words => berth_spec::shell_join(words),
-    };
-    let client = connect(global, false).await?;
-    let request = berth_proto::RunCommand {
-        command: line,
-        env: Default::default(),
-        timeout_secs: Some(timeout.as_secs().max(1)),
-    };
-    let execution = client.run_command(&app, &request).await?;
-    let id = execution.id;
-    if detach {
-        if global.json {
-            say!("{}", serde_json::to_string_pretty(&execution)?);
-        } else {
-            say!("execution {id} started; its output: berth jobs logs {id} --app {app} -f");
-        }
-        return Ok(());
-    }
-    let filter = LogFilter {
-        execution: Some(id),
-        limit: Some(10_000),
-        ..LogFilter::default()
-    };
-    let mut stream = client.follow_logs(&app, &filter).await?;
-    // Lines come through a task, so waiting for the end never drops one.
-    let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = stream.next().await {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let print = |line: berth_proto::LogLine| match line.stream {
-        berth_proto::LogStream::Stdout => say!("{}", line.message),
-        berth_proto::LogStream::Stderr => eprintln!("{}", line.message),
-        _ => {}
-    };
-    let mut poll = tokio::time::interval(Duration::from_millis(250));
-    let finished = loop {
-        tokio::select! {
-            Some(line) = lines.recv() => print(line),
-            _ = poll.tick() => {
-                let info = client.execution(&app, id).await?;
-                if info.finished_at.is_some() {
-                    break info;
-                }
-            }
-            _ = tokio::signal::ctrl_c() => {
-                client.cancel_execution(&app, id).await?;
-            }
-        }
-    };
-    // The last lines reach the log store just after the exit.
-    let drain_until = tokio::time::Instant::now() + Duration::from_millis(500);
-    while let Ok(Some(line)) = tokio::time::timeout_at(drain_until, lines.recv()).await {
-        print(line);
-    }
-    let code = finished
-        .attempts
-        .last()
-        .and_then(|attempt| attempt.exit_code)
-        .unwrap_or(
-            if finished.status == berth_proto::ExecutionStatus::Succeeded {
-                0
-            } else {
-                1
-            },
-        );
-    if code != 0 {
-        if let Some(message) = &finished.message {
-            eprintln!("berth run: {message}");
-        }
-        std::process::exit(code.clamp(1, 255));
-    }
-    Ok(())
 }
 
 /// The one-off commands (`berth run`) that run now, for `berth status`.

@@ -229,4 +229,10 @@ impl PreparedSandbox {
     pub(crate) fn fits_standby(&self) -> bool {
         self.user.is_some() && self.pid_namespace
     }
+
+    /// Whether the app runs as pid 2 of a pid namespace of its own (a
+    /// fork of its init), not as the process forked to start it.
+    pub(crate) fn uses_pid_namespace(&self) -> bool {
+        self.pid_namespace
+    }
 }

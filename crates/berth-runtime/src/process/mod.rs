@@ -12,6 +12,8 @@ use crate::{
     Driver, DriverError, ExitCause, InstanceControl, InstanceSpec, OutputSink, OutputStream,
     RunningInstance,
 };
+use on_terminal::start_on_terminal;
+use started::Started;
 
 /// The most of one line kept; the rest of a longer line is dropped. A
 /// little over the log store's own cut (64 KiB), which masks secrets first
@@ -104,8 +106,13 @@ impl Driver for ProcessDriver {
         let limits = sandbox_spec
             .and_then(|sandbox| sandbox.limits)
             .zip(self.cgroups.as_ref());
-        let through_spawner =
-            sandbox.is_some() && sandbox_spec.is_some() && crate::spawner::available();
+        // A terminal is set up by a fork of the server's own: the
+        // spawner's protocol carries plain stdio only.
+        let terminal = spec.terminal.as_deref();
+        let through_spawner = sandbox.is_some()
+            && sandbox_spec.is_some()
+            && terminal.is_none()
+            && crate::spawner::available();
         // A standby, when it is in a cgroup exactly if this instance needs one.
         let standby = sandbox
             .as_ref()
@@ -149,12 +156,12 @@ impl Driver for ProcessDriver {
                     }
                     // It died under us: this start, and later ones, fork.
                     Err(_) if !crate::spawner::available() => {
-                        start_forked(&argv, &env, &spec.workdir, sandbox)
+                        start_forked(&argv, &env, &spec.workdir, sandbox, None)
                     }
                     started => started,
                 }
             }
-            _ => start_forked(&argv, &env, &spec.workdir, sandbox),
+            _ => start_forked(&argv, &env, &spec.workdir, sandbox, terminal),
         };
         let Started {
             pid,
@@ -227,17 +234,6 @@ impl Driver for ProcessDriver {
     }
 }
 
-/// A started instance process: its pid, output, and its exit to come.
-struct Started {
-    pid: u32,
-    stdout: Box<dyn AsyncRead + Send + Unpin>,
-    stderr: Box<dyn AsyncRead + Send + Unpin>,
-    /// Its exit status, or why there is none (it could not execute its
-    /// program, say).
-    exit:
-        std::pin::Pin<Box<dyn Future<Output = Result<std::process::ExitStatus, ExitCause>> + Send>>,
-}
-
 /// A plain `program arg…` is executed directly: no shell to start (it
 /// costs about a millisecond, which a cold start notices); anything else
 /// runs under `/bin/sh -c`.
@@ -277,13 +273,17 @@ fn instance_env(
 }
 
 /// Forks the caller to run `argv` with exactly `env` in `workdir`
-/// (entering `sandbox` first, if any).
+/// (entering `sandbox` first, if any), on `terminal` if one is given.
 fn start_forked(
     argv: &[OsString],
     env: &std::collections::BTreeMap<String, OsString>,
     workdir: &std::path::Path,
     sandbox: Option<isolation::PreparedSandbox>,
+    terminal: Option<&std::os::fd::OwnedFd>,
 ) -> std::io::Result<Started> {
+    if let Some(terminal) = terminal {
+        return start_on_terminal(argv, env, workdir, sandbox, terminal);
+    }
     use std::os::unix::process::CommandExt;
     // std's Command, not tokio's: tokio would reap the child itself, and
     // the group must be killed before the reap (see wait_for_exit).
@@ -457,5 +457,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, outp
     }
 }
 
+mod on_terminal;
+mod started;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ fn spec(command: &str) -> InstanceSpec {
         binds: Vec::new(),
         sandbox: None,
         stop_signal: libc::SIGTERM,
+        terminal: None,
     }
 }
 

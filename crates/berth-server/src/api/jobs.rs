@@ -30,14 +30,16 @@ pub(super) async fn run_command(
     Json(request): Json<berth_proto::RunCommand>,
 ) -> ApiResult<(StatusCode, Json<berth_proto::ExecutionInfo>)> {
     let timeout = std::time::Duration::from_secs(request.timeout_secs.unwrap_or(3600).max(1));
+    let command = state.jobs.one_off_command(&app, &request)?;
     let id = state.jobs.run_command(
         &app,
-        &request.command,
+        &command,
         timeout,
         crate::jobs::RunOptions {
             trigger: berth_proto::Trigger::Manual,
             tasks: None,
             env: request.env.into_iter().collect(),
+            terminal: None,
         },
     )?;
     let row = state.store.execution(&app, id)?;
@@ -70,6 +72,7 @@ pub(super) async fn run_job(
             trigger,
             tasks: request.tasks,
             env: request.env.into_iter().collect(),
+            terminal: None,
         },
     )?;
     let row = state.store.execution(&app, id)?;

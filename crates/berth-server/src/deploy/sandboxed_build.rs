@@ -210,6 +210,7 @@ impl SandboxedCargo {
                 network: None,
             }),
             stop_signal: berth_spec::StopSignal::Sigterm.number(),
+            terminal: None,
         })
     }
 

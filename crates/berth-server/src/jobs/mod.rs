@@ -63,6 +63,16 @@ pub struct RunOptions {
     pub tasks: Option<u32>,
     /// Extra env vars.
     pub env: Vec<(String, String)>,
+    /// The terminal its one task runs on (`berth run` with a terminal):
+    /// the other end of [`berth_runtime::open_terminal`].
+    pub terminal: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+/// What every task of an execution gets beyond its job's spec.
+#[derive(Debug, Clone, Default)]
+struct TaskExtras {
+    env: Vec<(String, String)>,
+    terminal: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 struct RunningExecution {
@@ -176,6 +186,35 @@ impl JobRunner {
         self.start(app, release, spec, job, options)
     }
 
+    /// The command line a one-off request runs: its own, or with
+    /// `console`, the spec's `console_command` (`berth console`).
+    pub fn one_off_command(
+        &self,
+        app: &str,
+        request: &berth_proto::RunCommand,
+    ) -> Result<String, JobError> {
+        if !request.console {
+            return Ok(request.command.clone());
+        }
+        if !request.command.trim().is_empty() {
+            return Err(JobError::Invalid(
+                "a console request runs the spec's console_command: give no command".into(),
+            ));
+        }
+        let (_, spec) = active_release(&self.store, app)?;
+        spec.console_command.ok_or_else(|| {
+            JobError::Invalid(format!(
+                "{app} has no console_command in its spec; use `berth run -- COMMAND`"
+            ))
+        })
+    }
+
+    /// Whether execution `id` is still running: a receiver that turns true
+    /// when it ends, or `None` when it has ended already.
+    pub fn watch_execution(&self, id: i64) -> Option<watch::Receiver<bool>> {
+        self.running().get(&id).map(|running| running.done.clone())
+    }
+
     /// Starts an execution of `job`; returns its id at once.
     pub fn run(
         self: &Arc<Self>,
@@ -235,7 +274,10 @@ impl JobRunner {
                     &job,
                     tasks,
                     parallelism,
-                    &options.env,
+                    &TaskExtras {
+                        env: options.env,
+                        terminal: options.terminal,
+                    },
                     &cancel,
                 )
                 .await;
@@ -257,7 +299,7 @@ impl JobRunner {
         job: &JobSpec,
         tasks: u32,
         parallelism: u32,
-        extra_env: &[(String, String)],
+        extras: &TaskExtras,
         cancel: &CancellationToken,
     ) -> (&'static str, String) {
         let permits = Arc::new(Semaphore::new(parallelism as usize));
@@ -267,13 +309,13 @@ impl JobRunner {
             let runner = self.clone();
             let (release, spec, job, cancel) =
                 (release.clone(), spec.clone(), job.clone(), cancel.clone());
-            let extra_env = extra_env.to_vec();
+            let extras = extras.clone();
             handles.push(tokio::spawn(async move {
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return false;
                 };
                 runner
-                    .run_task(id, &release, &spec, &job, index, tasks, &extra_env, &cancel)
+                    .run_task(id, &release, &spec, &job, index, tasks, &extras, &cancel)
                     .await
             }));
         }
@@ -311,7 +353,7 @@ impl JobRunner {
         job: &JobSpec,
         index: u32,
         count: u32,
-        extra_env: &[(String, String)],
+        extras: &TaskExtras,
         cancel: &CancellationToken,
     ) -> bool {
         for attempt in 0..=job.max_retries {
@@ -324,7 +366,7 @@ impl JobRunner {
                 .iter()
                 .map(|(key, value)| (key.clone(), value.clone()))
                 .collect();
-            env.extend(extra_env.iter().cloned());
+            env.extend(extras.env.iter().cloned());
             for (prefix, names) in [
                 ("BERTH_TASK", ["INDEX", "COUNT", "ATTEMPT"]),
                 ("CLOUD_RUN_TASK", ["INDEX", "COUNT", "ATTEMPT"]),
@@ -348,6 +390,7 @@ impl JobRunner {
                     &instance,
                     &job.command,
                     env,
+                    extras.terminal.clone(),
                     job.timeout,
                     spec.kill_timeout,
                     cancel,
@@ -395,6 +438,7 @@ impl JobRunner {
         instance: &str,
         command: &str,
         env: Vec<(String, String)>,
+        terminal: Option<Arc<std::os::fd::OwnedFd>>,
         timeout: Duration,
         kill_timeout: Duration,
         cancel: &CancellationToken,
@@ -403,6 +447,7 @@ impl JobRunner {
             .launcher
             .instance_spec(release, app_spec, process, instance, command, &env)
             .map_err(|err| err.to_string())?;
+        spec.terminal = terminal;
         let _network = self
             .launcher
             .attach_network(release, app_spec, &mut spec, None)

@@ -142,6 +142,7 @@ impl JobRunner {
                 trigger,
                 tasks: None,
                 env: Vec::new(),
+                terminal: None,
             };
             if let Err(err) = runner.run(&app, &job_name, options) {
                 let _ = runner.store.record_event(

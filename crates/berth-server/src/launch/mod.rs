@@ -131,6 +131,7 @@ impl Launcher {
                 .kill_signal
                 .unwrap_or(berth_spec::StopSignal::Sigterm)
                 .number(),
+            terminal: None,
         })
     }
 }

@@ -94,6 +94,13 @@ fn validate(
     {
         spec.kill_timeout = duration;
     }
+    if let Some(console) = &raw.console_command {
+        if console.get_ref().trim().is_empty() {
+            problems.at(console, "console_command is empty".to_string());
+        } else {
+            spec.console_command = Some(console.get_ref().clone());
+        }
+    }
     if let Some(signal) = &raw.kill_signal {
         match StopSignal::parse(signal.get_ref()) {
             Some(StopSignal::Sigterm) => {}
@@ -109,7 +116,6 @@ fn validate(
     let ignored_here = [
         ("primary_region", raw.primary_region.is_some()),
         ("swap_size_mb", raw.swap_size_mb.is_some()),
-        ("console_command", raw.console_command.is_some()),
         ("metrics", raw.metrics.is_some()),
     ];
     for (key, present) in ignored_here {

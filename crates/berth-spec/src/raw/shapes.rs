@@ -95,7 +95,7 @@ pub(super) struct RawSpec {
     // Accepted for fly.toml compatibility; berth does not act on these on one machine.
     pub(super) primary_region: Option<toml::Value>,
     pub(super) swap_size_mb: Option<toml::Value>,
-    pub(super) console_command: Option<toml::Value>,
+    pub(super) console_command: Option<Spanned<String>>,
     pub(super) experimental: Option<RawExperimental>,
     pub(super) metrics: Option<toml::Value>,
     pub(super) statics: Option<OneOrMany<RawStatic>>,

@@ -30,6 +30,7 @@ mod shuttle;
 mod static_sites;
 mod support;
 mod tcp_services;
+mod terminal;
 mod tls;
 mod tunnel;
 mod volumes;

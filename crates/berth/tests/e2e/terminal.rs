@@ -1,0 +1,198 @@
+//! End to end: `berth run` with a terminal. The command runs on a real
+//! pseudo-terminal in its sandbox; keys typed reach it, Ctrl-C interrupts
+//! what runs in the foreground and not the shell, the window size follows
+//! the client's, the exit code comes back, and a client that goes away
+//! takes its command with it. `berth console` runs `console_command`.
+
+use std::time::Duration;
+
+use berth_proto::{Frame, FrameReader, RunCommand, TerminalSize};
+use berth_testkit::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::deploy_plain;
+
+fn setup() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+}
+
+/// The terminal's output so far, and its exit once it came.
+struct Screen {
+    text: String,
+    exit: Option<(i32, String)>,
+}
+
+/// Reads frames from `stream` until `text` has appeared in the output
+/// (or the command exited); panics after `within`.
+async fn read_until<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    frames: &mut FrameReader,
+    screen: &mut Screen,
+    text: &str,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buffer = vec![0u8; 8192];
+    loop {
+        while let Some(frame) = frames.next_frame().unwrap() {
+            match frame {
+                Frame::Output(bytes) => screen.text.push_str(&String::from_utf8_lossy(&bytes)),
+                Frame::Exit { code, message } => screen.exit = Some((code, message)),
+                other => panic!("a client frame from the server: {other:?}"),
+            }
+        }
+        if screen.text.contains(text) || screen.exit.is_some() {
+            return;
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("no {text:?} in time; the screen: {:?}", screen.text))
+            .unwrap();
+        assert!(read > 0, "closed before {text:?}: {:?}", screen.text);
+        frames.push(&buffer[..read]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_on_a_terminal_gets_keys_ctrl_c_and_window_sizes() {
+    setup();
+    let server = TestServer::start().await;
+    let _app = deploy_plain(
+        &server,
+        "terminal",
+        "console_command = \"sh -c 'echo console-of-$BERTH_APP'\"\n",
+    )
+    .await;
+
+    // The CLI, its stdin piped: the command's stdio is a terminal all the same.
+    let typed = server
+        .berth(&["run", "--tty", "--app", "terminal", "--", "sh"])
+        .run_with_input(b"test -t 0 && test -t 1 && echo on-a-terminal; stty size; exit 3\n")
+        .await;
+    assert_eq!(typed.code, 3, "{} / {}", typed.stdout, typed.stderr);
+    assert!(typed.stdout.contains("on-a-terminal"), "{}", typed.stdout);
+    assert!(typed.stdout.contains("24 80"), "{}", typed.stdout);
+
+    // `berth console` runs the spec's console_command.
+    let console = server.ok(&["console", "--app", "terminal"]).await;
+    assert!(
+        console.stdout.contains("console-of-terminal"),
+        "{}",
+        console.stdout
+    );
+
+    // Through the API: a size, a resize, Ctrl-C.
+    let client = berth_client::Client::new(&server.api_url, &server.token);
+    let request = RunCommand {
+        command: "sh".into(),
+        terminal: Some(TerminalSize {
+            cols: 100,
+            rows: 30,
+        }),
+        ..RunCommand::default()
+    };
+    let connection = client.run_on_terminal("terminal", &request).await.unwrap();
+    let (mut from_server, mut to_server) = tokio::io::split(connection.stream);
+    let mut frames = FrameReader::new();
+    let mut screen = Screen {
+        text: String::new(),
+        exit: None,
+    };
+    let mut send = async |frame: Frame| to_server.write_all(&frame.encode()).await.unwrap();
+    send(Frame::Input(b"stty size\n".to_vec())).await;
+    let wait = Duration::from_secs(20);
+    read_until(&mut from_server, &mut frames, &mut screen, "30 100", wait).await;
+    send(Frame::Resize(TerminalSize {
+        cols: 120,
+        rows: 40,
+    }))
+    .await;
+    send(Frame::Input(b"stty size\n".to_vec())).await;
+    read_until(&mut from_server, &mut frames, &mut screen, "40 120", wait).await;
+    // Ctrl-C ends the foreground `sleep`, not the shell: the next line
+    // runs long before the sleep would have ended.
+    send(Frame::Input(b"sleep 120\n".to_vec())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send(Frame::Input(vec![0x03])).await;
+    send(Frame::Input(b"echo after-$((40+2))\n".to_vec())).await;
+    read_until(&mut from_server, &mut frames, &mut screen, "after-42", wait).await;
+    send(Frame::Input(b"exit 5\n".to_vec())).await;
+    while screen.exit.is_none() {
+        read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", wait).await;
+    }
+    assert_eq!(screen.exit, Some((5, String::new())), "{}", screen.text);
+
+    // It ran as an execution of `berth run`'s job, recorded with its code.
+    let info = client
+        .execution("terminal", connection.execution)
+        .await
+        .unwrap();
+    assert_eq!(info.attempts.last().unwrap().exit_code, Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_client_that_leaves_takes_its_command_along() {
+    setup();
+    let server = TestServer::start().await;
+    let _app = deploy_plain(&server, "leaving", "").await;
+    let client = berth_client::Client::new(&server.api_url, &server.token);
+    let request = RunCommand {
+        command: "sleep 300".into(),
+        ..RunCommand::default()
+    };
+    let connection = client.run_on_terminal("leaving", &request).await.unwrap();
+    let id = connection.execution;
+    drop(connection);
+    let mut info = client.execution("leaving", id).await.unwrap();
+    for _ in 0..200 {
+        if info.finished_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = client.execution("leaving", id).await.unwrap();
+    }
+    assert_eq!(
+        info.status,
+        berth_proto::ExecutionStatus::Cancelled,
+        "{info:?}"
+    );
+
+    // Bad input: no console_command, a command beside --console, no upgrade.
+    let none = server.fails(&["console", "--app", "leaving"]).await;
+    assert!(
+        none.stderr.contains("has no console_command"),
+        "{}",
+        none.stderr
+    );
+    let both = client
+        .run_on_terminal(
+            "leaving",
+            &RunCommand {
+                command: "true".into(),
+                console: true,
+                ..RunCommand::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(both.to_string().contains("give no command"), "{both}");
+    let plain = reqwest::Client::new()
+        .post(format!("{}/v1/apps/leaving/run/terminal", server.api_url))
+        .bearer_auth(&server.token)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    assert!(
+        plain
+            .text()
+            .await
+            .unwrap()
+            .contains("Upgrade: berth-terminal")
+    );
+    let unknown = server
+        .fails(&["run", "--tty", "--app", "nope", "--", "true"])
+        .await;
+    assert!(unknown.stderr.contains("nope"), "{}", unknown.stderr);
+}
