@@ -8,20 +8,20 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use berth_proto::{
-    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo,
-    ExecutionInfo, JobInfo, LogLine, ReleaseInfo, RollbackRequest, RunJob, ScaleRequest,
-    ServerHealth,
+    ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, ExecutionInfo, JobInfo,
+    ReleaseInfo, RollbackRequest, RunJob, ScaleRequest, ServerHealth,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod edge;
 mod error;
+mod logs;
 mod terminal;
 
 pub use error::ClientError;
+pub use logs::LogFilter;
 pub use terminal::TerminalConnection;
 
 /// What a path segment keeps unescaped: letters, digits and `-._~`.
@@ -47,32 +47,6 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
-}
-
-/// Filters for log queries.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LogFilter {
-    /// RFC 3339 time or a duration back from now.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
-    /// Process group.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<String>,
-    /// Instance id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-    /// Only the tasks of this job execution.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub execution: Option<i64>,
-    /// Minimum level.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub level: Option<String>,
-    /// Text to find.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grep: Option<String>,
-    /// At most this many past lines.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
 }
 
 impl Client {
@@ -444,45 +418,6 @@ impl Client {
         self.send(self.request(Method::DELETE, &["v1", "apps", app, "domains", name])?)
             .await?;
         Ok(())
-    }
-
-    /// `GET /v1/apps/{app}/logs`.
-    pub async fn logs(&self, app: &str, filter: &LogFilter) -> Result<Vec<LogLine>> {
-        self.json(
-            self.request(Method::GET, &["v1", "apps", app, "logs"])?
-                .query(filter),
-        )
-        .await
-    }
-
-    /// `GET /v1/apps/{app}/logs?follow=true`.
-    pub async fn follow_logs(
-        &self,
-        app: &str,
-        filter: &LogFilter,
-    ) -> Result<NdjsonStream<LogLine>> {
-        let request = self
-            .request(Method::GET, &["v1", "apps", app, "logs"])?
-            .query(filter)
-            .query(&[("follow", "true")]);
-        self.stream(request).await
-    }
-
-    /// `GET /v1/apps/{app}/events`.
-    pub async fn events(&self, app: &str, limit: u32) -> Result<Vec<EventInfo>> {
-        self.json(
-            self.request(Method::GET, &["v1", "apps", app, "events"])?
-                .query(&[("limit", limit)]),
-        )
-        .await
-    }
-
-    /// `GET /v1/apps/{app}/events?follow=true`.
-    pub async fn follow_events(&self, app: &str, limit: u32) -> Result<NdjsonStream<EventInfo>> {
-        let request = self
-            .request(Method::GET, &["v1", "apps", app, "events"])?
-            .query(&[("limit", limit.to_string()), ("follow", "true".into())]);
-        self.stream(request).await
     }
 
     /// `GET /v1/apps/{app}/jobs`.

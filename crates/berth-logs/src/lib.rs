@@ -8,7 +8,10 @@
 //! them to live followers. Queries filter by time, level, process and text.
 //! This crate never decides what to log; it only keeps and answers.
 
+mod ansi;
+mod filter;
 mod parse;
+mod query;
 mod writer;
 
 pub use writer::MAX_APP_BYTES;
@@ -26,7 +29,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{broadcast, oneshot};
 
+pub use ansi::strip_ansi;
+pub use filter::{Condition, Field, Op, parse_where};
 pub use parse::{ParsedLine, level_rank, parse_line};
+pub use query::{Grep, LogQuery};
 
 /// Errors of the log store.
 #[derive(Debug, thiserror::Error)]
@@ -62,73 +68,6 @@ pub struct StoredLine {
     pub id: i64,
     /// The line.
     pub line: LogLine,
-}
-
-/// A query over stored lines.
-#[derive(Debug, Clone, Default)]
-pub struct LogQuery {
-    /// The app.
-    pub app: String,
-    /// Only lines at or after this time (unix microseconds).
-    pub since_micros: Option<i64>,
-    /// Only lines of this process group.
-    pub process: Option<String>,
-    /// Only lines of this instance.
-    pub instance: Option<String>,
-    /// Only lines of instances whose id starts with this.
-    pub instance_prefix: Option<String>,
-    /// Only lines at this level or more severe (`trace` … `error`).
-    pub min_level: Option<String>,
-    /// Only lines whose message or fields contain this text.
-    pub grep: Option<String>,
-    /// Only lines whose id is above this.
-    pub after_id: Option<i64>,
-    /// At most this many lines: the newest ones, returned oldest first.
-    pub limit: u32,
-}
-
-impl LogQuery {
-    /// Whether a live line passes this query's filters.
-    pub fn matches(&self, stored: &StoredLine) -> bool {
-        let line = &stored.line;
-        if line.app != self.app {
-            return false;
-        }
-        if self.after_id.is_some_and(|after| stored.id <= after) {
-            return false;
-        }
-        if self
-            .process
-            .as_ref()
-            .is_some_and(|process| &line.process != process)
-        {
-            return false;
-        }
-        if self
-            .instance
-            .as_ref()
-            .is_some_and(|instance| &line.instance != instance)
-        {
-            return false;
-        }
-        if let Some(min) = &self.min_level {
-            let wanted = level_rank(min).unwrap_or(0);
-            match line.level.as_deref().and_then(level_rank) {
-                Some(rank) if rank >= wanted => {}
-                _ => return false,
-            }
-        }
-        if let Some(needle) = &self.grep {
-            let in_fields = line
-                .fields
-                .as_ref()
-                .is_some_and(|fields| fields.to_string().contains(needle.as_str()));
-            if !line.message.contains(needle.as_str()) && !in_fields {
-                return false;
-            }
-        }
-        true
-    }
 }
 
 /// The log store. Share it behind an `Arc`.
@@ -186,11 +125,15 @@ impl LogStore {
                 level TEXT,
                 level_rank INTEGER,
                 message TEXT NOT NULL,
-                fields TEXT
+                fields TEXT,
+                colored TEXT
             );
             CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app, id);",
         )?;
+        add_missing_columns(&writer_conn)?;
+        add_search_index(&writer_conn)?;
         let reader = open_connection(path)?;
+        query::add_regexp(&reader)?;
         let (live, _) = broadcast::channel(4096);
         let (sender, receiver) = mpsc::channel();
         let publisher = live.clone();
@@ -227,9 +170,16 @@ impl LogStore {
         // Masked first, then cut: a secret is never stored in part.
         let masked = self.mask(&source.app, text);
         let text = cut(&masked);
-        let parsed = parse_line(&text);
-        let command =
-            WriterCommand::Append(Box::new((now_micros(), source.clone(), stream, parsed)));
+        let plain = strip_ansi(&text);
+        let colored = matches!(plain, std::borrow::Cow::Owned(_)).then(|| text.to_string());
+        let parsed = parse_line(&plain);
+        let command = WriterCommand::Append(Box::new((
+            now_micros(),
+            source.clone(),
+            stream,
+            parsed,
+            colored,
+        )));
         let writer = self
             .writer
             .lock()
@@ -298,87 +248,42 @@ impl LogStore {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredLine>> {
         self.live.subscribe()
     }
+}
 
-    /// Stored lines matching `query`, oldest first.
-    pub fn query(&self, query: &LogQuery) -> Result<Vec<StoredLine>, LogError> {
-        let mut sql = String::from(
-            "SELECT id, at, app, process, instance, release, stream, level, message, fields FROM logs WHERE app = ?1",
-        );
-        let mut values: Vec<rusqlite::types::Value> = vec![query.app.clone().into()];
-        if let Some(since) = query.since_micros {
-            values.push(since.into());
-            sql.push_str(&format!(" AND at >= ?{}", values.len()));
-        }
-        if let Some(after) = query.after_id {
-            values.push(after.into());
-            sql.push_str(&format!(" AND id > ?{}", values.len()));
-        }
-        if let Some(process) = &query.process {
-            values.push(process.clone().into());
-            sql.push_str(&format!(" AND process = ?{}", values.len()));
-        }
-        if let Some(instance) = &query.instance {
-            values.push(instance.clone().into());
-            sql.push_str(&format!(" AND instance = ?{}", values.len()));
-        }
-        if let Some(prefix) = &query.instance_prefix {
-            let escaped = prefix
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            values.push(format!("{escaped}%").into());
-            sql.push_str(&format!(" AND instance LIKE ?{} ESCAPE '\\'", values.len()));
-        }
-        if let Some(level) = &query.min_level {
-            let rank = level_rank(level).ok_or_else(|| {
-                LogError::BadQuery(format!(
-                    "unknown level `{level}` (use trace, debug, info, warn or error)"
-                ))
-            })?;
-            values.push(i64::from(rank).into());
-            sql.push_str(&format!(" AND level_rank >= ?{}", values.len()));
-        }
-        if let Some(needle) = &query.grep {
-            let escaped = needle
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            values.push(format!("%{escaped}%").into());
-            let n = values.len();
-            sql.push_str(&format!(
-                " AND (message LIKE ?{n} ESCAPE '\\' OR fields LIKE ?{n} ESCAPE '\\')"
-            ));
-        }
-        values.push(i64::from(query.limit.max(1)).into());
-        sql = format!(
-            "SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?{}) ORDER BY id",
-            values.len()
-        );
-        let conn = self
-            .reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
-            let stream: String = row.get(6)?;
-            let fields: Option<String> = row.get(9)?;
-            Ok(StoredLine {
-                id: row.get(0)?,
-                line: LogLine {
-                    at: format_micros(row.get(1)?),
-                    app: row.get(2)?,
-                    process: row.get(3)?,
-                    instance: row.get(4)?,
-                    release: row.get(5)?,
-                    stream: LogStream::from(stream.as_str()),
-                    level: row.get(7)?,
-                    message: row.get(8)?,
-                    fields: fields.and_then(|text| serde_json::from_str(&text).ok()),
-                },
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+/// The full-text index of messages and fields (`--search`): an FTS5 table
+/// that keeps no copy of the text, its rows deleted with their lines. A
+/// `logs.db` from before it gets its stored lines indexed once.
+fn add_search_index(conn: &Connection) -> Result<(), LogError> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'logs_fts')",
+        [],
+        |row| row.get(0),
+    )?;
+    if exists {
+        return Ok(());
     }
+    conn.execute_batch(
+        "BEGIN;
+         CREATE VIRTUAL TABLE logs_fts USING fts5(message, fields, content='', contentless_delete=1);
+         CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
+             DELETE FROM logs_fts WHERE rowid = old.id;
+         END;
+         INSERT INTO logs_fts (rowid, message, fields) SELECT id, message, fields FROM logs;
+         COMMIT;",
+    )?;
+    Ok(())
+}
+
+/// Columns a `logs.db` written by an older berth lacks.
+fn add_missing_columns(conn: &Connection) -> Result<(), LogError> {
+    let mut columns = conn.prepare("SELECT name FROM pragma_table_info('logs')")?;
+    let names: Vec<String> = columns
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !names.iter().any(|name| name == "colored") {
+        conn.execute_batch("ALTER TABLE logs ADD COLUMN colored TEXT")?;
+    }
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> Result<Connection, LogError> {
@@ -432,6 +337,8 @@ pub fn parse_since(text: &str) -> Result<i64, LogError> {
     Ok(now_micros() - seconds * 1_000_000)
 }
 
+#[cfg(test)]
+mod filter_tests;
 #[cfg(test)]
 mod tests;
 

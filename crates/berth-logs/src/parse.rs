@@ -48,6 +48,13 @@ pub fn parse_line(text: &str) -> ParsedLine {
     if let Some(pairs) = logfmt_pairs(trimmed) {
         return from_logfmt(pairs, text);
     }
+    if let Some((level, message)) = text_format_level(trimmed) {
+        return ParsedLine {
+            level: Some(level),
+            message: message.to_string(),
+            fields: None,
+        };
+    }
     ParsedLine {
         level: None,
         message: text.to_string(),
@@ -80,6 +87,33 @@ fn from_json(mut object: Map<String, Value>, text: &str) -> ParsedLine {
             Some(Value::Object(object))
         },
     }
+}
+
+/// The level of a line in `tracing-subscriber`'s text format (`2026-12-07T10:00:00Z  WARN
+/// target: message`, the timestamp optional) or `env_logger`'s
+/// (`[2026-12-07T10:00:00Z WARN target] message`), and the rest of the
+/// line after the level. Only upper-case level names count: a line that
+/// merely starts with the word "error" is not taken for one.
+fn text_format_level(text: &str) -> Option<(String, &str)> {
+    let text = text.strip_prefix('[').unwrap_or(text);
+    let mut rest = text;
+    let first = rest.split_whitespace().next()?;
+    let looks_like_time = first.len() >= 10
+        && first.as_bytes()[0].is_ascii_digit()
+        && first.contains(['T', ':', '-']);
+    if looks_like_time {
+        rest = rest[first.len()..].trim_start();
+    }
+    let word = rest.split_whitespace().next()?;
+    let level = match word {
+        "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR" => word.to_ascii_lowercase(),
+        _ => return None,
+    };
+    let message = rest[word.len()..].trim_start();
+    if message.is_empty() {
+        return None;
+    }
+    Some((normalise_level(&level)?, message))
 }
 
 fn take_string(object: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
@@ -201,8 +235,27 @@ mod tests {
     }
 
     #[test]
+    fn tracing_and_env_logger_text_lines_give_their_level() {
+        let parsed = parse_line("2026-12-07T10:00:00.123456Z  WARN hello: slow request ms=812");
+        assert_eq!(parsed.level.as_deref(), Some("warn"));
+        assert_eq!(parsed.message, "hello: slow request ms=812");
+        let parsed = parse_line("[2026-12-07T10:00:00Z ERROR hello] db down");
+        assert_eq!(parsed.level.as_deref(), Some("error"));
+        let parsed = parse_line("INFO starting");
+        assert_eq!(parsed.level.as_deref(), Some("info"));
+    }
+
+    #[test]
     fn plain_text_is_kept_whole() {
-        for text in ["listening on 127.0.0.1:3000", "a=b", "{not json", "x=1 y=2"] {
+        for text in [
+            "listening on 127.0.0.1:3000",
+            "a=b",
+            "{not json",
+            "x=1 y=2",
+            "error: not a level word in upper case",
+            "2026-12-07 is a date",
+            "WARN",
+        ] {
             let parsed = parse_line(text);
             assert_eq!(parsed.level, None, "{text}");
             assert_eq!(parsed.message, text);

@@ -61,7 +61,7 @@ async fn lines_are_stored_with_their_source_and_filtered() {
 
     let grep = logs
         .query(&LogQuery {
-            grep: Some("\"code\":7".into()),
+            grep: Some(Grep::new("\"code\":7").unwrap()),
             ..query()
         })
         .unwrap();

@@ -15,7 +15,9 @@ use crate::{LogSource, ParsedLine, StoredLine, format_micros, level_rank};
 
 /// What the writer is asked to do.
 pub(crate) enum WriterCommand {
-    Append(Box<(i64, LogSource, LogStream, ParsedLine)>),
+    /// A line: when, from where, its stream, parsed, and as written when
+    /// it had colours.
+    Append(Box<(i64, LogSource, LogStream, ParsedLine, Option<String>)>),
     Flush(oneshot::Sender<()>),
     /// Delete every line of an app (it was destroyed).
     ForgetApp(String, oneshot::Sender<()>),
@@ -33,8 +35,8 @@ pub const MAX_APP_BYTES: u64 = 64 * 1024 * 1024;
 const TRIM_TO: f64 = 0.9;
 
 /// How many bytes a stored line counts for.
-fn line_bytes(message: &str, fields: Option<&str>) -> u64 {
-    (message.len() + fields.map_or(0, str::len)) as u64
+fn line_bytes(message: &str, fields: Option<&str>, colored: Option<&str>) -> u64 {
+    (message.len() + fields.map_or(0, str::len) + colored.map_or(0, str::len)) as u64
 }
 
 /// Keeps the running size of each app's stored lines.
@@ -48,7 +50,7 @@ impl Sizes {
     fn of(&mut self, conn: &Connection, app: &str) -> rusqlite::Result<&mut u64> {
         if !self.bytes.contains_key(app) {
             let stored: i64 = conn.query_row(
-                "SELECT COALESCE(SUM(length(CAST(message AS BLOB)) + COALESCE(length(CAST(fields AS BLOB)), 0)), 0) FROM logs WHERE app = ?1",
+                "SELECT COALESCE(SUM(length(CAST(message AS BLOB)) + COALESCE(length(CAST(fields AS BLOB)), 0) + COALESCE(length(CAST(colored AS BLOB)), 0)), 0) FROM logs WHERE app = ?1",
                 [app],
                 |row| row.get(0),
             )?;
@@ -71,7 +73,7 @@ impl Sizes {
             let mut last = None;
             {
                 let mut oldest = conn.prepare(
-                    "SELECT id, length(CAST(message AS BLOB)) + COALESCE(length(CAST(fields AS BLOB)), 0) FROM logs WHERE app = ?1 ORDER BY id",
+                    "SELECT id, length(CAST(message AS BLOB)) + COALESCE(length(CAST(fields AS BLOB)), 0) + COALESCE(length(CAST(colored AS BLOB)), 0) FROM logs WHERE app = ?1 ORDER BY id",
                 )?;
                 let mut rows = oldest.query([&app])?;
                 while let Some(row) = rows.next()? {
@@ -122,13 +124,16 @@ pub(crate) fn write_loop(
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO logs (at, app, process, instance, release, stream, level, level_rank, message, fields)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO logs (at, app, process, instance, release, stream, level, level_rank, message, fields, colored)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?;
+                let mut index = tx.prepare_cached(
+                    "INSERT INTO logs_fts (rowid, message, fields) VALUES (?1, ?2, ?3)",
                 )?;
                 for command in batch {
                     match command {
                         WriterCommand::Append(entry) => {
-                            let (at, source, stream, parsed) = *entry;
+                            let (at, source, stream, parsed, colored) = *entry;
                             let fields_text =
                                 parsed.fields.as_ref().map(|fields| fields.to_string());
                             insert.execute(params![
@@ -142,11 +147,17 @@ pub(crate) fn write_loop(
                                 parsed.level.as_deref().and_then(level_rank),
                                 parsed.message,
                                 fields_text,
+                                colored,
                             ])?;
-                            *sizes.of(&tx, &source.app)? +=
-                                line_bytes(&parsed.message, fields_text.as_deref());
+                            let id = tx.last_insert_rowid();
+                            index.execute(params![id, parsed.message, fields_text])?;
+                            *sizes.of(&tx, &source.app)? += line_bytes(
+                                &parsed.message,
+                                fields_text.as_deref(),
+                                colored.as_deref(),
+                            );
                             stored.push(StoredLine {
-                                id: tx.last_insert_rowid(),
+                                id,
                                 line: LogLine {
                                     at: format_micros(at),
                                     app: source.app,
@@ -157,6 +168,7 @@ pub(crate) fn write_loop(
                                     level: parsed.level,
                                     message: parsed.message,
                                     fields: parsed.fields,
+                                    colored,
                                 },
                             });
                         }

@@ -331,6 +331,10 @@ pub struct LogLine {
     /// The other structured fields.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub fields: Option<serde_json::Value>,
+    /// The line as written, with its colours (ANSI escapes), when it had
+    /// any: `message` and `fields` come from the line without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colored: Option<String>,
 }
 
 /// Body of `POST /v1/apps/{app}/scale`.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::log_args::LogsArgs;
 pub use crate::run_args::{AppArg, ConsoleArgs, RunArgs};
 pub use crate::server_args::ServerArgs;
 
@@ -493,33 +494,6 @@ pub enum VolumesCommand {
         #[command(flatten)]
         app: AppArg,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// Keep following new lines.
-    #[arg(short, long)]
-    pub follow: bool,
-    /// Only lines since: a duration (10m, 2h, 1d) or an RFC 3339 time.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Only this process group.
-    #[arg(long)]
-    pub process: Option<String>,
-    /// Only this instance.
-    #[arg(long)]
-    pub instance: Option<String>,
-    /// Only lines at this level or above (trace, debug, info, warn, error).
-    #[arg(long)]
-    pub level: Option<String>,
-    /// Only lines containing this text.
-    #[arg(long)]
-    pub grep: Option<String>,
-    /// How many past lines.
-    #[arg(short = 'n', long, default_value_t = 200)]
-    pub limit: u32,
-    #[command(flatten)]
-    pub app: AppArg,
 }
 
 /// Checks flags for `berth server`: ones it takes, no subcommand, nothing a

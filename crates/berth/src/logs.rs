@@ -17,7 +17,10 @@ pub(crate) async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
         instance: args.instance,
         execution: None,
         level: args.level,
+        until: args.until,
         grep: args.grep,
+        filter: args.filter,
+        search: args.search,
         limit: Some(args.limit),
     };
     show_logs(&client, &app, &filter, args.follow, global.json).await

@@ -25,6 +25,7 @@ mod contexts;
 mod domains;
 mod edge;
 mod jobs;
+mod log_args;
 mod logs;
 mod one_off;
 mod output;

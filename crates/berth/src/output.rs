@@ -89,6 +89,15 @@ pub fn log_line(line: &LogLine) -> String {
             .collect::<String>(),
         _ => String::new(),
     };
+    // On a terminal, a line that came in colour is shown as written.
+    if let Some(colored) = &line.colored
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return format!(
+            "{} {}[v{}] {colored}\u{1b}[0m",
+            line.at, line.instance, line.release
+        );
+    }
     format!(
         "{} {}[v{}]{level} {}{fields}",
         line.at, line.instance, line.release, line.message

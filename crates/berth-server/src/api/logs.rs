@@ -26,8 +26,16 @@ pub(super) struct LogParams {
     execution: Option<i64>,
     /// Only this level or more severe.
     level: Option<String>,
-    /// Only lines containing this text.
+    /// Lines before this: RFC 3339, or a duration back from now.
+    until: Option<String>,
+    /// Only lines whose message or fields match this regular expression.
     grep: Option<String>,
+    /// Only lines where these conditions hold: `level>=warn user_id=42 path~/api`.
+    #[serde(rename = "where")]
+    #[param(rename = "where")]
+    filter: Option<String>,
+    /// Only lines with these words (FTS5 syntax: words, "a phrase", prefix*, AND, OR, NOT).
+    search: Option<String>,
     /// At most this many past lines (default 200).
     limit: Option<u32>,
     /// Keep the answer open and stream new lines (NDJSON).
@@ -44,21 +52,46 @@ pub(super) async fn logs(
     Query(params): Query<LogParams>,
 ) -> ApiResult<Response> {
     state.store.app(&app)?;
-    let since_micros = match &params.since {
-        Some(since) => Some(
-            berth_logs::parse_since(since)
-                .map_err(|err| ApiFailure::BadRequest(err.to_string()))?,
-        ),
-        None => None,
+    let bad = |err: berth_logs::LogError| ApiFailure::BadRequest(err.to_string());
+    let since_micros = params
+        .since
+        .as_deref()
+        .map(berth_logs::parse_since)
+        .transpose()
+        .map_err(bad)?;
+    let until_micros = params
+        .until
+        .as_deref()
+        .map(berth_logs::parse_since)
+        .transpose()
+        .map_err(bad)?;
+    let grep = params
+        .grep
+        .as_deref()
+        .filter(|grep| !grep.is_empty())
+        .map(berth_logs::Grep::new)
+        .transpose()
+        .map_err(bad)?;
+    let conditions = match params.filter.as_deref() {
+        Some(text) if !text.trim().is_empty() => berth_logs::parse_where(text).map_err(bad)?,
+        _ => Vec::new(),
     };
+    if params.follow && params.search.is_some() {
+        return Err(ApiFailure::BadRequest(
+            "search looks through stored lines only: use grep or where to follow".into(),
+        ));
+    }
     let mut query = LogQuery {
         app,
         since_micros,
+        until_micros,
         process: params.process,
         instance: params.instance,
         instance_prefix: params.execution.map(|id| format!("exec-{id}-task-")),
         min_level: params.level,
-        grep: params.grep,
+        grep,
+        conditions,
+        search: params.search.filter(|search| !search.trim().is_empty()),
         after_id: None,
         limit: params.limit.unwrap_or(200).min(10_000),
     };

@@ -16,6 +16,7 @@ mod fly_meaning;
 mod formats;
 mod isolation;
 mod jobs;
+mod log_search;
 mod metrics;
 mod migrations;
 mod one_off;

@@ -1,0 +1,106 @@
+//! End to end: an app's JSON, logfmt and coloured lines, searched with
+//! `berth logs --where`, `--grep`, `--search` and `--until`, which return
+//! exactly the matching lines; bad expressions get clear errors.
+
+use berth_testkit::TestServer;
+
+use crate::support::deploy_plain;
+
+fn setup() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+}
+
+/// What the app prints: one line per entry, through its real stdout.
+const LINES: &str = r#"{"level":"INFO","fields":{"message":"cart shown","user_id":42}}
+{"level":"WARN","fields":{"message":"slow search","user_id":42,"ms":912}}
+{"level":"ERROR","fields":{"message":"payment declined","user_id":7}}
+level=warn msg="queue deep" user_id=42 depth=90
+plain words about a Payment
+"#;
+
+/// The messages of the lines `berth logs` shows with `args`.
+async fn messages(server: &TestServer, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["logs", "--app", "searched", "--json"];
+    full.extend_from_slice(args);
+    let out = server.ok(&full).await.stdout;
+    out.lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            line["message"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_search_by_field_level_regex_and_words_returns_exactly_the_matching_lines() {
+    setup();
+    let server = TestServer::start().await;
+    let dir = deploy_plain(&server, "searched", "").await;
+    std::fs::write(dir.path().join("lines.txt"), LINES).unwrap();
+    // The lines come from a one-off command in the app's sandbox; the
+    // coloured one is written as Shuttle's subscriber would.
+    let printed = server
+        .ok(&[
+            "run",
+            "--no-tty",
+            "--app",
+            "searched",
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "printf '%s' '{}'; printf '\\033[2m2026-12-07T10:00:00Z\\033[0m \\033[33m WARN\\033[0m shop: disk almost full\\n'",
+                LINES.replace('\'', "'\\''")
+            ),
+        ])
+        .await;
+    assert!(printed.stdout.contains("queue deep"), "{}", printed.stdout);
+
+    let messages = |args: &'static [&'static str]| messages(&server, args);
+    assert_eq!(
+        messages(&["--where", "level>=warn user_id=42"]).await,
+        ["slow search", "queue deep"]
+    );
+    assert_eq!(messages(&["--where", "ms>500"]).await, ["slow search"]);
+    assert_eq!(
+        messages(&["--where", "level=warn", "--grep", "^(slow|shop)"]).await,
+        ["slow search", "shop: disk almost full"]
+    );
+    assert_eq!(
+        messages(&["--search", "payment"]).await,
+        ["payment declined", "plain words about a Payment"]
+    );
+    assert!(messages(&["--until", "1h"]).await.is_empty());
+
+    // The coloured line: parsed without its colours, kept with them.
+    let coloured = server
+        .ok(&["logs", "--app", "searched", "--json", "--where", "msg~disk"])
+        .await
+        .stdout;
+    let line: serde_json::Value = serde_json::from_str(coloured.trim()).unwrap();
+    assert_eq!(line["level"], "warn", "{line}");
+    assert_eq!(line["message"], "shop: disk almost full");
+    assert!(
+        line["colored"].as_str().unwrap().contains("\u{1b}[33m"),
+        "{line}"
+    );
+
+    // Bad input: clear errors, nothing shown.
+    for (args, expected) in [
+        (
+            vec!["--where", "user_id=~42"],
+            "unknown operator `=~` in `user_id=~42`",
+        ),
+        (vec!["--where", "level>=loud"], "unknown level `loud`"),
+        (vec!["--grep", "(unclosed"], "--grep (unclosed"),
+        (
+            vec!["--search", "\"unclosed"],
+            "--search \"unclosed: unterminated string",
+        ),
+    ] {
+        let mut full = vec!["logs", "--app", "searched"];
+        full.extend(args);
+        let failed = server.fails(&full).await;
+        assert!(failed.stderr.contains(expected), "{}", failed.stderr);
+    }
+}
