@@ -11,7 +11,7 @@
 //! A line without the field matches only `!=`.
 //!
 //! Each condition is evaluated twice, the same way: as SQL for stored lines
-//! ([`Condition::sql`]) and in Rust for live ones ([`Condition::matches`]).
+//! and in Rust for live ones ([`Condition::matches`]).
 
 use serde_json::Value;
 
@@ -259,7 +259,7 @@ impl Condition {
         }
     }
 
-    /// Whether a live line passes, as [`Condition::sql`] would decide.
+    /// Whether a live line passes, as the SQL of the same condition would decide.
     pub fn matches(&self, stored: &StoredLine) -> bool {
         let line = &stored.line;
         let number = self.value.parse::<f64>().ok().filter(|n| n.is_finite());
