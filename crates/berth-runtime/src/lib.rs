@@ -30,7 +30,7 @@ pub use isolation::{run_instance_init_if_asked, with_exact_sleeps};
 pub use net::{netns, uplink};
 pub use process::ProcessDriver;
 pub use sockets::listening_ports;
-pub use terminal::{TerminalMaster, open_terminal};
+pub use terminal::{InstanceTerminal, TerminalMaster, open_terminal};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub struct InstanceSpec {
     /// A terminal (the other end of [`open_terminal`]) to run it on, as
     /// its stdin, stdout, stderr and controlling terminal, instead of
     /// capturing its output as lines. Only for one-off commands.
-    pub terminal: Option<Arc<std::os::fd::OwnedFd>>,
+    pub terminal: Option<Arc<InstanceTerminal>>,
 }
 
 /// How an instance is fenced in when berth runs as root.

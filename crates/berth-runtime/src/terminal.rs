@@ -15,47 +15,88 @@ pub struct TerminalMaster {
     file: tokio::io::unix::AsyncFd<std::fs::File>,
 }
 
+/// The instance's end of a pseudo-terminal (see `InstanceSpec::terminal`),
+/// and a way to find the session that runs on it.
+#[derive(Debug)]
+pub struct InstanceTerminal {
+    /// Its stdin, stdout and stderr.
+    pub(crate) other_end: OwnedFd,
+    /// A copy of the master end, only to ask which session the terminal
+    /// belongs to (TIOCGSID answers on the master end alone).
+    master: OwnedFd,
+}
+
+/// The session a terminal's command leads: stopping the instance signals
+/// it too, since it left the process group the server signals.
+#[derive(Debug)]
+pub(crate) struct TerminalSession {
+    master: OwnedFd,
+}
+
+impl InstanceTerminal {
+    /// A handle to signal the session that will run on this terminal.
+    pub(crate) fn session(&self) -> io::Result<TerminalSession> {
+        Ok(TerminalSession {
+            master: self.master.try_clone()?,
+        })
+    }
+}
+
+impl TerminalSession {
+    /// Sends `signal` to the process group of the terminal's session
+    /// leader (the command), if a session runs on it and that group is
+    /// not `signalled` (the group the caller signals itself).
+    pub(crate) fn signal(&self, signal: i32, signalled: u32) {
+        let mut session: libc::pid_t = 0;
+        // SAFETY: TIOCGSID writes one pid_t into the integer given.
+        let found = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCGSID, &mut session) };
+        if found == 0 && session > 1 && session as u32 != signalled {
+            // SAFETY: kill(2) on a process group; no memory is shared.
+            unsafe {
+                libc::kill(-session, signal);
+            }
+        }
+    }
+}
+
 /// A new pseudo-terminal of `cols`×`rows`: its master end (for the server)
-/// and its other end (for the instance, see `InstanceSpec::terminal`).
-/// Call it inside a tokio runtime.
-pub fn open_terminal(cols: u16, rows: u16) -> io::Result<(TerminalMaster, OwnedFd)> {
-    let mut master = -1;
-    let mut other = -1;
-    let size = window_size(cols, rows);
-    // SAFETY: openpty writes two descriptors into the integers given and
-    // reads the window size; no name buffer, no termios.
-    let opened = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut other,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
+/// and the instance's end. Every descriptor is close-on-exec from the
+/// start: no other instance forked meanwhile can inherit one. Call it
+/// inside a tokio runtime.
+pub fn open_terminal(cols: u16, rows: u16) -> io::Result<(TerminalMaster, InstanceTerminal)> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: posix_openpt returns a new descriptor or -1.
+    let master = check(unsafe { libc::posix_openpt(flags) })?;
+    // SAFETY: the descriptor was just opened and is ours alone.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    // SAFETY: grantpt/unlockpt on the master we own; TIOCGPTPEER opens its
+    // other end by descriptor, no path, and returns the new descriptor.
+    let other_end = unsafe {
+        check(libc::grantpt(master.as_raw_fd()))?;
+        check(libc::unlockpt(master.as_raw_fd()))?;
+        let other = check(libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags))?;
+        OwnedFd::from_raw_fd(other)
     };
-    if opened != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openpty succeeded: both are fresh descriptors of ours.
-    let (master, other) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(other)) };
-    for fd in [&master, &other] {
-        // SAFETY: fcntl on a descriptor we own.
-        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
-    }
-    // SAFETY: fcntl on a descriptor we own.
+    let size = window_size(cols, rows);
+    // SAFETY: TIOCSWINSZ reads one winsize; fcntl on a descriptor we own.
     unsafe {
-        let flags = check(libc::fcntl(master.as_raw_fd(), libc::F_GETFL))?;
+        check(libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size))?;
+        let status = check(libc::fcntl(master.as_raw_fd(), libc::F_GETFL))?;
         check(libc::fcntl(
             master.as_raw_fd(),
             libc::F_SETFL,
-            flags | libc::O_NONBLOCK,
+            status | libc::O_NONBLOCK,
         ))?;
     }
+    let instance = InstanceTerminal {
+        other_end,
+        master: master.try_clone()?,
+    };
     // SAFETY: the File owns the descriptor, which stays open and the same
     // for as long as the AsyncFd holds it.
     let file = unsafe { tokio::io::unix::AsyncFd::register(std::fs::File::from(master)) }
         .map_err(io::Error::from)?;
-    Ok((TerminalMaster { file }, other))
+    Ok((TerminalMaster { file }, instance))
 }
 
 impl TerminalMaster {

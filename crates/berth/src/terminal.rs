@@ -28,8 +28,16 @@ pub(crate) async fn run_on_terminal(
     });
     spawn_stdin_reader(frames.clone());
     spawn_resize_watcher(frames);
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let raw = RawMode::enter();
-    let result = copy_output(&mut from_server).await;
+    // Killed by a signal, berth puts the terminal back first.
+    let result = tokio::select! {
+        result = copy_output(&mut from_server) => result,
+        _ = hangup.recv() => Ok(128 + libc::SIGHUP),
+        _ = terminate.recv() => Ok(128 + libc::SIGTERM),
+    };
     drop(raw);
     result
 }
@@ -66,28 +74,32 @@ async fn copy_output<R: tokio::io::AsyncRead + Unpin>(from_server: &mut R) -> Re
 }
 
 /// Sends what is typed (or piped) on stdin; its end as [`Frame::EndOfInput`].
+/// A thread of its own, never joined: a read of stdin cannot be
+/// cancelled, and berth must not wait for one more key to exit.
 fn spawn_stdin_reader(frames: tokio::sync::mpsc::Sender<Frame>) {
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let mut buffer = vec![0u8; 4096];
-        loop {
-            match stdin.read(&mut buffer).await {
-                Ok(0) | Err(_) => {
-                    let _ = frames.send(Frame::EndOfInput).await;
-                    break;
-                }
-                Ok(count) => {
-                    if frames
-                        .send(Frame::Input(buffer[..count].to_vec()))
-                        .await
-                        .is_err()
-                    {
+    let _ = std::thread::Builder::new()
+        .name("berth-stdin".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin().lock();
+            let mut buffer = vec![0u8; 4096];
+            loop {
+                match stdin.read(&mut buffer) {
+                    Ok(0) | Err(_) => {
+                        let _ = frames.blocking_send(Frame::EndOfInput);
                         break;
+                    }
+                    Ok(count) => {
+                        if frames
+                            .blocking_send(Frame::Input(buffer[..count].to_vec()))
+                            .is_err()
+                        {
+                            break;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Sends the window's size each time it changes (SIGWINCH).

@@ -65,14 +65,23 @@ impl ProcessDriver {
 struct ProcessGroup {
     pid: u32,
     stop_signal: i32,
+    /// The session of a command run on a terminal, which leads a process
+    /// group of its own (see [`crate::terminal`]).
+    terminal_session: Option<crate::terminal::TerminalSession>,
 }
 
 impl InstanceControl for ProcessGroup {
     fn terminate(&self) {
         isolation::signal_group(self.pid, self.stop_signal);
+        if let Some(session) = &self.terminal_session {
+            session.signal(self.stop_signal, self.pid);
+        }
     }
 
     fn kill(&self) {
+        if let Some(session) = &self.terminal_session {
+            session.signal(libc::SIGKILL, self.pid);
+        }
         isolation::signal_group(self.pid, libc::SIGKILL);
     }
 }
@@ -108,7 +117,13 @@ impl Driver for ProcessDriver {
             .zip(self.cgroups.as_ref());
         // A terminal is set up by a fork of the server's own: the
         // spawner's protocol carries plain stdio only.
-        let terminal = spec.terminal.as_deref();
+        let terminal = spec.terminal.as_deref().map(|terminal| &terminal.other_end);
+        let terminal_session = spec
+            .terminal
+            .as_deref()
+            .map(crate::InstanceTerminal::session)
+            .transpose()
+            .map_err(|err| prepare_error("finding its terminal", err))?;
         let through_spawner = sandbox.is_some()
             && sandbox_spec.is_some()
             && terminal.is_none()
@@ -229,6 +244,7 @@ impl Driver for ProcessDriver {
             Arc::new(ProcessGroup {
                 pid,
                 stop_signal: spec.stop_signal,
+                terminal_session,
             }),
         ))
     }
@@ -414,14 +430,36 @@ fn plain_words(command: &str) -> Option<Vec<&str>> {
 }
 
 /// A simple command is `exec`ed so that signals reach the app, not a shell;
-/// a compound one (`a && b`, `x; y`) runs in the shell as written.
+/// a compound one (`a && b`, `x; y`) runs in the shell as written. What is
+/// quoted does not count: `sh -c 'a; b'` is one simple command.
 fn shell_line(command: &str) -> String {
-    let compound = command.contains([';', '&', '|', '\n', '(', ')', '`']);
-    if compound || command.trim_start().starts_with("exec ") {
+    if is_compound(command) || command.trim_start().starts_with("exec ") {
         command.to_string()
     } else {
         format!("exec {command}")
     }
+}
+
+/// Whether `command` has an operator (`;` `&` `|` a newline, a subshell or
+/// a command substitution) outside quotes.
+fn is_compound(command: &str) -> bool {
+    let mut quote = None;
+    let mut chars = command.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None | Some('"'), '\\') => {
+                chars.next();
+            }
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(open), c) if c == open => quote = None,
+            // `$(…)` and backquotes run a command even inside double quotes.
+            (None | Some('"'), '`') => return true,
+            (None | Some('"'), '$') if chars.clone().next() == Some('(') => return true,
+            (None, ';' | '&' | '|' | '\n' | '(' | ')') => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, output: OutputSink) {

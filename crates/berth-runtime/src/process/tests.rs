@@ -357,6 +357,14 @@ fn simple_commands_are_execed_and_compound_ones_kept() {
         "exec hello serve --port $PORT"
     );
     assert_eq!(shell_line("migrate && serve"), "migrate && serve");
+    // Operators inside quotes belong to the argument: still one command.
+    assert_eq!(
+        shell_line("sh -c 'migrate && serve'"),
+        "exec sh -c 'migrate && serve'"
+    );
+    assert_eq!(shell_line("echo \"a;b\" x"), "exec echo \"a;b\" x");
+    assert_eq!(shell_line("echo \"$(date)\""), "echo \"$(date)\"");
+    assert_eq!(shell_line("echo 'it''s'; true"), "echo 'it''s'; true");
 }
 
 #[test]

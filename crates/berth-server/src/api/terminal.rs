@@ -111,49 +111,58 @@ struct Session {
 impl Session {
     /// Copies between the client and the terminal until the command ends
     /// (then sends its exit) or the client goes away (then cancels it).
+    /// Keys go in on a task of their own: a command that does not read its
+    /// input never stops its output from coming out, nor a disconnect
+    /// from being seen.
     async fn relay<S>(self, connection: S)
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
-        let (mut from_client, mut to_client) = tokio::io::split(connection);
+        let (from_client, mut to_client) = tokio::io::split(connection);
         let mut ended = match self.state.jobs.watch_execution(self.id) {
             Some(ended) => ended,
             None => tokio::sync::watch::channel(true).1,
         };
-        let mut frames = FrameReader::new();
-        let mut incoming = vec![0u8; 16 * 1024];
+        let master = Arc::new(self.master);
+        let (gone, mut client_gone) = tokio::sync::oneshot::channel();
+        let input = tokio::spawn(forward_input(
+            from_client,
+            master.clone(),
+            gone,
+            self.app.clone(),
+            self.id,
+        ));
         let mut output = vec![0u8; 16 * 1024];
         let mut terminal_open = true;
-        loop {
+        let left = loop {
             if *ended.borrow() {
-                break;
+                break false;
             }
             tokio::select! {
-                read = self.master.read(&mut output), if terminal_open => match read {
+                read = master.read(&mut output), if terminal_open => match read {
                     Ok(0) | Err(_) => terminal_open = false,
                     Ok(count) => {
                         let wire = Frame::data_frames(&output[..count], false);
                         if to_client.write_all(&wire).await.is_err() {
-                            return self.client_gone().await;
+                            break true;
                         }
                     }
                 },
-                read = from_client.read(&mut incoming) => match read {
-                    Ok(0) | Err(_) => return self.client_gone().await,
-                    Ok(count) => {
-                        frames.push(&incoming[..count]);
-                        if let Err(err) = self.take_frames(&mut frames).await {
-                            tracing::warn!(app = %self.app, execution = self.id, error = %err, "a bad terminal frame; cancelling the command");
-                            return self.client_gone().await;
-                        }
-                    }
-                },
+                _ = &mut client_gone => break true,
                 _ = ended.changed() => {}
             }
+        };
+        input.abort();
+        if left {
+            drop(master);
+            return client_gone_cancels(&self.state, &self.app, self.id).await;
         }
-        // What the command wrote last is still in the terminal.
+        // What the command wrote last is still in the terminal; a process
+        // it left that keeps writing does not hold the session open.
+        let deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT * 4;
         while terminal_open {
-            match tokio::time::timeout(DRAIN_AFTER_EXIT, self.master.read(&mut output)).await {
+            let idle = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+            match tokio::time::timeout_at(idle.min(deadline), master.read(&mut output)).await {
                 Ok(Ok(count)) if count > 0 => {
                     let wire = Frame::data_frames(&output[..count], false);
                     if to_client.write_all(&wire).await.is_err() {
@@ -163,76 +172,105 @@ impl Session {
                 _ => terminal_open = false,
             }
         }
-        let exit = self.exit_frame();
+        let exit = exit_frame(&self.state, &self.app, self.id);
         let _ = to_client.write_all(&exit.encode()).await;
         let _ = to_client.shutdown().await;
     }
+}
 
-    /// Acts on every whole frame the client sent.
-    async fn take_frames(&self, frames: &mut FrameReader) -> Result<(), String> {
-        while let Some(frame) = frames.next_frame().map_err(|err| err.to_string())? {
-            match frame {
-                Frame::Input(bytes) => self
-                    .master
-                    .write_all(&bytes)
-                    .await
-                    .map_err(|err| format!("cannot write to the terminal: {err}"))?,
-                Frame::Resize(size) => {
-                    self.master
-                        .resize(size.cols, size.rows)
-                        .map_err(|err| format!("cannot resize the terminal: {err}"))?;
+/// Reads the client's frames and acts on them until it goes away (or
+/// sends something that is not a client frame); then says so on `gone`.
+/// Once the terminal is closed (the command ended) keys are dropped.
+async fn forward_input<R: tokio::io::AsyncRead>(
+    from_client: R,
+    master: Arc<TerminalMaster>,
+    gone: tokio::sync::oneshot::Sender<()>,
+    app: String,
+    id: i64,
+) {
+    let mut from_client = std::pin::pin!(from_client);
+    let mut frames = FrameReader::new();
+    let mut incoming = vec![0u8; 16 * 1024];
+    let mut terminal_open = true;
+    let mut last_input = b'\n';
+    loop {
+        let count = match from_client.read(&mut incoming).await {
+            Ok(0) | Err(_) => break,
+            Ok(count) => count,
+        };
+        frames.push(&incoming[..count]);
+        loop {
+            let frame = match frames.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::warn!(app = %app, execution = id, error = %err, "a bad terminal frame; cancelling the command");
+                    let _ = gone.send(());
+                    return;
                 }
-                // The terminal's end-of-file character (Ctrl-D).
-                Frame::EndOfInput => self
-                    .master
-                    .write_all(&[0x04])
-                    .await
-                    .map_err(|err| format!("cannot write to the terminal: {err}"))?,
+            };
+            let written = match frame {
+                Frame::Input(bytes) if terminal_open => {
+                    last_input = bytes.last().copied().unwrap_or(last_input);
+                    master.write_all(&bytes).await
+                }
+                // Ctrl-D ends the input of a line-reading command; after
+                // half a line, the first one only sends the half.
+                Frame::EndOfInput if terminal_open => {
+                    let eof: &[u8] = if last_input == b'\n' { &[4] } else { &[4, 4] };
+                    master.write_all(eof).await
+                }
+                Frame::Resize(size) if terminal_open => master.resize(size.cols, size.rows),
                 Frame::Output(_) | Frame::Exit { .. } => {
-                    return Err("a server frame from the client".into());
+                    tracing::warn!(app = %app, execution = id, "a server frame from the client; cancelling the command");
+                    let _ = gone.send(());
+                    return;
                 }
+                _ => Ok(()),
+            };
+            // The terminal is closed: the command has ended, and its exit
+            // is on its way.
+            if written.is_err() {
+                terminal_open = false;
             }
         }
-        Ok(())
     }
+    let _ = gone.send(());
+}
 
-    /// The client left: its command goes too (closing the terminal hangs
-    /// it up; the cancel stops what ignores that).
-    async fn client_gone(self) {
-        let Session {
-            state,
-            app,
-            id,
-            master,
-            ..
-        } = self;
-        drop(master);
-        if state.jobs.watch_execution(id).is_some()
-            && let Err(err) = state.jobs.cancel(&app, id).await
+/// The client left: its command goes too.
+async fn client_gone_cancels(state: &ApiState, app: &str, id: i64) {
+    if state.jobs.watch_execution(id).is_some()
+        && let Err(err) = state.jobs.cancel(app, id).await
+    {
+        tracing::warn!(app = %app, execution = id, error = %err, "cannot cancel a command whose terminal left");
+    }
+}
+
+/// How the command ended, from its execution's record.
+fn exit_frame(state: &ApiState, app: &str, id: i64) -> Frame {
+    let Ok(execution) = state.store.execution(app, id) else {
+        return Frame::Exit {
+            code: 1,
+            message: format!("execution {id} is not recorded"),
+        };
+    };
+    let attempt = execution.attempts.last();
+    let code = attempt
+        .and_then(|attempt| attempt.exit_code)
+        .unwrap_or(if execution.succeeded() > 0 { 0 } else { 1 });
+    let message = match attempt {
+        Some(attempt) if attempt.exit_code == Some(0) => String::new(),
+        Some(attempt)
+            if attempt
+                .reason
+                .as_deref()
+                .is_some_and(|reason| reason.starts_with("exit code")) =>
         {
-            tracing::warn!(app = %app, execution = id, error = %err, "cannot cancel a command whose terminal left");
+            String::new()
         }
-    }
-
-    /// How the command ended, from its execution's record.
-    fn exit_frame(&self) -> Frame {
-        let Ok(execution) = self.state.store.execution(&self.app, self.id) else {
-            return Frame::Exit {
-                code: 1,
-                message: format!("execution {} is not recorded", self.id),
-            };
-        };
-        let attempt = execution.attempts.last();
-        let code = attempt
-            .and_then(|attempt| attempt.exit_code)
-            .unwrap_or(if execution.succeeded() > 0 { 0 } else { 1 });
-        let message = match attempt.and_then(|attempt| attempt.exit_code) {
-            Some(_) => String::new(),
-            None => attempt
-                .and_then(|attempt| attempt.reason.clone())
-                .or(execution.message.clone())
-                .unwrap_or_default(),
-        };
-        Frame::Exit { code, message }
-    }
+        Some(attempt) => attempt.reason.clone().unwrap_or_default(),
+        None => execution.message.clone().unwrap_or_default(),
+    };
+    Frame::Exit { code, message }
 }

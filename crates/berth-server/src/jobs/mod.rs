@@ -65,14 +65,14 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     /// The terminal its one task runs on (`berth run` with a terminal):
     /// the other end of [`berth_runtime::open_terminal`].
-    pub terminal: Option<Arc<std::os::fd::OwnedFd>>,
+    pub terminal: Option<Arc<berth_runtime::InstanceTerminal>>,
 }
 
 /// What every task of an execution gets beyond its job's spec.
 #[derive(Debug, Clone, Default)]
 struct TaskExtras {
     env: Vec<(String, String)>,
-    terminal: Option<Arc<std::os::fd::OwnedFd>>,
+    terminal: Option<Arc<berth_runtime::InstanceTerminal>>,
 }
 
 struct RunningExecution {
@@ -401,6 +401,11 @@ impl JobRunner {
                 Ok(ExitCause::Code(code)) => {
                     ("failed", Some(code), Some(format!("exit code {code}")))
                 }
+                // A shell's code for a death by signal: 128 + its number
+                // (130 after Ctrl-C, 137 after SIGKILL).
+                Ok(cause @ ExitCause::Signal(signal)) => {
+                    ("failed", Some(128 + signal), Some(cause.to_string()))
+                }
                 Ok(other) => ("failed", None, Some(other.to_string())),
                 Err(reason) => (
                     if cancel.is_cancelled() {
@@ -438,7 +443,7 @@ impl JobRunner {
         instance: &str,
         command: &str,
         env: Vec<(String, String)>,
-        terminal: Option<Arc<std::os::fd::OwnedFd>>,
+        terminal: Option<Arc<berth_runtime::InstanceTerminal>>,
         timeout: Duration,
         kill_timeout: Duration,
         cancel: &CancellationToken,

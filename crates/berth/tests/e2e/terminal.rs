@@ -12,6 +12,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::deploy_plain;
 
+/// `line` ending with a newline.
+trait AddLine {
+    fn add_line(self) -> String;
+}
+
+impl AddLine for String {
+    fn add_line(mut self) -> String {
+        self.push('\n');
+        self
+    }
+}
+
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
 }
@@ -73,6 +85,38 @@ async fn a_command_on_a_terminal_gets_keys_ctrl_c_and_window_sizes() {
     assert!(typed.stdout.contains("on-a-terminal"), "{}", typed.stdout);
     assert!(typed.stdout.contains("24 80"), "{}", typed.stdout);
 
+    // A megabyte typed in while the terminal echoes it all back: input
+    // and output flow at once, nothing waits on the other.
+    let many_lines = "x".repeat(63).add_line().repeat(16_384);
+    let counted = server
+        .berth(&["run", "--tty", "--app", "terminal", "--", "wc", "-l"])
+        .run_with_input(many_lines.as_bytes())
+        .await;
+    assert_eq!(counted.code, 0, "{}", counted.stderr);
+    assert!(
+        counted.stdout.trim_end().ends_with("16384"),
+        "{}",
+        &counted.stdout[counted.stdout.len().saturating_sub(200)..]
+    );
+
+    // A stop (here its timeout) reaches the command on its terminal with
+    // SIGTERM, as it would any instance, before any SIGKILL.
+    let stopped = server
+        .berth(&[
+            "run",
+            "--tty",
+            "--timeout",
+            "2s",
+            "--app",
+            "terminal",
+            "--",
+            "trap 'echo got-term; exit 9' TERM; sleep 100 & wait",
+        ])
+        .run_with_input(b"")
+        .await;
+    assert!(stopped.stdout.contains("got-term"), "{}", stopped.stdout);
+    assert!(stopped.stderr.contains("timed out"), "{}", stopped.stderr);
+
     // `berth console` runs the spec's console_command.
     let console = server.ok(&["console", "--app", "terminal"]).await;
     assert!(
@@ -116,18 +160,27 @@ async fn a_command_on_a_terminal_gets_keys_ctrl_c_and_window_sizes() {
     send(Frame::Input(vec![0x03])).await;
     send(Frame::Input(b"echo after-$((40+2))\n".to_vec())).await;
     read_until(&mut from_server, &mut frames, &mut screen, "after-42", wait).await;
-    send(Frame::Input(b"exit 5\n".to_vec())).await;
+    // Ctrl-C at the command itself: it dies of SIGINT, and its code is
+    // a shell's, 128 + 2.
+    send(Frame::Input(b"exec sleep 120\n".to_vec())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send(Frame::Input(vec![0x03])).await;
     while screen.exit.is_none() {
         read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", wait).await;
     }
-    assert_eq!(screen.exit, Some((5, String::new())), "{}", screen.text);
+    assert_eq!(
+        screen.exit,
+        Some((130, "killed by SIGINT".to_string())),
+        "{}",
+        screen.text
+    );
 
     // It ran as an execution of `berth run`'s job, recorded with its code.
     let info = client
         .execution("terminal", connection.execution)
         .await
         .unwrap();
-    assert_eq!(info.attempts.last().unwrap().exit_code, Some(5));
+    assert_eq!(info.attempts.last().unwrap().exit_code, Some(130));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
