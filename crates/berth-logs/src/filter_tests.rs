@@ -213,3 +213,59 @@ fn bad_where_expressions_say_what_is_wrong() {
         assert!(err.contains(expected), "{text}: {err}");
     }
 }
+
+#[tokio::test]
+async fn retention_deletes_old_lines_and_keeps_the_newest_within_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = LogStore::open(&dir.path().join("logs.db")).unwrap();
+    let two_days_ago = now_micros() - 2 * 86_400 * 1_000_000;
+    for index in 0..3 {
+        logs.append_at(
+            two_days_ago + index,
+            &source("web"),
+            LogStream::Stdout,
+            &format!("old {index}"),
+        );
+    }
+    logs.append(&source("web"), LogStream::Stdout, "new 0");
+    logs.retain(
+        "shop",
+        Retention {
+            max_age_micros: 86_400 * 1_000_000,
+            max_bytes: 1 << 20,
+        },
+    )
+    .unwrap();
+    logs.flush().await.unwrap();
+    let kept = logs.query(&query("release=4")).unwrap();
+    assert_eq!(messages(&kept), vec!["new 0"]);
+
+    // By size: the newest lines stay, within the bound.
+    let line = "x".repeat(1000);
+    for index in 0..100 {
+        logs.append(
+            &source("web"),
+            LogStream::Stdout,
+            &format!("{index:03} {line}"),
+        );
+    }
+    logs.retain(
+        "shop",
+        Retention {
+            max_age_micros: 86_400 * 1_000_000,
+            max_bytes: 20_000,
+        },
+    )
+    .unwrap();
+    logs.append(&source("web"), LogStream::Stdout, "newest");
+    let bytes = logs.app_bytes("shop").await.unwrap();
+    assert!((10_000..=20_000).contains(&bytes), "{bytes} bytes kept");
+    let kept = logs.query(&query("release=4")).unwrap();
+    assert_eq!(kept.last().unwrap().line.message, "newest");
+    assert!(
+        kept.iter()
+            .all(|line| !line.line.message.starts_with("000"))
+    );
+    // Another app's lines are not touched.
+    assert_eq!(logs.app_bytes("other").await.unwrap(), 0);
+}

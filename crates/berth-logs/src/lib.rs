@@ -14,7 +14,7 @@ mod parse;
 mod query;
 mod writer;
 
-pub use writer::MAX_APP_BYTES;
+pub use writer::{MAX_APP_BYTES, Retention};
 use writer::{WriterCommand, write_loop};
 
 use std::path::Path;
@@ -165,21 +165,43 @@ impl LogStore {
         wait.await.map_err(|_| LogError::WriterStopped)
     }
 
+    /// Keeps `app`'s lines within `retention` from now on; lines older
+    /// than its age are deleted now (call it again, say every minute, for
+    /// lines that age).
+    pub fn retain(&self, app: &str, retention: Retention) -> Result<(), LogError> {
+        self.send(WriterCommand::Retain(app.to_string(), retention))
+    }
+
+    /// The bytes `app`'s stored lines take (text, fields and colours).
+    pub async fn app_bytes(&self, app: &str) -> Result<u64, LogError> {
+        let (answer, wait) = oneshot::channel();
+        self.send(WriterCommand::Size(app.to_string(), answer))?;
+        wait.await.map_err(|_| LogError::WriterStopped)
+    }
+
+    fn send(&self, command: WriterCommand) -> Result<(), LogError> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .send(command)
+            .map_err(|_| LogError::WriterStopped)
+    }
+
     /// Captures one line of output. Never blocks on the disk.
     pub fn append(&self, source: &LogSource, stream: LogStream, text: &str) {
+        self.append_at(now_micros(), source, stream, text);
+    }
+
+    /// [`LogStore::append`] of a line read at `at` (unix microseconds).
+    pub(crate) fn append_at(&self, at: i64, source: &LogSource, stream: LogStream, text: &str) {
         // Masked first, then cut: a secret is never stored in part.
         let masked = self.mask(&source.app, text);
         let text = cut(&masked);
         let plain = strip_ansi(&text);
         let colored = matches!(plain, std::borrow::Cow::Owned(_)).then(|| text.to_string());
         let parsed = parse_line(&plain);
-        let command = WriterCommand::Append(Box::new((
-            now_micros(),
-            source.clone(),
-            stream,
-            parsed,
-            colored,
-        )));
+        let command =
+            WriterCommand::Append(Box::new((at, source.clone(), stream, parsed, colored)));
         let writer = self
             .writer
             .lock()

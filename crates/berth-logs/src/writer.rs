@@ -21,6 +21,20 @@ pub(crate) enum WriterCommand {
     Flush(oneshot::Sender<()>),
     /// Delete every line of an app (it was destroyed).
     ForgetApp(String, oneshot::Sender<()>),
+    /// Keep an app's lines within this retention from now on, and delete
+    /// those older than it now.
+    Retain(String, Retention),
+    /// The bytes an app's stored lines take.
+    Size(String, oneshot::Sender<u64>),
+}
+
+/// How much of one app's logs is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Lines older than this many microseconds go.
+    pub max_age_micros: i64,
+    /// Past this many bytes of text, the oldest lines go.
+    pub max_bytes: u64,
 }
 
 /// Lines kept in all, whatever the apps' sizes: a last bound.
@@ -42,6 +56,8 @@ fn line_bytes(message: &str, fields: Option<&str>, colored: Option<&str>) -> u64
 /// Keeps the running size of each app's stored lines.
 struct Sizes {
     max: u64,
+    /// Apps whose bound is not `max` (their spec's `[logs] max_size`).
+    limits: HashMap<String, u64>,
     bytes: HashMap<String, u64>,
 }
 
@@ -61,14 +77,15 @@ impl Sizes {
 
     /// Deletes the oldest lines of every app over its bound.
     fn trim(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let over: Vec<(String, u64)> = self
+        let bound = |app: &str| self.limits.get(app).copied().unwrap_or(self.max);
+        let over: Vec<(String, u64, u64)> = self
             .bytes
             .iter()
-            .filter(|(_, bytes)| **bytes > self.max)
-            .map(|(app, bytes)| (app.clone(), *bytes))
+            .filter(|(app, bytes)| **bytes > bound(app))
+            .map(|(app, bytes)| (app.clone(), *bytes, bound(app)))
             .collect();
-        let keep = (self.max as f64 * TRIM_TO) as u64;
-        for (app, bytes) in over {
+        for (app, bytes, max) in over {
+            let keep = (max as f64 * TRIM_TO) as u64;
             let mut excess = bytes - keep;
             let mut last = None;
             {
@@ -105,6 +122,7 @@ pub(crate) fn write_loop(
 ) {
     let mut sizes = Sizes {
         max: max_app_bytes,
+        limits: HashMap::new(),
         bytes: HashMap::new(),
     };
     let mut conn = conn;
@@ -120,6 +138,7 @@ pub(crate) fn write_loop(
         }
         let mut stored = Vec::new();
         let mut done = Vec::new();
+        let mut size_asked = Vec::new();
         let result = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             {
@@ -176,12 +195,31 @@ pub(crate) fn write_loop(
                         WriterCommand::ForgetApp(app, waiting) => {
                             tx.execute("DELETE FROM logs WHERE app = ?1", [&app])?;
                             sizes.bytes.remove(&app);
+                            sizes.limits.remove(&app);
                             done.push(waiting);
                         }
+                        WriterCommand::Retain(app, retention) => {
+                            let oldest = crate::now_micros() - retention.max_age_micros;
+                            let deleted = tx.execute(
+                                "DELETE FROM logs WHERE app = ?1 AND at < ?2",
+                                params![app, oldest],
+                            )?;
+                            if deleted > 0 {
+                                sizes.bytes.remove(&app);
+                            }
+                            sizes.limits.insert(app.clone(), retention.max_bytes);
+                            // A smaller bound applies now, not at the next line.
+                            sizes.of(&tx, &app)?;
+                        }
+                        WriterCommand::Size(app, answer) => size_asked.push((app, answer)),
                     }
                 }
             }
             sizes.trim(&tx)?;
+            // Answered after the trim: what is kept, not what was over.
+            for (app, answer) in size_asked.drain(..) {
+                let _ = answer.send(*sizes.of(&tx, &app)?);
+            }
             tx.commit()
         })();
         if let Err(err) = result {

@@ -182,6 +182,21 @@ pub struct AppStatus {
     /// Its custom domains and their certificates.
     #[serde(default)]
     pub domains: Vec<DomainCertificate>,
+    /// The disk its stored logs take, and their retention.
+    #[serde(default)]
+    pub logs: LogUsage,
+}
+
+/// An app's stored logs: their size and how much is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogUsage {
+    /// Bytes of text its stored lines take.
+    pub bytes: u64,
+    /// The most kept (`[logs] max_size`).
+    pub max_bytes: u64,
+    /// Lines older than this many seconds go (`[logs] retain`).
+    pub retain_secs: u64,
 }
 
 /// A custom domain of an app and where its certificate stands.

@@ -21,6 +21,7 @@ pub(crate) mod health;
 pub(crate) mod internal_names;
 pub(crate) mod jobs;
 pub(crate) mod launch;
+pub(crate) mod log_retention;
 pub(crate) mod reconciler;
 pub(crate) mod services;
 pub(crate) mod stored_spec;
@@ -177,7 +178,10 @@ pub async fn run(
 
     // Build.
     let store = Arc::new(Store::open(&config.store_path())?);
-    let logs = Arc::new(LogStore::open(&config.logs_path())?);
+    let logs = Arc::new(LogStore::open_with_cap(
+        &config.logs_path(),
+        berth_spec::DEFAULT_LOG_MAX_BYTES,
+    )?);
     close_data_files(data).map_err(data_error(data))?;
     let slugs = SlugStore::new(config.slugs_dir());
     let api_listener = bind(config.api_addr).await?;
@@ -336,6 +340,11 @@ pub async fn run(
         let (sender, receiver) = tokio::sync::watch::channel(berth_tunnel::TunnelState::Connecting);
         (relay.clone(), sender, receiver)
     });
+    tokio::spawn(log_retention::run(
+        store.clone(),
+        logs.clone(),
+        shutdown.clone(),
+    ));
     let state = api::ApiState {
         store,
         logs,

@@ -428,3 +428,39 @@ fn console_command_is_what_berth_console_runs() {
     assert!(err.contains("fly.toml:1:19"), "{err}");
     assert!(err.contains("console_command is empty"), "{err}");
 }
+
+#[test]
+fn logs_retention_is_read_and_bad_values_point_at_themselves() {
+    let spec = parse_spec(
+        "berth.toml",
+        "[logs]\nretain = \"14d\"\nmax_size = \"1gb\"\n",
+    )
+    .unwrap()
+    .spec;
+    assert_eq!(
+        spec.logs.retain,
+        Some(std::time::Duration::from_secs(14 * 86_400))
+    );
+    assert_eq!(spec.logs.max_bytes, Some(1 << 30));
+    let defaults = parse_spec("berth.toml", "").unwrap().spec.logs;
+    assert_eq!(defaults.retain_or_default(), crate::DEFAULT_LOG_RETAIN);
+    assert_eq!(
+        defaults.max_bytes_or_default(),
+        crate::DEFAULT_LOG_MAX_BYTES
+    );
+    for (text, expected) in [
+        (
+            "[logs]\nretain = \"soon\"\n",
+            "berth.toml:2:10: [logs] retain: `soon`",
+        ),
+        ("[logs]\nretain = \"5s\"\n", "a minute or more"),
+        (
+            "[logs]\nmax_size = \"1kb\"\n",
+            "berth.toml:2:12: [logs] max_size",
+        ),
+        ("[logs]\nkeep = 3\n", "keep"),
+    ] {
+        let err = parse_spec("berth.toml", text).unwrap_err().to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}

@@ -1,8 +1,8 @@
-//! Durations as fly.toml and berth.toml write them: `500ms`, `5s`, `1m30s`, `2h`.
+//! Durations as fly.toml and berth.toml write them: `500ms`, `5s`, `1m30s`, `2h`, `14d`.
 
 use std::time::Duration;
 
-/// Parses `500ms`, `5s`, `1.5s`, `1m30s`, `2h`. A bare number is rejected here;
+/// Parses `500ms`, `5s`, `1.5s`, `1m30s`, `2h`, `14d`. A bare number is rejected here;
 /// callers decide its unit (fly takes seconds for `kill_timeout`, milliseconds
 /// for check intervals).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -15,7 +15,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration `{text}` needs a unit (ms, s, m or h)"))?;
+            .ok_or_else(|| format!("duration `{text}` needs a unit (ms, s, m, h or d)"))?;
         if number_len == 0 {
             return Err(format!("duration `{text}` must start with a number"));
         }
@@ -31,10 +31,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86_400.0,
             "us" | "µs" => 0.000_001,
             other => {
                 return Err(format!(
-                    "unknown unit `{other}` in duration `{text}` (use ms, s, m or h)"
+                    "unknown unit `{other}` in duration `{text}` (use ms, s, m, h or d)"
                 ));
             }
         };

@@ -17,6 +17,7 @@ mod export;
 mod jobs;
 mod json_keys;
 mod kube;
+mod logs;
 mod model;
 mod project;
 mod raw;
@@ -34,6 +35,7 @@ pub use error::{Location, SpecError, SpecProblem};
 pub use export::{to_dockerfile, to_fly_toml};
 pub use jobs::{JobSpec, OverlapPolicy, Schedule};
 pub use kube::{Manifests, parse_manifests, to_manifests};
+pub use logs::{DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_RETAIN, LogsSpec};
 pub use model::{
     AppSpec, BuildSpec, BuilderKind, DEFAULT_PROCESS, DeploySpec, DeployStrategy, EdgeSpec,
     EgressSpec, EnvFrom, EnvSource, HttpService, InternalSpec, MountSpec, RateLimitSpec,

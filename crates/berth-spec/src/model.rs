@@ -80,6 +80,9 @@ pub struct AppSpec {
     /// What `berth console` runs (fly's `console_command`), with a terminal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_command: Option<String>,
+    /// How long and how much of its logs are kept (`[logs]`).
+    #[serde(default, skip_serializing_if = "crate::LogsSpec::is_default")]
+    pub logs: crate::LogsSpec,
 }
 
 /// The size an instance is promised: enforced with cgroups when berth runs as root.
@@ -291,6 +294,7 @@ impl Default for AppSpec {
             internal: InternalSpec::default(),
             edge: EdgeSpec::default(),
             console_command: None,
+            logs: crate::LogsSpec::default(),
         }
     }
 }

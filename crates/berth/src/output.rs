@@ -104,6 +104,21 @@ pub fn log_line(line: &LogLine) -> String {
     )
 }
 
+/// A size for people: `512 B`, `3.2 KiB`, `1.0 GiB`.
+pub fn bytes(count: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if count < 1024 {
+        return format!("{count} B");
+    }
+    let mut value = count as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// Prints one deploy progress line; returns the outcome when it is the last.
 pub fn progress(line: &DeployProgress, json: bool) -> Option<Result<(u64, String), String>> {
     if json && let Ok(text) = serde_json::to_string(line) {

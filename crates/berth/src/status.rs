@@ -74,6 +74,19 @@ pub(crate) async fn status(global: &Global, app: &AppArg) -> Result<()> {
         };
         say!("domain:   {} ({state})", domain.name);
     }
+    let logs = &status.logs;
+    if logs.max_bytes > 0 {
+        say!(
+            "logs:     {} of {} kept, {} back",
+            output::bytes(logs.bytes),
+            output::bytes(logs.max_bytes),
+            if logs.retain_secs % 86_400 == 0 {
+                format!("{}d", logs.retain_secs / 86_400)
+            } else {
+                berth_proto::format_duration(std::time::Duration::from_secs(logs.retain_secs))
+            }
+        );
+    }
     let edge = &status.edge;
     if edge.denied + edge.rate_limited + edge.too_large + edge.over_connections + edge.timed_out > 0
     {

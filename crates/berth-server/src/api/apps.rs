@@ -106,7 +106,14 @@ pub(super) async fn app_status(
     State(state): State<ApiState>,
     Path(app): Path<String>,
 ) -> ApiResult<Json<AppStatus>> {
-    status_of(&state, &app).map(Json)
+    full_status(&state, &app).await.map(Json)
+}
+
+/// [`status_of`] with the disk the app's logs take.
+pub(super) async fn full_status(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
+    let mut status = status_of(state, app)?;
+    status.logs.bytes = state.logs.app_bytes(app).await.unwrap_or(0);
+    Ok(status)
 }
 
 pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
@@ -121,6 +128,7 @@ pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
         Some(version) => serde_json::from_str(&state.store.release(app, version)?.spec_json).ok(),
         None => None,
     };
+    let log_spec = spec.as_ref().map(|spec| spec.logs).unwrap_or_default();
     let scaling = state.store.scaling(app)?;
     for group in &mut actual.groups {
         let Some(stored) = scaling.get(&group.name) else {
@@ -167,6 +175,11 @@ pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
             )
             .map(|name| super::domains::certificate_of(state, &name))
             .collect(),
+        logs: berth_proto::LogUsage {
+            bytes: 0,
+            max_bytes: log_spec.max_bytes_or_default(),
+            retain_secs: log_spec.retain_or_default().as_secs(),
+        },
     })
 }
 

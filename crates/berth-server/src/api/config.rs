@@ -9,7 +9,7 @@ use axum::response::Response;
 use berth_proto::{ApiError, AppStatus, DeployProgress, EnvChange, ScaleRequest};
 use tokio::sync::mpsc;
 
-use super::apps::status_of;
+use super::apps::full_status;
 use super::deploys::send_failure;
 use super::error::{ApiFailure, ApiResult};
 use super::state::ApiState;
@@ -92,7 +92,7 @@ pub(super) async fn scale(
             .set_scale_bounds(&app, &group, request.min, request.max)?;
     }
     state.reconciler.nudge();
-    status_of(&state, &app).map(Json)
+    full_status(&state, &app).await.map(Json)
 }
 
 /// The process group of `app` that serves HTTP (where `--min/--max` go by default).

@@ -155,6 +155,10 @@ impl Deployer {
         loop {
             if self.release_is_up(&release) {
                 self.store.finish_release(&app, version)?;
+                // Its `[logs]` retention holds from now, not at the next pass.
+                let _ = self
+                    .logs
+                    .retain(&app, crate::log_retention::retention_of(&spec.logs));
                 self.collect_slugs();
                 self.reconciler.nudge();
                 let url = (self.url_for)(&app);

@@ -18,6 +18,7 @@ mod checks;
 mod deploy;
 mod edge;
 mod http;
+mod logs;
 mod resources;
 
 use std::collections::BTreeMap;
@@ -222,6 +223,9 @@ fn validate(
     }
     if let Some(rules) = raw.edge {
         spec.edge = edge::validate_edge(rules, problems);
+    }
+    if let Some(retention) = raw.logs {
+        spec.logs = logs::validate_logs(retention, problems);
     }
     if let Some(resources) = raw.resources {
         spec.resources.postgres = resources.postgres.is_some_and(|on| *on.get_ref());

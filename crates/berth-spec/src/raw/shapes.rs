@@ -111,6 +111,7 @@ pub(super) struct RawSpec {
     pub(super) internal: Option<RawInternal>,
     pub(super) edge: Option<RawEdge>,
     pub(super) budget: Option<toml::Value>,
+    pub(super) logs: Option<RawLogs>,
 }
 
 /// fly accepts `[mounts]` (one table) and `[[mounts]]` (several).
@@ -512,4 +513,12 @@ pub(super) struct RawRateLimit {
     pub(super) per: Option<Spanned<String>>,
     pub(super) burst: Option<Spanned<i64>>,
     pub(super) path: Option<Spanned<String>>,
+}
+
+/// `[logs]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawLogs {
+    pub(super) retain: Option<Spanned<String>>,
+    pub(super) max_size: Option<Spanned<NumberOrText>>,
 }

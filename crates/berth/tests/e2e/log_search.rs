@@ -1,6 +1,7 @@
 //! End to end: an app's JSON, logfmt and coloured lines, searched with
 //! `berth logs --where`, `--grep`, `--search` and `--until`, which return
-//! exactly the matching lines; bad expressions get clear errors.
+//! exactly the matching lines; bad expressions get clear errors. `[logs]`
+//! bounds what is kept, and `berth status` shows the disk it takes.
 
 use berth_testkit::TestServer;
 
@@ -20,7 +21,12 @@ plain words about a Payment
 
 /// The messages of the lines `berth logs` shows with `args`.
 async fn messages(server: &TestServer, args: &[&str]) -> Vec<String> {
-    let mut full = vec!["logs", "--app", "searched", "--json"];
+    messages_of(server, "searched", args).await
+}
+
+/// The messages of the lines `berth logs --app APP` shows with `args`.
+async fn messages_of(server: &TestServer, app: &str, args: &[&str]) -> Vec<String> {
+    let mut full = vec!["logs", "--app", app, "--json"];
     full.extend_from_slice(args);
     let out = server.ok(&full).await.stdout;
     out.lines()
@@ -103,4 +109,47 @@ async fn log_search_by_field_level_regex_and_words_returns_exactly_the_matching_
         let failed = server.fails(&full).await;
         assert!(failed.stderr.contains(expected), "{}", failed.stderr);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_size_bound_keeps_the_newest_lines_and_status_shows_the_disk_they_take() {
+    setup();
+    let server = TestServer::start().await;
+    let _dir = deploy_plain(
+        &server,
+        "bounded",
+        "[logs]\nmax_size = \"64kb\"\nretain = \"7d\"\n",
+    )
+    .await;
+    // About 200 KB of lines, three times the bound.
+    server
+        .ok(&[
+            "run",
+            "--no-tty",
+            "--app",
+            "bounded",
+            "--",
+            "i=0; while [ $i -lt 2000 ]; do printf 'line %04d %090d\\n' $i 0; i=$((i+1)); done",
+        ])
+        .await;
+    let status = server.ok(&["status", "--app", "bounded", "--json"]).await;
+    let logs = &status.json()["logs"];
+    let bytes = logs["bytes"].as_u64().unwrap();
+    assert!((32 * 1024..=64 * 1024).contains(&bytes), "{logs}");
+    assert_eq!(logs["max_bytes"], 64 * 1024);
+    assert_eq!(logs["retain_secs"], 7 * 86_400);
+    let text = server.ok(&["status", "--app", "bounded"]).await.stdout;
+    assert!(text.contains("logs:     "), "{text}");
+    assert!(text.contains("of 64.0 KiB kept, 7d back"), "{text}");
+
+    // The newest lines stay; the oldest went.
+    assert_eq!(
+        messages_of(&server, "bounded", &["-n", "1", "--where", "msg~line"]).await,
+        [format!("line 1999 {:090}", 0)]
+    );
+    assert!(
+        messages_of(&server, "bounded", &["--where", "msg~\"line 0000\""])
+            .await
+            .is_empty()
+    );
 }
