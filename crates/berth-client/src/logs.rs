@@ -81,3 +81,34 @@ impl Client {
         self.stream(request).await
     }
 }
+
+impl Client {
+    /// `GET /v1/apps/{app}/drains`.
+    pub async fn drains(&self, app: &str) -> Result<Vec<berth_proto::DrainInfo>> {
+        self.json(self.request(Method::GET, &["v1", "apps", app, "drains"])?)
+            .await
+    }
+
+    /// `POST /v1/apps/{app}/drains`.
+    pub async fn add_drain(
+        &self,
+        app: &str,
+        request: &berth_proto::AddDrain,
+    ) -> Result<berth_proto::DrainInfo> {
+        self.json(
+            self.request(Method::POST, &["v1", "apps", app, "drains"])?
+                .json(request),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/apps/{app}/drains/{id}`.
+    pub async fn remove_drain(&self, app: &str, id: i64) -> Result<()> {
+        self.send(self.request(
+            Method::DELETE,
+            &["v1", "apps", app, "drains", &id.to_string()],
+        )?)
+        .await?;
+        Ok(())
+    }
+}

@@ -60,8 +60,12 @@ pub struct LogQuery {
     pub search: Option<String>,
     /// Only lines whose id is above this.
     pub after_id: Option<i64>,
-    /// At most this many lines: the newest ones, returned oldest first.
+    /// At most this many lines: the newest ones (the oldest with
+    /// `oldest`), returned oldest first.
     pub limit: u32,
+    /// Take the oldest matching lines, not the newest (a drain reading on
+    /// from its cursor).
+    pub oldest: bool,
 }
 
 impl LogQuery {
@@ -181,7 +185,8 @@ impl LogQuery {
         }
         values.push(i64::from(self.limit.max(1)).into());
         let sql = format!(
-            "SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?{}) ORDER BY id",
+            "SELECT * FROM ({sql} ORDER BY id {} LIMIT ?{}) ORDER BY id",
+            if self.oldest { "ASC" } else { "DESC" },
             values.len()
         );
         Ok((sql, values))
@@ -192,12 +197,31 @@ impl LogStore {
     /// Stored lines matching `query`, oldest first.
     pub fn query(&self, query: &LogQuery) -> Result<Vec<StoredLine>, LogError> {
         let (sql, values) = query.sql()?;
+        self.run_query(&sql, values)
+            .map_err(|err| match (&query.search, &err) {
+                // A plain SQLITE_ERROR here is the search text's (an
+                // unterminated string, an FTS5 syntax error): the SQL is ours.
+                (Some(search), rusqlite::Error::SqliteFailure(failure, Some(message)))
+                    if failure.extended_code == 1 =>
+                {
+                    LogError::BadQuery(format!("--search {search}: {message}"))
+                }
+                _ => LogError::Sqlite(err),
+            })
+    }
+
+    /// Runs a query built by [`LogQuery::sql`].
+    fn run_query(
+        &self,
+        sql: &str,
+        values: Vec<rusqlite::types::Value>,
+    ) -> rusqlite::Result<Vec<StoredLine>> {
         let conn = self
             .reader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let run = || -> rusqlite::Result<Vec<StoredLine>> {
-            let mut stmt = conn.prepare(&sql)?;
+            let mut stmt = conn.prepare(sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
                 let stream: String = row.get(6)?;
                 let fields: Option<String> = row.get(9)?;
@@ -219,16 +243,7 @@ impl LogStore {
             })?;
             rows.collect()
         };
-        run().map_err(|err| match (&query.search, &err) {
-            // A plain SQLITE_ERROR here is the search text's (an
-            // unterminated string, an FTS5 syntax error): the SQL is ours.
-            (Some(search), rusqlite::Error::SqliteFailure(failure, Some(message)))
-                if failure.extended_code == 1 =>
-            {
-                LogError::BadQuery(format!("--search {search}: {message}"))
-            }
-            _ => LogError::Sqlite(err),
-        })
+        run()
     }
 }
 
@@ -259,4 +274,67 @@ pub(crate) fn add_regexp(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
             })
         },
     )
+}
+
+impl LogStore {
+    /// Up to `limit` stored lines of `app` after id `after`, oldest first
+    /// (what a drain sends next).
+    pub fn read_after(
+        &self,
+        app: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredLine>, LogError> {
+        let query = LogQuery {
+            app: app.to_string(),
+            after_id: Some(after),
+            limit,
+            oldest: true,
+            ..LogQuery::default()
+        };
+        let (sql, values) = query.sql()?;
+        self.run_query(&sql, values).map_err(LogError::Sqlite)
+    }
+
+    /// The id of the newest stored line of any app (0 when none).
+    pub fn last_id(&self) -> Result<i64, LogError> {
+        let conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM logs", [], |row| {
+                row.get(0)
+            })?,
+        )
+    }
+
+    /// How many stored lines of `app` come after id `after`, and, when more
+    /// than `keep` do, the id after which only the newest `keep` are left.
+    pub fn backlog(
+        &self,
+        app: &str,
+        after: i64,
+        keep: u64,
+    ) -> Result<(u64, Option<i64>), LogError> {
+        let conn = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM logs WHERE app = ?1 AND id > ?2",
+            rusqlite::params![app, after],
+            |row| row.get(0),
+        )?;
+        let count = count.max(0) as u64;
+        if count <= keep {
+            return Ok((count, None));
+        }
+        let skip_to: i64 = conn.query_row(
+            "SELECT id FROM logs WHERE app = ?1 AND id > ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3",
+            rusqlite::params![app, after, keep as i64],
+            |row| row.get(0),
+        )?;
+        Ok((count, Some(skip_to)))
+    }
 }

@@ -75,6 +75,7 @@ macro_rules! wire_enum {
 
 mod cidr;
 mod domains;
+mod drains;
 mod duration;
 mod edge;
 mod ip_range;
@@ -86,6 +87,9 @@ mod terminal;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
 pub use domains::*;
+pub use drains::{
+    AddDrain, DEFAULT_DRAIN_BUFFER, DrainInfo, DrainKind, DrainTarget, MAX_DRAIN_URL,
+};
 pub use duration::format_duration;
 pub use edge::{AppEdge, EdgeRuleSet, MIN_MAX_HEADER, RateLimit};
 pub use ip_range::IpRange;

@@ -16,6 +16,7 @@ pub(crate) mod autoscale;
 pub(crate) mod config;
 pub(crate) mod deploy;
 pub(crate) mod disk;
+pub(crate) mod drains;
 pub(crate) mod edge;
 pub(crate) mod health;
 pub(crate) mod internal_names;
@@ -345,7 +346,9 @@ pub async fn run(
         logs.clone(),
         shutdown.clone(),
     ));
+    let drains = drains::Drains::start(store.clone(), logs.clone(), shutdown.clone());
     let state = api::ApiState {
+        drains,
         store,
         logs,
         deployer,

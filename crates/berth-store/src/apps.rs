@@ -66,6 +66,7 @@ impl Store {
             tx.execute("DELETE FROM resources WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM domains WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM edge_rules WHERE app = ?1", [name])?;
+            tx.execute("DELETE FROM log_drains WHERE app = ?1", [name])?;
             // A new app of the same name starts with no history.
             tx.execute("DELETE FROM events WHERE app = ?1", [name])?;
             if deleted == 0 {

@@ -17,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 mod apps;
 mod domains;
+mod drains;
 mod edge;
 mod events;
 mod jobs;
@@ -25,6 +26,7 @@ mod releases;
 mod rows;
 
 pub use domains::DomainRow;
+pub use drains::{DrainProgress, DrainRow, MAX_DRAINS_PER_APP};
 mod scaling;
 mod services;
 

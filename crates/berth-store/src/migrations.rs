@@ -140,6 +140,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE domains ADD COLUMN tls_internal INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 9: log drains, with how far each has delivered (an id of logs.db).
+    r#"
+    CREATE TABLE log_drains (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        ca_pem TEXT,
+        buffer_lines INTEGER NOT NULL,
+        cursor INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        dropped INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the schema to the newest version.

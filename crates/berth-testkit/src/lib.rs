@@ -25,11 +25,13 @@ mod http;
 mod load;
 pub mod netns;
 mod pebble;
+mod sink;
 mod tls;
 
 pub use http::{Answer, free_ports, http_get, http_request};
 pub use load::{Load, LoadReport};
 pub use pebble::{Pebble, PebblePlan};
+pub use sink::{HttpSink, SyslogSink};
 pub use tls::{HttpsAnswer, https_get, tls_connect};
 
 /// The workspace root.

@@ -1,12 +1,17 @@
-//! `berth logs`'s flags.
+//! `berth logs`'s flags, and `berth logs drain`.
 
-use clap::Args;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
 
 use crate::run_args::AppArg;
 
 /// Which lines `berth logs` shows.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LogsArgs {
+    #[command(subcommand)]
+    pub command: Option<LogsCommand>,
     /// Keep following new lines.
     #[arg(short, long)]
     pub follow: bool,
@@ -40,4 +45,42 @@ pub struct LogsArgs {
     pub limit: u32,
     #[command(flatten)]
     pub app: AppArg,
+}
+
+/// `berth logs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Send the app's lines, as they are stored, to HTTP (NDJSON), OTLP or syslog.
+    Drain {
+        #[command(subcommand)]
+        command: DrainCommand,
+    },
+}
+
+/// `berth logs drain`.
+#[derive(Debug, Subcommand)]
+pub enum DrainCommand {
+    /// Add a drain: https://HOST/PATH (NDJSON), otlp+https://HOST:4318/v1/logs,
+    /// syslog+tls://HOST:6514 or syslog+tcp://HOST:514 (http:// and otlp+http:// too).
+    Add {
+        /// Where lines go.
+        url: String,
+        /// A CA certificate (PEM file) to trust for the drain's TLS, beside the system's.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Lines it may fall behind while down before the oldest are dropped (default 100000).
+        #[arg(long, value_name = "LINES")]
+        buffer: Option<u64>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// The app's drains: lines delivered and dropped, and the last error.
+    List(AppArg),
+    /// Remove a drain.
+    Remove {
+        /// Its id (from `berth logs drain list`).
+        id: i64,
+        #[command(flatten)]
+        app: AppArg,
+    },
 }

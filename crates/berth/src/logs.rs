@@ -6,9 +6,13 @@ use berth_client::{Client, LogFilter};
 use crate::args::*;
 use crate::cli::{AppArg, Global, LogsArgs};
 use crate::connect::connect;
+use crate::log_args::LogsCommand;
 use crate::output;
 
 pub(crate) async fn logs(global: &Global, args: LogsArgs) -> Result<()> {
+    if let Some(LogsCommand::Drain { command }) = args.command {
+        return crate::drains::drain(global, command).await;
+    }
     let app = resolve_app(&args.app)?;
     let client: Client = connect(global, false).await?;
     let filter = LogFilter {

@@ -23,6 +23,7 @@ mod commands;
 mod connect;
 mod contexts;
 mod domains;
+mod drains;
 mod edge;
 mod jobs;
 mod log_args;

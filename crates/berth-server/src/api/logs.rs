@@ -93,6 +93,7 @@ pub(super) async fn logs(
         conditions,
         search: params.search.filter(|search| !search.trim().is_empty()),
         after_id: None,
+        oldest: false,
         limit: params.limit.unwrap_or(200).min(10_000),
     };
     let mut live = params.follow.then(|| state.logs.subscribe());

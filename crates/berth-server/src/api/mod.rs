@@ -21,6 +21,7 @@ mod config;
 mod deploys;
 mod disk;
 mod domains;
+mod drains;
 mod edge;
 mod error;
 mod jobs;
@@ -51,14 +52,14 @@ use resources::*;
     info(title = "berth", description = "Host Rust apps on machines you own."),
     paths(health, tunnel, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
-        list_jobs, run_job, run_command, terminal::run_terminal, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root,
+        list_jobs, run_job, run_command, terminal::run_terminal, drains::list_drains, drains::add_drain, drains::remove_drain, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root,
         get_edge, set_edge),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
         berth_proto::SecretInfo, berth_proto::PostgresInfo, berth_proto::RedisInfo, berth_proto::BackupInfo, berth_proto::MigrateResult,
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
-        berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob, berth_proto::RunCommand, berth_proto::TerminalSize,
+        berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob, berth_proto::RunCommand, berth_proto::TerminalSize, berth_proto::AddDrain, berth_proto::DrainInfo, berth_proto::DrainKind,
         berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts, berth_proto::DomainCertificate,
         berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit, berth_proto::TunnelStatus
     )),
@@ -131,6 +132,14 @@ pub fn routes(state: ApiState) -> Router {
         )
         .route("/v1/apps/{app}/edge", get(get_edge).put(set_edge))
         .route("/v1/apps/{app}/logs", get(logs))
+        .route(
+            "/v1/apps/{app}/drains",
+            get(drains::list_drains).post(drains::add_drain),
+        )
+        .route(
+            "/v1/apps/{app}/drains/{id}",
+            axum::routing::delete(drains::remove_drain),
+        )
         .route("/v1/apps/{app}/events", get(events))
         .route("/v1/apps/{app}/jobs", get(list_jobs))
         .route("/v1/apps/{app}/jobs/{job}/run", post(run_job))

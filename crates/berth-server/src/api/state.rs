@@ -17,6 +17,7 @@ pub struct ApiState {
     pub(crate) deployer: Arc<Deployer>,
     pub(crate) resources: Arc<crate::services::Resources>,
     pub(crate) jobs: Arc<crate::jobs::JobRunner>,
+    pub(crate) drains: Arc<crate::drains::Drains>,
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) token: Arc<String>,
     pub(crate) router_url: String,

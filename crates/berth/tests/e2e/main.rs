@@ -11,6 +11,7 @@ mod crashes;
 mod deploys;
 mod disk;
 mod domains;
+mod drains;
 mod edge;
 mod fly_meaning;
 mod formats;
