@@ -216,7 +216,10 @@ impl Condition {
                 }
             },
             Field::Release => {
-                let value = bind(number.unwrap_or(f64::NAN).into());
+                let value = match self.op {
+                    Op::Contains => bind(self.value.clone().into()),
+                    _ => bind(number.unwrap_or(f64::NAN).into()),
+                };
                 self.compare("release", &value, None)
             }
             Field::Column(column) => {
@@ -226,18 +229,22 @@ impl Condition {
             Field::Structured(path) => {
                 let path = bind(json_path(path).into());
                 let extracted = format!("json_extract(fields, {path})");
-                let (value, numeric) = match number {
+                let (value, numeric) = match number.filter(|_| self.op != Op::Contains) {
                     Some(number) => (bind(number.into()), Some(())),
                     None => (bind(self.value.clone().into()), None),
                 };
+                // JSON's true and false are text here, as in the line.
+                let as_text = format!(
+                    "(CASE json_type(fields, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST({extracted} AS TEXT) END)"
+                );
                 let expression = match (numeric, self.op) {
-                    (_, Op::Contains) => extracted.clone(),
+                    (_, Op::Contains) => as_text,
                     // A number written as a string in the line ("42")
                     // compares as the number.
                     (Some(()), _) => format!(
                         "(CASE WHEN json_type(fields, {path}) IN ('integer', 'real', 'text') THEN CAST({extracted} AS REAL) END)"
                     ),
-                    (None, _) => format!("CAST({extracted} AS TEXT)"),
+                    (None, _) => as_text,
                 };
                 self.compare(&expression, &value, Some(&extracted))
             }
@@ -309,7 +316,7 @@ impl Condition {
                     Some(number) => {
                         let value = match found {
                             Value::Number(n) => n.as_f64(),
-                            Value::String(text) => Some(text.trim().parse::<f64>().unwrap_or(0.0)),
+                            Value::String(text) => Some(sqlite_real(text)),
                             _ => None,
                         };
                         match value.and_then(|value| value.partial_cmp(&number)) {
@@ -342,6 +349,49 @@ fn json_path(parts: &[String]) -> String {
     path
 }
 
+/// `~`: contains, ignoring the case of ASCII letters (as SQLite's `lower`).
 fn contains(haystack: &str, needle: &str) -> bool {
-    haystack.to_lowercase().contains(&needle.to_lowercase())
+    haystack
+        .to_ascii_lowercase()
+        .contains(&needle.to_ascii_lowercase())
+}
+
+/// A text as SQLite's `CAST(text AS REAL)` reads it: the number its start
+/// spells (`42ms` is 42), or 0.
+fn sqlite_real(text: &str) -> f64 {
+    let text = text.trim_start();
+    let bytes = text.as_bytes();
+    let mut end = 0;
+    if matches!(bytes.first(), Some(b'+' | b'-')) {
+        end = 1;
+    }
+    let digits = |from: usize| {
+        bytes[from..]
+            .iter()
+            .take_while(|byte| byte.is_ascii_digit())
+            .count()
+    };
+    let whole = digits(end);
+    end += whole;
+    let mut fraction = 0;
+    if bytes.get(end) == Some(&b'.') {
+        fraction = digits(end + 1);
+        if whole + fraction > 0 {
+            end += 1 + fraction;
+        }
+    }
+    if whole + fraction == 0 {
+        return 0.0;
+    }
+    if matches!(bytes.get(end), Some(b'e' | b'E')) {
+        let mut exponent = end + 1;
+        if matches!(bytes.get(exponent), Some(b'+' | b'-')) {
+            exponent += 1;
+        }
+        let count = digits(exponent);
+        if count > 0 {
+            end = exponent + count;
+        }
+    }
+    text[..end].parse().unwrap_or(0.0)
 }

@@ -38,6 +38,10 @@ async fn store_lines() -> (tempfile::TempDir, LogStore) {
             "web",
             "\u{1b}[2m2026-12-07T10:00:00Z\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m shop: disk almost full",
         ),
+        (
+            "web",
+            r#"{"level":"INFO","fields":{"message":"flagged","flag":true,"latency":"42ms","note":"Ünïcode"}}"#,
+        ),
     ];
     for (process, text) in lines {
         logs.append(&source(process), LogStream::Stdout, text);
@@ -105,8 +109,21 @@ async fn where_conditions_select_exactly_the_matching_lines_stored_or_live() {
                 "tick",
                 "plain text about the Payment service",
                 "shop: disk almost full",
+                "flagged",
             ],
         ),
+        // Numbers contain as text; JSON booleans are true and false; a
+        // number at the start of a text compares as that number.
+        (
+            "user_id~4",
+            &["GET /api/cart", "slow GET /api/search", "queue deep"],
+        ),
+        ("release~4 msg~flag", &["flagged"]),
+        ("flag=true", &["flagged"]),
+        ("flag!=false msg~flag", &["flagged"]),
+        ("latency>40 latency<43", &["flagged"]),
+        ("note~ünï", &[]),
+        ("note~Ünï", &["flagged"]),
         ("message=\"queue deep\"", &["queue deep"]),
         ("release=4 depth=90", &["queue deep"]),
         ("release>4", &[]),
@@ -141,6 +158,8 @@ async fn grep_is_a_regular_expression_and_search_is_full_text() {
     );
     let in_fields = logs.query(&grep(r#""depth":"9\d""#)).unwrap();
     assert_eq!(messages(&in_fields), vec!["queue deep"]);
+    // An empty match is not found in fields a line does not have.
+    assert_eq!(logs.query(&grep("^$")).unwrap().len(), 0);
     let err = Grep::new("(unclosed").unwrap_err().to_string();
     assert!(err.contains("--grep (unclosed"), "{err}");
 
@@ -193,7 +212,7 @@ async fn until_ends_the_window() {
         until_micros: Some(now_micros() + 1_000_000),
         ..before_now
     };
-    assert_eq!(logs.query(&until_later).unwrap().len(), 7);
+    assert_eq!(logs.query(&until_later).unwrap().len(), 8);
 }
 
 #[test]

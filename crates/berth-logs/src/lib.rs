@@ -128,7 +128,9 @@ impl LogStore {
                 fields TEXT,
                 colored TEXT
             );
-            CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app, id);",
+            CREATE INDEX IF NOT EXISTS logs_by_app ON logs (app, id);
+            CREATE INDEX IF NOT EXISTS logs_by_app_time ON logs (app, at);
+            CREATE TABLE IF NOT EXISTS logs_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )?;
         add_missing_columns(&writer_conn)?;
         add_search_index(&writer_conn)?;

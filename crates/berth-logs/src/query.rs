@@ -167,7 +167,7 @@ impl LogQuery {
         if let Some(grep) = &self.grep {
             bind(
                 &mut sql,
-                " AND (message REGEXP ?N OR COALESCE(fields, '') REGEXP ?N)",
+                " AND (message REGEXP ?N OR (fields IS NOT NULL AND fields REGEXP ?N))",
                 grep.pattern.clone().into(),
             );
         }

@@ -127,6 +127,15 @@ pub(crate) fn write_loop(
     };
     let mut conn = conn;
     let mut since_prune = 0usize;
+    // Ids only grow, even when the newest lines are deleted (a destroyed
+    // app, retention): a drain's cursor never sees an id twice.
+    let mut next_id = match high_water(&conn) {
+        Ok(high) => high + 1,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read the log store's last id");
+            1
+        }
+    };
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
         // Gather what else is waiting, up to a bounded batch.
@@ -139,12 +148,13 @@ pub(crate) fn write_loop(
         let mut stored = Vec::new();
         let mut done = Vec::new();
         let mut size_asked = Vec::new();
+        let mut sizes_answered = Vec::new();
         let result = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO logs (at, app, process, instance, release, stream, level, level_rank, message, fields, colored)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "INSERT INTO logs (at, app, process, instance, release, stream, level, level_rank, message, fields, colored, id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
                 let mut index = tx.prepare_cached(
                     "INSERT INTO logs_fts (rowid, message, fields) VALUES (?1, ?2, ?3)",
@@ -167,8 +177,10 @@ pub(crate) fn write_loop(
                                 parsed.message,
                                 fields_text,
                                 colored,
+                                next_id,
                             ])?;
-                            let id = tx.last_insert_rowid();
+                            let id = next_id;
+                            next_id += 1;
                             index.execute(params![id, parsed.message, fields_text])?;
                             *sizes.of(&tx, &source.app)? += line_bytes(
                                 &parsed.message,
@@ -199,13 +211,21 @@ pub(crate) fn write_loop(
                             done.push(waiting);
                         }
                         WriterCommand::Retain(app, retention) => {
-                            let oldest = crate::now_micros() - retention.max_age_micros;
-                            let deleted = tx.execute(
-                                "DELETE FROM logs WHERE app = ?1 AND at < ?2",
-                                params![app, oldest],
-                            )?;
-                            if deleted > 0 {
-                                sizes.bytes.remove(&app);
+                            let oldest =
+                                crate::now_micros().saturating_sub(retention.max_age_micros);
+                            // What went is subtracted: no sum over the rest.
+                            let mut freed = 0u64;
+                            {
+                                let mut delete = tx.prepare_cached(
+                                    "DELETE FROM logs WHERE app = ?1 AND at < ?2 RETURNING length(CAST(message AS BLOB)) + COALESCE(length(CAST(fields AS BLOB)), 0) + COALESCE(length(CAST(colored AS BLOB)), 0)",
+                                )?;
+                                let mut rows = delete.query(params![app, oldest])?;
+                                while let Some(row) = rows.next()? {
+                                    freed += row.get::<_, i64>(0)?.max(0) as u64;
+                                }
+                            }
+                            if let Some(bytes) = sizes.bytes.get_mut(&app) {
+                                *bytes = bytes.saturating_sub(freed);
                             }
                             sizes.limits.insert(app.clone(), retention.max_bytes);
                             // A smaller bound applies now, not at the next line.
@@ -218,10 +238,19 @@ pub(crate) fn write_loop(
             sizes.trim(&tx)?;
             // Answered after the trim: what is kept, not what was over.
             for (app, answer) in size_asked.drain(..) {
-                let _ = answer.send(*sizes.of(&tx, &app)?);
+                sizes_answered.push((answer, *sizes.of(&tx, &app)?));
             }
+            tx.execute(
+                "INSERT INTO logs_meta (key, value) VALUES ('high_water', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                [next_id - 1],
+            )?;
             tx.commit()
         })();
+        // After the commit: whoever asked then reads what was stored.
+        for (answer, bytes) in sizes_answered {
+            let _ = answer.send(bytes);
+        }
         if let Err(err) = result {
             tracing::error!(error = %err, "could not store log lines");
             // The running sizes may be off: read them again.
@@ -236,13 +265,25 @@ pub(crate) fn write_loop(
         }
         if since_prune > 50_000 {
             since_prune = 0;
-            if let Err(err) = conn.execute(
+            match conn.execute(
                 "DELETE FROM logs WHERE id <= (SELECT MAX(id) FROM logs) - ?1",
                 [MAX_STORED_LINES],
             ) {
-                tracing::warn!(error = %err, "could not prune old log lines");
+                Ok(0) => {}
+                Ok(_) => sizes.bytes.clear(),
+                Err(err) => tracing::warn!(error = %err, "could not prune old log lines"),
             }
-            sizes.bytes.clear();
         }
     }
+}
+
+/// The highest id ever given a line: kept in `logs_meta`, since the
+/// newest lines may have been deleted.
+fn high_water(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM logs), 0),
+                    COALESCE((SELECT value FROM logs_meta WHERE key = 'high_water'), 0))",
+        [],
+        |row| row.get(0),
+    )
 }

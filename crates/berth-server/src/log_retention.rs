@@ -16,7 +16,7 @@ const EVERY: Duration = Duration::from_secs(60);
 /// The retention `spec` asks for.
 pub fn retention_of(spec: &LogsSpec) -> Retention {
     Retention {
-        max_age_micros: spec.retain_or_default().as_micros() as i64,
+        max_age_micros: i64::try_from(spec.retain_or_default().as_micros()).unwrap_or(i64::MAX),
         max_bytes: spec.max_bytes_or_default(),
     }
 }

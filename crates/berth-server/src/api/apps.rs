@@ -207,6 +207,8 @@ pub(super) async fn destroy_app(
     // Data first: if dropping the database fails, the app stays whole.
     state.resources.destroy_app(&app).await?;
     state.store.destroy_app(&app)?;
+    // Its drains stop: a new app of the same name must not feed them.
+    state.drains.stop_app(&app);
     state.deployer.collect_slugs();
     tracing::info!(%app, "app destroyed");
     if let Err(err) = state.logs.forget_app(&app).await {

@@ -44,6 +44,16 @@ pub fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Str
     Ok(Arc::new(config))
 }
 
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth another try (down, timed out, 5xx, 408, 429).
+    Retry(String),
+    /// The receiver refused these lines for good (another 4xx): trying
+    /// again would block the drain, so they are dropped.
+    Refused(String),
+}
+
 /// A connection to one drain.
 pub struct Sender {
     target: DrainTarget,
@@ -51,7 +61,7 @@ pub struct Sender {
     host_name: String,
     tls: Arc<rustls::ClientConfig>,
     http: Option<reqwest::Client>,
-    syslog: Option<Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>>,
+    syslog: Option<Box<dyn Connection + Send + Sync + Unpin>>,
 }
 
 impl Sender {
@@ -63,6 +73,9 @@ impl Sender {
                 reqwest::Client::builder()
                     .use_preconfigured_tls((*tls).clone())
                     .no_proxy()
+                    // A redirect would turn the POST into a GET without
+                    // the lines, and count them delivered.
+                    .redirect(reqwest::redirect::Policy::none())
                     .timeout(DELIVERY_TIMEOUT)
                     .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
                     .build()
@@ -84,7 +97,7 @@ impl Sender {
     }
 
     /// Delivers `batch`; an error says why it did not arrive.
-    pub async fn send(&mut self, batch: &[StoredLine]) -> Result<(), String> {
+    pub async fn send(&mut self, batch: &[StoredLine]) -> Result<(), Failure> {
         match self.target.kind {
             DrainKind::Http => {
                 self.post(format::ndjson(batch), "application/x-ndjson")
@@ -103,14 +116,14 @@ impl Sender {
                     // A fresh connection next time.
                     self.syslog = None;
                 }
-                written
+                written.map_err(Failure::Retry)
             }
         }
     }
 
-    async fn post(&self, body: Vec<u8>, content_type: &str) -> Result<(), String> {
+    async fn post(&self, body: Vec<u8>, content_type: &str) -> Result<(), Failure> {
         let Some(http) = &self.http else {
-            return Err("no HTTP client".into());
+            return Err(Failure::Retry("no HTTP client".into()));
         };
         let response = http
             .post(&self.target.address)
@@ -118,15 +131,30 @@ impl Sender {
             .body(body)
             .send()
             .await
-            .map_err(|err| describe(&err))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("the drain answered {}", response.status()))
+            .map_err(|err| Failure::Retry(describe(&err.without_url())))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
         }
+        let why = format!("the drain answered {status}");
+        let again = status.is_server_error()
+            || status.is_redirection()
+            || matches!(status.as_u16(), 408 | 429);
+        Err(if again {
+            Failure::Retry(why)
+        } else {
+            Failure::Refused(why)
+        })
     }
 
     async fn write_syslog(&mut self, frames: &[u8]) -> Result<(), String> {
+        // A receiver that closed the connection (it restarted, say) still
+        // takes a write: the lines would be lost. Ask first.
+        if let Some(connection) = self.syslog.as_mut()
+            && peer_closed(connection.as_mut())
+        {
+            self.syslog = None;
+        }
         if self.syslog.is_none() {
             let stream = TcpStream::connect(&self.target.address)
                 .await
@@ -155,6 +183,23 @@ impl Sender {
             .map_err(|err| format!("writing to {}: {err}", self.target.address))
     }
 }
+
+/// Whether the other end closed `connection` (a read would end now).
+/// Syslog receivers send nothing, so anything readable means closed.
+fn peer_closed(connection: &mut (dyn Connection + Send + Sync + Unpin)) -> bool {
+    use futures_util::FutureExt;
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    match connection.read(&mut byte).now_or_never() {
+        None => false,
+        Some(Ok(_)) | Some(Err(_)) => true,
+    }
+}
+
+/// A connection a syslog drain writes to, and reads only to see it closed.
+pub trait Connection: tokio::io::AsyncRead + tokio::io::AsyncWrite {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite> Connection for T {}
 
 /// A request error with its cause (reqwest's own message names only the URL).
 fn describe(err: &reqwest::Error) -> String {

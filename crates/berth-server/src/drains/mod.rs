@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Lines sent in one delivery at most.
 const BATCH_LINES: u32 = 500;
+/// About the most bytes one delivery carries.
+const BATCH_BYTES: usize = 1 << 20;
 /// The first wait after a failed delivery, doubled on each failure after.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts.
@@ -52,7 +54,8 @@ pub struct Drains {
     store: Arc<Store>,
     logs: Arc<LogStore>,
     shutdown: CancellationToken,
-    running: Mutex<HashMap<i64, CancellationToken>>,
+    /// Each running drain's app and stop.
+    running: Mutex<HashMap<i64, (String, CancellationToken)>>,
 }
 
 impl Drains {
@@ -79,7 +82,7 @@ impl Drains {
         drains
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (String, CancellationToken)>> {
         self.running
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -87,7 +90,8 @@ impl Drains {
 
     fn spawn(self: &Arc<Self>, row: DrainRow) {
         let cancel = self.shutdown.child_token();
-        self.running().insert(row.id, cancel.clone());
+        self.running()
+            .insert(row.id, (row.app.clone(), cancel.clone()));
         let worker = Worker {
             store: self.store.clone(),
             logs: self.logs.clone(),
@@ -132,10 +136,20 @@ impl Drains {
     /// Removes drain `id` of `app` and stops it.
     pub fn remove(&self, app: &str, id: i64) -> Result<(), DrainError> {
         self.store.remove_drain(app, id)?;
-        if let Some(cancel) = self.running().remove(&id) {
+        if let Some((_, cancel)) = self.running().remove(&id) {
             cancel.cancel();
         }
         Ok(())
+    }
+
+    /// Stops every drain of `app` (destroyed: its rows went with it).
+    pub fn stop_app(&self, app: &str) {
+        self.running().retain(|_, (of, cancel)| {
+            if of == app {
+                cancel.cancel();
+            }
+            of != app
+        });
     }
 
     /// The drains of `app`, with what each delivered and dropped.
@@ -149,7 +163,7 @@ fn info(row: &DrainRow) -> DrainInfo {
     DrainInfo {
         id: row.id,
         app: row.app.clone(),
-        url: row.url.clone(),
+        url: redacted(&row.url),
         kind: DrainTarget::parse(&row.url)
             .map(|target| target.kind)
             .unwrap_or(berth_proto::DrainKind::Http),
@@ -159,6 +173,22 @@ fn info(row: &DrainRow) -> DrainInfo {
         last_error: row.last_error.clone(),
         created_at: row.created_at.clone(),
     }
+}
+
+/// `url` with the values of its query hidden (they often hold tokens):
+/// `https://logs.example.com/in?token=…`.
+pub fn redacted(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) => format!("{key}=…"),
+            None => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 /// One drain's task.
@@ -184,24 +214,32 @@ impl Worker {
         let mut failing: Option<String> = None;
         while !self.cancel.is_cancelled() {
             // A drain that fell too far behind skips its oldest lines.
-            let mut progress = DrainProgress {
-                cursor,
-                ..DrainProgress::default()
-            };
-            if let Ok((behind, Some(skip_to))) =
-                self.logs.backlog(&row.app, cursor, row.buffer_lines)
-            {
-                progress.dropped = behind - row.buffer_lines;
-                progress.cursor = skip_to;
-                progress.last_error = failing.clone();
+            let (logs, app, buffer) = (self.logs.clone(), row.app.clone(), row.buffer_lines);
+            let backlog =
+                tokio::task::spawn_blocking(move || logs.backlog(&app, cursor, buffer)).await;
+            if let Ok(Ok((behind, Some(skip_to)))) = backlog {
+                let progress = DrainProgress {
+                    cursor: skip_to,
+                    dropped: behind - row.buffer_lines,
+                    delivered: 0,
+                    last_error: failing.clone(),
+                };
                 cursor = skip_to;
                 self.record(row.id, &progress);
                 tracing::warn!(app = %row.app, drain = row.id, dropped = progress.dropped, "a log drain fell behind its buffer; its oldest lines were dropped");
             }
-            let batch = match self.logs.read_after(&row.app, cursor, BATCH_LINES) {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::warn!(drain = row.id, error = %err, "a log drain cannot read the log store");
+            let (logs, app) = (self.logs.clone(), row.app.clone());
+            let read =
+                tokio::task::spawn_blocking(move || logs.read_after(&app, cursor, BATCH_LINES))
+                    .await;
+            let read = match read {
+                Ok(read) => read.map_err(|err| err.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            let batch = match read {
+                Ok(batch) => within_bytes(batch),
+                Err(why) => {
+                    tracing::warn!(drain = row.id, error = %why, "a log drain cannot read the log store");
                     if self.pause(Duration::from_secs(1)).await {
                         return;
                     }
@@ -250,7 +288,22 @@ impl Worker {
                         },
                     );
                 }
-                Err(why) => {
+                // Refused for good: these lines are dropped, the next go on.
+                Err(deliver::Failure::Refused(why)) => {
+                    tracing::warn!(app = %row.app, drain = row.id, error = %why, lines = batch.len(), "a log drain refused lines; they are dropped");
+                    cursor = last;
+                    self.record(
+                        row.id,
+                        &DrainProgress {
+                            cursor,
+                            delivered: 0,
+                            dropped: batch.len() as u64,
+                            last_error: Some(why.clone()),
+                        },
+                    );
+                    failing = Some(why);
+                }
+                Err(deliver::Failure::Retry(why)) => {
                     if failing.as_deref() != Some(why.as_str()) {
                         tracing::warn!(app = %row.app, drain = row.id, error = %why, "a log drain cannot deliver; retrying with backoff");
                         self.record(
@@ -297,6 +350,28 @@ impl Worker {
             },
         );
     }
+}
+
+/// The first lines of `batch` that fit in [`BATCH_BYTES`] (at least one).
+fn within_bytes(mut batch: Vec<berth_logs::StoredLine>) -> Vec<berth_logs::StoredLine> {
+    let mut total = 0usize;
+    let fits = batch
+        .iter()
+        .take_while(|stored| {
+            let line = &stored.line;
+            total += line.message.len()
+                + line.colored.as_ref().map_or(0, String::len)
+                + line
+                    .fields
+                    .as_ref()
+                    .map_or(0, |fields| fields.to_string().len())
+                + 256;
+            total <= BATCH_BYTES
+        })
+        .count()
+        .max(1);
+    batch.truncate(fits);
+    batch
 }
 
 /// `time` give or take a quarter, so drains that failed together do not
