@@ -4,6 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+/// The instance that answered a response (a response extension the
+/// upstream sets, read by the access log).
+#[derive(Debug, Clone)]
+pub(crate) struct ServedBy(pub(crate) String);
+
 /// One instance that takes requests.
 #[derive(Debug)]
 pub struct Backend {

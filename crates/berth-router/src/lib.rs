@@ -13,9 +13,11 @@
 pub mod balance;
 mod dispatch;
 pub mod edge_rules;
+mod forwarding;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod listen;
+pub mod measure;
 pub mod pages;
 pub mod peek;
 pub mod proxy_v2;
@@ -24,14 +26,17 @@ mod router_state;
 pub mod site;
 pub mod sockets;
 pub mod statics;
+mod stats;
 pub mod tunneled;
 pub mod upstream;
 
 pub use balance::{Backend, InFlight};
 pub use edge_rules::{EdgeRules, EdgeState, RateRule};
 pub use listen::{AcmeAnswers, Edge, HostFilter, serve};
+pub use measure::{AccessLog, AccessRecord};
 pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, TcpRoute, Waker};
 pub use site::Site;
 pub use sockets::RouterSockets;
 pub use statics::StaticDir;
+pub use stats::{HttpFigures, HttpStats, LATENCY_BOUNDS};
 pub use tunneled::serve_tunneled;

@@ -36,6 +36,8 @@ pub struct Edge {
     /// Answer only the hosts this admits (421 for others): a tunnel's
     /// connections may name only what its token serves.
     pub host_filter: Option<HostFilter>,
+    /// Where access log lines go (for apps with `[logs] access`).
+    pub access_log: Option<crate::measure::AccessLog>,
 }
 
 /// Where ACME's HTTP-01 asks (RFC 8555 §8.3).
@@ -87,6 +89,7 @@ pub(crate) fn listener_state(
         state.https_port = edge.https_port;
         state.trusted_proxies = edge.trusted_proxies;
         state.host_filter = edge.host_filter;
+        state.access_log = edge.access_log;
     }
     (state, edge.tls.map(tokio_rustls::TlsAcceptor::from))
 }
@@ -284,17 +287,33 @@ async fn route_request(
             None => return pages::unknown_app(host),
         },
     };
+    let client = if cache.trusted {
+        crate::forwarding::forwarded_client(cache.client, request.headers(), &state.trusted_proxies)
+    } else {
+        cache.client
+    };
+    let log = state
+        .access_log
+        .as_ref()
+        .filter(|_| route.access_log)
+        .cloned();
+    let measure = crate::measure::Measure::start(route.traffic.clone(), log, app, &request, client);
+    let response = serve_app(state, app, route, request, cache, turn, client).await;
+    measure.finish(response)
+}
+
+/// Answers a request for `app`: its edge rules first, then the app.
+async fn serve_app(
+    state: &RouterState,
+    app: &str,
+    route: &AppRoute,
+    request: Request<Incoming>,
+    cache: &Arc<ConnectionCache>,
+    turn: usize,
+    client: std::net::IpAddr,
+) -> Response<ProxyBody> {
     if !route.edge.is_empty() {
         use crate::edge_rules::Verdict;
-        let client = if cache.trusted {
-            crate::upstream::forwarded_client(
-                cache.client,
-                request.headers(),
-                &state.trusted_proxies,
-            )
-        } else {
-            cache.client
-        };
         match route.edge.check(
             &route.traffic.edge,
             client,
@@ -322,7 +341,7 @@ async fn route_request(
     if route.force_https
         && !state.secure
         && let Some(port) = state.https_port
-        && let Some(location) = https_location(host, port, &request)
+        && let Some(location) = https_location(&named_host(&request), port, &request)
     {
         return pages::redirect(location);
     }

@@ -78,6 +78,8 @@ pub struct AppRoute {
     pub tcp: Arc<[TcpRoute]>,
     /// The app is a static site the router answers from its files alone.
     pub site: Option<Arc<crate::Site>>,
+    /// Each request is written to the access log (`[logs] access`).
+    pub access_log: bool,
 }
 
 /// A TCP service of an app: a public port berth-server listens on and
@@ -178,6 +180,8 @@ pub struct AppTraffic {
     pub tcp_open: AtomicUsize,
     /// The edge rules' per-client state and what they refused.
     pub edge: crate::EdgeState,
+    /// Answers by status class, latency and bytes.
+    pub http: crate::stats::HttpStats,
 }
 
 impl AppTraffic {

@@ -23,6 +23,8 @@ pub(crate) struct RouterState {
     /// Only the hosts this admits are answered (a tunnel's: the names its
     /// token serves); others get 421.
     pub(crate) host_filter: Option<HostFilter>,
+    /// Where the access log lines of apps that keep one go.
+    pub(crate) access_log: Option<crate::measure::AccessLog>,
 }
 
 /// Whether a listener answers for a host name (lowercase, without port).
@@ -45,6 +47,7 @@ impl RouterState {
             https_port: None,
             trusted_proxies: Arc::from(Vec::new()),
             host_filter: None,
+            access_log: None,
         })
     }
 }

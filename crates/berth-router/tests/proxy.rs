@@ -495,6 +495,7 @@ async fn over_tls_the_app_is_told_the_client_used_https() {
             https_port: None,
             trusted_proxies: Arc::from(Vec::new()),
             host_filter: None,
+            access_log: None,
         },
         std::future::pending(),
     ));

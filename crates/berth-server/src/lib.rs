@@ -11,6 +11,7 @@
 //! rollbacks into releases that serve; `reconciler` makes what runs match
 //! the store and starts every process; `health` checks instances.
 
+pub(crate) mod access_log;
 pub(crate) mod api;
 pub(crate) mod autoscale;
 pub(crate) mod config;
@@ -347,6 +348,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     let drains = drains::Drains::start(store.clone(), logs.clone(), shutdown.clone());
+    let state_logs = logs.clone();
     let state = api::ApiState {
         drains,
         store,
@@ -374,6 +376,7 @@ pub async fn run(
     let scheduler_task = tokio::spawn(jobs::run_scheduler(jobs, shutdown.clone()));
     let autoscaler_task = tokio::spawn(autoscaler.run(shutdown.clone()));
     let router_shutdown = shutdown.clone();
+    let logs_for_router = state_logs.clone();
     let https_port = https
         .as_ref()
         .map(|https| https.sockets.local_addr().port());
@@ -387,6 +390,7 @@ pub async fn run(
                 tokio::spawn(manager.run(shutdown.clone()));
             }
             let edge = berth_router::Edge {
+                access_log: Some(access_log::sink(logs_for_router.clone())),
                 tls: Some(https.config),
                 acme_http: acme_http.clone(),
                 https_port,
@@ -416,6 +420,7 @@ pub async fn run(
         .run(shutdown.clone()),
     );
     let plain = berth_router::Edge {
+        access_log: Some(access_log::sink(logs_for_router.clone())),
         tls: None,
         acme_http,
         https_port,

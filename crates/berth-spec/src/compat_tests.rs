@@ -453,7 +453,11 @@ fn logs_retention_is_read_and_bad_values_point_at_themselves() {
             "[logs]\nretain = \"soon\"\n",
             "berth.toml:2:10: [logs] retain: `soon`",
         ),
-        ("[logs]\nretain = \"5s\"\n", "a minute or more"),
+        ("[logs]\nretain = \"5s\"\n", "from a minute to ten years"),
+        (
+            "[logs]\nretain = \"100000d\"\n",
+            "from a minute to ten years",
+        ),
         (
             "[logs]\nmax_size = \"1kb\"\n",
             "berth.toml:2:12: [logs] max_size",

@@ -20,6 +20,10 @@ pub struct LogsSpec {
     /// At most this many bytes of text are kept (`max_size = "1GB"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// Whether the router writes an access log line per request into the
+    /// app's logs (`access = false` turns it off; on by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<bool>,
 }
 
 impl LogsSpec {
@@ -31,6 +35,11 @@ impl LogsSpec {
     /// How long lines are kept.
     pub fn retain_or_default(&self) -> Duration {
         self.retain.unwrap_or(DEFAULT_LOG_RETAIN)
+    }
+
+    /// Whether requests are written to the access log.
+    pub fn access_or_default(&self) -> bool {
+        self.access.unwrap_or(true)
     }
 
     /// How many bytes of text are kept.

@@ -1,9 +1,11 @@
 //! `GET /metrics`: what runs, in the OpenMetrics text format
 //! (`prometheus-client`), behind the API token like every other route.
 //!
-//! Per app: requests the router routed, the router's own 5xx answers,
-//! requests held now, TCP service connections open, and what the `[edge]`
-//! rules refused by reason. Per process group: instances running and
+//! Per app: requests the router routed, answers by status class, their
+//! duration (a histogram, from the app being known to the last byte sent),
+//! body bytes in and out, the router's own 5xx answers, requests held now,
+//! TCP service connections open, and what the `[edge]` rules refused by
+//! reason. Per process group: instances running and
 //! desired. And berth's own: the apps it has and its version.
 
 use axum::extract::State;
@@ -39,6 +41,25 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
     let running = Family::<Labels, Gauge>::default();
     let desired = Family::<Labels, Gauge>::default();
     let apps = Gauge::<i64>::default();
+    let responses = Family::<Labels, Counter>::default();
+    let bytes_out = Family::<Labels, Counter>::default();
+    let bytes_in = Family::<Labels, Counter>::default();
+    let mut durations = Vec::new();
+    registry.register(
+        "http_responses",
+        "Answers to the app's requests by status class (2xx, 4xx, …), the router's own included",
+        responses.clone(),
+    );
+    registry.register(
+        "http_response_bytes",
+        "Body bytes sent to the app's clients",
+        bytes_out.clone(),
+    );
+    registry.register(
+        "http_request_bytes",
+        "Body bytes the app's clients sent (as declared by Content-Length)",
+        bytes_in.clone(),
+    );
     registry.register(
         "http_requests",
         "Requests the router routed to the app (answered by it or by the router)",
@@ -95,6 +116,17 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
             .get_or_create(&of_app)
             .inc_by(actual.traffic.router_errors);
         held.get_or_create(&of_app).set(actual.traffic.held as i64);
+        let http = &actual.traffic.http;
+        for (class, count) in http.status.iter().enumerate() {
+            let labels = vec![
+                ("app".into(), app.clone()),
+                ("class".into(), format!("{}xx", class + 1)),
+            ];
+            responses.get_or_create(&labels).inc_by(*count);
+        }
+        bytes_out.get_or_create(&of_app).inc_by(http.bytes_out);
+        bytes_in.get_or_create(&of_app).inc_by(http.bytes_in);
+        durations.push((app.clone(), http.clone()));
         tcp_open
             .get_or_create(&of_app)
             .set(actual.traffic.tcp_open as i64);
@@ -121,7 +153,57 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
             desired.get_or_create(&labels).set(i64::from(group.desired));
         }
     }
+    registry.register_collector(Box::new(histograms::Durations(durations)));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
+}
+
+/// The per-app histogram of request durations, from the router's bucket
+/// counts (a collector: the counts are the router's, not observed here).
+mod histograms {
+    use prometheus_client::collector::Collector;
+    use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+    use prometheus_client::metrics::MetricType;
+    use prometheus_client::registry::Unit;
+
+    /// Each app with its figures.
+    #[derive(Debug)]
+    pub(super) struct Durations(pub(super) Vec<(String, berth_router::HttpFigures)>);
+
+    impl Collector for Durations {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let mut metric = encoder.encode_descriptor(
+                "http_request_duration",
+                "Time from the app being known to the last byte of its answer",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for (app, figures) in &self.0 {
+                let mut previous = 0;
+                let buckets: Vec<(f64, u64)> = berth_router::LATENCY_BOUNDS
+                    .iter()
+                    .copied()
+                    .chain([f64::MAX])
+                    .zip(&figures.latency_cumulative)
+                    .map(|(bound, cumulative)| {
+                        let count = cumulative - previous;
+                        previous = *cumulative;
+                        (bound, count)
+                    })
+                    .collect();
+                let labels = [("app", app.as_str())];
+                let count = figures.latency_cumulative.last().copied().unwrap_or(0);
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        figures.latency_sum_seconds,
+                        count,
+                        &buckets,
+                        None,
+                    )?;
+            }
+            Ok(())
+        }
+    }
 }

@@ -42,6 +42,8 @@ pub struct TrafficCounts {
     pub held: usize,
     /// TCP service connections open now.
     pub tcp_open: usize,
+    /// Answers by status class, latency and bytes.
+    pub http: berth_router::HttpFigures,
 }
 
 /// Sent when an instance of a release fails before it became healthy, so a

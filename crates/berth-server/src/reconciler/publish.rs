@@ -60,6 +60,7 @@ impl Reconciler {
             let mut edge = berth_proto::EdgeRuleSet::default();
             let mut tcp: Vec<berth_router::TcpRoute> = Vec::new();
             let mut site: Option<berth_router::Site> = None;
+            let mut access_log = true;
             let target = app
                 .release
                 .as_ref()
@@ -72,6 +73,7 @@ impl Reconciler {
                         spec.http.tls_internal,
                     );
                     edge = spec.edge.to_rule_set();
+                    access_log = spec.logs.access_or_default();
                     tcp = self.tcp_routes(&app.app, &spec);
                     site = spec.site.as_ref().map(|site| berth_router::Site {
                         root: self.parts.launcher.slug_dir(release),
@@ -172,6 +174,7 @@ impl Reconciler {
                     edge: Arc::new(edge_rules(&edge)),
                     tcp: tcp.into(),
                     site: site.map(Arc::new),
+                    access_log,
                 },
             );
             let instances = self
@@ -206,6 +209,7 @@ impl Reconciler {
                             router_errors: traffic_of_app.router_errors.load(Relaxed),
                             held: traffic_of_app.waiting(),
                             tcp_open: traffic_of_app.tcp_open.load(Relaxed),
+                            http: traffic_of_app.http.figures(),
                         }
                     },
                     edge: {

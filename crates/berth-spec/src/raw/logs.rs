@@ -7,16 +7,21 @@ use crate::LogsSpec;
 /// The least a spec may keep: a minute of lines, and 64 KiB.
 const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(60);
 const MIN_BYTES: u64 = 64 * 1024;
+/// The most: ten years.
+const MAX_RETAIN: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
 
 pub(super) fn validate_logs(raw: RawLogs, problems: &mut Problems<'_>) -> LogsSpec {
-    let mut spec = LogsSpec::default();
+    let mut spec = LogsSpec {
+        access: raw.access,
+        ..LogsSpec::default()
+    };
     if let Some(retain) = &raw.retain {
         match parse_duration(retain.get_ref()) {
-            Ok(age) if age >= MIN_RETAIN => spec.retain = Some(age),
+            Ok(age) if (MIN_RETAIN..=MAX_RETAIN).contains(&age) => spec.retain = Some(age),
             _ => problems.at(
                 retain,
                 format!(
-                    "[logs] retain: `{}` is not a duration of a minute or more, such as \"14d\"",
+                    "[logs] retain: `{}` is not a duration from a minute to ten years, such as \"14d\"",
                     retain.get_ref()
                 ),
             ),

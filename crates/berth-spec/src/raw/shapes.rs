@@ -521,4 +521,5 @@ pub(super) struct RawRateLimit {
 pub(super) struct RawLogs {
     pub(super) retain: Option<Spanned<String>>,
     pub(super) max_size: Option<Spanned<NumberOrText>>,
+    pub(super) access: Option<bool>,
 }

@@ -1,6 +1,8 @@
-//! End to end: `GET /metrics` in the OpenMetrics text format, behind the
-//! token: requests counted per app, instances per process group, edge
-//! refusals by reason.
+//! End to end: `GET /metrics` in the OpenMetrics text format (read back by
+//! the Prometheus project's own OpenMetrics parser), behind the token:
+//! requests counted per app, by status class and in a duration histogram,
+//! instances per process group, edge refusals by reason; and the router's
+//! access log lines, stored with the app's logs.
 
 use std::time::Duration;
 
@@ -18,14 +20,62 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The exposition as the Prometheus client library's OpenMetrics parser
+/// reads it: each sample as `name{labels} value`, sorted; a text it
+/// refuses fails the test.
+fn parsed(text: &str) -> Vec<String> {
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for sample in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+        print(f"{sample.name}{{{labels}}} {float(sample.value)}")
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (.ci/run installs it and prometheus_client)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused it: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut samples: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    samples.sort();
+    samples
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_instances_and_refusals_per_app() {
     setup();
     let server = TestServer::start().await;
-    let _app = deploy_plain(&server, "measured", "[edge]\ndeny = [\"10.9.9.9\"]\n").await;
+    let _app = deploy_plain(
+        &server,
+        "measured",
+        "[edge]\ndeny = [\"10.9.9.9\"]\n[[edge.rate_limits]]\nrequests = 1\nper = \"1m\"\npath = \"/limited\"\n",
+    )
+    .await;
     for _ in 0..5 {
         assert_eq!(server.get("measured", "/").await.status, 200);
     }
+    assert_eq!(server.get("measured", "/limited").await.status, 200);
+    assert_eq!(server.get("measured", "/limited").await.status, 429);
     // The counts are published with the reconciler's next pass.
     let mut text = String::new();
     for _ in 0..100 {
@@ -36,15 +86,90 @@ async fn metrics_count_requests_instances_and_refusals_per_app() {
             "{content_type}"
         );
         text = body;
-        if sample(&text, "berth_http_requests_total{app=\"measured\"}").is_some_and(|n| n >= 5.0) {
+        if sample(
+            &text,
+            "berth_http_request_duration_seconds_count{app=\"measured\"}",
+        )
+        .is_some_and(|n| n >= 7.0)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let samples = parsed(&text);
+    let has = |sample: &str| samples.iter().any(|line| line == sample);
+    // Exactly the requests sent: six routed to the app, and one the edge
+    // refused (429), each answer counted once in its class and in the
+    // histogram.
     assert!(
-        sample(&text, "berth_http_requests_total{app=\"measured\"}").is_some_and(|n| n >= 5.0),
-        "{text}"
+        has("berth_http_requests_total{app=\"measured\"} 6.0"),
+        "{samples:#?}"
     );
+    assert!(
+        has("berth_http_responses_total{app=\"measured\",class=\"2xx\"} 6.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        has("berth_http_responses_total{app=\"measured\",class=\"4xx\"} 1.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        has("berth_edge_refused_total{app=\"measured\",reason=\"rate_limited\"} 1.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        has("berth_http_request_duration_seconds_count{app=\"measured\"} 7.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        has("berth_http_request_duration_seconds_bucket{app=\"measured\",le=\"+Inf\"} 7.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        samples.iter().any(|line| line
+            .starts_with("berth_http_response_bytes_total{app=\"measured\"} ")
+            && !line.ends_with(" 0.0")),
+        "{samples:#?}"
+    );
+
+    // Each request is in the app's logs, from the router.
+    let logged = server
+        .ok(&[
+            "logs",
+            "--app",
+            "measured",
+            "--json",
+            "--where",
+            "process=router",
+        ])
+        .await
+        .stdout;
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7, "{logged}");
+    assert_eq!(lines[0]["fields"]["status"], 200, "{logged}");
+    assert_eq!(lines[0]["fields"]["method"], "GET");
+    assert!(
+        lines[0]["instance"].as_str().unwrap().starts_with("web-"),
+        "{logged}"
+    );
+    assert_eq!(lines[6]["fields"]["path"], "/limited");
+    assert_eq!(lines[6]["fields"]["status"], 429);
+    assert_eq!(lines[6]["level"], "warn");
+    let errors = server
+        .ok(&[
+            "logs",
+            "--app",
+            "measured",
+            "--json",
+            "--where",
+            "process=router status>=400",
+        ])
+        .await
+        .stdout;
+    assert_eq!(errors.lines().count(), 1, "{errors}");
     assert_eq!(
         sample(
             &text,

@@ -1,0 +1,106 @@
+//! Per-app HTTP figures the router counts: answers by status class, a
+//! latency histogram and bytes, read by `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in seconds (the last
+/// bucket, `+Inf`, is implied).
+pub const LATENCY_BOUNDS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Per-app HTTP figures since the server started.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Answers by status class: 1xx … 5xx.
+    status: [AtomicU64; 5],
+    /// Answers by duration, one count per [`LATENCY_BOUNDS`] bucket and
+    /// one for longer (not cumulative).
+    latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    /// The sum of all durations, in microseconds.
+    latency_sum_micros: AtomicU64,
+    /// Body bytes sent to clients.
+    bytes_out: AtomicU64,
+    /// Body bytes clients declared (`Content-Length`).
+    bytes_in: AtomicU64,
+}
+
+/// A snapshot of [`HttpStats`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HttpFigures {
+    /// Answers by status class, 1xx first.
+    pub status: [u64; 5],
+    /// Cumulative counts per [`LATENCY_BOUNDS`] bucket, then all answers.
+    pub latency_cumulative: Vec<u64>,
+    /// The sum of all durations, in seconds.
+    pub latency_sum_seconds: f64,
+    /// Body bytes sent.
+    pub bytes_out: u64,
+    /// Body bytes received (as declared).
+    pub bytes_in: u64,
+}
+
+impl HttpStats {
+    pub(crate) fn record(&self, status: u16, took: Duration, bytes_out: u64, bytes_in: u64) {
+        if let Some(class) = (status / 100).checked_sub(1)
+            && let Some(counter) = self.status.get(usize::from(class))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = took.as_secs_f64();
+        let bucket = LATENCY_BOUNDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+    }
+
+    /// The figures now.
+    pub fn figures(&self) -> HttpFigures {
+        let mut running = 0;
+        let latency_cumulative = self
+            .latency
+            .iter()
+            .map(|count| {
+                running += count.load(Ordering::Relaxed);
+                running
+            })
+            .collect();
+        HttpFigures {
+            status: std::array::from_fn(|class| self.status[class].load(Ordering::Relaxed)),
+            latency_cumulative,
+            latency_sum_seconds: self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_count_classes_buckets_and_bytes() {
+        let stats = HttpStats::default();
+        stats.record(200, Duration::from_millis(3), 100, 10);
+        stats.record(204, Duration::from_millis(30), 0, 0);
+        stats.record(503, Duration::from_secs(20), 5, 0);
+        stats.record(99, Duration::ZERO, 0, 0);
+        let figures = stats.figures();
+        assert_eq!(figures.status, [0, 2, 0, 0, 1]);
+        // ≤1ms: 1 (the 99), ≤5ms: +1, ≤50ms: +1, +Inf: +1.
+        assert_eq!(figures.latency_cumulative[0], 1);
+        assert_eq!(figures.latency_cumulative[1], 2);
+        assert_eq!(figures.latency_cumulative[4], 3);
+        assert_eq!(*figures.latency_cumulative.last().unwrap(), 4);
+        assert_eq!(figures.latency_cumulative.len(), LATENCY_BOUNDS.len() + 1);
+        assert!((figures.latency_sum_seconds - 20.033).abs() < 1e-6);
+        assert_eq!((figures.bytes_out, figures.bytes_in), (105, 10));
+    }
+}
