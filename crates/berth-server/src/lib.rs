@@ -26,10 +26,12 @@ pub(crate) mod launch;
 pub(crate) mod log_retention;
 pub(crate) mod reconciler;
 pub(crate) mod services;
+pub(crate) mod sessions;
 pub(crate) mod stored_spec;
 pub(crate) mod tcp_services;
 #[cfg(test)]
 mod testing;
+pub(crate) mod traffic_history;
 pub(crate) mod tunnel;
 
 use std::io::Write;
@@ -349,7 +351,12 @@ pub async fn run(
     ));
     let drains = drains::Drains::start(store.clone(), logs.clone(), shutdown.clone());
     let state_logs = logs.clone();
+    let history = Arc::new(traffic_history::History::default());
+    tokio::spawn(history.clone().run(handle.clone(), shutdown.clone()));
     let state = api::ApiState {
+        dashboard: Arc::new(sessions::Sessions::default()),
+        history,
+        api_is_tls: api_tls.is_some(),
         drains,
         store,
         logs,

@@ -112,6 +112,8 @@ pub enum Command {
     },
     /// Print the app's URL and open it in a browser if one is available.
     Open(AppArg),
+    /// Print the dashboard's URL (sign in with the API token) and open it.
+    Dashboard,
     /// Run a one-off command in a task of the app's release (same slug, env,
     /// secrets, database, volumes and sandbox), on a terminal when berth runs
     /// in one; exits with its exit code.

@@ -198,13 +198,26 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
             let client = connect(&global, false).await?;
             let url = client.status(&app).await?.url;
             say!("{url}");
-            if std::env::var_os("DISPLAY").is_some()
-                || std::env::var_os("WAYLAND_DISPLAY").is_some()
-            {
-                let _ = std::process::Command::new("xdg-open").arg(&url).spawn();
-            }
+            open_in_browser(&url);
             Ok(())
         }
+        Command::Dashboard => {
+            let client = connect(&global, false).await?;
+            let url = format!("{}/ui", client.base_url());
+            say!(
+                "{url}  (sign in with the API token, {})",
+                crate::connect::data_dir(&global).join("token").display()
+            );
+            open_in_browser(&url);
+            Ok(())
+        }
+    }
+}
+
+/// Opens `url` in the desktop's browser, when there is a desktop.
+fn open_in_browser(url: &str) {
+    if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        let _ = std::process::Command::new("xdg-open").arg(url).spawn();
     }
 }
 

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use berth_proto::{AddDomain, ApiError, DomainInfo};
 use berth_store::DomainRow;
 
-use super::ApiState;
 use super::error::{ApiFailure, ApiResult};
+use super::state::ApiState;
 
 fn info(row: DomainRow) -> DomainInfo {
     DomainInfo {

@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 mod apps;
 mod auth;
 mod config;
+mod dashboard;
 mod deploys;
 mod disk;
 mod domains;
@@ -166,6 +167,7 @@ pub fn routes(state: ApiState) -> Router {
             get(|| async { Json(openapi_document()) }),
         )
         .merge(authed)
+        .merge(dashboard::routes(state.clone()))
         .merge(shuttle::routes())
         .layer(middleware::map_request(serve::body_deadline))
         .layer(middleware::from_fn(auth::require_local_host))

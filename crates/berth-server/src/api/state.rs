@@ -18,6 +18,12 @@ pub struct ApiState {
     pub(crate) resources: Arc<crate::services::Resources>,
     pub(crate) jobs: Arc<crate::jobs::JobRunner>,
     pub(crate) drains: Arc<crate::drains::Drains>,
+    /// The dashboard's signed-in sessions.
+    pub(crate) dashboard: Arc<crate::sessions::Sessions>,
+    /// What the dashboard's charts show.
+    pub(crate) history: Arc<crate::traffic_history::History>,
+    /// The API is served over TLS (the session cookie is `Secure`).
+    pub(crate) api_is_tls: bool,
     pub(crate) reconciler: ReconcilerHandle,
     pub(crate) token: Arc<String>,
     pub(crate) router_url: String,

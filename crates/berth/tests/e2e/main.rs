@@ -8,6 +8,7 @@ mod api_tls;
 mod builds;
 mod config;
 mod crashes;
+mod dashboard;
 mod deploys;
 mod disk;
 mod domains;
