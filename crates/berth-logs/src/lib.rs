@@ -18,6 +18,7 @@ pub use writer::{MAX_APP_BYTES, Retention};
 use writer::{WriterCommand, write_loop};
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -72,11 +73,23 @@ pub struct StoredLine {
 
 /// The log store. Share it behind an `Arc`.
 pub struct LogStore {
-    writer: Mutex<mpsc::Sender<WriterCommand>>,
+    writer: mpsc::Sender<WriterCommand>,
+    /// Commands sent to the writer and not yet taken.
+    queued: Arc<AtomicUsize>,
+    /// Lines stored since the server started.
+    stored: Arc<AtomicU64>,
+    /// Lines dropped since the server started: the writer was further
+    /// behind than [`MAX_QUEUED`].
+    dropped: AtomicU64,
     reader: Mutex<Connection>,
     live: broadcast::Sender<Arc<StoredLine>>,
     masks: std::sync::RwLock<std::collections::HashMap<String, Arc<Masks>>>,
 }
+
+/// Lines waiting for the writer past which new ones are dropped (and
+/// counted): a flood never grows the server's memory without bound, and
+/// never blocks the app that writes it.
+pub const MAX_QUEUED: usize = 200_000;
 
 /// What a stored line shows instead of a secret's value.
 pub const MASK: &str = "[masked]";
@@ -138,13 +151,32 @@ impl LogStore {
         query::add_regexp(&reader)?;
         let (live, _) = broadcast::channel(4096);
         let (sender, receiver) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let stored = Arc::new(AtomicU64::new(0));
         let publisher = live.clone();
         thread::Builder::new()
             .name("berth-log-writer".into())
-            .spawn(move || write_loop(writer_conn, receiver, publisher, max_app_bytes))
+            .spawn({
+                let (queued, stored) = (queued.clone(), stored.clone());
+                move || {
+                    write_loop(
+                        writer_conn,
+                        writer::Channel {
+                            commands: receiver,
+                            queued,
+                            stored,
+                        },
+                        publisher,
+                        max_app_bytes,
+                    )
+                }
+            })
             .map_err(|err| LogError::BadQuery(format!("cannot start the log writer: {err}")))?;
         Ok(LogStore {
-            writer: Mutex::new(sender),
+            writer: sender,
+            queued,
+            stored,
+            dropped: AtomicU64::new(0),
             reader: Mutex::new(reader),
             live,
             masks: std::sync::RwLock::new(std::collections::HashMap::new()),
@@ -155,15 +187,7 @@ impl LogStore {
     /// the same name starts with none).
     pub async fn forget_app(&self, app: &str) -> Result<(), LogError> {
         let (done, wait) = oneshot::channel();
-        {
-            let writer = self
-                .writer
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            writer
-                .send(WriterCommand::ForgetApp(app.to_string(), done))
-                .map_err(|_| LogError::WriterStopped)?;
-        }
+        self.send(WriterCommand::ForgetApp(app.to_string(), done))?;
         wait.await.map_err(|_| LogError::WriterStopped)
     }
 
@@ -182,11 +206,47 @@ impl LogStore {
     }
 
     fn send(&self, command: WriterCommand) -> Result<(), LogError> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
         self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .send(command)
             .map_err(|_| LogError::WriterStopped)
+    }
+
+    /// Whether a line may be queued; if not, it is counted as dropped.
+    fn room_for_a_line(&self) -> bool {
+        if self.queued.load(Ordering::Relaxed) < MAX_QUEUED {
+            return true;
+        }
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Lines stored and lines dropped since the server started.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.stored.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stores a line already parsed (the router's access log), masked like
+    /// any; dropped (and counted) when the writer is too far behind.
+    pub fn append_parsed(&self, source: &LogSource, stream: LogStream, mut parsed: ParsedLine) {
+        if !self.room_for_a_line() {
+            return;
+        }
+        if let std::borrow::Cow::Owned(masked) = self.mask(&source.app, &parsed.message) {
+            parsed.message = masked;
+        }
+        let command = WriterCommand::Append(Box::new((
+            now_micros(),
+            source.clone(),
+            stream,
+            parsed,
+            None,
+        )));
+        // If the writer is gone the server is shutting down; the line has nowhere to go.
+        let _ = self.send(command);
     }
 
     /// Captures one line of output. Never blocks on the disk.
@@ -196,6 +256,9 @@ impl LogStore {
 
     /// [`LogStore::append`] of a line read at `at` (unix microseconds).
     pub(crate) fn append_at(&self, at: i64, source: &LogSource, stream: LogStream, text: &str) {
+        if !self.room_for_a_line() {
+            return;
+        }
         // Masked first, then cut: a secret is never stored in part.
         let masked = self.mask(&source.app, text);
         let text = cut(&masked);
@@ -204,12 +267,8 @@ impl LogStore {
         let parsed = parse_line(&plain);
         let command =
             WriterCommand::Append(Box::new((at, source.clone(), stream, parsed, colored)));
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // If the writer is gone the server is shutting down; the line has nowhere to go.
-        let _ = writer.send(command);
+        let _ = self.send(command);
     }
 
     /// Sets the values that must never be stored for `app` (its secrets and
@@ -256,15 +315,7 @@ impl LogStore {
     /// Waits until every line appended before this call is stored.
     pub async fn flush(&self) -> Result<(), LogError> {
         let (done, wait) = oneshot::channel();
-        {
-            let writer = self
-                .writer
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            writer
-                .send(WriterCommand::Flush(done))
-                .map_err(|_| LogError::WriterStopped)?;
-        }
+        self.send(WriterCommand::Flush(done))?;
         wait.await.map_err(|_| LogError::WriterStopped)
     }
 

@@ -114,12 +114,27 @@ impl Sizes {
     }
 }
 
+/// What the writer takes commands from, and the counts it keeps.
+pub(crate) struct Channel {
+    pub(crate) commands: mpsc::Receiver<WriterCommand>,
+    /// Commands sent and not yet taken (decremented as they are).
+    pub(crate) queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Lines stored.
+    pub(crate) stored: Arc<std::sync::atomic::AtomicU64>,
+}
+
 pub(crate) fn write_loop(
     conn: Connection,
-    commands: mpsc::Receiver<WriterCommand>,
+    channel: Channel,
     live: broadcast::Sender<Arc<StoredLine>>,
     max_app_bytes: u64,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Channel {
+        commands,
+        queued,
+        stored: stored_count,
+    } = channel;
     let mut sizes = Sizes {
         max: max_app_bytes,
         limits: HashMap::new(),
@@ -145,6 +160,7 @@ pub(crate) fn write_loop(
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Relaxed);
         let mut stored = Vec::new();
         let mut done = Vec::new();
         let mut size_asked = Vec::new();
@@ -251,10 +267,14 @@ pub(crate) fn write_loop(
         for (answer, bytes) in sizes_answered {
             let _ = answer.send(bytes);
         }
+        let succeeded = result.is_ok();
         if let Err(err) = result {
             tracing::error!(error = %err, "could not store log lines");
             // The running sizes may be off: read them again.
             sizes.bytes.clear();
+        }
+        if succeeded {
+            stored_count.fetch_add(stored.len() as u64, Relaxed);
         }
         since_prune += stored.len();
         for line in stored {

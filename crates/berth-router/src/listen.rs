@@ -314,28 +314,29 @@ async fn serve_app(
 ) -> Response<ProxyBody> {
     if !route.edge.is_empty() {
         use crate::edge_rules::Verdict;
-        match route.edge.check(
+        let refusal = match route.edge.check(
             &route.traffic.edge,
             client,
             request.uri().path(),
             request.headers(),
         ) {
-            Verdict::Pass => {}
-            Verdict::Denied => return pages::forbidden(app),
-            Verdict::Limited(seconds) => return pages::too_many(app, seconds),
-            Verdict::TooLarge => return pages::too_large(app, route.edge.max_body),
-            Verdict::LengthRequired => return pages::length_required(app),
-            Verdict::HeadersTooLarge => {
-                return pages::headers_too_large(app, route.edge.max_header);
-            }
-        }
+            Verdict::Pass => None,
+            Verdict::Denied => Some(pages::forbidden(app)),
+            Verdict::Limited(seconds) => Some(pages::too_many(app, seconds)),
+            Verdict::TooLarge => Some(pages::too_large(app, route.edge.max_body)),
+            Verdict::LengthRequired => Some(pages::length_required(app)),
+            Verdict::HeadersTooLarge => Some(pages::headers_too_large(app, route.edge.max_header)),
+        };
         // Behind a trusted proxy the proxy holds the connections (and pools
         // them across its clients): they are not one client's.
-        if let Some(limit) = route.edge.max_connections
-            && !cache.trusted
-            && !counts_against(cache, &route.traffic, client, limit)
-        {
-            return pages::too_many_connections(app, limit);
+        let refusal = refusal.or_else(|| {
+            let limit = route.edge.max_connections?;
+            (!cache.trusted && !counts_against(cache, &route.traffic, client, limit))
+                .then(|| pages::too_many_connections(app, limit))
+        });
+        if let Some(mut refusal) = refusal {
+            refusal.extensions_mut().insert(crate::measure::EdgeRefusal);
+            return refusal;
         }
     }
     if route.force_https

@@ -43,13 +43,24 @@ pub struct AccessRecord {
 /// Where access log lines go (the server stores them with the app's logs).
 pub type AccessLog = Arc<dyn Fn(AccessRecord) + Send + Sync>;
 
-/// A request being measured.
+/// A request being measured; recorded once, when its answer has gone or
+/// when it is dropped unanswered (the client left first: status 499, as
+/// nginx logs it).
 pub(crate) struct Measure {
     traffic: Arc<AppTraffic>,
     log: Option<(AccessLog, AccessRecord)>,
     started: Instant,
-    bytes_in: u64,
+    pending: bool,
 }
+
+/// Marks a response the app's `[edge]` rules gave (a refusal): counted,
+/// but not written to the access log, so a flood of refused requests
+/// costs no more than a counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EdgeRefusal;
+
+/// The status recorded for a request whose client left before its answer.
+const CLIENT_LEFT: u16 = 499;
 
 impl Measure {
     /// Starts measuring a request to `app`; `log` when it keeps access logs.
@@ -60,11 +71,6 @@ impl Measure {
         request: &http::Request<hyper::body::Incoming>,
         client: IpAddr,
     ) -> Measure {
-        let bytes_in = request
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
         Measure {
             traffic,
             log: log.map(|log| {
@@ -81,13 +87,31 @@ impl Measure {
                 (log, record)
             }),
             started: Instant::now(),
-            bytes_in,
+            pending: true,
+        }
+    }
+
+    /// Records the request: its status and the body bytes sent.
+    fn record(&mut self, status: u16, sent: u64) {
+        if !std::mem::replace(&mut self.pending, false) {
+            return;
+        }
+        let took = self.started.elapsed();
+        self.traffic.http.record(status, took, sent);
+        if let Some((log, mut record)) = self.log.take() {
+            record.status = status;
+            record.duration = took;
+            record.bytes_out = sent;
+            log(record);
         }
     }
 
     /// Wraps `response`'s body, so the request is recorded once it is sent.
     pub(crate) fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         let (parts, body) = response.into_parts();
+        if parts.extensions.get::<EdgeRefusal>().is_some() {
+            self.log = None;
+        }
         if let Some((_, record)) = &mut self.log {
             record.status = parts.status.as_u16();
             record.instance = parts
@@ -117,18 +141,8 @@ pub struct MeasuredBody {
 
 impl MeasuredBody {
     fn done(&mut self) {
-        let Some(measure) = self.measure.take() else {
-            return;
-        };
-        let took = measure.started.elapsed();
-        measure
-            .traffic
-            .http
-            .record(self.status, took, self.sent, measure.bytes_in);
-        if let Some((log, mut record)) = measure.log {
-            record.duration = took;
-            record.bytes_out = self.sent;
-            log(record);
+        if let Some(mut measure) = self.measure.take() {
+            measure.record(self.status, self.sent);
         }
     }
 }
@@ -168,5 +182,13 @@ impl Drop for MeasuredBody {
     /// with what was sent.
     fn drop(&mut self) {
         self.done();
+    }
+}
+
+impl Drop for Measure {
+    /// Unanswered: the client left while the request was held or the app
+    /// was working on it.
+    fn drop(&mut self) {
+        self.record(CLIENT_LEFT, 0);
     }
 }

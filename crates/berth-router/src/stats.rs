@@ -22,8 +22,6 @@ pub struct HttpStats {
     latency_sum_micros: AtomicU64,
     /// Body bytes sent to clients.
     bytes_out: AtomicU64,
-    /// Body bytes clients declared (`Content-Length`).
-    bytes_in: AtomicU64,
 }
 
 /// A snapshot of [`HttpStats`].
@@ -37,12 +35,10 @@ pub struct HttpFigures {
     pub latency_sum_seconds: f64,
     /// Body bytes sent.
     pub bytes_out: u64,
-    /// Body bytes received (as declared).
-    pub bytes_in: u64,
 }
 
 impl HttpStats {
-    pub(crate) fn record(&self, status: u16, took: Duration, bytes_out: u64, bytes_in: u64) {
+    pub(crate) fn record(&self, status: u16, took: Duration, bytes_out: u64) {
         if let Some(class) = (status / 100).checked_sub(1)
             && let Some(counter) = self.status.get(usize::from(class))
         {
@@ -57,7 +53,6 @@ impl HttpStats {
         self.latency_sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
     }
 
     /// The figures now.
@@ -76,7 +71,6 @@ impl HttpStats {
             latency_cumulative,
             latency_sum_seconds: self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
         }
     }
 }
@@ -88,10 +82,10 @@ mod tests {
     #[test]
     fn figures_count_classes_buckets_and_bytes() {
         let stats = HttpStats::default();
-        stats.record(200, Duration::from_millis(3), 100, 10);
-        stats.record(204, Duration::from_millis(30), 0, 0);
-        stats.record(503, Duration::from_secs(20), 5, 0);
-        stats.record(99, Duration::ZERO, 0, 0);
+        stats.record(200, Duration::from_millis(3), 100);
+        stats.record(204, Duration::from_millis(30), 0);
+        stats.record(503, Duration::from_secs(20), 5);
+        stats.record(99, Duration::ZERO, 0);
         let figures = stats.figures();
         assert_eq!(figures.status, [0, 2, 0, 0, 1]);
         // ≤1ms: 1 (the 99), ≤5ms: +1, ≤50ms: +1, +Inf: +1.
@@ -101,6 +95,6 @@ mod tests {
         assert_eq!(*figures.latency_cumulative.last().unwrap(), 4);
         assert_eq!(figures.latency_cumulative.len(), LATENCY_BOUNDS.len() + 1);
         assert!((figures.latency_sum_seconds - 20.033).abs() < 1e-6);
-        assert_eq!((figures.bytes_out, figures.bytes_in), (105, 10));
+        assert_eq!(figures.bytes_out, 105);
     }
 }

@@ -21,7 +21,8 @@ use crate::pages;
 use crate::route::AppRoute;
 
 /// The body of every response the router sends: an instance's, streamed, or
-/// one of the router's own pages. An enum, not a box: no allocation per response.
+/// one of the router's own pages; an enum, so only a measured answer
+/// (one to an app, see `crate::measure`) is boxed.
 pub enum ProxyBody {
     /// Streamed from an instance.
     Proxied(GuardedBody),
@@ -349,6 +350,9 @@ impl Upstream {
             }
         };
         let (mut parts, body) = response.into_parts();
+        parts
+            .extensions
+            .insert(crate::balance::ServedBy(guard.backend().instance.clone()));
         if parts.status == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
@@ -369,9 +373,6 @@ impl Upstream {
             return Forwarded::Answered(Response::from_parts(parts, ProxyBody::Empty));
         }
         crate::forwarding::strip_hop_by_hop(&mut parts.headers, false);
-        parts
-            .extensions
-            .insert(crate::balance::ServedBy(guard.backend().instance.clone()));
         let key = guard.backend().key;
         // hyper never polls a body that is already at its end (HEAD, 204,
         // 304, length 0): hand the connection back now, not at the end.

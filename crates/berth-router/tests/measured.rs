@@ -59,10 +59,24 @@ async fn requests_are_counted_and_logged_with_the_instance_that_answered() {
         unavailable_reason: Some("stopped".into()),
         ..AppRoute::default()
     };
+    // Every client is denied: counted, never logged.
+    let walled = AppRoute {
+        access_log: true,
+        edge: Arc::new(berth_router::EdgeRules {
+            deny: vec!["127.0.0.0/8".parse().unwrap()],
+            ..berth_router::EdgeRules::default()
+        }),
+        ..AppRoute::default()
+    };
+    let walled_traffic = walled.traffic.clone();
     let traffic = logged.traffic.clone();
     let quiet_traffic = quiet.traffic.clone();
     let table = RouteTable {
-        apps: HashMap::from([("shop".to_string(), logged), ("quiet".to_string(), quiet)]),
+        apps: HashMap::from([
+            ("shop".to_string(), logged),
+            ("quiet".to_string(), quiet),
+            ("walled".to_string(), walled),
+        ]),
         ..RouteTable::default()
     };
     let records: Arc<Mutex<Vec<AccessRecord>>> = Arc::default();
@@ -88,6 +102,7 @@ async fn requests_are_counted_and_logged_with_the_instance_that_answered() {
         );
     }
     assert_eq!(get(router, "quiet.localhost", "/").await, 503);
+    assert_eq!(get(router, "walled.localhost", "/").await, 403);
 
     let records = records.lock().unwrap().clone();
     assert_eq!(
@@ -112,4 +127,5 @@ async fn requests_are_counted_and_logged_with_the_instance_that_answered() {
     assert_eq!(figures.bytes_out, 15);
     // The router's own 503 counts for the app it was about.
     assert_eq!(quiet_traffic.http.figures().status, [0, 0, 0, 0, 1]);
+    assert_eq!(walled_traffic.http.figures().status, [0, 0, 0, 1, 0]);
 }

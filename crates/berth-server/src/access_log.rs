@@ -1,10 +1,12 @@
 //! The router's access log: one line per request, stored with the app's
 //! logs (process `router`, instance the one that answered), searchable
-//! like any: `berth logs --where 'process=router status>=500'`.
+//! like any: `berth logs --where 'process=router status>=500'`. Lines go
+//! to the log store already parsed; when its writer is too far behind they
+//! are dropped and counted, never queued without bound.
 
 use std::sync::Arc;
 
-use berth_logs::{LogSource, LogStore};
+use berth_logs::{LogSource, LogStore, ParsedLine};
 use berth_proto::LogStream;
 use berth_router::{AccessLog, AccessRecord};
 
@@ -23,12 +25,12 @@ pub fn sink(logs: Arc<LogStore>) -> AccessLog {
                 .unwrap_or_else(|| ROUTER_PROCESS.into()),
             release: 0,
         };
-        logs.append(&source, LogStream::Stdout, &line(&record));
+        logs.append_parsed(&source, LogStream::Stdout, parsed(&record));
     })
 }
 
-/// The stored line: JSON, so it is parsed into level, message and fields.
-fn line(record: &AccessRecord) -> String {
+/// The stored line, parsed already: level, message and fields.
+fn parsed(record: &AccessRecord) -> ParsedLine {
     let level = match record.status {
         500.. => "error",
         400..=499 => "warn",
@@ -36,18 +38,22 @@ fn line(record: &AccessRecord) -> String {
     };
     let millis = record.duration.as_secs_f64() * 1000.0;
     let millis = (millis * 1000.0).round() / 1000.0;
-    serde_json::json!({
-        "level": level,
-        "message": format!("{} {} {} {millis}ms", record.method, record.path, record.status),
-        "method": record.method,
-        "path": record.path,
-        "status": record.status,
-        "duration_ms": millis,
-        "bytes": record.bytes_out,
-        "client": record.client.to_string(),
-        "instance": record.instance,
-    })
-    .to_string()
+    ParsedLine {
+        level: Some(level.to_string()),
+        message: format!(
+            "{} {} {} {millis}ms",
+            record.method, record.path, record.status
+        ),
+        fields: Some(serde_json::json!({
+            "method": record.method,
+            "path": record.path,
+            "status": record.status,
+            "duration_ms": millis,
+            "bytes": record.bytes_out,
+            "client": record.client.to_string(),
+            "instance": record.instance,
+        })),
+    }
 }
 
 #[cfg(test)]
@@ -66,7 +72,7 @@ mod tests {
             client: "203.0.113.9".parse().unwrap(),
             instance: Some("web-1".into()),
         };
-        let parsed = berth_logs::parse_line(&line(&record));
+        let parsed = parsed(&record);
         assert_eq!(parsed.level.as_deref(), Some("error"));
         assert_eq!(parsed.message, "GET /cart 503 12.345ms");
         let fields = parsed.fields.unwrap();

@@ -128,6 +128,11 @@ impl History {
             for (app, actual) in &snapshot.apps {
                 self.sample(app, &actual.traffic.http, now);
             }
+            // A destroyed app's series go; a new app of its name starts afresh.
+            self.apps
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .retain(|app, _| snapshot.apps.contains_key(app));
         }
     }
 
@@ -157,6 +162,13 @@ impl History {
                 })
                 .collect()
         };
+        // Counts that went down were started over (the app left the route
+        // table and came back): what they are now is all that happened.
+        let restarted =
+            requests(figures) < requests(&series.last) || figures.status[4] < series.last.status[4];
+        if restarted {
+            series.last = HttpFigures::default();
+        }
         let (now_buckets, last_buckets) = (per_bucket(figures), per_bucket(&series.last));
         let point = Point {
             at: now,

@@ -3,10 +3,11 @@
 //!
 //! Per app: requests the router routed, answers by status class, their
 //! duration (a histogram, from the app being known to the last byte sent),
-//! body bytes in and out, the router's own 5xx answers, requests held now,
+//! body bytes sent, the router's own 5xx answers, requests held now,
 //! TCP service connections open, and what the `[edge]` rules refused by
 //! reason. Per process group: instances running and
-//! desired. And berth's own: the apps it has and its version.
+//! desired. And berth's own: the apps it has, its version, and the log
+//! lines it stored and dropped.
 
 use axum::extract::State;
 use axum::http::header;
@@ -43,7 +44,21 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
     let apps = Gauge::<i64>::default();
     let responses = Family::<Labels, Counter>::default();
     let bytes_out = Family::<Labels, Counter>::default();
-    let bytes_in = Family::<Labels, Counter>::default();
+    let lines_stored = Counter::<u64>::default();
+    let lines_dropped = Counter::<u64>::default();
+    registry.register(
+        "log_lines_stored",
+        "Log lines stored (apps' output, the router's access log, builds)",
+        lines_stored.clone(),
+    );
+    registry.register(
+        "log_lines_dropped",
+        "Log lines dropped because the log writer was too far behind",
+        lines_dropped.clone(),
+    );
+    let (stored, dropped) = state.logs.counts();
+    lines_stored.inc_by(stored);
+    lines_dropped.inc_by(dropped);
     let mut durations = Vec::new();
     registry.register(
         "http_responses",
@@ -54,11 +69,6 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
         "http_response_bytes",
         "Body bytes sent to the app's clients",
         bytes_out.clone(),
-    );
-    registry.register(
-        "http_request_bytes",
-        "Body bytes the app's clients sent (as declared by Content-Length)",
-        bytes_in.clone(),
     );
     registry.register(
         "http_requests",
@@ -125,7 +135,6 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
             responses.get_or_create(&labels).inc_by(*count);
         }
         bytes_out.get_or_create(&of_app).inc_by(http.bytes_out);
-        bytes_in.get_or_create(&of_app).inc_by(http.bytes_in);
         durations.push((app.clone(), http.clone()));
         tcp_open
             .get_or_create(&of_app)

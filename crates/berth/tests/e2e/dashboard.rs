@@ -29,20 +29,21 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let [port] = berth_testkit::free_ports::<1>();
-        let driver = tokio::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver (.ci/run installs chromium-driver)");
+        let chromium = ["chromium", "chromium-browser"]
+            .iter()
+            .flat_map(|name| {
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(move |dir| dir.join(name))
+                    .collect::<Vec<_>>()
+            })
+            .find(|path| path.is_file())
+            .expect("Chromium (.ci/run installs Debian's chromium)");
         let profile = tempfile::tempdir().unwrap();
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
             serde_json::json!({
-                "binary": "/usr/bin/chromium",
+                "binary": chromium,
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -52,28 +53,40 @@ impl Browser {
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let mut client = None;
-        for _ in 0..100 {
-            match ClientBuilder::new(connector.clone())
-                .capabilities(capabilities.clone())
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await
-            {
-                Ok(connected) => {
-                    client = Some(connected);
+        // The port is free when picked; another test may take it before
+        // chromedriver binds it: then it exits, and another port is tried.
+        for _ in 0..5 {
+            let [port] = berth_testkit::free_ports::<1>();
+            let mut driver = tokio::process::Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("chromedriver (.ci/run installs chromium-driver)");
+            for _ in 0..100 {
+                if driver.try_wait().unwrap().is_some() {
                     break;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                let connected = ClientBuilder::new(connector.clone())
+                    .capabilities(capabilities.clone())
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await;
+                if let Ok(client) = connected {
+                    let shots =
+                        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
+                    std::fs::create_dir_all(&shots).unwrap();
+                    return Browser {
+                        client,
+                        _driver: driver,
+                        _profile: profile,
+                        shots,
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
-        std::fs::create_dir_all(&shots).unwrap();
-        Browser {
-            client: client.expect("a Chromium session from chromedriver"),
-            _driver: driver,
-            _profile: profile,
-            shots,
-        }
+        panic!("no Chromium session from chromedriver");
     }
 
     async fn screenshot(&self, name: &str) {

@@ -31,6 +31,11 @@ pub(super) fn routes(state: ApiState) -> Router<ApiState> {
         .route("/ui/apps/{app}/rollback", post(actions::rollback))
         .route("/ui/apps/{app}/jobs/{job}/run", post(actions::run_job))
         .route("/ui/logout", post(sessions::logout))
+        // Like the API's: below the disk reserve, nothing new is made.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::disk::refuse_writes_when_full,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             sessions::require_session,
