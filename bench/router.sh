@@ -12,7 +12,9 @@ start_server
 copy_example hello "$WORK/hello"
 # As root, instances get their [[vm]] size as a CPU quota: give the app the
 # machine's two cores, as it has when started by hand.
-printf 'app = "hello"\n[[vm]]\ncpus = 2\nmemory = "512mb"\n' >"$WORK/hello/berth.toml"
+# nginx runs with access_log off: so does berth's router first (a row
+# with its access log on follows).
+printf 'app = "hello"\n[[vm]]\ncpus = 2\nmemory = "512mb"\n[logs]\naccess = false\n' >"$WORK/hello/berth.toml"
 (cd "$WORK/hello" && "$BERTH" up >/dev/null 2>"$WORK/up.log") || { cat "$WORK/up.log"; exit 1; }
 PORT=$("$BERTH" status --app hello --json | json_field 'd["instances"][0]["port"]')
 PID=$("$BERTH" status --app hello --json | json_field 'd["instances"][0]["pid"]')
@@ -79,7 +81,13 @@ printf '%-8s %12s %10s %10s\n' "path" "requests/s" "p50" "p99"
 run direct "http://127.0.0.1:$PORT/"
 run nginx "http://127.0.0.1:$NGINX_PORT/"
 run berth "http://127.0.0.1:$ROUTER_PORT/" "hello.localhost"
-awk -v b="$berth_rps" -v n="$nginx_rps" -v bp="$(to_ms "$berth_p99")" -v dp="$(to_ms "$direct_p99")" -v np="$(to_ms "$nginx_p99")" 'BEGIN {
+# The same with the router's access log on (the default): a line per
+# request stored in the app's logs.
+sed -i 's/^access = false$/access = true/' "$WORK/hello/berth.toml"
+(cd "$WORK/hello" && "$BERTH" deploy >/dev/null 2>"$WORK/up.log") || { cat "$WORK/up.log"; exit 1; }
+run logged "http://127.0.0.1:$ROUTER_PORT/" "hello.localhost"
+awk -v b="$berth_rps" -v l="$logged_rps" -v n="$nginx_rps" -v bp="$(to_ms "$berth_p99")" -v dp="$(to_ms "$direct_p99")" -v np="$(to_ms "$nginx_p99")" 'BEGIN {
     printf "berth/nginx requests/s: %.2fx (target >= 1.0)\n", b/n
+    printf "berth with its access log / nginx without: %.2fx\n", l/n
     printf "berth p99 / direct p99: %.2fx (target <= 1.2); nginx p99 / direct p99: %.2fx\n", bp/dp, np/dp
 }'

@@ -12,6 +12,9 @@ pub struct ServerConfig {
     pub api_addr: SocketAddr,
     /// Where the router listens.
     pub router_addr: SocketAddr,
+    /// Where `GET /metrics` is also served, without the token (for a
+    /// Prometheus on this host or a private network).
+    pub metrics_addr: Option<SocketAddr>,
     /// Where the router serves HTTPS, if it does.
     pub https_addr: Option<SocketAddr>,
     /// Where custom domains' certificates come from, when from an ACME CA.
@@ -56,6 +59,7 @@ impl ServerConfig {
             data_dir,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8079)),
             router_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_addr: None,
             https_addr: None,
             acme: None,
             trusted_proxies: Vec::new(),

@@ -189,6 +189,10 @@ pub async fn run(
     close_data_files(data).map_err(data_error(data))?;
     let slugs = SlugStore::new(config.slugs_dir());
     let api_listener = bind(config.api_addr).await?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let router_threads = std::thread::available_parallelism().map_or(2, |cores| cores.get().min(4));
     let router_sockets = berth_router::RouterSockets::bind(config.router_addr, router_threads)
         .map_err(|source| ServerError::Bind {
@@ -468,6 +472,16 @@ pub async fn run(
             listener,
             api::runtime_routes(state.clone()),
             None,
+            shutdown.clone(),
+        ));
+    }
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics without the token");
+        }
+        tokio::spawn(api::serve_metrics(
+            listener,
+            state.clone(),
             shutdown.clone(),
         ));
     }

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod apps;
+mod counts;
 mod domains;
 mod drains;
 mod edge;
@@ -25,6 +26,7 @@ mod migrations;
 mod releases;
 mod rows;
 
+pub use counts::OutcomeCount;
 pub use domains::DomainRow;
 pub use drains::{DrainProgress, DrainRow, MAX_DRAINS_PER_APP};
 mod scaling;

@@ -17,6 +17,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     let data = data_dir(global);
     let mut config = berth_server::ServerConfig::new(data.clone());
     config.api_addr = args.api_addr;
+    config.metrics_addr = args.metrics_addr;
     let (router_addr, https_addr) = args.listeners();
     config.router_addr = router_addr;
     config.https_addr = https_addr;

@@ -19,6 +19,11 @@ pub struct ServerArgs {
     /// Serve the API over TLS on loopback too.
     #[arg(long)]
     pub api_tls: bool,
+    /// Also serve `GET /metrics` here, without the API token (for a
+    /// Prometheus on this host or a private network; nothing else is
+    /// served there).
+    #[arg(long = "metrics", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// A name or address the API's certificate holds besides this host's
     /// own: the one clients dial (repeatable).
     #[arg(long = "api-name", value_parser = api_name)]

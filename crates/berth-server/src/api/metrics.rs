@@ -26,6 +26,23 @@ type Labels = Vec<(String, String)>;
 /// The content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Serves `GET /metrics` alone, without the token, on `listener`
+/// (`--metrics ADDR`) until `shutdown`.
+pub(crate) async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(state);
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(err) = serving.await {
+        tracing::error!(error = %err, "the metrics listener stopped");
+    }
+}
+
 /// The metrics, as a scrape gets them.
 pub(super) async fn metrics(State(state): State<ApiState>) -> ApiResult<Response> {
     let text = encode(&state).map_err(|err| ApiFailure::Internal(err.to_string()))?;
@@ -56,6 +73,30 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
         "Log lines dropped because the log writer was too far behind",
         lines_dropped.clone(),
     );
+    let executions = Family::<Labels, Counter>::default();
+    let releases = Family::<Labels, Gauge>::default();
+    registry.register(
+        "job_executions",
+        "Job executions (berth-run: one-off commands) by outcome",
+        executions.clone(),
+    );
+    registry.register(
+        "releases",
+        "Releases by status: failed ones are failed deploys",
+        releases.clone(),
+    );
+    for count in state.store.execution_counts().unwrap_or_default() {
+        let labels = vec![
+            ("app".into(), count.app),
+            ("job".into(), count.name),
+            ("status".into(), count.status),
+        ];
+        executions.get_or_create(&labels).inc_by(count.count);
+    }
+    for count in state.store.release_counts().unwrap_or_default() {
+        let labels = vec![("app".into(), count.app), ("status".into(), count.status)];
+        releases.get_or_create(&labels).set(count.count as i64);
+    }
     let (stored, dropped) = state.logs.counts();
     lines_stored.inc_by(stored);
     lines_dropped.inc_by(dropped);
@@ -115,7 +156,14 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
         )]),
     );
 
+    let passes = Counter::<u64>::default();
+    registry.register(
+        "reconcile_passes",
+        "Passes the reconciler made (each compares what should run with what does)",
+        passes.clone(),
+    );
     let snapshot = state.reconciler.snapshot();
+    passes.inc_by(snapshot.passes);
     apps.set(snapshot.apps.len() as i64);
     for (app, actual) in &snapshot.apps {
         let of_app: Labels = vec![("app".into(), app.clone())];

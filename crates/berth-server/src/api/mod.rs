@@ -35,6 +35,7 @@ mod state;
 mod stream;
 mod terminal;
 
+pub(crate) use metrics::serve_metrics;
 pub(crate) use serve::serve;
 
 pub use state::ApiState;

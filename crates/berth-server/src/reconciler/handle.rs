@@ -14,6 +14,8 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 pub struct Snapshot {
     /// Per app.
     pub apps: HashMap<String, AppActual>,
+    /// Passes the reconciler made since the server started.
+    pub passes: u64,
 }
 
 /// One app's actual state.

@@ -84,6 +84,8 @@ pub struct Reconciler {
     /// The edge rules set with `berth edge`, as last read: kept when a read
     /// fails, so a store error never drops a `deny`.
     edge_by_cli: HashMap<String, berth_proto::EdgeRuleSet>,
+    /// Passes made since the server started.
+    passes: u64,
     published_routes: Vec<RouteKey>,
     /// Counts set ahead of the store: (app, group) → the override.
     overrides: HashMap<(String, String), Override>,
@@ -140,6 +142,7 @@ impl Reconciler {
             backoff: HashMap::new(),
             traffic: HashMap::new(),
             edge_by_cli: HashMap::new(),
+            passes: 0,
             published_routes: Vec::new(),
             specs: HashMap::new(),
             pending_stops: Vec::new(),

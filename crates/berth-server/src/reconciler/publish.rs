@@ -16,7 +16,11 @@ impl Reconciler {
     pub(super) fn publish(&mut self, desired: &[DesiredApp]) {
         let mut table = RouteTable::default();
         let mut key = Vec::with_capacity(desired.len());
-        let mut snapshot = Snapshot::default();
+        self.passes += 1;
+        let mut snapshot = Snapshot {
+            passes: self.passes,
+            ..Snapshot::default()
+        };
         // Read each pass: a domain added or removed routes at the next one.
         let mut domains_of: std::collections::HashMap<String, Vec<(String, bool)>> =
             std::collections::HashMap::new();

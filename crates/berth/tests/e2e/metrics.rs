@@ -76,6 +76,14 @@ async fn metrics_count_requests_instances_and_refusals_per_app() {
     }
     assert_eq!(server.get("measured", "/limited").await.status, 200);
     assert_eq!(server.get("measured", "/limited").await.status, 429);
+    // One-off commands are job executions, counted by outcome.
+    server
+        .ok(&["run", "--no-tty", "--app", "measured", "--", "true"])
+        .await;
+    server
+        .berth(&["run", "--no-tty", "--app", "measured", "--", "false"])
+        .run()
+        .await;
     // The counts are published with the reconciler's next pass.
     let mut text = String::new();
     for _ in 0..100 {
@@ -172,6 +180,25 @@ async fn metrics_count_requests_instances_and_refusals_per_app() {
         .stdout;
     assert_eq!(errors.lines().count(), 0, "{errors}");
     assert!(has("berth_log_lines_dropped_total{} 0.0"), "{samples:#?}");
+    assert!(
+        has("berth_releases{app=\"measured\",status=\"active\"} 1.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|line| line.starts_with("berth_reconcile_passes_total{} ")
+                && !line.ends_with(" 0.0")),
+        "{samples:#?}"
+    );
+    for status in ["succeeded", "failed"] {
+        assert!(
+            has(&format!(
+                "berth_job_executions_total{{app=\"measured\",job=\"berth-run\",status=\"{status}\"}} 1.0"
+            )),
+            "{samples:#?}"
+        );
+    }
     assert_eq!(
         sample(
             &text,
@@ -204,6 +231,35 @@ async fn metrics_count_requests_instances_and_refusals_per_app() {
     assert!(text.ends_with("# EOF\n"), "{text}");
 
     // Without the token: refused, like any route of the API.
+    let anonymous = reqwest::get(format!("{}/metrics", server.api_url))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_listener_serves_metrics_alone_without_the_token() {
+    setup();
+    let [port] = berth_testkit::free_ports::<1>();
+    let address = format!("127.0.0.1:{port}");
+    let server = TestServer::start_with(&["--metrics", &address]).await;
+    let scraped = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    assert!(
+        parsed(&text).iter().any(|line| line == "berth_apps{} 0.0"),
+        "{text}"
+    );
+    // Nothing else is served there: not the API, not the dashboard.
+    for path in ["/v1/apps", "/ui", "/"] {
+        let other = reqwest::get(format!("http://{address}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(other.status(), 404, "{path}");
+    }
+    // The API's own /metrics still wants the token.
     let anonymous = reqwest::get(format!("{}/metrics", server.api_url))
         .await
         .unwrap();
