@@ -35,7 +35,7 @@ file_secs=$(python3 -c "import sys; print(float(sys.argv[1]) - float(sys.argv[2]
 
 read -r stored0 dropped0 < <(counts)
 start=$(date +%s.%N)
-"$BERTH" run --no-tty --detach --app logbench -- "$GENERATE" >/dev/null
+"$BERTH" run --detach --app logbench -- "$GENERATE" >/dev/null
 while :; do
     read -r stored dropped < <(counts)
     [ $((stored - stored0 + dropped - dropped0)) -ge "$LINES" ] && break

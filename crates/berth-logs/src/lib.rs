@@ -221,6 +221,12 @@ impl LogStore {
         false
     }
 
+    /// Whether the writer is far enough behind that producers who can wait
+    /// (instances' output) should: half of [`MAX_QUEUED`].
+    pub fn backlogged(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= MAX_QUEUED / 2
+    }
+
     /// Lines stored and lines dropped since the server started.
     pub fn counts(&self) -> (u64, u64) {
         (

@@ -189,6 +189,22 @@ pub enum OutputStream {
 /// Receives each line an instance writes.
 pub type OutputSink = Arc<dyn Fn(OutputStream, String) + Send + Sync>;
 
+/// Says whether the instances' output is coming faster than it is stored.
+pub type Backlog = Arc<dyn Fn() -> bool + Send + Sync>;
+
+static OUTPUT_BACKLOG: std::sync::OnceLock<Backlog> = std::sync::OnceLock::new();
+
+/// Makes instances' output wait while `backlogged` says so: their pipes
+/// fill and they block on their writes, as on a slow disk, instead of
+/// their lines being dropped. Set once, by the server.
+pub fn set_output_backlog(backlogged: Backlog) {
+    let _ = OUTPUT_BACKLOG.set(backlogged);
+}
+
+fn output_backlogged() -> bool {
+    OUTPUT_BACKLOG.get().is_some_and(|backlogged| backlogged())
+}
+
 /// How an instance ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitCause {

@@ -354,6 +354,9 @@ pub async fn run(
         shutdown.clone(),
     ));
     let drains = drains::Drains::start(store.clone(), logs.clone(), shutdown.clone());
+    // Instances wait while the log writer is behind, rather than lose lines.
+    let backlog_of = logs.clone();
+    berth_runtime::set_output_backlog(Arc::new(move || backlog_of.backlogged()));
     let state_logs = logs.clone();
     let history = Arc::new(traffic_history::History::default());
     tokio::spawn(history.clone().run(handle.clone(), shutdown.clone()));

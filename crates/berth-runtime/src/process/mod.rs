@@ -473,6 +473,11 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, outp
         line.clear();
     };
     while let Ok(available) = reader.fill_buf().await {
+        // Whoever stores the lines is behind: wait, so the pipe fills and
+        // the app waits too, rather than lines being lost.
+        while crate::output_backlogged() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         if available.is_empty() {
             if !line.is_empty() {
                 emit(&mut line);
