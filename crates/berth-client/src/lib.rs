@@ -110,14 +110,19 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         if response.status().is_success() {
             return Ok(response);
         }
         Err(Self::failure(response).await)
+    }
+
+    /// The error of a request that reached no server.
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        }
     }
 
     /// The error a response that is not a success stands for.

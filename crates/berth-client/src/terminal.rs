@@ -33,10 +33,7 @@ impl Client {
             .json(request)
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             return Err(Self::failure(response).await);
         }

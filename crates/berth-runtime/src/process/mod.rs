@@ -301,19 +301,8 @@ fn start_forked(
         return start_on_terminal(argv, env, workdir, sandbox, terminal);
     }
     use std::os::unix::process::CommandExt;
-    // std's Command, not tokio's: tokio would reap the child itself, and
-    // the group must be killed before the reap (see wait_for_exit).
-    let mut command = std::process::Command::new(&argv[0]);
+    let mut command = command::base_command(argv, env, workdir, sandbox.is_some());
     command
-        .args(&argv[1..])
-        // A sandbox enters its working directory itself, last.
-        .current_dir(if sandbox.is_some() {
-            std::path::Path::new("/")
-        } else {
-            workdir
-        })
-        .env_clear()
-        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -500,6 +489,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, outp
     }
 }
 
+mod command;
 mod on_terminal;
 mod started;
 #[cfg(test)]

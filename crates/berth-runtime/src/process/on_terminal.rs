@@ -27,16 +27,8 @@ pub(super) fn start_on_terminal(
     let app_is_forked = sandbox
         .as_ref()
         .is_some_and(isolation::PreparedSandbox::uses_pid_namespace);
-    let mut command = std::process::Command::new(&argv[0]);
+    let mut command = super::command::base_command(argv, env, workdir, sandbox.is_some());
     command
-        .args(&argv[1..])
-        .current_dir(if sandbox.is_some() {
-            std::path::Path::new("/")
-        } else {
-            workdir
-        })
-        .env_clear()
-        .envs(env)
         .stdin(Stdio::from(terminal.try_clone()?))
         .stdout(Stdio::from(terminal.try_clone()?))
         .stderr(Stdio::from(terminal.try_clone()?));
