@@ -291,6 +291,12 @@ pub struct InstanceInfo {
     pub pid: Option<u32>,
     /// The loopback port it listens on (web only).
     pub port: Option<u16>,
+    /// CPU time it used since it started, in seconds (from its cgroup, as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Memory it holds now, in bytes (from its cgroup, as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// A release: a built slug plus the spec and env it runs with.

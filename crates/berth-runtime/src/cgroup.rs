@@ -311,6 +311,40 @@ impl InstanceCgroup {
         Ok(())
     }
 
+    /// The CPU time its processes used and the memory they hold now.
+    pub fn usage(&self) -> crate::Usage {
+        let read = |path: PathBuf| std::fs::read_to_string(path).ok();
+        let (cpu_seconds, memory_bytes) = if self.version2 {
+            let cpu = read(self.memory_dir.join("cpu.stat")).and_then(|text| {
+                text.lines().find_map(|line| {
+                    let micros: u64 = line.strip_prefix("usage_usec ")?.trim().parse().ok()?;
+                    Some(micros as f64 / 1e6)
+                })
+            });
+            let memory = read(self.memory_dir.join("memory.current"))
+                .and_then(|text| text.trim().parse().ok());
+            (cpu, memory)
+        } else {
+            let cpu = self
+                .dirs
+                .iter()
+                .map(|dir| dir.join("cpuacct.usage"))
+                .find(|path| path.exists())
+                .and_then(read)
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .map(|nanos| nanos as f64 / 1e9)
+                // No cpuacct hierarchy: the CPU time of its processes now.
+                .or_else(|| processes_cpu_seconds(&self.memory_dir));
+            let memory = read(self.memory_dir.join("memory.usage_in_bytes"))
+                .and_then(|text| text.trim().parse().ok());
+            (cpu, memory)
+        };
+        crate::Usage {
+            cpu_seconds,
+            memory_bytes,
+        }
+    }
+
     /// How many processes the OOM killer killed in it.
     pub fn oom_kills(&self) -> u64 {
         let file = if self.version2 {
@@ -366,6 +400,35 @@ impl Drop for InstanceCgroup {
     }
 }
 
+/// The CPU time (user and system, their waited-for children's included) of
+/// the processes in the cgroup at `dir`, from `/proc`.
+fn processes_cpu_seconds(dir: &std::path::Path) -> Option<f64> {
+    // The kernel's USER_HZ, which /proc's times are counted in.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    let mut ticks = 0u64;
+    for pid in procs
+        .lines()
+        .filter_map(|line| line.trim().parse::<u32>().ok())
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state is field 3, utime 14.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        for index in 11..=14 {
+            ticks += fields
+                .get(index)
+                .and_then(|field| field.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(ticks as f64 / TICKS_PER_SECOND)
+}
+
 /// The processes below `root` (children, their children…), at most 4096.
 fn descendants(root: u32) -> Vec<u32> {
     // Every thread's `children` file lists the processes it forked; a walk
@@ -392,4 +455,26 @@ fn descendants(root: u32) -> Vec<u32> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cpu_time_of_a_cgroups_processes_is_read_from_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cgroup.procs"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        // Burn a little CPU (well over the 10 ms /proc counts in).
+        let start = std::time::Instant::now();
+        let mut spin = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(100) {
+            spin = spin.wrapping_add(std::hint::black_box(1));
+        }
+        let seconds = super::processes_cpu_seconds(dir.path()).unwrap();
+        assert!(seconds >= 0.05, "{seconds} s ({spin})");
+        assert_eq!(super::processes_cpu_seconds(&dir.path().join("none")), None);
+    }
 }

@@ -326,6 +326,11 @@ impl RunningInstance {
         RunningInstance { pid, exit, control }
     }
 
+    /// What it uses now (CPU time, memory), when it is measured.
+    pub fn usage(&self) -> Usage {
+        self.control.usage()
+    }
+
     /// Waits until it has exited and every line it wrote has gone to its
     /// output sink.
     pub async fn exited(&self) -> ExitCause {
@@ -371,6 +376,19 @@ pub trait InstanceControl: Send + Sync + fmt::Debug {
     fn terminate(&self);
     /// Stops it now (SIGKILL).
     fn kill(&self);
+    /// What it uses, when it is measured (a cgroup of its own, as root).
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+}
+
+/// What an instance uses, from its cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// CPU time used since it started, in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Memory it holds now, in bytes (page cache included).
+    pub memory_bytes: Option<u64>,
 }
 
 /// A runtime driver.

@@ -68,6 +68,8 @@ struct ProcessGroup {
     /// The session of a command run on a terminal, which leads a process
     /// group of its own (see [`crate::terminal`]).
     terminal_session: Option<crate::terminal::TerminalSession>,
+    /// Its cgroup, when it has one: what it uses.
+    cgroup: Option<Arc<crate::cgroup::InstanceCgroup>>,
 }
 
 impl InstanceControl for ProcessGroup {
@@ -76,6 +78,13 @@ impl InstanceControl for ProcessGroup {
         if let Some(session) = &self.terminal_session {
             session.signal(self.stop_signal, self.pid);
         }
+    }
+
+    fn usage(&self) -> crate::Usage {
+        self.cgroup
+            .as_ref()
+            .map(|cgroup| cgroup.usage())
+            .unwrap_or_default()
     }
 
     fn kill(&self) {
@@ -188,6 +197,7 @@ impl Driver for ProcessDriver {
             source,
         })?;
         let cgroup = cgroup.map(Arc::new);
+        let measured = cgroup.clone();
         if let Some(cgroup) = cgroup.as_ref().filter(|_| !joined) {
             let cgroup = cgroup.clone();
             let id = spec.id.clone();
@@ -245,6 +255,7 @@ impl Driver for ProcessDriver {
                 pid,
                 stop_signal: spec.stop_signal,
                 terminal_session,
+                cgroup: measured,
             }),
         ))
     }

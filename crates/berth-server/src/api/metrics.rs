@@ -73,6 +73,18 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
         "Log lines dropped because the log writer was too far behind",
         lines_dropped.clone(),
     );
+    let cpu_seconds = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let memory_bytes = Family::<Labels, Gauge>::default();
+    registry.register(
+        "cpu_seconds",
+        "CPU time the group's running instances used since each started (from their cgroups)",
+        cpu_seconds.clone(),
+    );
+    registry.register(
+        "memory_bytes",
+        "Memory the group's running instances hold now (from their cgroups)",
+        memory_bytes.clone(),
+    );
     let executions = Family::<Labels, Counter>::default();
     let releases = Family::<Labels, Gauge>::default();
     registry.register(
@@ -208,6 +220,25 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
             ];
             running.get_or_create(&labels).set(i64::from(group.running));
             desired.get_or_create(&labels).set(i64::from(group.desired));
+            let of_group = actual
+                .instances
+                .iter()
+                .filter(|instance| instance.process == group.name);
+            let (mut cpu, mut memory) = (None::<f64>, None::<u64>);
+            for instance in of_group {
+                if let Some(seconds) = instance.cpu_seconds {
+                    cpu = Some(cpu.unwrap_or(0.0) + seconds);
+                }
+                if let Some(bytes) = instance.memory_bytes {
+                    memory = Some(memory.unwrap_or(0) + bytes);
+                }
+            }
+            if let Some(cpu) = cpu {
+                cpu_seconds.get_or_create(&labels).set(cpu);
+            }
+            if let Some(memory) = memory {
+                memory_bytes.get_or_create(&labels).set(memory as i64);
+            }
         }
     }
     registry.register_collector(Box::new(histograms::Durations(durations)));

@@ -185,19 +185,24 @@ impl Reconciler {
                 .instances
                 .values()
                 .filter(|instance| instance.app == app.app)
-                .map(|instance| InstanceInfo {
-                    id: instance.id.clone(),
-                    process: instance.process.clone(),
-                    release: instance.release,
-                    state: instance.phase.wire(),
-                    healthy: instance.phase == Phase::Running,
-                    restarts: self
-                        .backoff
-                        .get(&(instance.app.clone(), instance.process.clone()))
-                        .map_or(0, |backoff| backoff.failures),
-                    uptime_secs: instance.started.elapsed().as_secs(),
-                    pid: Some(instance.running.pid),
-                    port: instance.port,
+                .map(|instance| {
+                    let usage = instance.running.usage();
+                    InstanceInfo {
+                        cpu_seconds: usage.cpu_seconds,
+                        memory_bytes: usage.memory_bytes,
+                        id: instance.id.clone(),
+                        process: instance.process.clone(),
+                        release: instance.release,
+                        state: instance.phase.wire(),
+                        healthy: instance.phase == Phase::Running,
+                        restarts: self
+                            .backoff
+                            .get(&(instance.app.clone(), instance.process.clone()))
+                            .map_or(0, |backoff| backoff.failures),
+                        uptime_secs: instance.started.elapsed().as_secs(),
+                        pid: Some(instance.running.pid),
+                        port: instance.port,
+                    }
                 })
                 .collect();
             snapshot.apps.insert(

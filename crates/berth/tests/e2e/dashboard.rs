@@ -215,6 +215,10 @@ async fn a_browser_signs_in_scales_follows_logs_and_rolls_back() {
         })
         .await;
     browser.screenshot("scaled").await;
+    if berth_runtime::can_isolate() {
+        // Each instance's memory, from its cgroup.
+        assert!(page_has(&browser.client, " MiB</td>").await);
+    }
 
     // Live logs: a line the app prints shows up on the open page.
     browser

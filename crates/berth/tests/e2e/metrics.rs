@@ -191,6 +191,38 @@ async fn metrics_count_requests_instances_and_refusals_per_app() {
                 && !line.ends_with(" 0.0")),
         "{samples:#?}"
     );
+    // As root each instance has a cgroup: what it uses is measured.
+    let memory = samples.iter().find_map(|line| {
+        line.strip_prefix("berth_memory_bytes{app=\"measured\",group=\"web\"} ")?
+            .parse::<f64>()
+            .ok()
+    });
+    let cpu = samples.iter().find_map(|line| {
+        line.strip_prefix("berth_cpu_seconds{app=\"measured\",group=\"web\"} ")?
+            .parse::<f64>()
+            .ok()
+    });
+    if berth_runtime::can_isolate() {
+        assert!(
+            memory.is_some_and(|bytes| bytes > 100_000.0),
+            "{samples:#?}"
+        );
+        assert!(cpu.is_some_and(|seconds| seconds >= 0.0), "{samples:#?}");
+        let status = server
+            .ok(&["status", "--app", "measured", "--json"])
+            .await
+            .json();
+        assert!(
+            status["instances"][0]["memory_bytes"].as_u64() > Some(100_000),
+            "{status}"
+        );
+    } else {
+        assert_eq!(
+            (memory, cpu),
+            (None, None),
+            "without cgroups nothing is measured"
+        );
+    }
     for status in ["succeeded", "failed"] {
         assert!(
             has(&format!(
