@@ -84,6 +84,7 @@ mod resources;
 mod site;
 mod states;
 mod terminal;
+mod usage;
 
 pub use cidr::{Ipv4Cidr, PRIVATE_RANGES};
 pub use domains::*;
@@ -100,6 +101,7 @@ pub use states::*;
 pub use terminal::{
     Frame, FrameError, FrameReader, MAX_FRAME_PAYLOAD, TERMINAL_UPGRADE, TerminalSize,
 };
+pub use usage::*;
 
 /// Checks an app name: 1 to 63 characters of `a-z`, `0-9` and `-`, starting
 /// with a letter or digit (as flyctl allows) and not ending with `-`, so that

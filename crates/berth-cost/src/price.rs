@@ -1,0 +1,227 @@
+//! What a month of metered usage would cost on one provider's plan.
+
+use std::collections::BTreeMap;
+
+use berth_proto::{CostLine, ProviderCost, UsageRow};
+
+use crate::table::{BilledTime, Plan, PriceTable, Size};
+
+/// Bytes in a gigabyte, as providers bill egress and disks.
+const GB: f64 = 1e9;
+
+/// The month being priced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Month {
+    /// `2026-11`.
+    pub name: String,
+    /// Its days.
+    pub days: u32,
+    /// How much of it the usage covers: 1 for a past month.
+    pub fraction: f64,
+}
+
+/// What the own-server plan splits: the server's price and every app's
+/// vCPU-seconds this month.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServerShare {
+    /// The server's monthly price, when the user gave one.
+    pub usd_per_month: Option<f64>,
+    /// Declared vCPU-seconds of every app on the server this month.
+    pub all_vcpu_seconds: f64,
+}
+
+/// What the rows of one process group at one size add up to.
+#[derive(Debug, Default)]
+struct Group {
+    instance_seconds: f64,
+    busy_seconds: f64,
+    requests: u64,
+}
+
+/// Prices `rows` (daily rows of one month) on `plan` of `table`.
+pub fn price_plan(
+    table: &PriceTable,
+    plan: &Plan,
+    rows: &[UsageRow],
+    month: &Month,
+    server: ServerShare,
+) -> ProviderCost {
+    let mut cost = ProviderCost {
+        provider: table.provider.clone(),
+        plan: plan.name.clone(),
+        title: plan.title.clone(),
+        valid_from: table.valid_from.clone(),
+        source: table.source.clone(),
+        total_usd: 0.0,
+        lines: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut groups: BTreeMap<(String, u64, u32), Group> = BTreeMap::new();
+    let mut totals = UsageRow::default();
+    let mut volume_gb_days = 0.0;
+    for row in rows {
+        totals.add(row);
+        volume_gb_days += row.volume_bytes as f64 / GB;
+        if row.instance_seconds > 0.0 || row.requests > 0 {
+            let group = groups
+                .entry((row.process.clone(), row.cpus.to_bits(), row.memory_mb))
+                .or_default();
+            group.instance_seconds += row.instance_seconds;
+            group.busy_seconds += row.busy_seconds;
+            group.requests += row.requests;
+        }
+    }
+    if let Some(configured) = plan.server_usd_per_month {
+        let usd_per_month = server.usd_per_month.unwrap_or(configured);
+        let vcpu_seconds: f64 = groups
+            .iter()
+            .map(|((_, cpus, _), group)| group.instance_seconds * f64::from_bits(*cpus))
+            .sum();
+        let share = if server.all_vcpu_seconds > 0.0 {
+            (vcpu_seconds / server.all_vcpu_seconds).min(1.0)
+        } else {
+            0.0
+        };
+        if usd_per_month == 0.0 {
+            cost.notes
+                .push("no server price given: pass --server-usd MONTHLY_PRICE".into());
+        }
+        cost.lines.push(CostLine {
+            item: format!("{:.1}% of the server's use", share * 100.0),
+            quantity: vcpu_seconds,
+            unit: "vCPU-seconds".into(),
+            usd: usd_per_month * share * month.fraction,
+        });
+    } else if plan.sizes.is_empty() {
+        price_resources(plan, &groups, &mut cost);
+    } else {
+        price_sizes(plan, &groups, &mut cost);
+    }
+    if plan.usd_per_million_requests > 0.0 {
+        let billed = (totals.requests as f64 - plan.free.requests).max(0.0);
+        cost.lines.push(CostLine {
+            item: "requests".into(),
+            quantity: billed,
+            unit: "requests".into(),
+            usd: billed / 1e6 * plan.usd_per_million_requests,
+        });
+    }
+    if plan.egress_usd_per_gb > 0.0 {
+        let sent = (totals.bytes_out + totals.egress_bytes) as f64 / GB;
+        let billed = (sent - plan.free.egress_gb).max(0.0);
+        cost.lines.push(CostLine {
+            item: "data sent".into(),
+            quantity: billed,
+            unit: "GB".into(),
+            usd: billed * plan.egress_usd_per_gb,
+        });
+    }
+    if plan.volume_usd_per_gb_month > 0.0 && volume_gb_days > 0.0 {
+        let gb_months = volume_gb_days / f64::from(month.days.max(1));
+        cost.lines.push(CostLine {
+            item: "volumes".into(),
+            quantity: gb_months,
+            unit: "GB-months".into(),
+            usd: gb_months * plan.volume_usd_per_gb_month,
+        });
+    }
+    cost.total_usd = cost.lines.iter().map(|line| line.usd).sum();
+    cost
+}
+
+/// Cloud Run's way: vCPU-seconds and GiB-seconds of billed time.
+fn price_resources(
+    plan: &Plan,
+    groups: &BTreeMap<(String, u64, u32), Group>,
+    cost: &mut ProviderCost,
+) {
+    let mut vcpu_seconds = 0.0;
+    let mut gib_seconds = 0.0;
+    for ((process, cpus, memory_mb), group) in groups {
+        let seconds = match plan.billed_time {
+            BilledTime::Busy if group.requests > 0 || group.busy_seconds > 0.0 => {
+                group.busy_seconds
+            }
+            BilledTime::Busy => {
+                cost.notes.push(format!(
+                    "{}: serves no requests, billed by instance time",
+                    shown_process(process)
+                ));
+                group.instance_seconds
+            }
+            BilledTime::Instance => group.instance_seconds,
+        };
+        vcpu_seconds += seconds * f64::from_bits(*cpus);
+        gib_seconds += seconds * f64::from(*memory_mb) / 1024.0;
+    }
+    let vcpu_billed = (vcpu_seconds - plan.free.vcpu_seconds).max(0.0);
+    let gib_billed = (gib_seconds - plan.free.gib_seconds).max(0.0);
+    cost.lines.push(CostLine {
+        item: "CPU".into(),
+        quantity: vcpu_billed,
+        unit: "vCPU-seconds".into(),
+        usd: vcpu_billed * plan.vcpu_second,
+    });
+    cost.lines.push(CostLine {
+        item: "memory".into(),
+        quantity: gib_billed,
+        unit: "GiB-seconds".into(),
+        usd: gib_billed * plan.gib_second,
+    });
+}
+
+/// Fly's and Render's way: the cheapest size that holds the declared
+/// one, by the hour.
+fn price_sizes(plan: &Plan, groups: &BTreeMap<(String, u64, u32), Group>, cost: &mut ProviderCost) {
+    let mut free_hours = plan.free.instance_hours;
+    for ((process, cpus, memory_mb), group) in groups {
+        let cpus = f64::from_bits(*cpus);
+        let (size, fits) = size_for(&plan.sizes, cpus, *memory_mb);
+        if !fits {
+            cost.notes.push(format!(
+                "{}: no size holds {cpus} CPUs and {memory_mb} MiB; priced as {}",
+                shown_process(process),
+                size.name
+            ));
+        }
+        let hours = group.instance_seconds / 3600.0;
+        let free = free_hours.min(hours);
+        free_hours -= free;
+        let billed = hours - free;
+        cost.lines.push(CostLine {
+            item: format!(
+                "{}: {cpus} CPU, {memory_mb} MiB as {} ({} CPU, {} MiB)",
+                shown_process(process),
+                size.name,
+                size.cpus,
+                size.memory_mb
+            ),
+            quantity: billed,
+            unit: "instance-hours".into(),
+            usd: billed * size.usd_per_month / plan.hours_per_month,
+        });
+    }
+}
+
+/// The cheapest size with at least `cpus` and `memory_mb` (and whether
+/// one fits; if none does, the largest).
+fn size_for(sizes: &[Size], cpus: f64, memory_mb: u32) -> (&Size, bool) {
+    let cheapest_fitting = sizes
+        .iter()
+        .filter(|size| size.cpus >= cpus && size.memory_mb >= memory_mb)
+        .min_by(|a, b| a.usd_per_month.total_cmp(&b.usd_per_month));
+    match cheapest_fitting {
+        Some(size) => (size, true),
+        None => (
+            sizes
+                .iter()
+                .max_by(|a, b| a.usd_per_month.total_cmp(&b.usd_per_month))
+                .expect("a size-priced plan has sizes"),
+            false,
+        ),
+    }
+}
+
+fn shown_process(process: &str) -> &str {
+    if process.is_empty() { "app" } else { process }
+}
