@@ -94,6 +94,14 @@ wire_enum!(
         ReleaseUnreadable => "release.unreadable",
         /// A TCP service's public port could not be listened on.
         ServiceUnbound => "service.unbound",
+        /// A budget threshold was reached (an alert went out).
+        BudgetAlert => "budget.alert",
+        /// A budget was crossed and its action taken.
+        BudgetExceeded => "budget.exceeded",
+        /// The spend rose far above the trailing day's rate.
+        BudgetSpike => "budget.spike",
+        /// A budget's action was lifted: the app runs as before.
+        BudgetResumed => "budget.resumed",
     }
 );
 

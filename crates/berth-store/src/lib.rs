@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod apps;
+mod budgets;
 mod counts;
 mod domains;
 mod drains;
@@ -23,12 +24,17 @@ mod edge;
 mod events;
 mod jobs;
 mod migrations;
+mod notify;
 mod releases;
 mod rows;
+mod usage;
 
+pub use budgets::{BudgetState, SERVER_BUDGET};
 pub use counts::OutcomeCount;
 pub use domains::DomainRow;
 pub use drains::{DrainProgress, DrainRow, MAX_DRAINS_PER_APP};
+pub use notify::{DueDelivery, NotifyRow, now_unix};
+pub use usage::{RESOLUTIONS, resolution_seconds};
 mod scaling;
 mod services;
 
@@ -200,6 +206,8 @@ pub struct DesiredApp {
     pub release: Option<ReleaseRow>,
     /// Desired instance count per process group.
     pub counts: BTreeMap<String, u32>,
+    /// A budget's action in force on it (its own, else the server's).
+    pub hold: Option<berth_proto::BudgetHold>,
 }
 
 /// A running instance as journaled, so a restarted server can find the
@@ -318,3 +326,5 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_tests;

@@ -155,6 +155,67 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     "#,
+    // 10: metered usage per app, process group and size, by minute, hour
+    // and day; budgets set with `berth budget set` (`*`: the server's) and
+    // where each stands this month; webhooks and their deliveries.
+    r#"
+    CREATE TABLE usage (
+        app TEXT NOT NULL,
+        process TEXT NOT NULL,
+        resolution TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        cpus REAL NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        instance_seconds REAL NOT NULL DEFAULT 0,
+        busy_seconds REAL NOT NULL DEFAULT 0,
+        cpu_seconds REAL NOT NULL DEFAULT 0,
+        memory_peak INTEGER NOT NULL DEFAULT 0,
+        memory_byte_seconds REAL NOT NULL DEFAULT 0,
+        requests INTEGER NOT NULL DEFAULT 0,
+        bytes_in INTEGER NOT NULL DEFAULT 0,
+        bytes_out INTEGER NOT NULL DEFAULT 0,
+        egress_bytes INTEGER NOT NULL DEFAULT 0,
+        build_seconds REAL NOT NULL DEFAULT 0,
+        job_seconds REAL NOT NULL DEFAULT 0,
+        volume_bytes INTEGER NOT NULL DEFAULT 0,
+        database_bytes INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (resolution, at, app, process, cpus, memory_mb)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_by_app ON usage (app, resolution, at);
+    CREATE TABLE budgets (
+        app TEXT PRIMARY KEY,
+        settings TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE budget_state (
+        app TEXT PRIMARY KEY,
+        period TEXT NOT NULL,
+        alerted TEXT NOT NULL DEFAULT '[]',
+        spiked INTEGER NOT NULL DEFAULT 0,
+        hold TEXT
+    );
+    CREATE TABLE notify_channels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        format TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE notify_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel INTEGER NOT NULL REFERENCES notify_channels(id) ON DELETE CASCADE,
+        event TEXT NOT NULL,
+        app TEXT NOT NULL,
+        at TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX notify_due ON notify_deliveries (status, next_at);
+    "#,
 ];
 
 /// Brings the schema to the newest version.

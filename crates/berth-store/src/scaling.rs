@@ -133,6 +133,8 @@ impl Store {
     /// What every app should run: its target release and counts.
     pub fn desired(&self) -> Result<Vec<DesiredApp>> {
         let apps = self.apps()?;
+        let mut holds = self.budget_holds()?;
+        let server_hold = holds.remove(SERVER_BUDGET);
         let mut desired = Vec::with_capacity(apps.len());
         for app in apps {
             let release = match app.target_release {
@@ -143,10 +145,12 @@ impl Store {
                 let conn = self.conn();
                 counts(&conn, &app.name)?
             };
+            let hold = holds.remove(&app.name).or_else(|| server_hold.clone());
             desired.push(DesiredApp {
                 app: app.name,
                 release,
                 counts,
+                hold,
             });
         }
         Ok(desired)
