@@ -19,6 +19,7 @@ mod edge;
 mod error;
 mod logs;
 mod terminal;
+mod usage;
 
 pub use error::ClientError;
 pub use logs::LogFilter;

@@ -71,6 +71,7 @@ impl Measure {
         request: &http::Request<hyper::body::Incoming>,
         client: IpAddr,
     ) -> Measure {
+        traffic.http.begin();
         Measure {
             traffic,
             log: log.map(|log| {
@@ -97,6 +98,7 @@ impl Measure {
             return;
         }
         let took = self.started.elapsed();
+        self.traffic.http.end();
         self.traffic.http.record(status, took, sent);
         if let Some((log, mut record)) = self.log.take() {
             record.status = status;

@@ -1,8 +1,9 @@
 //! Per-app HTTP figures the router counts: answers by status class, a
 //! latency histogram and bytes, read by `/metrics`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds of the latency histogram's buckets, in seconds (the last
 /// bucket, `+Inf`, is implied).
@@ -22,6 +23,18 @@ pub struct HttpStats {
     latency_sum_micros: AtomicU64,
     /// Body bytes sent to clients.
     bytes_out: AtomicU64,
+    /// Request body bytes received and passed on to instances.
+    bytes_in: AtomicU64,
+    /// Time with at least one request in flight.
+    busy: Mutex<Busy>,
+}
+
+/// Requests in flight now, since when, and the busy time so far.
+#[derive(Debug, Default)]
+struct Busy {
+    in_flight: u64,
+    since: Option<Instant>,
+    total: Duration,
 }
 
 /// A snapshot of [`HttpStats`].
@@ -35,9 +48,52 @@ pub struct HttpFigures {
     pub latency_sum_seconds: f64,
     /// Body bytes sent.
     pub bytes_out: u64,
+    /// Request body bytes passed on to instances.
+    pub bytes_in: u64,
+    /// Seconds with at least one request in flight.
+    pub busy_seconds: f64,
 }
 
 impl HttpStats {
+    /// A request to the app began (see [`HttpStats::end`]).
+    pub(crate) fn begin(&self) {
+        let mut busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if busy.in_flight == 0 {
+            busy.since = Some(Instant::now());
+        }
+        busy.in_flight += 1;
+    }
+
+    /// A request begun with [`HttpStats::begin`] ended.
+    pub(crate) fn end(&self) {
+        let mut busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        busy.in_flight = busy.in_flight.saturating_sub(1);
+        if busy.in_flight == 0
+            && let Some(since) = busy.since.take()
+        {
+            busy.total += since.elapsed();
+        }
+    }
+
+    pub(crate) fn count_bytes_in(&self, bytes: u64) {
+        self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn busy_seconds(&self) -> f64 {
+        let busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = busy.since.map_or(Duration::ZERO, |since| since.elapsed());
+        (busy.total + open).as_secs_f64()
+    }
+
     pub(crate) fn record(&self, status: u16, took: Duration, bytes_out: u64) {
         if let Some(class) = (status / 100).checked_sub(1)
             && let Some(counter) = self.status.get(usize::from(class))
@@ -71,6 +127,8 @@ impl HttpStats {
             latency_cumulative,
             latency_sum_seconds: self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            busy_seconds: self.busy_seconds(),
         }
     }
 }
@@ -96,5 +154,23 @@ mod tests {
         assert_eq!(figures.latency_cumulative.len(), LATENCY_BOUNDS.len() + 1);
         assert!((figures.latency_sum_seconds - 20.033).abs() < 1e-6);
         assert_eq!(figures.bytes_out, 105);
+    }
+
+    #[test]
+    fn overlapping_requests_are_busy_time_once() {
+        let stats = HttpStats::default();
+        stats.begin();
+        stats.begin();
+        std::thread::sleep(Duration::from_millis(30));
+        stats.end();
+        std::thread::sleep(Duration::from_millis(30));
+        stats.end();
+        let busy = stats.figures().busy_seconds;
+        assert!((0.06..0.5).contains(&busy), "{busy}");
+        std::thread::sleep(Duration::from_millis(50));
+        // Idle time does not count.
+        assert_eq!(stats.figures().busy_seconds, busy);
+        stats.count_bytes_in(7);
+        assert_eq!(stats.figures().bytes_in, 7);
     }
 }

@@ -93,7 +93,7 @@ impl From<Full<Bytes>> for ProxyBody {
     }
 }
 
-type Sender = SendRequest<Incoming>;
+type Sender = SendRequest<CountedBody>;
 
 /// Idle keep-alive connections to instances, shared by all client connections.
 #[derive(Default)]
@@ -296,6 +296,10 @@ impl Upstream {
         );
         parts.version = Version::HTTP_11;
         parts.uri = origin_form(&parts.uri);
+        let body = CountedBody {
+            inner: body,
+            traffic: route.traffic.clone(),
+        };
         let mut request = Request::from_parts(parts, body);
 
         let mut attempts = 0;
@@ -316,7 +320,7 @@ impl Upstream {
                         // may hold it for the instance that replaces this one.
                         _ if client_upgrade.is_none() => {
                             return Forwarded::Unreached {
-                                request,
+                                request: request.map(|body| body.inner),
                                 instance: guard.backend().instance.clone(),
                                 why: err,
                             };
@@ -415,6 +419,39 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
                     .split(',')
                     .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
             })
+}
+
+/// A request body on its way to an instance, counting the bytes it
+/// carries as the app's `bytes_in`.
+pub struct CountedBody {
+    inner: Incoming,
+    traffic: Arc<crate::route::AppTraffic>,
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.traffic.http.count_bytes_in(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response body that keeps its request counted in flight until it ends,

@@ -49,6 +49,12 @@ pub struct ServerConfig {
     /// Whether instances are isolated (own user, namespaces, cgroup) when
     /// running as root. Off: plain processes, as without root.
     pub isolation: bool,
+    /// How often the meter writes usage and budgets are evaluated.
+    pub meter_interval: std::time::Duration,
+    /// Price tables replacing or adding to the shipped ones (`--prices`).
+    pub prices_dir: Option<PathBuf>,
+    /// What this server costs a month, for `own-server` prices.
+    pub server_usd: Option<f64>,
 }
 
 impl ServerConfig {
@@ -73,6 +79,9 @@ impl ServerConfig {
             isolation: true,
             build_limits: crate::BuildLimits::default(),
             disk_reserve_bytes: 512 * 1024 * 1024,
+            meter_interval: std::time::Duration::from_secs(60),
+            prices_dir: None,
+            server_usd: None,
         }
     }
 

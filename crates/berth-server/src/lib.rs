@@ -14,6 +14,7 @@
 pub(crate) mod access_log;
 pub(crate) mod api;
 pub(crate) mod autoscale;
+pub(crate) mod budgets;
 pub(crate) mod config;
 pub(crate) mod deploy;
 pub(crate) mod disk;
@@ -24,6 +25,8 @@ pub(crate) mod internal_names;
 pub(crate) mod jobs;
 pub(crate) mod launch;
 pub(crate) mod log_retention;
+pub(crate) mod meter;
+pub(crate) mod notify;
 pub(crate) mod reconciler;
 pub(crate) mod services;
 pub(crate) mod sessions;
@@ -71,6 +74,9 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error("cannot open the store")]
     Store(#[from] berth_store::StoreError),
+    /// The price tables could not be read.
+    #[error("cannot read the price tables: {0}")]
+    Prices(berth_cost::CostError),
     /// The log store could not be opened.
     #[error("cannot open the log store")]
     Logs(#[from] berth_logs::LogError),
@@ -360,7 +366,28 @@ pub async fn run(
     let state_logs = logs.clone();
     let history = Arc::new(traffic_history::History::default());
     tokio::spawn(history.clone().run(handle.clone(), shutdown.clone()));
+    let notifier = notify::Notifier::new(store.clone());
+    tokio::spawn(notifier.clone().run(shutdown.clone()));
+    let budgets = Arc::new(budgets::Budgets {
+        store: store.clone(),
+        tables: berth_cost::PriceTable::load(config.prices_dir.as_deref())
+            .map_err(ServerError::Prices)?,
+        server_usd: config.server_usd,
+        reconciler: handle.clone(),
+        jobs: jobs.clone(),
+        notifier: notifier.clone(),
+    });
+    let meter_task = tokio::spawn(
+        meter::Meter {
+            store: store.clone(),
+            reconciler: handle.clone(),
+            budgets: budgets.clone(),
+            every: config.meter_interval,
+        }
+        .run(shutdown.clone()),
+    );
     let state = api::ApiState {
+        budgets,
         dashboard: Arc::new(sessions::Sessions::default()),
         history,
         api_is_tls: api_tls.is_some(),
@@ -517,6 +544,7 @@ pub async fn run(
     .await;
     let _ = reconciler_task.await;
     let _ = scheduler_task.await;
+    let _ = meter_task.await;
     let _ = autoscaler_task.await;
     resources.shutdown().await;
     // Followed logs would keep the API open; it has had its chance to finish.

@@ -83,6 +83,9 @@ pub struct AppSpec {
     /// How long and how much of its logs are kept (`[logs]`).
     #[serde(default, skip_serializing_if = "crate::LogsSpec::is_default")]
     pub logs: crate::LogsSpec,
+    /// The monthly budget and what happens past it (`[budget]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<berth_proto::BudgetSettings>,
 }
 
 /// The size an instance is promised: enforced with cgroups when berth runs as root.
@@ -295,6 +298,7 @@ impl Default for AppSpec {
             edge: EdgeSpec::default(),
             console_command: None,
             logs: crate::LogsSpec::default(),
+            budget: None,
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct BudgetState {
     pub alerted: Vec<u32>,
     /// Whether a spike was reported.
     pub spiked: bool,
+    /// Whether the budget acted this month (a resume does not re-arm it;
+    /// raising the budget does).
+    pub acted: bool,
     /// The action in force.
     pub hold: Option<BudgetHold>,
 }
@@ -65,20 +68,29 @@ impl Store {
     /// Where the budget of `app` (or `*`) stands (empty if never evaluated).
     pub fn budget_state(&self, app: &str) -> Result<BudgetState> {
         let conn = self.conn();
-        let row: Option<(String, String, bool, Option<String>)> = conn
+        let row: Option<(String, String, bool, bool, Option<String>)> = conn
             .query_row(
-                "SELECT period, alerted, spiked, hold FROM budget_state WHERE app = ?1",
+                "SELECT period, alerted, spiked, acted, hold FROM budget_state WHERE app = ?1",
                 [app],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
             )
             .optional()?;
-        let Some((period, alerted, spiked, hold)) = row else {
+        let Some((period, alerted, spiked, acted, hold)) = row else {
             return Ok(BudgetState::default());
         };
         Ok(BudgetState {
             period,
             alerted: from_json("budget alerts", &alerted)?,
             spiked,
+            acted,
             hold: hold
                 .map(|hold| from_json("budget hold", &hold))
                 .transpose()?,
@@ -95,13 +107,14 @@ impl Store {
     ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO budget_state (app, period, alerted, spiked, hold) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (app) DO UPDATE SET period = excluded.period, alerted = excluded.alerted, spiked = excluded.spiked, hold = excluded.hold",
+                "INSERT INTO budget_state (app, period, alerted, spiked, acted, hold) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (app) DO UPDATE SET period = excluded.period, alerted = excluded.alerted, spiked = excluded.spiked, acted = excluded.acted, hold = excluded.hold",
                 params![
                     app,
                     state.period,
                     serde_json::to_string(&state.alerted).unwrap_or_else(|_| "[]".into()),
                     state.spiked,
+                    state.acted,
                     state
                         .hold
                         .as_ref()

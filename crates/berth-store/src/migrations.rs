@@ -192,6 +192,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         period TEXT NOT NULL,
         alerted TEXT NOT NULL DEFAULT '[]',
         spiked INTEGER NOT NULL DEFAULT 0,
+        acted INTEGER NOT NULL DEFAULT 0,
         hold TEXT
     );
     CREATE TABLE notify_channels (

@@ -89,6 +89,7 @@ fn a_hold_reaches_the_desired_state_and_the_servers_covers_every_app() {
         period: "2026-12".into(),
         alerted: vec![50, 80, 100],
         spiked: false,
+        acted: true,
         hold: Some(hold.clone()),
     };
     store

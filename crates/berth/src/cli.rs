@@ -150,6 +150,20 @@ pub enum Command {
         #[command(subcommand)]
         command: DomainsCommand,
     },
+    /// What each app used: instance-seconds by size, CPU, memory, requests, bytes.
+    Usage(crate::usage_args::UsageArgs),
+    /// What the usage would cost on Cloud Run, Fly.io, Render and this server, side by side.
+    Cost(crate::usage_args::CostArgs),
+    /// Monthly budgets that alert and act: `set`, `show`, `resume`, `unset`.
+    Budget {
+        #[command(subcommand)]
+        command: crate::usage_args::BudgetCommand,
+    },
+    /// Where alerts go: `add webhook URL`, `list`, `remove ID`, `log`.
+    Notify {
+        #[command(subcommand)]
+        command: crate::usage_args::NotifyCommand,
+    },
     /// An app's edge rules set from here, on top of its berth.toml's `[edge]`.
     Edge {
         #[command(subcommand)]

@@ -63,6 +63,17 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     config.domain_suffix = args.domain;
     config.max_upload_bytes = args.max_upload_mib * 1024 * 1024;
     config.keep_releases = args.keep_releases;
+    if args.meter_interval < std::time::Duration::from_secs(1) {
+        anyhow::bail!("--meter-interval must be at least 1s");
+    }
+    config.meter_interval = args.meter_interval;
+    config.prices_dir = args.prices;
+    if let Some(usd) = args.server_usd
+        && !(usd.is_finite() && usd >= 0.0)
+    {
+        anyhow::bail!("--server-usd must be a price of zero or more, not {usd}");
+    }
+    config.server_usd = args.server_usd;
     config.isolation = !args.no_isolation;
     config.build_limits.memory_mib = args.build_memory;
     config.disk_reserve_bytes = args.disk_reserve_mib * 1024 * 1024;
@@ -156,6 +167,10 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Volumes { command } => crate::resources::volumes(&global, command).await,
         Command::Domains { command } => crate::domains::domains(&global, command).await,
         Command::Edge { command } => crate::edge::edge(&global, command).await,
+        Command::Usage(args) => crate::usage_cli::usage(&global, args).await,
+        Command::Cost(args) => crate::usage_cli::cost(&global, args).await,
+        Command::Budget { command } => crate::usage_cli::budget(&global, command).await,
+        Command::Notify { command } => crate::usage_cli::notify(&global, command).await,
         Command::Login { url, name } => {
             crate::contexts::login(&global, &url, global.token.clone(), name).await
         }

@@ -42,6 +42,8 @@ mod server_unit;
 mod status;
 mod terminal;
 mod tty;
+mod usage_args;
+mod usage_cli;
 mod validate;
 
 use std::process::ExitCode;

@@ -166,3 +166,18 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .init();
 }
+
+/// Unix seconds as `2026-12-07 10:04Z`.
+pub fn unix_time(seconds: u64) -> String {
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp(seconds as i64) else {
+        return seconds.to_string();
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}

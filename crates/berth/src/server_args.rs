@@ -94,6 +94,16 @@ pub struct ServerArgs {
     /// Largest accepted upload in MiB.
     #[arg(long, default_value_t = 200)]
     pub max_upload_mib: u64,
+    /// How often the meter writes usage and budgets are evaluated (`60s`;
+    /// a budget acts at most this long after it is crossed).
+    #[arg(long, default_value = "60s", value_parser = berth_spec::parse_duration)]
+    pub meter_interval: std::time::Duration,
+    /// A folder of price tables (TOML) replacing or adding to berth's, for budgets.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// What this server costs a month, for budgets priced as `own-server`.
+    #[arg(long)]
+    pub server_usd: Option<f64>,
     /// Releases of each app kept ready for rollback; older slugs (and those
     /// of failed deploys and destroyed apps) are deleted.
     #[arg(long, default_value_t = 10)]

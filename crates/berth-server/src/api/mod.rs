@@ -34,6 +34,7 @@ mod shuttle;
 mod state;
 mod stream;
 mod terminal;
+mod usage;
 
 pub(crate) use metrics::serve_metrics;
 pub(crate) use serve::serve;
@@ -55,7 +56,7 @@ use resources::*;
     paths(health, tunnel, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
         list_jobs, run_job, run_command, terminal::run_terminal, drains::list_drains, drains::add_drain, drains::remove_drain, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root,
-        get_edge, set_edge),
+        get_edge, set_edge, usage::usage, usage::get_budget, usage::set_budget, usage::resume_budget, usage::list_notify, usage::add_notify, usage::remove_notify, usage::notify_log),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
@@ -63,7 +64,9 @@ use resources::*;
         berth_proto::RestoreRequest, berth_proto::VolumeInfo,
         berth_proto::JobInfo, berth_proto::ExecutionInfo, berth_proto::TaskAttemptInfo, berth_proto::RunJob, berth_proto::RunCommand, berth_proto::TerminalSize, berth_proto::AddDrain, berth_proto::DrainInfo, berth_proto::DrainKind,
         berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts, berth_proto::DomainCertificate,
-        berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit, berth_proto::TunnelStatus
+        berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit, berth_proto::TunnelStatus,
+        berth_proto::UsageRow, berth_proto::UsageReport, berth_proto::BudgetStatus, berth_proto::BudgetSettings, berth_proto::BudgetHold, berth_proto::BudgetAction, berth_proto::SetBudget,
+        berth_proto::AddNotifyChannel, berth_proto::NotifyChannel, berth_proto::NotifyDelivery, berth_proto::NotifyFormat
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -93,6 +96,21 @@ pub fn routes(state: ApiState) -> Router {
     let authed = Router::new()
         .route("/v1/apps", get(list_apps).post(create_app))
         .route("/v1/tunnel", get(tunnel))
+        .route("/v1/usage", get(usage::usage))
+        .route(
+            "/v1/budgets/{app}",
+            get(usage::get_budget).put(usage::set_budget),
+        )
+        .route("/v1/budgets/{app}/resume", post(usage::resume_budget))
+        .route(
+            "/v1/notify",
+            get(usage::list_notify).post(usage::add_notify),
+        )
+        .route("/v1/notify/log", get(usage::notify_log))
+        .route(
+            "/v1/notify/{id}",
+            axum::routing::delete(usage::remove_notify),
+        )
         .route("/metrics", get(metrics::metrics))
         .route("/v1/apps/{app}", get(app_status).delete(destroy_app))
         .route(

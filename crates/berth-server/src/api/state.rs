@@ -18,6 +18,8 @@ pub struct ApiState {
     pub(crate) resources: Arc<crate::services::Resources>,
     pub(crate) jobs: Arc<crate::jobs::JobRunner>,
     pub(crate) drains: Arc<crate::drains::Drains>,
+    /// Budgets: status, set, resume.
+    pub(crate) budgets: Arc<crate::budgets::Budgets>,
     /// The dashboard's signed-in sessions.
     pub(crate) dashboard: Arc<crate::sessions::Sessions>,
     /// What the dashboard's charts show.

@@ -10,7 +10,7 @@
 //! with jitter). Each drain is a task of its own that only reads what is
 //! stored: a slow drain never slows the app, the server, or another drain.
 
-mod deliver;
+pub(crate) mod deliver;
 mod format;
 
 use std::collections::HashMap;

@@ -30,6 +30,7 @@ use crate::launch;
 use crate::reconciler::ReconcilerHandle;
 
 mod scheduler;
+mod suspend;
 
 /// The job name one-off commands (`berth run`) run under: their history
 /// is `berth jobs history berth-run`.
@@ -235,6 +236,11 @@ impl JobRunner {
         job: berth_spec::JobSpec,
         options: RunOptions,
     ) -> Result<i64, JobError> {
+        if self.suspended(app) {
+            return Err(JobError::Invalid(format!(
+                "{app} is suspended: its budget was reached; run `berth budget resume {app}` or raise the budget"
+            )));
+        }
         let tasks = options.tasks.unwrap_or(job.tasks);
         if !(1..=10_000).contains(&tasks) {
             return Err(JobError::Invalid(format!(

@@ -28,6 +28,9 @@ impl JobRunner {
             let Ok((release, spec)) = active_release(&self.store, &app.name) else {
                 continue;
             };
+            if spec.jobs.iter().any(|job| job.schedule.is_some()) && self.suspended(&app.name) {
+                continue;
+            }
             // A schedule is in force from when its release was made, so one
             // that first falls due while the server is down still runs.
             let in_force_since = DateTime::parse_from_rfc3339(&release.created_at)

@@ -111,14 +111,16 @@ impl Reconciler {
     }
 
     /// The instances `group` of `app` should have: a count set ahead of the
-    /// store, else the store's.
+    /// store, else the store's, as a budget's hold allows.
     pub(super) fn wanted(&self, app: &DesiredApp, group: &str) -> u32 {
-        self.overrides
+        let wanted = self
+            .overrides
             .iter()
             .find(|((name, overridden), _)| name == &app.app && overridden == group)
             .map(|(_, entry)| entry.count)
             .or_else(|| app.counts.get(group).copied())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        super::hold::held_count(app, group, wanted)
     }
 
     /// The instances `group` runs: [`Reconciler::wanted`] within its

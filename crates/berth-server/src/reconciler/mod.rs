@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 mod converge;
 mod handle;
+pub(crate) mod hold;
 mod inbox;
 mod oneoff;
 mod publish;
@@ -37,6 +38,8 @@ mod stop;
 mod wake;
 
 pub use handle::{ReconcilerHandle, Snapshot, StartFailure};
+#[cfg(test)]
+pub(crate) use handle::AppActual;
 pub(crate) use replace::{Replacement, instance_ceiling, replacement};
 pub(crate) use wake::FROM_ZERO;
 pub use wake::Woken;

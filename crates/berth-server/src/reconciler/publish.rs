@@ -53,8 +53,19 @@ impl Reconciler {
                 .filter_map(|instance| instance.backend.clone())
                 .collect();
             let groups = self.group_statuses(app);
+            let held_stopped = app.hold.as_ref().filter(|_| {
+                app.release.as_ref().is_some_and(|release| {
+                    release
+                        .processes
+                        .keys()
+                        .any(|group| super::hold::stopped_by_budget(app, group))
+                })
+            });
             let reason = if backends.is_empty() {
-                Some(unavailable_reason(app, &groups))
+                Some(match held_stopped {
+                    Some(hold) => super::hold::budget_page_reason(&app.app, hold),
+                    None => unavailable_reason(app, &groups),
+                })
             } else {
                 None
             };
@@ -113,7 +124,7 @@ impl Reconciler {
                     });
                     let admission = berth_router::Admission {
                         hard_limit: scaling.hard_limit.map(|limit| limit as usize),
-                        wake: (scaling.is_active() && scaling.auto_start)
+                        wake: (scaling.is_active() && scaling.auto_start && held_stopped.is_none())
                             .then(|| self.waker.clone())
                             .flatten(),
                         hold_timeout: spec.deploy.wait_timeout,
@@ -125,6 +136,9 @@ impl Reconciler {
             };
             if let Some(by_cli) = edge_by_cli.remove(&app.app) {
                 edge = edge.with(&by_cli);
+            }
+            if let Some(limit) = app.hold.as_ref().and_then(super::hold::throttle_limit) {
+                edge.rate_limits.push(limit);
             }
             key.push(RouteKey {
                 app: app.app.clone(),

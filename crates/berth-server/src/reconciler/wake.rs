@@ -32,6 +32,7 @@ impl Reconciler {
             && let Some(release) = &target.release
             && release.status == ReleaseStatus::Active
             && let Some(spec) = self.spec(release)
+            && target.hold.is_none()
         {
             let scaling = &spec.http.scaling;
             if scaling.is_active() && scaling.auto_start {

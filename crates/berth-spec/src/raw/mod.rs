@@ -13,6 +13,7 @@ use shapes::{OneOrMany, Problems, RawExperimental, RawSpec, StringOrList};
 pub use values::shell_join;
 pub(crate) use values::size_text_bytes;
 use values::{Unit, duration_value, valid_process_name, validate_env};
+mod budget;
 mod cargo;
 mod checks;
 mod deploy;
@@ -137,7 +138,9 @@ fn validate(
             warnings,
         )
     });
-    let not_yet = [("[budget]", raw.budget.is_some())];
+    if let Some(budget) = raw.budget {
+        spec.budget = Some(budget::validate_budget(budget, problems));
+    }
     for (key, present) in [
         ("[[restart]]", raw.restart.is_some()),
         ("[[files]]", raw.files.is_some()),
@@ -150,13 +153,6 @@ fn validate(
     }
     if let Some(statics) = raw.statics {
         spec.statics = validate_statics(file, statics.into_vec(), problems, warnings);
-    }
-    for (section, present) in not_yet {
-        if present {
-            warnings.push(format!(
-                "{file}: {section} is accepted but this berth does not act on it yet"
-            ));
-        }
     }
 
     if let Some(build) = raw.build {

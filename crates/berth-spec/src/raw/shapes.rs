@@ -110,7 +110,7 @@ pub(super) struct RawSpec {
     pub(super) egress: Option<RawEgress>,
     pub(super) internal: Option<RawInternal>,
     pub(super) edge: Option<RawEdge>,
-    pub(super) budget: Option<toml::Value>,
+    pub(super) budget: Option<RawBudget>,
     pub(super) logs: Option<RawLogs>,
 }
 
@@ -522,4 +522,19 @@ pub(super) struct RawLogs {
     pub(super) retain: Option<Spanned<String>>,
     pub(super) max_size: Option<Spanned<NumberOrText>>,
     pub(super) access: Option<bool>,
+}
+
+/// `[budget]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawBudget {
+    pub(super) monthly_usd: Option<Spanned<NumberOrText>>,
+    pub(super) requests: Option<Spanned<NumberOrText>>,
+    pub(super) egress_gb: Option<Spanned<NumberOrText>>,
+    pub(super) instance_hours: Option<Spanned<NumberOrText>>,
+    pub(super) alert_at: Option<Spanned<Vec<i64>>>,
+    pub(super) on_exceed: Option<Spanned<String>>,
+    pub(super) price_as: Option<Spanned<String>>,
+    pub(super) throttle_rps: Option<Spanned<i64>>,
+    pub(super) processes: std::collections::BTreeMap<String, Spanned<String>>,
 }

@@ -1,0 +1,137 @@
+//! The meter: samples what runs every second (instances by size, their
+//! cgroups' CPU and memory, the router's counts) and flushes it to the
+//! store every interval (a minute unless `--meter-interval` says
+//! otherwise), then has the budgets evaluated. Requests pay nothing for
+//! it: the router only bumps counters the sampler reads.
+
+mod sample;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::budgets::Budgets;
+use crate::reconciler::ReconcilerHandle;
+use sample::{Sampler, Sizes};
+
+/// How often what runs is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often rows past their keeping are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A release's spec and its process groups.
+type ReleaseShape = Arc<(berth_spec::AppSpec, Vec<String>)>;
+
+/// Sizes and web groups read from the store's releases, cached.
+struct StoredSizes {
+    store: Arc<Store>,
+    specs: HashMap<(String, u64), Option<ReleaseShape>>,
+}
+
+impl StoredSizes {
+    fn spec(&mut self, app: &str, release: u64) -> Option<ReleaseShape> {
+        let store = &self.store;
+        self.specs
+            .entry((app.to_string(), release))
+            .or_insert_with(|| {
+                let row = store.release(app, release).ok()?;
+                let spec = crate::stored_spec::spec_of(&row).ok()?;
+                Some(Arc::new((spec, row.processes.keys().cloned().collect())))
+            })
+            .clone()
+    }
+}
+
+impl Sizes for StoredSizes {
+    fn size(&mut self, app: &str, release: u64, process: &str) -> (f64, u32) {
+        let vm = self
+            .spec(app, release)
+            .map(|spec| spec.0.vm_for(process))
+            .unwrap_or_default();
+        (vm.cpus, vm.memory_mb)
+    }
+
+    fn web_group(&mut self, app: &str, release: u64) -> Option<String> {
+        let spec = self.spec(app, release)?;
+        spec.1
+            .iter()
+            .find(|group| spec.0.serves_http(group))
+            .cloned()
+    }
+}
+
+/// What the meter needs.
+pub(crate) struct Meter {
+    pub(crate) store: Arc<Store>,
+    pub(crate) reconciler: ReconcilerHandle,
+    pub(crate) budgets: Arc<Budgets>,
+    /// How often usage is written and budgets evaluated.
+    pub(crate) every: Duration,
+}
+
+impl Meter {
+    /// Samples and flushes until `shutdown`, then flushes once more.
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let mut sampler = Sampler::default();
+        let mut sizes = StoredSizes {
+            store: self.store.clone(),
+            specs: HashMap::new(),
+        };
+        let mut sample = tokio::time::interval(SAMPLE_EVERY.min(self.every));
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    sampler.sample(&self.reconciler.snapshot(), &mut sizes, std::time::Instant::now());
+                    self.flush(sampler.take(), false).await;
+                    return;
+                }
+                _ = sample.tick() => {
+                    sampler.sample(&self.reconciler.snapshot(), &mut sizes, std::time::Instant::now());
+                }
+                _ = flush.tick() => {
+                    sampler.sample(&self.reconciler.snapshot(), &mut sizes, std::time::Instant::now());
+                    let prune = last_prune.elapsed() >= PRUNE_EVERY;
+                    if prune {
+                        last_prune = tokio::time::Instant::now();
+                    }
+                    self.flush(sampler.take(), prune).await;
+                    // Releases come and go: the cache starts over now and then.
+                    if sizes.specs.len() > 1024 {
+                        sizes.specs.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `rows` and evaluates the budgets.
+    async fn flush(&self, rows: Vec<berth_proto::UsageRow>, prune: bool) {
+        let store = self.store.clone();
+        let now = berth_store::now_unix();
+        let written = tokio::task::spawn_blocking(move || {
+            if !rows.is_empty() {
+                store.add_usage(now, &rows)?;
+            }
+            if prune {
+                store.prune_usage(now)?;
+            }
+            Ok::<_, berth_store::StoreError>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "cannot write usage"),
+            Err(err) => tracing::error!(error = %err, "the usage writer stopped"),
+        }
+        self.budgets.evaluate(now).await;
+    }
+}

@@ -1,0 +1,278 @@
+//! Turning snapshots of what runs into usage: each sample adds the time
+//! since the last to every live instance's group, the CPU its cgroup
+//! counted since, and the router's counts since, to rows held until the
+//! next flush.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use berth_proto::UsageRow;
+
+use crate::reconciler::Snapshot;
+
+/// A group at a size: the key of a usage row.
+pub(crate) type GroupKey = (String, String, u64, u32);
+
+/// What the sampler needs to know of an app's release: each group's
+/// declared size, and which group takes its HTTP requests.
+pub(crate) trait Sizes {
+    /// `(cpus, memory_mb)` of `process` in `release` of `app`.
+    fn size(&mut self, app: &str, release: u64, process: &str) -> (f64, u32);
+    /// The group that serves HTTP in `release` of `app`.
+    fn web_group(&mut self, app: &str, release: u64) -> Option<String>;
+}
+
+#[derive(Debug)]
+struct Seen {
+    at: Instant,
+    cpu_seconds: Option<f64>,
+}
+
+/// The router's counters for one app at the last sample.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    requests: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    busy_seconds: f64,
+}
+
+/// Rows being gathered between flushes.
+#[derive(Debug, Default)]
+pub(crate) struct Sampler {
+    instances: HashMap<String, Seen>,
+    counters: HashMap<String, Counters>,
+    last: Option<Instant>,
+    pending: BTreeMap<GroupKey, UsageRow>,
+}
+
+fn row(pending: &mut BTreeMap<GroupKey, UsageRow>, key: GroupKey) -> &mut UsageRow {
+    pending.entry(key.clone()).or_insert_with(|| UsageRow {
+        app: key.0,
+        process: key.1,
+        cpus: f64::from_bits(key.2),
+        memory_mb: key.3,
+        ..UsageRow::default()
+    })
+}
+
+/// How much a counter grew (all of it when it went back: a new app of
+/// the same name).
+fn grown(now: u64, before: u64) -> u64 {
+    if now >= before { now - before } else { now }
+}
+
+impl Sampler {
+    /// Adds what happened since the last sample.
+    pub(crate) fn sample(&mut self, snapshot: &Snapshot, sizes: &mut dyn Sizes, now: Instant) {
+        let since_last = self.last.map(|last| now - last);
+        self.last = Some(now);
+        let mut live = HashMap::new();
+        for (app, actual) in &snapshot.apps {
+            let mut memory_by_group: BTreeMap<GroupKey, u64> = BTreeMap::new();
+            for instance in &actual.instances {
+                if instance.pid.is_none() {
+                    continue;
+                }
+                let (cpus, memory_mb) = sizes.size(app, instance.release, &instance.process);
+                let key = (
+                    app.clone(),
+                    instance.process.clone(),
+                    cpus.to_bits(),
+                    memory_mb,
+                );
+                let (ran, cpu_before) = match self.instances.get(&instance.id) {
+                    Some(seen) => ((now - seen.at).as_secs_f64(), seen.cpu_seconds),
+                    None => match since_last {
+                        // New since the last sample: it ran since it started,
+                        // but not for longer than the time between samples.
+                        Some(gap) => {
+                            let up = instance.uptime_secs as f64;
+                            (up.min(gap.as_secs_f64()), Some(0.0))
+                        }
+                        // The meter's first look: counted from now on.
+                        None => (0.0, instance.cpu_seconds),
+                    },
+                };
+                let usage = row(&mut self.pending, key.clone());
+                usage.instance_seconds += ran;
+                if let (Some(now_cpu), Some(before)) = (instance.cpu_seconds, cpu_before) {
+                    usage.cpu_seconds += (now_cpu - before).max(0.0);
+                }
+                if let Some(memory) = instance.memory_bytes {
+                    let weight = usage.instance_seconds;
+                    if weight > 0.0 {
+                        usage.memory_avg_bytes = ((usage.memory_avg_bytes as f64 * (weight - ran)
+                            + memory as f64 * ran)
+                            / weight) as u64;
+                    }
+                    *memory_by_group.entry(key).or_default() += memory;
+                }
+                live.insert(
+                    instance.id.clone(),
+                    Seen {
+                        at: now,
+                        cpu_seconds: instance.cpu_seconds,
+                    },
+                );
+            }
+            for (key, memory) in memory_by_group {
+                let usage = row(&mut self.pending, key);
+                usage.memory_peak_bytes = usage.memory_peak_bytes.max(memory);
+            }
+            let http = &actual.traffic.http;
+            let counters = Counters {
+                requests: actual.traffic.requests,
+                bytes_in: http.bytes_in,
+                bytes_out: http.bytes_out,
+                busy_seconds: http.busy_seconds,
+            };
+            let before = self
+                .counters
+                .insert(app.clone(), counters)
+                .unwrap_or_default();
+            let requests = grown(counters.requests, before.requests);
+            let busy = if counters.busy_seconds >= before.busy_seconds {
+                counters.busy_seconds - before.busy_seconds
+            } else {
+                counters.busy_seconds
+            };
+            if requests == 0 && busy == 0.0 && counters.bytes_out == before.bytes_out {
+                continue;
+            }
+            let Some(release) = actual.release else {
+                continue;
+            };
+            let web = sizes
+                .web_group(app, release)
+                .unwrap_or_else(|| "web".to_string());
+            let (cpus, memory_mb) = sizes.size(app, release, &web);
+            let usage = row(
+                &mut self.pending,
+                (app.clone(), web, cpus.to_bits(), memory_mb),
+            );
+            usage.requests += requests;
+            usage.bytes_in += grown(counters.bytes_in, before.bytes_in);
+            usage.bytes_out += grown(counters.bytes_out, before.bytes_out);
+            usage.busy_seconds += busy;
+        }
+        self.instances = live;
+        self.counters
+            .retain(|app, _| snapshot.apps.contains_key(app));
+    }
+
+    /// The rows gathered since the last take.
+    pub(crate) fn take(&mut self) -> Vec<UsageRow> {
+        std::mem::take(&mut self.pending).into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use berth_proto::{InstanceInfo, InstanceState};
+
+    use super::*;
+    use crate::reconciler::AppActual;
+
+    struct TwoSizes;
+
+    impl Sizes for TwoSizes {
+        fn size(&mut self, _app: &str, _release: u64, process: &str) -> (f64, u32) {
+            if process == "web" {
+                (1.0, 256)
+            } else {
+                (2.0, 1024)
+            }
+        }
+        fn web_group(&mut self, _app: &str, _release: u64) -> Option<String> {
+            Some("web".into())
+        }
+    }
+
+    fn instance(id: &str, process: &str, uptime: u64, cpu: f64, memory: u64) -> InstanceInfo {
+        InstanceInfo {
+            id: id.into(),
+            process: process.into(),
+            release: 1,
+            state: InstanceState::Running,
+            healthy: true,
+            restarts: 0,
+            uptime_secs: uptime,
+            pid: Some(1),
+            port: None,
+            cpu_seconds: Some(cpu),
+            memory_bytes: Some(memory),
+        }
+    }
+
+    fn snapshot(instances: Vec<InstanceInfo>, requests: u64, bytes_out: u64) -> Snapshot {
+        let mut actual = AppActual {
+            release: Some(1),
+            instances,
+            ..AppActual::default()
+        };
+        actual.traffic.requests = requests;
+        actual.traffic.http.bytes_out = bytes_out;
+        actual.traffic.http.bytes_in = requests * 3;
+        actual.traffic.http.busy_seconds = requests as f64 / 10.0;
+        Snapshot {
+            apps: [("shop".to_string(), actual)].into(),
+            passes: 0,
+        }
+    }
+
+    #[test]
+    fn samples_add_instance_time_cpu_memory_and_router_counts_per_group() {
+        let mut sampler = Sampler::default();
+        let start = Instant::now();
+        // An instance up 3 s before the first sample: not counted before
+        // the meter saw time pass.
+        sampler.sample(
+            &snapshot(vec![instance("a", "web", 3, 1.0, 100)], 5, 50),
+            &mut TwoSizes,
+            start,
+        );
+        let later = start + Duration::from_secs(2);
+        sampler.sample(
+            &snapshot(
+                vec![
+                    instance("a", "web", 5, 1.5, 300),
+                    instance("b", "worker", 1, 0.2, 1000),
+                ],
+                12,
+                120,
+            ),
+            &mut TwoSizes,
+            later,
+        );
+        let rows = sampler.take();
+        let web = rows.iter().find(|row| row.process == "web").unwrap();
+        assert_eq!((web.cpus, web.memory_mb), (1.0, 256));
+        assert_eq!(web.instance_seconds, 2.0);
+        assert!((web.cpu_seconds - 0.5).abs() < 1e-9);
+        assert_eq!(web.memory_peak_bytes, 300);
+        assert_eq!(web.memory_avg_bytes, 300);
+        // Router counts go to the web group, all of them since the start.
+        assert_eq!(web.requests, 12);
+        assert_eq!(web.bytes_out, 120);
+        assert_eq!(web.bytes_in, 36);
+        assert!((web.busy_seconds - 1.2).abs() < 1e-9);
+        let worker = rows.iter().find(|row| row.process == "worker").unwrap();
+        assert_eq!((worker.cpus, worker.memory_mb), (2.0, 1024));
+        // New since the last sample, up 1 s: 1 s, and its CPU since start.
+        assert_eq!(worker.instance_seconds, 1.0);
+        assert!((worker.cpu_seconds - 0.2).abs() < 1e-9);
+        assert!(sampler.take().is_empty());
+        // Counters that went back (the app was made again) count from zero.
+        sampler.sample(
+            &snapshot(vec![], 4, 40),
+            &mut TwoSizes,
+            later + Duration::from_secs(1),
+        );
+        let rows = sampler.take();
+        assert_eq!(rows[0].requests, 4);
+        assert_eq!(rows[0].instance_seconds, 0.0);
+    }
+}
