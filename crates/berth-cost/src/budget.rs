@@ -93,10 +93,11 @@ pub fn projected(spent_usd: f64, last_hour_usd: f64, hours_left: f64) -> f64 {
 pub const SPIKE_FACTOR: f64 = 4.0;
 
 /// Whether the last hour cost over `factor` times the trailing day's
-/// hourly average (and enough to matter: a hundredth of the budget).
+/// hourly average, and enough to matter (a hundredth of the budget). An
+/// app without a trailing day has nothing to compare with: no spike.
 pub fn is_spike(last_hour_usd: f64, trailing_day_usd: f64, factor: f64, budget_usd: f64) -> bool {
-    let hourly = trailing_day_usd / 24.0;
-    last_hour_usd > hourly * factor && last_hour_usd >= budget_usd / 100.0 && last_hour_usd > 0.0
+    let hourly = trailing_day_usd / 23.0;
+    trailing_day_usd > 0.0 && last_hour_usd > hourly * factor && last_hour_usd >= budget_usd / 100.0
 }
 
 /// A calendar month in UTC.

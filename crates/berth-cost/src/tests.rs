@@ -210,7 +210,10 @@ fn budgets_measure_the_nearest_limit_and_alert_once_per_threshold() {
     assert_close(projected(5.0, 0.5, 10.0), 10.0);
     assert!(is_spike(1.0, 2.4, SPIKE_FACTOR, 10.0));
     assert!(!is_spike(0.3, 2.4, SPIKE_FACTOR, 10.0));
-    assert!(!is_spike(0.05, 0.0, SPIKE_FACTOR, 10.0));
+    assert!(
+        !is_spike(5.0, 0.0, SPIKE_FACTOR, 10.0),
+        "no history, no spike"
+    );
 }
 
 #[test]

@@ -31,7 +31,7 @@ mod tls;
 pub use http::{Answer, free_ports, http_get, http_request};
 pub use load::{Load, LoadReport};
 pub use pebble::{Pebble, PebblePlan};
-pub use sink::{HttpSink, SyslogSink};
+pub use sink::{HttpSink, Received, SyslogSink};
 pub use tls::{HttpsAnswer, https_get, tls_connect};
 
 /// The workspace root.

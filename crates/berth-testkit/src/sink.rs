@@ -9,8 +9,29 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-/// The requests a sink kept: path and body, in order.
-type Kept = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+/// One request a sink kept.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its path.
+    pub path: String,
+    /// Its headers, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// The requests a sink kept, in order.
+type Kept = Arc<Mutex<Vec<Received>>>;
 
 /// An HTTP/1.1 endpoint that answers every request with its status
 /// (200 unless told otherwise) and keeps each request's path and body.
@@ -58,6 +79,14 @@ impl HttpSink {
 
     /// The requests received so far, path and body, in order.
     pub fn requests(&self) -> Vec<(String, Vec<u8>)> {
+        self.received()
+            .into_iter()
+            .map(|request| (request.path, request.body))
+            .collect()
+    }
+
+    /// The requests received so far, headers included, in order.
+    pub fn received(&self) -> Vec<Received> {
         self.requests.lock().expect("the sink's list").clone()
     }
 
@@ -84,6 +113,7 @@ async fn serve(
             .unwrap_or("")
             .to_string();
         let mut length = 0usize;
+        let mut headers = Vec::new();
         loop {
             let mut header = String::new();
             stream.read_line(&mut header).await?;
@@ -91,17 +121,22 @@ async fn serve(
             if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
             }
         }
         let mut body = vec![0u8; length];
         stream.read_exact(&mut body).await?;
         let status = answer.load(Ordering::Relaxed);
         if status < 300 {
-            kept.lock().expect("the sink's list").push((path, body));
+            kept.lock().expect("the sink's list").push(Received {
+                path,
+                headers,
+                body,
+            });
         }
         let reply = format!("HTTP/1.1 {status} Sink\r\ncontent-length: 0\r\n\r\n");
         stream.get_mut().write_all(reply.as_bytes()).await?;

@@ -39,11 +39,11 @@ pub struct CostArgs {
 #[derive(Debug, Args)]
 pub struct BudgetTarget {
     /// The app (default: from the current folder).
-    #[arg(short, long, conflicts_with = "server")]
+    #[arg(short, long, conflicts_with = "server_wide")]
     pub(crate) app: Option<String>,
-    /// The whole server's budget (every app counts).
+    /// The whole server's budget (every app counts; it acts on every app).
     #[arg(long)]
-    pub(crate) server: bool,
+    pub(crate) server_wide: bool,
 }
 
 /// `berth budget`.

@@ -193,7 +193,7 @@ pub(crate) async fn cost(global: &Global, args: CostArgs) -> Result<()> {
 }
 
 fn budget_key(target: &BudgetTarget) -> Result<String> {
-    if target.server {
+    if target.server_wide {
         return Ok("*".into());
     }
     resolve_app(&AppArg {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Tries before a delivery is given up.
 const MAX_ATTEMPTS: u32 = 8;
-/// Deliveries sent at once.
+/// Deliveries in flight at once.
 const BATCH: usize = 16;
 
 /// Queues events and wakes the deliverer.
@@ -115,10 +115,14 @@ impl Notifier {
                 return;
             }
         };
+        // Each delivery is its own task: a webhook that does not answer
+        // holds up no other.
+        let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<u64>>> = Arc::default();
+        let slots = Arc::new(tokio::sync::Semaphore::new(BATCH));
         loop {
             let store = self.store.clone();
             let due = tokio::task::spawn_blocking(move || {
-                store.due_deliveries(berth_store::now_unix(), BATCH)
+                store.due_deliveries(berth_store::now_unix(), BATCH * 4)
             })
             .await;
             let due = match due {
@@ -129,35 +133,39 @@ impl Notifier {
                 }
                 Err(_) => Vec::new(),
             };
-            let full = due.len() == BATCH;
-            let sends = due.into_iter().map(|delivery| {
-                let client = client.clone();
-                async move {
-                    let outcome = post(&client, &delivery).await;
-                    (delivery, outcome)
+            for delivery in due {
+                if !in_flight
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(delivery.id)
+                {
+                    continue;
                 }
-            });
-            for (delivery, outcome) in futures_util::future::join_all(sends).await {
-                let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    let attempts = delivery.attempts + 1;
-                    let recorded = match &outcome {
-                        Ok(()) => store.record_delivery(delivery.id, Ok(())),
-                        Err(error) => {
-                            let retry_at = retry_after(attempts)
-                                .map(|after| berth_store::now_unix() + after.as_secs());
-                            tracing::warn!(delivery = delivery.id, url = %delivery.channel.url, error = %error, "a webhook delivery failed");
-                            store.record_delivery(delivery.id, Err((error.as_str(), retry_at)))
-                        }
-                    };
-                    if let Err(err) = recorded {
-                        tracing::error!(error = %err, "cannot record a webhook delivery");
-                    }
-                })
-                .await;
-            }
-            if full {
-                continue;
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .remove(&delivery.id);
+                    break;
+                };
+                let (client, store, in_flight, notifier) = (
+                    client.clone(),
+                    self.store.clone(),
+                    in_flight.clone(),
+                    self.clone(),
+                );
+                tokio::spawn(async move {
+                    let outcome = post(&client, &delivery).await;
+                    let id = delivery.id;
+                    let _ = tokio::task::spawn_blocking(move || record(&store, &delivery, outcome))
+                        .await;
+                    in_flight
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .remove(&id);
+                    drop(slot);
+                    notifier.wake.notify_one();
+                });
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -165,6 +173,23 @@ impl Notifier {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+}
+
+/// Records how a try of `delivery` went, with its next try if it failed.
+fn record(store: &Store, delivery: &DueDelivery, outcome: Result<(), String>) {
+    let attempts = delivery.attempts + 1;
+    let recorded = match &outcome {
+        Ok(()) => store.record_delivery(delivery.id, Ok(())),
+        Err(error) => {
+            let retry_at =
+                retry_after(attempts).map(|after| berth_store::now_unix() + after.as_secs());
+            tracing::warn!(delivery = delivery.id, url = %delivery.channel.url, error = %error, "a webhook delivery failed");
+            store.record_delivery(delivery.id, Err((error.as_str(), retry_at)))
+        }
+    };
+    if let Err(err) = recorded {
+        tracing::error!(error = %err, "cannot record a webhook delivery");
     }
 }
 

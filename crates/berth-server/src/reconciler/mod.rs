@@ -37,9 +37,9 @@ mod state;
 mod stop;
 mod wake;
 
-pub use handle::{ReconcilerHandle, Snapshot, StartFailure};
 #[cfg(test)]
 pub(crate) use handle::AppActual;
+pub use handle::{ReconcilerHandle, Snapshot, StartFailure};
 pub(crate) use replace::{Replacement, instance_ceiling, replacement};
 pub(crate) use wake::FROM_ZERO;
 pub use wake::Woken;

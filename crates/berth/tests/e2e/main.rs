@@ -5,6 +5,7 @@
 
 mod acme;
 mod api_tls;
+mod budgets;
 mod builds;
 mod config;
 mod crashes;
