@@ -40,15 +40,18 @@ pub struct UsageRow {
     pub bytes_in: u64,
     /// Response body bytes sent to clients.
     pub bytes_out: u64,
-    /// Bytes the instances sent out of their network namespaces.
+    /// Bytes the instances sent out of their network namespaces (not
+    /// measured yet: 0).
     pub egress_bytes: u64,
     /// Seconds spent building releases.
     pub build_seconds: f64,
     /// Seconds job executions ran.
     pub job_seconds: f64,
-    /// Bytes its volumes held (the period's largest sample).
+    /// Bytes its volumes held (the period's largest sample, measured
+    /// hourly).
     pub volume_bytes: u64,
-    /// Bytes its databases held (the period's largest sample).
+    /// Bytes its databases held (the period's largest sample; not
+    /// measured yet: 0).
     pub database_bytes: u64,
 }
 
@@ -321,6 +324,45 @@ pub struct BudgetHold {
     pub reason: String,
     /// Requests per second per client while throttled.
     pub throttle_rps: u32,
+    /// It is the server's budget's (`berth budget resume --server-wide`).
+    #[serde(default)]
+    pub server_wide: bool,
+}
+
+impl BudgetHold {
+    /// The action on `group`: its own, else the one for every group (`*`).
+    pub fn action_on(&self, group: &str) -> Option<BudgetAction> {
+        self.actions
+            .get(group)
+            .or_else(|| self.actions.get("*"))
+            .copied()
+    }
+
+    /// This hold and `other` together: on each group, the stricter action
+    /// (alert < throttle < cap < scale-to-zero < suspend).
+    pub fn merged(&self, other: &BudgetHold) -> BudgetHold {
+        let mut actions = BTreeMap::new();
+        let groups = self
+            .actions
+            .keys()
+            .chain(other.actions.keys())
+            .chain(std::iter::once(&"*".to_string()))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>();
+        for group in groups {
+            if let Some(action) = self.action_on(&group).max(other.action_on(&group)) {
+                actions.insert(group, action);
+            }
+        }
+        BudgetHold {
+            period: self.period.clone(),
+            actions,
+            since: self.since.min(other.since),
+            reason: format!("{}; {}", self.reason, other.reason),
+            throttle_rps: self.throttle_rps.min(other.throttle_rps),
+            server_wide: self.server_wide || other.server_wide,
+        }
+    }
 }
 
 /// `GET /v1/budgets/{app}`: a budget and where the month stands.
@@ -475,6 +517,35 @@ mod tests {
             .insert("worker".into(), BudgetAction::Alert);
         assert_eq!(budget.action_for("web"), BudgetAction::ScaleToZero);
         assert_eq!(budget.action_for("worker"), BudgetAction::Alert);
+    }
+
+    #[test]
+    fn merged_holds_take_the_stricter_action_per_group() {
+        let hold = |actions: &[(&str, BudgetAction)], server_wide| BudgetHold {
+            period: "2026-12".into(),
+            actions: actions
+                .iter()
+                .map(|(group, action)| (group.to_string(), *action))
+                .collect(),
+            since: 5,
+            reason: "r".into(),
+            throttle_rps: 3,
+            server_wide,
+        };
+        let own = hold(
+            &[
+                ("*", BudgetAction::Throttle),
+                ("worker", BudgetAction::Suspend),
+            ],
+            false,
+        );
+        let server = hold(&[("*", BudgetAction::ScaleToZero)], true);
+        let merged = own.merged(&server);
+        assert_eq!(merged.action_on("web"), Some(BudgetAction::ScaleToZero));
+        assert_eq!(merged.action_on("worker"), Some(BudgetAction::Suspend));
+        assert!(merged.server_wide);
+        let alert_only = hold(&[("worker", BudgetAction::Cap)], false);
+        assert_eq!(alert_only.action_on("web"), None);
     }
 
     #[test]

@@ -38,5 +38,5 @@ pub use route::{Admission, AppRoute, AppTraffic, InternalAccess, RouteTable, Tcp
 pub use site::Site;
 pub use sockets::RouterSockets;
 pub use statics::StaticDir;
-pub use stats::{HttpFigures, HttpStats, LATENCY_BOUNDS};
+pub use stats::{HttpFigures, HttpStats, LATENCY_BOUNDS, set_metering};
 pub use tunneled::serve_tunneled;

@@ -1,9 +1,23 @@
 //! Per-app HTTP figures the router counts: answers by status class, a
 //! latency histogram and bytes, read by `/metrics`.
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether the router counts busy time and request bytes for the meter
+/// (on unless the server runs with `--no-meter`).
+static METERING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the meter's counting at the router on or off (for the whole
+/// process: one server runs per process).
+pub fn set_metering(on: bool) {
+    METERING.store(on, Ordering::Relaxed);
+}
+
+fn metering() -> bool {
+    METERING.load(Ordering::Relaxed)
+}
 
 /// Upper bounds of the latency histogram's buckets, in seconds (the last
 /// bucket, `+Inf`, is implied).
@@ -26,15 +40,23 @@ pub struct HttpStats {
     /// Request body bytes received and passed on to instances.
     bytes_in: AtomicU64,
     /// Time with at least one request in flight.
-    busy: Mutex<Busy>,
+    busy: Busy,
 }
 
-/// Requests in flight now, since when, and the busy time so far.
+/// Requests in flight now, since when (nanoseconds after [`clock`]'s
+/// start), and the busy time so far: atomics, so the router threads of a
+/// busy app never wait on each other to count it.
 #[derive(Debug, Default)]
 struct Busy {
-    in_flight: u64,
-    since: Option<Instant>,
-    total: Duration,
+    in_flight: AtomicU64,
+    since_nanos: AtomicU64,
+    total_nanos: AtomicU64,
+}
+
+/// Nanoseconds since the first call.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// A snapshot of [`HttpStats`].
@@ -57,41 +79,49 @@ pub struct HttpFigures {
 impl HttpStats {
     /// A request to the app began (see [`HttpStats::end`]).
     pub(crate) fn begin(&self) {
-        let mut busy = self
-            .busy
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if busy.in_flight == 0 {
-            busy.since = Some(Instant::now());
+        if !metering() {
+            return;
         }
-        busy.in_flight += 1;
+        if self.busy.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.busy.since_nanos.store(clock(), Ordering::Release);
+        }
     }
 
     /// A request begun with [`HttpStats::begin`] ended.
     pub(crate) fn end(&self) {
-        let mut busy = self
-            .busy
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        busy.in_flight = busy.in_flight.saturating_sub(1);
-        if busy.in_flight == 0
-            && let Some(since) = busy.since.take()
-        {
-            busy.total += since.elapsed();
+        if !metering() {
+            return;
+        }
+        // `begin` was skipped while metering was off: nothing to end.
+        let ended =
+            self.busy
+                .in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                    count.checked_sub(1)
+                });
+        if ended == Ok(1) {
+            let since = self.busy.since_nanos.load(Ordering::Acquire);
+            self.busy
+                .total_nanos
+                .fetch_add(clock().saturating_sub(since), Ordering::Relaxed);
         }
     }
 
     pub(crate) fn count_bytes_in(&self, bytes: u64) {
+        if !metering() {
+            return;
+        }
         self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn busy_seconds(&self) -> f64 {
-        let busy = self
-            .busy
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let open = busy.since.map_or(Duration::ZERO, |since| since.elapsed());
-        (busy.total + open).as_secs_f64()
+        let total = self.busy.total_nanos.load(Ordering::Relaxed);
+        let open = if self.busy.in_flight.load(Ordering::Acquire) > 0 {
+            clock().saturating_sub(self.busy.since_nanos.load(Ordering::Acquire))
+        } else {
+            0
+        };
+        (total + open) as f64 / 1e9
     }
 
     pub(crate) fn record(&self, status: u16, took: Duration, bytes_out: u64) {

@@ -49,8 +49,9 @@ pub struct ServerConfig {
     /// Whether instances are isolated (own user, namespaces, cgroup) when
     /// running as root. Off: plain processes, as without root.
     pub isolation: bool,
-    /// How often the meter writes usage and budgets are evaluated.
-    pub meter_interval: std::time::Duration,
+    /// How often the meter writes usage and budgets are evaluated;
+    /// `None`: no metering (and no budget acts).
+    pub meter_interval: Option<std::time::Duration>,
     /// Price tables replacing or adding to the shipped ones (`--prices`).
     pub prices_dir: Option<PathBuf>,
     /// What this server costs a month, for `own-server` prices.
@@ -79,7 +80,7 @@ impl ServerConfig {
             isolation: true,
             build_limits: crate::BuildLimits::default(),
             disk_reserve_bytes: 512 * 1024 * 1024,
-            meter_interval: std::time::Duration::from_secs(60),
+            meter_interval: Some(std::time::Duration::from_secs(10)),
             prices_dir: None,
             server_usd: None,
         }

@@ -13,6 +13,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod api;
+pub(crate) mod app_usage;
 pub(crate) mod autoscale;
 pub(crate) mod budgets;
 pub(crate) mod config;
@@ -298,21 +299,27 @@ pub async fn run(
     } else {
         CargoBuilder::new(config.build_cache_dir.clone())
     };
-    let deployer = Arc::new(Deployer::new(
-        store.clone(),
-        logs.clone(),
-        slugs,
-        resources.clone(),
-        Arc::new(builder),
-        handle.clone(),
-        tmp,
-        UnpackLimits {
-            max_bytes: config.max_source_bytes,
-            ..UnpackLimits::default()
-        },
-        url_for,
-        config.keep_releases,
-    ));
+    let prices = Arc::new(
+        berth_cost::PriceTable::load(config.prices_dir.as_deref()).map_err(ServerError::Prices)?,
+    );
+    let deployer = Arc::new(
+        Deployer::new(
+            store.clone(),
+            logs.clone(),
+            slugs,
+            resources.clone(),
+            Arc::new(builder),
+            handle.clone(),
+            tmp,
+            UnpackLimits {
+                max_bytes: config.max_source_bytes,
+                ..UnpackLimits::default()
+            },
+            url_for,
+            config.keep_releases,
+        )
+        .with_prices(prices.clone()),
+    );
     deployer.collect_slugs();
     let router_url = format!("http://{router_addr}");
     let local_ca = edge::local_ca(&config.tls_dir())?;
@@ -366,25 +373,17 @@ pub async fn run(
     let state_logs = logs.clone();
     let history = Arc::new(traffic_history::History::default());
     tokio::spawn(history.clone().run(handle.clone(), shutdown.clone()));
-    let notifier = notify::Notifier::new(store.clone());
-    tokio::spawn(notifier.clone().run(shutdown.clone()));
-    let budgets = Arc::new(budgets::Budgets {
-        store: store.clone(),
-        tables: berth_cost::PriceTable::load(config.prices_dir.as_deref())
-            .map_err(ServerError::Prices)?,
-        server_usd: config.server_usd,
-        reconciler: handle.clone(),
-        jobs: jobs.clone(),
-        notifier: notifier.clone(),
-    });
-    let meter_task = tokio::spawn(
-        meter::Meter {
+    let (budgets, meter_task) = meter::start(
+        meter::MeterSetup {
             store: store.clone(),
             reconciler: handle.clone(),
-            budgets: budgets.clone(),
+            jobs: jobs.clone(),
+            prices,
+            server_usd: config.server_usd,
             every: config.meter_interval,
-        }
-        .run(shutdown.clone()),
+            volumes_dir: data.join("volumes"),
+        },
+        &shutdown,
     );
     let state = api::ApiState {
         budgets,
@@ -544,7 +543,9 @@ pub async fn run(
     .await;
     let _ = reconciler_task.await;
     let _ = scheduler_task.await;
-    let _ = meter_task.await;
+    if let Some(meter_task) = meter_task {
+        let _ = meter_task.await;
+    }
     let _ = autoscaler_task.await;
     resources.shutdown().await;
     // Followed logs would keep the API open; it has had its chance to finish.

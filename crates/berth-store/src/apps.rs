@@ -69,6 +69,7 @@ impl Store {
             tx.execute("DELETE FROM log_drains WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM budgets WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM budget_state WHERE app = ?1", [name])?;
+            tx.execute("DELETE FROM usage WHERE app = ?1", [name])?;
             // A new app of the same name starts with no history.
             tx.execute("DELETE FROM events WHERE app = ?1", [name])?;
             if deleted == 0 {

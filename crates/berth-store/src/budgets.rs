@@ -12,6 +12,18 @@ use crate::*;
 /// The key of the server's own budget.
 pub const SERVER_BUDGET: &str = "*";
 
+/// Something a budget did: an event for the log and, when `notify` is
+/// set, a webhook event (its name and JSON payload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetEvent {
+    /// Its kind in the event log.
+    pub kind: EventKind,
+    /// For a person.
+    pub message: String,
+    /// The webhook event's name and payload.
+    pub notify: Option<(String, String)>,
+}
+
 /// Where a budget stands this month.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BudgetState {
@@ -22,8 +34,10 @@ pub struct BudgetState {
     /// Whether a spike was reported.
     pub spiked: bool,
     /// Whether the budget acted this month (a resume does not re-arm it;
-    /// raising the budget does).
+    /// changing the budget does).
     pub acted: bool,
+    /// The settings last evaluated (JSON): a change re-arms the budget.
+    pub settings_seen: Option<String>,
     /// The action in force.
     pub hold: Option<BudgetHold>,
 }
@@ -68,9 +82,10 @@ impl Store {
     /// Where the budget of `app` (or `*`) stands (empty if never evaluated).
     pub fn budget_state(&self, app: &str) -> Result<BudgetState> {
         let conn = self.conn();
-        let row: Option<(String, String, bool, bool, Option<String>)> = conn
+        type Row = (String, String, bool, bool, Option<String>, Option<String>);
+        let row: Option<Row> = conn
             .query_row(
-                "SELECT period, alerted, spiked, acted, hold FROM budget_state WHERE app = ?1",
+                "SELECT period, alerted, spiked, acted, settings_seen, hold FROM budget_state WHERE app = ?1",
                 [app],
                 |row| {
                     Ok((
@@ -79,11 +94,12 @@ impl Store {
                         row.get(2)?,
                         row.get(3)?,
                         row.get(4)?,
+                        row.get(5)?,
                     ))
                 },
             )
             .optional()?;
-        let Some((period, alerted, spiked, acted, hold)) = row else {
+        let Some((period, alerted, spiked, acted, settings_seen, hold)) = row else {
             return Ok(BudgetState::default());
         };
         Ok(BudgetState {
@@ -91,38 +107,45 @@ impl Store {
             alerted: from_json("budget alerts", &alerted)?,
             spiked,
             acted,
+            settings_seen,
             hold: hold
                 .map(|hold| from_json("budget hold", &hold))
                 .transpose()?,
         })
     }
 
-    /// Saves where the budget of `app` stands, with an event when `event`
-    /// says what changed.
+    /// Saves where the budget of `app` stands with what happened, in one
+    /// transaction: each event into the event log and, when it notifies,
+    /// into the outbox of every webhook that asks for it.
     pub fn save_budget_state(
         &self,
         app: &str,
         state: &BudgetState,
-        event: Option<(EventKind, &str)>,
+        events: &[BudgetEvent],
     ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO budget_state (app, period, alerted, spiked, acted, hold) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (app) DO UPDATE SET period = excluded.period, alerted = excluded.alerted, spiked = excluded.spiked, acted = excluded.acted, hold = excluded.hold",
+                "INSERT INTO budget_state (app, period, alerted, spiked, acted, settings_seen, hold) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (app) DO UPDATE SET period = excluded.period, alerted = excluded.alerted, spiked = excluded.spiked,
+                    acted = excluded.acted, settings_seen = excluded.settings_seen, hold = excluded.hold",
                 params![
                     app,
                     state.period,
                     serde_json::to_string(&state.alerted).unwrap_or_else(|_| "[]".into()),
                     state.spiked,
                     state.acted,
+                    state.settings_seen,
                     state
                         .hold
                         .as_ref()
                         .map(|hold| serde_json::to_string(hold).unwrap_or_default()),
                 ],
             )?;
-            if let Some((kind, message)) = event {
-                insert_event(tx, app, &kind, message)?;
+            for event in events {
+                insert_event(tx, app, &event.kind, &event.message)?;
+                if let Some((name, body)) = &event.notify {
+                    crate::notify::enqueue_in(tx, name, app, body)?;
+                }
             }
             Ok(())
         })

@@ -29,7 +29,7 @@ mod releases;
 mod rows;
 mod usage;
 
-pub use budgets::{BudgetState, SERVER_BUDGET};
+pub use budgets::{BudgetEvent, BudgetState, SERVER_BUDGET};
 pub use counts::OutcomeCount;
 pub use domains::DomainRow;
 pub use drains::{DrainProgress, DrainRow, MAX_DRAINS_PER_APP};

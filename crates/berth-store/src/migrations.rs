@@ -193,6 +193,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         alerted TEXT NOT NULL DEFAULT '[]',
         spiked INTEGER NOT NULL DEFAULT 0,
         acted INTEGER NOT NULL DEFAULT 0,
+        settings_seen TEXT,
         hold TEXT
     );
     CREATE TABLE notify_channels (

@@ -3,7 +3,7 @@
 //! is due, retrying with backoff.
 
 use berth_proto::{NotifyDelivery, NotifyFormat, notify_event_matches};
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
 use crate::*;
 
@@ -117,47 +117,52 @@ impl Store {
 
     /// Queues `event` for every webhook that asks for it; returns how many.
     pub fn enqueue_notification(&self, event: &str, app: &str, body: &str) -> Result<usize> {
-        let channels = self.notify_channels()?;
-        let now = now_unix();
-        self.write(|tx| {
-            let mut queued = 0;
-            for channel in channels.iter().filter(|channel| {
-                channel.events.is_empty()
-                    || channel
-                        .events
-                        .iter()
-                        .any(|pattern| notify_event_matches(pattern, event))
-            }) {
-                tx.execute(
-                    "INSERT INTO notify_deliveries (channel, event, app, at, body, status, next_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-                    params![channel.id as i64, event, app, now_rfc3339(), body, now as i64],
-                )?;
-                queued += 1;
-            }
-            Ok(queued)
-        })
+        self.write(|tx| enqueue_in(tx, event, app, body))
     }
 
-    /// Deliveries pending and due at unix second `now`, oldest first.
-    pub fn due_deliveries(&self, now: u64, limit: usize) -> Result<Vec<DueDelivery>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT d.id, d.event, d.app, d.at, d.body, d.attempts, c.id, c.url, c.events, c.format, c.secret
-             FROM notify_deliveries d JOIN notify_channels c ON c.id = d.channel
-             WHERE d.status = 'pending' AND d.next_at <= ?1 ORDER BY d.id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![now as i64, limit as i64], |row| {
-            Ok(DueDelivery {
-                id: row.get::<_, i64>(0)? as u64,
-                event: row.get(1)?,
-                app: row.get(2)?,
-                at: row.get(3)?,
-                body: row.get(4)?,
-                attempts: row.get(5)?,
-                channel: channel_row(row, 6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// Claims up to `limit` deliveries due at unix second `now`, oldest
+    /// first, at most one per webhook and none of `busy` webhooks: each is
+    /// not due again for `lease` seconds, so it is sent once while its try
+    /// runs (and again if the server stopped during it).
+    pub fn claim_due_deliveries(
+        &self,
+        now: u64,
+        limit: usize,
+        lease: u64,
+        busy: &[u64],
+    ) -> Result<Vec<DueDelivery>> {
+        let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
+        self.write(|tx| {
+            let claimed = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT d.id, d.event, d.app, d.at, d.body, d.attempts, c.id, c.url, c.events, c.format, c.secret
+                     FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY channel ORDER BY id) AS turn
+                           FROM notify_deliveries WHERE status = 'pending' AND next_at <= ?1) d
+                     JOIN notify_channels c ON c.id = d.channel
+                     WHERE d.turn = 1 AND d.channel NOT IN (SELECT value FROM json_each(?3))
+                     ORDER BY d.id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now as i64, limit as i64, busy], |row| {
+                    Ok(DueDelivery {
+                        id: row.get::<_, i64>(0)? as u64,
+                        event: row.get(1)?,
+                        app: row.get(2)?,
+                        at: row.get(3)?,
+                        body: row.get(4)?,
+                        attempts: row.get(5)?,
+                        channel: channel_row(row, 6)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            for delivery in &claimed {
+                tx.execute(
+                    "UPDATE notify_deliveries SET next_at = ?2 WHERE id = ?1",
+                    params![delivery.id as i64, (now + lease) as i64],
+                )?;
+            }
+            Ok(claimed)
+        })
     }
 
     /// Records a try: `delivered`, or the failure with the next try at
@@ -211,6 +216,31 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Queues `event` in `tx` for every webhook that asks for it.
+pub(crate) fn enqueue_in(tx: &Connection, event: &str, app: &str, body: &str) -> Result<usize> {
+    let channels = {
+        let mut stmt =
+            tx.prepare_cached("SELECT id, url, events, format, secret FROM notify_channels")?;
+        let rows = stmt.query_map([], |row| channel_row(row, 0))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    let mut queued = 0;
+    for channel in channels.iter().filter(|channel| {
+        channel.events.is_empty()
+            || channel
+                .events
+                .iter()
+                .any(|pattern| notify_event_matches(pattern, event))
+    }) {
+        tx.execute(
+            "INSERT INTO notify_deliveries (channel, event, app, at, body, status, next_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+            params![channel.id as i64, event, app, now_rfc3339(), body, now_unix() as i64],
+        )?;
+        queued += 1;
+    }
+    Ok(queued)
 }
 
 /// Unix seconds now.

@@ -145,7 +145,11 @@ impl Store {
                 let conn = self.conn();
                 counts(&conn, &app.name)?
             };
-            let hold = holds.remove(&app.name).or_else(|| server_hold.clone());
+            // The app's own hold and the server's: the stricter on each group.
+            let hold = match (holds.remove(&app.name), &server_hold) {
+                (Some(own), Some(server)) => Some(own.merged(server)),
+                (own, server) => own.or_else(|| server.clone()),
+            };
             desired.push(DesiredApp {
                 app: app.name,
                 release,

@@ -1,6 +1,8 @@
 //! Metered usage: the meter adds each minute's counts once, into the
 //! minute's, the hour's and the day's rows together, so reading a month
-//! never sums minutes. Minutes are kept 8 days; hours and days 13 months.
+//! never sums minutes. Minutes are kept 2 days (the spike check and
+//! `berth usage --by minute` look back an hour or a day); hours and days
+//! 13 months.
 
 use berth_proto::UsageRow;
 use rusqlite::params;
@@ -10,7 +12,7 @@ use crate::*;
 /// The resolutions rows are kept at, with their length in seconds and how
 /// long they are kept.
 pub const RESOLUTIONS: [(&str, u64, u64); 3] = [
-    ("minute", 60, 8 * 86_400),
+    ("minute", 60, 2 * 86_400),
     ("hour", 3_600, 400 * 86_400),
     ("day", 86_400, 400 * 86_400),
 ];

@@ -3,6 +3,7 @@
 use berth_proto::{BudgetAction, BudgetHold, BudgetSettings, NotifyFormat, UsageRow};
 
 use super::*;
+use crate::budgets::BudgetEvent;
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -57,8 +58,8 @@ fn each_minute_is_added_to_its_hour_and_day() {
             .unwrap()
             .is_empty()
     );
-    // Minutes go after 8 days; hours and days are kept.
-    assert_eq!(store.prune_usage(hour + 9 * 86_400).unwrap(), 3);
+    // Minutes go after 2 days; hours and days are kept.
+    assert_eq!(store.prune_usage(hour + 3 * 86_400).unwrap(), 3);
     assert_eq!(
         store.usage(None, "hour", 0, u64::MAX >> 2).unwrap().len(),
         2
@@ -84,17 +85,36 @@ fn a_hold_reaches_the_desired_state_and_the_servers_covers_every_app() {
         since: 1,
         reason: "monthly_usd 1".into(),
         throttle_rps: 1,
+        server_wide: false,
     };
     let state = BudgetState {
         period: "2026-12".into(),
         alerted: vec![50, 80, 100],
         spiked: false,
         acted: true,
+        settings_seen: None,
         hold: Some(hold.clone()),
     };
     store
-        .save_budget_state("shop", &state, Some((EventKind::BudgetExceeded, "crossed")))
+        .add_notify_channel("http://127.0.0.1:1/hook", &[], NotifyFormat::Json, "k")
         .unwrap();
+    let exceeded = BudgetEvent {
+        kind: EventKind::BudgetExceeded,
+        message: "crossed".into(),
+        notify: Some(("budget.exceeded".into(), "{}".into())),
+    };
+    store
+        .save_budget_state("shop", &state, &[exceeded])
+        .unwrap();
+    // The event and its webhook delivery were written with the state.
+    assert_eq!(
+        store.notify_deliveries(10).unwrap()[0].event,
+        "budget.exceeded"
+    );
+    assert_eq!(
+        store.events("shop", 0, 10).unwrap().last().unwrap().kind,
+        EventKind::BudgetExceeded
+    );
     assert_eq!(store.budget_state("shop").unwrap(), state);
     let desired = store.desired().unwrap();
     let of = |name: &str| {
@@ -107,9 +127,7 @@ fn a_hold_reaches_the_desired_state_and_the_servers_covers_every_app() {
     };
     assert_eq!(of("shop"), Some(hold.clone()));
     assert_eq!(of("blog"), None);
-    store
-        .save_budget_state(SERVER_BUDGET, &state, None)
-        .unwrap();
+    store.save_budget_state(SERVER_BUDGET, &state, &[]).unwrap();
     let desired = store.desired().unwrap();
     assert!(desired.iter().all(|app| app.hold.is_some()));
     store.destroy_app("shop").unwrap();
@@ -142,17 +160,34 @@ fn the_outbox_queues_per_matching_webhook_and_records_tries() {
             .unwrap(),
         1
     );
-    let due = store.due_deliveries(now_unix(), 10).unwrap();
-    assert_eq!(due.len(), 3);
+    // One per webhook per claim, and a claimed one is not due again
+    // while its lease runs.
+    let due = store.claim_due_deliveries(now_unix(), 10, 60, &[]).unwrap();
+    assert_eq!(due.len(), 2);
     assert_eq!(due[0].channel, budget);
+    let next = store.claim_due_deliveries(now_unix(), 10, 60, &[]).unwrap();
+    assert_eq!(next.len(), 1, "the second of the catch-all webhook's");
+    assert!(
+        store
+            .claim_due_deliveries(now_unix(), 10, 60, &[])
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_due_deliveries(now_unix() + 61, 10, 60, &[due[1].channel.id])
+            .unwrap()
+            .iter()
+            .all(|delivery| delivery.channel.id != due[1].channel.id),
+        "a busy webhook gets nothing new"
+    );
     store.record_delivery(due[0].id, Ok(())).unwrap();
     store
-        .record_delivery(due[1].id, Err(("timed out", Some(now_unix() + 60))))
+        .record_delivery(due[1].id, Err(("timed out", Some(now_unix() + 600))))
         .unwrap();
     store
-        .record_delivery(due[2].id, Err(("refused", None)))
+        .record_delivery(next[0].id, Err(("refused", None)))
         .unwrap();
-    assert!(store.due_deliveries(now_unix(), 10).unwrap().is_empty());
     let log = store.notify_deliveries(10).unwrap();
     let statuses: Vec<&str> = log
         .iter()

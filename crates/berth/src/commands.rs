@@ -66,7 +66,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     if args.meter_interval < std::time::Duration::from_secs(1) {
         anyhow::bail!("--meter-interval must be at least 1s");
     }
-    config.meter_interval = args.meter_interval;
+    config.meter_interval = (!args.no_meter).then_some(args.meter_interval);
     config.prices_dir = args.prices;
     if let Some(usd) = args.server_usd
         && !(usd.is_finite() && usd >= 0.0)

@@ -94,10 +94,13 @@ pub struct ServerArgs {
     /// Largest accepted upload in MiB.
     #[arg(long, default_value_t = 200)]
     pub max_upload_mib: u64,
-    /// How often the meter writes usage and budgets are evaluated (`60s`;
-    /// a budget acts at most this long after it is crossed).
-    #[arg(long, default_value = "60s", value_parser = berth_spec::parse_duration)]
+    /// How often the meter writes usage and budgets are evaluated (a
+    /// budget acts about this long after it is crossed).
+    #[arg(long, default_value = "10s", value_parser = berth_spec::parse_duration)]
     pub meter_interval: std::time::Duration,
+    /// Meter nothing: no usage, no budgets acting (for benchmarks).
+    #[arg(long)]
+    pub no_meter: bool,
     /// A folder of price tables (TOML) replacing or adding to berth's, for budgets.
     #[arg(long)]
     pub prices: Option<PathBuf>,

@@ -45,6 +45,11 @@ pub(super) async fn usage(
     if since > until {
         return Err(ApiFailure::BadRequest("since is after until".into()));
     }
+    if until > i64::MAX as u64 {
+        return Err(ApiFailure::BadRequest(format!(
+            "until {until} is past any time kept"
+        )));
+    }
     let store = state.store.clone();
     let rows = tokio::task::spawn_blocking(move || {
         store

@@ -13,8 +13,9 @@ pub(crate) struct Measured {
     pub(crate) projected_usd: f64,
     /// The last hour's money.
     pub(crate) last_hour_usd: f64,
-    /// The 23 hours before it.
-    pub(crate) trailing_day_usd: f64,
+    /// The average money of the hours (up to 23) before the last hour's
+    /// window, over the hours that have usage.
+    pub(crate) trailing_hourly_usd: f64,
 }
 
 /// Measures `app`'s month (`*`: every app's) as `settings` counts money.
@@ -73,7 +74,14 @@ pub(crate) fn measure(
         true,
         vcpu_seconds(&all_rows),
     );
-    let last_hour = read(filter, "minute", now.saturating_sub(3_600), now)?;
+    // Rates leave volumes out: a volume costs by the month, not by the row.
+    let without_volumes = |mut rows: Vec<UsageRow>| {
+        for row in &mut rows {
+            row.volume_bytes = 0;
+        }
+        rows
+    };
+    let last_hour = without_volumes(read(filter, "minute", now.saturating_sub(3_600), now)?);
     let last_hour_all = read(None, "minute", now.saturating_sub(3_600), now)?;
     let last_hour_usd = priced(
         &last_hour,
@@ -81,24 +89,27 @@ pub(crate) fn measure(
         false,
         vcpu_seconds(&last_hour_all),
     );
-    let day = read(
-        filter,
-        "hour",
-        now.saturating_sub(86_400),
-        now.saturating_sub(3_601),
-    )?;
-    let day_all = read(
-        None,
-        "hour",
-        now.saturating_sub(86_400),
-        now.saturating_sub(3_601),
-    )?;
-    let trailing_day_usd = priced(
-        &day,
-        82_800.0 / month_seconds,
-        false,
-        vcpu_seconds(&day_all),
-    );
+    // Whole hours before the last hour's window.
+    let window_start = now.saturating_sub(3_600);
+    let day_end = window_start - window_start % 3_600;
+    let day_start = day_end.saturating_sub(23 * 3_600);
+    let day = without_volumes(read(filter, "hour", day_start, day_end.saturating_sub(1))?);
+    let day_all = read(None, "hour", day_start, day_end.saturating_sub(1))?;
+    let hours = day
+        .iter()
+        .map(|row| row.at)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let trailing_hourly_usd = if hours == 0 {
+        0.0
+    } else {
+        priced(
+            &day,
+            hours as f64 * 3_600.0 / month_seconds,
+            false,
+            vcpu_seconds(&day_all),
+        ) / hours as f64
+    };
     let mut total = UsageRow::default();
     for row in &rows {
         total.add(row);
@@ -114,6 +125,6 @@ pub(crate) fn measure(
         figures,
         projected_usd: berth_cost::projected(spent_usd, last_hour_usd, hours_left),
         last_hour_usd,
-        trailing_day_usd,
+        trailing_hourly_usd,
     })
 }

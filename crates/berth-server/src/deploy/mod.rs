@@ -53,6 +53,8 @@ pub struct Deployer {
     /// Releases per app whose slugs are kept (see `ServerConfig`).
     pub(crate) keep_releases: u32,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The price tables a `[budget] price_as` must name.
+    pub(crate) prices: Arc<Vec<berth_cost::PriceTable>>,
 }
 
 impl Deployer {
@@ -83,7 +85,14 @@ impl Deployer {
             url_for,
             keep_releases,
             locks: std::sync::Mutex::new(HashMap::new()),
+            prices: Arc::new(berth_cost::PriceTable::load(None).unwrap_or_default()),
         }
+    }
+
+    /// The price tables budgets are priced with (`--prices`).
+    pub fn with_prices(mut self, prices: Arc<Vec<berth_cost::PriceTable>>) -> Self {
+        self.prices = prices;
+        self
     }
 
     /// Deletes slugs no release needs any more (failed deploys, destroyed

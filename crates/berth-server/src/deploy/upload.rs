@@ -100,6 +100,11 @@ impl Deployer {
 
         let mut spec = read_spec(staging.path(), &app, &progress)?;
         within_limits(&spec)?;
+        if let Some(budget) = &spec.budget {
+            berth_cost::find_plan(&self.prices, &budget.price_as).map_err(|err| {
+                DeployFailure::before_release(format!("[budget] price_as: {err}"))
+            })?;
+        }
         // Read (and removed from the upload) now; stored once the build
         // succeeded, so a failed deploy changes nothing.
         let imported = self.take_secrets_file(&app, staging.path(), &spec)?;
@@ -228,6 +233,7 @@ impl Deployer {
         .map_err(|err| DeployFailure::before_release(format!("the build stopped: {err}")))?
         .map_err(DeployFailure::before_release)?;
         let (default_binary, slug) = built;
+        crate::app_usage::record_build(&self.store, &app, started.elapsed());
         say(
             &progress,
             format!(

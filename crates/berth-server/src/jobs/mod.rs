@@ -236,9 +236,9 @@ impl JobRunner {
         job: berth_spec::JobSpec,
         options: RunOptions,
     ) -> Result<i64, JobError> {
-        if self.suspended(app) {
+        if let Some(resume) = self.suspended(app) {
             return Err(JobError::Invalid(format!(
-                "{app} is suspended: its budget was reached; run `berth budget resume {app}` or raise the budget"
+                "{app} is suspended: its budget was reached; run `{resume}` or raise the budget"
             )));
         }
         let tasks = options.tasks.unwrap_or(job.tasks);
@@ -271,7 +271,9 @@ impl JobRunner {
             },
         );
         let runner = self.clone();
+        let app_name = app.to_string();
         tokio::spawn(async move {
+            let began = std::time::Instant::now();
             let (status, message) = runner
                 .execute(
                     id,
@@ -290,6 +292,7 @@ impl JobRunner {
             if let Err(err) = runner.store.finish_execution(id, status, &message) {
                 tracing::error!(error = %err, execution = id, "cannot record the end of an execution");
             }
+            crate::app_usage::record_job(&runner.store, &app_name, began.elapsed());
             runner.running().remove(&id);
             let _ = done_sender.send(true);
         });

@@ -28,7 +28,9 @@ impl JobRunner {
             let Ok((release, spec)) = active_release(&self.store, &app.name) else {
                 continue;
             };
-            if spec.jobs.iter().any(|job| job.schedule.is_some()) && self.suspended(&app.name) {
+            if spec.jobs.iter().any(|job| job.schedule.is_some())
+                && self.suspended(&app.name).is_some()
+            {
                 continue;
             }
             // A schedule is in force from when its release was made, so one

@@ -3,13 +3,15 @@
 use super::JobRunner;
 
 impl JobRunner {
-    /// Whether `app`'s budget suspended it (its own hold, or the server's).
-    pub(crate) fn suspended(&self, app: &str) -> bool {
+    /// When `app`'s budget (its own, or the server's) suspended it: the
+    /// command that lifts the suspension.
+    pub(crate) fn suspended(&self, app: &str) -> Option<String> {
         let holds = self.store.budget_holds().unwrap_or_default();
-        let hold = holds
-            .get(app)
-            .or_else(|| holds.get(berth_store::SERVER_BUDGET));
-        crate::reconciler::hold::jobs_suspended(hold)
+        [holds.get(app), holds.get(berth_store::SERVER_BUDGET)]
+            .into_iter()
+            .flatten()
+            .find(|hold| crate::reconciler::hold::jobs_suspended(Some(hold)))
+            .map(|hold| crate::reconciler::hold::resume_command(app, hold))
     }
 
     /// Cancels every running execution of `app` (a budget suspended it)

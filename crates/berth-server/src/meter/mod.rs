@@ -1,9 +1,11 @@
 //! The meter: samples what runs every second (instances by size, their
 //! cgroups' CPU and memory, the router's counts) and flushes it to the
-//! store every interval (a minute unless `--meter-interval` says
-//! otherwise), then has the budgets evaluated. Requests pay nothing for
-//! it: the router only bumps counters the sampler reads.
+//! store every `--meter-interval` (10 s), then has the budgets evaluated.
+//! Volumes are measured hourly; builds and job executions are recorded
+//! where they end. Requests pay two uncontended lock operations for it:
+//! the router only bumps counters the sampler reads.
 
+mod disk_usage;
 mod sample;
 
 use std::collections::HashMap;
@@ -64,6 +66,53 @@ impl Sizes for StoredSizes {
     }
 }
 
+/// What metering is started with.
+pub(crate) struct MeterSetup {
+    pub(crate) store: Arc<Store>,
+    pub(crate) reconciler: ReconcilerHandle,
+    pub(crate) jobs: Arc<crate::jobs::JobRunner>,
+    /// The price tables (shipped, or `--prices`).
+    pub(crate) prices: Arc<Vec<berth_cost::PriceTable>>,
+    /// What the server costs a month (`--server-usd`).
+    pub(crate) server_usd: Option<f64>,
+    /// How often usage is written; `None`: no metering (`--no-meter`).
+    pub(crate) every: Option<Duration>,
+    pub(crate) volumes_dir: std::path::PathBuf,
+}
+
+/// Starts the webhook deliverer, the budgets and (unless off) the meter:
+/// the budgets, for the API, and the meter's task, to wait for at shutdown.
+pub(crate) fn start(
+    setup: MeterSetup,
+    shutdown: &CancellationToken,
+) -> (Arc<Budgets>, Option<tokio::task::JoinHandle<()>>) {
+    let notifier = crate::notify::Notifier::new(setup.store.clone());
+    tokio::spawn(notifier.clone().run(shutdown.clone()));
+    let budgets = Arc::new(Budgets {
+        store: setup.store.clone(),
+        tables: setup.prices,
+        server_usd: setup.server_usd,
+        reconciler: setup.reconciler.clone(),
+        jobs: setup.jobs,
+        notifier,
+        lock: std::sync::Mutex::new(()),
+    });
+    berth_router::set_metering(setup.every.is_some());
+    let task = setup.every.map(|every| {
+        tokio::spawn(
+            Meter {
+                store: setup.store,
+                reconciler: setup.reconciler,
+                budgets: budgets.clone(),
+                every,
+                volumes_dir: setup.volumes_dir,
+            }
+            .run(shutdown.clone()),
+        )
+    });
+    (budgets, task)
+}
+
 /// What the meter needs.
 pub(crate) struct Meter {
     pub(crate) store: Arc<Store>,
@@ -71,6 +120,8 @@ pub(crate) struct Meter {
     pub(crate) budgets: Arc<Budgets>,
     /// How often usage is written and budgets evaluated.
     pub(crate) every: Duration,
+    /// Where apps' volumes are (their size is metered hourly).
+    pub(crate) volumes_dir: std::path::PathBuf,
 }
 
 impl Meter {
@@ -87,6 +138,7 @@ impl Meter {
             tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_prune = tokio::time::Instant::now();
+        let mut first_flush = true;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -99,11 +151,26 @@ impl Meter {
                 }
                 _ = flush.tick() => {
                     sampler.sample(&self.reconciler.snapshot(), &mut sizes, std::time::Instant::now());
-                    let prune = last_prune.elapsed() >= PRUNE_EVERY;
-                    if prune {
+                    let hourly = last_prune.elapsed() >= PRUNE_EVERY || first_flush;
+                    first_flush = false;
+                    if hourly {
                         last_prune = tokio::time::Instant::now();
                     }
-                    self.flush(sampler.take(), prune).await;
+                    let mut rows = sampler.take();
+                    if hourly {
+                        let volumes = self.volumes_dir.clone();
+                        let sizes = tokio::task::spawn_blocking(move || disk_usage::volume_bytes(&volumes))
+                            .await
+                            .unwrap_or_default();
+                        rows.extend(sizes.into_iter().filter(|(_, bytes)| *bytes > 0).map(|(app, bytes)| {
+                            berth_proto::UsageRow {
+                                app,
+                                volume_bytes: bytes,
+                                ..berth_proto::UsageRow::default()
+                            }
+                        }));
+                    }
+                    self.flush(rows, hourly).await;
                     // Releases come and go: the cache starts over now and then.
                     if sizes.specs.len() > 1024 {
                         sizes.specs.clear();

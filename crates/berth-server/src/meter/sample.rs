@@ -127,6 +127,10 @@ impl Sampler {
                 bytes_out: http.bytes_out,
                 busy_seconds: http.busy_seconds,
             };
+            // Counted once the app has a release: until then its counts wait.
+            let Some(release) = actual.release else {
+                continue;
+            };
             let before = self
                 .counters
                 .insert(app.clone(), counters)
@@ -140,9 +144,6 @@ impl Sampler {
             if requests == 0 && busy == 0.0 && counters.bytes_out == before.bytes_out {
                 continue;
             }
-            let Some(release) = actual.release else {
-                continue;
-            };
             let web = sizes
                 .web_group(app, release)
                 .unwrap_or_else(|| "web".to_string());

@@ -20,6 +20,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ATTEMPTS: u32 = 8;
 /// Deliveries in flight at once.
 const BATCH: usize = 16;
+/// How long a claimed delivery is not due again (longer than a try).
+const LEASE: Duration = Duration::from_secs(60);
 
 /// Queues events and wakes the deliverer.
 pub(crate) struct Notifier {
@@ -80,14 +82,9 @@ impl Notifier {
         })
     }
 
-    /// Queues `event` about `app` (blocking: a store write).
-    pub(crate) fn send(&self, event: &str, app: &str, message: &str, data: serde_json::Value) {
-        let body = serde_json::json!({ "message": message, "data": data }).to_string();
-        match self.store.enqueue_notification(event, app, &body) {
-            Ok(0) => {}
-            Ok(_) => self.wake.notify_one(),
-            Err(err) => tracing::error!(error = %err, event, "cannot queue a notification"),
-        }
+    /// Has the deliverer look for due deliveries now.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Delivers what is due until `shutdown`.
@@ -115,55 +112,49 @@ impl Notifier {
                 return;
             }
         };
-        // Each delivery is its own task: a webhook that does not answer
-        // holds up no other.
-        let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<u64>>> = Arc::default();
-        let slots = Arc::new(tokio::sync::Semaphore::new(BATCH));
+        // Each delivery is its own task, at most one per webhook at a time
+        // and BATCH in all: a webhook that does not answer holds up no
+        // other. A claimed delivery is leased, so it is sent once.
+        let busy: Arc<std::sync::Mutex<std::collections::HashSet<u64>>> = Arc::default();
         loop {
-            let store = self.store.clone();
-            let due = tokio::task::spawn_blocking(move || {
-                store.due_deliveries(berth_store::now_unix(), BATCH * 4)
-            })
-            .await;
-            let due = match due {
-                Ok(Ok(due)) => due,
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "cannot read due notifications");
-                    Vec::new()
-                }
-                Err(_) => Vec::new(),
-            };
-            for delivery in due {
-                if !in_flight
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(delivery.id)
+            let room = BATCH.saturating_sub(lock(&busy).len());
+            let claimed = if room == 0 {
+                Vec::new()
+            } else {
+                let store = self.store.clone();
+                let busy_now: Vec<u64> = lock(&busy).iter().copied().collect();
+                match tokio::task::spawn_blocking(move || {
+                    store.claim_due_deliveries(
+                        berth_store::now_unix(),
+                        room,
+                        LEASE.as_secs(),
+                        &busy_now,
+                    )
+                })
+                .await
                 {
-                    continue;
+                    Ok(Ok(claimed)) => claimed,
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "cannot read due notifications");
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
                 }
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    in_flight
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .remove(&delivery.id);
-                    break;
-                };
-                let (client, store, in_flight, notifier) = (
+            };
+            for delivery in claimed {
+                lock(&busy).insert(delivery.channel.id);
+                let (client, store, busy, notifier) = (
                     client.clone(),
                     self.store.clone(),
-                    in_flight.clone(),
+                    busy.clone(),
                     self.clone(),
                 );
                 tokio::spawn(async move {
                     let outcome = post(&client, &delivery).await;
-                    let id = delivery.id;
+                    let channel = delivery.channel.id;
                     let _ = tokio::task::spawn_blocking(move || record(&store, &delivery, outcome))
                         .await;
-                    in_flight
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .remove(&id);
-                    drop(slot);
+                    lock(&busy).remove(&channel);
                     notifier.wake.notify_one();
                 });
             }
@@ -176,6 +167,17 @@ impl Notifier {
     }
 }
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The JSON payload an event is queued with: its message and data.
+pub(crate) fn payload(message: &str, data: serde_json::Value) -> String {
+    serde_json::json!({ "message": message, "data": data }).to_string()
+}
+
 /// Records how a try of `delivery` went, with its next try if it failed.
 fn record(store: &Store, delivery: &DueDelivery, outcome: Result<(), String>) {
     let attempts = delivery.attempts + 1;
@@ -184,7 +186,7 @@ fn record(store: &Store, delivery: &DueDelivery, outcome: Result<(), String>) {
         Err(error) => {
             let retry_at =
                 retry_after(attempts).map(|after| berth_store::now_unix() + after.as_secs());
-            tracing::warn!(delivery = delivery.id, url = %delivery.channel.url, error = %error, "a webhook delivery failed");
+            tracing::warn!(delivery = delivery.id, webhook = delivery.channel.id, error = %error, "a webhook delivery failed");
             store.record_delivery(delivery.id, Err((error.as_str(), retry_at)))
         }
     };
@@ -210,10 +212,11 @@ async fn post(client: &reqwest::Client, delivery: &DueDelivery) -> Result<(), St
         .send()
         .await
         .map_err(|err| {
+            // Without the URL: a Slack webhook's URL is its credential.
             if err.is_timeout() {
                 format!("no answer within {}s", TIMEOUT.as_secs())
             } else {
-                format!("cannot reach it: {err}")
+                format!("cannot reach it: {}", err.without_url())
             }
         })?;
     if answer.status().is_success() {

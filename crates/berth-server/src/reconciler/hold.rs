@@ -8,10 +8,7 @@ use berth_store::DesiredApp;
 
 /// The action a hold takes on `group` (its own, else the one for all).
 pub(crate) fn action_on(hold: &BudgetHold, group: &str) -> Option<BudgetAction> {
-    hold.actions
-        .get(group)
-        .or_else(|| hold.actions.get("*"))
-        .copied()
+    hold.action_on(group)
 }
 
 /// `wanted` instances of `group`, as the app's hold allows.
@@ -37,11 +34,21 @@ pub(crate) fn jobs_suspended(hold: Option<&BudgetHold>) -> bool {
     })
 }
 
+/// The command that lifts `hold` on `app`.
+pub(crate) fn resume_command(app: &str, hold: &BudgetHold) -> String {
+    if hold.server_wide {
+        "berth budget resume --server-wide".into()
+    } else {
+        format!("berth budget resume --app {app}")
+    }
+}
+
 /// What the 503 page says while the budget keeps the app stopped.
 pub(crate) fn budget_page_reason(app: &str, hold: &BudgetHold) -> String {
     format!(
-        "its monthly budget was reached ({}); the owner can run `berth budget resume {app}` or raise the budget",
-        hold.reason
+        "its monthly budget was reached ({}); the owner can run `{}` or raise the budget",
+        hold.reason,
+        resume_command(app, hold)
     )
 }
 

@@ -305,4 +305,6 @@ impl Reconciler {
 }
 
 #[cfg(test)]
+mod hold_tests;
+#[cfg(test)]
 mod tests;

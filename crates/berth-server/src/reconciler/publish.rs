@@ -53,12 +53,17 @@ impl Reconciler {
                 .filter_map(|instance| instance.backend.clone())
                 .collect();
             let groups = self.group_statuses(app);
+            // The budget page only when the groups that serve HTTP are
+            // the ones the budget stopped.
             let held_stopped = app.hold.as_ref().filter(|_| {
                 app.release.as_ref().is_some_and(|release| {
-                    release
-                        .processes
-                        .keys()
-                        .any(|group| super::hold::stopped_by_budget(app, group))
+                    self.spec(release).is_some_and(|spec| {
+                        release
+                            .processes
+                            .keys()
+                            .filter(|group| spec.serves_http(group))
+                            .any(|group| super::hold::stopped_by_budget(app, group))
+                    })
                 })
             });
             let reason = if backends.is_empty() {

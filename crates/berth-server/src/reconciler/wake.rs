@@ -32,7 +32,6 @@ impl Reconciler {
             && let Some(release) = &target.release
             && release.status == ReleaseStatus::Active
             && let Some(spec) = self.spec(release)
-            && target.hold.is_none()
         {
             let scaling = &spec.http.scaling;
             if scaling.is_active() && scaling.auto_start {
@@ -42,7 +41,14 @@ impl Reconciler {
                             && &instance.process == group
                             && instance.phase.is_live()
                     });
-                    if spec.serves_http(group) && !live && self.wanted(target, group) == 0 {
+                    // A group its budget stopped stays stopped; a capped or
+                    // throttled one still starts from zero.
+                    let allowed = super::hold::held_count(target, group, 1) > 0;
+                    if spec.serves_http(group)
+                        && allowed
+                        && !live
+                        && self.wanted(target, group) == 0
+                    {
                         tracing::debug!(app, group = %group, "woken: starting one");
                         self.event(
                             app,

@@ -6,8 +6,8 @@ use toml::Spanned;
 
 use super::shapes::{NumberOrText, Problems, RawBudget};
 
-/// Providers berth ships prices for (a `--prices` directory may add more;
-/// the server checks those when it deploys).
+/// Providers berth ships prices for (a `--prices` directory may add more:
+/// the server checks `price_as` against its tables when it deploys).
 pub const SHIPPED_PROVIDERS: [&str; 4] = ["cloud-run", "fly", "render", "own-server"];
 
 fn positive(

@@ -337,12 +337,22 @@ async fn a_budget_alerts_scales_to_zero_keeps_data_and_resumes() {
     };
     assert_eq!(listed, "1\tkeep me\n2\tsecond row\n");
     wait_alert(&sink, &secret, "budget.resumed", None, 30).await;
-    // Each threshold alerted once.
-    let fifty = alerts(&sink, &secret)
+    // Each threshold alerted once, and the action was taken once.
+    let sent_alerts = alerts(&sink, &secret);
+    for threshold in [50, 80, 100] {
+        let count = sent_alerts
+            .iter()
+            .filter(|alert| {
+                alert["event"] == "budget.alert" && alert["data"]["threshold"] == threshold
+            })
+            .count();
+        assert_eq!(count, 1, "threshold {threshold}: {sent_alerts:?}");
+    }
+    let exceeded_count = sent_alerts
         .iter()
-        .filter(|alert| alert["data"]["threshold"] == 50)
+        .filter(|alert| alert["event"] == "budget.exceeded")
         .count();
-    assert_eq!(fifty, 1);
+    assert_eq!(exceeded_count, 1);
     let log = server.ok(&["notify", "log", "--json"]).await.json();
     assert!(
         log.as_array()
