@@ -40,8 +40,8 @@ pub struct UsageRow {
     pub bytes_in: u64,
     /// Response body bytes sent to clients.
     pub bytes_out: u64,
-    /// Bytes the instances sent out of their network namespaces (not
-    /// measured yet: 0).
+    /// Bytes the instances sent out of their network namespaces (as root:
+    /// without isolation there is none, and this is 0).
     pub egress_bytes: u64,
     /// Seconds spent building releases.
     pub build_seconds: f64,

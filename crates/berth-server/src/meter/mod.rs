@@ -6,6 +6,7 @@
 //! the router only bumps counters the sampler reads.
 
 mod disk_usage;
+mod egress;
 mod sample;
 
 use std::collections::HashMap;
@@ -55,6 +56,10 @@ impl Sizes for StoredSizes {
             .map(|spec| spec.0.vm_for(process))
             .unwrap_or_default();
         (vm.cpus, vm.memory_mb)
+    }
+
+    fn sent_bytes(&mut self, pid: u32) -> Option<u64> {
+        egress::sent_bytes(pid)
     }
 
     fn web_group(&mut self, app: &str, release: u64) -> Option<String> {

@@ -20,12 +20,16 @@ pub(crate) trait Sizes {
     fn size(&mut self, app: &str, release: u64, process: &str) -> (f64, u32);
     /// The group that serves HTTP in `release` of `app`.
     fn web_group(&mut self, app: &str, release: u64) -> Option<String>;
+    /// Bytes the instance with process `pid` sent out of its network
+    /// namespace so far; `None` without one of its own.
+    fn sent_bytes(&mut self, pid: u32) -> Option<u64>;
 }
 
 #[derive(Debug)]
 struct Seen {
     at: Instant,
     cpu_seconds: Option<f64>,
+    sent_bytes: Option<u64>,
 }
 
 /// The router's counters for one app at the last sample.
@@ -81,6 +85,12 @@ impl Sampler {
                     cpus.to_bits(),
                     memory_mb,
                 );
+                let sent_now = instance.pid.and_then(|pid| sizes.sent_bytes(pid));
+                let sent_before = match self.instances.get(&instance.id) {
+                    Some(seen) => seen.sent_bytes,
+                    None if since_last.is_some() => Some(0),
+                    None => sent_now,
+                };
                 let (ran, cpu_before) = match self.instances.get(&instance.id) {
                     Some(seen) => ((now - seen.at).as_secs_f64(), seen.cpu_seconds),
                     None => match since_last {
@@ -99,6 +109,9 @@ impl Sampler {
                 if let (Some(now_cpu), Some(before)) = (instance.cpu_seconds, cpu_before) {
                     usage.cpu_seconds += (now_cpu - before).max(0.0);
                 }
+                if let (Some(sent), Some(before)) = (sent_now, sent_before) {
+                    usage.egress_bytes += sent.saturating_sub(before);
+                }
                 if let Some(memory) = instance.memory_bytes {
                     let weight = usage.instance_seconds;
                     if weight > 0.0 {
@@ -113,6 +126,7 @@ impl Sampler {
                     Seen {
                         at: now,
                         cpu_seconds: instance.cpu_seconds,
+                        sent_bytes: sent_now,
                     },
                 );
             }
@@ -190,6 +204,9 @@ mod tests {
         fn web_group(&mut self, _app: &str, _release: u64) -> Option<String> {
             Some("web".into())
         }
+        fn sent_bytes(&mut self, pid: u32) -> Option<u64> {
+            (pid > 1).then_some(u64::from(pid) * 10)
+        }
     }
 
     fn instance(id: &str, process: &str, uptime: u64, cpu: f64, memory: u64) -> InstanceInfo {
@@ -238,10 +255,11 @@ mod tests {
         let later = start + Duration::from_secs(2);
         sampler.sample(
             &snapshot(
-                vec![
-                    instance("a", "web", 5, 1.5, 300),
-                    instance("b", "worker", 1, 0.2, 1000),
-                ],
+                vec![instance("a", "web", 5, 1.5, 300), {
+                    let mut worker = instance("b", "worker", 1, 0.2, 1000);
+                    worker.pid = Some(7);
+                    worker
+                }],
                 12,
                 120,
             ),
@@ -265,6 +283,9 @@ mod tests {
         // New since the last sample, up 1 s: 1 s, and its CPU since start.
         assert_eq!(worker.instance_seconds, 1.0);
         assert!((worker.cpu_seconds - 0.2).abs() < 1e-9);
+        // Its namespace sent 70 bytes since it started; web has no namespace.
+        assert_eq!(worker.egress_bytes, 70);
+        assert_eq!(web.egress_bytes, 0);
         assert!(sampler.take().is_empty());
         // Counters that went back (the app was made again) count from zero.
         sampler.sample(
