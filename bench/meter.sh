@@ -79,7 +79,9 @@ echo "budget: crossing to the last instance gone, $ACTIONS times, --meter-interv
 times=()
 for action in $(seq "$ACTIONS"); do
     wait_up
-    sleep 12 # a flush after the last requests: the count is settled
+    # A flush after the last requests (the count is settled), then a
+    # random phase against the meter's 10 s rhythm.
+    sleep $((12 + RANDOM % 10))
     limit=$(( $(requests_so_far) + 3 ))
     "$BERTH" budget set --app hello --requests "$limit" --on-exceed scale-to-zero --price-as test >/dev/null
     for _ in 1 2 3 4; do curl -s -H "Host: hello.localhost" "$ROUTER_URL/" >/dev/null; done

@@ -50,9 +50,13 @@ pub struct UsageRow {
     /// Bytes its volumes held (the period's largest sample, measured
     /// hourly).
     pub volume_bytes: u64,
-    /// Bytes its databases held (the period's largest sample; not
-    /// measured yet: 0).
+    /// Bytes its database held (the period's largest sample, measured
+    /// hourly while PostgreSQL runs).
     pub database_bytes: u64,
+    /// Bytes its database's backups held (the period's largest sample,
+    /// measured hourly).
+    #[serde(default)]
+    pub backup_bytes: u64,
 }
 
 impl UsageRow {
@@ -77,6 +81,7 @@ impl UsageRow {
         self.job_seconds += other.job_seconds;
         self.volume_bytes = self.volume_bytes.max(other.volume_bytes);
         self.database_bytes = self.database_bytes.max(other.database_bytes);
+        self.backup_bytes = self.backup_bytes.max(other.backup_bytes);
     }
 }
 

@@ -382,6 +382,7 @@ pub async fn run(
             server_usd: config.server_usd,
             every: config.meter_interval,
             volumes_dir: data.join("volumes"),
+            resources: resources.clone(),
         },
         &shutdown,
     );

@@ -179,6 +179,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         job_seconds REAL NOT NULL DEFAULT 0,
         volume_bytes INTEGER NOT NULL DEFAULT 0,
         database_bytes INTEGER NOT NULL DEFAULT 0,
+        backup_bytes INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (resolution, at, app, process, cpus, memory_mb)
     ) WITHOUT ROWID;
     CREATE INDEX usage_by_app ON usage (app, resolution, at);

@@ -25,7 +25,7 @@ pub fn resolution_seconds(resolution: &str) -> Option<u64> {
         .map(|(_, seconds, _)| *seconds)
 }
 
-const USAGE_COLUMNS: &str = "app, process, at, cpus, memory_mb, instance_seconds, busy_seconds, cpu_seconds, memory_peak, memory_byte_seconds, requests, bytes_in, bytes_out, egress_bytes, build_seconds, job_seconds, volume_bytes, database_bytes";
+const USAGE_COLUMNS: &str = "app, process, at, cpus, memory_mb, instance_seconds, busy_seconds, cpu_seconds, memory_peak, memory_byte_seconds, requests, bytes_in, bytes_out, egress_bytes, build_seconds, job_seconds, volume_bytes, database_bytes, backup_bytes";
 
 fn usage_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
     let instance_seconds: f64 = row.get(5)?;
@@ -55,6 +55,7 @@ fn usage_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
         job_seconds: row.get(15)?,
         volume_bytes: count(16)?,
         database_bytes: count(17)?,
+        backup_bytes: count(18)?,
     })
 }
 
@@ -64,8 +65,8 @@ impl Store {
     pub fn add_usage(&self, at: u64, rows: &[UsageRow]) -> Result<()> {
         self.write(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO usage (resolution, at, app, process, cpus, memory_mb, instance_seconds, busy_seconds, cpu_seconds, memory_peak, memory_byte_seconds, requests, bytes_in, bytes_out, egress_bytes, build_seconds, job_seconds, volume_bytes, database_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                "INSERT INTO usage (resolution, at, app, process, cpus, memory_mb, instance_seconds, busy_seconds, cpu_seconds, memory_peak, memory_byte_seconds, requests, bytes_in, bytes_out, egress_bytes, build_seconds, job_seconds, volume_bytes, database_bytes, backup_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
                  ON CONFLICT (resolution, at, app, process, cpus, memory_mb) DO UPDATE SET
                     instance_seconds = instance_seconds + excluded.instance_seconds,
                     busy_seconds = busy_seconds + excluded.busy_seconds,
@@ -79,7 +80,8 @@ impl Store {
                     build_seconds = build_seconds + excluded.build_seconds,
                     job_seconds = job_seconds + excluded.job_seconds,
                     volume_bytes = MAX(volume_bytes, excluded.volume_bytes),
-                    database_bytes = MAX(database_bytes, excluded.database_bytes)",
+                    database_bytes = MAX(database_bytes, excluded.database_bytes),
+                    backup_bytes = MAX(backup_bytes, excluded.backup_bytes)",
             )?;
             for row in rows {
                 for (resolution, seconds, _) in RESOLUTIONS {
@@ -103,6 +105,7 @@ impl Store {
                         row.job_seconds,
                         row.volume_bytes as i64,
                         row.database_bytes as i64,
+                        row.backup_bytes as i64,
                     ])?;
                 }
             }

@@ -81,6 +81,31 @@ impl Postgres {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
+    /// Bytes each of `apps`' databases takes on disk, when the server
+    /// runs (it is not started for this); apps without one are left out.
+    pub async fn database_sizes(&self, apps: &[String]) -> Vec<(String, u64)> {
+        let (Some(_), Some(port)) = (self.pid().await, self.known_port()) else {
+            return Vec::new();
+        };
+        let Ok(client) = self.admin(port).await else {
+            return Vec::new();
+        };
+        let mut sizes = Vec::new();
+        for app in apps {
+            let row = client
+                .query_opt(
+                    "SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1",
+                    &[&database_name(app)],
+                )
+                .await;
+            if let Ok(Some(row)) = row {
+                let bytes: i64 = row.get(0);
+                sizes.push((app.clone(), bytes.max(0) as u64));
+            }
+        }
+        sizes
+    }
+
     /// Drops `app`'s database (closing its connections) and role.
     pub async fn drop_database(&self, app: &str) -> Result<(), ResourceError> {
         let port = self.ensure_running().await?;

@@ -1,7 +1,7 @@
 //! The meter: samples what runs every second (instances by size, their
 //! cgroups' CPU and memory, the router's counts) and flushes it to the
 //! store every `--meter-interval` (10 s), then has the budgets evaluated.
-//! Volumes are measured hourly; builds and job executions are recorded
+//! Volumes, databases and backups are measured hourly; builds and job executions are recorded
 //! where they end. Requests pay two uncontended lock operations for it:
 //! the router only bumps counters the sampler reads.
 
@@ -83,6 +83,7 @@ pub(crate) struct MeterSetup {
     /// How often usage is written; `None`: no metering (`--no-meter`).
     pub(crate) every: Option<Duration>,
     pub(crate) volumes_dir: std::path::PathBuf,
+    pub(crate) resources: Arc<crate::services::Resources>,
 }
 
 /// Starts the webhook deliverer, the budgets and (unless off) the meter:
@@ -111,6 +112,7 @@ pub(crate) fn start(
                 budgets: budgets.clone(),
                 every,
                 volumes_dir: setup.volumes_dir,
+                resources: setup.resources,
             }
             .run(shutdown.clone()),
         )
@@ -127,6 +129,8 @@ pub(crate) struct Meter {
     pub(crate) every: Duration,
     /// Where apps' volumes are (their size is metered hourly).
     pub(crate) volumes_dir: std::path::PathBuf,
+    /// Databases and their backups (their size is metered hourly).
+    pub(crate) resources: Arc<crate::services::Resources>,
 }
 
 impl Meter {
@@ -163,17 +167,7 @@ impl Meter {
                     }
                     let mut rows = sampler.take();
                     if hourly {
-                        let volumes = self.volumes_dir.clone();
-                        let sizes = tokio::task::spawn_blocking(move || disk_usage::volume_bytes(&volumes))
-                            .await
-                            .unwrap_or_default();
-                        rows.extend(sizes.into_iter().filter(|(_, bytes)| *bytes > 0).map(|(app, bytes)| {
-                            berth_proto::UsageRow {
-                                app,
-                                volume_bytes: bytes,
-                                ..berth_proto::UsageRow::default()
-                            }
-                        }));
+                        rows.extend(self.storage_rows().await);
                     }
                     self.flush(rows, hourly).await;
                     // Releases come and go: the cache starts over now and then.
@@ -183,6 +177,32 @@ impl Meter {
                 }
             }
         }
+    }
+
+    /// What each app's volumes, database and backups hold now.
+    async fn storage_rows(&self) -> Vec<berth_proto::UsageRow> {
+        let volumes = self.volumes_dir.clone();
+        let mut rows: Vec<berth_proto::UsageRow> =
+            tokio::task::spawn_blocking(move || disk_usage::volume_bytes(&volumes))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, bytes)| *bytes > 0)
+                .map(|(app, bytes)| berth_proto::UsageRow {
+                    app,
+                    volume_bytes: bytes,
+                    ..berth_proto::UsageRow::default()
+                })
+                .collect();
+        for (app, database, backups) in self.resources.storage_bytes().await {
+            rows.push(berth_proto::UsageRow {
+                app,
+                database_bytes: database,
+                backup_bytes: backups,
+                ..berth_proto::UsageRow::default()
+            });
+        }
+        rows
     }
 
     /// Writes `rows` and evaluates the budgets.

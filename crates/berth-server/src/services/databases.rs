@@ -102,6 +102,38 @@ impl Resources {
         Ok((berth_resources::redis::url(port, &password), port))
     }
 
+    /// Per app with a database: the bytes it takes and its backups take.
+    pub(crate) async fn storage_bytes(&self) -> Vec<(String, u64, u64)> {
+        let apps: Vec<String> = self
+            .store
+            .apps()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|app| app.name)
+            .filter(|app| {
+                self.store
+                    .resource(app, &ResourceKind::Postgres)
+                    .is_ok_and(|row| row.is_some())
+            })
+            .collect();
+        let sizes = self.postgres.database_sizes(&apps).await;
+        apps.into_iter()
+            .map(|app| {
+                let database = sizes
+                    .iter()
+                    .find(|(name, _)| *name == app)
+                    .map_or(0, |(_, bytes)| *bytes);
+                let backups = self
+                    .backups(&app)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|backup| backup.size_bytes)
+                    .sum();
+                (app, database, backups)
+            })
+            .collect()
+    }
+
     pub(crate) fn backups_of(&self, app: &str) -> PathBuf {
         self.backups_dir.join(app)
     }

@@ -195,6 +195,11 @@ async fn a_browser_signs_in_scales_follows_logs_and_rolls_back() {
         })
         .await;
     browser.screenshot("app").await;
+    // This month's usage, priced on every shipped provider's plans.
+    assert_eq!(count(&browser.client, "#cost tbody tr").await, 5);
+    assert!(page_has(&browser.client, "Google Cloud Run, request-based").await);
+    assert!(page_has(&browser.client, "Fly.io Machines").await);
+    assert!(page_has(&browser.client, "instance-hours").await);
 
     // Scale to two from the form; the instances table (htmx) shows both.
     let count_field = browser.client.find(Locator::Id("scale-web")).await.unwrap();

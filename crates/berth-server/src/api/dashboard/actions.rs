@@ -1,4 +1,5 @@
-//! What the dashboard's forms do: scale a group, roll back, run a job.
+//! What the dashboard's forms do: scale a group, roll back, run a job,
+//! resume an app its budget stopped.
 //! Each checks the form's CSRF token first, then does what the API's own
 //! route does, and sends the browser back to the app's page.
 
@@ -110,5 +111,27 @@ pub(super) async fn run_job(
     match started {
         Ok(_) => back_to(&app),
         Err(err) => crate::api::error::ApiFailure::from(err).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ResumeForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Lifts the app's budget action for the rest of the month.
+pub(super) async fn resume(
+    State(state): State<ApiState>,
+    Extension(session): Extension<Session>,
+    Path(app): Path<String>,
+    Form(form): Form<ResumeForm>,
+) -> Response {
+    if let Some(refused) = refuse_forged(&session, &form.csrf) {
+        return refused;
+    }
+    match crate::api::usage::resume_budget(State(state), Path(app.clone())).await {
+        Ok(_) => back_to(&app),
+        Err(err) => err.into_response(),
     }
 }

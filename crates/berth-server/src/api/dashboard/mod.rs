@@ -13,6 +13,7 @@ mod actions;
 mod assets;
 mod pages;
 mod sessions;
+mod usage;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -30,6 +31,7 @@ pub(super) fn routes(state: ApiState) -> Router<ApiState> {
         .route("/ui/apps/{app}/scale", post(actions::scale))
         .route("/ui/apps/{app}/rollback", post(actions::rollback))
         .route("/ui/apps/{app}/jobs/{job}/run", post(actions::run_job))
+        .route("/ui/apps/{app}/budget/resume", post(actions::resume))
         .route("/ui/logout", post(sessions::logout))
         // Like the API's: below the disk reserve, nothing new is made.
         .route_layer(axum::middleware::from_fn_with_state(

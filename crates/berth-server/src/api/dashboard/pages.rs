@@ -168,12 +168,18 @@ pub(super) async fn app(
         .filter(|range| RANGES.iter().any(|(name, _)| name == range))
         .unwrap_or_else(|| "1h".into());
     let charts = state.history.charts(&app, &range);
+    let month = {
+        let (state, app) = (state.clone(), app.clone());
+        tokio::task::spawn_blocking(move || super::usage::month_view(&state, &app))
+            .await
+            .unwrap_or_default()
+    };
     let ranges: Vec<&str> = RANGES.iter().map(|(name, _)| *name).collect();
     render(
         "app.html",
         context! {
-            log_bytes => size(status.logs.bytes),
-            log_max => size(status.logs.max_bytes),
+            log_bytes => super::usage::size(status.logs.bytes),
+            log_max => super::usage::size(status.logs.max_bytes),
             instances => status.instances.clone(),
             status,
             releases,
@@ -183,6 +189,7 @@ pub(super) async fn app(
             secret_names,
             logs,
             charts,
+            month,
             ranges,
             range,
             csrf => session.csrf,
@@ -270,19 +277,4 @@ fn follow(
             }
         }
     })
-}
-
-/// A size for people: `3.2 MiB`.
-pub(super) fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
