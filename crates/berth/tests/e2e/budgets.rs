@@ -395,6 +395,44 @@ async fn a_budget_alerts_scales_to_zero_keeps_data_and_resumes() {
     );
 }
 
+/// Waits until `app` runs `count` instances.
+async fn wait_instances(server: &TestServer, app: &str, count: usize) {
+    server
+        .wait_for_status(app, Duration::from_secs(60), |status| {
+            status["instances"]
+                .as_array()
+                .is_some_and(|all| all.len() == count)
+        })
+        .await;
+}
+
+/// Sets `app`'s budget to `requests` more than it made so far, acting with
+/// `action` (and `extra` flags), priced with the test table.
+async fn budget_past_now(
+    server: &TestServer,
+    app: &str,
+    requests: u64,
+    action: &str,
+    extra: &[&str],
+) {
+    let (now, ..) = settled_usage(server, app, "web").await;
+    let limit = (now + requests).to_string();
+    let mut args = vec![
+        "budget",
+        "set",
+        "--app",
+        app,
+        "--requests",
+        &limit,
+        "--on-exceed",
+        action,
+        "--price-as",
+        "test",
+    ];
+    args.extend_from_slice(extra);
+    server.ok(&args).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cap_and_throttle_act_as_named_and_bad_input_is_refused() {
     setup();
@@ -418,67 +456,19 @@ async fn cap_and_throttle_act_as_named_and_bad_input_is_refused() {
         .json();
     assert_eq!(shown["source"], "berth.toml");
     server.ok(&["scale", "--app", "capped", "web=2"]).await;
-    server
-        .wait_for_status("capped", Duration::from_secs(60), |status| {
-            status["instances"]
-                .as_array()
-                .is_some_and(|all| all.len() == 2)
-        })
-        .await;
+    wait_instances(&server, "capped", 2).await;
 
     // Cap: one instance per group once crossed.
-    let (before, ..) = settled_usage(&server, "capped", "web").await;
-    server
-        .ok(&[
-            "budget",
-            "set",
-            "--app",
-            "capped",
-            "--requests",
-            &(before + 3).to_string(),
-            "--on-exceed",
-            "cap",
-            "--price-as",
-            "test",
-        ])
-        .await;
+    budget_past_now(&server, "capped", 3, "cap", &[]).await;
     for _ in 0..4 {
         server.get("capped", "/").await;
     }
-    server
-        .wait_for_status("capped", Duration::from_secs(60), |status| {
-            status["instances"]
-                .as_array()
-                .is_some_and(|all| all.len() == 1)
-        })
-        .await;
+    wait_instances(&server, "capped", 1).await;
     server.ok(&["budget", "resume", "--app", "capped"]).await;
-    server
-        .wait_for_status("capped", Duration::from_secs(60), |status| {
-            status["instances"]
-                .as_array()
-                .is_some_and(|all| all.len() == 2)
-        })
-        .await;
+    wait_instances(&server, "capped", 2).await;
 
-    // Throttle: a raised budget re-arms; past it, one request a second.
-    let (now, ..) = settled_usage(&server, "capped", "web").await;
-    server
-        .ok(&[
-            "budget",
-            "set",
-            "--app",
-            "capped",
-            "--requests",
-            &(now + 3).to_string(),
-            "--on-exceed",
-            "throttle",
-            "--throttle-rps",
-            "1",
-            "--price-as",
-            "test",
-        ])
-        .await;
+    // Throttle: a changed budget re-arms; past it, one request a second.
+    budget_past_now(&server, "capped", 3, "throttle", &["--throttle-rps", "1"]).await;
     for _ in 0..4 {
         server.get("capped", "/").await;
     }
