@@ -1,7 +1,6 @@
 //! Usage, cost and budgets on the wire: what the meter counted
-//! (`berth usage`), what it would cost elsewhere (`berth cost`), the
-//! budgets that act on it (`berth budget`), and the webhooks alerts leave
-//! by (`berth notify`).
+//! (`berth usage`), what it would cost elsewhere (`berth cost`), and the
+//! budgets that act on it (`berth budget`).
 
 use std::collections::BTreeMap;
 
@@ -332,6 +331,13 @@ pub struct BudgetHold {
     /// It is the server's budget's (`berth budget resume --server-wide`).
     #[serde(default)]
     pub server_wide: bool,
+    /// It is the app's own and the server's together: both must be resumed.
+    #[serde(default)]
+    pub both: bool,
+    /// A rate limit applies (a throttle, also one a stricter action on the
+    /// same group hides in a combined hold).
+    #[serde(default)]
+    pub throttled: bool,
 }
 
 impl BudgetHold {
@@ -366,7 +372,18 @@ impl BudgetHold {
             reason: format!("{}; {}", self.reason, other.reason),
             throttle_rps: self.throttle_rps.min(other.throttle_rps),
             server_wide: self.server_wide || other.server_wide,
+            both: true,
+            throttled: self.is_throttled() || other.is_throttled(),
         }
+    }
+
+    /// Whether a rate limit applies.
+    pub fn is_throttled(&self) -> bool {
+        self.throttled
+            || self
+                .actions
+                .values()
+                .any(|action| *action == BudgetAction::Throttle)
     }
 }
 
@@ -398,86 +415,6 @@ pub struct BudgetStatus {
     pub alerted: Vec<u32>,
     /// What is in force, if the budget was crossed.
     pub hold: Option<BudgetHold>,
-}
-
-/// How a webhook's body is shaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "kebab-case")]
-pub enum NotifyFormat {
-    /// `{"id", "event", "app", "at", "message", "data"}`.
-    Json,
-    /// Slack's incoming-webhook body: `{"text": …}`.
-    Slack,
-}
-
-/// `POST /v1/notify`: a webhook that alerts are sent to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AddNotifyChannel {
-    /// An `http://` or `https://` URL.
-    pub url: String,
-    /// Event patterns it gets (`budget.*`, `deploy.failed`); empty: all.
-    pub events: Vec<String>,
-    /// The body's shape.
-    pub format: NotifyFormat,
-}
-
-/// A webhook, as listed. Its signing secret is shown once, when added.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NotifyChannel {
-    /// Its id.
-    pub id: u64,
-    /// Where it posts.
-    pub url: String,
-    /// The events it gets; empty: all.
-    pub events: Vec<String>,
-    /// The body's shape.
-    pub format: NotifyFormat,
-    /// The HMAC-SHA256 key, only in the answer to adding it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-}
-
-/// One alert's delivery to one webhook.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NotifyDelivery {
-    /// Its id (also the body's `id`).
-    pub id: u64,
-    /// The webhook.
-    pub channel: u64,
-    /// The event: `budget.exceeded`.
-    pub event: String,
-    /// The app, or `*`.
-    pub app: String,
-    /// When the event happened (RFC 3339).
-    pub at: String,
-    /// `pending`, `delivered` or `failed` (retries exhausted).
-    pub status: String,
-    /// Tries so far.
-    pub attempts: u32,
-    /// The last failure.
-    pub last_error: Option<String>,
-}
-
-/// Event names a webhook may ask for.
-pub const NOTIFY_EVENTS: [&str; 6] = [
-    "budget.alert",
-    "budget.exceeded",
-    "budget.spike",
-    "budget.resumed",
-    "deploy.failed",
-    "app.crash-loop",
-];
-
-/// Whether `event` matches `pattern` (`budget.*`, `*`, or the name).
-pub fn notify_event_matches(pattern: &str, event: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => event.starts_with(prefix),
-        None => pattern == event,
-    }
 }
 
 #[cfg(test)]
@@ -536,6 +473,8 @@ mod tests {
             reason: "r".into(),
             throttle_rps: 3,
             server_wide,
+            both: false,
+            throttled: false,
         };
         let own = hold(
             &[
@@ -548,17 +487,15 @@ mod tests {
         let merged = own.merged(&server);
         assert_eq!(merged.action_on("web"), Some(BudgetAction::ScaleToZero));
         assert_eq!(merged.action_on("worker"), Some(BudgetAction::Suspend));
-        assert!(merged.server_wide);
+        assert!(merged.server_wide && merged.both);
+        // The server's throttle survives the app's own stricter cap.
+        let capped = hold(&[("*", BudgetAction::Cap)], false);
+        let throttled = hold(&[("*", BudgetAction::Throttle)], true);
+        let combined = capped.merged(&throttled);
+        assert_eq!(combined.action_on("web"), Some(BudgetAction::Cap));
+        assert!(combined.is_throttled());
         let alert_only = hold(&[("worker", BudgetAction::Cap)], false);
         assert_eq!(alert_only.action_on("web"), None);
-    }
-
-    #[test]
-    fn event_patterns_match_by_prefix_or_name() {
-        assert!(notify_event_matches("budget.*", "budget.exceeded"));
-        assert!(notify_event_matches("*", "deploy.failed"));
-        assert!(!notify_event_matches("budget.*", "deploy.failed"));
-        assert!(notify_event_matches("deploy.failed", "deploy.failed"));
     }
 
     #[test]

@@ -43,14 +43,31 @@ pub struct HttpStats {
     busy: Busy,
 }
 
-/// Requests in flight now, since when (nanoseconds after [`clock`]'s
-/// start), and the busy time so far: atomics, so the router threads of a
-/// busy app never wait on each other to count it.
+/// Requests in flight now (an atomic, so the router threads of a busy app
+/// never wait on each other), and under a lock taken only when the count
+/// leaves or reaches zero (and by readers): since when the app is busy and
+/// the busy time so far. A reader never sees a busy period without its
+/// start, so the figure never jumps.
 #[derive(Debug, Default)]
 struct Busy {
     in_flight: AtomicU64,
-    since_nanos: AtomicU64,
-    total_nanos: AtomicU64,
+    periods: std::sync::Mutex<BusyPeriods>,
+}
+
+#[derive(Debug, Default)]
+struct BusyPeriods {
+    /// The open period's start (nanoseconds after [`clock`]'s start).
+    open_since: Option<u64>,
+    /// Closed periods, in nanoseconds.
+    total: u64,
+}
+
+impl Busy {
+    fn periods(&self) -> std::sync::MutexGuard<'_, BusyPeriods> {
+        self.periods
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Nanoseconds since the first call.
@@ -83,7 +100,8 @@ impl HttpStats {
             return;
         }
         if self.busy.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.busy.since_nanos.store(clock(), Ordering::Release);
+            let mut periods = self.busy.periods();
+            periods.open_since.get_or_insert_with(clock);
         }
     }
 
@@ -100,10 +118,14 @@ impl HttpStats {
                     count.checked_sub(1)
                 });
         if ended == Ok(1) {
-            let since = self.busy.since_nanos.load(Ordering::Acquire);
-            self.busy
-                .total_nanos
-                .fetch_add(clock().saturating_sub(since), Ordering::Relaxed);
+            let mut periods = self.busy.periods();
+            // A request that began since (the count is up again) keeps the
+            // period open.
+            if self.busy.in_flight.load(Ordering::Acquire) == 0
+                && let Some(since) = periods.open_since.take()
+            {
+                periods.total += clock().saturating_sub(since);
+            }
         }
     }
 
@@ -115,13 +137,11 @@ impl HttpStats {
     }
 
     fn busy_seconds(&self) -> f64 {
-        let total = self.busy.total_nanos.load(Ordering::Relaxed);
-        let open = if self.busy.in_flight.load(Ordering::Acquire) > 0 {
-            clock().saturating_sub(self.busy.since_nanos.load(Ordering::Acquire))
-        } else {
-            0
-        };
-        (total + open) as f64 / 1e9
+        let periods = self.busy.periods();
+        let open = periods
+            .open_since
+            .map_or(0, |since| clock().saturating_sub(since));
+        (periods.total + open) as f64 / 1e9
     }
 
     pub(crate) fn record(&self, status: u16, took: Duration, bytes_out: u64) {
@@ -200,6 +220,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         // Idle time does not count.
         assert_eq!(stats.figures().busy_seconds, busy);
+        // Read while busy, the figure grows with the open period and
+        // never goes back.
+        stats.begin();
+        let mut last = stats.figures().busy_seconds;
+        for _ in 0..50 {
+            let now = stats.figures().busy_seconds;
+            assert!(now >= last);
+            last = now;
+        }
+        stats.end();
+        assert!(stats.figures().busy_seconds >= last);
         stats.count_bytes_in(7);
         assert_eq!(stats.figures().bytes_in, 7);
     }

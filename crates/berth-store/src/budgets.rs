@@ -151,8 +151,11 @@ impl Store {
         })
     }
 
-    /// The holds in force, by app (`*`: the server's, on every app).
+    /// The holds in force this month, by app (`*`: the server's, on every
+    /// app). A hold of an earlier month is over, evaluated or not.
     pub fn budget_holds(&self) -> Result<BTreeMap<String, BudgetHold>> {
+        let now = time::OffsetDateTime::now_utc();
+        let month = format!("{:04}-{:02}", now.year(), u8::from(now.month()));
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached("SELECT app, hold FROM budget_state WHERE hold IS NOT NULL")?;
@@ -162,7 +165,10 @@ impl Store {
         let mut holds = BTreeMap::new();
         for row in rows {
             let (app, hold) = row?;
-            holds.insert(app, from_json("budget hold", &hold)?);
+            let hold: BudgetHold = from_json("budget hold", &hold)?;
+            if hold.period == month {
+                holds.insert(app, hold);
+            }
         }
         Ok(holds)
     }

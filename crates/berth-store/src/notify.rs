@@ -37,7 +37,7 @@ pub struct DueDelivery {
     pub at: String,
     /// The event's JSON payload.
     pub body: String,
-    /// Tries so far.
+    /// This try's number (the claim counted it).
     pub attempts: u32,
 }
 
@@ -120,10 +120,12 @@ impl Store {
         self.write(|tx| enqueue_in(tx, event, app, body))
     }
 
-    /// Claims up to `limit` deliveries due at unix second `now`, oldest
-    /// first, at most one per webhook and none of `busy` webhooks: each is
-    /// not due again for `lease` seconds, so it is sent once while its try
-    /// runs (and again if the server stopped during it).
+    /// Claims up to `limit` deliveries due at unix second `now`: of each
+    /// webhook its oldest pending one (so a webhook gets its events in
+    /// order), none of `busy` webhooks. A claim counts as a try and is not
+    /// due again for `lease` seconds, so it is not sent twice while its try
+    /// runs; a server that stops during a try sends it again after the
+    /// lease (receivers deduplicate on the delivery id).
     pub fn claim_due_deliveries(
         &self,
         now: u64,
@@ -135,11 +137,11 @@ impl Store {
         self.write(|tx| {
             let claimed = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT d.id, d.event, d.app, d.at, d.body, d.attempts, c.id, c.url, c.events, c.format, c.secret
+                    "SELECT d.id, d.event, d.app, d.at, d.body, d.attempts + 1, c.id, c.url, c.events, c.format, c.secret
                      FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY channel ORDER BY id) AS turn
-                           FROM notify_deliveries WHERE status = 'pending' AND next_at <= ?1) d
+                           FROM notify_deliveries WHERE status = 'pending') d
                      JOIN notify_channels c ON c.id = d.channel
-                     WHERE d.turn = 1 AND d.channel NOT IN (SELECT value FROM json_each(?3))
+                     WHERE d.turn = 1 AND d.next_at <= ?1 AND d.channel NOT IN (SELECT value FROM json_each(?3))
                      ORDER BY d.id LIMIT ?2",
                 )?;
                 let rows = stmt.query_map(params![now as i64, limit as i64, busy], |row| {
@@ -157,7 +159,7 @@ impl Store {
             };
             for delivery in &claimed {
                 tx.execute(
-                    "UPDATE notify_deliveries SET next_at = ?2 WHERE id = ?1",
+                    "UPDATE notify_deliveries SET next_at = ?2, attempts = attempts + 1 WHERE id = ?1",
                     params![delivery.id as i64, (now + lease) as i64],
                 )?;
             }
@@ -175,15 +177,15 @@ impl Store {
         self.write(|tx| {
             match outcome {
                 Ok(()) => tx.execute(
-                    "UPDATE notify_deliveries SET status = 'delivered', attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                    "UPDATE notify_deliveries SET status = 'delivered', last_error = NULL WHERE id = ?1 AND status = 'pending'",
                     [id as i64],
                 )?,
                 Err((error, Some(retry_at))) => tx.execute(
-                    "UPDATE notify_deliveries SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
+                    "UPDATE notify_deliveries SET last_error = ?2, next_at = ?3 WHERE id = ?1 AND status = 'pending'",
                     params![id as i64, error, retry_at as i64],
                 )?,
                 Err((error, None)) => tx.execute(
-                    "UPDATE notify_deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                    "UPDATE notify_deliveries SET status = 'failed', last_error = ?2 WHERE id = ?1 AND status = 'pending'",
                     params![id as i64, error],
                 )?,
             };

@@ -124,14 +124,28 @@ impl Store {
         until: u64,
     ) -> Result<Vec<UsageRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {USAGE_COLUMNS} FROM usage WHERE resolution = ?1 AND at >= ?2 AND at <= ?3 AND (?4 IS NULL OR app = ?4) ORDER BY at, app, process, cpus, memory_mb"
-        ))?;
-        let rows = stmt.query_map(
-            params![resolution, since as i64, until as i64, app],
-            usage_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // Two statements, so the per-app one uses the (app, resolution, at)
+        // index.
+        let rows = match app {
+            Some(app) => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM usage WHERE app = ?4 AND resolution = ?1 AND at >= ?2 AND at <= ?3 ORDER BY at, process, cpus, memory_mb"
+                ))?;
+                stmt.query_map(
+                    params![resolution, since as i64, until as i64, app],
+                    usage_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {USAGE_COLUMNS} FROM usage WHERE resolution = ?1 AND at >= ?2 AND at <= ?3 ORDER BY at, app, process, cpus, memory_mb"
+                ))?;
+                stmt.query_map(params![resolution, since as i64, until as i64], usage_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(rows)
     }
 
     /// Deletes rows past their resolution's keeping; returns how many.

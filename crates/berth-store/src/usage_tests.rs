@@ -5,6 +5,11 @@ use berth_proto::{BudgetAction, BudgetHold, BudgetSettings, NotifyFormat, UsageR
 use super::*;
 use crate::budgets::BudgetEvent;
 
+fn this_month() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!("{:04}-{:02}", now.year(), u8::from(now.month()))
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("berth.db")).unwrap();
@@ -80,15 +85,17 @@ fn a_hold_reaches_the_desired_state_and_the_servers_covers_every_app() {
     assert_eq!(store.budget_set_here("shop").unwrap(), Some(settings));
     assert!(store.set_budget("nope", None).is_err());
     let hold = BudgetHold {
-        period: "2026-12".into(),
+        period: this_month(),
         actions: [("*".to_string(), BudgetAction::ScaleToZero)].into(),
         since: 1,
         reason: "monthly_usd 1".into(),
         throttle_rps: 1,
         server_wide: false,
+        both: false,
+        throttled: false,
     };
     let state = BudgetState {
-        period: "2026-12".into(),
+        period: this_month(),
         alerted: vec![50, 80, 100],
         spiked: false,
         acted: true,
@@ -130,6 +137,24 @@ fn a_hold_reaches_the_desired_state_and_the_servers_covers_every_app() {
     store.save_budget_state(SERVER_BUDGET, &state, &[]).unwrap();
     let desired = store.desired().unwrap();
     assert!(desired.iter().all(|app| app.hold.is_some()));
+    // A hold of another month is over.
+    let old = BudgetState {
+        hold: Some(BudgetHold {
+            period: "2001-01".into(),
+            ..hold.clone()
+        }),
+        ..state.clone()
+    };
+    store.save_budget_state(SERVER_BUDGET, &old, &[]).unwrap();
+    let desired = store.desired().unwrap();
+    assert!(
+        desired
+            .iter()
+            .find(|app| app.app == "blog")
+            .unwrap()
+            .hold
+            .is_none()
+    );
     store.destroy_app("shop").unwrap();
     assert_eq!(store.budget_set_here("shop").unwrap(), None);
 }
@@ -160,18 +185,18 @@ fn the_outbox_queues_per_matching_webhook_and_records_tries() {
             .unwrap(),
         1
     );
-    // One per webhook per claim, and a claimed one is not due again
+    // Of each webhook its oldest, and a claimed one is not due again
     // while its lease runs.
     let due = store.claim_due_deliveries(now_unix(), 10, 60, &[]).unwrap();
     assert_eq!(due.len(), 2);
     assert_eq!(due[0].channel, budget);
-    let next = store.claim_due_deliveries(now_unix(), 10, 60, &[]).unwrap();
-    assert_eq!(next.len(), 1, "the second of the catch-all webhook's");
+    assert_eq!(due[1].attempts, 1, "the claim counts the try");
     assert!(
         store
             .claim_due_deliveries(now_unix(), 10, 60, &[])
             .unwrap()
-            .is_empty()
+            .is_empty(),
+        "leased, and the catch-all webhook's second waits for its first"
     );
     assert!(
         store
@@ -183,18 +208,23 @@ fn the_outbox_queues_per_matching_webhook_and_records_tries() {
     );
     store.record_delivery(due[0].id, Ok(())).unwrap();
     store
-        .record_delivery(due[1].id, Err(("timed out", Some(now_unix() + 600))))
+        .record_delivery(due[1].id, Err(("refused", None)))
         .unwrap();
+    let next = store.claim_due_deliveries(now_unix(), 10, 60, &[]).unwrap();
+    assert_eq!(next.len(), 1, "the catch-all webhook's second, in order");
+    assert_eq!(next[0].event, "deploy.failed");
     store
-        .record_delivery(next[0].id, Err(("refused", None)))
+        .record_delivery(next[0].id, Err(("timed out", Some(now_unix() + 600))))
         .unwrap();
+    // A late answer for a try already recorded changes nothing.
+    store.record_delivery(due[1].id, Ok(())).unwrap();
     let log = store.notify_deliveries(10).unwrap();
     let statuses: Vec<&str> = log
         .iter()
         .map(|delivery| delivery.status.as_str())
         .collect();
-    assert_eq!(statuses, ["failed", "pending", "delivered"]);
-    assert_eq!(log[1].last_error.as_deref(), Some("timed out"));
+    assert_eq!(statuses, ["pending", "failed", "delivered"]);
+    assert_eq!(log[0].last_error.as_deref(), Some("timed out"));
     store.remove_notify_channel(budget.id).unwrap();
     assert_eq!(store.notify_deliveries(10).unwrap().len(), 2);
     assert!(store.remove_notify_channel(budget.id).is_err());

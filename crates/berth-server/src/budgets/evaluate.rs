@@ -13,7 +13,8 @@ use super::{Budgets, Happened, figures};
 impl Budgets {
     /// Evaluates one budget; whether its hold changed. The caller holds
     /// the lock.
-    pub(super) fn evaluate_one(&self, app: &str, now: u64) -> Result<bool, String> {
+    pub(super) fn evaluate_one(&self, app: &str, reads: &figures::Reads) -> Result<bool, String> {
+        let now = reads.now();
         let (settings, _) = self.settings(app)?;
         let month = berth_cost::CalendarMonth::of(now);
         let mut state = self
@@ -47,9 +48,11 @@ impl Budgets {
             changed |= lifted;
         }
         let Some(settings) = settings else {
+            // A budget added again starts armed.
+            let forgot = state.acted || state.settings_seen.is_some();
+            state.acted = false;
+            state.settings_seen = None;
             if let Some(hold) = state.hold.take() {
-                state.acted = false;
-                state.settings_seen = None;
                 self.save(
                     app,
                     &state,
@@ -62,18 +65,15 @@ impl Budgets {
                 )?;
                 return Ok(true);
             }
+            if forgot {
+                self.save(app, &state, Vec::new())?;
+            }
             return Ok(changed);
         };
-        let measured = figures::measure(
-            &self.store,
-            &self.tables,
-            self.server_usd,
-            app,
-            &settings,
-            now,
-        )?;
+        let measured = figures::measure(reads, &self.tables, self.server_usd, app, &settings)?;
         let usage = used(&settings, &measured.figures);
         let mut happened: Vec<Happened> = Vec::new();
+        let mut suspend = false;
         // A changed budget starts over: its action may be taken again, and
         // the thresholds above the use alert again.
         let seen = serde_json::to_string(&settings).unwrap_or_default();
@@ -149,14 +149,13 @@ impl Budgets {
                     reason: usage.limit.clone(),
                     throttle_rps: settings.throttle_rps.unwrap_or(DEFAULT_THROTTLE_RPS),
                     server_wide: app == SERVER_BUDGET,
+                    both: false,
+                    throttled: false,
                 });
                 changed = true;
-                if actions
+                suspend = actions
                     .values()
-                    .any(|action| *action == BudgetAction::Suspend)
-                {
-                    self.cancel_jobs(app);
-                }
+                    .any(|action| *action == BudgetAction::Suspend);
             }
             let mut data = data.clone();
             data["actions"] = serde_json::json!(actions);
@@ -186,6 +185,10 @@ impl Budgets {
             ));
         }
         self.save(app, &state, happened)?;
+        // Once the hold is stored, so no job starts after the cancel.
+        if suspend {
+            self.cancel_jobs(app);
+        }
         Ok(changed)
     }
 

@@ -1,9 +1,9 @@
-//! Where a budget's month stands: usage read from the store and priced as
-//! the budget says.
+//! Where a budget's month stands: usage read from the store (once per
+//! evaluation pass, for every app) and priced as the budget says.
 
 use berth_cost::{CalendarMonth, Month, MonthFigures, PriceTable, ServerShare, price_plan};
 use berth_proto::{BudgetSettings, UsageRow};
-use berth_store::{SERVER_BUDGET, Store, StoreError};
+use berth_store::{SERVER_BUDGET, Store};
 
 /// A budget's month, measured.
 #[derive(Debug, Clone, Default)]
@@ -18,35 +18,80 @@ pub(crate) struct Measured {
     pub(crate) trailing_hourly_usd: f64,
 }
 
+/// Every app's usage a pass needs: the month by day, the last hour by
+/// minute, the whole hours of the day before that by hour.
+pub(crate) struct Reads {
+    now: u64,
+    month: CalendarMonth,
+    month_rows: Vec<UsageRow>,
+    last_hour: Vec<UsageRow>,
+    trailing_day: Vec<UsageRow>,
+}
+
+impl Reads {
+    /// When they were read (unix seconds).
+    pub(crate) fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Reads them at unix second `now`.
+    pub(crate) fn load(store: &Store, now: u64) -> Result<Reads, String> {
+        let month = CalendarMonth::of(now);
+        let read = |resolution: &str, since: u64, until: u64| {
+            store
+                .usage(None, resolution, since, until)
+                .map_err(|err| format!("cannot read usage: {err}"))
+        };
+        // Whole hours before the last hour's window.
+        let window_start = now.saturating_sub(3_600);
+        let day_end = window_start - window_start % 3_600;
+        Ok(Reads {
+            now,
+            month_rows: read("day", month.start, month.end - 1)?,
+            last_hour: without_volumes(read("minute", window_start, now)?),
+            trailing_day: without_volumes(read(
+                "hour",
+                day_end.saturating_sub(23 * 3_600),
+                day_end.saturating_sub(1),
+            )?),
+            month,
+        })
+    }
+}
+
+/// Rates leave volumes out: a volume costs by the month, not by the row.
+fn without_volumes(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
+    for row in &mut rows {
+        row.volume_bytes = 0;
+    }
+    rows
+}
+
+/// The rows of `app` (`*`: all of them).
+fn of_app(rows: &[UsageRow], app: &str) -> Vec<UsageRow> {
+    rows.iter()
+        .filter(|row| app == SERVER_BUDGET || row.app == app)
+        .cloned()
+        .collect()
+}
+
+fn vcpu_seconds(rows: &[UsageRow]) -> f64 {
+    rows.iter().map(|row| row.instance_seconds * row.cpus).sum()
+}
+
 /// Measures `app`'s month (`*`: every app's) as `settings` counts money.
 pub(crate) fn measure(
-    store: &Store,
+    reads: &Reads,
     tables: &[PriceTable],
     server_usd: Option<f64>,
     app: &str,
     settings: &BudgetSettings,
-    now: u64,
 ) -> Result<Measured, String> {
-    let month = CalendarMonth::of(now);
-    let filter = (app != SERVER_BUDGET).then_some(app);
-    let read = |filter: Option<&str>, resolution: &str, since: u64, until: u64| {
-        store
-            .usage(filter, resolution, since, until)
-            .map_err(|err: StoreError| format!("cannot read usage: {err}"))
-    };
-    let rows = read(filter, "day", month.start, month.end - 1)?;
-    let all_rows = if filter.is_some() {
-        read(None, "day", month.start, month.end - 1)?
-    } else {
-        rows.clone()
-    };
+    let month = &reads.month;
     let (table, plan) =
         berth_cost::find_plan(tables, &settings.price_as).map_err(|err| err.to_string())?;
     let month_seconds = (month.end - month.start) as f64;
-    let elapsed = (now.saturating_sub(month.start)) as f64;
-    let vcpu_seconds =
-        |rows: &[UsageRow]| -> f64 { rows.iter().map(|row| row.instance_seconds * row.cpus).sum() };
-    let priced = |rows: &[UsageRow], fraction: f64, free: bool, all: f64| {
+    let priced = |rows: &[UsageRow], fraction: f64, free: bool, all: &[UsageRow]| {
         let mut plan = plan.clone();
         if !free {
             plan.free = berth_cost::FreeTier::default();
@@ -63,38 +108,21 @@ pub(crate) fn measure(
             &month,
             ServerShare {
                 usd_per_month: server_usd,
-                all_vcpu_seconds: all,
+                all_vcpu_seconds: vcpu_seconds(all),
             },
         )
         .total_usd
     };
-    let spent_usd = priced(
-        &rows,
-        elapsed / month_seconds,
-        true,
-        vcpu_seconds(&all_rows),
-    );
-    // Rates leave volumes out: a volume costs by the month, not by the row.
-    let without_volumes = |mut rows: Vec<UsageRow>| {
-        for row in &mut rows {
-            row.volume_bytes = 0;
-        }
-        rows
-    };
-    let last_hour = without_volumes(read(filter, "minute", now.saturating_sub(3_600), now)?);
-    let last_hour_all = read(None, "minute", now.saturating_sub(3_600), now)?;
+    let rows = of_app(&reads.month_rows, app);
+    let elapsed = reads.now.saturating_sub(month.start) as f64;
+    let spent_usd = priced(&rows, elapsed / month_seconds, true, &reads.month_rows);
     let last_hour_usd = priced(
-        &last_hour,
+        &of_app(&reads.last_hour, app),
         3_600.0 / month_seconds,
         false,
-        vcpu_seconds(&last_hour_all),
+        &reads.last_hour,
     );
-    // Whole hours before the last hour's window.
-    let window_start = now.saturating_sub(3_600);
-    let day_end = window_start - window_start % 3_600;
-    let day_start = day_end.saturating_sub(23 * 3_600);
-    let day = without_volumes(read(filter, "hour", day_start, day_end.saturating_sub(1))?);
-    let day_all = read(None, "hour", day_start, day_end.saturating_sub(1))?;
+    let day = of_app(&reads.trailing_day, app);
     let hours = day
         .iter()
         .map(|row| row.at)
@@ -107,7 +135,7 @@ pub(crate) fn measure(
             &day,
             hours as f64 * 3_600.0 / month_seconds,
             false,
-            vcpu_seconds(&day_all),
+            &reads.trailing_day,
         ) / hours as f64
     };
     let mut total = UsageRow::default();
@@ -120,7 +148,7 @@ pub(crate) fn measure(
         egress_gb: (total.bytes_out + total.egress_bytes) as f64 / 1e9,
         instance_hours: total.instance_seconds / 3_600.0,
     };
-    let hours_left = (month.end.saturating_sub(now)) as f64 / 3_600.0;
+    let hours_left = month.end.saturating_sub(reads.now) as f64 / 3_600.0;
     Ok(Measured {
         figures,
         projected_usd: berth_cost::projected(spent_usd, last_hour_usd, hours_left),

@@ -89,12 +89,11 @@ impl Budgets {
         let month = berth_cost::CalendarMonth::of(now);
         let measured = match &settings {
             Some(settings) => figures::measure(
-                &self.store,
+                &figures::Reads::load(&self.store, now)?,
                 &self.tables,
                 self.server_usd,
                 app,
                 settings,
-                now,
             )?,
             None => figures::Measured::default(),
         };
@@ -139,10 +138,17 @@ impl Budgets {
                 return false;
             }
         }
+        let reads = match figures::Reads::load(&self.store, now) {
+            Ok(reads) => reads,
+            Err(err) => {
+                tracing::error!(error = %err, "budgets cannot read usage");
+                return false;
+            }
+        };
         let mut changed = false;
         for key in keys {
             let _guard = self.locked();
-            match self.evaluate_one(&key, now) {
+            match self.evaluate_one(&key, &reads) {
                 Ok(acted) => changed |= acted,
                 Err(err) => tracing::warn!(app = %key, error = %err, "cannot evaluate a budget"),
             }
@@ -226,7 +232,7 @@ impl Budgets {
             self.store
                 .set_budget(app, settings)
                 .map_err(|err| err.to_string())?;
-            if self.evaluate_one(app, now)? {
+            if self.evaluate_one(app, &figures::Reads::load(&self.store, now)?)? {
                 self.reconciler.nudge();
             }
         }

@@ -1,9 +1,10 @@
 //! Bytes an instance sent out of its network namespace: the transmit
-//! counters of the namespace's interfaces other than loopback, read from
-//! `/proc/PID/net/dev` of a process inside it. The router reaches an
-//! instance from inside its namespace, so answers to requests are not in
-//! them: what is counted is what the app sent elsewhere (the internet,
-//! berth's databases, DNS).
+//! counters of the namespace's interfaces other than loopback (its veth
+//! link, with direct egress), read from `/proc/PID/net/dev` of a process
+//! inside it. The router, berth's databases and DNS are reached over
+//! loopback inside the namespace, so neither answers to requests nor those
+//! count: what is counted is what the app sent out of the host's reach.
+//! With proxy egress the namespace has only loopback, and this is 0.
 
 use std::path::Path;
 

@@ -23,6 +23,9 @@ use sample::{Sampler, Sizes};
 /// How often what runs is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long the hourly database sizes may take.
+const STORAGE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// How often rows past their keeping are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -194,7 +197,17 @@ impl Meter {
                     ..berth_proto::UsageRow::default()
                 })
                 .collect();
-        for (app, database, backups) in self.resources.storage_bytes().await {
+        // A stuck database must not stop the meter.
+        let storage = tokio::time::timeout(STORAGE_TIMEOUT, self.resources.storage_bytes())
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!(
+                    "database sizes took over {}s; skipped this hour",
+                    STORAGE_TIMEOUT.as_secs()
+                );
+                Vec::new()
+            });
+        for (app, database, backups) in storage {
             rows.push(berth_proto::UsageRow {
                 app,
                 database_bytes: database,

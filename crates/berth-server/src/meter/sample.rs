@@ -85,7 +85,15 @@ impl Sampler {
                     cpus.to_bits(),
                     memory_mb,
                 );
-                let sent_now = instance.pid.and_then(|pid| sizes.sent_bytes(pid));
+                // An instance seen without a namespace of its own has none.
+                let lookup = self
+                    .instances
+                    .get(&instance.id)
+                    .is_none_or(|seen| seen.sent_bytes.is_some());
+                let sent_now = instance
+                    .pid
+                    .filter(|_| lookup)
+                    .and_then(|pid| sizes.sent_bytes(pid));
                 let sent_before = match self.instances.get(&instance.id) {
                     Some(seen) => seen.sent_bytes,
                     None if since_last.is_some() => Some(0),
@@ -150,10 +158,12 @@ impl Sampler {
                 .insert(app.clone(), counters)
                 .unwrap_or_default();
             let requests = grown(counters.requests, before.requests);
-            let busy = if counters.busy_seconds >= before.busy_seconds {
-                counters.busy_seconds - before.busy_seconds
-            } else {
+            // Only a request count that went back means new counters (the
+            // app was made again); busy time that seems to go back is 0.
+            let busy = if counters.requests < before.requests {
                 counters.busy_seconds
+            } else {
+                (counters.busy_seconds - before.busy_seconds).max(0.0)
             };
             if requests == 0 && busy == 0.0 && counters.bytes_out == before.bytes_out {
                 continue;

@@ -180,7 +180,8 @@ pub(crate) fn payload(message: &str, data: serde_json::Value) -> String {
 
 /// Records how a try of `delivery` went, with its next try if it failed.
 fn record(store: &Store, delivery: &DueDelivery, outcome: Result<(), String>) {
-    let attempts = delivery.attempts + 1;
+    // The claim counted this try.
+    let attempts = delivery.attempts;
     let recorded = match &outcome {
         Ok(()) => store.record_delivery(delivery.id, Ok(())),
         Err(error) => {

@@ -36,7 +36,9 @@ pub(crate) fn jobs_suspended(hold: Option<&BudgetHold>) -> bool {
 
 /// The command that lifts `hold` on `app`.
 pub(crate) fn resume_command(app: &str, hold: &BudgetHold) -> String {
-    if hold.server_wide {
+    if hold.both {
+        format!("berth budget resume --app {app}` and `berth budget resume --server-wide")
+    } else if hold.server_wide {
         "berth budget resume --server-wide".into()
     } else {
         format!("berth budget resume --app {app}")
@@ -54,13 +56,10 @@ pub(crate) fn budget_page_reason(app: &str, hold: &BudgetHold) -> String {
 
 /// The rate limit a throttled app gets, on top of its own.
 pub(crate) fn throttle_limit(hold: &BudgetHold) -> Option<RateLimit> {
-    hold.actions
-        .values()
-        .any(|action| *action == BudgetAction::Throttle)
-        .then(|| RateLimit {
-            requests: hold.throttle_rps.max(1),
-            per_ms: 1000,
-            burst: hold.throttle_rps.max(1),
-            path: None,
-        })
+    hold.is_throttled().then(|| RateLimit {
+        requests: hold.throttle_rps.max(1),
+        per_ms: 1000,
+        burst: hold.throttle_rps.max(1),
+        path: None,
+    })
 }

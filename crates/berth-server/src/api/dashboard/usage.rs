@@ -14,7 +14,8 @@ pub(super) struct CostCell {
     title: String,
     total: String,
     valid_from: String,
-    source: String,
+    /// Where the prices were read, when it is a web address.
+    link: Option<String>,
 }
 
 /// This month of `app`, for the page: its month, totals (as text), costs,
@@ -63,7 +64,8 @@ pub(super) fn month_view(state: &ApiState, app: &str) -> MonthView {
         title: cost.title,
         total: format!("${:.2}", cost.total_usd),
         valid_from: cost.valid_from,
-        source: cost.source,
+        link: (cost.source.starts_with("https://") || cost.source.starts_with("http://"))
+            .then_some(cost.source),
     })
     .collect();
     let totals = vec![
