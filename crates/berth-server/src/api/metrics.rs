@@ -5,9 +5,10 @@
 //! duration (a histogram, from the app being known to the last byte sent),
 //! body bytes sent, the router's own 5xx answers, requests held now,
 //! TCP service connections open, and what the `[edge]` rules refused by
-//! reason. Per process group: instances running and
-//! desired. And berth's own: the apps it has, its version, and the log
-//! lines it stored and dropped.
+//! reason. Per process group: instances running and desired, CPU and
+//! memory, restarts, OOM kills, and cold starts with their duration. Per
+//! app: deploy durations by outcome and build durations. And berth's own: the apps it has, its version, and the log lines it stored
+//! and dropped.
 
 use axum::extract::State;
 use axum::http::header;
@@ -113,6 +114,19 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
     lines_stored.inc_by(stored);
     lines_dropped.inc_by(dropped);
     let mut durations = Vec::new();
+    let mut cold_starts = Vec::new();
+    let restarts = Family::<Labels, Counter>::default();
+    let oom_kills = Family::<Labels, Counter>::default();
+    registry.register(
+        "restarts",
+        "Instances of the group that exited unexpectedly and were restarted",
+        restarts.clone(),
+    );
+    registry.register(
+        "oom_kills",
+        "Instances of the group the kernel killed for exceeding their memory",
+        oom_kills.clone(),
+    );
     registry.register(
         "http_responses",
         "Answers to the app's requests by status class (2xx, 4xx, …), the router's own included",
@@ -195,7 +209,23 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
             responses.get_or_create(&labels).inc_by(*count);
         }
         bytes_out.get_or_create(&of_app).inc_by(http.bytes_out);
-        durations.push((app.clone(), http.clone()));
+        durations.push(histograms::Series {
+            labels: vec![("app", app.clone())],
+            sum: http.latency_sum_seconds,
+            buckets: histograms::from_cumulative(&http.latency_cumulative),
+        });
+        for (group, counts) in &actual.lifecycle {
+            let labels = vec![("app".into(), app.clone()), ("group".into(), group.clone())];
+            restarts.get_or_create(&labels).inc_by(counts.restarts);
+            oom_kills.get_or_create(&labels).inc_by(counts.oom_kills);
+            if counts.cold_starts > 0 {
+                cold_starts.push(histograms::Series {
+                    labels: vec![("app", app.clone()), ("group", group.clone())],
+                    sum: counts.cold_start_seconds,
+                    buckets: counts.cold_start_buckets.clone(),
+                });
+            }
+        }
         tcp_open
             .get_or_create(&of_app)
             .set(actual.traffic.tcp_open as i64);
@@ -241,57 +271,123 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
             }
         }
     }
-    registry.register_collector(Box::new(histograms::Durations(durations)));
+    registry.register_collector(Box::new(histograms::Seconds {
+        name: "http_request_duration",
+        help: "Time from the app being known to the last byte of its answer",
+        bounds: &berth_router::LATENCY_BOUNDS,
+        series: durations,
+    }));
+    registry.register_collector(Box::new(histograms::Seconds {
+        name: "cold_start_duration",
+        help: "Starts from zero: from the request that woke the group to a healthy instance",
+        bounds: &berth_router::LATENCY_BOUNDS,
+        series: cold_starts,
+    }));
+    let timings = &state.deployer.timings;
+    registry.register_collector(Box::new(histograms::Seconds {
+        name: "deploy_duration",
+        help: "Deploys from the upload to a release that serves (or the failure), by outcome",
+        bounds: &crate::deploy::timings::DEPLOY_BOUNDS,
+        series: timings
+            .deploys()
+            .into_iter()
+            .map(|((app, outcome), observed)| histograms::Series {
+                labels: vec![("app", app), ("outcome", outcome.to_string())],
+                sum: observed.sum,
+                buckets: observed.buckets,
+            })
+            .collect(),
+    }));
+    registry.register_collector(Box::new(histograms::Seconds {
+        name: "build_duration",
+        help: "Builds that succeeded",
+        bounds: &crate::deploy::timings::DEPLOY_BOUNDS,
+        series: timings
+            .builds()
+            .into_iter()
+            .map(|(app, observed)| histograms::Series {
+                labels: vec![("app", app)],
+                sum: observed.sum,
+                buckets: observed.buckets,
+            })
+            .collect(),
+    }));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;
     Ok(text)
 }
 
-/// The per-app histogram of request durations, from the router's bucket
-/// counts (a collector: the counts are the router's, not observed here).
+/// Histograms from counts kept elsewhere (the router's, the
+/// reconciler's): a collector, since nothing is observed here.
 mod histograms {
     use prometheus_client::collector::Collector;
     use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
     use prometheus_client::metrics::MetricType;
     use prometheus_client::registry::Unit;
 
-    /// Each app with its figures.
+    /// One labelled series: its labels, the sum of what it observed, and
+    /// its counts per bucket of its family's bounds and one for longer (not
+    /// cumulative).
     #[derive(Debug)]
-    pub(super) struct Durations(pub(super) Vec<(String, berth_router::HttpFigures)>);
+    pub(super) struct Series {
+        pub(super) labels: Vec<(&'static str, String)>,
+        pub(super) sum: f64,
+        pub(super) buckets: Vec<u64>,
+    }
 
-    impl Collector for Durations {
+    /// A histogram family in seconds, its buckets bounded by `bounds`.
+    #[derive(Debug)]
+    pub(super) struct Seconds {
+        pub(super) name: &'static str,
+        pub(super) help: &'static str,
+        pub(super) bounds: &'static [f64],
+        pub(super) series: Vec<Series>,
+    }
+
+    impl Collector for Seconds {
         fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
             let mut metric = encoder.encode_descriptor(
-                "http_request_duration",
-                "Time from the app being known to the last byte of its answer",
+                self.name,
+                self.help,
                 Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?;
-            for (app, figures) in &self.0 {
-                let mut previous = 0;
-                let buckets: Vec<(f64, u64)> = berth_router::LATENCY_BOUNDS
+            for series in &self.series {
+                let buckets: Vec<(f64, u64)> = self
+                    .bounds
                     .iter()
                     .copied()
                     .chain([f64::MAX])
-                    .zip(&figures.latency_cumulative)
-                    .map(|(bound, cumulative)| {
-                        let count = cumulative - previous;
-                        previous = *cumulative;
-                        (bound, count)
-                    })
+                    .zip(series.buckets.iter().copied())
                     .collect();
-                let labels = [("app", app.as_str())];
-                let count = figures.latency_cumulative.last().copied().unwrap_or(0);
+                let labels: Vec<(&str, &str)> = series
+                    .labels
+                    .iter()
+                    .map(|(key, value)| (*key, value.as_str()))
+                    .collect();
                 metric
                     .encode_family(&labels)?
                     .encode_histogram::<NoLabelSet>(
-                        figures.latency_sum_seconds,
-                        count,
+                        series.sum,
+                        series.buckets.iter().sum(),
                         &buckets,
                         None,
                     )?;
             }
             Ok(())
         }
+    }
+
+    /// The router's cumulative bucket counts, one per bucket.
+    pub(super) fn from_cumulative(cumulative: &[u64]) -> Vec<u64> {
+        let mut previous = 0;
+        cumulative
+            .iter()
+            .map(|total| {
+                let count = total - previous;
+                previous = *total;
+                count
+            })
+            .collect()
     }
 }

@@ -25,6 +25,7 @@ mod requirements;
 mod rollback;
 mod rollout;
 pub(crate) mod sandboxed_build;
+pub(crate) mod timings;
 mod toolchain;
 mod upload;
 
@@ -55,6 +56,8 @@ pub struct Deployer {
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// The price tables a `[budget] price_as` must name.
     pub(crate) prices: Arc<Vec<berth_cost::PriceTable>>,
+    /// How long deploys and builds took.
+    pub(crate) timings: timings::Timings,
 }
 
 impl Deployer {
@@ -86,6 +89,7 @@ impl Deployer {
             keep_releases,
             locks: std::sync::Mutex::new(HashMap::new()),
             prices: Arc::new(berth_cost::PriceTable::load(None).unwrap_or_default()),
+            timings: timings::Timings::default(),
         }
     }
 

@@ -50,8 +50,44 @@ impl Deployer {
         Ok(file)
     }
 
-    /// Builds `upload` (a file holding a zstd tarball) and rolls it out.
+    /// Builds `upload` (a file holding a zstd tarball) and rolls it out;
+    /// its duration goes to the timings, a failure to the webhooks.
     pub async fn deploy_upload(
+        self: Arc<Self>,
+        app: String,
+        upload: tempfile::NamedTempFile,
+        progress: Progress,
+    ) -> Result<u64, DeployFailure> {
+        let started = Instant::now();
+        let deployed = self
+            .clone()
+            .build_and_roll_out(app.clone(), upload, progress)
+            .await;
+        let outcome = if deployed.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        self.timings.deploy(&app, outcome, started.elapsed());
+        if let Err(failure) = &deployed {
+            self.tell_webhooks(&app, failure);
+        }
+        deployed
+    }
+
+    /// Queues a failed deploy for the webhooks that ask for `deploy.failed`.
+    fn tell_webhooks(&self, app: &str, failure: &DeployFailure) {
+        let body = serde_json::json!({
+            "message": format!("a deploy of {app} failed: {}", failure.message),
+            "data": { "release": failure.release },
+        })
+        .to_string();
+        if let Err(err) = self.store.enqueue_notification("deploy.failed", app, &body) {
+            tracing::warn!(app, error = %err, "cannot queue a deploy failure for the webhooks");
+        }
+    }
+
+    async fn build_and_roll_out(
         self: Arc<Self>,
         app: String,
         upload: tempfile::NamedTempFile,
@@ -234,6 +270,7 @@ impl Deployer {
         .map_err(DeployFailure::before_release)?;
         let (default_binary, slug) = built;
         crate::app_usage::record_build(&self.store, &app, started.elapsed());
+        self.timings.build(&app, started.elapsed());
         say(
             &progress,
             format!(

@@ -88,6 +88,10 @@ impl Reconciler {
         }
         self.specs.retain(|(app, _, _), _| keep_apps.contains(app));
         self.backoff.retain(|(app, _), _| keep_apps.contains(app));
+        self.lifecycles
+            .retain(|(app, _), _| keep_apps.contains(app));
+        self.cold_pending
+            .retain(|(app, _), _| keep_apps.contains(app));
         self.publish(&desired);
         for id in std::mem::take(&mut self.pending_stops) {
             self.spawn_stop(&id);

@@ -31,6 +31,8 @@ pub struct AppActual {
     pub edge: berth_proto::EdgeCounts,
     /// What the router counted for it.
     pub traffic: TrafficCounts,
+    /// Per process group: restarts, OOM kills, cold starts.
+    pub lifecycle: std::collections::BTreeMap<String, super::lifecycle::GroupLifecycle>,
 }
 
 /// The router's counts for one app, as of the last pass.

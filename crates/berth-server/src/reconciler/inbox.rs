@@ -1,6 +1,7 @@
 //! What instances and the router tell the loop: healthy, failed, exited,
 //! a count set ahead of the store, a wake.
 
+use berth_runtime::ExitCause;
 use berth_store::EventKind;
 use tokio::time::Instant;
 
@@ -37,6 +38,13 @@ impl Reconciler {
                     return;
                 }
                 instance.phase = Phase::Running;
+                if let Some(since) = instance.cold_since.take() {
+                    let key = (instance.app.clone(), instance.process.clone());
+                    self.lifecycles
+                        .entry(key)
+                        .or_default()
+                        .cold_start(since.elapsed());
+                }
                 let text = format!(
                     "{id} (v{}) is up after {:.1} ms",
                     instance.release,
@@ -117,6 +125,14 @@ impl Reconciler {
                         self.berth_line(&instance, &format!("{id} stopped ({cause})"));
                     }
                     phase => {
+                        let counts = self
+                            .lifecycles
+                            .entry((instance.app.clone(), instance.process.clone()))
+                            .or_default();
+                        counts.restarts += 1;
+                        if matches!(cause, ExitCause::OutOfMemory { .. }) {
+                            counts.oom_kills += 1;
+                        }
                         let uptime = instance.started.elapsed();
                         let delay = self.record_failure(
                             &instance.app,

@@ -29,6 +29,7 @@ mod converge;
 mod handle;
 pub(crate) mod hold;
 mod inbox;
+mod lifecycle;
 mod oneoff;
 mod publish;
 mod replace;
@@ -99,6 +100,10 @@ pub struct Reconciler {
     waker: Option<berth_router::Waker>,
     /// Groups woken in this pass, for the autoscaler.
     woken: Vec<Woken>,
+    /// Groups woken and not yet started: when the request came.
+    cold_pending: HashMap<(String, String), tokio::time::Instant>,
+    /// Restarts, OOM kills and cold starts per group.
+    lifecycles: lifecycle::Lifecycles,
     /// Events to store once routes are published (off the request path).
     pending_events: std::cell::RefCell<Vec<(String, EventKind, String)>>,
     /// Instances to journal once routes are published.
@@ -154,6 +159,8 @@ impl Reconciler {
             desired: None,
             waker,
             woken: Vec::new(),
+            cold_pending: HashMap::new(),
+            lifecycles: HashMap::new(),
             pending_events: std::cell::RefCell::new(Vec::new()),
             pending_journal: Vec::new(),
             messages,

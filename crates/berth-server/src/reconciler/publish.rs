@@ -240,6 +240,12 @@ impl Reconciler {
                             http: traffic_of_app.http.figures(),
                         }
                     },
+                    lifecycle: self
+                        .lifecycles
+                        .iter()
+                        .filter(|((name, _), _)| *name == app.app)
+                        .map(|((_, group), counts)| (group.clone(), counts.clone()))
+                        .collect(),
                     edge: {
                         use std::sync::atomic::Ordering::Relaxed;
                         let counts = &traffic_of_app.edge;

@@ -133,6 +133,9 @@ impl Reconciler {
             kill_timeout: spec.kill_timeout,
             watcher,
             unhealthy_since: None,
+            cold_since: self
+                .cold_pending
+                .remove(&(release.app.clone(), process.to_string())),
             _network: network,
         };
         let port_text = port

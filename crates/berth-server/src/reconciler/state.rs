@@ -52,6 +52,8 @@ pub(super) struct Instance {
     pub(super) kill_timeout: Duration,
     pub(super) watcher: JoinHandle<()>,
     pub(super) unhealthy_since: Option<Instant>,
+    /// Started for a request while its group was at zero: when it came.
+    pub(super) cold_since: Option<Instant>,
     /// Its network namespace and the bridges into it, when it has one.
     pub(super) _network: Option<berth_runtime::net::InstanceNetwork>,
 }

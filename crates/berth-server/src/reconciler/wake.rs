@@ -67,6 +67,8 @@ impl Reconciler {
                             app: app.to_string(),
                             group: group.clone(),
                         });
+                        self.cold_pending
+                            .insert((app.to_string(), group.clone()), Instant::now());
                     }
                 }
             }

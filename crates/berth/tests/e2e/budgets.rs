@@ -575,4 +575,42 @@ async fn cap_and_throttle_act_as_named_and_bad_input_is_refused() {
     );
     let month = server.fails(&["cost", "--month", "2026-13"]).await;
     assert!(month.stderr.contains("2026-13"), "{}", month.stderr);
+
+    // A [budget] priced as a provider the server lacks fails the deploy,
+    // and the failure reaches a webhook that asks for it.
+    let sink = HttpSink::start().await;
+    server
+        .ok(&[
+            "notify",
+            "add",
+            "webhook",
+            &format!("http://{}/deploys", sink.addr),
+            "--events",
+            "deploy.failed",
+        ])
+        .await;
+    let priced = example("plain");
+    std::fs::write(
+        priced.path().join("berth.toml"),
+        "app = \"priced\"\n[budget]\nrequests = 5\nprice_as = \"heroku\"\n",
+    )
+    .unwrap();
+    let failed = server.fails_in(priced.path(), &["up"]).await;
+    assert!(
+        failed.stderr.contains("price_as") && failed.stderr.contains("unknown provider `heroku`"),
+        "{}",
+        failed.stderr
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let told = sink.received().iter().any(|request| {
+            request.header("berth-event") == Some("deploy.failed")
+                && String::from_utf8_lossy(&request.body).contains("heroku")
+        });
+        if told {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no deploy.failed webhook");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

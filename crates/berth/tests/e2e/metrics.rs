@@ -262,6 +262,76 @@ async fn metrics_count_requests_instances_and_refusals_per_app() {
     assert!(text.contains("berth_build_info{version=\""), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
 
+    // An instance killed behind berth's back is a restart; an app woken
+    // from zero is a cold start, with its duration.
+    let pid = server.status("measured").await["instances"][0]["pid"]
+        .as_u64()
+        .unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _sleepy = deploy_plain(
+        &server,
+        "sleepy",
+        "[http_service]\nauto_stop_machines = true\nauto_start_machines = true\nmin_machines_running = 0\nidle_timeout = \"1s\"\n",
+    )
+    .await;
+    server
+        .wait_for_status("sleepy", Duration::from_secs(30), |status| {
+            status["instances"]
+                .as_array()
+                .is_some_and(|all| all.is_empty())
+        })
+        .await;
+    assert_eq!(server.get("sleepy", "/").await.status, 200);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = server.api_get_text("/metrics").await.2;
+        let restarted = sample(
+            &text,
+            "berth_restarts_total{app=\"measured\",group=\"web\"}",
+        );
+        let woken = sample(
+            &text,
+            "berth_cold_start_duration_seconds_count{app=\"sleepy\",group=\"web\"}",
+        );
+        if restarted == Some(1.0) && woken == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let samples = parsed(&text);
+    let has = |sample: &str| samples.iter().any(|line| line == sample);
+    assert!(
+        has("berth_restarts_total{app=\"measured\",group=\"web\"} 1.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        has("berth_oom_kills_total{app=\"measured\",group=\"web\"} 0.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        has("berth_cold_start_duration_seconds_count{app=\"sleepy\",group=\"web\"} 1.0"),
+        "{samples:#?}"
+    );
+    let took = sample(
+        &text,
+        "berth_cold_start_duration_seconds_sum{app=\"sleepy\",group=\"web\"}",
+    )
+    .unwrap();
+    assert!(took > 0.0 && took < 30.0, "{took}");
+    // Each app's one deploy, and its build.
+    assert!(
+        has("berth_deploy_duration_seconds_count{app=\"measured\",outcome=\"succeeded\"} 1.0"),
+        "{samples:#?}"
+    );
+    assert!(
+        has("berth_build_duration_seconds_count{app=\"sleepy\"} 1.0"),
+        "{samples:#?}"
+    );
+
     // Without the token: refused, like any route of the API.
     let anonymous = reqwest::get(format!("{}/metrics", server.api_url))
         .await
