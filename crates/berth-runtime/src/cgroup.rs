@@ -211,6 +211,10 @@ impl Cgroups {
                     &memory_dir.join("memory.memsw.limit_in_bytes"),
                     limits.memory_bytes,
                 );
+                // A process attached after it started (see `attach`) brings
+                // the memory it already holds, where the kernel still can
+                // (before 6.x); `usage` covers the others.
+                let _ = write(&memory_dir.join("memory.move_charge_at_immigrate"), 3);
                 write(&cpu_dir.join("cpu.cfs_period_us"), CFS_PERIOD_US)?;
                 write(&cpu_dir.join("cpu.cfs_quota_us"), quota)?;
                 // A group competes as one task unless weighted: N CPUs
@@ -335,8 +339,16 @@ impl InstanceCgroup {
                 .map(|nanos| nanos as f64 / 1e9)
                 // No cpuacct hierarchy: the CPU time of its processes now.
                 .or_else(|| processes_cpu_seconds(&self.memory_dir));
-            let memory = read(self.memory_dir.join("memory.usage_in_bytes"))
+            // Pages a process touched before it was attached stay charged
+            // where it started (newer kernels move no charges): its
+            // processes' resident memory is the truer figure then.
+            let charged: Option<u64> = read(self.memory_dir.join("memory.usage_in_bytes"))
                 .and_then(|text| text.trim().parse().ok());
+            let resident = processes_resident_bytes(&self.memory_dir);
+            let memory = match (charged, resident) {
+                (Some(charged), Some(resident)) => Some(charged.max(resident)),
+                (charged, resident) => charged.or(resident),
+            };
             (cpu, memory)
         };
         crate::Usage {
@@ -429,6 +441,25 @@ fn processes_cpu_seconds(dir: &std::path::Path) -> Option<f64> {
     Some(ticks as f64 / TICKS_PER_SECOND)
 }
 
+/// The resident memory of the processes in the cgroup at `dir` (their
+/// shared pages counted once per process), from `/proc`.
+fn processes_resident_bytes(dir: &std::path::Path) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).ok()?;
+    let mut pages = 0;
+    for pid in procs
+        .lines()
+        .filter_map(|line| line.trim().parse::<u32>().ok())
+    {
+        // statm: size resident shared …, in pages.
+        pages += std::fs::read_to_string(format!("/proc/{pid}/statm"))
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(pages * PAGE)
+}
+
 /// The processes below `root` (children, their children…), at most 4096.
 fn descendants(root: u32) -> Vec<u32> {
     // Every thread's `children` file lists the processes it forked; a walk
@@ -459,6 +490,18 @@ fn descendants(root: u32) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_resident_memory_of_a_cgroups_processes_is_read_from_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cgroup.procs"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        let resident = super::processes_resident_bytes(dir.path()).unwrap();
+        assert!(resident > 1024 * 1024, "this test's process: {resident}");
+    }
+
     #[test]
     fn the_cpu_time_of_a_cgroups_processes_is_read_from_proc() {
         let dir = tempfile::tempdir().unwrap();
