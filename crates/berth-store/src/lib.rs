@@ -23,6 +23,7 @@ mod drains;
 mod edge;
 mod events;
 mod jobs;
+mod latency;
 mod migrations;
 mod notify;
 mod releases;
@@ -33,6 +34,7 @@ pub use budgets::{BudgetEvent, BudgetState, SERVER_BUDGET};
 pub use counts::OutcomeCount;
 pub use domains::DomainRow;
 pub use drains::{DrainProgress, DrainRow, MAX_DRAINS_PER_APP};
+pub use latency::WRITE_BOUNDS;
 pub use notify::{DueDelivery, NotifyRow, now_unix};
 pub use usage::{RESOLUTIONS, resolution_seconds};
 mod scaling;
@@ -229,6 +231,8 @@ pub struct Store {
     /// Reads go through this one: in WAL mode a reader sees every committed
     /// write and never waits for a write in progress (or its fsync).
     reader: Mutex<Connection>,
+    /// How long write transactions take.
+    write_latency: latency::WriteLatency,
 }
 
 /// The current time as RFC 3339.
@@ -259,6 +263,7 @@ impl Store {
         Ok(Store {
             writer: Mutex::new(conn),
             reader: Mutex::new(reader),
+            write_latency: latency::WriteLatency::default(),
         })
     }
 
@@ -277,10 +282,18 @@ impl Store {
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = std::time::Instant::now();
         let tx = conn.transaction()?;
         let value = body(&tx)?;
         tx.commit()?;
+        self.write_latency.observe(started.elapsed());
         Ok(value)
+    }
+
+    /// Write transactions so far: counts per [`WRITE_BOUNDS`] bucket and
+    /// one for longer (not cumulative), and their summed seconds.
+    pub fn write_latency(&self) -> (Vec<u64>, f64) {
+        self.write_latency.figures()
     }
 }
 

@@ -7,8 +7,9 @@
 //! TCP service connections open, and what the `[edge]` rules refused by
 //! reason. Per process group: instances running and desired, CPU and
 //! memory, restarts, OOM kills, and cold starts with their duration. Per
-//! app: deploy durations by outcome and build durations. And berth's own: the apps it has, its version, and the log lines it stored
-//! and dropped.
+//! app: deploy durations by outcome and build durations. And berth's own:
+//! its store's write latency, the apps it has, its version, and the log
+//! lines it stored and dropped.
 
 use axum::extract::State;
 use axum::http::header;
@@ -282,6 +283,17 @@ fn encode(state: &ApiState) -> Result<String, std::fmt::Error> {
         help: "Starts from zero: from the request that woke the group to a healthy instance",
         bounds: &berth_router::LATENCY_BOUNDS,
         series: cold_starts,
+    }));
+    let (buckets, sum) = state.store.write_latency();
+    registry.register_collector(Box::new(histograms::Seconds {
+        name: "store_write_duration",
+        help: "The state store's write transactions, each synced to disk",
+        bounds: &berth_store::WRITE_BOUNDS,
+        series: vec![histograms::Series {
+            labels: Vec::new(),
+            sum,
+            buckets,
+        }],
     }));
     let timings = &state.deployer.timings;
     registry.register_collector(Box::new(histograms::Seconds {

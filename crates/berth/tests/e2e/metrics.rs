@@ -331,6 +331,15 @@ async fn metrics_count_requests_instances_and_refusals_per_app() {
         has("berth_build_duration_seconds_count{app=\"sleepy\"} 1.0"),
         "{samples:#?}"
     );
+    let writes: f64 = samples
+        .iter()
+        .find_map(|line| {
+            line.strip_prefix("berth_store_write_duration_seconds_count{} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{samples:#?}"));
+    assert!(writes > 10.0, "two deploys write the store more: {writes}");
 
     // Without the token: refused, like any route of the API.
     let anonymous = reqwest::get(format!("{}/metrics", server.api_url))
