@@ -1,8 +1,9 @@
-//! What the dashboard's charts show: each app's requests, 5xx answers and
-//! p50/p99 latency over the last hour (10-second points), day (5-minute
-//! points) and week (hourly points), sampled from the router's counts and
-//! kept in memory (a restart starts them over). Charts are SVG drawn here:
-//! no script needed to read them.
+//! What the dashboard's charts show: each app's requests, 5xx answers,
+//! p50/p99 latency, CPU and memory over the last hour (10-second points),
+//! day (5-minute points) and week (hourly points), sampled from the
+//! router's counts and the instances' cgroups and kept in memory (a
+//! restart starts them over). Charts are SVG drawn here: no script needed
+//! to read them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,12 +26,18 @@ struct Point {
     errors: u64,
     /// Answers per latency bucket (not cumulative).
     buckets: Vec<u64>,
+    /// CPU time the app's instances used in the interval.
+    cpu_seconds: f64,
+    /// The most memory its instances held together at a sample.
+    memory_bytes: u64,
 }
 
 impl Point {
     fn add(&mut self, other: &Point) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.cpu_seconds += other.cpu_seconds;
+        self.memory_bytes = self.memory_bytes.max(other.memory_bytes);
         if self.buckets.len() < other.buckets.len() {
             self.buckets.resize(other.buckets.len(), 0);
         }
@@ -99,7 +106,32 @@ impl Tier {
 #[derive(Debug)]
 struct AppSeries {
     last: HttpFigures,
+    /// The CPU seconds its instances had used at the last sample.
+    last_cpu: f64,
     tiers: [Tier; 3],
+}
+
+/// What an app's instances use at a sample: CPU seconds since each
+/// started, summed, and memory held now, summed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct InstancesUsage {
+    pub(crate) cpu_seconds: f64,
+    pub(crate) memory_bytes: u64,
+}
+
+impl InstancesUsage {
+    fn of(instances: &[berth_proto::InstanceInfo]) -> InstancesUsage {
+        InstancesUsage {
+            cpu_seconds: instances
+                .iter()
+                .filter_map(|instance| instance.cpu_seconds)
+                .sum(),
+            memory_bytes: instances
+                .iter()
+                .filter_map(|instance| instance.memory_bytes)
+                .sum(),
+        }
+    }
 }
 
 /// The ranges a chart can show.
@@ -126,7 +158,8 @@ impl History {
             let snapshot = reconciler.snapshot();
             let now = unix_now();
             for (app, actual) in &snapshot.apps {
-                self.sample(app, &actual.traffic.http, now);
+                let usage = InstancesUsage::of(&actual.instances);
+                self.sample(app, &actual.traffic.http, usage, now);
             }
             // A destroyed app's series go; a new app of its name starts afresh.
             self.apps
@@ -136,13 +169,14 @@ impl History {
         }
     }
 
-    fn sample(&self, app: &str, figures: &HttpFigures, now: u64) {
+    fn sample(&self, app: &str, figures: &HttpFigures, usage: InstancesUsage, now: u64) {
         let mut apps = self
             .apps
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let series = apps.entry(app.to_string()).or_insert_with(|| AppSeries {
             last: figures.clone(),
+            last_cpu: usage.cpu_seconds,
             tiers: [
                 Tier::new(10, 360),
                 Tier::new(300, 288),
@@ -179,15 +213,21 @@ impl History {
                 .zip(last_buckets.iter().chain(std::iter::repeat(&0)))
                 .map(|(now, before)| now.saturating_sub(*before))
                 .collect(),
+            // An instance that stopped takes its CPU time out of the sum:
+            // that interval shows what the others used, or nothing.
+            cpu_seconds: (usage.cpu_seconds - series.last_cpu).max(0.0),
+            memory_bytes: usage.memory_bytes,
         };
         series.last = figures.clone();
+        series.last_cpu = usage.cpu_seconds;
         for tier in &mut series.tiers {
             tier.add(&point);
         }
     }
 
     /// The charts of `app` over the range `range` (`1h`, `24h`, `7d`):
-    /// requests, 5xx answers, p50 and p99 latency, each an SVG.
+    /// requests, 5xx answers, p50 and p99 latency, CPU (percent of a core)
+    /// and memory, each an SVG.
     pub(crate) fn charts(&self, app: &str, range: &str) -> Vec<(String, String)> {
         let (tier, span) = match range {
             "24h" => (1, 86_400),
@@ -202,6 +242,7 @@ impl History {
             .get(app)
             .map(|series| series.tiers[tier].points.iter().cloned().collect())
             .unwrap_or_default();
+        let step = [10.0, 300.0, 3600.0][tier];
         let since = unix_now().saturating_sub(span);
         let points: Vec<&Point> = points.iter().filter(|point| point.at >= since).collect();
         let series = |value: &dyn Fn(&Point) -> Option<f64>| -> Vec<(u64, f64)> {
@@ -235,6 +276,24 @@ impl History {
                     since,
                     span,
                     " ms",
+                ),
+            ),
+            (
+                "CPU".to_string(),
+                svg(
+                    &series(&|point| Some(point.cpu_seconds / step * 100.0)),
+                    since,
+                    span,
+                    "% of a core",
+                ),
+            ),
+            (
+                "memory".to_string(),
+                svg(
+                    &series(&|point| Some(point.memory_bytes as f64 / 1_048_576.0)),
+                    since,
+                    span,
+                    " MiB",
                 ),
             ),
         ]
@@ -318,9 +377,14 @@ mod tests {
     #[test]
     fn samples_become_deltas_and_quantiles_per_interval() {
         let history = History::default();
-        history.sample("shop", &figures(0, 0, 0), 1_000);
-        // 99 fast answers (≤ 5 ms) and one slow (≤ 1 s) in the next ten seconds.
-        history.sample("shop", &figures(100, 99, 1), 1_010);
+        let usage = |cpu_seconds, memory_bytes| InstancesUsage {
+            cpu_seconds,
+            memory_bytes,
+        };
+        history.sample("shop", &figures(0, 0, 0), usage(1.0, 10), 1_000);
+        // 99 fast answers (≤ 5 ms) and one slow (≤ 1 s) in the next ten
+        // seconds, using half a second of CPU.
+        history.sample("shop", &figures(100, 99, 1), usage(1.5, 30), 1_010);
         let apps = history.apps.lock().unwrap();
         let tier = &apps["shop"].tiers[0];
         let last = tier.points.back().unwrap();
@@ -328,6 +392,8 @@ mod tests {
         assert_eq!(last.quantile_ms(0.5), Some(5.0));
         assert_eq!(last.quantile_ms(0.99), Some(5.0));
         assert_eq!(last.quantile_ms(1.0), Some(1000.0));
+        assert!((last.cpu_seconds - 0.5).abs() < 1e-9);
+        assert_eq!(last.memory_bytes, 30);
         // The 5-minute tier gathers both samples in one point.
         assert_eq!(apps["shop"].tiers[1].points.len(), 1);
     }

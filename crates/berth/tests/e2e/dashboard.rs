@@ -200,6 +200,17 @@ async fn a_browser_signs_in_scales_follows_logs_and_rolls_back() {
     assert!(page_has(&browser.client, "Google Cloud Run, request-based").await);
     assert!(page_has(&browser.client, "Fly.io Machines").await);
     assert!(page_has(&browser.client, "instance-hours").await);
+    // Charts of traffic, CPU and memory.
+    for caption in ["requests", "p99 latency", "CPU", "memory"] {
+        assert!(
+            page_has(
+                &browser.client,
+                &format!("<figcaption>{caption}</figcaption>")
+            )
+            .await,
+            "{caption}"
+        );
+    }
 
     // Scale to two from the form; the instances table (htmx) shows both.
     let count_field = browser.client.find(Locator::Id("scale-web")).await.unwrap();
