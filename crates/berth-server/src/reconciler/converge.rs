@@ -92,6 +92,8 @@ impl Reconciler {
             .retain(|(app, _), _| keep_apps.contains(app));
         self.cold_pending
             .retain(|(app, _), _| keep_apps.contains(app));
+        self.crash_looping
+            .retain(|(app, _)| keep_apps.contains(app));
         self.publish(&desired);
         for id in std::mem::take(&mut self.pending_stops) {
             self.spawn_stop(&id);

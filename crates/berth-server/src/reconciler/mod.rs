@@ -25,6 +25,7 @@ use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod alerts;
 mod converge;
 mod handle;
 pub(crate) mod hold;
@@ -104,6 +105,10 @@ pub struct Reconciler {
     cold_pending: HashMap<(String, String), tokio::time::Instant>,
     /// Restarts, OOM kills and cold starts per group.
     lifecycles: lifecycle::Lifecycles,
+    /// Groups crash-looping now (alerted once as each began).
+    crash_looping: std::collections::HashSet<(String, String)>,
+    /// Webhook events to queue with the pass's records: (event, app, body).
+    pending_notifications: Vec<(&'static str, String, String)>,
     /// Events to store once routes are published (off the request path).
     pending_events: std::cell::RefCell<Vec<(String, EventKind, String)>>,
     /// Instances to journal once routes are published.
@@ -161,6 +166,8 @@ impl Reconciler {
             woken: Vec::new(),
             cold_pending: HashMap::new(),
             lifecycles: HashMap::new(),
+            crash_looping: std::collections::HashSet::new(),
+            pending_notifications: Vec::new(),
             pending_events: std::cell::RefCell::new(Vec::new()),
             pending_journal: Vec::new(),
             messages,
@@ -282,7 +289,8 @@ impl Reconciler {
     fn flush_records(&mut self) {
         let journal = std::mem::take(&mut self.pending_journal);
         let events = std::mem::take(&mut *self.pending_events.borrow_mut());
-        if journal.is_empty() && events.is_empty() {
+        let notifications = std::mem::take(&mut self.pending_notifications);
+        if journal.is_empty() && events.is_empty() && notifications.is_empty() {
             return;
         }
         let store = self.parts.store.clone();
@@ -296,6 +304,11 @@ impl Reconciler {
                 && let Err(err) = store.record_events(&events)
             {
                 tracing::warn!(error = %err, "cannot record events");
+            }
+            for (event, app, body) in notifications {
+                if let Err(err) = store.enqueue_notification(event, &app, &body) {
+                    tracing::warn!(error = %err, "cannot queue a webhook event");
+                }
             }
         });
     }

@@ -53,6 +53,7 @@ impl Reconciler {
                 .filter_map(|instance| instance.backend.clone())
                 .collect();
             let groups = self.group_statuses(app);
+            self.note_crash_loops(&app.app, &groups);
             // The budget page only when the groups that serve HTTP are
             // the ones the budget stopped.
             let held_stopped = app.hold.as_ref().filter(|_| {

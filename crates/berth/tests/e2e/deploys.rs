@@ -372,6 +372,18 @@ async fn a_crash_looping_app_shows_as_such() {
     let server = TestServer::start().await;
     let app = example("plain");
     server.ok_in(app.path(), &["up"]).await;
+    // A webhook that asks for crash loops is told, once.
+    let sink = berth_testkit::HttpSink::start().await;
+    server
+        .ok(&[
+            "notify",
+            "add",
+            "webhook",
+            &format!("http://{}/loops", sink.addr),
+            "--events",
+            "app.*",
+        ])
+        .await;
     // An instance that dies a second after it became healthy, again and again.
     std::fs::write(
         app.path().join("berth.toml"),
@@ -388,6 +400,36 @@ async fn a_crash_looping_app_shows_as_such() {
     assert!(reason.contains("exit code 3"), "{reason}");
     let text = server.ok(&["status", "--app", "plain"]).await;
     assert!(text.stdout.contains("crash-loop"), "{}", text.stdout);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let alerts = loop {
+        let alerts: Vec<serde_json::Value> = sink
+            .received()
+            .iter()
+            .filter(|request| request.header("berth-event") == Some("app.crash-loop"))
+            .map(|request| serde_json::from_slice(&request.body).unwrap())
+            .collect();
+        if !alerts.is_empty() || std::time::Instant::now() > deadline {
+            break alerts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!alerts.is_empty(), "no app.crash-loop webhook");
+    // It goes on crashing: still one alert a while later.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let count = sink
+        .received()
+        .iter()
+        .filter(|request| request.header("berth-event") == Some("app.crash-loop"))
+        .count();
+    assert_eq!(count, 1, "{alerts:?}");
+    assert_eq!(alerts[0]["app"], "plain");
+    assert!(
+        alerts[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 3"),
+        "{alerts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
