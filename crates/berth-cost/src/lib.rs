@@ -10,7 +10,7 @@ mod table;
 pub use budget::{
     CalendarMonth, MonthFigures, SPIKE_FACTOR, Used, due_alerts, is_spike, projected, used,
 };
-pub use price::{Month, ServerShare, price_plan};
+pub use price::{Month, Region, ServerShare, price_plan, price_plan_in};
 pub use table::{BilledTime, FreeTier, Plan, PriceTable, SHIPPED, Size};
 
 use berth_proto::{ProviderCost, UsageRow};
@@ -48,12 +48,14 @@ pub enum CostError {
     },
 }
 
-/// Every plan of every table, priced side by side.
+/// Every plan of every table, priced side by side (egress as sent from
+/// `region` where a plan prices it by region).
 pub fn price_all(
     tables: &[PriceTable],
     rows: &[UsageRow],
     month: &Month,
     server: ServerShare,
+    region: Region<'_>,
 ) -> Vec<ProviderCost> {
     tables
         .iter()
@@ -61,7 +63,7 @@ pub fn price_all(
             table
                 .plans
                 .iter()
-                .map(move |plan| price_plan(table, plan, rows, month, server))
+                .map(move |plan| price_plan_in(table, plan, rows, month, server, region))
         })
         .collect()
 }

@@ -30,6 +30,11 @@ pub struct ServerShare {
     pub all_vcpu_seconds: f64,
 }
 
+/// Where the app would run, for prices that differ by region (Fly.io's
+/// egress): `north-america`, `europe`, `asia-pacific`, … `None`: the
+/// plan's default price.
+pub type Region<'a> = Option<&'a str>;
+
 /// What the rows of one process group at one size add up to.
 #[derive(Debug, Default)]
 struct Group {
@@ -45,6 +50,18 @@ pub fn price_plan(
     rows: &[UsageRow],
     month: &Month,
     server: ServerShare,
+) -> ProviderCost {
+    price_plan_in(table, plan, rows, month, server, None)
+}
+
+/// [`price_plan`], with egress priced as sent from `region`.
+pub fn price_plan_in(
+    table: &PriceTable,
+    plan: &Plan,
+    rows: &[UsageRow],
+    month: &Month,
+    server: ServerShare,
+    region: Region<'_>,
 ) -> ProviderCost {
     let mut cost = ProviderCost {
         provider: table.provider.clone(),
@@ -106,14 +123,33 @@ pub fn price_plan(
             usd: billed / 1e6 * plan.usd_per_million_requests,
         });
     }
-    if plan.egress_usd_per_gb > 0.0 {
+    let (egress_price, egress_item) = match region {
+        Some(region) if !plan.egress_usd_per_gb_by_region.is_empty() => {
+            match plan.egress_usd_per_gb_by_region.get(region) {
+                Some(price) => (*price, format!("data sent from {region}")),
+                None => {
+                    cost.notes.push(format!(
+                        "no egress price for region `{region}` (it has: {}); priced at its default",
+                        plan.egress_usd_per_gb_by_region
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    (plan.egress_usd_per_gb, "data sent".to_string())
+                }
+            }
+        }
+        _ => (plan.egress_usd_per_gb, "data sent".to_string()),
+    };
+    if egress_price > 0.0 {
         let sent = (totals.bytes_out + totals.egress_bytes) as f64 / GB;
         let billed = (sent - plan.free.egress_gb).max(0.0);
         cost.lines.push(CostLine {
-            item: "data sent".into(),
+            item: egress_item,
             quantity: billed,
             unit: "GB".into(),
-            usd: billed * plan.egress_usd_per_gb,
+            usd: billed * egress_price,
         });
     }
     if plan.volume_usd_per_gb_month > 0.0 && volume_gb_days > 0.0 {

@@ -106,6 +106,10 @@ pub struct Plan {
     /// Price per gigabyte sent.
     #[serde(default)]
     pub egress_usd_per_gb: f64,
+    /// Price per gigabyte sent from a region, where it differs by region
+    /// (`berth cost --region`); `egress_usd_per_gb` otherwise.
+    #[serde(default)]
+    pub egress_usd_per_gb_by_region: std::collections::BTreeMap<String, f64>,
     /// Price per gigabyte of volume kept a month.
     #[serde(default)]
     pub volume_usd_per_gb_month: f64,
@@ -235,6 +239,15 @@ impl Plan {
             .find(|(_, value)| !(value.is_finite() && *value >= 0.0))
         {
             return Some(format!("{name} = {value} is not a price of zero or more"));
+        }
+        if let Some((region, value)) = self
+            .egress_usd_per_gb_by_region
+            .iter()
+            .find(|(_, value)| !(value.is_finite() && **value >= 0.0))
+        {
+            return Some(format!(
+                "egress_usd_per_gb_by_region.{region} = {value} is not a price of zero or more"
+            ));
         }
         if self.hours_per_month == 0.0 {
             return Some("hours_per_month must be more than zero".into());

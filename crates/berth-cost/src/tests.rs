@@ -108,6 +108,35 @@ fn fly_bills_the_cheapest_machine_that_holds_each_size_by_the_hour() {
 }
 
 #[test]
+fn fly_egress_is_priced_by_region() {
+    let tables = PriceTable::load(None).unwrap();
+    let (table, plan) = find_plan(&tables, "fly").unwrap();
+    let month = Month {
+        name: "2026-11".into(),
+        days: 30,
+        fraction: 1.0,
+    };
+    let priced = |region| {
+        price_plan_in(
+            table,
+            plan,
+            &november(),
+            &month,
+            ServerShare::default(),
+            region,
+        )
+    };
+    // 5 GB from Asia-Pacific at $0.04, from India at $0.12.
+    let asia = priced(Some("asia-pacific"));
+    assert_eq!(asia.lines[2].item, "data sent from asia-pacific");
+    assert_close(asia.lines[2].usd, 0.20);
+    assert_close(priced(Some("india")).lines[2].usd, 0.60);
+    let unknown = priced(Some("mars"));
+    assert_close(unknown.lines[2].usd, 0.10);
+    assert!(unknown.notes[0].contains("`mars`") && unknown.notes[0].contains("europe"));
+}
+
+#[test]
 fn render_rounds_up_to_an_instance_type_and_applies_free_bandwidth() {
     let cost = priced("render", ServerShare::default());
     // Starter has half a CPU: both groups need Standard ($25).

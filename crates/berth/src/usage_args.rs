@@ -33,6 +33,11 @@ pub struct CostArgs {
     /// What the server costs a month, for the `own-server` column.
     #[arg(long)]
     pub(crate) server_usd: Option<f64>,
+    /// Where the app would run, for egress priced by region (Fly.io):
+    /// north-america, europe, asia-pacific, oceania, south-america, africa,
+    /// india.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
 }
 
 /// Whose budget.

@@ -140,6 +140,7 @@ pub(crate) async fn cost(global: &Global, args: CostArgs) -> Result<()> {
                 .map(|row| row.instance_seconds * row.cpus)
                 .sum(),
         },
+        args.region.as_deref(),
     );
     let report = berth_proto::CostReport {
         month: month.name.clone(),

@@ -575,6 +575,19 @@ async fn cap_and_throttle_act_as_named_and_bad_input_is_refused() {
     );
     let month = server.fails(&["cost", "--month", "2026-13"]).await;
     assert!(month.stderr.contains("2026-13"), "{}", month.stderr);
+    // A region Fly.io has no egress price for is said, not guessed.
+    let far = server
+        .ok(&["cost", "--region", "mars", "--json"])
+        .await
+        .json();
+    let fly = far["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|provider| provider["provider"] == "fly")
+        .unwrap()
+        .clone();
+    assert!(fly["notes"].to_string().contains("`mars`"), "{fly}");
 
     // A [budget] priced as a provider the server lacks fails the deploy,
     // and the failure reaches a webhook that asks for it.

@@ -58,6 +58,7 @@ pub(super) fn month_view(state: &ApiState, app: &str) -> MonthView {
             usd_per_month: state.budgets.server_usd,
             all_vcpu_seconds: all.iter().map(|row| row.instance_seconds * row.cpus).sum(),
         },
+        None,
     )
     .into_iter()
     .map(|cost| CostCell {
