@@ -153,10 +153,17 @@ async fn edge_rules_keep_out_limit_and_count() {
     assert_eq!(status_of(&from(router, "127.0.0.7", &get("/")).await), 200);
     drop(first);
     let mut passed = false;
+    // A try that comes before the router saw the close is refused (and
+    // counted) once more.
+    let mut refused_again = 0;
     for _ in 0..50 {
-        if status_of(&from(router, "127.0.0.6", &get("/")).await) == 200 {
-            passed = true;
-            break;
+        match status_of(&from(router, "127.0.0.6", &get("/")).await) {
+            200 => {
+                passed = true;
+                break;
+            }
+            429 => refused_again += 1,
+            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -205,15 +212,18 @@ async fn edge_rules_keep_out_limit_and_count() {
     assert_eq!(status["edge"]["denied"], 2, "{status}");
     assert_eq!(status["edge"]["rate_limited"], 1, "{status}");
     assert_eq!(status["edge"]["too_large"], 2, "{status}");
-    assert_eq!(status["edge"]["over_connections"], 1, "{status}");
+    assert_eq!(
+        status["edge"]["over_connections"],
+        1 + refused_again,
+        "{status}"
+    );
     assert_eq!(status["edge"]["timed_out"], 1, "{status}");
     let shown = server.ok(&["status", "--app", "guarded"]).await.stdout;
-    assert!(
-        shown.contains(
-            "edge:     2 denied by address, 1 rate-limited, 2 too large, 1 over the connection limit, 1 timed out"
-        ),
-        "{shown}"
+    let expected = format!(
+        "edge:     2 denied by address, 1 rate-limited, 2 too large, {} over the connection limit, 1 timed out",
+        1 + refused_again
     );
+    assert!(shown.contains(&expected), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
