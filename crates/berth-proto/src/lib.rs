@@ -301,6 +301,10 @@ pub struct InstanceInfo {
     /// Memory it holds now, in bytes (from its cgroup, as root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Bytes it sent out through its namespace's egress proxy since it
+    /// started (proxy egress only; direct egress is read off its link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxied_bytes: Option<u64>,
 }
 
 /// A release: a built slug plus the spec and env it runs with.

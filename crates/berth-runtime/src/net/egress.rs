@@ -2,7 +2,12 @@
 //! absolute-form requests, opened from the host, never to the host itself.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::bridge::MAX_CONNECTIONS;
 
@@ -105,7 +110,13 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// An HTTP proxy for the world outside the namespace: `CONNECT host:port`
 /// (HTTPS and any TCP) and absolute-form requests (`GET http://host/path`).
-pub(super) async fn egress(listener: tokio::net::TcpListener, policy: EgressPolicy) {
+/// Every byte it writes upstream (what the instance sent out, the egress
+/// a platform bills) is added to `sent`.
+pub(super) async fn egress(
+    listener: tokio::net::TcpListener,
+    policy: EgressPolicy,
+    sent: Arc<AtomicU64>,
+) {
     let policy = Arc::new(policy);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -121,8 +132,9 @@ pub(super) async fn egress(listener: tokio::net::TcpListener, policy: EgressPoli
             continue; // Over the cap: the connection is dropped.
         };
         let policy = policy.clone();
+        let sent = sent.clone();
         tokio::spawn(async move {
-            let _ = proxy_one(client, &policy).await;
+            let _ = proxy_one(client, &policy, sent).await;
             drop(slot);
         });
     }
@@ -134,6 +146,7 @@ const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 async fn proxy_one(
     mut client: tokio::net::TcpStream,
     policy: &EgressPolicy,
+    sent: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::with_capacity(1024);
@@ -244,7 +257,10 @@ async fn proxy_one(
         return Ok(());
     }
     let mut upstream = match tokio::net::TcpStream::connect(&allowed[..]).await {
-        Ok(stream) => stream,
+        Ok(stream) => Counted {
+            inner: stream,
+            written: sent,
+        },
         Err(err) => {
             let reason = format!("cannot connect to {authority}: {err}");
             client
@@ -266,22 +282,64 @@ async fn proxy_one(
     Ok(())
 }
 
+/// A stream that adds every byte written to it to a counter as it goes,
+/// so a long-lived connection is counted while it lasts.
+struct Counted<S> {
+    inner: S,
+    written: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(count)) = written {
+            self.written.fetch_add(count as u64, Ordering::Relaxed);
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn proxy(allow_loopback: bool) -> SocketAddr {
+    /// A proxy on loopback, and the count of bytes it sent upstream.
+    async fn proxy(allow_loopback: bool) -> (SocketAddr, Arc<AtomicU64>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let sent = Arc::new(AtomicU64::new(0));
         tokio::spawn(egress(
             listener,
             EgressPolicy {
                 allow_loopback,
                 ..EgressPolicy::default()
             },
+            sent.clone(),
         ));
-        addr
+        (addr, sent)
     }
 
     #[tokio::test]
@@ -306,7 +364,7 @@ mod tests {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(egress(listener, policy));
+        tokio::spawn(egress(listener, policy, Arc::default()));
         for (target, expected) in [
             (format!("localhost:{port}"), "HTTP/1.1 200"),
             (format!("127.0.0.1:{port}"), "HTTP/1.1 403"),
@@ -394,9 +452,8 @@ mod tests {
             }
         });
 
-        let mut client = tokio::net::TcpStream::connect(proxy(true).await)
-            .await
-            .unwrap();
+        let (open, sent) = proxy(true).await;
+        let mut client = tokio::net::TcpStream::connect(open).await.unwrap();
         client
             .write_all(
                 format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes(),
@@ -410,8 +467,11 @@ mod tests {
         let mut echoed = [0u8; 9];
         client.read_exact(&mut echoed).await.unwrap();
         assert_eq!(&echoed, b"tunnelled");
+        // What went upstream is counted as the instance's egress while the
+        // connection is open; the proxy's own answer is not.
+        assert_eq!(sent.load(Ordering::Relaxed), 9);
 
-        let mut client = tokio::net::TcpStream::connect(proxy(false).await)
+        let mut client = tokio::net::TcpStream::connect(proxy(false).await.0)
             .await
             .unwrap();
         client
@@ -422,9 +482,8 @@ mod tests {
         client.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 
-        let mut client = tokio::net::TcpStream::connect(proxy(true).await)
-            .await
-            .unwrap();
+        let (open, _) = proxy(true).await;
+        let mut client = tokio::net::TcpStream::connect(open).await.unwrap();
         client
             .write_all(b"GET /relative HTTP/1.1\r\n\r\n")
             .await

@@ -41,6 +41,7 @@ mod switch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use tokio::task::JoinHandle;
 
@@ -66,6 +67,8 @@ pub struct InstanceNetwork {
     pub env: Vec<(String, String)>,
     /// The private ranges it may reach (direct mode), taken back with it.
     _allowance: Option<nft::Allowance>,
+    /// Bytes sent upstream through its egress proxy (proxy mode).
+    proxied: Option<Arc<AtomicU64>>,
 }
 
 impl Drop for InstanceNetwork {
@@ -83,6 +86,14 @@ impl InstanceNetwork {
         self.bridges.push(task);
     }
 
+    /// Bytes the instance sent out through its egress proxy so far; `None`
+    /// without one (direct egress, counted on its link instead).
+    pub fn proxied_bytes(&self) -> Option<u64> {
+        self.proxied
+            .as_ref()
+            .map(|sent| sent.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// A new namespace for an instance of `app`, with bridges to the
     /// services it uses.
     fn prepare(
@@ -93,12 +104,15 @@ impl InstanceNetwork {
     ) -> Result<Self, String> {
         let mut bridges = Vec::new();
         let mut env = Vec::new();
+        let mut proxied = None;
         if let Some(policy) = proxy {
             let egress_addr = SocketAddr::from(([127, 0, 0, 1], EGRESS_PORT));
             let listener = netns
                 .listen(egress_addr)
                 .map_err(|err| format!("cannot listen on {egress_addr} in the namespace: {err}"))?;
-            bridges.push(tokio::spawn(egress(listener, policy)));
+            let sent = Arc::new(AtomicU64::new(0));
+            bridges.push(tokio::spawn(egress(listener, policy, sent.clone())));
+            proxied = Some(sent);
             env = egress_env();
         }
         for &port in loopback_ports {
@@ -123,6 +137,7 @@ impl InstanceNetwork {
             bridges,
             env,
             _allowance: None,
+            proxied,
         })
     }
 }

@@ -4,7 +4,8 @@
 //! inside it. The router, berth's databases and DNS are reached over
 //! loopback inside the namespace, so neither answers to requests nor those
 //! count: what is counted is what the app sent out of the host's reach.
-//! With proxy egress the namespace has only loopback, and this is 0.
+//! With proxy egress the namespace has only loopback, and this is 0: the
+//! proxy counts what it sends for the instance instead.
 
 use std::path::Path;
 
@@ -13,9 +14,10 @@ use std::path::Path;
 pub(crate) fn sent_bytes(pid: u32) -> Option<u64> {
     let own = std::fs::read_link("/proc/self/ns/net").ok()?;
     let mut candidates = vec![pid];
-    // The pid berth reports may be the sandbox's parent, still in the
-    // host's namespace: look two levels down.
-    for _ in 0..2 {
+    // The pid berth reports is the sandbox's waiter, in the host's
+    // namespace, and its child the sandbox's init, still there too: the
+    // app joins its namespace below them. Look up to three levels down.
+    for _ in 0..4 {
         let mut next = Vec::new();
         for candidate in candidates {
             let namespace = std::fs::read_link(format!("/proc/{candidate}/ns/net")).ok()?;

@@ -29,7 +29,10 @@ pub(crate) trait Sizes {
 struct Seen {
     at: Instant,
     cpu_seconds: Option<f64>,
+    /// What it sent out, through its link and its egress proxy.
     sent_bytes: Option<u64>,
+    /// Whether it has a namespace of its own whose link was read.
+    own_namespace: bool,
 }
 
 /// The router's counters for one app at the last sample.
@@ -85,17 +88,24 @@ impl Sampler {
                     cpus.to_bits(),
                     memory_mb,
                 );
-                // An instance seen without a namespace of its own has none.
+                // An instance seen without a namespace of its own a while
+                // after it started has none (its app joins it just after
+                // the sandbox starts).
                 let lookup = self
                     .instances
                     .get(&instance.id)
-                    .is_none_or(|seen| seen.sent_bytes.is_some());
-                let sent_now = instance
+                    .is_none_or(|seen| seen.own_namespace || instance.uptime_secs < 10);
+                let on_link = instance
                     .pid
                     .filter(|_| lookup)
                     .and_then(|pid| sizes.sent_bytes(pid));
+                let sent_now = match (on_link, instance.proxied_bytes) {
+                    (None, None) => None,
+                    (link, proxied) => Some(link.unwrap_or(0) + proxied.unwrap_or(0)),
+                };
                 let sent_before = match self.instances.get(&instance.id) {
-                    Some(seen) => seen.sent_bytes,
+                    // Its counters were found since the last sample: from 0.
+                    Some(seen) => seen.sent_bytes.or(Some(0)),
                     None if since_last.is_some() => Some(0),
                     None => sent_now,
                 };
@@ -135,6 +145,7 @@ impl Sampler {
                         at: now,
                         cpu_seconds: instance.cpu_seconds,
                         sent_bytes: sent_now,
+                        own_namespace: on_link.is_some(),
                     },
                 );
             }
@@ -232,6 +243,7 @@ mod tests {
             port: None,
             cpu_seconds: Some(cpu),
             memory_bytes: Some(memory),
+            proxied_bytes: None,
         }
     }
 
@@ -268,6 +280,8 @@ mod tests {
                 vec![instance("a", "web", 5, 1.5, 300), {
                     let mut worker = instance("b", "worker", 1, 0.2, 1000);
                     worker.pid = Some(7);
+                    // And 30 bytes through its egress proxy.
+                    worker.proxied_bytes = Some(30);
                     worker
                 }],
                 12,
@@ -293,8 +307,9 @@ mod tests {
         // New since the last sample, up 1 s: 1 s, and its CPU since start.
         assert_eq!(worker.instance_seconds, 1.0);
         assert!((worker.cpu_seconds - 0.2).abs() < 1e-9);
-        // Its namespace sent 70 bytes since it started; web has no namespace.
-        assert_eq!(worker.egress_bytes, 70);
+        // Its namespace sent 70 bytes on its link and 30 through the proxy
+        // since it started; web has no namespace.
+        assert_eq!(worker.egress_bytes, 100);
         assert_eq!(web.egress_bytes, 0);
         assert!(sampler.take().is_empty());
         // Counters that went back (the app was made again) count from zero.

@@ -210,6 +210,10 @@ impl Reconciler {
                     InstanceInfo {
                         cpu_seconds: usage.cpu_seconds,
                         memory_bytes: usage.memory_bytes,
+                        proxied_bytes: instance
+                            .network
+                            .as_ref()
+                            .and_then(|network| network.proxied_bytes()),
                         id: instance.id.clone(),
                         process: instance.process.clone(),
                         release: instance.release,

@@ -136,7 +136,7 @@ impl Reconciler {
             cold_since: self
                 .cold_pending
                 .remove(&(release.app.clone(), process.to_string())),
-            _network: network,
+            network,
         };
         let port_text = port
             .map(|port| format!(" on port {port}"))

@@ -55,7 +55,7 @@ pub(super) struct Instance {
     /// Started for a request while its group was at zero: when it came.
     pub(super) cold_since: Option<Instant>,
     /// Its network namespace and the bridges into it, when it has one.
-    pub(super) _network: Option<berth_runtime::net::InstanceNetwork>,
+    pub(super) network: Option<berth_runtime::net::InstanceNetwork>,
 }
 
 #[derive(Debug, Default, Clone)]

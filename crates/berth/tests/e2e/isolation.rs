@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::deploy_plain;
+use crate::support::{deploy_plain, wait_metered_egress};
 use berth_testkit::{TestServer, example};
 
 fn setup() {
@@ -263,8 +263,23 @@ async fn an_instance_in_its_namespace_reaches_the_outside_through_the_egress_pro
     // "Outside" is a host of the test's own, in a namespace linked to
     // this one: the proxy opens it from the host, as it would the world.
     let outside = OutsideHost::start(2);
-    let server = TestServer::start_with_env(&[], &[("BERTH_EGRESS", "proxy")]).await;
+    let server =
+        TestServer::start_with_env(&["--meter-interval", "2s"], &[("BERTH_EGRESS", "proxy")]).await;
     deploy_plain(&server, "egress", "[http_service]\ninternal_port = 3920\n").await;
+    // What the instance sends out through the proxy is its metered egress:
+    // a request with a 6000-byte path (the outside answers 404), and
+    // neither the proxy's answer nor the router's traffic.
+    let padded = format!("/{}", "p".repeat(6000));
+    let missing = server
+        .get(
+            "egress",
+            &format!("/fetch?addr={}:8000&path={padded}", outside.address),
+        )
+        .await
+        .body;
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    let egress = wait_metered_egress(&server, "egress", 6000).await;
+    assert!(egress < 8000, "metered {egress} bytes of egress");
     let fetched = server
         .get(
             "egress",
@@ -433,9 +448,23 @@ async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but
         outside.gateway
     );
 
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(&["--meter-interval", "2s"]).await;
     // An app on $PORT (no internal_port), with its PostgreSQL.
     deploy_plain(&server, "direct", "[resources]\npostgres = true\n").await;
+    // What it sends out of its namespace is its metered egress: a request
+    // with a 6000-byte path to the outside (which answers 404).
+    let padded = format!("/{}", "p".repeat(6000));
+    let missing = server
+        .get(
+            "direct",
+            &format!(
+                "/fetch?addr={}:8000&path={padded}&direct=1",
+                outside.address
+            ),
+        )
+        .await;
+    assert!(missing.body.starts_with("HTTP/1.0 404"), "{}", missing.body);
+    wait_metered_egress(&server, "direct", 6000).await;
 
     // The outside, with a client that knows nothing of proxies.
     let fetched = server

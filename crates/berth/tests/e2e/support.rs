@@ -38,3 +38,32 @@ pub fn verify_unit(path: &std::path::Path) {
         "systemd-analyze verify: {said}"
     );
 }
+
+/// Waits until `berth usage` shows at least `at_least` bytes of egress for
+/// `app` (the server meters every 2 s: `--meter-interval 2s`), and
+/// returns what it shows then.
+pub async fn wait_metered_egress(server: &TestServer, app: &str, at_least: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let report = server
+            .ok(&[
+                "usage", "--app", app, "--by", "minute", "--since", "1d", "--json",
+            ])
+            .await
+            .json();
+        let egress: u64 = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["egress_bytes"].as_u64().unwrap())
+            .sum();
+        if egress >= at_least {
+            return egress;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "egress of {app} metered as {egress} bytes, expected at least {at_least}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
