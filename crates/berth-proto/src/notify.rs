@@ -66,13 +66,14 @@ pub struct NotifyDelivery {
 }
 
 /// Event names a webhook may ask for.
-pub const NOTIFY_EVENTS: [&str; 6] = [
+pub const NOTIFY_EVENTS: [&str; 7] = [
     "budget.alert",
     "budget.exceeded",
     "budget.spike",
     "budget.resumed",
     "deploy.failed",
     "app.crash-loop",
+    "cert.expiring",
 ];
 
 /// Whether `event` matches `pattern` (`budget.*`, `*`, or the name).

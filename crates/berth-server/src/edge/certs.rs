@@ -23,6 +23,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// A certificate this close to expiry that cannot renew is a warning event.
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
+/// How often the webhooks are told again of a certificate still expiring.
+const EXPIRY_RETELL: Duration = Duration::from_secs(24 * 3600);
+
 /// Where a domain's certificate stands.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CertStatus {
@@ -34,6 +37,8 @@ pub(crate) struct CertStatus {
     pub(crate) next_attempt: Option<SystemTime>,
     /// The CA's renewal window for the certificate now served (ARI).
     pub(crate) ari: Option<AriState>,
+    /// When the webhooks were last told it is expiring.
+    pub(crate) expiry_told: Option<SystemTime>,
 }
 
 /// What the CA's renewal information (RFC 9773) said of a certificate.
@@ -251,14 +256,34 @@ impl CertManager {
                         .duration_since(SystemTime::now())
                         .is_ok_and(|left| left < EXPIRY_WARNING)
                 {
-                    let _ = self.store.record_event(
-                        app,
-                        EventKind::CertExpiring,
-                        &format!(
-                            "the certificate for {name} expires at {} and cannot be renewed: {why}",
-                            humantime_date(had.not_after)
-                        ),
+                    let message = format!(
+                        "the certificate for {name} expires at {} and cannot be renewed: {why}",
+                        humantime_date(had.not_after)
                     );
+                    let _ = self
+                        .store
+                        .record_event(app, EventKind::CertExpiring, &message);
+                    // The webhooks hear of it once a day, not at every try.
+                    let now = SystemTime::now();
+                    if status.expiry_told.is_none_or(|told| {
+                        now.duration_since(told).unwrap_or_default() >= EXPIRY_RETELL
+                    }) {
+                        status.expiry_told = Some(now);
+                        let body = serde_json::json!({
+                            "message": message,
+                            "data": {
+                                "domain": name,
+                                "expires": humantime_date(had.not_after),
+                                "error": why,
+                            },
+                        })
+                        .to_string();
+                        if let Err(err) =
+                            self.store.enqueue_notification("cert.expiring", app, &body)
+                        {
+                            tracing::warn!(name, error = %err, "cannot queue a certificate warning for the webhooks");
+                        }
+                    }
                 }
             }
         }

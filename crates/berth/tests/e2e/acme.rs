@@ -3,7 +3,8 @@
 //! certificate from the CA, served over HTTPS and verified against the
 //! CA's root; a domain the CA cannot validate has no stand-in certificate
 //! and `berth domains check` says why. The app's `[edge]` rules keep
-//! every client out, and the CA's HTTP-01 request still passes.
+//! every client out, and the CA's HTTP-01 request still passes. A
+//! certificate that cannot be renewed near its end is a webhook.
 
 use std::time::{Duration, Instant};
 
@@ -221,6 +222,66 @@ async fn a_certificate_is_renewed_before_it_expires_with_no_failed_request() {
         events.contains("certificate for renew.example.org renewed"),
         "{events}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_cannot_be_renewed_warns_the_webhooks() {
+    setup();
+    let mut plan = PebblePlan::new();
+    // Renewal falls due 20 s after issuance, and the certificate is then
+    // within days of its end.
+    plan.validity = Some(Duration::from_secs(30));
+    let server = server_for(&plan).await;
+    let https = server.https.expect("HTTPS");
+    let sink = berth_testkit::HttpSink::start().await;
+    server
+        .ok(&[
+            "notify",
+            "add",
+            "webhook",
+            &format!("http://{}/certs", sink.addr),
+            "--events",
+            "cert.*",
+        ])
+        .await;
+    let pebble = plan.start(server.router.port(), https.port()).await;
+    let ca_root = pebble.issuing_root().await;
+    let _dir = deploy_shop(&server, "lapse.example.org").await;
+    served_with(https, "lapse.example.org", &ca_root, &server).await;
+    // The CA goes away before the renewal.
+    drop(pebble);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let warning = loop {
+        let warnings: Vec<serde_json::Value> = sink
+            .received()
+            .iter()
+            .filter(|request| request.header("berth-event") == Some("cert.expiring"))
+            .map(|request| serde_json::from_slice(&request.body).unwrap())
+            .collect();
+        if let Some(warning) = warnings.into_iter().next() {
+            break warning;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cert.expiring webhook\n{}",
+            server.server_log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(warning["app"], "shop", "{warning}");
+    assert_eq!(warning["data"]["domain"], "lapse.example.org", "{warning}");
+    assert!(warning["data"]["expires"].is_string(), "{warning}");
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("lapse.example.org") && message.contains("cannot be renewed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the CA cannot be reached"),
+        "the cause is said: {message}"
+    );
+    let events = events(&server).await;
+    assert!(events.contains("cannot be renewed"), "{events}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
