@@ -41,6 +41,15 @@ struct Group {
     instance_seconds: f64,
     busy_seconds: f64,
     requests: u64,
+    /// Job tasks' run time: billed whole, by every provider.
+    job_seconds: f64,
+}
+
+impl Group {
+    /// The time an instance-priced plan bills.
+    fn run_seconds(&self) -> f64 {
+        self.instance_seconds + self.job_seconds
+    }
 }
 
 /// Prices `rows` (daily rows of one month) on `plan` of `table`.
@@ -79,20 +88,21 @@ pub fn price_plan_in(
     for row in rows {
         totals.add(row);
         volume_gb_days += row.volume_bytes as f64 / GB;
-        if row.instance_seconds > 0.0 || row.requests > 0 {
+        if row.instance_seconds > 0.0 || row.requests > 0 || row.job_seconds > 0.0 {
             let group = groups
                 .entry((row.process.clone(), row.cpus.to_bits(), row.memory_mb))
                 .or_default();
             group.instance_seconds += row.instance_seconds;
             group.busy_seconds += row.busy_seconds;
             group.requests += row.requests;
+            group.job_seconds += row.job_seconds;
         }
     }
     if let Some(configured) = plan.server_usd_per_month {
         let usd_per_month = server.usd_per_month.unwrap_or(configured);
         let vcpu_seconds: f64 = groups
             .iter()
-            .map(|((_, cpus, _), group)| group.instance_seconds * f64::from_bits(*cpus))
+            .map(|((_, cpus, _), group)| group.run_seconds() * f64::from_bits(*cpus))
             .sum();
         let share = if server.all_vcpu_seconds > 0.0 {
             (vcpu_seconds / server.all_vcpu_seconds).min(1.0)
@@ -176,16 +186,16 @@ fn price_resources(
     for ((process, cpus, memory_mb), group) in groups {
         let seconds = match plan.billed_time {
             BilledTime::Busy if group.requests > 0 || group.busy_seconds > 0.0 => {
-                group.busy_seconds
+                group.busy_seconds + group.job_seconds
             }
-            BilledTime::Busy => {
+            BilledTime::Busy if group.instance_seconds > 0.0 => {
                 cost.notes.push(format!(
                     "{}: serves no requests, billed by instance time",
                     shown_process(process)
                 ));
-                group.instance_seconds
+                group.run_seconds()
             }
-            BilledTime::Instance => group.instance_seconds,
+            BilledTime::Busy | BilledTime::Instance => group.run_seconds(),
         };
         vcpu_seconds += seconds * f64::from_bits(*cpus);
         gib_seconds += seconds * f64::from(*memory_mb) / 1024.0;
@@ -220,7 +230,7 @@ fn price_sizes(plan: &Plan, groups: &BTreeMap<(String, u64, u32), Group>, cost: 
                 size.name
             ));
         }
-        let hours = group.instance_seconds / 3600.0;
+        let hours = group.run_seconds() / 3600.0;
         let free = free_hours.min(hours);
         free_hours -= free;
         let billed = hours - free;

@@ -150,6 +150,47 @@ fn render_rounds_up_to_an_instance_type_and_applies_free_bandwidth() {
 }
 
 #[test]
+fn job_tasks_are_billed_for_their_whole_run_time_at_their_size() {
+    let tables = PriceTable::load(None).unwrap();
+    let month = Month {
+        name: "2026-11".into(),
+        days: 30,
+        fraction: 1.0,
+    };
+    let mut rows = november();
+    // Task attempts of job `nightly` (2 CPUs, 1 GiB): an hour in all.
+    for _ in 0..4 {
+        rows.push(UsageRow {
+            app: "shop".into(),
+            process: "job-nightly".into(),
+            cpus: 2.0,
+            memory_mb: 1024,
+            job_seconds: 900.0,
+            ..UsageRow::default()
+        });
+    }
+    let (table, plan) = find_plan(&tables, "cloud-run/request-based").unwrap();
+    let cost = price_plan(table, plan, &rows, &month, ServerShare::default());
+    // 7,200 vCPU-s and 3,600 GiB-s more than the services alone, and no
+    // note that the job serves no requests (a job is billed while it runs).
+    assert_close(cost.lines[0].usd, 29.184 + 7_200.0 * 0.000024);
+    assert_close(cost.lines[1].usd, 0.7825 + 3_600.0 * 0.0000025);
+    assert!(
+        cost.notes.iter().all(|note| !note.contains("nightly")),
+        "{:?}",
+        cost.notes
+    );
+    let (table, plan) = find_plan(&tables, "fly").unwrap();
+    let cost = price_plan(table, plan, &rows, &month, ServerShare::default());
+    let job = cost
+        .lines
+        .iter()
+        .find(|line| line.item.starts_with("job-nightly: 2 CPU, 1024 MiB"))
+        .unwrap_or_else(|| panic!("{:?}", cost.lines));
+    assert_close(job.quantity, 1.0);
+}
+
+#[test]
 fn the_own_server_is_split_by_share_of_use() {
     // The app declared half of all vCPU-seconds on a $40 server.
     let server = ServerShare {

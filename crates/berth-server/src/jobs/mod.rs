@@ -271,9 +271,7 @@ impl JobRunner {
             },
         );
         let runner = self.clone();
-        let app_name = app.to_string();
         tokio::spawn(async move {
-            let began = std::time::Instant::now();
             let (status, message) = runner
                 .execute(
                     id,
@@ -292,7 +290,6 @@ impl JobRunner {
             if let Err(err) = runner.store.finish_execution(id, status, &message) {
                 tracing::error!(error = %err, execution = id, "cannot record the end of an execution");
             }
-            crate::app_usage::record_job(&runner.store, &app_name, began.elapsed());
             runner.running().remove(&id);
             let _ = done_sender.send(true);
         });
@@ -391,7 +388,8 @@ impl JobRunner {
             if let Err(err) = self.store.start_task_attempt(id, index, attempt) {
                 tracing::error!(error = %err, "cannot record a task attempt");
             }
-            let (status, exit_code, reason) = match self
+            let began = std::time::Instant::now();
+            let attempted = self
                 .attempt(
                     release,
                     spec,
@@ -404,8 +402,16 @@ impl JobRunner {
                     spec.kill_timeout,
                     cancel,
                 )
-                .await
-            {
+                .await;
+            let vm = spec.vm_for(&process);
+            crate::app_usage::record_job(
+                &self.store,
+                &release.app,
+                &process,
+                (vm.cpus, vm.memory_mb),
+                began.elapsed(),
+            );
+            let (status, exit_code, reason) = match attempted {
                 Ok(ExitCause::Code(0)) => ("succeeded", Some(0), None),
                 Ok(ExitCause::Code(code)) => {
                     ("failed", Some(code), Some(format!("exit code {code}")))

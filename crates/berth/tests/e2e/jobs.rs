@@ -80,6 +80,27 @@ max_retries = 0
         "parallelism 2 was exceeded: {most_at_once} tasks at once"
     );
     assert_eq!(most_at_once, 2, "two tasks should have overlapped");
+    // Each task's run time is metered for the job's group, at its size:
+    // four tasks of at least 0.6 s each.
+    let usage = server
+        .ok(&["usage", "--app", "plain", "--by", "minute", "--json"])
+        .await
+        .json();
+    let fanout: Vec<&serde_json::Value> = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["process"] == "job-fanout")
+        .collect();
+    let job_seconds: f64 = fanout
+        .iter()
+        .map(|row| row["job_seconds"].as_f64().unwrap())
+        .sum();
+    assert!(job_seconds >= 2.4, "{usage}");
+    assert!(
+        fanout.iter().all(|row| row["cpus"].as_f64() == Some(1.0)),
+        "{usage}"
+    );
     let id = execution["id"].as_i64().unwrap().to_string();
     let logs = server.ok(&["jobs", "logs", &id, "--app", "plain"]).await;
     for index in 0..4 {
