@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 mod edge;
 mod error;
 mod logs;
+mod registry;
 mod terminal;
 mod usage;
 

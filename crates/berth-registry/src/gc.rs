@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::manifests::{file_names, references};
 use crate::{Digest, Registry, RepoName, Result};
 
-/// An upload untouched this long has stopped.
+/// An upload untouched this long has stopped (or `recent`, if shorter).
 const STALE_UPLOAD: Duration = Duration::from_secs(3600);
 
 /// What a collection removed.
@@ -134,7 +134,8 @@ impl Registry {
         for id in file_names(&uploads) {
             let dir = uploads.join(&id);
             let touched = modified(&dir.join("data")).or_else(|| modified(&dir));
-            if touched.is_none_or(|at| now.duration_since(at).unwrap_or_default() >= STALE_UPLOAD) {
+            let stale = STALE_UPLOAD.min(recent);
+            if touched.is_none_or(|at| now.duration_since(at).unwrap_or_default() >= stale) {
                 std::fs::remove_dir_all(&dir)?;
                 report.uploads_removed += 1;
             }

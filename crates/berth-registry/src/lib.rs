@@ -3,7 +3,7 @@
 //! upload sessions, manifests and image indexes, tags, referrers, the
 //! catalog, and a garbage collector. The HTTP side lives in berth-server.
 //!
-//! Layout under the root (every name checked by [`names`] first, so none
+//! Layout under the root (every name checked against the spec first, so none
 //! climbs out):
 //!
 //! ```text
@@ -29,7 +29,7 @@ mod names;
 mod uploads;
 
 pub use gc::GcReport;
-pub use manifests::{MANIFEST_MEDIA_TYPES, Manifest, PutManifest, RepoListing};
+pub use manifests::{MANIFEST_MEDIA_TYPES, MAX_MANIFEST, Manifest, PutManifest, RepoListing};
 pub use names::{Digest, RepoName, valid_tag};
 
 /// A failure, with the distribution spec's error code.

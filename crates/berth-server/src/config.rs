@@ -52,6 +52,8 @@ pub struct ServerConfig {
     /// How often the meter writes usage and budgets are evaluated;
     /// `None`: no metering (and no budget acts).
     pub meter_interval: Option<std::time::Duration>,
+    /// What the registry's collection keeps untagged (`--registry-grace`).
+    pub registry_grace: std::time::Duration,
     /// Price tables replacing or adding to the shipped ones (`--prices`).
     pub prices_dir: Option<PathBuf>,
     /// What this server costs a month, for `own-server` prices.
@@ -81,6 +83,7 @@ impl ServerConfig {
             build_limits: crate::BuildLimits::default(),
             disk_reserve_bytes: 512 * 1024 * 1024,
             meter_interval: Some(std::time::Duration::from_secs(10)),
+            registry_grace: std::time::Duration::from_secs(24 * 3600),
             prices_dir: None,
             server_usd: None,
         }

@@ -17,6 +17,7 @@ pub(crate) mod app_usage;
 pub(crate) mod autoscale;
 pub(crate) mod budgets;
 pub(crate) mod config;
+pub(crate) mod data_dir;
 pub(crate) mod deploy;
 pub(crate) mod disk;
 pub(crate) mod drains;
@@ -38,10 +39,9 @@ mod testing;
 pub(crate) mod traffic_history;
 pub(crate) mod tunnel;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_build::{CargoBuilder, SlugStore, UnpackLimits};
@@ -55,6 +55,8 @@ use tokio::sync::watch;
 pub use tokio_util::sync::CancellationToken;
 
 pub use config::ServerConfig;
+pub use data_dir::ensure_token;
+use data_dir::{close_data_files, data_error, write_server_info};
 pub use deploy::sandboxed_build::BuildLimits;
 
 use crate::deploy::Deployer;
@@ -99,31 +101,6 @@ pub enum ServerError {
     /// berth's CA or the HTTPS settings could not be made.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
-}
-
-fn data_error(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
-    let path = path.to_path_buf();
-    move |source| ServerError::DataDir { path, source }
-}
-
-/// Reads the API token in `data_dir`, creating it (mode 0600) on first start.
-pub fn ensure_token(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
-        Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err),
-    }
-    let token = format!("berth_{}", hex::encode(rand::random::<[u8; 24]>()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(token.as_bytes())?;
-    file.sync_all()?;
-    Ok(token)
 }
 
 /// The URL an app is served at.
@@ -386,6 +363,10 @@ pub async fn run(
         },
         &shutdown,
     );
+    let registry = berth_registry::Registry::open(&data.join("registry"))
+        .map_err(|err| data_error(&data.join("registry"))(std::io::Error::other(err)))?;
+    let registry = Arc::new(registry);
+    api::spawn_registry_collector(registry.clone(), config.registry_grace, shutdown.clone());
     let state = api::ApiState {
         budgets,
         dashboard: Arc::new(sessions::Sessions::default()),
@@ -403,6 +384,8 @@ pub async fn run(
         ca_root: Arc::new(ca_root),
         certs: cert_desk,
         max_upload_bytes: config.max_upload_bytes,
+        registry: registry.clone(),
+        registry_grace: config.registry_grace,
         disk: Arc::new(disk::DiskReserve {
             path: data.to_path_buf(),
             bytes: config.disk_reserve_bytes,
@@ -558,39 +541,4 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(config.server_info_path());
     Ok(())
-}
-
-/// Makes the store and log files (and their WAL and shared-memory files)
-/// mode 0600, and the directories services and instances pass through
-/// 0711: a data dir made by an older berth (or another umask) is closed too.
-fn close_data_files(data: &Path) -> std::io::Result<()> {
-    for name in ["berth.db", "logs.db"] {
-        for suffix in ["", "-wal", "-shm"] {
-            let path = data.join(format!("{name}{suffix}"));
-            if path.exists() {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-            }
-        }
-    }
-    for dir in ["postgres", "redis", "volumes", "slugs"] {
-        let path = data.join(dir);
-        std::fs::create_dir_all(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o711))?;
-    }
-    for dir in ["backups", "tmp"] {
-        let path = data.join(dir);
-        if path.exists() {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
-        }
-    }
-    Ok(())
-}
-
-fn write_server_info(path: &Path, info: &ServerInfo) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(tmp, path)
 }

@@ -164,6 +164,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::usage_args::NotifyCommand,
     },
+    /// The built-in OCI registry at `/v2/` of the API: `list`, `gc`.
+    Registry {
+        #[command(subcommand)]
+        command: crate::registry_args::RegistryCommand,
+    },
     /// An app's edge rules set from here, on top of its berth.toml's `[edge]`.
     Edge {
         #[command(subcommand)]

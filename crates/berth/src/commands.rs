@@ -68,6 +68,7 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     }
     config.meter_interval = (!args.no_meter).then_some(args.meter_interval);
     config.prices_dir = args.prices;
+    config.registry_grace = args.registry_grace;
     if let Some(usd) = args.server_usd
         && !(usd.is_finite() && usd >= 0.0)
     {
@@ -171,6 +172,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Cost(args) => crate::usage_cli::cost(&global, args).await,
         Command::Budget { command } => crate::usage_cli::budget(&global, command).await,
         Command::Notify { command } => crate::usage_cli::notify(&global, command).await,
+        Command::Registry { command } => crate::registry_cli::registry(&global, command).await,
         Command::Login { url, name } => {
             crate::contexts::login(&global, &url, global.token.clone(), name).await
         }

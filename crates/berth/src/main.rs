@@ -30,6 +30,8 @@ mod log_args;
 mod logs;
 mod one_off;
 mod output;
+mod registry_args;
+mod registry_cli;
 mod relay_cli;
 mod remote;
 mod resources;

@@ -98,6 +98,10 @@ pub struct ServerArgs {
     /// budget acts about this long after it is crossed).
     #[arg(long, default_value = "10s", value_parser = berth_spec::parse_duration)]
     pub meter_interval: std::time::Duration,
+    /// Images pushed to the built-in registry this recently are kept by its
+    /// garbage collection even when no tag or release names them.
+    #[arg(long, default_value = "24h", value_parser = berth_spec::parse_duration)]
+    pub registry_grace: std::time::Duration,
     /// Meter nothing: no usage, no budgets acting (for benchmarks).
     #[arg(long)]
     pub no_meter: bool,

@@ -28,6 +28,7 @@ mod error;
 mod jobs;
 mod logs;
 mod metrics;
+mod registry;
 mod resources;
 mod serve;
 mod shuttle;
@@ -37,6 +38,7 @@ mod terminal;
 mod usage;
 
 pub(crate) use metrics::serve_metrics;
+pub(crate) use registry::spawn_collector as spawn_registry_collector;
 pub(crate) use serve::serve;
 
 pub use state::ApiState;
@@ -56,7 +58,7 @@ use resources::*;
     paths(health, tunnel, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
         list_jobs, run_job, run_command, terminal::run_terminal, drains::list_drains, drains::add_drain, drains::remove_drain, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root,
-        get_edge, set_edge, usage::usage, usage::get_budget, usage::set_budget, usage::resume_budget, usage::list_notify, usage::add_notify, usage::remove_notify, usage::notify_log),
+        get_edge, set_edge, usage::usage, usage::get_budget, usage::set_budget, usage::resume_budget, usage::list_notify, usage::add_notify, usage::remove_notify, usage::notify_log, registry::collect::listing, registry::collect::gc_now),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
@@ -66,7 +68,8 @@ use resources::*;
         berth_proto::DomainInfo, berth_proto::AddDomain, berth_proto::DomainCheck, berth_proto::EdgeCounts, berth_proto::DomainCertificate,
         berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit, berth_proto::TunnelStatus,
         berth_proto::UsageRow, berth_proto::UsageReport, berth_proto::BudgetStatus, berth_proto::BudgetSettings, berth_proto::BudgetHold, berth_proto::BudgetAction, berth_proto::SetBudget,
-        berth_proto::AddNotifyChannel, berth_proto::NotifyChannel, berth_proto::NotifyDelivery, berth_proto::NotifyFormat
+        berth_proto::AddNotifyChannel, berth_proto::NotifyChannel, berth_proto::NotifyDelivery, berth_proto::NotifyFormat,
+        berth_proto::RegistryListing, berth_proto::RegistryRepo, berth_proto::RegistryTag, berth_proto::RegistryGc
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -107,6 +110,8 @@ pub fn routes(state: ApiState) -> Router {
             get(usage::list_notify).post(usage::add_notify),
         )
         .route("/v1/notify/log", get(usage::notify_log))
+        .route("/v1/registry", get(registry::listing))
+        .route("/v1/registry/gc", post(registry::gc_now))
         .route(
             "/v1/notify/{id}",
             axum::routing::delete(usage::remove_notify),
@@ -186,6 +191,7 @@ pub fn routes(state: ApiState) -> Router {
             get(|| async { Json(openapi_document()) }),
         )
         .merge(authed)
+        .merge(registry::routes(state.clone()))
         .merge(dashboard::routes(state.clone()))
         .merge(shuttle::routes())
         .layer(middleware::map_request(serve::body_deadline))

@@ -34,6 +34,10 @@ pub struct ApiState {
     /// Certificates of the router's HTTPS, when it serves HTTPS.
     pub(crate) certs: Option<crate::edge::certs::CertDesk>,
     pub(crate) max_upload_bytes: u64,
+    /// The built-in OCI registry's storage (`/v2/`).
+    pub(crate) registry: Arc<berth_registry::Registry>,
+    /// What the registry's collection keeps untagged: pushed this recently.
+    pub(crate) registry_grace: std::time::Duration,
     pub(crate) disk: Arc<crate::disk::DiskReserve>,
     /// The tunnel's relay and state, when the server keeps one.
     pub(crate) tunnel: Option<(

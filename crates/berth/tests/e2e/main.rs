@@ -26,6 +26,7 @@ mod one_off;
 mod packages;
 mod ports;
 mod private_names;
+mod registry;
 mod remote;
 mod resources;
 mod scaling;

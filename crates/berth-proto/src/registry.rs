@@ -1,0 +1,53 @@
+//! The built-in registry as the API shows it (`berth registry list|gc`).
+
+use serde::{Deserialize, Serialize};
+
+/// A tag and the manifest digest it names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryTag {
+    /// The tag.
+    pub tag: String,
+    /// `sha256:…`.
+    pub digest: String,
+}
+
+/// A repository of the registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryRepo {
+    /// Its name, such as `team/shop`.
+    pub name: String,
+    /// Its tags, sorted.
+    pub tags: Vec<RegistryTag>,
+    /// Manifests it holds, tagged or not.
+    pub manifests: u64,
+}
+
+/// `GET /v1/registry`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryListing {
+    /// Every repository, sorted.
+    pub repositories: Vec<RegistryRepo>,
+    /// Bytes of blobs and uploads in progress on disk.
+    pub disk_bytes: u64,
+}
+
+/// `POST /v1/registry/gc`: what a collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryGc {
+    /// Untagged, unpinned manifests removed.
+    pub manifests_removed: u64,
+    /// Blobs deleted.
+    pub blobs_removed: u64,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+    /// Uploads that had stopped, deleted.
+    pub uploads_removed: u64,
+    /// Blobs kept.
+    pub blobs_kept: u64,
+    /// Bytes the registry uses afterwards.
+    pub disk_bytes: u64,
+}

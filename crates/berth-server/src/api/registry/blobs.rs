@@ -1,0 +1,254 @@
+//! Blobs and their uploads: monolithic (`POST …/uploads/?digest=`, or
+//! `POST` then one `PUT`), chunked (`PATCH`es with `Content-Range`, then
+//! `PUT ?digest=`), cross-repository mounts, and reads.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use berth_registry::{Digest, RegistryError, RepoName};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::answer::{answer, bad_request, error_response, failure};
+use crate::api::state::ApiState;
+
+/// The disk is checked again after this many bytes of one upload.
+const DISK_CHECK_EVERY: u64 = 64 * 1024 * 1024;
+
+/// Appends `body` to the upload file `path`; the bytes written. The disk
+/// reserve is checked as it goes, so an endless upload stops before the
+/// disk fills (what came stays in the upload, which the collector removes).
+async fn append_body(state: &ApiState, path: &Path, body: Body) -> Result<u64, Box<Response>> {
+    let storage = |err: std::io::Error| Box::new(failure(RegistryError::Io(err)));
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .await
+        .map_err(storage)?;
+    let mut stream = body.into_data_stream();
+    let (mut written, mut since_check) = (0u64, 0u64);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            Box::new(bad_request(
+                "BLOB_UPLOAD_INVALID",
+                &format!("the upload stopped: {err}"),
+            ))
+        })?;
+        file.write_all(&chunk).await.map_err(storage)?;
+        written += chunk.len() as u64;
+        since_check += chunk.len() as u64;
+        if since_check >= DISK_CHECK_EVERY {
+            since_check = 0;
+            if let Err(why) = state.disk.check() {
+                return Err(Box::new(error_response(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "DENIED",
+                    &why.to_string(),
+                )));
+            }
+        }
+    }
+    file.flush().await.map_err(storage)?;
+    Ok(written)
+}
+
+fn upload_location(repo: &RepoName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// The answer to an upload still open at `size` bytes.
+fn in_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+    answer(
+        status,
+        &[
+            ("Location", upload_location(repo, id)),
+            ("Range", format!("0-{}", size.saturating_sub(1))),
+            ("Docker-Upload-UUID", id.to_string()),
+            ("Content-Length", "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+fn created(repo: &RepoName, digest: &Digest) -> Response {
+    answer(
+        StatusCode::CREATED,
+        &[
+            ("Location", format!("/v2/{repo}/blobs/{digest}")),
+            ("Docker-Content-Digest", digest.to_string()),
+            ("Content-Length", "0".into()),
+        ],
+        Body::empty(),
+    )
+}
+
+/// Completes upload `id` as `digest` off the async threads (it hashes
+/// the whole blob).
+async fn finish(state: &ApiState, repo: &RepoName, id: &str, digest: &Digest) -> Response {
+    let (registry, owned) = (
+        state.registry.clone(),
+        (repo.clone(), id.to_string(), digest.clone()),
+    );
+    let finished = tokio::task::spawn_blocking(move || {
+        let (repo, id, digest) = owned;
+        registry.finish_upload(&repo, &id, &digest)
+    })
+    .await;
+    match finished {
+        Ok(Ok(_)) => created(repo, digest),
+        Ok(Err(err)) => failure(err),
+        Err(_) => failure(RegistryError::Io(std::io::Error::other(
+            "the upload task failed",
+        ))),
+    }
+}
+
+/// `POST /v2/NAME/blobs/uploads/`: a mount, a monolithic upload, or a
+/// new session.
+pub(super) async fn start_upload(
+    state: &ApiState,
+    repo: &RepoName,
+    query: &HashMap<String, String>,
+    body: Body,
+) -> Response {
+    if let (Some(mount), Some(from)) = (query.get("mount"), query.get("from")) {
+        // A mount that cannot be made falls back to a new upload, as the
+        // spec says.
+        if let (Ok(digest), Ok(from)) = (Digest::parse(mount), RepoName::parse(from)) {
+            match state.registry.mount(repo, &from, &digest) {
+                Ok(true) => return created(repo, &digest),
+                Ok(false) => {}
+                Err(err) => return failure(err),
+            }
+        }
+    }
+    let id = match state.registry.start_upload(repo) {
+        Ok(id) => id,
+        Err(err) => return failure(err),
+    };
+    let Some(wanted) = query.get("digest") else {
+        return in_progress(StatusCode::ACCEPTED, repo, &id, 0);
+    };
+    let digest = match Digest::parse(wanted) {
+        Ok(digest) => digest,
+        Err(err) => {
+            let _ = state.registry.cancel_upload(repo, &id);
+            return failure(err);
+        }
+    };
+    let (path, _) = match state.registry.upload(repo, &id) {
+        Ok(found) => found,
+        Err(err) => return failure(err),
+    };
+    if let Err(answer) = append_body(state, &path, body).await {
+        let _ = state.registry.cancel_upload(repo, &id);
+        return *answer;
+    }
+    finish(state, repo, &id, &digest).await
+}
+
+/// `Content-Range: START-END` (also `bytes START-END/…`): its start.
+fn chunk_start(headers: &HeaderMap) -> Result<Option<u64>, RegistryError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    let range = text
+        .trim_start_matches("bytes")
+        .trim_start_matches([' ', '=']);
+    range
+        .split(['-', '/'])
+        .next()
+        .and_then(|start| start.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| RegistryError::UploadInvalid(format!("bad Content-Range {text:?}")))
+}
+
+/// `PATCH`, `PUT`, `GET` and `DELETE` of `/v2/NAME/blobs/uploads/ID`.
+pub(super) async fn upload(
+    state: &ApiState,
+    repo: &RepoName,
+    id: &str,
+    method: Method,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let (path, size) = match state.registry.upload(repo, id) {
+        Ok(found) => found,
+        Err(err) => return failure(err),
+    };
+    match method {
+        Method::GET => in_progress(StatusCode::NO_CONTENT, repo, id, size),
+        Method::DELETE => match state.registry.cancel_upload(repo, id) {
+            Ok(()) => answer(StatusCode::NO_CONTENT, &[], Body::empty()),
+            Err(err) => failure(err),
+        },
+        Method::PATCH => {
+            let start = match chunk_start(headers) {
+                Ok(start) => start,
+                Err(err) => return failure(err),
+            };
+            if let Err(err) = state.registry.check_chunk(repo, id, start) {
+                return failure(err);
+            }
+            match append_body(state, &path, body).await {
+                Ok(written) => in_progress(StatusCode::ACCEPTED, repo, id, size + written),
+                Err(answer) => *answer,
+            }
+        }
+        Method::PUT => {
+            let Some(wanted) = query.get("digest") else {
+                return bad_request("DIGEST_INVALID", "PUT needs ?digest= to complete an upload");
+            };
+            let digest = match Digest::parse(wanted) {
+                Ok(digest) => digest,
+                Err(err) => return failure(err),
+            };
+            if let Err(answer) = append_body(state, &path, body).await {
+                return *answer;
+            }
+            finish(state, repo, id, &digest).await
+        }
+        _ => bad_request("UNSUPPORTED", "uploads take GET, PATCH, PUT and DELETE"),
+    }
+}
+
+/// `GET`, `HEAD` and `DELETE` of `/v2/NAME/blobs/DIGEST`.
+pub(super) async fn blob(
+    state: &ApiState,
+    repo: &RepoName,
+    digest: &Digest,
+    method: Method,
+) -> Response {
+    if method == Method::DELETE {
+        return match state.registry.delete_blob(repo, digest) {
+            Ok(()) => answer(StatusCode::ACCEPTED, &[], Body::empty()),
+            Err(err) => failure(err),
+        };
+    }
+    let (path, size) = match state.registry.blob(repo, digest) {
+        Ok(found) => found,
+        Err(err) => return failure(err),
+    };
+    let headers = [
+        ("Content-Type", "application/octet-stream".to_string()),
+        ("Content-Length", size.to_string()),
+        ("Docker-Content-Digest", digest.to_string()),
+    ];
+    match method {
+        Method::HEAD => answer(StatusCode::OK, &headers, Body::empty()),
+        Method::GET => match tokio::fs::File::open(&path).await {
+            Ok(file) => answer(
+                StatusCode::OK,
+                &headers,
+                Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            ),
+            Err(err) => failure(RegistryError::Io(err)),
+        },
+        _ => bad_request("UNSUPPORTED", "blobs take GET, HEAD and DELETE"),
+    }
+}
