@@ -10,7 +10,7 @@ mod table;
 pub use budget::{
     CalendarMonth, MonthFigures, SPIKE_FACTOR, Used, due_alerts, is_spike, projected, used,
 };
-pub use price::{Month, Region, ServerShare, price_plan, price_plan_in};
+pub use price::{Month, Region, ServerShare, price_plan, price_plan_in, vcpu_seconds};
 pub use table::{BilledTime, FreeTier, Plan, PriceTable, SHIPPED, Size};
 
 use berth_proto::{ProviderCost, UsageRow};

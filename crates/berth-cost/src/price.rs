@@ -30,6 +30,14 @@ pub struct ServerShare {
     pub all_vcpu_seconds: f64,
 }
 
+/// Declared vCPU-seconds of `rows`: instances and job tasks at their
+/// size, what the own-server plan splits the server's price by.
+pub fn vcpu_seconds(rows: &[UsageRow]) -> f64 {
+    rows.iter()
+        .map(|row| (row.instance_seconds + row.job_seconds) * row.cpus)
+        .sum()
+}
+
 /// Where the app would run, for prices that differ by region (Fly.io's
 /// egress): `north-america`, `europe`, `asia-pacific`, … `None`: the
 /// plan's default price.
@@ -88,7 +96,10 @@ pub fn price_plan_in(
     for row in rows {
         totals.add(row);
         volume_gb_days += row.volume_bytes as f64 / GB;
-        if row.instance_seconds > 0.0 || row.requests > 0 || row.job_seconds > 0.0 {
+        // Rows without a size (an app's builds, or job time metered as the
+        // app's before jobs had their own groups) price no compute.
+        let sized = row.cpus > 0.0 && row.memory_mb > 0;
+        if row.instance_seconds > 0.0 || row.requests > 0 || (row.job_seconds > 0.0 && sized) {
             let group = groups
                 .entry((row.process.clone(), row.cpus.to_bits(), row.memory_mb))
                 .or_default();

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifests::{file_names, references};
+use crate::manifests::{file_names, list_dir, references};
 use crate::{Digest, Registry, RepoName, Result};
 
 /// An upload untouched this long has stopped (or `recent`, if shorter).
@@ -46,19 +46,20 @@ impl Registry {
         recent: Duration,
     ) -> Result<GcReport> {
         let _exclusive = self.exclusive();
-        let is_recent = |path: &std::path::Path| {
-            modified(path).is_some_and(|at| now.duration_since(at).unwrap_or_default() < recent)
+        let age = |path: &std::path::Path| {
+            modified(path).map(|at| now.duration_since(at).unwrap_or_default())
         };
+        let is_recent = |path: &std::path::Path| age(path).is_some_and(|age| age < recent);
         let mut report = GcReport::default();
         let mut marked: HashSet<Digest> = HashSet::new();
+        // Anything unreadable stops the collection before it removes
+        // anything more: unreadable is never taken for unreferenced.
         for repo in self.catalog() {
-            let all = self.manifest_digests(&repo);
+            let all = self.manifest_digests(&repo)?;
             let tagged: HashSet<String> = self
-                .tags(&repo)
-                .unwrap_or_default()
+                .tag_pairs_strict(&repo)?
                 .into_iter()
-                .filter_map(|tag| self.resolve(&repo, &tag).ok())
-                .map(|digest| digest.to_string())
+                .map(|(_, digest)| digest)
                 .collect();
             let mut kept: BTreeSet<Digest> = all
                 .iter()
@@ -73,11 +74,8 @@ impl Registry {
             loop {
                 let mut more = Vec::new();
                 for digest in &kept {
-                    if let Ok(manifest) = self.manifest(&repo, digest.as_str())
-                        && let Ok(found) = references(&manifest.media_type, &manifest.bytes)
-                    {
-                        more.extend(found.manifests);
-                    }
+                    let manifest = self.manifest(&repo, digest.as_str())?;
+                    more.extend(references(&manifest.media_type, &manifest.bytes)?.manifests);
                     for referrer in self.referrers(&repo, digest, None) {
                         if let Some(Ok(digest)) = referrer["digest"].as_str().map(Digest::parse) {
                             more.push(digest);
@@ -90,75 +88,71 @@ impl Registry {
                     break;
                 }
             }
+            // What this repository still holds: its kept manifests, what
+            // they name, and blobs pushed to it within the grace period.
+            let mut held: HashSet<Digest> = HashSet::new();
+            for digest in &kept {
+                held.insert(digest.clone());
+                let manifest = self.manifest(&repo, digest.as_str())?;
+                let found = references(&manifest.media_type, &manifest.bytes)?;
+                held.extend(found.blobs.into_iter().map(|(blob, _)| blob));
+            }
             for digest in &all {
                 if !kept.contains(digest) {
                     self.unlink_manifest(&repo, digest)?;
                     report.manifests_removed += 1;
                 }
             }
-            for digest in &kept {
-                marked.insert(digest.clone());
-                if let Ok(manifest) = self.manifest(&repo, digest.as_str())
-                    && let Ok(found) = references(&manifest.media_type, &manifest.bytes)
-                {
-                    marked.extend(found.blobs.into_iter().map(|(blob, _)| blob));
-                }
-            }
-            self.sweep_layer_links(&repo, &mut marked, &is_recent);
-        }
-        // Links of blobs now unmarked go with them.
-        for repo in self.catalog() {
             let layers = self.repo_dir(&repo).join("_layers");
-            for hex in file_names(&layers) {
-                if let Ok(digest) = Digest::parse(&format!("sha256:{hex}"))
-                    && !marked.contains(&digest)
-                {
-                    let _ = std::fs::remove_file(layers.join(hex));
+            for hex in list_dir(&layers)? {
+                let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+                    continue;
+                };
+                if held.contains(&digest) || is_recent(&layers.join(&hex)) {
+                    held.insert(digest);
+                } else {
+                    let _ = std::fs::remove_file(layers.join(&hex));
                 }
             }
+            marked.extend(held);
             self.remove_if_empty(&repo);
         }
         let blobs = self.root.join("blobs/sha256");
-        for hex in file_names(&blobs) {
-            let path = blobs.join(&hex);
-            match Digest::parse(&format!("sha256:{hex}")) {
+        for entry in std::fs::read_dir(&blobs)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') {
+                // A write that a crash interrupted.
+                if age(&path).is_some_and(|age| age >= STALE_UPLOAD) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            match Digest::parse(&format!("sha256:{name}")) {
                 Ok(digest) if marked.contains(&digest) => report.blobs_kept += 1,
                 _ => {
-                    report.bytes_freed += std::fs::metadata(&path).map_or(0, |meta| meta.len());
+                    report.bytes_freed += entry.metadata().map_or(0, |meta| meta.len());
                     std::fs::remove_file(&path)?;
                     report.blobs_removed += 1;
                 }
             }
         }
         let uploads = self.root.join("uploads");
+        let stale = STALE_UPLOAD.min(recent);
         for id in file_names(&uploads) {
             let dir = uploads.join(&id);
-            let touched = modified(&dir.join("data")).or_else(|| modified(&dir));
-            let stale = STALE_UPLOAD.min(recent);
-            if touched.is_none_or(|at| now.duration_since(at).unwrap_or_default() >= stale) {
-                std::fs::remove_dir_all(&dir)?;
-                report.uploads_removed += 1;
+            let idle = age(&dir.join("data")).or_else(|| age(&dir));
+            if idle.is_none_or(|idle| idle >= stale) {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => report.uploads_removed += 1,
+                    // Cancelled by its client meanwhile.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err.into()),
+                }
             }
         }
         Ok(report)
-    }
-
-    /// Marks the blobs pushed to `repo` within the recent window; the
-    /// others are left to be marked by a manifest or go.
-    fn sweep_layer_links(
-        &self,
-        repo: &RepoName,
-        marked: &mut HashSet<Digest>,
-        is_recent: &dyn Fn(&std::path::Path) -> bool,
-    ) {
-        let layers = self.repo_dir(repo).join("_layers");
-        for hex in file_names(&layers) {
-            if is_recent(&layers.join(&hex))
-                && let Ok(digest) = Digest::parse(&format!("sha256:{hex}"))
-            {
-                marked.insert(digest);
-            }
-        }
     }
 
     /// Removes `repo` once it holds no manifest and no blob.

@@ -170,10 +170,22 @@ impl Registry {
     pub fn blob(&self, repo: &RepoName, digest: &Digest) -> Result<(PathBuf, u64)> {
         let linked =
             self.layer_link(repo, digest).exists() || self.manifest_link(repo, digest).exists();
+        if !linked {
+            return Err(RegistryError::BlobUnknown(digest.to_string()));
+        }
+        // Linked but gone is damage, not an unknown blob: said as such.
         let file = self.blob_file(digest);
-        match std::fs::metadata(&file) {
-            Ok(meta) if linked => Ok((file, meta.len())),
-            _ => Err(RegistryError::BlobUnknown(digest.to_string())),
+        let size = std::fs::metadata(&file)?.len();
+        Ok((file, size))
+    }
+
+    /// Marks blob `digest` of `repo` as pushed now: a client that finds it
+    /// (`HEAD`) skips its upload, and the manifest naming it comes next,
+    /// so the collector's grace period starts again.
+    pub fn touch(&self, repo: &RepoName, digest: &Digest) {
+        let link = self.layer_link(repo, digest);
+        if let Ok(file) = std::fs::File::options().append(true).open(&link) {
+            let _ = file.set_modified(std::time::SystemTime::now());
         }
     }
 
@@ -238,10 +250,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .unwrap_or("file"),
         rand::random::<u64>()
     ));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path).inspect_err(|_| {
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        sync_dir(dir)
+    })();
+    if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
-    })
+    }
+    written
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -151,20 +151,31 @@ impl Registry {
                 reference.chars().take(130).collect::<String>()
             )));
         }
-        let text =
-            std::fs::read_to_string(self.tag_file(repo, reference)).map_err(|_| unknown())?;
+        let text = match std::fs::read_to_string(self.tag_file(repo, reference)) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
+            Err(err) => return Err(err.into()),
+        };
         Digest::parse(text.trim())
     }
 
     /// The manifest `reference` names in `repo`.
     pub fn manifest(&self, repo: &RepoName, reference: &str) -> Result<Manifest> {
         let digest = self.resolve(repo, reference)?;
-        let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
-        let link: Link = std::fs::read(self.manifest_link(repo, &digest))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(unknown)?;
-        let bytes = std::fs::read(self.blob_file(&digest)).map_err(|_| unknown())?;
+        let link_bytes = match std::fs::read(self.manifest_link(repo, &digest)) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let link: Link = serde_json::from_slice(&link_bytes).map_err(|err| {
+            RegistryError::Io(std::io::Error::other(format!(
+                "the link of {repo}@{digest} is damaged: {err}"
+            )))
+        })?;
+        // Linked but unreadable is damage, never "unknown".
+        let bytes = std::fs::read(self.blob_file(&digest))?;
         Ok(Manifest {
             digest,
             media_type: link.media_type,
@@ -225,7 +236,8 @@ impl Registry {
             }
         }
         let blob = self.blob_file(&digest);
-        if !blob.exists() {
+        let whole = std::fs::metadata(&blob).is_ok_and(|meta| meta.len() == bytes.len() as u64);
+        if !whole {
             write_atomically(&blob, bytes)?;
         }
         let link = Link {
@@ -295,10 +307,23 @@ impl Registry {
         if let Ok(subjects) = std::fs::read_dir(self.repo_dir(repo).join("_referrers")) {
             for subject in subjects.flatten() {
                 let _ = std::fs::remove_file(subject.path().join(digest.hex()));
+                // Fails while other referrers remain, as it should.
+                let _ = std::fs::remove_dir(subject.path());
             }
         }
         std::fs::remove_file(self.manifest_link(repo, digest))?;
         Ok(())
+    }
+
+    /// Every tag of `repo` and its digest; any failure to read one is an
+    /// error.
+    pub(crate) fn tag_pairs_strict(&self, repo: &RepoName) -> Result<Vec<(String, String)>> {
+        let mut pairs = Vec::new();
+        for tag in list_dir(&self.repo_dir(repo).join("_tags"))? {
+            let digest = std::fs::read_to_string(self.tag_file(repo, &tag))?;
+            pairs.push((tag, digest.trim().to_string()));
+        }
+        Ok(pairs)
     }
 
     fn tag_pairs(&self, repo: &RepoName) -> Vec<(String, String)> {
@@ -315,7 +340,9 @@ impl Registry {
 
     /// The tags of `repo`, sorted; an unknown repository is an error.
     pub fn tags(&self, repo: &RepoName) -> Result<Vec<String>> {
-        if !self.repo_dir(repo).is_dir() {
+        // A folder that only holds other repositories is not one.
+        let dir = self.repo_dir(repo);
+        if !dir.join("_manifests").is_dir() && !dir.join("_layers").is_dir() {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
         Ok(self
@@ -388,12 +415,31 @@ impl Registry {
     }
 
     /// The digests of every manifest of `repo`.
-    pub(crate) fn manifest_digests(&self, repo: &RepoName) -> Vec<Digest> {
-        file_names(&self.repo_dir(repo).join("_manifests"))
+    pub(crate) fn manifest_digests(&self, repo: &RepoName) -> Result<Vec<Digest>> {
+        Ok(list_dir(&self.repo_dir(repo).join("_manifests"))?
             .into_iter()
             .filter_map(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
-            .collect()
+            .collect())
     }
+}
+
+/// The names of the files in `dir` but the temporary ones (`.…`); a
+/// missing folder has none, and any other failure is an error (for the
+/// collector, which must not take unreadable for empty).
+pub(crate) fn list_dir(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 /// The names of the files in `dir` but the temporary ones (`.…`).

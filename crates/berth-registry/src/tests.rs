@@ -306,3 +306,51 @@ fn collection_keeps_what_is_tagged_pinned_or_recent() {
     );
     assert_eq!(registry.disk_bytes(), 0);
 }
+
+#[test]
+fn collection_keeps_blobs_shared_with_a_kept_image_and_an_index_children() {
+    let (_dir, registry) = registry();
+    let (shop, mirror) = (repo("shop"), repo("mirror"));
+    // The same image in two repositories; only the mirror keeps its tag.
+    let image = push_image(&registry, &shop, b"shared layer", "v1");
+    assert_eq!(push_image(&registry, &mirror, b"shared layer", "v1"), image);
+    registry.delete_manifest(&shop, "v1").unwrap();
+    // An index, tagged, holding an untagged manifest.
+    let child = push_image(&registry, &shop, b"child layer", "child");
+    registry.delete_manifest(&shop, "child").unwrap();
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":1}}]}}"#
+    );
+    registry
+        .put_manifest(&shop, "all", MANIFEST_MEDIA_TYPES[1], index.as_bytes())
+        .unwrap();
+    let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
+    let report = registry
+        .collect_garbage(&HashSet::new(), later, Duration::from_secs(86_400))
+        .unwrap();
+    assert_eq!(
+        report.manifests_removed, 1,
+        "shop's untagged copy of the image"
+    );
+    assert!(registry.blob(&mirror, &Digest::of(b"shared layer")).is_ok());
+    assert!(registry.blob(&shop, &Digest::of(b"shared layer")).is_err());
+    assert!(registry.manifest(&shop, child.as_str()).is_ok());
+    assert!(registry.blob(&shop, &Digest::of(b"child layer")).is_ok());
+}
+
+#[test]
+fn collection_stops_at_what_it_cannot_read() {
+    let (dir, registry) = registry();
+    let shop = repo("shop");
+    let image = push_image(&registry, &shop, b"layer", "v1");
+    // The tagged manifest's bytes are damaged: nothing may be removed
+    // on the strength of what cannot be read.
+    std::fs::write(dir.path().join("blobs/sha256").join(image.hex()), b"{").unwrap();
+    let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
+    assert!(
+        registry
+            .collect_garbage(&HashSet::new(), later, Duration::from_secs(86_400))
+            .is_err()
+    );
+    assert!(registry.blob(&shop, &Digest::of(b"layer")).is_ok());
+}

@@ -38,12 +38,16 @@ impl Registry {
             return Err(unknown());
         }
         let dir = self.upload_dir(id);
-        let owner = std::fs::read_to_string(dir.join("repo")).map_err(|_| unknown())?;
+        let owner = match std::fs::read_to_string(dir.join("repo")) {
+            Ok(owner) => owner,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(unknown()),
+            Err(err) => return Err(err.into()),
+        };
         if owner != repo.as_str() {
             return Err(unknown());
         }
         let data = dir.join("data");
-        let size = std::fs::metadata(&data).map_err(|_| unknown())?.len();
+        let size = std::fs::metadata(&data)?.len();
         Ok((data, size))
     }
 
@@ -58,9 +62,10 @@ impl Registry {
     }
 
     /// Completes upload `id` as blob `digest` of `repo`: its bytes must
-    /// hash to it. The upload is gone afterwards either way; the size.
+    /// hash to it. The upload is gone afterwards either way; the size. The
+    /// bytes are hashed and made durable before the collector's lock is
+    /// taken, which then covers only the rename and the link.
     pub fn finish_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<u64> {
-        let _shared = self.shared();
         let (data, size) = self.upload(repo, id)?;
         let outcome = (|| {
             let actual = hash_file(&data)?;
@@ -69,9 +74,15 @@ impl Registry {
                     "the upload's content is {actual}, not {digest}"
                 )));
             }
+            std::fs::File::open(&data)?.sync_all()?;
+            let _shared = self.shared();
             let blob = self.blob_file(digest);
-            if !blob.exists() {
+            // A blob already stored is kept only when whole (a crash may
+            // have left a short one): else this upload replaces it.
+            let whole = std::fs::metadata(&blob).is_ok_and(|meta| meta.len() == size);
+            if !whole {
                 std::fs::rename(&data, &blob)?;
+                crate::sync_dir(blob.parent().expect("a blob has a folder"))?;
             }
             self.link_layer(repo, digest)?;
             Ok(size)

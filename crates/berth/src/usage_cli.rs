@@ -134,11 +134,7 @@ pub(crate) async fn cost(global: &Global, args: CostArgs) -> Result<()> {
         },
         ServerShare {
             usd_per_month: args.server_usd,
-            all_vcpu_seconds: all
-                .rows
-                .iter()
-                .map(|row| row.instance_seconds * row.cpus)
-                .sum(),
+            all_vcpu_seconds: berth_cost::vcpu_seconds(&all.rows),
         },
         args.region.as_deref(),
     );

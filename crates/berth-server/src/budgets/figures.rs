@@ -75,10 +75,6 @@ fn of_app(rows: &[UsageRow], app: &str) -> Vec<UsageRow> {
         .collect()
 }
 
-fn vcpu_seconds(rows: &[UsageRow]) -> f64 {
-    rows.iter().map(|row| row.instance_seconds * row.cpus).sum()
-}
-
 /// Measures `app`'s month (`*`: every app's) as `settings` counts money.
 pub(crate) fn measure(
     reads: &Reads,
@@ -108,7 +104,7 @@ pub(crate) fn measure(
             &month,
             ServerShare {
                 usd_per_month: server_usd,
-                all_vcpu_seconds: vcpu_seconds(all),
+                all_vcpu_seconds: berth_cost::vcpu_seconds(all),
             },
         )
         .total_usd

@@ -20,10 +20,16 @@ pub(crate) fn sent_bytes(pid: u32) -> Option<u64> {
     for _ in 0..4 {
         let mut next = Vec::new();
         for candidate in candidates {
-            let namespace = std::fs::read_link(format!("/proc/{candidate}/ns/net")).ok()?;
+            // A process that exits while it is looked at is skipped, not
+            // taken for the lack of a namespace.
+            let Ok(namespace) = std::fs::read_link(format!("/proc/{candidate}/ns/net")) else {
+                continue;
+            };
             if namespace != own {
-                let text = std::fs::read_to_string(format!("/proc/{candidate}/net/dev")).ok()?;
-                return Some(transmitted(&text));
+                if let Ok(text) = std::fs::read_to_string(format!("/proc/{candidate}/net/dev")) {
+                    return Some(transmitted(&text));
+                }
+                continue;
             }
             next.extend(children(candidate));
         }

@@ -29,10 +29,27 @@ pub(crate) trait Sizes {
 struct Seen {
     at: Instant,
     cpu_seconds: Option<f64>,
-    /// What it sent out, through its link and its egress proxy.
-    sent_bytes: Option<u64>,
-    /// Whether it has a namespace of its own whose link was read.
-    own_namespace: bool,
+    /// The last reading of its namespace's link (what it sent out).
+    link_bytes: Option<u64>,
+    /// The last count of its egress proxy.
+    proxied_bytes: Option<u64>,
+    /// Samples in a row that found no namespace of its own.
+    misses: u32,
+}
+
+/// Samples without a namespace after which an instance is taken to have
+/// none (its app joins it just after the sandbox starts).
+const NAMESPACE_TRIES: u32 = 10;
+
+/// How much a counter grew since the last reading: from 0 for an
+/// instance new since the last sample, nothing at the meter's first look
+/// (counted from now on), and nothing when it was not read this time.
+fn egress_delta(now: Option<u64>, before: Option<u64>, new_since_last: bool) -> u64 {
+    match (now, before) {
+        (Some(now), Some(before)) => now.saturating_sub(before),
+        (Some(now), None) if new_since_last => now,
+        _ => 0,
+    }
 }
 
 /// The router's counters for one app at the last sample.
@@ -88,26 +105,38 @@ impl Sampler {
                     cpus.to_bits(),
                     memory_mb,
                 );
-                // An instance seen without a namespace of its own a while
-                // after it started has none (its app joins it just after
-                // the sandbox starts).
-                let lookup = self
-                    .instances
-                    .get(&instance.id)
-                    .is_none_or(|seen| seen.own_namespace || instance.uptime_secs < 10);
+                let seen = self.instances.get(&instance.id);
+                let lookup = seen
+                    .is_none_or(|seen| seen.link_bytes.is_some() || seen.misses < NAMESPACE_TRIES);
                 let on_link = instance
                     .pid
                     .filter(|_| lookup)
                     .and_then(|pid| sizes.sent_bytes(pid));
-                let sent_now = match (on_link, instance.proxied_bytes) {
-                    (None, None) => None,
-                    (link, proxied) => Some(link.unwrap_or(0) + proxied.unwrap_or(0)),
-                };
-                let sent_before = match self.instances.get(&instance.id) {
-                    // Its counters were found since the last sample: from 0.
-                    Some(seen) => seen.sent_bytes.or(Some(0)),
-                    None if since_last.is_some() => Some(0),
-                    None => sent_now,
+                // Found later than its start, a namespace's counters start
+                // at 0 then; at the meter's first look, from now on.
+                let new_since_last = since_last.is_some();
+                let sent = egress_delta(
+                    on_link,
+                    seen.and_then(|seen| seen.link_bytes),
+                    new_since_last,
+                ) + egress_delta(
+                    instance.proxied_bytes,
+                    seen.and_then(|seen| seen.proxied_bytes),
+                    new_since_last,
+                );
+                let kept = Seen {
+                    at: now,
+                    cpu_seconds: instance.cpu_seconds,
+                    // A reading that failed keeps the last good one, so the
+                    // next is not counted from 0 again.
+                    link_bytes: on_link.or(seen.and_then(|seen| seen.link_bytes)),
+                    proxied_bytes: instance
+                        .proxied_bytes
+                        .or(seen.and_then(|seen| seen.proxied_bytes)),
+                    misses: match on_link {
+                        Some(_) => 0,
+                        None => seen.map_or(0, |seen| seen.misses) + 1,
+                    },
                 };
                 let (ran, cpu_before) = match self.instances.get(&instance.id) {
                     Some(seen) => ((now - seen.at).as_secs_f64(), seen.cpu_seconds),
@@ -127,9 +156,7 @@ impl Sampler {
                 if let (Some(now_cpu), Some(before)) = (instance.cpu_seconds, cpu_before) {
                     usage.cpu_seconds += (now_cpu - before).max(0.0);
                 }
-                if let (Some(sent), Some(before)) = (sent_now, sent_before) {
-                    usage.egress_bytes += sent.saturating_sub(before);
-                }
+                usage.egress_bytes += sent;
                 if let Some(memory) = instance.memory_bytes {
                     let weight = usage.instance_seconds;
                     if weight > 0.0 {
@@ -139,15 +166,7 @@ impl Sampler {
                     }
                     *memory_by_group.entry(key).or_default() += memory;
                 }
-                live.insert(
-                    instance.id.clone(),
-                    Seen {
-                        at: now,
-                        cpu_seconds: instance.cpu_seconds,
-                        sent_bytes: sent_now,
-                        own_namespace: on_link.is_some(),
-                    },
-                );
+                live.insert(instance.id.clone(), kept);
             }
             for (key, memory) in memory_by_group {
                 let usage = row(&mut self.pending, key);
@@ -321,5 +340,40 @@ mod tests {
         let rows = sampler.take();
         assert_eq!(rows[0].requests, 4);
         assert_eq!(rows[0].instance_seconds, 0.0);
+    }
+
+    /// Link readings given one per sample.
+    struct Readings(std::collections::VecDeque<Option<u64>>);
+
+    impl Sizes for Readings {
+        fn size(&mut self, _app: &str, _release: u64, _process: &str) -> (f64, u32) {
+            (1.0, 256)
+        }
+        fn web_group(&mut self, _app: &str, _release: u64) -> Option<String> {
+            None
+        }
+        fn sent_bytes(&mut self, _pid: u32) -> Option<u64> {
+            self.0.pop_front().flatten()
+        }
+    }
+
+    #[test]
+    fn egress_found_late_or_missed_once_is_counted_once() {
+        let mut sampler = Sampler::default();
+        let start = Instant::now();
+        // Not yet in its namespace, then found (its counters from 0), then
+        // a reading that fails, then one more.
+        let mut readings = Readings([None, None, Some(100), None, Some(150)].into());
+        sampler.sample(&snapshot(vec![], 0, 0), &mut readings, start);
+        for second in 1..=5 {
+            let at = start + Duration::from_secs(second);
+            sampler.sample(
+                &snapshot(vec![instance("a", "web", second, 0.0, 1)], 0, 0),
+                &mut readings,
+                at,
+            );
+        }
+        let rows = sampler.take();
+        assert_eq!(rows[0].egress_bytes, 150);
     }
 }

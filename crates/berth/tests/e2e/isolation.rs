@@ -464,7 +464,9 @@ async fn every_instance_has_its_own_network_and_reaches_the_outside_directly_but
         )
         .await;
     assert!(missing.body.starts_with("HTTP/1.0 404"), "{}", missing.body);
-    wait_metered_egress(&server, "direct", 6000).await;
+    // The request and its packets' headers; not twice over.
+    let egress = wait_metered_egress(&server, "direct", 6000).await;
+    assert!(egress < 12_000, "metered {egress} bytes of egress");
 
     // The outside, with a client that knows nothing of proxies.
     let fetched = server

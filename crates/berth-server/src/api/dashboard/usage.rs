@@ -56,7 +56,7 @@ pub(super) fn month_view(state: &ApiState, app: &str) -> MonthView {
         },
         ServerShare {
             usd_per_month: state.budgets.server_usd,
-            all_vcpu_seconds: all.iter().map(|row| row.instance_seconds * row.cpus).sum(),
+            all_vcpu_seconds: berth_cost::vcpu_seconds(&all),
         },
         None,
     )

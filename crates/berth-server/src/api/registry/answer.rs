@@ -73,6 +73,8 @@ pub(super) fn page(all: Vec<String>, query: &HashMap<String, String>) -> (Vec<St
         None => all,
     };
     match query.get("n").and_then(|n| n.parse::<usize>().ok()) {
+        // Nothing asked for: nothing, and no next page to loop on.
+        Some(0) => (Vec::new(), false),
         Some(n) if n < after.len() => (after.into_iter().take(n).collect(), true),
         _ => (after, false),
     }

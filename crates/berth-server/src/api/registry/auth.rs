@@ -47,8 +47,18 @@ fn valid_token(api_token: &str, presented: &str, now: u64) -> bool {
     now < expires && constant_time_eq(signature(api_token, expires).as_bytes(), signed.as_bytes())
 }
 
+/// Which credentials a request may present.
+#[derive(Clone, Copy, PartialEq)]
+enum Accept {
+    /// The API token, or a registry token it signed.
+    AnyToken,
+    /// The API token only: what a registry token is minted with, so a
+    /// leaked registry token cannot renew itself.
+    ApiTokenOnly,
+}
+
 /// How a request authenticates, if it does.
-fn authenticated(headers: &HeaderMap, api_token: &str, now: u64) -> bool {
+fn authenticated(headers: &HeaderMap, api_token: &str, now: u64, accept: Accept) -> bool {
     let Some((scheme, credentials)) = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -66,7 +76,8 @@ fn authenticated(headers: &HeaderMap, api_token: &str, now: u64) -> bool {
             .and_then(|pair| pair.split_once(':').map(|(_, password)| same(password)))
             .unwrap_or(false)
     } else if scheme.eq_ignore_ascii_case("bearer") {
-        same(credentials) || valid_token(api_token, credentials, now)
+        same(credentials)
+            || (accept == Accept::AnyToken && valid_token(api_token, credentials, now))
     } else {
         false
     }
@@ -101,7 +112,7 @@ pub(super) async fn require_registry_auth(
     request: Request,
     next: Next,
 ) -> Response {
-    if authenticated(request.headers(), &state.token, now()) {
+    if authenticated(request.headers(), &state.token, now(), Accept::AnyToken) {
         next.run(request).await
     } else {
         challenge(request.headers(), state.api_is_tls)
@@ -111,7 +122,7 @@ pub(super) async fn require_registry_auth(
 /// `GET /v2/token`: a registry token for credentials that authenticate.
 pub(super) async fn token(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let now = now();
-    if !authenticated(&headers, &state.token, now) {
+    if !authenticated(&headers, &state.token, now, Accept::ApiTokenOnly) {
         return challenge(&headers, state.api_is_tls);
     }
     let token = issue(&state.token, now + TOKEN_LIFETIME);
@@ -143,33 +154,30 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(pair)
             )
         };
-        assert!(authenticated(&with(&basic("anyone:secret")), "secret", 0));
-        assert!(!authenticated(&with(&basic("secret:wrong")), "secret", 0));
-        assert!(!authenticated(&with("Basic !!!"), "secret", 0));
-        assert!(authenticated(&with("Bearer secret"), "secret", 0));
+        let any = |headers: &HeaderMap, key: &str, now: u64| {
+            authenticated(headers, key, now, Accept::AnyToken)
+        };
+        assert!(any(&with(&basic("anyone:secret")), "secret", 0));
+        assert!(!any(&with(&basic("secret:wrong")), "secret", 0));
+        assert!(!any(&with("Basic !!!"), "secret", 0));
+        assert!(any(&with("Bearer secret"), "secret", 0));
         let token = issue("secret", 100);
-        assert!(authenticated(
-            &with(&format!("bearer {token}")),
-            "secret",
-            99
-        ));
+        assert!(any(&with(&format!("bearer {token}")), "secret", 99));
         // Expired, signed with another API token, or with its expiry changed.
-        assert!(!authenticated(
-            &with(&format!("Bearer {token}")),
-            "secret",
-            100
-        ));
-        assert!(!authenticated(
-            &with(&format!("Bearer {token}")),
-            "other",
-            99
-        ));
+        assert!(!any(&with(&format!("Bearer {token}")), "secret", 100));
+        assert!(!any(&with(&format!("Bearer {token}")), "other", 99));
         let stretched = token.replace("registry.100.", "registry.999.");
-        assert!(!authenticated(
-            &with(&format!("Bearer {stretched}")),
+        assert!(!any(&with(&format!("Bearer {stretched}")), "secret", 99));
+        assert!(!any(&HeaderMap::new(), "secret", 0));
+        // A registry token does not mint another.
+        let minting = Accept::ApiTokenOnly;
+        let bearer = with(&format!("Bearer {token}"));
+        assert!(!authenticated(&bearer, "secret", 99, minting));
+        assert!(authenticated(
+            &with(&basic("me:secret")),
             "secret",
-            99
+            99,
+            minting
         ));
-        assert!(!authenticated(&HeaderMap::new(), "secret", 0));
     }
 }

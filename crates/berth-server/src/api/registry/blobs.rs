@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::answer::{answer, bad_request, error_response, failure};
+use super::offload::offload;
 use crate::api::state::ApiState;
 
 /// The disk is checked again after this many bytes of one upload.
@@ -88,21 +89,14 @@ fn created(repo: &RepoName, digest: &Digest) -> Response {
 /// Completes upload `id` as `digest` off the async threads (it hashes
 /// the whole blob).
 async fn finish(state: &ApiState, repo: &RepoName, id: &str, digest: &Digest) -> Response {
-    let (registry, owned) = (
-        state.registry.clone(),
-        (repo.clone(), id.to_string(), digest.clone()),
-    );
-    let finished = tokio::task::spawn_blocking(move || {
-        let (repo, id, digest) = owned;
-        registry.finish_upload(&repo, &id, &digest)
+    let (owned_repo, id, owned_digest) = (repo.clone(), id.to_string(), digest.clone());
+    let finished = offload(&state.registry, move |registry| {
+        registry.finish_upload(&owned_repo, &id, &owned_digest)
     })
     .await;
     match finished {
-        Ok(Ok(_)) => created(repo, digest),
-        Ok(Err(err)) => failure(err),
-        Err(_) => failure(RegistryError::Io(std::io::Error::other(
-            "the upload task failed",
-        ))),
+        Ok(_) => created(repo, digest),
+        Err(err) => failure(err),
     }
 }
 
@@ -118,7 +112,12 @@ pub(super) async fn start_upload(
         // A mount that cannot be made falls back to a new upload, as the
         // spec says.
         if let (Ok(digest), Ok(from)) = (Digest::parse(mount), RepoName::parse(from)) {
-            match state.registry.mount(repo, &from, &digest) {
+            let (to, wanted) = (repo.clone(), digest.clone());
+            let mounted = offload(&state.registry, move |registry| {
+                registry.mount(&to, &from, &wanted)
+            })
+            .await;
+            match mounted {
                 Ok(true) => return created(repo, &digest),
                 Ok(false) => {}
                 Err(err) => return failure(err),
@@ -225,7 +224,12 @@ pub(super) async fn blob(
     method: Method,
 ) -> Response {
     if method == Method::DELETE {
-        return match state.registry.delete_blob(repo, digest) {
+        let (owned_repo, owned_digest) = (repo.clone(), digest.clone());
+        let deleted = offload(&state.registry, move |registry| {
+            registry.delete_blob(&owned_repo, &owned_digest)
+        })
+        .await;
+        return match deleted {
             Ok(()) => answer(StatusCode::ACCEPTED, &[], Body::empty()),
             Err(err) => failure(err),
         };
@@ -240,7 +244,12 @@ pub(super) async fn blob(
         ("Docker-Content-Digest", digest.to_string()),
     ];
     match method {
-        Method::HEAD => answer(StatusCode::OK, &headers, Body::empty()),
+        Method::HEAD => {
+            // The client skips uploading what it finds: the manifest naming
+            // it comes next, and the collector must wait for it.
+            state.registry.touch(repo, digest);
+            answer(StatusCode::OK, &headers, Body::empty())
+        }
         Method::GET => match tokio::fs::File::open(&path).await {
             Ok(file) => answer(
                 StatusCode::OK,

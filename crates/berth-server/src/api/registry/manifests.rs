@@ -8,6 +8,7 @@ use axum::response::Response;
 use berth_registry::{Digest, RepoName};
 
 use super::answer::{answer, bad_request, failure, page};
+use super::offload::offload;
 use crate::api::state::ApiState;
 
 /// A JSON answer, with a `Link` to the next page when there is one.
@@ -20,13 +21,16 @@ fn json_page(body: serde_json::Value, next: Option<String>) -> Response {
 }
 
 /// `GET /v2/_catalog?n=&last=`.
-pub(super) fn catalog(state: &ApiState, query: &HashMap<String, String>) -> Response {
-    let all = state
-        .registry
-        .catalog()
-        .into_iter()
-        .map(|repo| repo.to_string())
-        .collect();
+pub(super) async fn catalog(state: &ApiState, query: &HashMap<String, String>) -> Response {
+    let all = offload(&state.registry, |registry| {
+        Ok(registry
+            .catalog()
+            .into_iter()
+            .map(|repo| repo.to_string())
+            .collect())
+    })
+    .await
+    .unwrap_or_default();
     let (page, more) = page(all, query);
     let next = more.then(|| {
         format!(
@@ -141,7 +145,12 @@ pub(super) async fn manifest(
                 Err(err) => failure(err),
             }
         }
-        Method::DELETE => match state.registry.delete_manifest(repo, reference) {
+        Method::DELETE => match offload(&state.registry, {
+            let (repo, reference) = (repo.clone(), reference.to_string());
+            move |registry| registry.delete_manifest(&repo, &reference)
+        })
+        .await
+        {
             Ok(()) => answer(StatusCode::ACCEPTED, &[], Body::empty()),
             Err(err) => failure(err),
         },
