@@ -1,0 +1,321 @@
+//! Layers made here with the tar crate, hostile ones among them.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::*;
+
+enum Entry<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    HardLink(&'a str, &'a str),
+    Char(&'a str),
+}
+
+/// A tar stream of `entries`, names written as given (`..` included).
+fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        let (name, kind, data, mode, link): (&str, tar::EntryType, &[u8], u32, Option<&str>) =
+            match entry {
+                Entry::File(name, data, mode) => (name, tar::EntryType::Regular, data, *mode, None),
+                Entry::Dir(name) => (name, tar::EntryType::Directory, b"", 0o755, None),
+                Entry::Symlink(name, to) => (name, tar::EntryType::Symlink, b"", 0o777, Some(to)),
+                Entry::HardLink(name, to) => (name, tar::EntryType::Link, b"", 0o644, Some(to)),
+                Entry::Char(name) => (name, tar::EntryType::Char, b"", 0o666, None),
+            };
+        let raw = &mut header.as_old_mut().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(link) = link {
+            header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn apply(root: &Path, bytes: &[u8]) -> Result<LayerStats> {
+    let mut stats = LayerStats::default();
+    unpack_layer(bytes, root, UnpackLimits::default(), &mut stats).map(|()| stats)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn layers_replace_remove_and_make_directories_opaque() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    apply(
+        &root,
+        &layer(&[
+            Entry::Dir("app"),
+            Entry::File("app/old.txt", b"old", 0o644),
+            Entry::File("app/keep.txt", b"keep", 0o644),
+            Entry::Dir("cache"),
+            Entry::File("cache/a", b"a", 0o644),
+            Entry::File("bin/tool", b"tool", 0o4755),
+        ]),
+    )
+    .unwrap();
+    // The second layer as gzip, the third as zstd.
+    apply(
+        &root,
+        &gzip(&layer(&[
+            Entry::File("app/keep.txt", b"newer", 0o600),
+            Entry::File("app/.wh.old.txt", b"", 0o644),
+            Entry::File("cache/b", b"b", 0o644),
+            Entry::File("cache/.wh..wh..opq", b"", 0o644),
+            Entry::HardLink("bin/same", "bin/tool"),
+            Entry::Char("dev-null"),
+        ])),
+    )
+    .unwrap();
+    let zstd_layer =
+        zstd::encode_all(&layer(&[Entry::File("z.txt", b"zstd", 0o644)])[..], 1).unwrap();
+    apply(&root, &zstd_layer).unwrap();
+    assert_eq!(std::fs::read(root.join("app/keep.txt")).unwrap(), b"newer");
+    assert!(!root.join("app/old.txt").exists());
+    // The opaque marker hid the lower layer's file, not this layer's own.
+    assert!(!root.join("cache/a").exists());
+    assert_eq!(std::fs::read(root.join("cache/b")).unwrap(), b"b");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tool = std::fs::metadata(root.join("bin/tool")).unwrap();
+    assert_eq!(
+        tool.permissions().mode() & 0o7777,
+        0o755,
+        "setuid is dropped"
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("bin/same")).unwrap().ino(),
+        tool.ino()
+    );
+    assert!(!root.join("dev-null").exists(), "no device nodes");
+    assert_eq!(std::fs::read(root.join("z.txt")).unwrap(), b"zstd");
+}
+
+#[test]
+fn nothing_climbs_out_of_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    for hostile in [
+        layer(&[Entry::File("../outside/x", b"x", 0o644)]),
+        layer(&[Entry::File("a/../../outside/x", b"x", 0o644)]),
+        layer(&[Entry::HardLink("stolen", "../outside/secret")]),
+        layer(&[Entry::File("outside/.wh..", b"", 0o644)]),
+    ] {
+        let refused = apply(&root, &hostile).unwrap_err();
+        assert!(matches!(refused, ImageError::Escapes(_)), "{refused}");
+    }
+    // Symlinks on the way resolve inside the root, absolute or climbing:
+    // what the layer writes lands in the root's own folders.
+    let absolute = outside.display().to_string();
+    apply(
+        &root,
+        &layer(&[
+            Entry::Symlink("to-outside", &absolute),
+            Entry::Symlink("up", "../../../.."),
+            Entry::File("to-outside/planted", b"p", 0o644),
+            Entry::File("up/etc/planted", b"p", 0o644),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing outside"
+    );
+    assert!(
+        root.join(absolute.trim_start_matches('/'))
+            .join("planted")
+            .is_file()
+    );
+    assert!(root.join("etc/planted").is_file());
+    // A symlink left in the root is only a link: a later file replaces it.
+    apply(
+        &root,
+        &layer(&[Entry::File("to-outside", b"file now", 0o644)]),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(root.join("to-outside")).unwrap(), b"file now");
+}
+
+#[test]
+fn broken_layers_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = &layer(&[Entry::File("big", &[7u8; 4096], 0o644)])[..1000];
+    assert!(matches!(
+        apply(dir.path(), truncated),
+        Err(ImageError::Malformed(_))
+    ));
+    // A layer that ends right after its last file's bytes (no padding,
+    // no end blocks), as umoci writes them, is whole.
+    let unpadded = &layer(&[Entry::File("small", b"abc", 0o644)])[..515];
+    apply(dir.path(), unpadded).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("small")).unwrap(), b"abc");
+    let mut stats = LayerStats::default();
+    let limits = UnpackLimits {
+        max_bytes: 10,
+        max_entries: 100,
+    };
+    let too_big = layer(&[Entry::File("big", &[7u8; 11], 0o644)]);
+    let refused = unpack_layer(&too_big[..], dir.path(), limits, &mut stats).unwrap_err();
+    assert!(matches!(refused, ImageError::TooLarge(_)), "{refused}");
+}
+
+#[test]
+fn configs_indexes_and_platforms() {
+    let config = ImageConfig::parse(
+        br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/hello"],"Cmd":["--port","8080"],"Env":["PATH=/usr/bin","A=b=c"],"WorkingDir":"/srv","User":"1000","ExposedPorts":{"8080/tcp":{},"53/udp":{},"443/tcp":{}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(config.argv(), ["/hello", "--port", "8080"]);
+    assert_eq!(config.env[1], ("A".into(), "b=c".into()));
+    assert_eq!(
+        (config.working_dir.as_str(), config.exposed_ports.clone()),
+        ("/srv", vec![443, 8080])
+    );
+    let amd64 = Platform {
+        os: "linux".into(),
+        architecture: "amd64".into(),
+    };
+    let arm64 = Platform {
+        os: "linux".into(),
+        architecture: "arm64".into(),
+    };
+    assert!(config.check_platform(&amd64).is_ok());
+    let refused = config.check_platform(&arm64).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "the image is for linux/amd64; this machine runs linux/arm64"
+    );
+    let index = br#"{"schemaVersion":2,"manifests":[{"digest":"sha256:aa","platform":{"os":"linux","architecture":"arm64"}},{"digest":"sha256:bb","platform":{"os":"linux","architecture":"amd64"}}]}"#;
+    assert_eq!(config::pick_from_index(index, &amd64).unwrap(), "sha256:bb");
+    let s390 = Platform {
+        os: "linux".into(),
+        architecture: "s390x".into(),
+    };
+    let none = config::pick_from_index(index, &s390).unwrap_err();
+    assert!(
+        none.to_string().contains("linux/arm64, linux/amd64"),
+        "{none}"
+    );
+}
+
+/// Pushes an image of `layers` for `architecture` to `repo` as `tag`.
+fn push(
+    registry: &berth_registry::Registry,
+    repo: &berth_registry::RepoName,
+    layers: &[Vec<u8>],
+    architecture: &str,
+    tag: &str,
+) {
+    use berth_registry::Digest;
+    let config = format!(
+        r#"{{"architecture":"{architecture}","os":"linux","config":{{"Cmd":["/bin/app"]}}}}"#
+    );
+    let config_digest = Digest::of(config.as_bytes());
+    registry
+        .put_blob(repo, &config_digest, config.as_bytes())
+        .unwrap();
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let digest = Digest::of(layer);
+        registry.put_blob(repo, &digest, layer).unwrap();
+        descriptors.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{digest}","size":{}}}"#,
+            layer.len()
+        ));
+    }
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        descriptors.join(",")
+    );
+    registry
+        .put_manifest(
+            repo,
+            tag,
+            berth_registry::MANIFEST_MEDIA_TYPES[0],
+            manifest.as_bytes(),
+        )
+        .unwrap();
+}
+
+#[test]
+fn the_store_makes_a_root_once_and_refuses_other_platforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = berth_registry::Registry::open(&dir.path().join("registry")).unwrap();
+    let repo = berth_registry::RepoName::parse("shop").unwrap();
+    let host = Platform::host();
+    push(
+        &registry,
+        &repo,
+        &[gzip(&layer(&[Entry::File("bin/app", b"app", 0o755)]))],
+        &host.architecture,
+        "v1",
+    );
+    let store = ImageStore::new(&dir.path().join("images"), UnpackLimits::default());
+    let prepared = store.prepare(&registry, &repo, "v1", &host).unwrap();
+    assert_eq!(
+        std::fs::read(prepared.root.join("bin/app")).unwrap(),
+        b"app"
+    );
+    for mount_point in ["proc", "dev", "tmp", "etc"] {
+        assert!(prepared.root.join(mount_point).is_dir(), "{mount_point}");
+    }
+    assert_eq!(prepared.config.cmd, ["/bin/app"]);
+    // Again: the same root, not unpacked twice.
+    std::fs::write(prepared.root.join("marker"), b"").unwrap();
+    let again = store
+        .prepare(&registry, &repo, prepared.manifest.as_str(), &host)
+        .unwrap();
+    assert!(again.root.join("marker").exists());
+    // Another architecture, and a layer that escapes: clear errors, and
+    // nothing half-made is left.
+    push(
+        &registry,
+        &repo,
+        &[gzip(&layer(&[Entry::File("x", b"x", 0o644)]))],
+        "riscv64",
+        "other",
+    );
+    let refused = store.prepare(&registry, &repo, "other", &host).unwrap_err();
+    assert!(matches!(refused, ImageError::Platform { .. }), "{refused}");
+    push(
+        &registry,
+        &repo,
+        &[layer(&[Entry::File("../../x", b"x", 0o644)])],
+        &host.architecture,
+        "hostile",
+    );
+    let refused = store
+        .prepare(&registry, &repo, "hostile", &host)
+        .unwrap_err();
+    assert!(matches!(refused, ImageError::Escapes(_)), "{refused}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!dir.path().join("x").exists());
+    let missing = store.prepare(&registry, &repo, "v9", &host).unwrap_err();
+    assert!(
+        missing.to_string().contains("manifest unknown"),
+        "{missing}"
+    );
+}

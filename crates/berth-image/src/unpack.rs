@@ -1,0 +1,323 @@
+//! Applying a layer (a tar stream, gzip- or zstd-compressed or not) onto
+//! a root file system being made, as the OCI image spec's changesets say:
+//! entries replace what lower layers had, `.wh.NAME` removes NAME, and
+//! `.wh..wh..opq` empties its directory of what lower layers put there.
+//!
+//! Nothing is written outside the root: an entry path with `..` is refused,
+//! and every directory on an entry's way is resolved inside the root, the
+//! way the kernel will resolve it once the root is the instance's `/` (a
+//! symlink to `/etc` there means the root's `etc`, as containerd does it).
+//! Device nodes and FIFOs are skipped; setuid and setgid bits dropped.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsString;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::{ImageError, Result, io_error};
+
+/// The most symlinks followed resolving one path (as the kernel's 40).
+const MAX_SYMLINKS: usize = 40;
+
+/// Bounds on what one image may unpack to.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackLimits {
+    /// Bytes of file content, all layers together.
+    pub max_bytes: u64,
+    /// Entries, all layers together.
+    pub max_entries: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_bytes: 16 * 1024 * 1024 * 1024,
+            max_entries: 2_000_000,
+        }
+    }
+}
+
+/// What unpacking has counted so far (layers add to it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    /// Entries read.
+    pub entries: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Device nodes and FIFOs not made.
+    pub skipped: u64,
+}
+
+/// An entry's path as clean components; `..` anywhere is refused.
+fn clean(path: &Path) -> Result<Vec<OsString>> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_os_string()),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(ImageError::Escapes(path.display().to_string()));
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// The directory `parts` names under `root`, resolved inside it: each
+/// symlink on the way is followed as if `root` were `/`, and `..` stops
+/// at the root. Missing directories are made when `create`.
+fn resolve_dir(root: &Path, parts: &[OsString], create: bool) -> Result<PathBuf> {
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut pending: VecDeque<OsString> = parts.iter().cloned().collect();
+    let mut followed = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        if part.is_empty() || part == "." {
+            continue;
+        }
+        let here: PathBuf = resolved.iter().fold(root.to_path_buf(), |at, p| at.join(p));
+        let candidate = here.join(&part);
+        match fs::symlink_metadata(&candidate) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                followed += 1;
+                if followed > MAX_SYMLINKS {
+                    return Err(ImageError::Malformed(format!(
+                        "too many symlinks resolving {}",
+                        join(parts).display()
+                    )));
+                }
+                let target = fs::read_link(&candidate).map_err(io_error(format!(
+                    "cannot read link {}",
+                    candidate.display()
+                )))?;
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                let mut next: VecDeque<OsString> = target
+                    .components()
+                    .filter_map(|component| match component {
+                        Component::Normal(p) => Some(p.to_os_string()),
+                        Component::ParentDir => Some(OsString::from("..")),
+                        _ => None,
+                    })
+                    .collect();
+                next.extend(pending.drain(..));
+                pending = next;
+            }
+            Ok(meta) if meta.is_dir() => resolved.push(part),
+            Ok(_) => {
+                return Err(ImageError::Malformed(format!(
+                    "{} is a file where a layer needs a directory",
+                    join(&resolved).join(&part).display()
+                )));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && create => {
+                fs::create_dir(&candidate)
+                    .map_err(io_error(format!("cannot make {}", candidate.display())))?;
+                // Whatever the server's umask: an instance must pass.
+                fs::set_permissions(&candidate, fs::Permissions::from_mode(0o755)).map_err(
+                    io_error(format!("cannot set the mode of {}", candidate.display())),
+                )?;
+                resolved.push(part);
+            }
+            Err(err) => {
+                return Err(io_error(format!("cannot read {}", candidate.display()))(
+                    err,
+                ));
+            }
+        }
+    }
+    Ok(resolved.iter().fold(root.to_path_buf(), |at, p| at.join(p)))
+}
+
+fn join(parts: &[OsString]) -> PathBuf {
+    parts.iter().collect()
+}
+
+/// Removes whatever is at `path` (never following a symlink).
+fn remove(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => return Ok(()),
+    }
+    .map_err(io_error(format!("cannot remove {}", path.display())))
+}
+
+/// Wraps a layer's bytes in the decompressor its first bytes call for.
+fn decompressed<'a>(layer: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let mut reader = BufReader::new(layer);
+    let head = reader
+        .fill_buf()
+        .map_err(|err| ImageError::Malformed(err.to_string()))?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(reader))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::Decoder::with_buffer(reader)
+                .map_err(|err| ImageError::Malformed(err.to_string()))?,
+        )
+    } else {
+        Box::new(reader)
+    })
+}
+
+/// Applies `layer` onto `root`, adding what it read to `stats` and
+/// stopping at `limits`.
+pub fn unpack_layer(
+    layer: impl Read,
+    root: &Path,
+    limits: UnpackLimits,
+    stats: &mut LayerStats,
+) -> Result<()> {
+    let malformed = |err: std::io::Error| ImageError::Malformed(err.to_string());
+    let mut archive = tar::Archive::new(decompressed(layer)?);
+    // What this layer put down: an opaque directory keeps those.
+    let mut added: HashSet<PathBuf> = HashSet::new();
+    let mut entries = archive.entries().map_err(malformed)?;
+    let mut read_here = 0u64;
+    loop {
+        let mut entry = match entries.next() {
+            None => break,
+            Some(Ok(entry)) => entry,
+            // Some tools (umoci among them) end a layer right after its
+            // last file, without the padding and end blocks: the end.
+            // (The entry before was read whole: its length is checked.)
+            Some(Err(err)) if read_here > 0 && is_early_end(&err) => break,
+            Some(Err(err)) => return Err(malformed(err)),
+        };
+        read_here += 1;
+        stats.entries += 1;
+        if stats.entries > limits.max_entries {
+            return Err(ImageError::TooLarge(format!(
+                "over {} entries",
+                limits.max_entries
+            )));
+        }
+        let raw = entry.path().map_err(malformed)?.into_owned();
+        let mut parts = clean(&raw)?;
+        let Some(name) = parts.pop() else {
+            continue; // the root itself
+        };
+        let parent = resolve_dir(root, &parts, true)?;
+        let name_text = name.to_string_lossy();
+        if name_text == ".wh..wh..opq" {
+            for child in fs::read_dir(&parent)
+                .map_err(io_error(format!("cannot read {}", parent.display())))?
+                .flatten()
+            {
+                if !added.contains(&child.path()) {
+                    remove(&child.path())?;
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = name_text.strip_prefix(".wh.") {
+            // Only a name in this directory: never `.`, `..` or nothing.
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(ImageError::Escapes(raw.display().to_string()));
+            }
+            remove(&parent.join(hidden))?;
+            continue;
+        }
+        let path = parent.join(&name);
+        let kind = entry.header().entry_type();
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o1777;
+        if kind.is_dir() {
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    remove(&path)?;
+                    fs::create_dir(&path)
+                        .map_err(io_error(format!("cannot make {}", path.display())))?;
+                }
+                Err(_) => fs::create_dir(&path)
+                    .map_err(io_error(format!("cannot make {}", path.display())))?,
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_error(
+                format!("cannot set the mode of {}", path.display()),
+            ))?;
+        } else if kind.is_file() {
+            stats.bytes += entry.size();
+            if stats.bytes > limits.max_bytes {
+                return Err(ImageError::TooLarge(format!(
+                    "over {} bytes of files",
+                    limits.max_bytes
+                )));
+            }
+            remove(&path)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(io_error(format!("cannot write {}", path.display())))?;
+            let copied = std::io::copy(&mut entry, &mut file).map_err(malformed)?;
+            if copied != entry.size() {
+                return Err(ImageError::Malformed(format!(
+                    "{} ends after {copied} of its {} bytes",
+                    raw.display(),
+                    entry.size()
+                )));
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_error(
+                format!("cannot set the mode of {}", path.display()),
+            ))?;
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(malformed)?
+                .ok_or_else(|| ImageError::Malformed(format!("{} links nowhere", raw.display())))?
+                .into_owned();
+            remove(&path)?;
+            std::os::unix::fs::symlink(&target, &path)
+                .map_err(io_error(format!("cannot link {}", path.display())))?;
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(malformed)?
+                .ok_or_else(|| ImageError::Malformed(format!("{} links nowhere", raw.display())))?
+                .into_owned();
+            let mut target_parts = clean(&target)?;
+            let target_name = target_parts
+                .pop()
+                .ok_or_else(|| ImageError::Escapes(target.display().to_string()))?;
+            let existing = resolve_dir(root, &target_parts, false)?.join(target_name);
+            match fs::symlink_metadata(&existing) {
+                Ok(meta) if !meta.is_dir() => {}
+                _ => {
+                    return Err(ImageError::Malformed(format!(
+                        "{} is a hard link to {}, which the layers do not have",
+                        raw.display(),
+                        target.display()
+                    )));
+                }
+            }
+            remove(&path)?;
+            fs::hard_link(&existing, &path)
+                .map_err(io_error(format!("cannot link {}", path.display())))?;
+        } else if matches!(
+            kind,
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo
+        ) {
+            stats.skipped += 1;
+            continue;
+        } else {
+            continue; // pax and GNU headers are read by the tar crate
+        }
+        added.insert(path);
+    }
+    Ok(())
+}
+
+/// Whether `err` is the stream ending where the tar format wants padding
+/// or end blocks.
+fn is_early_end(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::UnexpectedEof || err.to_string().contains("unexpected EOF")
+}
