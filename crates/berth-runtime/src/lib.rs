@@ -77,6 +77,11 @@ pub struct Sandbox {
     pub private_tmp: bool,
     /// A network namespace of its own (its own loopback), joined before exec.
     pub network: Option<std::sync::Arc<net::netns::NetNs>>,
+    /// A root file system of its own (an image's, on the host), made its
+    /// `/` with `pivot_root`: nothing of the host's file system is seen but
+    /// the bind mounts. The working directory and mount destinations are
+    /// paths inside it. `None`: the host's root, read-only.
+    pub root: Option<PathBuf>,
 }
 
 /// A host directory (or file) the instance sees at another path.

@@ -40,6 +40,18 @@ impl PreparedSandbox {
         for dir in &self.hidden {
             put(message, dir.as_bytes());
         }
+        // An empty root: the host's.
+        let (root, put_old) = match &self.root {
+            Some((root, put_old)) => (root.as_bytes(), put_old.as_bytes()),
+            None => (&[][..], &[][..]),
+        };
+        put(message, root);
+        put(message, put_old);
+        message.extend((self.mount_points.len() as u32).to_ne_bytes());
+        for (path, file) in &self.mount_points {
+            put(message, path.as_bytes());
+            message.extend(u32::from(*file).to_ne_bytes());
+        }
     }
 
     /// Reads a sandbox [`PreparedSandbox::encode`] wrote; `network_fd` is
@@ -60,6 +72,10 @@ impl PreparedSandbox {
         let pid_namespace = reader.u32()? == 1;
         let workdir = reader.c_string()?;
         let hidden = reader.c_strings()?;
+        let (root, put_old) = (reader.c_string()?, reader.c_string()?);
+        let mount_points = (0..reader.u32()?)
+            .map(|_| Ok((reader.c_string()?, reader.u32()? == 1)))
+            .collect::<io::Result<_>>()?;
         if has_user {
             super::seccomp::prepare();
         }
@@ -76,6 +92,8 @@ impl PreparedSandbox {
             reexec: false,
             workdir,
             hidden,
+            root: (!root.as_bytes().is_empty()).then_some((root, put_old)),
+            mount_points,
         })
     }
 }

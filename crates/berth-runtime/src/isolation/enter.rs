@@ -31,6 +31,9 @@ impl PreparedSandbox {
                 flags |= libc::CLONE_NEWPID;
             }
             unshare_private(flags)?;
+            if let Some((root, put_old)) = &self.root {
+                super::root::pivot_into(root, put_old)?;
+            }
             self.mount_files()?;
         }
         if self.pid_namespace {
@@ -105,6 +108,9 @@ impl PreparedSandbox {
                     }
                 }
             }
+            if self.root.is_some() {
+                super::root::make_mount_points(&self.mount_points)?;
+            }
             for (source, destination, _) in &self.binds {
                 check(libc::mount(
                     source.as_ptr(),
@@ -114,6 +120,9 @@ impl PreparedSandbox {
                     std::ptr::null(),
                 ))?;
             }
+        }
+        if self.root.is_some() {
+            super::root::detach_host()?;
         }
         if self.user.is_some() {
             self.read_only_but_scratch()?;

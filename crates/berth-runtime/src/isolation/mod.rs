@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 mod encoding;
 mod enter;
 mod pid1;
+mod root;
 mod seccomp;
 mod signals;
 mod sys;
@@ -58,6 +59,11 @@ pub(crate) struct PreparedSandbox {
     workdir: CString,
     /// Host folders covered with an empty tmpfs (see [`HIDDEN`]).
     hidden: Vec<CString>,
+    /// A root of its own to pivot into and where the host's root goes
+    /// meanwhile (host paths), and the folders and files to make inside
+    /// it for the mounts and the working directory.
+    root: Option<(CString, CString)>,
+    mount_points: Vec<(CString, bool)>,
 }
 
 /// Host folders a sandboxed app has no business reading, hidden under an
@@ -94,6 +100,9 @@ impl PreparedSandbox {
         use std::os::fd::{FromRawFd, OwnedFd};
         use std::path::{Path, PathBuf};
         let private_tmp = sandbox.is_some_and(|sandbox| sandbox.private_tmp);
+        if let Some(root) = sandbox.and_then(|sandbox| sandbox.root.as_deref()) {
+            return Self::prepare_in_root(root, workdir, binds, sandbox);
+        }
         let tmp = Path::new("/tmp");
         // A host folder under /tmp to show at the same path; not when the
         // working directory is inside a bind mount (a build's folder).
@@ -195,6 +204,50 @@ impl PreparedSandbox {
             // Found now: the child must not allocate.
             reexec: CAN_REEXEC.load(std::sync::atomic::Ordering::Relaxed) && self_exe().is_some(),
             workdir: c_path(workdir)?,
+            root: None,
+            mount_points: Vec::new(),
+        })
+    }
+
+    /// [`PreparedSandbox::prepare`] for a sandbox with a root of its own:
+    /// bind sources are reached through the host's root while it is still
+    /// there; destinations and `workdir` are made inside the new root.
+    fn prepare_in_root(
+        root: &std::path::Path,
+        workdir: &std::path::Path,
+        binds: &[BindMount],
+        sandbox: Option<&crate::Sandbox>,
+    ) -> io::Result<PreparedSandbox> {
+        seccomp::prepare();
+        let mut mount_points = Vec::new();
+        let mut pairs = Vec::with_capacity(binds.len());
+        for bind in binds {
+            root::mount_point(&bind.destination, bind.source.is_file(), &mut mount_points)?;
+            pairs.push((
+                root::from_host(&bind.source)?,
+                c_path(&bind.destination)?,
+                bind.writable,
+            ));
+        }
+        root::mount_point(workdir, false, &mut mount_points)?;
+        Ok(PreparedSandbox {
+            hidden: Vec::new(),
+            tmp_dirs: Vec::new(),
+            binds: pairs,
+            private_tmp: sandbox.is_some_and(|sandbox| sandbox.private_tmp),
+            user: sandbox.map(|sandbox| (sandbox.uid, sandbox.gid)),
+            old_tmp_at: None,
+            _old_tmp_reserve: None,
+            network_fd: sandbox
+                .and_then(|sandbox| sandbox.network.as_ref())
+                .map(|network| network.raw_fd()),
+            _network: sandbox.and_then(|sandbox| sandbox.network.clone()),
+            pid_namespace: sandbox.is_some(),
+            // This binary is not inside the image's root.
+            reexec: false,
+            workdir: c_path(workdir)?,
+            root: Some((c_path(root)?, c_path(&root.join(".berth-host"))?)),
+            mount_points,
         })
     }
 
@@ -227,7 +280,7 @@ impl PreparedSandbox {
     /// sandbox's process: its namespaces (mount, IPC, pid) are the ones a
     /// standby made ahead; what is left is per instance (network, files, user).
     pub(crate) fn fits_standby(&self) -> bool {
-        self.user.is_some() && self.pid_namespace
+        self.user.is_some() && self.pid_namespace && self.root.is_none()
     }
 
     /// Whether the app runs as pid 2 of a pid namespace of its own (a

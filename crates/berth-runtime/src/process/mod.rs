@@ -103,10 +103,29 @@ impl Driver for ProcessDriver {
     ) -> Result<RunningInstance, DriverError> {
         // The release's binaries, then the system's: never the server's own
         // PATH (a root shell's may name directories an app has no business in).
-        let path = format!("{}:{SYSTEM_PATH}", spec.bin_dir.display());
-        let argv = command_line(&spec.command);
         let root = isolation::is_root();
         let sandbox_spec = spec.sandbox.as_ref().filter(|_| root);
+        let own_root = sandbox_spec.and_then(|sandbox| sandbox.root.as_deref());
+        let mut argv = command_line(&spec.command);
+        let path = match own_root {
+            // An image's own PATH, or the usual one: its files, not the host's.
+            Some(image_root) => {
+                let path = spec
+                    .env
+                    .iter()
+                    .find(|(key, _)| key == "PATH")
+                    .map_or(SYSTEM_PATH.to_string(), |(_, value)| value.clone());
+                argv[0] = crate::spawner::resolve_in_root(
+                    image_root,
+                    &argv[0].to_string_lossy(),
+                    &path,
+                    &spec.workdir,
+                )
+                .into_os_string();
+                path
+            }
+            None => format!("{}:{SYSTEM_PATH}", spec.bin_dir.display()),
+        };
         let env = instance_env(spec, &path, sandbox_spec.is_some());
         let prepare_error = |what: &str, source: std::io::Error| DriverError::Sandbox {
             command: spec.command.clone(),

@@ -42,7 +42,7 @@ mod protocol;
 mod serve;
 
 pub use protocol::STANDBY_DELAY;
-pub(crate) use protocol::{Reader, env_entry, resolve};
+pub(crate) use protocol::{Reader, env_entry, resolve, resolve_in_root};
 
 use crate::isolation::PreparedSandbox;
 use fdpass::*;

@@ -103,6 +103,29 @@ pub(crate) fn resolve(program: &str, path: &str, workdir: &Path) -> PathBuf {
     PathBuf::from(program)
 }
 
+/// [`resolve`] for a process whose `/` will be `root` (an image's): the
+/// program is looked for in `root`, and named as the process will see it.
+pub(crate) fn resolve_in_root(root: &Path, program: &str, path: &str, workdir: &Path) -> PathBuf {
+    if program.contains('/') {
+        return if Path::new(program).is_absolute() {
+            PathBuf::from(program)
+        } else {
+            workdir.join(program)
+        };
+    }
+    for dir in path.split(':').filter(|dir| dir.starts_with('/')) {
+        let inside = Path::new(dir).join(program);
+        let on_host = root.join(inside.strip_prefix("/").unwrap_or(&inside));
+        if let Ok(meta) = std::fs::metadata(&on_host) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return inside;
+            }
+        }
+    }
+    PathBuf::from(program)
+}
+
 /// `KEY=value` for the env of a request.
 pub(crate) fn env_entry(key: &str, value: &std::ffi::OsStr) -> OsString {
     let mut entry = OsString::from(key);
