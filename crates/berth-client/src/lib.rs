@@ -219,11 +219,15 @@ impl Client {
         &self,
         app: &str,
         tarball: Vec<u8>,
+        image: Option<&str>,
     ) -> Result<NdjsonStream<DeployProgress>> {
-        let request = self
+        let mut request = self
             .request(Method::POST, &["v1", "apps", app, "deploy"])?
             .header(reqwest::header::CONTENT_TYPE, "application/zstd")
             .body(tarball);
+        if let Some(image) = image {
+            request = request.query(&[("image", image)]);
+        }
         self.stream(request).await
     }
 

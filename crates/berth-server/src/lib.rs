@@ -279,6 +279,9 @@ pub async fn run(
     let prices = Arc::new(
         berth_cost::PriceTable::load(config.prices_dir.as_deref()).map_err(ServerError::Prices)?,
     );
+    let registry = berth_registry::Registry::open(&data.join("registry"))
+        .map_err(|err| data_error(&data.join("registry"))(std::io::Error::other(err)))?;
+    let registry = Arc::new(registry);
     let deployer = Arc::new(
         Deployer::new(
             store.clone(),
@@ -294,6 +297,7 @@ pub async fn run(
             },
             url_for,
             config.keep_releases,
+            registry.clone(),
         )
         .with_prices(prices.clone()),
     );
@@ -363,10 +367,13 @@ pub async fn run(
         },
         &shutdown,
     );
-    let registry = berth_registry::Registry::open(&data.join("registry"))
-        .map_err(|err| data_error(&data.join("registry"))(std::io::Error::other(err)))?;
-    let registry = Arc::new(registry);
-    api::spawn_registry_collector(registry.clone(), config.registry_grace, shutdown.clone());
+    api::spawn_registry_collector(
+        registry.clone(),
+        berth_image::ImageStore::new(&resources.images_dir(), Default::default()),
+        api::release_pins(store.clone(), deployer.slugs.clone()),
+        config.registry_grace,
+        shutdown.clone(),
+    );
     let state = api::ApiState {
         budgets,
         dashboard: Arc::new(sessions::Sessions::default()),

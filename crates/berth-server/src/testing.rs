@@ -205,6 +205,10 @@ impl Core {
             berth_build::UnpackLimits::default(),
             Arc::new(|app| format!("http://{app}.localhost")),
             10,
+            Arc::new(
+                berth_registry::Registry::open(&self.dir.path().join("registry"))
+                    .expect("a registry"),
+            ),
         ))
     }
 

@@ -275,6 +275,10 @@ pub struct DeployArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub app: AppArg,
+    /// Run this image from berth's registry (`NAME[:TAG|@DIGEST]`) instead
+    /// of building; the folder's berth.toml or fly.toml, if any, configures it.
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

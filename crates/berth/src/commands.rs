@@ -269,7 +269,12 @@ async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()
             Some(blueprint) if blueprint.apps.len() > 1 => {
                 blueprint.apps.into_iter().map(|(app, _)| app).collect()
             }
-            _ => vec![app_from_dir(&dir)?],
+            _ => vec![match (app_from_dir(&dir), &args.image) {
+                (Ok(app), _) => app,
+                // An image alone: the app is named after its repository.
+                (Err(_), Some(image)) => image_app_name(image)?,
+                (Err(err), None) => return Err(err),
+            }],
         },
     };
     let client = connect(global, autostart).await?;
@@ -307,10 +312,25 @@ async fn deploy(global: &Global, args: DeployArgs, autostart: bool) -> Result<()
                 }
             );
         }
-        let stream = client.deploy(app, tarball.clone()).await?;
+        let stream = client
+            .deploy(app, tarball.clone(), args.image.as_deref())
+            .await?;
         finish_progress(stream, global.json).await?;
     }
     Ok(())
+}
+
+/// The app an image deploys as when nothing else names one: the last
+/// part of its repository (`127.0.0.1:8079/team/shop:v1` is `shop`).
+fn image_app_name(image: &str) -> Result<String> {
+    let path = image.split('@').next().unwrap_or(image);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let name = last.split(':').next().unwrap_or(last);
+    berth_proto::validate_app_name(name)
+        .map(|()| name.to_string())
+        .map_err(|err| {
+            anyhow!("cannot name an app after the image {image}: {err}; pass --app NAME")
+        })
 }
 
 /// Asks, on a terminal, for the secrets the spec wants set once

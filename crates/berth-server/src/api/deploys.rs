@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use berth_proto::{ApiError, DeployProgress, ReleaseInfo, ReleaseStatus, RollbackRequest};
@@ -25,17 +25,21 @@ pub(super) fn release_info(row: &ReleaseRow) -> ReleaseInfo {
     }
 }
 
-/// Uploads a source tarball (zstd-compressed tar), builds and deploys it.
-/// Answers with NDJSON `DeployProgress` lines.
-#[utoipa::path(post, path = "/v1/apps/{app}/deploy", params(("app" = String, Path)),
+/// Uploads a source tarball (zstd-compressed tar), builds and deploys it;
+/// with `?image=REF`, deploys that image from berth's registry instead,
+/// configured by the tarball's spec if it has one. Answers with NDJSON
+/// `DeployProgress` lines.
+#[utoipa::path(post, path = "/v1/apps/{app}/deploy", params(("app" = String, Path), ("image" = Option<String>, Query)),
     request_body(content = Vec<u8>, content_type = "application/zstd"),
     responses((status = 200, body = DeployProgress, content_type = "application/x-ndjson"), (status = 404, body = ApiError), (status = 413, body = ApiError)))]
 pub(super) async fn deploy(
     State(state): State<ApiState>,
     Path(app): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let image = query.get("image").cloned();
     let too_large = |size: Option<u64>| {
         let size = size
             .map(|size| format!("{} MiB", size.div_ceil(1024 * 1024)))
@@ -69,7 +73,10 @@ pub(super) async fn deploy(
     let (progress, receiver) = mpsc::unbounded_channel();
     let deployer = state.deployer.clone();
     tokio::spawn(async move {
-        if let Err(failure) = deployer.deploy_upload(app, upload, progress.clone()).await {
+        if let Err(failure) = deployer
+            .deploy_upload(app, upload, image, progress.clone())
+            .await
+        {
             send_failure(&progress, failure);
         }
     });

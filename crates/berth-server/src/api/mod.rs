@@ -38,7 +38,7 @@ mod terminal;
 mod usage;
 
 pub(crate) use metrics::serve_metrics;
-pub(crate) use registry::spawn_collector as spawn_registry_collector;
+pub(crate) use registry::{release_pins, spawn_collector as spawn_registry_collector};
 pub(crate) use serve::serve;
 
 pub use state::ApiState;
@@ -110,8 +110,8 @@ pub fn routes(state: ApiState) -> Router {
             get(usage::list_notify).post(usage::add_notify),
         )
         .route("/v1/notify/log", get(usage::notify_log))
-        .route("/v1/registry", get(registry::listing))
-        .route("/v1/registry/gc", post(registry::gc_now))
+        .route("/v1/registry", get(registry::collect::listing))
+        .route("/v1/registry/gc", post(registry::collect::gc_now))
         .route(
             "/v1/notify/{id}",
             axum::routing::delete(usage::remove_notify),

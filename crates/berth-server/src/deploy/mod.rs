@@ -20,6 +20,7 @@ mod build_root;
 mod config;
 mod failure;
 mod host_programs;
+mod image;
 mod prepare;
 mod requirements;
 mod rollback;
@@ -58,6 +59,8 @@ pub struct Deployer {
     pub(crate) prices: Arc<Vec<berth_cost::PriceTable>>,
     /// How long deploys and builds took.
     pub(crate) timings: timings::Timings,
+    /// The registry images are deployed from.
+    pub(crate) registry: Arc<berth_registry::Registry>,
 }
 
 impl Deployer {
@@ -74,8 +77,10 @@ impl Deployer {
         source_limits: UnpackLimits,
         url_for: Arc<dyn Fn(&str) -> String + Send + Sync>,
         keep_releases: u32,
+        registry: Arc<berth_registry::Registry>,
     ) -> Self {
         Deployer {
+            registry,
             store,
             logs,
             launcher: crate::launch::Launcher::new(slugs.clone(), resources.clone()),

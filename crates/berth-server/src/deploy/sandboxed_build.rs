@@ -208,6 +208,7 @@ impl SandboxedCargo {
                 }),
                 private_tmp: true,
                 network: None,
+                root: None,
             }),
             stop_signal: berth_spec::StopSignal::Sigterm.number(),
             terminal: None,

@@ -74,7 +74,7 @@ async fn a_failing_build_makes_no_release() {
 
     let failure = core
         .deployer(builder)
-        .deploy_upload("shop".into(), upload, progress())
+        .deploy_upload("shop".into(), upload, None, progress())
         .await
         .unwrap_err();
     assert!(failure.message.contains("E0425"), "{}", failure.message);

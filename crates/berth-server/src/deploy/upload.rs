@@ -56,12 +56,13 @@ impl Deployer {
         self: Arc<Self>,
         app: String,
         upload: tempfile::NamedTempFile,
+        image: Option<String>,
         progress: Progress,
     ) -> Result<u64, DeployFailure> {
         let started = Instant::now();
         let deployed = self
             .clone()
-            .build_and_roll_out(app.clone(), upload, progress)
+            .build_and_roll_out(app.clone(), upload, image, progress)
             .await;
         let outcome = if deployed.is_ok() {
             "succeeded"
@@ -91,6 +92,7 @@ impl Deployer {
         self: Arc<Self>,
         app: String,
         upload: tempfile::NamedTempFile,
+        image: Option<String>,
         progress: Progress,
     ) -> Result<u64, DeployFailure> {
         let lock = self.lock_for(&app);
@@ -134,7 +136,7 @@ impl Deployer {
         .map_err(|err| DeployFailure::before_release(format!("unpacking stopped: {err}")))?
         .map_err(|err| DeployFailure::before_release(err.to_string()))?;
 
-        let mut spec = read_spec(staging.path(), &app, &progress)?;
+        let mut spec = read_spec(staging.path(), &app, &progress, image.is_some())?;
         within_limits(&spec)?;
         if let Some(budget) = &spec.budget {
             berth_cost::find_plan(&self.prices, &budget.price_as).map_err(|err| {
@@ -151,55 +153,124 @@ impl Deployer {
                 message: format!("the spec names app `{named}`; deploying to `{app}` as asked"),
             });
         }
-        if !matches!(spec.build.builder, BuilderKind::Cargo) {
+        // `--image`, or the spec's own image (fly's `[build] image`).
+        let image = image.or_else(|| match &spec.build.builder {
+            BuilderKind::Image { image } => Some(image.clone()),
+            _ => None,
+        });
+        if image.is_none() && !matches!(spec.build.builder, BuilderKind::Cargo) {
             return Err(DeployFailure::before_release(
-                "this spec asks for a Docker build (dockerfile or image); this berth builds with cargo only so far",
+                "this spec asks for a Dockerfile build; this berth builds with cargo, or runs an image pushed to its registry (berth deploy --image)",
             ));
         }
 
         self.check_domains(&app, &spec)?;
         self.check_tcp_ports(&app, &spec)?;
-        let system_usr = self
-            .build_root(&mut spec, staging.path(), &progress)
+        let (default_binary, slug) = match image {
+            Some(image) => {
+                let (slug, pinned) = self.image_slug(&app, &image, &progress).await?;
+                // An image that listens on a port it exposes is reached there.
+                if spec.http.internal_port.is_none()
+                    && let Some(port) = pinned.config.exposed_ports.first()
+                {
+                    say(
+                        &progress,
+                        format!("the image exposes port {port}: routing HTTP to it"),
+                    );
+                    spec.http.internal_port = Some(*port);
+                }
+                (pinned.command(), slug)
+            }
+            None => {
+                self.build_from_source(&app, &mut spec, staging.path(), &progress)
+                    .await?
+            }
+        };
+
+        let spec_json = serde_json::to_string(&spec).map_err(|err| {
+            DeployFailure::before_release(format!("cannot store the spec: {err}"))
+        })?;
+        if let Some((file, values)) = imported {
+            self.store_imported_secrets(&app, &file, &values, &progress)?;
+        }
+        self.ensure_spec_secrets(&app, &spec, &progress)?;
+        self.prepare_resources(&app, &spec, &progress).await?;
+        if let Some(notice) = self
+            .resources
+            .pending_migrations(&app, &self.slugs.path(&slug))
+            .await
+        {
+            let _ = progress.send(DeployProgress::Warning { message: notice });
+        }
+        self.store
+            .set_spec_domains(&app, &spec.http.domains)
+            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
+        let release = self
+            .make_release(
+                &spec,
+                NewRelease {
+                    cause: "deploy".into(),
+                    slug,
+                    processes: spec.process_commands(&default_binary),
+                    env: self.store.env(&app)?,
+                    secrets: self.store.secrets(&app)?,
+                    spec_json,
+                },
+                &app,
+                &progress,
+            )
             .await?;
+        self.roll_out(&spec, release, &progress).await
+    }
+
+    /// Builds the source in `source` as `spec` says and stores its slug:
+    /// the default binary's name and the slug's digest.
+    async fn build_from_source(
+        &self,
+        app: &str,
+        spec: &mut AppSpec,
+        source_dir: &Path,
+        progress: &Progress,
+    ) -> Result<(String, String), DeployFailure> {
+        let system_usr = self.build_root(spec, source_dir, progress).await?;
         if spec.build.command_only {
             let package_bins: Vec<std::path::PathBuf> = system_usr
                 .iter()
                 .flat_map(|usr| [usr.join("bin"), usr.join("sbin"), usr.join("local/bin")])
                 .collect();
-            let missing = super::host_programs::missing_programs(&spec, &package_bins);
+            let missing = super::host_programs::missing_programs(spec, &package_bins);
             if !missing.is_empty() {
                 return Err(DeployFailure::before_release(format!(
                     "its commands run with this server's toolchain, which lacks {}: install it on the server and deploy again",
                     missing.join(", ")
                 )));
             }
-            say(&progress, "building with its build command only (no cargo)");
+            say(progress, "building with its build command only (no cargo)");
         } else {
             say(
-                &progress,
+                progress,
                 "building with cargo build --release (low priority)",
             );
         }
         let started = Instant::now();
         let builder = self.builder.clone();
         let slugs = self.slugs.clone();
-        let source = staging.path().to_path_buf();
+        let source = source_dir.to_path_buf();
         // A virtual workspace builds the members the app runs, chosen now
         // from the manifests rather than after a build of everything.
         let workspace = match spec.build.command_only {
             true => None,
-            false => berth_spec::workspace_members(&berth_spec::FolderTree::new(staging.path()))
+            false => berth_spec::workspace_members(&berth_spec::FolderTree::new(source_dir))
                 .map_err(|err| DeployFailure::before_release(err.to_string()))?,
         };
         let command_only = spec.build.command_only;
         let site_dir = spec.site.as_ref().map(|site| site.dir.clone());
         let (packages, bin) = match workspace {
             Some(members) => {
-                let chosen = berth_spec::choose_packages(&members, &spec)
+                let chosen = berth_spec::choose_packages(&members, spec)
                     .map_err(DeployFailure::before_release)?;
                 say(
-                    &progress,
+                    progress,
                     format!("a Cargo workspace: building {}", chosen.packages.join(", ")),
                 );
                 (chosen.packages, chosen.bin.or(spec.build.bin.clone()))
@@ -210,7 +281,7 @@ impl Deployer {
         let build_command = spec.build.command.clone();
         let build_hosts = spec.build.hosts.clone();
         let build_progress = progress.clone();
-        let app_for_build = app.clone();
+        let app_for_build = app.to_string();
         // A Blueprint's services share one build directory (an app name,
         // checked: it becomes a folder name).
         let build_dir = match &spec.build.build_dir {
@@ -220,10 +291,10 @@ impl Deployer {
                 })?;
                 shared.clone()
             }
-            None => app.clone(),
+            None => app.to_string(),
         };
         let surroundings = self
-            .build_surroundings(&app, &spec, &source, &progress)
+            .build_surroundings(app, spec, &source, progress)
             .await?;
         let built = tokio::task::spawn_blocking(move || {
             let mut output = |line: String| {
@@ -269,50 +340,16 @@ impl Deployer {
         .map_err(|err| DeployFailure::before_release(format!("the build stopped: {err}")))?
         .map_err(DeployFailure::before_release)?;
         let (default_binary, slug) = built;
-        crate::app_usage::record_build(&self.store, &app, started.elapsed());
-        self.timings.build(&app, started.elapsed());
+        crate::app_usage::record_build(&self.store, app, started.elapsed());
+        self.timings.build(app, started.elapsed());
         say(
-            &progress,
+            progress,
             format!(
                 "built in {:.1}s; slug {slug}",
                 started.elapsed().as_secs_f64()
             ),
         );
-
-        let spec_json = serde_json::to_string(&spec).map_err(|err| {
-            DeployFailure::before_release(format!("cannot store the spec: {err}"))
-        })?;
-        if let Some((file, values)) = imported {
-            self.store_imported_secrets(&app, &file, &values, &progress)?;
-        }
-        self.ensure_spec_secrets(&app, &spec, &progress)?;
-        self.prepare_resources(&app, &spec, &progress).await?;
-        if let Some(notice) = self
-            .resources
-            .pending_migrations(&app, &self.slugs.path(&slug))
-            .await
-        {
-            let _ = progress.send(DeployProgress::Warning { message: notice });
-        }
-        self.store
-            .set_spec_domains(&app, &spec.http.domains)
-            .map_err(|err| DeployFailure::before_release(err.to_string()))?;
-        let release = self
-            .make_release(
-                &spec,
-                NewRelease {
-                    cause: "deploy".into(),
-                    slug,
-                    processes: spec.process_commands(&default_binary),
-                    env: self.store.env(&app)?,
-                    secrets: self.store.secrets(&app)?,
-                    spec_json,
-                },
-                &app,
-                &progress,
-            )
-            .await?;
-        self.roll_out(&spec, release, &progress).await
+        Ok((default_binary, slug))
     }
 
     /// Refuses, before the build, a spec naming a domain another app has.
@@ -438,7 +475,12 @@ impl Deployer {
 
 /// Reads berth.toml or fly.toml (and a Procfile) from an unpacked tree;
 /// none means defaults.
-fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, DeployFailure> {
+fn read_spec(
+    dir: &Path,
+    app: &str,
+    progress: &Progress,
+    image: bool,
+) -> Result<AppSpec, DeployFailure> {
     let tree = berth_spec::FolderTree::new(dir);
     let parsed = berth_spec::load_project_for(&tree, Some(app))
         .map_err(|err| DeployFailure::before_release(err.to_string()))?;
@@ -471,6 +513,13 @@ fn read_spec(dir: &Path, app: &str, progress: &Progress) -> Result<AppSpec, Depl
             say(progress, format!("using {}", names.join(" and ")));
         }
         return Ok(parsed.spec);
+    }
+    if image && !dir.join("Cargo.toml").is_file() {
+        say(
+            progress,
+            "no berth.toml or fly.toml: the image's own command serves as `web`",
+        );
+        return Ok(AppSpec::default());
     }
     if !dir.join("Cargo.toml").is_file() {
         return Err(DeployFailure::before_release(

@@ -13,9 +13,11 @@ use berth_store::ReleaseRow;
 
 use crate::services::Resources;
 
+mod image;
 pub(crate) mod shuttle;
 mod start_error;
 
+pub(crate) use image::{IMAGE_FILE, PinnedImage};
 pub use start_error::{StartError, StartSide};
 
 /// Names other platforms give an app's public URL, set to berth's unless
@@ -70,7 +72,12 @@ impl Launcher {
                 ),
             ));
         }
+        let image = PinnedImage::of_slug(&slug_dir);
         let mut env: Vec<(String, String)> = Vec::new();
+        // An image's own env first: everything after may override it.
+        if let Some(image) = &image {
+            env.extend(image.config.env.iter().cloned());
+        }
         // The app's public URL, under the names apps already read; the
         // app's own values for those names win (they come later).
         let url = self.resources.url_of(&release.app);
@@ -106,10 +113,22 @@ impl Launcher {
         env.push(("BERTH_RELEASE".into(), release.version.to_string()));
         env.push(("BERTH_PROCESS".into(), process.to_string()));
         env.push(("BERTH_INSTANCE".into(), instance.to_string()));
-        let sandbox = self
+        let mut sandbox = self
             .resources
             .sandbox_for(&release.app, spec, process, &slug_dir)
             .map_err(|message| StartError::lasting(StartSide::Sandbox, message))?;
+        if let Some(image) = &image {
+            return self.image_instance_spec(
+                release,
+                spec,
+                process,
+                instance,
+                command,
+                image,
+                env,
+                sandbox.take(),
+            );
+        }
         let mut binds = Vec::new();
         if sandbox.is_some() {
             binds = self

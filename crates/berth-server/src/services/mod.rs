@@ -88,6 +88,11 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// Where images are unpacked into roots of their own (`DATA/images`).
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("images")
+    }
+
     /// Resources kept under `data_dir`; nothing starts until [`Resources::start`].
     pub fn new(
         data_dir: &Path,

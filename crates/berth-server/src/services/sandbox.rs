@@ -117,6 +117,7 @@ impl Resources {
             }),
             private_tmp: true,
             network: None,
+            root: None,
         }))
     }
 }

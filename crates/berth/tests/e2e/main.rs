@@ -17,6 +17,7 @@ mod drains;
 mod edge;
 mod fly_meaning;
 mod formats;
+mod images;
 mod isolation;
 mod jobs;
 mod log_search;

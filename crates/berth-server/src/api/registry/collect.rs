@@ -17,15 +17,42 @@ use crate::api::state::ApiState;
 /// How often the collector runs.
 const EVERY: Duration = Duration::from_secs(3600);
 
-/// Collects now, keeping `pinned` and what was pushed within `grace`
-/// (tagged or not: a push in progress has blobs no manifest names yet).
+/// What names the images releases run: the manifests their slugs pin.
+pub(crate) type Pins = Arc<dyn Fn() -> Result<HashSet<Digest>, String> + Send + Sync>;
+
+/// The manifests the releases of every app pin (an image release's slug
+/// names its digest): the collector keeps them, and their roots.
+pub(crate) fn release_pins(store: Arc<berth_store::Store>, slugs: berth_build::SlugStore) -> Pins {
+    Arc::new(move || {
+        let mut pinned = HashSet::new();
+        for app in store.apps().map_err(|err| err.to_string())? {
+            for release in store.releases(&app.name).map_err(|err| err.to_string())? {
+                if let Some(image) = crate::launch::PinnedImage::of_slug(&slugs.path(&release.slug))
+                    && let Ok(digest) = Digest::parse(&image.manifest)
+                {
+                    pinned.insert(digest);
+                }
+            }
+        }
+        Ok(pinned)
+    })
+}
+
+/// Collects now, keeping what releases pin and what was pushed within
+/// `grace` (tagged or not: a push in progress has blobs no manifest names
+/// yet); then the roots of images no release runs any more.
 fn collect(
     registry: &Registry,
-    pinned: &HashSet<Digest>,
+    images: &berth_image::ImageStore,
+    pins: &Pins,
     grace: Duration,
 ) -> Result<RegistryGc, String> {
+    let pinned = pins()?;
     let report = registry
-        .collect_garbage(pinned, SystemTime::now(), grace)
+        .collect_garbage(&pinned, SystemTime::now(), grace)
+        .map_err(|err| err.to_string())?;
+    images
+        .remove_unused(&pinned)
         .map_err(|err| err.to_string())?;
     Ok(RegistryGc {
         manifests_removed: report.manifests_removed as u64,
@@ -40,6 +67,8 @@ fn collect(
 /// Runs the collector every hour until `shutdown`.
 pub(crate) fn spawn_collector(
     registry: Arc<Registry>,
+    images: berth_image::ImageStore,
+    pins: Pins,
     grace: Duration,
     shutdown: CancellationToken,
 ) {
@@ -49,9 +78,9 @@ pub(crate) fn spawn_collector(
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(EVERY) => {}
             }
-            let registry = registry.clone();
+            let (registry, images, pins) = (registry.clone(), images.clone(), pins.clone());
             let collected =
-                tokio::task::spawn_blocking(move || collect(&registry, &HashSet::new(), grace))
+                tokio::task::spawn_blocking(move || collect(&registry, &images, &pins, grace))
                     .await;
             match collected {
                 Ok(Ok(report)) if report.blobs_removed + report.uploads_removed > 0 => {
@@ -68,7 +97,12 @@ pub(crate) fn spawn_collector(
 #[utoipa::path(post, path = "/v1/registry/gc", responses((status = 200, body = RegistryGc)))]
 pub(crate) async fn gc_now(State(state): State<ApiState>) -> Result<Json<RegistryGc>, ApiFailure> {
     let (registry, grace) = (state.registry.clone(), state.registry_grace);
-    tokio::task::spawn_blocking(move || collect(&registry, &HashSet::new(), grace))
+    let images = berth_image::ImageStore::new(
+        &state.resources.images_dir(),
+        berth_image::UnpackLimits::default(),
+    );
+    let pins = release_pins(state.store.clone(), state.deployer.slugs.clone());
+    tokio::task::spawn_blocking(move || collect(&registry, &images, &pins, grace))
         .await
         .map_err(|err| ApiFailure::Internal(err.to_string()))?
         .map(Json)

@@ -25,8 +25,9 @@ mod auth;
 mod blobs;
 pub(super) mod collect;
 mod manifests;
+mod offload;
 
-pub(crate) use collect::{gc_now, listing, spawn_collector};
+pub(crate) use collect::{release_pins, spawn_collector};
 
 /// What a `/v2/…` path names.
 #[derive(Debug, PartialEq)]
@@ -125,7 +126,7 @@ async fn dispatch(
             &[("Content-Type", "application/json".into())],
             Body::from("{}"),
         )),
-        (Target::Catalog, Method::GET) => Ok(manifests::catalog(&state, &query)),
+        (Target::Catalog, Method::GET) => Ok(manifests::catalog(&state, &query).await),
         (Target::Tags(name), Method::GET) => {
             repo(&name).map(|name| manifests::tags(&state, &name, &query))
         }

@@ -1,0 +1,127 @@
+//! Deploys of an image instead of source: the image is found in berth's
+//! registry (`berth deploy --image REF`, fly.toml `[build] image`,
+//! render's `image:`), unpacked once into a root of its own, and pinned
+//! by digest in a small slug (`.berth/image.json`), so a release — and a
+//! rollback to it — always runs the same image, whatever its tag says now.
+
+use berth_image::{ImageStore, Platform, UnpackLimits};
+use berth_registry::RepoName;
+
+use super::Deployer;
+use super::failure::{DeployFailure, Progress, say};
+use crate::launch::{IMAGE_FILE, PinnedImage};
+
+/// `NAME[:TAG|@DIGEST]`, with this machine's registry address before it
+/// or not (`127.0.0.1:8079/shop:v1`): the repository and reference.
+pub(crate) fn parse_reference(reference: &str) -> Result<(RepoName, String), String> {
+    let mut rest = reference.trim();
+    if let Some((host, after)) = rest.split_once('/') {
+        let is_host = host.contains(':') || host.contains('.') || host == "localhost";
+        if is_host {
+            let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+            let local = name == "localhost"
+                || name
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !local {
+                return Err(format!(
+                    "{reference}: berth runs images from its own registry; push it there first (skopeo copy … docker://SERVER/NAME:TAG, see docs/registry.md)"
+                ));
+            }
+            rest = after;
+        }
+    }
+    let (name, tag) = match rest.split_once('@') {
+        Some((name, digest)) => (name, digest.to_string()),
+        None => match rest.rsplit_once(':') {
+            Some((name, tag)) => (name, tag.to_string()),
+            None => (rest, "latest".to_string()),
+        },
+    };
+    let repo = RepoName::parse(name).map_err(|err| format!("{reference}: {err}"))?;
+    Ok((repo, tag))
+}
+
+impl Deployer {
+    /// Finds `reference` in the registry, unpacks it (once per digest) and
+    /// stores a slug pinning it; the slug's digest and the image.
+    pub(super) async fn image_slug(
+        &self,
+        app: &str,
+        reference: &str,
+        progress: &Progress,
+    ) -> Result<(String, PinnedImage), DeployFailure> {
+        let (repo, tag) = parse_reference(reference).map_err(DeployFailure::before_release)?;
+        say(
+            progress,
+            format!("image {repo}:{tag} from berth's registry"),
+        );
+        let registry = self.registry.clone();
+        let store = ImageStore::new(&self.resources.images_dir(), UnpackLimits::default());
+        let slugs = self.slugs.clone();
+        let (app, reference) = (app.to_string(), reference.to_string());
+        tokio::task::spawn_blocking(move || {
+            let prepared = store
+                .prepare(&registry, &repo, &tag, &Platform::host())
+                .map_err(|err| format!("{reference}: {err}"))?;
+            let pinned = PinnedImage {
+                reference,
+                repository: repo.to_string(),
+                manifest: prepared.manifest.to_string(),
+                config: prepared.config,
+            };
+            let staging = tempfile::tempdir().map_err(|err| err.to_string())?;
+            std::fs::create_dir_all(staging.path().join(".berth"))
+                .map_err(|err| err.to_string())?;
+            std::fs::write(
+                staging.path().join(IMAGE_FILE),
+                serde_json::to_vec_pretty(&pinned).expect("an image serializes"),
+            )
+            .map_err(|err| err.to_string())?;
+            let slug = slugs
+                .store(&app, staging.path(), &[])
+                .map_err(|err| err.to_string())?;
+            Ok::<_, String>((slug, pinned))
+        })
+        .await
+        .map_err(|err| {
+            DeployFailure::before_release(format!("unpacking the image stopped: {err}"))
+        })?
+        .map_err(DeployFailure::before_release)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_name_this_registry_or_none() {
+        let parsed = |text: &str| parse_reference(text).map(|(repo, tag)| (repo.to_string(), tag));
+        assert_eq!(parsed("shop").unwrap(), ("shop".into(), "latest".into()));
+        assert_eq!(
+            parsed("team/shop:v1").unwrap(),
+            ("team/shop".into(), "v1".into())
+        );
+        assert_eq!(
+            parsed("127.0.0.1:8079/shop:v1").unwrap(),
+            ("shop".into(), "v1".into())
+        );
+        assert_eq!(
+            parsed("localhost:5000/shop").unwrap(),
+            ("shop".into(), "latest".into())
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            parsed(&format!("shop@{digest}")).unwrap(),
+            ("shop".into(), digest)
+        );
+        assert!(
+            parsed("docker.io/library/postgres:16")
+                .unwrap_err()
+                .contains("own registry")
+        );
+        assert!(parsed("Shop:v1").is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The image a slug pins, when a release runs an image: what
+//! [`Launcher`](super::Launcher) starts it with — its own root, its
+//! working directory, its env and its command.
+
+use std::path::Path;
+
+use berth_image::ImageConfig;
+use berth_runtime::{InstanceSpec, Sandbox};
+use berth_spec::AppSpec;
+use berth_store::ReleaseRow;
+use serde::{Deserialize, Serialize};
+
+use super::{Launcher, StartError, StartSide};
+
+/// Where an image slug says which image it is.
+pub(crate) const IMAGE_FILE: &str = ".berth/image.json";
+
+/// What an image slug holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PinnedImage {
+    /// The reference it was deployed as (`shop:v1`).
+    pub(crate) reference: String,
+    /// Its repository in berth's registry.
+    pub(crate) repository: String,
+    /// The manifest digest it runs (for an index, this machine's).
+    pub(crate) manifest: String,
+    /// Its config: entrypoint, cmd, env, working dir, ports.
+    pub(crate) config: ImageConfig,
+}
+
+impl PinnedImage {
+    /// The image a slug pins, if it is an image's.
+    pub(crate) fn of_slug(slug_dir: &Path) -> Option<PinnedImage> {
+        let bytes = std::fs::read(slug_dir.join(IMAGE_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The command an instance runs: the entrypoint and cmd, each word
+    /// quoted only when it needs to be.
+    pub(crate) fn command(&self) -> String {
+        self.config
+            .argv()
+            .iter()
+            .map(|word| {
+                let plain = !word.is_empty()
+                    && word
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@+%".contains(&b));
+                if plain {
+                    word.clone()
+                } else {
+                    format!("'{}'", word.replace('\'', r"'\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl Launcher {
+    /// The spec of an instance of an image release: the image's root as
+    /// its `/` (read-only; its `/tmp` and volumes writable), its working
+    /// directory, and `command` (the image's own unless the spec names
+    /// another) run inside it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn image_instance_spec(
+        &self,
+        release: &ReleaseRow,
+        spec: &AppSpec,
+        process: &str,
+        instance: &str,
+        command: &str,
+        image: &PinnedImage,
+        env: Vec<(String, String)>,
+        sandbox: Option<Sandbox>,
+    ) -> Result<InstanceSpec, StartError> {
+        let Some(mut sandbox) = sandbox else {
+            return Err(StartError::lasting(
+                StartSide::Config,
+                "an image runs in a root of its own, which needs berth running as root with isolation on",
+            ));
+        };
+        let manifest = image
+            .manifest
+            .strip_prefix("sha256:")
+            .unwrap_or(&image.manifest);
+        let root = self.resources.images_dir().join(manifest).join("rootfs");
+        if !root.is_dir() {
+            return Err(StartError::lasting(
+                StartSide::Berth,
+                format!(
+                    "the root of image {} ({}) of v{} is missing from the data dir; deploy the image again",
+                    image.reference, image.manifest, release.version
+                ),
+            ));
+        }
+        sandbox.root = Some(root);
+        let workdir = match image.config.working_dir.as_str() {
+            "" => std::path::PathBuf::from("/"),
+            dir => std::path::PathBuf::from(dir),
+        };
+        Ok(InstanceSpec {
+            id: instance.to_string(),
+            app: release.app.clone(),
+            command: command.to_string(),
+            bin_dir: workdir.clone(),
+            workdir,
+            env,
+            binds: self.resources.binds_for(&release.app, spec, process),
+            sandbox: Some(sandbox),
+            stop_signal: spec
+                .kill_signal
+                .unwrap_or(berth_spec::StopSignal::Sigterm)
+                .number(),
+            terminal: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_quote_only_what_needs_it() {
+        let pinned = |argv: &[&str]| PinnedImage {
+            reference: String::new(),
+            repository: String::new(),
+            manifest: String::new(),
+            config: ImageConfig {
+                entrypoint: argv.iter().map(|word| word.to_string()).collect(),
+                ..ImageConfig::default()
+            },
+        };
+        assert_eq!(
+            pinned(&["/hello", "--port=8080"]).command(),
+            "/hello --port=8080"
+        );
+        assert_eq!(
+            pinned(&["/bin/sh", "-c", "echo it's"]).command(),
+            r"/bin/sh -c 'echo it'\''s'"
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Images deployed end to end, made on this machine: examples/plain is
+//! built with cargo, put with the libraries `ldd` names into an OCI image
+//! by `umoci`, pushed to berth's registry by `skopeo`, and run in berth's
+//! sandbox with the image as its root — by `berth deploy --image` and by
+//! a fly.toml's `[build] image`; scaled, woken from zero, rolled back after
+//! its tag is gone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use berth_testkit::{TestServer, example};
+
+fn setup() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("{program} ({err}): .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// examples/plain built with cargo: its binary.
+fn plain_binary() -> PathBuf {
+    let source = example("plain");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-plain");
+    let built = Command::new("cargo")
+        .args(["build", "--release", "--quiet"])
+        .current_dir(source.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    target.join("release/plain")
+}
+
+/// An OCI layout with `plain:v1` (env `MARKER=one`), `v2` (`MARKER=two`)
+/// and `riscv` (the same image, said to be for riscv64): the binary at
+/// `/app/plain` with its libraries, a marker file, and its entrypoint.
+fn make_images(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let binary = plain_binary();
+    let image = format!("{}:v1", layout.display());
+    run(
+        "umoci",
+        &["init", "--layout", &layout.display().to_string()],
+    );
+    run("umoci", &["new", "--image", &image]);
+    let mut inserts = vec![(binary.clone(), "/app/plain".to_string())];
+    let ldd = run("ldd", &[&binary.display().to_string()]);
+    for library in ldd.split_whitespace().filter(|word| word.starts_with('/')) {
+        let real = std::fs::canonicalize(library).unwrap();
+        inserts.push((real, library.to_string()));
+    }
+    std::fs::write(files.join("marker"), "from the image\n").unwrap();
+    inserts.push((files.join("marker"), "/app/marker".into()));
+    for (source, target) in &inserts {
+        run(
+            "umoci",
+            &[
+                "insert",
+                "--image",
+                &image,
+                &source.display().to_string(),
+                target,
+            ],
+        );
+    }
+    run(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &image,
+            "--config.entrypoint",
+            "/app/plain",
+            "--config.workingdir",
+            "/app",
+            "--config.env",
+            "MARKER=one",
+        ],
+    );
+    run(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &image,
+            "--tag",
+            "v2",
+            "--config.env",
+            "MARKER=two",
+        ],
+    );
+    run(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &image,
+            "--tag",
+            "riscv",
+            "--architecture",
+            "riscv64",
+        ],
+    );
+    layout
+}
+
+fn push(server: &TestServer, layout: &Path, tag: &str) {
+    let host = server.api_url.trim_start_matches("http://");
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-creds",
+            &format!("x:{}", server.token),
+            "--dest-tls-verify=false",
+            &format!("oci:{}:{tag}", layout.display()),
+            &format!("docker://{host}/plain:{tag}"),
+        ],
+    );
+}
+
+async fn marker(server: &TestServer, app: &str) -> String {
+    let environ = server.get(app, "/read?path=/proc/self/environ").await;
+    assert_eq!(environ.status, 200, "{}", environ.body);
+    environ
+        .body
+        .split('\0')
+        .find_map(|pair| pair.strip_prefix("MARKER="))
+        .unwrap_or_else(|| panic!("no MARKER in {:?}", environ.body))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
+    setup();
+    assert!(
+        berth_runtime::can_isolate(),
+        "images run in a root of their own: root"
+    );
+    let server = TestServer::start_with(&["--registry-grace", "0s"]).await;
+    let host = server.api_url.trim_start_matches("http://").to_string();
+    let work = tempfile::tempdir().unwrap();
+    let layout = make_images(work.path());
+    for tag in ["v1", "v2", "riscv"] {
+        push(&server, &layout, tag);
+    }
+
+    // An image alone, in a folder with nothing: the app is named after it.
+    let empty = tempfile::tempdir().unwrap();
+    let deployed = server
+        .ok_in(
+            empty.path(),
+            &["deploy", "--image", &format!("{host}/plain:v1")],
+        )
+        .await;
+    assert!(
+        deployed.stderr.contains("image plain:v1"),
+        "{}",
+        deployed.stderr
+    );
+    let home = server.get("plain", "/").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert_eq!(marker(&server, "plain").await, "one");
+    // Its root is the image's: its own files, none of the host's.
+    let own = server.get("plain", "/read?path=/app/marker").await;
+    assert_eq!(own.body, "from the image\n");
+    for host_only in ["/usr/bin/env", "/etc/passwd"] {
+        let hidden = server
+            .get("plain", &format!("/read?path={host_only}"))
+            .await;
+        assert_eq!(hidden.status, 403, "{host_only}: {}", hidden.body);
+    }
+    let uid = server.get("plain", "/whoami").await.body;
+    assert_ne!(uid.trim(), "0", "never root");
+
+    // Scaled to 3, each serves.
+    server.ok(&["scale", "web=3", "--app", "plain"]).await;
+    server
+        .wait_for_status("plain", Duration::from_secs(60), |status| {
+            status["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["healthy"] == true)
+                .count()
+                == 3
+        })
+        .await;
+    for _ in 0..6 {
+        assert_eq!(server.get("plain", "/").await.status, 200);
+    }
+    server.ok(&["scale", "web=1", "--app", "plain"]).await;
+
+    // v2, then v1's manifest is deleted from the registry and collected:
+    // the rollback needs neither.
+    server
+        .ok_in(
+            empty.path(),
+            &[
+                "deploy",
+                "--image",
+                &format!("{host}/plain:v2"),
+                "--app",
+                "plain",
+            ],
+        )
+        .await;
+    assert_eq!(marker(&server, "plain").await, "two");
+    let creds = format!("x:{}", server.token);
+    run(
+        "skopeo",
+        &[
+            "delete",
+            "--creds",
+            &creds,
+            "--tls-verify=false",
+            &format!("docker://{host}/plain:v1"),
+        ],
+    );
+    let collected = server.ok(&["registry", "gc", "--json"]).await.json();
+    assert!(
+        collected["blobs_removed"].as_u64().unwrap() >= 1,
+        "{collected}"
+    );
+    server.ok(&["rollback", "--app", "plain"]).await;
+    assert_eq!(marker(&server, "plain").await, "one");
+    // What releases run is kept: v2's image survives a collection untagged.
+    run(
+        "skopeo",
+        &[
+            "delete",
+            "--creds",
+            &creds,
+            "--tls-verify=false",
+            &format!("docker://{host}/plain:v2"),
+        ],
+    );
+    server.ok(&["registry", "gc"]).await;
+    server.ok(&["rollback", "--app", "plain"]).await;
+    assert_eq!(marker(&server, "plain").await, "two");
+
+    // fly.toml's [build] image, scaled to zero when idle and woken.
+    push(&server, &layout, "v2");
+    let fly = tempfile::tempdir().unwrap();
+    std::fs::write(
+        fly.path().join("fly.toml"),
+        format!(
+            "app = \"flyimg\"\n[build]\nimage = \"{host}/plain:v2\"\n[http_service]\nauto_stop_machines = true\nmin_machines_running = 0\nidle_timeout = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    server.ok_in(fly.path(), &["deploy"]).await;
+    server
+        .wait_for_status("flyimg", Duration::from_secs(30), |status| {
+            status["instances"].as_array().unwrap().is_empty()
+        })
+        .await;
+    assert_eq!(marker(&server, "flyimg").await, "two");
+
+    // Bad input: a tag that does not exist, another registry, another
+    // architecture — each a clear error, and the app keeps serving.
+    for (reference, said) in [
+        (format!("{host}/plain:nope"), "manifest unknown"),
+        ("docker.io/library/postgres:16".to_string(), "own registry"),
+        (format!("{host}/plain:riscv"), "riscv64"),
+    ] {
+        let refused = server
+            .fails_in(
+                empty.path(),
+                &["deploy", "--image", &reference, "--app", "plain"],
+            )
+            .await;
+        assert!(
+            refused.stderr.contains(said),
+            "{reference}: {}",
+            refused.stderr
+        );
+    }
+    assert_eq!(marker(&server, "plain").await, "two");
+}
