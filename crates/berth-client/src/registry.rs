@@ -1,6 +1,6 @@
 //! The built-in registry's upkeep.
 
-use berth_proto::{RegistryGc, RegistryListing};
+use berth_proto::{BuildImage, BuiltImage, RegistryGc, RegistryListing};
 use reqwest::Method;
 
 use crate::{Client, Result};
@@ -10,6 +10,16 @@ impl Client {
     pub async fn registry_listing(&self) -> Result<RegistryListing> {
         self.json(self.request(Method::GET, &["v1", "registry"])?)
             .await
+    }
+
+    /// `POST /v1/apps/{app}/image`.
+    pub async fn build_image(&self, app: &str, tag: Option<&str>) -> Result<BuiltImage> {
+        let request = self
+            .request(Method::POST, &["v1", "apps", app, "image"])?
+            .json(&BuildImage {
+                tag: tag.map(str::to_string),
+            });
+        self.json(request).await
     }
 
     /// `POST /v1/registry/gc`.

@@ -8,11 +8,15 @@
 //! store's directory and made whole or not at all (unpacked beside, then
 //! renamed), so a release that pins a digest always finds the same root.
 
+mod compose;
 mod config;
+mod elf;
 mod store;
 mod unpack;
 
+pub use compose::{ImageSettings, LayerWriter, WrittenLayer, publish};
 pub use config::{ImageConfig, Platform};
+pub use elf::shared_libraries;
 pub use store::{ImageStore, PreparedImage};
 pub use unpack::{LayerStats, UnpackLimits, unpack_layer};
 

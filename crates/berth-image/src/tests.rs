@@ -224,8 +224,25 @@ fn push(
     tag: &str,
 ) {
     use berth_registry::Digest;
+    use std::io::Read;
+    // Each layer's diff_id: the digest of its uncompressed tar.
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|layer| {
+            let mut plain = Vec::new();
+            if layer.starts_with(&[0x1f, 0x8b]) {
+                flate2::read::GzDecoder::new(&layer[..])
+                    .read_to_end(&mut plain)
+                    .unwrap();
+            } else {
+                plain = layer.clone();
+            }
+            format!("\"{}\"", Digest::of(&plain))
+        })
+        .collect();
     let config = format!(
-        r#"{{"architecture":"{architecture}","os":"linux","config":{{"Cmd":["/bin/app"]}}}}"#
+        r#"{{"architecture":"{architecture}","os":"linux","config":{{"Cmd":["/bin/app"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
     );
     let config_digest = Digest::of(config.as_bytes());
     registry
@@ -318,4 +335,87 @@ fn the_store_makes_a_root_once_and_refuses_other_platforms() {
         missing.to_string().contains("manifest unknown"),
         "{missing}"
     );
+}
+
+#[test]
+fn images_made_here_run_on_their_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = berth_registry::Registry::open(&dir.path().join("registry")).unwrap();
+    let host = Platform::host();
+    // A base with a file and env, as if pulled.
+    let base = berth_registry::RepoName::parse("debian").unwrap();
+    push(
+        &registry,
+        &base,
+        &[gzip(&layer(&[Entry::File("etc/os", b"base", 0o644)]))],
+        &host.architecture,
+        "slim",
+    );
+    // The app's layer, written from host files.
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(files.join("static")).unwrap();
+    std::fs::write(files.join("static/index.html"), "<h1>hi</h1>").unwrap();
+    std::os::unix::fs::symlink("index.html", files.join("static/home.html")).unwrap();
+    std::fs::write(files.join("app"), "binary").unwrap();
+    let mut writer = LayerWriter::new(dir.path()).unwrap();
+    writer
+        .add_file(&files.join("app"), "/usr/local/bin/app", 0o755)
+        .unwrap();
+    writer
+        .add_tree(&files.join("static"), "/srv/static")
+        .unwrap();
+    let written = writer.finish().unwrap();
+    let shop = berth_registry::RepoName::parse("shop").unwrap();
+    let settings = ImageSettings {
+        entrypoint: Some(vec!["/usr/local/bin/app".into()]),
+        env: vec![("PORT".into(), "8080".into())],
+        working_dir: Some("/srv".into()),
+        exposed_ports: vec![8080],
+        ..ImageSettings::default()
+    };
+    let digest = publish(
+        &registry,
+        &shop,
+        "v1",
+        Some((&base, "slim")),
+        vec![written],
+        &settings,
+    )
+    .unwrap();
+    let store = ImageStore::new(&dir.path().join("images"), UnpackLimits::default());
+    let prepared = store.prepare(&registry, &shop, "v1", &host).unwrap();
+    assert_eq!(prepared.manifest, digest);
+    assert_eq!(
+        std::fs::read(prepared.root.join("etc/os")).unwrap(),
+        b"base"
+    );
+    assert_eq!(
+        std::fs::read(prepared.root.join("usr/local/bin/app")).unwrap(),
+        b"binary"
+    );
+    assert_eq!(
+        std::fs::read(prepared.root.join("srv/static/home.html")).unwrap(),
+        b"<h1>hi</h1>"
+    );
+    assert_eq!(
+        prepared.config.argv(),
+        ["/usr/local/bin/app", "/bin/app"],
+        "the base's cmd stays"
+    );
+    assert_eq!(
+        (
+            prepared.config.working_dir.as_str(),
+            prepared.config.exposed_ports.clone()
+        ),
+        ("/srv", vec![8080])
+    );
+    assert!(
+        prepared
+            .config
+            .env
+            .contains(&("PORT".into(), "8080".into()))
+    );
+    // The base's layer was mounted, not copied: one blob, two repositories.
+    let base_layer = registry.manifest(&base, "slim").unwrap();
+    assert!(registry.manifest(&shop, "v1").unwrap().bytes.len() > base_layer.bytes.len());
 }

@@ -51,3 +51,23 @@ pub struct RegistryGc {
     /// Bytes the registry uses afterwards.
     pub disk_bytes: u64,
 }
+
+/// `POST /v1/apps/{app}/image`: which tag to store the app's image as.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BuildImage {
+    /// The tag (default: `v` and the release's version).
+    pub tag: Option<String>,
+}
+
+/// The app's image, as stored in berth's registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BuiltImage {
+    /// Its repository (the app's name).
+    pub repository: String,
+    /// Its tag.
+    pub tag: String,
+    /// Its manifest digest.
+    pub digest: String,
+}

@@ -102,6 +102,26 @@ impl Registry {
         self.finish_upload(repo, &id, digest).map(|_| ())
     }
 
+    /// Stores what `reader` gives as blob `digest` of `repo`, streamed.
+    pub fn put_blob_from(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        mut reader: impl Read,
+    ) -> Result<()> {
+        let id = self.start_upload(repo)?;
+        let (data, _) = self.upload(repo, &id)?;
+        let copied = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data)
+            .and_then(|mut file| std::io::copy(&mut reader, &mut file));
+        if let Err(err) = copied {
+            let _ = self.cancel_upload(repo, &id);
+            return Err(err.into());
+        }
+        self.finish_upload(repo, &id, digest).map(|_| ())
+    }
+
     /// Cancels upload `id`.
     pub fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.upload(repo, id)?;

@@ -23,6 +23,7 @@ pub(crate) mod disk;
 pub(crate) mod drains;
 pub(crate) mod edge;
 pub(crate) mod health;
+pub(crate) mod image_build;
 pub(crate) mod internal_names;
 pub(crate) mod jobs;
 pub(crate) mod launch;

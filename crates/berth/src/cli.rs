@@ -164,6 +164,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::usage_args::NotifyCommand,
     },
+    /// The app as an OCI image in berth's registry: `build`.
+    Image {
+        #[command(subcommand)]
+        command: crate::registry_args::ImageCommand,
+    },
     /// The built-in OCI registry at `/v2/` of the API: `list`, `gc`.
     Registry {
         #[command(subcommand)]

@@ -173,6 +173,7 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Budget { command } => crate::usage_cli::budget(&global, command).await,
         Command::Notify { command } => crate::usage_cli::notify(&global, command).await,
         Command::Registry { command } => crate::registry_cli::registry(&global, command).await,
+        Command::Image { command } => crate::registry_cli::image(&global, command).await,
         Command::Login { url, name } => {
             crate::contexts::login(&global, &url, global.token.clone(), name).await
         }

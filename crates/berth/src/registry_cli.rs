@@ -3,10 +3,11 @@
 
 use anyhow::Result;
 
+use crate::args::resolve_app;
 use crate::cli::Global;
 use crate::connect::connect;
 use crate::output;
-use crate::registry_args::RegistryCommand;
+use crate::registry_args::{ImageCommand, RegistryCommand};
 
 pub(crate) async fn registry(global: &Global, command: RegistryCommand) -> Result<()> {
     let client = connect(global, false).await?;
@@ -50,5 +51,30 @@ pub(crate) async fn registry(global: &Global, command: RegistryCommand) -> Resul
             );
         }
     }
+    Ok(())
+}
+
+pub(crate) async fn image(global: &Global, command: ImageCommand) -> Result<()> {
+    let ImageCommand::Build { tag, app } = command;
+    let app = resolve_app(&app)?;
+    let client = connect(global, false).await?;
+    let built = client.build_image(&app, tag.as_deref()).await?;
+    if global.json {
+        say!("{}", serde_json::to_string_pretty(&built)?);
+        return Ok(());
+    }
+    say!(
+        "stored {}:{} ({}) in berth's registry",
+        built.repository,
+        built.tag,
+        built.digest
+    );
+    say!(
+        "run it here with `berth deploy --image {}:{}`, or copy it out with skopeo copy docker://SERVER/{}:{} …",
+        built.repository,
+        built.tag,
+        built.repository,
+        built.tag
+    );
     Ok(())
 }

@@ -292,3 +292,65 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
     }
     assert_eq!(marker(&server, "plain").await, "two");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_app_built_from_source_becomes_an_image_that_runs_anywhere() {
+    setup();
+    assert!(
+        berth_runtime::can_isolate(),
+        "images run in a root of their own: root"
+    );
+    let server = TestServer::start().await;
+    let host = server.api_url.trim_start_matches("http://").to_string();
+    let source = example("plain");
+    server.ok_in(source.path(), &["up"]).await;
+    let built = server
+        .ok(&["image", "build", "--app", "plain", "--json"])
+        .await
+        .json();
+    assert_eq!(built["repository"], "plain");
+    assert_eq!(built["tag"], "v1");
+    // Any registry client can take it out.
+    let out = tempfile::tempdir().unwrap();
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--src-creds",
+            &format!("x:{}", server.token),
+            "--src-tls-verify=false",
+            &format!("docker://{host}/plain:v1"),
+            &format!("oci:{}:v1", out.path().join("layout").display()),
+        ],
+    );
+    // It carries what it needs (the slug and its binary's libraries, no
+    // base image): run as another app, in a root of its own.
+    let empty = tempfile::tempdir().unwrap();
+    server
+        .ok_in(
+            empty.path(),
+            &["deploy", "--image", "plain:v1", "--app", "copy"],
+        )
+        .await;
+    let home = server.get("copy", "/").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    let binary = server.get("copy", "/read?path=/app/.berth/app").await;
+    assert_eq!(binary.body, "plain", "the slug is at /app");
+    let hidden = server.get("copy", "/read?path=/usr/bin/env").await;
+    assert_eq!(hidden.status, 403, "not the host's root: {}", hidden.body);
+    // An image release is its image: built again, it is tagged, not rebuilt.
+    let again = server
+        .ok(&["image", "build", "--app", "copy", "--tag", "same", "--json"])
+        .await
+        .json();
+    assert_eq!(again["digest"], built["digest"]);
+    let refused = server
+        .fails(&["image", "build", "--app", "plain", "--tag", "no good"])
+        .await;
+    assert!(
+        refused.stderr.contains("is not a tag"),
+        "{}",
+        refused.stderr
+    );
+}
