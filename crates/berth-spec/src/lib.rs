@@ -11,6 +11,7 @@ mod access;
 mod appjson;
 mod checks;
 mod converted;
+mod dockerfile;
 mod duration;
 mod error;
 mod export;
@@ -30,6 +31,7 @@ mod workspace;
 
 pub use appjson::{APP_JSON, HEROKU_DYNO_SIZES, parse_app_json};
 pub use checks::{HealthCheck, StopSignal, TcpPort, TcpService};
+pub use dockerfile::{ChefPlan, chef_plan};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
 pub use export::{to_dockerfile, to_fly_toml};

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 mod build_env;
 mod build_root;
 mod config;
+mod dockerfile;
 mod failure;
 mod host_programs;
 mod image;

@@ -158,14 +158,30 @@ impl Deployer {
             BuilderKind::Image { image } => Some(image.clone()),
             _ => None,
         });
-        if image.is_none() && !matches!(spec.build.builder, BuilderKind::Cargo) {
-            return Err(DeployFailure::before_release(
-                "this spec asks for a Dockerfile build; this berth builds with cargo, or runs an image pushed to its registry (berth deploy --image)",
-            ));
-        }
+        // A cargo-chef Dockerfile is a cargo build on a base image.
+        let chef = match (&image, &spec.build.builder) {
+            (None, BuilderKind::Dockerfile { path }) => {
+                let path = path.clone();
+                Some(self.read_chef_plan(staging.path(), &path, &mut spec, &progress)?)
+            }
+            _ => None,
+        };
 
         self.check_domains(&app, &spec)?;
         self.check_tcp_ports(&app, &spec)?;
+        let image = match (image, chef) {
+            (Some(image), _) => Some(image),
+            (None, None) => None,
+            (None, Some(plan)) => {
+                let (binary, slug) = self
+                    .build_from_source(&app, &mut spec, staging.path(), &progress)
+                    .await?;
+                Some(
+                    self.chef_image(&app, &plan, &binary, &slug, &progress)
+                        .await?,
+                )
+            }
+        };
         let (default_binary, slug) = match image {
             Some(image) => {
                 let (slug, pinned) = self.image_slug(&app, &image, &progress).await?;
@@ -520,6 +536,17 @@ fn read_spec(
             "no berth.toml or fly.toml: the image's own command serves as `web`",
         );
         return Ok(AppSpec::default());
+    }
+    if !dir.join("Cargo.toml").is_file() && dir.join("Dockerfile").is_file() {
+        say(
+            progress,
+            "no berth.toml or fly.toml: building the Dockerfile",
+        );
+        let mut spec = AppSpec::default();
+        spec.build.builder = BuilderKind::Dockerfile {
+            path: "Dockerfile".into(),
+        };
+        return Ok(spec);
     }
     if !dir.join("Cargo.toml").is_file() {
         return Err(DeployFailure::before_release(

@@ -354,3 +354,130 @@ async fn an_app_built_from_source_becomes_an_image_that_runs_anywhere() {
         refused.stderr
     );
 }
+
+/// The guide's Dockerfile (cargo-chef's README) for examples/hello.
+const CHEF_DOCKERFILE: &str = r#"FROM lukemathwalker/cargo-chef:latest-rust-1 AS chef
+WORKDIR /app
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /app/recipe.json recipe.json
+RUN cargo chef cook --release --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --bin hello
+
+FROM debian:bookworm-slim AS runtime
+WORKDIR /app
+COPY --from=builder /app/target/release/hello /usr/local/bin
+ENV GREETING_FROM=dockerfile
+ENTRYPOINT ["/usr/local/bin/hello"]
+"#;
+
+/// A stand-in for `debian:bookworm-slim`, made here: the libraries a Rust
+/// binary needs (this test's own, by `ldd`) and `/usr/local/bin`.
+fn make_base(dir: &Path) -> PathBuf {
+    let layout = dir.join("base");
+    let image = format!("{}:bookworm-slim", layout.display());
+    run(
+        "umoci",
+        &["init", "--layout", &layout.display().to_string()],
+    );
+    run("umoci", &["new", "--image", &image]);
+    let me = std::env::current_exe().unwrap();
+    let ldd = run("ldd", &[&me.display().to_string()]);
+    let keep = dir.join("keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::write(keep.join(".keep"), "").unwrap();
+    run(
+        "umoci",
+        &[
+            "insert",
+            "--image",
+            &image,
+            &keep.display().to_string(),
+            "/usr/local/bin",
+        ],
+    );
+    for library in ldd.split_whitespace().filter(|word| word.starts_with('/')) {
+        let real = std::fs::canonicalize(library).unwrap();
+        run(
+            "umoci",
+            &[
+                "insert",
+                "--image",
+                &image,
+                &real.display().to_string(),
+                library,
+            ],
+        );
+    }
+    layout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn the_guides_cargo_chef_dockerfile_is_built_natively_on_its_base() {
+    setup();
+    assert!(
+        berth_runtime::can_isolate(),
+        "images run in a root of their own: root"
+    );
+    let server = TestServer::start().await;
+    let host = server.api_url.trim_start_matches("http://").to_string();
+    let app = example("hello");
+    std::fs::write(app.path().join("Dockerfile"), CHEF_DOCKERFILE).unwrap();
+    std::fs::write(
+        app.path().join("berth.toml"),
+        "app = \"hello\"\n[build]\ndockerfile = \"Dockerfile\"\n",
+    )
+    .unwrap();
+    // Without its base in the registry: said, and what to do.
+    let refused = server.fails_in(app.path(), &["up"]).await;
+    assert!(
+        refused
+            .stderr
+            .contains("debian:bookworm-slim is not in berth's registry"),
+        "{}",
+        refused.stderr
+    );
+    let work = tempfile::tempdir().unwrap();
+    let base = make_base(work.path());
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-creds",
+            &format!("x:{}", server.token),
+            "--dest-tls-verify=false",
+            &format!("oci:{}:bookworm-slim", base.display()),
+            &format!("docker://{host}/debian:bookworm-slim"),
+        ],
+    );
+    let deployed = server.ok_in(app.path(), &["deploy"]).await;
+    assert!(
+        deployed.stderr.contains("a cargo-chef build, run natively"),
+        "{}",
+        deployed.stderr
+    );
+    let home = server.get("hello", "/").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    // The runtime stage's ENV, in a root made of the base and the binary.
+    let env = server.get("hello", "/env/GREETING_FROM").await;
+    assert_eq!(env.body, "dockerfile");
+    // A Dockerfile of another shape: a clear error, the app keeps serving.
+    std::fs::write(
+        app.path().join("Dockerfile"),
+        "FROM rust\nRUN cargo build --release\n",
+    )
+    .unwrap();
+    let other = server.fails_in(app.path(), &["deploy"]).await;
+    assert!(
+        other.stderr.contains("not the cargo-chef shape"),
+        "{}",
+        other.stderr
+    );
+    assert_eq!(server.get("hello", "/").await.status, 200);
+}

@@ -1,0 +1,327 @@
+//! Dockerfiles read for what berth can build natively: the cargo-chef
+//! shape (chef → planner → builder → runtime) that the guide prints and
+//! `berth export dockerfile` writes. Such a Dockerfile is a cargo build
+//! of one binary plus a runtime stage on a base image: berth builds the
+//! binary with its own cargo and persistent target dir, and puts it on
+//! the base with the runtime stage's settings — no layer cache needed.
+
+use std::collections::BTreeMap;
+
+/// What a cargo-chef Dockerfile builds and runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChefPlan {
+    /// The binary `cargo build --release --bin NAME` makes (`None`: the
+    /// package's only one).
+    pub bin: Option<String>,
+    /// The cargo features the build names.
+    pub features: Vec<String>,
+    /// The runtime stage's base image (`debian:bookworm-slim`).
+    pub base: String,
+    /// Where the binary is copied in the runtime stage (a file path; when
+    /// the Dockerfile names a folder, the binary's name is joined on).
+    pub destination: String,
+    /// Whether the destination was written as a folder (`/usr/local/bin/`);
+    /// otherwise it is one when the base image has a folder there.
+    pub destination_is_dir: bool,
+    /// `ENTRYPOINT` and `CMD` of the runtime stage, in exec form.
+    pub entrypoint: Option<Vec<String>>,
+    /// `CMD`.
+    pub cmd: Option<Vec<String>>,
+    /// `ENV` of the runtime stage.
+    pub env: Vec<(String, String)>,
+    /// `WORKDIR` of the runtime stage.
+    pub working_dir: Option<String>,
+    /// `EXPOSE`d TCP ports.
+    pub exposed_ports: Vec<u16>,
+    /// Instructions of the runtime stage berth does not carry out (its
+    /// `RUN`s, other `COPY`s), for a warning.
+    pub not_run: Vec<String>,
+}
+
+/// One instruction: its keyword (upper case) and the rest of its line.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut joined = String::new();
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if joined.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if let Some(continued) = trimmed.strip_suffix('\\') {
+            joined.push_str(continued);
+            joined.push(' ');
+            continue;
+        }
+        joined.push_str(trimmed);
+        let (keyword, rest) = joined
+            .split_once(char::is_whitespace)
+            .unwrap_or((&joined, ""));
+        found.push((keyword.to_ascii_uppercase(), rest.trim().to_string()));
+        joined.clear();
+    }
+    found
+}
+
+/// `["a", "b"]` (exec form) or a shell line (`/bin/sh -c LINE`).
+fn command_words(rest: &str) -> Vec<String> {
+    match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(words) => words,
+        Err(_) => vec!["/bin/sh".into(), "-c".into(), rest.to_string()],
+    }
+}
+
+/// `--flag=value` options before a COPY's paths, and the paths.
+fn copy_parts(rest: &str) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut flags = BTreeMap::new();
+    let mut paths = Vec::new();
+    if let Ok(words) = serde_json::from_str::<Vec<String>>(rest) {
+        return (flags, words);
+    }
+    for word in rest.split_whitespace() {
+        match word
+            .strip_prefix("--")
+            .and_then(|flag| flag.split_once('='))
+        {
+            Some((name, value)) if paths.is_empty() => {
+                flags.insert(name.to_string(), value.to_string());
+            }
+            _ => paths.push(word.to_string()),
+        }
+    }
+    (flags, paths)
+}
+
+/// The `--bin` and `--features` of a `cargo build --release` line.
+fn cargo_build(line: &str) -> Option<(Option<String>, Vec<String>)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .windows(2)
+        .position(|pair| pair == ["cargo", "build"])?;
+    let rest = &words[at + 2..];
+    if !rest.contains(&"--release") {
+        return None;
+    }
+    let value = |flag: &str| {
+        rest.iter().enumerate().find_map(|(index, word)| {
+            word.strip_prefix(&format!("{flag}="))
+                .map(str::to_string)
+                .or_else(|| {
+                    (*word == flag)
+                        .then(|| rest.get(index + 1).map(|v| v.to_string()))
+                        .flatten()
+                })
+        })
+    };
+    let features = value("--features")
+        .map(|list| {
+            list.split([',', ' '])
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((value("--bin"), features))
+}
+
+/// A stage: its base, its name (`AS name`), its instructions.
+type Stage = (String, Option<String>, Vec<(String, String)>);
+
+/// The cargo-chef plan of `text`, or why it is not one berth builds.
+pub fn chef_plan(text: &str) -> Result<ChefPlan, String> {
+    let mut stages: Vec<Stage> = Vec::new();
+    for (keyword, rest) in instructions(text) {
+        if keyword == "FROM" {
+            let words: Vec<&str> = rest
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            let base = words.first().copied().unwrap_or_default().to_string();
+            let name = match words.as_slice() {
+                [_, as_word, name, ..] if as_word.eq_ignore_ascii_case("as") => {
+                    Some(name.to_string())
+                }
+                _ => None,
+            };
+            stages.push((base, name, Vec::new()));
+        } else if let Some(stage) = stages.last_mut() {
+            stage.2.push((keyword, rest));
+        }
+    }
+    let (runtime, builders) = stages.split_last().ok_or("it has no FROM")?;
+    let cooks = builders.iter().any(|(_, _, lines)| {
+        lines
+            .iter()
+            .any(|(k, rest)| k == "RUN" && rest.contains("cargo chef cook"))
+    });
+    if !cooks {
+        return Err("no stage runs `cargo chef cook`".into());
+    }
+    let build = builders
+        .iter()
+        .flat_map(|(_, name, lines)| lines.iter().map(move |line| (name, line)))
+        .find_map(|(name, (k, rest))| {
+            (k == "RUN")
+                .then(|| cargo_build(rest))
+                .flatten()
+                .map(|b| (name.clone(), b))
+        });
+    let Some((builder_name, (bin, features))) = build else {
+        return Err("no stage runs `cargo build --release`".into());
+    };
+    let stage_names: Vec<&str> = builders
+        .iter()
+        .filter_map(|(_, name, _)| name.as_deref())
+        .collect();
+    if stage_names.contains(&runtime.0.as_str()) {
+        return Err(format!(
+            "the last stage starts FROM the stage {}, not a base image",
+            runtime.0
+        ));
+    }
+    let mut plan = ChefPlan {
+        bin,
+        features,
+        base: runtime.0.clone(),
+        ..ChefPlan::default()
+    };
+    let mut copied = false;
+    for (keyword, rest) in &runtime.2 {
+        match keyword.as_str() {
+            "COPY" => {
+                let (flags, paths) = copy_parts(rest);
+                let from_builder = flags
+                    .get("from")
+                    .is_some_and(|from| Some(from) == builder_name.as_ref());
+                let binary_source = paths
+                    .first()
+                    .is_some_and(|source| source.contains("target/release/"));
+                if from_builder && binary_source && paths.len() == 2 && !copied {
+                    let destination = paths[1].clone();
+                    let last = destination.rsplit('/').next().unwrap_or_default();
+                    plan.destination_is_dir = destination.ends_with('/')
+                        || last.is_empty()
+                        || destination == "."
+                        || !last.contains('.') && last == "bin";
+                    plan.destination = destination;
+                    copied = true;
+                } else {
+                    plan.not_run.push(format!("COPY {rest}"));
+                }
+            }
+            "ENTRYPOINT" => plan.entrypoint = Some(command_words(rest)),
+            "CMD" => plan.cmd = Some(command_words(rest)),
+            "WORKDIR" => plan.working_dir = Some(rest.clone()),
+            "EXPOSE" => plan.exposed_ports.extend(
+                rest.split_whitespace()
+                    .filter(|port| !port.ends_with("/udp"))
+                    .filter_map(|port| port.split('/').next()?.parse::<u16>().ok()),
+            ),
+            "ENV" => {
+                if let Some((key, value)) = rest.split_once('=') {
+                    plan.env
+                        .push((key.trim().into(), value.trim().trim_matches('"').into()));
+                } else if let Some((key, value)) = rest.split_once(char::is_whitespace) {
+                    plan.env.push((key.into(), value.trim().into()));
+                }
+            }
+            "ARG" | "LABEL" | "USER" | "STOPSIGNAL" | "HEALTHCHECK" => {}
+            _ => plan.not_run.push(format!("{keyword} {rest}")),
+        }
+    }
+    if !copied {
+        return Err(
+            "the last stage copies no binary from target/release of the build stage".into(),
+        );
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guide's Dockerfile, as cargo-chef's README prints it.
+    const GUIDE: &str = r#"FROM lukemathwalker/cargo-chef:latest-rust-1 AS chef
+WORKDIR /app
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /app/recipe.json recipe.json
+# Build dependencies - this is the caching Docker layer!
+RUN cargo chef cook --release --recipe-path recipe.json
+# Build application
+COPY . .
+RUN cargo build --release --bin app
+
+# We do not need the Rust toolchain to run the binary!
+FROM debian:bookworm-slim AS runtime
+WORKDIR /app
+COPY --from=builder /app/target/release/app /usr/local/bin
+ENTRYPOINT ["/usr/local/bin/app"]
+"#;
+
+    #[test]
+    fn the_guides_dockerfile_is_a_cargo_build_on_a_base() {
+        let plan = chef_plan(GUIDE).unwrap();
+        assert_eq!(plan.bin.as_deref(), Some("app"));
+        assert_eq!(plan.base, "debian:bookworm-slim");
+        assert_eq!(
+            (plan.destination.as_str(), plan.destination_is_dir),
+            ("/usr/local/bin", true)
+        );
+        assert_eq!(
+            plan.entrypoint,
+            Some(vec!["/usr/local/bin/app".to_string()])
+        );
+        assert_eq!(plan.working_dir.as_deref(), Some("/app"));
+        assert!(plan.not_run.is_empty());
+    }
+
+    #[test]
+    fn berths_own_export_is_built_natively_with_what_it_cannot_run_said() {
+        let spec = crate::AppSpec::default();
+        let exported = crate::to_dockerfile(&spec, "shop");
+        let plan = chef_plan(&exported).unwrap();
+        assert_eq!(plan.bin.as_deref(), Some("shop"));
+        assert_eq!(
+            (plan.destination.as_str(), plan.destination_is_dir),
+            ("/usr/local/bin/shop", false)
+        );
+        assert_eq!(plan.exposed_ports, [8080]);
+        assert_eq!(plan.env, [("PORT".to_string(), "8080".to_string())]);
+        assert_eq!(plan.cmd.as_ref().unwrap()[..2], ["/bin/sh", "-c"]);
+        assert!(
+            plan.not_run[0].starts_with("RUN apt-get update"),
+            "{:?}",
+            plan.not_run
+        );
+    }
+
+    #[test]
+    fn other_dockerfiles_say_why_they_are_not_native() {
+        assert!(
+            chef_plan("FROM rust\nRUN cargo build --release\n")
+                .unwrap_err()
+                .contains("cargo chef cook")
+        );
+        assert!(chef_plan("").unwrap_err().contains("no FROM"));
+        let no_copy = GUIDE.replace(
+            "COPY --from=builder /app/target/release/app /usr/local/bin\n",
+            "",
+        );
+        assert!(
+            chef_plan(&no_copy)
+                .unwrap_err()
+                .contains("copies no binary")
+        );
+        // Continued lines and a --features list.
+        let features = GUIDE.replace(
+            "RUN cargo build --release --bin app",
+            "RUN cargo build \\\n    --release --bin app --features tls,metrics",
+        );
+        assert_eq!(chef_plan(&features).unwrap().features, ["tls", "metrics"]);
+    }
+}
