@@ -38,8 +38,10 @@ impl std::fmt::Display for Platform {
     }
 }
 
-/// What an instance of the image runs with.
+/// What an instance of the image runs with. Stored with releases: a
+/// field added later reads as its default from older ones.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ImageConfig {
     /// `ENTRYPOINT`.
     pub entrypoint: Vec<String>,

@@ -11,6 +11,9 @@ use crate::config::pick_from_index;
 use crate::unpack::{LayerStats, UnpackLimits, unpack_layer};
 use crate::{ImageConfig, ImageError, Platform, Result, io_error};
 
+/// A root being made this long ago was left by a crash.
+const HALF_MADE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Directories every root has, for the sandbox to mount over.
 const MOUNT_POINTS: [&str; 5] = ["proc", "dev", "tmp", "sys", "etc"];
 
@@ -73,6 +76,10 @@ impl ImageStore {
         if let Ok(stored) = std::fs::read(&config_file)
             && let Ok(config) = serde_json::from_slice::<ImageConfig>(&stored)
         {
+            // In use again: the collector leaves a root used this recently.
+            if let Ok(dir) = std::fs::File::open(&home) {
+                let _ = dir.set_modified(std::time::SystemTime::now());
+            }
             return Ok(PreparedImage {
                 manifest,
                 root: home.join("rootfs"),
@@ -155,12 +162,20 @@ impl ImageStore {
             unpack_layer(file, &root, self.limits, &mut stats)?;
         }
         for dir in MOUNT_POINTS {
+            // Real folders, whatever a layer put there: the sandbox mounts
+            // over them.
             let path = root.join(dir);
-            if std::fs::symlink_metadata(&path).is_err() {
-                std::fs::create_dir(&path)
-                    .map_err(io_error(format!("cannot make {}", path.display())))?;
-                set_mode(&path, 0o755)?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => continue,
+                Ok(_) => {
+                    std::fs::remove_file(&path)
+                        .map_err(io_error(format!("cannot remove {}", path.display())))?;
+                }
+                Err(_) => {}
             }
+            std::fs::create_dir(&path)
+                .map_err(io_error(format!("cannot make {}", path.display())))?;
+            set_mode(&path, 0o755)?;
         }
         std::fs::write(
             making.join("config.json"),
@@ -169,17 +184,37 @@ impl ImageStore {
         .map_err(io_error("cannot write the image's config"))
     }
 
-    /// Removes the roots of images not in `keep` (manifest digests).
-    pub fn remove_unused(&self, keep: &std::collections::HashSet<Digest>) -> Result<usize> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Ok(0);
+    /// Removes the roots of images not in `keep` (manifest digests) that
+    /// were not made or used within `grace` (a deploy between making a
+    /// root and its release keeps it), and what a crash left half-made.
+    pub fn remove_unused(
+        &self,
+        keep: &std::collections::HashSet<Digest>,
+        now: std::time::SystemTime,
+        grace: std::time::Duration,
+    ) -> Result<usize> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(io_error(format!("cannot read {}", self.dir.display()))(err)),
         };
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            let age = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .map(|at| now.duration_since(at).unwrap_or_default())
+                .unwrap_or_default();
             let kept =
                 Digest::parse(&format!("sha256:{name}")).is_ok_and(|digest| keep.contains(&digest));
-            if !kept && !name.starts_with(".making-") {
+            let half_made = name.starts_with(".making-");
+            let stale = if half_made {
+                age >= HALF_MADE_AFTER
+            } else {
+                !kept && age >= grace
+            };
+            if stale {
                 std::fs::remove_dir_all(entry.path()).map_err(io_error(format!(
                     "cannot remove {}",
                     entry.path().display()

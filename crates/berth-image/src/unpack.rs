@@ -222,7 +222,11 @@ pub fn unpack_layer(
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(ImageError::Escapes(raw.display().to_string()));
             }
-            remove(&parent.join(hidden))?;
+            // It hides what lower layers have, not what this one added.
+            let hidden = parent.join(hidden);
+            if !added.contains(&hidden) {
+                remove(&hidden)?;
+            }
             continue;
         }
         let path = parent.join(&name);

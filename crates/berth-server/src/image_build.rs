@@ -31,7 +31,7 @@ pub(crate) fn build_image(
     command: &str,
 ) -> Result<Digest, String> {
     let repo = RepoName::parse(app).map_err(|err| err.to_string())?;
-    if let Some(pinned) = PinnedImage::of_slug(slug_dir) {
+    if let Some(pinned) = PinnedImage::of_slug(slug_dir)? {
         // An image release is its image: tagged again, not rebuilt.
         let source = RepoName::parse(&pinned.repository).map_err(|err| err.to_string())?;
         let manifest = registry

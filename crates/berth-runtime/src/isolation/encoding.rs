@@ -40,13 +40,16 @@ impl PreparedSandbox {
         for dir in &self.hidden {
             put(message, dir.as_bytes());
         }
-        // An empty root: the host's.
-        let (root, put_old) = match &self.root {
-            Some((root, put_old)) => (root.as_bytes(), put_old.as_bytes()),
-            None => (&[][..], &[][..]),
-        };
-        put(message, root);
-        put(message, put_old);
+        // No parts: the host's root.
+        let parts: Vec<&std::ffi::CStr> = self
+            .root
+            .as_ref()
+            .map(|plan| plan.parts().to_vec())
+            .unwrap_or_default();
+        message.extend((parts.len() as u32).to_ne_bytes());
+        for part in parts {
+            put(message, part.to_bytes());
+        }
         message.extend((self.mount_points.len() as u32).to_ne_bytes());
         for (path, file) in &self.mount_points {
             put(message, path.as_bytes());
@@ -72,7 +75,7 @@ impl PreparedSandbox {
         let pid_namespace = reader.u32()? == 1;
         let workdir = reader.c_string()?;
         let hidden = reader.c_strings()?;
-        let (root, put_old) = (reader.c_string()?, reader.c_string()?);
+        let root_parts = reader.c_strings()?;
         let mount_points = (0..reader.u32()?)
             .map(|_| Ok((reader.c_string()?, reader.u32()? == 1)))
             .collect::<io::Result<_>>()?;
@@ -92,7 +95,10 @@ impl PreparedSandbox {
             reexec: false,
             workdir,
             hidden,
-            root: (!root.as_bytes().is_empty()).then_some((root, put_old)),
+            root: match root_parts.is_empty() {
+                true => None,
+                false => Some(super::root::RootPlan::from_parts(root_parts)?),
+            },
             mount_points,
         })
     }

@@ -31,10 +31,13 @@ impl PreparedSandbox {
                 flags |= libc::CLONE_NEWPID;
             }
             unshare_private(flags)?;
-            if let Some((root, put_old)) = &self.root {
-                super::root::pivot_into(root, put_old)?;
+            let mut trees = [-1i32; super::root::MAX_BINDS];
+            if let Some(plan) = &self.root {
+                // The bind sources while the host's root is still here.
+                super::root::take_sources(&self.binds, &mut trees)?;
+                super::root::enter_root(plan)?;
             }
-            self.mount_files()?;
+            self.mount_files(&trees)?;
         }
         if self.pid_namespace {
             // Returns only in the process that goes on to exec the app.
@@ -53,13 +56,15 @@ impl PreparedSandbox {
         if let Some(network) = self.network_fd {
             crate::net::netns::enter(network)?;
         }
-        self.mount_files()?;
+        self.mount_files(&[])?;
         self.become_user()
     }
 
     /// The fresh `/tmp`, a private `/dev` (for a sandboxed instance) and
     /// the bind mounts, in the mount namespace the caller has of its own.
-    fn mount_files(&self) -> io::Result<()> {
+    /// `trees`: the bind sources taken as detached trees, for an instance
+    /// with a root of its own (their sources are gone by now).
+    fn mount_files(&self, trees: &[i32]) -> io::Result<()> {
         if self.user.is_some() {
             private_dev()?;
             for dir in &self.hidden {
@@ -110,19 +115,20 @@ impl PreparedSandbox {
             }
             if self.root.is_some() {
                 super::root::make_mount_points(&self.mount_points)?;
+                for (index, (_, destination, _)) in self.binds.iter().enumerate() {
+                    super::root::move_into_place(trees[index], destination)?;
+                }
+            } else {
+                for (source, destination, _) in &self.binds {
+                    check(libc::mount(
+                        source.as_ptr(),
+                        destination.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ))?;
+                }
             }
-            for (source, destination, _) in &self.binds {
-                check(libc::mount(
-                    source.as_ptr(),
-                    destination.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ))?;
-            }
-        }
-        if self.root.is_some() {
-            super::root::detach_host()?;
         }
         if self.user.is_some() {
             self.read_only_but_scratch()?;
@@ -138,6 +144,11 @@ impl PreparedSandbox {
     /// (before 5.12) leaves the mounts as they were.
     fn read_only_but_scratch(&self) -> io::Result<()> {
         match set_read_only(c"/", true, true) {
+            // An image's root is read-only whatever the kernel: the
+            // overlay's upper layer would otherwise take the app's writes.
+            Err(err) if err.raw_os_error() == Some(libc::ENOSYS) && self.root.is_some() => {
+                return super::root::remount_root_read_only();
+            }
             Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => return Ok(()),
             other => other?,
         }

@@ -59,10 +59,9 @@ pub(crate) struct PreparedSandbox {
     workdir: CString,
     /// Host folders covered with an empty tmpfs (see [`HIDDEN`]).
     hidden: Vec<CString>,
-    /// A root of its own to pivot into and where the host's root goes
-    /// meanwhile (host paths), and the folders and files to make inside
-    /// it for the mounts and the working directory.
-    root: Option<(CString, CString)>,
+    /// A root of its own (see [`root`]), and the folders and files to
+    /// make inside it for the mounts and the working directory.
+    root: Option<root::RootPlan>,
     mount_points: Vec<(CString, bool)>,
 }
 
@@ -219,15 +218,19 @@ impl PreparedSandbox {
         sandbox: Option<&crate::Sandbox>,
     ) -> io::Result<PreparedSandbox> {
         seccomp::prepare();
+        if binds.len() > root::MAX_BINDS {
+            return Err(io::Error::other(
+                "too many bind mounts for an image instance",
+            ));
+        }
         let mut mount_points = Vec::new();
         let mut pairs = Vec::with_capacity(binds.len());
         for bind in binds {
-            root::mount_point(&bind.destination, bind.source.is_file(), &mut mount_points)?;
-            pairs.push((
-                root::from_host(&bind.source)?,
-                c_path(&bind.destination)?,
-                bind.writable,
-            ));
+            // Sources are the host's, resolved on the host now (never
+            // through the image); destinations are made in the new root.
+            let source = std::fs::canonicalize(&bind.source)?;
+            root::mount_point(&bind.destination, source.is_file(), &mut mount_points)?;
+            pairs.push((c_path(&source)?, c_path(&bind.destination)?, bind.writable));
         }
         root::mount_point(workdir, false, &mut mount_points)?;
         Ok(PreparedSandbox {
@@ -246,7 +249,7 @@ impl PreparedSandbox {
             // This binary is not inside the image's root.
             reexec: false,
             workdir: c_path(workdir)?,
-            root: Some((c_path(root)?, c_path(&root.join(".berth-host"))?)),
+            root: Some(root::RootPlan::new(root)?),
             mount_points,
         })
     }
@@ -281,6 +284,13 @@ impl PreparedSandbox {
     /// standby made ahead; what is left is per instance (network, files, user).
     pub(crate) fn fits_standby(&self) -> bool {
         self.user.is_some() && self.pid_namespace && self.root.is_none()
+    }
+
+    /// What of the sandbox concerns its own root (for tests): the plan,
+    /// the mount points, the binds.
+    #[cfg(test)]
+    pub(crate) fn root_view(&self) -> impl std::fmt::Debug + '_ {
+        (&self.root, &self.mount_points, &self.binds, &self.workdir)
     }
 
     /// Whether the app runs as pid 2 of a pid namespace of its own (a

@@ -1,7 +1,12 @@
-//! An instance in a root file system of its own (an image's): the root is
-//! bound onto itself and `pivot_root` makes it `/`; the host's root stays
-//! reachable at [`HOST`] only while the bind mounts are made, then it is
-//! detached, so nothing of the host's file system is left to see.
+//! An instance in a root file system of its own (an image's). Its `/` is
+//! an overlay: the image's root, shared by every instance and never
+//! written, under a small tmpfs of the instance's own, where the mount
+//! points its image lacks are made. The host's root is detached right
+//! after the pivot, before anything is made inside the new root, so no
+//! path in the image — a symlink, a `..`, a working directory — can reach
+//! the host's files. Bind sources are taken as detached mount trees
+//! (`open_tree`) while the host's root is still there, and moved into
+//! place after.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -9,8 +14,24 @@ use std::path::{Component, Path};
 
 use super::sys::check;
 
-/// Where the host's root is while the instance's mounts are made.
-pub(super) const HOST: &CStr = c"/.berth-host";
+/// The most bind mounts an instance with its own root gets.
+pub(super) const MAX_BINDS: usize = 32;
+
+/// Where and how the new root is made (host paths, made before the fork).
+#[derive(Debug)]
+pub(crate) struct RootPlan {
+    /// The image's root, the overlay's lower layer.
+    pub(super) lower: CString,
+    /// A folder beside it the instance's tmpfs is mounted on.
+    pub(super) scratch: CString,
+    /// In the tmpfs: the overlay's upper and work folders, and where the
+    /// overlay is mounted.
+    pub(super) upper: CString,
+    pub(super) work: CString,
+    pub(super) merged: CString,
+    /// `lowerdir=…,upperdir=…,workdir=…`.
+    pub(super) options: CString,
+}
 
 fn c_path(path: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
@@ -18,23 +39,87 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::other(format!("{} holds a NUL byte", path.display())))
 }
 
-/// The host path `source` as reached from inside the new root, before the
-/// host's root is detached.
-pub(super) fn from_host(source: &Path) -> io::Result<CString> {
-    let mut path = HOST.to_bytes().to_vec();
-    use std::os::unix::ffi::OsStrExt;
-    path.extend_from_slice(source.as_os_str().as_bytes());
-    CString::new(path)
-        .map_err(|_| io::Error::other(format!("{} holds a NUL byte", source.display())))
+impl RootPlan {
+    /// The plan for `root` (an image's root folder); its scratch folder is
+    /// made beside it.
+    pub(super) fn new(root: &Path) -> io::Result<RootPlan> {
+        let scratch = root
+            .parent()
+            .ok_or_else(|| io::Error::other("an image root has a parent folder"))?
+            .join("mnt");
+        std::fs::create_dir_all(&scratch)?;
+        let lower = c_path(root)?;
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            root.display(),
+            scratch.join("upper").display(),
+            scratch.join("work").display()
+        );
+        // Commas and colons separate overlay options and layers.
+        if options.matches([',', ':']).count() != 2 {
+            return Err(io::Error::other(format!(
+                "{} holds a comma or a colon, which overlay options cannot carry",
+                root.display()
+            )));
+        }
+        Ok(RootPlan {
+            lower,
+            upper: c_path(&scratch.join("upper"))?,
+            work: c_path(&scratch.join("work"))?,
+            merged: c_path(&scratch.join("merged"))?,
+            scratch: c_path(&scratch)?,
+            options: CString::new(options).map_err(io::Error::other)?,
+        })
+    }
+
+    /// Its strings, in order, for the spawner's protocol.
+    pub(super) fn parts(&self) -> [&CStr; 6] {
+        [
+            &self.lower,
+            &self.scratch,
+            &self.upper,
+            &self.work,
+            &self.merged,
+            &self.options,
+        ]
+    }
+
+    /// Made again from [`RootPlan::parts`].
+    pub(super) fn from_parts(mut parts: Vec<CString>) -> io::Result<RootPlan> {
+        if parts.len() != 6 {
+            return Err(io::Error::other("a root plan has six parts"));
+        }
+        let options = parts.pop().expect("six");
+        let merged = parts.pop().expect("six");
+        let work = parts.pop().expect("six");
+        let upper = parts.pop().expect("six");
+        let scratch = parts.pop().expect("six");
+        let lower = parts.pop().expect("six");
+        Ok(RootPlan {
+            lower,
+            scratch,
+            upper,
+            work,
+            merged,
+            options,
+        })
+    }
 }
 
 /// The folders (and, last, the file when `file`) to make for `path`
-/// inside the root, parents first, skipping those in `made`.
+/// inside the new root, parents first, skipping those in `made`. A path
+/// with `..` is refused: it is the app's spec or the image's, and needs none.
 pub(super) fn mount_point(
     path: &Path,
     file: bool,
     made: &mut Vec<(CString, bool)>,
 ) -> io::Result<()> {
+    if path.components().any(|part| part == Component::ParentDir) {
+        return Err(io::Error::other(format!(
+            "{} climbs with `..`: a mount destination or working directory names a plain path",
+            path.display()
+        )));
+    }
     let mut at = std::path::PathBuf::from("/");
     let parts: Vec<_> = path
         .components()
@@ -51,27 +136,74 @@ pub(super) fn mount_point(
     Ok(())
 }
 
-/// Makes `root` the process's `/`, with the host's root at [`HOST`].
-pub(super) fn pivot_into(root: &CStr, put_old: &CStr) -> io::Result<()> {
-    // SAFETY: mount, mkdir, pivot_root and chdir with C strings made
-    // before the fork; async-signal-safe system calls.
+/// `open_tree(2)`: a detached copy of the mount tree at `source`.
+fn open_tree(source: &CStr) -> io::Result<i32> {
+    // SAFETY: open_tree with a C string made before the fork; an
+    // async-signal-safe system call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            libc::OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd as i32)
+}
+
+/// Takes each bind's source (a host path) as a detached tree into `fds`.
+pub(super) fn take_sources(
+    binds: &[(CString, CString, bool)],
+    fds: &mut [i32; MAX_BINDS],
+) -> io::Result<()> {
+    if binds.len() > MAX_BINDS {
+        return Err(io::Error::other(
+            "too many bind mounts for an image instance",
+        ));
+    }
+    for (index, (source, _, _)) in binds.iter().enumerate() {
+        fds[index] = open_tree(source)?;
+    }
+    Ok(())
+}
+
+/// Makes the overlay and pivots into it; the host's root is detached.
+pub(super) fn enter_root(plan: &RootPlan) -> io::Result<()> {
+    // SAFETY: mount, mkdir, chdir, pivot_root and umount2 with C strings
+    // made before the fork; async-signal-safe system calls.
     unsafe {
         check(libc::mount(
-            root.as_ptr(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
+            c"tmpfs".as_ptr(),
+            plan.scratch.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=755,size=16m".as_ptr().cast(),
         ))?;
-        if libc::mkdir(put_old.as_ptr(), 0o700) != 0 && *libc::__errno_location() != libc::EEXIST {
-            return Err(io::Error::last_os_error());
+        for dir in [&plan.upper, &plan.work, &plan.merged] {
+            check(libc::mkdir(dir.as_ptr(), 0o755))?;
         }
-        check(libc::syscall(libc::SYS_pivot_root, root.as_ptr(), put_old.as_ptr()) as i32)?;
+        check(libc::mount(
+            c"overlay".as_ptr(),
+            plan.merged.as_ptr(),
+            c"overlay".as_ptr(),
+            0,
+            plan.options.as_ptr().cast(),
+        ))?;
+        check(libc::chdir(plan.merged.as_ptr()))?;
+        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32)?;
+        // The host's root, stacked on top by the pivot, goes now.
+        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
         check(libc::chdir(c"/".as_ptr()))
     }
 }
 
-/// Makes the mount points inside the new root that its image lacks.
+/// Makes the mount points inside the new root that its image lacks (in
+/// the instance's own upper layer: the image's root is not touched).
 pub(super) fn make_mount_points(points: &[(CString, bool)]) -> io::Result<()> {
     for (path, file) in points {
         // SAFETY: mkdir and open with C strings made before the fork.
@@ -101,12 +233,34 @@ pub(super) fn make_mount_points(points: &[(CString, bool)]) -> io::Result<()> {
     Ok(())
 }
 
-/// Detaches the host's root: from here on only the instance's is seen.
-pub(super) fn detach_host() -> io::Result<()> {
-    // SAFETY: umount2 and rmdir with a constant C string.
+/// Moves the detached tree `fd` onto `destination` (a path in the new root).
+pub(super) fn move_into_place(fd: i32, destination: &CStr) -> io::Result<()> {
+    // SAFETY: move_mount and close on a descriptor of ours, with C strings
+    // made before the fork.
     unsafe {
-        check(libc::umount2(HOST.as_ptr(), libc::MNT_DETACH))?;
-        libc::rmdir(HOST.as_ptr());
+        let moved = libc::syscall(
+            libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            destination.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        ) as i32;
+        libc::close(fd);
+        check(moved)
     }
-    Ok(())
+}
+
+/// Makes `/` read-only on a kernel without `mount_setattr` (before 5.12).
+pub(super) fn remount_root_read_only() -> io::Result<()> {
+    // SAFETY: mount with constant C strings.
+    check(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    })
 }

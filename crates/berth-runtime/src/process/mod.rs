@@ -104,15 +104,30 @@ impl Driver for ProcessDriver {
         // The release's binaries, then the system's: never the server's own
         // PATH (a root shell's may name directories an app has no business in).
         let root = isolation::is_root();
+        if !root
+            && spec
+                .sandbox
+                .as_ref()
+                .is_some_and(|sandbox| sandbox.root.is_some())
+        {
+            // Never the image's command on the host's root instead.
+            return Err(DriverError::Sandbox {
+                command: spec.command.clone(),
+                what: "entering its image's root".into(),
+                source: std::io::Error::other("a root of its own needs berth running as root"),
+            });
+        }
         let sandbox_spec = spec.sandbox.as_ref().filter(|_| root);
         let own_root = sandbox_spec.and_then(|sandbox| sandbox.root.as_deref());
         let mut argv = command_line(&spec.command);
         let path = match own_root {
             // An image's own PATH, or the usual one: its files, not the host's.
             Some(image_root) => {
+                // The last PATH wins, as in the instance's env.
                 let path = spec
                     .env
                     .iter()
+                    .rev()
                     .find(|(key, _)| key == "PATH")
                     .map_or(SYSTEM_PATH.to_string(), |(_, value)| value.clone());
                 argv[0] = crate::spawner::resolve_in_root(
@@ -182,7 +197,9 @@ impl Driver for ProcessDriver {
                     start_through_spawner(
                         argv.clone(),
                         &env,
-                        &path,
+                        // An image's program was found in its root above;
+                        // the host's PATH must not find another.
+                        if own_root.is_some() { "" } else { &path },
                         &spec.workdir,
                         prepared,
                         standby,
@@ -281,9 +298,17 @@ impl Driver for ProcessDriver {
 }
 
 /// A plain `program arg…` is executed directly: no shell to start (it
-/// costs about a millisecond, which a cold start notices); anything else
-/// runs under `/bin/sh -c`.
+/// costs about a millisecond, which a cold start notices), and so is the
+/// exec form `["program", "arg"]`; anything else runs under `/bin/sh -c`.
 fn command_line(command: &str) -> Vec<OsString> {
+    // Exec form, as a Dockerfile writes it: `["/app", "--flag", "a b"]`,
+    // run as those words (an image may have no shell).
+    if command.trim_start().starts_with('[')
+        && let Ok(words) = serde_json::from_str::<Vec<String>>(command)
+        && !words.is_empty()
+    {
+        return words.into_iter().map(OsString::from).collect();
+    }
     match plain_words(command) {
         Some(words) => words.iter().map(OsString::from).collect(),
         None => vec!["/bin/sh".into(), "-c".into(), shell_line(command).into()],
@@ -521,6 +546,8 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, which: OutputStream, outp
 
 mod command;
 mod on_terminal;
+#[cfg(test)]
+mod root_tests;
 mod started;
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,9 @@ use super::*;
 /// The sandboxed tests run one at a time: each measures a cgroup limit
 /// (memory, pids) on a machine with two cores, and two at once under a
 /// memory limit made one of them fail now and then (Signal 9, no output).
-static SANDBOXED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static SANDBOXED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn spec(command: &str) -> InstanceSpec {
+pub(super) fn spec(command: &str) -> InstanceSpec {
     InstanceSpec {
         id: "web-test".into(),
         app: "test".into(),
@@ -24,7 +24,7 @@ fn spec(command: &str) -> InstanceSpec {
 }
 
 /// A sandbox as user `nobody` with `memory_mib` of memory and `pids` processes.
-fn nobody(memory_mib: u64, pids: u64) -> crate::Sandbox {
+pub(super) fn nobody(memory_mib: u64, pids: u64) -> crate::Sandbox {
     crate::Sandbox {
         uid: 65534,
         gid: 65534,
@@ -40,7 +40,7 @@ fn nobody(memory_mib: u64, pids: u64) -> crate::Sandbox {
 }
 
 /// A sink that keeps every line, and the lines it kept.
-fn collected() -> (Arc<Mutex<Vec<String>>>, OutputSink) {
+pub(super) fn collected() -> (Arc<Mutex<Vec<String>>>, OutputSink) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink_lines = lines.clone();
     let sink: OutputSink = Arc::new(move |_, line| sink_lines.lock().unwrap().push(line));
@@ -54,6 +54,11 @@ fn plain_commands_skip_the_shell() {
         Some(vec!["hello", "serve", "--port", "8080"])
     );
     assert_eq!(plain_words("./bin/app"), Some(vec!["./bin/app"]));
+    assert_eq!(
+        command_line(r#"["/app/run", "a b", "it's"]"#),
+        ["/app/run", "a b", "it's"]
+    );
+    assert_eq!(command_line("[ -e x ] && y")[0], "/bin/sh");
     for shell in [
         "echo $PORT",
         "a && b",
@@ -489,114 +494,4 @@ async fn a_very_long_line_is_kept_once_in_part_not_split_into_many() {
     assert_eq!(lines.len(), 2, "one long line and the next");
     assert_eq!(lines[0].len(), MAX_LINE_BYTES);
     assert_eq!(lines[1], "after");
-}
-
-/// A root file system of the host's `dash` (as `/bin/sh`) and the
-/// libraries `ldd` names, with a marker file: an image's, in miniature.
-fn tiny_root(dir: &std::path::Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let root = dir.join("rootfs");
-    let copy = |from: &std::path::Path, to: &std::path::Path| {
-        let to = root.join(to.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(from, &to).unwrap();
-    };
-    let shell = std::fs::canonicalize("/bin/sh").unwrap();
-    copy(&shell, std::path::Path::new("/bin/sh"));
-    let ldd = std::process::Command::new("ldd")
-        .arg(&shell)
-        .output()
-        .unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let library = line
-            .split_whitespace()
-            .find(|word| word.starts_with('/'))
-            .map(std::path::PathBuf::from);
-        if let Some(library) = library {
-            copy(&std::fs::canonicalize(&library).unwrap(), &library);
-        }
-    }
-    std::fs::write(root.join("marker"), "from the image\n").unwrap();
-    for dir in ["proc", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    // Readable by the app's user, as an unpacked image is.
-    for entry in [root.clone(), root.join("bin"), root.join("etc")] {
-        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    root
-}
-
-#[tokio::test]
-#[ignore = "needs root"]
-async fn an_instance_with_a_root_of_its_own_sees_only_it_and_its_mounts() {
-    assert!(crate::can_isolate(), "sandboxes need root");
-    let _one_at_a_time = SANDBOXED.lock().await;
-    crate::private_umask();
-    let dir = tempfile::tempdir().unwrap();
-    let root = tiny_root(dir.path());
-    let volume = dir.path().join("volume");
-    std::fs::create_dir_all(&volume).unwrap();
-    std::fs::set_permissions(&volume, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let driver = ProcessDriver::detect();
-    let (lines, sink) = collected();
-    let mut contained = spec(
-        "echo /*; read line < /marker; echo $line; echo kept > /data/out; \
-         [ -e /work ] || [ -e /root ] && echo host-visible || echo host-hidden; \
-         echo $PWD; [ -e /proc/1/status ] && echo own-proc; \
-         { echo nope > /marker; } 2>/dev/null || echo root-read-only",
-    );
-    contained.workdir = "/srv/app".into();
-    contained.binds = vec![crate::BindMount {
-        source: volume.clone(),
-        destination: "/data".into(),
-        writable: true,
-    }];
-    contained.sandbox = Some(crate::Sandbox {
-        root: Some(root.clone()),
-        ..nobody(64, 64)
-    });
-    let instance = driver.start(&contained, sink).unwrap();
-    assert_eq!(
-        instance.exited().await,
-        ExitCause::Code(0),
-        "{:?}",
-        lines.lock().unwrap()
-    );
-    let lines = lines.lock().unwrap().clone();
-    assert!(
-        lines[0].contains("/marker") && lines[0].contains("/data"),
-        "{lines:?}"
-    );
-    for host_only in ["/home", "/root", "/var", "/work", "/.berth-host"] {
-        assert!(
-            !lines[0].split(' ').any(|entry| entry == host_only),
-            "{lines:?}"
-        );
-    }
-    assert_eq!(
-        lines[1..],
-        [
-            "from the image",
-            "host-hidden",
-            "/srv/app",
-            "own-proc",
-            "root-read-only"
-        ]
-    );
-    assert_eq!(
-        std::fs::read_to_string(volume.join("out")).unwrap(),
-        "kept\n"
-    );
-    // The image's root is unchanged.
-    assert_eq!(
-        std::fs::read_to_string(root.join("marker")).unwrap(),
-        "from the image\n"
-    );
 }

@@ -104,7 +104,8 @@ pub(crate) fn resolve(program: &str, path: &str, workdir: &Path) -> PathBuf {
 }
 
 /// [`resolve`] for a process whose `/` will be `root` (an image's): the
-/// program is looked for in `root`, and named as the process will see it.
+/// program is looked for in `root`, symlinks followed as they will be
+/// once `root` is `/`, and named as the process will see it.
 pub(crate) fn resolve_in_root(root: &Path, program: &str, path: &str, workdir: &Path) -> PathBuf {
     if program.contains('/') {
         return if Path::new(program).is_absolute() {
@@ -115,15 +116,68 @@ pub(crate) fn resolve_in_root(root: &Path, program: &str, path: &str, workdir: &
     }
     for dir in path.split(':').filter(|dir| dir.starts_with('/')) {
         let inside = Path::new(dir).join(program);
-        let on_host = root.join(inside.strip_prefix("/").unwrap_or(&inside));
-        if let Ok(meta) = std::fs::metadata(&on_host) {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return inside;
-            }
+        if is_executable_in_root(root, &inside) {
+            return inside;
         }
     }
     PathBuf::from(program)
+}
+
+/// Whether `inside` (an absolute path) names an executable file when
+/// `root` is `/`: each component is looked at without following it, and
+/// a symlink is followed by hand, absolute ones from `root`.
+fn is_executable_in_root(root: &Path, inside: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = inside
+        .components()
+        .filter_map(|part| match part {
+            std::path::Component::Normal(name) => Some(name.to_os_string()),
+            std::path::Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut followed = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            at.pop();
+            continue;
+        }
+        let host: PathBuf = at
+            .iter()
+            .fold(root.to_path_buf(), |path, p| path.join(p))
+            .join(&part);
+        let Ok(meta) = std::fs::symlink_metadata(&host) else {
+            return false;
+        };
+        if meta.file_type().is_symlink() {
+            followed += 1;
+            let Ok(target) = std::fs::read_link(&host) else {
+                return false;
+            };
+            if followed > 40 {
+                return false;
+            }
+            if target.is_absolute() {
+                at.clear();
+            }
+            let mut next: std::collections::VecDeque<std::ffi::OsString> = target
+                .components()
+                .filter_map(|part| match part {
+                    std::path::Component::Normal(name) => Some(name.to_os_string()),
+                    std::path::Component::ParentDir => Some("..".into()),
+                    _ => None,
+                })
+                .collect();
+            next.extend(pending.drain(..));
+            pending = next;
+        } else if pending.is_empty() {
+            return meta.is_file() && meta.permissions().mode() & 0o111 != 0;
+        } else {
+            at.push(part);
+        }
+    }
+    false
 }
 
 /// `KEY=value` for the env of a request.

@@ -15,25 +15,19 @@ use crate::launch::{IMAGE_FILE, PinnedImage};
 /// or not (`127.0.0.1:8079/shop:v1`): the repository and reference.
 pub(crate) fn parse_reference(reference: &str) -> Result<(RepoName, String), String> {
     let mut rest = reference.trim();
-    if let Some((host, after)) = rest.split_once('/') {
-        let is_host = host.contains(':') || host.contains('.') || host == "localhost";
-        if is_host {
-            let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
-            let local = name == "localhost"
-                || name
-                    .trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !local {
-                return Err(format!(
-                    "{reference}: berth runs images from its own registry; push it there first (skopeo copy … docker://SERVER/NAME:TAG, see docs/registry.md)"
-                ));
-            }
-            rest = after;
-        }
+    // A registry address before the name (as pushed: `SERVER:8079/shop`):
+    // berth looks in its own registry whatever it is.
+    if let Some((host, after)) = rest.split_once('/')
+        && (host.contains(':') || host.contains('.') || host.contains('[') || host == "localhost")
+    {
+        rest = after;
     }
     let (name, tag) = match rest.split_once('@') {
-        Some((name, digest)) => (name, digest.to_string()),
+        // `name:tag@digest`: the digest decides.
+        Some((name, digest)) => (
+            name.split_once(':').map_or(name, |(name, _)| name),
+            digest.to_string(),
+        ),
         None => match rest.rsplit_once(':') {
             Some((name, tag)) => (name, tag.to_string()),
             None => (rest, "latest".to_string()),
@@ -64,7 +58,15 @@ impl Deployer {
         tokio::task::spawn_blocking(move || {
             let prepared = store
                 .prepare(&registry, &repo, &tag, &Platform::host())
-                .map_err(|err| format!("{reference}: {err}"))?;
+                .map_err(|err| match err {
+                    berth_image::ImageError::Registry(
+                        berth_registry::RegistryError::ManifestUnknown(_)
+                        | berth_registry::RegistryError::NameUnknown(_),
+                    ) => format!(
+                        "{reference}: manifest unknown in berth's registry (berth runs images from its own registry: push it there first, see docs/registry.md)"
+                    ),
+                    other => format!("{reference}: {other}"),
+                })?;
             let pinned = PinnedImage {
                 reference,
                 repository: repo.to_string(),
@@ -115,12 +117,19 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
             parsed(&format!("shop@{digest}")).unwrap(),
-            ("shop".into(), digest)
+            ("shop".into(), digest.clone())
         );
-        assert!(
-            parsed("docker.io/library/postgres:16")
-                .unwrap_err()
-                .contains("own registry")
+        assert_eq!(
+            parsed("docker.io/library/postgres:16").unwrap(),
+            ("library/postgres".into(), "16".into())
+        );
+        assert_eq!(
+            parsed("[::1]:8079/shop:v2").unwrap(),
+            ("shop".into(), "v2".into())
+        );
+        assert_eq!(
+            parsed(&format!("shop:v1@{digest}")).unwrap(),
+            ("shop".into(), digest.clone())
         );
         assert!(parsed("Shop:v1").is_err());
     }

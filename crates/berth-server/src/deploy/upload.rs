@@ -185,6 +185,13 @@ impl Deployer {
         let (default_binary, slug) = match image {
             Some(image) => {
                 let (slug, pinned) = self.image_slug(&app, &image, &progress).await?;
+                if pinned.config.argv().is_empty()
+                    && spec.process_commands("").values().any(String::is_empty)
+                {
+                    return Err(DeployFailure::before_release(format!(
+                        "{image} has neither ENTRYPOINT nor CMD: name the command in berth.toml's [processes]"
+                    )));
+                }
                 // An image that listens on a port it exposes is reached there.
                 if spec.http.internal_port.is_none()
                     && let Some(port) = pinned.config.exposed_ports.first()

@@ -29,31 +29,42 @@ pub(crate) struct PinnedImage {
 }
 
 impl PinnedImage {
-    /// The image a slug pins, if it is an image's.
-    pub(crate) fn of_slug(slug_dir: &Path) -> Option<PinnedImage> {
-        let bytes = std::fs::read(slug_dir.join(IMAGE_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    /// The image a slug pins, if it is an image's; a pin that cannot be
+    /// read is an error, never taken for "not an image".
+    pub(crate) fn of_slug(slug_dir: &Path) -> Result<Option<PinnedImage>, String> {
+        let bytes = match std::fs::read(slug_dir.join(IMAGE_FILE)) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(format!(
+                    "cannot read {}: {err}",
+                    slug_dir.join(IMAGE_FILE).display()
+                ));
+            }
+        };
+        let pinned: PinnedImage = serde_json::from_slice(&bytes)
+            .map_err(|err| format!("{} is damaged: {err}", slug_dir.join(IMAGE_FILE).display()))?;
+        berth_registry::Digest::parse(&pinned.manifest)
+            .map_err(|err| format!("{}: {err}", slug_dir.join(IMAGE_FILE).display()))?;
+        Ok(Some(pinned))
     }
 
-    /// The command an instance runs: the entrypoint and cmd, each word
-    /// quoted only when it needs to be.
+    /// The command an instance runs: the entrypoint and cmd, as plain
+    /// words when they are, else in exec form (`["a", "b c"]`), which the
+    /// sandbox runs without a shell (an image may have none).
     pub(crate) fn command(&self) -> String {
-        self.config
-            .argv()
-            .iter()
-            .map(|word| {
-                let plain = !word.is_empty()
-                    && word
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@+%".contains(&b));
-                if plain {
-                    word.clone()
-                } else {
-                    format!("'{}'", word.replace('\'', r"'\''"))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        let argv = self.config.argv();
+        let plain = argv.iter().all(|word| {
+            !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@+%".contains(&b))
+        });
+        if plain && argv.first().is_some_and(|first| !first.contains('=')) {
+            argv.join(" ")
+        } else {
+            serde_json::to_string(&argv).expect("words serialize")
+        }
     }
 }
 
@@ -106,7 +117,7 @@ impl Launcher {
             bin_dir: workdir.clone(),
             workdir,
             env,
-            binds: self.resources.binds_for(&release.app, spec, process),
+            binds: image_binds(self.resources.binds_for(&release.app, spec, process)),
             sandbox: Some(sandbox),
             stop_signal: spec
                 .kill_signal
@@ -115,6 +126,23 @@ impl Launcher {
             terminal: None,
         })
     }
+}
+
+/// An image instance's binds: the host's resolver and hosts files first
+/// (an image may have none; the network's own, when it has them, are
+/// mounted over these), then the app's volumes.
+fn image_binds(volumes: Vec<berth_runtime::BindMount>) -> Vec<berth_runtime::BindMount> {
+    let mut binds: Vec<berth_runtime::BindMount> = ["/etc/resolv.conf", "/etc/hosts"]
+        .into_iter()
+        .filter(|file| Path::new(file).is_file())
+        .map(|file| berth_runtime::BindMount {
+            source: file.into(),
+            destination: file.into(),
+            writable: false,
+        })
+        .collect();
+    binds.extend(volumes);
+    binds
 }
 
 #[cfg(test)]
@@ -138,7 +166,7 @@ mod tests {
         );
         assert_eq!(
             pinned(&["/bin/sh", "-c", "echo it's"]).command(),
-            r"/bin/sh -c 'echo it'\''s'"
+            r#"["/bin/sh","-c","echo it's"]"#
         );
     }
 }

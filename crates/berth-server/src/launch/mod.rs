@@ -72,7 +72,8 @@ impl Launcher {
                 ),
             ));
         }
-        let image = PinnedImage::of_slug(&slug_dir);
+        let image = PinnedImage::of_slug(&slug_dir)
+            .map_err(|message| StartError::lasting(StartSide::Berth, message))?;
         let mut env: Vec<(String, String)> = Vec::new();
         // An image's own env first: everything after may override it.
         if let Some(image) = &image {

@@ -17,6 +17,10 @@ use crate::api::state::ApiState;
 /// How often the collector runs.
 const EVERY: Duration = Duration::from_secs(3600);
 
+/// An image root made or used this recently stays, whatever the grace:
+/// a deploy may be between making it and storing its release.
+const MIN_ROOT_GRACE: Duration = Duration::from_secs(600);
+
 /// What names the images releases run: the manifests their slugs pin.
 pub(crate) type Pins = Arc<dyn Fn() -> Result<HashSet<Digest>, String> + Send + Sync>;
 
@@ -27,10 +31,14 @@ pub(crate) fn release_pins(store: Arc<berth_store::Store>, slugs: berth_build::S
         let mut pinned = HashSet::new();
         for app in store.apps().map_err(|err| err.to_string())? {
             for release in store.releases(&app.name).map_err(|err| err.to_string())? {
-                if let Some(image) = crate::launch::PinnedImage::of_slug(&slugs.path(&release.slug))
-                    && let Ok(digest) = Digest::parse(&image.manifest)
-                {
-                    pinned.insert(digest);
+                let slug = slugs.path(&release.slug);
+                // A slug already collected pins nothing; one unreadable
+                // stops the collection.
+                if !slug.is_dir() {
+                    continue;
+                }
+                if let Some(image) = crate::launch::PinnedImage::of_slug(&slug)? {
+                    pinned.insert(Digest::parse(&image.manifest).map_err(|err| err.to_string())?);
                 }
             }
         }
@@ -52,7 +60,7 @@ fn collect(
         .collect_garbage(&pinned, SystemTime::now(), grace)
         .map_err(|err| err.to_string())?;
     images
-        .remove_unused(&pinned)
+        .remove_unused(&pinned, SystemTime::now(), grace.max(MIN_ROOT_GRACE))
         .map_err(|err| err.to_string())?;
     Ok(RegistryGc {
         manifests_removed: report.manifests_removed as u64,
