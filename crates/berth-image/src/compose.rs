@@ -279,6 +279,11 @@ pub fn publish(
     };
     if let Some(entrypoint) = &settings.entrypoint {
         run.insert("Entrypoint".into(), json!(entrypoint));
+        // A new entrypoint drops the base's Cmd, as docker does (a base's
+        // `bash` must not become the app's argument).
+        if settings.cmd.is_none() {
+            run.remove("Cmd");
+        }
     }
     if let Some(cmd) = &settings.cmd {
         run.insert("Cmd".into(), json!(cmd));

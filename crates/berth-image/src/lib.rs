@@ -16,8 +16,9 @@ mod unpack;
 
 pub use compose::{ImageSettings, LayerWriter, WrittenLayer, publish};
 pub use config::{ImageConfig, Platform};
-pub use elf::shared_libraries;
+pub use elf::{is_not_elf, shared_libraries};
 pub use store::{ImageStore, PreparedImage};
+pub use unpack::is_dir_in_root;
 pub use unpack::{LayerStats, UnpackLimits, unpack_layer};
 
 /// Why an image cannot be made runnable.

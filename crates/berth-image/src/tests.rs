@@ -399,9 +399,11 @@ fn images_made_here_run_on_their_base() {
     );
     assert_eq!(
         prepared.config.argv(),
-        ["/usr/local/bin/app", "/bin/app"],
-        "the base's cmd stays"
+        ["/usr/local/bin/app"],
+        "a new entrypoint drops the base's cmd"
     );
+    assert!(is_dir_in_root(&prepared.root, "/srv/static"));
+    assert!(!is_dir_in_root(&prepared.root, "/usr/local/bin/app"));
     assert_eq!(
         (
             prepared.config.working_dir.as_str(),

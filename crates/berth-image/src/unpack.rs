@@ -325,3 +325,12 @@ pub fn unpack_layer(
 fn is_early_end(err: &std::io::Error) -> bool {
     err.kind() == std::io::ErrorKind::UnexpectedEof || err.to_string().contains("unexpected EOF")
 }
+
+/// Whether `inside` (a path in the image) is a folder of `root`, symlinks
+/// followed inside the root as the instance will see them.
+pub fn is_dir_in_root(root: &Path, inside: &str) -> bool {
+    let Ok(parts) = clean(Path::new(inside)) else {
+        return false;
+    };
+    resolve_dir(root, &parts, false).is_ok_and(|dir| dir.is_dir())
+}

@@ -17,6 +17,9 @@ use crate::launch::PinnedImage;
 /// Where the slug goes in the image.
 const APP_DIR: &str = "/app";
 
+/// Where Debian keeps the CA certificates (and where TLS libraries look).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// The port an image made here listens on unless the spec fixes one.
 const DEFAULT_PORT: u16 = 8080;
 
@@ -53,11 +56,20 @@ pub(crate) fn build_image(
     let mut libraries = BTreeSet::new();
     if let Ok(entries) = std::fs::read_dir(slug_dir.join(SLUG_BIN_DIR)) {
         for entry in entries.flatten() {
-            // Scripts and static binaries need nothing more.
-            if let Ok(needed) = shared_libraries(&entry.path()) {
-                libraries.extend(needed);
+            match shared_libraries(&entry.path()) {
+                Ok(needed) => libraries.extend(needed),
+                // Scripts need nothing more.
+                Err(err) if berth_image::is_not_elf(&err) => {}
+                Err(err) => return Err(err.to_string()),
             }
         }
+    }
+    // The host's CA certificates, for the app's TLS clients.
+    let certificates = Path::new(CA_BUNDLE);
+    if certificates.is_file() {
+        writer
+            .add_file(certificates, CA_BUNDLE, 0o644)
+            .map_err(|err| err.to_string())?;
     }
     for library in &libraries {
         let inside = library.to_string_lossy();
@@ -66,9 +78,15 @@ pub(crate) fn build_image(
             .map_err(|err| err.to_string())?;
     }
     let layer = writer.finish().map_err(|err| err.to_string())?;
+    let cmd = argv(command, slug_dir);
+    if cmd.first().map(String::as_str) == Some("/bin/sh") {
+        return Err(format!(
+            "the web command `{command}` needs a shell, which an image made by berth does not carry: give it a plain command (a program and its arguments)"
+        ));
+    }
     let port = spec.http.internal_port.unwrap_or(DEFAULT_PORT);
     let settings = ImageSettings {
-        cmd: Some(argv(command, slug_dir)),
+        cmd: Some(cmd),
         env: vec![
             (
                 "PATH".into(),

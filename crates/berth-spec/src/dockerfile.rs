@@ -20,6 +20,8 @@ pub struct ChefPlan {
     /// Where the binary is copied in the runtime stage (a file path; when
     /// the Dockerfile names a folder, the binary's name is joined on).
     pub destination: String,
+    /// The name the binary has in the build stage (the COPY source's).
+    pub copied_name: String,
     /// Whether the destination was written as a folder (`/usr/local/bin/`);
     /// otherwise it is one when the base image has a folder there.
     pub destination_is_dir: bool,
@@ -73,22 +75,76 @@ fn command_words(rest: &str) -> Vec<String> {
 /// `--flag=value` options before a COPY's paths, and the paths.
 fn copy_parts(rest: &str) -> (BTreeMap<String, String>, Vec<String>) {
     let mut flags = BTreeMap::new();
-    let mut paths = Vec::new();
-    if let Ok(words) = serde_json::from_str::<Vec<String>>(rest) {
-        return (flags, words);
-    }
-    for word in rest.split_whitespace() {
-        match word
-            .strip_prefix("--")
-            .and_then(|flag| flag.split_once('='))
-        {
-            Some((name, value)) if paths.is_empty() => {
-                flags.insert(name.to_string(), value.to_string());
-            }
-            _ => paths.push(word.to_string()),
+    let mut rest = rest.trim();
+    // The flags first, then the paths: plain words or a JSON array.
+    while let Some(flag) = rest.strip_prefix("--") {
+        let (word, after) = flag.split_once(char::is_whitespace).unwrap_or((flag, ""));
+        if let Some((name, value)) = word.split_once('=') {
+            flags.insert(name.to_string(), value.to_string());
         }
+        rest = after.trim_start();
     }
+    let paths = match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(words) => words,
+        Err(_) => rest.split_whitespace().map(str::to_string).collect(),
+    };
     (flags, paths)
+}
+
+/// `ENV` pairs: `A=1 B="two words"`, or the old `KEY value` form.
+fn env_pairs(rest: &str) -> Vec<(String, String)> {
+    if !rest
+        .split_whitespace()
+        .next()
+        .is_some_and(|word| word.contains('='))
+    {
+        return rest
+            .split_once(char::is_whitespace)
+            .map(|(key, value)| vec![(key.to_string(), value.trim().to_string())])
+            .unwrap_or_default();
+    }
+    let mut pairs = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        let mut quote = None;
+        while let Some(c) = chars.peek().copied() {
+            match (quote, c) {
+                (None, c) if c.is_whitespace() => break,
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(open), c) if c == open => quote = None,
+                (_, '\\') => {
+                    chars.next();
+                    if let Some(escaped) = chars.peek().copied() {
+                        value.push(escaped);
+                    }
+                }
+                (_, c) => value.push(c),
+            }
+            chars.next();
+        }
+        pairs.push((key.trim().to_string(), value));
+    }
+    pairs
+}
+
+/// `path` as an absolute path, relative ones under `workdir`.
+fn absolute(path: &str, workdir: Option<&str>) -> String {
+    if path.starts_with('/') {
+        return path.to_string();
+    }
+    let base = workdir.unwrap_or("/").trim_end_matches('/');
+    match path.trim_start_matches("./") {
+        "" | "." => format!("{base}/"),
+        rest => format!("{base}/{rest}"),
+    }
 }
 
 /// The `--bin` and `--features` of a `cargo build --release` line.
@@ -196,12 +252,9 @@ pub fn chef_plan(text: &str) -> Result<ChefPlan, String> {
                     .first()
                     .is_some_and(|source| source.contains("target/release/"));
                 if from_builder && binary_source && paths.len() == 2 && !copied {
-                    let destination = paths[1].clone();
-                    let last = destination.rsplit('/').next().unwrap_or_default();
-                    plan.destination_is_dir = destination.ends_with('/')
-                        || last.is_empty()
-                        || destination == "."
-                        || !last.contains('.') && last == "bin";
+                    let destination = absolute(&paths[1], plan.working_dir.as_deref());
+                    plan.destination_is_dir = destination.ends_with('/');
+                    plan.copied_name = paths[0].rsplit('/').next().unwrap_or_default().to_string();
                     plan.destination = destination;
                     copied = true;
                 } else {
@@ -210,20 +263,22 @@ pub fn chef_plan(text: &str) -> Result<ChefPlan, String> {
             }
             "ENTRYPOINT" => plan.entrypoint = Some(command_words(rest)),
             "CMD" => plan.cmd = Some(command_words(rest)),
-            "WORKDIR" => plan.working_dir = Some(rest.clone()),
+            // Relative to the one before, as docker reads it.
+            "WORKDIR" => {
+                let dir = absolute(rest, plan.working_dir.as_deref());
+                let dir = dir.trim_end_matches('/');
+                plan.working_dir = Some(if dir.is_empty() {
+                    "/".into()
+                } else {
+                    dir.into()
+                });
+            }
             "EXPOSE" => plan.exposed_ports.extend(
                 rest.split_whitespace()
                     .filter(|port| !port.ends_with("/udp"))
                     .filter_map(|port| port.split('/').next()?.parse::<u16>().ok()),
             ),
-            "ENV" => {
-                if let Some((key, value)) = rest.split_once('=') {
-                    plan.env
-                        .push((key.trim().into(), value.trim().trim_matches('"').into()));
-                } else if let Some((key, value)) = rest.split_once(char::is_whitespace) {
-                    plan.env.push((key.into(), value.trim().into()));
-                }
-            }
+            "ENV" => plan.env.extend(env_pairs(rest)),
             "ARG" | "LABEL" | "USER" | "STOPSIGNAL" | "HEALTHCHECK" => {}
             _ => plan.not_run.push(format!("{keyword} {rest}")),
         }
@@ -268,10 +323,13 @@ ENTRYPOINT ["/usr/local/bin/app"]
         let plan = chef_plan(GUIDE).unwrap();
         assert_eq!(plan.bin.as_deref(), Some("app"));
         assert_eq!(plan.base, "debian:bookworm-slim");
+        // Written without a slash: a folder only if the base has one there
+        // (the deploy looks).
         assert_eq!(
             (plan.destination.as_str(), plan.destination_is_dir),
-            ("/usr/local/bin", true)
+            ("/usr/local/bin", false)
         );
+        assert_eq!(plan.copied_name, "app");
         assert_eq!(
             plan.entrypoint,
             Some(vec!["/usr/local/bin/app".to_string()])
@@ -323,5 +381,24 @@ ENTRYPOINT ["/usr/local/bin/app"]
             "RUN cargo build \\\n    --release --bin app --features tls,metrics",
         );
         assert_eq!(chef_plan(&features).unwrap().features, ["tls", "metrics"]);
+        // Exec-form COPY after its flags, a relative destination under a
+        // relative WORKDIR, several ENV pairs.
+        let exec_form = GUIDE.replace(
+            "WORKDIR /app\nCOPY --from=builder /app/target/release/app /usr/local/bin",
+            "WORKDIR /srv\nWORKDIR app\nCOPY --from=builder [\"/app/target/release/app\", \"bin/\"]\nENV A=1 B=\"two words\"",
+        );
+        let plan = chef_plan(&exec_form).unwrap();
+        assert_eq!(plan.working_dir.as_deref(), Some("/srv/app"));
+        assert_eq!(
+            (plan.destination.as_str(), plan.destination_is_dir),
+            ("/srv/app/bin/", true)
+        );
+        assert_eq!(
+            plan.env,
+            [
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "two words".to_string())
+            ]
+        );
     }
 }

@@ -51,9 +51,10 @@ impl PreparedSandbox {
             put(message, part.to_bytes());
         }
         message.extend((self.mount_points.len() as u32).to_ne_bytes());
-        for (path, file) in &self.mount_points {
+        for (path, file, owner) in &self.mount_points {
             put(message, path.as_bytes());
             message.extend(u32::from(*file).to_ne_bytes());
+            message.extend(owner.to_ne_bytes());
         }
     }
 
@@ -65,7 +66,7 @@ impl PreparedSandbox {
         network_fd: Option<i32>,
     ) -> io::Result<PreparedSandbox> {
         let tmp_dirs = reader.c_strings()?;
-        let binds = (0..reader.u32()?)
+        let binds: Vec<_> = (0..reader.u32()?)
             .map(|_| Ok((reader.c_string()?, reader.c_string()?, reader.u32()? == 1)))
             .collect::<io::Result<_>>()?;
         let private_tmp = reader.u32()? == 1;
@@ -76,8 +77,14 @@ impl PreparedSandbox {
         let workdir = reader.c_string()?;
         let hidden = reader.c_strings()?;
         let root_parts = reader.c_strings()?;
+        // Checked here too: the child must not have to.
+        if binds.len() > super::root::MAX_BINDS && !root_parts.is_empty() {
+            return Err(io::Error::other(
+                "too many bind mounts for an image instance",
+            ));
+        }
         let mount_points = (0..reader.u32()?)
-            .map(|_| Ok((reader.c_string()?, reader.u32()? == 1)))
+            .map(|_| Ok((reader.c_string()?, reader.u32()? == 1, reader.u32()?)))
             .collect::<io::Result<_>>()?;
         if has_user {
             super::seccomp::prepare();

@@ -114,10 +114,14 @@ impl PreparedSandbox {
                 }
             }
             if self.root.is_some() {
-                super::root::make_mount_points(&self.mount_points)?;
                 for (index, (_, destination, _)) in self.binds.iter().enumerate() {
-                    super::root::move_into_place(trees[index], destination)?;
+                    let Some(&tree) = trees.get(index) else {
+                        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                    };
+                    super::root::make_mount_points(&self.mount_points, index as u32)?;
+                    super::root::move_into_place(tree, destination)?;
                 }
+                super::root::make_mount_points(&self.mount_points, super::root::WORKDIR)?;
             } else {
                 for (source, destination, _) in &self.binds {
                     check(libc::mount(

@@ -62,7 +62,7 @@ pub(crate) struct PreparedSandbox {
     /// A root of its own (see [`root`]), and the folders and files to
     /// make inside it for the mounts and the working directory.
     root: Option<root::RootPlan>,
-    mount_points: Vec<(CString, bool)>,
+    mount_points: Vec<root::MountPoint>,
 }
 
 /// Host folders a sandboxed app has no business reading, hidden under an
@@ -225,14 +225,19 @@ impl PreparedSandbox {
         }
         let mut mount_points = Vec::new();
         let mut pairs = Vec::with_capacity(binds.len());
-        for bind in binds {
+        for (index, bind) in binds.iter().enumerate() {
             // Sources are the host's, resolved on the host now (never
             // through the image); destinations are made in the new root.
             let source = std::fs::canonicalize(&bind.source)?;
-            root::mount_point(&bind.destination, source.is_file(), &mut mount_points)?;
+            root::mount_point(
+                &bind.destination,
+                source.is_file(),
+                index as u32,
+                &mut mount_points,
+            )?;
             pairs.push((c_path(&source)?, c_path(&bind.destination)?, bind.writable));
         }
-        root::mount_point(workdir, false, &mut mount_points)?;
+        root::mount_point(workdir, false, root::WORKDIR, &mut mount_points)?;
         Ok(PreparedSandbox {
             hidden: Vec::new(),
             tmp_dirs: Vec::new(),

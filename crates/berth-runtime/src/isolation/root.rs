@@ -43,29 +43,45 @@ impl RootPlan {
     /// The plan for `root` (an image's root folder); its scratch folder is
     /// made beside it.
     pub(super) fn new(root: &Path) -> io::Result<RootPlan> {
+        use std::os::unix::ffi::OsStrExt;
         let scratch = root
             .parent()
             .ok_or_else(|| io::Error::other("an image root has a parent folder"))?
             .join("mnt");
         std::fs::create_dir_all(&scratch)?;
-        let lower = c_path(root)?;
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            root.display(),
-            scratch.join("upper").display(),
-            scratch.join("work").display()
-        );
-        // Commas and colons separate overlay options and layers.
-        if options.matches([',', ':']).count() != 2 {
-            return Err(io::Error::other(format!(
-                "{} holds a comma or a colon, which overlay options cannot carry",
-                root.display()
-            )));
+        let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+        let mut options = b"lowerdir=".to_vec();
+        for (index, path) in [root, upper.as_path(), work.as_path()]
+            .into_iter()
+            .enumerate()
+        {
+            let bytes = path.as_os_str().as_bytes();
+            // Commas and colons separate options and layers; backslashes
+            // escape them.
+            if bytes.iter().any(|b| matches!(b, b',' | b':' | b'\\')) {
+                return Err(io::Error::other(format!(
+                    "{} holds a comma, colon or backslash, which overlay options cannot carry",
+                    path.display()
+                )));
+            }
+            if index > 0 {
+                options.extend_from_slice(if index == 1 {
+                    b",upperdir="
+                } else {
+                    b",workdir="
+                });
+            }
+            options.extend_from_slice(bytes);
+        }
+        if options.len() >= 4000 {
+            return Err(io::Error::other(
+                "an image root's path is too long for overlay options",
+            ));
         }
         Ok(RootPlan {
-            lower,
-            upper: c_path(&scratch.join("upper"))?,
-            work: c_path(&scratch.join("work"))?,
+            lower: c_path(root)?,
+            upper: c_path(&upper)?,
+            work: c_path(&work)?,
             merged: c_path(&scratch.join("merged"))?,
             scratch: c_path(&scratch)?,
             options: CString::new(options).map_err(io::Error::other)?,
@@ -106,13 +122,26 @@ impl RootPlan {
     }
 }
 
+/// What a mount point is made for: the bind at that index, or
+/// [`WORKDIR`] (made after every bind is in place).
+pub(super) type Owner = u32;
+
+/// The owner of the working directory's mount points.
+pub(super) const WORKDIR: Owner = u32::MAX;
+
+/// A folder (or a file) to make inside the new root, and for what.
+pub(super) type MountPoint = (CString, bool, Owner);
+
 /// The folders (and, last, the file when `file`) to make for `path`
-/// inside the new root, parents first, skipping those in `made`. A path
-/// with `..` is refused: it is the app's spec or the image's, and needs none.
+/// inside the new root, parents first, skipping those in `made`; each is
+/// made just before `owner`'s bind is moved into place, so one under an
+/// earlier volume is made in that volume. A path with `..` is refused: it
+/// is the app's spec or the image's, and needs none.
 pub(super) fn mount_point(
     path: &Path,
     file: bool,
-    made: &mut Vec<(CString, bool)>,
+    owner: Owner,
+    made: &mut Vec<MountPoint>,
 ) -> io::Result<()> {
     if path.components().any(|part| part == Component::ParentDir) {
         return Err(io::Error::other(format!(
@@ -129,8 +158,8 @@ pub(super) fn mount_point(
         at.push(part);
         let last_is_file = file && index + 1 == parts.len();
         let text = c_path(&at)?;
-        if !made.iter().any(|(known, _)| *known == text) {
-            made.push((text, last_is_file));
+        if !made.iter().any(|(known, _, _)| *known == text) {
+            made.push((text, last_is_file, owner));
         }
     }
     Ok(())
@@ -191,7 +220,7 @@ pub(super) fn enter_root(plan: &RootPlan) -> io::Result<()> {
             c"overlay".as_ptr(),
             plan.merged.as_ptr(),
             c"overlay".as_ptr(),
-            0,
+            libc::MS_NOSUID | libc::MS_NODEV,
             plan.options.as_ptr().cast(),
         ))?;
         check(libc::chdir(plan.merged.as_ptr()))?;
@@ -202,22 +231,24 @@ pub(super) fn enter_root(plan: &RootPlan) -> io::Result<()> {
     }
 }
 
-/// Makes the mount points inside the new root that its image lacks (in
-/// the instance's own upper layer: the image's root is not touched).
-pub(super) fn make_mount_points(points: &[(CString, bool)]) -> io::Result<()> {
-    for (path, file) in points {
+/// Makes the mount points of `owner` inside the new root that its image
+/// lacks (in the instance's own upper layer: the image's root is not
+/// touched).
+pub(super) fn make_mount_points(points: &[MountPoint], owner: Owner) -> io::Result<()> {
+    for (path, file, _) in points.iter().filter(|point| point.2 == owner) {
         // SAFETY: mkdir and open with C strings made before the fork.
         unsafe {
             if *file {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                    0o644,
-                );
-                // A symlink there (ELOOP) is followed by the mount, inside
-                // the new root.
-                let errno = *libc::__errno_location();
-                if fd < 0 && errno != libc::EEXIST && errno != libc::ELOOP {
+                let flags = libc::O_CREAT | libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+                // Read-only: an existing file is not copied up.
+                let mut fd = libc::open(path.as_ptr(), flags, 0o644);
+                if fd < 0 && *libc::__errno_location() == libc::ELOOP {
+                    // A symlink there (perhaps dangling): replaced, in this
+                    // instance's own layer, by a file to mount on.
+                    check(libc::unlink(path.as_ptr()))?;
+                    fd = libc::open(path.as_ptr(), flags, 0o644);
+                }
+                if fd < 0 && *libc::__errno_location() != libc::EEXIST {
                     return Err(io::Error::last_os_error());
                 }
                 if fd >= 0 {
@@ -259,7 +290,7 @@ pub(super) fn remount_root_read_only() -> io::Result<()> {
             std::ptr::null(),
             c"/".as_ptr(),
             std::ptr::null(),
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
             std::ptr::null(),
         )
     })

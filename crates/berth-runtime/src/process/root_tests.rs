@@ -183,3 +183,67 @@ fn programs_are_found_in_the_image_through_its_own_symlinks() {
     assert_eq!(found("host"), std::path::Path::new("host"));
     assert_eq!(found("missing"), std::path::Path::new("missing"));
 }
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn nested_volumes_and_a_dangling_link_where_a_file_is_mounted() {
+    assert!(crate::can_isolate(), "sandboxes need root");
+    let _one_at_a_time = SANDBOXED.lock().await;
+    crate::private_umask();
+    let dir = tempfile::tempdir().unwrap();
+    let root = tiny_root(dir.path());
+    // The image's /etc/hosts points nowhere.
+    std::os::unix::fs::symlink("/nowhere/hosts", root.join("etc/hosts")).unwrap();
+    let (outer, inner) = (dir.path().join("outer"), dir.path().join("inner"));
+    for volume in [&outer, &inner] {
+        std::fs::create_dir_all(volume).unwrap();
+        std::fs::set_permissions(volume, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("hosts"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let driver = ProcessDriver::detect();
+    let (lines, sink) = collected();
+    let mut nested = spec("read line < /etc/hosts; echo $line; echo $PWD; echo in > /data/sub/x");
+    nested.workdir = "/data/sub/work".into();
+    nested.binds = vec![
+        crate::BindMount {
+            source: outer.clone(),
+            destination: "/data".into(),
+            writable: true,
+        },
+        crate::BindMount {
+            source: inner.clone(),
+            destination: "/data/sub".into(),
+            writable: true,
+        },
+        crate::BindMount {
+            source: dir.path().join("hosts"),
+            destination: "/etc/hosts".into(),
+            writable: false,
+        },
+    ];
+    nested.sandbox = Some(crate::Sandbox {
+        root: Some(root.clone()),
+        ..nobody(64, 64)
+    });
+    let instance = driver.start(&nested, sink).unwrap();
+    assert_eq!(
+        instance.exited().await,
+        ExitCause::Code(0),
+        "{:?}",
+        lines.lock().unwrap()
+    );
+    assert_eq!(
+        *lines.lock().unwrap(),
+        ["127.0.0.1 localhost", "/data/sub/work"]
+    );
+    // The inner volume is mounted inside the outer one, where its mount
+    // point was made; its writes land in it.
+    assert_eq!(std::fs::read_to_string(inner.join("x")).unwrap(), "in\n");
+    assert!(outer.join("sub").is_dir() && inner.join("work").is_dir());
+}

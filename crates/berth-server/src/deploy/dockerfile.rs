@@ -94,10 +94,16 @@ impl Deployer {
                 .prepare(&registry, &base_repo, &base_tag, &Platform::host())
                 .map_err(|err| fail(&err))?;
             let inside = plan.destination.trim_end_matches('/');
-            let is_dir =
-                plan.destination_is_dir || base.root.join(inside.trim_start_matches('/')).is_dir();
+            // A folder when written as one, or when the base has one there
+            // (looked up inside the base's root, as the instance will).
+            let is_dir = plan.destination_is_dir || berth_image::is_dir_in_root(&base.root, inside);
+            let name = if plan.copied_name.is_empty() {
+                binary.as_str()
+            } else {
+                plan.copied_name.as_str()
+            };
             let destination = if is_dir {
-                format!("{inside}/{binary}")
+                format!("{inside}/{name}")
             } else {
                 inside.to_string()
             };
@@ -123,6 +129,9 @@ impl Deployer {
                 &settings,
             )
             .map_err(|err| fail(&err))?;
+            // The release pins it by digest; a tag per build would keep
+            // every build's binary from the collector for good.
+            let _ = registry.delete_manifest(&repo, &tag);
             Ok::<_, String>(format!("{app}@{digest}"))
         })
         .await

@@ -106,10 +106,8 @@ impl Launcher {
             ));
         }
         sandbox.root = Some(root);
-        let workdir = match image.config.working_dir.as_str() {
-            "" => std::path::PathBuf::from("/"),
-            dir => std::path::PathBuf::from(dir),
-        };
+        // A relative WORKDIR is under `/`, as docker reads it.
+        let workdir = std::path::Path::new("/").join(&image.config.working_dir);
         Ok(InstanceSpec {
             id: instance.to_string(),
             app: release.app.clone(),
