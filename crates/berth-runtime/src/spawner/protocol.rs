@@ -123,19 +123,23 @@ pub(crate) fn resolve_in_root(root: &Path, program: &str, path: &str, workdir: &
     PathBuf::from(program)
 }
 
-/// Whether `inside` (an absolute path) names an executable file when
-/// `root` is `/`: each component is looked at without following it, and
-/// a symlink is followed by hand, absolute ones from `root`.
-fn is_executable_in_root(root: &Path, inside: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let mut pending: std::collections::VecDeque<std::ffi::OsString> = inside
-        .components()
+/// The names and `..`s of `path`, in order, to walk by hand.
+fn walk(path: &Path) -> std::collections::VecDeque<std::ffi::OsString> {
+    path.components()
         .filter_map(|part| match part {
             std::path::Component::Normal(name) => Some(name.to_os_string()),
             std::path::Component::ParentDir => Some("..".into()),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Whether `inside` (an absolute path) names an executable file when
+/// `root` is `/`: each component is looked at without following it, and
+/// a symlink is followed by hand, absolute ones from `root`.
+fn is_executable_in_root(root: &Path, inside: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = walk(inside);
     let mut at: Vec<std::ffi::OsString> = Vec::new();
     let mut followed = 0;
     while let Some(part) = pending.pop_front() {
@@ -161,14 +165,7 @@ fn is_executable_in_root(root: &Path, inside: &Path) -> bool {
             if target.is_absolute() {
                 at.clear();
             }
-            let mut next: std::collections::VecDeque<std::ffi::OsString> = target
-                .components()
-                .filter_map(|part| match part {
-                    std::path::Component::Normal(name) => Some(name.to_os_string()),
-                    std::path::Component::ParentDir => Some("..".into()),
-                    _ => None,
-                })
-                .collect();
+            let mut next = walk(&target);
             next.extend(pending.drain(..));
             pending = next;
         } else if pending.is_empty() {

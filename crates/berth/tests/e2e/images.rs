@@ -9,23 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{run_tool, skopeo_push};
 use berth_testkit::{TestServer, example};
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("{program} ({err}): .ci/run installs it"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// examples/plain built with cargo: its binary.
@@ -51,13 +39,13 @@ fn make_images(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&files).unwrap();
     let binary = plain_binary();
     let image = format!("{}:v1", layout.display());
-    run(
+    run_tool(
         "umoci",
         &["init", "--layout", &layout.display().to_string()],
     );
-    run("umoci", &["new", "--image", &image]);
+    run_tool("umoci", &["new", "--image", &image]);
     let mut inserts = vec![(binary.clone(), "/app/plain".to_string())];
-    let ldd = run("ldd", &[&binary.display().to_string()]);
+    let ldd = run_tool("ldd", &[&binary.display().to_string()]);
     for library in ldd.split_whitespace().filter(|word| word.starts_with('/')) {
         let real = std::fs::canonicalize(library).unwrap();
         inserts.push((real, library.to_string()));
@@ -65,7 +53,7 @@ fn make_images(dir: &Path) -> PathBuf {
     std::fs::write(files.join("marker"), "from the image\n").unwrap();
     inserts.push((files.join("marker"), "/app/marker".into()));
     for (source, target) in &inserts {
-        run(
+        run_tool(
             "umoci",
             &[
                 "insert",
@@ -76,7 +64,7 @@ fn make_images(dir: &Path) -> PathBuf {
             ],
         );
     }
-    run(
+    run_tool(
         "umoci",
         &[
             "config",
@@ -90,7 +78,7 @@ fn make_images(dir: &Path) -> PathBuf {
             "MARKER=one",
         ],
     );
-    run(
+    run_tool(
         "umoci",
         &[
             "config",
@@ -102,7 +90,7 @@ fn make_images(dir: &Path) -> PathBuf {
             "MARKER=two",
         ],
     );
-    run(
+    run_tool(
         "umoci",
         &[
             "config",
@@ -118,17 +106,10 @@ fn make_images(dir: &Path) -> PathBuf {
 }
 
 fn push(server: &TestServer, layout: &Path, tag: &str) {
-    let host = server.api_url.trim_start_matches("http://");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "--dest-creds",
-            &format!("x:{}", server.token),
-            "--dest-tls-verify=false",
-            &format!("oci:{}:{tag}", layout.display()),
-            &format!("docker://{host}/plain:{tag}"),
-        ],
+    skopeo_push(
+        server,
+        &format!("{}:{tag}", layout.display()),
+        &format!("plain:{tag}"),
     );
 }
 
@@ -221,7 +202,7 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
         .await;
     assert_eq!(marker(&server, "plain").await, "two");
     let creds = format!("x:{}", server.token);
-    run(
+    run_tool(
         "skopeo",
         &[
             "delete",
@@ -239,7 +220,7 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
     server.ok(&["rollback", "--app", "plain"]).await;
     assert_eq!(marker(&server, "plain").await, "one");
     // What releases run is kept: v2's image survives a collection untagged.
-    run(
+    run_tool(
         "skopeo",
         &[
             "delete",
@@ -313,7 +294,7 @@ async fn an_app_built_from_source_becomes_an_image_that_runs_anywhere() {
     assert_eq!(built["tag"], "v1");
     // Any registry client can take it out.
     let out = tempfile::tempdir().unwrap();
-    run(
+    run_tool(
         "skopeo",
         &[
             "copy",
@@ -381,17 +362,17 @@ ENTRYPOINT ["/usr/local/bin/hello"]
 fn make_base(dir: &Path) -> PathBuf {
     let layout = dir.join("base");
     let image = format!("{}:bookworm-slim", layout.display());
-    run(
+    run_tool(
         "umoci",
         &["init", "--layout", &layout.display().to_string()],
     );
-    run("umoci", &["new", "--image", &image]);
+    run_tool("umoci", &["new", "--image", &image]);
     let me = std::env::current_exe().unwrap();
-    let ldd = run("ldd", &[&me.display().to_string()]);
+    let ldd = run_tool("ldd", &[&me.display().to_string()]);
     let keep = dir.join("keep");
     std::fs::create_dir_all(&keep).unwrap();
     std::fs::write(keep.join(".keep"), "").unwrap();
-    run(
+    run_tool(
         "umoci",
         &[
             "insert",
@@ -403,7 +384,7 @@ fn make_base(dir: &Path) -> PathBuf {
     );
     for library in ldd.split_whitespace().filter(|word| word.starts_with('/')) {
         let real = std::fs::canonicalize(library).unwrap();
-        run(
+        run_tool(
             "umoci",
             &[
                 "insert",
@@ -426,7 +407,6 @@ async fn the_guides_cargo_chef_dockerfile_is_built_natively_on_its_base() {
         "images run in a root of their own: root"
     );
     let server = TestServer::start().await;
-    let host = server.api_url.trim_start_matches("http://").to_string();
     let app = example("hello");
     std::fs::write(app.path().join("Dockerfile"), CHEF_DOCKERFILE).unwrap();
     std::fs::write(
@@ -445,16 +425,10 @@ async fn the_guides_cargo_chef_dockerfile_is_built_natively_on_its_base() {
     );
     let work = tempfile::tempdir().unwrap();
     let base = make_base(work.path());
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "--dest-creds",
-            &format!("x:{}", server.token),
-            "--dest-tls-verify=false",
-            &format!("oci:{}:bookworm-slim", base.display()),
-            &format!("docker://{host}/debian:bookworm-slim"),
-        ],
+    skopeo_push(
+        &server,
+        &format!("{}:bookworm-slim", base.display()),
+        "debian:bookworm-slim",
     );
     let deployed = server.ok_in(app.path(), &["deploy"]).await;
     assert!(

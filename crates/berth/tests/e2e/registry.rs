@@ -7,23 +7,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::run_tool;
 use berth_testkit::TestServer;
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|err| panic!("{program} ({err}): .ci/run installs it"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// An OCI image layout at `dir` holding `layout:v1`: one layer with
@@ -45,14 +33,14 @@ fn make_image(dir: &Path) -> std::path::PathBuf {
         .collect();
     std::fs::write(files.join("noise.bin"), noise).unwrap();
     let image = format!("{}:v1", layout.display());
-    run(
+    run_tool(
         "umoci",
         &["init", "--layout", &layout.display().to_string()],
     );
-    run("umoci", &["new", "--image", &image]);
+    run_tool("umoci", &["new", "--image", &image]);
     for name in ["hello.txt", "noise.bin"] {
         let source = files.join(name).display().to_string();
-        run(
+        run_tool(
             "umoci",
             &["insert", "--image", &image, &source, &format!("/{name}")],
         );
@@ -96,7 +84,7 @@ async fn skopeo_pushes_and_pulls_back_the_same_image() {
     let layout = make_image(work.path());
     let creds = format!("anyone:{}", server.token);
     let pushed_to = format!("docker://{host}/team/hello:v1");
-    run(
+    run_tool(
         "skopeo",
         &[
             "copy",
@@ -108,7 +96,7 @@ async fn skopeo_pushes_and_pulls_back_the_same_image() {
         ],
     );
     let pulled = work.path().join("pulled");
-    run(
+    run_tool(
         "skopeo",
         &[
             "copy",
@@ -127,7 +115,7 @@ async fn skopeo_pushes_and_pulls_back_the_same_image() {
     for blob in &after {
         assert!(before.contains(blob), "pulled blob {} differs", blob.0);
     }
-    let tags = run(
+    let tags = run_tool(
         "skopeo",
         &[
             "list-tags",
@@ -165,7 +153,7 @@ async fn skopeo_pushes_and_pulls_back_the_same_image() {
     // deletes the manifest by digest), its blobs go.
     let kept = server.ok(&["registry", "gc", "--json"]).await.json();
     assert_eq!(kept["blobs_removed"], 0, "{kept}");
-    run(
+    run_tool(
         "skopeo",
         &[
             "delete",

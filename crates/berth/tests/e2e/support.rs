@@ -67,3 +67,35 @@ pub async fn wait_metered_egress(server: &TestServer, app: &str, at_least: u64) 
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// Runs a tool the tests need (`umoci`, `skopeo`, `ldd`…); its stdout.
+/// A failure fails the test with what the tool said.
+pub fn run_tool(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("{program} ({err}): .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Pushes `source` (an OCI layout `DIR:TAG`) to berth's registry of
+/// `server` as `name` (`REPO:TAG`), with skopeo and the API token.
+pub fn skopeo_push(server: &TestServer, source: &str, name: &str) {
+    let host = server.api_url.trim_start_matches("http://");
+    run_tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-creds",
+            &format!("x:{}", server.token),
+            "--dest-tls-verify=false",
+            &format!("oci:{source}"),
+            &format!("docker://{host}/{name}"),
+        ],
+    );
+}
