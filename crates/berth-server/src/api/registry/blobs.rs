@@ -16,6 +16,12 @@ use super::answer::{answer, bad_request, error_response, failure};
 use super::offload::offload;
 use crate::api::state::ApiState;
 
+/// How much of an upload is gathered before it is written to disk.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// How much of a blob is read from disk at a time for a pull.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// The disk is checked again after this many bytes of one upload.
 const DISK_CHECK_EVERY: u64 = 64 * 1024 * 1024;
 
@@ -24,11 +30,14 @@ const DISK_CHECK_EVERY: u64 = 64 * 1024 * 1024;
 /// disk fills (what came stays in the upload, which the collector removes).
 async fn append_body(state: &ApiState, path: &Path, body: Body) -> Result<u64, Box<Response>> {
     let storage = |err: std::io::Error| Box::new(failure(RegistryError::Io(err)));
-    let mut file = tokio::fs::OpenOptions::new()
+    // Written through a large buffer: each write to a tokio file is a trip
+    // to the blocking pool, and request frames are small.
+    let file = tokio::fs::OpenOptions::new()
         .append(true)
         .open(path)
         .await
         .map_err(storage)?;
+    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut stream = body.into_data_stream();
     let (mut written, mut since_check) = (0u64, 0u64);
     while let Some(chunk) = stream.next().await {
@@ -254,7 +263,9 @@ pub(super) async fn blob(
             Ok(file) => answer(
                 StatusCode::OK,
                 &headers,
-                Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                    file, READ_CHUNK,
+                )),
             ),
             Err(err) => failure(RegistryError::Io(err)),
         },
