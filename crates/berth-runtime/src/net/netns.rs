@@ -103,14 +103,22 @@ fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// The lowest port a process without privileges may bind, per namespace.
+const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
 impl NetNs {
-    /// A new namespace with its loopback up and nothing else.
+    /// A new namespace with its loopback up and nothing else; every port
+    /// may be bound in it by any user.
     pub fn create() -> io::Result<Arc<NetNs>> {
         let host = host_netns()?;
         let back = BackToHost(host);
         // SAFETY: unshare(2) of the calling thread's own network namespace;
         // `back` returns it to the host's.
         check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+        // Any port may be bound inside: the namespace is the instance's
+        // alone (an image's server on port 80 runs as the app's user).
+        // A kernel without the setting (before 4.11) keeps 1024.
+        let _ = std::fs::write(UNPRIVILEGED_PORT_START, "0");
         let made = loopback_up().and_then(|()| open_own_netns());
         drop(back);
         Ok(Arc::new(NetNs {
@@ -267,6 +275,14 @@ mod tests {
         drop((two, host));
         let empty = NetNs::create().unwrap();
         assert!(empty.connect(addr).await.is_err(), "nothing listens there");
+        // Inside, any port may be bound by anyone; the host keeps its own.
+        let inside = first
+            .within(|| std::fs::read_to_string(UNPRIVILEGED_PORT_START))
+            .unwrap()
+            .unwrap();
+        assert_eq!(inside.trim(), "0");
+        let host_setting = std::fs::read_to_string(UNPRIVILEGED_PORT_START).unwrap();
+        assert_ne!(host_setting.trim(), "0", "the host's setting is untouched");
     }
 
     #[test]

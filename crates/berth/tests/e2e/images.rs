@@ -97,6 +97,18 @@ fn make_images(dir: &Path) -> PathBuf {
             "--image",
             &image,
             "--tag",
+            "port80",
+            "--config.exposedports",
+            "80/tcp",
+        ],
+    );
+    run_tool(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &image,
+            "--tag",
             "riscv",
             "--architecture",
             "riscv64",
@@ -136,7 +148,7 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
     let host = server.api_url.trim_start_matches("http://").to_string();
     let work = tempfile::tempdir().unwrap();
     let layout = make_images(work.path());
-    for tag in ["v1", "v2", "riscv"] {
+    for tag in ["v1", "v2", "riscv", "port80"] {
         push(&server, &layout, tag);
     }
 
@@ -251,6 +263,23 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
         })
         .await;
     assert_eq!(marker(&server, "flyimg").await, "two");
+
+    // An image that exposes port 80 is served there by the app's user,
+    // which may bind it in its own network namespace.
+    server
+        .ok_in(
+            empty.path(),
+            &[
+                "deploy",
+                "--image",
+                &format!("{host}/plain:port80"),
+                "--app",
+                "web80",
+            ],
+        )
+        .await;
+    let on_80 = server.get("web80", "/read?path=/proc/self/environ").await;
+    assert!(on_80.body.contains("PORT=80\0"), "{}", on_80.body);
 
     // Bad input: a tag that does not exist, another registry, another
     // architecture — each a clear error, and the app keeps serving.
