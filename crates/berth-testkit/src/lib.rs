@@ -376,8 +376,33 @@ impl TestServer {
         }
     }
 
-    /// Starts the server again on the same data dir and ports.
+    /// Stops the server the way an operator does (SIGTERM: it stops its
+    /// instances), waits for it to be gone, and kills it if it lingers.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Stops the server if it runs, then starts it again on the same data
+    /// dir and ports. (A new server started while the old one still holds
+    /// the ports would fail to listen.)
     pub async fn restart(&mut self) {
+        self.stop().await;
         let api = self
             .api_url
             .trim_start_matches("https://")
