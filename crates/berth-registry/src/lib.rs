@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 mod gc;
+mod layout;
 mod manifests;
 mod names;
 mod uploads;

@@ -354,3 +354,47 @@ fn collection_stops_at_what_it_cannot_read() {
     );
     assert!(registry.blob(&shop, &Digest::of(b"layer")).is_ok());
 }
+
+#[test]
+fn an_image_goes_out_as_an_oci_layout_and_comes_back_the_same() {
+    let (_dir, registry) = registry();
+    let (_other_dir, other) = self::registry();
+    let base = repo("debian");
+    let digest = push_image(&registry, &base, b"layer bytes", "bookworm-slim");
+    let layout = tempfile::tempdir().unwrap();
+    let exported = registry
+        .export_layout(&base, "bookworm-slim", layout.path(), "base")
+        .unwrap();
+    assert_eq!(exported, digest);
+    let index = std::fs::read_to_string(layout.path().join("index.json")).unwrap();
+    assert!(index.contains(r#""org.opencontainers.image.ref.name":"base""#));
+    assert!(layout.path().join("oci-layout").exists());
+
+    let shop = repo("shop");
+    let imported = other
+        .import_layout(layout.path(), "base", &shop, "built")
+        .unwrap();
+    assert_eq!(imported, digest);
+    let stored = other.manifest(&shop, "built").unwrap();
+    assert_eq!(stored.digest, digest);
+    let (layer, size) = other.blob(&shop, &Digest::of(b"layer bytes")).unwrap();
+    assert_eq!(size, 11);
+    assert_eq!(std::fs::read(layer).unwrap(), b"layer bytes");
+
+    // A layout whose layer is not what its digest says stores no image.
+    let layer_file = layout
+        .path()
+        .join("blobs/sha256")
+        .join(Digest::of(b"layer bytes").hex());
+    std::fs::remove_file(&layer_file).unwrap();
+    std::fs::write(&layer_file, b"other bytes").unwrap();
+    let cafe = repo("cafe");
+    let refused = other
+        .import_layout(layout.path(), "base", &cafe, "built")
+        .unwrap_err();
+    assert!(
+        matches!(refused, RegistryError::DigestInvalid(_)),
+        "{refused}"
+    );
+    assert!(other.manifest(&cafe, "built").is_err());
+}
