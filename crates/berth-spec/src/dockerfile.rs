@@ -291,6 +291,80 @@ pub fn chef_plan(text: &str) -> Result<ChefPlan, String> {
     Ok(plan)
 }
 
+/// The images a Dockerfile builds on: each `FROM` that names neither an
+/// earlier stage nor `scratch`, in order, once each, with the global
+/// `ARG`s (those before the first `FROM`) substituted (`$NAME`, `${NAME}`,
+/// `${NAME:-default}`).
+pub fn base_images(text: &str) -> Vec<String> {
+    let mut args: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
+    let mut seen_from = false;
+    for (keyword, rest) in instructions(text) {
+        match keyword.as_str() {
+            "ARG" if !seen_from => {
+                for word in rest.split_whitespace() {
+                    let (name, value) = word.split_once('=').unwrap_or((word, ""));
+                    args.insert(name.to_string(), value.trim_matches('"').to_string());
+                }
+            }
+            "FROM" => {
+                seen_from = true;
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|word| !word.starts_with("--"))
+                    .collect();
+                let image = substitute_args(words.first().copied().unwrap_or_default(), &args);
+                let is_stage = stages.contains(&image.to_ascii_lowercase());
+                if let [_, as_word, name, ..] = words.as_slice()
+                    && as_word.eq_ignore_ascii_case("as")
+                {
+                    stages.push(name.to_ascii_lowercase());
+                }
+                if !image.is_empty() && image != "scratch" && !is_stage && !bases.contains(&image) {
+                    bases.push(image);
+                }
+            }
+            _ => {}
+        }
+    }
+    bases
+}
+
+/// `text` with `$NAME`, `${NAME}` and `${NAME:-default}` replaced by the
+/// value in `args` (empty when unknown, as docker does).
+fn substitute_args(text: &str, args: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, default, used) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => {
+                    let inner = &braced[..end];
+                    let (name, default) = match inner.split_once(":-") {
+                        Some((name, default)) => (name, Some(default)),
+                        None => (inner, None),
+                    };
+                    (name, default, end + 2)
+                }
+                None => (braced, None, after.len()),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], None, end)
+        };
+        let value = args.get(name).filter(|value| !value.is_empty());
+        out.push_str(value.map_or(default.unwrap_or_default(), String::as_str));
+        rest = &after[used..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +391,15 @@ WORKDIR /app
 COPY --from=builder /app/target/release/app /usr/local/bin
 ENTRYPOINT ["/usr/local/bin/app"]
 "#;
+
+    #[test]
+    fn the_bases_are_the_froms_that_name_no_stage_with_global_args_put_in() {
+        let text = "ARG RUST=1.83\nARG BASE\nFROM rust:${RUST} AS build\nRUN cargo build\nFROM --platform=linux/amd64 build AS again\nFROM ${BASE:-debian:bookworm-slim}\nFROM again\nCOPY --from=build /a /a\nFROM scratch\nFROM rust:$RUST\n";
+        assert_eq!(
+            base_images(text),
+            vec!["rust:1.83".to_string(), "debian:bookworm-slim".to_string()]
+        );
+    }
 
     #[test]
     fn the_guides_dockerfile_is_a_cargo_build_on_a_base() {
