@@ -143,6 +143,13 @@ impl NetNs {
         }))
     }
 
+    /// A path to the namespace that another program run by this one may
+    /// open to join it (`/proc/PID/fd/FD`; `--network ns:PATH` of buildah
+    /// and podman), valid while this handle lives.
+    pub fn path(&self) -> std::path::PathBuf {
+        format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd()).into()
+    }
+
     /// Its link to the world outside, if it was made with one.
     pub fn uplink(&self) -> Option<&super::uplink::Uplink> {
         self.uplink.as_ref()
