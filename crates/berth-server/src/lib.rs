@@ -300,7 +300,12 @@ pub async fn run(
             config.keep_releases,
             registry.clone(),
         )
-        .with_prices(prices.clone()),
+        .with_prices(prices.clone())
+        .with_dockerfile_builds(deploy::DockerfileBuilds {
+            dir: data.join("buildah"),
+            limits: config.build_limits,
+            isolated,
+        }),
     );
     deployer.collect_slugs();
     let router_url = format!("http://{router_addr}");

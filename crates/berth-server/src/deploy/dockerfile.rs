@@ -2,7 +2,7 @@
 //! `berth export dockerfile`'s) is built natively — cargo with berth's
 //! persistent target dir, then the binary put on the runtime stage's base
 //! image from berth's registry with that stage's settings — and deployed
-//! as an image. Other Dockerfiles are refused with what to do instead.
+//! as an image. Other Dockerfiles are built with buildah (`super::buildah`).
 
 use std::io::Read;
 use std::path::Path;
@@ -17,28 +17,45 @@ use super::failure::{DeployFailure, Progress, say};
 use super::image::parse_reference;
 use berth_proto::DeployProgress;
 
+/// How a Dockerfile is built.
+pub(super) enum DockerfileBuild {
+    /// The cargo-chef shape: natively.
+    Chef(Box<ChefPlan>),
+    /// Any other: with buildah.
+    Other {
+        /// The Dockerfile.
+        text: String,
+    },
+}
+
 /// The largest Dockerfile read.
 const MAX_DOCKERFILE: u64 = 1024 * 1024;
 
 impl Deployer {
-    /// Reads the Dockerfile at `path` of the upload and its cargo-chef
-    /// plan; the build then makes the binary it names.
-    pub(super) fn read_chef_plan(
+    /// Reads the Dockerfile at `path` of the upload: a cargo-chef one is
+    /// a plan the build then makes the binary of; any other is built with
+    /// buildah.
+    pub(super) fn read_dockerfile(
         &self,
         source: &Path,
         path: &str,
         spec: &mut AppSpec,
         progress: &Progress,
-    ) -> Result<ChefPlan, DeployFailure> {
+    ) -> Result<DockerfileBuild, DeployFailure> {
         let mut text = String::new();
         berth_runtime::open_beneath(source, Path::new(path))
             .and_then(|file| file.take(MAX_DOCKERFILE).read_to_string(&mut text))
             .map_err(|err| DeployFailure::before_release(format!("cannot read {path}: {err}")))?;
-        let plan = berth_spec::chef_plan(&text).map_err(|why| {
-            DeployFailure::before_release(format!(
-                "{path} is not the cargo-chef shape berth builds natively ({why}); build it with docker, podman or buildah, push the image to berth's registry and deploy it with `berth deploy --image` (docs/registry.md)"
-            ))
-        })?;
+        let plan = match berth_spec::chef_plan(&text) {
+            Ok(plan) => plan,
+            Err(why) => {
+                say(
+                    progress,
+                    format!("{path} is not the cargo-chef shape berth builds natively ({why})"),
+                );
+                return Ok(DockerfileBuild::Other { text });
+            }
+        };
         say(
             progress,
             format!(
@@ -59,7 +76,7 @@ impl Deployer {
         if spec.build.features.is_empty() {
             spec.build.features = plan.features.clone();
         }
-        Ok(plan)
+        Ok(DockerfileBuild::Chef(Box::new(plan)))
     }
 
     /// Puts `binary` of slug `slug` on the plan's base image as the

@@ -17,12 +17,14 @@ use tokio::sync::Mutex;
 
 mod build_env;
 mod build_root;
+mod buildah;
 mod config;
 mod dockerfile;
 mod failure;
 mod host_programs;
 mod image;
 mod prepare;
+mod read_spec;
 mod requirements;
 mod rollback;
 mod rollout;
@@ -31,6 +33,7 @@ pub(crate) mod timings;
 mod toolchain;
 mod upload;
 
+pub use buildah::DockerfileBuilds;
 pub use config::ConfigChange;
 pub use failure::DeployFailure;
 
@@ -62,6 +65,8 @@ pub struct Deployer {
     pub(crate) timings: timings::Timings,
     /// The registry images are deployed from.
     pub(crate) registry: Arc<berth_registry::Registry>,
+    /// How Dockerfiles of other shapes than cargo-chef's are built.
+    pub(crate) dockerfile_builds: Option<DockerfileBuilds>,
 }
 
 impl Deployer {
@@ -96,7 +101,15 @@ impl Deployer {
             locks: std::sync::Mutex::new(HashMap::new()),
             prices: Arc::new(berth_cost::PriceTable::load(None).unwrap_or_default()),
             timings: timings::Timings::default(),
+            dockerfile_builds: None,
         }
+    }
+
+    /// Builds Dockerfiles berth does not build natively with buildah, as
+    /// `builds` says.
+    pub fn with_dockerfile_builds(mut self, builds: DockerfileBuilds) -> Self {
+        self.dockerfile_builds = Some(builds);
+        self
     }
 
     /// The price tables budgets are priced with (`--prices`).

@@ -45,7 +45,7 @@ pub const BUILD_HOSTS: &[&str] = &[
     "registry.npmjs.org",
 ];
 
-fn build_hosts(extra: &[String]) -> Vec<String> {
+pub(super) fn build_hosts(extra: &[String]) -> Vec<String> {
     BUILD_HOSTS
         .iter()
         .map(|host| host.to_string())

@@ -17,7 +17,7 @@ fn setup() {
 }
 
 /// examples/plain built with cargo: its binary.
-fn plain_binary() -> PathBuf {
+pub(crate) fn plain_binary() -> PathBuf {
     let source = example("plain");
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-plain");
     let built = Command::new("cargo")
@@ -470,7 +470,8 @@ async fn the_guides_cargo_chef_dockerfile_is_built_natively_on_its_base() {
     // The runtime stage's ENV, in a root made of the base and the binary.
     let env = server.get("hello", "/env/GREETING_FROM").await;
     assert_eq!(env.body, "dockerfile");
-    // A Dockerfile of another shape: a clear error, the app keeps serving.
+    // A Dockerfile of another shape goes to buildah; its base is not in
+    // the registry: a clear error, the app keeps serving.
     std::fs::write(
         app.path().join("Dockerfile"),
         "FROM rust\nRUN cargo build --release\n",
@@ -478,7 +479,10 @@ async fn the_guides_cargo_chef_dockerfile_is_built_natively_on_its_base() {
     .unwrap();
     let other = server.fails_in(app.path(), &["deploy"]).await;
     assert!(
-        other.stderr.contains("not the cargo-chef shape"),
+        other.stderr.contains("not the cargo-chef shape")
+            && other
+                .stderr
+                .contains("builds on rust, which is not in berth's registry"),
         "{}",
         other.stderr
     );

@@ -12,6 +12,7 @@ mod crashes;
 mod dashboard;
 mod deploys;
 mod disk;
+mod dockerfiles;
 mod domains;
 mod drains;
 mod edge;
