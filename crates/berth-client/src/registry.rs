@@ -1,6 +1,8 @@
 //! The built-in registry's upkeep.
 
-use berth_proto::{BuildImage, BuiltImage, RegistryGc, RegistryListing};
+use berth_proto::{
+    BuildImage, BuiltImage, RegistryGc, RegistryListing, RegistryLogin, RegistryLoginInfo,
+};
 use reqwest::Method;
 
 use crate::{Client, Result};
@@ -26,5 +28,28 @@ impl Client {
     pub async fn registry_gc(&self) -> Result<RegistryGc> {
         self.json(self.request(Method::POST, &["v1", "registry", "gc"])?)
             .await
+    }
+
+    /// `GET /v1/registry/logins`.
+    pub async fn registry_logins(&self) -> Result<Vec<RegistryLoginInfo>> {
+        self.json(self.request(Method::GET, &["v1", "registry", "logins"])?)
+            .await
+    }
+
+    /// `POST /v1/registry/logins`.
+    pub async fn registry_login(&self, login: &RegistryLogin) -> Result<()> {
+        self.send(
+            self.request(Method::POST, &["v1", "registry", "logins"])?
+                .json(login),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `DELETE /v1/registry/logins/{host}`.
+    pub async fn registry_logout(&self, host: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &["v1", "registry", "logins", host])?)
+            .await?;
+        Ok(())
     }
 }

@@ -142,7 +142,7 @@ impl ImageConfig {
 }
 
 /// The digest of the manifest for `wanted` in an image index.
-pub(crate) fn pick_from_index(index: &[u8], wanted: &Platform) -> Result<String> {
+pub fn pick_from_index(index: &[u8], wanted: &Platform) -> Result<String> {
     let body: Value = serde_json::from_slice(index)
         .map_err(|err| ImageError::Invalid(format!("index is not JSON: {err}")))?;
     let manifests = body

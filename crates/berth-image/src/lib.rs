@@ -15,7 +15,7 @@ mod store;
 mod unpack;
 
 pub use compose::{ImageSettings, LayerWriter, WrittenLayer, publish};
-pub use config::{ImageConfig, Platform};
+pub use config::{ImageConfig, Platform, pick_from_index};
 pub use elf::{is_not_elf, shared_libraries};
 pub use store::{ImageStore, PreparedImage};
 pub use unpack::is_dir_in_root;

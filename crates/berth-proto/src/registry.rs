@@ -71,3 +71,31 @@ pub struct BuiltImage {
     /// Its manifest digest.
     pub digest: String,
 }
+
+/// `POST /v1/registry/logins`: a registry berth may pull images from,
+/// and how it signs in there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryLogin {
+    /// Its address: `ghcr.io`, `registry.example.com:5000`.
+    pub host: String,
+    /// The user name.
+    pub username: String,
+    /// The password or token; sealed at rest, never shown again.
+    pub password: String,
+    /// Plain HTTP instead of HTTPS (a registry on this machine or a LAN).
+    #[serde(default)]
+    pub plain_http: bool,
+}
+
+/// `GET /v1/registry/logins`: a registry berth signs in to (no password).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryLoginInfo {
+    /// Its address.
+    pub host: String,
+    /// The user name.
+    pub username: String,
+    /// Whether it is reached over plain HTTP.
+    pub plain_http: bool,
+}

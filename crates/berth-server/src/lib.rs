@@ -31,6 +31,7 @@ pub(crate) mod log_retention;
 pub(crate) mod meter;
 pub(crate) mod notify;
 pub(crate) mod reconciler;
+pub(crate) mod remote_registry;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod stored_spec;

@@ -9,6 +9,29 @@ pub enum RegistryCommand {
     List,
     /// Remove what no tag, release or push of the last day references.
     Gc,
+    /// Sign in to another registry, so `berth deploy --image HOST/NAME:TAG`
+    /// pulls from it (the password is read from standard input).
+    Login {
+        /// Its address: `ghcr.io`, `registry.example.com:5000`.
+        host: String,
+        /// The user name.
+        #[arg(long, short)]
+        username: String,
+        /// Read the password or token from standard input (the only way:
+        /// never on the command line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Plain HTTP instead of HTTPS (a registry on this machine or LAN).
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Forget a registry signed in to.
+    Logout {
+        /// Its address.
+        host: String,
+    },
+    /// The registries berth signs in to.
+    Logins,
 }
 
 /// `berth image`.

@@ -1,5 +1,6 @@
-//! `berth registry list|gc`: the built-in OCI registry (at `/v2/` of the
-//! API address) — what it holds and its garbage collection.
+//! `berth registry list|gc|login|logout|logins`: the built-in OCI
+//! registry (at `/v2/` of the API address) — what it holds, its garbage
+//! collection — and the other registries images are pulled from.
 
 use anyhow::Result;
 
@@ -33,6 +34,54 @@ pub(crate) async fn registry(global: &Global, command: RegistryCommand) -> Resul
                 listing.repositories.len(),
                 output::bytes(listing.disk_bytes)
             );
+        }
+        RegistryCommand::Login {
+            host,
+            username,
+            password_stdin,
+            plain_http,
+        } => {
+            if !password_stdin {
+                anyhow::bail!(
+                    "pass the password on standard input: echo \"$TOKEN\" | berth registry login {host} -u {username} --password-stdin"
+                );
+            }
+            let mut password = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            client
+                .registry_login(&berth_proto::RegistryLogin {
+                    host: host.clone(),
+                    username: username.clone(),
+                    password,
+                    plain_http,
+                })
+                .await?;
+            say!(
+                "signed in to {host} as {username}: `berth deploy --image {host}/NAME:TAG` pulls from it"
+            );
+        }
+        RegistryCommand::Logout { host } => {
+            client.registry_logout(&host).await?;
+            say!("berth no longer signs in to {host}");
+        }
+        RegistryCommand::Logins => {
+            let logins = client.registry_logins().await?;
+            if global.json {
+                say!("{}", serde_json::to_string_pretty(&logins)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = logins
+                .iter()
+                .map(|login| {
+                    vec![
+                        login.host.clone(),
+                        login.username.clone(),
+                        if login.plain_http { "http" } else { "https" }.to_string(),
+                    ]
+                })
+                .collect();
+            output::table(&["HOST", "USER", "OVER"], &rows);
         }
         RegistryCommand::Gc => {
             let report = client.registry_gc().await?;

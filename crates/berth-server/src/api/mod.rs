@@ -59,7 +59,7 @@ use resources::*;
     paths(health, tunnel, list_apps, create_app, app_status, destroy_app, deploy, releases, app_spec, rollback, scale, get_env, change_env, list_secrets, change_secrets,
         postgres_info, attach_postgres, list_backups, take_backup, restore_backup, migrate, redis_info, attach_redis, list_volumes, destroy_volume, logs, events,
         list_jobs, run_job, run_command, terminal::run_terminal, drains::list_drains, drains::add_drain, drains::remove_drain, job_executions, execution, cancel_execution, list_domains, add_domain, remove_domain, check_domain, certs_root,
-        get_edge, set_edge, usage::usage, usage::get_budget, usage::set_budget, usage::resume_budget, usage::list_notify, usage::add_notify, usage::remove_notify, usage::notify_log, registry::collect::listing, registry::collect::gc_now, images::build_image),
+        get_edge, set_edge, usage::usage, usage::get_budget, usage::set_budget, usage::resume_budget, usage::list_notify, usage::add_notify, usage::remove_notify, usage::notify_log, registry::collect::listing, registry::collect::gc_now, registry::logins::list_logins, registry::logins::add_login, registry::logins::remove_login, images::build_image),
     components(schemas(
         ApiError, AppStatus, AppSummary, CreateApp, DeployProgress, EnvChange, EventInfo, InstanceInfo, LogLine,
         ProcessGroupStatus, ReleaseInfo, RollbackRequest, ScaleRequest, ServerHealth,
@@ -70,7 +70,7 @@ use resources::*;
         berth_proto::AppEdge, berth_proto::EdgeRuleSet, berth_proto::RateLimit, berth_proto::TunnelStatus,
         berth_proto::UsageRow, berth_proto::UsageReport, berth_proto::BudgetStatus, berth_proto::BudgetSettings, berth_proto::BudgetHold, berth_proto::BudgetAction, berth_proto::SetBudget,
         berth_proto::AddNotifyChannel, berth_proto::NotifyChannel, berth_proto::NotifyDelivery, berth_proto::NotifyFormat,
-        berth_proto::RegistryListing, berth_proto::RegistryRepo, berth_proto::RegistryTag, berth_proto::RegistryGc, berth_proto::BuildImage, berth_proto::BuiltImage
+        berth_proto::RegistryListing, berth_proto::RegistryRepo, berth_proto::RegistryTag, berth_proto::RegistryGc, berth_proto::BuildImage, berth_proto::BuiltImage, berth_proto::RegistryLogin, berth_proto::RegistryLoginInfo
     )),
     modifiers(&BearerAuth),
     security(("token" = []))
@@ -113,6 +113,14 @@ pub fn routes(state: ApiState) -> Router {
         .route("/v1/notify/log", get(usage::notify_log))
         .route("/v1/registry", get(registry::collect::listing))
         .route("/v1/registry/gc", post(registry::collect::gc_now))
+        .route(
+            "/v1/registry/logins",
+            get(registry::logins::list_logins).post(registry::logins::add_login),
+        )
+        .route(
+            "/v1/registry/logins/{host}",
+            axum::routing::delete(registry::logins::remove_login),
+        )
         .route("/v1/apps/{app}/image", post(images::build_image))
         .route(
             "/v1/notify/{id}",

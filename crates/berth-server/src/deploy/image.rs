@@ -46,6 +46,8 @@ impl Deployer {
         reference: &str,
         progress: &Progress,
     ) -> Result<(String, PinnedImage), DeployFailure> {
+        let pulled = self.pull_if_remote(reference, progress).await?;
+        let reference = pulled.as_deref().unwrap_or(reference);
         let (repo, tag) = parse_reference(reference).map_err(DeployFailure::before_release)?;
         say(
             progress,
@@ -91,6 +93,44 @@ impl Deployer {
             DeployFailure::before_release(format!("unpacking the image stopped: {err}"))
         })?
         .map_err(DeployFailure::before_release)
+    }
+}
+
+impl Deployer {
+    /// When `reference` names a host berth signs in to (`berth registry
+    /// login`), copies the image into berth's registry and returns the
+    /// reference there, pinned (`ghcr-io/team/shop@sha256:…`).
+    async fn pull_if_remote(
+        &self,
+        reference: &str,
+        progress: &Progress,
+    ) -> Result<Option<String>, DeployFailure> {
+        let Some((host, rest)) = crate::remote_registry::split_host(reference) else {
+            return Ok(None);
+        };
+        let Some(remote) = self.registry_logins.client(host) else {
+            return Ok(None);
+        };
+        let fail =
+            |err: String| DeployFailure::before_release(format!("pulling {reference}: {err}"));
+        let remote = remote.map_err(fail)?;
+        let (path, tag) = parse_reference(rest).map_err(DeployFailure::before_release)?;
+        let local = crate::remote_registry::local_name(host, path.as_str()).map_err(fail)?;
+        say(
+            progress,
+            format!("pulling {reference} into berth's registry as {local}"),
+        );
+        let digest = remote
+            .pull(
+                path.as_str(),
+                &tag,
+                &Platform::host(),
+                &self.registry,
+                &local,
+            )
+            .await
+            .map_err(fail)?;
+        Ok(Some(format!("{local}@{digest}")))
     }
 }
 

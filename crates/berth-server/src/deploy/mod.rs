@@ -65,6 +65,8 @@ pub struct Deployer {
     pub(crate) timings: timings::Timings,
     /// The registry images are deployed from.
     pub(crate) registry: Arc<berth_registry::Registry>,
+    /// Other registries images are pulled from.
+    pub(crate) registry_logins: Arc<crate::remote_registry::RegistryLogins>,
     /// How Dockerfiles of other shapes than cargo-chef's are built.
     pub(crate) dockerfile_builds: Option<DockerfileBuilds>,
 }
@@ -87,6 +89,9 @@ impl Deployer {
     ) -> Self {
         Deployer {
             registry,
+            registry_logins: Arc::new(crate::remote_registry::RegistryLogins::new(
+                resources.clone(),
+            )),
             store,
             logs,
             launcher: crate::launch::Launcher::new(slugs.clone(), resources.clone()),

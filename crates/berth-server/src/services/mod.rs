@@ -87,10 +87,33 @@ pub struct Resources {
     internal_names: std::sync::OnceLock<crate::internal_names::InternalNames>,
 }
 
+/// The vault owner of the server's own secrets: `@` is in no app name.
+const SERVER_SECRETS: &str = "@server";
+
 impl Resources {
     /// Where images are unpacked into roots of their own (`DATA/images`).
     pub fn images_dir(&self) -> PathBuf {
         self.data_dir.join("images")
+    }
+
+    /// `value` sealed as the server's own secret `name` (an owner no app
+    /// name can be, so no app's key opens it).
+    pub(crate) fn seal_server_secret(&self, name: &str, value: &str) -> String {
+        self.vault.seal(SERVER_SECRETS, name, value)
+    }
+
+    /// What [`Resources::seal_server_secret`] sealed as `name`.
+    pub(crate) fn open_server_secret(
+        &self,
+        name: &str,
+        sealed: &str,
+    ) -> Result<Zeroizing<String>, berth_vault::VaultError> {
+        self.vault.open(SERVER_SECRETS, name, sealed)
+    }
+
+    /// Where the server keeps its own files (`DATA`).
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// Resources kept under `data_dir`; nothing starts until [`Resources::start`].

@@ -33,7 +33,7 @@ pub(crate) fn plain_binary() -> PathBuf {
 /// An OCI layout with `plain:v1` (env `MARKER=one`), `v2` (`MARKER=two`)
 /// and `riscv` (the same image, said to be for riscv64): the binary at
 /// `/app/plain` with its libraries, a marker file, and its entrypoint.
-fn make_images(dir: &Path) -> PathBuf {
+pub(crate) fn make_images(dir: &Path) -> PathBuf {
     let layout = dir.join("layout");
     let files = dir.join("files");
     std::fs::create_dir_all(&files).unwrap();
@@ -125,7 +125,7 @@ fn push(server: &TestServer, layout: &Path, tag: &str) {
     );
 }
 
-async fn marker(server: &TestServer, app: &str) -> String {
+pub(crate) async fn marker(server: &TestServer, app: &str) -> String {
     let environ = server.get(app, "/read?path=/proc/self/environ").await;
     assert_eq!(environ.status, 200, "{}", environ.body);
     environ

@@ -28,6 +28,7 @@ mod one_off;
 mod packages;
 mod ports;
 mod private_names;
+mod pulls;
 mod registry;
 mod remote;
 mod resources;

@@ -24,6 +24,7 @@ mod answer;
 mod auth;
 mod blobs;
 pub(super) mod collect;
+pub(super) mod logins;
 mod manifests;
 mod offload;
 
