@@ -331,6 +331,61 @@ pub fn base_images(text: &str) -> Vec<String> {
     bases
 }
 
+/// Why a Dockerfile built with buildah is refused, if it is: what would
+/// reach past its context and its bases — `ADD` of a URL or a git
+/// repository (fetched by the builder, outside the build's network), a
+/// `RUN --mount` (caches and binds the builder shares), `COPY --from` an
+/// image rather than a stage, and a base that reads as an option.
+pub fn buildah_refusal(text: &str) -> Option<String> {
+    let mut stages: Vec<String> = Vec::new();
+    for (keyword, rest) in instructions(text) {
+        match keyword.as_str() {
+            "FROM" => {
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|word| !word.starts_with("--"))
+                    .collect();
+                if let [_, as_word, name, ..] = words.as_slice()
+                    && as_word.eq_ignore_ascii_case("as")
+                {
+                    stages.push(name.to_ascii_lowercase());
+                }
+            }
+            "ADD" | "COPY" => {
+                let (flags, paths) = copy_parts(&rest);
+                let sources = &paths[..paths.len().saturating_sub(1)];
+                if let Some(url) = sources
+                    .iter()
+                    .find(|source| source.contains("://") || source.starts_with("git@"))
+                {
+                    return Some(format!(
+                        "{keyword} {url}: fetching from the network outside a RUN is not allowed; download it in a RUN step (its network is the build's)"
+                    ));
+                }
+                if let Some(from) = flags.get("from") {
+                    let from = from.to_ascii_lowercase();
+                    if !stages.contains(&from) && from.parse::<usize>().is_err() {
+                        return Some(format!(
+                            "{keyword} --from={from}: copying from an image is not allowed; add it as a stage (FROM {from} AS name) so berth hands it over from its registry"
+                        ));
+                    }
+                }
+            }
+            "RUN" if rest.trim_start().starts_with("--") => {
+                return Some(format!(
+                    "RUN {}: options of RUN (--mount, --network, --security) are not allowed",
+                    rest.split_whitespace().next().unwrap_or_default()
+                ));
+            }
+            _ => {}
+        }
+    }
+    base_images(text)
+        .into_iter()
+        .find(|base| base.starts_with('-'))
+        .map(|base| format!("FROM {base}: not an image name"))
+}
+
 /// `text` with `$NAME`, `${NAME}` and `${NAME:-default}` replaced by the
 /// value in `args` (empty when unknown, as docker does).
 fn substitute_args(text: &str, args: &BTreeMap<String, String>) -> String {
@@ -391,6 +446,37 @@ WORKDIR /app
 COPY --from=builder /app/target/release/app /usr/local/bin
 ENTRYPOINT ["/usr/local/bin/app"]
 "#;
+
+    #[test]
+    fn what_would_reach_past_the_context_is_refused_for_buildah() {
+        let fine = "FROM shell:v1 AS one\nRUN make\nFROM shell:v1\nCOPY --from=one /a /a\nCOPY --from=0 /b /b\nADD local.tar /x/\n";
+        assert_eq!(buildah_refusal(fine), None);
+        for (text, said) in [
+            (
+                "FROM a\nADD http://127.0.0.1:8080/x /x\n",
+                "ADD http://127.0.0.1:8080/x",
+            ),
+            (
+                "FROM a\nADD git@github.com:a/b.git /b\n",
+                "ADD git@github.com",
+            ),
+            (
+                "FROM a\nCOPY --from=nginx:latest /etc/nginx /n\n",
+                "COPY --from=nginx:latest",
+            ),
+            (
+                "FROM a\nRUN --mount=type=cache,id=../../x,target=/c true\n",
+                "RUN --mount",
+            ),
+            (
+                "ARG B=--storage-driver=vfs\nFROM ${B}\n",
+                "FROM --storage-driver=vfs",
+            ),
+        ] {
+            let refused = buildah_refusal(text).unwrap_or_else(|| panic!("{text} passed"));
+            assert!(refused.contains(said), "{refused}");
+        }
+    }
 
     #[test]
     fn the_bases_are_the_froms_that_name_no_stage_with_global_args_put_in() {

@@ -31,7 +31,7 @@ mod workspace;
 
 pub use appjson::{APP_JSON, HEROKU_DYNO_SIZES, parse_app_json};
 pub use checks::{HealthCheck, StopSignal, TcpPort, TcpService};
-pub use dockerfile::{ChefPlan, base_images, chef_plan};
+pub use dockerfile::{ChefPlan, base_images, buildah_refusal, chef_plan};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Location, SpecError, SpecProblem};
 pub use export::{to_dockerfile, to_fly_toml};

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use berth_proto::DeployProgress;
 use berth_registry::RepoName;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 use super::Deployer;
@@ -46,6 +46,12 @@ pub(crate) struct BuildahTools {
     /// The OCI runtime of its `RUN`s.
     pub runtime: PathBuf,
 }
+
+/// Held while a buildah build runs.
+static BUILDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The longest line of build output kept (as an instance's log lines).
+const MAX_LINE: usize = 64 * 1024;
 
 /// What to install when a tool is missing.
 const INSTALL: &str = "apt install buildah runc";
@@ -109,6 +115,9 @@ impl Deployer {
                 "{path} is not the cargo-chef shape berth builds natively, and building it with buildah needs the server to run as root"
             )));
         }
+        if let Some(refusal) = berth_spec::buildah_refusal(text) {
+            return Err(fail(format!("{path}: {refusal}")));
+        }
         let tools = find_tools(&std::env::var_os("PATH").unwrap_or_default()).map_err(fail)?;
         let bases = berth_spec::base_images(text);
         let mut found = Vec::new();
@@ -132,6 +141,9 @@ impl Deployer {
                 }
             ),
         );
+        // One buildah build at a time: they share a store, and the names
+        // the bases are given there.
+        let _one_at_a_time = BUILDS.lock().await;
         std::fs::create_dir_all(&self.tmp_dir)
             .and_then(|()| std::fs::create_dir_all(&settings.dir))
             .map_err(|err| fail(format!("cannot make buildah's directories: {err}")))?;
@@ -176,9 +188,12 @@ impl Deployer {
                 .output(&["pull", "--quiet", &format!("oci:base-{index}:base")])
                 .await
                 .map_err(|err| fail(format!("buildah could not take {base}: {err}")))?;
-            run.output(&["tag", id.trim(), &base])
-                .await
-                .map_err(|err| fail(format!("buildah could not name {base}: {err}")))?;
+            // A base named by digest is found by it; buildah tags no digest.
+            if !base.contains('@') {
+                run.output(&["tag", "--", id.trim(), &base])
+                    .await
+                    .map_err(|err| fail(format!("buildah could not name {base}: {err}")))?;
+            }
             let _ = run
                 .output(&["rmi", &format!("localhost/base-{index}:latest")])
                 .await;
@@ -218,6 +233,8 @@ impl Deployer {
             "--runtime",
             &run.tools.runtime.display().to_string(),
             "--pull=never",
+            "--no-cache",
+            "--force-rm",
             // No `--layers`: buildah 1.28 cannot then copy between stages
             // whose users are mapped (`COPY --from`: "host ID 65534 cannot
             // be mapped").
@@ -260,8 +277,10 @@ impl Deployer {
                     args.push(format!("--dns={server}"));
                 }
             }
-            None => args.push("--network=host".into()),
+            // RUN steps never get the host's network.
+            None => args.push("--network=none".into()),
         }
+        args.push("--".into());
         args.push(source.display().to_string());
         let built = run.stream(&args, &env, limits.timeout, progress).await;
         drop(network);
@@ -330,6 +349,8 @@ impl BuildahRun {
             .current_dir(&self.work)
             .envs(env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
+            // Its own process group: stopping it stops its runc and RUNs.
+            .process_group(0)
             .kill_on_drop(true);
         command
     }
@@ -381,9 +402,23 @@ impl BuildahRun {
         {
             let sender = sender.clone();
             tokio::spawn(async move {
-                let mut reader = BufReader::new(reader).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    let _ = sender.send(line);
+                let mut reader = BufReader::new(reader);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    // Read on past a line too long (kept cut) and bytes
+                    // that are not UTF-8, so buildah's pipe never closes.
+                    match (&mut reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut line)
+                        .await
+                    {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&line);
+                            let _ = sender.send(text.trim_end_matches(['\n', '\r']).to_string());
+                        }
+                    }
                 }
             });
         }
@@ -423,20 +458,27 @@ impl BuildahRun {
     }
 }
 
-/// Stops buildah the way it cleans up after itself (SIGTERM), then kills
-/// it if it lingers.
+/// Stops buildah and what it started (its process group) the way it
+/// cleans up after itself (SIGTERM), then kills them if they linger.
 async fn stop(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .await;
-    }
+    let group = child.id().map(|pid| format!("-{pid}"));
+    let signal = |name: &'static str| {
+        let group = group.clone();
+        async move {
+            if let Some(group) = group {
+                let _ = Command::new("kill")
+                    .args([name, "--", &group])
+                    .status()
+                    .await;
+            }
+        }
+    };
+    signal("-TERM").await;
     if tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .is_err()
     {
+        signal("-KILL").await;
         let _ = child.kill().await;
     }
 }

@@ -150,4 +150,20 @@ async fn a_dockerfile_of_another_shape_is_built_with_buildah_and_served() {
         failed.stderr
     );
     assert_eq!(read(&server, "/app/marker").await, "written by RUN\n");
+
+    // buildah itself runs on the host: nothing it would fetch is allowed.
+    std::fs::write(
+        app.join("Dockerfile"),
+        format!("FROM shell:v1\nADD {}/v1/apps /apps\n", server.api_url),
+    )
+    .unwrap();
+    let fetch = server.fails_in(&app, &deploy).await;
+    assert!(
+        fetch
+            .stderr
+            .contains("fetching from the network outside a RUN is not allowed"),
+        "{}",
+        fetch.stderr
+    );
+    assert_eq!(read(&server, "/app/marker").await, "written by RUN\n");
 }
