@@ -46,9 +46,12 @@ impl Deployer {
         reference: &str,
         progress: &Progress,
     ) -> Result<(String, PinnedImage), DeployFailure> {
-        let pulled = self.pull_if_remote(reference, progress).await?;
-        let reference = pulled.as_deref().unwrap_or(reference);
-        let (repo, tag) = parse_reference(reference).map_err(DeployFailure::before_release)?;
+        // Pulled from a registry signed in to: its place in berth's own
+        // (never read back from text, where the host would be dropped).
+        let (repo, tag) = match self.pull_if_remote(reference, progress).await? {
+            Some(pulled) => pulled,
+            None => parse_reference(reference).map_err(DeployFailure::before_release)?,
+        };
         say(
             progress,
             format!("image {repo}:{tag} from berth's registry"),
@@ -98,13 +101,13 @@ impl Deployer {
 
 impl Deployer {
     /// When `reference` names a host berth signs in to (`berth registry
-    /// login`), copies the image into berth's registry and returns the
-    /// reference there, pinned (`ghcr-io/team/shop@sha256:…`).
+    /// login`), copies the image into berth's registry and returns where
+    /// it is there, pinned by digest.
     async fn pull_if_remote(
         &self,
         reference: &str,
         progress: &Progress,
-    ) -> Result<Option<String>, DeployFailure> {
+    ) -> Result<Option<(RepoName, String)>, DeployFailure> {
         let Some((host, rest)) = crate::remote_registry::split_host(reference) else {
             return Ok(None);
         };
@@ -114,7 +117,7 @@ impl Deployer {
         let fail =
             |err: String| DeployFailure::before_release(format!("pulling {reference}: {err}"));
         let remote = remote.map_err(fail)?;
-        let (path, tag) = parse_reference(rest).map_err(DeployFailure::before_release)?;
+        let (path, tag) = crate::remote_registry::split_tag(rest).map_err(fail)?;
         let local = crate::remote_registry::local_name(host, path.as_str()).map_err(fail)?;
         say(
             progress,
@@ -130,7 +133,7 @@ impl Deployer {
             )
             .await
             .map_err(fail)?;
-        Ok(Some(format!("{local}@{digest}")))
+        Ok(Some((local, digest.to_string())))
     }
 }
 

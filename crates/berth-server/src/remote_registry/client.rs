@@ -10,10 +10,14 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::Mutex;
 
+/// The largest token answer read.
+const MAX_TOKEN_ANSWER: usize = 64 * 1024;
+
 /// A registry berth signs in to.
 pub(crate) struct RemoteRegistry {
     http: reqwest::Client,
     base: String,
+    plain_http: bool,
     username: String,
     password: berth_vault::Zeroizing<String>,
     /// The last `Authorization` value that worked.
@@ -96,6 +100,7 @@ impl RemoteRegistry {
         Ok(RemoteRegistry {
             http,
             base: format!("{scheme}://{host}"),
+            plain_http,
             username: username.to_string(),
             password,
             authorization: Mutex::new(None),
@@ -126,6 +131,18 @@ impl RemoteRegistry {
             .map_err(|err| format!("{}: {err}", self.base))?;
         if answer.status() != StatusCode::UNAUTHORIZED {
             return Ok(answer);
+        }
+        // Only the registry itself says where its credentials go, never a
+        // host a redirect led to.
+        if !answer
+            .url()
+            .as_str()
+            .starts_with(&format!("{}/", self.base))
+        {
+            return Err(format!(
+                "{} answered 401 after a redirect to another host",
+                answer.url().origin().ascii_serialization()
+            ));
         }
         let authorization = self.answer_challenge(answer.headers()).await?;
         *self.authorization.lock().await = Some(authorization.clone());
@@ -166,6 +183,12 @@ impl RemoteRegistry {
                 scope,
             } => (realm, service, scope),
         };
+        if !self.plain_http && !realm.starts_with("https://") {
+            return Err(format!(
+                "{} sends its credentials to {realm}, which is not HTTPS",
+                self.base
+            ));
+        }
         let mut request = self.http.get(&realm).header(AUTHORIZATION, self.basic());
         let query: Vec<(&str, String)> = [("service", service), ("scope", scope)]
             .into_iter()
@@ -184,9 +207,19 @@ impl RemoteRegistry {
                 answer.status()
             ));
         }
-        let body: serde_json::Value = answer
-            .json()
+        let mut bytes = Vec::new();
+        let mut answer = answer;
+        while let Some(chunk) = answer
+            .chunk()
             .await
+            .map_err(|err| format!("{realm}: {err}"))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_TOKEN_ANSWER {
+                return Err(format!("{realm} answered more than a token"));
+            }
+        }
+        let body: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|err| format!("{realm} answered no token: {err}"))?;
         let token = body["token"]
             .as_str()

@@ -2,9 +2,9 @@
 //! keeps the credentials (the password sealed in the vault, in
 //! `DATA/registry-logins.json`), and `berth deploy --image HOST/NAME:TAG`
 //! for such a host copies the image for this machine's platform into
-//! berth's own registry, as `HOST/NAME` with the dots and colon of the
-//! host made dashes (`ghcr-io/team/shop`), before running it pinned like
-//! any image. Only hosts signed in to are pulled from; any other host in
+//! berth's own registry, as `HOST/NAME` with the port's colon made an
+//! underscore (`ghcr.io/team/shop`, `127.0.0.1_5000/shop`), before
+//! running it pinned like any image. Only hosts signed in to are pulled from; any other host in
 //! a reference means berth's own registry (`SERVER:PORT/shop`).
 
 mod client;
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::services::Resources;
 pub(crate) use client::RemoteRegistry;
-pub(crate) use pull::{local_name, split_host};
+pub(crate) use pull::{local_name, split_host, split_tag};
 
 /// One host's credentials as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,13 +46,14 @@ pub(crate) fn check_host(host: &str) -> Result<(), String> {
         && host.len() <= MAX_HOST
         && host
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        && !host.starts_with(['-', '.', ':']);
+            .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+        && !host.starts_with(['-', '.', ':'])
+        && host.matches(':').count() <= 1;
     if valid {
         Ok(())
     } else {
         Err(format!(
-            "{:?} is not a registry address (a host name, maybe with :PORT)",
+            "{:?} is not a registry address (a host name or IPv4 address, maybe with :PORT)",
             host.chars().take(80).collect::<String>()
         ))
     }
@@ -69,17 +70,33 @@ impl RegistryLogins {
         }
     }
 
-    fn read(&self) -> BTreeMap<String, StoredLogin> {
-        std::fs::read(&self.path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// The logins; none when the file is missing, an error when it is
+    /// damaged (so a new login never writes over the others).
+    fn read(&self) -> Result<BTreeMap<String, StoredLogin>, String> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|err| format!("{} is damaged: {err}", self.path.display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(err) => Err(format!("cannot read {}: {err}", self.path.display())),
+        }
     }
 
+    /// Replaces the file whole (mode 0600, synced before it is renamed in).
     fn write(&self, logins: &BTreeMap<String, StoredLogin>) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let bytes = serde_json::to_vec_pretty(logins).expect("logins serialize");
         let staged = self.path.with_extension("json.new");
-        std::fs::write(&staged, bytes)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&staged)
+            .and_then(|mut file| {
+                file.write_all(&bytes)?;
+                file.sync_all()
+            })
             .and_then(|()| std::fs::rename(&staged, &self.path))
             .map_err(|err| format!("cannot store {}: {err}", self.path.display()))
     }
@@ -106,7 +123,7 @@ impl RegistryLogins {
         remote.check().await?;
         let sealed = self.resources.seal_server_secret(&host, &login.password);
         let _guard = self.guard();
-        let mut logins = self.read();
+        let mut logins = self.read()?;
         logins.insert(
             host,
             StoredLogin {
@@ -121,7 +138,7 @@ impl RegistryLogins {
     /// Forgets `host`; whether it was there.
     pub(crate) fn remove(&self, host: &str) -> Result<bool, String> {
         let _guard = self.guard();
-        let mut logins = self.read();
+        let mut logins = self.read()?;
         let removed = logins.remove(&host.to_ascii_lowercase()).is_some();
         if removed {
             self.write(&logins)?;
@@ -130,21 +147,25 @@ impl RegistryLogins {
     }
 
     /// The hosts, without passwords.
-    pub(crate) fn list(&self) -> Vec<RegistryLoginInfo> {
-        self.read()
+    pub(crate) fn list(&self) -> Result<Vec<RegistryLoginInfo>, String> {
+        Ok(self
+            .read()?
             .into_iter()
             .map(|(host, login)| RegistryLoginInfo {
                 host,
                 username: login.username,
                 plain_http: login.plain_http,
             })
-            .collect()
+            .collect())
     }
 
     /// A client of `host`, if berth signs in there.
     pub(crate) fn client(&self, host: &str) -> Option<Result<RemoteRegistry, String>> {
         let host = host.to_ascii_lowercase();
-        let login = self.read().remove(&host)?;
+        let login = match self.read() {
+            Ok(mut logins) => logins.remove(&host)?,
+            Err(err) => return Some(Err(err)),
+        };
         Some(
             self.resources
                 .open_server_secret(&host, &login.password)

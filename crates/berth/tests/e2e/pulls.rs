@@ -77,10 +77,20 @@ async fn an_image_is_pulled_from_a_registry_signed_in_to() {
     assert!(!logins.stdout.contains(&elsewhere.token));
     // Sealed at rest.
     let kept = std::fs::read_to_string(server.data_dir().join("registry-logins.json")).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&kept).unwrap();
+    let sealed = stored[other.as_str()]["password"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
-        kept.contains(&other) && !kept.contains(&elsewhere.token),
+        sealed.starts_with("v1:") && !kept.contains(&elsewhere.token),
         "{kept}"
     );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.data_dir().join("registry-logins.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
 
     let empty = tempfile::tempdir().unwrap();
     let reference = format!("{other}/team/plain:v1");
@@ -90,7 +100,7 @@ async fn an_image_is_pulled_from_a_registry_signed_in_to() {
             &["deploy", "--image", &reference, "--app", "pulled"],
         )
         .await;
-    let local = format!("{}/team/plain", other.replace(['.', ':'], "-"));
+    let local = format!("{}/team/plain", other.replace(':', "_"));
     assert!(
         deployed.stderr.contains(&format!(
             "pulling {reference} into berth's registry as {local}"

@@ -11,8 +11,15 @@ use crate::api::state::ApiState;
 
 /// `GET /v1/registry/logins`: the registries berth signs in to.
 #[utoipa::path(get, path = "/v1/registry/logins", responses((status = 200, body = [RegistryLoginInfo])))]
-pub(crate) async fn list_logins(State(state): State<ApiState>) -> Json<Vec<RegistryLoginInfo>> {
-    Json(state.deployer.registry_logins.list())
+pub(crate) async fn list_logins(
+    State(state): State<ApiState>,
+) -> ApiResult<Json<Vec<RegistryLoginInfo>>> {
+    state
+        .deployer
+        .registry_logins
+        .list()
+        .map(Json)
+        .map_err(ApiFailure::Internal)
 }
 
 /// `POST /v1/registry/logins`: checks the credentials against the
