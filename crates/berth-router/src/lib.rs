@@ -13,6 +13,7 @@
 pub mod balance;
 mod dispatch;
 pub mod edge_rules;
+mod file_body;
 mod forwarding;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

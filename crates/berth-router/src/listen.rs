@@ -396,12 +396,22 @@ async fn deliver(
     turn: usize,
 ) -> Response<ProxyBody> {
     if let Some(site) = &route.site {
-        return crate::site::answer(site, request.method(), request.uri().path()).await;
+        let range = request
+            .headers()
+            .get(http::header::RANGE)
+            .and_then(|value| value.to_str().ok());
+        return crate::site::answer(site, request.method(), request.uri().path(), range).await;
     }
     if !route.statics.is_empty() {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        if let Some(response) = crate::statics::serve(&route.statics, &method, &path).await {
+        let range = request
+            .headers()
+            .get(http::header::RANGE)
+            .and_then(|value| value.to_str().ok());
+        if let Some(response) =
+            crate::statics::serve_part(&route.statics, &method, &path, range).await
+        {
             return response;
         }
         let host = named_host(&request);

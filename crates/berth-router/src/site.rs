@@ -27,8 +27,13 @@ pub struct Site {
     pub headers: Vec<SiteHeader>,
 }
 
-/// The answer to `method path`.
-pub async fn answer(site: &Site, method: &Method, path: &str) -> Response<ProxyBody> {
+/// The answer to `method path` (with a `Range` header's value, if any).
+pub async fn answer(
+    site: &Site,
+    method: &Method,
+    path: &str,
+    range: Option<&str>,
+) -> Response<ProxyBody> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = pages::status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -44,7 +49,7 @@ pub async fn answer(site: &Site, method: &Method, path: &str) -> Response<ProxyB
         root: site.root.clone(),
         dir: site.dir.clone(),
     }];
-    let mut response = match statics::serve(&files, method, path).await {
+    let mut response = match statics::serve_part(&files, method, path, range).await {
         Some(found) => found,
         None => by_rule(site, &files, method, path).await,
     };
@@ -152,26 +157,39 @@ mod tests {
             }],
         };
         let get = Method::GET;
-        assert_eq!(body(answer(&site, &get, "/").await).await.1, "home");
+        assert_eq!(body(answer(&site, &get, "/", None).await).await.1, "home");
         assert_eq!(
-            body(answer(&site, &get, "/assets/app.js").await).await.1,
+            body(answer(&site, &get, "/assets/app.js", None).await)
+                .await
+                .1,
             "js"
         );
         assert_eq!(
-            body(answer(&site, &get, "/app/deep/link").await).await.1,
+            body(answer(&site, &get, "/app/deep/link", None).await)
+                .await
+                .1,
             "home"
         );
-        let moved = body(answer(&site, &get, "/old/page").await).await;
+        let moved = body(answer(&site, &get, "/old/page", None).await).await;
         assert_eq!((moved.0, moved.2.as_deref()), (301, Some("/new/page")));
-        assert_eq!(body(answer(&site, &get, "/missing").await).await.0, 404);
-        assert_eq!(body(answer(&site, &get, "/../secret").await).await.0, 404);
-        let headers = answer(&site, &get, "/").await;
+        assert_eq!(
+            body(answer(&site, &get, "/missing", None).await).await.0,
+            404
+        );
+        assert_eq!(
+            body(answer(&site, &get, "/../secret", None).await).await.0,
+            404
+        );
+        let headers = answer(&site, &get, "/", None).await;
         assert_eq!(headers.headers()["x-frame-options"], "sameorigin");
-        assert_eq!(body(answer(&site, &Method::POST, "/").await).await.0, 405);
+        assert_eq!(
+            body(answer(&site, &Method::POST, "/", None).await).await.0,
+            405
+        );
         // Its own 404 page, with status 404.
         std::fs::write(dist.join("404.html"), "lost").unwrap();
         site.rules.clear();
-        let missing = body(answer(&site, &get, "/missing").await).await;
+        let missing = body(answer(&site, &get, "/missing", None).await).await;
         assert_eq!((missing.0, missing.1.as_str()), (404, "lost"));
     }
 }

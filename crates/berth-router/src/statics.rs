@@ -2,7 +2,8 @@
 //! under a static prefix is answered from the release's folder without
 //! reaching an instance (nor waking one). A path that names no file falls
 //! through to the app. Paths with `..`, encoded bytes or links that leave
-//! the folder are never served.
+//! the folder are never served. Small files are read whole; larger ones,
+//! and byte ranges (`Range: bytes=…`, one range), stream from disk.
 
 use std::path::{Path, PathBuf};
 
@@ -10,9 +11,10 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::file_body::FileBody;
 use crate::upstream::ProxyBody;
 
-/// Files larger than this go to the app (each file is read whole).
+/// Files up to this size are read whole; larger ones are streamed.
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// How long reading one file may hold a blocking thread (a slow or stuck
 /// disk): past it the request goes to the app.
@@ -114,11 +116,86 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// A `Range` header's one byte range of a file of `length` bytes.
+#[derive(Debug, PartialEq)]
+enum Wanted {
+    /// No range (or several, or one berth does not read): the whole file.
+    Whole,
+    /// `length` bytes from `start`.
+    Part { start: u64, length: u64 },
+    /// A range that starts past the end.
+    Unsatisfiable,
+}
+
+fn wanted(range: Option<&str>, length: u64) -> Wanted {
+    let Some(spec) = range.and_then(|value| value.trim().strip_prefix("bytes=")) else {
+        return Wanted::Whole;
+    };
+    // Several ranges: the whole file, as RFC 9110 allows.
+    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
+        return Wanted::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        return match last.parse::<u64>() {
+            Ok(0) => Wanted::Unsatisfiable,
+            Ok(_) if length == 0 => Wanted::Unsatisfiable,
+            Ok(suffix) => Wanted::Part {
+                start: length - suffix.min(length),
+                length: suffix.min(length),
+            },
+            Err(_) => Wanted::Whole,
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return Wanted::Whole;
+    };
+    if start >= length {
+        return Wanted::Unsatisfiable;
+    }
+    let end = match last {
+        "" => length - 1,
+        last => match last.parse::<u64>() {
+            Ok(end) if end >= start => end.min(length - 1),
+            _ => return Wanted::Whole,
+        },
+    };
+    Wanted::Part {
+        start,
+        length: end - start + 1,
+    }
+}
+
+/// What is read of a file before answering.
+enum Read {
+    /// The whole file (or nothing, for `HEAD`).
+    Whole(Vec<u8>),
+    /// Streamed: `length` bytes from `start`.
+    Stream {
+        file: std::fs::File,
+        start: u64,
+        length: u64,
+        part: bool,
+    },
+    /// `416`.
+    Unsatisfiable,
+}
+
 /// Answers `method path` from `statics`, or `None` to pass it to the app.
 pub async fn serve(
     statics: &[StaticDir],
     method: &Method,
     path: &str,
+) -> Option<Response<ProxyBody>> {
+    serve_part(statics, method, path, None).await
+}
+
+/// [`serve`], honouring a `GET`'s `Range` header (`range`).
+pub async fn serve_part(
+    statics: &[StaticDir],
+    method: &Method,
+    path: &str,
+    range: Option<&str>,
 ) -> Option<Response<ProxyBody>> {
     if method != Method::GET && method != Method::HEAD {
         return None;
@@ -126,32 +203,88 @@ pub async fn serve(
     let (root, relative) = locate(statics, path)?;
     let (root, relative) = (root.to_path_buf(), relative);
     let head = method == Method::HEAD;
+    let range = if head {
+        None
+    } else {
+        range.map(str::to_string)
+    };
     let read = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let (file, name) = open(&root, &relative)?;
+        use std::io::{Read as _, Seek, SeekFrom};
+        let (mut file, name) = open(&root, &relative)?;
         let length = file.metadata().ok()?.len();
-        if length > MAX_FILE_BYTES {
-            return None;
-        }
-        let mut body = Vec::new();
-        if !head {
-            file.take(MAX_FILE_BYTES).read_to_end(&mut body).ok()?;
-        }
-        Some((body, length, name))
+        let read = match wanted(range.as_deref(), length) {
+            Wanted::Unsatisfiable => Read::Unsatisfiable,
+            Wanted::Whole if head => Read::Whole(Vec::new()),
+            Wanted::Whole if length <= MAX_FILE_BYTES => {
+                let mut body = Vec::new();
+                file.take(MAX_FILE_BYTES).read_to_end(&mut body).ok()?;
+                Read::Whole(body)
+            }
+            Wanted::Whole => Read::Stream {
+                file,
+                start: 0,
+                length,
+                part: false,
+            },
+            Wanted::Part { start, length } => {
+                file.seek(SeekFrom::Start(start)).ok()?;
+                Read::Stream {
+                    file,
+                    start,
+                    length,
+                    part: true,
+                }
+            }
+        };
+        Some((read, length, name))
     });
-    let (body, length, name) = tokio::time::timeout(READ_TIMEOUT, read)
+    let (read, total, name) = tokio::time::timeout(READ_TIMEOUT, read)
         .await
         .ok()?
         .ok()??;
-    let length = if head { length } else { body.len() as u64 };
-    let mut response = Response::new(ProxyBody::Page(Full::new(Bytes::from(body))));
-    *response.status_mut() = StatusCode::OK;
+    let (body, status, length, content_range) = match read {
+        Read::Whole(body) => {
+            let length = if head { total } else { body.len() as u64 };
+            let body = ProxyBody::Page(Full::new(Bytes::from(body)));
+            (body, StatusCode::OK, length, None)
+        }
+        Read::Stream {
+            file,
+            start,
+            length,
+            part,
+        } => {
+            let body = ProxyBody::File(FileBody::new(tokio::fs::File::from_std(file), length));
+            if part {
+                let range = format!("bytes {start}-{}/{total}", start + length - 1);
+                (body, StatusCode::PARTIAL_CONTENT, length, Some(range))
+            } else {
+                (body, StatusCode::OK, length, None)
+            }
+        }
+        Read::Unsatisfiable => (
+            ProxyBody::Empty,
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            0,
+            Some(format!("bytes */{total}")),
+        ),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type(&name)),
     );
     headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    headers.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    if let Some(range) = content_range.and_then(|range| header::HeaderValue::from_str(&range).ok())
+    {
+        headers.insert(header::CONTENT_RANGE, range);
+    }
     headers.insert("x-berth-static", header::HeaderValue::from_static("1"));
     Some(response)
 }
@@ -234,6 +367,80 @@ mod tests {
         std::os::unix::fs::symlink("/", &public).unwrap();
         assert!(serve(&statics, &get, "/static/etc/passwd").await.is_none());
         assert_eq!(content_type(Path::new("a.css")), "text/css; charset=utf-8");
+    }
+
+    #[test]
+    fn one_byte_range_is_read_and_others_mean_the_whole_file() {
+        let part = |start, length| Wanted::Part { start, length };
+        assert_eq!(wanted(None, 100), Wanted::Whole);
+        assert_eq!(wanted(Some("bytes=0-9"), 100), part(0, 10));
+        assert_eq!(wanted(Some("bytes=90-"), 100), part(90, 10));
+        assert_eq!(wanted(Some("bytes=90-500"), 100), part(90, 10));
+        assert_eq!(wanted(Some("bytes=-30"), 100), part(70, 30));
+        assert_eq!(wanted(Some("bytes=-300"), 100), part(0, 100));
+        assert_eq!(wanted(Some("bytes=100-"), 100), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=-0"), 100), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=0-1,5-6"), 100), Wanted::Whole);
+        assert_eq!(wanted(Some("bytes=9-3"), 100), Wanted::Whole);
+        assert_eq!(wanted(Some("items=0-1"), 100), Wanted::Whole);
+        assert_eq!(wanted(Some("bytes=x-1"), 100), Wanted::Whole);
+    }
+
+    #[tokio::test]
+    async fn a_large_file_streams_whole_and_by_range() {
+        use http_body_util::BodyExt;
+        let slug = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(slug.path().join("public")).unwrap();
+        let bytes: Vec<u8> = (0..(MAX_FILE_BYTES as usize + 1000))
+            .map(|index| (index % 251) as u8)
+            .collect();
+        std::fs::write(slug.path().join("public/big.bin"), &bytes).unwrap();
+        let statics = [StaticDir {
+            prefix: "/static".into(),
+            root: slug.path().to_path_buf(),
+            dir: PathBuf::from("public"),
+        }];
+        let whole = serve(&statics, &Method::GET, "/static/big.bin")
+            .await
+            .expect("a large file is served");
+        assert_eq!(whole.status(), StatusCode::OK);
+        assert_eq!(
+            whole.headers()[header::CONTENT_LENGTH],
+            bytes.len().to_string()
+        );
+        let body = whole.into_body().collect().await.unwrap().to_bytes();
+        assert!(body == bytes, "the streamed file differs");
+
+        let last = serve_part(
+            &statics,
+            &Method::GET,
+            "/static/big.bin",
+            Some("bytes=-1000"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(last.status(), StatusCode::PARTIAL_CONTENT);
+        let total = bytes.len();
+        assert_eq!(
+            last.headers()[header::CONTENT_RANGE],
+            format!("bytes {}-{}/{total}", total - 1000, total - 1)
+        );
+        let body = last.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], &bytes[total - 1000..]);
+
+        let past = serve_part(
+            &statics,
+            &Method::GET,
+            "/static/big.bin",
+            Some("bytes=999999999-"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(
+            past.headers()[header::CONTENT_RANGE],
+            format!("bytes */{total}")
+        );
     }
 
     #[tokio::test]

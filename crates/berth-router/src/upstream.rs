@@ -32,6 +32,8 @@ pub enum ProxyBody {
     Empty,
     /// Another body, measured as it is sent (see `crate::measure`).
     Measured(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>),
+    /// A static file, streamed from disk.
+    File(crate::file_body::FileBody),
 }
 
 impl Body for ProxyBody {
@@ -49,6 +51,7 @@ impl Body for ProxyBody {
                 .map_err(|never| match never {}),
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Measured(body) => body.as_mut().poll_frame(cx),
+            ProxyBody::File(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -58,6 +61,7 @@ impl Body for ProxyBody {
             ProxyBody::Page(page) => page.is_end_stream(),
             ProxyBody::Empty => true,
             ProxyBody::Measured(body) => body.is_end_stream(),
+            ProxyBody::File(body) => body.is_end_stream(),
         }
     }
 
@@ -67,6 +71,7 @@ impl Body for ProxyBody {
             ProxyBody::Page(page) => page.size_hint(),
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Measured(body) => body.size_hint(),
+            ProxyBody::File(body) => body.size_hint(),
         }
     }
 }

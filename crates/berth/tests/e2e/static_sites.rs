@@ -1,7 +1,7 @@
 //! End to end: a render.yaml with a Rust API, a static site and a Python
 //! service — each read with Render's meaning: the site built by its
 //! command and served by the router with its rewrites, redirects and
-//! headers, the Python service built and run with the server's own
+//! headers (a large file streamed, whole or by byte range), the Python service built and run with the server's own
 //! python3, and a runtime whose program the server lacks refused by name.
 
 use berth_testkit::{TestServer, example};
@@ -18,7 +18,7 @@ const BLUEPRINT: &str = r#"services:
     name: site-front
     runtime: static
     rootDir: front
-    buildCommand: mkdir -p dist && cp -r pages/. dist/ && echo built > dist/built.txt
+    buildCommand: mkdir -p dist && cp -r pages/. dist/ && echo built > dist/built.txt && yes abcdefghij | head -c 12582912 > dist/big.bin
     staticPublishPath: ./dist
     routes:
       - type: redirect
@@ -82,6 +82,38 @@ async fn a_blueprint_with_a_static_site_and_a_python_service_serves_all_three() 
     // The site runs no process.
     let status = server.ok(&["status", "--app", "site-front"]).await.stdout;
     assert!(!status.contains("PROCESS"), "{status}");
+
+    // A file past 8 MiB streams from disk, whole or by byte range.
+    let big: Vec<u8> = b"abcdefghij\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(12_582_912)
+        .collect();
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/big.bin", server.router);
+    let whole = client
+        .get(&url)
+        .header("host", "site-front.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert!(whole.bytes().await.unwrap() == big, "the big file differs");
+    let tail = client
+        .get(&url)
+        .header("host", "site-front.localhost")
+        .header("range", "bytes=-100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(
+        tail.headers()["content-range"],
+        "bytes 12582812-12582911/12582912"
+    );
+    assert_eq!(&tail.bytes().await.unwrap()[..], &big[big.len() - 100..]);
 
     let python = server.get("site-py", "/built.txt").await;
     assert_eq!((python.status, python.body.trim()), (200, "from the build"));
