@@ -296,6 +296,34 @@ fn a_legacy_shuttle_service_is_named_and_a_bot_runs_as_a_worker() {
 }
 
 #[test]
+fn a_custom_shuttle_service_that_binds_no_port_is_a_worker() {
+    let manifest = "[package]\nname = \"ticker\"\n[dependencies]\nshuttle-runtime = \"0.57\"\n";
+    let service = |bind: &str| {
+        format!(
+            "struct Ticker;\n#[shuttle_runtime::async_trait]\nimpl shuttle_runtime::Service for Ticker {{\n    async fn bind({bind}) -> Result<(), shuttle_runtime::Error> {{ Ok(()) }}\n}}\n#[shuttle_runtime::main]\nasync fn main() -> Result<Ticker, shuttle_runtime::Error> {{ Ok(Ticker) }}\n"
+        )
+    };
+    let worker = service("mut self, _addr: std::net::SocketAddr");
+    let tree = MemoryTree::new(&[("Cargo.toml", manifest), ("src/main.rs", &worker)]);
+    let parsed = load_project(&tree).unwrap().expect("a Shuttle project");
+    assert_eq!(parsed.spec.processes["worker"], "ticker");
+    assert!(!parsed.spec.serves_http("worker"));
+    assert!(
+        parsed
+            .warnings
+            .join("\n")
+            .contains("leaves its address unused"),
+        "{:?}",
+        parsed.warnings
+    );
+    // One that uses its address listens there: a web service.
+    let web = service("self, addr: std::net::SocketAddr");
+    let tree = MemoryTree::new(&[("Cargo.toml", manifest), ("src/main.rs", &web)]);
+    let parsed = load_project(&tree).unwrap().expect("a Shuttle project");
+    assert!(!parsed.spec.processes.contains_key("worker"));
+}
+
+#[test]
 fn a_dockerfile_beside_a_fly_toml_without_build_is_explained() {
     let fly_toml = "app = \"docker\"\n";
     let rust = MemoryTree::new(&[

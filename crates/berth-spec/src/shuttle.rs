@@ -109,6 +109,23 @@ const RESOURCE_ATTRIBUTES: &[(&str, Option<&str>)] = &[
 /// Shuttle services that listen on no port: they run as a worker.
 const NO_HTTP_SERVICES: &[&str] = &["shuttle_serenity::", "shuttle_poise::"];
 
+/// Whether the code implements `shuttle_runtime::Service` itself with a
+/// `bind` whose address parameter is unused (`_addr`, `_`): a service that
+/// listens on no port, such as a bot or a queue consumer.
+fn binds_no_port(source: &str) -> bool {
+    let custom = source.contains("impl shuttle_runtime::Service for")
+        || (source.contains("shuttle_runtime::Service") && source.contains("impl Service for"));
+    custom
+        && source.match_indices("fn bind(").any(|(at, found)| {
+            let rest = &source[at + found.len()..];
+            let params = &rest[..rest.find(')').unwrap_or(rest.len())];
+            params
+                .split(',')
+                .nth(1)
+                .is_some_and(|param| param.trim_start().starts_with('_'))
+        })
+}
+
 /// The process group a Shuttle service without HTTP runs as.
 const WORKER_PROCESS: &str = "worker";
 
@@ -245,16 +262,21 @@ fn detect(tree: &dyn ProjectTree, refuse_legacy: bool) -> Result<Option<ParsedSp
         spec.resources.postgres = true;
     }
 
-    if let Some(kind) = NO_HTTP_SERVICES
+    let no_http = NO_HTTP_SERVICES
         .iter()
         .find(|marker| source.contains(*marker))
-    {
+        .map(|kind| format!("`{}`", kind.trim_end_matches("::")))
+        .or_else(|| {
+            binds_no_port(source).then(|| {
+                "custom shuttle_runtime::Service whose `bind` leaves its address unused".into()
+            })
+        });
+    if let Some(kind) = no_http {
         spec.processes
             .insert(WORKER_PROCESS.to_string(), bin.clone());
         spec.http.processes = Some(Vec::new());
         parsed.warnings.push(format!(
-            "a `{}` service serves no HTTP: it runs as the `{WORKER_PROCESS}` process, with no URL and no HTTP health check",
-            kind.trim_end_matches("::")
+            "a {kind} service serves no HTTP: it runs as the `{WORKER_PROCESS}` process, with no URL and no HTTP health check"
         ));
     }
 

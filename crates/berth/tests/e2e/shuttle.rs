@@ -222,3 +222,52 @@ fn find_named(dir: &std::path::Path, name: &str, found: &mut Vec<std::path::Path
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shuttle_service_that_serves_no_http_runs_as_a_worker() {
+    setup();
+    let server = TestServer::start().await;
+    // Its own `Service` (the shape of a shuttle-serenity bot): it prints a
+    // beat with the greeting from its secrets and never listens.
+    let project = example("shuttle-worker");
+    let out = server.ok_in(project.path(), &["up"]).await.stderr;
+    assert!(out.contains("serves no HTTP"), "{out}");
+    assert!(out.contains("runs as the `worker` process"), "{out}");
+
+    let status = server
+        .wait_for_status("shuttle-ticker", Duration::from_secs(30), |status| {
+            status["processes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|group| group["name"] == "worker" && group["running"] == 1)
+        })
+        .await;
+    let groups = status["processes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        groups.iter().all(|group| group["name"] != "web"),
+        "a web group for a service with no HTTP: {status}"
+    );
+    // It keeps running, with its secret, and nothing waits on a port.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = server
+            .ok(&["logs", "--app", "shuttle-ticker", "-n", "200"])
+            .await
+            .stdout;
+        // The greeting is its secret's value: masked in the logs.
+        if logs.contains("[masked] 3") {
+            assert!(!logs.contains("tick from a Shuttle worker"), "{logs}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let status = server.status("shuttle-ticker").await;
+    let instance = &status["instances"][0];
+    assert_eq!(
+        (instance["process"].as_str(), instance["restarts"].as_u64()),
+        (Some("worker"), Some(0)),
+        "{status}"
+    );
+}
