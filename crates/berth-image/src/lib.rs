@@ -11,6 +11,7 @@
 mod compose;
 mod config;
 mod elf;
+mod overlay;
 mod store;
 mod unpack;
 
@@ -19,7 +20,7 @@ pub use config::{ImageConfig, Platform, pick_from_index};
 pub use elf::{is_not_elf, shared_libraries};
 pub use store::{ImageStore, PreparedImage};
 pub use unpack::is_dir_in_root;
-pub use unpack::{LayerStats, UnpackLimits, unpack_layer};
+pub use unpack::{LayerStats, UnpackLimits, unpack_layer, unpack_layer_alone};
 
 /// Why an image cannot be made runnable.
 #[derive(Debug, thiserror::Error)]

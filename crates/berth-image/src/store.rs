@@ -1,6 +1,14 @@
-//! Roots made from images, content-addressed by manifest digest:
-//! `DIR/HEX/rootfs` and `DIR/HEX/config.json`, made beside under a
-//! temporary name and renamed into place whole.
+//! Roots made from images. Each layer is unpacked once, alone, into
+//! `DIR/layers/HEX/tree` (content-addressed by its blob's digest, shared by
+//! every image that has it, whiteouts written as overlayfs's); an image is
+//! `DIR/HEX/` (by manifest digest) with its `config.json`, `layers.json`
+//! (its layers' digests, bottom first), a `top/` holding the folders the
+//! sandbox mounts over, and `rootfs/`, where the layers and `top/` are
+//! stacked as a read-only overlay — mounted when the image is prepared and
+//! again when the server finds it unmounted (after a reboot). Each is made
+//! beside under a temporary name and renamed into place whole. An image
+//! made by an older berth (one `rootfs/` folder, no `layers.json`) is used
+//! as it is.
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +16,21 @@ use berth_registry::{Digest, Registry, RepoName};
 use serde_json::Value;
 
 use crate::config::pick_from_index;
-use crate::unpack::{LayerStats, UnpackLimits, unpack_layer};
-use crate::{ImageConfig, ImageError, Platform, Result, io_error};
+use crate::unpack::{LayerStats, UnpackLimits, unpack_layer_alone};
+use crate::{ImageConfig, ImageError, Platform, Result, io_error, overlay};
 
 /// A root being made this long ago was left by a crash.
 const HALF_MADE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The folder of unpacked layers, beside the images.
+const LAYERS: &str = "layers";
+
+/// An image's list of its layers' digests, bottom first.
+const LAYERS_FILE: &str = "layers.json";
+
+/// Held while an image's layers are stacked, so two starts never mount
+/// twice.
+static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Directories every root has, for the sandbox to mount over.
 const MOUNT_POINTS: [&str; 5] = ["proc", "dev", "tmp", "sys", "etc"];
@@ -81,8 +99,8 @@ impl ImageStore {
                 let _ = dir.set_modified(std::time::SystemTime::now());
             }
             return Ok(PreparedImage {
+                root: self.mounted_root(&manifest)?,
                 manifest,
-                root: home.join("rootfs"),
                 config,
             });
         }
@@ -113,14 +131,18 @@ impl ImageStore {
             .iter()
             .map(digest_of)
             .collect::<Result<_>>()?;
-        std::fs::create_dir_all(&self.dir)
+        std::fs::create_dir_all(self.layers_dir())
             .map_err(io_error(format!("cannot make {}", self.dir.display())))?;
+        let mut stats = LayerStats::default();
+        for (index, layer) in layers.iter().enumerate() {
+            self.unpack_once(registry, repo, layer, &layers[..index], &mut stats)?;
+        }
         let making = self.dir.join(format!(
             ".making-{}-{:08x}",
             manifest.hex(),
             rand::random::<u32>()
         ));
-        let made = self.unpack_into(registry, repo, &layers, &config, &making);
+        let made = make_home(&making, &layers, &config);
         let outcome = made.and_then(|()| match std::fs::rename(&making, &home) {
             Ok(()) => Ok(()),
             // Made meanwhile by another deploy of the same image.
@@ -135,53 +157,112 @@ impl ImageStore {
         }
         outcome?;
         Ok(PreparedImage {
+            root: self.mounted_root(&manifest)?,
             manifest,
-            root: home.join("rootfs"),
             config,
         })
     }
 
-    fn unpack_into(
+    fn layers_dir(&self) -> PathBuf {
+        self.dir.join(LAYERS)
+    }
+
+    fn layer_tree(&self, layer: &Digest) -> PathBuf {
+        self.layers_dir().join(layer.hex()).join("tree")
+    }
+
+    /// Unpacks `layer` into its own folder unless it is there already
+    /// (then marks it used now, so the collector leaves it).
+    fn unpack_once(
         &self,
         registry: &Registry,
         repo: &RepoName,
-        layers: &[Digest],
-        config: &ImageConfig,
-        making: &Path,
+        layer: &Digest,
+        below: &[Digest],
+        stats: &mut LayerStats,
     ) -> Result<()> {
-        let root = making.join("rootfs");
-        std::fs::create_dir_all(&root)
-            .map_err(io_error(format!("cannot make {}", root.display())))?;
-        // The instance's `/`: open to its user whatever the server's umask.
-        set_mode(&root, 0o755)?;
-        let mut stats = LayerStats::default();
-        for layer in layers {
+        let home = self.layers_dir().join(layer.hex());
+        if home.join("tree").is_dir() {
+            if let Ok(dir) = std::fs::File::open(&home) {
+                let _ = dir.set_modified(std::time::SystemTime::now());
+            }
+            return Ok(());
+        }
+        let making = self.layers_dir().join(format!(
+            ".making-{}-{:08x}",
+            layer.hex(),
+            rand::random::<u32>()
+        ));
+        let tree = making.join("tree");
+        let lowers: Vec<PathBuf> = below
+            .iter()
+            .rev()
+            .map(|digest| self.layer_tree(digest))
+            .collect();
+        let made = (|| {
+            std::fs::create_dir_all(&tree)
+                .map_err(io_error(format!("cannot make {}", tree.display())))?;
+            set_mode(&tree, 0o755)?;
             let (path, _) = registry.blob(repo, layer)?;
             let file = std::fs::File::open(&path)
                 .map_err(io_error(format!("cannot read {}", path.display())))?;
-            unpack_layer(file, &root, self.limits, &mut stats)?;
-        }
-        for dir in MOUNT_POINTS {
-            // Real folders, whatever a layer put there: the sandbox mounts
-            // over them.
-            let path = root.join(dir);
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => continue,
-                Ok(_) => {
-                    std::fs::remove_file(&path)
-                        .map_err(io_error(format!("cannot remove {}", path.display())))?;
-                }
-                Err(_) => {}
+            unpack_layer_alone(file, &tree, &lowers, self.limits, stats)?;
+            match std::fs::rename(&making, &home) {
+                Ok(()) => Ok(()),
+                // Unpacked meanwhile by another deploy with this layer.
+                Err(_) if home.join("tree").is_dir() => Ok(()),
+                Err(err) => Err(io_error(format!(
+                    "cannot move {} into place",
+                    home.display()
+                ))(err)),
             }
-            std::fs::create_dir(&path)
-                .map_err(io_error(format!("cannot make {}", path.display())))?;
-            set_mode(&path, 0o755)?;
+        })();
+        if making.exists() {
+            let _ = std::fs::remove_dir_all(&making);
         }
-        std::fs::write(
-            making.join("config.json"),
-            serde_json::to_vec(config).expect("a config serializes"),
-        )
-        .map_err(io_error("cannot write the image's config"))
+        made
+    }
+
+    /// The root of the image with manifest `manifest`, its layers stacked
+    /// on it if they are not (an image made by an older berth is one
+    /// folder already).
+    pub fn mounted_root(&self, manifest: &Digest) -> Result<PathBuf> {
+        let home = self.dir.join(manifest.hex());
+        let root = home.join("rootfs");
+        let Ok(listed) = std::fs::read(home.join(LAYERS_FILE)) else {
+            return match root.is_dir() {
+                true => Ok(root),
+                false => Err(ImageError::Invalid(format!(
+                    "the root of {manifest} is not in the data dir"
+                ))),
+            };
+        };
+        let layers: Vec<Digest> = serde_json::from_slice::<Vec<String>>(&listed)
+            .map_err(|err| ImageError::Invalid(format!("{LAYERS_FILE} is damaged: {err}")))?
+            .iter()
+            .map(|digest| Digest::parse(digest))
+            .collect::<std::result::Result<_, _>>()?;
+        let _one_at_a_time = MOUNTING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if overlay::is_mounted(&root) {
+            return Ok(root);
+        }
+        let mut lowers = vec![home.join("top")];
+        for layer in layers.iter().rev() {
+            let tree = self.layer_tree(layer);
+            if !tree.is_dir() {
+                return Err(ImageError::Invalid(format!(
+                    "layer {layer} of {manifest} is not in the data dir"
+                )));
+            }
+            lowers.push(tree);
+        }
+        overlay::mount_layers(&root, &lowers).map_err(io_error(format!(
+            "cannot stack the layers of {manifest} on {}",
+            root.display()
+        )))?;
+        Ok(root)
     }
 
     /// Removes the roots of images not in `keep` (manifest digests) that
@@ -208,11 +289,66 @@ impl ImageStore {
                 .unwrap_or_default();
             let kept =
                 Digest::parse(&format!("sha256:{name}")).is_ok_and(|digest| keep.contains(&digest));
+            if name == LAYERS {
+                continue;
+            }
             let half_made = name.starts_with(".making-");
             let stale = if half_made {
                 age >= HALF_MADE_AFTER
             } else {
                 !kept && age >= grace
+            };
+            if stale {
+                // Its layers' overlay first: nothing is removed through it.
+                let root = entry.path().join("rootfs");
+                overlay::unmount(&root)
+                    .map_err(io_error(format!("cannot unmount {}", root.display())))?;
+                std::fs::remove_dir_all(entry.path()).map_err(io_error(format!(
+                    "cannot remove {}",
+                    entry.path().display()
+                )))?;
+                removed += 1;
+            }
+        }
+        removed += self.remove_unused_layers(now, grace)?;
+        Ok(removed)
+    }
+
+    /// Removes the layers no image left in the store has, not used within
+    /// `grace`, and what a crash left half-unpacked.
+    fn remove_unused_layers(
+        &self,
+        now: std::time::SystemTime,
+        grace: std::time::Duration,
+    ) -> Result<usize> {
+        let mut wanted = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if let Ok(listed) = std::fs::read(entry.path().join(LAYERS_FILE)) {
+                let layers: Vec<String> = serde_json::from_slice(&listed).map_err(|err| {
+                    ImageError::Invalid(format!(
+                        "{} is damaged: {err}",
+                        entry.path().join(LAYERS_FILE).display()
+                    ))
+                })?;
+                wanted.extend(layers);
+            }
+        }
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.layers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let age = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .map(|at| now.duration_since(at).unwrap_or_default())
+                .unwrap_or_default();
+            let stale = if name.starts_with(".making-") {
+                age >= HALF_MADE_AFTER
+            } else {
+                !wanted.contains(&format!("sha256:{name}")) && age >= grace
             };
             if stale {
                 std::fs::remove_dir_all(entry.path()).map_err(io_error(format!(
@@ -224,6 +360,37 @@ impl ImageStore {
         }
         Ok(removed)
     }
+}
+
+/// Writes an image's folder at `home`: its config, its layers (bottom
+/// first), the `top/` layer with the folders the sandbox mounts over, and
+/// the empty `rootfs/` the layers are stacked on.
+fn make_home(home: &Path, layers: &[Digest], config: &ImageConfig) -> Result<()> {
+    let top = home.join("top");
+    for dir in [home.join("rootfs"), top.clone()] {
+        std::fs::create_dir_all(&dir)
+            .map_err(io_error(format!("cannot make {}", dir.display())))?;
+        // The instance's `/`: open to its user whatever the server's umask.
+        set_mode(&dir, 0o755)?;
+    }
+    for dir in MOUNT_POINTS {
+        // Real folders, whatever a layer put there: the sandbox mounts
+        // over them.
+        let path = top.join(dir);
+        std::fs::create_dir(&path).map_err(io_error(format!("cannot make {}", path.display())))?;
+        set_mode(&path, 0o755)?;
+    }
+    let listed: Vec<&str> = layers.iter().map(Digest::as_str).collect();
+    std::fs::write(
+        home.join(LAYERS_FILE),
+        serde_json::to_vec(&listed).expect("digests serialize"),
+    )
+    .map_err(io_error("cannot write the image's layers"))?;
+    std::fs::write(
+        home.join("config.json"),
+        serde_json::to_vec(config).expect("a config serializes"),
+    )
+    .map_err(io_error("cannot write the image's config"))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {

@@ -272,7 +272,22 @@ fn push(
         .unwrap();
 }
 
+/// Unmounts and removes every image of `store` when dropped, so a test
+/// leaves no overlay mounted in its temporary folder.
+struct Unmounted<'a>(&'a ImageStore);
+
+impl Drop for Unmounted<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.remove_unused(
+            &std::collections::HashSet::new(),
+            std::time::SystemTime::now() + std::time::Duration::from_secs(7200),
+            std::time::Duration::ZERO,
+        );
+    }
+}
+
 #[test]
+#[ignore = "needs root"]
 fn the_store_makes_a_root_once_and_refuses_other_platforms() {
     let dir = tempfile::tempdir().unwrap();
     let registry = berth_registry::Registry::open(&dir.path().join("registry")).unwrap();
@@ -286,6 +301,7 @@ fn the_store_makes_a_root_once_and_refuses_other_platforms() {
         "v1",
     );
     let store = ImageStore::new(&dir.path().join("images"), UnpackLimits::default());
+    let _unmounted = Unmounted(&store);
     let prepared = store.prepare(&registry, &repo, "v1", &host).unwrap();
     assert_eq!(
         std::fs::read(prepared.root.join("bin/app")).unwrap(),
@@ -295,12 +311,23 @@ fn the_store_makes_a_root_once_and_refuses_other_platforms() {
         assert!(prepared.root.join(mount_point).is_dir(), "{mount_point}");
     }
     assert_eq!(prepared.config.cmd, ["/bin/app"]);
-    // Again: the same root, not unpacked twice.
-    std::fs::write(prepared.root.join("marker"), b"").unwrap();
+    // The root is read-only: no instance writes into the image.
+    assert!(std::fs::write(prepared.root.join("marker"), b"").is_err());
+    // Again: the same root, its layer not unpacked twice.
+    let layer_dir = || {
+        std::fs::read_dir(dir.path().join("images/layers"))
+            .unwrap()
+            .flatten()
+            .map(|entry| std::os::unix::fs::MetadataExt::ino(&entry.metadata().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let before = layer_dir();
     let again = store
         .prepare(&registry, &repo, prepared.manifest.as_str(), &host)
         .unwrap();
-    assert!(again.root.join("marker").exists());
+    assert_eq!(again.root, prepared.root);
+    assert_eq!(layer_dir(), before);
+    assert_eq!(before.len(), 1);
     // Another architecture, and a layer that escapes: clear errors, and
     // nothing half-made is left.
     push(
@@ -327,8 +354,10 @@ fn the_store_makes_a_root_once_and_refuses_other_platforms() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
+        .filter(|name| name != "layers")
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(layer_dir(), before, "nothing half-unpacked is left");
     assert!(!dir.path().join("x").exists());
     let missing = store.prepare(&registry, &repo, "v9", &host).unwrap_err();
     assert!(
@@ -338,6 +367,7 @@ fn the_store_makes_a_root_once_and_refuses_other_platforms() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn images_made_here_run_on_their_base() {
     let dir = tempfile::tempdir().unwrap();
     let registry = berth_registry::Registry::open(&dir.path().join("registry")).unwrap();
@@ -383,6 +413,7 @@ fn images_made_here_run_on_their_base() {
     )
     .unwrap();
     let store = ImageStore::new(&dir.path().join("images"), UnpackLimits::default());
+    let _unmounted = Unmounted(&store);
     let prepared = store.prepare(&registry, &shop, "v1", &host).unwrap();
     assert_eq!(prepared.manifest, digest);
     assert_eq!(
@@ -420,4 +451,68 @@ fn images_made_here_run_on_their_base() {
     // The base's layer was mounted, not copied: one blob, two repositories.
     let base_layer = registry.manifest(&base, "slim").unwrap();
     assert!(registry.manifest(&shop, "v1").unwrap().bytes.len() > base_layer.bytes.len());
+}
+
+#[test]
+#[ignore = "needs root"]
+fn layers_are_unpacked_once_and_stacked_with_their_whiteouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = berth_registry::Registry::open(&dir.path().join("registry")).unwrap();
+    let repo = berth_registry::RepoName::parse("shop").unwrap();
+    let host = Platform::host();
+    let base = gzip(&layer(&[
+        Entry::File("etc/os", b"base", 0o644),
+        Entry::File("app/old.txt", b"old", 0o644),
+        Entry::File("cache/a", b"a", 0o644),
+        Entry::File("bin/tool", b"tool", 0o755),
+    ]));
+    let change = gzip(&layer(&[
+        Entry::File("app/.wh.old.txt", b"", 0o644),
+        Entry::File("cache/.wh..wh..opq", b"", 0o644),
+        Entry::File("cache/b", b"b", 0o644),
+        Entry::HardLink("bin/same", "bin/tool"),
+    ]));
+    push(
+        &registry,
+        &repo,
+        std::slice::from_ref(&base),
+        &host.architecture,
+        "v1",
+    );
+    push(&registry, &repo, &[base, change], &host.architecture, "v2");
+    let store = ImageStore::new(&dir.path().join("images"), UnpackLimits::default());
+    let _unmounted = Unmounted(&store);
+    let v1 = store.prepare(&registry, &repo, "v1", &host).unwrap();
+    let v2 = store.prepare(&registry, &repo, "v2", &host).unwrap();
+    // The base layer is on disk once, for both images.
+    let layers = std::fs::read_dir(dir.path().join("images/layers"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 2);
+    assert_eq!(std::fs::read(v1.root.join("app/old.txt")).unwrap(), b"old");
+    assert!(!v2.root.join("app/old.txt").exists(), "a whiteout hides it");
+    assert!(
+        !v2.root.join("cache/a").exists(),
+        "an opaque folder hides it"
+    );
+    assert_eq!(std::fs::read(v2.root.join("cache/b")).unwrap(), b"b");
+    assert_eq!(std::fs::read(v2.root.join("bin/same")).unwrap(), b"tool");
+    assert_eq!(std::fs::read(v2.root.join("etc/os")).unwrap(), b"base");
+    // v1 no longer wanted: its root goes, the shared layer stays for v2.
+    let keep = std::collections::HashSet::from([v2.manifest.clone()]);
+    let removed = store
+        .remove_unused(
+            &keep,
+            std::time::SystemTime::now(),
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(!v1.root.exists());
+    assert_eq!(std::fs::read(v2.root.join("etc/os")).unwrap(), b"base");
+    // Unmounted (a reboot): stacked again when asked for.
+    overlay::unmount(&v2.root).unwrap();
+    assert!(!v2.root.join("etc/os").exists());
+    assert_eq!(store.mounted_root(&v2.manifest).unwrap(), v2.root);
+    assert_eq!(std::fs::read(v2.root.join("cache/b")).unwrap(), b"b");
 }

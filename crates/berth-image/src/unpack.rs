@@ -8,6 +8,10 @@
 //! way the kernel will resolve it once the root is the instance's `/` (a
 //! symlink to `/etc` there means the root's `etc`, as containerd does it).
 //! Device nodes and FIFOs are skipped; setuid and setgid bits dropped.
+//!
+//! A layer may also be unpacked alone into a folder of its own, for
+//! overlayfs to stack ([`unpack_layer_alone`]): its whiteouts are then
+//! written as overlay's rather than applied.
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
@@ -16,7 +20,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use crate::{ImageError, Result, io_error};
+use crate::{ImageError, Result, io_error, overlay};
 
 /// The most symlinks followed resolving one path (as the kernel's 40).
 const MAX_SYMLINKS: usize = 40;
@@ -167,11 +171,45 @@ fn decompressed<'a>(layer: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// Where a layer is applied.
+#[derive(Debug, Clone, Copy)]
+enum Onto<'a> {
+    /// A root holding the layers below: a whiteout removes.
+    Root,
+    /// A folder of its own, stacked by overlayfs later: whiteouts become
+    /// overlay's, and a hard link may name a file of a layer below
+    /// (`lowers`, top first).
+    Alone(&'a [PathBuf]),
+}
+
 /// Applies `layer` onto `root`, adding what it read to `stats` and
 /// stopping at `limits`.
 pub fn unpack_layer(
     layer: impl Read,
     root: &Path,
+    limits: UnpackLimits,
+    stats: &mut LayerStats,
+) -> Result<()> {
+    apply(layer, root, Onto::Root, limits, stats)
+}
+
+/// Unpacks `layer` alone into `tree`, for overlayfs to stack over the
+/// layers below it (`lowers`, top first): `.wh.NAME` becomes a whiteout
+/// device and `.wh..wh..opq` marks its folder opaque.
+pub fn unpack_layer_alone(
+    layer: impl Read,
+    tree: &Path,
+    lowers: &[PathBuf],
+    limits: UnpackLimits,
+    stats: &mut LayerStats,
+) -> Result<()> {
+    apply(layer, tree, Onto::Alone(lowers), limits, stats)
+}
+
+fn apply(
+    layer: impl Read,
+    root: &Path,
+    onto: Onto<'_>,
     limits: UnpackLimits,
     stats: &mut LayerStats,
 ) -> Result<()> {
@@ -207,6 +245,11 @@ pub fn unpack_layer(
         let parent = resolve_dir(root, &parts, true)?;
         let name_text = name.to_string_lossy();
         if name_text == ".wh..wh..opq" {
+            if let Onto::Alone(_) = onto {
+                overlay::mark_opaque(&parent)
+                    .map_err(io_error(format!("cannot mark {} opaque", parent.display())))?;
+                continue;
+            }
             for child in fs::read_dir(&parent)
                 .map_err(io_error(format!("cannot read {}", parent.display())))?
                 .flatten()
@@ -226,6 +269,12 @@ pub fn unpack_layer(
             let hidden = parent.join(hidden);
             if !added.contains(&hidden) {
                 remove(&hidden)?;
+                if let Onto::Alone(_) = onto {
+                    overlay::make_whiteout(&hidden).map_err(io_error(format!(
+                        "cannot make the whiteout {}",
+                        hidden.display()
+                    )))?;
+                }
             }
             continue;
         }
@@ -292,7 +341,24 @@ pub fn unpack_layer(
             let target_name = target_parts
                 .pop()
                 .ok_or_else(|| ImageError::Escapes(target.display().to_string()))?;
-            let existing = resolve_dir(root, &target_parts, false)?.join(target_name);
+            let mut existing = resolve_dir(root, &target_parts, false)
+                .map(|dir| dir.join(&target_name))
+                .unwrap_or_else(|_| root.join(".missing"));
+            // Alone, the file may be a lower layer's (layers are never
+            // written once made: a link across them is safe).
+            if let Onto::Alone(lowers) = onto
+                && fs::symlink_metadata(&existing).is_err()
+                && let Some(found) = lowers.iter().find_map(|lower| {
+                    let candidate = resolve_dir(lower, &target_parts, false)
+                        .ok()?
+                        .join(&target_name);
+                    fs::symlink_metadata(&candidate)
+                        .is_ok_and(|meta| !meta.is_dir())
+                        .then_some(candidate)
+                })
+            {
+                existing = found;
+            }
             match fs::symlink_metadata(&existing) {
                 Ok(meta) if !meta.is_dir() => {}
                 _ => {

@@ -91,20 +91,23 @@ impl Launcher {
                 "an image runs in a root of its own, which needs berth running as root with isolation on",
             ));
         };
-        let manifest = image
-            .manifest
-            .strip_prefix("sha256:")
-            .unwrap_or(&image.manifest);
-        let root = self.resources.images_dir().join(manifest).join("rootfs");
-        if !root.is_dir() {
-            return Err(StartError::lasting(
-                StartSide::Berth,
-                format!(
-                    "the root of image {} ({}) of v{} is missing from the data dir; deploy the image again",
-                    image.reference, image.manifest, release.version
-                ),
-            ));
-        }
+        // Its layers stacked on its root (again after a reboot).
+        let store = berth_image::ImageStore::new(
+            &self.resources.images_dir(),
+            berth_image::UnpackLimits::default(),
+        );
+        let root = berth_registry::Digest::parse(&image.manifest)
+            .map_err(|err| err.to_string())
+            .and_then(|digest| store.mounted_root(&digest).map_err(|err| err.to_string()))
+            .map_err(|err| {
+                StartError::lasting(
+                    StartSide::Berth,
+                    format!(
+                        "the root of image {} ({}) of v{}: {err}; deploy the image again",
+                        image.reference, image.manifest, release.version
+                    ),
+                )
+            })?;
         sandbox.root = Some(root);
         // A relative WORKDIR is under `/`, as docker reads it.
         let workdir = std::path::Path::new("/").join(&image.config.working_dir);

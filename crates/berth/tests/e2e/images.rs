@@ -197,6 +197,13 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
         assert_eq!(server.get("plain", "/").await.status, 200);
     }
     server.ok(&["scale", "web=1", "--app", "plain"]).await;
+    let layers_on_disk = || {
+        std::fs::read_dir(server.data_dir().join("images/layers"))
+            .unwrap()
+            .count()
+    };
+    let layers_of_v1 = layers_on_disk();
+    assert!(layers_of_v1 >= 3, "one folder per layer: {layers_of_v1}");
 
     // v2, then v1's manifest is deleted from the registry and collected:
     // the rollback needs neither.
@@ -213,6 +220,9 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
         )
         .await;
     assert_eq!(marker(&server, "plain").await, "two");
+    // v2 differs from v1 in its config only: its layers are v1's, not
+    // unpacked again.
+    assert_eq!(layers_on_disk(), layers_of_v1);
     let creds = format!("x:{}", server.token);
     run_tool(
         "skopeo",
