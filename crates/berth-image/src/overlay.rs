@@ -88,12 +88,19 @@ pub(crate) fn mount_layers(target: &Path, lowers: &[PathBuf]) -> io::Result<()> 
 }
 
 /// Unmounts `target` (lazily: an instance may still be starting on it);
-/// nothing mounted there is no error.
+/// nothing mounted there, or no `target` at all, is no error.
 pub(crate) fn unmount(target: &Path) -> io::Result<()> {
     let target = c_path(target)?;
     // SAFETY: `target` is NUL-terminated and outlives the call.
     match check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) }) {
-        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOENT | libc::ENOTDIR)
+            ) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }

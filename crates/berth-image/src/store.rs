@@ -1,8 +1,11 @@
 //! Roots made from images. Each layer is unpacked once, alone, into
-//! `DIR/layers/HEX/tree` (content-addressed by its blob's digest, shared by
-//! every image that has it, whiteouts written as overlayfs's); an image is
-//! `DIR/HEX/` (by manifest digest) with its `config.json`, `layers.json`
-//! (its layers' digests, bottom first), a `top/` holding the folders the
+//! `DIR/layers/CHAIN/tree`, named by its chain id — the digest of its own
+//! digest and every layer's below it, as containerd names them, since a
+//! layer's hard links may name files of the layers below: shared by every
+//! image with the same layers up to it, whiteouts written as overlayfs's.
+//! An image is `DIR/HEX/` (by manifest digest) with its `config.json`,
+//! `layers.json` (its chain ids, bottom first), a `top/` holding the
+//! folders the
 //! sandbox mounts over, and `rootfs/`, where the layers and `top/` are
 //! stacked as a read-only overlay — mounted when the image is prepared and
 //! again when the server finds it unmounted (after a reboot). Each is made
@@ -28,9 +31,32 @@ const LAYERS: &str = "layers";
 /// An image's list of its layers' digests, bottom first.
 const LAYERS_FILE: &str = "layers.json";
 
-/// Held while an image's layers are stacked, so two starts never mount
-/// twice.
+/// Held while an image's layers are stacked or unstacked, so two starts
+/// never mount twice and the collector never removes a root being
+/// mounted.
 static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Shared while an image is prepared, exclusive while the collector runs:
+/// a layer unpacked for an image whose `layers.json` is not written yet
+/// is never taken as unused.
+static GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The most layers an image may have (docker's own limit is 127).
+const MAX_LAYERS: usize = 128;
+
+/// The chain ids of `layers` (bottom first): each the digest of the one
+/// below's and its own, the first its own digest's.
+fn chain_ids(layers: &[Digest]) -> Vec<Digest> {
+    let mut chain: Vec<Digest> = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let id = match chain.last() {
+            None => layer.clone(),
+            Some(below) => Digest::of(format!("{below} {layer}").as_bytes()),
+        };
+        chain.push(id);
+    }
+    chain
+}
 
 /// Directories every root has, for the sandbox to mount over.
 const MOUNT_POINTS: [&str; 5] = ["proc", "dev", "tmp", "sys", "etc"];
@@ -131,18 +157,38 @@ impl ImageStore {
             .iter()
             .map(digest_of)
             .collect::<Result<_>>()?;
+        if layers.len() > MAX_LAYERS {
+            return Err(ImageError::TooLarge(format!(
+                "{} layers; at most {MAX_LAYERS}",
+                layers.len()
+            )));
+        }
+        let chain = chain_ids(&layers);
+        let _preparing = GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         std::fs::create_dir_all(self.layers_dir())
             .map_err(io_error(format!("cannot make {}", self.dir.display())))?;
         let mut stats = LayerStats::default();
+        let mut new_here = Vec::new();
         for (index, layer) in layers.iter().enumerate() {
-            self.unpack_once(registry, repo, layer, &layers[..index], &mut stats)?;
+            let unpacked = self.unpack_once(registry, repo, layer, &chain[..=index], &mut stats);
+            match unpacked {
+                Ok(true) => new_here.push(chain[index].clone()),
+                Ok(false) => {}
+                Err(err) => {
+                    // What this deploy unpacked goes with it.
+                    for id in &new_here {
+                        let _ = std::fs::remove_dir_all(self.layers_dir().join(id.hex()));
+                    }
+                    return Err(err);
+                }
+            }
         }
         let making = self.dir.join(format!(
             ".making-{}-{:08x}",
             manifest.hex(),
             rand::random::<u32>()
         ));
-        let made = make_home(&making, &layers, &config);
+        let made = make_home(&making, &chain, &config);
         let outcome = made.and_then(|()| match std::fs::rename(&making, &home) {
             Ok(()) => Ok(()),
             // Made meanwhile by another deploy of the same image.
@@ -171,26 +217,28 @@ impl ImageStore {
         self.layers_dir().join(layer.hex()).join("tree")
     }
 
-    /// Unpacks `layer` into its own folder unless it is there already
-    /// (then marks it used now, so the collector leaves it).
+    /// Unpacks `layer` into the folder of its chain id (the last of
+    /// `chain`, the chain ids up to it) unless it is there already (then
+    /// marks it used now); whether it was unpacked now.
     fn unpack_once(
         &self,
         registry: &Registry,
         repo: &RepoName,
         layer: &Digest,
-        below: &[Digest],
+        chain: &[Digest],
         stats: &mut LayerStats,
-    ) -> Result<()> {
-        let home = self.layers_dir().join(layer.hex());
+    ) -> Result<bool> {
+        let (id, below) = chain.split_last().expect("a layer's chain holds it");
+        let home = self.layers_dir().join(id.hex());
         if home.join("tree").is_dir() {
             if let Ok(dir) = std::fs::File::open(&home) {
                 let _ = dir.set_modified(std::time::SystemTime::now());
             }
-            return Ok(());
+            return Ok(false);
         }
         let making = self.layers_dir().join(format!(
             ".making-{}-{:08x}",
-            layer.hex(),
+            id.hex(),
             rand::random::<u32>()
         ));
         let tree = making.join("tree");
@@ -208,9 +256,9 @@ impl ImageStore {
                 .map_err(io_error(format!("cannot read {}", path.display())))?;
             unpack_layer_alone(file, &tree, &lowers, self.limits, stats)?;
             match std::fs::rename(&making, &home) {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(true),
                 // Unpacked meanwhile by another deploy with this layer.
-                Err(_) if home.join("tree").is_dir() => Ok(()),
+                Err(_) if home.join("tree").is_dir() => Ok(false),
                 Err(err) => Err(io_error(format!(
                     "cannot move {} into place",
                     home.display()
@@ -274,6 +322,9 @@ impl ImageStore {
         now: std::time::SystemTime,
         grace: std::time::Duration,
     ) -> Result<usize> {
+        let _collecting = GATE
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -299,7 +350,11 @@ impl ImageStore {
                 !kept && age >= grace
             };
             if stale {
-                // Its layers' overlay first: nothing is removed through it.
+                // Its layers' overlay first: nothing is removed through it
+                // (and no start mounts it again meanwhile).
+                let _unmounting = MOUNTING
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let root = entry.path().join("rootfs");
                 overlay::unmount(&root)
                     .map_err(io_error(format!("cannot unmount {}", root.display())))?;
@@ -362,8 +417,8 @@ impl ImageStore {
     }
 }
 
-/// Writes an image's folder at `home`: its config, its layers (bottom
-/// first), the `top/` layer with the folders the sandbox mounts over, and
+/// Writes an image's folder at `home`: its config, its layers' chain ids
+/// (bottom first), the `top/` layer with the folders the sandbox mounts over, and
 /// the empty `rootfs/` the layers are stacked on.
 fn make_home(home: &Path, layers: &[Digest], config: &ImageConfig) -> Result<()> {
     let top = home.join("top");
@@ -378,7 +433,7 @@ fn make_home(home: &Path, layers: &[Digest], config: &ImageConfig) -> Result<()>
         // over them.
         let path = top.join(dir);
         std::fs::create_dir(&path).map_err(io_error(format!("cannot make {}", path.display())))?;
-        set_mode(&path, 0o755)?;
+        set_mode(&path, if dir == "tmp" { 0o1777 } else { 0o755 })?;
     }
     let listed: Vec<&str> = layers.iter().map(Digest::as_str).collect();
     std::fs::write(

@@ -313,21 +313,20 @@ fn the_store_makes_a_root_once_and_refuses_other_platforms() {
     assert_eq!(prepared.config.cmd, ["/bin/app"]);
     // The root is read-only: no instance writes into the image.
     assert!(std::fs::write(prepared.root.join("marker"), b"").is_err());
-    // Again: the same root, its layer not unpacked twice.
+    // Again: the same root.
     let layer_dir = || {
         std::fs::read_dir(dir.path().join("images/layers"))
             .unwrap()
             .flatten()
-            .map(|entry| std::os::unix::fs::MetadataExt::ino(&entry.metadata().unwrap()))
+            .map(|entry| entry.file_name())
             .collect::<Vec<_>>()
     };
     let before = layer_dir();
+    assert_eq!(before.len(), 1);
     let again = store
         .prepare(&registry, &repo, prepared.manifest.as_str(), &host)
         .unwrap();
     assert_eq!(again.root, prepared.root);
-    assert_eq!(layer_dir(), before);
-    assert_eq!(before.len(), 1);
     // Another architecture, and a layer that escapes: clear errors, and
     // nothing half-made is left.
     push(
@@ -498,21 +497,87 @@ fn layers_are_unpacked_once_and_stacked_with_their_whiteouts() {
     assert_eq!(std::fs::read(v2.root.join("cache/b")).unwrap(), b"b");
     assert_eq!(std::fs::read(v2.root.join("bin/same")).unwrap(), b"tool");
     assert_eq!(std::fs::read(v2.root.join("etc/os")).unwrap(), b"base");
+    // The same layer twice (an empty layer repeated, as BuildKit writes):
+    // each place in the stack is its own folder, and the root mounts.
+    let empty = gzip(&layer(&[]));
+    push(
+        &registry,
+        &repo,
+        &[empty.clone(), empty],
+        &host.architecture,
+        "twice",
+    );
+    let twice = store.prepare(&registry, &repo, "twice", &host).unwrap();
+    assert!(twice.root.join("proc").is_dir());
+    // A layer whose hard link names a lower layer's file is its own for
+    // each stack below it: another image cannot change what it holds.
+    let linking = gzip(&layer(&[Entry::HardLink("copy", "original")]));
+    for (tag, content) in [("mine", &b"mine"[..]), ("theirs", &b"theirs"[..])] {
+        let original = gzip(&layer(&[Entry::File("original", content, 0o644)]));
+        push(
+            &registry,
+            &repo,
+            &[original, linking.clone()],
+            &host.architecture,
+            tag,
+        );
+    }
+    let theirs = store.prepare(&registry, &repo, "theirs", &host).unwrap();
+    let mine = store.prepare(&registry, &repo, "mine", &host).unwrap();
+    assert_eq!(std::fs::read(mine.root.join("copy")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(theirs.root.join("copy")).unwrap(), b"theirs");
     // v1 no longer wanted: its root goes, the shared layer stays for v2.
     let keep = std::collections::HashSet::from([v2.manifest.clone()]);
-    let removed = store
+    store
         .remove_unused(
             &keep,
             std::time::SystemTime::now(),
             std::time::Duration::ZERO,
         )
         .unwrap();
-    assert_eq!(removed, 1);
     assert!(!v1.root.exists());
+    let layers = std::fs::read_dir(dir.path().join("images/layers"))
+        .unwrap()
+        .count();
+    assert_eq!(layers, 2, "v2's two layers, and no other");
     assert_eq!(std::fs::read(v2.root.join("etc/os")).unwrap(), b"base");
     // Unmounted (a reboot): stacked again when asked for.
     overlay::unmount(&v2.root).unwrap();
     assert!(!v2.root.join("etc/os").exists());
     assert_eq!(store.mounted_root(&v2.manifest).unwrap(), v2.root);
     assert_eq!(std::fs::read(v2.root.join("cache/b")).unwrap(), b"b");
+}
+
+#[test]
+fn a_layer_alone_links_to_the_layers_below_and_stays_in_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let lower = dir.path().join("lower");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(lower.join("bin")).unwrap();
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(lower.join("bin/tool"), "tool").unwrap();
+    let mut stats = LayerStats::default();
+    let unpack = |bytes: &[u8], stats: &mut LayerStats| {
+        unpack_layer_alone(
+            bytes,
+            &tree,
+            std::slice::from_ref(&lower),
+            UnpackLimits::default(),
+            stats,
+        )
+    };
+    unpack(
+        &layer(&[Entry::HardLink("bin/same", "bin/tool")]),
+        &mut stats,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(tree.join("bin/same")).unwrap(), b"tool");
+    let refused = unpack(&layer(&[Entry::File("../x", b"x", 0o644)]), &mut stats).unwrap_err();
+    assert!(matches!(refused, ImageError::Escapes(_)), "{refused}");
+    assert!(!dir.path().join("x").exists());
+    let missing = unpack(&layer(&[Entry::HardLink("a", "nowhere")]), &mut stats).unwrap_err();
+    assert!(
+        missing.to_string().contains("which the layers do not have"),
+        "{missing}"
+    );
 }

@@ -341,26 +341,27 @@ fn apply(
             let target_name = target_parts
                 .pop()
                 .ok_or_else(|| ImageError::Escapes(target.display().to_string()))?;
-            let mut existing = resolve_dir(root, &target_parts, false)
-                .map(|dir| dir.join(&target_name))
-                .unwrap_or_else(|_| root.join(".missing"));
+            let in_layer = |dir: &Path| {
+                let candidate = resolve_dir(dir, &target_parts, false)
+                    .ok()?
+                    .join(&target_name);
+                fs::symlink_metadata(&candidate)
+                    .is_ok_and(|meta| !meta.is_dir())
+                    .then_some(candidate)
+            };
             // Alone, the file may be a lower layer's (layers are never
-            // written once made: a link across them is safe).
-            if let Onto::Alone(lowers) = onto
-                && fs::symlink_metadata(&existing).is_err()
-                && let Some(found) = lowers.iter().find_map(|lower| {
-                    let candidate = resolve_dir(lower, &target_parts, false)
-                        .ok()?
-                        .join(&target_name);
-                    fs::symlink_metadata(&candidate)
-                        .is_ok_and(|meta| !meta.is_dir())
-                        .then_some(candidate)
-                })
+            // written once made, and are named by the layers below them:
+            // a link across them is safe).
+            let lowers: &[PathBuf] = match onto {
+                Onto::Root => &[],
+                Onto::Alone(lowers) => lowers,
+            };
+            let existing = in_layer(root).or_else(|| lowers.iter().find_map(|l| in_layer(l)));
+            match existing
+                .as_ref()
+                .and_then(|path| fs::symlink_metadata(path).ok())
             {
-                existing = found;
-            }
-            match fs::symlink_metadata(&existing) {
-                Ok(meta) if !meta.is_dir() => {}
+                Some(meta) if !meta.is_dir() => {}
                 _ => {
                     return Err(ImageError::Malformed(format!(
                         "{} is a hard link to {}, which the layers do not have",
@@ -369,6 +370,7 @@ fn apply(
                     )));
                 }
             }
+            let existing = existing.expect("checked above");
             remove(&path)?;
             fs::hard_link(&existing, &path)
                 .map_err(io_error(format!("cannot link {}", path.display())))?;
