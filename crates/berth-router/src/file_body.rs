@@ -1,8 +1,10 @@
 //! A response body streamed from a file, for static files too large to
 //! read whole: 256 KiB at a time, `length` bytes from where the file was
-//! positioned (a byte range). A read error ends the body early; the client
-//! sees fewer bytes than `Content-Length` promised and drops the answer.
+//! positioned (a byte range). A read error, or a read that takes longer
+//! than the stall limit (a stuck disk), ends the body early: the client
+//! gets fewer bytes than `Content-Length` promised and drops the answer.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,15 +20,21 @@ pub struct FileBody {
     file: tokio::fs::File,
     remaining: u64,
     buffer: BytesMut,
+    /// How long one read may take.
+    stall_limit: std::time::Duration,
+    /// When the read under way is given up.
+    stalled: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl FileBody {
-    /// The next `length` bytes of `file`.
-    pub fn new(file: tokio::fs::File, length: u64) -> FileBody {
+    /// The next `length` bytes of `file`, each read given `stall_limit`.
+    pub fn new(file: tokio::fs::File, length: u64, stall_limit: std::time::Duration) -> FileBody {
         FileBody {
             file,
             remaining: length,
             buffer: BytesMut::new(),
+            stall_limit,
+            stalled: Box::pin(tokio::time::sleep(stall_limit)),
         }
     }
 }
@@ -47,7 +55,14 @@ impl Body for FileBody {
         this.buffer.resize(want, 0);
         let mut read = ReadBuf::new(&mut this.buffer[..want]);
         match Pin::new(&mut this.file).poll_read(cx, &mut read) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.stalled.as_mut().poll(cx) {
+                // The disk is stuck: end here rather than hold on.
+                Poll::Ready(()) => {
+                    this.remaining = 0;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            },
             // The file shrank or cannot be read: end here.
             Poll::Ready(Err(_)) => {
                 this.remaining = 0;
@@ -60,6 +75,8 @@ impl Body for FileBody {
                     return Poll::Ready(None);
                 }
                 this.remaining -= filled as u64;
+                let next = tokio::time::Instant::now() + this.stall_limit;
+                this.stalled.as_mut().reset(next);
                 let chunk = this.buffer.split_to(filled).freeze();
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }

@@ -396,19 +396,13 @@ async fn deliver(
     turn: usize,
 ) -> Response<ProxyBody> {
     if let Some(site) = &route.site {
-        let range = request
-            .headers()
-            .get(http::header::RANGE)
-            .and_then(|value| value.to_str().ok());
+        let range = crate::statics::range_of(request.headers());
         return crate::site::answer(site, request.method(), request.uri().path(), range).await;
     }
     if !route.statics.is_empty() {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let range = request
-            .headers()
-            .get(http::header::RANGE)
-            .and_then(|value| value.to_str().ok());
+        let range = crate::statics::range_of(request.headers());
         if let Some(response) =
             crate::statics::serve_part(&route.statics, &method, &path, range).await
         {

@@ -128,8 +128,20 @@ enum Wanted {
 }
 
 fn wanted(range: Option<&str>, length: u64) -> Wanted {
-    let Some(spec) = range.and_then(|value| value.trim().strip_prefix("bytes=")) else {
+    let Some(spec) = range.and_then(|value| {
+        let value = value.trim();
+        value
+            .get(..6)
+            .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+            .map(|_| &value[6..])
+    }) else {
         return Wanted::Whole;
+    };
+    // Digits only (`u64::parse` would take `+5`).
+    let number = |text: &str| {
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<u64>().ok())
+            .flatten()
     };
     // Several ranges: the whole file, as RFC 9110 allows.
     let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
@@ -137,17 +149,17 @@ fn wanted(range: Option<&str>, length: u64) -> Wanted {
     };
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
-        return match last.parse::<u64>() {
-            Ok(0) => Wanted::Unsatisfiable,
-            Ok(_) if length == 0 => Wanted::Unsatisfiable,
-            Ok(suffix) => Wanted::Part {
+        return match number(last) {
+            Some(0) => Wanted::Unsatisfiable,
+            Some(_) if length == 0 => Wanted::Unsatisfiable,
+            Some(suffix) => Wanted::Part {
                 start: length - suffix.min(length),
                 length: suffix.min(length),
             },
-            Err(_) => Wanted::Whole,
+            None => Wanted::Whole,
         };
     }
-    let Ok(start) = first.parse::<u64>() else {
+    let Some(start) = number(first) else {
         return Wanted::Whole;
     };
     if start >= length {
@@ -155,8 +167,8 @@ fn wanted(range: Option<&str>, length: u64) -> Wanted {
     }
     let end = match last {
         "" => length - 1,
-        last => match last.parse::<u64>() {
-            Ok(end) if end >= start => end.min(length - 1),
+        last => match number(last) {
+            Some(end) if end >= start => end.min(length - 1),
             _ => return Wanted::Whole,
         },
     };
@@ -179,6 +191,19 @@ enum Read {
     },
     /// `416`.
     Unsatisfiable,
+}
+
+/// The `Range` a request asks for, if it may be honoured: never with an
+/// `If-Range` (berth sends no validator it could match, so RFC 9110 says
+/// to send the whole file — a resumed download then never joins two
+/// different files).
+pub fn range_of(headers: &http::HeaderMap) -> Option<&str> {
+    if headers.contains_key(header::IF_RANGE) {
+        return None;
+    }
+    headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
 }
 
 /// Answers `method path` from `statics`, or `None` to pass it to the app.
@@ -254,7 +279,8 @@ pub async fn serve_part(
             length,
             part,
         } => {
-            let body = ProxyBody::File(FileBody::new(tokio::fs::File::from_std(file), length));
+            let file = tokio::fs::File::from_std(file);
+            let body = ProxyBody::File(FileBody::new(file, length, READ_TIMEOUT));
             if part {
                 let range = format!("bytes {start}-{}/{total}", start + length - 1);
                 (body, StatusCode::PARTIAL_CONTENT, length, Some(range))
@@ -384,6 +410,8 @@ mod tests {
         assert_eq!(wanted(Some("bytes=9-3"), 100), Wanted::Whole);
         assert_eq!(wanted(Some("items=0-1"), 100), Wanted::Whole);
         assert_eq!(wanted(Some("bytes=x-1"), 100), Wanted::Whole);
+        assert_eq!(wanted(Some("bytes=+5-9"), 100), Wanted::Whole);
+        assert_eq!(wanted(Some("Bytes=0-9"), 100), part(0, 10));
     }
 
     #[tokio::test]
