@@ -313,6 +313,20 @@ impl ImageStore {
         Ok(root)
     }
 
+    /// Unmounts every image's stacked root (when no instance runs: the
+    /// server stopping); the next start mounts what it needs again.
+    pub fn unmount_all(&self) {
+        let _unmounting = MOUNTING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let root = entry.path().join("rootfs");
+            if overlay::is_mounted(&root) {
+                let _ = overlay::unmount(&root);
+            }
+        }
+    }
+
     /// Removes the roots of images not in `keep` (manifest digests) that
     /// were not made or used within `grace` (a deploy between making a
     /// root and its release keeps it), and what a crash left half-made.

@@ -546,6 +546,9 @@ pub async fn run(
     }
     let _ = autoscaler_task.await;
     resources.shutdown().await;
+    // Every instance has stopped: the images' stacked roots wait unmounted
+    // for the next start (which mounts them again).
+    berth_image::ImageStore::new(&resources.images_dir(), Default::default()).unmount_all();
     // Followed logs would keep the API open; it has had its chance to finish.
     if tokio::time::timeout(std::time::Duration::from_secs(2), api_task)
         .await

@@ -144,7 +144,7 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
         berth_runtime::can_isolate(),
         "images run in a root of their own: root"
     );
-    let server = TestServer::start_with(&["--registry-grace", "0s"]).await;
+    let mut server = TestServer::start_with(&["--registry-grace", "0s"]).await;
     let host = server.api_url.trim_start_matches("http://").to_string();
     let work = tempfile::tempdir().unwrap();
     let layout = make_images(work.path());
@@ -310,6 +310,28 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
             refused.stderr
         );
     }
+    assert_eq!(marker(&server, "plain").await, "two");
+
+    // A stopped server leaves no image root mounted; the next one stacks
+    // the layers again for the instances it starts.
+    let images = server.data_dir().join("images").display().to_string();
+    let mounted_roots = || {
+        let data = images.clone();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|line| line.split(' ').nth(4).is_some_and(|at| at.starts_with(&data)))
+            .count()
+    };
+    assert!(mounted_roots() >= 1);
+    server.stop().await;
+    assert_eq!(mounted_roots(), 0, "roots left mounted by a stopped server");
+    server.restart().await;
+    server
+        .wait_for_status("plain", Duration::from_secs(30), |status| {
+            status["instances"][0]["healthy"] == true
+        })
+        .await;
     assert_eq!(marker(&server, "plain").await, "two");
 }
 
