@@ -10,6 +10,8 @@ SERVER_PID=""
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
     [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+    # Whatever is still mounted in it (a server stopped hard, buildah).
+    for mount in $(grep -o " $WORK[^ ]*" /proc/mounts | sort -r); do umount -l "$mount"; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
