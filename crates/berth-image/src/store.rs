@@ -189,15 +189,8 @@ impl ImageStore {
             rand::random::<u32>()
         ));
         let made = make_home(&making, &chain, &config);
-        let outcome = made.and_then(|()| match std::fs::rename(&making, &home) {
-            Ok(()) => Ok(()),
-            // Made meanwhile by another deploy of the same image.
-            Err(_) if config_file.exists() => Ok(()),
-            Err(err) => Err(io_error(format!(
-                "cannot move {} into place",
-                home.display()
-            ))(err)),
-        });
+        // Made meanwhile by another deploy of the same image: that one.
+        let outcome = made.and_then(|()| move_into_place(&making, &home, || config_file.exists()));
         if making.exists() {
             let _ = std::fs::remove_dir_all(&making);
         }
@@ -255,15 +248,8 @@ impl ImageStore {
             let file = std::fs::File::open(&path)
                 .map_err(io_error(format!("cannot read {}", path.display())))?;
             unpack_layer_alone(file, &tree, &lowers, self.limits, stats)?;
-            match std::fs::rename(&making, &home) {
-                Ok(()) => Ok(true),
-                // Unpacked meanwhile by another deploy with this layer.
-                Err(_) if home.join("tree").is_dir() => Ok(false),
-                Err(err) => Err(io_error(format!(
-                    "cannot move {} into place",
-                    home.display()
-                ))(err)),
-            }
+            // Unpacked meanwhile by another deploy with this layer: that one.
+            move_into_place(&making, &home, || home.join("tree").is_dir())
         })();
         if making.exists() {
             let _ = std::fs::remove_dir_all(&making);
@@ -428,6 +414,19 @@ impl ImageStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Renames `making` to `home`; whether it was moved (`false` when `home`
+/// was made meanwhile, as `made_meanwhile` tells).
+fn move_into_place(making: &Path, home: &Path, made_meanwhile: impl Fn() -> bool) -> Result<bool> {
+    match std::fs::rename(making, home) {
+        Ok(()) => Ok(true),
+        Err(_) if made_meanwhile() => Ok(false),
+        Err(err) => Err(io_error(format!(
+            "cannot move {} into place",
+            home.display()
+        ))(err)),
     }
 }
 

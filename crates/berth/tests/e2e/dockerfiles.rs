@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::images::plain_binary;
-use crate::support::{run_tool, skopeo_push};
+use crate::support::{run_tool, skopeo_push, umoci_insert};
 use berth_testkit::TestServer;
 
 fn setup() {
@@ -40,18 +40,7 @@ fn make_shell_base(dir: &Path, binary: &Path) -> PathBuf {
     for library in libraries {
         inserts.push((std::fs::canonicalize(&library).unwrap(), library));
     }
-    for (source, target) in &inserts {
-        run_tool(
-            "umoci",
-            &[
-                "insert",
-                "--image",
-                &image,
-                &source.display().to_string(),
-                target,
-            ],
-        );
-    }
+    umoci_insert(&image, &inserts);
     layout
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{run_tool, skopeo_push};
+use crate::support::{run_tool, skopeo_push, umoci_insert};
 use berth_testkit::{TestServer, example};
 
 fn setup() {
@@ -52,18 +52,7 @@ pub(crate) fn make_images(dir: &Path) -> PathBuf {
     }
     std::fs::write(files.join("marker"), "from the image\n").unwrap();
     inserts.push((files.join("marker"), "/app/marker".into()));
-    for (source, target) in &inserts {
-        run_tool(
-            "umoci",
-            &[
-                "insert",
-                "--image",
-                &image,
-                &source.display().to_string(),
-                target,
-            ],
-        );
-    }
+    umoci_insert(&image, &inserts);
     run_tool(
         "umoci",
         &[
@@ -320,7 +309,11 @@ async fn an_image_is_deployed_scaled_rolled_back_and_woken() {
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
-            .filter(|line| line.split(' ').nth(4).is_some_and(|at| at.starts_with(&data)))
+            .filter(|line| {
+                line.split(' ')
+                    .nth(4)
+                    .is_some_and(|at| at.starts_with(&data))
+            })
             .count()
     };
     assert!(mounted_roots() >= 1);

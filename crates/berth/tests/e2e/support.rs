@@ -99,3 +99,20 @@ pub fn skopeo_push(server: &TestServer, source: &str, name: &str) {
         ],
     );
 }
+
+/// `umoci insert`s each `(host path, path in the image)` into `image`
+/// (`LAYOUT:TAG`), a layer each.
+pub fn umoci_insert(image: &str, inserts: &[(std::path::PathBuf, String)]) {
+    for (source, target) in inserts {
+        run_tool(
+            "umoci",
+            &[
+                "insert",
+                "--image",
+                image,
+                &source.display().to_string(),
+                target,
+            ],
+        );
+    }
+}
