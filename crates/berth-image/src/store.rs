@@ -115,6 +115,9 @@ impl ImageStore {
         platform: &Platform,
     ) -> Result<PreparedImage> {
         let (manifest, bytes) = Self::resolve(registry, repo, reference, platform)?;
+        // Held to the end, the fast path included: the collector never
+        // removes a root or layer this deploy is about to run.
+        let _preparing = GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let home = self.dir.join(manifest.hex());
         let config_file = home.join("config.json");
         if let Ok(stored) = std::fs::read(&config_file)
@@ -164,24 +167,13 @@ impl ImageStore {
             )));
         }
         let chain = chain_ids(&layers);
-        let _preparing = GATE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         std::fs::create_dir_all(self.layers_dir())
             .map_err(io_error(format!("cannot make {}", self.dir.display())))?;
+        // Layers a failed deploy unpacked stay for the collector: another
+        // deploy may be using them already.
         let mut stats = LayerStats::default();
-        let mut new_here = Vec::new();
         for (index, layer) in layers.iter().enumerate() {
-            let unpacked = self.unpack_once(registry, repo, layer, &chain[..=index], &mut stats);
-            match unpacked {
-                Ok(true) => new_here.push(chain[index].clone()),
-                Ok(false) => {}
-                Err(err) => {
-                    // What this deploy unpacked goes with it.
-                    for id in &new_here {
-                        let _ = std::fs::remove_dir_all(self.layers_dir().join(id.hex()));
-                    }
-                    return Err(err);
-                }
-            }
+            self.unpack_once(registry, repo, layer, &chain[..=index], &mut stats)?;
         }
         let making = self.dir.join(format!(
             ".making-{}-{:08x}",

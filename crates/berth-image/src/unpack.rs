@@ -345,8 +345,9 @@ fn apply(
                 let candidate = resolve_dir(dir, &target_parts, false)
                     .ok()?
                     .join(&target_name);
+                // A file or a link; never a whiteout a layer wrote.
                 fs::symlink_metadata(&candidate)
-                    .is_ok_and(|meta| !meta.is_dir())
+                    .is_ok_and(|meta| meta.is_file() || meta.file_type().is_symlink())
                     .then_some(candidate)
             };
             // Alone, the file may be a lower layer's (layers are never

@@ -546,9 +546,6 @@ pub async fn run(
     }
     let _ = autoscaler_task.await;
     resources.shutdown().await;
-    // Every instance has stopped: the images' stacked roots wait unmounted
-    // for the next start (which mounts them again).
-    berth_image::ImageStore::new(&resources.images_dir(), Default::default()).unmount_all();
     // Followed logs would keep the API open; it has had its chance to finish.
     if tokio::time::timeout(std::time::Duration::from_secs(2), api_task)
         .await
@@ -556,6 +553,9 @@ pub async fn run(
     {
         tracing::warn!("the API did not finish in time");
     }
+    // Every instance has stopped and no deploy runs: the images' stacked
+    // roots wait unmounted for the next start (which mounts them again).
+    berth_image::ImageStore::new(&resources.images_dir(), Default::default()).unmount_all();
     let _ = std::fs::remove_file(config.server_info_path());
     Ok(())
 }
