@@ -325,11 +325,7 @@ impl ImageStore {
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let age = entry
-                .metadata()
-                .and_then(|meta| meta.modified())
-                .map(|at| now.duration_since(at).unwrap_or_default())
-                .unwrap_or_default();
+            let age = age_of(&entry, now);
             let kept =
                 Digest::parse(&format!("sha256:{name}")).is_ok_and(|digest| keep.contains(&digest));
             if name == LAYERS {
@@ -387,11 +383,7 @@ impl ImageStore {
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let age = entry
-                .metadata()
-                .and_then(|meta| meta.modified())
-                .map(|at| now.duration_since(at).unwrap_or_default())
-                .unwrap_or_default();
+            let age = age_of(&entry, now);
             let stale = if name.starts_with(".making-") {
                 age >= HALF_MADE_AFTER
             } else {
@@ -407,6 +399,16 @@ impl ImageStore {
         }
         Ok(removed)
     }
+}
+
+/// How long before `now` `entry` was last made or used (its mtime); none
+/// when that cannot be read.
+fn age_of(entry: &std::fs::DirEntry, now: std::time::SystemTime) -> std::time::Duration {
+    entry
+        .metadata()
+        .and_then(|meta| meta.modified())
+        .map(|at| now.duration_since(at).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Renames `making` to `home`; whether it was moved (`false` when `home`
