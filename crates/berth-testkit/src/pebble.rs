@@ -88,7 +88,11 @@ impl PebblePlan {
 
     /// Starts pebble, validating HTTP-01 at `http_port` and TLS-ALPN-01 at
     /// `tls_port` of the address a name resolves to.
-    pub async fn start(self, http_port: u16, tls_port: u16) -> Pebble {
+    pub async fn start(mut self, http_port: u16, tls_port: u16) -> Pebble {
+        // The management ports only the test uses are picked now, not when
+        // the plan was made: a test that starts pebble late (a CA that is
+        // down at first) leaves no time for another process to take them.
+        [self.management, self.challtest_management] = crate::free_ports();
         let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": SocketAddr::new(self.bind, self.listen).to_string(),
