@@ -17,7 +17,9 @@ impl Reconciler {
         if !instance.phase.is_live() {
             return;
         }
-        instance.phase = if instance.phase != Phase::Starting && instance.backend.is_some() {
+        // A running instance drains whatever it carries: HTTP requests on
+        // its backend, connections to its TCP services on the other.
+        instance.phase = if instance.phase != Phase::Starting {
             Phase::Draining
         } else {
             Phase::Stopping
@@ -35,17 +37,29 @@ impl Reconciler {
         };
         let running = instance.running.clone();
         let grace = instance.kill_timeout;
-        let drain = (instance.phase == Phase::Draining)
-            .then(|| instance.backend.clone())
-            .flatten();
+        let drain: Vec<_> = if instance.phase == Phase::Draining {
+            instance
+                .backend
+                .iter()
+                .chain([&instance.tcp_backend])
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         tokio::spawn(async move {
-            if let Some(backend) = drain {
-                // Retired, no router thread sends it anything new, even one
-                // holding an older table (a request counts itself in flight
-                // before it checks); then in-flight requests finish.
+            // Retired, no router thread sends them anything new, even one
+            // holding an older table (a request or connection counts itself
+            // in flight before it checks); then what is in flight finishes,
+            // within one deadline for both.
+            for backend in &drain {
                 backend.retire();
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, backend.drained()).await;
             }
+            let _ = tokio::time::timeout(
+                DRAIN_TIMEOUT,
+                futures_util::future::join_all(drain.iter().map(|backend| backend.drained())),
+            )
+            .await;
             running.stop(grace).await;
         });
     }

@@ -197,3 +197,95 @@ async fn tcp_services_are_reached_on_their_public_ports_and_wake_the_app() {
     );
     assert_eq!(server.get("tcp-echo", "/").await.status, 200);
 }
+
+/// Sends `line` on a connection kept open; returns the instance that
+/// echoed it.
+async fn echoed_by(connection: &mut BufReader<tokio::net::TcpStream>, line: &str) -> String {
+    connection
+        .get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), connection.read_line(&mut got))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(read > 0, "the connection was closed");
+    let (instance, echoed) = got.trim_end().split_once(": ").expect("INSTANCE: LINE");
+    assert_eq!(echoed, line);
+    instance.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_tcp_connection_open_through_a_redeploy_is_drained_not_cut() {
+    setup();
+    let server = TestServer::start().await;
+    let [port] = berth_testkit::free_ports();
+    let dir = example("echo");
+    let write_spec = |release: &str| {
+        std::fs::write(
+            dir.path().join("fly.toml"),
+            format!(
+                r#"app = "tcp-drain"
+
+[env]
+  RELEASE = "{release}"
+
+[http_service]
+  internal_port = 8080
+  auto_stop_machines = false
+  min_machines_running = 1
+
+[[services]]
+  internal_port = 7000
+  [[services.ports]]
+    port = {port}
+"#
+            ),
+        )
+        .unwrap();
+    };
+    write_spec("one");
+    server.ok_in(dir.path(), &["up"]).await;
+    let connect = || async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        BufReader::new(stream)
+    };
+    let mut held = connect().await;
+    let old = echoed_by(&mut held, "before the deploy").await;
+
+    write_spec("two");
+    server.ok_in(dir.path(), &["deploy"]).await;
+
+    // New connections go to the new release's instance...
+    let mut fresh = connect().await;
+    let new = echoed_by(&mut fresh, "after the deploy").await;
+    assert_ne!(new, old, "a new connection reached the retired instance");
+    // ...while the one opened before is still carried by the old one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(echoed_by(&mut held, "still here").await, old);
+    let status = server.status("tcp-drain").await;
+    let present = |status: &serde_json::Value, id: &str| {
+        status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|instance| instance["id"] == id)
+    };
+    assert!(present(&status, &old), "{status:#}");
+
+    // When it closes, the drained instance stops: well before the 30 s a
+    // drain may take at most.
+    drop(held);
+    let status = server
+        .wait_for_status("tcp-drain", Duration::from_secs(15), |status| {
+            !present(status, &old)
+        })
+        .await;
+    assert!(!present(&status, &old), "{status:#}");
+    assert_eq!(echoed_by(&mut fresh, "the new one stays").await, new);
+}
