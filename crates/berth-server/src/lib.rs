@@ -306,6 +306,7 @@ pub async fn run(
             dir: data.join("buildah"),
             limits: config.build_limits,
             isolated,
+            disk_reserve: config.disk_reserve_bytes,
         }),
     );
     deployer.collect_slugs();

@@ -25,7 +25,7 @@ use tokio::process::Command;
 use super::Deployer;
 use super::failure::{DeployFailure, Progress, say};
 use super::image::parse_reference;
-use super::sandboxed_build::{BuildLimits, build_hosts};
+use super::sandboxed_build::{BuildLimits, DISK_CHECK_EVERY, build_hosts};
 
 /// Where and how Dockerfiles are built with buildah.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct DockerfileBuilds {
     pub limits: BuildLimits,
     /// Whether the server runs as root (buildah needs it).
     pub isolated: bool,
+    /// Bytes a build must leave free on the disk of `dir` (the server's
+    /// reserve): one that writes the disk down to it is stopped.
+    pub disk_reserve: u64,
 }
 
 /// The programs a buildah build runs.
@@ -282,7 +285,14 @@ impl Deployer {
         }
         args.push("--".into());
         args.push(source.display().to_string());
-        let built = run.stream(&args, &env, limits.timeout, progress).await;
+        let built = run
+            .stream(
+                &args,
+                &env,
+                (limits.timeout, settings.disk_reserve),
+                progress,
+            )
+            .await;
         drop(network);
         built.map_err(|err| fail(format!("the Dockerfile build failed: {err}")))?;
 
@@ -371,12 +381,13 @@ impl BuildahRun {
     }
 
     /// Runs buildah with `args`, each line it prints a build line of the
-    /// deploy, stopped at `timeout`.
+    /// deploy, stopped at `timeout` or when the disk of its store has less
+    /// than `disk_reserve` bytes free.
     async fn stream(
         &self,
         args: &[String],
         env: &[(String, String)],
-        timeout: Duration,
+        (timeout, disk_reserve): (Duration, u64),
         progress: &Progress,
     ) -> Result<(), String> {
         let mut child = self
@@ -425,8 +436,22 @@ impl BuildahRun {
         drop(sender);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        // Its layers and each RUN's writes land in its store, on the data
+        // dir's disk: a build that fills it down to the reserve is stopped.
+        let mut disk_check = tokio::time::interval(DISK_CHECK_EVERY);
         loop {
             tokio::select! {
+                _ = disk_check.tick() => {
+                    let free = berth_runtime::free_disk_bytes(&self.storage).unwrap_or(u64::MAX);
+                    if free < disk_reserve {
+                        stop(&mut child).await;
+                        return Err(format!(
+                            "stopped: its disk has {} MiB free, less than the {} MiB berth keeps (berth server --disk-reserve-mib)",
+                            free / (1024 * 1024),
+                            disk_reserve / (1024 * 1024)
+                        ));
+                    }
+                }
                 line = lines.recv() => match line {
                     Some(line) => {
                         last_lines.push(line.clone());

@@ -54,7 +54,7 @@ pub(super) fn build_hosts(extra: &[String]) -> Vec<String> {
 }
 
 /// How often a running build's disk is looked at.
-const DISK_CHECK_EVERY: Duration = Duration::from_millis(250);
+pub(super) const DISK_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// How much a build may use.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -14,7 +14,7 @@ fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
 }
 
-/// An OCI layout with `shell:v1`: `/bin/sh` (dash), `/bin/cat`, and the
+/// An OCI layout with `shell:v1`: `/bin/sh` (dash), `/bin/cat`, `/bin/dd`, and the
 /// libraries they and `binary` need.
 fn make_shell_base(dir: &Path, binary: &Path) -> PathBuf {
     let layout = dir.join("shell");
@@ -27,9 +27,15 @@ fn make_shell_base(dir: &Path, binary: &Path) -> PathBuf {
     let mut inserts = vec![
         (PathBuf::from("/bin/dash"), "/bin/sh".to_string()),
         (PathBuf::from("/bin/cat"), "/bin/cat".to_string()),
+        (PathBuf::from("/bin/dd"), "/bin/dd".to_string()),
     ];
     let mut libraries = Vec::new();
-    for program in ["/bin/dash", "/bin/cat", &binary.display().to_string()] {
+    for program in [
+        "/bin/dash",
+        "/bin/cat",
+        "/bin/dd",
+        &binary.display().to_string(),
+    ] {
         let ldd = run_tool("ldd", &[program]);
         for library in ldd.split_whitespace().filter(|word| word.starts_with('/')) {
             if !libraries.contains(&library.to_string()) {
@@ -155,4 +161,42 @@ async fn a_dockerfile_of_another_shape_is_built_with_buildah_and_served() {
         fetch.stderr
     );
     assert_eq!(read(&server, "/app/marker").await, "written by RUN\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_dockerfile_build_that_fills_the_disk_is_stopped_at_the_reserve() {
+    setup();
+    assert!(berth_runtime::can_isolate(), "buildah needs root");
+    // The data dir is in the temp dir: a reserve that leaves builds there
+    // 1 GiB of room, and a RUN that writes 4 GiB.
+    let free = berth_runtime::free_disk_bytes(&std::env::temp_dir()).unwrap();
+    assert!(
+        free > 6 << 30,
+        "this test needs 6 GiB free in the temp dir, has {} MiB",
+        free >> 20
+    );
+    let reserve_mib = (free >> 20) - 1024;
+    let server = TestServer::start_with(&["--disk-reserve-mib", &reserve_mib.to_string()]).await;
+    let work = tempfile::tempdir().unwrap();
+    let binary = plain_binary();
+    let base = make_shell_base(work.path(), &binary);
+    skopeo_push(&server, &format!("{}:v1", base.display()), "shell:v1");
+    let app = work.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("Dockerfile"),
+        "FROM shell:v1\nRUN dd if=/dev/zero of=/fill bs=1M count=4096 conv=fsync\n",
+    )
+    .unwrap();
+    let failed = server.fails_in(&app, &["deploy", "--app", "filler"]).await;
+    assert!(
+        failed.stderr.contains("stopped: its disk has")
+            && failed.stderr.contains("--disk-reserve-mib"),
+        "{}",
+        failed.stderr
+    );
+    // What it wrote went with it: the room is back.
+    let after = berth_runtime::free_disk_bytes(&std::env::temp_dir()).unwrap();
+    assert!(after >> 20 > reserve_mib, "{} MiB free after", after >> 20);
 }
