@@ -8,6 +8,7 @@
 
 mod beneath;
 pub mod cgroup;
+pub mod docker;
 #[cfg(feature = "test-util")]
 pub mod fake;
 mod isolation;
@@ -62,6 +63,30 @@ pub struct InstanceSpec {
     /// its stdin, stdout, stderr and controlling terminal, instead of
     /// capturing its output as lines. Only for one-off commands.
     pub terminal: Option<Arc<InstanceTerminal>>,
+    /// The image a container engine runs it from (`--runtime docker`),
+    /// instead of berth's own sandbox over the image's root.
+    pub container: Option<ContainerImage>,
+}
+
+/// An image a container engine pulls and runs an instance from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContainerImage {
+    /// The reference the engine pulls, pinned by digest
+    /// (`127.0.0.1:8079/shop@sha256:…`).
+    pub reference: String,
+    /// The user it signs in to the registry as.
+    pub username: String,
+    /// Its password (berth's token): never printed.
+    pub password: String,
+}
+
+impl fmt::Debug for ContainerImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerImage")
+            .field("reference", &self.reference)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How an instance is fenced in when berth runs as root.

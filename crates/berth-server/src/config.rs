@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// Bytes kept free on the data dir's disk: below, the API refuses to
     /// write (507) and says why.
     pub disk_reserve_bytes: u64,
+    /// With `--runtime docker`: the Docker engine's socket, where image
+    /// instances run.
+    pub docker_socket: Option<String>,
     /// What a build may use when it runs sandboxed (as root).
     pub build_limits: crate::BuildLimits,
     /// Whether instances are isolated (own user, namespaces, cgroup) when
@@ -86,6 +89,7 @@ impl ServerConfig {
             registry_grace: std::time::Duration::from_secs(24 * 3600),
             prices_dir: None,
             server_usd: None,
+            docker_socket: None,
         }
     }
 

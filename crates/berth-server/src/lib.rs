@@ -20,6 +20,7 @@ pub(crate) mod config;
 pub(crate) mod data_dir;
 pub(crate) mod deploy;
 pub(crate) mod disk;
+pub(crate) mod docker_images;
 pub(crate) mod drains;
 pub(crate) mod edge;
 pub(crate) mod health;
@@ -100,6 +101,9 @@ pub enum ServerError {
     /// The instances' network could not be set up as asked.
     #[error("cannot set up the instances' network: {0}")]
     Network(String),
+    /// `--runtime docker` cannot be had.
+    #[error("{0}")]
+    Docker(String),
     /// berth's CA or the HTTPS settings could not be made.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
@@ -211,7 +215,7 @@ pub async fn run(
             "isolation is off (--no-isolation): instances are plain processes of this user on $PORT; sizes, users and namespaces are not enforced"
         );
     }
-    let driver: Arc<dyn berth_runtime::Driver> = Arc::new(process_driver);
+    let mut driver: Arc<dyn berth_runtime::Driver> = Arc::new(process_driver);
     let suffix = config.domain_suffix.clone();
     let url_for: Arc<dyn Fn(&str) -> String + Send + Sync> =
         Arc::new(move |app| app_url(app, &suffix, router_addr));
@@ -246,6 +250,23 @@ pub async fn run(
         url_for.clone(),
     )?);
     resources.serve_internal_names(internal_names::InternalNames::new(route_receiver.clone()));
+    if let Some(socket) = &config.docker_socket {
+        if !isolated {
+            return Err(ServerError::Docker(
+                "--runtime docker needs berth running as root with isolation on: it links each container's network as its own".into(),
+            ));
+        }
+        let docker =
+            docker_images::DockerImages::connect(socket, data, reachable(api_addr), &token)
+                .await
+                .map_err(ServerError::Docker)?;
+        tracing::info!("image releases run as containers of the Docker engine at {socket}");
+        driver = Arc::new(berth_runtime::docker::ContainerOrProcess {
+            process: driver,
+            docker: docker.runtime.clone(),
+        });
+        resources.use_docker(docker);
+    }
     // Databases and Redis servers first: instances expect them.
     resources.start().await;
     let launcher = launch::Launcher::new(slugs.clone(), resources.clone());

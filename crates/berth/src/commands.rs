@@ -76,6 +76,15 @@ pub fn server(global: &Global, args: ServerArgs) -> Result<()> {
     }
     config.server_usd = args.server_usd;
     config.isolation = !args.no_isolation;
+    if args.runtime == crate::server_args::Runtime::Docker {
+        let Some(socket) = args.docker_host.strip_prefix("unix://") else {
+            anyhow::bail!(
+                "--docker-host {}: berth reaches the Docker engine on a unix socket (unix:///var/run/docker.sock)",
+                args.docker_host
+            );
+        };
+        config.docker_socket = Some(socket.to_string());
+    }
     config.build_limits.memory_mib = args.build_memory;
     config.disk_reserve_bytes = args.disk_reserve_mib * 1024 * 1024;
     config.build_limits.timeout = args.build_timeout;

@@ -124,6 +124,26 @@ pub struct ServerArgs {
         action = clap::ArgAction::SetTrue
     )]
     pub no_isolation: bool,
+    /// Where instances of image releases run: berth's own sandbox
+    /// (`embedded`), or containers of a Docker engine (`docker`).
+    #[arg(long, value_enum, default_value_t = Runtime::Embedded)]
+    pub runtime: Runtime,
+    /// The Docker engine's socket, for `--runtime docker`.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    pub docker_host: String,
+}
+
+/// Where instances of image releases run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// berth's own sandbox over the image's root.
+    Embedded,
+    /// Containers of a Docker engine (its API, on a unix socket).
+    Docker,
 }
 
 /// The server as a service: its state, stopping it, its log, systemd.

@@ -250,6 +250,42 @@ impl Networks {
         Ok(Some(network))
     }
 
+    /// The network of an instance whose namespace a container engine made
+    /// (`fd`, see [`NetNs::adopt`]): what [`Networks::prepare`] gives a
+    /// namespace of berth's own — a link out with the same rules (or the
+    /// egress proxy), bridges to `loopback_ports`. Needs a server that
+    /// gives instances networks of their own.
+    pub fn adopt(
+        &self,
+        fd: std::os::fd::OwnedFd,
+        loopback_ports: &[u16],
+        allow: &[berth_proto::Ipv4Cidr],
+    ) -> Result<InstanceNetwork, String> {
+        let (netns, proxy) = match &self.mode {
+            Mode::Direct(_) => (NetNs::adopt(fd, true), None),
+            Mode::Proxy(policy) => (
+                NetNs::adopt(fd, false),
+                Some(EgressPolicy {
+                    allow: allow.to_vec(),
+                    ..policy.clone()
+                }),
+            ),
+            Mode::Shared => {
+                return Err(
+                    "a container's network needs berth running as root with isolation on".into(),
+                );
+            }
+        };
+        let netns = netns.map_err(|err| format!("cannot link the container's network: {err}"))?;
+        let allowance = match netns.uplink() {
+            Some(uplink) => nft::allow(uplink.address, allow)?,
+            None => None,
+        };
+        let mut network = InstanceNetwork::prepare(netns, loopback_ports, proxy, &self.resolvers)?;
+        network._allowance = allowance;
+        Ok(network)
+    }
+
     /// The network of a build: a namespace without a link to the host
     /// whatever the mode, whose only way out is the egress proxy, open to
     /// `hosts` alone (see [`EgressPolicy::hosts`]), with bridges to

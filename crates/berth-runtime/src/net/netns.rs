@@ -143,6 +143,26 @@ impl NetNs {
         }))
     }
 
+    /// Takes over a namespace another program made (a container engine's,
+    /// opened at `/proc/PID/ns/net`), with a veth link to the host when
+    /// `linked`. Its loopback must be up. Runs on the calling thread, as
+    /// [`NetNs::create_linked`] does.
+    pub fn adopt(fd: OwnedFd, linked: bool) -> io::Result<Arc<NetNs>> {
+        let uplink = if linked {
+            Some(super::uplink::link(fd.as_raw_fd(), host_netns()?)?)
+        } else {
+            None
+        };
+        Ok(Arc::new(NetNs { fd, uplink }))
+    }
+
+    /// Opens the network namespace process `pid` is in.
+    pub fn open_of_process(pid: u32) -> io::Result<OwnedFd> {
+        let path = std::ffi::CString::new(format!("/proc/{pid}/ns/net"))
+            .map_err(|_| io::Error::other("NUL in a path"))?;
+        open_netns(&path)
+    }
+
     /// A path to the namespace that another program run by this one may
     /// open to join it (`/proc/PID/fd/FD`; `--network ns:PATH` of buildah
     /// and podman), valid while this handle lives.

@@ -20,6 +20,7 @@ pub(super) fn spec(command: &str) -> InstanceSpec {
         sandbox: None,
         stop_signal: libc::SIGTERM,
         terminal: None,
+        container: None,
     }
 }
 

@@ -212,6 +212,7 @@ impl SandboxedCargo {
             }),
             stop_signal: berth_spec::StopSignal::Sigterm.number(),
             terminal: None,
+            container: None,
         })
     }
 

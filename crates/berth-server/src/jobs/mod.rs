@@ -467,7 +467,7 @@ impl JobRunner {
             .launcher
             .instance_spec(release, app_spec, process, instance, command, &env)
             .map_err(|err| err.to_string())?;
-        spec.terminal = terminal;
+        launch::give_terminal(&mut spec, terminal)?;
         let _network = self
             .launcher
             .attach_network(release, app_spec, &mut spec, None)

@@ -91,6 +91,28 @@ impl Launcher {
                 "an image runs in a root of its own, which needs berth running as root with isolation on",
             ));
         };
+        // A workdir relative in the image is under `/`, as docker reads it.
+        let workdir = std::path::Path::new("/").join(&image.config.working_dir);
+        let stop_signal = spec
+            .kill_signal
+            .unwrap_or(berth_spec::StopSignal::Sigterm)
+            .number();
+        if let Some(docker) = self.resources.docker() {
+            // The engine makes its root, its /etc/hosts and resolv.conf.
+            return Ok(InstanceSpec {
+                id: instance.to_string(),
+                app: release.app.clone(),
+                command: command.to_string(),
+                bin_dir: workdir.clone(),
+                workdir,
+                env,
+                binds: self.resources.binds_for(&release.app, spec, process),
+                sandbox: Some(sandbox),
+                stop_signal,
+                terminal: None,
+                container: Some(docker.image(&image.repository, &image.manifest)),
+            });
+        }
         // Its layers stacked on its root (again after a reboot).
         let store = berth_image::ImageStore::new(
             &self.resources.images_dir(),
@@ -109,8 +131,6 @@ impl Launcher {
                 )
             })?;
         sandbox.root = Some(root);
-        // A relative WORKDIR is under `/`, as docker reads it.
-        let workdir = std::path::Path::new("/").join(&image.config.working_dir);
         Ok(InstanceSpec {
             id: instance.to_string(),
             app: release.app.clone(),
@@ -120,11 +140,9 @@ impl Launcher {
             env,
             binds: image_binds(self.resources.binds_for(&release.app, spec, process)),
             sandbox: Some(sandbox),
-            stop_signal: spec
-                .kill_signal
-                .unwrap_or(berth_spec::StopSignal::Sigterm)
-                .number(),
+            stop_signal,
             terminal: None,
+            container: None,
         })
     }
 }

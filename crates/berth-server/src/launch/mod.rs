@@ -152,6 +152,7 @@ impl Launcher {
                 .unwrap_or(berth_spec::StopSignal::Sigterm)
                 .number(),
             terminal: None,
+            container: None,
         })
     }
 }
@@ -174,16 +175,23 @@ impl Launcher {
             return Ok(None);
         };
         let ports = self.resources.loopback_ports(&release.app, spec);
+        let networks = self.resources.networks();
         // Addresses and ports of the pool may be free again a little later.
-        let prepared = self
-            .resources
-            .networks()
-            .prepare(&ports, fixed_port.is_some(), &spec.egress.allow)
-            .map_err(|message| StartError {
-                side: StartSide::Sandbox,
-                transient: true,
-                message,
-            })?;
+        let prepared = match (&instance.container, self.resources.docker()) {
+            // A container's network is the engine's namespace, linked and
+            // bridged as one of berth's own.
+            (Some(_), Some(docker)) => docker
+                .runtime
+                .make_sandbox(&instance.id)
+                .and_then(|namespace| networks.adopt(namespace, &ports, &spec.egress.allow))
+                .map(Some),
+            _ => networks.prepare(&ports, fixed_port.is_some(), &spec.egress.allow),
+        }
+        .map_err(|message| StartError {
+            side: StartSide::Sandbox,
+            transient: true,
+            message,
+        })?;
         let Some(mut network) = prepared else {
             return Ok(None);
         };
@@ -213,6 +221,19 @@ impl Launcher {
         }
         Ok(Some(network))
     }
+}
+
+/// Runs `spec` on `terminal`, if given; refused for a command that would
+/// run in a Docker container (`--runtime docker`), which is given none.
+pub fn give_terminal(
+    spec: &mut InstanceSpec,
+    terminal: Option<Arc<berth_runtime::InstanceTerminal>>,
+) -> Result<(), String> {
+    if terminal.is_some() && spec.container.is_some() {
+        return Err("a command with a terminal does not run in a Docker container (--runtime docker): run it with --detach, its output in `berth logs`".into());
+    }
+    spec.terminal = terminal;
+    Ok(())
 }
 
 /// A sink that stores each line in the log store under `source`, and also

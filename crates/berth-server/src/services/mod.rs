@@ -85,6 +85,8 @@ pub struct Resources {
     package_roots: package_roots::PackageRoots,
     /// Private names in instances' namespaces, once the route table exists.
     internal_names: std::sync::OnceLock<crate::internal_names::InternalNames>,
+    /// The Docker engine image instances run in (`--runtime docker`).
+    docker: std::sync::OnceLock<crate::docker_images::DockerImages>,
 }
 
 /// The vault owner of the server's own secrets: `@` is in no app name.
@@ -144,6 +146,7 @@ impl Resources {
             url_for,
             owned_slugs: Default::default(),
             internal_names: std::sync::OnceLock::new(),
+            docker: std::sync::OnceLock::new(),
             package_roots: package_roots::PackageRoots::new(data_dir),
         })
     }
@@ -174,6 +177,17 @@ impl Resources {
     /// (`APP.internal`); set once, when the route table exists.
     pub fn serve_internal_names(&self, names: crate::internal_names::InternalNames) {
         let _ = self.internal_names.set(names);
+    }
+
+    /// Runs image instances in the Docker engine from now on
+    /// (`--runtime docker`); set once, at start.
+    pub fn use_docker(&self, docker: crate::docker_images::DockerImages) {
+        let _ = self.docker.set(docker);
+    }
+
+    /// The Docker engine image instances run in, with `--runtime docker`.
+    pub fn docker(&self) -> Option<&crate::docker_images::DockerImages> {
+        self.docker.get()
     }
 
     /// Private names, when instances have them (see [`Self::serve_internal_names`]).

@@ -12,6 +12,7 @@ mod crashes;
 mod dashboard;
 mod deploys;
 mod disk;
+mod docker_runtime;
 mod dockerfiles;
 mod domains;
 mod drains;

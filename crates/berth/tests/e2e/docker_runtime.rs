@@ -1,0 +1,232 @@
+//! End to end: `berth server --runtime docker`. An image's instances run
+//! as containers of a real Docker engine (Debian's `docker.io`, started by
+//! the test with a data dir and socket of its own and no bridge): pulled
+//! from berth's registry, served through the router in a network berth
+//! linked, as the app's own user in the image's root, scaled up and down
+//! to zero, and removed when they stop.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_testkit::TestServer;
+
+use crate::images::{make_images, marker};
+use crate::support::{run_tool, skopeo_push};
+
+fn setup() {
+    berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
+}
+
+/// A Docker engine of the test's own.
+struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        // Short: the engine's sockets live under it.
+        let dir = tempfile::Builder::new()
+            .prefix("dockerd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .args(["--data-root", &path("root")])
+            .args(["--exec-root", &path("exec")])
+            .args(["--pidfile", &path("dockerd.pid")])
+            .args(["--host", &format!("unix://{}", path("docker.sock"))])
+            // No bridge, no firewall rules: berth links every container's
+            // network itself.
+            .args(["--bridge", "none", "--iptables=false"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (apt install docker.io)");
+        let dockerd = Dockerd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dockerd.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not come up:\n{}",
+                std::fs::read_to_string(dockerd.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        dockerd
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let mut answer = String::new();
+        stream.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.ends_with("OK")
+    }
+
+    /// `docker ARGS` against this engine.
+    fn docker(&self, args: &[&str]) -> String {
+        let host = format!("unix://{}", self.socket().display());
+        let mut all = vec!["--host", &host];
+        all.extend_from_slice(args);
+        run_tool("docker", &all)
+    }
+
+    /// The containers berth made, running or not.
+    fn containers(&self) -> Vec<String> {
+        self.docker(&[
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            "label=dev.berth.server",
+        ])
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM: the engine stops its containers and unmounts.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn healthy(status: &serde_json::Value) -> usize {
+    status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|instance| instance["healthy"] == true)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn an_image_runs_as_docker_containers_with_runtime_docker() {
+    setup();
+    assert!(
+        berth_runtime::can_isolate(),
+        "berth links containers' networks: root"
+    );
+    let dockerd = Dockerd::start();
+    let socket = format!("unix://{}", dockerd.socket().display());
+    let mut server =
+        TestServer::start_with(&["--runtime", "docker", "--docker-host", &socket]).await;
+    let work = tempfile::tempdir().unwrap();
+    let layout = make_images(work.path());
+    skopeo_push(&server, &format!("{}:v1", layout.display()), "plain:v1");
+
+    let empty = tempfile::tempdir().unwrap();
+    server
+        .ok_in(
+            empty.path(),
+            &["deploy", "--image", "plain:v1", "--app", "dock"],
+        )
+        .await;
+    let home = server.get("dock", "/").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert_eq!(marker(&server, "dock").await, "one");
+
+    // It is the engine's container: pulled by digest from berth's
+    // registry, the app's user, no capabilities, a read-only root.
+    let status = server.status("dock").await;
+    let instance = status["instances"][0]["id"].as_str().unwrap().to_string();
+    let inspected: serde_json::Value =
+        serde_json::from_str(&dockerd.docker(&["inspect", &format!("berth-{instance}")])).unwrap();
+    let container = &inspected[0];
+    assert_eq!(container["State"]["Running"], true, "{container:#}");
+    let image = container["Config"]["Image"].as_str().unwrap();
+    assert!(image.contains("/plain@sha256:"), "{image}");
+    let uid = server.get("dock", "/whoami").await.body;
+    assert_ne!(uid.trim(), "0", "never root");
+    assert!(
+        container["Config"]["User"]
+            .as_str()
+            .unwrap()
+            .starts_with(uid.trim()),
+        "{container:#}"
+    );
+    assert_eq!(container["HostConfig"]["ReadonlyRootfs"], true);
+    assert_eq!(container["HostConfig"]["CapDrop"][0], "ALL");
+    // Its root is the image's: its files, none of the host's.
+    let own = server.get("dock", "/read?path=/app/marker").await;
+    assert_eq!(own.body, "from the image\n");
+    let hidden = server.get("dock", "/read?path=/usr/bin/env").await;
+    assert_ne!(hidden.status, 200, "{}", hidden.body);
+    // Its output is the app's log, as any instance's.
+    let logs = server.ok(&["logs", "--app", "dock"]).await.stdout;
+    assert!(logs.contains("plain is listening"), "{logs}");
+
+    // Scaled to 2: two instances, each two containers (its network's and
+    // the app's); each serves.
+    server.ok(&["scale", "web=2", "--app", "dock"]).await;
+    server
+        .wait_for_status("dock", Duration::from_secs(60), |status| {
+            healthy(status) == 2
+        })
+        .await;
+    for _ in 0..4 {
+        assert_eq!(server.get("dock", "/").await.status, 200);
+    }
+    assert_eq!(dockerd.containers().len(), 4, "{:?}", dockerd.containers());
+
+    // To zero: every container is removed; back to one, it serves again.
+    server.ok(&["scale", "web=0", "--app", "dock"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dockerd.containers().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", dockerd.containers());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.ok(&["scale", "web=1", "--app", "dock"]).await;
+    server
+        .wait_for_status("dock", Duration::from_secs(60), |status| {
+            healthy(status) == 1
+        })
+        .await;
+    assert_eq!(marker(&server, "dock").await, "one");
+
+    // A server that stops stops its containers and removes them.
+    server.stop().await;
+    assert!(
+        dockerd.containers().is_empty(),
+        "{:?}",
+        dockerd.containers()
+    );
+    // What a crashed server left (a container with its label) is removed
+    // when it starts again; its instances run again.
+    let owner = format!("dev.berth.server={}", server.data_dir().display());
+    dockerd.docker(&["create", "--label", &owner, "berth-pause:1", "/pause"]);
+    assert_eq!(dockerd.containers().len(), 1);
+    server.restart().await;
+    server
+        .wait_for_status("dock", Duration::from_secs(60), |status| {
+            healthy(status) == 1
+        })
+        .await;
+    assert_eq!(dockerd.containers().len(), 2, "{:?}", dockerd.containers());
+    assert_eq!(server.get("dock", "/").await.status, 200);
+}
