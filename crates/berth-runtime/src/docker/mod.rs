@@ -18,6 +18,7 @@
 //! server, so what a crashed server left is removed when it starts again.
 
 mod pause;
+mod running;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,19 +28,15 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions,
 };
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::{
-    ContainerImage, Driver, DriverError, ExitCause, InstanceControl, InstanceSpec, OutputSink,
-    OutputStream, RunningInstance,
-};
+use crate::{ContainerImage, Driver, DriverError, InstanceSpec, OutputSink, RunningInstance};
+use running::{ContainerControl, argv_of, exit_of, read_lines, remove};
 
 /// The label every container berth makes carries: the server's data dir.
 const OWNER_LABEL: &str = "dev.berth.server";
@@ -67,9 +64,19 @@ fn wait_for<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -
     engine_runtime().spawn(async move {
         let _ = sender.send(work.await);
     });
-    receiver
-        .recv()
-        .expect("the engine's runtime runs until the process ends")
+    let wait = move || {
+        receiver
+            .recv()
+            .expect("the engine's runtime runs until the process ends")
+    };
+    // On a worker of the server's runtime, its other tasks move to another
+    // thread while this one waits.
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
 }
 
 /// A Docker Engine that runs instances.
@@ -95,6 +102,11 @@ impl DockerRuntime {
     /// and removes the containers an earlier run of the server `owner` (its
     /// data dir) left. Blocks the calling thread.
     pub fn connect(socket: &str, owner: &str) -> Result<Arc<DockerRuntime>, String> {
+        if !cfg!(target_arch = "x86_64") {
+            return Err(
+                "--runtime docker runs on x86-64 machines only: its network container's program is x86-64 code".into(),
+            );
+        }
         let socket = socket.to_string();
         let owner = owner.to_string();
         wait_for(async move {
@@ -156,6 +168,12 @@ impl DockerRuntime {
         }
     }
 
+    /// What names the containers of `instance` of `app` (instance ids
+    /// repeat across apps: `release-v3`).
+    fn key(app: &str, instance: &str) -> String {
+        format!("{app}-{instance}")
+    }
+
     fn labels(&self, instance: &str) -> HashMap<String, String> {
         HashMap::from([
             (OWNER_LABEL.to_string(), self.owner.clone()),
@@ -163,11 +181,14 @@ impl DockerRuntime {
         ])
     }
 
-    /// Starts the network container of `instance` and returns a handle on
-    /// its namespace, for [`crate::net::Networks::adopt`]. Blocks.
-    pub fn make_sandbox(&self, instance: &str) -> Result<OwnedFd, String> {
+    /// Starts the network container of `instance` of `app` and returns a
+    /// handle on its namespace, for [`crate::net::Networks::adopt`].
+    /// Blocks. Unless the instance is then started, call
+    /// [`DockerRuntime::discard_sandbox`].
+    pub fn make_sandbox(&self, app: &str, instance: &str) -> Result<OwnedFd, String> {
         let docker = self.docker.clone();
-        let name = format!("berth-{instance}-net");
+        let key = Self::key(app, instance);
+        let name = format!("berth-{key}-net");
         let config = ContainerCreateBody {
             image: Some(pause::PAUSE_IMAGE.into()),
             entrypoint: Some(vec![pause::PAUSE_PATH.into()]),
@@ -219,10 +240,7 @@ impl DockerRuntime {
         })?;
         match crate::netns::NetNs::open_of_process(pid) {
             Ok(fd) => {
-                self.sandboxes
-                    .lock()
-                    .expect("sandboxes")
-                    .insert(instance.to_string(), id);
+                self.sandboxes.lock().expect("sandboxes").insert(key, id);
                 Ok(fd)
             }
             Err(err) => {
@@ -232,6 +250,20 @@ impl DockerRuntime {
                     "cannot open the network container's namespace: {err}"
                 ))
             }
+        }
+    }
+
+    /// Removes the network container made for `instance` of `app`, which
+    /// will not be started (its network could not be set up).
+    pub fn discard_sandbox(&self, app: &str, instance: &str) {
+        let made = self
+            .sandboxes
+            .lock()
+            .expect("sandboxes")
+            .remove(&Self::key(app, instance));
+        if let Some(id) = made {
+            let docker = self.docker.clone();
+            wait_for(async move { remove(&docker, &id).await });
         }
     }
 
@@ -250,7 +282,7 @@ impl DockerRuntime {
             .sandboxes
             .lock()
             .expect("sandboxes")
-            .remove(&spec.id)
+            .remove(&Self::key(&spec.app, &spec.id))
             .ok_or_else(|| failed("its network container was not made".into()))?;
         if spec.terminal.is_some() {
             let docker = self.docker.clone();
@@ -266,9 +298,11 @@ impl DockerRuntime {
             ..Default::default()
         };
         let reference = image.reference.clone();
-        let name = format!("berth-{}", spec.id);
+        let name = format!("berth-{}", Self::key(&spec.app, &spec.id));
         let started = wait_for(async move {
             let made = async {
+                // Pinned by digest: one already here is the same image.
+                let present = docker.inspect_image(&reference).await.is_ok();
                 let mut pull = docker.create_image(
                     Some(CreateImageOptions {
                         from_image: Some(reference.clone()),
@@ -278,6 +312,9 @@ impl DockerRuntime {
                     Some(credentials),
                 );
                 while let Some(step) = pull.next().await {
+                    if present {
+                        break;
+                    }
                     step.map_err(|err| format!("cannot pull {reference}: {err}"))?;
                 }
                 let created = docker
@@ -373,10 +410,13 @@ impl DockerRuntime {
             image: Some(image.reference.clone()),
             entrypoint: Some(argv[..1].to_vec()),
             cmd: Some(argv[1..].to_vec()),
+            // berth's base env (as its own sandbox gives), then the spec's.
             env: Some(
-                spec.env
-                    .iter()
+                [("HOME", "/tmp"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")]
+                    .into_iter()
+                    .filter(|(key, _)| !spec.env.iter().any(|(set, _)| set == key))
                     .map(|(key, value)| format!("{key}={value}"))
+                    .chain(spec.env.iter().map(|(key, value)| format!("{key}={value}")))
                     .collect(),
             ),
             user: sandbox.map(|sandbox| format!("{}:{}", sandbox.uid, sandbox.gid)),
@@ -386,6 +426,10 @@ impl DockerRuntime {
             attach_stderr: Some(true),
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{network}")),
+                // An init as PID 1 passes the stop signal on and reaps: the
+                // app is not PID 1, which ignores signals it has no handler
+                // for.
+                init: Some(true),
                 binds: Some(
                     spec.binds
                         .iter()
@@ -417,135 +461,6 @@ impl DockerRuntime {
     }
 }
 
-/// The words a command runs as: exec form (`["a", "b c"]`), plain words,
-/// or a line for the image's `/bin/sh`.
-fn argv_of(command: &str) -> Vec<String> {
-    if command.trim_start().starts_with('[')
-        && let Ok(words) = serde_json::from_str::<Vec<String>>(command)
-        && !words.is_empty()
-    {
-        return words;
-    }
-    let plain = command.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || b.is_ascii_whitespace() || b"/._-=:,@+%".contains(&b)
-    });
-    let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
-    if plain && !words.is_empty() {
-        words
-    } else {
-        vec!["/bin/sh".into(), "-c".into(), command.into()]
-    }
-}
-
-/// Hands each line the container writes to `output`, a line cut at its
-/// end kept until the rest comes.
-async fn read_lines(
-    mut frames: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
-    >,
-    output: OutputSink,
-) {
-    let mut pending = [Vec::new(), Vec::new()];
-    let emit = |stream: OutputStream, bytes: &[u8], pending: &mut Vec<u8>| {
-        pending.extend_from_slice(bytes);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            output(stream, text.trim_end_matches('\r').to_string());
-        }
-    };
-    while let Some(Ok(frame)) = frames.next().await {
-        match frame {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                emit(OutputStream::Stdout, &message, &mut pending[0]);
-            }
-            LogOutput::StdErr { message } => emit(OutputStream::Stderr, &message, &mut pending[1]),
-            LogOutput::StdIn { .. } => {}
-        }
-    }
-    for (stream, rest) in [OutputStream::Stdout, OutputStream::Stderr]
-        .into_iter()
-        .zip(pending)
-    {
-        if !rest.is_empty() {
-            output(stream, String::from_utf8_lossy(&rest).into_owned());
-        }
-    }
-}
-
-/// Waits for the container to stop; how it ended.
-async fn exit_of(docker: &Docker, container: &str, limit_mib: Option<u64>) -> ExitCause {
-    let mut waiting = docker.wait_container(
-        container,
-        Some(WaitContainerOptions {
-            condition: "not-running".into(),
-        }),
-    );
-    let code = match waiting.next().await {
-        Some(Ok(answer)) => answer.status_code,
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        Some(Err(err)) => return ExitCause::Unknown(err.to_string()),
-        None => return ExitCause::Unknown("the engine stopped answering".into()),
-    };
-    let killed_for_memory = docker
-        .inspect_container(container, None)
-        .await
-        .ok()
-        .and_then(|inspected| inspected.state)
-        .and_then(|state| state.oom_killed)
-        .unwrap_or(false);
-    match (killed_for_memory, limit_mib) {
-        (true, Some(limit_mib)) => ExitCause::OutOfMemory { limit_mib },
-        // The engine reports a signal's death as 128 + its number.
-        _ if (129..=128 + 64).contains(&code) => ExitCause::Signal((code - 128) as i32),
-        _ => ExitCause::Code(code as i32),
-    }
-}
-
-/// Removes a container, running or not, with its anonymous volumes.
-async fn remove(docker: &Docker, container: &str) {
-    let options = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    if let Err(err) = docker.remove_container(container, Some(options)).await {
-        tracing::warn!(%container, error = %err, "cannot remove a container");
-    }
-}
-
-/// Signals an instance's container through the engine.
-#[derive(Debug)]
-struct ContainerControl {
-    docker: Docker,
-    container: String,
-    stop_signal: i32,
-}
-
-impl ContainerControl {
-    fn send(&self, signal: i32) {
-        let docker = self.docker.clone();
-        let container = self.container.clone();
-        engine_runtime().spawn(async move {
-            let options = KillContainerOptions {
-                signal: signal.to_string(),
-            };
-            // One that has just exited is not an error worth a word.
-            let _ = docker.kill_container(&container, Some(options)).await;
-        });
-    }
-}
-
-impl InstanceControl for ContainerControl {
-    fn terminate(&self) {
-        self.send(self.stop_signal);
-    }
-
-    fn kill(&self) {
-        self.send(libc::SIGKILL);
-    }
-}
-
 /// The server's driver with `--runtime docker`: instances that name a
 /// [`ContainerImage`] run in the engine, everything else (source builds)
 /// in berth's own sandbox.
@@ -566,23 +481,5 @@ impl Driver for ContainerOrProcess {
             Some(image) => self.docker.start_container(spec, image, output),
             None => self.process.start(spec, output),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_become_the_words_they_run() {
-        assert_eq!(argv_of("/hello --port=8080"), ["/hello", "--port=8080"]);
-        assert_eq!(
-            argv_of(r#"["/bin/sh","-c","echo it's"]"#),
-            ["/bin/sh", "-c", "echo it's"]
-        );
-        assert_eq!(
-            argv_of("serve > /tmp/log"),
-            ["/bin/sh", "-c", "serve > /tmp/log"]
-        );
     }
 }

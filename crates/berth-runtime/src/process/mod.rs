@@ -18,7 +18,7 @@ use started::Started;
 /// The most of one line kept; the rest of a longer line is dropped. A
 /// little over the log store's own cut (64 KiB), which masks secrets first
 /// and then cuts: a secret near the cut is never kept in part.
-const MAX_LINE_BYTES: usize = 68 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 68 * 1024;
 /// Where an instance finds the system's programs, after its own.
 const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long an exit waits for output still in the pipes, when a process

@@ -98,7 +98,21 @@ impl Launcher {
             .unwrap_or(berth_spec::StopSignal::Sigterm)
             .number();
         if let Some(docker) = self.resources.docker() {
-            // The engine makes its root, its /etc/hosts and resolv.conf.
+            // The engine makes its root and /etc/hosts. Its resolv.conf is
+            // berth's relay's when there is one (see `attach_network`),
+            // else the host's, as in berth's own sandbox: the engine's
+            // would name servers the instance's egress may not reach.
+            let mut binds = Vec::new();
+            if self.resources.networks().resolv_conf().is_none()
+                && Path::new("/etc/resolv.conf").is_file()
+            {
+                binds.push(berth_runtime::BindMount {
+                    source: "/etc/resolv.conf".into(),
+                    destination: "/etc/resolv.conf".into(),
+                    writable: false,
+                });
+            }
+            binds.extend(self.resources.binds_for(&release.app, spec, process));
             return Ok(InstanceSpec {
                 id: instance.to_string(),
                 app: release.app.clone(),
@@ -106,7 +120,7 @@ impl Launcher {
                 bin_dir: workdir.clone(),
                 workdir,
                 env,
-                binds: self.resources.binds_for(&release.app, spec, process),
+                binds,
                 sandbox: Some(sandbox),
                 stop_signal,
                 terminal: None,

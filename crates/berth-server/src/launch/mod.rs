@@ -182,8 +182,12 @@ impl Launcher {
             // bridged as one of berth's own.
             (Some(_), Some(docker)) => docker
                 .runtime
-                .make_sandbox(&instance.id)
-                .and_then(|namespace| networks.adopt(namespace, &ports, &spec.egress.allow))
+                .make_sandbox(&release.app, &instance.id)
+                .and_then(|namespace| {
+                    networks
+                        .adopt(namespace, &ports, &spec.egress.allow)
+                        .inspect_err(|_| docker.runtime.discard_sandbox(&release.app, &instance.id))
+                })
                 .map(Some),
             _ => networks.prepare(&ports, fixed_port.is_some(), &spec.egress.allow),
         }
@@ -199,10 +203,16 @@ impl Launcher {
             let groups: Vec<String> = release.processes.keys().cloned().collect();
             let hosts = names
                 .attach(&release.app, spec, &groups, fixed_port, &mut network)
-                .map_err(|message| StartError {
-                    side: StartSide::Sandbox,
-                    transient: true,
-                    message,
+                .map_err(|message| {
+                    if let (Some(_), Some(docker)) = (&instance.container, self.resources.docker())
+                    {
+                        docker.runtime.discard_sandbox(&release.app, &instance.id);
+                    }
+                    StartError {
+                        side: StartSide::Sandbox,
+                        transient: true,
+                        message,
+                    }
                 })?;
             instance.binds.push(berth_runtime::BindMount {
                 source: hosts,

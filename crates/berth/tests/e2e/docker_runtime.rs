@@ -156,7 +156,8 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
     let status = server.status("dock").await;
     let instance = status["instances"][0]["id"].as_str().unwrap().to_string();
     let inspected: serde_json::Value =
-        serde_json::from_str(&dockerd.docker(&["inspect", &format!("berth-{instance}")])).unwrap();
+        serde_json::from_str(&dockerd.docker(&["inspect", &format!("berth-dock-{instance}")]))
+            .unwrap();
     let container = &inspected[0];
     assert_eq!(container["State"]["Running"], true, "{container:#}");
     let image = container["Config"]["Image"].as_str().unwrap();
