@@ -58,12 +58,21 @@ pub struct InstanceCgroup {
     memory_dir: PathBuf,
     version2: bool,
     procs: Vec<File>,
+    /// Whether berth made it (and removes it when done), or only reads
+    /// one another program made ([`InstanceCgroup::of_process`]).
+    owned: bool,
 }
 
 const CFS_PERIOD_US: u64 = 100_000;
 
 fn own_path(controller: &str) -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    path_in(&text, controller)
+}
+
+/// The path of `controller`'s cgroup (`""`: the unified one) in a
+/// `/proc/PID/cgroup` text.
+fn path_in(text: &str, controller: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let _id = parts.next()?;
@@ -232,6 +241,7 @@ impl Cgroups {
                     dirs,
                     version2: false,
                     procs,
+                    owned: true,
                 })
             }
             (Cgroups::V2 { .. }, [dir]) => {
@@ -250,6 +260,7 @@ impl Cgroups {
                     dirs,
                     version2: true,
                     procs,
+                    owned: true,
                 })
             }
             _ => Err(io::Error::other(
@@ -292,6 +303,26 @@ fn open_procs(dir: &Path) -> io::Result<File> {
 }
 
 impl InstanceCgroup {
+    /// The cgroup another program (a container engine) put process `pid`
+    /// in, to read its usage: never changed, nor removed.
+    pub fn of_process(pid: u32) -> Option<InstanceCgroup> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let (dirs, version2) = if Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
+            (vec![join("/sys/fs/cgroup", &path_in(&text, "")?)], true)
+        } else {
+            let memory = join("/sys/fs/cgroup/memory", &path_in(&text, "memory")?);
+            let cpu = join("/sys/fs/cgroup/cpu", &path_in(&text, "cpu")?);
+            (vec![memory, cpu], false)
+        };
+        Some(InstanceCgroup {
+            memory_dir: dirs[0].clone(),
+            dirs,
+            version2,
+            procs: Vec::new(),
+            owned: false,
+        })
+    }
+
     /// Moves process `pid` (all its threads) into the cgroup, then its
     /// descendants (children it started meanwhile).
     ///
@@ -406,6 +437,9 @@ impl Drop for InstanceCgroup {
     fn drop(&mut self) {
         // An instance that never started leaves no directory behind.
         self.procs.clear();
+        if !self.owned {
+            return;
+        }
         for dir in &self.dirs {
             let _ = std::fs::remove_dir(dir);
         }

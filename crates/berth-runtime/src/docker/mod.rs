@@ -393,6 +393,7 @@ impl DockerRuntime {
             docker: self.docker.clone(),
             container: id,
             stop_signal: spec.stop_signal,
+            cgroup: crate::cgroup::InstanceCgroup::of_process(pid),
         });
         Ok(RunningInstance::new(pid, exit, control))
     }

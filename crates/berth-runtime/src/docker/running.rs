@@ -127,6 +127,8 @@ pub(super) struct ContainerControl {
     pub(super) docker: Docker,
     pub(super) container: String,
     pub(super) stop_signal: i32,
+    /// The engine's cgroup of the container, read for its usage.
+    pub(super) cgroup: Option<crate::cgroup::InstanceCgroup>,
 }
 
 impl ContainerControl {
@@ -150,6 +152,13 @@ impl InstanceControl for ContainerControl {
 
     fn kill(&self) {
         self.send(libc::SIGKILL);
+    }
+
+    fn usage(&self) -> crate::Usage {
+        self.cgroup
+            .as_ref()
+            .map(crate::cgroup::InstanceCgroup::usage)
+            .unwrap_or_default()
     }
 }
 

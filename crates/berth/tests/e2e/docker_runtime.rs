@@ -178,6 +178,17 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
     assert_eq!(own.body, "from the image\n");
     let hidden = server.get("dock", "/read?path=/usr/bin/env").await;
     assert_ne!(hidden.status, 200, "{}", hidden.body);
+    // What it uses is read from the engine's cgroup, for status and
+    // metering.
+    let status = server
+        .wait_for_status("dock", Duration::from_secs(30), |status| {
+            status["instances"][0]["memory_bytes"].as_u64() > Some(100_000)
+        })
+        .await;
+    assert!(
+        status["instances"][0]["cpu_seconds"].as_f64() > Some(0.0),
+        "{status:#}"
+    );
     // Its output is the app's log, as any instance's.
     let logs = server.ok(&["logs", "--app", "dock"]).await.stdout;
     assert!(logs.contains("plain is listening"), "{logs}");
