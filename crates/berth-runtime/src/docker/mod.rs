@@ -210,33 +210,24 @@ impl DockerRuntime {
             ..Default::default()
         };
         let (id, pid) = wait_for(async move {
-            let created = docker
-                .create_container(
-                    Some(CreateContainerOptions {
-                        name: Some(name),
-                        ..Default::default()
-                    }),
-                    config,
-                )
-                .await
-                .map_err(|err| format!("cannot create the network container: {err}"))?;
+            let created = create(&docker, name, config, "the network container").await?;
             let started = async {
-                docker.start_container(&created.id, None).await?;
-                docker.inspect_container(&created.id, None).await
+                docker.start_container(&created, None).await?;
+                docker.inspect_container(&created, None).await
             }
             .await;
             let pid = match started {
                 Ok(inspected) => inspected.state.and_then(|state| state.pid).unwrap_or(0),
                 Err(err) => {
-                    remove(&docker, &created.id).await;
+                    remove(&docker, &created).await;
                     return Err(format!("cannot start the network container: {err}"));
                 }
             };
             if pid <= 0 {
-                remove(&docker, &created.id).await;
+                remove(&docker, &created).await;
                 return Err("the network container is not running".to_string());
             }
-            Ok((created.id, pid as u32))
+            Ok((created, pid as u32))
         })?;
         match crate::netns::NetNs::open_of_process(pid) {
             Ok(fd) => {
@@ -317,17 +308,7 @@ impl DockerRuntime {
                     }
                     step.map_err(|err| format!("cannot pull {reference}: {err}"))?;
                 }
-                let created = docker
-                    .create_container(
-                        Some(CreateContainerOptions {
-                            name: Some(name),
-                            ..Default::default()
-                        }),
-                        config,
-                    )
-                    .await
-                    .map_err(|err| format!("cannot create its container: {err}"))?;
-                Ok::<_, String>(created.id)
+                create(&docker, name, config, "its container").await
             }
             .await;
             let id = match made {
@@ -460,6 +441,25 @@ impl DockerRuntime {
             ..Default::default()
         }
     }
+}
+
+/// Creates the container `name` from `config`; its id, or why not (of
+/// `what`).
+async fn create(
+    docker: &Docker,
+    name: String,
+    config: ContainerCreateBody,
+    what: &str,
+) -> Result<String, String> {
+    let options = CreateContainerOptions {
+        name: Some(name),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(options), config)
+        .await
+        .map(|created| created.id)
+        .map_err(|err| format!("cannot create {what}: {err}"))
 }
 
 /// The server's driver with `--runtime docker`: instances that name a

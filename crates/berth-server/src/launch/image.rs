@@ -97,42 +97,59 @@ impl Launcher {
             .kill_signal
             .unwrap_or(berth_spec::StopSignal::Sigterm)
             .number();
-        if let Some(docker) = self.resources.docker() {
+        let volumes = self.resources.binds_for(&release.app, spec, process);
+        let (binds, container) = match self.resources.docker() {
             // The engine makes its root and /etc/hosts. Its resolv.conf is
             // berth's relay's when there is one (see `attach_network`),
             // else the host's, as in berth's own sandbox: the engine's
             // would name servers the instance's egress may not reach.
-            let mut binds = Vec::new();
-            if self.resources.networks().resolv_conf().is_none()
-                && Path::new("/etc/resolv.conf").is_file()
-            {
-                binds.push(berth_runtime::BindMount {
-                    source: "/etc/resolv.conf".into(),
-                    destination: "/etc/resolv.conf".into(),
-                    writable: false,
-                });
+            Some(docker) => {
+                let mut binds = Vec::new();
+                if self.resources.networks().resolv_conf().is_none()
+                    && Path::new("/etc/resolv.conf").is_file()
+                {
+                    binds.push(berth_runtime::BindMount {
+                        source: "/etc/resolv.conf".into(),
+                        destination: "/etc/resolv.conf".into(),
+                        writable: false,
+                    });
+                }
+                binds.extend(volumes);
+                let container = docker.image(&image.repository, &image.manifest);
+                (binds, Some(container))
             }
-            binds.extend(self.resources.binds_for(&release.app, spec, process));
-            return Ok(InstanceSpec {
-                id: instance.to_string(),
-                app: release.app.clone(),
-                command: command.to_string(),
-                bin_dir: workdir.clone(),
-                workdir,
-                env,
-                binds,
-                sandbox: Some(sandbox),
-                stop_signal,
-                terminal: None,
-                container: Some(docker.image(&image.repository, &image.manifest)),
-            });
-        }
-        // Its layers stacked on its root (again after a reboot).
+            None => {
+                sandbox.root = Some(self.image_root(release, image)?);
+                (image_binds(volumes), None)
+            }
+        };
+        Ok(InstanceSpec {
+            id: instance.to_string(),
+            app: release.app.clone(),
+            command: command.to_string(),
+            bin_dir: workdir.clone(),
+            workdir,
+            env,
+            binds,
+            sandbox: Some(sandbox),
+            stop_signal,
+            terminal: None,
+            container,
+        })
+    }
+
+    /// The image's layers stacked on a root of its own (again after a
+    /// reboot), for berth's sandbox.
+    fn image_root(
+        &self,
+        release: &ReleaseRow,
+        image: &PinnedImage,
+    ) -> Result<std::path::PathBuf, StartError> {
         let store = berth_image::ImageStore::new(
             &self.resources.images_dir(),
             berth_image::UnpackLimits::default(),
         );
-        let root = berth_registry::Digest::parse(&image.manifest)
+        berth_registry::Digest::parse(&image.manifest)
             .map_err(|err| err.to_string())
             .and_then(|digest| store.mounted_root(&digest).map_err(|err| err.to_string()))
             .map_err(|err| {
@@ -143,21 +160,7 @@ impl Launcher {
                         image.reference, image.manifest, release.version
                     ),
                 )
-            })?;
-        sandbox.root = Some(root);
-        Ok(InstanceSpec {
-            id: instance.to_string(),
-            app: release.app.clone(),
-            command: command.to_string(),
-            bin_dir: workdir.clone(),
-            workdir,
-            env,
-            binds: image_binds(self.resources.binds_for(&release.app, spec, process)),
-            sandbox: Some(sandbox),
-            stop_signal,
-            terminal: None,
-            container: None,
-        })
+            })
     }
 }
 
