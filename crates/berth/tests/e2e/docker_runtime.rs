@@ -242,3 +242,49 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
     assert_eq!(dockerd.containers().len(), 2, "{:?}", dockerd.containers());
     assert_eq!(server.get("dock", "/").await.status, 200);
 }
+
+/// `berth server` with `ARGS` (a data dir of its own, ports of the
+/// system's choice): it must refuse to start; what it said.
+fn server_refuses(args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--api", "127.0.0.1:0", "--router", "127.0.0.1:0"])
+        .args(args)
+        .env("BERTH_DATA", data.path())
+        .env_remove("DOCKER_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_docker_engine_that_cannot_be_reached_is_said_before_the_server_starts() {
+    let refused = server_refuses(&[
+        "--runtime",
+        "docker",
+        "--docker-host",
+        "tcp://127.0.0.1:2375",
+    ]);
+    assert!(
+        refused.contains("--docker-host tcp://127.0.0.1:2375")
+            && refused.contains("on a unix socket"),
+        "{refused}"
+    );
+    let missing = server_refuses(&[
+        "--runtime",
+        "docker",
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+    ]);
+    // Without root, what is missing is said first.
+    let expected = if berth_runtime::can_isolate() {
+        "cannot reach the Docker engine at /nonexistent/docker.sock"
+    } else {
+        "--runtime docker needs berth running as root"
+    };
+    assert!(missing.contains(expected), "{missing}");
+    let unknown = server_refuses(&["--runtime", "podman"]);
+    assert!(unknown.contains("invalid value 'podman'"), "{unknown}");
+}
