@@ -24,6 +24,7 @@ use tokio::process::{Child, Command};
 mod http;
 mod load;
 pub mod netns;
+mod own_disk;
 mod pebble;
 mod sink;
 mod tls;
@@ -279,6 +280,14 @@ impl TestServer {
             .prefix("berth-test-data-")
             .tempdir()
             .expect("temp dir");
+        Self::start_in(data, extra_args, env).await
+    }
+
+    pub(crate) async fn start_in(
+        data: tempfile::TempDir,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
         let mut server = TestServer {
             data,
             child: None,

@@ -294,6 +294,12 @@ impl Deployer {
             )
             .await;
         drop(network);
+        if built.is_err() {
+            // A stopped buildah may leave its working containers, and what
+            // their RUNs wrote, in the store: it is berth's alone, and
+            // builds run one at a time.
+            let _ = run.output(&["rm", "--all"]).await;
+        }
         built.map_err(|err| fail(format!("the Dockerfile build failed: {err}")))?;
 
         // The image, from buildah's store into the registry.

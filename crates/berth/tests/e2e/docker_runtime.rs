@@ -34,7 +34,14 @@ impl Dockerd {
             .unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
+        // No configuration of the host's (/etc/docker/daemon.json).
+        std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
+        // Debian's engine, with its own containerd, runc and init, whatever
+        // else PATH holds.
+        let child = Command::new("/usr/sbin/dockerd")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .args(["--config-file", &path("daemon.json")])
+            .args(["--shutdown-timeout", "5"])
             .args(["--data-root", &path("root")])
             .args(["--exec-root", &path("exec")])
             .args(["--pidfile", &path("dockerd.pid")])
@@ -46,14 +53,19 @@ impl Dockerd {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("dockerd (apt install docker.io)");
-        let dockerd = Dockerd { child, dir };
+            .expect("/usr/sbin/dockerd (apt install docker.io)");
+        let mut dockerd = Dockerd { child, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !dockerd.answers() {
+            let log = || {
+                std::fs::read_to_string(dockerd.dir.path().join("dockerd.log")).unwrap_or_default()
+            };
+            let exited = dockerd.child.try_wait().unwrap();
+            assert!(exited.is_none(), "dockerd exited ({exited:?}):\n{}", log());
             assert!(
                 Instant::now() < deadline,
                 "dockerd did not come up:\n{}",
-                std::fs::read_to_string(dockerd.dir.path().join("dockerd.log")).unwrap_or_default()
+                log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -68,6 +80,7 @@ impl Dockerd {
         let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.socket()) else {
             return false;
         };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let mut answer = String::new();
         stream.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").is_ok()
             && stream.read_to_string(&mut answer).is_ok()
@@ -79,7 +92,7 @@ impl Dockerd {
         let host = format!("unix://{}", self.socket().display());
         let mut all = vec!["--host", &host];
         all.extend_from_slice(args);
-        run_tool("docker", &all)
+        run_tool("/usr/bin/docker", &all)
     }
 
     /// The containers berth made, running or not.
@@ -106,12 +119,22 @@ impl Drop for Dockerd {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // An engine killed before it cleaned up leaves its mounts.
+        let dir = self.dir.path().display().to_string();
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mount_point in mounted
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(&dir))
+        {
+            let _ = Command::new("umount").args(["-l", mount_point]).status();
+        }
     }
 }
 

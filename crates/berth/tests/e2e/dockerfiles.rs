@@ -168,16 +168,9 @@ async fn a_dockerfile_of_another_shape_is_built_with_buildah_and_served() {
 async fn a_dockerfile_build_that_fills_the_disk_is_stopped_at_the_reserve() {
     setup();
     assert!(berth_runtime::can_isolate(), "buildah needs root");
-    // The data dir is in the temp dir: a reserve that leaves builds there
-    // 1 GiB of room, and a RUN that writes 4 GiB.
-    let free = berth_runtime::free_disk_bytes(&std::env::temp_dir()).unwrap();
-    assert!(
-        free > 6 << 30,
-        "this test needs 6 GiB free in the temp dir, has {} MiB",
-        free >> 20
-    );
-    let reserve_mib = (free >> 20) - 1024;
-    let server = TestServer::start_with(&["--disk-reserve-mib", &reserve_mib.to_string()]).await;
+    // The data dir is a disk of its own: 1.5 GiB, 1 GiB of it reserved,
+    // and a RUN that writes 4 GiB.
+    let server = TestServer::start_on_disk_of(1536, &["--disk-reserve-mib", "1024"]).await;
     let work = tempfile::tempdir().unwrap();
     let binary = plain_binary();
     let base = make_shell_base(work.path(), &binary);
@@ -197,6 +190,6 @@ async fn a_dockerfile_build_that_fills_the_disk_is_stopped_at_the_reserve() {
         failed.stderr
     );
     // What it wrote went with it: the room is back.
-    let after = berth_runtime::free_disk_bytes(&std::env::temp_dir()).unwrap();
-    assert!(after >> 20 > reserve_mib, "{} MiB free after", after >> 20);
+    let after = berth_runtime::free_disk_bytes(server.data_dir()).unwrap();
+    assert!(after >> 20 > 1024 + 256, "{} MiB free after", after >> 20);
 }
