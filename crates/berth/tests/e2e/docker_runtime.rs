@@ -138,6 +138,13 @@ impl Drop for Dockerd {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn healthy(status: &serde_json::Value) -> usize {
     status["instances"]
         .as_array()
@@ -215,6 +222,50 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
     // Its output is the app's log, as any instance's.
     let logs = server.ok(&["logs", "--app", "dock"]).await.stdout;
     assert!(logs.contains("plain is listening"), "{logs}");
+
+    // A one-off command runs the image's program too, in a container of
+    // its own (then removed), its output and exit code passed back.
+    let before = unix_now().to_string();
+    let fetched = server
+        .berth(&[
+            "run",
+            "--app",
+            "dock",
+            "--",
+            "/app/plain",
+            "fetch",
+            "127.0.0.1:9",
+            "/",
+        ])
+        .run()
+        .await;
+    assert_eq!(fetched.code, 1, "{}", fetched.stderr);
+    assert!(
+        fetched.stderr.contains("connect 127.0.0.1:9"),
+        "{}",
+        fetched.stderr
+    );
+    assert_eq!(dockerd.containers().len(), 2, "{:?}", dockerd.containers());
+    // Events up to now: `docker events` then ends instead of following.
+    let until = (unix_now() + 1).to_string();
+    let created = dockerd.docker(&[
+        "events",
+        "--since",
+        &before,
+        "--until",
+        &until,
+        "--filter",
+        "event=create",
+        "--filter",
+        "label=dev.berth.server",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    let one_off: Vec<&str> = created
+        .lines()
+        .filter(|name| !name.contains(&instance))
+        .collect();
+    assert_eq!(one_off.len(), 2, "its network's and its own: {created}");
 
     // Scaled to 2: two instances, each two containers (its network's and
     // the app's); each serves.
