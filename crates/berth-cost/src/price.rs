@@ -43,6 +43,23 @@ pub fn vcpu_seconds(rows: &[UsageRow]) -> f64 {
 /// plan's default price.
 pub type Region<'a> = Option<&'a str>;
 
+/// Gigabyte-days of what an app keeps on disk, from daily rows (each
+/// holds the day's largest measure).
+#[derive(Debug, Default)]
+struct KeptGbDays {
+    volumes: f64,
+    database: f64,
+    backups: f64,
+}
+
+impl KeptGbDays {
+    fn add(&mut self, row: &UsageRow) {
+        self.volumes += row.volume_bytes as f64 / GB;
+        self.database += row.database_bytes as f64 / GB;
+        self.backups += row.backup_bytes as f64 / GB;
+    }
+}
+
 /// What the rows of one process group at one size add up to.
 #[derive(Debug, Default)]
 struct Group {
@@ -92,10 +109,10 @@ pub fn price_plan_in(
     };
     let mut groups: BTreeMap<(String, u64, u32), Group> = BTreeMap::new();
     let mut totals = UsageRow::default();
-    let mut volume_gb_days = 0.0;
+    let mut kept = KeptGbDays::default();
     for row in rows {
         totals.add(row);
-        volume_gb_days += row.volume_bytes as f64 / GB;
+        kept.add(row);
         // Rows without a size (an app's builds, or job time metered as the
         // app's before jobs had their own groups) price no compute.
         let sized = row.cpus > 0.0 && row.memory_mb > 0;
@@ -173,14 +190,32 @@ pub fn price_plan_in(
             usd: billed * egress_price,
         });
     }
-    if plan.volume_usd_per_gb_month > 0.0 && volume_gb_days > 0.0 {
-        let gb_months = volume_gb_days / f64::from(month.days.max(1));
-        cost.lines.push(CostLine {
-            item: "volumes".into(),
-            quantity: gb_months,
-            unit: "GB-months".into(),
-            usd: gb_months * plan.volume_usd_per_gb_month,
-        });
+    let days = f64::from(month.days.max(1));
+    let stored = [
+        ("volumes", kept.volumes, plan.volume_usd_per_gb_month, 0.0),
+        (
+            "database storage",
+            kept.database,
+            plan.database_usd_per_gb_month,
+            0.0,
+        ),
+        (
+            "database backups",
+            kept.backups,
+            plan.backup_usd_per_gb_month,
+            plan.free.backup_gb_months,
+        ),
+    ];
+    for (item, gb_days, price, free_gb_months) in stored {
+        if price > 0.0 && gb_days > 0.0 {
+            let billed = (gb_days / days - free_gb_months).max(0.0);
+            cost.lines.push(CostLine {
+                item: item.into(),
+                quantity: billed,
+                unit: "GB-months".into(),
+                usd: billed * price,
+            });
+        }
     }
     cost.total_usd = cost.lines.iter().map(|line| line.usd).sum();
     cost

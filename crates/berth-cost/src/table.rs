@@ -75,6 +75,9 @@ pub struct FreeTier {
     /// Instance-hours.
     #[serde(default)]
     pub instance_hours: f64,
+    /// Gigabyte-months of backups.
+    #[serde(default)]
+    pub backup_gb_months: f64,
 }
 
 /// One billing model of a provider.
@@ -113,6 +116,13 @@ pub struct Plan {
     /// Price per gigabyte of volume kept a month.
     #[serde(default)]
     pub volume_usd_per_gb_month: f64,
+    /// Price per gigabyte of managed database storage kept a month (the
+    /// app's PostgreSQL database on the provider's database product).
+    #[serde(default)]
+    pub database_usd_per_gb_month: f64,
+    /// Price per gigabyte of database backups kept a month.
+    #[serde(default)]
+    pub backup_usd_per_gb_month: f64,
     /// A whole server's monthly price, split by share of use.
     #[serde(default)]
     pub server_usd_per_month: Option<f64>,
@@ -228,6 +238,8 @@ impl Plan {
             ("usd_per_million_requests", self.usd_per_million_requests),
             ("egress_usd_per_gb", self.egress_usd_per_gb),
             ("volume_usd_per_gb_month", self.volume_usd_per_gb_month),
+            ("database_usd_per_gb_month", self.database_usd_per_gb_month),
+            ("backup_usd_per_gb_month", self.backup_usd_per_gb_month),
             ("hours_per_month", self.hours_per_month),
             (
                 "server_usd_per_month",

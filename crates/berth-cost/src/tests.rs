@@ -7,7 +7,8 @@ use super::*;
 
 /// November 2026 of an app `shop`: `web` (1 CPU, 256 MiB) ran all month
 /// (720 h) and was busy 100,000 s serving 3 million requests and 5 GB;
-/// `worker` (1 CPU, 512 MiB) ran half of it; a 10 GB volume every day.
+/// `worker` (1 CPU, 512 MiB) ran half of it; a 10 GB volume, a 2 GB
+/// database and 15 GB of its backups every day.
 fn november() -> Vec<UsageRow> {
     let mut rows = vec![
         UsageRow {
@@ -36,6 +37,8 @@ fn november() -> Vec<UsageRow> {
             app: "shop".into(),
             at: 1_793_491_200 + day * 86_400,
             volume_bytes: 10_000_000_000,
+            database_bytes: 2_000_000_000,
+            backup_bytes: 15_000_000_000,
             ..UsageRow::default()
         });
     }
@@ -72,7 +75,12 @@ fn cloud_run_request_based_bills_busy_time_and_requests_after_the_free_tier() {
     assert_close(cost.lines[2].usd, 0.40);
     // Egress: 5 GB − 1 free = 4 × $0.12.
     assert_close(cost.lines[3].usd, 0.48);
-    assert_close(cost.total_usd, 30.8465);
+    // Cloud SQL: 2 GB-months of storage × $0.17, 15 of backups × $0.08.
+    assert_eq!(cost.lines[4].item, "database storage");
+    assert_close(cost.lines[4].usd, 0.34);
+    assert_eq!(cost.lines[5].item, "database backups");
+    assert_close(cost.lines[5].usd, 1.20);
+    assert_close(cost.total_usd, 30.8465 + 0.34 + 1.20);
     assert!(cost.notes[0].contains("worker"), "{:?}", cost.notes);
     assert_eq!(cost.valid_from, "2026-11-01");
     assert!(cost.source.starts_with("https://cloud.google.com/"));
@@ -82,8 +90,8 @@ fn cloud_run_request_based_bills_busy_time_and_requests_after_the_free_tier() {
 fn cloud_run_instance_based_bills_every_running_second() {
     let cost = priced("cloud-run/instance-based", ServerShare::default());
     // 3,888,000 − 240,000 vCPU-s × $0.000018; 1,296,000 − 450,000 GiB-s
-    // × $0.000002; 4 GB × $0.12.
-    assert_close(cost.total_usd, 65.664 + 1.692 + 0.48);
+    // × $0.000002; 4 GB × $0.12; the database as above.
+    assert_close(cost.total_usd, 65.664 + 1.692 + 0.48 + 0.34 + 1.20);
 }
 
 #[test]
@@ -101,9 +109,14 @@ fn fly_bills_the_cheapest_machine_that_holds_each_size_by_the_hour() {
     // 5 GB × $0.02; 10 GB-months × $0.15.
     assert_close(cost.lines[2].usd, 0.10);
     assert_close(cost.lines[3].usd, 1.50);
+    // The database on a 2 GB volume × $0.15; snapshots 15 − 10 free
+    // GB-months × $0.08.
+    assert_close(cost.lines[4].usd, 0.30);
+    assert_close(cost.lines[5].quantity, 5.0);
+    assert_close(cost.lines[5].usd, 0.40);
     assert_close(
         cost.total_usd,
-        720.0 * 1.94 / 730.0 + 360.0 * 3.19 / 730.0 + 0.10 + 1.50,
+        720.0 * 1.94 / 730.0 + 360.0 * 3.19 / 730.0 + 0.10 + 1.50 + 0.30 + 0.40,
     );
 }
 
@@ -141,11 +154,18 @@ fn render_rounds_up_to_an_instance_type_and_applies_free_bandwidth() {
     let cost = priced("render", ServerShare::default());
     // Starter has half a CPU: both groups need Standard ($25).
     assert!(cost.lines[0].item.contains("standard"));
-    // 5 GB is inside the 100 GB included: nothing; volume 10 GB × $0.25.
+    // 5 GB is inside the 100 GB included: nothing; volume 10 GB × $0.25;
+    // Postgres storage 2 GB × $0.30, its backups included.
     assert_close(cost.lines[2].usd, 0.0);
+    assert_close(cost.lines[4].usd, 0.60);
+    assert!(
+        cost.lines
+            .iter()
+            .all(|line| line.item != "database backups")
+    );
     assert_close(
         cost.total_usd,
-        720.0 * 25.0 / 730.0 + 360.0 * 25.0 / 730.0 + 2.5,
+        720.0 * 25.0 / 730.0 + 360.0 * 25.0 / 730.0 + 2.5 + 0.60,
     );
 }
 
