@@ -293,6 +293,9 @@ pub struct InstanceInfo {
     pub restarts: u32,
     /// Seconds since it started.
     pub uptime_secs: u64,
+    /// Milliseconds since it started: `uptime_secs`, finer.
+    #[serde(default)]
+    pub uptime_ms: u64,
     /// Its operating-system process id.
     pub pid: Option<u32>,
     /// The loopback port it listens on (web only).

@@ -1,10 +1,12 @@
 //! Turning snapshots of what runs into usage: each sample adds the time
 //! since the last to every live instance's group, the CPU its cgroup
 //! counted since, and the router's counts since, to rows held until the
-//! next flush.
+//! next flush. An instance new since the last sample counts from its
+//! start, and one gone since up to its exit, as the reconciler saw it
+//! (half the time between the two samples when that is not known).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_proto::UsageRow;
 
@@ -27,7 +29,12 @@ pub(crate) trait Sizes {
 
 #[derive(Debug)]
 struct Seen {
-    at: Instant,
+    /// Its group's row.
+    key: GroupKey,
+    /// Its uptime in the snapshot then: time is counted from one uptime
+    /// to the next, so a snapshot published a moment before the sample
+    /// neither adds nor loses any.
+    uptime: Duration,
     cpu_seconds: Option<f64>,
     /// The last reading of its namespace's link (what it sent out).
     link_bytes: Option<u64>,
@@ -125,7 +132,8 @@ impl Sampler {
                     new_since_last,
                 );
                 let kept = Seen {
-                    at: now,
+                    key: key.clone(),
+                    uptime: Duration::from_millis(instance.uptime_ms),
                     cpu_seconds: instance.cpu_seconds,
                     // A reading that failed keeps the last good one, so the
                     // next is not counted from 0 again.
@@ -139,12 +147,17 @@ impl Sampler {
                     },
                 };
                 let (ran, cpu_before) = match self.instances.get(&instance.id) {
-                    Some(seen) => ((now - seen.at).as_secs_f64(), seen.cpu_seconds),
+                    Some(seen) => (
+                        Duration::from_millis(instance.uptime_ms)
+                            .saturating_sub(seen.uptime)
+                            .as_secs_f64(),
+                        seen.cpu_seconds,
+                    ),
                     None => match since_last {
                         // New since the last sample: it ran since it started,
                         // but not for longer than the time between samples.
                         Some(gap) => {
-                            let up = instance.uptime_secs as f64;
+                            let up = instance.uptime_ms as f64 / 1000.0;
                             (up.min(gap.as_secs_f64()), Some(0.0))
                         }
                         // The meter's first look: counted from now on.
@@ -211,6 +224,18 @@ impl Sampler {
             usage.bytes_out += grown(counters.bytes_out, before.bytes_out);
             usage.busy_seconds += busy;
         }
+        if let Some(gap) = since_last {
+            for (id, seen) in &self.instances {
+                if live.contains_key(id) {
+                    continue;
+                }
+                let ran = match snapshot.ended.iter().find(|ended| &ended.id == id) {
+                    Some(ended) => ended.ran.saturating_sub(seen.uptime),
+                    None => gap / 2,
+                };
+                row(&mut self.pending, seen.key.clone()).instance_seconds += ran.as_secs_f64();
+            }
+        }
         self.instances = live;
         self.counters
             .retain(|app, _| snapshot.apps.contains_key(app));
@@ -224,8 +249,6 @@ impl Sampler {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use berth_proto::{InstanceInfo, InstanceState};
 
     use super::*;
@@ -258,6 +281,7 @@ mod tests {
             healthy: true,
             restarts: 0,
             uptime_secs: uptime,
+            uptime_ms: uptime * 1000,
             pid: Some(1),
             port: None,
             cpu_seconds: Some(cpu),
@@ -278,7 +302,7 @@ mod tests {
         actual.traffic.http.busy_seconds = requests as f64 / 10.0;
         Snapshot {
             apps: [("shop".to_string(), actual)].into(),
-            passes: 0,
+            ..Snapshot::default()
         }
     }
 
@@ -332,14 +356,26 @@ mod tests {
         assert_eq!(web.egress_bytes, 0);
         assert!(sampler.take().is_empty());
         // Counters that went back (the app was made again) count from zero.
+        // Both instances are gone: web exited 0.3 s after the last sample,
+        // up 5.3 s; worker's exit is not known: half the gap.
+        let mut gone = snapshot(vec![], 4, 40);
+        gone.ended.push(crate::reconciler::EndedInstance {
+            id: "a".into(),
+            ran: Duration::from_millis(5300),
+        });
+        sampler.sample(&gone, &mut TwoSizes, later + Duration::from_secs(1));
+        let rows = sampler.take();
+        assert_eq!(rows[0].requests, 4);
+        assert!((rows[0].instance_seconds - 0.3).abs() < 1e-9);
+        assert_eq!(rows[1].process, "worker");
+        assert_eq!(rows[1].instance_seconds, 0.5);
+        // Gone once is counted once.
         sampler.sample(
             &snapshot(vec![], 4, 40),
             &mut TwoSizes,
-            later + Duration::from_secs(1),
+            later + Duration::from_secs(2),
         );
-        let rows = sampler.take();
-        assert_eq!(rows[0].requests, 4);
-        assert_eq!(rows[0].instance_seconds, 0.0);
+        assert!(sampler.take().is_empty());
     }
 
     /// Link readings given one per sample.

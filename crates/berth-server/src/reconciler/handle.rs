@@ -16,6 +16,21 @@ pub struct Snapshot {
     pub apps: HashMap<String, AppActual>,
     /// Passes the reconciler made since the server started.
     pub passes: u64,
+    /// Instances that exited in the last [`ENDED_KEPT`], with how long
+    /// each ran: the meter counts an instance's last second from this.
+    pub ended: Vec<EndedInstance>,
+}
+
+/// How long an exited instance stays in [`Snapshot::ended`].
+pub const ENDED_KEPT: Duration = Duration::from_secs(60);
+
+/// An instance that exited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedInstance {
+    /// Its id.
+    pub id: String,
+    /// From its start to its exit.
+    pub ran: Duration,
 }
 
 /// One app's actual state.

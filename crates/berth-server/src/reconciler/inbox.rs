@@ -6,7 +6,7 @@ use berth_store::EventKind;
 use tokio::time::Instant;
 
 use super::Reconciler;
-use super::handle::{Message, StartFailure};
+use super::handle::{EndedInstance, Message, StartFailure};
 use super::state::{Override, Phase};
 
 impl Reconciler {
@@ -116,6 +116,13 @@ impl Reconciler {
                     return;
                 };
                 instance.watcher.abort();
+                self.ended.push_back((
+                    Instant::now(),
+                    EndedInstance {
+                        id: id.clone(),
+                        ran: instance.started.elapsed(),
+                    },
+                ));
                 if let Err(err) = self.parts.store.forget_instance(&id) {
                     tracing::warn!(error = %err, "cannot forget instance");
                 }

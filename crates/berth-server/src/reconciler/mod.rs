@@ -41,7 +41,7 @@ mod wake;
 
 #[cfg(test)]
 pub(crate) use handle::AppActual;
-pub use handle::{ReconcilerHandle, Snapshot, StartFailure};
+pub use handle::{EndedInstance, ReconcilerHandle, Snapshot, StartFailure};
 pub(crate) use replace::{Replacement, instance_ceiling, replacement};
 pub(crate) use wake::FROM_ZERO;
 pub use wake::Woken;
@@ -116,6 +116,8 @@ pub struct Reconciler {
     /// Each release's decoded spec, or why it cannot be read.
     specs: HashMap<(String, u64, String), Option<Arc<AppSpec>>>,
     pending_stops: Vec<String>,
+    /// Instances that exited lately, when (see [`Snapshot::ended`]).
+    ended: std::collections::VecDeque<(Instant, EndedInstance)>,
     /// Release commands and job tasks running now, by id.
     one_offs: HashMap<String, berth_runtime::RunningInstance>,
     messages: mpsc::UnboundedSender<Message>,
@@ -159,6 +161,7 @@ impl Reconciler {
             published_routes: Vec::new(),
             specs: HashMap::new(),
             pending_stops: Vec::new(),
+            ended: std::collections::VecDeque::new(),
             one_offs: HashMap::new(),
             overrides: HashMap::new(),
             desired: None,

@@ -8,7 +8,7 @@ use berth_router::{AppRoute, Backend, RouteTable};
 use berth_store::DesiredApp;
 use tokio::time::Instant;
 
-use super::handle::{AppActual, Snapshot};
+use super::handle::{AppActual, ENDED_KEPT, Snapshot};
 use super::state::{Phase, RouteKey};
 use super::{CRASH_LOOP_AFTER, Reconciler};
 
@@ -224,6 +224,7 @@ impl Reconciler {
                             .get(&(instance.app.clone(), instance.process.clone()))
                             .map_or(0, |backoff| backoff.failures),
                         uptime_secs: instance.started.elapsed().as_secs(),
+                        uptime_ms: instance.started.elapsed().as_millis() as u64,
                         pid: Some(instance.running.pid),
                         port: instance.port,
                     }
@@ -271,6 +272,14 @@ impl Reconciler {
             let _ = self.parts.routes.send(Arc::new(table));
             tracing::debug!("routes published");
         }
+        while self
+            .ended
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > ENDED_KEPT)
+        {
+            self.ended.pop_front();
+        }
+        snapshot.ended = self.ended.iter().map(|(_, ended)| ended.clone()).collect();
         let _ = self.snapshot.send(Arc::new(snapshot));
     }
 

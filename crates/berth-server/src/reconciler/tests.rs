@@ -312,6 +312,7 @@ async fn an_instance_that_exits_on_its_own_is_replaced() {
     core.until("one running", secs(5), |core| core.running("web", v1) == 1)
         .await;
     let first = core.driver.started()[0].id.clone();
+    tokio::time::sleep(secs(3)).await;
     core.driver
         .crash(&first, berth_runtime::ExitCause::Signal(11));
     core.until("a new one running", secs(5), |core| {
@@ -320,6 +321,17 @@ async fn an_instance_that_exits_on_its_own_is_replaced() {
     .await;
     core.until("healthy again", secs(5), |core| {
         core.running("web", v1) == 1
+    })
+    .await;
+    // The meter learns how long it ran, for a while.
+    let ended = core.handle.snapshot().ended.clone();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].id, first);
+    assert!(ended[0].ran >= secs(3), "{ended:?}");
+    tokio::time::sleep(super::handle::ENDED_KEPT + secs(1)).await;
+    core.handle.nudge();
+    core.until("forgotten", secs(5), |core| {
+        core.handle.snapshot().ended.is_empty()
     })
     .await;
 }

@@ -268,9 +268,10 @@ async fn a_budget_alerts_scales_to_zero_keeps_data_and_resumes() {
     wait_alert(&sink, &secret, "budget.alert", Some(80), 30).await;
 
     // Past 100%: scaled to zero soon after the meter sees it.
-    let uptime_before = instances(&server, "todo").await[0]["uptime_secs"]
+    let uptime_before = instances(&server, "todo").await[0]["uptime_ms"]
         .as_u64()
-        .unwrap();
+        .unwrap() as f64
+        / 1000.0;
     let checked_at = Instant::now();
     while before + sent.requests <= total {
         sent.request(&server, "todo", "GET", "/todos", "").await;
@@ -287,7 +288,7 @@ async fn a_budget_alerts_scales_to_zero_keeps_data_and_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stopped_after = crossed.elapsed();
-    let ran_for = uptime_before as f64 + checked_at.elapsed().as_secs_f64();
+    let ran_for = uptime_before + checked_at.elapsed().as_secs_f64();
     eprintln!("last request over the budget to its last instance stopped: {stopped_after:?}");
     // The alert arrives although another webhook never answers.
     let exceeded = wait_alert(&sink, &secret, "budget.exceeded", None, 30).await;
@@ -301,7 +302,7 @@ async fn a_budget_alerts_scales_to_zero_keeps_data_and_resumes() {
     assert!(events.contains("budget.exceeded"), "{events}");
 
     // Usage is exactly what was sent, the instance's time within a second
-    // or two (the meter samples each second).
+    // (the meter samples each second).
     let (requests, bytes_in, bytes_out, web_seconds) = settled_usage(&server, "todo", "web").await;
     assert_eq!(
         requests - before,
@@ -310,8 +311,9 @@ async fn a_budget_alerts_scales_to_zero_keeps_data_and_resumes() {
     );
     assert_eq!(bytes_in - in_before, sent.bytes_in, "request bytes");
     assert_eq!(bytes_out - out_before, sent.bytes_out, "answer bytes");
+    eprintln!("metered {web_seconds:.2}s, ran about {ran_for:.2}s");
     assert!(
-        (web_seconds - ran_for).abs() <= 2.0,
+        (web_seconds - ran_for).abs() <= 1.0,
         "metered {web_seconds:.2}s, ran about {ran_for:.2}s"
     );
 
