@@ -124,6 +124,15 @@ pub(super) fn status_of(state: &ApiState, app: &str) -> ApiResult<AppStatus> {
     };
     let snapshot = state.reconciler.snapshot();
     let mut actual = snapshot.apps.get(app).cloned().unwrap_or_default();
+    // Uptimes as of now, not as of the last reconciler pass.
+    let age = snapshot
+        .published
+        .map(|at| at.elapsed().as_millis() as u64)
+        .unwrap_or_default();
+    for instance in &mut actual.instances {
+        instance.uptime_ms += age;
+        instance.uptime_secs = instance.uptime_ms / 1000;
+    }
     let spec: Option<berth_spec::AppSpec> = match row.target_release {
         Some(version) => serde_json::from_str(&state.store.release(app, version)?.spec_json).ok(),
         None => None,

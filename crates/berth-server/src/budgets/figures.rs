@@ -48,8 +48,8 @@ impl Reads {
         Ok(Reads {
             now,
             month_rows: read("day", month.start, month.end - 1)?,
-            last_hour: without_volumes(read("minute", window_start, now)?),
-            trailing_day: without_volumes(read(
+            last_hour: without_storage(read("minute", window_start, now)?),
+            trailing_day: without_storage(read(
                 "hour",
                 day_end.saturating_sub(23 * 3_600),
                 day_end.saturating_sub(1),
@@ -59,10 +59,14 @@ impl Reads {
     }
 }
 
-/// Rates leave volumes out: a volume costs by the month, not by the row.
-fn without_volumes(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
+/// Rates leave what is kept on disk out (volumes, the database and its
+/// backups): it costs by the day's size over the month, and a minute or
+/// hour row holding a size would be priced as a whole day of it.
+fn without_storage(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
     for row in &mut rows {
         row.volume_bytes = 0;
+        row.database_bytes = 0;
+        row.backup_bytes = 0;
     }
     rows
 }
@@ -151,4 +155,49 @@ pub(crate) fn measure(
         last_hour_usd,
         trailing_hourly_usd,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hourly_rates_leave_out_what_is_kept_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("berth.db")).unwrap();
+        let now = berth_store::now_unix();
+        // The hourly storage reading of a 10 GB database with 30 GB of
+        // backups, and one request, in the last hour.
+        let storage = UsageRow {
+            app: "shop".into(),
+            database_bytes: 10_000_000_000,
+            backup_bytes: 30_000_000_000,
+            volume_bytes: 5_000_000_000,
+            ..UsageRow::default()
+        };
+        let request = UsageRow {
+            app: "shop".into(),
+            process: "web".into(),
+            cpus: 1.0,
+            memory_mb: 256,
+            requests: 1,
+            ..UsageRow::default()
+        };
+        store.add_usage(now - 60, &[storage, request]).unwrap();
+        let reads = Reads::load(&store, now).unwrap();
+        let tables = PriceTable::load(None).unwrap();
+        let settings = BudgetSettings {
+            price_as: "cloud-run/request-based".into(),
+            ..BudgetSettings::default()
+        };
+        let measured = measure(&reads, &tables, None, "shop", &settings).unwrap();
+        // One request at $0.40 a million, and no day of storage priced as
+        // an hour.
+        assert!(
+            (measured.last_hour_usd - 0.40 / 1e6).abs() < 1e-12,
+            "{measured:?}"
+        );
+        // The month so far does price the storage.
+        assert!(measured.figures.spent_usd > 0.01, "{measured:?}");
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::UsageRow;
 
-use crate::reconciler::Snapshot;
+use crate::reconciler::{ENDED_KEPT, Snapshot};
 
 /// A group at a size: the key of a usage row.
 pub(crate) type GroupKey = (String, String, u64, u32);
@@ -75,6 +75,8 @@ pub(crate) struct Sampler {
     counters: HashMap<String, Counters>,
     last: Option<Instant>,
     pending: BTreeMap<GroupKey, UsageRow>,
+    /// Exited instances whose last stretch is counted, and when.
+    ended_counted: HashMap<String, Instant>,
 }
 
 fn row(pending: &mut BTreeMap<GroupKey, UsageRow>, key: GroupKey) -> &mut UsageRow {
@@ -224,21 +226,64 @@ impl Sampler {
             usage.bytes_out += grown(counters.bytes_out, before.bytes_out);
             usage.busy_seconds += busy;
         }
-        if let Some(gap) = since_last {
-            for (id, seen) in &self.instances {
-                if live.contains_key(id) {
-                    continue;
-                }
-                let ran = match snapshot.ended.iter().find(|ended| &ended.id == id) {
-                    Some(ended) => ended.ran.saturating_sub(seen.uptime),
-                    None => gap / 2,
-                };
-                row(&mut self.pending, seen.key.clone()).instance_seconds += ran.as_secs_f64();
-            }
-        }
+        self.count_ended(snapshot, sizes, &live, since_last, now);
         self.instances = live;
         self.counters
             .retain(|app, _| snapshot.apps.contains_key(app));
+    }
+
+    /// Adds the last stretch of instances gone since the last sample: up
+    /// to their exit, as the reconciler saw it (half the time between the
+    /// samples when it is not known yet), and the whole run of those that
+    /// started and exited between two samples. Each is counted once; an
+    /// app no longer in the snapshot (destroyed, its usage deleted with
+    /// it) gets nothing.
+    fn count_ended(
+        &mut self,
+        snapshot: &Snapshot,
+        sizes: &mut dyn Sizes,
+        live: &HashMap<String, Seen>,
+        since_last: Option<Duration>,
+        now: Instant,
+    ) {
+        self.ended_counted
+            .retain(|_, at| now.duration_since(*at) <= 2 * ENDED_KEPT);
+        let Some(gap) = since_last else {
+            // The meter's first look: what ended before it is not counted.
+            for ended in &snapshot.ended {
+                self.ended_counted.insert(ended.id.clone(), now);
+            }
+            return;
+        };
+        for (id, seen) in &self.instances {
+            if live.contains_key(id) || !snapshot.apps.contains_key(&seen.key.0) {
+                continue;
+            }
+            let ran = match snapshot.ended.iter().find(|ended| &ended.id == id) {
+                Some(ended) => ended.ran.saturating_sub(seen.uptime),
+                None => gap / 2,
+            };
+            row(&mut self.pending, seen.key.clone()).instance_seconds += ran.as_secs_f64();
+            self.ended_counted.insert(id.clone(), now);
+        }
+        for ended in &snapshot.ended {
+            if self.ended_counted.contains_key(&ended.id)
+                || self.instances.contains_key(&ended.id)
+                || !snapshot.apps.contains_key(&ended.app)
+            {
+                continue;
+            }
+            // Never seen running: it started after the last sample.
+            let (cpus, memory_mb) = sizes.size(&ended.app, ended.release, &ended.process);
+            let key = (
+                ended.app.clone(),
+                ended.process.clone(),
+                cpus.to_bits(),
+                memory_mb,
+            );
+            row(&mut self.pending, key).instance_seconds += ended.ran.min(gap).as_secs_f64();
+            self.ended_counted.insert(ended.id.clone(), now);
+        }
     }
 
     /// The rows gathered since the last take.
@@ -359,10 +404,7 @@ mod tests {
         // Both instances are gone: web exited 0.3 s after the last sample,
         // up 5.3 s; worker's exit is not known: half the gap.
         let mut gone = snapshot(vec![], 4, 40);
-        gone.ended.push(crate::reconciler::EndedInstance {
-            id: "a".into(),
-            ran: Duration::from_millis(5300),
-        });
+        gone.ended.push(ended("a", "web", 5300));
         sampler.sample(&gone, &mut TwoSizes, later + Duration::from_secs(1));
         let rows = sampler.take();
         assert_eq!(rows[0].requests, 4);
@@ -375,6 +417,52 @@ mod tests {
             &mut TwoSizes,
             later + Duration::from_secs(2),
         );
+        assert!(sampler.take().is_empty());
+    }
+
+    fn ended(id: &str, process: &str, ran_ms: u64) -> crate::reconciler::EndedInstance {
+        crate::reconciler::EndedInstance {
+            id: id.into(),
+            app: "shop".into(),
+            process: process.into(),
+            release: 1,
+            ran: Duration::from_millis(ran_ms),
+        }
+    }
+
+    #[test]
+    fn an_instance_that_lived_between_two_samples_is_counted_once() {
+        let mut sampler = Sampler::default();
+        let start = Instant::now();
+        sampler.sample(&snapshot(vec![], 0, 0), &mut TwoSizes, start);
+        // A worker crashed 0.4 s after it started, between two samples.
+        let mut crashed = snapshot(vec![], 0, 0);
+        crashed.ended.push(ended("c", "worker", 400));
+        sampler.sample(&crashed, &mut TwoSizes, start + Duration::from_secs(1));
+        let rows = sampler.take();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].process.as_str(), rows[0].cpus), ("worker", 2.0));
+        assert!((rows[0].instance_seconds - 0.4).abs() < 1e-9);
+        // Still listed at the next samples: not counted again.
+        sampler.sample(&crashed, &mut TwoSizes, start + Duration::from_secs(2));
+        assert!(sampler.take().is_empty());
+    }
+
+    #[test]
+    fn a_destroyed_apps_instances_add_nothing_once_it_is_gone() {
+        let mut sampler = Sampler::default();
+        let start = Instant::now();
+        sampler.sample(
+            &snapshot(vec![instance("a", "web", 3, 1.0, 100)], 0, 0),
+            &mut TwoSizes,
+            start,
+        );
+        sampler.take();
+        // The app is destroyed: no longer in the snapshot, its instance
+        // still draining and then gone.
+        let mut destroyed = Snapshot::default();
+        destroyed.ended.push(ended("a", "web", 3500));
+        sampler.sample(&destroyed, &mut TwoSizes, start + Duration::from_secs(1));
         assert!(sampler.take().is_empty());
     }
 

@@ -16,6 +16,8 @@ pub struct Snapshot {
     pub apps: HashMap<String, AppActual>,
     /// Passes the reconciler made since the server started.
     pub passes: u64,
+    /// When it was published: instances' uptimes are as of then.
+    pub published: Option<tokio::time::Instant>,
     /// Instances that exited in the last [`ENDED_KEPT`], with how long
     /// each ran: the meter counts an instance's last second from this.
     pub ended: Vec<EndedInstance>,
@@ -29,6 +31,12 @@ pub const ENDED_KEPT: Duration = Duration::from_secs(60);
 pub struct EndedInstance {
     /// Its id.
     pub id: String,
+    /// Its app.
+    pub app: String,
+    /// Its process group.
+    pub process: String,
+    /// The release it ran.
+    pub release: u64,
     /// From its start to its exit.
     pub ran: Duration,
 }

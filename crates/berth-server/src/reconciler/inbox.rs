@@ -120,6 +120,9 @@ impl Reconciler {
                     Instant::now(),
                     EndedInstance {
                         id: id.clone(),
+                        app: instance.app.clone(),
+                        process: instance.process.clone(),
+                        release: instance.release,
                         ran: instance.started.elapsed(),
                     },
                 ));

@@ -41,7 +41,7 @@ mod wake;
 
 #[cfg(test)]
 pub(crate) use handle::AppActual;
-pub use handle::{EndedInstance, ReconcilerHandle, Snapshot, StartFailure};
+pub use handle::{ENDED_KEPT, EndedInstance, ReconcilerHandle, Snapshot, StartFailure};
 pub(crate) use replace::{Replacement, instance_ceiling, replacement};
 pub(crate) use wake::FROM_ZERO;
 pub use wake::Woken;

@@ -280,6 +280,7 @@ impl Reconciler {
             self.ended.pop_front();
         }
         snapshot.ended = self.ended.iter().map(|(_, ended)| ended.clone()).collect();
+        snapshot.published = Some(Instant::now());
         let _ = self.snapshot.send(Arc::new(snapshot));
     }
 

@@ -328,7 +328,7 @@ async fn an_instance_that_exits_on_its_own_is_replaced() {
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert_eq!(ended[0].id, first);
     assert!(ended[0].ran >= secs(3), "{ended:?}");
-    tokio::time::sleep(super::handle::ENDED_KEPT + secs(1)).await;
+    tokio::time::sleep(super::ENDED_KEPT + secs(1)).await;
     core.handle.nudge();
     core.until("forgotten", secs(5), |core| {
         core.handle.snapshot().ended.is_empty()
