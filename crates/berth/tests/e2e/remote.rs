@@ -385,3 +385,147 @@ async fn bad_contexts_tunnels_and_names_get_clear_errors_and_change_nothing() {
     );
     assert!(!relay.path().join("tokens.json").exists());
 }
+
+/// A login on this host (the "VM" shares its file system) that may or may
+/// not use sudo; removed with its sudoers entry when dropped.
+struct Sudoer {
+    name: &'static str,
+    sudoers: PathBuf,
+}
+
+impl Sudoer {
+    fn create() -> Sudoer {
+        let name = "berth-e2e-sudoer";
+        let exists = std::process::Command::new("id")
+            .arg(name)
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !exists {
+            // `*`: no password, and not locked (sshd refuses locked accounts).
+            let made = std::process::Command::new("useradd")
+                .args(["--create-home", "--shell", "/bin/sh", "-p", "*", name])
+                .status()
+                .unwrap();
+            assert!(made.success(), "useradd {name}");
+        }
+        Sudoer {
+            name,
+            sudoers: PathBuf::from(format!("/etc/sudoers.d/{name}")),
+        }
+    }
+
+    /// Lets it run anything as root without a password, as cloud images'
+    /// default users may.
+    fn allow_sudo(&self) {
+        std::fs::write(
+            &self.sudoers,
+            format!("{} ALL=(ALL) NOPASSWD: ALL\n", self.name),
+        )
+        .unwrap();
+        std::fs::set_permissions(&self.sudoers, std::fs::Permissions::from_mode(0o440)).unwrap();
+    }
+}
+
+impl Drop for Sudoer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.sudoers);
+        let _ = std::process::Command::new("userdel")
+            .args(["--remove", self.name])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_user_with_sudo_installs_and_upgrades_berth_and_one_without_is_refused() {
+    setup();
+    assert!(
+        Path::new("/usr/bin/sudo").exists(),
+        "needs sudo (.ci/run installs it)"
+    );
+    let vm = Host::new("sudovm");
+    let sshd = Sshd::start(&vm).await;
+    // sshd reads a user's authorized keys as that user.
+    std::fs::set_permissions(sshd.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        sshd.dir.path().join("authorized_keys"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let user = Sudoer::create();
+    let home = tempfile::tempdir().unwrap();
+    let remote_files = tempfile::tempdir().unwrap();
+    let binary = remote_files.path().join("bin/berth");
+    let data = remote_files.path().join("data");
+    let remote = RemoteServer { data: data.clone() };
+    let mut install: Vec<String> = vec!["server".into(), "install".into()];
+    install.extend(sshd.flags());
+    install.extend([
+        "--binary".into(),
+        binary.display().to_string(),
+        "--remote-data".into(),
+        data.display().to_string(),
+        "--name".into(),
+        "sudovm".into(),
+        "--no-systemd".into(),
+        format!("ssh://{}@{}", user.name, vm.address),
+        "--domain".into(),
+        "sudovm.test".into(),
+    ]);
+    let install: Vec<&str> = install.iter().map(String::as_str).collect();
+
+    // Neither root nor sudo: refused before anything is written.
+    let refused = berth_at_home(home.path(), &install).run().await.failure();
+    assert!(
+        refused
+            .stderr
+            .contains("needs root, or sudo without a password prompt")
+            && refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !binary.exists() && !data.exists(),
+        "the refused install wrote"
+    );
+
+    // With sudo: installed, and the server runs as root.
+    user.allow_sudo();
+    let installed = berth_at_home(home.path(), &install).run().await;
+    assert_eq!(installed.code, 0, "{}", installed.stderr);
+    assert!(binary.is_file(), "the binary was not installed");
+    let uid_of = |pid: u64| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().next().map(str::to_string))
+            .unwrap()
+    };
+    let first = server_pid(&data);
+    assert_eq!(uid_of(first), "0");
+    let context: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join(".config/berth/contexts/sudovm.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(context["remote"]["sudo"], true, "{context}");
+    // Commands reach it with the token read back through sudo.
+    let apps = berth_at_home(home.path(), &["--context", "sudovm", "apps"])
+        .run()
+        .await;
+    assert_eq!(apps.code, 0, "{}", apps.stderr);
+
+    // An upgrade goes through sudo too: a new root server on the same data.
+    let upgraded = berth_at_home(home.path(), &["--context", "sudovm", "server", "upgrade"])
+        .run()
+        .await;
+    assert_eq!(upgraded.code, 0, "{}", upgraded.stderr);
+    let second = server_pid(&data);
+    assert_ne!(second, first, "the server was not restarted");
+    assert_eq!(uid_of(second), "0");
+    let health = berth_at_home(home.path(), &["--context", "sudovm", "apps"])
+        .run()
+        .await;
+    assert_eq!(health.code, 0, "{}", health.stderr);
+    drop(remote);
+}
