@@ -35,6 +35,8 @@ struct Seen {
     /// to the next, so a snapshot published a moment before the sample
     /// neither adds nor loses any.
     uptime: Duration,
+    /// Its memory then, for the average over its last stretch.
+    memory: Option<u64>,
     cpu_seconds: Option<f64>,
     /// The last reading of its namespace's link (what it sent out).
     link_bytes: Option<u64>,
@@ -47,6 +49,21 @@ struct Seen {
 /// Samples without a namespace after which an instance is taken to have
 /// none (its app joins it just after the sandbox starts).
 const NAMESPACE_TRIES: u32 = 10;
+
+/// Adds `ran` seconds of an instance holding `memory` bytes to `usage`,
+/// its memory average weighted by time.
+fn add_run(usage: &mut UsageRow, ran: f64, memory: Option<u64>) {
+    usage.instance_seconds += ran;
+    let Some(memory) = memory else {
+        return;
+    };
+    let weight = usage.instance_seconds;
+    if weight > 0.0 {
+        usage.memory_avg_bytes = ((usage.memory_avg_bytes as f64 * (weight - ran)
+            + memory as f64 * ran)
+            / weight) as u64;
+    }
+}
 
 /// How much a counter grew since the last reading: from 0 for an
 /// instance new since the last sample, nothing at the meter's first look
@@ -136,6 +153,7 @@ impl Sampler {
                 let kept = Seen {
                     key: key.clone(),
                     uptime: Duration::from_millis(instance.uptime_ms),
+                    memory: instance.memory_bytes,
                     cpu_seconds: instance.cpu_seconds,
                     // A reading that failed keeps the last good one, so the
                     // next is not counted from 0 again.
@@ -167,18 +185,12 @@ impl Sampler {
                     },
                 };
                 let usage = row(&mut self.pending, key.clone());
-                usage.instance_seconds += ran;
+                add_run(usage, ran, instance.memory_bytes);
                 if let (Some(now_cpu), Some(before)) = (instance.cpu_seconds, cpu_before) {
                     usage.cpu_seconds += (now_cpu - before).max(0.0);
                 }
                 usage.egress_bytes += sent;
                 if let Some(memory) = instance.memory_bytes {
-                    let weight = usage.instance_seconds;
-                    if weight > 0.0 {
-                        usage.memory_avg_bytes = ((usage.memory_avg_bytes as f64 * (weight - ran)
-                            + memory as f64 * ran)
-                            / weight) as u64;
-                    }
                     *memory_by_group.entry(key).or_default() += memory;
                 }
                 live.insert(instance.id.clone(), kept);
@@ -263,7 +275,11 @@ impl Sampler {
                 Some(ended) => ended.ran.saturating_sub(seen.uptime),
                 None => gap / 2,
             };
-            row(&mut self.pending, seen.key.clone()).instance_seconds += ran.as_secs_f64();
+            add_run(
+                row(&mut self.pending, seen.key.clone()),
+                ran.as_secs_f64(),
+                seen.memory,
+            );
             self.ended_counted.insert(id.clone(), now);
         }
         for ended in &snapshot.ended {
@@ -409,6 +425,8 @@ mod tests {
         let rows = sampler.take();
         assert_eq!(rows[0].requests, 4);
         assert!((rows[0].instance_seconds - 0.3).abs() < 1e-9);
+        // Its last stretch held the memory it last had.
+        assert_eq!(rows[0].memory_avg_bytes, 300);
         assert_eq!(rows[1].process, "worker");
         assert_eq!(rows[1].instance_seconds, 0.5);
         // Gone once is counted once.
