@@ -103,26 +103,13 @@ impl TerminalMaster {
     /// Reads what the instance wrote; `Ok(0)` or an error (EIO) once
     /// every process holding the other end has closed it.
     pub async fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
-        use std::io::Read;
-        loop {
-            let mut ready = self.file.readable().await?;
-            if let Ok(result) = ready.try_io(|file| file.get_ref().read(buffer)) {
-                return result;
-            }
-        }
+        read_from(&self.file, buffer).await
     }
 
     /// Writes all of `bytes` as the instance's input, waiting while the
     /// terminal's buffer is full.
-    pub async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        use std::io::Write;
-        while !bytes.is_empty() {
-            let mut ready = self.file.writable().await?;
-            if let Ok(result) = ready.try_io(|file| file.get_ref().write(bytes)) {
-                bytes = &bytes[result?..];
-            }
-        }
-        Ok(())
+    pub async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        write_all_to(&self.file, bytes).await
     }
 
     /// Tells the terminal its window is now `cols`×`rows` (its foreground
@@ -132,6 +119,96 @@ impl TerminalMaster {
         // SAFETY: TIOCSWINSZ reads one winsize from the pointer given.
         check(unsafe { libc::ioctl(self.file.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &size) })
             .map(|_| ())
+    }
+}
+
+async fn read_from(
+    file: &tokio::io::unix::AsyncFd<std::fs::File>,
+    buffer: &mut [u8],
+) -> io::Result<usize> {
+    use std::io::Read;
+    loop {
+        let mut ready = file.readable().await?;
+        if let Ok(result) = ready.try_io(|file| file.get_ref().read(buffer)) {
+            return result;
+        }
+    }
+}
+
+async fn write_all_to(
+    file: &tokio::io::unix::AsyncFd<std::fs::File>,
+    mut bytes: &[u8],
+) -> io::Result<()> {
+    use std::io::Write;
+    while !bytes.is_empty() {
+        let mut ready = file.writable().await?;
+        if let Ok(result) = ready.try_io(|file| file.get_ref().write(bytes)) {
+            bytes = &bytes[result?..];
+        }
+    }
+    Ok(())
+}
+
+impl InstanceTerminal {
+    /// The instance's end, for berth to relay to a terminal of the
+    /// command's own (a container's): a copy in raw mode, so bytes pass
+    /// both ways unchanged and that terminal does the line editing,
+    /// echo and Ctrl-C.
+    pub(crate) fn relay_end(&self) -> io::Result<OwnedFd> {
+        let end = self.other_end.try_clone()?;
+        // SAFETY: tcgetattr fills the termios given; cfmakeraw edits it in
+        // place; tcsetattr and fcntl act on a descriptor we own.
+        unsafe {
+            let mut modes: libc::termios = std::mem::zeroed();
+            check(libc::tcgetattr(end.as_raw_fd(), &mut modes))?;
+            libc::cfmakeraw(&mut modes);
+            check(libc::tcsetattr(end.as_raw_fd(), libc::TCSANOW, &modes))?;
+            let status = check(libc::fcntl(end.as_raw_fd(), libc::F_GETFL))?;
+            check(libc::fcntl(
+                end.as_raw_fd(),
+                libc::F_SETFL,
+                status | libc::O_NONBLOCK,
+            ))?;
+        }
+        Ok(end)
+    }
+}
+
+/// [`InstanceTerminal::relay_end`], read and written in a runtime.
+#[derive(Debug)]
+pub(crate) struct RelayEnd {
+    file: tokio::io::unix::AsyncFd<std::fs::File>,
+}
+
+impl RelayEnd {
+    /// Takes `end` into the current tokio runtime.
+    pub(crate) fn register(end: OwnedFd) -> io::Result<RelayEnd> {
+        // SAFETY: the File owns the descriptor, which stays open and the
+        // same for as long as the AsyncFd holds it.
+        let file = unsafe { tokio::io::unix::AsyncFd::register(std::fs::File::from(end)) }
+            .map_err(io::Error::from)?;
+        Ok(RelayEnd { file })
+    }
+
+    /// What was typed (the bytes the server wrote to its master end).
+    pub(crate) async fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
+        read_from(&self.file, buffer).await
+    }
+
+    /// Shows `bytes` on the terminal (the server reads them from its
+    /// master end).
+    pub(crate) async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        write_all_to(&self.file, bytes).await
+    }
+
+    /// The terminal's window now: `(cols, rows)`.
+    pub(crate) fn size(&self) -> io::Result<(u16, u16)> {
+        let mut size = window_size(1, 1);
+        // SAFETY: TIOCGWINSZ writes one winsize into the value given.
+        check(unsafe {
+            libc::ioctl(self.file.get_ref().as_raw_fd(), libc::TIOCGWINSZ, &mut size)
+        })?;
+        Ok((size.ws_col, size.ws_row))
     }
 }
 

@@ -19,6 +19,7 @@
 
 mod pause;
 mod running;
+mod terminal;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -275,11 +276,16 @@ impl DockerRuntime {
             .expect("sandboxes")
             .remove(&Self::key(&spec.app, &spec.id))
             .ok_or_else(|| failed("its network container was not made".into()))?;
-        if spec.terminal.is_some() {
-            let docker = self.docker.clone();
-            wait_for(async move { remove(&docker, &network).await });
-            return Err(failed("a terminal is not given to a container".into()));
-        }
+        let relay_end = match spec.terminal.as_ref().map(|terminal| terminal.relay_end()) {
+            Some(Err(err)) => {
+                let docker = self.docker.clone();
+                wait_for(async move { remove(&docker, &network).await });
+                return Err(failed(format!("cannot relay its terminal: {err}")));
+            }
+            Some(Ok(end)) => Some(end),
+            None => None,
+        };
+        let tty = relay_end.is_some();
         let config = self.container_config(spec, image, &network);
         let docker = self.docker.clone();
         let credentials = DockerCredentials {
@@ -322,6 +328,7 @@ impl DockerRuntime {
                 .attach_container(
                     &id,
                     Some(AttachContainerOptions {
+                        stdin: tty,
                         stdout: true,
                         stderr: true,
                         stream: true,
@@ -361,8 +368,13 @@ impl DockerRuntime {
             .map(|limits| limits.memory_bytes / (1024 * 1024));
         let docker = self.docker.clone();
         let container = id.clone();
+        let relayed = container.clone();
+        let relaying = docker.clone();
         engine_runtime().spawn(async move {
-            let reading = tokio::spawn(read_lines(attached.output, output));
+            let reading = match relay_end {
+                Some(end) => tokio::spawn(terminal::relay(relaying, relayed, attached, end)),
+                None => tokio::spawn(read_lines(attached.output, output)),
+            };
             let cause = exit_of(&docker, &container, limit_mib).await;
             // Every line first, as the process driver does.
             let _ = tokio::time::timeout(Duration::from_secs(5), reading).await;
@@ -406,6 +418,12 @@ impl DockerRuntime {
             labels: Some(self.labels(&spec.id)),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
+            // A command with a terminal gets one of the engine's, relayed
+            // to the client's (see `terminal`).
+            tty: Some(spec.terminal.is_some()),
+            open_stdin: Some(spec.terminal.is_some()),
+            stdin_once: Some(spec.terminal.is_some()),
+            attach_stdin: Some(spec.terminal.is_some()),
             host_config: Some(HostConfig {
                 network_mode: Some(format!("container:{network}")),
                 // An init as PID 1 passes the stop signal on and reaps: the

@@ -233,15 +233,12 @@ impl Launcher {
     }
 }
 
-/// Runs `spec` on `terminal`, if given; refused for a command that would
-/// run in a Docker container (`--runtime docker`), which is given none.
+/// Runs `spec` on `terminal`, if given (a container's command too: the
+/// Docker runtime relays its own terminal to this one).
 pub fn give_terminal(
     spec: &mut InstanceSpec,
     terminal: Option<Arc<berth_runtime::InstanceTerminal>>,
 ) -> Result<(), String> {
-    if terminal.is_some() && spec.container.is_some() {
-        return Err("a command with a terminal does not run in a Docker container (--runtime docker): run it with --detach, its output in `berth logs`".into());
-    }
     spec.terminal = terminal;
     Ok(())
 }

@@ -10,10 +10,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_proto::{Frame, FrameReader, RunCommand, TerminalSize};
 use berth_testkit::TestServer;
+use tokio::io::AsyncWriteExt;
 
 use crate::images::{make_images, marker};
-use crate::support::{run_tool, skopeo_push};
+use crate::support::{run_tool, skopeo_push, umoci_insert};
+use crate::terminal::{Screen, read_until};
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
@@ -168,6 +171,20 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
         TestServer::start_with(&["--runtime", "docker", "--docker-host", &socket]).await;
     let work = tempfile::tempdir().unwrap();
     let layout = make_images(work.path());
+    // A shell and stty too, for a one-off command with a terminal.
+    let mut shell = vec![
+        (PathBuf::from("/bin/dash"), "/bin/sh".to_string()),
+        (PathBuf::from("/usr/bin/stty"), "/bin/stty".to_string()),
+    ];
+    for program in ["/bin/dash", "/usr/bin/stty"] {
+        for library in run_tool("ldd", &[program])
+            .split_whitespace()
+            .filter(|word| word.starts_with('/'))
+        {
+            shell.push((std::fs::canonicalize(library).unwrap(), library.to_string()));
+        }
+    }
+    umoci_insert(&format!("{}:v1", layout.display()), &shell);
     skopeo_push(&server, &format!("{}:v1", layout.display()), "plain:v1");
 
     let empty = tempfile::tempdir().unwrap();
@@ -266,6 +283,66 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
         .filter(|name| !name.contains(&instance))
         .collect();
     assert_eq!(one_off.len(), 2, "its network's and its own: {created}");
+
+    // With a terminal: the container's own, relayed to the client's —
+    // a terminal on its stdin and stdout, the client's window size, the
+    // typed lines, the exit code.
+    let typed = server
+        .berth(&["run", "--tty", "--app", "dock", "--", "/bin/sh"])
+        .run_with_input(
+            b"test -t 0 && test -t 1 && echo on-a-$((6*7))-terminal; stty size; exit 3\n",
+        )
+        .await;
+    assert_eq!(typed.code, 3, "{} / {}", typed.stdout, typed.stderr);
+    assert!(
+        typed.stdout.contains("on-a-42-terminal"),
+        "{}",
+        typed.stdout
+    );
+    assert!(typed.stdout.contains("24 80"), "{}", typed.stdout);
+    // Through the API: a size, a resize, Ctrl-C at a `read`.
+    let client = berth_client::Client::new(&server.api_url, &server.token);
+    let request = RunCommand {
+        command: "/bin/sh".into(),
+        terminal: Some(TerminalSize {
+            cols: 100,
+            rows: 30,
+        }),
+        ..RunCommand::default()
+    };
+    let connection = client.run_on_terminal("dock", &request).await.unwrap();
+    let (mut from_server, mut to_server) = tokio::io::split(connection.stream);
+    let mut frames = FrameReader::new();
+    let mut screen = Screen {
+        text: String::new(),
+        exit: None,
+    };
+    let mut send = async |frame: Frame| to_server.write_all(&frame.encode()).await.unwrap();
+    let wait = Duration::from_secs(20);
+    send(Frame::Input(b"stty size\n".to_vec())).await;
+    read_until(&mut from_server, &mut frames, &mut screen, "30 100", wait).await;
+    send(Frame::Resize(TerminalSize {
+        cols: 120,
+        rows: 40,
+    }))
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    send(Frame::Input(b"stty size\n".to_vec())).await;
+    read_until(&mut from_server, &mut frames, &mut screen, "40 120", wait).await;
+    send(Frame::Input(b"read line\n".to_vec())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send(Frame::Input(vec![0x03])).await;
+    send(Frame::Input(b"echo after-$((40+2)); exit 5\n".to_vec())).await;
+    read_until(&mut from_server, &mut frames, &mut screen, "after-42", wait).await;
+    while screen.exit.is_none() {
+        read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", wait).await;
+    }
+    assert_eq!(
+        screen.exit.as_ref().map(|exit| exit.0),
+        Some(5),
+        "{}",
+        screen.text
+    );
 
     // Scaled to 2: two instances, each two containers (its network's and
     // the app's); each serves.

@@ -29,14 +29,14 @@ fn setup() {
 }
 
 /// The terminal's output so far, and its exit once it came.
-struct Screen {
-    text: String,
-    exit: Option<(i32, String)>,
+pub(crate) struct Screen {
+    pub(crate) text: String,
+    pub(crate) exit: Option<(i32, String)>,
 }
 
 /// Reads frames from `stream` until `text` has appeared in the output
 /// (or the command exited); panics after `within`.
-async fn read_until<R: tokio::io::AsyncRead + Unpin>(
+pub(crate) async fn read_until<R: tokio::io::AsyncRead + Unpin>(
     stream: &mut R,
     frames: &mut FrameReader,
     screen: &mut Screen,
