@@ -71,6 +71,27 @@ fn without_storage(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
     rows
 }
 
+/// The sizes of what is kept on disk in the latest day of `rows` (daily
+/// rows) that has any: its volumes, databases and backups, nothing else.
+fn kept_on_disk(rows: &[UsageRow]) -> Vec<UsageRow> {
+    let kept = |row: &&UsageRow| row.volume_bytes + row.database_bytes + row.backup_bytes > 0;
+    let Some(latest) = rows.iter().filter(kept).map(|row| row.at).max() else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter(kept)
+        .filter(|row| row.at == latest)
+        .map(|row| UsageRow {
+            app: row.app.clone(),
+            at: row.at,
+            volume_bytes: row.volume_bytes,
+            database_bytes: row.database_bytes,
+            backup_bytes: row.backup_bytes,
+            ..UsageRow::default()
+        })
+        .collect()
+}
+
 /// The rows of `app` (`*`: all of them).
 fn of_app(rows: &[UsageRow], app: &str) -> Vec<UsageRow> {
     rows.iter()
@@ -149,9 +170,25 @@ pub(crate) fn measure(
         instance_hours: total.instance_seconds / 3_600.0,
     };
     let hours_left = month.end.saturating_sub(reads.now) as f64 / 3_600.0;
+    // What is kept on disk costs on at its latest day's size.
+    let latest_storage = kept_on_disk(&rows);
+    let storage_hourly_usd = if latest_storage.is_empty() {
+        0.0
+    } else {
+        priced(
+            &latest_storage,
+            86_400.0 / month_seconds,
+            false,
+            &reads.month_rows,
+        ) / 24.0
+    };
     Ok(Measured {
         figures,
-        projected_usd: berth_cost::projected(spent_usd, last_hour_usd, hours_left),
+        projected_usd: berth_cost::projected(
+            spent_usd,
+            last_hour_usd + storage_hourly_usd,
+            hours_left,
+        ),
         last_hour_usd,
         trailing_hourly_usd,
     })
@@ -197,7 +234,19 @@ mod tests {
             (measured.last_hour_usd - 0.40 / 1e6).abs() < 1e-12,
             "{measured:?}"
         );
-        // The month so far does price the storage.
+        // The month so far does price the storage, and the projection
+        // adds it for every day left: Cloud SQL's 10 GB × $0.17 and 30 GB
+        // of backups × $0.08 a month, and Cloud Run no volumes.
         assert!(measured.figures.spent_usd > 0.01, "{measured:?}");
+        let month = CalendarMonth::of(now);
+        let days = f64::from(month.days());
+        let hours_left = (month.end - now) as f64 / 3_600.0;
+        let storage_hourly = (10.0 * 0.17 + 30.0 * 0.08) / days / 24.0;
+        let expected =
+            measured.figures.spent_usd + (measured.last_hour_usd + storage_hourly) * hours_left;
+        assert!(
+            (measured.projected_usd - expected).abs() < 1e-9,
+            "{measured:?}, expected {expected}"
+        );
     }
 }
