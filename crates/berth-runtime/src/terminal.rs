@@ -150,19 +150,38 @@ async fn write_all_to(
 }
 
 impl InstanceTerminal {
-    /// The instance's end, for berth to relay to a terminal of the
-    /// command's own (a container's): a copy in raw mode, so bytes pass
-    /// both ways unchanged and that terminal does the line editing,
-    /// echo and Ctrl-C.
-    pub(crate) fn relay_end(&self) -> io::Result<OwnedFd> {
-        let end = self.other_end.try_clone()?;
+    /// Puts the terminal in raw mode, for a command whose own terminal is
+    /// elsewhere (a container's): bytes then pass both ways unchanged and
+    /// that terminal does the line editing, echo and Ctrl-C. Call it
+    /// before anything is typed: what cooked mode already took in (an
+    /// end of input, say) would reach the command changed.
+    pub fn set_raw(&self) -> io::Result<()> {
         // SAFETY: tcgetattr fills the termios given; cfmakeraw edits it in
-        // place; tcsetattr and fcntl act on a descriptor we own.
+        // place; tcsetattr acts on a descriptor we own.
         unsafe {
             let mut modes: libc::termios = std::mem::zeroed();
-            check(libc::tcgetattr(end.as_raw_fd(), &mut modes))?;
+            check(libc::tcgetattr(self.other_end.as_raw_fd(), &mut modes))?;
             libc::cfmakeraw(&mut modes);
-            check(libc::tcsetattr(end.as_raw_fd(), libc::TCSANOW, &modes))?;
+            check(libc::tcsetattr(
+                self.other_end.as_raw_fd(),
+                libc::TCSANOW,
+                &modes,
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Its window now: `(cols, rows)`.
+    pub(crate) fn size(&self) -> io::Result<(u16, u16)> {
+        window_of(&self.other_end)
+    }
+
+    /// A copy of the instance's end for berth to relay to a terminal of
+    /// the command's own (see [`InstanceTerminal::set_raw`]).
+    pub(crate) fn relay_end(&self) -> io::Result<OwnedFd> {
+        let end = self.other_end.try_clone()?;
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
             let status = check(libc::fcntl(end.as_raw_fd(), libc::F_GETFL))?;
             check(libc::fcntl(
                 end.as_raw_fd(),
@@ -172,6 +191,14 @@ impl InstanceTerminal {
         }
         Ok(end)
     }
+}
+
+/// The window size of the terminal `fd` is an end of: `(cols, rows)`.
+fn window_of(fd: &impl AsRawFd) -> io::Result<(u16, u16)> {
+    let mut size = window_size(1, 1);
+    // SAFETY: TIOCGWINSZ writes one winsize into the value given.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) })?;
+    Ok((size.ws_col, size.ws_row))
 }
 
 /// [`InstanceTerminal::relay_end`], read and written in a runtime.
@@ -203,12 +230,7 @@ impl RelayEnd {
 
     /// The terminal's window now: `(cols, rows)`.
     pub(crate) fn size(&self) -> io::Result<(u16, u16)> {
-        let mut size = window_size(1, 1);
-        // SAFETY: TIOCGWINSZ writes one winsize into the value given.
-        check(unsafe {
-            libc::ioctl(self.file.get_ref().as_raw_fd(), libc::TIOCGWINSZ, &mut size)
-        })?;
-        Ok((size.ws_col, size.ws_row))
+        window_of(self.file.get_ref())
     }
 }
 

@@ -377,7 +377,9 @@ impl DockerRuntime {
             };
             let cause = exit_of(&docker, &container, limit_mib).await;
             // Every line first, as the process driver does.
-            let _ = tokio::time::timeout(Duration::from_secs(5), reading).await;
+            let mut reading = reading;
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut reading).await;
+            reading.abort();
             remove(&docker, &container).await;
             remove(&docker, &network).await;
             let _ = exit_sender.send(Some(cause));
@@ -448,6 +450,13 @@ impl DockerRuntime {
                 nano_cpus: limits.map(|limits| (limits.cpus * 1e9) as i64),
                 pids_limit: limits.map(|limits| limits.pids as i64),
                 readonly_rootfs: Some(true),
+                // The client's window from the first instant (engines
+                // before API 1.42 take it from the resize after start).
+                console_size: spec
+                    .terminal
+                    .as_ref()
+                    .and_then(|terminal| terminal.size().ok())
+                    .map(|(cols, rows)| vec![usize::from(rows), usize::from(cols)]),
                 tmpfs: Some(HashMap::from([(
                     "/tmp".to_string(),
                     "rw,nosuid,nodev,mode=1777".to_string(),

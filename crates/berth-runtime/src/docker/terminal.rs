@@ -15,6 +15,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::terminal::RelayEnd;
 
+/// A kill with the engine's default signal (SIGKILL).
+const NO_OPTIONS: Option<bollard::query_parameters::KillContainerOptions> = None;
+
 /// How often the client's window size is looked at.
 const RESIZE_EVERY: Duration = Duration::from_millis(200);
 
@@ -30,10 +33,12 @@ pub(super) async fn relay(
     let end = match RelayEnd::register(end) {
         Ok(end) => Arc::new(end),
         Err(err) => {
-            tracing::warn!(error = %err, "cannot relay a container's terminal");
+            tracing::warn!(error = %err, "cannot relay a container's terminal; stopping it");
+            let _ = docker.kill_container(&container, NO_OPTIONS).await;
             return;
         }
     };
+    let stopper = (docker.clone(), container.clone());
     let resize = move |(cols, rows): (u16, u16)| {
         let docker = docker.clone();
         let container = container.clone();
@@ -78,11 +83,27 @@ pub(super) async fn relay(
         }
     });
     let mut output = attached.output;
-    while let Some(Ok(frame)) = output.next().await {
-        if end.write_all(&frame.into_bytes()).await.is_err() {
-            break;
+    let mut lost = false;
+    while let Some(frame) = output.next().await {
+        match frame {
+            Ok(frame) => {
+                if end.write_all(&frame.into_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "a container's terminal was lost; stopping it");
+                lost = true;
+                break;
+            }
         }
     }
     typing.abort();
     resizing.abort();
+    // Nobody could reach it any more: it would wait for input until its
+    // timeout.
+    if lost {
+        let (docker, container) = stopper;
+        let _ = docker.kill_container(&container, NO_OPTIONS).await;
+    }
 }

@@ -233,6 +233,34 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// Whether `release`'s instances run in a Docker container
+    /// (`--runtime docker` and an image release).
+    pub fn runs_in_container(&self, release: &ReleaseRow) -> bool {
+        self.resources.docker().is_some()
+            && matches!(
+                PinnedImage::of_slug(&self.slugs.path(&release.slug)),
+                Ok(Some(_))
+            )
+    }
+
+    /// Readies `terminal` for a one-off of `release`, before anything is
+    /// typed: a container has a terminal of its own, which berth relays
+    /// to, so this one is made raw and passes bytes unchanged.
+    pub fn ready_terminal(
+        &self,
+        release: &ReleaseRow,
+        terminal: Option<&berth_runtime::InstanceTerminal>,
+    ) -> Result<(), String> {
+        match terminal {
+            Some(terminal) if self.runs_in_container(release) => terminal
+                .set_raw()
+                .map_err(|err| format!("cannot set up the terminal: {err}")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Runs `spec` on `terminal`, if given (a container's command too: the
 /// Docker runtime relays its own terminal to this one).
 pub fn give_terminal(

@@ -153,7 +153,7 @@ impl Sampler {
                 let kept = Seen {
                     key: key.clone(),
                     uptime: Duration::from_millis(instance.uptime_ms),
-                    memory: instance.memory_bytes,
+                    memory: instance.memory_bytes.or(seen.and_then(|seen| seen.memory)),
                     cpu_seconds: instance.cpu_seconds,
                     // A reading that failed keeps the last good one, so the
                     // next is not counted from 0 again.

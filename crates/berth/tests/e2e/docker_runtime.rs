@@ -300,6 +300,13 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
         typed.stdout
     );
     assert!(typed.stdout.contains("24 80"), "{}", typed.stdout);
+    // Piped input's end is the shell's end, as on berth's own terminal.
+    let piped = server
+        .berth(&["run", "--tty", "--app", "dock", "--", "/bin/sh"])
+        .run_with_input(b"echo piped-$((2+3))\n")
+        .await;
+    assert_eq!(piped.code, 0, "{} / {}", piped.stdout, piped.stderr);
+    assert!(piped.stdout.contains("piped-5"), "{}", piped.stdout);
     // Through the API: a size, a resize, Ctrl-C at a `read`.
     let client = berth_client::Client::new(&server.api_url, &server.token);
     let request = RunCommand {
@@ -329,11 +336,14 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     send(Frame::Input(b"stty size\n".to_vec())).await;
     read_until(&mut from_server, &mut frames, &mut screen, "40 120", wait).await;
-    send(Frame::Input(b"read line\n".to_vec())).await;
+    // Ctrl-C interrupts the `read`: the next line is a command again,
+    // not the line read.
+    send(Frame::Input(b"read line; echo got-$line\n".to_vec())).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     send(Frame::Input(vec![0x03])).await;
     send(Frame::Input(b"echo after-$((40+2)); exit 5\n".to_vec())).await;
     read_until(&mut from_server, &mut frames, &mut screen, "after-42", wait).await;
+    assert!(!screen.text.contains("got-echo"), "{}", screen.text);
     while screen.exit.is_none() {
         read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", wait).await;
     }
