@@ -21,6 +21,10 @@ mod pause;
 mod running;
 mod terminal;
 
+/// What detaches from a container's terminal: a sequence nobody types
+/// (Ctrl-^ Ctrl-_ Ctrl-^), instead of the engine's Ctrl-P Ctrl-Q.
+const DETACH_KEYS: &str = "ctrl-^,ctrl-_,ctrl-^";
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -329,6 +333,10 @@ impl DockerRuntime {
                     &id,
                     Some(AttachContainerOptions {
                         stdin: tty,
+                        // The engine's default, Ctrl-P Ctrl-Q, would hold
+                        // back every Ctrl-P (a shell's history) and let two
+                        // keys cut the command's input off.
+                        detach_keys: tty.then(|| DETACH_KEYS.to_string()),
                         stdout: true,
                         stderr: true,
                         stream: true,

@@ -9,7 +9,8 @@ use berth_store::{SERVER_BUDGET, Store};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Measured {
     pub(crate) figures: MonthFigures,
-    /// Money by month's end at the last hour's rate.
+    /// Money by month's end at the last hour's rate, and what is kept on
+    /// disk at its latest day's size.
     pub(crate) projected_usd: f64,
     /// The last hour's money.
     pub(crate) last_hour_usd: f64,
@@ -202,7 +203,8 @@ mod tests {
     fn the_hourly_rates_leave_out_what_is_kept_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("berth.db")).unwrap();
-        let now = berth_store::now_unix();
+        // Mid-month: a row a minute back is in the same month.
+        let now = CalendarMonth::of(berth_store::now_unix()).start + 15 * 86_400;
         // The hourly storage reading of a 10 GB database with 30 GB of
         // backups, and one request, in the last hour.
         let storage = UsageRow {

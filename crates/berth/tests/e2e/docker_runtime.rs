@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::images::{make_images, marker};
 use crate::support::{run_tool, skopeo_push, umoci_insert};
-use crate::terminal::{Screen, read_until};
+use crate::terminal::{Screen, read_for, read_until};
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
@@ -333,9 +333,16 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
         rows: 40,
     }))
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    send(Frame::Input(b"stty size\n".to_vec())).await;
-    read_until(&mut from_server, &mut frames, &mut screen, "40 120", wait).await;
+    // Followed by polling: asked again until the new size shows.
+    let resized = Instant::now();
+    loop {
+        send(Frame::Input(b"stty size\n".to_vec())).await;
+        let short = Duration::from_millis(500);
+        if read_for(&mut from_server, &mut frames, &mut screen, "40 120", short).await {
+            break;
+        }
+        assert!(resized.elapsed() < wait, "never resized: {}", screen.text);
+    }
     // Ctrl-C interrupts the `read`: the next line is a command again,
     // not the line read.
     send(Frame::Input(b"read line; echo got-$line\n".to_vec())).await;
@@ -344,8 +351,10 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
     send(Frame::Input(b"echo after-$((40+2)); exit 5\n".to_vec())).await;
     read_until(&mut from_server, &mut frames, &mut screen, "after-42", wait).await;
     assert!(!screen.text.contains("got-echo"), "{}", screen.text);
+    // Sent once both its containers are removed.
     while screen.exit.is_none() {
-        read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", wait).await;
+        let removal = Duration::from_secs(60);
+        read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", removal).await;
     }
     assert_eq!(
         screen.exit.as_ref().map(|exit| exit.0),

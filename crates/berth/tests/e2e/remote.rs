@@ -389,30 +389,31 @@ async fn bad_contexts_tunnels_and_names_get_clear_errors_and_change_nothing() {
 /// A login on this host (the "VM" shares its file system) that may or may
 /// not use sudo; removed with its sudoers entry when dropped.
 struct Sudoer {
-    name: &'static str,
+    name: String,
     sudoers: PathBuf,
 }
 
 impl Sudoer {
     fn create() -> Sudoer {
-        let name = "berth-e2e-sudoer";
+        // Its own per run: two suites on one machine never share it.
+        let name = format!("berth-e2e-{}", std::process::id());
         // What a killed run left must not grant sudo before it is asked.
         let _ = std::fs::remove_file(format!("/etc/sudoers.d/{name}"));
         let exists = std::process::Command::new("id")
-            .arg(name)
+            .arg(&name)
             .output()
             .is_ok_and(|out| out.status.success());
         if !exists {
             // `*`: no password, and not locked (sshd refuses locked accounts).
             let made = std::process::Command::new("useradd")
-                .args(["--create-home", "--shell", "/bin/sh", "-p", "*", name])
+                .args(["--create-home", "--shell", "/bin/sh", "-p", "*", &name])
                 .status()
                 .unwrap();
             assert!(made.success(), "useradd {name}");
         }
         Sudoer {
-            name,
             sudoers: PathBuf::from(format!("/etc/sudoers.d/{name}")),
+            name,
         }
     }
 
@@ -432,7 +433,7 @@ impl Drop for Sudoer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.sudoers);
         let _ = std::process::Command::new("userdel")
-            .args(["--remove", self.name])
+            .args(["--remove", &self.name])
             .output();
     }
 }

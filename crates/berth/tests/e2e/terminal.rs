@@ -43,6 +43,19 @@ pub(crate) async fn read_until<R: tokio::io::AsyncRead + Unpin>(
     text: &str,
     within: Duration,
 ) {
+    if !read_for(stream, frames, screen, text, within).await {
+        panic!("no {text:?} in time; the screen: {:?}", screen.text);
+    }
+}
+
+/// [`read_until`], saying whether `text` (or the exit) came in time.
+pub(crate) async fn read_for<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    frames: &mut FrameReader,
+    screen: &mut Screen,
+    text: &str,
+    within: Duration,
+) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     let mut buffer = vec![0u8; 8192];
     loop {
@@ -54,12 +67,12 @@ pub(crate) async fn read_until<R: tokio::io::AsyncRead + Unpin>(
             }
         }
         if screen.text.contains(text) || screen.exit.is_some() {
-            return;
+            return true;
         }
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer))
-            .await
-            .unwrap_or_else(|_| panic!("no {text:?} in time; the screen: {:?}", screen.text))
-            .unwrap();
+        let Ok(read) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await else {
+            return false;
+        };
+        let read = read.unwrap();
         assert!(read > 0, "closed before {text:?}: {:?}", screen.text);
         frames.push(&buffer[..read]);
     }
