@@ -10,13 +10,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_proto::{Frame, FrameReader, RunCommand, TerminalSize};
+use berth_proto::{Frame, TerminalSize};
 use berth_testkit::TestServer;
-use tokio::io::AsyncWriteExt;
 
 use crate::images::{make_images, marker};
 use crate::support::{run_tool, skopeo_push, umoci_insert};
-use crate::terminal::{Screen, read_for, read_until};
+use crate::terminal::ApiTerminal;
 
 fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
@@ -308,60 +307,43 @@ async fn an_image_runs_as_docker_containers_with_runtime_docker() {
     assert_eq!(piped.code, 0, "{} / {}", piped.stdout, piped.stderr);
     assert!(piped.stdout.contains("piped-5"), "{}", piped.stdout);
     // Through the API: a size, a resize, Ctrl-C at a `read`.
-    let client = berth_client::Client::new(&server.api_url, &server.token);
-    let request = RunCommand {
-        command: "/bin/sh".into(),
-        terminal: Some(TerminalSize {
-            cols: 100,
-            rows: 30,
-        }),
-        ..RunCommand::default()
-    };
-    let connection = client.run_on_terminal("dock", &request).await.unwrap();
-    let (mut from_server, mut to_server) = tokio::io::split(connection.stream);
-    let mut frames = FrameReader::new();
-    let mut screen = Screen {
-        text: String::new(),
-        exit: None,
-    };
-    let mut send = async |frame: Frame| to_server.write_all(&frame.encode()).await.unwrap();
+    let mut terminal = ApiTerminal::open(&server, "dock", "/bin/sh", (100, 30)).await;
     let wait = Duration::from_secs(20);
-    send(Frame::Input(b"stty size\n".to_vec())).await;
-    read_until(&mut from_server, &mut frames, &mut screen, "30 100", wait).await;
-    send(Frame::Resize(TerminalSize {
-        cols: 120,
-        rows: 40,
-    }))
-    .await;
+    terminal.send(Frame::Input(b"stty size\n".to_vec())).await;
+    terminal.read_until("30 100", wait).await;
+    terminal
+        .send(Frame::Resize(TerminalSize {
+            cols: 120,
+            rows: 40,
+        }))
+        .await;
     // Followed by polling: asked again until the new size shows.
     let resized = Instant::now();
     loop {
-        send(Frame::Input(b"stty size\n".to_vec())).await;
-        let short = Duration::from_millis(500);
-        if read_for(&mut from_server, &mut frames, &mut screen, "40 120", short).await {
+        terminal.send(Frame::Input(b"stty size\n".to_vec())).await;
+        if terminal
+            .read_for("40 120", Duration::from_millis(500))
+            .await
+        {
             break;
         }
-        assert!(resized.elapsed() < wait, "never resized: {}", screen.text);
+        assert!(resized.elapsed() < wait, "never resized: {}", terminal.text);
     }
     // Ctrl-C interrupts the `read`: the next line is a command again,
     // not the line read.
-    send(Frame::Input(b"read line; echo got-$line\n".to_vec())).await;
+    terminal
+        .send(Frame::Input(b"read line; echo got-$line\n".to_vec()))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    send(Frame::Input(vec![0x03])).await;
-    send(Frame::Input(b"echo after-$((40+2)); exit 5\n".to_vec())).await;
-    read_until(&mut from_server, &mut frames, &mut screen, "after-42", wait).await;
-    assert!(!screen.text.contains("got-echo"), "{}", screen.text);
+    terminal.send(Frame::Input(vec![0x03])).await;
+    terminal
+        .send(Frame::Input(b"echo after-$((40+2)); exit 5\n".to_vec()))
+        .await;
+    terminal.read_until("after-42", wait).await;
+    assert!(!terminal.text.contains("got-echo"), "{}", terminal.text);
     // Sent once both its containers are removed.
-    while screen.exit.is_none() {
-        let removal = Duration::from_secs(60);
-        read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", removal).await;
-    }
-    assert_eq!(
-        screen.exit.as_ref().map(|exit| exit.0),
-        Some(5),
-        "{}",
-        screen.text
-    );
+    let (code, _) = terminal.read_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, 5, "{}", terminal.text);
 
     // Scaled to 2: two instances, each two containers (its network's and
     // the app's); each serves.

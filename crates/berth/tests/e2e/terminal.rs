@@ -28,53 +28,92 @@ fn setup() {
     berth_testkit::use_binary(env!("CARGO_BIN_EXE_berth"));
 }
 
-/// The terminal's output so far, and its exit once it came.
-pub(crate) struct Screen {
+/// A command on a terminal through the API, as a client program runs
+/// one: frames sent, the screen read back.
+pub(crate) struct ApiTerminal {
+    from_server: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    to_server: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+    frames: FrameReader,
+    /// The output so far.
     pub(crate) text: String,
+    /// The exit, once it came.
     pub(crate) exit: Option<(i32, String)>,
+    /// The execution it runs as.
+    pub(crate) execution: i64,
 }
 
-/// Reads frames from `stream` until `text` has appeared in the output
-/// (or the command exited); panics after `within`.
-pub(crate) async fn read_until<R: tokio::io::AsyncRead + Unpin>(
-    stream: &mut R,
-    frames: &mut FrameReader,
-    screen: &mut Screen,
-    text: &str,
-    within: Duration,
-) {
-    if !read_for(stream, frames, screen, text, within).await {
-        panic!("no {text:?} in time; the screen: {:?}", screen.text);
-    }
-}
-
-/// [`read_until`], saying whether `text` (or the exit) came in time.
-pub(crate) async fn read_for<R: tokio::io::AsyncRead + Unpin>(
-    stream: &mut R,
-    frames: &mut FrameReader,
-    screen: &mut Screen,
-    text: &str,
-    within: Duration,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut buffer = vec![0u8; 8192];
-    loop {
-        while let Some(frame) = frames.next_frame().unwrap() {
-            match frame {
-                Frame::Output(bytes) => screen.text.push_str(&String::from_utf8_lossy(&bytes)),
-                Frame::Exit { code, message } => screen.exit = Some((code, message)),
-                other => panic!("a client frame from the server: {other:?}"),
-            }
-        }
-        if screen.text.contains(text) || screen.exit.is_some() {
-            return true;
-        }
-        let Ok(read) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await else {
-            return false;
+impl ApiTerminal {
+    /// Runs `command` in `app` on a terminal of `cols`×`rows`.
+    pub(crate) async fn open(
+        server: &TestServer,
+        app: &str,
+        command: &str,
+        (cols, rows): (u16, u16),
+    ) -> ApiTerminal {
+        let client = berth_client::Client::new(&server.api_url, &server.token);
+        let request = RunCommand {
+            command: command.into(),
+            terminal: Some(TerminalSize { cols, rows }),
+            ..RunCommand::default()
         };
-        let read = read.unwrap();
-        assert!(read > 0, "closed before {text:?}: {:?}", screen.text);
-        frames.push(&buffer[..read]);
+        let connection = client.run_on_terminal(app, &request).await.unwrap();
+        let (from_server, to_server) = tokio::io::split(connection.stream);
+        ApiTerminal {
+            from_server: Box::new(from_server),
+            to_server: Box::new(to_server),
+            frames: FrameReader::new(),
+            text: String::new(),
+            exit: None,
+            execution: connection.execution,
+        }
+    }
+
+    /// Sends `frame` to the server.
+    pub(crate) async fn send(&mut self, frame: Frame) {
+        self.to_server.write_all(&frame.encode()).await.unwrap();
+    }
+
+    /// Reads until `text` has appeared in the output (or the command
+    /// exited); panics after `within`.
+    pub(crate) async fn read_until(&mut self, text: &str, within: Duration) {
+        if !self.read_for(text, within).await {
+            panic!("no {text:?} in time; the screen: {:?}", self.text);
+        }
+    }
+
+    /// [`ApiTerminal::read_until`], saying whether `text` (or the exit)
+    /// came in time.
+    pub(crate) async fn read_for(&mut self, text: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buffer = vec![0u8; 8192];
+        loop {
+            while let Some(frame) = self.frames.next_frame().unwrap() {
+                match frame {
+                    Frame::Output(bytes) => self.text.push_str(&String::from_utf8_lossy(&bytes)),
+                    Frame::Exit { code, message } => self.exit = Some((code, message)),
+                    other => panic!("a client frame from the server: {other:?}"),
+                }
+            }
+            if self.text.contains(text) || self.exit.is_some() {
+                return true;
+            }
+            let Ok(read) =
+                tokio::time::timeout_at(deadline, self.from_server.read(&mut buffer)).await
+            else {
+                return false;
+            };
+            let read = read.unwrap();
+            assert!(read > 0, "closed before {text:?}: {:?}", self.text);
+            self.frames.push(&buffer[..read]);
+        }
+    }
+
+    /// Reads until the command's exit; panics after `within`.
+    pub(crate) async fn read_exit(&mut self, within: Duration) -> (i32, String) {
+        while self.exit.is_none() {
+            self.read_until("\u{0}", within).await;
+        }
+        self.exit.clone().unwrap()
     }
 }
 
@@ -139,58 +178,45 @@ async fn a_command_on_a_terminal_gets_keys_ctrl_c_and_window_sizes() {
     );
 
     // Through the API: a size, a resize, Ctrl-C.
-    let client = berth_client::Client::new(&server.api_url, &server.token);
-    let request = RunCommand {
-        command: "sh".into(),
-        terminal: Some(TerminalSize {
-            cols: 100,
-            rows: 30,
-        }),
-        ..RunCommand::default()
-    };
-    let connection = client.run_on_terminal("terminal", &request).await.unwrap();
-    let (mut from_server, mut to_server) = tokio::io::split(connection.stream);
-    let mut frames = FrameReader::new();
-    let mut screen = Screen {
-        text: String::new(),
-        exit: None,
-    };
-    let mut send = async |frame: Frame| to_server.write_all(&frame.encode()).await.unwrap();
-    send(Frame::Input(b"stty size\n".to_vec())).await;
+    let mut terminal = ApiTerminal::open(&server, "terminal", "sh", (100, 30)).await;
+    terminal.send(Frame::Input(b"stty size\n".to_vec())).await;
     let wait = Duration::from_secs(20);
-    read_until(&mut from_server, &mut frames, &mut screen, "30 100", wait).await;
-    send(Frame::Resize(TerminalSize {
-        cols: 120,
-        rows: 40,
-    }))
-    .await;
-    send(Frame::Input(b"stty size\n".to_vec())).await;
-    read_until(&mut from_server, &mut frames, &mut screen, "40 120", wait).await;
+    terminal.read_until("30 100", wait).await;
+    terminal
+        .send(Frame::Resize(TerminalSize {
+            cols: 120,
+            rows: 40,
+        }))
+        .await;
+    terminal.send(Frame::Input(b"stty size\n".to_vec())).await;
+    terminal.read_until("40 120", wait).await;
     // Ctrl-C ends the foreground `sleep`, not the shell: the next line
     // runs long before the sleep would have ended.
-    send(Frame::Input(b"sleep 120\n".to_vec())).await;
+    terminal.send(Frame::Input(b"sleep 120\n".to_vec())).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    send(Frame::Input(vec![0x03])).await;
-    send(Frame::Input(b"echo after-$((40+2))\n".to_vec())).await;
-    read_until(&mut from_server, &mut frames, &mut screen, "after-42", wait).await;
+    terminal.send(Frame::Input(vec![0x03])).await;
+    terminal
+        .send(Frame::Input(b"echo after-$((40+2))\n".to_vec()))
+        .await;
+    terminal.read_until("after-42", wait).await;
     // Ctrl-C at the command itself: it dies of SIGINT, and its code is
     // a shell's, 128 + 2.
-    send(Frame::Input(b"exec sleep 120\n".to_vec())).await;
+    terminal
+        .send(Frame::Input(b"exec sleep 120\n".to_vec()))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    send(Frame::Input(vec![0x03])).await;
-    while screen.exit.is_none() {
-        read_until(&mut from_server, &mut frames, &mut screen, "\u{0}", wait).await;
-    }
+    terminal.send(Frame::Input(vec![0x03])).await;
     assert_eq!(
-        screen.exit,
-        Some((130, "killed by SIGINT".to_string())),
+        terminal.read_exit(wait).await,
+        (130, "killed by SIGINT".to_string()),
         "{}",
-        screen.text
+        terminal.text
     );
 
     // It ran as an execution of `berth run`'s job, recorded with its code.
+    let client = berth_client::Client::new(&server.api_url, &server.token);
     let info = client
-        .execution("terminal", connection.execution)
+        .execution("terminal", terminal.execution)
         .await
         .unwrap();
     assert_eq!(info.attempts.last().unwrap().exit_code, Some(130));
