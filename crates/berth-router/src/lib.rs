@@ -11,6 +11,7 @@
 //! anyone what runs; whoever owns the instances publishes a new table.
 
 pub mod balance;
+mod coarse_timer;
 mod dispatch;
 pub mod edge_rules;
 mod file_body;

@@ -132,7 +132,7 @@ pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .keep_alive(true)
-        .timer(hyper_util::rt::TokioTimer::new())
+        .timer(crate::coarse_timer::CoarseTimer)
         .header_read_timeout(std::time::Duration::from_secs(30));
     builder
 }
