@@ -54,7 +54,7 @@ impl Registry {
         let mut marked: HashSet<Digest> = HashSet::new();
         // Anything unreadable stops the collection before it removes
         // anything more: unreadable is never taken for unreferenced.
-        for repo in self.catalog() {
+        for repo in self.catalog_strict()? {
             let all = self.manifest_digests(&repo)?;
             let tagged: HashSet<String> = self
                 .tag_pairs_strict(&repo)?

@@ -32,6 +32,7 @@ mod uploads;
 pub use gc::GcReport;
 pub use manifests::{MANIFEST_MEDIA_TYPES, MAX_MANIFEST, Manifest, PutManifest, RepoListing};
 pub use names::{Digest, RepoName, valid_tag};
+pub use uploads::UploadClaim;
 
 /// A failure, with the distribution spec's error code.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +124,9 @@ pub struct Registry {
     root: PathBuf,
     /// Shared by writers, exclusive for the collector.
     gate: RwLock<()>,
+    /// Uploads a request is writing to or completing now (see
+    /// [`Registry::claim_upload`]).
+    busy: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Registry {
@@ -134,6 +138,7 @@ impl Registry {
         Ok(Registry {
             root: root.to_path_buf(),
             gate: RwLock::new(()),
+            busy: Default::default(),
         })
     }
 

@@ -372,23 +372,46 @@ impl Registry {
         found
     }
 
-    /// Every repository, sorted.
+    /// Every repository, sorted; folders that cannot be read are left out.
     pub fn catalog(&self) -> Vec<RepoName> {
+        self.walk_catalog(false).unwrap_or_default()
+    }
+
+    /// Every repository, sorted, or the error of any folder that cannot
+    /// be read: for the collector, which must not take a repository it
+    /// could not see for one without images.
+    pub(crate) fn catalog_strict(&self) -> Result<Vec<RepoName>> {
+        self.walk_catalog(true)
+    }
+
+    fn walk_catalog(&self, strict: bool) -> Result<Vec<RepoName>> {
         let mut found = Vec::new();
         let base = self.root.join("repositories");
         let mut pending = vec![base.clone()];
         while let Some(dir) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(err) if strict => return Err(err.into()),
+                Err(_) => continue,
             };
             let mut is_repo = false;
-            for entry in entries.flatten() {
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(err) if strict => return Err(err.into()),
+                    Err(_) => continue,
+                };
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
                 if name.starts_with('_') {
                     is_repo = true;
-                } else if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                    pending.push(entry.path());
+                } else {
+                    match entry.file_type() {
+                        Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                        Ok(_) => {}
+                        Err(err) if strict => return Err(err.into()),
+                        Err(_) => {}
+                    }
                 }
             }
             if is_repo
@@ -399,7 +422,7 @@ impl Registry {
             }
         }
         found.sort();
-        found
+        Ok(found)
     }
 
     /// Every repository with its tags.

@@ -54,6 +54,13 @@ fn a_chunked_upload_checks_its_ranges_and_its_digest() {
     let shop = repo("team/shop");
     let id = registry.start_upload(&shop).unwrap();
     assert_eq!(registry.check_chunk(&shop, &id, Some(0)).unwrap(), 0);
+    // One request at a time holds the upload; another repository none.
+    let claim = registry.claim_upload(&shop, &id).unwrap();
+    let busy = registry.claim_upload(&shop, &id).unwrap_err();
+    assert_eq!((busy.status(), busy.code()), (400, "BLOB_UPLOAD_INVALID"));
+    assert!(registry.claim_upload(&repo("other"), &id).is_err());
+    drop(claim);
+    let _claim = registry.claim_upload(&shop, &id).unwrap();
     append(&registry, &shop, &id, b"hello ");
     // A chunk that does not continue the upload is refused with where it is.
     let refused = registry.check_chunk(&shop, &id, Some(3)).unwrap_err();

@@ -51,6 +51,25 @@ impl Registry {
         Ok((data, size))
     }
 
+    /// Claims upload `id` of `repo` for one request: its appends, its
+    /// completion or its cancelling happen under the claim, one request at
+    /// a time. Without it a second request could append to the file after
+    /// the first checked its range, or keep writing into the blob after its
+    /// digest was checked and it was moved into the store.
+    pub fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<UploadClaim<'_>> {
+        self.upload(repo, id)?;
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(id.to_string()) {
+            return Err(RegistryError::UploadInvalid(format!(
+                "another request is writing to upload {id}; send one chunk at a time"
+            )));
+        }
+        Ok(UploadClaim {
+            registry: self,
+            id: id.to_string(),
+        })
+    }
+
     /// Checks that a chunk starting at `start` (from its `Content-Range`)
     /// continues upload `id`; the upload's size.
     pub fn check_chunk(&self, repo: &RepoName, id: &str, start: Option<u64>) -> Result<u64> {
@@ -127,6 +146,21 @@ impl Registry {
         self.upload(repo, id)?;
         std::fs::remove_dir_all(self.upload_dir(id))?;
         Ok(())
+    }
+}
+
+/// A request's hold on an upload (see [`Registry::claim_upload`]); let go
+/// when dropped.
+#[derive(Debug)]
+pub struct UploadClaim<'a> {
+    registry: &'a Registry,
+    id: String,
+}
+
+impl Drop for UploadClaim<'_> {
+    fn drop(&mut self) {
+        let mut busy = (self.registry.busy.lock()).unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.id);
     }
 }
 

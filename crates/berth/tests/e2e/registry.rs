@@ -525,3 +525,84 @@ async fn chunked_uploads_mounts_referrers_and_bad_input() {
         .unwrap();
     assert_eq!(still.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_still_arriving_holds_its_upload_until_it_ends() {
+    setup();
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    use reqwest::Method;
+    let layer = b"the first half|and the second".to_vec();
+    let layer_digest = digest_of(&layer);
+    let started = http
+        .request(Method::POST, "/v2/shop/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    // A PATCH whose body comes in two parts, the second held back.
+    let (parts, received) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
+        received,
+        |mut received| async move { received.recv().await.map(|part| (part, received)) },
+    ));
+    parts.send(Ok(layer[..15].to_vec())).await.unwrap();
+    let slow = tokio::spawn(
+        http.request(Method::PATCH, &location)
+            .header("Content-Range", format!("0-{}", layer.len() - 1))
+            .body(body)
+            .send(),
+    );
+    // Once the slow chunk holds the upload, another chunk is refused…
+    let mut refused = None;
+    for _ in 0..100 {
+        let probe = http
+            .request(Method::PATCH, &location)
+            .header("Content-Range", "0-0")
+            .body(Vec::new())
+            .send()
+            .await
+            .unwrap();
+        if probe.status() == 400 {
+            refused = Some(Http::error_code(probe).await);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused, Some((400, "BLOB_UPLOAD_INVALID".into())));
+    // …and so is completing it: the digest could not be checked against
+    // bytes still being written.
+    let early = http
+        .request(Method::PUT, &format!("{location}?digest={layer_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        Http::error_code(early).await,
+        (400, "BLOB_UPLOAD_INVALID".into())
+    );
+    let missing = http
+        .request(Method::HEAD, &format!("/v2/shop/blobs/{layer_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    // The chunk ends; then the upload completes whole.
+    parts.send(Ok(layer[15..].to_vec())).await.unwrap();
+    drop(parts);
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.status(), 202);
+    assert_eq!(slow.headers()["range"], format!("0-{}", layer.len() - 1));
+    let done = http
+        .request(Method::PUT, &format!("{location}?digest={layer_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 201);
+    let fetched = http
+        .request(Method::GET, &format!("/v2/shop/blobs/{layer_digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.bytes().await.unwrap().to_vec(), layer);
+}

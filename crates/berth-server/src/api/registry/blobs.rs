@@ -147,6 +147,10 @@ pub(super) async fn start_upload(
             return failure(err);
         }
     };
+    let _claim = match state.registry.claim_upload(repo, &id) {
+        Ok(claim) => claim,
+        Err(err) => return failure(err),
+    };
     let (path, _) = match state.registry.upload(repo, &id) {
         Ok(found) => found,
         Err(err) => return failure(err),
@@ -185,6 +189,15 @@ pub(super) async fn upload(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    // Everything but a look is one request at a time, from its range
+    // check to its last byte or the blob's move into the store.
+    let _claim = match method {
+        Method::GET => None,
+        _ => match state.registry.claim_upload(repo, id) {
+            Ok(claim) => Some(claim),
+            Err(err) => return failure(err),
+        },
+    };
     let (path, size) = match state.registry.upload(repo, id) {
         Ok(found) => found,
         Err(err) => return failure(err),

@@ -124,9 +124,12 @@ pub(super) async fn manifest(
             let Some(media_type) = media_type else {
                 return bad_request("MANIFEST_INVALID", "no Content-Type and no mediaType");
             };
-            let stored = state
-                .registry
-                .put_manifest(repo, reference, &media_type, &bytes);
+            // It waits for the collector's lock and syncs to disk.
+            let (owned_repo, owned_reference) = (repo.clone(), reference.to_string());
+            let stored = offload(&state.registry, move |registry| {
+                registry.put_manifest(&owned_repo, &owned_reference, &media_type, &bytes)
+            })
+            .await;
             match stored {
                 Ok(stored) => {
                     let mut headers = vec![
