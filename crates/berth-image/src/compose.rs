@@ -227,10 +227,11 @@ pub fn publish(
                 .map_err(|err| ImageError::Invalid(format!("base manifest: {err}")))?;
             let config_digest =
                 Digest::parse(manifest["config"]["digest"].as_str().unwrap_or_default())?;
-            let (path, _) = registry.blob(base_repo, &config_digest)?;
-            let config: Value = serde_json::from_slice(
-                &std::fs::read(&path).map_err(io_error("cannot read the base's config"))?,
-            )
+            let config: Value = serde_json::from_slice(&crate::config::read_config(
+                registry,
+                base_repo,
+                &config_digest,
+            )?)
             .map_err(|err| ImageError::Invalid(format!("base config: {err}")))?;
             let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
             for layer in &layers {

@@ -4,7 +4,27 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{ImageError, Result};
+use crate::{ImageError, Result, io_error};
+
+/// The largest image config read (they are a few KiB; a blob named as one
+/// is read into memory whole, so a bound keeps a pushed gigabyte out).
+pub const MAX_CONFIG: u64 = 8 * 1024 * 1024;
+
+/// The bytes of config blob `digest` of `repo`, refused over
+/// [`MAX_CONFIG`].
+pub(crate) fn read_config(
+    registry: &berth_registry::Registry,
+    repo: &berth_registry::RepoName,
+    digest: &berth_registry::Digest,
+) -> Result<Vec<u8>> {
+    let (path, size) = registry.blob(repo, digest)?;
+    if size > MAX_CONFIG {
+        return Err(ImageError::TooLarge(format!(
+            "the image config {digest} is {size} bytes (at most {MAX_CONFIG})"
+        )));
+    }
+    std::fs::read(&path).map_err(io_error(format!("cannot read {}", path.display())))
+}
 
 /// An operating system and CPU architecture, as images name them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,4 +195,28 @@ pub fn pick_from_index(index: &[u8], wanted: &Platform) -> Result<String> {
             offered.join(", ")
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_registry::{Digest, Registry, RepoName};
+
+    #[test]
+    fn a_config_blob_over_the_bound_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(dir.path()).unwrap();
+        let repo = RepoName::parse("shop").unwrap();
+        let small = br#"{"architecture":"amd64","os":"linux"}"#;
+        registry.put_blob(&repo, &Digest::of(small), small).unwrap();
+        assert_eq!(
+            super::read_config(&registry, &repo, &Digest::of(small)).unwrap(),
+            small
+        );
+        let huge = vec![b' '; super::MAX_CONFIG as usize + 1];
+        registry.put_blob(&repo, &Digest::of(&huge), &huge).unwrap();
+        match super::read_config(&registry, &repo, &Digest::of(&huge)) {
+            Err(crate::ImageError::TooLarge(why)) => assert!(why.contains("config"), "{why}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod config;
 mod elf;
 mod overlay;
 mod store;
+mod tar_headers;
 mod unpack;
 
 pub use compose::{ImageSettings, LayerWriter, WrittenLayer, publish};

@@ -148,9 +148,7 @@ impl ImageStore {
             body.get("config")
                 .ok_or_else(|| ImageError::Invalid("manifest has no config".into()))?,
         )?;
-        let (config_path, _) = registry.blob(repo, &config_digest)?;
-        let config_bytes = std::fs::read(&config_path)
-            .map_err(io_error(format!("cannot read {}", config_path.display())))?;
+        let config_bytes = crate::config::read_config(registry, repo, &config_digest)?;
         let config = ImageConfig::parse(&config_bytes)?;
         config.check_platform(platform)?;
         let layers: Vec<Digest> = body

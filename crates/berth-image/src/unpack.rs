@@ -217,7 +217,9 @@ fn apply(
     let mut archive = tar::Archive::new(decompressed(layer)?);
     // What this layer put down: an opaque directory keeps those.
     let mut added: HashSet<PathBuf> = HashSet::new();
-    let mut entries = archive.entries().map_err(malformed)?;
+    // Raw: long names and pax headers come as entries, read with a bound.
+    let mut entries = archive.entries().map_err(malformed)?.raw(true);
+    let mut extensions = crate::tar_headers::Extensions::default();
     let mut read_here = 0u64;
     loop {
         let mut entry = match entries.next() {
@@ -237,7 +239,17 @@ fn apply(
                 limits.max_entries
             )));
         }
-        let raw = entry.path().map_err(malformed)?.into_owned();
+        if extensions.absorb(&mut entry)? {
+            continue;
+        }
+        // Its extra sparse headers are not counted in its size: read raw,
+        // the rest of the layer would be misread.
+        if entry.header().entry_type().is_gnu_sparse() {
+            return Err(ImageError::Malformed(
+                "GNU sparse files are not supported in image layers".into(),
+            ));
+        }
+        let (raw, link) = extensions.apply(&entry)?;
         let mut parts = clean(&raw)?;
         let Some(name) = parts.pop() else {
             continue; // the root itself
@@ -296,7 +308,9 @@ fn apply(
                 format!("cannot set the mode of {}", path.display()),
             ))?;
         } else if kind.is_file() {
-            stats.bytes += entry.size();
+            // Never wraps past the limit (the tar crate's own offsets
+            // already keep the sum under 2^64).
+            stats.bytes = stats.bytes.saturating_add(entry.size());
             if stats.bytes > limits.max_bytes {
                 return Err(ImageError::TooLarge(format!(
                     "over {} bytes of files",
@@ -323,20 +337,16 @@ fn apply(
                 format!("cannot set the mode of {}", path.display()),
             ))?;
         } else if kind.is_symlink() {
-            let target = entry
-                .link_name()
-                .map_err(malformed)?
-                .ok_or_else(|| ImageError::Malformed(format!("{} links nowhere", raw.display())))?
-                .into_owned();
+            let target = link
+                .clone()
+                .ok_or_else(|| ImageError::Malformed(format!("{} links nowhere", raw.display())))?;
             remove(&path)?;
             std::os::unix::fs::symlink(&target, &path)
                 .map_err(io_error(format!("cannot link {}", path.display())))?;
         } else if kind.is_hard_link() {
-            let target = entry
-                .link_name()
-                .map_err(malformed)?
-                .ok_or_else(|| ImageError::Malformed(format!("{} links nowhere", raw.display())))?
-                .into_owned();
+            let target = link
+                .clone()
+                .ok_or_else(|| ImageError::Malformed(format!("{} links nowhere", raw.display())))?;
             let mut target_parts = clean(&target)?;
             let target_name = target_parts
                 .pop()
@@ -382,7 +392,7 @@ fn apply(
             stats.skipped += 1;
             continue;
         } else {
-            continue; // pax and GNU headers are read by the tar crate
+            continue; // other kinds (contiguous files, volume labels) are left out
         }
         added.insert(path);
     }
