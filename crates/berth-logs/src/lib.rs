@@ -41,8 +41,10 @@ pub enum LogError {
     /// SQLite failed.
     #[error("log database error")]
     Sqlite(#[from] rusqlite::Error),
-    /// The writer thread is gone (the server is shutting down).
-    #[error("the log writer has stopped")]
+    /// The writer thread is gone (the server is shutting down), or the
+    /// batch holding the request could not be written (its error is in
+    /// the server's log).
+    #[error("the log writer has stopped or could not write (see the server's log)")]
     WriterStopped,
     /// A query parameter is malformed.
     #[error("{0}")]
@@ -244,6 +246,11 @@ impl LogStore {
         if let std::borrow::Cow::Owned(masked) = self.mask(&source.app, &parsed.message) {
             parsed.message = masked;
         }
+        // Fields too: the access log's path is the client's, and may carry
+        // a secret (`/bot<token>/…`).
+        if let Some(fields) = parsed.fields.as_mut() {
+            self.mask_strings(&source.app, fields);
+        }
         let command = WriterCommand::Append(Box::new((
             now_micros(),
             source.clone(),
@@ -315,6 +322,28 @@ impl LogStore {
         match masks {
             Some(masks) => masks.apply(text),
             None => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
+    /// Masks every string in `value` (see [`LogStore::mask`]).
+    fn mask_strings(&self, app: &str, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => {
+                if let std::borrow::Cow::Owned(masked) = self.mask(app, text) {
+                    *text = masked;
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    self.mask_strings(app, item);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for item in fields.values_mut() {
+                    self.mask_strings(app, item);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -404,18 +433,22 @@ pub fn parse_since(text: &str) -> Result<i64, LogError> {
             "`{text}` is neither a time (RFC 3339) nor a duration like 10m"
         ))
     })?;
-    let seconds = match unit {
-        "s" => number,
-        "m" | "" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
+    let unit_seconds = match unit {
+        "s" => 1,
+        "m" | "" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(LogError::BadQuery(format!(
                 "unknown unit in `{text}` (use s, m, h or d)"
             )));
         }
     };
-    Ok(now_micros() - seconds * 1_000_000)
+    number
+        .checked_mul(unit_seconds)
+        .and_then(|seconds| seconds.checked_mul(1_000_000))
+        .and_then(|micros| now_micros().checked_sub(micros))
+        .ok_or_else(|| LogError::BadQuery(format!("`{text}` reaches back too far")))
 }
 
 #[cfg(test)]

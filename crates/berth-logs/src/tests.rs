@@ -105,6 +105,11 @@ fn since_accepts_durations_and_times() {
     assert!((now_micros() - ten_minutes_ago - 600_000_000).abs() < 5_000_000);
     assert_eq!(parse_since("1970-01-01T00:00:01Z").unwrap(), 1_000_000);
     assert!(parse_since("yesterday").is_err());
+    // Too far back to count in microseconds: an error, not a wrapped time.
+    assert!(matches!(
+        parse_since("200000000000d"),
+        Err(LogError::BadQuery(why)) if why.contains("too far")
+    ));
 }
 
 #[tokio::test]
@@ -123,6 +128,18 @@ async fn secret_values_are_masked_before_they_are_stored() {
         LogStream::Stdout,
         r#"{"level":"INFO","fields":{"message":"key is s3cr3t"}}"#,
     );
+    // A line parsed already (the router's access log): fields too.
+    logs.append_parsed(
+        &source("web"),
+        LogStream::Stdout,
+        ParsedLine {
+            level: Some("info".into()),
+            message: "GET /bot/s3cr3t-token/update 200".into(),
+            fields: Some(
+                serde_json::json!({"path": "/bot/s3cr3t-token/update", "list": ["s3cr3t"]}),
+            ),
+        },
+    );
     let mut other = source("web");
     other.app = "other".into();
     logs.append(&other, LogStream::Stdout, "other app prints s3cr3t");
@@ -133,6 +150,11 @@ async fn secret_values_are_masked_before_they_are_stored() {
         "token=[masked] and [masked], about ab"
     );
     assert_eq!(lines[1].line.message, "key is [masked]");
+    assert_eq!(lines[2].line.message, "GET /bot/[masked]/update 200");
+    assert_eq!(
+        lines[2].line.fields,
+        Some(serde_json::json!({"path": "/bot/[masked]/update", "list": ["[masked]"]}))
+    );
     drop(logs);
     let raw = std::fs::read(&path).unwrap();
     let wal = std::fs::read(dir.path().join("logs.db-wal")).unwrap_or_default();
@@ -233,4 +255,64 @@ async fn a_long_line_is_masked_then_cut_so_no_secret_is_stored_in_part() {
     assert!(!kept.contains("sk_live"), "a part of the secret was stored");
     assert!(kept.contains("…[cut: "), "the cut is marked");
     assert!(kept.len() <= MAX_STORED_LINE_BYTES + 40);
+}
+
+#[tokio::test]
+async fn the_last_bound_on_lines_takes_them_from_the_noisiest_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.db");
+    let logs = LogStore::open(&path).unwrap();
+    let mut quiet = source("web");
+    quiet.app = "quiet".into();
+    for n in 0..5 {
+        logs.append(&quiet, LogStream::Stdout, &format!("quiet {n}"));
+    }
+    for n in 0..30 {
+        logs.append(&source("web"), LogStream::Stdout, &format!("noisy {n}"));
+    }
+    logs.flush().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(writer::prune_to_line_cap(&conn, 20).unwrap(), 15);
+    let mut quiet_query = query();
+    quiet_query.app = "quiet".into();
+    assert_eq!(logs.query(&quiet_query).unwrap().len(), 5);
+    let noisy: Vec<String> = (logs.query(&query()).unwrap())
+        .into_iter()
+        .map(|stored| stored.line.message)
+        .collect();
+    assert_eq!(noisy.len(), 15);
+    assert_eq!(noisy.first().map(String::as_str), Some("noisy 15"));
+    // Under the bound nothing goes.
+    assert_eq!(writer::prune_to_line_cap(&conn, 20).unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_written_is_not_told_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs.db");
+    let logs = LogStore::open(&path).unwrap();
+    logs.append(&source("web"), LogStream::Stdout, "kept");
+    logs.flush().await.unwrap();
+    let mut live = logs.subscribe();
+    // Another writer holds the database past the writer's busy timeout.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    logs.append(&source("web"), LogStream::Stdout, "never stored");
+    assert!(matches!(
+        logs.forget_app("hello").await,
+        Err(LogError::WriterStopped)
+    ));
+    // Followers were not shown the line that was not stored.
+    assert!(matches!(
+        live.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+    ));
+    blocker.execute_batch("ROLLBACK").unwrap();
+    let kept: Vec<String> = (logs.query(&query()).unwrap())
+        .into_iter()
+        .map(|stored| stored.line.message)
+        .collect();
+    assert_eq!(kept, ["kept"]);
+    logs.forget_app("hello").await.unwrap();
+    assert!(logs.query(&query()).unwrap().is_empty());
 }

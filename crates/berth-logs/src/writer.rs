@@ -37,7 +37,8 @@ pub struct Retention {
     pub max_bytes: u64,
 }
 
-/// Lines kept in all, whatever the apps' sizes: a last bound.
+/// Lines kept in all, whatever the apps' sizes: a last bound, taken from
+/// the app with the most (see [`prune_to_line_cap`]).
 const MAX_STORED_LINES: i64 = 2_000_000;
 
 /// Bytes of text (messages and fields) kept per app: past it, the app's
@@ -273,28 +274,59 @@ pub(crate) fn write_loop(
             // The running sizes may be off: read them again.
             sizes.bytes.clear();
         }
+        // Nothing of a batch that failed is told as done: its lines were
+        // not stored (followers would see lines search never finds), and
+        // a flush or a forgotten app answered so would be a lie. Dropped,
+        // the waiters' senders answer them with an error.
         if succeeded {
             stored_count.fetch_add(stored.len() as u64, Relaxed);
-        }
-        since_prune += stored.len();
-        for line in stored {
-            let _ = live.send(Arc::new(line));
-        }
-        for waiting in done {
-            let _ = waiting.send(());
+            since_prune += stored.len();
+            for line in stored {
+                let _ = live.send(Arc::new(line));
+            }
+            for waiting in done {
+                let _ = waiting.send(());
+            }
         }
         if since_prune > 50_000 {
             since_prune = 0;
-            match conn.execute(
-                "DELETE FROM logs WHERE id <= (SELECT MAX(id) FROM logs) - ?1",
-                [MAX_STORED_LINES],
-            ) {
+            match prune_to_line_cap(&conn, MAX_STORED_LINES) {
                 Ok(0) => {}
                 Ok(_) => sizes.bytes.clear(),
                 Err(err) => tracing::warn!(error = %err, "could not prune old log lines"),
             }
         }
     }
+}
+
+/// Past `cap` lines in all, deletes the oldest lines of the app with the
+/// most: an app printing many short lines (small in bytes, so under its
+/// size bound) must not push out the lines of quieter apps. The lines
+/// deleted.
+pub(crate) fn prune_to_line_cap(conn: &Connection, cap: i64) -> rusqlite::Result<usize> {
+    // Cheap first: ids are dense, so their span bounds the count.
+    let span: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM logs",
+        [],
+        |row| row.get(0),
+    )?;
+    if span <= cap {
+        return Ok(0);
+    }
+    let excess = conn.query_row("SELECT COUNT(*) FROM logs", [], |row| row.get::<_, i64>(0))? - cap;
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let (app, lines): (String, i64) = conn.query_row(
+        "SELECT app, COUNT(*) AS lines FROM logs GROUP BY app ORDER BY lines DESC LIMIT 1",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    conn.execute(
+        "DELETE FROM logs WHERE id IN
+             (SELECT id FROM logs WHERE app = ?1 ORDER BY id LIMIT ?2)",
+        rusqlite::params![app, excess.min(lines)],
+    )
 }
 
 /// The highest id ever given a line: kept in `logs_meta`, since the

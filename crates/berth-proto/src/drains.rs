@@ -79,7 +79,7 @@ impl DrainTarget {
         let (authority, path) = rest.split_at(authority_end);
         if authority.contains('@') {
             return Err(format!(
-                "`{url}`: credentials in a drain URL would be shown with it; put a token in the path or query instead"
+                "`{url}`: credentials in a drain URL would be shown with it; put a token in the query instead (its values are hidden when drains are listed)"
             ));
         }
         let (host, port) = split_host_port(authority)

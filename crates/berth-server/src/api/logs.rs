@@ -8,11 +8,10 @@ use axum::response::{IntoResponse, Response};
 use berth_logs::LogQuery;
 use berth_proto::{ApiError, EventInfo, LogLine};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
 use super::error::{ApiFailure, ApiResult};
 use super::state::ApiState;
-use super::stream::ndjson;
+use super::stream::ndjson_stream;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(super) struct LogParams {
@@ -101,7 +100,7 @@ pub(super) async fn logs(
         .logs
         .query(&query)
         .map_err(|err| ApiFailure::BadRequest(err.to_string()))?;
-    let Some(mut live) = live.take() else {
+    let Some(live) = live.take() else {
         return Ok(Json(
             past.into_iter()
                 .map(|stored| stored.line)
@@ -109,28 +108,22 @@ pub(super) async fn logs(
         )
         .into_response());
     };
-    let (sender, receiver) = mpsc::unbounded_channel();
+    // Pulled as the client reads: a client reading slower than the app
+    // writes falls behind the broadcast and skips lines, holding none.
     query.after_id = past.last().map(|stored| stored.id);
-    for stored in past {
-        let _ = sender.send(stored.line);
-    }
-    tokio::spawn(async move {
+    let past = futures_util::stream::iter(past.into_iter().map(|stored| stored.line));
+    let later = futures_util::stream::unfold((live, query), |(mut live, query)| async move {
         loop {
             match live.recv().await {
-                Ok(stored) => {
-                    if query.matches(&stored) && sender.send(stored.line.clone()).is_err() {
-                        break;
-                    }
+                Ok(stored) if query.matches(&stored) => {
+                    return Some((stored.line.clone(), (live, query)));
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-            if sender.is_closed() {
-                break;
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
-    Ok(ndjson(receiver))
+    Ok(ndjson_stream(futures_util::StreamExt::chain(past, later)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -154,43 +147,52 @@ pub(super) async fn events(
 ) -> ApiResult<Response> {
     state.store.app(&app)?;
     let limit = params.limit.unwrap_or(100).min(10_000);
-    let to_info = |row: berth_store::EventRow| EventInfo {
+    let past: Vec<EventInfo> = state
+        .store
+        .events(&app, params.after.unwrap_or(0), limit)?
+        .into_iter()
+        .map(event_info)
+        .collect();
+    if !params.follow {
+        return Ok(Json(past).into_response());
+    }
+    let after = past
+        .last()
+        .map_or(params.after.unwrap_or(0), |event| event.id);
+    // New events are looked for only while the client reads: what waits
+    // for it is at most one look's worth.
+    let later = futures_util::stream::unfold(
+        (
+            state.store.clone(),
+            app,
+            after,
+            std::collections::VecDeque::new(),
+        ),
+        |(store, app, mut after, mut waiting)| async move {
+            loop {
+                if let Some(event) = waiting.pop_front() {
+                    return Some((event, (store, app, after, waiting)));
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                for row in store.events(&app, after, 1000).ok()? {
+                    after = row.id;
+                    waiting.push_back(event_info(row));
+                }
+            }
+        },
+    );
+    Ok(ndjson_stream(futures_util::StreamExt::chain(
+        futures_util::stream::iter(past),
+        later,
+    )))
+}
+
+fn event_info(row: berth_store::EventRow) -> EventInfo {
+    EventInfo {
         id: row.id,
         at: row.at,
         app: row.app,
         kind: row.kind,
         message: row.message,
-    };
-    let past: Vec<EventInfo> = state
-        .store
-        .events(&app, params.after.unwrap_or(0), limit)?
-        .into_iter()
-        .map(to_info)
-        .collect();
-    if !params.follow {
-        return Ok(Json(past).into_response());
     }
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let mut after = past
-        .last()
-        .map_or(params.after.unwrap_or(0), |event| event.id);
-    for event in past {
-        let _ = sender.send(event);
-    }
-    let store = state.store.clone();
-    tokio::spawn(async move {
-        while !sender.is_closed() {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let Ok(new) = store.events(&app, after, 1000) else {
-                break;
-            };
-            for row in new {
-                after = row.id;
-                if sender.send(to_info(row)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    Ok(ndjson(receiver))
 }

@@ -12,11 +12,22 @@ use tokio::sync::mpsc;
 pub(super) fn ndjson<T: Serialize + Send + 'static>(
     receiver: mpsc::UnboundedReceiver<T>,
 ) -> Response {
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let item = receiver.recv().await?;
+    ndjson_stream(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ))
+}
+
+/// The items of `items` as NDJSON, each made only when the client has
+/// read the one before: a slow reader holds nothing but the stream.
+pub(super) fn ndjson_stream<T: Serialize + Send + 'static>(
+    items: impl futures_util::Stream<Item = T> + Send + 'static,
+) -> Response {
+    use futures_util::StreamExt;
+    let stream = items.map(|item| {
         let mut line = serde_json::to_vec(&item).unwrap_or_default();
         line.push(b'\n');
-        Some((Ok::<_, Infallible>(Bytes::from(line)), receiver))
+        Ok::<_, Infallible>(Bytes::from(line))
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],

@@ -47,7 +47,7 @@ pub fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Str
 /// Why a delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// Worth another try (down, timed out, 5xx, 408, 429).
+    /// Worth another try (down, timed out, 5xx, 401, 403, 404, 408, 429).
     Retry(String),
     /// The receiver refused these lines for good (another 4xx): trying
     /// again would block the drain, so they are dropped.
@@ -137,9 +137,12 @@ impl Sender {
             return Ok(());
         }
         let why = format!("the drain answered {status}");
+        // 401, 403 and 404 say the drain's URL or token is wrong (an
+        // expired token, a moved endpoint), not that these lines are: they
+        // wait for it to be fixed, within the drain's buffer.
         let again = status.is_server_error()
             || status.is_redirection()
-            || matches!(status.as_u16(), 408 | 429);
+            || matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429);
         Err(if again {
             Failure::Retry(why)
         } else {

@@ -278,11 +278,42 @@ async fn a_drain_that_is_down_gets_what_it_missed_up_to_its_buffer() {
         ndjson_messages(&sink, "late ")
     );
 
-    // Lines it refuses for good (a 4xx) are dropped and counted, and the
-    // drain goes on with the next.
+    // A receiver that does not take the drain's credentials (401) is
+    // misconfigured, not refusing these lines: they wait and are tried
+    // again, and arrive once it takes them.
+    sink.answer(401);
+    print_lines(&server, "patient", "unauthorized", 4).await;
+    let mut listed = Vec::new();
+    for _ in 0..300 {
+        listed = drains(&server, "patient").await;
+        if listed[0]["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("401"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        listed[0]["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("401")),
+        "{listed:?}"
+    );
+    assert_eq!(listed[0]["dropped"], 30, "{listed:?}");
+    sink.answer(200);
+    assert!(
+        eventually(60, || ndjson_messages(&sink, "unauthorized ")
+            == numbered("unauthorized", 0..4))
+        .await,
+        "got {:?}",
+        ndjson_messages(&sink, "unauthorized ")
+    );
+
+    // Lines it refuses for good (another 4xx) are dropped and counted, and
+    // the drain goes on with the next.
     sink.answer(400);
     print_lines(&server, "patient", "refused", 5).await;
-    let mut listed = Vec::new();
     for _ in 0..300 {
         listed = drains(&server, "patient").await;
         if listed[0]["dropped"] == 35 {

@@ -153,3 +153,74 @@ async fn a_size_bound_keeps_the_newest_lines_and_status_shows_the_disk_they_take
             .is_empty()
     );
 }
+
+/// Reads NDJSON from `answer` until a document satisfies `wanted`.
+async fn read_until(
+    answer: &mut reqwest::Response,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut pending = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let document: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            if wanted(&document) {
+                return document;
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, answer.chunk())
+            .await
+            .expect("the stream went quiet")
+            .unwrap()
+            .expect("the stream ended");
+        pending.extend_from_slice(&chunk);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_logs_and_events_streams_what_comes_after_with_its_filters() {
+    setup();
+    let server = TestServer::start().await;
+    let _dir = deploy_plain(&server, "followed", "").await;
+    let run = |words: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .ok(&["run", "--no-tty", "--app", "followed", "--", "echo", words])
+                .await
+        }
+    };
+    run("said before").await;
+    let client = reqwest::Client::new();
+    let follow = |path: String| {
+        client
+            .get(format!("{}{path}", server.api_url))
+            .bearer_auth(&server.token)
+            .send()
+    };
+    let mut logs = follow("/v1/apps/followed/logs?follow=true&grep=said".into())
+        .await
+        .unwrap();
+    assert_eq!(logs.status(), 200);
+    let mut events = follow("/v1/apps/followed/events?follow=true&limit=1".into())
+        .await
+        .unwrap();
+    // What was stored first, then what comes later; the filter holds for both.
+    read_until(&mut logs, |line| line["message"] == "said before").await;
+    run("not this one").await;
+    run("said after").await;
+    let later = read_until(&mut logs, |line| line["message"] != "said before").await;
+    assert_eq!(later["message"], "said after", "{later}");
+    // The event log goes on too: a scale shows up as it happens.
+    let first = read_until(&mut events, |_| true).await;
+    server.ok(&["scale", "--app", "followed", "web=2"]).await;
+    let scaled = read_until(&mut events, |event| {
+        event["id"].as_i64() > first["id"].as_i64() && event["kind"] == "scale"
+    })
+    .await;
+    assert!(
+        scaled["message"].as_str().unwrap().contains('2'),
+        "{scaled}"
+    );
+}
