@@ -187,6 +187,14 @@ pub enum Command {
         /// A name for it (default: from the host).
         #[arg(long)]
         name: Option<String>,
+        /// The SHA-256 fingerprint the server's CA must have (`berth certs
+        /// root` on the server prints it): checked before the token is sent.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Pin a CA other than the one the context NAME pinned before (a
+        /// reinstalled server); without it, a changed CA is refused.
+        #[arg(long)]
+        replace_pin: bool,
     },
     /// The tunnel relay, on a public host: it forwards HTTPS (undecrypted)
     /// and HTTP to home servers that dial out to it (`berth server

@@ -183,8 +183,17 @@ pub async fn run(global: Global, command: Command) -> Result<()> {
         Command::Notify { command } => crate::usage_cli::notify(&global, command).await,
         Command::Registry { command } => crate::registry_cli::registry(&global, command).await,
         Command::Image { command } => crate::registry_cli::image(&global, command).await,
-        Command::Login { url, name } => {
-            crate::contexts::login(&global, &url, global.token.clone(), name).await
+        Command::Login {
+            url,
+            name,
+            fingerprint,
+            replace_pin,
+        } => {
+            let pin = crate::contexts::PinCheck {
+                fingerprint,
+                replace: replace_pin,
+            };
+            crate::contexts::login(&global, &url, global.token.clone(), name, pin).await
         }
         Command::Relay(args) => match args.action.clone() {
             Some(crate::relay_cli::RelayAction::Token { command }) => {

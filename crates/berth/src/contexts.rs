@@ -241,7 +241,8 @@ pub async fn client(name: &str) -> Result<Client> {
             .unwrap_or_default();
         bail!(
             "the server at {} no longer presents the certificate pinned when you logged in (CA SHA-256 {pinned}).\n\
-             If it was reinstalled, run `berth login {} --token T --name {name}` again; if not, someone may be between you and it.",
+             If it was reinstalled, read its new CA's fingerprint on it (`berth certs root` prints it) and run\n\
+             `berth login {} --token T --name {name} --replace-pin --fingerprint SHA256`; if not, someone may be between you and it.",
             context.url,
             context.url
         );
@@ -249,10 +250,62 @@ pub async fn client(name: &str) -> Result<Client> {
     Ok(client)
 }
 
-fn root_fingerprint(pem: &str) -> Option<String> {
+pub(crate) fn root_fingerprint(pem: &str) -> Option<String> {
     use rustls::pki_types::pem::PemObject;
     let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
     Some(berth_tls::fingerprint(der.as_ref()))
+}
+
+/// What `berth login` checks of the CA a server presents before it sends
+/// the token.
+#[derive(Debug, Default)]
+pub struct PinCheck {
+    /// The fingerprint the user read on the server (`berth certs root`).
+    pub fingerprint: Option<String>,
+    /// A context of the same name may have pinned another CA.
+    pub replace: bool,
+}
+
+/// Hex digits only, in capitals: fingerprints compare whatever their
+/// colons and case.
+fn normalized(fingerprint: &str) -> String {
+    fingerprint
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+impl PinCheck {
+    /// Refuses `presented` (the CA's fingerprint) for the context `name`
+    /// unless it is the one asked for, and the one pinned before or
+    /// `replace` is set.
+    fn check(&self, name: &str, url: &str, presented: &str) -> Result<()> {
+        if let Some(wanted) = &self.fingerprint
+            && normalized(wanted) != normalized(presented)
+        {
+            bail!(
+                "{url} presents a CA with SHA-256 fingerprint\n    {presented}\nnot the {wanted} you gave: nothing was sent to it"
+            );
+        }
+        let pinned = context_path(name)
+            .ok()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| serde_json::from_str::<ServerContext>(&text).ok())
+            .and_then(|context| context.root_pem)
+            .and_then(|pem| root_fingerprint(&pem));
+        if let Some(pinned) = pinned
+            && normalized(&pinned) != normalized(presented)
+            && !self.replace
+        {
+            bail!(
+                "the context `{name}` pinned a CA with SHA-256 fingerprint\n    {pinned}\nbut {url} now presents\n    {presented}\n\
+                 Nothing was sent to it. If the server was reinstalled, check the new fingerprint on it (`berth certs root` prints it)\n\
+                 and run again with --replace-pin --fingerprint SHA256; if not, someone may be between you and it."
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `berth login`: pins the server's CA (for https), checks the token, and
@@ -262,6 +315,7 @@ pub async fn login(
     url: &str,
     token: Option<String>,
     name: Option<String>,
+    pin: PinCheck,
 ) -> Result<()> {
     let token = token.or_else(|| global.token.clone()).ok_or_else(|| {
         anyhow!("berth login needs the server's token: --token T (see DATA/token on the server)")
@@ -278,9 +332,10 @@ pub async fn login(
             let root = chain
                 .last()
                 .ok_or_else(|| anyhow!("{url} presented no certificate"))?;
+            let presented = berth_tls::fingerprint(root.as_ref());
+            pin.check(&name, url, &presented)?;
             eprintln!(
-                "==> {url} presents a certificate of the CA with SHA-256 fingerprint\n    {}\n    pinned: later connections must chain to it",
-                berth_tls::fingerprint(root.as_ref())
+                "==> {url} presents a certificate of the CA with SHA-256 fingerprint\n    {presented}\n    pinned: later connections must chain to it"
             );
             Some(berth_tls::certificate_pem(root.as_ref()))
         }

@@ -110,6 +110,10 @@ pub async fn domains(global: &Global, command: DomainsCommand) -> Result<()> {
 /// Prints berth's own CA certificate.
 pub async fn certs_root(global: &Global) -> Result<()> {
     let pem = connect(global, false).await?.certs_root().await?;
+    // On stderr: the PEM alone on stdout goes to a file or trust store.
+    if let Some(fingerprint) = crate::contexts::root_fingerprint(&pem) {
+        eprintln!("SHA-256 fingerprint: {fingerprint}");
+    }
     say!("{}", pem.trim_end());
     Ok(())
 }

@@ -76,6 +76,82 @@ async fn login_pins_the_servers_certificate_and_a_changed_one_is_refused() {
         "{}",
         changed.stderr
     );
+    // Logging in again does not quietly pin the new CA: both fingerprints
+    // are shown and nothing is sent.
+    let again = server
+        .berth_at_home(
+            home.path(),
+            &["login", &url, "--token", &token, "--name", "prod"],
+        )
+        .run()
+        .await
+        .failure();
+    assert!(
+        again.stderr.contains("pinned a CA") && again.stderr.contains("Nothing was sent"),
+        "{}",
+        again.stderr
+    );
+    // The new CA's fingerprint, read on the server, is what lets it in.
+    let root = server.ok(&["certs", "root"]).await;
+    let fingerprint = root
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("SHA-256 fingerprint: "))
+        .unwrap_or_else(|| panic!("{}", root.stderr))
+        .to_string();
+    assert!(
+        root.stdout.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{}",
+        root.stdout
+    );
+    let wrong = "00".repeat(32);
+    let mismatched = server
+        .berth_at_home(
+            home.path(),
+            &[
+                "login",
+                &url,
+                "--token",
+                &token,
+                "--name",
+                "prod",
+                "--replace-pin",
+                "--fingerprint",
+                &wrong,
+            ],
+        )
+        .run()
+        .await
+        .failure();
+    assert!(
+        mismatched.stderr.contains("nothing was sent"),
+        "{}",
+        mismatched.stderr
+    );
+    server
+        .berth_at_home(
+            home.path(),
+            &[
+                "login",
+                &url,
+                "--token",
+                &token,
+                "--name",
+                "prod",
+                "--replace-pin",
+                "--fingerprint",
+                &fingerprint.to_lowercase(),
+            ],
+        )
+        .run()
+        .await
+        .success();
+    let listed = server
+        .berth_at_home(home.path(), &["--context", "prod", "apps", "--json"])
+        .run()
+        .await
+        .success();
+    assert!(listed.stdout.contains("\"shop\""), "{}", listed.stdout);
     // Plain --server to an https API says to log in first.
     let plain = server
         .berth_at_home(home.path(), &["--server", &url, "--token", &token, "apps"])
