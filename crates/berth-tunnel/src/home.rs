@@ -284,10 +284,10 @@ fn open_stream(
             return;
         }
         let answer = tokio::spawn(async move { protocol::pump(from_router, &mut sender).await });
-        if to_router.write_all(&buffered).await.is_ok() {
+        if protocol::write_unless_stalled(&mut to_router, &buffered).await {
             while let Some(Ok(frame)) = incoming.frame().await {
                 if let Ok(data) = frame.into_data()
-                    && to_router.write_all(&data).await.is_err()
+                    && !protocol::write_unless_stalled(&mut to_router, &data).await
                 {
                     break;
                 }

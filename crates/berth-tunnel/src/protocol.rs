@@ -26,8 +26,24 @@ pub const PING_EVERY: Duration = Duration::from_secs(5);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Flow-control window of one stream.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
-/// Flow-control window of the whole tunnel.
-pub const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+/// Flow-control window of the whole tunnel: many streams' worth, so that
+/// a few readers that stop reading cannot hold all of it.
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// How long a write to a client or to the router may make no progress
+/// before its stream is given up: data a reader does not take holds the
+/// tunnel's shared window until the stream goes.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Live tunnels one token may hold at once at the relay.
+pub const MAX_TUNNELS_PER_TOKEN: usize = 8;
+
+/// Writes `data` unless the reader stalls for [`STALL_TIMEOUT`]; whether
+/// it was written.
+pub async fn write_unless_stalled<W: AsyncWrite + Unpin>(writer: &mut W, data: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(STALL_TIMEOUT, writer.write_all(data)).await,
+        Ok(Ok(()))
+    )
+}
 
 /// Reads one line of at most 512 bytes, without reading past it.
 pub async fn read_line<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, TunnelError> {
@@ -98,5 +114,30 @@ pub async fn pump<R: AsyncRead + Unpin>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_reading_is_given_up_after_the_stall_timeout() {
+        let (mut writer, reader) = tokio::io::duplex(1024);
+        let started = tokio::time::Instant::now();
+        // More than the pipe holds, and nobody reads.
+        assert!(!write_unless_stalled(&mut writer, &[7u8; 4096]).await);
+        assert!(started.elapsed() >= STALL_TIMEOUT);
+        // One that reads takes it all.
+        let (mut writer, mut reader_2) = tokio::io::duplex(1024);
+        let reading = tokio::spawn(async move {
+            let mut all = Vec::new();
+            reader_2.read_to_end(&mut all).await.unwrap();
+            all.len()
+        });
+        assert!(write_unless_stalled(&mut writer, &[7u8; 4096]).await);
+        drop(writer);
+        assert_eq!(reading.await.unwrap(), 4096);
+        drop(reader);
     }
 }

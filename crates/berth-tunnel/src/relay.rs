@@ -78,9 +78,31 @@ struct Tunnel {
     sender: SendRequest<Channel<Bytes>>,
 }
 
+/// What tells one version of the tokens file from another. Its time
+/// alone may not: two saves within a tick of the file system's clock share
+/// one, and a token removed in the second would stay accepted. Each save
+/// renames a new file over it, so a new inode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileVersion {
+    modified: SystemTime,
+    inode: u64,
+    length: u64,
+}
+
+impl FileVersion {
+    fn of(meta: &std::fs::Metadata) -> Option<FileVersion> {
+        use std::os::unix::fs::MetadataExt;
+        Some(FileVersion {
+            modified: meta.modified().ok()?,
+            inode: meta.ino(),
+            length: meta.len(),
+        })
+    }
+}
+
 struct Relay {
     data: PathBuf,
-    tokens: Mutex<(Option<SystemTime>, Arc<RelayTokens>)>,
+    tokens: Mutex<(Option<FileVersion>, Arc<RelayTokens>)>,
     tunnels: Mutex<HashMap<String, Vec<Tunnel>>>,
     next_id: std::sync::atomic::AtomicU64,
     /// Spreads streams over a home server's tunnels.
@@ -92,8 +114,8 @@ impl Relay {
     /// add` needs no restart).
     fn tokens(&self) -> Arc<RelayTokens> {
         let modified = std::fs::metadata(RelayTokens::path(&self.data))
-            .and_then(|meta| meta.modified())
-            .ok();
+            .ok()
+            .and_then(|meta| FileVersion::of(&meta));
         let mut kept = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if kept.0 != modified || modified.is_none() {
             match RelayTokens::load(&self.data) {
@@ -104,6 +126,16 @@ impl Relay {
             }
         }
         kept.1.clone()
+    }
+
+    /// How many tunnels the token `name` has open.
+    fn live_tunnels(&self, name: &str) -> usize {
+        let tunnels = self.tunnels.lock().unwrap_or_else(|p| p.into_inner());
+        tunnels.get(name).map_or(0, |list| {
+            list.iter()
+                .filter(|tunnel| !tunnel.sender.is_closed())
+                .count()
+        })
     }
 
     /// One of the token's live tunnels, taken in turn.
@@ -196,6 +228,14 @@ async fn serve_tunnel(
         protocol::write_line(&mut tls, "NO the relay knows no such token").await?;
         return Err(TunnelError::Protocol("unknown token".into()));
     };
+    if relay.live_tunnels(&token.name) >= protocol::MAX_TUNNELS_PER_TOKEN {
+        let why = format!(
+            "this token has {} tunnels open already",
+            protocol::MAX_TUNNELS_PER_TOKEN
+        );
+        protocol::write_line(&mut tls, &format!("NO {why}")).await?;
+        return Err(TunnelError::Protocol(why));
+    }
     protocol::write_line(
         &mut tls,
         &format!("OK {} {}", token.name, token.domains.join(",")),
@@ -363,14 +403,19 @@ async fn forward(
         }
     };
     let download = async move {
-        let response = response
+        // The home server answers a stream at once; one that cannot open
+        // (all its streams in use) is not left waiting with its socket.
+        let response = tokio::time::timeout(protocol::HANDSHAKE_TIMEOUT, response)
             .await
+            .map_err(|_| TunnelError::Protocol("the tunnel opened no stream within 10s".into()))?
             .map_err(|err| TunnelError::Protocol(format!("tunnel stream: {err}")))?;
         let mut incoming = response.into_body();
         while let Some(frame) = incoming.frame().await {
             let Ok(frame) = frame else { break };
+            // A client that stops reading is dropped, and its stream with
+            // it, freeing its share of the tunnel's window.
             if let Ok(data) = frame.into_data()
-                && to_client.write_all(&data).await.is_err()
+                && !protocol::write_unless_stalled(&mut to_client, &data).await
             {
                 break;
             }
@@ -382,4 +427,39 @@ async fn forward(
     let outcome = download.await;
     upload.abort();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_removed_within_the_same_clock_tick_is_seen_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = Relay {
+            data: dir.path().to_path_buf(),
+            tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
+            tunnels: Mutex::new(HashMap::new()),
+            next_id: Default::default(),
+            turn: Default::default(),
+        };
+        let mut tokens = RelayTokens::default();
+        let secret = tokens.add("home", &["shop.example.com".into()]).unwrap();
+        tokens.save(dir.path()).unwrap();
+        let path = RelayTokens::path(dir.path());
+        let saved_at = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(relay.tokens().by_secret(&secret).is_some());
+        // Removed, and written back with the same time to the nanosecond,
+        // as a coarse file system clock would give it.
+        let mut fewer = RelayTokens::load(dir.path()).unwrap();
+        assert!(fewer.remove("home"));
+        fewer.save(dir.path()).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(saved_at)
+            .unwrap();
+        assert!(relay.tokens().by_secret(&secret).is_none());
+    }
 }

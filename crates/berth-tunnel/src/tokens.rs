@@ -133,13 +133,11 @@ impl RelayTokens {
     pub fn save(&self, data: &Path) -> Result<(), TunnelError> {
         std::fs::create_dir_all(data)
             .map_err(|err| TunnelError::Io(format!("{}: {err}", data.display())))?;
-        // Written beside, then renamed over: a running relay reads either
-        // the old file or the new, and sees a new file as a change.
+        // Written beside, then renamed over (see write_private): a running
+        // relay reads either the old file or the new.
         let path = RelayTokens::path(data);
-        let fresh = data.join(".tokens.json.new");
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        berth_tls::write_private(&fresh, &text)
-            .and_then(|()| std::fs::rename(&fresh, &path))
+        berth_tls::write_private(&path, &text)
             .map_err(|err| TunnelError::Io(format!("{}: {err}", path.display())))
     }
 
