@@ -88,7 +88,8 @@ impl Future for CoarseSleep {
                 }
             }
             None => {
-                let waiting = WAITING.with(Arc::clone);
+                // (A fresh list if the thread is being torn down.)
+                let waiting = WAITING.try_with(Arc::clone).unwrap_or_default();
                 let (key, start_ticker) = {
                     let mut list = lock(&waiting);
                     let key = list.sleepers.insert((self.deadline, cx.waker().clone()));
@@ -120,20 +121,25 @@ impl Drop for CoarseSleep {
     }
 }
 
-/// Clears `ticking` when the ticker ends, also when its runtime drops it,
-/// so the next deadline starts another.
-struct TickerRunning(Shared);
+/// Clears `ticking` when its runtime drops the ticker mid-way, so the next
+/// deadline starts another. (A ticker that ends by itself clears it under
+/// the same lock that saw the list empty, and disarms this: a deadline
+/// added just after then starts the next ticker rather than trusting one
+/// that is leaving.)
+struct TickerRunning(Option<Shared>);
 
 impl Drop for TickerRunning {
     fn drop(&mut self) {
-        lock(&self.0).ticking = false;
+        if let Some(waiting) = &self.0 {
+            lock(waiting).ticking = false;
+        }
     }
 }
 
 /// Wakes the expired deadlines of `waiting` every [`TICK`] until none
 /// wait.
 async fn tick(waiting: Shared) {
-    let _running = TickerRunning(waiting.clone());
+    let mut running = TickerRunning(Some(waiting.clone()));
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -141,8 +147,10 @@ async fn tick(waiting: Shared) {
         ticks.tick().await;
         let now = Instant::now();
         let expired: Vec<Waker> = {
-            let list = lock(&waiting);
+            let mut list = lock(&waiting);
             if list.sleepers.is_empty() {
+                list.ticking = false;
+                running.0 = None;
                 return;
             }
             list.sleepers
