@@ -47,15 +47,31 @@ impl SlugStore {
         self.path(digest).is_dir()
     }
 
-    /// Stores `source` (without `target/` and `.git/`) plus `binaries` as a
-    /// slug of `app` and returns its digest. The app's name is part of the
-    /// slug (`.berth/app`), so two apps never share one: each app's slug
-    /// can belong to that app's own user.
+    /// Stores `source` (without `target/`, `.git/` and `.berth/`) plus
+    /// `binaries` as a slug of `app` and returns its digest. The app's name
+    /// is part of the slug (`.berth/app`), so two apps never share one:
+    /// each app's slug can belong to that app's own user.
+    ///
+    /// `.berth/` is berth's alone: the source's own is left out, so a build
+    /// that planted links there (`.berth -> /usr/local`) cannot have the
+    /// server, as root, write binaries or the app's name through them.
     pub fn store(
         &self,
         app: &str,
         source: &Path,
         binaries: &[(String, PathBuf)],
+    ) -> Result<String, SlugError> {
+        self.store_with(app, source, binaries, &[])
+    }
+
+    /// [`SlugStore::store`], with `berth_files` (name, bytes) written into
+    /// the slug's `.berth/` too.
+    pub fn store_with(
+        &self,
+        app: &str,
+        source: &Path,
+        binaries: &[(String, PathBuf)],
+        berth_files: &[(&str, &[u8])],
     ) -> Result<String, SlugError> {
         fs::create_dir_all(&self.root)
             .map_err(slug_error(format!("create {}", self.root.display())))?;
@@ -63,15 +79,28 @@ impl SlugStore {
             .prefix(".staging-")
             .tempdir_in(&self.root)
             .map_err(slug_error("create a staging directory"))?;
-        copy_tree(source, staging.path()).map_err(slug_error("copy the source tree"))?;
+        copy_tree(source, staging.path(), true).map_err(slug_error("copy the source tree"))?;
+        // Made here, new: nothing in them can be a link.
+        let berth_dir = staging.path().join(".berth");
+        fs::create_dir(&berth_dir).map_err(slug_error("create .berth"))?;
         let bin_dir = staging.path().join(SLUG_BIN_DIR);
-        fs::create_dir_all(&bin_dir).map_err(slug_error("create the bin directory"))?;
+        fs::create_dir(&bin_dir).map_err(slug_error("create the bin directory"))?;
         for (name, path) in binaries {
-            fs::copy(path, bin_dir.join(name))
+            if name.contains('/') || name.starts_with('.') {
+                return Err(SlugError {
+                    context: format!("copy binary {name}"),
+                    source: io::Error::other("not a plain file name"),
+                });
+            }
+            copy_new(path, &bin_dir.join(name))
                 .map_err(slug_error(format!("copy binary {name}")))?;
         }
-        fs::write(staging.path().join(".berth/app"), app)
+        write_new(&berth_dir.join("app"), app.as_bytes())
             .map_err(slug_error("write the app's name"))?;
+        for (name, bytes) in berth_files {
+            write_new(&berth_dir.join(name), bytes)
+                .map_err(slug_error(format!("write .berth/{name}")))?;
+        }
         let digest = digest_tree(staging.path()).map_err(slug_error("hash the slug"))?;
         let final_path = self.path(&digest);
         if final_path.is_dir() {
@@ -141,21 +170,49 @@ fn tree_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// A new file at `path` (never through a link) holding `bytes`.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// Copies the file `from` to a new file `to`, with its mode.
+fn copy_new(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut source = fs::File::open(from)?;
+    let mode = source.metadata()?.permissions();
+    let mut dest = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(to)?;
+    io::copy(&mut source, &mut dest)?;
+    dest.set_permissions(mode)
+}
+
 /// Copies directories, links (as links) and regular files; a FIFO, socket
 /// or device a build left in the tree is not copied (reading a FIFO would
-/// hang the server).
-fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+/// hang the server). At the top (`top`), `.berth` is left out: it is
+/// berth's (see [`SlugStore::store`]).
+fn copy_tree(from: &Path, to: &Path, top: bool) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name == "target" || name == ".git" {
+        if name == "target" || name == ".git" || (top && name == ".berth") {
             continue;
         }
         let kind = entry.file_type()?;
         let dest = to.join(&name);
         if kind.is_dir() {
-            copy_tree(&entry.path(), &dest)?;
+            copy_tree(&entry.path(), &dest, false)?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
         } else if kind.is_file() {
@@ -274,5 +331,59 @@ mod tests {
             .unwrap();
         assert_ne!(first, third);
         assert!(store.contains(&first) && store.contains(&third));
+    }
+
+    #[test]
+    fn a_berth_folder_the_build_planted_is_left_out_and_never_written_through() {
+        let data = tempfile::tempdir().unwrap();
+        let store = SlugStore::new(data.path().join("slugs"));
+        let source = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(source.path().join("main.rs"), "fn main() {}").unwrap();
+        // `.berth` a link out of the tree, as a build script could leave it.
+        std::os::unix::fs::symlink(outside.path(), source.path().join(".berth")).unwrap();
+        let binary = source.path().join("bin-out");
+        fs::write(&binary, "ELF").unwrap();
+        let digest = store
+            .store_with(
+                "hello",
+                source.path(),
+                &[("run-parts".into(), binary.clone())],
+                &[("image.json", b"{}")],
+            )
+            .unwrap();
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+        let slug = store.path(&digest);
+        assert!(fs::symlink_metadata(slug.join(".berth")).unwrap().is_dir());
+        assert_eq!(
+            fs::read_to_string(slug.join(".berth/bin/run-parts")).unwrap(),
+            "ELF"
+        );
+        assert_eq!(
+            fs::read_to_string(slug.join(".berth/app")).unwrap(),
+            "hello"
+        );
+        assert_eq!(
+            fs::read_to_string(slug.join(".berth/image.json")).unwrap(),
+            "{}"
+        );
+        // A real `.berth` folder of the source's, with a link for `app`: left out too.
+        fs::remove_file(source.path().join(".berth")).unwrap();
+        fs::create_dir(source.path().join(".berth")).unwrap();
+        let victim = outside.path().join("passwd");
+        fs::write(&victim, "root:x:0:0").unwrap();
+        std::os::unix::fs::symlink(&victim, source.path().join(".berth/app")).unwrap();
+        store.store("hello", source.path(), &[]).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "root:x:0:0");
+        // A binary's name is a file name, never a path.
+        assert!(
+            store
+                .store("hello", source.path(), &[("../x".into(), binary)])
+                .is_err()
+        );
     }
 }

@@ -57,6 +57,29 @@ pub fn open_beneath(root: &Path, relative: &Path) -> io::Result<File> {
     }
 }
 
+/// The bytes of the regular file `relative` under `root` (opened as
+/// [`open_beneath`] does), refused past `max` bytes: for files of an app's
+/// tree that a process not running as the app reads whole.
+pub fn read_beneath(root: &Path, relative: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_beneath(root, relative)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", relative.display()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is over {max} bytes", relative.display()),
+        ));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +101,21 @@ mod tests {
         assert!(open_beneath(&root, Path::new("../secret")).is_err());
         assert!(open_beneath(&dir.path().join("rooted"), Path::new("etc/passwd")).is_err());
         assert!(open_beneath(dir.path(), Path::new("rooted/etc/passwd")).is_err());
+    }
+
+    #[test]
+    fn reading_beneath_takes_regular_files_within_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("small"), "1.90").unwrap();
+        std::fs::write(dir.path().join("big"), "x".repeat(100)).unwrap();
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        assert_eq!(
+            read_beneath(dir.path(), Path::new("small"), 10).unwrap(),
+            b"1.90"
+        );
+        assert!(read_beneath(dir.path(), Path::new("big"), 10).is_err());
+        assert!(read_beneath(dir.path(), Path::new("folder"), 10).is_err());
+        assert!(read_beneath(dir.path(), Path::new("zero"), 10).is_err());
     }
 }

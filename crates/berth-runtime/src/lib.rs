@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use beneath::open_beneath;
+pub use beneath::{open_beneath, read_beneath};
 pub use isolation::{run_instance_init_if_asked, with_exact_sleeps};
 pub use net::{netns, uplink};
 pub use process::ProcessDriver;

@@ -37,6 +37,9 @@ pub struct Applied {
     pub already: usize,
 }
 
+/// The largest migration file read.
+const MAX_MIGRATION: u64 = 16 * 1024 * 1024;
+
 /// Reads the migrations in `dir`, in version order. Files that are not
 /// migrations (no number before `_`, not `.sql`) are refused by name, as
 /// sqlx refuses them.
@@ -46,7 +49,11 @@ pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>, String> {
         std::fs::read_dir(dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.path().is_file() || name.starts_with('.') {
+        // Links are refused by the read below, folders and the like skipped.
+        let is_file_or_link = entry
+            .file_type()
+            .is_ok_and(|kind| kind.is_file() || kind.is_symlink());
+        if !is_file_or_link || name.starts_with('.') {
             continue;
         }
         if name.ends_with(".down.sql") {
@@ -66,8 +73,13 @@ pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>, String> {
         let version: i64 = version
             .parse()
             .map_err(|_| format!("migrations/{name}: `{version}` is not a version number"))?;
-        let sql = std::fs::read_to_string(entry.path())
-            .map_err(|err| format!("cannot read migrations/{name}: {err}"))?;
+        // The app wrote them: read as the server, never through a link,
+        // and within a bound.
+        let sql = berth_runtime::read_beneath(dir, Path::new(&name), MAX_MIGRATION)
+            .map_err(|err| format!("cannot read migrations/{name}: {err}"))
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| format!("migrations/{name} is not UTF-8"))
+            })?;
         if migrations
             .iter()
             .any(|known: &Migration| known.version == version)
@@ -265,5 +277,14 @@ mod tests {
             err.contains("migrations/notes.txt is not a migration"),
             "{err}"
         );
+        std::fs::remove_file(dir.path().join("notes.txt")).unwrap();
+        // A migration that is a link (to the superuser's password, say) is
+        // not read through.
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "superuser-password").unwrap();
+        std::os::unix::fs::symlink(secret.path(), dir.path().join("4_leak.sql")).unwrap();
+        let err = read_migrations(dir.path()).unwrap_err();
+        assert!(err.contains("cannot read migrations/4_leak.sql"), "{err}");
+        assert!(!err.contains("superuser-password"), "{err}");
     }
 }

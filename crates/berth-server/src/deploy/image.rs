@@ -9,7 +9,7 @@ use berth_registry::RepoName;
 
 use super::Deployer;
 use super::failure::{DeployFailure, Progress, say};
-use crate::launch::{IMAGE_FILE, PinnedImage};
+use crate::launch::{IMAGE_FILE_NAME, PinnedImage};
 
 /// `NAME[:TAG|@DIGEST]`, with this machine's registry address before it
 /// or not (`127.0.0.1:8079/shop:v1`): the repository and reference.
@@ -78,16 +78,10 @@ impl Deployer {
                 manifest: prepared.manifest.to_string(),
                 config: prepared.config,
             };
-            let staging = tempfile::tempdir().map_err(|err| err.to_string())?;
-            std::fs::create_dir_all(staging.path().join(".berth"))
-                .map_err(|err| err.to_string())?;
-            std::fs::write(
-                staging.path().join(IMAGE_FILE),
-                serde_json::to_vec_pretty(&pinned).expect("an image serializes"),
-            )
-            .map_err(|err| err.to_string())?;
+            let empty = tempfile::tempdir().map_err(|err| err.to_string())?;
+            let pin = serde_json::to_vec_pretty(&pinned).expect("an image serializes");
             let slug = slugs
-                .store(&app, staging.path(), &[])
+                .store_with(&app, empty.path(), &[], &[(IMAGE_FILE_NAME, &pin)])
                 .map_err(|err| err.to_string())?;
             Ok::<_, String>((slug, pinned))
         })

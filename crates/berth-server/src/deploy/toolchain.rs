@@ -76,10 +76,18 @@ fn sysroot(command: &mut std::process::Command) -> Result<Toolchain, String> {
 
 /// The channel `source` pins: `[toolchain] channel` of `rust-toolchain.toml`,
 /// or the one line of a legacy `rust-toolchain` file.
+///
+/// The app's build may have written them (a build command runs before the
+/// cargo build that reads them): read as the server, they are opened
+/// beneath `source` without following links, regular files of at most
+/// 64 KiB.
 pub(crate) fn pinned_channel(source: &Path) -> Option<String> {
-    if let Ok(text) = std::fs::read_to_string(source.join("rust-toolchain.toml"))
-        .or_else(|_| std::fs::read_to_string(source.join("rust-toolchain")))
-    {
+    let read = |name: &str| {
+        berth_runtime::read_beneath(source, Path::new(name), 64 * 1024)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    };
+    if let Some(text) = read("rust-toolchain.toml").or_else(|| read("rust-toolchain")) {
         if let Ok(table) = text.parse::<toml::Table>() {
             return table
                 .get("toolchain")?
@@ -119,6 +127,10 @@ mod tests {
     fn the_pinned_channel_is_read_in_both_spellings() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(pinned_channel(dir.path()), None);
+        // A link the build left (to /dev/zero, or a secret) is not read.
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("rust-toolchain")).unwrap();
+        assert_eq!(pinned_channel(dir.path()), None);
+        std::fs::remove_file(dir.path().join("rust-toolchain")).unwrap();
         std::fs::write(dir.path().join("rust-toolchain"), "1.80.0\n").unwrap();
         assert_eq!(pinned_channel(dir.path()).as_deref(), Some("1.80.0"));
         std::fs::write(

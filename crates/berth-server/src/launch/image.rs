@@ -14,6 +14,10 @@ use super::{Launcher, StartError, StartSide};
 
 /// Where an image slug says which image it is.
 pub(crate) const IMAGE_FILE: &str = ".berth/image.json";
+/// Its name in the slug's `.berth/`.
+pub(crate) const IMAGE_FILE_NAME: &str = "image.json";
+/// The most of it read: a pin is a few KiB.
+const MAX_IMAGE_FILE: u64 = 1024 * 1024;
 
 /// What an image slug holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,7 +36,22 @@ impl PinnedImage {
     /// The image a slug pins, if it is an image's; a pin that cannot be
     /// read is an error, never taken for "not an image".
     pub(crate) fn of_slug(slug_dir: &Path) -> Result<Option<PinnedImage>, String> {
-        let bytes = match std::fs::read(slug_dir.join(IMAGE_FILE)) {
+        // Never through a link, and bounded: read as root at every start.
+        let read = || -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(slug_dir.join(IMAGE_FILE))?;
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            let mut bytes = Vec::new();
+            file.take(MAX_IMAGE_FILE).read_to_end(&mut bytes)?;
+            Ok(bytes)
+        };
+        let bytes = match read() {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => {

@@ -17,7 +17,7 @@ mod image;
 pub(crate) mod shuttle;
 mod start_error;
 
-pub(crate) use image::{IMAGE_FILE, PinnedImage};
+pub(crate) use image::{IMAGE_FILE_NAME, PinnedImage};
 pub use start_error::{StartError, StartSide};
 
 /// Names other platforms give an app's public URL, set to berth's unless
