@@ -30,10 +30,10 @@ fn mask(width: u8, prefix: u8) -> u128 {
     } else {
         u128::MAX
     };
-    if prefix == 0 {
-        0
-    } else {
-        all & !(all >> prefix)
+    // Shifting a u128 by 128 (a single IPv6 address) would overflow.
+    match all.checked_shr(u32::from(prefix)) {
+        Some(below) => all & !below,
+        None => all,
     }
 }
 
@@ -118,6 +118,13 @@ mod tests {
         assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
         assert!(!v6.contains("2001:db9::1".parse().unwrap()));
         assert!(!v6.contains("203.0.113.9".parse().unwrap()));
+        // One IPv6 address (a /128), and all of them.
+        let host: IpRange = "2001:db8::66".parse().unwrap();
+        assert_eq!(host.to_string(), "2001:db8::66/128");
+        assert!(host.contains("2001:db8::66".parse().unwrap()));
+        assert!(!host.contains("2001:db8::67".parse().unwrap()));
+        let every: IpRange = "::/0".parse().unwrap();
+        assert!(every.contains("2001:db8::67".parse().unwrap()));
         let one: IpRange = "127.0.0.2".parse().unwrap();
         assert_eq!(one.to_string(), "127.0.0.2/32");
         assert!(one.contains("127.0.0.2".parse().unwrap()));

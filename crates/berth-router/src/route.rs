@@ -35,6 +35,25 @@ impl RouteTable {
         }
         app_from_host(host, suffix)
     }
+
+    /// The app a TLS server name is certified for: a custom domain's,
+    /// `APP.localhost` or `APP.SUFFIX`, exactly. Unlike
+    /// [`RouteTable::app_for_host`], never `APP.<anything>.localhost`:
+    /// each such name would be one more certificate made for whoever asks.
+    pub fn app_for_certificate<'a>(&'a self, name: &'a str, suffix: &str) -> Option<&'a str> {
+        let name = name.trim_end_matches('.');
+        let domain = match self.domains.get(name) {
+            Some(app) => Some(app),
+            None => self.domains.get(&name.to_ascii_lowercase()),
+        };
+        if let Some(app) = domain {
+            return Some(app.as_str());
+        }
+        let (app, rest) = name.split_once('.')?;
+        let named = rest.eq_ignore_ascii_case("localhost")
+            || (!suffix.is_empty() && rest.eq_ignore_ascii_case(suffix));
+        (named && !app.is_empty()).then_some(app)
+    }
 }
 
 /// `host` without its `:port`, if it has one (IPv6 literals keep theirs).
@@ -256,6 +275,27 @@ mod tests {
             Some("blog")
         );
         assert_eq!(table.app_for_host("other.example.org", "localhost"), None);
+    }
+
+    #[test]
+    fn certificates_are_for_exact_names_only() {
+        let mut table = super::RouteTable::default();
+        table
+            .domains
+            .insert("www.example.org".into(), "shop".into());
+        let certified = |name| table.app_for_certificate(name, "apps.example.com");
+        assert_eq!(certified("www.example.org"), Some("shop"));
+        assert_eq!(certified("shop.localhost"), Some("shop"));
+        assert_eq!(certified("shop.apps.example.com."), Some("shop"));
+        // Routed over HTTP, but no certificate for anyone who makes one up.
+        assert_eq!(
+            table.app_for_host("shop.x1.localhost", "apps.example.com"),
+            Some("shop")
+        );
+        assert_eq!(certified("shop.x1.localhost"), None);
+        assert_eq!(certified("shop.x1.apps.example.com"), None);
+        assert_eq!(certified("localhost"), None);
+        assert_eq!(certified(".localhost"), None);
     }
 
     use super::*;

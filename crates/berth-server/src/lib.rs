@@ -323,6 +323,7 @@ pub async fn run(
             registry.clone(),
         )
         .with_prices(prices.clone())
+        .with_domain_suffix(&config.domain_suffix)
         .with_dockerfile_builds(deploy::DockerfileBuilds {
             dir: data.join("buildah"),
             limits: config.build_limits,

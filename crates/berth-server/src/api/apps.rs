@@ -85,6 +85,9 @@ pub(super) async fn create_app(
     Json(request): Json<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<AppSummary>)> {
     validate_app_name(&request.name).map_err(ApiFailure::BadRequest)?;
+    if let Some(why) = state.deployer.app_name_held_by_a_domain(&request.name) {
+        return Err(ApiFailure::Conflict(why));
+    }
     let row = state.store.create_app(&request.name)?;
     Ok((
         StatusCode::CREATED,

@@ -51,6 +51,10 @@ pub(super) async fn add_domain(
     Json(body): Json<AddDomain>,
 ) -> ApiResult<(StatusCode, Json<DomainInfo>)> {
     let name = berth_proto::validate_domain(&body.name).map_err(ApiFailure::BadRequest)?;
+    state.store.app(&app)?;
+    if let Some(why) = state.deployer.domain_names_another_app(&app, &name) {
+        return Err(ApiFailure::Conflict(why));
+    }
     let row = state.store.add_domain(&app, &name, body.tls_internal)?;
     let _ = state.store.record_event(
         &app,

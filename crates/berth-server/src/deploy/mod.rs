@@ -69,6 +69,8 @@ pub struct Deployer {
     pub(crate) registry_logins: Arc<crate::remote_registry::RegistryLogins>,
     /// How Dockerfiles of other shapes than cargo-chef's are built.
     pub(crate) dockerfile_builds: Option<DockerfileBuilds>,
+    /// Apps are served at `APP.<domain_suffix>`.
+    pub(crate) domain_suffix: String,
 }
 
 impl Deployer {
@@ -107,6 +109,7 @@ impl Deployer {
             prices: Arc::new(berth_cost::PriceTable::load(None).unwrap_or_default()),
             timings: timings::Timings::default(),
             dockerfile_builds: None,
+            domain_suffix: "localhost".into(),
         }
     }
 
@@ -121,6 +124,41 @@ impl Deployer {
     pub fn with_prices(mut self, prices: Arc<Vec<berth_cost::PriceTable>>) -> Self {
         self.prices = prices;
         self
+    }
+
+    /// Apps served at `APP.<suffix>` (`--domain`).
+    pub fn with_domain_suffix(mut self, suffix: &str) -> Self {
+        self.domain_suffix = suffix.to_string();
+        self
+    }
+
+    /// Why `domain` cannot be a custom domain of `app`: it is the name
+    /// another app is served at (`OTHER.<suffix>`). Custom domains route
+    /// before app names, so it would take that app's traffic and
+    /// certificate.
+    pub(crate) fn domain_names_another_app(&self, app: &str, domain: &str) -> Option<String> {
+        let (first, rest) = domain.split_once('.')?;
+        let other = first.to_ascii_lowercase();
+        (rest.eq_ignore_ascii_case(&self.domain_suffix)
+            && other != app
+            && self.store.app(&other).is_ok())
+        .then(|| {
+            format!(
+                "`{domain}` is where app `{other}` is served; it cannot be another app's domain"
+            )
+        })
+    }
+
+    /// Why `app` cannot be made: a custom domain of another app is the name
+    /// it would be served at.
+    pub(crate) fn app_name_held_by_a_domain(&self, app: &str) -> Option<String> {
+        let name = format!("{app}.{}", self.domain_suffix);
+        let rows = self.store.domains(None).ok()?;
+        let row = rows.iter().find(|row| row.name == name && row.app != app)?;
+        Some(format!(
+            "`{name}`, where app `{app}` would be served, is a domain of app `{}`; remove it there first",
+            row.app
+        ))
     }
 
     /// Deletes slugs no release needs any more (failed deploys, destroyed

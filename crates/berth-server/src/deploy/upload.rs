@@ -406,7 +406,17 @@ impl Deployer {
                 "[http_service] domains: `{}` belongs to app `{}`; remove it there first (berth domains remove {} --app {})",
                 row.name, row.app, row.name, row.app
             ))),
-            None => Ok(()),
+            None => match spec
+                .http
+                .domains
+                .iter()
+                .find_map(|domain| self.domain_names_another_app(app, domain))
+            {
+                Some(why) => Err(DeployFailure::before_release(format!(
+                    "[http_service] domains: {why}"
+                ))),
+                None => Ok(()),
+            },
         }
     }
 

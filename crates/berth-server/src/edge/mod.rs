@@ -59,7 +59,7 @@ pub(crate) fn bind(
     let serves: berth_tls::NameFilter = Arc::new(move |name: &str| {
         let table = served_routes.borrow().clone();
         table
-            .app_for_host(name, &suffix)
+            .app_for_certificate(name, &suffix)
             .is_some_and(|app| table.apps.contains_key(app))
     });
     let with_acme = setup.acme.is_some();

@@ -129,3 +129,46 @@ async fn the_router_serves_a_domain_for_the_app_that_has_it() {
         .await;
     assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_own_name_under_the_suffix_is_never_another_apps_domain() {
+    setup();
+    let server = TestServer::start_with(&["--domain", "apps.example.com"]).await;
+    deploy_plain(&server, "shop", "").await;
+    deploy_plain(&server, "evil", "").await;
+    // shop.apps.example.com is shop's: evil cannot take it as a domain…
+    let taken = server
+        .fails(&["domains", "add", "shop.apps.example.com", "--app", "evil"])
+        .await;
+    assert!(
+        taken.stderr.contains("where app `shop` is served"),
+        "{}",
+        taken.stderr
+    );
+    // …nor by its spec.
+    let dir = berth_testkit::example("plain");
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "app = \"evil\"\n[http_service]\ndomains = [\"shop.apps.example.com\"]\n",
+    )
+    .unwrap();
+    let refused = server.fails_in(dir.path(), &["up"]).await;
+    assert!(
+        refused.stderr.contains("where app `shop` is served"),
+        "{}",
+        refused.stderr
+    );
+    let (status, body) = through_router(&server, "shop.apps.example.com").await;
+    assert_eq!(status, 200, "{body}");
+    // A domain that holds the name a new app would be served at: the app
+    // is not made.
+    server
+        .ok(&["domains", "add", "blog.apps.example.com", "--app", "evil"])
+        .await;
+    let held = server.fails(&["apps", "create", "blog"]).await;
+    assert!(
+        held.stderr.contains("is a domain of app `evil`"),
+        "{}",
+        held.stderr
+    );
+}

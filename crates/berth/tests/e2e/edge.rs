@@ -132,6 +132,20 @@ async fn edge_rules_keep_out_limit_and_count() {
     assert_eq!(status_of(&from(router, "127.0.0.3", &post(100)).await), 200);
     let too_large = from(router, "127.0.0.3", &post(101)).await;
     assert_eq!(status_of(&too_large), 413, "{too_large}");
+    // Over HTTP/2 (cleartext, prior knowledge) a body of unknown length has
+    // no Transfer-Encoding to give it away: it is refused all the same.
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<reqwest::Body>();
+    let streamed = http::Request::post(format!("http://{router}/"))
+        .header("host", "guarded.localhost")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter([
+            Ok::<_, std::io::Error>(vec![b'x'; 4096]),
+        ])))
+        .unwrap();
+    let answer = h2.request(streamed).await.unwrap();
+    assert_eq!(answer.version(), http::Version::HTTP_2);
+    assert_eq!(answer.status(), 411);
 
     // Headers: a 2 KiB cookie is over the 1 KiB limit.
     let cookie = format!(
