@@ -46,6 +46,12 @@ impl Extensions {
             .take(size)
             .read_to_end(&mut data)
             .map_err(|err| ImageError::Malformed(err.to_string()))?;
+        if data.len() as u64 != size {
+            return Err(ImageError::Malformed(format!(
+                "a tar extension entry ends after {} of its {size} bytes",
+                data.len()
+            )));
+        }
         if kind.is_gnu_longname() {
             self.path = Some(name_of(data));
         } else if kind.is_gnu_longlink() {
@@ -72,6 +78,12 @@ impl Extensions {
         }
         // A global pax header names no one entry: nothing in it applies.
         Ok(true)
+    }
+
+    /// Whether extensions wait for an entry (at the end of a layer, one
+    /// that was cut off).
+    pub(crate) fn pending(&self) -> bool {
+        self.path.is_some() || self.link.is_some() || self.size.is_some()
     }
 
     /// The path and link target of `entry`, which these extensions
@@ -195,5 +207,27 @@ mod tests {
             Err(ImageError::TooLarge(why)) => assert!(why.contains("extension"), "{why}"),
             other => panic!("expected TooLarge, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_layer_cut_off_in_or_after_an_extension_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut file = header("x", tar::EntryType::Regular, 2);
+        builder
+            .append_data(&mut file, format!("a/{}", "n".repeat(150)), &b"hi"[..])
+            .unwrap();
+        let whole = builder.into_inner().unwrap();
+        // Inside the long-name entry's data (its header is 512 bytes).
+        match apply(dir.path(), &whole[..600]) {
+            Err(ImageError::Malformed(_)) => {}
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+        // Right after it, before the file it names: nothing applies it.
+        match apply(dir.path(), &whole[..1024]) {
+            Err(ImageError::Malformed(_)) => {}
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+        apply(dir.path(), &whole).unwrap();
     }
 }

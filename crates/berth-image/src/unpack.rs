@@ -232,15 +232,16 @@ fn apply(
             Some(Err(err)) => return Err(malformed(err)),
         };
         read_here += 1;
+        // Extension entries describe the entry after them: not counted.
+        if extensions.absorb(&mut entry)? {
+            continue;
+        }
         stats.entries += 1;
         if stats.entries > limits.max_entries {
             return Err(ImageError::TooLarge(format!(
                 "over {} entries",
                 limits.max_entries
             )));
-        }
-        if extensions.absorb(&mut entry)? {
-            continue;
         }
         // Its extra sparse headers are not counted in its size: read raw,
         // the rest of the layer would be misread.
@@ -395,6 +396,11 @@ fn apply(
             continue; // other kinds (contiguous files, volume labels) are left out
         }
         added.insert(path);
+    }
+    if extensions.pending() {
+        return Err(ImageError::Malformed(
+            "the layer ends after a long name or pax header, before its entry".into(),
+        ));
     }
     Ok(())
 }

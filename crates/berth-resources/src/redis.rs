@@ -29,9 +29,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Commands the app's user may not run: none of them is for an app, and
 /// with them it could lift its memory limit (`CONFIG SET maxmemory 0`),
 /// give itself back what is taken here (`ACL`), load code (`MODULE`),
-/// stop the server, or make it a replica of another.
-const LOCKED_COMMANDS: &str =
-    "-config -acl -module -debug -shutdown -replicaof -slaveof -failover -cluster -sync -psync";
+/// stop the server, or make it a replica of another; nor `MIGRATE`, which
+/// would have the server (in the host's network) connect to a loopback
+/// port the app's own namespace cannot reach.
+const LOCKED_COMMANDS: &str = "-config -acl -module -debug -shutdown -replicaof -slaveof -failover -cluster -sync -psync -migrate";
 
 /// Finds `redis-server` (`BERTH_REDIS_SERVER` overrides).
 pub fn find_server() -> Result<PathBuf, ResourceError> {
@@ -288,6 +289,11 @@ mod tests {
         for (command, words) in [
             ("CONFIG", &["CONFIG", "SET", "maxmemory", "0"][..]),
             ("ACL", &["ACL", "SETUSER", "default", "+@all"][..]),
+            // Nor reach the host's loopback through the server.
+            (
+                "MIGRATE",
+                &["MIGRATE", "127.0.0.1", "6379", "k", "0", "1000"][..],
+            ),
         ] {
             let answer = send(port, "pw-shop-123", words).await;
             assert!(answer.contains("-NOPERM"), "{command}: {answer}");

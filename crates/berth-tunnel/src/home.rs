@@ -293,6 +293,9 @@ fn open_stream(
                 }
             }
         }
+        // Dropped now, not when the answer ends: what the relay still sends
+        // would hold the tunnel's window meanwhile.
+        drop(incoming);
         let _ = to_router.shutdown().await;
         let _ = answer.await;
     });

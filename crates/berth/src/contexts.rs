@@ -340,6 +340,13 @@ pub async fn login(
             Some(berth_tls::certificate_pem(root.as_ref()))
         }
         "http" => {
+            if pin.fingerprint.is_some() {
+                bail!(
+                    "{url} is plain HTTP: it presents no certificate to check --fingerprint against"
+                );
+            }
+            // Going from a pinned https context to none is a pin change.
+            pin.check(&name, url, "none (plain HTTP)")?;
             eprintln!("warning: {url} is plain HTTP: the token crosses the network in clear");
             None
         }

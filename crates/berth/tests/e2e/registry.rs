@@ -534,28 +534,31 @@ async fn a_chunk_still_arriving_holds_its_upload_until_it_ends() {
     use reqwest::Method;
     let layer = b"the first half|and the second".to_vec();
     let layer_digest = digest_of(&layer);
-    let started = http
-        .request(Method::POST, "/v2/shop/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    let location = started.headers()["location"].to_str().unwrap().to_string();
-    // A PATCH whose body comes in two parts, the second held back.
-    let (parts, received) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
-        received,
-        |mut received| async move { received.recv().await.map(|part| (part, received)) },
-    ));
-    parts.send(Ok(layer[..15].to_vec())).await.unwrap();
-    let slow = tokio::spawn(
-        http.request(Method::PATCH, &location)
-            .header("Content-Range", format!("0-{}", layer.len() - 1))
-            .body(body)
-            .send(),
-    );
-    // Once the slow chunk holds the upload, another chunk is refused…
-    let mut refused = None;
-    for _ in 0..100 {
+    // A PATCH whose body comes in two parts, the second held back. A probe
+    // that took the upload just as it arrived would refuse it instead:
+    // then the whole is tried again on a new upload.
+    let mut held = None;
+    for _ in 0..5 {
+        let started = http
+            .request(Method::POST, "/v2/shop/blobs/uploads/")
+            .send()
+            .await
+            .unwrap();
+        let location = started.headers()["location"].to_str().unwrap().to_string();
+        let (parts, received) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+        let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(
+            received,
+            |mut received| async move { received.recv().await.map(|part| (part, received)) },
+        ));
+        parts.send(Ok(layer[..15].to_vec())).await.unwrap();
+        let slow = tokio::spawn(
+            http.request(Method::PATCH, &location)
+                .header("Content-Range", format!("0-{}", layer.len() - 1))
+                .body(body)
+                .send(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Once the slow chunk holds the upload, another chunk is refused…
         let probe = http
             .request(Method::PATCH, &location)
             .header("Content-Range", "0-0")
@@ -564,12 +567,17 @@ async fn a_chunk_still_arriving_holds_its_upload_until_it_ends() {
             .await
             .unwrap();
         if probe.status() == 400 {
-            refused = Some(Http::error_code(probe).await);
+            assert_eq!(
+                Http::error_code(probe).await,
+                (400, "BLOB_UPLOAD_INVALID".into())
+            );
+            held = Some((location, parts, slow));
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(parts);
+        let _ = slow.await;
     }
-    assert_eq!(refused, Some((400, "BLOB_UPLOAD_INVALID".into())));
+    let (location, parts, slow) = held.expect("the slow chunk never held its upload");
     // …and so is completing it: the digest could not be checked against
     // bytes still being written.
     let early = http
