@@ -270,6 +270,12 @@ async fn route_request(
     let Some(host) = host else {
         return pages::no_host();
     };
+    // Only a host name (or address) and a port: anything else would reach
+    // the app's links and redirects (`shop.evil.com/.localhost` routes to
+    // shop by its first label).
+    if !is_host_name(host) {
+        return pages::bad_request("the Host header is not a host name");
+    }
     let table = state.table.borrow().clone();
     let Some(app) = table.app_for_host(host, &state.domain_suffix) else {
         return pages::unknown_app(host);
@@ -352,8 +358,16 @@ async fn serve_app(
             return refusal;
         }
     }
+    // Behind a trusted proxy that took the client's HTTPS, the request is
+    // secure already: redirecting it would loop.
+    let proxied_https = cache.trusted
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"));
     if route.force_https
         && !state.secure
+        && !proxied_https
         && let Some(port) = state.https_port
         && let Some(location) = https_location(&named_host(&request), port, &request)
     {
@@ -435,6 +449,30 @@ async fn deliver(
     hold(state, app, &host, request, cache, turn).await
 }
 
+/// Whether `host` is `NAME[:PORT]` or `[IPv6][:PORT]`, NAME of letters,
+/// digits, `-`, `_` and `.`.
+fn is_host_name(host: &str) -> bool {
+    let port_ok = |port: &str| {
+        !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+    };
+    if let Some(v6) = host.strip_prefix('[') {
+        let Some((address, rest)) = v6.split_once(']') else {
+            return false;
+        };
+        return address.parse::<std::net::Ipv6Addr>().is_ok()
+            && (rest.is_empty() || rest.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (name, port) = match host.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && port.is_none_or(port_ok)
+}
+
 /// The host a request names, for the pages that show it.
 fn named_host(request: &Request<Incoming>) -> String {
     request
@@ -444,4 +482,34 @@ fn named_host(request: &Request<Incoming>) -> String {
         .or_else(|| request.uri().host())
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_host_is_a_name_or_an_address_and_a_port() {
+        for good in [
+            "shop.localhost",
+            "Shop.Example.org:8443",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "shop_dev.lan",
+        ] {
+            assert!(super::is_host_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "shop.evil.com/.localhost",
+            "shop.localhost:80:80",
+            "shop.localhost:",
+            "shop.localhost:http",
+            "[::1",
+            "[nope]:80",
+            "shop localhost",
+            "shop.localhost\\@evil",
+        ] {
+            assert!(!super::is_host_name(bad), "{bad}");
+        }
+    }
 }

@@ -67,7 +67,8 @@ async fn apps_and_their_domains_are_served_over_https_with_berths_own_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_https_redirects_plain_requests_and_hsts_is_sent_over_https() {
     setup();
-    let server = TestServer::start_with(&["--https", "127.0.0.1:0"]).await;
+    let server =
+        TestServer::start_with(&["--https", "127.0.0.1:0", "--trusted-proxy", "127.0.0.9"]).await;
     let https = server.https.expect("HTTPS");
     let dir = example("plain");
     std::fs::write(
@@ -97,6 +98,31 @@ async fn force_https_redirects_plain_requests_and_hsts_is_sent_over_https() {
             .unwrap(),
         "max-age=31536000"
     );
+    // A proxy in front that took the client's HTTPS (trusted, and saying
+    // so) is not redirected in a loop; the same header from anyone else
+    // changes nothing.
+    let proxied = |from: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut stream = socket.connect(server.router).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: secure.localhost\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let through_proxy = proxied("127.0.0.9").await;
+    assert!(through_proxy.starts_with("HTTP/1.1 200"), "{through_proxy}");
+    let claimed = proxied("127.0.0.1").await;
+    assert!(claimed.starts_with("HTTP/1.1 308"), "{claimed}");
+    // A Host that is not a host name is refused, not redirected to.
+    let crafted = berth_testkit::http_get(server.router, "secure.evil.com/.localhost", "/")
+        .await
+        .unwrap();
+    assert_eq!(crafted.status, 400, "{}", crafted.body);
     // Apps that do not ask keep plain HTTP and get no HSTS.
     let open = berth_testkit::http_get(server.router, "open.localhost", "/")
         .await
