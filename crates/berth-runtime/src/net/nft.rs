@@ -25,7 +25,7 @@ table inet berth {
     chain forward {
         type filter hook forward priority filter; policy accept;
         iifname "bth*" oifname "bth*" reject with icmpx admin-prohibited
-        iifname "bth*" ip daddr { 127.0.0.0/8, 10.233.0.0/16 } reject with icmpx admin-prohibited
+        iifname "bth*" ip daddr { 127.0.0.0/8, 10.233.0.0/16, 169.254.0.0/16, 224.0.0.0/4 } reject with icmpx admin-prohibited
         iifname "bth*" ip saddr . ip daddr @allowed accept
         iifname "bth*" ip daddr { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 169.254.0.0/16, 172.16.0.0/12, 192.0.0.0/24, 192.168.0.0/16, 198.18.0.0/15, 224.0.0.0/4, 240.0.0.0/4 } reject with icmpx admin-prohibited
         iifname "bth*" meta nfproto ipv6 reject with icmpx admin-prohibited

@@ -35,10 +35,21 @@ impl Resources {
             .secrets(app)
             .map(|secrets| secrets.into_iter().collect())
             .unwrap_or_default();
+        // Whose database and Redis the app's env carries: its own, or an
+        // owner's that shares them (`postgres_from`, `redis_from`).
+        let mut owners = (app.to_string(), app.to_string());
         if let Ok(app_row) = self.store.app(app)
             && let Some(version) = app_row.target_release
             && let Ok(release) = self.store.release(app, version)
         {
+            if let Ok(spec) = serde_json::from_str::<berth_spec::AppSpec>(&release.spec_json) {
+                if let Some(owner) = spec.resources.postgres_from {
+                    owners.0 = owner;
+                }
+                if let Some(owner) = spec.resources.redis_from {
+                    owners.1 = owner;
+                }
+            }
             sealed.extend(release.secrets);
         }
         for (name, secret) in sealed {
@@ -46,8 +57,16 @@ impl Resources {
                 values.push(value);
             }
         }
-        for kind in [ResourceKind::Postgres, ResourceKind::Redis] {
-            if let Ok(Some(row)) = self.store.resource(app, &kind)
+        let app = app.to_string();
+        // (An owner that is the app itself is looked up twice: harmless.)
+        let whose = [
+            (app.clone(), ResourceKind::Postgres),
+            (app, ResourceKind::Redis),
+            (owners.0, ResourceKind::Postgres),
+            (owners.1, ResourceKind::Redis),
+        ];
+        for (owner, kind) in whose {
+            if let Ok(Some(row)) = self.store.resource(&owner, &kind)
                 && let Ok(password) = self.open_password(&row)
             {
                 values.push(password);
