@@ -126,7 +126,7 @@ pub struct Registry {
     gate: RwLock<()>,
     /// Uploads a request is writing to or completing now (see
     /// [`Registry::claim_upload`]).
-    busy: std::sync::Mutex<std::collections::HashSet<String>>,
+    busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Registry {

@@ -56,7 +56,10 @@ impl Registry {
     /// a time. Without it a second request could append to the file after
     /// the first checked its range, or keep writing into the blob after its
     /// digest was checked and it was moved into the store.
-    pub fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<UploadClaim<'_>> {
+    /// The claim is owned: work done for the request on other threads
+    /// holds it (a clone of its `Arc`) until that work ends, also when the
+    /// request itself is gone.
+    pub fn claim_upload(&self, repo: &RepoName, id: &str) -> Result<std::sync::Arc<UploadClaim>> {
         self.upload(repo, id)?;
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !busy.insert(id.to_string()) {
@@ -64,10 +67,10 @@ impl Registry {
                 "another request is writing to upload {id}; send one chunk at a time"
             )));
         }
-        Ok(UploadClaim {
-            registry: self,
+        Ok(std::sync::Arc::new(UploadClaim {
+            busy: self.busy.clone(),
             id: id.to_string(),
-        })
+        }))
     }
 
     /// Checks that a chunk starting at `start` (from its `Content-Range`)
@@ -152,14 +155,14 @@ impl Registry {
 /// A request's hold on an upload (see [`Registry::claim_upload`]); let go
 /// when dropped.
 #[derive(Debug)]
-pub struct UploadClaim<'a> {
-    registry: &'a Registry,
+pub struct UploadClaim {
+    busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     id: String,
 }
 
-impl Drop for UploadClaim<'_> {
+impl Drop for UploadClaim {
     fn drop(&mut self) {
-        let mut busy = (self.registry.busy.lock()).unwrap_or_else(|p| p.into_inner());
+        let mut busy = (self.busy.lock()).unwrap_or_else(|p| p.into_inner());
         busy.remove(&self.id);
     }
 }

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
-use berth_registry::{Digest, RegistryError, RepoName};
+use berth_registry::{Digest, RegistryError, RepoName, UploadClaim};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::answer::{answer, bad_request, error_response, failure};
 use super::offload::offload;
@@ -25,19 +25,49 @@ const READ_CHUNK: usize = 256 * 1024;
 /// The disk is checked again after this many bytes of one upload.
 const DISK_CHECK_EVERY: u64 = 64 * 1024 * 1024;
 
-/// Appends `body` to the upload file `path`; the bytes written. The disk
-/// reserve is checked as it goes, so an endless upload stops before the
-/// disk fills (what came stays in the upload, which the collector removes).
-async fn append_body(state: &ApiState, path: &Path, body: Body) -> Result<u64, Box<Response>> {
+/// Writes `buffer` to `file` on the blocking pool, holding `claim` until
+/// the write is done: if the request goes away meanwhile, the upload stays
+/// claimed until no write of its is in flight.
+async fn write_out(
+    file: &mut Option<std::fs::File>,
+    buffer: &mut Vec<u8>,
+    claim: &Arc<UploadClaim>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let (Some(mut open), data, held) = (file.take(), std::mem::take(buffer), claim.clone()) else {
+        return Err(std::io::Error::other("the upload file is gone"));
+    };
+    let (open, written) = tokio::task::spawn_blocking(move || {
+        let _held = held;
+        let written = open.write_all(&data);
+        (open, written)
+    })
+    .await
+    .map_err(|err| std::io::Error::other(err.to_string()))?;
+    *file = Some(open);
+    written
+}
+
+/// Appends `body` to the upload file `path`, under `claim`; the bytes
+/// written. The disk reserve is checked as it goes, so an endless upload
+/// stops before the disk fills (what came stays in the upload, which the
+/// collector removes).
+async fn append_body(
+    state: &ApiState,
+    path: &Path,
+    body: Body,
+    claim: &Arc<UploadClaim>,
+) -> Result<u64, Box<Response>> {
     let storage = |err: std::io::Error| Box::new(failure(RegistryError::Io(err)));
-    // Written through a large buffer: each write to a tokio file is a trip
-    // to the blocking pool, and request frames are small.
-    let file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .await
-        .map_err(storage)?;
-    let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    // Gathered into a large buffer: each write is a trip to the blocking
+    // pool, and request frames are small.
+    let mut file = Some(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(storage)?,
+    );
+    let mut buffer = Vec::with_capacity(WRITE_BUFFER);
     let mut stream = body.into_data_stream();
     let (mut written, mut since_check) = (0u64, 0u64);
     while let Some(chunk) = stream.next().await {
@@ -47,7 +77,12 @@ async fn append_body(state: &ApiState, path: &Path, body: Body) -> Result<u64, B
                 &format!("the upload stopped: {err}"),
             ))
         })?;
-        file.write_all(&chunk).await.map_err(storage)?;
+        buffer.extend_from_slice(&chunk);
+        if buffer.len() >= WRITE_BUFFER {
+            write_out(&mut file, &mut buffer, claim)
+                .await
+                .map_err(storage)?;
+        }
         written += chunk.len() as u64;
         since_check += chunk.len() as u64;
         if since_check >= DISK_CHECK_EVERY {
@@ -61,7 +96,9 @@ async fn append_body(state: &ApiState, path: &Path, body: Body) -> Result<u64, B
             }
         }
     }
-    file.flush().await.map_err(storage)?;
+    write_out(&mut file, &mut buffer, claim)
+        .await
+        .map_err(storage)?;
     Ok(written)
 }
 
@@ -97,9 +134,19 @@ fn created(repo: &RepoName, digest: &Digest) -> Response {
 
 /// Completes upload `id` as `digest` off the async threads (it hashes
 /// the whole blob).
-async fn finish(state: &ApiState, repo: &RepoName, id: &str, digest: &Digest) -> Response {
+async fn finish(
+    state: &ApiState,
+    repo: &RepoName,
+    id: &str,
+    digest: &Digest,
+    claim: &Arc<UploadClaim>,
+) -> Response {
     let (owned_repo, id, owned_digest) = (repo.clone(), id.to_string(), digest.clone());
+    // The claim goes with the work: hashing and the move into the store
+    // finish under it even if the request is gone.
+    let held = claim.clone();
     let finished = offload(&state.registry, move |registry| {
+        let _held = held;
         registry.finish_upload(&owned_repo, &id, &owned_digest)
     })
     .await;
@@ -147,7 +194,7 @@ pub(super) async fn start_upload(
             return failure(err);
         }
     };
-    let _claim = match state.registry.claim_upload(repo, &id) {
+    let claim = match state.registry.claim_upload(repo, &id) {
         Ok(claim) => claim,
         Err(err) => return failure(err),
     };
@@ -155,11 +202,11 @@ pub(super) async fn start_upload(
         Ok(found) => found,
         Err(err) => return failure(err),
     };
-    if let Err(answer) = append_body(state, &path, body).await {
+    if let Err(answer) = append_body(state, &path, body, &claim).await {
         let _ = state.registry.cancel_upload(repo, &id);
         return *answer;
     }
-    finish(state, repo, &id, &digest).await
+    finish(state, repo, &id, &digest, &claim).await
 }
 
 /// `Content-Range: START-END` (also `bytes START-END/…`): its start.
@@ -191,7 +238,7 @@ pub(super) async fn upload(
 ) -> Response {
     // Everything but a look is one request at a time, from its range
     // check to its last byte or the blob's move into the store.
-    let _claim = match method {
+    let claim = match method {
         Method::GET => None,
         _ => match state.registry.claim_upload(repo, id) {
             Ok(claim) => Some(claim),
@@ -216,7 +263,8 @@ pub(super) async fn upload(
             if let Err(err) = state.registry.check_chunk(repo, id, start) {
                 return failure(err);
             }
-            match append_body(state, &path, body).await {
+            let claim = claim.expect("claimed for all but GET");
+            match append_body(state, &path, body, &claim).await {
                 Ok(written) => in_progress(StatusCode::ACCEPTED, repo, id, size + written),
                 Err(answer) => *answer,
             }
@@ -229,10 +277,11 @@ pub(super) async fn upload(
                 Ok(digest) => digest,
                 Err(err) => return failure(err),
             };
-            if let Err(answer) = append_body(state, &path, body).await {
+            let claim = claim.expect("claimed for all but GET");
+            if let Err(answer) = append_body(state, &path, body, &claim).await {
                 return *answer;
             }
-            finish(state, repo, id, &digest).await
+            finish(state, repo, id, &digest, &claim).await
         }
         _ => bad_request("UNSUPPORTED", "uploads take GET, PATCH, PUT and DELETE"),
     }
