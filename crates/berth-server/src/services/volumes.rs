@@ -127,8 +127,23 @@ impl Resources {
     }
 
     /// Drops everything `app` has: its database and role, its Redis and
-    /// data, its volumes. Backups stay in `<data>/backups/<app>`.
+    /// data, its volumes. Backups stay, moved to
+    /// `<data>/backups/.destroyed/<app>-<unix time>`: a later app of the
+    /// same name starts without them (and cannot restore them).
     pub async fn destroy_app(&self, app: &str) -> Result<(), ResourcesError> {
+        let backups = self.backups_of(app);
+        if backups.exists() {
+            let kept = self.backups_of(".destroyed");
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            std::fs::create_dir_all(&kept)
+                .and_then(|()| std::fs::rename(&backups, kept.join(format!("{app}-{since_epoch}"))))
+                .map_err(|err| {
+                    ResourcesError::Invalid(format!("cannot put away {}: {err}", backups.display()))
+                })?;
+        }
         if self.store.resource(app, &ResourceKind::Postgres)?.is_some() {
             self.postgres.drop_database(app).await?;
             self.store.delete_resource(app, &ResourceKind::Postgres)?;

@@ -330,6 +330,20 @@ async fn databases_are_private_backups_restore_and_postgres_is_kept_running() {
     server.ok(&["apps", "destroy", "todo", "--yes"]).await;
     assert!(!psql(todo_url.to_string()).await.status.success());
     assert!(!server.data_dir().join("volumes/todo").exists());
+    // Its backups are put away, not handed to the next app of its name.
+    assert!(!server.data_dir().join("backups/todo").exists());
+    let kept = std::fs::read_dir(server.data_dir().join("backups/.destroyed"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert!(kept.len() == 1 && kept[0].starts_with("todo-"), "{kept:?}");
+    server.ok(&["apps", "create", "todo"]).await;
+    let listed = server
+        .ok(&["postgres", "backups", "--app", "todo"])
+        .await
+        .stdout;
+    assert!(!listed.contains(&id), "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
