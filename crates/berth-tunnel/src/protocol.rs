@@ -33,8 +33,9 @@ pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// before its stream is given up: data a reader does not take holds the
 /// tunnel's shared window until the stream goes.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Live tunnels one token may hold at once at the relay.
-pub const MAX_TUNNELS_PER_TOKEN: usize = 8;
+/// Tunnels one token may hold open at once at the relay (a home server
+/// keeps up to four; dead ones count until their pings time out).
+pub const MAX_TUNNELS_PER_TOKEN: usize = 32;
 
 /// Writes `data` unless the reader stalls for [`STALL_TIMEOUT`]; whether
 /// it was written.

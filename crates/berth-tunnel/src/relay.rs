@@ -100,8 +100,44 @@ impl FileVersion {
     }
 }
 
+/// One of a token's [`protocol::MAX_TUNNELS_PER_TOKEN`] places, given
+/// back when dropped.
+struct TunnelSlot {
+    relay: Arc<Relay>,
+    name: String,
+}
+
+impl TunnelSlot {
+    fn take(relay: &Arc<Relay>, name: &str) -> Option<TunnelSlot> {
+        let mut open = relay.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(name.to_string()).or_default();
+        if *count >= protocol::MAX_TUNNELS_PER_TOKEN {
+            return None;
+        }
+        *count += 1;
+        Some(TunnelSlot {
+            relay: relay.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for TunnelSlot {
+    fn drop(&mut self) {
+        let mut open = self.relay.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.name) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.name);
+            }
+        }
+    }
+}
+
 struct Relay {
     data: PathBuf,
+    /// Tunnels open (or opening) per token name.
+    open: Mutex<HashMap<String, usize>>,
     tokens: Mutex<(Option<FileVersion>, Arc<RelayTokens>)>,
     tunnels: Mutex<HashMap<String, Vec<Tunnel>>>,
     next_id: std::sync::atomic::AtomicU64,
@@ -126,16 +162,6 @@ impl Relay {
             }
         }
         kept.1.clone()
-    }
-
-    /// How many tunnels the token `name` has open.
-    fn live_tunnels(&self, name: &str) -> usize {
-        let tunnels = self.tunnels.lock().unwrap_or_else(|p| p.into_inner());
-        tunnels.get(name).map_or(0, |list| {
-            list.iter()
-                .filter(|tunnel| !tunnel.sender.is_closed())
-                .count()
-        })
     }
 
     /// One of the token's live tunnels, taken in turn.
@@ -172,6 +198,7 @@ pub async fn run(
     let https_listener = bind(config.https).await?;
     let relay = Arc::new(Relay {
         data: config.data.clone(),
+        open: Mutex::new(HashMap::new()),
         tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
         tunnels: Mutex::new(HashMap::new()),
         next_id: Default::default(),
@@ -228,14 +255,16 @@ async fn serve_tunnel(
         protocol::write_line(&mut tls, "NO the relay knows no such token").await?;
         return Err(TunnelError::Protocol("unknown token".into()));
     };
-    if relay.live_tunnels(&token.name) >= protocol::MAX_TUNNELS_PER_TOKEN {
+    // Taken now, under one lock, and held until the tunnel ends: tunnels
+    // dialled at once cannot all pass a count made before any registered.
+    let Some(_slot) = TunnelSlot::take(&relay, &token.name) else {
         let why = format!(
             "this token has {} tunnels open already",
             protocol::MAX_TUNNELS_PER_TOKEN
         );
         protocol::write_line(&mut tls, &format!("NO {why}")).await?;
         return Err(TunnelError::Protocol(why));
-    }
+    };
     protocol::write_line(
         &mut tls,
         &format!("OK {} {}", token.name, token.domains.join(",")),
@@ -438,6 +467,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let relay = Relay {
             data: dir.path().to_path_buf(),
+            open: Mutex::new(HashMap::new()),
             tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
             tunnels: Mutex::new(HashMap::new()),
             next_id: Default::default(),
@@ -465,5 +495,26 @@ mod tests {
             .set_modified(saved_at)
             .unwrap();
         assert!(relay.tokens().by_secret(&secret).is_none());
+    }
+
+    #[test]
+    fn a_token_holds_at_most_its_tunnels_and_gets_each_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = Arc::new(Relay {
+            data: dir.path().to_path_buf(),
+            open: Mutex::new(HashMap::new()),
+            tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
+            tunnels: Mutex::new(HashMap::new()),
+            next_id: Default::default(),
+            turn: Default::default(),
+        });
+        let slots: Vec<TunnelSlot> = (0..protocol::MAX_TUNNELS_PER_TOKEN)
+            .map(|_| TunnelSlot::take(&relay, "home").unwrap())
+            .collect();
+        assert!(TunnelSlot::take(&relay, "home").is_none());
+        // Another token has its own places.
+        assert!(TunnelSlot::take(&relay, "office").is_some());
+        drop(slots);
+        assert!(TunnelSlot::take(&relay, "home").is_some());
     }
 }
