@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use berth_proto::IpRange;
 use http::{HeaderMap, header};
 
-/// Client addresses whose buckets are kept per app, at most; past it, the
-/// buckets idle longest (full again anyway) are dropped.
+/// Client buckets kept per app, at most (see `EdgeRules::evict`).
 const MAX_CLIENTS: usize = 100_000;
 
 /// The rules of one app.
@@ -165,8 +164,9 @@ impl EdgeRules {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() >= MAX_CLIENTS {
-            buckets.retain(|_, bucket| now.duration_since(bucket.at).as_secs() < 60);
+            self.evict(&mut buckets, now);
         }
+        let client = bucket_key(client);
         for (index, rule) in self.limits.iter().enumerate() {
             if rule
                 .path
@@ -189,6 +189,44 @@ impl EdgeRules {
             bucket.tokens -= 1.0;
         }
         Verdict::Pass
+    }
+}
+
+impl EdgeRules {
+    /// Makes room in `buckets`, full at [`MAX_CLIENTS`]: first the buckets
+    /// that have filled up again (dropping them changes nothing), then, if
+    /// that is not enough (many clients at once, or made-up addresses),
+    /// the older half. Each eviction leaves at most half the bound, so its
+    /// cost is spread over as many new clients.
+    fn evict(&self, buckets: &mut HashMap<(usize, IpAddr), Bucket>, now: Instant) {
+        buckets.retain(|(index, _), bucket| {
+            self.limits.get(*index).is_some_and(|rule| {
+                let refill = now.duration_since(bucket.at).as_secs_f64() * rule.per_second;
+                bucket.tokens + refill < rule.burst
+            })
+        });
+        if buckets.len() < MAX_CLIENTS / 2 {
+            return;
+        }
+        let mut ages: Vec<Instant> = buckets.values().map(|bucket| bucket.at).collect();
+        let middle = ages.len() / 2;
+        let (_, median, _) = ages.select_nth_unstable(middle);
+        let median = *median;
+        buckets.retain(|_, bucket| bucket.at > median);
+    }
+}
+
+/// Whose bucket a client's requests draw on: its IPv4 address, or the /64
+/// of its IPv6 address (one host usually holds a whole /64, and could
+/// otherwise make up a new address, and a new bucket, per request).
+fn bucket_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -375,5 +413,37 @@ mod tests {
         drop(second);
         assert_eq!(traffic.edge.over_connections.load(Ordering::Relaxed), 1);
         assert!(traffic.edge.connections.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_host_draws_on_one_bucket_and_made_up_clients_stay_bounded() {
+        let rules = EdgeRules {
+            limits: vec![RateRule {
+                path: None,
+                per_second: 0.001,
+                burst: 2.0,
+            }],
+            ..EdgeRules::default()
+        };
+        let state = EdgeState::default();
+        let headers = HeaderMap::new();
+        // Three addresses of one /64: one bucket, so the third is limited.
+        for (n, expected) in [(1, true), (2, true), (3, false)] {
+            let client = ip(&format!("2001:db8:0:1::{n}"));
+            let passed = rules.check(&state, client, "/", &headers) == Verdict::Pass;
+            assert_eq!(passed, expected, "request {n}");
+        }
+        // Another /64 is another client.
+        assert_eq!(
+            rules.check(&state, ip("2001:db8:0:2::1"), "/", &headers),
+            Verdict::Pass
+        );
+        // A flood of made-up IPv4 clients keeps the buckets under the bound.
+        for n in 0..(MAX_CLIENTS as u32 + 10) {
+            let client = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            rules.check(&state, client, "/", &headers);
+        }
+        let kept = state.buckets.lock().unwrap().len();
+        assert!(kept <= MAX_CLIENTS, "{kept}");
     }
 }
