@@ -62,7 +62,11 @@ pub(crate) fn prepare_request_headers(
         }
         return;
     }
-    // The router is the edge: what a client claims about itself is replaced.
+    // The router is the edge: what a client claims about itself is replaced,
+    // or, for the headers berth does not set, removed.
+    for claimed in CLAIMS_NOT_SET {
+        headers.remove(claimed);
+    }
     headers.insert("x-forwarded-for", client_ip.clone());
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Some(host) = &host {
@@ -84,28 +88,62 @@ fn append(headers: &mut HeaderMap, name: &'static str, value: &HeaderValue) {
     }
 }
 
-/// The client a request from a trusted proxy is for: the last address in
-/// `X-Forwarded-For` that is not itself a trusted proxy; `peer` when the
-/// header is missing or unreadable.
+/// Headers proxies use to say who the client is that berth does not set:
+/// from a client (not a trusted proxy) they are removed, never passed on.
+const CLAIMS_NOT_SET: [&str; 4] = [
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+];
+
+/// The client a request from a trusted proxy is for. `X-Forwarded-For` is
+/// read from the right, each proxy appending who it heard from: trusted
+/// proxies are passed over, and the first entry that is not one is the
+/// client. An entry that cannot be read there stops the walk at `peer`:
+/// skipping it would take an address the client wrote itself. All
+/// trusted: the leftmost.
 pub(crate) fn forwarded_client(
     peer: std::net::IpAddr,
     headers: &HeaderMap,
     trusted: &[berth_proto::IpRange],
 ) -> std::net::IpAddr {
-    let listed: Vec<std::net::IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|entry| entry.trim().parse().ok())
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
         .collect();
-    listed
-        .iter()
-        .rev()
-        .find(|address| !trusted.iter().any(|range| range.contains(**address)))
-        .or(listed.first())
-        .copied()
+    for entry in entries.iter().rev() {
+        match forwarded_address(entry) {
+            Some(address) if trusted.iter().any(|range| range.contains(address)) => {}
+            Some(address) => return address,
+            None => return peer,
+        }
+    }
+    entries
+        .first()
+        .and_then(|entry| forwarded_address(entry))
         .unwrap_or(peer)
+}
+
+/// An `X-Forwarded-For` entry's address: `203.0.113.9`, `203.0.113.9:4711`,
+/// `2001:db8::1`, `[2001:db8::1]:4711`, quoted or not.
+fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    let entry = entry.trim_matches('"');
+    if let Ok(address) = entry.parse() {
+        return Some(address);
+    }
+    if let Some(v6) = entry.strip_prefix('[') {
+        return v6.split_once(']')?.0.parse().ok();
+    }
+    let (host, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(std::net::IpAddr::V4)
 }
 
 /// RFC 7239's `Forwarded` for this hop (the client's own is dropped): an
@@ -147,5 +185,78 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if !keep_upgrade {
         headers.remove(header::UPGRADE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_of(forwarded_for: &str) -> std::net::IpAddr {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(forwarded_for).unwrap(),
+        );
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        forwarded_client("10.0.0.1".parse().unwrap(), &headers, &trusted)
+    }
+
+    #[test]
+    fn the_client_is_the_first_untrusted_entry_from_the_right() {
+        assert_eq!(
+            client_of("203.0.113.9"),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        // What the client wrote itself is to the left of what the proxy saw.
+        assert_eq!(
+            client_of("6.6.6.6, 203.0.113.9, 10.0.0.7").to_string(),
+            "203.0.113.9"
+        );
+        // Proxies that append a port, or brackets: still read, never skipped.
+        assert_eq!(
+            client_of("6.6.6.6, 203.0.113.9:4711").to_string(),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            client_of("6.6.6.6, [2001:db8::9]:4711").to_string(),
+            "2001:db8::9"
+        );
+        assert_eq!(
+            client_of("6.6.6.6, \"[2001:db8::9]\"").to_string(),
+            "2001:db8::9"
+        );
+        // Unreadable where the client should be: the peer, not 6.6.6.6.
+        assert_eq!(client_of("6.6.6.6, unknown").to_string(), "10.0.0.1");
+        // All trusted: the leftmost.
+        assert_eq!(client_of("10.1.1.1, 10.0.0.7").to_string(), "10.1.1.1");
+    }
+
+    #[test]
+    fn what_a_client_claims_about_itself_is_not_passed_on() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-real-ip",
+            "x-forwarded-port",
+            "x-forwarded-ssl",
+            "x-forwarded-for",
+        ] {
+            headers.insert(name, HeaderValue::from_static("6.6.6.6"));
+        }
+        let client = HeaderValue::from_static("203.0.113.9");
+        let uri: Uri = "/".parse().unwrap();
+        prepare_request_headers(
+            &mut headers,
+            &uri,
+            Version::HTTP_11,
+            &client,
+            "http",
+            false,
+            false,
+        );
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9");
+        for name in ["x-real-ip", "x-forwarded-port", "x-forwarded-ssl"] {
+            assert!(!headers.contains_key(name), "{name}");
+        }
     }
 }
