@@ -43,18 +43,26 @@ pub(super) fn prepare(dir: &Path, size_mib: u64) -> Result<Option<String>, Strin
     if !image.exists() {
         std::fs::create_dir_all(dir)
             .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-        make_image(&image, wanted)?;
+        // Made under another name and given the image's only when whole: a
+        // crash half way through the copy leaves no image that would be
+        // mounted over the files.
+        let partial = image.with_extension("img.partial");
+        let _ = std::fs::remove_file(&partial);
+        make_image(&partial, wanted)?;
         let holds_files = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
         if holds_files {
-            move_into_image(dir, &image).inspect_err(|_| {
-                let _ = std::fs::remove_file(&image);
+            let kept = move_into_image(dir, &partial).inspect_err(|_| {
+                let _ = std::fs::remove_file(&partial);
             })?;
             said = Some(format!(
-                "volume {name} now has {size_mib} MB of its own; its files were moved in"
+                "volume {name} now has {size_mib} MB of its own; its files were copied in, and the old folder is kept as {}",
+                kept.display()
             ));
         } else {
             said = Some(format!("volume {name}: {size_mib} MB of its own"));
         }
+        std::fs::rename(&partial, &image)
+            .map_err(|err| format!("cannot name {}: {err}", image.display()))?;
     }
     if !is_mount_point(dir) {
         std::fs::create_dir_all(dir)
@@ -126,8 +134,11 @@ fn mount(image: &Path, dir: &Path) -> Result<(), String> {
 }
 
 /// Mounts the new file system beside `dir`, copies `dir`'s files into it,
-/// and puts it in `dir`'s place.
-fn move_into_image(dir: &Path, image: &Path) -> Result<(), String> {
+/// and puts an empty folder in `dir`'s place for it to be mounted on. The
+/// old folder is kept beside it (returned), not deleted: instances of the
+/// release still running have it mounted and go on writing there until
+/// they stop.
+fn move_into_image(dir: &Path, image: &Path) -> Result<PathBuf, String> {
     let staging = dir.with_file_name(format!(
         ".{}.moving",
         dir.file_name().unwrap_or_default().to_string_lossy()
@@ -144,8 +155,17 @@ fn move_into_image(dir: &Path, image: &Path) -> Result<(), String> {
     let _ = run(Command::new("umount").arg(&staging), "unmount");
     let _ = std::fs::remove_dir(&staging);
     copied?;
-    std::fs::remove_dir_all(dir).map_err(|err| err.to_string())?;
-    std::fs::create_dir(dir).map_err(|err| err.to_string())
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let kept = dir.with_file_name(format!(
+        ".{}.unsized-{since_epoch}",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::rename(dir, &kept).map_err(|err| err.to_string())?;
+    std::fs::create_dir(dir).map_err(|err| err.to_string())?;
+    Ok(kept)
 }
 
 /// Grows the mounted file system of the volume at `dir` to `bytes`, or

@@ -63,6 +63,11 @@ impl Resources {
             .filter(|entry| entry.path().is_dir())
             .filter_map(|entry| {
                 let name = entry.file_name().to_str()?.to_string();
+                // Volume names never start with a dot: berth's own files
+                // beside them do (images, folders kept from before a size).
+                if name.starts_with('.') {
+                    return None;
+                }
                 let sized = super::sized_volumes::is_mount_point(&entry.path());
                 Some(VolumeInfo {
                     destination: mounted.get(&name).cloned(),

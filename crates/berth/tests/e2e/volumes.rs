@@ -140,13 +140,15 @@ async fn a_volume_with_a_size_fills_up_at_its_size_grows_and_never_shrinks() {
         "kept\n"
     );
 
-    // Given a size, it becomes a file system of that size; its file moves in.
+    // Given a size, it becomes a file system of that size; its file is
+    // copied in, and the old folder is kept (the release running until the
+    // cutover still writes there), not deleted.
     sized_app(app.path(), "24mb");
     let deployed = server.ok_in(app.path(), &["up"]).await;
     assert!(
-        deployed
-            .stderr
-            .contains("volume small now has 24 MB of its own; its files were moved in"),
+        deployed.stderr.contains(
+            "volume small now has 24 MB of its own; its files were copied in, and the old folder is kept as"
+        ),
         "{}",
         deployed.stderr
     );
@@ -155,6 +157,21 @@ async fn a_volume_with_a_size_fills_up_at_its_size_grows_and_never_shrinks() {
         std::fs::read_to_string(volume.join("marker")).unwrap(),
         "kept\n"
     );
+    let old_folder = std::fs::read_dir(volume.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .find(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".small.unsized-")
+        })
+        .expect("the old folder kept");
+    assert_eq!(
+        std::fs::read_to_string(old_folder.path().join("marker")).unwrap(),
+        "kept\n"
+    );
+    assert!(!volume.parent().unwrap().join(".small.img.partial").exists());
 
     // Writing 64 MB fills it at 24 MB: the write fails, the host's disk is
     // not touched.
