@@ -172,9 +172,14 @@ impl Driver for ProcessDriver {
             && terminal.is_none()
             && crate::spawner::available();
         // A standby, when it is in a cgroup exactly if this instance needs one.
+        // Not for an instance that binds a mount point (a sized volume): a
+        // standby's mount namespace is a copy made when it was, and a
+        // volume mounted on the host after that is not in it — the
+        // instance would write into the empty folder underneath.
+        let binds_a_mount = spec.binds.iter().any(|bind| is_mount_point(&bind.source));
         let standby = sandbox
             .as_ref()
-            .filter(|prepared| through_spawner && prepared.fits_standby())
+            .filter(|prepared| through_spawner && prepared.fits_standby() && !binds_a_mount)
             .and_then(|_| crate::spawner::take_standby(limits.is_some()));
         // The server's pid keeps two servers' instances (a release command
         // is `release-vN` in each) apart.
@@ -345,6 +350,19 @@ fn instance_env(
 
 /// Forks the caller to run `argv` with exactly `env` in `workdir`
 /// (entering `sandbox` first, if any), on `terminal` if one is given.
+/// Whether `path` is where a file system is mounted (its device is not
+/// its parent's).
+fn is_mount_point(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
+        (Ok(own), Some(Ok(parent))) => own.dev() != parent.dev(),
+        _ => false,
+    }
+}
+
 fn start_forked(
     argv: &[OsString],
     env: &std::collections::BTreeMap<String, OsString>,

@@ -126,7 +126,7 @@ fn mounted(path: &std::path::Path) -> bool {
 #[ignore = "needs root"]
 async fn a_volume_with_a_size_fills_up_at_its_size_grows_and_never_shrinks() {
     setup();
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
     let app = example("plain");
     // A volume without a size, holding a file.
     sized_app(app.path(), "");
@@ -231,6 +231,24 @@ async fn a_volume_with_a_size_fills_up_at_its_size_grows_and_never_shrinks() {
         );
         assert_eq!(server.get("sized", "/").await.status, 200);
     }
+
+    // As after a reboot: the server goes down hard and the file system is
+    // unmounted. The standby the new server makes at once predates the
+    // mount its first instance makes; the instance still sees the volume,
+    // not the empty folder underneath.
+    server.kill9().await;
+    assert!(
+        std::process::Command::new("umount")
+            .arg(&volume)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(!mounted(&volume));
+    server.restart().await;
+    let read = server.get("sized", "/read?path=/small/marker").await;
+    assert_eq!((read.status, read.body.as_str()), (200, "kept\n"));
+    assert!(mounted(&volume));
 
     // A smaller one is refused with the reason; the app keeps serving.
     sized_app(app.path(), "16mb");
