@@ -246,7 +246,16 @@ async fn a_volume_with_a_size_fills_up_at_its_size_grows_and_never_shrinks() {
     );
     assert!(!mounted(&volume));
     server.restart().await;
-    let read = server.get("sized", "/read?path=/small/marker").await;
+    // (Answered once the server has its apps back and the instance is up:
+    // 404 and 503 until then.)
+    let mut read = server.get("sized", "/read?path=/small/marker").await;
+    for _ in 0..300 {
+        if read.status != 404 && read.status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        read = server.get("sized", "/read?path=/small/marker").await;
+    }
     assert_eq!((read.status, read.body.as_str()), (200, "kept\n"));
     assert!(mounted(&volume));
 
