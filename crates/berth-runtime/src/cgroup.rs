@@ -65,6 +65,29 @@ pub struct InstanceCgroup {
 
 const CFS_PERIOD_US: u64 = 100_000;
 
+/// What a forked child needs to join a cgroup before it execs: the
+/// cgroup's open `cgroup.procs` files (see [`InstanceCgroup::joiner`]).
+#[derive(Debug, Clone)]
+pub(crate) struct CgroupJoin(Vec<std::os::fd::RawFd>);
+
+impl CgroupJoin {
+    /// Moves the calling process into the cgroup (writes `0` to each
+    /// `cgroup.procs`). Async-signal-safe: for a child between fork and
+    /// exec.
+    #[allow(unsafe_code)]
+    pub(crate) fn join(&self) -> io::Result<()> {
+        for fd in &self.0 {
+            // SAFETY: write(2) of a static buffer to a descriptor the parent
+            // keeps open across the fork (see `joiner`).
+            let written = unsafe { libc::write(*fd, c"0".as_ptr().cast(), 1) };
+            if written < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
 fn own_path(controller: &str) -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     path_in(&text, controller)
@@ -321,6 +344,14 @@ impl InstanceCgroup {
             procs: Vec::new(),
             owned: false,
         })
+    }
+
+    /// For a child forked to run in this cgroup: it joins before it
+    /// execs, so nothing it runs is ever outside the limits. The cgroup
+    /// must outlive the fork (its files stay open in the parent).
+    pub(crate) fn joiner(&self) -> CgroupJoin {
+        use std::os::fd::AsRawFd;
+        CgroupJoin(self.procs.iter().map(AsRawFd::as_raw_fd).collect())
     }
 
     /// Moves process `pid` (all its threads) into the cgroup, then its

@@ -221,12 +221,20 @@ impl Driver for ProcessDriver {
                     }
                     // It died under us: this start, and later ones, fork.
                     Err(_) if !crate::spawner::available() => {
-                        start_forked(&argv, &env, &spec.workdir, sandbox, None)
+                        let join = cgroup.as_ref().map(crate::cgroup::InstanceCgroup::joiner);
+                        joined = join.is_some();
+                        start_forked(&argv, &env, &spec.workdir, sandbox, None, join)
                     }
                     started => started,
                 }
             }
-            _ => start_forked(&argv, &env, &spec.workdir, sandbox, terminal),
+            // Forked here, the child joins its cgroup before it execs: a
+            // process it forks at once is never outside the limits.
+            _ => {
+                let join = cgroup.as_ref().map(crate::cgroup::InstanceCgroup::joiner);
+                joined = join.is_some();
+                start_forked(&argv, &env, &spec.workdir, sandbox, terminal, join)
+            }
         };
         let Started {
             pid,
@@ -369,9 +377,10 @@ fn start_forked(
     workdir: &std::path::Path,
     sandbox: Option<isolation::PreparedSandbox>,
     terminal: Option<&std::os::fd::OwnedFd>,
+    join: Option<crate::cgroup::CgroupJoin>,
 ) -> std::io::Result<Started> {
     if let Some(terminal) = terminal {
-        return start_on_terminal(argv, env, workdir, sandbox, terminal);
+        return start_on_terminal(argv, env, workdir, sandbox, terminal, join);
     }
     use std::os::unix::process::CommandExt;
     let mut command = command::base_command(argv, env, workdir, sandbox.is_some());
@@ -386,6 +395,10 @@ fn start_forked(
     // SAFETY: see isolation::die_with_parent and PreparedSandbox::enter.
     unsafe {
         command.pre_exec(move || {
+            // First, as root: the cgroup's files are root's.
+            if let Some(join) = &join {
+                join.join()?;
+            }
             if let Some(sandbox) = &sandbox {
                 sandbox.enter()?;
             } else {

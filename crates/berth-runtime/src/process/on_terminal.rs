@@ -18,6 +18,7 @@ pub(super) fn start_on_terminal(
     workdir: &std::path::Path,
     sandbox: Option<isolation::PreparedSandbox>,
     terminal: &OwnedFd,
+    join: Option<crate::cgroup::CgroupJoin>,
 ) -> std::io::Result<Started> {
     use std::os::unix::process::CommandExt;
     // In a pid namespace the app is a fork of the init, free to start a
@@ -42,6 +43,10 @@ pub(super) fn start_on_terminal(
     // crate::terminal::take_terminal.
     unsafe {
         command.pre_exec(move || {
+            // First, as root: the cgroup's files are root's.
+            if let Some(join) = &join {
+                join.join()?;
+            }
             if let Some(sandbox) = &sandbox {
                 sandbox.enter()?;
             } else {

@@ -288,3 +288,43 @@ async fn a_terminal_client_that_leaves_takes_its_command_along() {
         .await;
     assert!(unknown.stderr.contains("nope"), "{}", unknown.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root"]
+async fn a_command_on_a_terminal_is_in_its_cgroup_from_its_first_instruction() {
+    setup();
+    let server = TestServer::start().await;
+    let _app = deploy_plain(&server, "confined", "").await;
+    // The shell forks `cat` at once, within a millisecond of its exec: a
+    // cgroup joined after the exec (about 10 ms on cgroup v1) would miss it.
+    let mut terminal = ApiTerminal::open(
+        &server,
+        "confined",
+        "cat /proc/self/cgroup; echo end-of-cgroups",
+        (80, 24),
+    )
+    .await;
+    let (code, why) = terminal.read_exit(Duration::from_secs(60)).await;
+    let text = terminal.text.clone();
+    assert_eq!(code, 0, "{why}: {text}");
+    assert!(text.contains("end-of-cgroups"), "{text}");
+    // cgroup v1: the memory and pids hierarchies; v2: the one hierarchy.
+    let v1: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(":memory:") || line.contains(":pids:"))
+        .collect();
+    let limited = if v1.is_empty() {
+        text.lines()
+            .filter(|line| line.starts_with("0::"))
+            .collect()
+    } else {
+        v1
+    };
+    assert!(!limited.is_empty(), "{text}");
+    for line in limited {
+        assert!(
+            line.contains("/berth/"),
+            "outside its cgroup: {line}\n{text}"
+        );
+    }
+}
