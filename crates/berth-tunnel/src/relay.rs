@@ -146,6 +146,18 @@ struct Relay {
 }
 
 impl Relay {
+    /// A relay keeping its tokens in `data`, with no tunnel yet.
+    fn new(data: PathBuf) -> Relay {
+        Relay {
+            data,
+            open: Mutex::new(HashMap::new()),
+            tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
+            tunnels: Mutex::new(HashMap::new()),
+            next_id: Default::default(),
+            turn: Default::default(),
+        }
+    }
+
     /// The tokens, read again when the file changed (`berth relay token
     /// add` needs no restart).
     fn tokens(&self) -> Arc<RelayTokens> {
@@ -196,14 +208,7 @@ pub async fn run(
     let tunnel_listener = bind(config.tunnel).await?;
     let http_listener = bind(config.http).await?;
     let https_listener = bind(config.https).await?;
-    let relay = Arc::new(Relay {
-        data: config.data.clone(),
-        open: Mutex::new(HashMap::new()),
-        tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
-        tunnels: Mutex::new(HashMap::new()),
-        next_id: Default::default(),
-        turn: Default::default(),
-    });
+    let relay = Arc::new(Relay::new(config.data.clone()));
     let tokens = relay.tokens();
     tracing::info!(
         tunnel = %config.tunnel, http = %config.http, https = %config.https,
@@ -465,14 +470,7 @@ mod tests {
     #[test]
     fn a_token_removed_within_the_same_clock_tick_is_seen_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let relay = Relay {
-            data: dir.path().to_path_buf(),
-            open: Mutex::new(HashMap::new()),
-            tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
-            tunnels: Mutex::new(HashMap::new()),
-            next_id: Default::default(),
-            turn: Default::default(),
-        };
+        let relay = Relay::new(dir.path().to_path_buf());
         let mut tokens = RelayTokens::default();
         let secret = tokens.add("home", &["shop.example.com".into()]).unwrap();
         tokens.save(dir.path()).unwrap();
@@ -500,14 +498,7 @@ mod tests {
     #[test]
     fn a_token_holds_at_most_its_tunnels_and_gets_each_back() {
         let dir = tempfile::tempdir().unwrap();
-        let relay = Arc::new(Relay {
-            data: dir.path().to_path_buf(),
-            open: Mutex::new(HashMap::new()),
-            tokens: Mutex::new((None, Arc::new(RelayTokens::default()))),
-            tunnels: Mutex::new(HashMap::new()),
-            next_id: Default::default(),
-            turn: Default::default(),
-        });
+        let relay = Arc::new(Relay::new(dir.path().to_path_buf()));
         let slots: Vec<TunnelSlot> = (0..protocol::MAX_TUNNELS_PER_TOKEN)
             .map(|_| TunnelSlot::take(&relay, "home").unwrap())
             .collect();

@@ -104,48 +104,36 @@ async fn login_pins_the_servers_certificate_and_a_changed_one_is_refused() {
         "{}",
         root.stdout
     );
-    let wrong = "00".repeat(32);
-    let mismatched = server
-        .berth_at_home(
-            home.path(),
-            &[
-                "login",
-                &url,
-                "--token",
-                &token,
-                "--name",
-                "prod",
-                "--replace-pin",
-                "--fingerprint",
-                &wrong,
-            ],
-        )
-        .run()
-        .await
-        .failure();
+    let with_pin = |fingerprint: String| {
+        let (home, url, token) = (home.path(), url.clone(), token.clone());
+        let server = &server;
+        async move {
+            server
+                .berth_at_home(
+                    home,
+                    &[
+                        "login",
+                        &url,
+                        "--token",
+                        &token,
+                        "--name",
+                        "prod",
+                        "--replace-pin",
+                        "--fingerprint",
+                        &fingerprint,
+                    ],
+                )
+                .run()
+                .await
+        }
+    };
+    let mismatched = with_pin("00".repeat(32)).await.failure();
     assert!(
         mismatched.stderr.contains("nothing was sent"),
         "{}",
         mismatched.stderr
     );
-    server
-        .berth_at_home(
-            home.path(),
-            &[
-                "login",
-                &url,
-                "--token",
-                &token,
-                "--name",
-                "prod",
-                "--replace-pin",
-                "--fingerprint",
-                &fingerprint.to_lowercase(),
-            ],
-        )
-        .run()
-        .await
-        .success();
+    with_pin(fingerprint.to_lowercase()).await.success();
     let listed = server
         .berth_at_home(home.path(), &["--context", "prod", "apps", "--json"])
         .run()
