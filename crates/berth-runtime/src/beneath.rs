@@ -20,6 +20,26 @@ use std::path::Path;
 /// blocks: a FIFO (or a device) the app left there opens at once, for the
 /// caller to refuse as not a regular file.
 pub fn open_beneath(root: &Path, relative: &Path) -> io::Result<File> {
+    open_under(
+        root,
+        relative,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Opens `relative` under `root` for reading as if `root` were `/`: links
+/// inside the tree are followed (a workspace's `migrations ->
+/// crates/db/migrations`), but none, absolute or with `..`, leads out of
+/// it. `root` itself is not followed if it is a link.
+pub fn open_in_root(root: &Path, relative: &Path) -> io::Result<File> {
+    open_under(
+        root,
+        relative,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+fn open_under(root: &Path, relative: &Path, resolve: u64) -> io::Result<File> {
     let root = CString::new(root.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     let relative = if relative.as_os_str().is_empty() {
@@ -40,9 +60,15 @@ pub fn open_beneath(root: &Path, relative: &Path) -> io::Result<File> {
         }
         let dir = std::os::fd::OwnedFd::from_raw_fd(dir);
         let mut how: libc::open_how = std::mem::zeroed();
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK) as u64;
-        how.resolve =
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // With links refused anywhere, the last component too; in the
+        // root, a last link is followed like any other (within it).
+        let last = if resolve & libc::RESOLVE_NO_SYMLINKS != 0 {
+            libc::O_NOFOLLOW
+        } else {
+            0
+        };
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | last) as u64;
+        how.resolve = resolve;
         let fd = libc::syscall(
             libc::SYS_openat2,
             std::os::fd::AsRawFd::as_raw_fd(&dir),
@@ -58,11 +84,11 @@ pub fn open_beneath(root: &Path, relative: &Path) -> io::Result<File> {
 }
 
 /// The bytes of the regular file `relative` under `root` (opened as
-/// [`open_beneath`] does), refused past `max` bytes: for files of an app's
+/// [`open_in_root`] does), refused past `max` bytes: for files of an app's
 /// tree that a process not running as the app reads whole.
-pub fn read_beneath(root: &Path, relative: &Path, max: u64) -> io::Result<Vec<u8>> {
+pub fn read_in_root(root: &Path, relative: &Path, max: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let file = open_beneath(root, relative)?;
+    let file = open_in_root(root, relative)?;
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -78,6 +104,25 @@ pub fn read_beneath(root: &Path, relative: &Path, max: u64) -> io::Result<Vec<u8
         ));
     }
     Ok(bytes)
+}
+
+/// The names in the folder `relative` under `root` (opened as
+/// [`open_in_root`] does), sorted.
+pub fn list_in_root(root: &Path, relative: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let folder = open_in_root(root, relative)?;
+    if !folder.metadata()?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a folder", relative.display()),
+        ));
+    }
+    // The folder as this process holds it open, whatever its path.
+    let held = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&folder));
+    let mut names = std::fs::read_dir(held)?
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect::<io::Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -104,18 +149,31 @@ mod tests {
     }
 
     #[test]
-    fn reading_beneath_takes_regular_files_within_a_bound() {
+    fn reading_in_root_follows_links_inside_and_none_out() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("small"), "1.90").unwrap();
-        std::fs::write(dir.path().join("big"), "x".repeat(100)).unwrap();
-        std::fs::create_dir(dir.path().join("folder")).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        let root = dir.path().join("app");
+        std::fs::create_dir_all(root.join("crates/db/migrations")).unwrap();
+        std::fs::write(root.join("crates/db/migrations/1_a.sql"), "SELECT 1;").unwrap();
+        std::os::unix::fs::symlink("crates/db/migrations", root.join("migrations")).unwrap();
+        std::fs::write(root.join("small"), "1.90").unwrap();
+        std::fs::write(root.join("big"), "x".repeat(100)).unwrap();
+        std::fs::write(dir.path().join("secret"), "token").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("zero")).unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("up")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("absolute")).unwrap();
+        let read = |name: &str| read_in_root(&root, Path::new(name), 10);
+        assert_eq!(read("small").unwrap(), b"1.90");
+        assert_eq!(read("migrations/1_a.sql").unwrap(), b"SELECT 1;");
+        assert!(read("big").is_err());
+        assert!(read("crates").is_err(), "a folder");
+        // Out of the tree: /dev/zero is the tree's own /dev/zero (none),
+        // `..` stops at its root, and so does an absolute link.
+        assert!(read("zero").is_err());
+        assert!(read("up").is_err());
+        assert!(read("absolute").is_err());
         assert_eq!(
-            read_beneath(dir.path(), Path::new("small"), 10).unwrap(),
-            b"1.90"
+            list_in_root(&root, Path::new("migrations")).unwrap(),
+            ["1_a.sql"]
         );
-        assert!(read_beneath(dir.path(), Path::new("big"), 10).is_err());
-        assert!(read_beneath(dir.path(), Path::new("folder"), 10).is_err());
-        assert!(read_beneath(dir.path(), Path::new("zero"), 10).is_err());
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use beneath::{open_beneath, read_beneath};
+pub use beneath::{list_in_root, open_beneath, open_in_root, read_in_root};
 pub use isolation::{run_instance_init_if_asked, with_exact_sleeps};
 pub use net::{netns, uplink};
 pub use process::ProcessDriver;

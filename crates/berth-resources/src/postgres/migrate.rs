@@ -40,20 +40,32 @@ pub struct Applied {
 /// The largest migration file read.
 const MAX_MIGRATION: u64 = 16 * 1024 * 1024;
 
-/// Reads the migrations in `dir`, in version order. Files that are not
-/// migrations (no number before `_`, not `.sql`) are refused by name, as
-/// sqlx refuses them.
+/// Reads the migrations in `dir` (an app tree's `migrations/`), in version
+/// order. Files that are not migrations (no number before `_`, not `.sql`)
+/// are refused by name, as sqlx refuses them.
+///
+/// The app wrote them, and the server reads them: within the tree `dir`
+/// is in, so links inside it are followed (a workspace's `migrations ->
+/// crates/db/migrations`) but none leads out, and within a bound.
 pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>, String> {
+    let (Some(root), Some(folder)) = (dir.parent(), dir.file_name()) else {
+        return Err(format!("{} is not a folder of a tree", dir.display()));
+    };
+    let folder = Path::new(folder);
     let mut migrations = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Links are refused by the read below, folders and the like skipped.
-        let is_file_or_link = entry
-            .file_type()
-            .is_ok_and(|kind| kind.is_file() || kind.is_symlink());
-        if !is_file_or_link || name.starts_with('.') {
+    let names = berth_runtime::list_in_root(root, folder)
+        .map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let within = folder.join(&name);
+        // Folders in it are skipped.
+        if berth_runtime::open_in_root(root, &within)
+            .and_then(|file| file.metadata())
+            .is_ok_and(|meta| meta.is_dir())
+        {
             continue;
         }
         if name.ends_with(".down.sql") {
@@ -73,9 +85,7 @@ pub fn read_migrations(dir: &Path) -> Result<Vec<Migration>, String> {
         let version: i64 = version
             .parse()
             .map_err(|_| format!("migrations/{name}: `{version}` is not a version number"))?;
-        // The app wrote them: read as the server, never through a link,
-        // and within a bound.
-        let sql = berth_runtime::read_beneath(dir, Path::new(&name), MAX_MIGRATION)
+        let sql = berth_runtime::read_in_root(root, &within, MAX_MIGRATION)
             .map_err(|err| format!("cannot read migrations/{name}: {err}"))
             .and_then(|bytes| {
                 String::from_utf8(bytes).map_err(|_| format!("migrations/{name} is not UTF-8"))
@@ -278,13 +288,33 @@ mod tests {
             "{err}"
         );
         std::fs::remove_file(dir.path().join("notes.txt")).unwrap();
-        // A migration that is a link (to the superuser's password, say) is
-        // not read through.
+        // A migration that links out of the tree (to the superuser's
+        // password, say) is not read through.
         let secret = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(secret.path(), "superuser-password").unwrap();
         std::os::unix::fs::symlink(secret.path(), dir.path().join("4_leak.sql")).unwrap();
         let err = read_migrations(dir.path()).unwrap_err();
         assert!(err.contains("cannot read migrations/4_leak.sql"), "{err}");
         assert!(!err.contains("superuser-password"), "{err}");
+        std::fs::remove_file(dir.path().join("4_leak.sql")).unwrap();
+        // A workspace's migrations folder that is a link inside the tree
+        // is read; one that links out of it is not.
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tree.path().join("crates/db")).unwrap();
+        std::fs::rename(dir.path(), tree.path().join("crates/db/migrations")).unwrap();
+        std::os::unix::fs::symlink("crates/db/migrations", tree.path().join("migrations")).unwrap();
+        assert_eq!(
+            read_migrations(&tree.path().join("migrations"))
+                .unwrap()
+                .len(),
+            3
+        );
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            tree.path().join("crates/db/migrations"),
+            other.path().join("migrations"),
+        )
+        .unwrap();
+        assert!(read_migrations(&other.path().join("migrations")).is_err());
     }
 }

@@ -79,11 +79,10 @@ fn sysroot(command: &mut std::process::Command) -> Result<Toolchain, String> {
 ///
 /// The app's build may have written them (a build command runs before the
 /// cargo build that reads them): read as the server, they are opened
-/// beneath `source` without following links, regular files of at most
-/// 64 KiB.
+/// within `source` (no link leads out), regular files of at most 64 KiB.
 pub(crate) fn pinned_channel(source: &Path) -> Option<String> {
     let read = |name: &str| {
-        berth_runtime::read_beneath(source, Path::new(name), 64 * 1024)
+        berth_runtime::read_in_root(source, Path::new(name), 64 * 1024)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
     };
