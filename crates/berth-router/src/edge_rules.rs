@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 use berth_proto::IpRange;
 use http::{HeaderMap, header};
 
+/// Marks a response the app's `[edge]` rules gave (a refusal): counted,
+/// but not written to the access log, so a flood of refused requests
+/// costs no more than a counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EdgeRefusal;
+
 /// Client buckets kept per app, at most (see `EdgeRules::evict`).
 const MAX_CLIENTS: usize = 100_000;
 

@@ -320,25 +320,12 @@ async fn serve_app(
 ) -> Response<ProxyBody> {
     if !route.edge.is_empty() {
         use crate::edge_rules::Verdict;
-        let verdict = match route.edge.check(
+        let refusal = match route.edge.check(
             &route.traffic.edge,
             client,
             request.uri().path(),
             request.headers(),
         ) {
-            // A body of unknown length where a limit applies: HTTP/1.1
-            // shows it by Transfer-Encoding (judged above), HTTP/2 only by
-            // a body that goes on without a Content-Length.
-            Verdict::Pass
-                if route.edge.max_body.is_some()
-                    && !request.headers().contains_key(header::CONTENT_LENGTH)
-                    && !hyper::body::Body::is_end_stream(request.body()) =>
-            {
-                Verdict::LengthRequired
-            }
-            other => other,
-        };
-        let refusal = match verdict {
             Verdict::Pass => None,
             Verdict::Denied => Some(pages::forbidden(app)),
             Verdict::Limited(seconds) => Some(pages::too_many(app, seconds)),
@@ -354,7 +341,7 @@ async fn serve_app(
                 .then(|| pages::too_many_connections(app, limit))
         });
         if let Some(mut refusal) = refusal {
-            refusal.extensions_mut().insert(crate::measure::EdgeRefusal);
+            refusal.extensions_mut().insert(crate::edge_rules::EdgeRefusal);
             return refusal;
         }
     }

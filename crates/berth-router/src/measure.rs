@@ -53,12 +53,6 @@ pub(crate) struct Measure {
     pending: bool,
 }
 
-/// Marks a response the app's `[edge]` rules gave (a refusal): counted,
-/// but not written to the access log, so a flood of refused requests
-/// costs no more than a counter.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct EdgeRefusal;
-
 /// The status recorded for a request whose client left before its answer.
 const CLIENT_LEFT: u16 = 499;
 
@@ -111,7 +105,7 @@ impl Measure {
     /// Wraps `response`'s body, so the request is recorded once it is sent.
     pub(crate) fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         let (parts, body) = response.into_parts();
-        if parts.extensions.get::<EdgeRefusal>().is_some() {
+        if parts.extensions.get::<crate::edge_rules::EdgeRefusal>().is_some() {
             self.log = None;
         }
         if let Some((_, record)) = &mut self.log {

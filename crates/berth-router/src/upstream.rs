@@ -301,9 +301,17 @@ impl Upstream {
         );
         parts.version = Version::HTTP_11;
         parts.uri = origin_form(&parts.uri);
+        // A body that did not say its length is held to the app's limit
+        // as it goes (one that did was judged at the edge).
+        let body_limit =
+            (route.edge.max_body).filter(|_| !parts.headers.contains_key(header::CONTENT_LENGTH));
+        let over_limit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let body = CountedBody {
             inner: body,
             traffic: route.traffic.clone(),
+            limit: body_limit,
+            carried: 0,
+            over_limit: over_limit.clone(),
         };
         let mut request = Request::from_parts(parts, body);
 
@@ -347,6 +355,15 @@ impl Upstream {
                 Err(mut err) => match err.take_message() {
                     // The connection closed before the request went out: retry it.
                     Some(unsent) if attempts < 3 => request = unsent,
+                    // The body went over the limit on its way: the client's
+                    // doing, not the app's.
+                    _ if over_limit.load(std::sync::atomic::Ordering::Relaxed) => {
+                        (route.traffic.edge.too_large)
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let mut page = pages::too_large(app, route.edge.max_body);
+                        page.extensions_mut().insert(crate::edge_rules::EdgeRefusal);
+                        return Forwarded::Answered(page);
+                    }
                     _ => {
                         route.traffic.count_router_error();
                         return Forwarded::Answered(pages::bad_gateway(
@@ -427,27 +444,46 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// A request body on its way to an instance, counting the bytes it
-/// carries as the app's `bytes_in`.
+/// carries as the app's `bytes_in`, and ending in an error past `limit`.
 pub struct CountedBody {
     inner: Incoming,
     traffic: Arc<crate::route::AppTraffic>,
+    /// The most it may carry (the app's `max_body`, for a body that did
+    /// not say its length: chunked, or HTTP/2 without Content-Length).
+    limit: Option<u64>,
+    carried: u64,
+    /// Set when it went past `limit`.
+    over_limit: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// What ends a request body: the client's connection, or its limit.
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body for CountedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.traffic.http.count_bytes_in(data.len() as u64);
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let length = data.len() as u64;
+            self.traffic.http.count_bytes_in(length);
+            self.carried += length;
+            if self.limit.is_some_and(|limit| self.carried > limit) {
+                (self.over_limit).store(true, std::sync::atomic::Ordering::Relaxed);
+                return Poll::Ready(Some(Err(
+                    "the request body is over the app's max_body".into()
+                )));
+            }
         }
-        polled
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
