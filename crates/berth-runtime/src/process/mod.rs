@@ -172,11 +172,16 @@ impl Driver for ProcessDriver {
             && terminal.is_none()
             && crate::spawner::available();
         // A standby, when it is in a cgroup exactly if this instance needs one.
-        // Not for an instance that binds a mount point (a sized volume): a
-        // standby's mount namespace is a copy made when it was, and a
-        // volume mounted on the host after that is not in it — the
-        // instance would write into the empty folder underneath.
-        let binds_a_mount = spec.binds.iter().any(|bind| is_mount_point(&bind.source));
+        // Not for an instance that writes to a mount point (a sized
+        // volume): a standby's mount namespace is a copy made when it was,
+        // and a volume mounted on the host after that is not in it — the
+        // instance would write into the empty folder underneath. Writable
+        // binds only: that is where a stale view loses data, and read-only
+        // ones of mounts (package roots) would cost every start its standby.
+        let binds_a_mount = spec
+            .binds
+            .iter()
+            .any(|bind| bind.writable && is_mount_point(&bind.source));
         let standby = sandbox
             .as_ref()
             .filter(|prepared| through_spawner && prepared.fits_standby() && !binds_a_mount)

@@ -41,6 +41,9 @@ impl Deployer {
                 say(progress, format!("uses the {what} of app {owner}"));
             }
         }
+        // The owners' passwords are in this release's env from its release
+        // command on: masked from now, not from when it becomes the target.
+        self.resources.mask_for_release(app, spec);
         Ok(())
     }
 

@@ -29,6 +29,16 @@ impl Resources {
     /// Every value `app`'s processes could print: its secrets (current and
     /// those of its target release) and the passwords of its resources.
     pub(crate) fn mask_values(&self, app: &str) -> Vec<Zeroizing<String>> {
+        self.mask_values_with(app, None)
+    }
+
+    /// [`Resources::mask_values`], and the passwords of the resources
+    /// `deploying` (a spec about to be released) uses of other apps.
+    fn mask_values_with(
+        &self,
+        app: &str,
+        deploying: Option<&berth_spec::AppSpec>,
+    ) -> Vec<Zeroizing<String>> {
         let mut values: Vec<Zeroizing<String>> = Vec::new();
         let mut sealed: Vec<(String, SealedSecret)> = self
             .store
@@ -59,12 +69,19 @@ impl Resources {
         }
         let app = app.to_string();
         // (An owner that is the app itself is looked up twice: harmless.)
-        let whose = [
+        let mut whose = vec![
             (app.clone(), ResourceKind::Postgres),
             (app, ResourceKind::Redis),
             (owners.0, ResourceKind::Postgres),
             (owners.1, ResourceKind::Redis),
         ];
+        if let Some(spec) = deploying {
+            let resources = &spec.resources;
+            whose.extend(
+                (resources.postgres_from.clone()).map(|owner| (owner, ResourceKind::Postgres)),
+            );
+            whose.extend((resources.redis_from.clone()).map(|owner| (owner, ResourceKind::Redis)));
+        }
         for (owner, kind) in whose {
             if let Ok(Some(row)) = self.store.resource(&owner, &kind)
                 && let Ok(password) = self.open_password(&row)
@@ -73,6 +90,13 @@ impl Resources {
             }
         }
         values
+    }
+
+    /// Hands the log store every value of `app` to mask, with those of the
+    /// release of `spec` about to run (its shared resources' passwords).
+    pub fn mask_for_release(&self, app: &str, spec: &berth_spec::AppSpec) {
+        let values = self.mask_values_with(app, Some(spec));
+        (self.logs).set_masks(app, values.iter().map(|value| value.as_str()));
     }
 
     /// Hands the log store every value of `app` to mask.

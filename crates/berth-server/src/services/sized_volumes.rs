@@ -51,18 +51,23 @@ pub(super) fn prepare(dir: &Path, size_mib: u64) -> Result<Option<String>, Strin
         make_image(&partial, wanted)?;
         let holds_files = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
         if holds_files {
-            let kept = move_into_image(dir, &partial).inspect_err(|_| {
+            copy_into_image(dir, &partial).inspect_err(|_| {
                 let _ = std::fs::remove_file(&partial);
             })?;
-            said = Some(format!(
-                "volume {name} now has {size_mib} MB of its own; its files were copied in, and the old folder is kept as {}",
-                kept.display()
-            ));
-        } else {
-            said = Some(format!("volume {name}: {size_mib} MB of its own"));
         }
         std::fs::rename(&partial, &image)
             .map_err(|err| format!("cannot name {}: {err}", image.display()))?;
+        // Only once the image holds the files: a crash before this leaves
+        // them in the folder, under the image when it is mounted.
+        said = Some(if holds_files {
+            let kept = set_aside(dir)?;
+            format!(
+                "volume {name} now has {size_mib} MB of its own; its files were copied in, and the old folder is kept as {}",
+                kept.display()
+            )
+        } else {
+            format!("volume {name}: {size_mib} MB of its own")
+        });
     }
     if !is_mount_point(dir) {
         std::fs::create_dir_all(dir)
@@ -133,12 +138,9 @@ fn mount(image: &Path, dir: &Path) -> Result<(), String> {
     )
 }
 
-/// Mounts the new file system beside `dir`, copies `dir`'s files into it,
-/// and puts an empty folder in `dir`'s place for it to be mounted on. The
-/// old folder is kept beside it (returned), not deleted: instances of the
-/// release still running have it mounted and go on writing there until
-/// they stop.
-fn move_into_image(dir: &Path, image: &Path) -> Result<PathBuf, String> {
+/// Mounts the new file system beside `dir` and copies `dir`'s files into
+/// it.
+fn copy_into_image(dir: &Path, image: &Path) -> Result<(), String> {
     let staging = dir.with_file_name(format!(
         ".{}.moving",
         dir.file_name().unwrap_or_default().to_string_lossy()
@@ -154,7 +156,14 @@ fn move_into_image(dir: &Path, image: &Path) -> Result<PathBuf, String> {
     );
     let _ = run(Command::new("umount").arg(&staging), "unmount");
     let _ = std::fs::remove_dir(&staging);
-    copied?;
+    copied
+}
+
+/// Puts an empty folder in `dir`'s place for its file system to be mounted
+/// on. The old folder is kept beside it (returned), not deleted: instances
+/// of the release still running have it mounted and go on writing there
+/// until they stop.
+fn set_aside(dir: &Path) -> Result<PathBuf, String> {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -136,19 +136,6 @@ impl Resources {
     /// `<data>/backups/.destroyed/<app>-<unix time>`: a later app of the
     /// same name starts without them (and cannot restore them).
     pub async fn destroy_app(&self, app: &str) -> Result<(), ResourcesError> {
-        let backups = self.backups_of(app);
-        if backups.exists() {
-            let kept = self.backups_of(".destroyed");
-            let since_epoch = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            std::fs::create_dir_all(&kept)
-                .and_then(|()| std::fs::rename(&backups, kept.join(format!("{app}-{since_epoch}"))))
-                .map_err(|err| {
-                    ResourcesError::Invalid(format!("cannot put away {}: {err}", backups.display()))
-                })?;
-        }
         if self.store.resource(app, &ResourceKind::Postgres)?.is_some() {
             self.postgres.drop_database(app).await?;
             self.store.delete_resource(app, &ResourceKind::Postgres)?;
@@ -174,6 +161,24 @@ impl Resources {
             if removed > 0 {
                 tracing::info!(%app, removed, "removed what the app left in /var/tmp");
             }
+        }
+        // Last: a destroy that failed above leaves the app with its backups.
+        let backups = self.backups_of(app);
+        if backups.exists() {
+            let kept = self.backups_of(".destroyed");
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let name = format!(
+                "{app}-{}-{:09}",
+                since_epoch.as_secs(),
+                since_epoch.subsec_nanos()
+            );
+            std::fs::create_dir_all(&kept)
+                .and_then(|()| std::fs::rename(&backups, kept.join(name)))
+                .map_err(|err| {
+                    ResourcesError::Invalid(format!("cannot put away {}: {err}", backups.display()))
+                })?;
         }
         Ok(())
     }

@@ -37,14 +37,17 @@ async fn write_out(
     let (Some(mut open), data, held) = (file.take(), std::mem::take(buffer), claim.clone()) else {
         return Err(std::io::Error::other("the upload file is gone"));
     };
-    let (open, written) = tokio::task::spawn_blocking(move || {
+    let (open, mut data, written) = tokio::task::spawn_blocking(move || {
         let _held = held;
         let written = open.write_all(&data);
-        (open, written)
+        (open, data, written)
     })
     .await
     .map_err(|err| std::io::Error::other(err.to_string()))?;
     *file = Some(open);
+    // The buffer comes back for the next bytes, its room kept.
+    data.clear();
+    *buffer = data;
     written
 }
 
