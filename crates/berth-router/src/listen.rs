@@ -341,7 +341,9 @@ async fn serve_app(
                 .then(|| pages::too_many_connections(app, limit))
         });
         if let Some(mut refusal) = refusal {
-            refusal.extensions_mut().insert(crate::edge_rules::EdgeRefusal);
+            refusal
+                .extensions_mut()
+                .insert(crate::edge_rules::EdgeRefusal);
             return refusal;
         }
     }

@@ -105,7 +105,11 @@ impl Measure {
     /// Wraps `response`'s body, so the request is recorded once it is sent.
     pub(crate) fn finish(mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
         let (parts, body) = response.into_parts();
-        if parts.extensions.get::<crate::edge_rules::EdgeRefusal>().is_some() {
+        if parts
+            .extensions
+            .get::<crate::edge_rules::EdgeRefusal>()
+            .is_some()
+        {
             self.log = None;
         }
         if let Some((_, record)) = &mut self.log {
